@@ -1,0 +1,188 @@
+//! Turning flag values into data: blobs and plaintexts (`fileb://F` or base64), encryption
+//! contexts (`k=v,k=v` or JSON), tags, and passphrases from files or the terminal.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use super::exit::CliError;
+use crate::crypto::SecretBytes;
+use crate::kms::{EncryptionContext, KeyRef, KmsError, b64};
+
+/// Reads a binary flag value: `fileb://PATH` is the file's raw bytes, anything else is
+/// base64 (as the AWS CLI v2). Returned as secret because plaintexts come this way.
+pub fn binary_value(flag: &'static str, value: &str) -> Result<SecretBytes, CliError> {
+    if let Some(path) = value.strip_prefix("fileb://") {
+        return read_file(Path::new(path)).map(SecretBytes::new);
+    }
+    if value.starts_with("file://") {
+        return Err(CliError::bad(
+            flag,
+            "use fileb://PATH for binary data (file:// is for text)",
+        ));
+    }
+    b64::decode(value).map(SecretBytes::new).map_err(|_| {
+        CliError::bad(
+            flag,
+            "not base64; pass raw bytes from a file with fileb://PATH",
+        )
+    })
+}
+
+pub fn read_file(path: &Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|source| CliError::InputFile {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `k=v[,k=v...]` or a JSON object `{"k":"v"}`; absent means empty.
+pub fn encryption_context(
+    flag: &'static str,
+    value: Option<&str>,
+) -> Result<EncryptionContext, CliError> {
+    let Some(value) = value else {
+        return Ok(EncryptionContext::new());
+    };
+    let v = value.trim();
+    let pairs: Vec<(String, String)> = if v.starts_with('{') {
+        let map: std::collections::BTreeMap<String, serde_json::Value> = serde_json::from_str(v)
+            .map_err(|e| CliError::bad(flag, format!("not a JSON object: {e}")))?;
+        map.into_iter()
+            .map(|(k, val)| match val {
+                serde_json::Value::String(s) => Ok((k, s)),
+                _ => Err(CliError::bad(
+                    flag,
+                    format!("value of '{k}' must be a string"),
+                )),
+            })
+            .collect::<Result<_, _>>()?
+    } else {
+        v.split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| CliError::bad(flag, format!("'{p}' is not KEY=VALUE")))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    EncryptionContext::from_pairs(pairs).map_err(|e| match e {
+        KmsError::Validation { message, .. } => CliError::bad(flag, message),
+        other => other.into(),
+    })
+}
+
+/// `k=v` tags, as `--tag` takes them (also AWS's `TagKey=k,TagValue=v`).
+pub fn tag(value: &str) -> Result<(String, String), CliError> {
+    if let Some(rest) = value.strip_prefix("TagKey=")
+        && let Some((k, v)) = rest.split_once(",TagValue=")
+    {
+        return Ok((k.to_string(), v.to_string()));
+    }
+    value
+        .split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| CliError::bad("--tag", format!("'{value}' is not KEY=VALUE")))
+}
+
+pub fn key_ref(flag: &'static str, value: &str) -> Result<KeyRef, CliError> {
+    let _ = flag;
+    Ok(KeyRef::parse(value)?)
+}
+
+/// A passphrase from a file: the whole file less one trailing newline (as gocryptfs
+/// `-passfile`), so `echo secret > f` and editors' final newlines both work.
+pub fn passphrase_from_file(path: &Path) -> Result<SecretBytes, CliError> {
+    let mut bytes = SecretBytes::new(read_file(path)?);
+    let v = bytes.expose_mut();
+    if v.last() == Some(&b'\n') {
+        v.pop();
+        if v.last() == Some(&b'\r') {
+            v.pop();
+        }
+    }
+    if v.is_empty() {
+        return Err(CliError::bad(
+            "--passphrase-file",
+            format!("{} holds an empty passphrase", path.display()),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Where a region passphrase comes from when one is needed.
+pub struct PassphraseSource {
+    pub file: Option<PathBuf>,
+    pub region: String,
+}
+
+impl PassphraseSource {
+    /// The file if given; else a prompt on the terminal; else the "pass a file" error.
+    pub fn get(&self) -> Result<SecretBytes, KmsError> {
+        if let Some(f) = &self.file {
+            return passphrase_from_file(f).map_err(|e| match e {
+                CliError::Kms(k) => k,
+                other => KmsError::validation("--passphrase-file", other.to_string()),
+            });
+        }
+        if std::io::stdin().is_terminal() {
+            let p = rpassword::prompt_password(format!("Passphrase for region {}: ", self.region))
+                .map_err(|e| KmsError::io("cannot read the passphrase from", "/dev/tty", e))?;
+            return Ok(SecretBytes::new(p.into_bytes()));
+        }
+        Err(KmsError::PassphraseRequired {
+            region: self.region.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_forms() {
+        let a =
+            encryption_context("--encryption-context", Some("cryptvol:lineage=vol-1,b=2")).unwrap();
+        let b = encryption_context(
+            "--encryption-context",
+            Some(r#"{"b":"2","cryptvol:lineage":"vol-1"}"#),
+        )
+        .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.get("cryptvol:lineage"), Some("vol-1"));
+        assert!(encryption_context("--encryption-context", Some("novalue")).is_err());
+        assert!(encryption_context("--encryption-context", Some(r#"{"a":1}"#)).is_err());
+        assert!(
+            encryption_context("--encryption-context", None)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn binary_forms() {
+        assert_eq!(
+            binary_value("--plaintext", "aGVsbG8=").unwrap().expose(),
+            b"hello"
+        );
+        assert!(binary_value("--plaintext", "not base64!").is_err());
+        assert!(matches!(
+            binary_value("--plaintext", "fileb:///no/such/file"),
+            Err(CliError::InputFile { .. })
+        ));
+    }
+
+    #[test]
+    fn tag_forms() {
+        assert_eq!(
+            tag("team=storage").unwrap(),
+            ("team".into(), "storage".into())
+        );
+        assert_eq!(
+            tag("TagKey=a,TagValue=b").unwrap(),
+            ("a".into(), "b".into())
+        );
+        assert!(tag("x").is_err());
+    }
+}

@@ -1,0 +1,107 @@
+//! The exit-code table (docs/cli.md keeps the same table) and the CLI's error type.
+//! Every failure maps here, in one place; nothing else picks exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::kms::KmsError;
+
+/// Exit codes, stable across releases: scripts may match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    Ok = 0,
+    Internal = 1,
+    Usage = 2,
+    NotFound = 3,
+    InvalidState = 4,
+    InvalidCiphertext = 5,
+    InvalidValue = 6,
+    WrongSecret = 7,
+    Region = 8,
+    AlreadyExists = 9,
+    Unsupported = 10,
+    Io = 11,
+    Corrupt = 12,
+    KeyDeleted = 14,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// A failure of one CLI command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+    /// An input file named on the command line is missing or unreadable.
+    #[error("cannot read {path}: {source}")]
+    InputFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An output file could not be written.
+    #[error("cannot write {path}: {source}")]
+    OutputFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A flag's value is malformed.
+    #[error("invalid {flag}: {message}")]
+    BadArgument { flag: &'static str, message: String },
+}
+
+impl CliError {
+    pub fn bad(flag: &'static str, message: impl Into<String>) -> Self {
+        CliError::BadArgument {
+            flag,
+            message: message.into(),
+        }
+    }
+
+    pub fn exit(&self) -> Exit {
+        match self {
+            CliError::Kms(e) => kms_exit(e),
+            CliError::InputFile { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => Exit::NotFound,
+                _ => Exit::Io,
+            },
+            CliError::OutputFile { .. } => Exit::Io,
+            CliError::BadArgument { .. } => Exit::InvalidValue,
+        }
+    }
+
+    /// The AWS exception name, shown before the message as the AWS CLI does.
+    pub fn code_name(&self) -> Option<&'static str> {
+        match self {
+            CliError::Kms(e) => Some(e.aws_code()).filter(|c| *c != "KMSInternalException"),
+            _ => None,
+        }
+    }
+}
+
+fn kms_exit(e: &KmsError) -> Exit {
+    use KmsError::*;
+    match e {
+        NotFound { .. } => Exit::NotFound,
+        KeyDeleted { .. } => Exit::KeyDeleted,
+        Disabled { .. } | InvalidState { .. } => Exit::InvalidState,
+        InvalidCiphertext { .. } | IncorrectKey { .. } => Exit::InvalidCiphertext,
+        BlobFromOtherRegion { .. } | WrongRegion { .. } | RegionNotInitialized { .. } => {
+            Exit::Region
+        }
+        AlreadyExists { .. } => Exit::AlreadyExists,
+        InvalidArn { .. } | InvalidAliasName { .. } | Validation { .. } => Exit::InvalidValue,
+        Unsupported { .. } => Exit::Unsupported,
+        WrongPassphrase { .. } | WrongRootKey { .. } | PassphraseRequired { .. } => {
+            Exit::WrongSecret
+        }
+        Io { .. } => Exit::Io,
+        Corrupt { .. } => Exit::Corrupt,
+    }
+}

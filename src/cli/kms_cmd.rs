@@ -1,0 +1,376 @@
+//! `cryptvol kms ...`: the AWS CLI's `aws kms` commands and flags, against the region's
+//! embedded KMS. Output uses AWS's response field names.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+
+use super::Config;
+use super::args::{binary_value, encryption_context, key_ref, tag};
+use super::exit::CliError;
+use crate::fsio;
+use crate::kms::DataKeySpec;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KeySpecArg {
+    Aes256,
+    Aes128,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KmsCommand {
+    /// Create a customer master key (symmetric, AES-256-GCM)
+    CreateKey {
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Tag as KEY=VALUE; repeat for more
+        #[arg(long = "tag", alias = "tags", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+    },
+    /// Show a key's metadata
+    DescribeKey {
+        /// Key id, key ARN, alias name or alias ARN
+        #[arg(long)]
+        key_id: String,
+    },
+    /// List the region's keys
+    ListKeys,
+    /// Allow cryptographic use of a disabled key again
+    EnableKey {
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Refuse every cryptographic use of a key until it is enabled
+    DisableKey {
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Destroy a key's material after a waiting period (7..30 days, default 30)
+    ScheduleKeyDeletion {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        pending_window_days: Option<u32>,
+    },
+    /// Stop a scheduled deletion; the key comes back disabled
+    CancelKeyDeletion {
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Encrypt up to 4096 bytes under a key
+    Encrypt {
+        #[arg(long)]
+        key_id: String,
+        /// fileb://PATH or base64
+        #[arg(long)]
+        plaintext: String,
+        /// KEY=VALUE[,KEY=VALUE] or a JSON object
+        #[arg(long)]
+        encryption_context: Option<String>,
+        /// Also write the raw ciphertext blob to this file
+        #[arg(long, value_name = "FILE")]
+        ciphertext_out: Option<PathBuf>,
+    },
+    /// Decrypt a ciphertext blob (the key is read from the blob)
+    Decrypt {
+        /// fileb://PATH or base64
+        #[arg(long)]
+        ciphertext_blob: String,
+        #[arg(long)]
+        encryption_context: Option<String>,
+        /// Fail unless the blob was made under this key
+        #[arg(long)]
+        key_id: Option<String>,
+        /// Write the plaintext to this file (mode 0600) instead of printing it
+        #[arg(long, value_name = "FILE")]
+        plaintext_out: Option<PathBuf>,
+    },
+    /// Decrypt a blob and encrypt it again under another (or the current) key version
+    ReEncrypt {
+        #[arg(long)]
+        ciphertext_blob: String,
+        #[arg(long)]
+        destination_key_id: String,
+        #[arg(long)]
+        source_encryption_context: Option<String>,
+        #[arg(long)]
+        destination_encryption_context: Option<String>,
+        #[arg(long)]
+        source_key_id: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        ciphertext_out: Option<PathBuf>,
+    },
+    /// Make a data key: its plaintext and a copy encrypted under a key
+    GenerateDataKey {
+        #[command(flatten)]
+        spec: DataKeyArgs,
+        /// Write the plaintext data key to this file (mode 0600) instead of printing it
+        #[arg(long, value_name = "FILE")]
+        plaintext_out: Option<PathBuf>,
+    },
+    /// Make a data key and return only its encrypted copy
+    GenerateDataKeyWithoutPlaintext {
+        #[command(flatten)]
+        spec: DataKeyArgs,
+    },
+    /// Rotate a key automatically every period (90..2560 days, default 365)
+    EnableKeyRotation {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        rotation_period_in_days: Option<u32>,
+    },
+    DisableKeyRotation {
+        #[arg(long)]
+        key_id: String,
+    },
+    GetKeyRotationStatus {
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Add a new key version now; older versions still decrypt
+    RotateKeyOnDemand {
+        #[arg(long)]
+        key_id: String,
+    },
+    ListKeyRotations {
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Give a key a friendly name (alias/NAME)
+    CreateAlias {
+        #[arg(long)]
+        alias_name: String,
+        #[arg(long)]
+        target_key_id: String,
+    },
+    /// Point an alias at another key
+    UpdateAlias {
+        #[arg(long)]
+        alias_name: String,
+        #[arg(long)]
+        target_key_id: String,
+    },
+    DeleteAlias {
+        #[arg(long)]
+        alias_name: String,
+    },
+    ListAliases {
+        /// Only aliases of this key
+        #[arg(long)]
+        key_id: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DataKeyArgs {
+    #[arg(long)]
+    key_id: String,
+    #[arg(long, value_enum, conflicts_with = "number_of_bytes")]
+    key_spec: Option<KeySpecArg>,
+    /// 1..1024
+    #[arg(long)]
+    number_of_bytes: Option<usize>,
+    #[arg(long)]
+    encryption_context: Option<String>,
+    /// Also write the raw ciphertext blob to this file
+    #[arg(long, value_name = "FILE")]
+    ciphertext_out: Option<PathBuf>,
+}
+
+impl DataKeyArgs {
+    fn spec(&self) -> Result<DataKeySpec, CliError> {
+        match (self.key_spec, self.number_of_bytes) {
+            (Some(KeySpecArg::Aes256), None) => Ok(DataKeySpec::Aes256),
+            (Some(KeySpecArg::Aes128), None) => Ok(DataKeySpec::Aes128),
+            (None, Some(n)) => Ok(DataKeySpec::Bytes(n)),
+            _ => Err(CliError::bad(
+                "--key-spec / --number-of-bytes",
+                "give exactly one of --key-spec AES_256|AES_128 or --number-of-bytes N",
+            )),
+        }
+    }
+}
+
+/// Writes bytes to a file the user named, atomically, mode 0600.
+fn write_out(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    fsio::write_atomic(path, bytes, fsio::PRIVATE_FILE).map_err(|source| CliError::OutputFile {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Prints a result, minus `Plaintext` when it went to a file.
+fn print_without_plaintext<T: serde::Serialize>(
+    cfg: &Config,
+    r: &T,
+    title: &str,
+) -> Result<(), CliError> {
+    let mut v = serde_json::to_value(r).expect("serialises");
+    if let Some(m) = v.as_object_mut()
+        && let Some(serde_json::Value::String(s)) = m.remove("Plaintext")
+    {
+        drop(zeroize::Zeroizing::new(s));
+    }
+    cfg.print(&v, title)
+}
+
+pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
+    use KmsCommand::*;
+    let kms = cfg.kms()?;
+    match cmd {
+        CreateKey { description, tags } => {
+            let tags = tags.iter().map(|t| tag(t)).collect::<Result<Vec<_>, _>>()?;
+            let meta = kms.create_key(&description, &tags)?;
+            cfg.print(&serde_json::json!({ "KeyMetadata": meta }), "CreateKey")
+        }
+        DescribeKey { key_id } => {
+            let meta = kms.describe_key(&key_ref("--key-id", &key_id)?)?;
+            cfg.print(&serde_json::json!({ "KeyMetadata": meta }), "DescribeKey")
+        }
+        ListKeys => cfg.print(&kms.list_keys()?, "ListKeys"),
+        EnableKey { key_id } => Ok(kms.enable_key(&key_ref("--key-id", &key_id)?)?),
+        DisableKey { key_id } => Ok(kms.disable_key(&key_ref("--key-id", &key_id)?)?),
+        ScheduleKeyDeletion {
+            key_id,
+            pending_window_days,
+        } => {
+            let r =
+                kms.schedule_key_deletion(&key_ref("--key-id", &key_id)?, pending_window_days)?;
+            cfg.print(&r, "ScheduleKeyDeletion")
+        }
+        CancelKeyDeletion { key_id } => cfg.print(
+            &kms.cancel_key_deletion(&key_ref("--key-id", &key_id)?)?,
+            "CancelKeyDeletion",
+        ),
+        Encrypt {
+            key_id,
+            plaintext,
+            encryption_context: ctx,
+            ciphertext_out,
+        } => {
+            let r = key_ref("--key-id", &key_id)?;
+            let plaintext = binary_value("--plaintext", &plaintext)?;
+            let ctx = encryption_context("--encryption-context", ctx.as_deref())?;
+            let res = kms.encrypt(&r, plaintext.expose(), &ctx)?;
+            if let Some(p) = ciphertext_out {
+                write_out(&p, &res.ciphertext_blob)?;
+            }
+            cfg.print(&res, "Encrypt")
+        }
+        Decrypt {
+            ciphertext_blob,
+            encryption_context: ctx,
+            key_id,
+            plaintext_out,
+        } => {
+            let blob = binary_value("--ciphertext-blob", &ciphertext_blob)?;
+            let ctx = encryption_context("--encryption-context", ctx.as_deref())?;
+            let expected = key_id
+                .as_deref()
+                .map(|k| key_ref("--key-id", k))
+                .transpose()?;
+            let res = kms.decrypt(blob.expose(), &ctx, expected.as_ref())?;
+            match plaintext_out {
+                Some(p) => {
+                    write_out(&p, res.plaintext.expose())?;
+                    print_without_plaintext(cfg, &res, "Decrypt")
+                }
+                None => cfg.print(&res, "Decrypt"),
+            }
+        }
+        ReEncrypt {
+            ciphertext_blob,
+            destination_key_id,
+            source_encryption_context,
+            destination_encryption_context,
+            source_key_id,
+            ciphertext_out,
+        } => {
+            let blob = binary_value("--ciphertext-blob", &ciphertext_blob)?;
+            let src_ctx = encryption_context(
+                "--source-encryption-context",
+                source_encryption_context.as_deref(),
+            )?;
+            let dst_ctx = encryption_context(
+                "--destination-encryption-context",
+                destination_encryption_context.as_deref(),
+            )?;
+            let src_key = source_key_id
+                .as_deref()
+                .map(|k| key_ref("--source-key-id", k))
+                .transpose()?;
+            let dst = key_ref("--destination-key-id", &destination_key_id)?;
+            let res = kms.re_encrypt(blob.expose(), &src_ctx, src_key.as_ref(), &dst, &dst_ctx)?;
+            if let Some(p) = ciphertext_out {
+                write_out(&p, &res.ciphertext_blob)?;
+            }
+            cfg.print(&res, "ReEncrypt")
+        }
+        GenerateDataKey {
+            spec,
+            plaintext_out,
+        } => {
+            let r = key_ref("--key-id", &spec.key_id)?;
+            let ctx =
+                encryption_context("--encryption-context", spec.encryption_context.as_deref())?;
+            let res = kms.generate_data_key(&r, spec.spec()?, &ctx)?;
+            if let Some(p) = &spec.ciphertext_out {
+                write_out(p, &res.ciphertext_blob)?;
+            }
+            match plaintext_out {
+                Some(p) => {
+                    write_out(&p, res.plaintext.expose())?;
+                    print_without_plaintext(cfg, &res, "GenerateDataKey")
+                }
+                None => cfg.print(&res, "GenerateDataKey"),
+            }
+        }
+        GenerateDataKeyWithoutPlaintext { spec } => {
+            let r = key_ref("--key-id", &spec.key_id)?;
+            let ctx =
+                encryption_context("--encryption-context", spec.encryption_context.as_deref())?;
+            let res = kms.generate_data_key_without_plaintext(&r, spec.spec()?, &ctx)?;
+            if let Some(p) = &spec.ciphertext_out {
+                write_out(p, &res.ciphertext_blob)?;
+            }
+            cfg.print(&res, "GenerateDataKeyWithoutPlaintext")
+        }
+        EnableKeyRotation {
+            key_id,
+            rotation_period_in_days,
+        } => Ok(kms.enable_key_rotation(&key_ref("--key-id", &key_id)?, rotation_period_in_days)?),
+        DisableKeyRotation { key_id } => {
+            Ok(kms.disable_key_rotation(&key_ref("--key-id", &key_id)?)?)
+        }
+        GetKeyRotationStatus { key_id } => cfg.print(
+            &kms.get_key_rotation_status(&key_ref("--key-id", &key_id)?)?,
+            "GetKeyRotationStatus",
+        ),
+        RotateKeyOnDemand { key_id } => cfg.print(
+            &kms.rotate_key_on_demand(&key_ref("--key-id", &key_id)?)?,
+            "RotateKeyOnDemand",
+        ),
+        ListKeyRotations { key_id } => cfg.print(
+            &kms.list_key_rotations(&key_ref("--key-id", &key_id)?)?,
+            "ListKeyRotations",
+        ),
+        CreateAlias {
+            alias_name,
+            target_key_id,
+        } => Ok(kms.create_alias(&alias_name, &key_ref("--target-key-id", &target_key_id)?)?),
+        UpdateAlias {
+            alias_name,
+            target_key_id,
+        } => Ok(kms.update_alias(&alias_name, &key_ref("--target-key-id", &target_key_id)?)?),
+        DeleteAlias { alias_name } => Ok(kms.delete_alias(&alias_name)?),
+        ListAliases { key_id } => {
+            let r = key_id
+                .as_deref()
+                .map(|k| key_ref("--key-id", k))
+                .transpose()?;
+            cfg.print(&kms.list_aliases(r.as_ref())?, "ListAliases")
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The `cryptvol` command line. Two steps, as ripgrep: clap structs that only check
+//! syntax ([`Cli`]), then a resolved [`Config`] (data dir, region, passphrase source)
+//! that the commands use to open services. Every error becomes one line on stderr and
+//! one exit code from [`exit::Exit`].
+
+pub mod args;
+pub mod exit;
+mod init_cmd;
+mod inspect_cmd;
+mod kms_cmd;
+pub mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use self::args::PassphraseSource;
+use self::exit::{CliError, Exit};
+use self::output::OutputFormat;
+use crate::kms::{Clock, EmbeddedKms, Region, region};
+
+/// Key management and encrypted volumes for one machine: AWS KMS and EBS encryption, locally.
+#[derive(Debug, Parser)]
+#[command(name = "cryptvol", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
+    /// Data directory [default: /var/lib/cryptvol for root, else $XDG_DATA_HOME/cryptvol]
+    #[arg(long, global = true, env = region::DATA_DIR_ENV, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Region to work in; each region has its own keys and storage
+    #[arg(long, global = true, env = region::REGION_ENV, default_value = region::DEFAULT_REGION)]
+    pub region: String,
+
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Json)]
+    pub output: OutputFormat,
+
+    /// Print only this field of the result (`KeyMetadata.Arn`, `Keys[].KeyId`)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub query: Option<String>,
+
+    /// File holding the region's passphrase (regions made with `init --passphrase-file`)
+    #[arg(
+        long,
+        global = true,
+        env = "CRYPTVOL_PASSPHRASE_FILE",
+        value_name = "FILE"
+    )]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the data directory and a region (harmless to re-run)
+    Init,
+    /// Key management: customer master keys, data keys, rotation, aliases
+    #[command(subcommand)]
+    Kms(kms_cmd::KmsCommand),
+    /// Show the structure of cryptvol files without secrets
+    #[command(subcommand)]
+    Inspect(inspect_cmd::InspectCommand),
+}
+
+/// What every command needs, resolved from the flags and the environment.
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub region: Region,
+    pub output: OutputFormat,
+    pub query: Option<String>,
+    pub passphrase: PassphraseSource,
+    pub clock: Clock,
+}
+
+impl Config {
+    fn resolve(g: &GlobalArgs) -> Result<Config, CliError> {
+        let region = Region::parse(&g.region)?;
+        Ok(Config {
+            data_dir: g.data_dir.clone().unwrap_or_else(region::default_data_dir),
+            passphrase: PassphraseSource {
+                file: g.passphrase_file.clone(),
+                region: region.to_string(),
+            },
+            region,
+            output: g.output,
+            query: g.query.clone(),
+            clock: Clock::from_env(),
+        })
+    }
+
+    /// Opens this region's KMS.
+    pub fn kms(&self) -> Result<EmbeddedKms, CliError> {
+        let mut ask = || self.passphrase.get();
+        Ok(EmbeddedKms::open_region(
+            &self.data_dir,
+            &self.region,
+            &mut ask,
+            self.clock,
+        )?)
+    }
+
+    pub fn print<T: serde::Serialize>(&self, result: &T, title: &str) -> Result<(), CliError> {
+        output::print(result, self.output, self.query.as_deref(), title)
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let cfg = Config::resolve(&cli.global)?;
+    match cli.command {
+        Command::Init => init_cmd::run(&cfg),
+        Command::Kms(cmd) => kms_cmd::run(&cfg, cmd),
+        Command::Inspect(cmd) => inspect_cmd::run(&cfg, cmd),
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            }
+            .into();
+        }
+    };
+    match run(cli) {
+        Ok(()) => Exit::Ok.into(),
+        Err(e) => {
+            match e.code_name() {
+                Some(code) => eprintln!("cryptvol: {code}: {e}"),
+                None => eprintln!("cryptvol: {e}"),
+            }
+            e.exit().into()
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Durable file operations shared by every layer that keeps state on disk: atomic replace
+//! (temp file, fsync, rename, fsync directory), exclusive creation, private directories,
+//! and cross-process locks. Plain std I/O; nothing here knows what the bytes mean.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Mode of files that hold keys or sealed keys.
+pub const PRIVATE_FILE: u32 = 0o600;
+/// Mode of directories under the data dir.
+pub const PRIVATE_DIR: u32 = 0o700;
+
+/// Creates `path` and its parents with mode 0700 (existing directories keep their mode).
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(path)
+}
+
+/// Makes a directory entry change (create, rename, unlink) in `dir` durable.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn temp_sibling(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tag: [u8; 6] = crate::crypto::random::array();
+    let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    parent_of(path).join(format!(".{name}.tmp-{}-{tag}", std::process::id()))
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves either the old or the new content,
+/// never a mix: write a temp file in the same directory, fsync it, rename it over `path`,
+/// fsync the directory. The temp file is removed on any error.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = temp_sibling(path);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        fsync_dir(parent_of(path))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Creates `path` with `bytes`, failing with `AlreadyExists` if it is there; durable like
+/// [`write_atomic`], and never visible half-written.
+pub fn create_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = temp_sibling(path);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        // hard_link fails if `path` exists, which rename would not.
+        fs::hard_link(&tmp, path)?;
+        fs::remove_file(&tmp)?;
+        fsync_dir(parent_of(path))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// An exclusive advisory lock (flock) held until drop; serialises writers across processes.
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    /// Blocks until the lock on `path` (created 0600 if missing) is ours.
+    pub fn exclusive(path: &Path) -> io::Result<FileLock> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(PRIVATE_FILE)
+            .open(path)?;
+        file.lock()?;
+        Ok(FileLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn write_atomic_replaces_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        write_atomic(&p, b"one", PRIVATE_FILE).unwrap();
+        write_atomic(&p, b"two", PRIVATE_FILE).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn create_atomic_refuses_existing() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("k");
+        create_atomic(&p, b"a", PRIVATE_FILE).unwrap();
+        let e = create_atomic(&p, b"b", PRIVATE_FILE).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&p).unwrap(), b"a");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn write_into_missing_dir_fails_cleanly() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(write_atomic(&d.path().join("no/such"), b"x", PRIVATE_FILE).is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! `KeyBackend`: the only way the volume and snapshot layers reach keys. Envelope
+//! encryption needs four things from a KMS: make a data key, unwrap it, rewrap it under
+//! another key (snapshot copy), and describe a key. The embedded keystore implements it
+//! now; a client of the AWS KMS protocol (remote cryptvol server or AWS KMS) will too.
+//!
+//! Contract: every method is one KMS request (one audit event, one metered call); plaintext
+//! data keys come back in zeroizing `SecretBytes`; errors are `KmsError` with their AWS
+//! names. Implementations are shared across threads.
+
+use super::api::{DecryptResponse, GenerateDataKeyResponse, KeyMetadata, ReEncryptResponse};
+use super::context::EncryptionContext;
+use super::error::Result;
+use super::ids::KeyRef;
+
+/// How many bytes of data key to make: AES_256 (32), AES_128 (16), or a byte count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKeySpec {
+    Aes256,
+    Aes128,
+    Bytes(usize),
+}
+
+impl DataKeySpec {
+    pub const MAX_BYTES: usize = 1024;
+
+    pub fn len(self) -> usize {
+        match self {
+            DataKeySpec::Aes256 => 32,
+            DataKeySpec::Aes128 => 16,
+            DataKeySpec::Bytes(n) => n,
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub trait KeyBackend: Send + Sync {
+    /// A fresh data key, in plaintext and wrapped under `key` with `context` bound.
+    fn generate_data_key(
+        &self,
+        key: &KeyRef,
+        spec: DataKeySpec,
+        context: &EncryptionContext,
+    ) -> Result<GenerateDataKeyResponse>;
+
+    /// Unwraps a blob; the key is found from the blob itself.
+    fn decrypt(&self, blob: &[u8], context: &EncryptionContext) -> Result<DecryptResponse>;
+
+    /// Moves a blob to `destination` (and a new context) without exposing the plaintext.
+    fn re_encrypt(
+        &self,
+        blob: &[u8],
+        source_context: &EncryptionContext,
+        destination: &KeyRef,
+        destination_context: &EncryptionContext,
+    ) -> Result<ReEncryptResponse>;
+
+    fn describe_key(&self, key: &KeyRef) -> Result<KeyMetadata>;
+}

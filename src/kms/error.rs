@@ -1,0 +1,153 @@
+//! The KMS layer's errors. Each variant says which object failed and how to fix it, in
+//! one line; `aws_code` gives the AWS KMS exception name that the CLI shows and the KMS
+//! server (later) returns. Corruption is kept apart from I/O, and denial from not-found.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KmsError {
+    #[error("{what} does not exist (list them with `cryptvol kms list-keys` / `list-aliases`)")]
+    NotFound { what: String },
+
+    #[error(
+        "key {key_arn} was deleted on {deleted_on}: its key material is destroyed and nothing encrypted under it can be decrypted again"
+    )]
+    KeyDeleted { key_arn: String, deleted_on: String },
+
+    #[error(
+        "key {key_arn} is disabled: enable it with `cryptvol kms enable-key --key-id {key_arn}`"
+    )]
+    Disabled { key_arn: String },
+
+    #[error("key {key_arn} is {state}, so {operation} is not allowed{hint}")]
+    InvalidState {
+        key_arn: String,
+        state: String,
+        operation: String,
+        hint: String,
+    },
+
+    #[error("the ciphertext blob {reason}")]
+    InvalidCiphertext { reason: String },
+
+    #[error(
+        "the ciphertext blob was made in region {blob_region} but this command works in region {here}: run it with --region {blob_region}"
+    )]
+    BlobFromOtherRegion { blob_region: String, here: String },
+
+    #[error(
+        "{what} is in region {named} but this command works in region {here}: run it with --region {named}"
+    )]
+    WrongRegion {
+        what: String,
+        named: String,
+        here: String,
+    },
+
+    #[error(
+        "the ciphertext blob was encrypted under key {actual}, not under the given key {expected}"
+    )]
+    IncorrectKey { expected: String, actual: String },
+
+    #[error("{what} already exists{hint}")]
+    AlreadyExists { what: String, hint: String },
+
+    #[error("'{arn}' is not a valid ARN: {why}")]
+    InvalidArn { arn: String, why: String },
+
+    #[error("'{name}' is not a valid alias name: {why}")]
+    InvalidAliasName { name: String, why: String },
+
+    #[error("invalid {field}: {message}")]
+    Validation { field: String, message: String },
+
+    #[error("{message}")]
+    Unsupported { message: String },
+
+    #[error(
+        "the passphrase does not open region {region}: check the file given with --passphrase-file"
+    )]
+    WrongPassphrase { region: String },
+
+    #[error(
+        "the root key file {path} does not open region {region}: restore the region's original root.key"
+    )]
+    WrongRootKey { region: String, path: PathBuf },
+
+    #[error(
+        "region {region} is sealed with a passphrase: pass --passphrase-file FILE (or run on a terminal to be asked)"
+    )]
+    PassphraseRequired { region: String },
+
+    #[error(
+        "region {region} is not initialised in {data_dir}: run `cryptvol init --region {region}`"
+    )]
+    RegionNotInitialized { region: String, data_dir: PathBuf },
+
+    #[error("{action} {path}: {source}{hint}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        hint: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path} is damaged ({what}): restore it from a backup")]
+    Corrupt { path: PathBuf, what: String },
+}
+
+impl KmsError {
+    /// The AWS KMS exception name for this error (`__type` on the wire).
+    pub fn aws_code(&self) -> &'static str {
+        use KmsError::*;
+        match self {
+            NotFound { .. } | KeyDeleted { .. } => "NotFoundException",
+            Disabled { .. } => "DisabledException",
+            InvalidState { .. } => "KMSInvalidStateException",
+            InvalidCiphertext { .. } | BlobFromOtherRegion { .. } => "InvalidCiphertextException",
+            WrongRegion { .. } => "NotFoundException",
+            IncorrectKey { .. } => "IncorrectKeyException",
+            AlreadyExists { .. } => "AlreadyExistsException",
+            InvalidArn { .. } => "InvalidArnException",
+            InvalidAliasName { .. } => "InvalidAliasNameException",
+            Validation { .. } => "ValidationException",
+            Unsupported { .. } => "UnsupportedOperationException",
+            WrongPassphrase { .. }
+            | WrongRootKey { .. }
+            | PassphraseRequired { .. }
+            | RegionNotInitialized { .. }
+            | Io { .. }
+            | Corrupt { .. } => "KMSInternalException",
+        }
+    }
+
+    /// An I/O error on `path`, with a hint chosen from the error's kind (permissions, full
+    /// disk) so the user sees the fix.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let hint = match source.kind() {
+            std::io::ErrorKind::PermissionDenied => {
+                " (check the owner and mode of the data directory, or run as its owner)"
+            }
+            std::io::ErrorKind::StorageFull => " (free some space on that filesystem)",
+            std::io::ErrorKind::ReadOnlyFilesystem => " (the filesystem is read-only)",
+            _ => "",
+        };
+        KmsError::Io {
+            action,
+            path: path.into(),
+            hint,
+            source,
+        }
+    }
+
+    pub fn validation(field: &str, message: impl Into<String>) -> Self {
+        KmsError::Validation {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+pub type Result<T, E = KmsError> = std::result::Result<T, E>;

@@ -1,0 +1,289 @@
+//! The region keystore file (`keystore.cvks`): a fixed header and an AES-256-GCM-sealed
+//! JSON body (docs/formats.md, "Keystore file"), plus the in-memory form that holds each
+//! CMK version's material unsealed (zeroized on drop).
+//!
+//! Writes go through `fsio::write_atomic`; serialising writers is the caller's job
+//! (`EmbeddedKms` holds the region lock around read-modify-write).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::error::{KmsError, Result};
+use super::ids::{KeyId, Region};
+use super::model::{KeyVersion, KeystoreBody};
+use crate::crypto::{self, Key256, NONCE_LEN, TAG_LEN, kdf};
+use crate::fsio;
+
+pub const MAGIC: [u8; 8] = *b"CVKSTORE";
+pub const FORMAT_V1: u16 = 1;
+
+const OFF_FORMAT: usize = MAGIC.len();
+const OFF_RESERVED: usize = OFF_FORMAT + 2;
+const OFF_GENERATION: usize = OFF_RESERVED + 2;
+const OFF_NONCE: usize = OFF_GENERATION + 8;
+const OFF_BODY_LEN: usize = OFF_NONCE + NONCE_LEN;
+/// Header size; the header is the AAD of the body.
+pub const HEADER_LEN: usize = OFF_BODY_LEN + 4;
+
+/// A loaded keystore: the body plus unsealed version material.
+pub struct Keystore {
+    pub body: KeystoreBody,
+    /// Incremented on every write; lets a reader see that the file changed.
+    pub generation: u64,
+    materials: HashMap<(KeyId, u32), Key256>,
+}
+
+impl std::fmt::Debug for Keystore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keystore")
+            .field("region", &self.body.region)
+            .field("keys", &self.body.keys.len())
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// AAD that binds a sealed version to its key and number: "cmk-version" || id || number.
+fn version_aad(id: &KeyId, number: u32) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(11 + 16 + 4);
+    aad.extend_from_slice(b"cmk-version");
+    aad.extend_from_slice(id.as_bytes());
+    aad.extend_from_slice(&number.to_le_bytes());
+    aad
+}
+
+impl Keystore {
+    pub fn new(body: KeystoreBody) -> Self {
+        Keystore {
+            body,
+            generation: 0,
+            materials: HashMap::new(),
+        }
+    }
+
+    /// Material of one version, if the key and version exist.
+    pub fn material(&self, id: &KeyId, number: u32) -> Option<&Key256> {
+        self.materials.get(&(*id, number))
+    }
+
+    /// Makes a new version of key `id` from fresh random material, sealed under `root`.
+    /// The caller appends the returned record to the key.
+    pub fn new_version(
+        &mut self,
+        root: &Key256,
+        id: &KeyId,
+        number: u32,
+        created: i64,
+        origin: super::model::VersionOrigin,
+    ) -> KeyVersion {
+        let material = Key256::generate();
+        let seal_key = kdf::derive(kdf::CTX_KEY_VERSION_SEAL, root, b"");
+        let sealed =
+            crypto::aead::seal_secret(&seal_key, &version_aad(id, number), material.expose());
+        self.materials.insert((*id, number), material);
+        KeyVersion {
+            number,
+            created,
+            origin,
+            sealed,
+        }
+    }
+
+    /// Drops (and so zeroizes) all material of key `id`: crypto-shredding.
+    pub fn destroy_material(&mut self, id: &KeyId) {
+        self.materials.retain(|(k, _), _| k != id);
+    }
+
+    /// Reads and opens the keystore of `region` at `path`.
+    pub fn load(path: &Path, root: &Key256, region: &Region) -> Result<Keystore> {
+        let bytes = std::fs::read(path).map_err(|e| KmsError::io("cannot read", path, e))?;
+        Self::decode(&bytes, root, region).map_err(|what| KmsError::Corrupt {
+            path: path.to_path_buf(),
+            what,
+        })
+    }
+
+    fn decode(
+        bytes: &[u8],
+        root: &Key256,
+        region: &Region,
+    ) -> std::result::Result<Keystore, String> {
+        if bytes.len() < HEADER_LEN + TAG_LEN {
+            return Err(format!("{} bytes is too short for a keystore", bytes.len()));
+        }
+        if bytes[..MAGIC.len()] != MAGIC {
+            return Err("not a cryptvol keystore (bad magic)".into());
+        }
+        let format = u16::from_le_bytes([bytes[OFF_FORMAT], bytes[OFF_FORMAT + 1]]);
+        if format != FORMAT_V1 {
+            return Err(format!(
+                "keystore format {format} is not known to this cryptvol; upgrade cryptvol"
+            ));
+        }
+        let generation =
+            u64::from_le_bytes(bytes[OFF_GENERATION..OFF_NONCE].try_into().expect("8"));
+        let nonce: [u8; NONCE_LEN] = bytes[OFF_NONCE..OFF_BODY_LEN].try_into().expect("12");
+        let body_len =
+            u32::from_le_bytes(bytes[OFF_BODY_LEN..HEADER_LEN].try_into().expect("4")) as usize;
+        if bytes.len() != HEADER_LEN + body_len + TAG_LEN {
+            return Err(format!(
+                "length {} does not match the header's body length {body_len} (truncated?)",
+                bytes.len()
+            ));
+        }
+        let (header, rest) = bytes.split_at(HEADER_LEN);
+        let (ct, tag) = rest.split_at(body_len);
+        let seal_key = kdf::derive(kdf::CTX_KEYSTORE_SEAL, root, b"");
+        let mut plain = crypto::SecretBytes::new(ct.to_vec());
+        crypto::aead::open_in_place(
+            &seal_key,
+            &nonce,
+            header,
+            plain.expose_mut(),
+            tag.try_into().expect("16"),
+        )
+        .map_err(|_| "the seal does not verify: the file was altered".to_string())?;
+        let body: KeystoreBody = serde_json::from_slice(plain.expose())
+            .map_err(|e| format!("the body is not a valid keystore: {e}"))?;
+        if &body.region != region {
+            return Err(format!(
+                "it belongs to region {}, not {region}",
+                body.region
+            ));
+        }
+        let version_key = kdf::derive(kdf::CTX_KEY_VERSION_SEAL, root, b"");
+        let mut materials = HashMap::new();
+        for (id, key) in &body.keys {
+            if key.versions.is_empty() || &key.id != id {
+                return Err(format!("key {id} has no versions or a mismatched id"));
+            }
+            for v in &key.versions {
+                let m =
+                    crypto::aead::open_secret(&version_key, &version_aad(id, v.number), &v.sealed)
+                        .map_err(|_| format!("key {id} version {} does not unseal", v.number))?;
+                let m = Key256::from_slice(m.expose())
+                    .ok_or_else(|| format!("key {id} version {} is not 32 bytes", v.number))?;
+                materials.insert((*id, v.number), m);
+            }
+        }
+        Ok(Keystore {
+            body,
+            generation,
+            materials,
+        })
+    }
+
+    fn encode(&self, root: &Key256, generation: u64) -> Vec<u8> {
+        // The body holds only sealed material, so this buffer is not secret.
+        let body = serde_json::to_vec(&self.body).expect("keystore body serialises");
+        let nonce: [u8; NONCE_LEN] = crypto::random::array();
+        let mut out = Vec::with_capacity(HEADER_LEN + body.len() + TAG_LEN);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&FORMAT_V1.to_le_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&generation.to_le_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        debug_assert_eq!(out.len(), HEADER_LEN);
+        out.extend_from_slice(&body);
+        let seal_key = kdf::derive(kdf::CTX_KEYSTORE_SEAL, root, b"");
+        let (header, ct) = out.split_at_mut(HEADER_LEN);
+        let tag = crypto::aead::seal_in_place(&seal_key, &nonce, header, ct);
+        out.extend_from_slice(&tag);
+        out
+    }
+
+    /// Writes the keystore atomically and durably (mode 0600), bumping its generation.
+    pub fn save(&mut self, path: &Path, root: &Key256) -> Result<()> {
+        let next = self.generation + 1;
+        let bytes = self.encode(root, next);
+        fsio::write_atomic(path, &bytes, fsio::PRIVATE_FILE)
+            .map_err(|e| KmsError::io("cannot write", path, e))?;
+        self.generation = next;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kms::ids::AccountId;
+    use crate::kms::model::*;
+
+    fn store_with_key(root: &Key256) -> (Keystore, KeyId) {
+        let region = Region::parse("local-1").unwrap();
+        let mut ks = Keystore::new(KeystoreBody::empty(region, AccountId::random()));
+        let id = KeyId::random();
+        let v = ks.new_version(root, &id, 1, 0, VersionOrigin::Initial);
+        ks.body.keys.insert(
+            id,
+            KeyRecord {
+                id,
+                description: "d".into(),
+                created: 0,
+                state: KeyState::Enabled,
+                manager: KeyManager::Customer,
+                deletion_date: None,
+                pending_window_days: None,
+                tags: Default::default(),
+                rotation: Rotation::default(),
+                versions: vec![v],
+            },
+        );
+        (ks, id)
+    }
+
+    #[test]
+    fn save_load_roundtrip_keeps_material() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("keystore.cvks");
+        let root = Key256::generate();
+        let (mut ks, id) = store_with_key(&root);
+        ks.save(&p, &root).unwrap();
+        let back = Keystore::load(&p, &root, &ks.body.region).unwrap();
+        assert_eq!(back.generation, 1);
+        assert_eq!(
+            back.material(&id, 1).unwrap().expose(),
+            ks.material(&id, 1).unwrap().expose()
+        );
+        // No version material in the clear on disk.
+        let raw = std::fs::read(&p).unwrap();
+        let m = ks.material(&id, 1).unwrap().expose();
+        assert!(!raw.windows(32).any(|w| w == m));
+    }
+
+    #[test]
+    fn tampering_wrong_root_and_wrong_region_are_corruption() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("keystore.cvks");
+        let root = Key256::generate();
+        let (mut ks, _) = store_with_key(&root);
+        ks.save(&p, &root).unwrap();
+        let region = ks.body.region.clone();
+        let good = std::fs::read(&p).unwrap();
+        for i in [0, 9, 13, HEADER_LEN - 1, HEADER_LEN + 3, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[i] ^= 0x40;
+            std::fs::write(&p, &bad).unwrap();
+            assert!(
+                matches!(
+                    Keystore::load(&p, &root, &region),
+                    Err(KmsError::Corrupt { .. })
+                ),
+                "byte {i}"
+            );
+        }
+        std::fs::write(&p, &good[..good.len() - 5]).unwrap();
+        assert!(matches!(
+            Keystore::load(&p, &root, &region),
+            Err(KmsError::Corrupt { .. })
+        ));
+        std::fs::write(&p, &good).unwrap();
+        assert!(Keystore::load(&p, &Key256::generate(), &region).is_err());
+        let other = Region::parse("other-1").unwrap();
+        assert!(matches!(
+            Keystore::load(&p, &root, &other),
+            Err(KmsError::Corrupt { .. })
+        ));
+    }
+}

@@ -1,0 +1,26 @@
+//! The key management service: regions and their keystores, customer master keys and
+//! their versions, aliases, rotation, data keys and ciphertext blobs (the AWS KMS model,
+//! see docs/formats.md and DESIGN.md "Keys").
+//!
+//! Higher layers reach keys only through [`KeyBackend`]; [`EmbeddedKms`] is the
+//! implementation backed by the region's keystore file. Nothing here prints or exits.
+
+pub mod api;
+pub mod b64;
+pub mod backend;
+pub mod blob;
+pub mod clock;
+pub mod context;
+pub mod embedded;
+pub mod error;
+pub mod ids;
+pub mod keystore;
+pub mod model;
+pub mod region;
+
+pub use backend::{DataKeySpec, KeyBackend};
+pub use clock::Clock;
+pub use context::EncryptionContext;
+pub use embedded::EmbeddedKms;
+pub use error::KmsError;
+pub use ids::{AccountId, AliasName, KeyId, KeyRef, Region};

@@ -1,0 +1,156 @@
+//! What the keystore records about keys and aliases (the JSON body of the keystore file,
+//! docs/formats.md "Keystore body"). Plain data and the state rules that need no I/O.
+//! Unknown fields are refused and missing optional ones take defaults, so a newer
+//! cryptvol can add fields without a format bump and an older one refuses what it cannot
+//! honour.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{AccountId, AliasName, KeyId, Region};
+
+/// Unix time in whole seconds (UTC).
+pub type UnixTime = i64;
+
+pub const DAY: i64 = 86_400;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyState {
+    Enabled,
+    Disabled,
+    PendingDeletion,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Enabled => "Enabled",
+            KeyState::Disabled => "Disabled",
+            KeyState::PendingDeletion => "PendingDeletion",
+        }
+    }
+}
+
+/// Who manages a key: the user, or cryptvol on a service's behalf (`alias/aws/...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum KeyManager {
+    Customer,
+    Aws,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VersionOrigin {
+    /// The material the key was created with.
+    Initial,
+    Automatic,
+    OnDemand,
+}
+
+/// One generation of key material. `sealed` is `nonce || AES-256-GCM(material) || tag`
+/// under the region's version-sealing key (docs/formats.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyVersion {
+    pub number: u32,
+    pub created: UnixTime,
+    pub origin: VersionOrigin,
+    #[serde(with = "super::b64")]
+    pub sealed: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotation {
+    pub enabled: bool,
+    /// Days between automatic rotations (90..=2560); kept when rotation is disabled so that
+    /// re-enabling without a period restores it, as AWS does.
+    pub period_days: u32,
+    pub next_rotation: Option<UnixTime>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRecord {
+    pub id: KeyId,
+    #[serde(default)]
+    pub description: String,
+    pub created: UnixTime,
+    pub state: KeyState,
+    pub manager: KeyManager,
+    #[serde(default)]
+    pub deletion_date: Option<UnixTime>,
+    #[serde(default)]
+    pub pending_window_days: Option<u32>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    pub rotation: Rotation,
+    /// Oldest first; the last is current. Never empty.
+    pub versions: Vec<KeyVersion>,
+}
+
+impl KeyRecord {
+    pub fn current_version(&self) -> &KeyVersion {
+        self.versions.last().expect("a key always has a version")
+    }
+
+    pub fn is_managed(&self) -> bool {
+        self.manager == KeyManager::Aws
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AliasRecord {
+    pub target: KeyId,
+    pub created: UnixTime,
+    pub updated: UnixTime,
+}
+
+/// What remains of a deleted key: enough to say "deleted on …" instead of "not found".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeletedKey {
+    pub deleted: UnixTime,
+}
+
+/// The keystore body: everything a region's KMS knows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeystoreBody {
+    pub region: Region,
+    pub account_id: AccountId,
+    #[serde(default)]
+    pub keys: BTreeMap<KeyId, KeyRecord>,
+    #[serde(default)]
+    pub aliases: BTreeMap<AliasName, AliasRecord>,
+    #[serde(default)]
+    pub deleted_keys: BTreeMap<KeyId, DeletedKey>,
+}
+
+impl KeystoreBody {
+    pub fn empty(region: Region, account_id: AccountId) -> Self {
+        KeystoreBody {
+            region,
+            account_id,
+            keys: BTreeMap::new(),
+            aliases: BTreeMap::new(),
+            deleted_keys: BTreeMap::new(),
+        }
+    }
+
+    /// The earliest time at which housekeeping (a due rotation or deletion) has work.
+    pub fn next_due(&self) -> Option<UnixTime> {
+        self.keys
+            .values()
+            .filter_map(|k| match k.state {
+                KeyState::PendingDeletion => k.deletion_date,
+                // Disabled keys are not rotated (as AWS); they catch up once re-enabled.
+                KeyState::Enabled if k.rotation.enabled => k.rotation.next_rotation,
+                _ => None,
+            })
+            .min()
+    }
+}
