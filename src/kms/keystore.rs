@@ -287,3 +287,24 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod worked_sizes {
+    use super::*;
+    use crate::kms::ids::AccountId;
+
+    /// docs/formats.md: an empty keystore of region local-1 is 52 + 89 = 141 bytes.
+    #[test]
+    fn empty_keystore_is_141_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("keystore.cvks");
+        let root = Key256::generate();
+        let body = KeystoreBody::empty(
+            Region::parse("local-1").unwrap(),
+            AccountId::parse("123456789012").unwrap(),
+        );
+        Keystore::new(body).save(&p, &root).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 141);
+        assert_eq!(HEADER_LEN + TAG_LEN, 52);
+    }
+}
