@@ -10,4 +10,6 @@
 pub mod cli;
 pub mod crypto;
 pub mod fsio;
+pub mod fuse;
 pub mod kms;
+pub mod volume;

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::kms::KmsError;
+use crate::volume::VolumeError;
+use crate::volume::error::ErrorKind;
 
 /// Exit codes, stable across releases: scripts may match on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +26,9 @@ pub enum Exit {
     Io = 11,
     Corrupt = 12,
     KeyDeleted = 14,
+    NoSpace = 15,
+    Busy = 16,
+    SystemTool = 17,
 }
 
 impl From<Exit> for ExitCode {
@@ -37,6 +42,8 @@ impl From<Exit> for ExitCode {
 pub enum CliError {
     #[error(transparent)]
     Kms(#[from] KmsError),
+    #[error(transparent)]
+    Volume(VolumeError),
     /// An input file named on the command line is missing or unreadable.
     #[error("cannot read {path}: {source}")]
     InputFile {
@@ -67,6 +74,8 @@ impl CliError {
     pub fn exit(&self) -> Exit {
         match self {
             CliError::Kms(e) => kms_exit(e),
+            CliError::Volume(VolumeError::Kms(e)) => kms_exit(e),
+            CliError::Volume(e) => volume_exit(e.kind()),
             CliError::InputFile { source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound => Exit::NotFound,
                 _ => Exit::Io,
@@ -79,9 +88,37 @@ impl CliError {
     /// The AWS exception name, shown before the message as the AWS CLI does.
     pub fn code_name(&self) -> Option<&'static str> {
         match self {
-            CliError::Kms(e) => Some(e.aws_code()).filter(|c| *c != "KMSInternalException"),
+            CliError::Kms(e) | CliError::Volume(VolumeError::Kms(e)) => {
+                Some(e.aws_code()).filter(|c| *c != "KMSInternalException")
+            }
             _ => None,
         }
+    }
+}
+
+impl From<VolumeError> for CliError {
+    fn from(e: VolumeError) -> Self {
+        // KMS failures keep their own exit codes and AWS names.
+        match e {
+            VolumeError::Kms(k) => CliError::Kms(k),
+            other => CliError::Volume(other),
+        }
+    }
+}
+
+fn volume_exit(k: ErrorKind) -> Exit {
+    match k {
+        ErrorKind::NotFound | ErrorKind::NotAttached => Exit::NotFound,
+        ErrorKind::NameTaken => Exit::AlreadyExists,
+        ErrorKind::Attached => Exit::InvalidState,
+        ErrorKind::Invalid => Exit::InvalidValue,
+        ErrorKind::WrongKey => Exit::WrongSecret,
+        ErrorKind::NoSpace => Exit::NoSpace,
+        ErrorKind::Io => Exit::Io,
+        ErrorKind::Corrupt => Exit::Corrupt,
+        ErrorKind::Busy => Exit::Busy,
+        ErrorKind::Tool => Exit::SystemTool,
+        ErrorKind::Kms | ErrorKind::Other => Exit::Internal,
     }
 }
 

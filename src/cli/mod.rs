@@ -4,11 +4,13 @@
 //! one exit code from [`exit::Exit`].
 
 pub mod args;
+mod attach_cmd;
 pub mod exit;
 mod init_cmd;
 mod inspect_cmd;
 mod kms_cmd;
 pub mod output;
+mod volume_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +67,25 @@ pub enum Command {
     /// Key management: customer master keys, data keys, rotation, aliases
     #[command(subcommand)]
     Kms(kms_cmd::KmsCommand),
+    /// Encrypted volumes: create, list, describe, resize, delete
+    #[command(subcommand)]
+    Volume(volume_cmd::VolumeCommand),
+    /// Expose a volume as the file DIR/volume (FUSE)
+    Attach(attach_cmd::AttachArgs),
+    /// Undo `attach`: flush and unmount DIR
+    Detach {
+        /// The directory given to attach
+        dir: std::path::PathBuf,
+    },
+    /// Mount a volume's filesystem on DIR (loop device; mkfs on first use). Needs root
+    Mount(attach_cmd::MountArgs),
+    /// Undo `mount`: unmount, free the loop device, detach
+    Unmount { dir: std::path::PathBuf },
+    /// List attached and mounted volumes
+    Status,
+    /// The region daemon (started by attach; not for direct use)
+    #[command(hide = true)]
+    Daemon,
     /// Show the structure of cryptvol files without secrets
     #[command(subcommand)]
     Inspect(inspect_cmd::InspectCommand),
@@ -96,6 +117,10 @@ impl Config {
         })
     }
 
+    pub fn region_dir(&self) -> region::RegionDir {
+        region::RegionDir::new(&self.data_dir, &self.region)
+    }
+
     /// Opens this region's KMS.
     pub fn kms(&self) -> Result<EmbeddedKms, CliError> {
         let mut ask = || self.passphrase.get();
@@ -118,6 +143,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Init => init_cmd::run(&cfg),
         Command::Kms(cmd) => kms_cmd::run(&cfg, cmd),
         Command::Inspect(cmd) => inspect_cmd::run(&cfg, cmd),
+        Command::Volume(cmd) => volume_cmd::run(&cfg, cmd),
+        Command::Attach(a) => attach_cmd::attach(&cfg, a),
+        Command::Detach { dir } => attach_cmd::detach(&cfg, &dir),
+        Command::Mount(m) => attach_cmd::mount(&cfg, m),
+        Command::Unmount { dir } => attach_cmd::unmount(&cfg, &dir),
+        Command::Status => attach_cmd::status(&cfg),
+        Command::Daemon => attach_cmd::daemon(&cfg),
     }
 }
 

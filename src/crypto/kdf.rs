@@ -16,6 +16,23 @@ pub const CTX_ROOT_KEY_CHECK: &str = "cryptvol 2026-11-29 root key check v1";
 /// CMK version material + per-blob salt → the AES-256-GCM key of one ciphertext blob.
 pub const CTX_BLOB_KEY: &str = "cryptvol 2026-11-29 kms blob message key v1";
 
+/// Volume data key (64 B) → the 64-byte AES-256-XTS key (K1 ‖ K2) of its blocks.
+pub const CTX_VOLUME_XTS: &str = "cryptvol 2026-11-29 volume aes-256-xts key v1";
+/// Customer-provided key ‖ salt → the volume's 64-byte data key.
+pub const CTX_CUSTOMER_DEK: &str = "cryptvol 2026-11-29 customer key to data key v1";
+/// Customer-provided key ‖ salt → 32-byte verifier kept in the volume header.
+pub const CTX_CUSTOMER_VERIFIER: &str = "cryptvol 2026-11-29 customer key verifier v1";
+
+/// `blake3::derive_key(context, input)` stretched to `out.len()` bytes (blake3's XOF):
+/// for keys that are not 32 bytes, such as the 64-byte XTS key.
+pub fn derive_into(context: &str, input: &[&[u8]], out: &mut [u8]) {
+    let mut h = blake3::Hasher::new_derive_key(context);
+    for part in input {
+        h.update(part);
+    }
+    h.finalize_xof().fill(out);
+}
+
 /// `blake3::derive_key(context, key || extra)`: a subkey bound to one purpose and, through
 /// `extra`, to one object (for example a blob's random salt).
 pub fn derive(context: &str, key: &Key256, extra: &[u8]) -> Key256 {

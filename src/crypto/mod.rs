@@ -8,6 +8,7 @@ pub mod aead;
 pub mod kdf;
 pub mod random;
 pub mod secret;
+pub mod xts;
 
 pub use aead::{NONCE_LEN, OpenError, TAG_LEN};
 pub use secret::{Key256, SecretBytes};

@@ -1,0 +1,398 @@
+//! `attach`, `detach`, `mount`, `unmount`, `status`, and the hidden `daemon` command.
+//!
+//! The CLI unwraps the volume's data key (one KMS Decrypt, or the customer key check) and
+//! hands it to the region daemon over its 0600 control socket; the daemon never talks to
+//! the KMS. `attach` starts the daemon when none runs (logs in `<region>/logs/`).
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::Config;
+use super::exit::CliError;
+use super::volume_cmd::{customer_key, daemon_status};
+use crate::crypto::SecretBytes;
+use crate::fsio;
+use crate::fuse::access::PoolAccess;
+use crate::fuse::control::{Client, Request};
+use crate::fuse::daemon::{self, InitialAttach};
+use crate::fuse::mount::{self, FsType, MountRecord};
+use crate::fuse::volume_fs::FILE_NAME;
+use crate::kms::{KeyBackend, b64};
+use crate::volume::error::ErrorKind;
+use crate::volume::lifecycle;
+use crate::volume::{VolumeError, VolumeHeader};
+
+#[derive(Debug, clap::Args)]
+pub struct AttachArgs {
+    /// Volume id or name
+    volume: String,
+    /// An existing directory; the volume appears as DIR/volume
+    dir: PathBuf,
+    /// Serve in this process instead of the background daemon (Ctrl-C detaches)
+    #[arg(long)]
+    foreground: bool,
+    /// The volume's customer-provided key
+    #[arg(long, value_name = "FILE")]
+    customer_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MountArgs {
+    /// Volume id or name
+    volume: String,
+    /// An existing directory to mount the filesystem on
+    dir: PathBuf,
+    /// Filesystem made on first use
+    #[arg(long, value_enum, default_value_t = FsType::Ext4)]
+    fs: FsType,
+    #[arg(long, value_name = "FILE")]
+    customer_key_file: Option<PathBuf>,
+}
+
+fn log_dir(cfg: &Config) -> PathBuf {
+    cfg.region_dir().path.join("logs")
+}
+
+/// The volume and its data key, unwrapped once (envelope encryption: one KMS call).
+fn unwrap_key(
+    cfg: &Config,
+    volume: &str,
+    ck_file: Option<&Path>,
+) -> Result<(VolumeHeader, SecretBytes), CliError> {
+    let region = cfg.region_dir();
+    region.config()?;
+    let h = PoolAccess::open(&region)?.find(volume, cfg.region.as_str())?;
+    let ck = ck_file.map(customer_key).transpose()?;
+    let kms = match h.key {
+        crate::volume::KeySource::Kms { .. } => Some(cfg.kms()?),
+        crate::volume::KeySource::Customer { .. } => None,
+    };
+    let dk = lifecycle::data_key(&h, kms.as_ref().map(|k| k as &dyn KeyBackend), ck.as_ref())?;
+    Ok((h, dk))
+}
+
+/// Starts the region daemon in the background and waits until it answers.
+fn spawn_daemon(cfg: &Config) -> Result<Client, CliError> {
+    let region = cfg.region_dir();
+    let logs = log_dir(cfg);
+    fsio::create_private_dir(&logs).map_err(|e| VolumeError::io("cannot create", &logs, e))?;
+    let log_path = logs.join("daemon.log");
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(fsio::PRIVATE_FILE)
+        .open(&log_path)
+        .map_err(|e| VolumeError::io("cannot open", &log_path, e))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| VolumeError::io("cannot find", "the cryptvol binary", e))?;
+    let mut child = Command::new(exe)
+        .arg("--data-dir")
+        .arg(&cfg.data_dir)
+        .arg("--region")
+        .arg(cfg.region.as_str())
+        .arg("daemon")
+        .stdin(Stdio::null())
+        .stdout(
+            log.try_clone()
+                .map_err(|e| VolumeError::io("cannot open", &log_path, e))?,
+        )
+        .stderr(log)
+        // Its own process group: a Ctrl-C meant for this command does not stop it.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| VolumeError::io("cannot start the daemon from", "cryptvol", e))?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(c) = Client::connect(&region) {
+            return Ok(c);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let last = tail
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .to_string();
+            return Err(VolumeError::Remote {
+                kind: ErrorKind::Busy,
+                message: format!(
+                    "the region daemon exited ({status}): {last} (log: {})",
+                    log_path.display()
+                ),
+            }
+            .into());
+        }
+        if Instant::now() > deadline {
+            return Err(VolumeError::Remote {
+                kind: ErrorKind::Busy,
+                message: format!(
+                    "the region daemon did not start in 15 s (log: {})",
+                    log_path.display()
+                ),
+            }
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Attaches through the daemon, starting it if needed; retries while one is stopping.
+fn attach_via_daemon(
+    cfg: &Config,
+    h: &VolumeHeader,
+    dir: &Path,
+    dk: &SecretBytes,
+) -> Result<(), CliError> {
+    let region = cfg.region_dir();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let client = match Client::connect(&region) {
+            Some(c) => c,
+            None => spawn_daemon(cfg)?,
+        };
+        let req = Request::Attach {
+            volume: h.id.clone(),
+            dir: dir.to_path_buf(),
+            data_key: b64::encode(dk.expose()),
+        };
+        let res = client.call(&req);
+        if let Request::Attach { data_key, .. } = req {
+            drop(zeroize::Zeroizing::new(data_key));
+        }
+        match res {
+            Err(VolumeError::Remote {
+                kind: ErrorKind::Busy,
+                ..
+            }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other.map(|_| ()).map_err(Into::into),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct AttachResult {
+    volume_id: String,
+    file: String,
+}
+
+pub fn attach(cfg: &Config, a: AttachArgs) -> Result<(), CliError> {
+    let (h, dk) = unwrap_key(cfg, &a.volume, a.customer_key_file.as_deref())?;
+    if a.foreground {
+        if Client::connect(&cfg.region_dir()).is_some() {
+            return Err(CliError::bad(
+                "--foreground",
+                "a region daemon already serves this region; attach without --foreground",
+            ));
+        }
+        init_logging();
+        daemon::run(
+            cfg.region_dir(),
+            Some(InitialAttach {
+                volume: h.id.clone(),
+                dir: a.dir.clone(),
+                data_key: dk,
+            }),
+        )?;
+        return Ok(());
+    }
+    attach_via_daemon(cfg, &h, &a.dir, &dk)?;
+    let dir = a.dir.canonicalize().unwrap_or(a.dir);
+    cfg.print(
+        &AttachResult {
+            volume_id: h.id.to_string(),
+            file: dir.join(FILE_NAME).display().to_string(),
+        },
+        "Attach",
+    )
+}
+
+pub fn detach(cfg: &Config, dir: &Path) -> Result<(), CliError> {
+    let region = cfg.region_dir();
+    let Some(c) = Client::connect(&region) else {
+        // No daemon: a mount left by a killed one can still be cleared.
+        let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        if daemon::is_cryptvol_mount(&canon) {
+            daemon::unmount(&canon, true)?;
+            return Ok(());
+        }
+        return Err(VolumeError::NotAttached {
+            at: dir.display().to_string(),
+        }
+        .into());
+    };
+    c.call(&Request::Detach {
+        dir: dir.to_path_buf(),
+    })?;
+    Ok(())
+}
+
+pub fn mount(cfg: &Config, m: MountArgs) -> Result<(), CliError> {
+    let region = cfg.region_dir();
+    let (h, dk) = unwrap_key(cfg, &m.volume, m.customer_key_file.as_deref())?;
+    let dir = m
+        .dir
+        .canonicalize()
+        .map_err(|e| VolumeError::io("cannot use mount point", &m.dir, e))?;
+    if mount::is_mount_point(&dir) {
+        return Err(VolumeError::invalid(
+            "mount point",
+            format!("{} is already a mount point", dir.display()),
+        )
+        .into());
+    }
+    let attach_dir = mount::attach_dir(&region, h.id.as_str());
+    fsio::create_private_dir(&attach_dir)
+        .map_err(|e| VolumeError::io("cannot create", &attach_dir, e))?;
+    let mut rec = MountRecord {
+        volume_id: h.id.to_string(),
+        dir: dir.clone(),
+        attach_dir: attach_dir.clone(),
+        loop_device: None,
+        fs: m.fs,
+    };
+    // Record first, so that `unmount` can undo whatever part of this succeeds.
+    mount::save_record(&region, &rec)?;
+    let mut steps = || -> Result<(), CliError> {
+        attach_via_daemon(cfg, &h, &attach_dir, &dk)?;
+        let dev = mount::loop_attach(&attach_dir.join(FILE_NAME))?;
+        rec.loop_device = Some(dev.clone());
+        mount::save_record(&region, &rec)?;
+        match mount::fs_type(&dev) {
+            None => mount::mkfs(&dev, m.fs)?,
+            Some(t) if t != m.fs.as_str() => {
+                return Err(VolumeError::invalid(
+                    "--fs",
+                    format!(
+                        "volume {} holds {t}, not {}; pass --fs {t}",
+                        h.id,
+                        m.fs.as_str()
+                    ),
+                )
+                .into());
+            }
+            Some(_) => {}
+        }
+        mount::mount_fs(&dev, &dir, m.fs)?;
+        Ok(())
+    };
+    if let Err(e) = steps() {
+        let _ = undo_mount(
+            cfg,
+            &mount::records(&region)
+                .into_iter()
+                .find(|r| r.volume_id == h.id.as_str())
+                .unwrap_or(rec.clone()),
+        );
+        return Err(e);
+    }
+    cfg.print(&rec, "Mount")
+}
+
+/// Undoes every step of a mount that is still in place; safe to repeat.
+fn undo_mount(cfg: &Config, rec: &MountRecord) -> Result<(), CliError> {
+    let region = cfg.region_dir();
+    if mount::is_mount_point(&rec.dir) {
+        mount::umount(&rec.dir)?;
+    }
+    let file = rec.attach_dir.join(FILE_NAME);
+    for dev in mount::loops_of(&file)
+        .into_iter()
+        .chain(rec.loop_device.clone())
+    {
+        let _ = mount::loop_detach(&dev);
+    }
+    if Client::connect(&region).is_some() || daemon::is_cryptvol_mount(&rec.attach_dir) {
+        match detach(cfg, &rec.attach_dir) {
+            Ok(()) | Err(CliError::Volume(VolumeError::NotAttached { .. })) => {}
+            Err(CliError::Volume(VolumeError::Remote {
+                kind: ErrorKind::NotAttached,
+                ..
+            })) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let _ = std::fs::remove_dir(&rec.attach_dir);
+    mount::remove_record(&region, &rec.volume_id);
+    Ok(())
+}
+
+pub fn unmount(cfg: &Config, dir: &Path) -> Result<(), CliError> {
+    let region = cfg.region_dir();
+    let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let rec = mount::records(&region)
+        .into_iter()
+        .find(|r| r.dir == canon || r.dir == dir)
+        .ok_or_else(|| VolumeError::NotAttached {
+            at: format!("{} (see `cryptvol status`)", dir.display()),
+        })?;
+    undo_mount(cfg, &rec)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct StatusEntry {
+    volume_id: String,
+    attached_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mounted_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loop_device: Option<String>,
+    size: u64,
+    allocated_bytes: u64,
+}
+
+pub fn status(cfg: &Config) -> Result<(), CliError> {
+    let region = cfg.region_dir();
+    let st = daemon_status(cfg);
+    let mounts = mount::records(&region);
+    let entries: Vec<StatusEntry> = st
+        .as_ref()
+        .map(|s| s.attached.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| {
+            let m = mounts.iter().find(|m| m.volume_id == a.volume_id.as_str());
+            StatusEntry {
+                volume_id: a.volume_id.to_string(),
+                attached_at: a.dir.display().to_string(),
+                mounted_at: m.map(|m| m.dir.display().to_string()),
+                loop_device: m.and_then(|m| m.loop_device.clone()),
+                size: a.size,
+                allocated_bytes: a.allocated_bytes,
+            }
+        })
+        .collect();
+    cfg.print(
+        &serde_json::json!({
+            "Region": cfg.region.as_str(),
+            "DaemonPid": st.map(|s| s.pid),
+            "Volumes": entries,
+        }),
+        "Status",
+    )
+}
+
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+pub fn daemon(cfg: &Config) -> Result<(), CliError> {
+    init_logging();
+    cfg.region_dir().config()?;
+    daemon::run(cfg.region_dir(), None)?;
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! `cryptvol volume ...`: create, list, describe, resize and delete encrypted volumes.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use serde::Serialize;
+
+use super::Config;
+use super::args::read_file;
+use super::exit::CliError;
+use crate::crypto::SecretBytes;
+use crate::fuse::access::PoolAccess;
+use crate::fuse::control::{Client, DaemonStatus, Request};
+use crate::kms::{KeyBackend, KeyRef, blob};
+use crate::volume::header::DEFAULT_CHUNK_SHIFT;
+use crate::volume::ids::{format_size, parse_size};
+use crate::volume::lifecycle::{self, DEFAULT_KMS_KEY, KeyChoice, NewVolume};
+use crate::volume::{KeySource, VolumeError, VolumeHeader};
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create an encrypted volume (thin: it takes pool space only as it is written)
+    Create {
+        /// Size, e.g. 10G, 512M, 1T
+        #[arg(long)]
+        size: String,
+        /// A name to use instead of the vol- id
+        #[arg(long)]
+        name: Option<String>,
+        /// KMS key for the data key [default: alias/aws/ebs, created on first use]
+        #[arg(long, value_name = "KEY", conflicts_with = "customer_key_file")]
+        kms_key: Option<String>,
+        /// A 32- or 64-byte key of your own instead of the KMS; needed at every attach
+        #[arg(long, value_name = "FILE")]
+        customer_key_file: Option<PathBuf>,
+        /// Allocation unit of the thin pool, a power of two from 64K to 64M
+        #[arg(long, default_value = "1M")]
+        chunk_size: String,
+    },
+    /// List the region's volumes
+    List,
+    /// Size, allocation, key and state of a volume
+    Describe { volume: String },
+    /// Grow a volume
+    Resize {
+        volume: String,
+        #[arg(long)]
+        size: String,
+    },
+    /// Delete a volume and free the pool space only it used
+    Delete {
+        volume: String,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// What `describe` and `list` show, in the EBS DescribeVolumes spirit.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VolumeInfo {
+    pub volume_id: String,
+    pub name: String,
+    pub region: String,
+    pub size_bytes: u64,
+    pub size: String,
+    pub allocated_bytes: u64,
+    pub chunk_size: u64,
+    pub encrypted: bool,
+    pub key_source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms_key_version: Option<u32>,
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attached_at: Option<String>,
+    pub create_time: i64,
+}
+
+fn attached_at(access: &PoolAccess, h: &VolumeHeader) -> Option<String> {
+    let PoolAccess::Daemon(c) = access else {
+        return None;
+    };
+    let st: DaemonStatus = serde_json::from_value(c.call(&Request::Status).ok()?).ok()?;
+    st.attached
+        .into_iter()
+        .find(|a| a.volume_id == h.id)
+        .map(|a| a.dir.display().to_string())
+}
+
+pub fn info(access: &PoolAccess, h: &VolumeHeader) -> Result<VolumeInfo, CliError> {
+    let at = attached_at(access, h);
+    let (key_source, arn, version) = match &h.key {
+        KeySource::Kms { key_arn, wrapped } => (
+            "kms",
+            Some(key_arn.clone()),
+            blob::parse(wrapped).ok().map(|p| p.header.key_version),
+        ),
+        KeySource::Customer { .. } => ("customer-provided", None, None),
+    };
+    Ok(VolumeInfo {
+        volume_id: h.id.to_string(),
+        name: h.name.clone(),
+        region: h.region.to_string(),
+        size_bytes: h.size,
+        size: format_size(h.size),
+        allocated_bytes: access.allocated_bytes(h)?,
+        chunk_size: h.chunk_size(),
+        encrypted: true,
+        key_source,
+        kms_key_id: arn,
+        kms_key_version: version,
+        state: if at.is_some() { "in-use" } else { "available" },
+        attached_at: at,
+        create_time: h.created,
+    })
+}
+
+/// Reads a customer key file (32 or 64 raw bytes).
+pub fn customer_key(path: &std::path::Path) -> Result<SecretBytes, CliError> {
+    let k = SecretBytes::new(read_file(path)?);
+    crate::volume::keys::check_customer_key(&k)?;
+    Ok(k)
+}
+
+fn chunk_shift(s: &str) -> Result<u8, CliError> {
+    let n = parse_size(s)?;
+    if !n.is_power_of_two() {
+        return Err(
+            VolumeError::invalid("chunk size", format!("{s} is not a power of two")).into(),
+        );
+    }
+    Ok(n.trailing_zeros() as u8)
+}
+
+fn confirm(question: &str) -> Result<bool, CliError> {
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::bad(
+            "--yes",
+            "not on a terminal: pass --yes to confirm",
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
+    let region = cfg.region_dir();
+    region.config()?;
+    match cmd {
+        VolumeCommand::Create {
+            size,
+            name,
+            kms_key,
+            customer_key_file,
+            chunk_size,
+        } => {
+            let key = match &customer_key_file {
+                Some(f) => KeyChoice::Customer(customer_key(f)?),
+                None => KeyChoice::Kms(KeyRef::parse(
+                    kms_key.as_deref().unwrap_or(DEFAULT_KMS_KEY),
+                )?),
+            };
+            let kms = match key {
+                KeyChoice::Kms(_) => Some(cfg.kms()?),
+                KeyChoice::Customer(_) => None,
+            };
+            let spec = NewVolume {
+                size: parse_size(&size)?,
+                name: name.unwrap_or_default(),
+                chunk_shift: if chunk_size == "1M" {
+                    DEFAULT_CHUNK_SHIFT
+                } else {
+                    chunk_shift(&chunk_size)?
+                },
+                key,
+            };
+            let access = PoolAccess::open(&region)?;
+            if !spec.name.is_empty()
+                && let Some(o) = access
+                    .list_volumes()?
+                    .into_iter()
+                    .find(|h| h.name == spec.name)
+            {
+                return Err(VolumeError::NameTaken {
+                    name: spec.name,
+                    id: o.id.to_string(),
+                }
+                .into());
+            }
+            let h = lifecycle::new_header(
+                &cfg.region,
+                kms.as_ref().map(|k| k as &dyn KeyBackend),
+                spec,
+                cfg.clock.now(),
+            )?;
+            access.create_volume(&h)?;
+            cfg.print(&info(&access, &h)?, "Volume")
+        }
+        VolumeCommand::List => {
+            let access = PoolAccess::open(&region)?;
+            let mut hs = access.list_volumes()?;
+            hs.sort_by_key(|h| h.created);
+            let infos = hs
+                .iter()
+                .map(|h| info(&access, h))
+                .collect::<Result<Vec<_>, _>>()?;
+            cfg.print(&serde_json::json!({ "Volumes": infos }), "Volumes")
+        }
+        VolumeCommand::Describe { volume } => {
+            let access = PoolAccess::open(&region)?;
+            let h = access.find(&volume, cfg.region.as_str())?;
+            cfg.print(&info(&access, &h)?, "Volume")
+        }
+        VolumeCommand::Resize { volume, size } => {
+            let access = PoolAccess::open(&region)?;
+            let mut h = access.find(&volume, cfg.region.as_str())?;
+            let new = parse_size(&size)?;
+            VolumeHeader::validate_size(new)?;
+            if new < h.size {
+                return Err(VolumeError::invalid(
+                    "size",
+                    format!(
+                        "{} is smaller than the volume ({}); volumes only grow (shrink the filesystem and copy instead)",
+                        format_size(new),
+                        format_size(h.size)
+                    ),
+                )
+                .into());
+            }
+            h.size = new;
+            access.update_volume(&h)?;
+            cfg.print(&info(&access, &h)?, "Volume")
+        }
+        VolumeCommand::Delete { volume, yes } => {
+            let access = PoolAccess::open(&region)?;
+            let h = access.find(&volume, cfg.region.as_str())?;
+            if let Some(at) = attached_at(&access, &h) {
+                return Err(VolumeError::Attached {
+                    id: h.id.to_string(),
+                    at,
+                    hint: "detach (or unmount) it before deleting".into(),
+                }
+                .into());
+            }
+            if !yes
+                && !confirm(&format!(
+                    "Delete volume {} ({}) and all its data?",
+                    h.id,
+                    format_size(h.size)
+                ))?
+            {
+                return Err(CliError::bad(
+                    "confirmation",
+                    "not confirmed; nothing was deleted",
+                ));
+            }
+            access.delete_volume(&h)?;
+            cfg.print(
+                &serde_json::json!({ "VolumeId": h.id.to_string(), "Deleted": true }),
+                "Volume",
+            )
+        }
+    }
+}
+
+/// The running daemon's status, if any.
+pub fn daemon_status(cfg: &Config) -> Option<DaemonStatus> {
+    let c = Client::connect(&cfg.region_dir())?;
+    serde_json::from_value(c.call(&Request::Status).ok()?).ok()
+}

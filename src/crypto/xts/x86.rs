@@ -1,0 +1,455 @@
+//! The x86_64 XTS backends: AES-NI for key expansion and the per-unit tweak, then VAES over
+//! 512-bit (AVX-512) or 256-bit (AVX2) registers for the data, with the tweaks of each data
+//! unit kept and advanced in vector registers (carry-less multiply by a power of α).
+//!
+//! The only `unsafe` of the XTS engine is here: raw-pointer loads and stores inside a unit,
+//! and calls into `#[target_feature]` functions, which are sound only because an [`Engine`]
+//! can be built only after std's run-time detection confirmed its [`Isa`].
+//!
+//! Per 16-byte block j of a unit with encrypted tweak T: C = E_K1(P ^ T·α^j) ^ T·α^j. Two
+//! identities save work: the first XOR folds into one three-way XOR with round key 0
+//! (`vpternlogq`), and the last XOR folds into the final round, since AESENCLAST(x, k ^ t) =
+//! AESENCLAST(x, k) ^ t (the final round ends with the round-key XOR; same for AESDECLAST).
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use super::{BLOCK, Direction, mul_alpha};
+
+/// AES-256 round keys: 14 rounds plus the initial whitening key.
+const ROUNDS: usize = 15;
+
+/// The reduction constant of GF(2^128) in the low 64 bits of each 128-bit lane:
+/// x^128 = x^7 + x^2 + x + 1.
+const GF_POLY: i64 = 0x87;
+
+/// Blocks per loop iteration in both widths: 4 registers of 4 blocks (512-bit) or 8 of 2
+/// (256-bit). Zen 4 issues one 512-bit VAES (two 256-bit) per cycle with a latency of about
+/// four, so at least four independent registers are needed to keep the AES units busy; 15
+/// round keys, 4 blocks and 4 tweaks also fit the 32 AVX-512 registers without spilling.
+const STRIDE: usize = 16;
+
+/// Tweaks advance by α^STRIDE = α^16 per iteration: a shift by two whole bytes per 128-bit
+/// lane, whose carried-out 16 bits are folded back with one carry-less multiply by 0x87.
+const STEP_BYTES: i32 = (STRIDE / 8) as i32;
+
+/// Registers per iteration.
+const V512: usize = STRIDE / 4;
+const V256: usize = STRIDE / 2;
+
+/// The instruction-set level a key was expanded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Isa {
+    /// AVX-512F/BW + VAES + VPCLMULQDQ (+ AES-NI).
+    Avx512,
+    /// AVX2 + VAES + VPCLMULQDQ (+ AES-NI).
+    Avx2,
+}
+
+impl Isa {
+    pub(super) fn is_detected(self) -> bool {
+        let common = is_x86_feature_detected!("aes")
+            && is_x86_feature_detected!("sse4.1")
+            && is_x86_feature_detected!("vaes")
+            && is_x86_feature_detected!("vpclmulqdq");
+        common
+            && match self {
+                Isa::Avx512 => {
+                    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
+                }
+                Isa::Avx2 => is_x86_feature_detected!("avx2"),
+            }
+    }
+}
+
+/// Expanded keys: K1 for encryption and (inverse-mixed) for decryption, K2 for tweaks.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+struct Keys {
+    enc: [__m128i; ROUNDS],
+    dec: [__m128i; ROUNDS],
+    tweak: [__m128i; ROUNDS],
+}
+
+/// Keys plus the detected instruction set. Invariant: `isa.is_detected()` held when this was
+/// built; every `unsafe` call below relies on it.
+#[derive(Clone)]
+pub(super) struct Engine {
+    keys: Keys,
+    isa: Isa,
+}
+
+impl Engine {
+    /// `None` if this CPU lacks `isa`.
+    pub(super) fn new(k1: &[u8; 32], k2: &[u8; 32], isa: Isa) -> Option<Engine> {
+        if !isa.is_detected() {
+            return None;
+        }
+        // SAFETY: AES-NI and SSE4.1 are part of every `Isa` and were just detected.
+        let keys = unsafe { expand_keys(k1, k2) };
+        Some(Engine { keys, isa })
+    }
+
+    pub(super) fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    pub(super) fn crypt(&self, dir: Direction, first_unit: u128, buf: &mut [u8], unit_len: usize) {
+        let keys = &self.keys;
+        match (self.isa, dir) {
+            // SAFETY: `self.isa` was detected on this CPU when `self` was built (type
+            // invariant), which covers every feature the callee enables.
+            (Isa::Avx512, Direction::Encrypt) => unsafe {
+                units_512::<false>(&keys.enc, &keys.tweak, first_unit, buf, unit_len)
+            },
+            // SAFETY: as above.
+            (Isa::Avx512, Direction::Decrypt) => unsafe {
+                units_512::<true>(&keys.dec, &keys.tweak, first_unit, buf, unit_len)
+            },
+            // SAFETY: as above.
+            (Isa::Avx2, Direction::Encrypt) => unsafe {
+                units_256::<false>(&keys.enc, &keys.tweak, first_unit, buf, unit_len)
+            },
+            // SAFETY: as above.
+            (Isa::Avx2, Direction::Decrypt) => unsafe {
+                units_256::<true>(&keys.dec, &keys.tweak, first_unit, buf, unit_len)
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key schedule (AES-NI), FIPS 197 §5.2 for Nk = 8, in the form of Intel's AES-NI white paper.
+
+#[target_feature(enable = "aes,sse4.1")]
+fn expand_keys(k1: &[u8; 32], k2: &[u8; 32]) -> Keys {
+    let enc = expand_256(k1);
+    let mut dec = [_mm_setzero_si128(); ROUNDS];
+    // The equivalent inverse cipher (FIPS 197 §5.3.5): reversed keys, InvMixColumns on the
+    // inner ones.
+    dec[0] = enc[ROUNDS - 1];
+    for r in 1..ROUNDS - 1 {
+        dec[r] = _mm_aesimc_si128(enc[ROUNDS - 1 - r]);
+    }
+    dec[ROUNDS - 1] = enc[0];
+    Keys {
+        enc,
+        dec,
+        tweak: expand_256(k2),
+    }
+}
+
+#[target_feature(enable = "aes,sse4.1")]
+fn load_key_half(bytes: &[u8]) -> __m128i {
+    let lo = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    let hi = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    _mm_set_epi64x(hi as i64, lo as i64)
+}
+
+#[target_feature(enable = "aes,sse4.1")]
+fn expand_256(key: &[u8; 32]) -> [__m128i; ROUNDS] {
+    let mut rk = [_mm_setzero_si128(); ROUNDS];
+    let mut a = load_key_half(&key[..16]);
+    let mut b = load_key_half(&key[16..]);
+    rk[0] = a;
+    rk[1] = b;
+    macro_rules! step {
+        ($rcon:literal, $i:literal) => {
+            a = expand_a(a, _mm_aeskeygenassist_si128::<$rcon>(b));
+            rk[$i] = a;
+            if $i + 1 < ROUNDS {
+                b = expand_b(a, b);
+                rk[$i + 1] = b;
+            }
+        };
+    }
+    step!(0x01, 2);
+    step!(0x02, 4);
+    step!(0x04, 6);
+    step!(0x08, 8);
+    step!(0x10, 10);
+    step!(0x20, 12);
+    step!(0x40, 14);
+    rk
+}
+
+/// Prefix-XOR of the four words of `x` (w0, w0^w1, w0^w1^w2, ...).
+#[target_feature(enable = "aes,sse4.1")]
+fn prefix_xor(x: __m128i) -> __m128i {
+    let x = _mm_xor_si128(x, _mm_slli_si128::<4>(x));
+    _mm_xor_si128(x, _mm_slli_si128::<8>(x))
+}
+
+/// Even round key: RotWord/SubWord/Rcon of the previous odd key's last word.
+#[target_feature(enable = "aes,sse4.1")]
+fn expand_a(a: __m128i, assist: __m128i) -> __m128i {
+    _mm_xor_si128(prefix_xor(a), _mm_shuffle_epi32::<0xff>(assist))
+}
+
+/// Odd round key: SubWord (no rotation, no Rcon) of the new even key's last word.
+#[target_feature(enable = "aes,sse4.1")]
+fn expand_b(a: __m128i, b: __m128i) -> __m128i {
+    let assist = _mm_aeskeygenassist_si128::<0x00>(a);
+    _mm_xor_si128(prefix_xor(b), _mm_shuffle_epi32::<0xaa>(assist))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-unit tweak, shared by both widths.
+
+/// T = E_K2(unit number as a 128-bit little-endian integer), as a scalar.
+#[target_feature(enable = "aes,sse4.1")]
+fn unit_tweak(k2: &[__m128i; ROUNDS], unit: u128) -> u128 {
+    let mut t = _mm_set_epi64x((unit >> 64) as u64 as i64, unit as u64 as i64);
+    t = _mm_xor_si128(t, k2[0]);
+    for k in &k2[1..ROUNDS - 1] {
+        t = _mm_aesenc_si128(t, *k);
+    }
+    t = _mm_aesenclast_si128(t, k2[ROUNDS - 1]);
+    let lo = _mm_cvtsi128_si64(t) as u64;
+    let hi = _mm_extract_epi64::<1>(t) as u64;
+    (u128::from(hi) << 64) | u128::from(lo)
+}
+
+/// T·α^0 .. T·α^(N-1), the tweaks of the first N blocks of a unit.
+#[inline(always)]
+fn tweak_run<const N: usize>(t: u128) -> [u128; N] {
+    let mut out = [0u128; N];
+    let mut t = t;
+    for o in &mut out {
+        *o = t;
+        t = mul_alpha(t);
+    }
+    out
+}
+
+/// The low and high halves of a tweak as signed lanes for `_mm*_set_epi64`.
+#[inline(always)]
+fn halves(t: u128) -> (i64, i64) {
+    (t as u64 as i64, (t >> 64) as u64 as i64)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 512-bit path: 4 blocks per register.
+
+#[target_feature(enable = "avx512f,avx512bw,vaes,vpclmulqdq,aes,sse4.1")]
+fn set_tweaks_512(t: &[u128]) -> __m512i {
+    let (l0, h0) = halves(t[0]);
+    let (l1, h1) = halves(t[1]);
+    let (l2, h2) = halves(t[2]);
+    let (l3, h3) = halves(t[3]);
+    _mm512_set_epi64(h3, l3, h2, l2, h1, l1, h0, l0)
+}
+
+/// The AES rounds after the first key XOR, round by round across `N` registers (so each
+/// round key is read once per round and the N chains interleave); the last round's key is
+/// XORed with each register's tweak, which finishes XTS's output XOR for free.
+#[target_feature(enable = "avx512f,avx512bw,vaes,vpclmulqdq,aes,sse4.1")]
+fn rounds_512<const DECRYPT: bool, const N: usize>(
+    x: &mut [__m512i; N],
+    rk: &[__m512i; ROUNDS],
+    tw: &[__m512i],
+) {
+    for k in &rk[1..ROUNDS - 1] {
+        for xv in x.iter_mut() {
+            *xv = if DECRYPT {
+                _mm512_aesdec_epi128(*xv, *k)
+            } else {
+                _mm512_aesenc_epi128(*xv, *k)
+            };
+        }
+    }
+    for (xv, t) in x.iter_mut().zip(tw) {
+        let last = _mm512_xor_si512(rk[ROUNDS - 1], *t);
+        *xv = if DECRYPT {
+            _mm512_aesdeclast_epi128(*xv, last)
+        } else {
+            _mm512_aesenclast_epi128(*xv, last)
+        };
+    }
+}
+
+/// Encrypts (or, with `DECRYPT` and the decryption schedule, decrypts) whole units of
+/// `unit_len` bytes in place.
+#[target_feature(enable = "avx512f,avx512bw,vaes,vpclmulqdq,aes,sse4.1")]
+fn units_512<const DECRYPT: bool>(
+    k1: &[__m128i; ROUNDS],
+    k2: &[__m128i; ROUNDS],
+    first_unit: u128,
+    buf: &mut [u8],
+    unit_len: usize,
+) {
+    let rk: [__m512i; ROUNDS] = k1.map(|k| _mm512_broadcast_i32x4(k));
+    let poly = _mm512_set_epi64(0, GF_POLY, 0, GF_POLY, 0, GF_POLY, 0, GF_POLY);
+    let blocks_per_unit = unit_len / BLOCK;
+
+    for (i, unit) in buf.chunks_exact_mut(unit_len).enumerate() {
+        let first = tweak_run::<STRIDE>(unit_tweak(k2, first_unit + i as u128));
+        let mut tw: [__m512i; V512] = core::array::from_fn(|v| set_tweaks_512(&first[4 * v..]));
+        let p = unit.as_mut_ptr();
+        let mut done = 0;
+
+        while blocks_per_unit - done >= STRIDE {
+            let mut x = [_mm512_setzero_si512(); V512];
+            for (v, xv) in x.iter_mut().enumerate() {
+                // SAFETY: blocks done..done+16 lie inside `unit` (loop condition), so these
+                // 64 bytes are in bounds; unaligned loads are allowed.
+                let d = unsafe { _mm512_loadu_si512(p.add((done + 4 * v) * BLOCK).cast()) };
+                *xv = _mm512_ternarylogic_epi64::<0x96>(d, tw[v], rk[0]);
+            }
+            rounds_512::<DECRYPT, V512>(&mut x, &rk, &tw);
+            for (v, xv) in x.iter().enumerate() {
+                // SAFETY: same 64 bytes as the load above; `unit` is borrowed mutably.
+                unsafe { _mm512_storeu_si512(p.add((done + 4 * v) * BLOCK).cast(), *xv) };
+            }
+            for t in &mut tw {
+                *t = mul_alpha_step_512(*t, poly);
+            }
+            done += STRIDE;
+        }
+
+        // Fewer than 16 blocks left (only for units that are not a multiple of 256 bytes,
+        // i.e. never for DATA_UNIT): tw[0..] already hold the next tweaks in order.
+        let mut v = 0;
+        while done < blocks_per_unit {
+            let n = (blocks_per_unit - done).min(4);
+            let mask = ((1u32 << (2 * n)) - 1) as __mmask8;
+            // SAFETY: the mask covers only the n remaining blocks (2n qwords) of `unit`;
+            // masked-off lanes are not accessed, so nothing outside `unit` is touched.
+            let d = unsafe { _mm512_maskz_loadu_epi64(mask, p.add(done * BLOCK).cast()) };
+            let mut x = [_mm512_ternarylogic_epi64::<0x96>(d, tw[v], rk[0])];
+            rounds_512::<DECRYPT, 1>(&mut x, &rk, &tw[v..]);
+            // SAFETY: as for the load.
+            unsafe { _mm512_mask_storeu_epi64(p.add(done * BLOCK).cast(), mask, x[0]) };
+            done += n;
+            v += 1;
+        }
+    }
+}
+
+/// Multiplies each 128-bit lane by α^16: shift left two bytes and fold the 16 bits shifted
+/// out back in with x^128 = 0x87.
+#[target_feature(enable = "avx512f,avx512bw,vaes,vpclmulqdq,aes,sse4.1")]
+fn mul_alpha_step_512(t: __m512i, poly: __m512i) -> __m512i {
+    let carry = _mm512_bsrli_epi128::<{ 16 - STEP_BYTES }>(t);
+    let fold = _mm512_clmulepi64_epi128::<0x00>(carry, poly);
+    _mm512_xor_si512(_mm512_bslli_epi128::<STEP_BYTES>(t), fold)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 256-bit path: 2 blocks per register, for VAES CPUs without AVX-512 (Zen 3, Alder Lake).
+
+#[target_feature(enable = "avx2,vaes,vpclmulqdq,aes,sse4.1")]
+fn set_tweaks_256(t: &[u128]) -> __m256i {
+    let (l0, h0) = halves(t[0]);
+    let (l1, h1) = halves(t[1]);
+    _mm256_set_epi64x(h1, l1, h0, l0)
+}
+
+/// As [`rounds_512`], two blocks per register. AVX2 has 16 vector registers, so the round
+/// keys stay in memory and are read once per round (a load per key, folded into VAESENC).
+#[target_feature(enable = "avx2,vaes,vpclmulqdq,aes,sse4.1")]
+fn rounds_256<const DECRYPT: bool, const N: usize>(
+    x: &mut [__m256i; N],
+    rk: &[__m256i; ROUNDS],
+    tw: &[__m256i],
+) {
+    for k in &rk[1..ROUNDS - 1] {
+        for xv in x.iter_mut() {
+            *xv = if DECRYPT {
+                _mm256_aesdec_epi128(*xv, *k)
+            } else {
+                _mm256_aesenc_epi128(*xv, *k)
+            };
+        }
+    }
+    for (xv, t) in x.iter_mut().zip(tw) {
+        let last = _mm256_xor_si256(rk[ROUNDS - 1], *t);
+        *xv = if DECRYPT {
+            _mm256_aesdeclast_epi128(*xv, last)
+        } else {
+            _mm256_aesenclast_epi128(*xv, last)
+        };
+    }
+}
+
+#[target_feature(enable = "avx2,vaes,vpclmulqdq,aes,sse4.1")]
+fn units_256<const DECRYPT: bool>(
+    k1: &[__m128i; ROUNDS],
+    k2: &[__m128i; ROUNDS],
+    first_unit: u128,
+    buf: &mut [u8],
+    unit_len: usize,
+) {
+    let rk: [__m256i; ROUNDS] = k1.map(|k| _mm256_broadcastsi128_si256(k));
+    let poly = _mm256_set_epi64x(0, GF_POLY, 0, GF_POLY);
+    let blocks_per_unit = unit_len / BLOCK;
+
+    for (i, unit) in buf.chunks_exact_mut(unit_len).enumerate() {
+        let first = tweak_run::<STRIDE>(unit_tweak(k2, first_unit + i as u128));
+        let mut tw: [__m256i; V256] = core::array::from_fn(|v| set_tweaks_256(&first[2 * v..]));
+        let p = unit.as_mut_ptr();
+        let mut done = 0;
+
+        while blocks_per_unit - done >= STRIDE {
+            let mut x = [_mm256_setzero_si256(); V256];
+            for (v, xv) in x.iter_mut().enumerate() {
+                // SAFETY: blocks done..done+16 lie inside `unit` (loop condition), so these
+                // 32 bytes are in bounds; unaligned loads are allowed.
+                let d = unsafe { _mm256_loadu_si256(p.add((done + 2 * v) * BLOCK).cast()) };
+                *xv = _mm256_xor_si256(_mm256_xor_si256(d, tw[v]), rk[0]);
+            }
+            rounds_256::<DECRYPT, V256>(&mut x, &rk, &tw);
+            for (v, xv) in x.iter().enumerate() {
+                // SAFETY: same 32 bytes as the load above; `unit` is borrowed mutably.
+                unsafe { _mm256_storeu_si256(p.add((done + 2 * v) * BLOCK).cast(), *xv) };
+            }
+            for t in &mut tw {
+                *t = mul_alpha_step_256(*t, poly);
+            }
+            done += STRIDE;
+        }
+
+        // Fewer than 16 blocks left (never for DATA_UNIT): pairs, then one single block.
+        let mut v = 0;
+        while blocks_per_unit - done >= 2 {
+            // SAFETY: two whole blocks remain in `unit` at this offset.
+            let d = unsafe { _mm256_loadu_si256(p.add(done * BLOCK).cast()) };
+            let mut x = [_mm256_xor_si256(_mm256_xor_si256(d, tw[v]), rk[0])];
+            rounds_256::<DECRYPT, 1>(&mut x, &rk, &tw[v..]);
+            // SAFETY: as for the load.
+            unsafe { _mm256_storeu_si256(p.add(done * BLOCK).cast(), x[0]) };
+            done += 2;
+            v += 1;
+        }
+        if done < blocks_per_unit {
+            let t = _mm256_castsi256_si128(tw[v]);
+            // SAFETY: one whole block remains in `unit` at this offset.
+            let d = unsafe { _mm_loadu_si128(p.add(done * BLOCK).cast()) };
+            let mut x = _mm_xor_si128(_mm_xor_si128(d, t), k1[0]);
+            for k in &k1[1..ROUNDS - 1] {
+                x = if DECRYPT {
+                    _mm_aesdec_si128(x, *k)
+                } else {
+                    _mm_aesenc_si128(x, *k)
+                };
+            }
+            let last = _mm_xor_si128(k1[ROUNDS - 1], t);
+            x = if DECRYPT {
+                _mm_aesdeclast_si128(x, last)
+            } else {
+                _mm_aesenclast_si128(x, last)
+            };
+            // SAFETY: as for the load.
+            unsafe { _mm_storeu_si128(p.add(done * BLOCK).cast(), x) };
+        }
+    }
+}
+
+/// Multiplies each 128-bit lane by α^16, as [`mul_alpha_step_512`].
+#[target_feature(enable = "avx2,vaes,vpclmulqdq,aes,sse4.1")]
+fn mul_alpha_step_256(t: __m256i, poly: __m256i) -> __m256i {
+    let carry = _mm256_bsrli_epi128::<{ 16 - STEP_BYTES }>(t);
+    let fold = _mm256_clmulepi64_epi128::<0x00>(carry, poly);
+    _mm256_xor_si256(_mm256_bslli_epi128::<STEP_BYTES>(t), fold)
+}

@@ -1,0 +1,142 @@
+//! How a CLI command reaches a region's volumes: through the region daemon when one runs
+//! (it owns the pool while volumes are attached), else by opening the pool itself. Both
+//! paths run the same `Pool` methods, the daemon's on the far side of the socket.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::control::{Client, Request};
+use crate::kms::b64;
+use crate::kms::region::RegionDir;
+use crate::volume::error::Result;
+use crate::volume::{Pool, VolumeError, VolumeHeader, VolumeId};
+
+pub enum PoolAccess {
+    Local(Arc<Pool>),
+    Daemon(Client),
+}
+
+fn header_from(v: serde_json::Value) -> Result<VolumeHeader> {
+    let s = v.as_str().ok_or_else(|| VolumeError::Corrupt {
+        what: "daemon response".into(),
+        detail: "expected a header".into(),
+    })?;
+    let bytes = b64::decode(s).map_err(|e| VolumeError::Corrupt {
+        what: "daemon response".into(),
+        detail: e.to_string(),
+    })?;
+    VolumeHeader::decode(&bytes)
+}
+
+impl PoolAccess {
+    /// The daemon if it runs, else the pool itself. A daemon that is starting or stopping
+    /// holds the pool for a moment: retry for a few seconds before giving up.
+    pub fn open(region: &RegionDir) -> Result<PoolAccess> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(c) = Client::connect(region) {
+                return Ok(PoolAccess::Daemon(c));
+            }
+            match Pool::open(region) {
+                Ok(p) => return Ok(PoolAccess::Local(Arc::new(p))),
+                Err(VolumeError::PoolBusy { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub fn is_daemon(&self) -> bool {
+        matches!(self, PoolAccess::Daemon(_))
+    }
+
+    pub fn list_volumes(&self) -> Result<Vec<VolumeHeader>> {
+        match self {
+            PoolAccess::Local(p) => p.list_volumes(),
+            PoolAccess::Daemon(c) => {
+                let v = c.call(&Request::ListVolumes)?;
+                v.as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(header_from)
+                    .collect()
+            }
+        }
+    }
+
+    pub fn get_volume(&self, id: &VolumeId) -> Result<Option<VolumeHeader>> {
+        match self {
+            PoolAccess::Local(p) => p.get_volume(id),
+            PoolAccess::Daemon(c) => {
+                let v = c.call(&Request::GetVolume { volume: id.clone() })?;
+                if v.is_null() {
+                    Ok(None)
+                } else {
+                    header_from(v).map(Some)
+                }
+            }
+        }
+    }
+
+    /// A volume by id or by name.
+    pub fn find(&self, id_or_name: &str, region: &str) -> Result<VolumeHeader> {
+        let found = match VolumeId::parse(id_or_name) {
+            Some(id) => self.get_volume(&id)?,
+            None => self
+                .list_volumes()?
+                .into_iter()
+                .find(|h| h.name == id_or_name),
+        };
+        found.ok_or_else(|| VolumeError::NotFound {
+            name: id_or_name.to_string(),
+            region: region.to_string(),
+        })
+    }
+
+    pub fn create_volume(&self, h: &VolumeHeader) -> Result<()> {
+        match self {
+            PoolAccess::Local(p) => p.create_volume(h),
+            PoolAccess::Daemon(c) => c
+                .call(&Request::CreateVolume {
+                    header: b64::encode(&h.encode()),
+                })
+                .map(|_| ()),
+        }
+    }
+
+    pub fn update_volume(&self, h: &VolumeHeader) -> Result<()> {
+        match self {
+            PoolAccess::Local(p) => p.update_volume(h),
+            PoolAccess::Daemon(c) => c
+                .call(&Request::UpdateVolume {
+                    header: b64::encode(&h.encode()),
+                })
+                .map(|_| ()),
+        }
+    }
+
+    pub fn delete_volume(&self, h: &VolumeHeader) -> Result<()> {
+        match self {
+            PoolAccess::Local(p) => p.delete_volume(h),
+            PoolAccess::Daemon(c) => c
+                .call(&Request::DeleteVolume {
+                    volume: h.id.clone(),
+                })
+                .map(|_| ()),
+        }
+    }
+
+    pub fn allocated_bytes(&self, h: &VolumeHeader) -> Result<u64> {
+        match self {
+            PoolAccess::Local(p) => p.allocated_bytes(h),
+            PoolAccess::Daemon(c) => {
+                let v = c.call(&Request::AllocatedBytes {
+                    volume: h.id.clone(),
+                })?;
+                Ok(v.as_u64().unwrap_or(0))
+            }
+        }
+    }
+}

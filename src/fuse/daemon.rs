@@ -1,0 +1,487 @@
+//! The region daemon: owns the region's pool while volumes are attached, serves each
+//! attached volume as a FUSE mount, and answers the control socket. It starts on the
+//! first `attach` and exits when the last volume is detached, or on SIGTERM/SIGINT,
+//! after flushing and unmounting everything.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use fuser::{BackgroundSession, Config, MountOption, SessionACL};
+use nix::mount::MntFlags;
+use nix::sys::signal::{SigSet, Signal};
+use tracing::{error, info, warn};
+
+use super::control::{self, AttachedInfo, DaemonStatus, Request, Response};
+use super::volume_fs::VolumeFs;
+use crate::crypto::SecretBytes;
+use crate::fsio;
+use crate::kms::region::RegionDir;
+use crate::volume::error::Result;
+use crate::volume::{OpenVolume, Pool, VolumeError, VolumeHeader, VolumeId, keys};
+
+/// Worker threads per FUSE mount: one is 25-30% slower, more than two is noise
+/// (PERFORMANCE.md); four covers requests blocked on disk.
+const FUSE_THREADS: usize = 4;
+/// How often dirty metadata is committed without an fsync (bounds work lost in a crash).
+const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+
+struct Attachment {
+    dir: PathBuf,
+    vol: Arc<OpenVolume>,
+    session: Option<BackgroundSession>,
+}
+
+enum Event {
+    Stop(&'static str),
+}
+
+pub struct Daemon {
+    region: RegionDir,
+    pool: Arc<Pool>,
+    attached: Mutex<HashMap<VolumeId, Attachment>>,
+    stopping: AtomicBool,
+    events: mpsc::Sender<Event>,
+}
+
+/// An attach to perform before serving (`attach --foreground`).
+pub struct InitialAttach {
+    pub volume: VolumeId,
+    pub dir: PathBuf,
+    pub data_key: SecretBytes,
+}
+
+fn canonical(dir: &Path) -> Result<PathBuf> {
+    let c = dir
+        .canonicalize()
+        .map_err(|e| VolumeError::io("cannot use mount point", dir, e))?;
+    if !c.is_dir() {
+        return Err(VolumeError::invalid(
+            "mount point",
+            format!("{} is not a directory", c.display()),
+        ));
+    }
+    Ok(c)
+}
+
+/// True if `dir` is a mount point of ours (a live or dead `fuse.cryptvol` mount).
+pub fn is_cryptvol_mount(dir: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = dir.to_string_lossy();
+    info.lines().any(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let sep = f.iter().position(|x| *x == "-");
+        f.get(4) == Some(&want.as_ref())
+            && sep
+                .and_then(|i| f.get(i + 1))
+                .is_some_and(|t| *t == "fuse.cryptvol")
+    })
+}
+
+/// Unmounts a FUSE mount point: directly as root, through fusermount3 otherwise. A busy
+/// mount is an error unless `lazy` (then it disappears now and dies when unused).
+pub fn unmount(dir: &Path, lazy: bool) -> Result<()> {
+    let flags = if lazy {
+        MntFlags::MNT_DETACH
+    } else {
+        MntFlags::empty()
+    };
+    match nix::mount::umount2(dir, flags) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EPERM) => {
+            let mut cmd = std::process::Command::new("fusermount3");
+            cmd.arg("-u").arg("-q");
+            if lazy {
+                cmd.arg("-z");
+            }
+            let out = cmd
+                .arg(dir)
+                .output()
+                .map_err(|e| VolumeError::io("cannot run fusermount3 for", dir, e))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(VolumeError::Tool {
+                    tool: format!("fusermount3 -u {}", dir.display()),
+                    message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                })
+            }
+        }
+        Err(nix::errno::Errno::EBUSY) => Err(VolumeError::MountBusy {
+            at: dir.display().to_string(),
+        }),
+        Err(e) => Err(VolumeError::io("cannot unmount", dir, e.into())),
+    }
+}
+
+impl Daemon {
+    fn attach(&self, volume: &VolumeId, dir: &Path, data_key: SecretBytes) -> Result<()> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(VolumeError::Remote {
+                kind: crate::volume::error::ErrorKind::Busy,
+                message: "the region daemon is stopping: retry".into(),
+            });
+        }
+        // A mount left by a daemon that was killed: its kernel side is dead; clear it.
+        let raw_dir = dir.to_path_buf();
+        if is_cryptvol_mount(&raw_dir) {
+            let _ = unmount(&raw_dir, true);
+        }
+        let dir = canonical(dir)?;
+        let mut attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = attached.get(volume) {
+            return Err(VolumeError::Attached {
+                id: volume.to_string(),
+                at: a.dir.display().to_string(),
+                hint: "detach it first (`cryptvol detach DIR`)".into(),
+            });
+        }
+        if let Some((v, _)) = attached.iter().find(|(_, a)| a.dir == dir) {
+            return Err(VolumeError::Attached {
+                id: v.to_string(),
+                at: dir.display().to_string(),
+                hint: "choose another directory".into(),
+            });
+        }
+        let header = self
+            .pool
+            .get_volume(volume)?
+            .ok_or_else(|| VolumeError::NotFound {
+                name: volume.to_string(),
+                region: self.region.region.to_string(),
+            })?;
+        let xts = keys::xts_from_data_key(&data_key)?;
+        drop(data_key);
+        let vol = Arc::new(OpenVolume::open(self.pool.clone(), &header, xts)?);
+        let config = {
+            let mut c = Config::default();
+            c.mount_options = vec![
+                MountOption::FSName(format!("cryptvol:{volume}")),
+                MountOption::Subtype("cryptvol".into()),
+                MountOption::NoExec,
+                MountOption::NoSuid,
+                MountOption::NoDev,
+            ];
+            c.acl = SessionACL::Owner;
+            c.n_threads = Some(FUSE_THREADS);
+            c.clone_fd = true;
+            c
+        };
+        let session = fuser::spawn_mount(VolumeFs::new(vol.clone()), &dir, &config)
+            .map_err(|e| VolumeError::io("cannot mount FUSE at", &dir, e))?;
+        info!("attached {volume} at {}", dir.display());
+        attached.insert(
+            volume.clone(),
+            Attachment {
+                dir,
+                vol,
+                session: Some(session),
+            },
+        );
+        Ok(())
+    }
+
+    /// Unmounts and stops serving `a`. `force`: unmount lazily even while busy (shutdown).
+    /// On a busy mount without `force`, gives the attachment back with the error.
+    fn detach_volume(
+        &self,
+        volume: &VolumeId,
+        mut a: Attachment,
+        force: bool,
+    ) -> std::result::Result<(), (Attachment, VolumeError)> {
+        match unmount(&a.dir, force) {
+            Ok(()) => {}
+            Err(e) if !force => return Err((a, e)),
+            Err(e) => warn!("unmounting {}: {e}", a.dir.display()),
+        }
+        // The kernel has answered every request before the unmount completes; once the
+        // worker threads are gone nothing can write, and the flush covers everything.
+        if let Some(s) = a.session.take()
+            && !force
+            && let Err(e) = s.join()
+        {
+            warn!("FUSE session of {volume}: {e}");
+        }
+        let flushed = a.vol.flush();
+        info!("detached {volume} from {}", a.dir.display());
+        flushed.map_err(|e| (a, e))
+    }
+
+    fn detach(&self, dir: &Path) -> Result<()> {
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        let found = {
+            let mut attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
+            let key = attached
+                .iter()
+                .find(|(_, a)| a.dir == dir)
+                .map(|(v, _)| v.clone());
+            key.and_then(|k| attached.remove(&k).map(|a| (k, a)))
+        };
+        let Some((volume, a)) = found else {
+            return Err(VolumeError::NotAttached {
+                at: dir.display().to_string(),
+            });
+        };
+        let r = match self.detach_volume(&volume, a, false) {
+            Ok(()) => Ok(()),
+            Err((a, e)) => {
+                let busy = a.session.is_some();
+                if busy {
+                    // Still mounted: keep serving it.
+                    self.attached
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(volume.clone(), a);
+                }
+                Err(e)
+            }
+        };
+        if self
+            .attached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            let _ = self.events.send(Event::Stop("last volume detached"));
+        }
+        r
+    }
+
+    fn status(&self) -> DaemonStatus {
+        let attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
+        DaemonStatus {
+            pid: std::process::id(),
+            attached: attached
+                .iter()
+                .map(|(v, a)| AttachedInfo {
+                    volume_id: v.clone(),
+                    dir: a.dir.clone(),
+                    size: a.vol.size(),
+                    allocated_bytes: a.vol.allocated_bytes(),
+                })
+                .collect(),
+        }
+    }
+
+    fn open_volume(&self, v: &VolumeId) -> Option<Arc<OpenVolume>> {
+        self.attached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(v)
+            .map(|a| a.vol.clone())
+    }
+
+    fn decode_header(b64: &str) -> Result<VolumeHeader> {
+        let bytes = crate::kms::b64::decode(b64)
+            .map_err(|e| VolumeError::invalid("header", e.to_string()))?;
+        VolumeHeader::decode(&bytes)
+    }
+
+    fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::Ping => Response::from_result(Ok(std::process::id())),
+            Request::Status => Response::from_result(Ok(self.status())),
+            Request::Attach {
+                volume,
+                dir,
+                data_key,
+            } => {
+                let key = base64::engine::general_purpose::STANDARD
+                    .decode(&data_key)
+                    .map(SecretBytes::new)
+                    .map_err(|_| VolumeError::invalid("data key", "not base64"));
+                drop(zeroize::Zeroizing::new(data_key));
+                Response::from_result(key.and_then(|k| self.attach(&volume, &dir, k)))
+            }
+            Request::Detach { dir } => Response::from_result(self.detach(&dir)),
+            Request::Flush { volume } => Response::from_result(match self.open_volume(&volume) {
+                Some(v) => v.flush(),
+                None => self.pool.commit(),
+            }),
+            Request::ListVolumes => Response::from_result(self.pool.list_volumes().map(|hs| {
+                hs.iter()
+                    .map(|h| crate::kms::b64::encode(&h.encode()))
+                    .collect::<Vec<_>>()
+            })),
+            Request::GetVolume { volume } => Response::from_result(
+                self.pool
+                    .get_volume(&volume)
+                    .map(|h| h.map(|h| crate::kms::b64::encode(&h.encode()))),
+            ),
+            Request::AllocatedBytes { volume } => {
+                Response::from_result(match self.open_volume(&volume) {
+                    Some(v) => Ok(v.allocated_bytes()),
+                    None => self
+                        .pool
+                        .get_volume(&volume)
+                        .and_then(|h| h.map(|h| self.pool.allocated_bytes(&h)).transpose())
+                        .map(|b| b.unwrap_or(0)),
+                })
+            }
+            Request::CreateVolume { header } => Response::from_result(
+                Self::decode_header(&header).and_then(|h| self.pool.create_volume(&h)),
+            ),
+            Request::UpdateVolume { header } => {
+                Response::from_result(Self::decode_header(&header).and_then(|h| {
+                    if let Some(v) = self.open_volume(&h.id) {
+                        v.set_size(h.size);
+                    }
+                    self.pool.update_volume(&h)
+                }))
+            }
+            Request::DeleteVolume { volume } => Response::from_result((|| {
+                if let Some(v) = self.open_volume(&volume) {
+                    let at = self
+                        .status()
+                        .attached
+                        .into_iter()
+                        .find(|a| a.volume_id == v.id)
+                        .map(|a| a.dir.display().to_string())
+                        .unwrap_or_default();
+                    return Err(VolumeError::Attached {
+                        id: volume.to_string(),
+                        at,
+                        hint: "detach it before deleting".into(),
+                    });
+                }
+                let h = self
+                    .pool
+                    .get_volume(&volume)?
+                    .ok_or_else(|| VolumeError::NotFound {
+                        name: volume.to_string(),
+                        region: self.region.region.to_string(),
+                    })?;
+                self.pool.delete_volume(&h)
+            })()),
+        }
+    }
+
+    fn serve_conn(&self, s: UnixStream) {
+        let mut line = String::new();
+        if BufReader::new(&s).read_line(&mut line).is_err() {
+            return;
+        }
+        let resp = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => self.handle(req),
+            Err(e) => Response::Err {
+                kind: crate::volume::error::ErrorKind::Invalid,
+                message: format!("malformed request: {e}"),
+            },
+        };
+        drop(zeroize::Zeroizing::new(line));
+        let mut out = serde_json::to_vec(&resp).expect("serialises");
+        out.push(b'\n');
+        let _ = (&s).write_all(&out);
+    }
+
+    fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let all: Vec<(VolumeId, Attachment)> = self
+            .attached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for (v, a) in all {
+            if let Err((_, e)) = self.detach_volume(&v, a, true) {
+                error!("flushing {v}: {e}");
+            }
+        }
+        if let Err(e) = self.pool.commit() {
+            error!("final commit: {e}");
+        }
+    }
+}
+
+/// Runs the daemon of `region` until the last volume is detached or a signal arrives.
+pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
+    // Block the stop signals in every thread; one thread waits for them.
+    let mut stop_signals = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        stop_signals.add(s);
+    }
+    stop_signals
+        .thread_block()
+        .map_err(|e| VolumeError::io("cannot block signals", "daemon", e.into()))?;
+
+    let run = control::run_dir(&region);
+    fsio::create_private_dir(&run).map_err(|e| VolumeError::io("cannot create", &run, e))?;
+    let pool = Arc::new(Pool::open(&region)?);
+    let sock = control::socket_path(&region);
+    if control::Client::connect(&region).is_some() {
+        return Err(VolumeError::PoolBusy { path: sock });
+    }
+    let _ = std::fs::remove_file(&sock);
+    let listener =
+        UnixListener::bind(&sock).map_err(|e| VolumeError::io("cannot listen on", &sock, e))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(fsio::PRIVATE_FILE))
+        .map_err(|e| VolumeError::io("cannot set mode of", &sock, e))?;
+
+    let (tx, rx) = mpsc::channel();
+    let daemon = Arc::new(Daemon {
+        region,
+        pool,
+        attached: Mutex::new(HashMap::new()),
+        stopping: AtomicBool::new(false),
+        events: tx.clone(),
+    });
+    if let Some(i) = initial {
+        daemon.attach(&i.volume, &i.dir, i.data_key)?;
+    }
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            if let Ok(sig) = stop_signals.wait() {
+                info!("received {sig:?}");
+            }
+            let _ = tx.send(Event::Stop("signal"));
+        });
+    }
+    {
+        let d = daemon.clone();
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(COMMIT_INTERVAL);
+                if d.stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                if let Err(e) = d.pool.commit() {
+                    warn!("periodic commit: {e}");
+                }
+            }
+        });
+    }
+    {
+        let d = daemon.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                match conn {
+                    Ok(s) => {
+                        let d = d.clone();
+                        std::thread::spawn(move || d.serve_conn(s));
+                    }
+                    Err(e) => warn!("accept: {e}"),
+                }
+            }
+        });
+    }
+    info!(
+        "daemon {} serving region {}",
+        std::process::id(),
+        daemon.region.region
+    );
+    let Event::Stop(why) = rx.recv().unwrap_or(Event::Stop("channel closed"));
+    info!("stopping: {why}");
+    let _ = std::fs::remove_file(&sock);
+    daemon.shutdown();
+    Ok(())
+}

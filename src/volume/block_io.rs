@@ -1,0 +1,411 @@
+//! Block I/O on an open volume: byte-range reads, writes and discards turned into
+//! encrypted 4 KiB blocks in pool slots. Reads decrypt, writes encrypt (read-modify-write
+//! for partial blocks), first writes allocate, writes to shared slots copy the chunk's
+//! ciphertext first (same key, same tweaks), discards unmap or punch.
+//!
+//! Concurrency: no global lock around I/O. Each chunk is guarded by one of `STRIPES`
+//! reader-writer locks (reads share, writes and discards exclude); the map's own lock is
+//! held only for lookups and updates. Buffers are per thread and reused, so the hot path
+//! does not allocate.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use super::error::{Result, VolumeError};
+use super::header::VolumeHeader;
+use super::ids::{BLOCK_SIZE, SlotNo, VolumeId};
+use super::pool::{DataFile, Pool};
+use crate::crypto::xts::Xts;
+
+const BS: usize = BLOCK_SIZE as usize;
+const STRIPES: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    slot: SlotNo,
+    /// Another map (a snapshot, a restored volume) may point at this slot: copy it before
+    /// writing. May be stale in the safe direction only (true when no longer shared).
+    shared: bool,
+}
+
+thread_local! {
+    static IO_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static COPY_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn with_buf<R>(
+    cell: &'static std::thread::LocalKey<RefCell<Vec<u8>>>,
+    len: usize,
+    f: impl FnOnce(&mut [u8]) -> R,
+) -> R {
+    cell.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < len {
+            b.resize(len, 0);
+        }
+        f(&mut b[..len])
+    })
+}
+
+/// True if every byte is zero: the ciphertext of a block that was never written.
+pub fn is_zero(b: &[u8]) -> bool {
+    // 16 bytes at a time: the compiler turns this into wide compares.
+    let (mid, post) = b.split_at(b.len() / 16 * 16);
+    mid.chunks_exact(16)
+        .all(|c| u128::from_ne_bytes(c.try_into().expect("16 bytes")) == 0)
+        && post.iter().all(|&x| x == 0)
+}
+
+pub struct OpenVolume {
+    pub id: VolumeId,
+    size: AtomicU64,
+    shift: u8,
+    pool: Arc<Pool>,
+    data: Arc<DataFile>,
+    xts: Xts,
+    map: RwLock<HashMap<u64, Entry>>,
+    stripes: Vec<RwLock<()>>,
+}
+
+impl std::fmt::Debug for OpenVolume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenVolume")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenVolume {
+    /// Loads the volume's map; `xts` comes from its data key (see `volume::keys`).
+    pub fn open(pool: Arc<Pool>, header: &VolumeHeader, xts: Xts) -> Result<OpenVolume> {
+        let shift = header.chunk_shift;
+        let mut map = HashMap::new();
+        for (chunk, slot) in pool.load_map(&header.id)? {
+            let shared = pool.refcount(shift, slot)? > 1;
+            map.insert(chunk, Entry { slot, shared });
+        }
+        Ok(OpenVolume {
+            id: header.id.clone(),
+            size: AtomicU64::new(header.size),
+            shift,
+            data: pool.data_file(shift)?,
+            pool,
+            xts,
+            map: RwLock::new(map),
+            stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
+        })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// Grows the volume (resize while attached).
+    pub fn set_size(&self, size: u64) {
+        self.size.store(size, Ordering::Release);
+    }
+
+    pub fn chunk_size(&self) -> u64 {
+        1 << self.shift
+    }
+
+    /// Bytes of pool space this volume's map points at.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).len() as u64 * self.chunk_size()
+    }
+
+    /// Marks every chunk shared (after a snapshot took references to them).
+    pub fn mark_all_shared(&self) {
+        for e in self
+            .map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .values_mut()
+        {
+            e.shared = true;
+        }
+    }
+
+    fn entry(&self, chunk: u64) -> Option<Entry> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&chunk)
+            .copied()
+    }
+
+    fn set_entry(&self, chunk: u64, e: Option<Entry>) {
+        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
+        match e {
+            Some(e) => m.insert(chunk, e),
+            None => m.remove(&chunk),
+        };
+        drop(m);
+        self.pool.record_map(&self.id, chunk, e.map(|e| e.slot));
+    }
+
+    fn stripe(&self, chunk: u64) -> &RwLock<()> {
+        &self.stripes[(chunk % STRIPES as u64) as usize]
+    }
+
+    fn check_range(&self, off: u64, len: u64) -> Result<()> {
+        match off.checked_add(len) {
+            Some(end) if end <= self.size() => Ok(()),
+            _ => Err(VolumeError::OutOfRange {
+                offset: off,
+                len,
+                size: self.size(),
+            }),
+        }
+    }
+
+    /// Splits [off, off+len) at chunk boundaries: (chunk, offset in chunk, length).
+    fn pieces(&self, off: u64, len: u64) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        let cs = self.chunk_size();
+        let end = off + len;
+        let mut pos = off;
+        std::iter::from_fn(move || {
+            if pos >= end {
+                return None;
+            }
+            let chunk = pos / cs;
+            let in_chunk = pos % cs;
+            let n = (cs - in_chunk).min(end - pos);
+            pos += n;
+            Some((chunk, in_chunk, n))
+        })
+    }
+
+    /// Reads and decrypts whole blocks of `slot` at `in_chunk` (block-aligned) into `buf`
+    /// (a multiple of 4 KiB); never-written blocks read as zeros.
+    fn read_blocks(&self, chunk: u64, slot: SlotNo, in_chunk: u64, buf: &mut [u8]) -> Result<()> {
+        self.data
+            .read_at(buf, self.data.slot_offset(slot) + in_chunk)?;
+        let first_block = (chunk * self.chunk_size() + in_chunk) / BLOCK_SIZE;
+        let mut run_start: Option<usize> = None;
+        let nblocks = buf.len() / BS;
+        for i in 0..=nblocks {
+            let written = i < nblocks && !is_zero(&buf[i * BS..(i + 1) * BS]);
+            match (written, run_start) {
+                (true, None) => run_start = Some(i),
+                (false, Some(s)) => {
+                    self.xts
+                        .decrypt_units(first_block + s as u64, &mut buf[s * BS..i * BS]);
+                    run_start = None;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at `off`.
+    pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_range(off, buf.len() as u64)?;
+        let mut done = 0usize;
+        for (chunk, in_chunk, n) in self.pieces(off, buf.len() as u64) {
+            let out = &mut buf[done..done + n as usize];
+            done += n as usize;
+            let _g = self.stripe(chunk).read().unwrap_or_else(|p| p.into_inner());
+            let Some(e) = self.entry(chunk) else {
+                out.fill(0);
+                continue;
+            };
+            let a0 = in_chunk / BLOCK_SIZE * BLOCK_SIZE;
+            let a1 = (in_chunk + n).div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
+            if a0 == in_chunk && a1 == in_chunk + n {
+                self.read_blocks(chunk, e.slot, a0, out)?;
+            } else {
+                with_buf(&IO_BUF, (a1 - a0) as usize, |tmp| -> Result<()> {
+                    self.read_blocks(chunk, e.slot, a0, tmp)?;
+                    let s = (in_chunk - a0) as usize;
+                    out.copy_from_slice(&tmp[s..s + n as usize]);
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `off`.
+    pub fn write(&self, off: u64, data: &[u8]) -> Result<()> {
+        self.check_range(off, data.len() as u64)?;
+        let mut done = 0usize;
+        for (chunk, in_chunk, n) in self.pieces(off, data.len() as u64) {
+            let piece = &data[done..done + n as usize];
+            done += n as usize;
+            self.write_piece(chunk, in_chunk, piece)?;
+        }
+        Ok(())
+    }
+
+    /// Gives a chunk a slot of its own that it may write: allocates on first write, copies
+    /// a shared slot's ciphertext except `[skip0, skip1)` (about to be overwritten).
+    /// Call with the chunk's stripe held for writing.
+    fn own_slot(&self, chunk: u64, skip0: u64, skip1: u64) -> Result<(SlotNo, Option<Entry>)> {
+        let old = self.entry(chunk);
+        match old {
+            Some(e) if !e.shared => Ok((e.slot, old)),
+            None => Ok((self.pool.allocate(self.shift)?, None)),
+            Some(e) => {
+                let new = self.pool.allocate(self.shift)?;
+                let copied = self.copy_slot(e.slot, new, skip0, skip1);
+                if let Err(err) = copied {
+                    self.pool.record_ref(self.shift, new, -1);
+                    return Err(err);
+                }
+                Ok((new, old))
+            }
+        }
+    }
+
+    fn copy_slot(&self, from: SlotNo, to: SlotNo, skip0: u64, skip1: u64) -> Result<()> {
+        let cs = self.chunk_size();
+        for (s, e) in [(0, skip0), (skip1, cs)] {
+            if e <= s {
+                continue;
+            }
+            // 256 KiB at a time keeps the per-thread buffer small.
+            let mut pos = s;
+            while pos < e {
+                let n = (e - pos).min(256 << 10);
+                with_buf(&COPY_BUF, n as usize, |b| -> Result<()> {
+                    self.data.read_at(b, self.data.slot_offset(from) + pos)?;
+                    if !is_zero(b) {
+                        self.data.write_at(b, self.data.slot_offset(to) + pos)?;
+                    }
+                    Ok(())
+                })?;
+                pos += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// After writing into `slot`: record the new mapping, and drop the reference to the
+    /// shared slot it replaced.
+    fn commit_slot(&self, chunk: u64, slot: SlotNo, old: Option<Entry>) {
+        if old.map(|e| e.slot) != Some(slot) {
+            self.set_entry(
+                chunk,
+                Some(Entry {
+                    slot,
+                    shared: false,
+                }),
+            );
+            if let Some(o) = old {
+                self.pool.record_ref(self.shift, o.slot, -1);
+            }
+        }
+    }
+
+    fn undo_slot(&self, slot: SlotNo, old: Option<Entry>) {
+        if old.map(|e| e.slot) != Some(slot) {
+            self.pool.record_ref(self.shift, slot, -1);
+        }
+    }
+
+    fn write_piece(&self, chunk: u64, in_chunk: u64, piece: &[u8]) -> Result<()> {
+        let n = piece.len() as u64;
+        let a0 = in_chunk / BLOCK_SIZE * BLOCK_SIZE;
+        let a1 = (in_chunk + n).div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
+        let _g = self
+            .stripe(chunk)
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let (slot, old) = self.own_slot(chunk, a0, a1)?;
+        let res = with_buf(&IO_BUF, (a1 - a0) as usize, |buf| -> Result<()> {
+            // Partial first or last block: start from what is there now (in the slot we
+            // write to, or in the shared slot we copy from).
+            let src = old.map(|e| e.slot);
+            let head = in_chunk - a0;
+            let tail = a1 - (in_chunk + n);
+            if head > 0 {
+                match src {
+                    Some(s) => self.read_blocks(chunk, s, a0, &mut buf[..BS])?,
+                    None => buf[..BS].fill(0),
+                }
+            }
+            if tail > 0 && (a1 - a0 > BLOCK_SIZE || head == 0) {
+                let l = buf.len();
+                match src {
+                    Some(s) => self.read_blocks(chunk, s, a1 - BLOCK_SIZE, &mut buf[l - BS..])?,
+                    None => buf[l - BS..].fill(0),
+                }
+            }
+            buf[head as usize..(head + n) as usize].copy_from_slice(piece);
+            let first_block = (chunk * self.chunk_size() + a0) / BLOCK_SIZE;
+            self.xts.encrypt_units(first_block, buf);
+            self.data.write_at(buf, self.data.slot_offset(slot) + a0)
+        });
+        match res {
+            Ok(()) => {
+                self.commit_slot(chunk, slot, old);
+                Ok(())
+            }
+            Err(e) => {
+                self.undo_slot(slot, old);
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes [off, off+len) read as zeros and frees what it can: whole chunks are unmapped,
+    /// whole blocks punched, partial blocks overwritten with zeros.
+    pub fn discard(&self, off: u64, len: u64) -> Result<()> {
+        self.check_range(off, len)?;
+        let cs = self.chunk_size();
+        for (chunk, in_chunk, n) in self.pieces(off, len) {
+            if self.entry(chunk).is_none() {
+                continue;
+            }
+            if n == cs {
+                let _g = self
+                    .stripe(chunk)
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner());
+                if let Some(e) = self.entry(chunk) {
+                    self.set_entry(chunk, None);
+                    self.pool.record_ref(self.shift, e.slot, -1);
+                }
+                continue;
+            }
+            let b0 = in_chunk.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
+            let b1 = (in_chunk + n) / BLOCK_SIZE * BLOCK_SIZE;
+            // Sub-block edges: write zeros through the normal path.
+            let zero_edge = |s: u64, e: u64| -> Result<()> {
+                if e > s {
+                    let zeros = vec![0u8; (e - s) as usize];
+                    self.write_piece(chunk, s, &zeros)?;
+                }
+                Ok(())
+            };
+            if b1 <= b0 {
+                zero_edge(in_chunk, in_chunk + n)?;
+                continue;
+            }
+            zero_edge(in_chunk, b0)?;
+            zero_edge(b1, in_chunk + n)?;
+            let _g = self
+                .stripe(chunk)
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            let (slot, old) = self.own_slot(chunk, b0, b1)?;
+            match self.data.punch(self.data.slot_offset(slot) + b0, b1 - b0) {
+                Ok(()) => self.commit_slot(chunk, slot, old),
+                Err(e) => {
+                    self.undo_slot(slot, old);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// fsync: everything written so far becomes durable.
+    pub fn flush(&self) -> Result<()> {
+        self.pool.commit()
+    }
+}

@@ -1,0 +1,191 @@
+//! The volume layer's errors: one line each naming the object and the fix. Storage faults
+//! are kept apart from corruption, and "no space" from other I/O, because the FUSE layer
+//! maps them to different errno values (ENOSPC, EIO) and the CLI to different exit codes.
+
+use std::path::PathBuf;
+
+use crate::kms::KmsError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VolumeError {
+    #[error("volume {name} does not exist in region {region} (see `cryptvol volume list`)")]
+    NotFound { name: String, region: String },
+
+    #[error("a volume named {name} already exists ({id}): choose another --name")]
+    NameTaken { name: String, id: String },
+
+    #[error("volume {id} is attached at {at}: {hint}")]
+    Attached {
+        id: String,
+        at: String,
+        hint: String,
+    },
+
+    #[error("nothing is attached at {at}")]
+    NotAttached { at: String },
+
+    #[error(
+        "{at} is in use (an open file, a loop device or a mount on it): close that first; for `cryptvol mount` use `cryptvol unmount`"
+    )]
+    MountBusy { at: String },
+
+    #[error("invalid {what}: {message}")]
+    InvalidArgument { what: String, message: String },
+
+    #[error("the customer key does not open volume {id}: give the key file it was created with")]
+    WrongCustomerKey { id: String },
+
+    #[error("volume {id} uses a customer-provided key: pass --customer-key-file FILE")]
+    CustomerKeyRequired { id: String },
+
+    #[error("bytes {offset}..{} are past the end of the volume ({size} bytes)", offset + len)]
+    OutOfRange { offset: u64, len: u64, size: u64 },
+
+    #[error(
+        "no space left on the filesystem holding {path}: free some space; the volume stays usable"
+    )]
+    NoSpace { path: PathBuf },
+
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{what} is damaged: {detail}")]
+    Corrupt { what: String, detail: String },
+
+    #[error(
+        "the pool {path} is in use by another cryptvol process (a region daemon with attached volumes?): detach them, or stop that process"
+    )]
+    PoolBusy { path: PathBuf },
+
+    #[error("{tool} failed: {message}")]
+    Tool { tool: String, message: String },
+
+    #[error("the pool metadata database failed: {0}")]
+    Metadata(String),
+
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+
+    /// An error the region daemon reported, with its class kept for the exit code.
+    #[error("{message}")]
+    Remote { kind: ErrorKind, message: String },
+}
+
+/// The class of a failure: what the CLI's exit code depends on. It crosses the daemon's
+/// control socket, so it is serialisable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    NotFound,
+    NameTaken,
+    Attached,
+    NotAttached,
+    Invalid,
+    WrongKey,
+    NoSpace,
+    Io,
+    Corrupt,
+    Busy,
+    Kms,
+    Tool,
+    Other,
+}
+
+impl VolumeError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            VolumeError::NotFound { .. } => ErrorKind::NotFound,
+            VolumeError::NameTaken { .. } => ErrorKind::NameTaken,
+            VolumeError::Attached { .. } | VolumeError::MountBusy { .. } => ErrorKind::Attached,
+            VolumeError::NotAttached { .. } => ErrorKind::NotAttached,
+            VolumeError::InvalidArgument { .. } | VolumeError::OutOfRange { .. } => {
+                ErrorKind::Invalid
+            }
+            VolumeError::WrongCustomerKey { .. } | VolumeError::CustomerKeyRequired { .. } => {
+                ErrorKind::WrongKey
+            }
+            VolumeError::NoSpace { .. } => ErrorKind::NoSpace,
+            VolumeError::Io { .. } => ErrorKind::Io,
+            VolumeError::Corrupt { .. } | VolumeError::Metadata(_) => ErrorKind::Corrupt,
+            VolumeError::PoolBusy { .. } => ErrorKind::Busy,
+            VolumeError::Kms(_) => ErrorKind::Kms,
+            VolumeError::Tool { .. } => ErrorKind::Tool,
+            VolumeError::Remote { kind, .. } => *kind,
+        }
+    }
+
+    /// An I/O error on `path`; ENOSPC becomes [`VolumeError::NoSpace`].
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if source.raw_os_error() == Some(libc::ENOSPC)
+            || source.kind() == std::io::ErrorKind::StorageFull
+        {
+            return VolumeError::NoSpace { path };
+        }
+        VolumeError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+
+    pub fn invalid(what: &str, message: impl Into<String>) -> Self {
+        VolumeError::InvalidArgument {
+            what: what.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The errno the FUSE layer answers with.
+    pub fn errno(&self) -> i32 {
+        match self {
+            VolumeError::NoSpace { .. } => libc::ENOSPC,
+            VolumeError::InvalidArgument { .. } => libc::EINVAL,
+            VolumeError::OutOfRange { .. } => libc::EFBIG,
+            VolumeError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            _ => libc::EIO,
+        }
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for VolumeError {
+            fn from(e: $t) -> Self {
+                VolumeError::Metadata(e.to_string())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError
+);
+
+impl From<redb::StorageError> for VolumeError {
+    fn from(e: redb::StorageError) -> Self {
+        match e {
+            // A full disk under the metadata is "no space", not damage.
+            redb::StorageError::Io(io) => VolumeError::io("metadata write", "pool/meta.redb", io),
+            other => VolumeError::Metadata(other.to_string()),
+        }
+    }
+}
+
+impl From<redb::CommitError> for VolumeError {
+    fn from(e: redb::CommitError) -> Self {
+        match e {
+            redb::CommitError::Storage(s) => s.into(),
+            other => VolumeError::Metadata(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T, E = VolumeError> = std::result::Result<T, E>;

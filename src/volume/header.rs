@@ -1,0 +1,221 @@
+//! The volume header: everything needed to open a volume, kept in the pool metadata and
+//! checksummed with blake3. Byte layout in docs/formats.md, "Volume header"; this module
+//! is its only reader and writer.
+
+use super::error::{Result, VolumeError};
+use super::ids::{BLOCK_SIZE, VolumeId};
+use crate::kms::Region;
+
+pub const MAGIC: [u8; 8] = *b"CVVOLHDR";
+pub const FORMAT_V1: u16 = 1;
+const FIXED_LEN: usize = 32;
+const CHECKSUM_LEN: usize = 32;
+
+/// Smallest and largest chunk: 64 KiB .. 64 MiB (powers of two).
+pub const MIN_CHUNK_SHIFT: u8 = 16;
+pub const MAX_CHUNK_SHIFT: u8 = 26;
+pub const DEFAULT_CHUNK_SHIFT: u8 = 20;
+/// Largest volume: 64 TiB.
+pub const MAX_SIZE: u64 = 64 << 40;
+
+/// How the volume's data key is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A data key from the KMS, wrapped under `key_arn` (`wrapped` is the KMS blob).
+    Kms { key_arn: String, wrapped: Vec<u8> },
+    /// A key the user supplies at every attach; only a salted verifier is kept.
+    Customer { salt: [u8; 16], verifier: [u8; 32] },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeHeader {
+    pub id: VolumeId,
+    /// The id the data key was made for (`cryptvol:lineage` context): the volume's own id,
+    /// or the id of the volume or snapshot it was restored from.
+    pub lineage: String,
+    pub region: Region,
+    pub name: String,
+    pub size: u64,
+    pub chunk_shift: u8,
+    pub created: i64,
+    pub key: KeySource,
+}
+
+impl VolumeHeader {
+    pub fn chunk_size(&self) -> u64 {
+        1 << self.chunk_shift
+    }
+
+    pub fn validate_size(size: u64) -> Result<()> {
+        if size == 0 || !size.is_multiple_of(BLOCK_SIZE) || size > MAX_SIZE {
+            return Err(VolumeError::invalid(
+                "size",
+                format!("{size} bytes: a volume is a positive multiple of 4 KiB, at most 64 TiB"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&FORMAT_V1.to_le_bytes());
+        out.push(match self.key {
+            KeySource::Kms { .. } => 1,
+            KeySource::Customer { .. } => 2,
+        });
+        out.push(self.chunk_shift);
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&self.size.to_le_bytes());
+        out.extend_from_slice(&self.created.to_le_bytes());
+        debug_assert_eq!(out.len(), FIXED_LEN);
+        let mut field = |b: &[u8]| {
+            out.extend_from_slice(&(b.len() as u16).to_le_bytes());
+            out.extend_from_slice(b);
+        };
+        field(self.id.as_str().as_bytes());
+        field(self.lineage.as_bytes());
+        field(self.region.as_str().as_bytes());
+        field(self.name.as_bytes());
+        match &self.key {
+            KeySource::Kms { key_arn, wrapped } => {
+                field(key_arn.as_bytes());
+                field(wrapped);
+            }
+            KeySource::Customer { salt, verifier } => {
+                field(b"");
+                let mut sv = [0u8; 48];
+                sv[..16].copy_from_slice(salt);
+                sv[16..].copy_from_slice(verifier);
+                field(&sv);
+            }
+        }
+        let sum = blake3::hash(&out);
+        out.extend_from_slice(sum.as_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<VolumeHeader> {
+        let bad = |d: &str| VolumeError::Corrupt {
+            what: "volume header".into(),
+            detail: d.to_string(),
+        };
+        if bytes.len() < FIXED_LEN + CHECKSUM_LEN {
+            return Err(bad("too short"));
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+        if blake3::hash(body).as_bytes() != sum {
+            return Err(bad("checksum mismatch"));
+        }
+        if body[..8] != MAGIC {
+            return Err(bad("bad magic"));
+        }
+        let version = u16::from_le_bytes([body[8], body[9]]);
+        if version != FORMAT_V1 {
+            return Err(bad(&format!(
+                "format {version} is unknown: upgrade cryptvol"
+            )));
+        }
+        let kind = body[10];
+        let chunk_shift = body[11];
+        if !(MIN_CHUNK_SHIFT..=MAX_CHUNK_SHIFT).contains(&chunk_shift) {
+            return Err(bad("chunk size out of range"));
+        }
+        let size = u64::from_le_bytes(body[16..24].try_into().expect("8"));
+        let created = i64::from_le_bytes(body[24..32].try_into().expect("8"));
+        let mut p = FIXED_LEN;
+        let mut field = || -> Result<&[u8]> {
+            let len_bytes = body.get(p..p + 2).ok_or_else(|| bad("truncated field"))?;
+            let len = u16::from_le_bytes([len_bytes[0], len_bytes[1]]) as usize;
+            let f = body
+                .get(p + 2..p + 2 + len)
+                .ok_or_else(|| bad("truncated field"))?;
+            p += 2 + len;
+            Ok(f)
+        };
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| bad("non-UTF-8 text"));
+        let id = VolumeId::parse(&text(field()?)?).ok_or_else(|| bad("bad volume id"))?;
+        let lineage = text(field()?)?;
+        let region = Region::parse(&text(field()?)?).map_err(|_| bad("bad region"))?;
+        let name = text(field()?)?;
+        let arn = text(field()?)?;
+        let material = field()?.to_vec();
+        if p != body.len() {
+            return Err(bad("trailing bytes"));
+        }
+        let key = match kind {
+            1 => KeySource::Kms {
+                key_arn: arn,
+                wrapped: material,
+            },
+            2 if material.len() == 48 => KeySource::Customer {
+                salt: material[..16].try_into().expect("16"),
+                verifier: material[16..].try_into().expect("32"),
+            },
+            _ => return Err(bad("unknown key kind")),
+        };
+        VolumeHeader::validate_size(size).map_err(|_| bad("size out of range"))?;
+        Ok(VolumeHeader {
+            id,
+            lineage,
+            region,
+            name,
+            size,
+            chunk_shift,
+            created,
+            key,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> VolumeHeader {
+        VolumeHeader {
+            id: VolumeId::parse("vol-0123456789abcdef0").unwrap(),
+            lineage: "vol-0123456789abcdef0".into(),
+            region: Region::parse("local-1").unwrap(),
+            name: "db".into(),
+            size: 10 << 30,
+            chunk_shift: DEFAULT_CHUNK_SHIFT,
+            created: 1_795_000_000,
+            key: KeySource::Kms {
+                key_arn:
+                    "arn:aws:kms:local-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+                        .into(),
+                wrapped: vec![7; 140],
+            },
+        }
+    }
+
+    #[test]
+    fn roundtrip_and_worked_size() {
+        let h = sample();
+        let b = h.encode();
+        // docs/formats.md: 32 fixed + (2+21) id + (2+21) lineage + (2+7) region + (2+2) name
+        // + (2+75) ARN + (2+140) wrapped key + 32 checksum = 342 bytes.
+        assert_eq!(b.len(), 342);
+        assert_eq!(VolumeHeader::decode(&b).unwrap(), h);
+        let c = VolumeHeader {
+            key: KeySource::Customer {
+                salt: [1; 16],
+                verifier: [2; 32],
+            },
+            ..h
+        };
+        assert_eq!(VolumeHeader::decode(&c.encode()).unwrap(), c);
+    }
+
+    #[test]
+    fn every_byte_is_checked() {
+        let b = sample().encode();
+        for i in 0..b.len() {
+            let mut t = b.clone();
+            t[i] ^= 0x10;
+            assert!(VolumeHeader::decode(&t).is_err(), "byte {i}");
+        }
+        assert!(VolumeHeader::decode(&b[..b.len() - 1]).is_err());
+    }
+}

@@ -1,0 +1,111 @@
+//! Making a volume's header (with its data key from the KMS or a customer key) and
+//! getting the data key back at attach: the only places the volume layer talks to a
+//! `KeyBackend`, once per create and once per attach (envelope encryption).
+
+use super::error::{Result, VolumeError};
+use super::header::{KeySource, VolumeHeader};
+use super::ids::VolumeId;
+use super::keys::{self, DATA_KEY_LEN};
+use crate::crypto::SecretBytes;
+use crate::kms::{DataKeySpec, EncryptionContext, KeyBackend, KeyRef, Region};
+
+/// The encryption context key that binds a data key to the volume it was made for.
+pub const LINEAGE_CONTEXT_KEY: &str = "cryptvol:lineage";
+
+/// The managed key volumes use when no `--kms-key` is given.
+pub const DEFAULT_KMS_KEY: &str = "alias/aws/ebs";
+
+pub enum KeyChoice {
+    Kms(KeyRef),
+    Customer(SecretBytes),
+}
+
+pub struct NewVolume {
+    pub size: u64,
+    pub name: String,
+    pub chunk_shift: u8,
+    pub key: KeyChoice,
+}
+
+pub fn lineage_context(lineage: &str) -> EncryptionContext {
+    EncryptionContext::single(LINEAGE_CONTEXT_KEY, lineage)
+}
+
+/// A header for a new volume; with a KMS key this makes its data key (one
+/// GenerateDataKey call). Nothing is stored yet.
+pub fn new_header(
+    region: &Region,
+    kms: Option<&dyn KeyBackend>,
+    spec: NewVolume,
+    now: i64,
+) -> Result<VolumeHeader> {
+    VolumeHeader::validate_size(spec.size)?;
+    if !(super::header::MIN_CHUNK_SHIFT..=super::header::MAX_CHUNK_SHIFT)
+        .contains(&spec.chunk_shift)
+    {
+        return Err(VolumeError::invalid(
+            "chunk size",
+            "use a power of two from 64K to 64M (default 1M)",
+        ));
+    }
+    if spec.name.len() > 128 || spec.name.starts_with("vol-") || spec.name.contains(['/', '\n']) {
+        return Err(VolumeError::invalid(
+            "name",
+            format!(
+                "'{}': at most 128 characters, no '/', and not starting with vol-",
+                spec.name
+            ),
+        ));
+    }
+    let id = VolumeId::random();
+    let key = match spec.key {
+        KeyChoice::Kms(r) => {
+            let kms = kms.ok_or_else(|| VolumeError::invalid("key", "no KMS available"))?;
+            let dk = kms.generate_data_key(
+                &r,
+                DataKeySpec::Bytes(DATA_KEY_LEN),
+                &lineage_context(id.as_str()),
+            )?;
+            KeySource::Kms {
+                key_arn: dk.key_id.clone(),
+                wrapped: dk.ciphertext_blob.clone(),
+            }
+        }
+        KeyChoice::Customer(ck) => {
+            let (salt, verifier) = keys::new_customer_verifier(&ck)?;
+            KeySource::Customer { salt, verifier }
+        }
+    };
+    Ok(VolumeHeader {
+        lineage: id.to_string(),
+        id,
+        region: region.clone(),
+        name: spec.name,
+        size: spec.size,
+        chunk_shift: spec.chunk_shift,
+        created: now,
+        key,
+    })
+}
+
+/// The volume's data key: one KMS Decrypt, or a check of the customer key.
+pub fn data_key(
+    h: &VolumeHeader,
+    kms: Option<&dyn KeyBackend>,
+    customer_key: Option<&SecretBytes>,
+) -> Result<SecretBytes> {
+    match &h.key {
+        KeySource::Kms { wrapped, .. } => {
+            let kms = kms.ok_or_else(|| VolumeError::invalid("key", "no KMS available"))?;
+            Ok(kms
+                .decrypt(wrapped, &lineage_context(&h.lineage))?
+                .plaintext)
+        }
+        KeySource::Customer { salt, verifier } => {
+            let ck = customer_key.ok_or_else(|| VolumeError::CustomerKeyRequired {
+                id: h.id.to_string(),
+            })?;
+            keys::customer_data_key(ck, salt, verifier, h.id.as_str())
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Encrypted block volumes: ids and units, the volume header, volume keys, the region's
+//! thin pool, and block I/O (AES-256-XTS per 4 KiB block, tweak = block number).
+//! Reaches keys only through `kms::KeyBackend`; knows nothing of FUSE or the CLI.
+
+pub mod block_io;
+pub mod error;
+pub mod header;
+pub mod ids;
+pub mod keys;
+pub mod lifecycle;
+pub mod pool;
+
+pub use block_io::OpenVolume;
+pub use error::VolumeError;
+pub use header::{KeySource, VolumeHeader};
+pub use ids::{BLOCK_SIZE, VolumeId};
+pub use pool::Pool;

@@ -1,0 +1,558 @@
+//! The region's thin pool (dm-thin is the model): chunk-sized slots in one data file per
+//! chunk size, a map from (volume, chunk) to slot, reference counts so volumes and
+//! snapshots can share slots, and the metadata transactions that make it crash-safe.
+//!
+//! Durability contract (DESIGN.md): block writes go straight to the data file, and map and
+//! refcount changes collect in memory until [`Pool::commit`] (fsync of a volume, or any
+//! admin operation). A commit first makes the data durable (fdatasync), then the metadata
+//! (one redb transaction). A slot freed by a commit becomes allocatable only after that
+//! commit, so no durable map can point at a slot that is being reused. Unwritten blocks are
+//! holes (all-zero ciphertext) and read as zeros.
+//!
+//! One process owns a pool at a time (redb's lock enforces it): the CLI for offline
+//! commands, or the region daemon while volumes are attached.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::error::{Result, VolumeError};
+use super::header::VolumeHeader;
+use super::ids::{SlotNo, VolumeId};
+use crate::fsio;
+use crate::kms::region::RegionDir;
+
+const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");
+const MAPS: TableDefinition<(&str, u64), u64> = TableDefinition::new("maps");
+const REFS: TableDefinition<(u8, u64), u32> = TableDefinition::new("refcounts");
+const FREE: TableDefinition<(u8, u64), ()> = TableDefinition::new("free");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const META_FORMAT: &str = "format";
+pub const POOL_FORMAT_V1: u64 = 1;
+
+/// One chunk size's data file.
+#[derive(Debug)]
+pub struct DataFile {
+    pub path: PathBuf,
+    pub file: File,
+    pub chunk_shift: u8,
+    /// Written since the last commit's fdatasync.
+    dirty: AtomicBool,
+}
+
+impl DataFile {
+    pub fn slot_offset(&self, slot: SlotNo) -> u64 {
+        slot.0 << self.chunk_shift
+    }
+
+    pub fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        read_full_at(&self.file, buf, off)
+            .map_err(|e| VolumeError::io("cannot read", &self.path, e))
+    }
+
+    pub fn write_at(&self, buf: &[u8], off: u64) -> Result<()> {
+        self.dirty.store(true, Ordering::Release);
+        self.file
+            .write_all_at(buf, off)
+            .map_err(|e| VolumeError::io("cannot write", &self.path, e))
+    }
+
+    /// Turns a byte range into a hole: it then reads as zeros (which we treat as unwritten
+    /// blocks) and its disk space is returned to the filesystem.
+    pub fn punch(&self, off: u64, len: u64) -> Result<()> {
+        self.dirty.store(true, Ordering::Release);
+        punch_hole(&self.file, off, len)
+            .map_err(|e| VolumeError::io("cannot punch a hole in", &self.path, e))
+    }
+}
+
+/// `pread` until `buf` is full; past the end of file reads zeros (a sparse tail).
+fn read_full_at(file: &File, mut buf: &mut [u8], mut off: u64) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match file.read_at(buf, off) {
+            Ok(0) => {
+                buf.fill(0);
+                return Ok(());
+            }
+            Ok(n) => {
+                buf = &mut buf[n..];
+                off += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn punch_hole(file: &File, off: u64, len: u64) -> std::io::Result<()> {
+    use nix::fcntl::{FallocateFlags, fallocate};
+    fallocate(
+        file,
+        FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        off as i64,
+        len as i64,
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// Allocation state of one chunk size.
+#[derive(Debug, Default)]
+struct Allocator {
+    /// Slots that are free in the last committed metadata (safe to reuse now).
+    free: BTreeSet<u64>,
+    /// First slot never handed out.
+    hwm: u64,
+}
+
+/// Metadata changes since the last commit.
+#[derive(Debug, Default)]
+struct Dirty {
+    maps: HashMap<(VolumeId, u64), Option<u64>>,
+    refs: HashMap<(u8, u64), i64>,
+    taken: Vec<(u8, u64)>,
+    hwm: HashMap<u8, u64>,
+}
+
+impl Dirty {
+    fn is_empty(&self) -> bool {
+        self.maps.is_empty() && self.refs.is_empty() && self.taken.is_empty() && self.hwm.is_empty()
+    }
+
+    /// Puts back what a failed commit took, under anything recorded since (which is newer).
+    fn merge_older(&mut self, older: Dirty) {
+        for (k, v) in older.maps {
+            self.maps.entry(k).or_insert(v);
+        }
+        for (k, d) in older.refs {
+            *self.refs.entry(k).or_insert(0) += d;
+        }
+        let mut taken = older.taken;
+        taken.append(&mut self.taken);
+        self.taken = taken;
+        for (k, v) in older.hwm {
+            let e = self.hwm.entry(k).or_insert(v);
+            *e = (*e).max(v);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    alloc: HashMap<u8, Allocator>,
+    dirty: Dirty,
+}
+
+pub struct Pool {
+    pub dir: PathBuf,
+    db: Database,
+    files: RwLock<HashMap<u8, Arc<DataFile>>>,
+    state: Mutex<PoolState>,
+    commit_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a pool lock is a bug; the data behind it is still consistent
+    // with the last commit, so carry on rather than wedge every later request.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why the pool could not be opened because someone else has it.
+pub fn pool_dir(region: &RegionDir) -> PathBuf {
+    region.path.join("pool")
+}
+
+impl Pool {
+    /// Opens (creating if needed) the pool of a region. Fails with
+    /// [`VolumeError::PoolBusy`]-style metadata errors if another process owns it.
+    pub fn open(region: &RegionDir) -> Result<Pool> {
+        let dir = pool_dir(region);
+        fsio::create_private_dir(&dir).map_err(|e| VolumeError::io("cannot create", &dir, e))?;
+        let path = dir.join("meta.redb");
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(VolumeError::PoolBusy { path });
+            }
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => {
+                return Err(VolumeError::io("cannot open", &path, e));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        fix_mode(&path)?;
+        let w = db.begin_write()?;
+        {
+            let mut meta = w.open_table(META)?;
+            let format = meta.get(META_FORMAT)?.map(|v| v.value());
+            match format {
+                None => {
+                    meta.insert(META_FORMAT, POOL_FORMAT_V1)?;
+                }
+                Some(POOL_FORMAT_V1) => {}
+                Some(other) => {
+                    return Err(VolumeError::Corrupt {
+                        what: format!("pool {}", path.display()),
+                        detail: format!("format {other} is unknown: upgrade cryptvol"),
+                    });
+                }
+            }
+            w.open_table(VOLUMES)?;
+            w.open_table(MAPS)?;
+            w.open_table(REFS)?;
+            w.open_table(FREE)?;
+        }
+        w.commit()?;
+        Ok(Pool {
+            dir,
+            db,
+            files: RwLock::new(HashMap::new()),
+            state: Mutex::new(PoolState::default()),
+            commit_lock: Mutex::new(()),
+        })
+    }
+
+    /// The data file of one chunk size, opened on first use.
+    pub fn data_file(&self, chunk_shift: u8) -> Result<Arc<DataFile>> {
+        if let Some(f) = self
+            .files
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&chunk_shift)
+        {
+            return Ok(f.clone());
+        }
+        let mut files = self.files.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = files.get(&chunk_shift) {
+            return Ok(f.clone());
+        }
+        let path = self
+            .dir
+            .join(format!("data-{}k.pool", (1u64 << chunk_shift) >> 10));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(fsio::PRIVATE_FILE)
+            .open(&path)
+            .map_err(|e| VolumeError::io("cannot open", &path, e))?;
+        let df = Arc::new(DataFile {
+            path,
+            file,
+            chunk_shift,
+            dirty: AtomicBool::new(false),
+        });
+        files.insert(chunk_shift, df.clone());
+        Ok(df)
+    }
+
+    fn allocator<'s>(&self, st: &'s mut PoolState, shift: u8) -> Result<&'s mut Allocator> {
+        use std::collections::hash_map::Entry;
+        match st.alloc.entry(shift) {
+            Entry::Occupied(o) => Ok(o.into_mut()),
+            Entry::Vacant(v) => {
+                let r = self.db.begin_read()?;
+                let free_t = r.open_table(FREE)?;
+                let mut free = BTreeSet::new();
+                for item in free_t.range((shift, 0)..=(shift, u64::MAX))? {
+                    free.insert(item?.0.value().1);
+                }
+                let hwm = r
+                    .open_table(META)?
+                    .get(hwm_key(shift).as_str())?
+                    .map(|g| g.value())
+                    .unwrap_or(0);
+                Ok(v.insert(Allocator { free, hwm }))
+            }
+        }
+    }
+
+    /// Hands out a slot whose content is all zeros (a hole) and records its first
+    /// reference; the caller maps it with [`Pool::record_map`].
+    pub fn allocate(&self, shift: u8) -> Result<SlotNo> {
+        let slot = {
+            let mut st = lock(&self.state);
+            let a = self.allocator(&mut st, shift)?;
+            let (slot, from_free) = match a.free.pop_first() {
+                Some(s) => (s, true),
+                None => {
+                    a.hwm += 1;
+                    (a.hwm - 1, false)
+                }
+            };
+            let hwm = a.hwm;
+            if from_free {
+                st.dirty.taken.push((shift, slot));
+            } else {
+                st.dirty.hwm.insert(shift, hwm);
+            }
+            *st.dirty.refs.entry((shift, slot)).or_insert(0) += 1;
+            slot
+        };
+        // A reused slot may hold old ciphertext if a crash came between the commit that
+        // freed it and the hole punch after it; make sure it reads as zeros.
+        let df = self.data_file(shift)?;
+        df.punch(df.slot_offset(SlotNo(slot)), 1 << shift)?;
+        Ok(SlotNo(slot))
+    }
+
+    /// Records that `(volume, chunk)` now maps to `slot` (or to nothing).
+    pub fn record_map(&self, volume: &VolumeId, chunk: u64, slot: Option<SlotNo>) {
+        lock(&self.state)
+            .dirty
+            .maps
+            .insert((volume.clone(), chunk), slot.map(|s| s.0));
+    }
+
+    /// Records a change of a slot's reference count (applied at commit).
+    pub fn record_ref(&self, shift: u8, slot: SlotNo, delta: i64) {
+        *lock(&self.state)
+            .dirty
+            .refs
+            .entry((shift, slot.0))
+            .or_insert(0) += delta;
+    }
+
+    /// The committed reference count of a slot.
+    pub fn refcount(&self, shift: u8, slot: SlotNo) -> Result<u32> {
+        let r = self.db.begin_read()?;
+        Ok(r.open_table(REFS)?
+            .get((shift, slot.0))?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    /// Makes everything written and recorded so far durable. See the module doc.
+    pub fn commit(&self) -> Result<()> {
+        let _one_at_a_time = lock(&self.commit_lock);
+        let dirty = std::mem::take(&mut lock(&self.state).dirty);
+        match self.commit_dirty(&dirty) {
+            Ok(freed) => {
+                self.release_freed(freed);
+                Ok(())
+            }
+            Err(e) => {
+                lock(&self.state).dirty.merge_older(dirty);
+                Err(e)
+            }
+        }
+    }
+
+    fn sync_data(&self) -> Result<()> {
+        let files: Vec<Arc<DataFile>> = self
+            .files
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for f in files {
+            if f.dirty.swap(false, Ordering::AcqRel)
+                && let Err(e) = f.file.sync_data()
+            {
+                f.dirty.store(true, Ordering::Release);
+                return Err(VolumeError::io("cannot sync", &f.path, e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Data first, then metadata; returns the slots this commit freed.
+    fn commit_dirty(&self, d: &Dirty) -> Result<Vec<(u8, u64)>> {
+        self.sync_data()?;
+        if d.is_empty() {
+            return Ok(vec![]);
+        }
+        let w = self.db.begin_write()?;
+        let mut freed = vec![];
+        {
+            let mut maps = w.open_table(MAPS)?;
+            for ((vol, chunk), slot) in &d.maps {
+                match slot {
+                    Some(s) => maps.insert((vol.as_str(), *chunk), *s)?,
+                    None => maps.remove((vol.as_str(), *chunk))?,
+                };
+            }
+            let mut free = w.open_table(FREE)?;
+            for k in &d.taken {
+                free.remove(*k)?;
+            }
+            let mut refs = w.open_table(REFS)?;
+            for (k, delta) in &d.refs {
+                let old = refs.get(*k)?.map(|v| v.value() as i64).unwrap_or(0);
+                let new = old + delta;
+                if new < 0 {
+                    return Err(VolumeError::Corrupt {
+                        what: "pool reference counts".into(),
+                        detail: format!(
+                            "slot {} of chunk size 2^{} would drop below zero",
+                            k.1, k.0
+                        ),
+                    });
+                }
+                if new == 0 {
+                    refs.remove(*k)?;
+                    free.insert(*k, ())?;
+                    freed.push(*k);
+                } else {
+                    refs.insert(*k, new as u32)?;
+                }
+            }
+            let mut meta = w.open_table(META)?;
+            for (shift, hwm) in &d.hwm {
+                let cur = meta
+                    .get(hwm_key(*shift).as_str())?
+                    .map(|v| v.value())
+                    .unwrap_or(0);
+                meta.insert(hwm_key(*shift).as_str(), cur.max(*hwm))?;
+            }
+        }
+        w.commit()?;
+        Ok(freed)
+    }
+
+    /// Slots freed by a durable commit: return their space, then let them be reused.
+    fn release_freed(&self, freed: Vec<(u8, u64)>) {
+        for (shift, slot) in &freed {
+            if let Ok(df) = self.data_file(*shift) {
+                // Best effort: allocation punches again before reuse.
+                let _ = df.punch(df.slot_offset(SlotNo(*slot)), 1 << shift);
+            }
+        }
+        let mut st = lock(&self.state);
+        for (shift, slot) in freed {
+            if let Some(a) = st.alloc.get_mut(&shift) {
+                a.free.insert(slot);
+            }
+        }
+    }
+
+    // ---- volumes ----------------------------------------------------------------------
+
+    pub fn list_volumes(&self) -> Result<Vec<VolumeHeader>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(VOLUMES)?;
+        let mut out = vec![];
+        for item in t.iter()? {
+            let (_, v) = item?;
+            out.push(VolumeHeader::decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn get_volume(&self, id: &VolumeId) -> Result<Option<VolumeHeader>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(VOLUMES)?;
+        t.get(id.as_str())?
+            .map(|v| VolumeHeader::decode(v.value()))
+            .transpose()
+    }
+
+    /// Stores a new volume's header durably; fails if its id or name is taken.
+    pub fn create_volume(&self, h: &VolumeHeader) -> Result<()> {
+        let _c = lock(&self.commit_lock);
+        if !h.name.is_empty()
+            && let Some(other) = self.list_volumes()?.into_iter().find(|o| o.name == h.name)
+        {
+            return Err(VolumeError::NameTaken {
+                name: h.name.clone(),
+                id: other.id.to_string(),
+            });
+        }
+        let w = self.db.begin_write()?;
+        {
+            let mut t = w.open_table(VOLUMES)?;
+            if t.get(h.id.as_str())?.is_some() {
+                return Err(VolumeError::invalid(
+                    "volume id",
+                    format!("{} exists", h.id),
+                ));
+            }
+            t.insert(h.id.as_str(), h.encode().as_slice())?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// Replaces a volume's header (resize, rename) durably.
+    pub fn update_volume(&self, h: &VolumeHeader) -> Result<()> {
+        let _c = lock(&self.commit_lock);
+        let w = self.db.begin_write()?;
+        w.open_table(VOLUMES)?
+            .insert(h.id.as_str(), h.encode().as_slice())?;
+        w.commit()?;
+        Ok(())
+    }
+
+    /// The committed map of a volume: chunk → slot.
+    pub fn load_map(&self, id: &VolumeId) -> Result<Vec<(u64, SlotNo)>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(MAPS)?;
+        let mut out = vec![];
+        for item in t.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))? {
+            let (k, v) = item?;
+            out.push((k.value().1, SlotNo(v.value())));
+        }
+        Ok(out)
+    }
+
+    /// Deletes a volume and drops its references; slots nothing else uses are freed.
+    pub fn delete_volume(&self, h: &VolumeHeader) -> Result<()> {
+        self.commit()?;
+        let _c = lock(&self.commit_lock);
+        let map = self.load_map(&h.id)?;
+        let w = self.db.begin_write()?;
+        let mut freed = vec![];
+        {
+            let mut maps = w.open_table(MAPS)?;
+            let mut refs = w.open_table(REFS)?;
+            let mut free = w.open_table(FREE)?;
+            for (chunk, slot) in &map {
+                maps.remove((h.id.as_str(), *chunk))?;
+                let k = (h.chunk_shift, slot.0);
+                let old = refs.get(k)?.map(|v| v.value()).unwrap_or(0);
+                if old <= 1 {
+                    refs.remove(k)?;
+                    free.insert(k, ())?;
+                    freed.push(k);
+                } else {
+                    refs.insert(k, old - 1)?;
+                }
+            }
+            w.open_table(VOLUMES)?.remove(h.id.as_str())?;
+        }
+        w.commit()?;
+        drop(_c);
+        self.release_freed(freed);
+        Ok(())
+    }
+
+    /// Bytes of pool data referenced by a volume's committed map.
+    pub fn allocated_bytes(&self, h: &VolumeHeader) -> Result<u64> {
+        Ok(self.load_map(&h.id)?.len() as u64 * h.chunk_size())
+    }
+}
+
+fn hwm_key(shift: u8) -> String {
+    format!("hwm/{shift}")
+}
+
+fn fix_mode(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(fsio::PRIVATE_FILE))
+        .map_err(|e| VolumeError::io("cannot set mode of", path, e))
+}
