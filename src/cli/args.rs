@@ -122,6 +122,7 @@ impl PassphraseSource {
         if let Some(f) = &self.file {
             return passphrase_from_file(f).map_err(|e| match e {
                 CliError::Kms(k) => k,
+                CliError::InputFile { path, source } => KmsError::PassphraseFile { path, source },
                 other => KmsError::validation("--passphrase-file", other.to_string()),
             });
         }

@@ -383,10 +383,20 @@ pub fn status(cfg: &Config) -> Result<(), CliError> {
 }
 
 fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
+    use tracing::Level;
+    use tracing_subscriber::prelude::*;
+    // fuser logs every unimplemented request (xattrs) at warn: keep only its errors.
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(Level::INFO)
+        .with_target("fuser", Level::ERROR)
+        .with_target("fuser::session", Level::INFO);
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false),
+        )
+        .with(filter)
         .try_init();
 }
 

@@ -138,7 +138,10 @@ fn kms_exit(e: &KmsError) -> Exit {
         WrongPassphrase { .. } | WrongRootKey { .. } | PassphraseRequired { .. } => {
             Exit::WrongSecret
         }
-        Io { .. } => Exit::Io,
+        PassphraseFile { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            Exit::NotFound
+        }
+        Io { .. } | PassphraseFile { .. } => Exit::Io,
         Corrupt { .. } => Exit::Corrupt,
     }
 }

@@ -12,9 +12,10 @@ use crate::fsio;
 use crate::kms::DataKeySpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-#[value(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum KeySpecArg {
+    #[value(name = "AES_256")]
     Aes256,
+    #[value(name = "AES_128")]
     Aes128,
 }
 

@@ -49,12 +49,9 @@ pub fn query(v: &Value, path: &str) -> Result<Value, CliError> {
         };
         let mut next = vec![];
         for c in &cur {
-            let field = c.get(name).ok_or_else(|| {
-                CliError::bad(
-                    "--query",
-                    format!("the result has no field '{name}' at '{path}'"),
-                )
-            })?;
+            // As JMESPath (and the AWS CLI): a missing field is null, not an error, so a
+            // query typo can never make a command that already changed state look failed.
+            let field = c.get(name).unwrap_or(&Value::Null);
             if project {
                 next.extend(field.as_array().cloned().unwrap_or_default());
             } else {
@@ -249,7 +246,7 @@ mod tests {
         let v = json!({"KeyMetadata": {"KeyId": "k"}, "Keys": [{"KeyId": "a"}, {"KeyId": "b"}]});
         assert_eq!(query(&v, "KeyMetadata.KeyId").unwrap(), json!("k"));
         assert_eq!(query(&v, "Keys[].KeyId").unwrap(), json!(["a", "b"]));
-        assert!(query(&v, "Nope").is_err());
+        assert_eq!(query(&v, "Nope").unwrap(), Value::Null);
     }
 
     #[test]

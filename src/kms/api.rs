@@ -169,4 +169,5 @@ pub const TIME_FIELDS: &[&str] = &[
     "RotationDate",
     "NextRotationDate",
     "LastUpdatedDate",
+    "CreateTime",
 ];

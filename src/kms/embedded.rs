@@ -639,6 +639,12 @@ impl EmbeddedKms {
         destination: &KeyRef,
         destination_ctx: &EncryptionContext,
     ) -> Result<ReEncryptResponse> {
+        // Check the source before creating a managed destination key, so a bad blob
+        // changes nothing.
+        self.read(|ks, _| {
+            self.open_blob(ks, blob_bytes, source_ctx, source_key, "ReEncrypt")
+                .map(|_| ())
+        })?;
         self.ensure_managed(destination)?;
         self.read(|ks, _| {
             let (src, plain) =

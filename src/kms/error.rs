@@ -75,6 +75,13 @@ pub enum KmsError {
     )]
     WrongRootKey { region: String, path: PathBuf },
 
+    #[error("cannot read the passphrase file {path}: {source}: check --passphrase-file")]
+    PassphraseFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error(
         "region {region} is sealed with a passphrase: pass --passphrase-file FILE (or run on a terminal to be asked)"
     )]
@@ -117,6 +124,7 @@ impl KmsError {
             WrongPassphrase { .. }
             | WrongRootKey { .. }
             | PassphraseRequired { .. }
+            | PassphraseFile { .. }
             | RegionNotInitialized { .. }
             | Io { .. }
             | Corrupt { .. } => "KMSInternalException",

@@ -149,29 +149,23 @@ fn load_key_half(bytes: &[u8]) -> __m128i {
 
 #[target_feature(enable = "aes,sse4.1")]
 fn expand_256(key: &[u8; 32]) -> [__m128i; ROUNDS] {
-    let mut rk = [_mm_setzero_si128(); ROUNDS];
-    let mut a = load_key_half(&key[..16]);
-    let mut b = load_key_half(&key[16..]);
-    rk[0] = a;
-    rk[1] = b;
-    macro_rules! step {
-        ($rcon:literal, $i:literal) => {
-            a = expand_a(a, _mm_aeskeygenassist_si128::<$rcon>(b));
-            rk[$i] = a;
-            if $i + 1 < ROUNDS {
-                b = expand_b(a, b);
-                rk[$i + 1] = b;
-            }
-        };
-    }
-    step!(0x01, 2);
-    step!(0x02, 4);
-    step!(0x04, 6);
-    step!(0x08, 8);
-    step!(0x10, 10);
-    step!(0x20, 12);
-    step!(0x40, 14);
+    let mut rk = [load_key_half(&key[..16]); ROUNDS];
+    rk[1] = load_key_half(&key[16..]);
+    (rk[2], rk[3]) = next_pair::<0x01>(rk[0], rk[1]);
+    (rk[4], rk[5]) = next_pair::<0x02>(rk[2], rk[3]);
+    (rk[6], rk[7]) = next_pair::<0x04>(rk[4], rk[5]);
+    (rk[8], rk[9]) = next_pair::<0x08>(rk[6], rk[7]);
+    (rk[10], rk[11]) = next_pair::<0x10>(rk[8], rk[9]);
+    (rk[12], rk[13]) = next_pair::<0x20>(rk[10], rk[11]);
+    rk[14] = expand_a(rk[12], _mm_aeskeygenassist_si128::<0x40>(rk[13]));
     rk
+}
+
+/// The next two round keys from the previous two, with round constant `RCON`.
+#[target_feature(enable = "aes,sse4.1")]
+fn next_pair<const RCON: i32>(a: __m128i, b: __m128i) -> (__m128i, __m128i) {
+    let a = expand_a(a, _mm_aeskeygenassist_si128::<RCON>(b));
+    (a, expand_b(a, b))
 }
 
 /// Prefix-XOR of the four words of `x` (w0, w0^w1, w0^w1^w2, ...).
@@ -279,7 +273,7 @@ fn units_512<const DECRYPT: bool>(
     buf: &mut [u8],
     unit_len: usize,
 ) {
-    let rk: [__m512i; ROUNDS] = k1.map(|k| _mm512_broadcast_i32x4(k));
+    let mut rk: [__m512i; ROUNDS] = k1.map(|k| _mm512_broadcast_i32x4(k));
     let poly = _mm512_set_epi64(0, GF_POLY, 0, GF_POLY, 0, GF_POLY, 0, GF_POLY);
     let blocks_per_unit = unit_len / BLOCK;
 
@@ -325,6 +319,8 @@ fn units_512<const DECRYPT: bool>(
             v += 1;
         }
     }
+    // Best effort: clear the broadcast round keys this call spilled to the stack.
+    rk.zeroize();
 }
 
 /// Multiplies each 128-bit lane by α^16: shift left two bytes and fold the 16 bits shifted
@@ -381,7 +377,7 @@ fn units_256<const DECRYPT: bool>(
     buf: &mut [u8],
     unit_len: usize,
 ) {
-    let rk: [__m256i; ROUNDS] = k1.map(|k| _mm256_broadcastsi128_si256(k));
+    let mut rk: [__m256i; ROUNDS] = k1.map(|k| _mm256_broadcastsi128_si256(k));
     let poly = _mm256_set_epi64x(0, GF_POLY, 0, GF_POLY);
     let blocks_per_unit = unit_len / BLOCK;
 
@@ -444,6 +440,8 @@ fn units_256<const DECRYPT: bool>(
             unsafe { _mm_storeu_si128(p.add(done * BLOCK).cast(), x) };
         }
     }
+    // Best effort: clear the broadcast round keys this call spilled to the stack.
+    rk.zeroize();
 }
 
 /// Multiplies each 128-bit lane by α^16, as [`mul_alpha_step_512`].
