@@ -1,11 +1,26 @@
 #!/usr/bin/env bash
-# The main job on the embedded defaults: build cryptvol, make the default region, and use
-# its KMS the way a volume will (envelope encryption). Safe to re-run.
-#   CRYPTVOL_DATA_DIR   where keys live (default /var/lib/cryptvol as root)
+# The main job on the embedded defaults: build cryptvol, make the default region, create
+# an encrypted volume whose data key the region's KMS wraps, and mount it as a directory.
+# Safe to re-run. Needs root (loop device, mount); installs fuse3 and e2fsprogs if missing.
+#   CRYPTVOL_DATA_DIR   where keys and volumes live (default /var/lib/cryptvol as root)
 #   CRYPTVOL_REGION     region (default local-1)
+#   CRYPTVOL_MOUNT      where to mount (default /mnt/cryptvol)
 set -euo pipefail
 cd "$(dirname "$0")"
+mnt=${CRYPTVOL_MOUNT:-/mnt/cryptvol}
 
+if [ "$(id -u)" != 0 ]; then
+  echo "quickstart: run as root (it binds a loop device and mounts ext4)"; exit 1
+fi
+missing=()
+command -v fusermount3 >/dev/null || missing+=(fuse3)
+command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+command -v losetup >/dev/null || missing+=(mount)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 command -v cargo >/dev/null || { echo "quickstart: cargo is not installed (https://rustup.rs)"; exit 1; }
 echo "== building cryptvol (release)"
 cargo build --release --locked --quiet
@@ -14,39 +29,24 @@ cv() { ./target/release/cryptvol "$@"; }
 echo "== cryptvol init"
 cv init --output table
 
-if ! cv kms describe-key --key-id alias/quickstart >/dev/null 2>&1; then
-  key=$(cv kms create-key --description "quickstart key" --tag purpose=quickstart \
-        --query KeyMetadata.KeyId --output text)
-  cv kms create-alias --alias-name alias/quickstart --target-key-id "$key"
-  cv kms enable-key-rotation --key-id alias/quickstart
+if ! cv volume describe quickstart >/dev/null 2>&1; then
+  echo "== creating volume 'quickstart' (10 GiB, thin; data key from alias/aws/ebs)"
+  cv volume create --size 10G --name quickstart --output table
 fi
-echo "== the key behind alias/quickstart"
-cv kms describe-key --key-id alias/quickstart --output table
 
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-echo "== envelope encryption: a 64-byte data key for a volume, wrapped by the CMK"
-cv kms generate-data-key --key-id alias/quickstart --number-of-bytes 64 \
-   --encryption-context cryptvol:lineage=vol-00000000000000001 \
-   --ciphertext-out "$work/dek.blob" --plaintext-out "$work/dek.plain" --output table
-cv inspect blob --ciphertext-blob "fileb://$work/dek.blob" --output table
-echo "== unwrapping it again (what attach will do, once per attach)"
-cv kms decrypt --ciphertext-blob "fileb://$work/dek.blob" \
-   --encryption-context cryptvol:lineage=vol-00000000000000001 --plaintext-out "$work/dek.again" \
-   --output table
-cmp "$work/dek.plain" "$work/dek.again" && echo "data key round trip: OK"
-echo "== a wrong encryption context is refused"
-if cv kms decrypt --ciphertext-blob "fileb://$work/dek.blob" \
-     --encryption-context cryptvol:lineage=vol-00000000000000002 >/dev/null; then
-  echo "quickstart: decrypt with the wrong context succeeded"; exit 1
+if mountpoint -q "$mnt"; then
+  echo "== $mnt is already mounted"
+else
+  mkdir -p "$mnt"
+  echo "== mounting it on $mnt (ext4 on first use)"
+  cv mount quickstart "$mnt" --output table
 fi
-echo "== rotate, and the old blob still decrypts"
-cv kms rotate-key-on-demand --key-id alias/quickstart >/dev/null
-cv kms re-encrypt --ciphertext-blob "fileb://$work/dek.blob" --destination-key-id alias/quickstart \
-   --source-encryption-context cryptvol:lineage=vol-00000000000000001 \
-   --destination-encryption-context cryptvol:lineage=vol-00000000000000001 \
-   --ciphertext-out "$work/dek.rotated" >/dev/null
-cv inspect blob --ciphertext-blob "fileb://$work/dek.rotated" --query KeyVersion --output text \
-  | sed 's/^/re-encrypted under key version /'
-cv kms list-keys --output table
-echo "quickstart: done. Keys live in ${CRYPTVOL_DATA_DIR:-the default data dir}; try 'cryptvol --help'."
+date > "$mnt/hello.txt"
+sync
+echo "== $mnt/hello.txt: $(cat "$mnt/hello.txt")"
+cv status --output table
+cv volume describe quickstart --output table
+echo
+echo "Your encrypted directory is $mnt. Every 4 KiB block is AES-256-XTS encrypted in"
+echo "${CRYPTVOL_DATA_DIR:-/var/lib/cryptvol}/regions/${CRYPTVOL_REGION:-local-1}/pool/."
+echo "Unmount:  ./target/release/cryptvol unmount $mnt"

@@ -172,7 +172,12 @@ impl Daemon {
                 MountOption::NoDev,
             ];
             c.acl = SessionACL::Owner;
-            c.n_threads = Some(FUSE_THREADS);
+            c.n_threads = Some(
+                std::env::var("CRYPTVOL_FUSE_THREADS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(FUSE_THREADS),
+            );
             c.clone_fd = true;
             c
         };

@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use super::{BLOCK, Direction, mul_alpha};
+use super::{BLOCK, Direction};
 
 /// AES-256 round keys: 14 rounds plus the initial whitening key.
 const ROUNDS: usize = 15;
@@ -191,48 +191,36 @@ fn expand_b(a: __m128i, b: __m128i) -> __m128i {
 // ---------------------------------------------------------------------------------------------
 // Per-unit tweak, shared by both widths.
 
-/// T = E_K2(unit number as a 128-bit little-endian integer), as a scalar.
+/// T = E_K2(unit number as a 128-bit little-endian integer).
 #[target_feature(enable = "aes,sse4.1")]
-fn unit_tweak(k2: &[__m128i; ROUNDS], unit: u128) -> u128 {
+fn unit_tweak(k2: &[__m128i; ROUNDS], unit: u128) -> __m128i {
     let mut t = _mm_set_epi64x((unit >> 64) as u64 as i64, unit as u64 as i64);
     t = _mm_xor_si128(t, k2[0]);
     for k in &k2[1..ROUNDS - 1] {
         t = _mm_aesenc_si128(t, *k);
     }
-    t = _mm_aesenclast_si128(t, k2[ROUNDS - 1]);
-    let lo = _mm_cvtsi128_si64(t) as u64;
-    let hi = _mm_extract_epi64::<1>(t) as u64;
-    (u128::from(hi) << 64) | u128::from(lo)
-}
-
-/// T·α^0 .. T·α^(N-1), the tweaks of the first N blocks of a unit.
-#[inline(always)]
-fn tweak_run<const N: usize>(t: u128) -> [u128; N] {
-    let mut out = [0u128; N];
-    let mut t = t;
-    for o in &mut out {
-        *o = t;
-        t = mul_alpha(t);
-    }
-    out
-}
-
-/// The low and high halves of a tweak as signed lanes for `_mm*_set_epi64`.
-#[inline(always)]
-fn halves(t: u128) -> (i64, i64) {
-    (t as u64 as i64, (t >> 64) as u64 as i64)
+    _mm_aesenclast_si128(t, k2[ROUNDS - 1])
 }
 
 // ---------------------------------------------------------------------------------------------
 // 512-bit path: 4 blocks per register.
 
+/// The tweaks of a unit's first 16 blocks: lane j of register v holds T·α^(4v+j). All lanes
+/// are computed at once from T (variable shifts), not one after the other, so the first
+/// blocks of a unit wait only for the AES of T.
 #[target_feature(enable = "avx512f,avx512bw,vaes,vpclmulqdq,aes,sse4.1")]
-fn set_tweaks_512(t: &[u128]) -> __m512i {
-    let (l0, h0) = halves(t[0]);
-    let (l1, h1) = halves(t[1]);
-    let (l2, h2) = halves(t[2]);
-    let (l3, h3) = halves(t[3]);
-    _mm512_set_epi64(h3, l3, h2, l2, h1, l1, h0, l0)
+fn first_tweaks_512(t: __m128i, poly: __m512i) -> [__m512i; V512] {
+    let t = _mm512_broadcast_i32x4(t);
+    core::array::from_fn(|v| {
+        let e = 4 * v as i64;
+        let n = _mm512_set_epi64(e + 3, e + 3, e + 2, e + 2, e + 1, e + 1, e, e);
+        // Per 128-bit lane: shift left by n bits (n < 64) across the two qwords, then fold
+        // the n bits shifted out of the top back in with 0x87.
+        let out = _mm512_srlv_epi64(t, _mm512_sub_epi64(_mm512_set1_epi64(64), n));
+        let shifted = _mm512_xor_si512(_mm512_sllv_epi64(t, n), _mm512_bslli_epi128::<8>(out));
+        let fold = _mm512_clmulepi64_epi128::<0x00>(_mm512_bsrli_epi128::<8>(out), poly);
+        _mm512_xor_si512(shifted, fold)
+    })
 }
 
 /// The AES rounds after the first key XOR, round by round across `N` registers (so each
@@ -278,8 +266,7 @@ fn units_512<const DECRYPT: bool>(
     let blocks_per_unit = unit_len / BLOCK;
 
     for (i, unit) in buf.chunks_exact_mut(unit_len).enumerate() {
-        let first = tweak_run::<STRIDE>(unit_tweak(k2, first_unit + i as u128));
-        let mut tw: [__m512i; V512] = core::array::from_fn(|v| set_tweaks_512(&first[4 * v..]));
+        let mut tw = first_tweaks_512(unit_tweak(k2, first_unit + i as u128), poly);
         let p = unit.as_mut_ptr();
         let mut done = 0;
 
@@ -335,11 +322,18 @@ fn mul_alpha_step_512(t: __m512i, poly: __m512i) -> __m512i {
 // ---------------------------------------------------------------------------------------------
 // 256-bit path: 2 blocks per register, for VAES CPUs without AVX-512 (Zen 3, Alder Lake).
 
+/// As [`first_tweaks_512`]: lane j of register v holds T·α^(2v+j).
 #[target_feature(enable = "avx2,vaes,vpclmulqdq,aes,sse4.1")]
-fn set_tweaks_256(t: &[u128]) -> __m256i {
-    let (l0, h0) = halves(t[0]);
-    let (l1, h1) = halves(t[1]);
-    _mm256_set_epi64x(h1, l1, h0, l0)
+fn first_tweaks_256(t: __m128i, poly: __m256i) -> [__m256i; V256] {
+    let t = _mm256_broadcastsi128_si256(t);
+    core::array::from_fn(|v| {
+        let e = 2 * v as i64;
+        let n = _mm256_set_epi64x(e + 1, e + 1, e, e);
+        let out = _mm256_srlv_epi64(t, _mm256_sub_epi64(_mm256_set1_epi64x(64), n));
+        let shifted = _mm256_xor_si256(_mm256_sllv_epi64(t, n), _mm256_bslli_epi128::<8>(out));
+        let fold = _mm256_clmulepi64_epi128::<0x00>(_mm256_bsrli_epi128::<8>(out), poly);
+        _mm256_xor_si256(shifted, fold)
+    })
 }
 
 /// As [`rounds_512`], two blocks per register. AVX2 has 16 vector registers, so the round
@@ -382,8 +376,7 @@ fn units_256<const DECRYPT: bool>(
     let blocks_per_unit = unit_len / BLOCK;
 
     for (i, unit) in buf.chunks_exact_mut(unit_len).enumerate() {
-        let first = tweak_run::<STRIDE>(unit_tweak(k2, first_unit + i as u128));
-        let mut tw: [__m256i; V256] = core::array::from_fn(|v| set_tweaks_256(&first[2 * v..]));
+        let mut tw = first_tweaks_256(unit_tweak(k2, first_unit + i as u128), poly);
         let p = unit.as_mut_ptr();
         let mut done = 0;
 
