@@ -137,22 +137,17 @@ impl Filesystem for VolumeFs {
         reply.attr(&TTL, &self.attr(ino));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         if ino != FILE {
             reply.error(Errno::EISDIR);
             return;
         }
-        // Writers in parallel instead of queued on the inode lock. Buffered opens bypass
-        // the page cache (FOPEN_DIRECT_IO): a volume is a device, and the filesystem or
-        // application on top caches. O_DIRECT opens (the loop device) keep the kernel's
-        // own direct-I/O path, which keeps async reads in flight (measured: 2x randread
-        // through loop; see docs/benchmarks.md).
-        let direct = std::env::var_os("CRYPTVOL_FOPEN_DIRECT").is_some();
-        let mut fl = FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES;
-        if direct || flags.0 & libc::O_DIRECT == 0 {
-            fl |= FopenFlags::FOPEN_DIRECT_IO;
-        }
-        reply.opened(FileHandle(0), fl);
+        // No page cache in front of us (the loop device or the application above has its
+        // own), and writers in parallel instead of queued on the inode lock.
+        reply.opened(
+            FileHandle(0),
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
+        );
     }
 
     fn read(
@@ -195,7 +190,7 @@ impl Filesystem for VolumeFs {
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
@@ -203,7 +198,13 @@ impl Filesystem for VolumeFs {
             reply.error(Errno::EISDIR);
             return;
         }
-        match self.vol.write(offset, data) {
+        // A file opened O_SYNC/O_DSYNC: each write is durable before it is acknowledged.
+        let sync = flags.0 & (libc::O_SYNC | libc::O_DSYNC) != 0;
+        let res = self
+            .vol
+            .write(offset, data)
+            .and_then(|()| if sync { self.vol.flush() } else { Ok(()) });
+        match res {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => {
                 warn!("write {offset}+{}: {e}", data.len());

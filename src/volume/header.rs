@@ -195,8 +195,8 @@ mod tests {
         let h = sample();
         let b = h.encode();
         // docs/formats.md: 32 fixed + (2+21) id + (2+21) lineage + (2+7) region + (2+2) name
-        // + (2+75) ARN + (2+140) wrapped key + 32 checksum = 342 bytes.
-        assert_eq!(b.len(), 342);
+        // + (2+73) ARN + (2+140) wrapped key + 32 checksum = 340 bytes.
+        assert_eq!(b.len(), 340);
         assert_eq!(VolumeHeader::decode(&b).unwrap(), h);
         let c = VolumeHeader {
             key: KeySource::Customer {

@@ -26,10 +26,11 @@ const ROUNDS: usize = 15;
 const GF_POLY: i64 = 0x87;
 
 /// Blocks per loop iteration in both widths: 4 registers of 4 blocks (512-bit) or 8 of 2
-/// (256-bit). Zen 4 issues one 512-bit VAES (two 256-bit) per cycle with a latency of about
-/// four, so at least four independent registers are needed to keep the AES units busy; 15
-/// round keys, 4 blocks and 4 tweaks also fit the 32 AVX-512 registers without spilling.
-const STRIDE: usize = 16;
+/// (256-bit). VAES has a latency of several cycles, so several independent registers must be
+/// in flight to keep the AES units busy; with 4 of them the 15 round keys, blocks and tweaks
+/// of the 512-bit loop still fit the 32 AVX-512 registers without spilling (checked in the
+/// generated code). 8 registers (32 blocks) would not fit; bench/xts.rs has the figures.
+const STRIDE: usize = 32;
 
 /// Tweaks advance by α^STRIDE = α^16 per iteration: a shift by two whole bytes per 128-bit
 /// lane, whose carried-out 16 bits are folded back with one carry-less multiply by 0x87.
@@ -42,7 +43,7 @@ const V256: usize = STRIDE / 2;
 /// The instruction-set level a key was expanded for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Isa {
-    /// AVX-512F/BW + VAES + VPCLMULQDQ (+ AES-NI).
+    /// AVX-512F/BW + VAES + VPCLMULQDQ (+ AES-NI for the key schedule and tweak).
     Avx512,
     /// AVX2 + VAES + VPCLMULQDQ (+ AES-NI).
     Avx2,
@@ -51,7 +52,6 @@ pub(super) enum Isa {
 impl Isa {
     pub(super) fn is_detected(self) -> bool {
         let common = is_x86_feature_detected!("aes")
-            && is_x86_feature_detected!("sse4.1")
             && is_x86_feature_detected!("vaes")
             && is_x86_feature_detected!("vpclmulqdq");
         common
@@ -86,7 +86,8 @@ impl Engine {
         if !isa.is_detected() {
             return None;
         }
-        // SAFETY: AES-NI and SSE4.1 are part of every `Isa` and were just detected.
+        // SAFETY: AES-NI, the only feature `expand_keys` enables, is part of every `Isa`, and
+        // `isa` was just detected.
         let keys = unsafe { expand_keys(k1, k2) };
         Some(Engine { keys, isa })
     }
@@ -122,7 +123,7 @@ impl Engine {
 // ---------------------------------------------------------------------------------------------
 // Key schedule (AES-NI), FIPS 197 §5.2 for Nk = 8, in the form of Intel's AES-NI white paper.
 
-#[target_feature(enable = "aes,sse4.1")]
+#[target_feature(enable = "aes")]
 fn expand_keys(k1: &[u8; 32], k2: &[u8; 32]) -> Keys {
     let enc = expand_256(k1);
     let mut dec = [_mm_setzero_si128(); ROUNDS];
@@ -140,14 +141,14 @@ fn expand_keys(k1: &[u8; 32], k2: &[u8; 32]) -> Keys {
     }
 }
 
-#[target_feature(enable = "aes,sse4.1")]
+#[target_feature(enable = "aes")]
 fn load_key_half(bytes: &[u8]) -> __m128i {
     let lo = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
     let hi = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
     _mm_set_epi64x(hi as i64, lo as i64)
 }
 
-#[target_feature(enable = "aes,sse4.1")]
+#[target_feature(enable = "aes")]
 fn expand_256(key: &[u8; 32]) -> [__m128i; ROUNDS] {
     let mut rk = [load_key_half(&key[..16]); ROUNDS];
     rk[1] = load_key_half(&key[16..]);
@@ -162,27 +163,27 @@ fn expand_256(key: &[u8; 32]) -> [__m128i; ROUNDS] {
 }
 
 /// The next two round keys from the previous two, with round constant `RCON`.
-#[target_feature(enable = "aes,sse4.1")]
+#[target_feature(enable = "aes")]
 fn next_pair<const RCON: i32>(a: __m128i, b: __m128i) -> (__m128i, __m128i) {
     let a = expand_a(a, _mm_aeskeygenassist_si128::<RCON>(b));
     (a, expand_b(a, b))
 }
 
 /// Prefix-XOR of the four words of `x` (w0, w0^w1, w0^w1^w2, ...).
-#[target_feature(enable = "aes,sse4.1")]
+#[target_feature(enable = "aes")]
 fn prefix_xor(x: __m128i) -> __m128i {
     let x = _mm_xor_si128(x, _mm_slli_si128::<4>(x));
     _mm_xor_si128(x, _mm_slli_si128::<8>(x))
 }
 
 /// Even round key: RotWord/SubWord/Rcon of the previous odd key's last word.
-#[target_feature(enable = "aes,sse4.1")]
+#[target_feature(enable = "aes")]
 fn expand_a(a: __m128i, assist: __m128i) -> __m128i {
     _mm_xor_si128(prefix_xor(a), _mm_shuffle_epi32::<0xff>(assist))
 }
 
 /// Odd round key: SubWord (no rotation, no Rcon) of the new even key's last word.
-#[target_feature(enable = "aes,sse4.1")]
+#[target_feature(enable = "aes")]
 fn expand_b(a: __m128i, b: __m128i) -> __m128i {
     let assist = _mm_aeskeygenassist_si128::<0x00>(a);
     _mm_xor_si128(prefix_xor(b), _mm_shuffle_epi32::<0xaa>(assist))
@@ -192,7 +193,7 @@ fn expand_b(a: __m128i, b: __m128i) -> __m128i {
 // Per-unit tweak, shared by both widths.
 
 /// T = E_K2(unit number as a 128-bit little-endian integer).
-#[target_feature(enable = "aes,sse4.1")]
+#[target_feature(enable = "aes")]
 fn unit_tweak(k2: &[__m128i; ROUNDS], unit: u128) -> __m128i {
     let mut t = _mm_set_epi64x((unit >> 64) as u64 as i64, unit as u64 as i64);
     t = _mm_xor_si128(t, k2[0]);
@@ -208,7 +209,7 @@ fn unit_tweak(k2: &[__m128i; ROUNDS], unit: u128) -> __m128i {
 /// The tweaks of a unit's first 16 blocks: lane j of register v holds T·α^(4v+j). All lanes
 /// are computed at once from T (variable shifts), not one after the other, so the first
 /// blocks of a unit wait only for the AES of T.
-#[target_feature(enable = "avx512f,avx512bw,vaes,vpclmulqdq,aes,sse4.1")]
+#[target_feature(enable = "avx512f,avx512bw,vaes,vpclmulqdq,aes")]
 fn first_tweaks_512(t: __m128i, poly: __m512i) -> [__m512i; V512] {
     let t = _mm512_broadcast_i32x4(t);
     core::array::from_fn(|v| {
@@ -226,7 +227,7 @@ fn first_tweaks_512(t: __m128i, poly: __m512i) -> [__m512i; V512] {
 /// The AES rounds after the first key XOR, round by round across `N` registers (so each
 /// round key is read once per round and the N chains interleave); the last round's key is
 /// XORed with each register's tweak, which finishes XTS's output XOR for free.
-#[target_feature(enable = "avx512f,avx512bw,vaes,vpclmulqdq,aes,sse4.1")]
+#[target_feature(enable = "avx512f,avx512bw,vaes,vpclmulqdq,aes")]
 fn rounds_512<const DECRYPT: bool, const N: usize>(
     x: &mut [__m512i; N],
     rk: &[__m512i; ROUNDS],
@@ -253,7 +254,7 @@ fn rounds_512<const DECRYPT: bool, const N: usize>(
 
 /// Encrypts (or, with `DECRYPT` and the decryption schedule, decrypts) whole units of
 /// `unit_len` bytes in place.
-#[target_feature(enable = "avx512f,avx512bw,vaes,vpclmulqdq,aes,sse4.1")]
+#[target_feature(enable = "avx512f,avx512bw,vaes,vpclmulqdq,aes")]
 fn units_512<const DECRYPT: bool>(
     k1: &[__m128i; ROUNDS],
     k2: &[__m128i; ROUNDS],
@@ -312,7 +313,7 @@ fn units_512<const DECRYPT: bool>(
 
 /// Multiplies each 128-bit lane by α^16: shift left two bytes and fold the 16 bits shifted
 /// out back in with x^128 = 0x87.
-#[target_feature(enable = "avx512f,avx512bw,vaes,vpclmulqdq,aes,sse4.1")]
+#[target_feature(enable = "avx512f,avx512bw,vaes,vpclmulqdq,aes")]
 fn mul_alpha_step_512(t: __m512i, poly: __m512i) -> __m512i {
     let carry = _mm512_bsrli_epi128::<{ 16 - STEP_BYTES }>(t);
     let fold = _mm512_clmulepi64_epi128::<0x00>(carry, poly);
@@ -323,7 +324,7 @@ fn mul_alpha_step_512(t: __m512i, poly: __m512i) -> __m512i {
 // 256-bit path: 2 blocks per register, for VAES CPUs without AVX-512 (Zen 3, Alder Lake).
 
 /// As [`first_tweaks_512`]: lane j of register v holds T·α^(2v+j).
-#[target_feature(enable = "avx2,vaes,vpclmulqdq,aes,sse4.1")]
+#[target_feature(enable = "avx2,vaes,vpclmulqdq,aes")]
 fn first_tweaks_256(t: __m128i, poly: __m256i) -> [__m256i; V256] {
     let t = _mm256_broadcastsi128_si256(t);
     core::array::from_fn(|v| {
@@ -336,9 +337,10 @@ fn first_tweaks_256(t: __m128i, poly: __m256i) -> [__m256i; V256] {
     })
 }
 
-/// As [`rounds_512`], two blocks per register. AVX2 has 16 vector registers, so the round
-/// keys stay in memory and are read once per round (a load per key, folded into VAESENC).
-#[target_feature(enable = "avx2,vaes,vpclmulqdq,aes,sse4.1")]
+/// As [`rounds_512`], two blocks per register. With only 16 vector registers under AVX2 the
+/// round keys stay on the stack and are read as memory operands of VAESENC, which costs load
+/// bandwidth but no extra instructions.
+#[target_feature(enable = "avx2,vaes,vpclmulqdq,aes")]
 fn rounds_256<const DECRYPT: bool, const N: usize>(
     x: &mut [__m256i; N],
     rk: &[__m256i; ROUNDS],
@@ -363,7 +365,7 @@ fn rounds_256<const DECRYPT: bool, const N: usize>(
     }
 }
 
-#[target_feature(enable = "avx2,vaes,vpclmulqdq,aes,sse4.1")]
+#[target_feature(enable = "avx2,vaes,vpclmulqdq,aes")]
 fn units_256<const DECRYPT: bool>(
     k1: &[__m128i; ROUNDS],
     k2: &[__m128i; ROUNDS],
@@ -438,7 +440,7 @@ fn units_256<const DECRYPT: bool>(
 }
 
 /// Multiplies each 128-bit lane by α^16, as [`mul_alpha_step_512`].
-#[target_feature(enable = "avx2,vaes,vpclmulqdq,aes,sse4.1")]
+#[target_feature(enable = "avx2,vaes,vpclmulqdq,aes")]
 fn mul_alpha_step_256(t: __m256i, poly: __m256i) -> __m256i {
     let carry = _mm256_bsrli_epi128::<{ 16 - STEP_BYTES }>(t);
     let fold = _mm256_clmulepi64_epi128::<0x00>(carry, poly);
