@@ -185,7 +185,30 @@ struct AttachResult {
     file: String,
 }
 
+/// An existing directory, or a clear error before anything is started.
+fn mount_point(dir: &Path) -> Result<PathBuf, CliError> {
+    let canon = dir
+        .canonicalize()
+        .map_err(|e| VolumeError::io("cannot use mount point", dir, e))?;
+    if !canon.is_dir() {
+        return Err(VolumeError::invalid(
+            "mount point",
+            format!("{} is not a directory", dir.display()),
+        )
+        .into());
+    }
+    Ok(canon)
+}
+
 pub fn attach(cfg: &Config, a: AttachArgs) -> Result<(), CliError> {
+    // A dead mount left by a killed daemon fails canonicalize (ENOTCONN): let the daemon
+    // clear it; anything else must be an existing directory.
+    // The daemon has another working directory: give it an absolute path.
+    let dir = std::path::absolute(&a.dir)
+        .map_err(|e| VolumeError::io("cannot use mount point", &a.dir, e))?;
+    if !daemon::is_cryptvol_mount(&dir) {
+        mount_point(&dir)?;
+    }
     let (h, dk) = unwrap_key(cfg, &a.volume, a.customer_key_file.as_deref())?;
     if a.foreground {
         if Client::connect(&cfg.region_dir()).is_some() {
@@ -199,14 +222,14 @@ pub fn attach(cfg: &Config, a: AttachArgs) -> Result<(), CliError> {
             cfg.region_dir(),
             Some(InitialAttach {
                 volume: h.id.clone(),
-                dir: a.dir.clone(),
+                dir: dir.clone(),
                 data_key: dk,
             }),
         )?;
         return Ok(());
     }
-    attach_via_daemon(cfg, &h, &a.dir, &dk)?;
-    let dir = a.dir.canonicalize().unwrap_or(a.dir);
+    attach_via_daemon(cfg, &h, &dir, &dk)?;
+    let dir = dir.canonicalize().unwrap_or(dir);
     cfg.print(
         &AttachResult {
             volume_id: h.id.to_string(),
@@ -239,10 +262,7 @@ pub fn detach(cfg: &Config, dir: &Path) -> Result<(), CliError> {
 pub fn mount(cfg: &Config, m: MountArgs) -> Result<(), CliError> {
     let region = cfg.region_dir();
     let (h, dk) = unwrap_key(cfg, &m.volume, m.customer_key_file.as_deref())?;
-    let dir = m
-        .dir
-        .canonicalize()
-        .map_err(|e| VolumeError::io("cannot use mount point", &m.dir, e))?;
+    let dir = mount_point(&m.dir)?;
     if mount::is_mount_point(&dir) {
         return Err(VolumeError::invalid(
             "mount point",

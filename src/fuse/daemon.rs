@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use fuser::{BackgroundSession, Config, MountOption, SessionACL};
@@ -32,6 +32,8 @@ use crate::volume::{OpenVolume, Pool, VolumeError, VolumeHeader, VolumeId, keys}
 const FUSE_THREADS: usize = 4;
 /// How often dirty metadata is committed without an fsync (bounds work lost in a crash).
 const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+/// A daemon with nothing attached exits after this long without a request.
+const IDLE_EXIT: Duration = Duration::from_secs(3);
 
 struct Attachment {
     dir: PathBuf,
@@ -49,6 +51,7 @@ pub struct Daemon {
     attached: Mutex<HashMap<VolumeId, Attachment>>,
     stopping: AtomicBool,
     events: mpsc::Sender<Event>,
+    last_request: Mutex<Instant>,
 }
 
 /// An attach to perform before serving (`attach --foreground`).
@@ -196,16 +199,11 @@ impl Daemon {
     }
 
     /// Unmounts and stops serving `a`. `force`: unmount lazily even while busy (shutdown).
-    /// On a busy mount without `force`, gives the attachment back with the error.
-    fn detach_volume(
-        &self,
-        volume: &VolumeId,
-        mut a: Attachment,
-        force: bool,
-    ) -> std::result::Result<(), (Attachment, VolumeError)> {
+    /// If the mount is busy (without `force`), `a.session` is left in place: still served.
+    fn detach_volume(&self, volume: &VolumeId, a: &mut Attachment, force: bool) -> Result<()> {
         match unmount(&a.dir, force) {
             Ok(()) => {}
-            Err(e) if !force => return Err((a, e)),
+            Err(e) if !force => return Err(e),
             Err(e) => warn!("unmounting {}: {e}", a.dir.display()),
         }
         // The kernel has answered every request before the unmount completes; once the
@@ -218,7 +216,7 @@ impl Daemon {
         }
         let flushed = a.vol.flush();
         info!("detached {volume} from {}", a.dir.display());
-        flushed.map_err(|e| (a, e))
+        flushed
     }
 
     fn detach(&self, dir: &Path) -> Result<()> {
@@ -236,20 +234,15 @@ impl Daemon {
                 at: dir.display().to_string(),
             });
         };
-        let r = match self.detach_volume(&volume, a, false) {
-            Ok(()) => Ok(()),
-            Err((a, e)) => {
-                let busy = a.session.is_some();
-                if busy {
-                    // Still mounted: keep serving it.
-                    self.attached
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(volume.clone(), a);
-                }
-                Err(e)
-            }
-        };
+        let mut a = a;
+        let r = self.detach_volume(&volume, &mut a, false);
+        if a.session.is_some() {
+            // Still mounted (busy): keep serving it.
+            self.attached
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(volume.clone(), a);
+        }
         if self
             .attached
             .lock()
@@ -371,6 +364,7 @@ impl Daemon {
     }
 
     fn serve_conn(&self, s: UnixStream) {
+        *self.last_request.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         let mut line = String::new();
         if BufReader::new(&s).read_line(&mut line).is_err() {
             return;
@@ -396,8 +390,8 @@ impl Daemon {
             .unwrap_or_else(|p| p.into_inner())
             .drain()
             .collect();
-        for (v, a) in all {
-            if let Err((_, e)) = self.detach_volume(&v, a, true) {
+        for (v, mut a) in all {
+            if let Err(e) = self.detach_volume(&v, &mut a, true) {
                 error!("flushing {v}: {e}");
             }
         }
@@ -438,6 +432,7 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
         attached: Mutex::new(HashMap::new()),
         stopping: AtomicBool::new(false),
         events: tx.clone(),
+        last_request: Mutex::new(Instant::now()),
     });
     if let Some(i) = initial {
         daemon.attach(&i.volume, &i.dir, i.data_key)?;
@@ -453,14 +448,34 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
     }
     {
         let d = daemon.clone();
+        let tx = tx.clone();
         std::thread::spawn(move || {
+            let mut last_commit = Instant::now();
             loop {
-                std::thread::sleep(COMMIT_INTERVAL);
+                std::thread::sleep(Duration::from_millis(500));
                 if d.stopping.load(Ordering::Acquire) {
                     return;
                 }
-                if let Err(e) = d.pool.commit() {
-                    warn!("periodic commit: {e}");
+                if last_commit.elapsed() >= COMMIT_INTERVAL {
+                    last_commit = Instant::now();
+                    if let Err(e) = d.pool.commit() {
+                        warn!("periodic commit: {e}");
+                    }
+                }
+                // Started for an attach that failed, or left with nothing to serve.
+                let idle = d
+                    .attached
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_empty()
+                    && d.last_request
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .elapsed()
+                        > IDLE_EXIT;
+                if idle {
+                    let _ = tx.send(Event::Stop("idle: nothing attached"));
+                    return;
                 }
             }
         });
