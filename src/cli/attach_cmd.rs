@@ -270,6 +270,32 @@ pub fn mount(cfg: &Config, m: MountArgs) -> Result<(), CliError> {
         )
         .into());
     }
+    // One mount per volume. A record whose mount is gone was left by a crash: finish
+    // undoing it before starting again.
+    if let Some(old) = mount::records(&region)
+        .into_iter()
+        .find(|r| r.volume_id == h.id.as_str())
+    {
+        if mount::is_mount_point(&old.dir) {
+            return Err(VolumeError::Attached {
+                id: h.id.to_string(),
+                at: old.dir.display().to_string(),
+                hint: "it is mounted there; unmount it first".into(),
+            }
+            .into());
+        }
+        undo_mount(cfg, &old)?;
+    }
+    if let Some(a) =
+        daemon_status(cfg).and_then(|s| s.attached.into_iter().find(|a| a.volume_id == h.id))
+    {
+        return Err(VolumeError::Attached {
+            id: h.id.to_string(),
+            at: a.dir.display().to_string(),
+            hint: "detach it first".into(),
+        }
+        .into());
+    }
     let attach_dir = mount::attach_dir(&region, h.id.as_str());
     fsio::create_private_dir(&attach_dir)
         .map_err(|e| VolumeError::io("cannot create", &attach_dir, e))?;

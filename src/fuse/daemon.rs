@@ -80,13 +80,16 @@ pub fn is_cryptvol_mount(dir: &Path) -> bool {
         return false;
     };
     let want = dir.to_string_lossy();
+    // mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS... - FSTYPE SOURCE SUPEROPTS.
+    // As root fuser mounts type `fuse` (not `fuse.cryptvol`); our mark is the source.
     info.lines().any(|l| {
         let f: Vec<&str> = l.split(' ').collect();
-        let sep = f.iter().position(|x| *x == "-");
+        let Some(sep) = f.iter().position(|x| *x == "-") else {
+            return false;
+        };
         f.get(4) == Some(&want.as_ref())
-            && sep
-                .and_then(|i| f.get(i + 1))
-                .is_some_and(|t| *t == "fuse.cryptvol")
+            && f.get(sep + 1).is_some_and(|t| t.starts_with("fuse"))
+            && f.get(sep + 2).is_some_and(|s| s.starts_with("cryptvol:"))
     })
 }
 
@@ -134,13 +137,20 @@ impl Daemon {
                 message: "the region daemon is stopping: retry".into(),
             });
         }
-        // A mount left by a daemon that was killed: its kernel side is dead; clear it.
-        let raw_dir = dir.to_path_buf();
-        if is_cryptvol_mount(&raw_dir) {
-            let _ = unmount(&raw_dir, true);
+        let mut attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((v, _)) = attached.iter().find(|(_, a)| a.dir == dir) {
+            return Err(VolumeError::Attached {
+                id: v.to_string(),
+                at: dir.display().to_string(),
+                hint: "choose another directory".into(),
+            });
+        }
+        // A cryptvol mount here that is not one of ours is left by a daemon that was
+        // killed: its kernel side is dead; clear it.
+        if is_cryptvol_mount(dir) {
+            let _ = unmount(dir, true);
         }
         let dir = canonical(dir)?;
-        let mut attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(a) = attached.get(volume) {
             return Err(VolumeError::Attached {
                 id: volume.to_string(),
@@ -242,14 +252,6 @@ impl Daemon {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(volume.clone(), a);
-        }
-        if self
-            .attached
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-        {
-            let _ = self.events.send(Event::Stop("last volume detached"));
         }
         r
     }
@@ -369,8 +371,12 @@ impl Daemon {
         if BufReader::new(&s).read_line(&mut line).is_err() {
             return;
         }
+        let mut was_detach = false;
         let resp = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => self.handle(req),
+            Ok(req) => {
+                was_detach = matches!(req, Request::Detach { .. });
+                self.handle(req)
+            }
             Err(e) => Response::Err {
                 kind: crate::volume::error::ErrorKind::Invalid,
                 message: format!("malformed request: {e}"),
@@ -380,6 +386,16 @@ impl Daemon {
         let mut out = serde_json::to_vec(&resp).expect("serialises");
         out.push(b'\n');
         let _ = (&s).write_all(&out);
+        // Only once the client has its answer: the last detach stops the daemon.
+        if was_detach
+            && self
+                .attached
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+        {
+            let _ = self.events.send(Event::Stop("last volume detached"));
+        }
     }
 
     fn shutdown(&self) {

@@ -174,6 +174,12 @@ impl From<redb::StorageError> for VolumeError {
         match e {
             // A full disk under the metadata is "no space", not damage.
             redb::StorageError::Io(io) => VolumeError::io("metadata write", "pool/meta.redb", io),
+            // redb's memory of an earlier I/O failure (a full disk): the pool reopens it.
+            redb::StorageError::PreviousIo => VolumeError::Io {
+                action: "metadata write",
+                path: "pool/meta.redb".into(),
+                source: std::io::Error::other("an earlier write failed; retrying after reopen"),
+            },
             other => VolumeError::Metadata(other.to_string()),
         }
     }

@@ -151,7 +151,9 @@ struct PoolState {
 
 pub struct Pool {
     pub dir: PathBuf,
-    db: Database,
+    db_path: PathBuf,
+    /// `None` after a failed reopen; the next use tries again.
+    db: RwLock<Option<Arc<Database>>>,
     files: RwLock<HashMap<u8, Arc<DataFile>>>,
     state: Mutex<PoolState>,
     commit_lock: Mutex<()>,
@@ -183,46 +185,41 @@ impl Pool {
         let dir = pool_dir(region);
         fsio::create_private_dir(&dir).map_err(|e| VolumeError::io("cannot create", &dir, e))?;
         let path = dir.join("meta.redb");
-        let db = match Database::create(&path) {
-            Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(VolumeError::PoolBusy { path });
-            }
-            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => {
-                return Err(VolumeError::io("cannot open", &path, e));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let db = open_db(&path)?;
         fix_mode(&path)?;
-        let w = db.begin_write()?;
-        {
-            let mut meta = w.open_table(META)?;
-            let format = meta.get(META_FORMAT)?.map(|v| v.value());
-            match format {
-                None => {
-                    meta.insert(META_FORMAT, POOL_FORMAT_V1)?;
-                }
-                Some(POOL_FORMAT_V1) => {}
-                Some(other) => {
-                    return Err(VolumeError::Corrupt {
-                        what: format!("pool {}", path.display()),
-                        detail: format!("format {other} is unknown: upgrade cryptvol"),
-                    });
-                }
-            }
-            w.open_table(VOLUMES)?;
-            w.open_table(MAPS)?;
-            w.open_table(REFS)?;
-            w.open_table(FREE)?;
-        }
-        w.commit()?;
+        init_tables(&db, &path)?;
         Ok(Pool {
             dir,
-            db,
+            db_path: path,
+            db: RwLock::new(Some(Arc::new(db))),
             files: RwLock::new(HashMap::new()),
             state: Mutex::new(PoolState::default()),
             commit_lock: Mutex::new(()),
         })
+    }
+
+    fn db(&self) -> Result<Arc<Database>> {
+        if let Some(db) = self.db.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok(db.clone());
+        }
+        self.reopen()?;
+        self.db
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| VolumeError::Metadata("the pool database could not be reopened".into()))
+    }
+
+    /// After an I/O error (a full disk) redb refuses every later transaction until the
+    /// database is reopened; reopening recovers the last committed state.
+    fn reopen(&self) -> Result<()> {
+        let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
+        // Release the file lock before opening again.
+        *g = None;
+        let db = open_db(&self.db_path)?;
+        *g = Some(Arc::new(db));
+        tracing::info!("reopened {}", self.db_path.display());
+        Ok(())
     }
 
     /// The data file of one chunk size, opened on first use.
@@ -265,7 +262,7 @@ impl Pool {
         match st.alloc.entry(shift) {
             Entry::Occupied(o) => Ok(o.into_mut()),
             Entry::Vacant(v) => {
-                let r = self.db.begin_read()?;
+                let r = self.db()?.begin_read()?;
                 let free_t = r.open_table(FREE)?;
                 let mut free = BTreeSet::new();
                 for item in free_t.range((shift, 0)..=(shift, u64::MAX))? {
@@ -329,7 +326,7 @@ impl Pool {
 
     /// The committed reference count of a slot.
     pub fn refcount(&self, shift: u8, slot: SlotNo) -> Result<u32> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         Ok(r.open_table(REFS)?
             .get((shift, slot.0))?
             .map(|v| v.value())
@@ -347,6 +344,13 @@ impl Pool {
             }
             Err(e) => {
                 lock(&self.state).dirty.merge_older(dirty);
+                if matches!(
+                    e,
+                    VolumeError::NoSpace { .. } | VolumeError::Io { .. } | VolumeError::Metadata(_)
+                ) && let Err(re) = self.reopen()
+                {
+                    tracing::warn!("reopening {}: {re}", self.db_path.display());
+                }
                 Err(e)
             }
         }
@@ -377,7 +381,7 @@ impl Pool {
         if d.is_empty() {
             return Ok(vec![]);
         }
-        let w = self.db.begin_write()?;
+        let w = self.db()?.begin_write()?;
         let mut freed = vec![];
         {
             let mut maps = w.open_table(MAPS)?;
@@ -444,7 +448,7 @@ impl Pool {
     // ---- volumes ----------------------------------------------------------------------
 
     pub fn list_volumes(&self) -> Result<Vec<VolumeHeader>> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(VOLUMES)?;
         let mut out = vec![];
         for item in t.iter()? {
@@ -455,7 +459,7 @@ impl Pool {
     }
 
     pub fn get_volume(&self, id: &VolumeId) -> Result<Option<VolumeHeader>> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(VOLUMES)?;
         t.get(id.as_str())?
             .map(|v| VolumeHeader::decode(v.value()))
@@ -473,7 +477,7 @@ impl Pool {
                 id: other.id.to_string(),
             });
         }
-        let w = self.db.begin_write()?;
+        let w = self.db()?.begin_write()?;
         {
             let mut t = w.open_table(VOLUMES)?;
             if t.get(h.id.as_str())?.is_some() {
@@ -491,7 +495,7 @@ impl Pool {
     /// Replaces a volume's header (resize, rename) durably.
     pub fn update_volume(&self, h: &VolumeHeader) -> Result<()> {
         let _c = lock(&self.commit_lock);
-        let w = self.db.begin_write()?;
+        let w = self.db()?.begin_write()?;
         w.open_table(VOLUMES)?
             .insert(h.id.as_str(), h.encode().as_slice())?;
         w.commit()?;
@@ -500,7 +504,7 @@ impl Pool {
 
     /// The committed map of a volume: chunk → slot.
     pub fn load_map(&self, id: &VolumeId) -> Result<Vec<(u64, SlotNo)>> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(MAPS)?;
         let mut out = vec![];
         for item in t.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))? {
@@ -515,7 +519,7 @@ impl Pool {
         self.commit()?;
         let _c = lock(&self.commit_lock);
         let map = self.load_map(&h.id)?;
-        let w = self.db.begin_write()?;
+        let w = self.db()?.begin_write()?;
         let mut freed = vec![];
         {
             let mut maps = w.open_table(MAPS)?;
@@ -544,6 +548,51 @@ impl Pool {
     /// Bytes of pool data referenced by a volume's committed map.
     pub fn allocated_bytes(&self, h: &VolumeHeader) -> Result<u64> {
         Ok(self.load_map(&h.id)?.len() as u64 * h.chunk_size())
+    }
+}
+
+fn open_db(path: &Path) -> Result<Database> {
+    match Database::create(path) {
+        Ok(db) => Ok(db),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(VolumeError::PoolBusy {
+            path: path.to_path_buf(),
+        }),
+        Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => {
+            Err(VolumeError::io("cannot open", path, e))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the tables and format marker of a new pool; checks the format of an old one.
+/// Only a new pool is written to, so read-only commands leave the file as it was.
+fn init_tables(db: &Database, path: &Path) -> Result<()> {
+    let format = {
+        let r = db.begin_read()?;
+        match r.open_table(META) {
+            Ok(t) => t.get(META_FORMAT)?.map(|v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    match format {
+        Some(POOL_FORMAT_V1) => Ok(()),
+        Some(other) => Err(VolumeError::Corrupt {
+            what: format!("pool {}", path.display()),
+            detail: format!("format {other} is unknown: upgrade cryptvol"),
+        }),
+        None => {
+            let w = db.begin_write()?;
+            {
+                w.open_table(META)?.insert(META_FORMAT, POOL_FORMAT_V1)?;
+                w.open_table(VOLUMES)?;
+                w.open_table(MAPS)?;
+                w.open_table(REFS)?;
+                w.open_table(FREE)?;
+            }
+            w.commit()?;
+            Ok(())
+        }
     }
 }
 

@@ -6,6 +6,9 @@
 //! Every test binary includes this module and uses a different part of it.
 #![allow(dead_code)]
 
+/// Real FUSE, loop and kernel mounts: capability check, cleanup guard, I/O helpers.
+pub mod mount;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
