@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # System packages the tests use; installed when missing (needs root, as in CI).
-packages=()
+packages=(fuse3 fio e2fsprogs xfsprogs)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
