@@ -115,7 +115,20 @@ impl Client {
 
     pub fn call(&self, req: &Request) -> Result<serde_json::Value, VolumeError> {
         let io = |e: std::io::Error| VolumeError::io("cannot talk to the daemon at", &self.path, e);
-        let mut s = UnixStream::connect(&self.path).map_err(io)?;
+        let mut s = UnixStream::connect(&self.path).map_err(|e| match e.kind() {
+            // The daemon stopped between our ping and this call: the caller may retry
+            // (and start a new one).
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                VolumeError::Remote {
+                    kind: ErrorKind::Busy,
+                    message: format!(
+                        "the region daemon at {} stopped: retry",
+                        self.path.display()
+                    ),
+                }
+            }
+            _ => io(e),
+        })?;
         // Attach may mount and mkfs may be slow; never hang forever on a wedged daemon.
         s.set_read_timeout(Some(Duration::from_secs(120)))
             .map_err(io)?;

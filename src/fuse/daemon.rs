@@ -430,7 +430,16 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
 
     let run = control::run_dir(&region);
     fsio::create_private_dir(&run).map_err(|e| VolumeError::io("cannot create", &run, e))?;
-    let pool = Arc::new(Pool::open(&region)?);
+    // A daemon that is still shutting down may hold the pool for a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pool = loop {
+        match Pool::open(&region) {
+            Err(VolumeError::PoolBusy { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => break Arc::new(other?),
+        }
+    };
     let sock = control::socket_path(&region);
     if control::Client::connect(&region).is_some() {
         return Err(VolumeError::PoolBusy { path: sock });
