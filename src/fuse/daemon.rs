@@ -27,9 +27,11 @@ use crate::kms::region::RegionDir;
 use crate::volume::error::Result;
 use crate::volume::{OpenVolume, Pool, VolumeError, VolumeHeader, VolumeId, keys};
 
-/// Worker threads per FUSE mount: one is 25-30% slower, more than two is noise
-/// (PERFORMANCE.md); four covers requests blocked on disk.
-const FUSE_THREADS: usize = 4;
+/// Worker threads per FUSE mount. Reads block in pread on the pool file, so the number
+/// of threads bounds the reads in flight: through loop+ext4, random 4 KiB reads at queue
+/// depth 16 went from 57 MB/s (2 threads) and 189 (4) to 279 (16); writes are within
+/// noise. `CRYPTVOL_FUSE_THREADS` overrides it for tuning.
+const FUSE_THREADS: usize = 16;
 /// How often dirty metadata is committed without an fsync (bounds work lost in a crash).
 const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 /// A daemon with nothing attached exits after this long without a request.
