@@ -114,7 +114,7 @@ done
 
 ratio() { python3 -c "a,b=$1,$2; print(f'{a/b:.2f}x' if b else '-')"; }
 echo
-echo "Machine: $(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r); fio $(fio --version | sed 's/fio-//'), gocryptfs $(gocryptfs -version 2>/dev/null | head -1 | awk '{print $2}'); $RUNS runs x ${RUNTIME}s, file $SIZE, O_DIRECT, median MB/s"
+echo "Machine: $(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r); fio $(fio --version | sed 's/fio-//'), gocryptfs $(gocryptfs -version 2>/dev/null | head -1 | awk '{print $2}' | tr -d ';'); $RUNS runs x ${RUNTIME}s, file $SIZE, O_DIRECT, median MB/s"
 echo
 printf '| job |'; for t in $TARGETS; do printf ' %s |' "$t"; done; echo ' mount / gocryptfs | attach / gocryptfs |'
 printf '|---|'; for _ in $TARGETS; do printf -- '--:|'; done; echo '--:|--:|'

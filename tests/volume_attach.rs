@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::mount::*;
+use common::str_field;
 use serde_json::Value;
 
 /// The single entry `status` lists for `vol`, checked against `dir` and `size`.
@@ -908,5 +909,113 @@ fn fio_crc32c_verify_sequential_1m_on_the_raw_file() {
         193 * MIB,
         "192 MiB from 4100 KiB touch 193 chunks"
     );
+    v.detach(&dir);
+}
+
+// ---- envelope encryption: block I/O never calls the KMS ---------------------------------------
+
+/// Once attached, a volume's blocks are encrypted locally: disabling its CMK does not stop
+/// the attached volume (no KMS call per block), but refuses the next attach (the one
+/// Decrypt per attach), with the AWS error name; re-enabling makes it attachable again.
+#[test]
+fn an_attached_volume_needs_no_kms_and_a_disabled_key_refuses_the_next_attach() {
+    if !require_mount_support(&[Need::Fuse]) {
+        return;
+    }
+    let v = VolEnv::new();
+    let key = str_field(
+        &v.json(&["kms", "create-key", "--description", "volume key"])["KeyMetadata"],
+        "KeyId",
+    );
+    let vol = v.create(&["--size", "64M", "--kms-key", &key]);
+    assert_eq!(
+        str_field(&v.describe_vol(&vol), "KmsKeyId")
+            .rsplit('/')
+            .next(),
+        Some(key.as_str())
+    );
+    let dir = v.dir("m");
+    let path = v.attach(&vol, &dir, &[]);
+    let f = open_rw(&path);
+    let data = urandom(3 * 4096 + 5);
+    f.write_all_at(&data, 12_345).unwrap();
+    f.sync_all().unwrap();
+
+    v.ok(&["kms", "disable-key", "--key-id", &key]);
+    // Still readable and writable: no KMS call on the block path.
+    assert_bytes(
+        "after disabling the key",
+        12_345,
+        &pread(&f, 12_345, data.len()),
+        &data,
+    );
+    let more = urandom(70_000);
+    f.write_all_at(&more, 5 << 20).unwrap();
+    f.sync_all().unwrap();
+    assert_bytes(
+        "written after disabling",
+        5 << 20,
+        &pread(&f, 5 << 20, more.len()),
+        &more,
+    );
+    drop(f);
+    v.detach(&dir);
+
+    let out = v.attach_run(&vol, &dir, &[]);
+    assert_eq!(out.code, 4, "attach with a disabled key: {}", out.stderr);
+    assert!(out.stderr.contains("DisabledException"), "{}", out.stderr);
+    assert_not_attached(&v, &dir);
+
+    v.ok(&["kms", "enable-key", "--key-id", &key]);
+    let path = v.attach(&vol, &dir, &[]);
+    let f = open_rw(&path);
+    assert_bytes(
+        "after re-enabling",
+        12_345,
+        &pread(&f, 12_345, data.len()),
+        &data,
+    );
+    assert_bytes(
+        "after re-enabling",
+        5 << 20,
+        &pread(&f, 5 << 20, more.len()),
+        &more,
+    );
+    drop(f);
+    v.detach(&dir);
+}
+
+/// SIGTERM to the daemon flushes and unmounts: data written without fsync is kept, and no
+/// mount is left behind.
+#[test]
+fn sigterm_flushes_and_unmounts_cleanly() {
+    if !require_mount_support(&[Need::Fuse]) {
+        return;
+    }
+    let v = VolEnv::new();
+    let vol = v.create(&["--size", "32M"]);
+    let dir = v.dir("m");
+    let path = v.attach(&vol, &dir, &[]);
+    let data = urandom(2 * 1024 * 1024 + 333);
+    {
+        let f = open_rw(&path);
+        f.write_all_at(&data, 4099).unwrap();
+        // No fsync: the daemon's shutdown must commit it.
+    }
+    let pid = v.daemon_pid().expect("a daemon serves the attachment");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(
+        v.wait_no_daemon(Duration::from_secs(10)),
+        "the daemon exits on SIGTERM"
+    );
+    assert!(!is_mount_point(&dir), "no mount left at {}", dir.display());
+    let path = v.attach(&vol, &dir, &[]);
+    let f = open_rw(&path);
+    assert_bytes("after SIGTERM", 4099, &pread(&f, 4099, data.len()), &data);
+    drop(f);
     v.detach(&dir);
 }
