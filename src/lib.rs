@@ -12,4 +12,5 @@ pub mod crypto;
 pub mod fsio;
 pub mod fuse;
 pub mod kms;
+pub mod snapshot;
 pub mod volume;

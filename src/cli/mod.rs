@@ -10,6 +10,7 @@ mod init_cmd;
 mod inspect_cmd;
 mod kms_cmd;
 pub mod output;
+mod snapshot_cmd;
 mod volume_cmd;
 
 use std::path::PathBuf;
@@ -70,6 +71,9 @@ pub enum Command {
     /// Encrypted volumes: create, list, describe, resize, delete
     #[command(subcommand)]
     Volume(volume_cmd::VolumeCommand),
+    /// Snapshots: instant, incremental, encrypted; restore with `volume create --from-snapshot`
+    #[command(subcommand)]
+    Snapshot(snapshot_cmd::SnapshotCommand),
     /// Expose a volume as the file DIR/volume (FUSE)
     Attach(attach_cmd::AttachArgs),
     /// Undo `attach`: flush and unmount DIR
@@ -144,6 +148,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Kms(cmd) => kms_cmd::run(&cfg, cmd),
         Command::Inspect(cmd) => inspect_cmd::run(&cfg, cmd),
         Command::Volume(cmd) => volume_cmd::run(&cfg, cmd),
+        Command::Snapshot(cmd) => snapshot_cmd::run(&cfg, cmd),
         Command::Attach(a) => attach_cmd::attach(&cfg, a),
         Command::Detach { dir } => attach_cmd::detach(&cfg, &dir),
         Command::Mount(m) => attach_cmd::mount(&cfg, m),

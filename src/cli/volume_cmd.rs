@@ -22,9 +22,12 @@ use crate::volume::{KeySource, VolumeError, VolumeHeader};
 pub enum VolumeCommand {
     /// Create an encrypted volume (thin: it takes pool space only as it is written)
     Create {
-        /// Size, e.g. 10G, 512M, 1T
-        #[arg(long)]
-        size: String,
+        /// Size, e.g. 10G, 512M, 1T [default with --from-snapshot: the snapshot's]
+        #[arg(long, required_unless_present = "from_snapshot")]
+        size: Option<String>,
+        /// Restore: a new copy-on-write volume with the snapshot's data, instantly
+        #[arg(long, value_name = "SNAP", conflicts_with_all = ["customer_key_file", "chunk_size"])]
+        from_snapshot: Option<String>,
         /// A name to use instead of the vol- id
         #[arg(long)]
         name: Option<String>,
@@ -34,9 +37,9 @@ pub enum VolumeCommand {
         /// A 32- or 64-byte key of your own instead of the KMS; needed at every attach
         #[arg(long, value_name = "FILE")]
         customer_key_file: Option<PathBuf>,
-        /// Allocation unit of the thin pool, a power of two from 64K to 64M
-        #[arg(long, default_value = "1M")]
-        chunk_size: String,
+        /// Allocation unit of the thin pool, a power of two from 64K to 64M [default: 1M]
+        #[arg(long)]
+        chunk_size: Option<String>,
     },
     /// List the region's volumes
     List,
@@ -155,12 +158,35 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
     region.config()?;
     match cmd {
         VolumeCommand::Create {
+            from_snapshot: Some(snap),
+            size,
+            name,
+            kms_key,
+            ..
+        } => {
+            if kms_key.is_some() {
+                return Err(CliError::bad(
+                    "--kms-key",
+                    "restoring under another key (rekey) is not available yet; restore without --kms-key",
+                ));
+            }
+            let access = PoolAccess::open(&region)?;
+            let rec = access.get_snapshot(&snap, cfg.region.as_str())?;
+            let size = size.as_deref().map(parse_size).transpose()?;
+            let h = rec.restored_header(name.as_deref().unwrap_or(""), size, cfg.clock.now())?;
+            access.restore_volume(&rec, &h)?;
+            cfg.print(&info(&access, &h)?, "Volume")
+        }
+        VolumeCommand::Create {
             size,
             name,
             kms_key,
             customer_key_file,
             chunk_size,
+            ..
         } => {
+            let size = size.expect("clap requires --size without --from-snapshot");
+            let chunk_size = chunk_size.unwrap_or_else(|| "1M".into());
             let key = match &customer_key_file {
                 Some(f) => KeyChoice::Customer(customer_key(f)?),
                 None => KeyChoice::Kms(KeyRef::parse(

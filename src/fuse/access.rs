@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use super::control::{Client, Request};
 use crate::kms::b64;
 use crate::kms::region::RegionDir;
+use crate::snapshot::SnapshotRecord;
 use crate::volume::error::Result;
+use crate::volume::ids::SlotNo;
 use crate::volume::{Pool, VolumeError, VolumeHeader, VolumeId};
 
 pub enum PoolAccess {
@@ -139,4 +141,105 @@ impl PoolAccess {
             }
         }
     }
+
+    // ---- snapshots --------------------------------------------------------------------
+
+    pub fn create_snapshot(&self, vol: &VolumeHeader, rec: &SnapshotRecord) -> Result<()> {
+        match self {
+            PoolAccess::Local(p) => p.create_snapshot(vol, rec.id.as_str(), &rec.encode()),
+            PoolAccess::Daemon(c) => c
+                .call(&Request::CreateSnapshot {
+                    volume: vol.id.clone(),
+                    record: b64::encode(&rec.encode()),
+                })
+                .map(|_| ()),
+        }
+    }
+
+    pub fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>> {
+        let raw: Vec<Vec<u8>> = match self {
+            PoolAccess::Local(p) => p.list_snapshots()?,
+            PoolAccess::Daemon(c) => c
+                .call(&Request::ListSnapshots)?
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| bytes_from(&v))
+                .collect::<Result<_>>()?,
+        };
+        raw.iter().map(|b| SnapshotRecord::decode(b)).collect()
+    }
+
+    pub fn get_snapshot(&self, id: &str, region: &str) -> Result<SnapshotRecord> {
+        let raw = match self {
+            PoolAccess::Local(p) => p.get_snapshot(id)?,
+            PoolAccess::Daemon(c) => {
+                let v = c.call(&Request::GetSnapshot {
+                    snapshot: id.to_string(),
+                })?;
+                if v.is_null() {
+                    None
+                } else {
+                    Some(bytes_from(&v)?)
+                }
+            }
+        };
+        let raw = raw.ok_or_else(|| VolumeError::NotFound {
+            name: format!("snapshot {id}"),
+            region: region.to_string(),
+        })?;
+        SnapshotRecord::decode(&raw)
+    }
+
+    pub fn delete_snapshot(&self, rec: &SnapshotRecord) -> Result<()> {
+        match self {
+            PoolAccess::Local(p) => p.delete_snapshot(rec.id.as_str(), rec.volume.chunk_shift),
+            PoolAccess::Daemon(c) => c
+                .call(&Request::DeleteSnapshot {
+                    snapshot: rec.id.to_string(),
+                })
+                .map(|_| ()),
+        }
+    }
+
+    pub fn restore_volume(&self, rec: &SnapshotRecord, h: &VolumeHeader) -> Result<()> {
+        match self {
+            PoolAccess::Local(p) => p.restore_volume(rec.id.as_str(), h),
+            PoolAccess::Daemon(c) => c
+                .call(&Request::RestoreVolume {
+                    snapshot: rec.id.to_string(),
+                    header: b64::encode(&h.encode()),
+                })
+                .map(|_| ()),
+        }
+    }
+
+    pub fn load_map(&self, owner: &str) -> Result<Vec<(u64, SlotNo)>> {
+        match self {
+            PoolAccess::Local(p) => p.load_map(owner),
+            PoolAccess::Daemon(c) => {
+                let v = c.call(&Request::LoadMap {
+                    owner: owner.to_string(),
+                })?;
+                let rows: Vec<(u64, u64)> =
+                    serde_json::from_value(v).map_err(|e| VolumeError::Corrupt {
+                        what: "daemon response".into(),
+                        detail: e.to_string(),
+                    })?;
+                Ok(rows.into_iter().map(|(c, s)| (c, SlotNo(s))).collect())
+            }
+        }
+    }
+}
+
+fn bytes_from(v: &serde_json::Value) -> Result<Vec<u8>> {
+    let s = v.as_str().ok_or_else(|| VolumeError::Corrupt {
+        what: "daemon response".into(),
+        detail: "expected base64".into(),
+    })?;
+    b64::decode(s).map_err(|e| VolumeError::Corrupt {
+        what: "daemon response".into(),
+        detail: e.to_string(),
+    })
 }

@@ -56,6 +56,26 @@ pub enum Request {
     DeleteVolume {
         volume: VolumeId,
     },
+    /// `record`: base64 of the snapshot record (docs/formats.md).
+    CreateSnapshot {
+        volume: VolumeId,
+        record: String,
+    },
+    ListSnapshots,
+    GetSnapshot {
+        snapshot: String,
+    },
+    DeleteSnapshot {
+        snapshot: String,
+    },
+    RestoreVolume {
+        snapshot: String,
+        header: String,
+    },
+    /// The committed map of a volume or snapshot: `[[chunk, slot], ...]`.
+    LoadMap {
+        owner: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -95,6 +95,10 @@ pub fn is_cryptvol_mount(dir: &Path) -> bool {
     })
 }
 
+fn record_bytes(r: &crate::snapshot::SnapshotRecord) -> Vec<u8> {
+    r.encode()
+}
+
 /// Unmounts a FUSE mount point: directly as root, through fusermount3 otherwise. A busy
 /// mount is an error unless `lazy` (then it disappears now and dies when unused).
 pub fn unmount(dir: &Path, lazy: bool) -> Result<()> {
@@ -282,6 +286,10 @@ impl Daemon {
             .map(|a| a.vol.clone())
     }
 
+    fn decode_b64(b64: &str) -> Result<Vec<u8>> {
+        crate::kms::b64::decode(b64).map_err(|e| VolumeError::invalid("request", e.to_string()))
+    }
+
     fn decode_header(b64: &str) -> Result<VolumeHeader> {
         let bytes = crate::kms::b64::decode(b64)
             .map_err(|e| VolumeError::invalid("header", e.to_string()))?;
@@ -340,6 +348,58 @@ impl Daemon {
                     self.pool.update_volume(&h)
                 }))
             }
+            Request::CreateSnapshot { volume, record } => Response::from_result((|| {
+                let rec = crate::snapshot::SnapshotRecord::decode(&Self::decode_b64(&record)?)?;
+                let h = self
+                    .pool
+                    .get_volume(&volume)?
+                    .ok_or_else(|| VolumeError::NotFound {
+                        name: volume.to_string(),
+                        region: self.region.region.to_string(),
+                    })?;
+                match self.open_volume(&volume) {
+                    Some(v) => {
+                        // No I/O in flight: the snapshot is exactly what was acknowledged.
+                        let _quiet = v.quiesce();
+                        self.pool
+                            .create_snapshot(&h, rec.id.as_str(), &record_bytes(&rec))?;
+                        v.mark_all_shared();
+                        Ok(())
+                    }
+                    None => self
+                        .pool
+                        .create_snapshot(&h, rec.id.as_str(), &record_bytes(&rec)),
+                }
+            })()),
+            Request::ListSnapshots => Response::from_result(self.pool.list_snapshots().map(|v| {
+                v.iter()
+                    .map(|b| crate::kms::b64::encode(b))
+                    .collect::<Vec<_>>()
+            })),
+            Request::GetSnapshot { snapshot } => Response::from_result(
+                self.pool
+                    .get_snapshot(&snapshot)
+                    .map(|o| o.map(|b| crate::kms::b64::encode(&b))),
+            ),
+            Request::DeleteSnapshot { snapshot } => Response::from_result((|| {
+                let rec =
+                    self.pool
+                        .get_snapshot(&snapshot)?
+                        .ok_or_else(|| VolumeError::NotFound {
+                            name: snapshot.clone(),
+                            region: self.region.region.to_string(),
+                        })?;
+                let rec = crate::snapshot::SnapshotRecord::decode(&rec)?;
+                self.pool.delete_snapshot(&snapshot, rec.volume.chunk_shift)
+            })()),
+            Request::RestoreVolume { snapshot, header } => Response::from_result(
+                Self::decode_header(&header).and_then(|h| self.pool.restore_volume(&snapshot, &h)),
+            ),
+            Request::LoadMap { owner } => Response::from_result(
+                self.pool
+                    .load_map(&owner)
+                    .map(|m| m.into_iter().map(|(c, s)| (c, s.0)).collect::<Vec<_>>()),
+            ),
             Request::DeleteVolume { volume } => Response::from_result((|| {
                 if let Some(v) = self.open_volume(&volume) {
                     let at = self

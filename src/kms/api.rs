@@ -170,4 +170,5 @@ pub const TIME_FIELDS: &[&str] = &[
     "NextRotationDate",
     "LastUpdatedDate",
     "CreateTime",
+    "StartTime",
 ];

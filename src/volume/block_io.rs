@@ -82,7 +82,7 @@ impl OpenVolume {
     pub fn open(pool: Arc<Pool>, header: &VolumeHeader, xts: Xts) -> Result<OpenVolume> {
         let shift = header.chunk_shift;
         let mut map = HashMap::new();
-        for (chunk, slot) in pool.load_map(&header.id)? {
+        for (chunk, slot) in pool.load_map(header.id.as_str())? {
             let shared = pool.refcount(shift, slot)? > 1;
             map.insert(chunk, Entry { slot, shared });
         }
@@ -114,6 +114,15 @@ impl OpenVolume {
     /// Bytes of pool space this volume's map points at.
     pub fn allocated_bytes(&self) -> u64 {
         self.map.read().unwrap_or_else(|p| p.into_inner()).len() as u64 * self.chunk_size()
+    }
+
+    /// Holds every chunk's lock: while the guards live no read, write or discard is in
+    /// flight, so a snapshot sees exactly the writes acknowledged before it.
+    pub fn quiesce(&self) -> Vec<std::sync::RwLockWriteGuard<'_, ()>> {
+        self.stripes
+            .iter()
+            .map(|s| s.write().unwrap_or_else(|p| p.into_inner()))
+            .collect()
     }
 
     /// Marks every chunk shared (after a snapshot took references to them).
@@ -533,7 +542,7 @@ mod tests {
             b.iter().all(|&x| x == 0),
             "the uncommitted chunk is not mapped"
         );
-        assert_eq!(pool.load_map(&h.id).unwrap().len(), 1);
+        assert_eq!(pool.load_map(h.id.as_str()).unwrap().len(), 1);
     }
 
     #[test]
@@ -545,7 +554,7 @@ mod tests {
         let old = vec![0x33u8; 1 << 20];
         v.write(0, &old).unwrap();
         v.flush().unwrap();
-        let before = pool.load_map(&h.id).unwrap();
+        let before = pool.load_map(h.id.as_str()).unwrap();
         // What a snapshot does: one more reference to every slot.
         for (_, slot) in &before {
             pool.record_ref(20, *slot, 1);
@@ -554,7 +563,7 @@ mod tests {
         v.mark_all_shared();
         v.write(4096, &[0x44u8; 100]).unwrap();
         v.flush().unwrap();
-        let after = pool.load_map(&h.id).unwrap();
+        let after = pool.load_map(h.id.as_str()).unwrap();
         assert_ne!(before[0].1, after[0].1, "the write went to a new slot");
         // The old slot still holds the old ciphertext, and still decrypts to the old data.
         let df = pool.data_file(20).unwrap();
@@ -581,7 +590,7 @@ mod tests {
         let (pool, v) = open(&r, &h);
         v.write(0, &[7u8; 4096]).unwrap();
         v.flush().unwrap();
-        let first = pool.load_map(&h.id).unwrap()[0].1;
+        let first = pool.load_map(h.id.as_str()).unwrap()[0].1;
         v.discard(0, 1 << 20).unwrap();
         // Not committed yet: a new chunk must not get the slot that was just freed.
         v.write(1 << 20, &[8u8; 4096]).unwrap();

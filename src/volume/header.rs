@@ -41,6 +41,23 @@ pub struct VolumeHeader {
     pub key: KeySource,
 }
 
+/// A volume name: up to 128 characters, no `/` or newline, not an id lookalike.
+pub fn check_name(name: &str) -> Result<()> {
+    if name.len() > 128
+        || name.starts_with("vol-")
+        || name.starts_with("snap-")
+        || name.contains(['/', '\n'])
+    {
+        return Err(VolumeError::invalid(
+            "name",
+            format!(
+                "'{name}': at most 128 characters, no '/', and not starting with vol- or snap-"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl VolumeHeader {
     pub fn chunk_size(&self) -> u64 {
         1 << self.chunk_shift

@@ -8,13 +8,6 @@ use super::error::VolumeError;
 /// 4096 bytes: one XTS data unit, the FUSE file's block size, the loop device's sector.
 pub const BLOCK_SIZE: u64 = 4096;
 
-/// `vol-` or `snap-` followed by 17 lowercase hex digits, as EBS.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(try_from = "String", into = "String")]
-pub struct VolumeId(String);
-
 fn is_id(s: &str, prefix: &str) -> bool {
     s.strip_prefix(prefix).is_some_and(|h| {
         h.len() == 17
@@ -29,43 +22,62 @@ fn random_hex17() -> String {
     hex[..17].to_string()
 }
 
-impl VolumeId {
-    pub const PREFIX: &'static str = "vol-";
+/// An EBS-style id: a prefix followed by 17 lowercase hex digits.
+macro_rules! prefixed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
 
-    pub fn random() -> Self {
-        VolumeId(format!("{}{}", Self::PREFIX, random_hex17()))
-    }
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
 
-    pub fn parse(s: &str) -> Option<Self> {
-        is_id(s, Self::PREFIX).then(|| VolumeId(s.to_string()))
-    }
+            pub fn random() -> Self {
+                $name(format!("{}{}", Self::PREFIX, random_hex17()))
+            }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+            pub fn parse(s: &str) -> Option<Self> {
+                is_id(s, Self::PREFIX).then(|| $name(s.to_string()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = VolumeError;
+            fn try_from(s: String) -> Result<Self, VolumeError> {
+                $name::parse(&s).ok_or(VolumeError::InvalidArgument {
+                    what: $what.into(),
+                    message: format!("'{s}' is not {} followed by 17 hex digits", $prefix),
+                })
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
 
-impl TryFrom<String> for VolumeId {
-    type Error = VolumeError;
-    fn try_from(s: String) -> Result<Self, VolumeError> {
-        VolumeId::parse(&s).ok_or(VolumeError::InvalidArgument {
-            what: "volume id".into(),
-            message: format!("'{s}' is not vol- followed by 17 hex digits"),
-        })
-    }
-}
-
-impl From<VolumeId> for String {
-    fn from(v: VolumeId) -> String {
-        v.0
-    }
-}
-
-impl fmt::Display for VolumeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+prefixed_id!(
+    /// `vol-` followed by 17 hex digits, as EBS.
+    VolumeId, "vol-", "volume id"
+);
+prefixed_id!(
+    /// `snap-` followed by 17 hex digits, as EBS.
+    SnapshotId, "snap-", "snapshot id"
+);
 
 /// Block number within a volume: byte offset / 4096. It is also the XTS tweak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -120,6 +132,14 @@ pub fn format_size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshot_ids() {
+        let s = SnapshotId::random();
+        assert_eq!(s.as_str().len(), 22);
+        assert!(SnapshotId::parse(s.as_str()).is_some());
+        assert!(SnapshotId::parse("vol-0123456789abcdef0").is_none());
+    }
 
     #[test]
     fn ids() {

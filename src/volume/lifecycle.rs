@@ -48,15 +48,7 @@ pub fn new_header(
             "use a power of two from 64K to 64M (default 1M)",
         ));
     }
-    if spec.name.len() > 128 || spec.name.starts_with("vol-") || spec.name.contains(['/', '\n']) {
-        return Err(VolumeError::invalid(
-            "name",
-            format!(
-                "'{}': at most 128 characters, no '/', and not starting with vol-",
-                spec.name
-            ),
-        ));
-    }
+    super::header::check_name(&spec.name)?;
     let id = VolumeId::random();
     let key = match spec.key {
         KeyChoice::Kms(r) => {

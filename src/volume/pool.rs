@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::error::{Result, VolumeError};
 use super::header::VolumeHeader;
@@ -32,6 +32,8 @@ const MAPS: TableDefinition<(&str, u64), u64> = TableDefinition::new("maps");
 const REFS: TableDefinition<(u8, u64), u32> = TableDefinition::new("refcounts");
 const FREE: TableDefinition<(u8, u64), ()> = TableDefinition::new("free");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Snapshot id → snapshot record (its format belongs to the snapshot layer).
+const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 
 const META_FORMAT: &str = "format";
 pub const POOL_FORMAT_V1: u64 = 1;
@@ -502,12 +504,12 @@ impl Pool {
         Ok(())
     }
 
-    /// The committed map of a volume: chunk → slot.
-    pub fn load_map(&self, id: &VolumeId) -> Result<Vec<(u64, SlotNo)>> {
+    /// The committed map of a volume or snapshot: chunk → slot.
+    pub fn load_map(&self, owner: &str) -> Result<Vec<(u64, SlotNo)>> {
         let r = self.db()?.begin_read()?;
         let t = r.open_table(MAPS)?;
         let mut out = vec![];
-        for item in t.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))? {
+        for item in t.range((owner, 0)..=(owner, u64::MAX))? {
             let (k, v) = item?;
             out.push((k.value().1, SlotNo(v.value())));
         }
@@ -517,38 +519,148 @@ impl Pool {
     /// Deletes a volume and drops its references; slots nothing else uses are freed.
     pub fn delete_volume(&self, h: &VolumeHeader) -> Result<()> {
         self.commit()?;
-        let _c = lock(&self.commit_lock);
-        let map = self.load_map(&h.id)?;
+        let c = lock(&self.commit_lock);
         let w = self.db()?.begin_write()?;
-        let mut freed = vec![];
-        {
-            let mut maps = w.open_table(MAPS)?;
-            let mut refs = w.open_table(REFS)?;
-            let mut free = w.open_table(FREE)?;
-            for (chunk, slot) in &map {
-                maps.remove((h.id.as_str(), *chunk))?;
-                let k = (h.chunk_shift, slot.0);
-                let old = refs.get(k)?.map(|v| v.value()).unwrap_or(0);
-                if old <= 1 {
-                    refs.remove(k)?;
-                    free.insert(k, ())?;
-                    freed.push(k);
-                } else {
-                    refs.insert(k, old - 1)?;
-                }
-            }
-            w.open_table(VOLUMES)?.remove(h.id.as_str())?;
-        }
+        let freed = drop_map(&w, h.id.as_str(), h.chunk_shift)?;
+        w.open_table(VOLUMES)?.remove(h.id.as_str())?;
         w.commit()?;
-        drop(_c);
+        drop(c);
         self.release_freed(freed);
         Ok(())
     }
 
+    /// Takes a snapshot: `record` is stored under `snap_id`, and the snapshot's map is the
+    /// volume's committed map, sharing every slot (one more reference each). Pending
+    /// writes are committed first, so the snapshot holds everything acknowledged before
+    /// it. The caller keeps writers out for the duration (see `OpenVolume::quiesce`).
+    pub fn create_snapshot(&self, vol: &VolumeHeader, snap_id: &str, record: &[u8]) -> Result<()> {
+        self.commit()?;
+        let _c = lock(&self.commit_lock);
+        let w = self.db()?.begin_write()?;
+        {
+            let mut snaps = w.open_table(SNAPSHOTS)?;
+            if snaps.get(snap_id)?.is_some() {
+                return Err(VolumeError::invalid(
+                    "snapshot id",
+                    format!("{snap_id} exists"),
+                ));
+            }
+            snaps.insert(snap_id, record)?;
+        }
+        clone_map(&w, vol.id.as_str(), snap_id, vol.chunk_shift)?;
+        w.commit()?;
+        Ok(())
+    }
+
+    /// Deletes a snapshot; slots no volume or other snapshot uses are freed.
+    pub fn delete_snapshot(&self, snap_id: &str, chunk_shift: u8) -> Result<()> {
+        self.commit()?;
+        let c = lock(&self.commit_lock);
+        let w = self.db()?.begin_write()?;
+        let freed = drop_map(&w, snap_id, chunk_shift)?;
+        w.open_table(SNAPSHOTS)?.remove(snap_id)?;
+        w.commit()?;
+        drop(c);
+        self.release_freed(freed);
+        Ok(())
+    }
+
+    /// A new volume sharing every slot of a snapshot (copy-on-write restore).
+    pub fn restore_volume(&self, snap_id: &str, h: &VolumeHeader) -> Result<()> {
+        let _c = lock(&self.commit_lock);
+        if !h.name.is_empty()
+            && let Some(other) = self.list_volumes()?.into_iter().find(|o| o.name == h.name)
+        {
+            return Err(VolumeError::NameTaken {
+                name: h.name.clone(),
+                id: other.id.to_string(),
+            });
+        }
+        let w = self.db()?.begin_write()?;
+        {
+            let mut t = w.open_table(VOLUMES)?;
+            if t.get(h.id.as_str())?.is_some() {
+                return Err(VolumeError::invalid(
+                    "volume id",
+                    format!("{} exists", h.id),
+                ));
+            }
+            t.insert(h.id.as_str(), h.encode().as_slice())?;
+        }
+        clone_map(&w, snap_id, h.id.as_str(), h.chunk_shift)?;
+        w.commit()?;
+        Ok(())
+    }
+
+    pub fn list_snapshots(&self) -> Result<Vec<Vec<u8>>> {
+        let r = self.db()?.begin_read()?;
+        let t = match r.open_table(SNAPSHOTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = vec![];
+        for item in t.iter()? {
+            out.push(item?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    pub fn get_snapshot(&self, snap_id: &str) -> Result<Option<Vec<u8>>> {
+        let r = self.db()?.begin_read()?;
+        let t = match r.open_table(SNAPSHOTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(t.get(snap_id)?.map(|v| v.value().to_vec()))
+    }
+
     /// Bytes of pool data referenced by a volume's committed map.
     pub fn allocated_bytes(&self, h: &VolumeHeader) -> Result<u64> {
-        Ok(self.load_map(&h.id)?.len() as u64 * h.chunk_size())
+        Ok(self.load_map(h.id.as_str())?.len() as u64 * h.chunk_size())
     }
+}
+
+/// Gives `to` the same map as `from`, one more reference per slot.
+fn clone_map(w: &WriteTransaction, from: &str, to: &str, shift: u8) -> Result<()> {
+    let mut maps = w.open_table(MAPS)?;
+    let mut refs = w.open_table(REFS)?;
+    let rows: Vec<(u64, u64)> = maps
+        .range((from, 0)..=(from, u64::MAX))?
+        .map(|item| item.map(|(k, v)| (k.value().1, v.value())))
+        .collect::<std::result::Result<_, _>>()?;
+    for (chunk, slot) in rows {
+        maps.insert((to, chunk), slot)?;
+        let old = refs.get((shift, slot))?.map(|v| v.value()).unwrap_or(0);
+        refs.insert((shift, slot), old + 1)?;
+    }
+    Ok(())
+}
+
+/// Removes `owner`'s map, one reference less per slot; returns the slots freed.
+fn drop_map(w: &WriteTransaction, owner: &str, shift: u8) -> Result<Vec<(u8, u64)>> {
+    let mut maps = w.open_table(MAPS)?;
+    let mut refs = w.open_table(REFS)?;
+    let mut free = w.open_table(FREE)?;
+    let rows: Vec<(u64, u64)> = maps
+        .range((owner, 0)..=(owner, u64::MAX))?
+        .map(|item| item.map(|(k, v)| (k.value().1, v.value())))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut freed = vec![];
+    for (chunk, slot) in rows {
+        maps.remove((owner, chunk))?;
+        let k = (shift, slot);
+        let old = refs.get(k)?.map(|v| v.value()).unwrap_or(0);
+        if old <= 1 {
+            refs.remove(k)?;
+            free.insert(k, ())?;
+            freed.push(k);
+        } else {
+            refs.insert(k, old - 1)?;
+        }
+    }
+    Ok(freed)
 }
 
 fn open_db(path: &Path) -> Result<Database> {
@@ -589,6 +701,7 @@ fn init_tables(db: &Database, path: &Path) -> Result<()> {
                 w.open_table(MAPS)?;
                 w.open_table(REFS)?;
                 w.open_table(FREE)?;
+                w.open_table(SNAPSHOTS)?;
             }
             w.commit()?;
             Ok(())

@@ -1,0 +1,178 @@
+//! `cryptvol snapshot ...`: create, list, describe and delete snapshots. Restore is
+//! `volume create --from-snapshot`.
+
+use clap::Subcommand;
+use serde::Serialize;
+
+use super::Config;
+use super::exit::CliError;
+use crate::fuse::access::PoolAccess;
+use crate::fuse::mount;
+use crate::snapshot::{self, SnapshotRecord, SnapshotUsage};
+use crate::volume::ids::format_size;
+use crate::volume::{KeySource, VolumeError};
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take an instant, crash-consistent snapshot of a volume (filesystem-consistent when
+    /// it is mounted with `cryptvol mount`: the filesystem is frozen around it)
+    Create {
+        /// Volume id or name
+        volume: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List snapshots, oldest first
+    List {
+        /// Only snapshots of this volume (id or name)
+        #[arg(long)]
+        volume: Option<String>,
+    },
+    /// Source, time, size, key, and bytes shared with the previous snapshot or unique to it
+    Describe { snapshot: String },
+    /// Delete a snapshot; frees only the pool space nothing else uses
+    Delete { snapshot: String },
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SnapshotInfo {
+    snapshot_id: String,
+    volume_id: String,
+    volume_name: String,
+    description: String,
+    start_time: i64,
+    volume_size: u64,
+    size: String,
+    encrypted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kms_key_id: Option<String>,
+    state: &'static str,
+    #[serde(flatten)]
+    usage: SnapshotUsage,
+}
+
+/// Snapshots of one volume, oldest first.
+fn of_volume(all: &[SnapshotRecord], volume: &str) -> Vec<SnapshotRecord> {
+    let mut v: Vec<SnapshotRecord> = all
+        .iter()
+        .filter(|r| r.volume.id.as_str() == volume)
+        .cloned()
+        .collect();
+    v.sort_by_key(|r| (r.created, r.id.clone()));
+    v
+}
+
+fn info(
+    access: &PoolAccess,
+    all: &[SnapshotRecord],
+    r: &SnapshotRecord,
+) -> Result<SnapshotInfo, CliError> {
+    let siblings = of_volume(all, r.volume.id.as_str());
+    let prev = siblings
+        .iter()
+        .take_while(|s| s.id != r.id)
+        .last()
+        .map(|p| access.load_map(p.id.as_str()))
+        .transpose()?;
+    let map = access.load_map(r.id.as_str())?;
+    Ok(SnapshotInfo {
+        snapshot_id: r.id.to_string(),
+        volume_id: r.volume.id.to_string(),
+        volume_name: r.volume.name.clone(),
+        description: r.description.clone(),
+        start_time: r.created,
+        volume_size: r.volume.size,
+        size: format_size(r.volume.size),
+        encrypted: true,
+        kms_key_id: match &r.volume.key {
+            KeySource::Kms { key_arn, .. } => Some(key_arn.clone()),
+            KeySource::Customer { .. } => None,
+        },
+        state: "completed",
+        usage: snapshot::usage(&map, prev.as_deref(), r.volume.chunk_size()),
+    })
+}
+
+/// Runs `f` with the filesystem on `dir` frozen (FIFREEZE through fsfreeze(8)), so that
+/// what it captures is filesystem-consistent; always thaws.
+fn with_frozen<T>(
+    dir: &std::path::Path,
+    f: impl FnOnce() -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    let d = dir.to_string_lossy().to_string();
+    let run = |arg: &str| -> Result<(), CliError> {
+        let out = std::process::Command::new("fsfreeze")
+            .args([arg, &d])
+            .output()
+            .map_err(|e| VolumeError::Tool {
+                tool: "fsfreeze".into(),
+                message: format!("cannot run it ({e}); install util-linux"),
+            })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(VolumeError::Tool {
+                tool: format!("fsfreeze {arg} {d}"),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            }
+            .into())
+        }
+    };
+    run("--freeze")?;
+    let r = f();
+    let thawed = run("--unfreeze");
+    let v = r?;
+    thawed?;
+    Ok(v)
+}
+
+pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
+    let region = cfg.region_dir();
+    region.config()?;
+    let access = PoolAccess::open(&region)?;
+    match cmd {
+        SnapshotCommand::Create {
+            volume,
+            description,
+        } => {
+            let h = access.find(&volume, cfg.region.as_str())?;
+            let rec = SnapshotRecord::new(&h, &description, cfg.clock.now())?;
+            let mounted = mount::records(&region)
+                .into_iter()
+                .find(|m| m.volume_id == h.id.as_str() && mount::is_mount_point(&m.dir));
+            match mounted {
+                Some(m) => with_frozen(&m.dir, || Ok(access.create_snapshot(&h, &rec)?))?,
+                None => access.create_snapshot(&h, &rec)?,
+            }
+            let all = access.list_snapshots()?;
+            cfg.print(&info(&access, &all, &rec)?, "Snapshot")
+        }
+        SnapshotCommand::List { volume } => {
+            let mut all = access.list_snapshots()?;
+            all.sort_by_key(|r| (r.created, r.id.clone()));
+            let only = volume
+                .map(|v| access.find(&v, cfg.region.as_str()).map(|h| h.id))
+                .transpose()?;
+            let shown = all
+                .iter()
+                .filter(|r| only.as_ref().is_none_or(|id| &r.volume.id == id))
+                .map(|r| info(&access, &all, r))
+                .collect::<Result<Vec<_>, _>>()?;
+            cfg.print(&serde_json::json!({ "Snapshots": shown }), "Snapshots")
+        }
+        SnapshotCommand::Describe { snapshot } => {
+            let rec = access.get_snapshot(&snapshot, cfg.region.as_str())?;
+            let all = access.list_snapshots()?;
+            cfg.print(&info(&access, &all, &rec)?, "Snapshot")
+        }
+        SnapshotCommand::Delete { snapshot } => {
+            let rec = access.get_snapshot(&snapshot, cfg.region.as_str())?;
+            access.delete_snapshot(&rec)?;
+            cfg.print(
+                &serde_json::json!({ "SnapshotId": rec.id.to_string(), "Deleted": true }),
+                "Snapshot",
+            )
+        }
+    }
+}

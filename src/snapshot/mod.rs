@@ -1,0 +1,229 @@
+//! Snapshots: point-in-time, read-only copies of a volume's map that share its pool slots
+//! (so they are instant and incremental), and restore into new copy-on-write volumes.
+//! The record format is in docs/formats.md, "Snapshot record". The pool does the
+//! sharing (`Pool::create_snapshot`, `restore_volume`, `delete_snapshot`); this layer
+//! decides what a snapshot remembers and what restore makes of it.
+
+use std::collections::HashSet;
+
+use crate::volume::error::{Result, VolumeError};
+use crate::volume::ids::{SlotNo, SnapshotId, VolumeId};
+use crate::volume::{VolumeHeader, header};
+
+pub const MAGIC: [u8; 8] = *b"CVSNAPSH";
+pub const FORMAT_V1: u16 = 1;
+const CHECKSUM_LEN: usize = 32;
+
+/// What a snapshot remembers: its id and description, when it was taken, and the source
+/// volume's header at that moment (size, chunk size, key, lineage), which is all a
+/// restore needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    pub id: SnapshotId,
+    pub description: String,
+    pub created: i64,
+    pub volume: VolumeHeader,
+}
+
+impl SnapshotRecord {
+    pub fn new(volume: &VolumeHeader, description: &str, now: i64) -> Result<SnapshotRecord> {
+        if description.len() > 255 {
+            return Err(VolumeError::invalid(
+                "description",
+                "at most 255 characters, as EBS",
+            ));
+        }
+        Ok(SnapshotRecord {
+            id: SnapshotId::random(),
+            description: description.to_string(),
+            created: now,
+            volume: volume.clone(),
+        })
+    }
+
+    /// `magic ‖ u16 version ‖ i64 created ‖ (u16 len ‖ id) ‖ (u16 len ‖ description) ‖
+    /// (u16 len ‖ volume header) ‖ blake3`, little-endian.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&FORMAT_V1.to_le_bytes());
+        out.extend_from_slice(&self.created.to_le_bytes());
+        for f in [
+            self.id.as_str().as_bytes(),
+            self.description.as_bytes(),
+            &self.volume.encode(),
+        ] {
+            out.extend_from_slice(&(f.len() as u16).to_le_bytes());
+            out.extend_from_slice(f);
+        }
+        let sum = blake3::hash(&out);
+        out.extend_from_slice(sum.as_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<SnapshotRecord> {
+        let bad = |d: &str| VolumeError::Corrupt {
+            what: "snapshot record".into(),
+            detail: d.to_string(),
+        };
+        if bytes.len() < 18 + CHECKSUM_LEN {
+            return Err(bad("too short"));
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+        if blake3::hash(body).as_bytes() != sum {
+            return Err(bad("checksum mismatch"));
+        }
+        if body[..8] != MAGIC {
+            return Err(bad("bad magic"));
+        }
+        let version = u16::from_le_bytes([body[8], body[9]]);
+        if version != FORMAT_V1 {
+            return Err(bad(&format!(
+                "format {version} is unknown: upgrade cryptvol"
+            )));
+        }
+        let created = i64::from_le_bytes(body[10..18].try_into().expect("8"));
+        let mut p = 18;
+        let mut field = || -> Result<&[u8]> {
+            let l = body.get(p..p + 2).ok_or_else(|| bad("truncated"))?;
+            let len = u16::from_le_bytes([l[0], l[1]]) as usize;
+            let f = body
+                .get(p + 2..p + 2 + len)
+                .ok_or_else(|| bad("truncated"))?;
+            p += 2 + len;
+            Ok(f)
+        };
+        let id = std::str::from_utf8(field()?)
+            .ok()
+            .and_then(SnapshotId::parse)
+            .ok_or_else(|| bad("bad snapshot id"))?;
+        let description =
+            String::from_utf8(field()?.to_vec()).map_err(|_| bad("bad description"))?;
+        let volume = VolumeHeader::decode(field()?)?;
+        if p != body.len() {
+            return Err(bad("trailing bytes"));
+        }
+        Ok(SnapshotRecord {
+            id,
+            description,
+            created,
+            volume,
+        })
+    }
+
+    /// The header of a new volume restored from this snapshot: same data key and lineage
+    /// (the slots it shares are encrypted under them), its own id, name and size.
+    pub fn restored_header(&self, name: &str, size: Option<u64>, now: i64) -> Result<VolumeHeader> {
+        let size = size.unwrap_or(self.volume.size);
+        VolumeHeader::validate_size(size)?;
+        if size < self.volume.size {
+            return Err(VolumeError::invalid(
+                "size",
+                format!(
+                    "{size} bytes is smaller than the snapshot ({} bytes)",
+                    self.volume.size
+                ),
+            ));
+        }
+        header::check_name(name)?;
+        Ok(VolumeHeader {
+            id: VolumeId::random(),
+            name: name.to_string(),
+            size,
+            created: now,
+            ..self.volume.clone()
+        })
+    }
+}
+
+/// Space accounting of a snapshot against the one before it (of the same volume).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SnapshotUsage {
+    /// Bytes of written chunks the snapshot holds.
+    pub data_bytes: u64,
+    /// Of those, bytes whose slots the previous snapshot also holds (not stored twice).
+    pub shared_with_previous_bytes: u64,
+    /// Bytes this snapshot added to the pool relative to the previous one: the changed data.
+    pub unique_bytes: u64,
+}
+
+pub fn usage(
+    map: &[(u64, SlotNo)],
+    previous: Option<&[(u64, SlotNo)]>,
+    chunk: u64,
+) -> SnapshotUsage {
+    let prev: HashSet<SlotNo> = previous.unwrap_or(&[]).iter().map(|(_, s)| *s).collect();
+    let shared = map.iter().filter(|(_, s)| prev.contains(s)).count() as u64;
+    SnapshotUsage {
+        data_bytes: map.len() as u64 * chunk,
+        shared_with_previous_bytes: shared * chunk,
+        unique_bytes: (map.len() as u64 - shared) * chunk,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kms::Region;
+    use crate::volume::KeySource;
+
+    fn vol() -> VolumeHeader {
+        VolumeHeader {
+            id: VolumeId::random(),
+            lineage: "vol-0123456789abcdef0".into(),
+            region: Region::parse("local-1").unwrap(),
+            name: "db".into(),
+            size: 1 << 30,
+            chunk_shift: 20,
+            created: 5,
+            key: KeySource::Customer {
+                salt: [1; 16],
+                verifier: [2; 32],
+            },
+        }
+    }
+
+    #[test]
+    fn record_roundtrip_and_every_byte_checked() {
+        let r = SnapshotRecord::new(&vol(), "nightly", 99).unwrap();
+        let b = r.encode();
+        assert_eq!(SnapshotRecord::decode(&b).unwrap(), r);
+        for i in 0..b.len() {
+            let mut t = b.clone();
+            t[i] ^= 4;
+            assert!(SnapshotRecord::decode(&t).is_err(), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn restore_keeps_key_and_lineage_and_refuses_shrinking() {
+        let r = SnapshotRecord::new(&vol(), "", 1).unwrap();
+        let h = r.restored_header("copy", None, 7).unwrap();
+        assert_ne!(h.id, r.volume.id);
+        assert_eq!(h.lineage, r.volume.lineage);
+        assert_eq!(h.key, r.volume.key);
+        assert_eq!(h.name, "copy");
+        assert!(r.restored_header("", Some(1 << 20), 7).is_err());
+        assert_eq!(
+            r.restored_header("", Some(2 << 30), 7).unwrap().size,
+            2 << 30
+        );
+    }
+
+    #[test]
+    fn usage_counts_shared_and_unique_chunks() {
+        let prev = [(0, SlotNo(1)), (1, SlotNo(2)), (2, SlotNo(3))];
+        let now = [
+            (0, SlotNo(1)),
+            (1, SlotNo(9)),
+            (2, SlotNo(3)),
+            (3, SlotNo(10)),
+        ];
+        let u = usage(&now, Some(&prev), 1 << 20);
+        assert_eq!(u.data_bytes, 4 << 20);
+        assert_eq!(u.shared_with_previous_bytes, 2 << 20);
+        assert_eq!(u.unique_bytes, 2 << 20);
+        assert_eq!(usage(&now, None, 1 << 20).unique_bytes, 4 << 20);
+    }
+}
