@@ -11,6 +11,7 @@ mod inspect_cmd;
 mod kms_cmd;
 pub mod output;
 mod snapshot_cmd;
+mod transfer;
 mod volume_cmd;
 
 use std::path::PathBuf;
@@ -43,9 +44,9 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = region::REGION_ENV, default_value = region::DEFAULT_REGION)]
     pub region: String,
 
-    /// Output format
-    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Json)]
-    pub output: OutputFormat,
+    /// Output format [default: json]
+    #[arg(long, global = true, value_enum)]
+    pub output: Option<OutputFormat>,
 
     /// Print only this field of the result (`KeyMetadata.Arn`, `Keys[].KeyId`)
     #[arg(long, global = true, value_name = "PATH")]
@@ -100,6 +101,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub region: Region,
     pub output: OutputFormat,
+    /// `--output` was given (not the default).
+    pub output_explicit: bool,
     pub query: Option<String>,
     pub passphrase: PassphraseSource,
     pub clock: Clock,
@@ -115,10 +118,34 @@ impl Config {
                 region: region.to_string(),
             },
             region,
-            output: g.output,
+            output: g.output.unwrap_or(OutputFormat::Json),
+            output_explicit: g.output.is_some(),
             query: g.query.clone(),
             clock: Clock::from_env(),
         })
+    }
+
+    /// The same settings for another region (cross-region copy).
+    pub fn for_region(&self, r: &Region) -> Config {
+        Config {
+            data_dir: self.data_dir.clone(),
+            region: r.clone(),
+            output: self.output,
+            output_explicit: self.output_explicit,
+            query: self.query.clone(),
+            passphrase: PassphraseSource {
+                file: self.passphrase.file.clone(),
+                region: r.to_string(),
+            },
+            clock: self.clock,
+        }
+    }
+
+    /// A progress bar is shown on a terminal unless `--output json` asked for the result only.
+    pub fn show_progress(&self) -> bool {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal()
+            && !(self.output_explicit && self.output == OutputFormat::Json)
     }
 
     pub fn region_dir(&self) -> region::RegionDir {

@@ -32,6 +32,21 @@ pub enum SnapshotCommand {
     Describe { snapshot: String },
     /// Delete a snapshot; frees only the pool space nothing else uses
     Delete { snapshot: String },
+    /// Copy a snapshot to another region (or within one, under a new key): every chunk is
+    /// re-encrypted under a new data key from the destination's KMS. Re-run to resume
+    Copy {
+        snapshot: String,
+        #[arg(long, value_name = "REGION")]
+        destination_region: Option<String>,
+        /// Destination key [default: the destination region's alias/aws/ebs]
+        #[arg(long, value_name = "KEY")]
+        kms_key: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// The source's customer-provided key, if it has one
+        #[arg(long, value_name = "FILE")]
+        customer_key_file: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -130,6 +145,32 @@ fn with_frozen<T>(
 pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
     let region = cfg.region_dir();
     region.config()?;
+    if let SnapshotCommand::Copy {
+        snapshot,
+        destination_region,
+        kms_key,
+        description,
+        customer_key_file,
+    } = cmd
+    {
+        let dest = match destination_region {
+            Some(r) => crate::kms::Region::parse(&r)?,
+            None => cfg.region.clone(),
+        };
+        let ck = customer_key_file
+            .as_deref()
+            .map(super::volume_cmd::customer_key)
+            .transpose()?;
+        let r = super::transfer::copy_snapshot(
+            cfg,
+            &snapshot,
+            &dest,
+            kms_key.as_deref(),
+            description.as_deref(),
+            ck.as_ref(),
+        )?;
+        return cfg.print(&r, "SnapshotCopy");
+    }
     let access = PoolAccess::open(&region)?;
     match cmd {
         SnapshotCommand::Create {
@@ -174,5 +215,6 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
                 "Snapshot",
             )
         }
+        SnapshotCommand::Copy { .. } => unreachable!("handled above"),
     }
 }

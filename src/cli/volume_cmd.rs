@@ -26,7 +26,7 @@ pub enum VolumeCommand {
         #[arg(long, required_unless_present = "from_snapshot")]
         size: Option<String>,
         /// Restore: a new copy-on-write volume with the snapshot's data, instantly
-        #[arg(long, value_name = "SNAP", conflicts_with_all = ["customer_key_file", "chunk_size"])]
+        #[arg(long, value_name = "SNAP", conflicts_with = "chunk_size")]
         from_snapshot: Option<String>,
         /// A name to use instead of the vol- id
         #[arg(long)]
@@ -162,19 +162,26 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
             size,
             name,
             kms_key,
+            customer_key_file,
             ..
         } => {
-            if kms_key.is_some() {
-                return Err(CliError::bad(
-                    "--kms-key",
-                    "restoring under another key (rekey) is not available yet; restore without --kms-key",
-                ));
-            }
-            let access = PoolAccess::open(&region)?;
-            let rec = access.get_snapshot(&snap, cfg.region.as_str())?;
             let size = size.as_deref().map(parse_size).transpose()?;
-            let h = rec.restored_header(name.as_deref().unwrap_or(""), size, cfg.clock.now())?;
-            access.restore_volume(&rec, &h)?;
+            let rec = PoolAccess::open(&region)?.get_snapshot(&snap, cfg.region.as_str())?;
+            let name = name.as_deref().unwrap_or("");
+            let h = match kms_key {
+                // Another key: a new data key and every chunk re-encrypted.
+                Some(k) => {
+                    let ck = customer_key_file.as_deref().map(customer_key).transpose()?;
+                    super::transfer::restore_rekeyed(cfg, &rec, name, size, &k, ck.as_ref())?
+                }
+                // Same key: share the snapshot's slots, instantly.
+                None => {
+                    let h = rec.restored_header(name, size, cfg.clock.now())?;
+                    PoolAccess::open(&region)?.restore_volume(&rec, &h)?;
+                    h
+                }
+            };
+            let access = PoolAccess::open(&region)?;
             cfg.print(&info(&access, &h)?, "Volume")
         }
         VolumeCommand::Create {

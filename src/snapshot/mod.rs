@@ -6,6 +6,8 @@
 
 use std::collections::HashSet;
 
+pub mod reencrypt;
+
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::{SlotNo, SnapshotId, VolumeId};
 use crate::volume::{VolumeHeader, header};
@@ -225,5 +227,36 @@ mod tests {
         assert_eq!(u.shared_with_previous_bytes, 2 << 20);
         assert_eq!(u.unique_bytes, 2 << 20);
         assert_eq!(usage(&now, None, 1 << 20).unique_bytes, 4 << 20);
+    }
+}
+
+/// A copy in progress, kept in the destination pool's `pending` table until it finishes:
+/// enough to resume it (the destination's wrapped data key is in `target`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingCopy {
+    /// `volume create --from-snapshot --kms-key`: `header` is the new volume's (base64).
+    Restore {
+        source_snapshot: String,
+        header: String,
+    },
+    /// `snapshot copy`: `record` is the new snapshot's (base64).
+    Copy {
+        source_region: String,
+        source_snapshot: String,
+        record: String,
+    },
+}
+
+impl PendingCopy {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("serialises")
+    }
+
+    pub fn decode(b: &[u8]) -> Result<PendingCopy> {
+        serde_json::from_slice(b).map_err(|e| VolumeError::Corrupt {
+            what: "pending copy record".into(),
+            detail: e.to_string(),
+        })
     }
 }

@@ -152,7 +152,8 @@ impl OpenVolume {
             None => m.remove(&chunk),
         };
         drop(m);
-        self.pool.record_map(&self.id, chunk, e.map(|e| e.slot));
+        self.pool
+            .record_map(self.id.as_str(), chunk, e.map(|e| e.slot));
     }
 
     fn stripe(&self, chunk: u64) -> &RwLock<()> {

@@ -34,6 +34,10 @@ const FREE: TableDefinition<(u8, u64), ()> = TableDefinition::new("free");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Snapshot id → snapshot record (its format belongs to the snapshot layer).
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+/// Owner id → record of a copy in progress (rekey restore, snapshot copy): its map grows
+/// in `maps` but the object is invisible until the copy finishes and moves the record to
+/// `volumes` or `snapshots`.
+const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
 
 const META_FORMAT: &str = "format";
 pub const POOL_FORMAT_V1: u64 = 1;
@@ -116,7 +120,8 @@ struct Allocator {
 /// Metadata changes since the last commit.
 #[derive(Debug, Default)]
 struct Dirty {
-    maps: HashMap<(VolumeId, u64), Option<u64>>,
+    /// (owner: a volume, or a snapshot being copied, chunk) → slot.
+    maps: HashMap<(String, u64), Option<u64>>,
     refs: HashMap<(u8, u64), i64>,
     taken: Vec<(u8, u64)>,
     hwm: HashMap<u8, u64>,
@@ -175,7 +180,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Why the pool could not be opened because someone else has it.
+/// The data file of one chunk size in a pool directory.
+pub fn data_path(pool_dir: &Path, chunk_shift: u8) -> PathBuf {
+    pool_dir.join(format!("data-{}k.pool", (1u64 << chunk_shift) >> 10))
+}
+
+/// Where a region's pool lives.
 pub fn pool_dir(region: &RegionDir) -> PathBuf {
     region.path.join("pool")
 }
@@ -310,11 +320,11 @@ impl Pool {
     }
 
     /// Records that `(volume, chunk)` now maps to `slot` (or to nothing).
-    pub fn record_map(&self, volume: &VolumeId, chunk: u64, slot: Option<SlotNo>) {
+    pub fn record_map(&self, owner: &str, chunk: u64, slot: Option<SlotNo>) {
         lock(&self.state)
             .dirty
             .maps
-            .insert((volume.clone(), chunk), slot.map(|s| s.0));
+            .insert((owner.to_string(), chunk), slot.map(|s| s.0));
     }
 
     /// Records a change of a slot's reference count (applied at commit).
@@ -387,10 +397,10 @@ impl Pool {
         let mut freed = vec![];
         {
             let mut maps = w.open_table(MAPS)?;
-            for ((vol, chunk), slot) in &d.maps {
+            for ((owner, chunk), slot) in &d.maps {
                 match slot {
-                    Some(s) => maps.insert((vol.as_str(), *chunk), *s)?,
-                    None => maps.remove((vol.as_str(), *chunk))?,
+                    Some(s) => maps.insert((owner.as_str(), *chunk), *s)?,
+                    None => maps.remove((owner.as_str(), *chunk))?,
                 };
             }
             let mut free = w.open_table(FREE)?;
@@ -592,6 +602,67 @@ impl Pool {
         Ok(())
     }
 
+    /// Records a copy in progress under `owner` (durably, before any chunk is copied).
+    pub fn begin_pending(&self, owner: &str, record: &[u8]) -> Result<()> {
+        let _c = lock(&self.commit_lock);
+        let w = self.db()?.begin_write()?;
+        w.open_table(PENDING)?.insert(owner, record)?;
+        w.commit()?;
+        Ok(())
+    }
+
+    /// Copies in progress: (owner, record).
+    pub fn pending(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let r = self.db()?.begin_read()?;
+        let t = match r.open_table(PENDING) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = vec![];
+        for item in t.iter()? {
+            let (k, v) = item?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Makes a finished copy visible, in one transaction with its last chunks: as a
+    /// snapshot (`volume` = None) or as a volume.
+    pub fn finish_pending(
+        &self,
+        owner: &str,
+        snapshot: Option<&[u8]>,
+        volume: Option<&VolumeHeader>,
+    ) -> Result<()> {
+        self.commit()?;
+        let _c = lock(&self.commit_lock);
+        let w = self.db()?.begin_write()?;
+        w.open_table(PENDING)?.remove(owner)?;
+        if let Some(rec) = snapshot {
+            w.open_table(SNAPSHOTS)?.insert(owner, rec)?;
+        }
+        if let Some(h) = volume {
+            w.open_table(VOLUMES)?
+                .insert(h.id.as_str(), h.encode().as_slice())?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// Abandons a copy in progress: its chunks are freed, nothing of it remains.
+    pub fn abandon_pending(&self, owner: &str, chunk_shift: u8) -> Result<()> {
+        self.commit()?;
+        let c = lock(&self.commit_lock);
+        let w = self.db()?.begin_write()?;
+        let freed = drop_map(&w, owner, chunk_shift)?;
+        w.open_table(PENDING)?.remove(owner)?;
+        w.commit()?;
+        drop(c);
+        self.release_freed(freed);
+        Ok(())
+    }
+
     pub fn list_snapshots(&self) -> Result<Vec<Vec<u8>>> {
         let r = self.db()?.begin_read()?;
         let t = match r.open_table(SNAPSHOTS) {
@@ -702,6 +773,7 @@ fn init_tables(db: &Database, path: &Path) -> Result<()> {
                 w.open_table(REFS)?;
                 w.open_table(FREE)?;
                 w.open_table(SNAPSHOTS)?;
+                w.open_table(PENDING)?;
             }
             w.commit()?;
             Ok(())

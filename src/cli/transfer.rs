@@ -1,0 +1,311 @@
+//! Re-encrypting transfers: `snapshot copy` (to another region, or the same region under
+//! a new key) and `volume create --from-snapshot --kms-key` (rekey restore). The source's
+//! data key is unwrapped by the source region's KMS (one Decrypt), the destination's made
+//! by the destination region's KMS (one GenerateDataKey); every chunk is re-encrypted by
+//! `snapshot::reencrypt` into the destination pool under a pending owner, which becomes
+//! visible only when the copy is complete. A copy interrupted half way resumes when the
+//! same command runs again; an interrupted rekey restore is cleaned up and started over.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use super::Config;
+use super::exit::CliError;
+use crate::crypto::SecretBytes;
+use crate::fuse::access::PoolAccess;
+use crate::kms::{DataKeySpec, KeyBackend, KeyRef, Region, b64};
+use crate::snapshot::reencrypt::{self, CopyStats, Dest, Source};
+use crate::snapshot::{PendingCopy, SnapshotRecord};
+use crate::volume::error::ErrorKind;
+use crate::volume::lifecycle::{self, DEFAULT_KMS_KEY, lineage_context};
+use crate::volume::pool::{self, Pool};
+use crate::volume::{KeySource, VolumeError, VolumeHeader, keys};
+
+/// The destination pool, opened by this process: the re-encryption writes to it directly.
+fn local_pool(access: &PoolAccess, region: &Region) -> Result<Arc<Pool>, CliError> {
+    match access {
+        PoolAccess::Local(p) => Ok(p.clone()),
+        PoolAccess::Daemon(_) => Err(VolumeError::Remote {
+            kind: ErrorKind::Busy,
+            message: format!(
+                "region {region} has attached volumes (its daemon owns the pool): detach them, then copy into it"
+            ),
+        }
+        .into()),
+    }
+}
+
+/// A fresh data key under `key` of `kms`, bound to `lineage`.
+fn new_data_key(
+    kms: &dyn KeyBackend,
+    key: &KeyRef,
+    lineage: &str,
+) -> Result<(KeySource, SecretBytes), CliError> {
+    let dk = kms.generate_data_key(
+        key,
+        DataKeySpec::Bytes(keys::DATA_KEY_LEN),
+        &lineage_context(lineage),
+    )?;
+    Ok((
+        KeySource::Kms {
+            key_arn: dk.key_id.clone(),
+            wrapped: dk.ciphertext_blob.clone(),
+        },
+        dk.plaintext,
+    ))
+}
+
+fn progress_bar(cfg: &Config, total: u64, what: &str) -> Option<ProgressBar> {
+    if !cfg.show_progress() {
+        return None;
+    }
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    Some(pb)
+}
+
+/// Runs the pipeline from `rec` (in `src_access`'s region) into `dst` under `owner`.
+#[allow(clippy::too_many_arguments)]
+fn run_pipeline(
+    cfg: &Config,
+    src_access: &PoolAccess,
+    src_region: &crate::kms::region::RegionDir,
+    rec: &SnapshotRecord,
+    src_key: &SecretBytes,
+    dst: &Pool,
+    owner: &str,
+    dst_key: &SecretBytes,
+) -> Result<CopyStats, CliError> {
+    let map = src_access.load_map(rec.id.as_str())?;
+    let done: HashSet<u64> = dst.load_map(owner)?.into_iter().map(|(c, _)| c).collect();
+    let src_xts = keys::xts_from_data_key(src_key)?;
+    let dst_xts = keys::xts_from_data_key(dst_key)?;
+    let chunk = rec.volume.chunk_size();
+    let pb = progress_bar(
+        cfg,
+        map.len() as u64 * chunk,
+        &format!("{} → {owner}", rec.id),
+    );
+    if let Some(pb) = &pb {
+        pb.inc(done.len() as u64 * chunk);
+    }
+    let src = Source {
+        data_path: pool::data_path(&pool::pool_dir(src_region), rec.volume.chunk_shift),
+        map,
+        chunk_shift: rec.volume.chunk_shift,
+        xts: &src_xts,
+    };
+    let d = Dest {
+        pool: dst,
+        owner: owner.to_string(),
+        xts: &dst_xts,
+    };
+    let tick = |n: u64| {
+        if let Some(pb) = &pb {
+            pb.inc(n);
+        }
+    };
+    let stats = reencrypt::reencrypt(&src, &d, &done, &tick);
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    Ok(stats?)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CopyResult {
+    pub snapshot_id: String,
+    pub source_snapshot_id: String,
+    pub source_region: String,
+    pub region: String,
+    pub kms_key_id: String,
+    #[serde(flatten)]
+    pub stats: CopyStats,
+}
+
+/// `snapshot copy SNAP --destination-region R [--kms-key K]`.
+pub fn copy_snapshot(
+    cfg: &Config,
+    snapshot: &str,
+    dest_region: &Region,
+    kms_key: Option<&str>,
+    description: Option<&str>,
+    customer_key: Option<&SecretBytes>,
+) -> Result<CopyResult, CliError> {
+    let src_dir = cfg.region_dir();
+    src_dir.config()?;
+    let dcfg = cfg.for_region(dest_region);
+    let dst_dir = dcfg.region_dir();
+    dst_dir.config()?;
+    let same_region = dest_region == &cfg.region;
+    if same_region && kms_key.is_none() {
+        return Err(CliError::bad(
+            "--kms-key",
+            "a copy within the same region needs a new key: pass --kms-key (or --destination-region)",
+        ));
+    }
+    let src_access = PoolAccess::open(&src_dir)?;
+    let rec = src_access.get_snapshot(snapshot, cfg.region.as_str())?;
+    let dst_access_own;
+    let dst_access = if same_region {
+        &src_access
+    } else {
+        dst_access_own = PoolAccess::open(&dst_dir)?;
+        &dst_access_own
+    };
+    let dst = local_pool(dst_access, dest_region)?;
+
+    // Source data key: one Decrypt in the source region (or the customer key).
+    let src_kms = match rec.volume.key {
+        KeySource::Kms { .. } => Some(cfg.kms()?),
+        KeySource::Customer { .. } => None,
+    };
+    let src_key = lifecycle::data_key(
+        &rec.volume,
+        src_kms.as_ref().map(|k| k as &dyn KeyBackend),
+        customer_key,
+    )?;
+    let dst_kms = dcfg.kms()?;
+    let key_ref = KeyRef::parse(kms_key.unwrap_or(DEFAULT_KMS_KEY))?;
+
+    // Resume a copy of this snapshot that was interrupted, or start one.
+    let resumed =
+        dst.pending()?
+            .into_iter()
+            .find_map(|(owner, raw)| match PendingCopy::decode(&raw) {
+                Ok(PendingCopy::Copy {
+                    source_region,
+                    source_snapshot,
+                    record,
+                }) if source_region == cfg.region.as_str()
+                    && source_snapshot == rec.id.as_str() =>
+                {
+                    Some((owner, record))
+                }
+                _ => None,
+            });
+    let (new_rec, dst_key) = match resumed {
+        Some((_, record)) => {
+            let bytes = b64::decode(&record).map_err(|e| VolumeError::Corrupt {
+                what: "pending copy".into(),
+                detail: e.to_string(),
+            })?;
+            let new_rec = SnapshotRecord::decode(&bytes)?;
+            let key =
+                lifecycle::data_key(&new_rec.volume, Some(&dst_kms as &dyn KeyBackend), None)?;
+            (new_rec, key)
+        }
+        None => {
+            let mut new_rec = SnapshotRecord::new(
+                &rec.volume,
+                description.unwrap_or(&format!("Copied from {} in {}", rec.id, cfg.region)),
+                cfg.clock.now(),
+            )?;
+            let (source, key) = new_data_key(&dst_kms, &key_ref, new_rec.id.as_str())?;
+            new_rec.volume.region = dest_region.clone();
+            new_rec.volume.lineage = new_rec.id.to_string();
+            new_rec.volume.key = source;
+            let pending = PendingCopy::Copy {
+                source_region: cfg.region.to_string(),
+                source_snapshot: rec.id.to_string(),
+                record: b64::encode(&new_rec.encode()),
+            };
+            dst.begin_pending(new_rec.id.as_str(), &pending.encode())?;
+            (new_rec, key)
+        }
+    };
+    let owner = new_rec.id.to_string();
+    let stats = run_pipeline(
+        cfg,
+        &src_access,
+        &src_dir,
+        &rec,
+        &src_key,
+        &dst,
+        &owner,
+        &dst_key,
+    )?;
+    dst.finish_pending(&owner, Some(&new_rec.encode()), None)?;
+    let kms_key_id = match &new_rec.volume.key {
+        KeySource::Kms { key_arn, .. } => key_arn.clone(),
+        KeySource::Customer { .. } => String::new(),
+    };
+    Ok(CopyResult {
+        snapshot_id: owner,
+        source_snapshot_id: rec.id.to_string(),
+        source_region: cfg.region.to_string(),
+        region: dest_region.to_string(),
+        kms_key_id,
+        stats,
+    })
+}
+
+/// `volume create --from-snapshot SNAP --kms-key K`: a new volume under a new data key,
+/// every chunk re-encrypted. Returns the new header.
+pub fn restore_rekeyed(
+    cfg: &Config,
+    rec: &SnapshotRecord,
+    name: &str,
+    size: Option<u64>,
+    kms_key: &str,
+    customer_key: Option<&SecretBytes>,
+) -> Result<VolumeHeader, CliError> {
+    let dir = cfg.region_dir();
+    let access = PoolAccess::open(&dir)?;
+    let pool = local_pool(&access, &cfg.region)?;
+    // An earlier rekey restore of this snapshot that did not finish: clean it up.
+    for (owner, raw) in pool.pending()? {
+        if let Ok(PendingCopy::Restore {
+            source_snapshot, ..
+        }) = PendingCopy::decode(&raw)
+            && source_snapshot == rec.id.as_str()
+        {
+            pool.abandon_pending(&owner, rec.volume.chunk_shift)?;
+        }
+    }
+    let kms = cfg.kms()?;
+    let src_key = lifecycle::data_key(
+        &rec.volume,
+        matches!(rec.volume.key, KeySource::Kms { .. }).then_some(&kms as &dyn KeyBackend),
+        customer_key,
+    )?;
+    let mut h = rec.restored_header(name, size, cfg.clock.now())?;
+    if !h.name.is_empty() && access.list_volumes()?.iter().any(|o| o.name == h.name) {
+        return Err(VolumeError::NameTaken {
+            name: h.name.clone(),
+            id: String::new(),
+        }
+        .into());
+    }
+    let (source, dst_key) = new_data_key(&kms, &KeyRef::parse(kms_key)?, h.id.as_str())?;
+    h.lineage = h.id.to_string();
+    h.key = source;
+    let pending = PendingCopy::Restore {
+        source_snapshot: rec.id.to_string(),
+        header: b64::encode(&h.encode()),
+    };
+    pool.begin_pending(h.id.as_str(), &pending.encode())?;
+    run_pipeline(
+        cfg,
+        &access,
+        &dir,
+        rec,
+        &src_key,
+        &pool,
+        h.id.as_str(),
+        &dst_key,
+    )?;
+    pool.finish_pending(h.id.as_str(), None, Some(&h))?;
+    Ok(h)
+}

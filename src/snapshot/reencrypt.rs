@@ -1,0 +1,192 @@
+//! The re-encryption pipeline behind restore-with-another-key and cross-region copy:
+//! every written chunk of a snapshot is read from the source pool, decrypted with the
+//! source key, hashed (blake3 of the plaintext), encrypted with the destination key,
+//! written to a new slot of the destination pool, read back, decrypted and checked
+//! against the hash. Workers (one per core) pull chunks from a shared counter and each
+//! holds two chunk-sized buffers, so memory stays at a few MiB per worker.
+//!
+//! Progress is committed every `COMMIT_EVERY` chunks under the copy's pending owner, so an
+//! interrupted copy resumes where its last commit left it (`done`).
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use crate::crypto::xts::Xts;
+use crate::volume::block_io::is_zero;
+use crate::volume::error::{Result, VolumeError};
+use crate::volume::ids::{BLOCK_SIZE, SlotNo};
+use crate::volume::pool::Pool;
+
+const BS: usize = BLOCK_SIZE as usize;
+/// Chunks between commits of a copy's progress.
+pub const COMMIT_EVERY: u64 = 64;
+
+pub struct Source<'a> {
+    /// The source pool's data file for this chunk size (read only).
+    pub data_path: PathBuf,
+    pub map: Vec<(u64, SlotNo)>,
+    pub chunk_shift: u8,
+    pub xts: &'a Xts,
+}
+
+pub struct Dest<'a> {
+    pub pool: &'a Pool,
+    /// The pending owner the new map is recorded under.
+    pub owner: String,
+    pub xts: &'a Xts,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CopyStats {
+    pub chunks_copied: u64,
+    pub chunks_resumed: u64,
+    pub bytes_copied: u64,
+}
+
+fn read_full(f: &File, buf: &mut [u8], off: u64, path: &std::path::Path) -> Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => {
+                buf[done..].fill(0);
+                return Ok(());
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(VolumeError::io("cannot read", path, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Decrypts (`decrypt`) or encrypts every written block of a chunk in place; `written`
+/// says which blocks hold data (holes stay holes).
+fn crypt_blocks(xts: &Xts, first_block: u64, buf: &mut [u8], written: &[bool], decrypt: bool) {
+    for (i, w) in written.iter().enumerate() {
+        if *w {
+            let b = &mut buf[i * BS..(i + 1) * BS];
+            if decrypt {
+                xts.decrypt_units(first_block + i as u64, b);
+            } else {
+                xts.encrypt_units(first_block + i as u64, b);
+            }
+        }
+    }
+}
+
+/// Copies every chunk of `src.map` not in `done`; `progress` gets the bytes of each chunk.
+pub fn reencrypt(
+    src: &Source,
+    dst: &Dest,
+    done: &HashSet<u64>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<CopyStats> {
+    let file = File::open(&src.data_path)
+        .map_err(|e| VolumeError::io("cannot open", &src.data_path, e))?;
+    let chunk = 1usize << src.chunk_shift;
+    let blocks = chunk / BS;
+    let df = dst.pool.data_file(src.chunk_shift)?;
+    let todo: Vec<(u64, SlotNo)> = src
+        .map
+        .iter()
+        .filter(|(c, _)| !done.contains(c))
+        .copied()
+        .collect();
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let copied = AtomicU64::new(0);
+    let first_error: Mutex<Option<VolumeError>> = Mutex::new(None);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
+
+    let work = || -> Result<()> {
+        let mut buf = vec![0u8; chunk];
+        let mut check = vec![0u8; chunk];
+        let mut written = vec![false; blocks];
+        loop {
+            if stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let i = next.fetch_add(1, Ordering::AcqRel);
+            let Some(&(c, slot)) = todo.get(i) else {
+                return Ok(());
+            };
+            let first_block = c * blocks as u64;
+            read_full(&file, &mut buf, slot.0 << src.chunk_shift, &src.data_path)?;
+            for (b, w) in written.iter_mut().enumerate() {
+                *w = !is_zero(&buf[b * BS..(b + 1) * BS]);
+            }
+            crypt_blocks(src.xts, first_block, &mut buf, &written, true);
+            let want = blake3::hash(&buf);
+            crypt_blocks(dst.xts, first_block, &mut buf, &written, false);
+            let new = dst.pool.allocate(src.chunk_shift)?;
+            let base = df.slot_offset(new);
+            let mut write_and_verify = || -> Result<()> {
+                // Only written blocks: holes stay holes (and take no space).
+                let mut b = 0;
+                while b < blocks {
+                    if !written[b] {
+                        b += 1;
+                        continue;
+                    }
+                    let start = b;
+                    while b < blocks && written[b] {
+                        b += 1;
+                    }
+                    df.write_at(&buf[start * BS..b * BS], base + (start * BS) as u64)?;
+                }
+                df.read_at(&mut check, base)?;
+                crypt_blocks(dst.xts, first_block, &mut check, &written, true);
+                if blake3::hash(&check) != want {
+                    return Err(VolumeError::Corrupt {
+                        what: format!("copied chunk {c}"),
+                        detail: "it does not read back as the source's plaintext".into(),
+                    });
+                }
+                Ok(())
+            };
+            if let Err(e) = write_and_verify() {
+                dst.pool.record_ref(src.chunk_shift, new, -1);
+                return Err(e);
+            }
+            dst.pool.record_map(&dst.owner, c, Some(new));
+            let n = copied.fetch_add(1, Ordering::AcqRel) + 1;
+            progress(chunk as u64);
+            if n % COMMIT_EVERY == 0 {
+                dst.pool.commit()?;
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                if let Err(e) = work() {
+                    stop.store(true, Ordering::Release);
+                    first_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e);
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        // Keep what was copied: a rerun resumes from the last commit.
+        let _ = dst.pool.commit();
+        return Err(e);
+    }
+    dst.pool.commit()?;
+    let n = copied.load(Ordering::Acquire);
+    Ok(CopyStats {
+        chunks_copied: n,
+        chunks_resumed: (src.map.len() - todo.len()) as u64,
+        bytes_copied: n * chunk as u64,
+    })
+}
