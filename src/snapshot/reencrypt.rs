@@ -79,6 +79,16 @@ fn crypt_blocks(xts: &Xts, first_block: u64, buf: &mut [u8], written: &[bool], d
     }
 }
 
+/// Debug builds only: `CRYPTVOL_TEST_COPY_DELAY_MS` slows each chunk down so a test can
+/// interrupt a copy half way. Release builds ignore it.
+fn test_delay() {
+    if cfg!(debug_assertions)
+        && let Some(ms) = std::env::var("CRYPTVOL_TEST_COPY_DELAY_MS").ok().and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
 /// Copies every chunk of `src.map` not in `done`; `progress` gets the bytes of each chunk.
 pub fn reencrypt(
     src: &Source,
@@ -157,9 +167,10 @@ pub fn reencrypt(
                 return Err(e);
             }
             dst.pool.record_map(&dst.owner, c, Some(new));
+            test_delay();
             let n = copied.fetch_add(1, Ordering::AcqRel) + 1;
             progress(chunk as u64);
-            if n % COMMIT_EVERY == 0 {
+            if n.is_multiple_of(COMMIT_EVERY) {
                 dst.pool.commit()?;
             }
         }
