@@ -6,7 +6,9 @@ use serde::Serialize;
 use super::Config;
 use super::args::binary_value;
 use super::exit::CliError;
-use crate::kms::{KmsError, blob};
+use crate::fuse::access::PoolAccess;
+use crate::kms::{KmsError, b64, blob};
+use crate::volume::{KeySource, VolumeHeader};
 
 #[derive(Debug, Subcommand)]
 pub enum InspectCommand {
@@ -18,6 +20,33 @@ pub enum InspectCommand {
     },
     /// Keys, versions and aliases of the region's keystore, without key material
     Keystore,
+    /// A volume's header: ids, lineage, size, chunk size, key ARN and wrapped data key
+    Volume { volume: String },
+    /// A snapshot's record and the source volume header it keeps
+    Snapshot { snapshot: String },
+}
+
+fn header_json(h: &VolumeHeader) -> serde_json::Value {
+    let (kind, arn, wrapped) = match &h.key {
+        KeySource::Kms { key_arn, wrapped } => {
+            ("kms", Some(key_arn.clone()), Some(b64::encode(wrapped)))
+        }
+        KeySource::Customer { .. } => ("customer-provided", None, None),
+    };
+    serde_json::json!({
+        "FormatVersion": crate::volume::header::FORMAT_V1,
+        "VolumeId": h.id.to_string(),
+        "Lineage": h.lineage,
+        "Region": h.region.to_string(),
+        "Name": h.name,
+        "SizeBytes": h.size,
+        "ChunkSize": h.chunk_size(),
+        "CreateTime": h.created,
+        "KeySource": kind,
+        "KmsKeyId": arn,
+        "WrappedDataKey": wrapped,
+        "HeaderBytes": h.encode().len(),
+    })
 }
 
 #[derive(Serialize)]
@@ -53,6 +82,27 @@ pub fn run(cfg: &Config, cmd: InspectCommand) -> Result<(), CliError> {
         InspectCommand::Keystore => {
             let kms = cfg.kms()?;
             cfg.print(&kms.keystore_summary()?, "Keystore")
+        }
+        InspectCommand::Volume { volume } => {
+            let region = cfg.region_dir();
+            region.config()?;
+            let h = PoolAccess::open(&region)?.find(&volume, cfg.region.as_str())?;
+            cfg.print(&header_json(&h), "Volume header")
+        }
+        InspectCommand::Snapshot { snapshot } => {
+            let region = cfg.region_dir();
+            region.config()?;
+            let r = PoolAccess::open(&region)?.get_snapshot(&snapshot, cfg.region.as_str())?;
+            cfg.print(
+                &serde_json::json!({
+                    "FormatVersion": crate::snapshot::FORMAT_V1,
+                    "SnapshotId": r.id.to_string(),
+                    "Description": r.description,
+                    "StartTime": r.created,
+                    "Volume": header_json(&r.volume),
+                }),
+                "Snapshot record",
+            )
         }
     }
 }

@@ -83,7 +83,9 @@ fn crypt_blocks(xts: &Xts, first_block: u64, buf: &mut [u8], written: &[bool], d
 /// interrupt a copy half way. Release builds ignore it.
 fn test_delay() {
     if cfg!(debug_assertions)
-        && let Some(ms) = std::env::var("CRYPTVOL_TEST_COPY_DELAY_MS").ok().and_then(|v| v.parse().ok())
+        && let Some(ms) = std::env::var("CRYPTVOL_TEST_COPY_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
     {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }

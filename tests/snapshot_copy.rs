@@ -1,0 +1,425 @@
+//! Snapshot copy between regions and within one under a new key, rekey restore, resuming
+//! an interrupted copy, and crypto-shredding (issue 4). Real FUSE mounts; each test has
+//! its own data dir.
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Duration;
+
+use common::mount::*;
+use common::str_field;
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+
+/// Fills `mib` MiB of a fresh volume with seeded random data (with one hole left
+/// unwritten in the middle of each 4 MiB), returns its id and the blake3 of the volume.
+fn volume_with_data(v: &VolEnv, name: &str, mib: u64, extra: &[&str]) -> (String, blake3::Hash) {
+    let size = format!("{}M", mib + 8);
+    let mut args = vec!["--size", size.as_str(), "--name", name];
+    args.extend_from_slice(extra);
+    let vol = v.create(&args);
+    let dir = v.dir(&format!("fill-{name}"));
+    let path = v.attach(&vol, &dir, &[]);
+    let f = open_rw(&path);
+    let mut rng = Rng::new(0xC0FFEE ^ mib);
+    for i in 0..mib {
+        if i % 4 == 2 {
+            continue;
+        }
+        f.write_all_at(&rng.bytes(MIB as usize), i * MIB).unwrap();
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    let h = hash_file(&path);
+    v.detach(&dir);
+    (vol, h)
+}
+
+fn hash_file(path: &Path) -> blake3::Hash {
+    let f = std::fs::File::open(path).unwrap();
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; MIB as usize];
+    let mut off = 0;
+    loop {
+        let n = f.read_at(&mut buf, off).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    h.finalize()
+}
+
+/// Attaches `vol` (in `region`) and hashes its first `bytes` bytes.
+fn hash_volume(v: &VolEnv, region: &str, vol: &str, bytes: u64) -> blake3::Hash {
+    let dir = v.dir(&format!("h-{vol}"));
+    let d = dir.to_string_lossy().to_string();
+    v.ok(&["--region", region, "attach", vol, &d]);
+    let path = canon(&dir).join("volume");
+    let f = std::fs::File::open(&path).unwrap();
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; MIB as usize];
+    let mut off = 0;
+    while off < bytes {
+        let n = f
+            .read_at(&mut buf[..((bytes - off).min(MIB)) as usize], off)
+            .unwrap();
+        assert!(n > 0, "short read at {off}");
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    drop(f);
+    v.ok(&["--region", region, "detach", &d]);
+    h.finalize()
+}
+
+fn snapshot(v: &VolEnv, vol: &str) -> String {
+    str_field(&v.json(&["snapshot", "create", vol]), "SnapshotId")
+}
+
+fn wrapped_key(v: &VolEnv, region: &str, snap: &str) -> String {
+    let i: Value = v.json(&["--region", region, "inspect", "snapshot", snap]);
+    str_field(&i["Volume"], "WrappedDataKey")
+}
+
+#[test]
+fn copy_to_another_region_reads_the_same_and_each_region_keeps_its_keys() {
+    if !require_mount_support(&[Need::Fuse]) {
+        return;
+    }
+    let v = VolEnv::new();
+    v.ok(&["--region", "eu-2", "init"]);
+    let (vol, _) = volume_with_data(&v, "src", 24, &[]);
+    let snap = snapshot(&v, &vol);
+    let want = hash_volume(&v, "local-1", &vol, 32 * MIB);
+
+    let r = v.json(&["snapshot", "copy", &snap, "--destination-region", "eu-2"]);
+    let copy = str_field(&r, "SnapshotId");
+    assert_ne!(copy, snap);
+    assert_eq!(str_field(&r, "Region"), "eu-2");
+    assert!(
+        str_field(&r, "KmsKeyId").starts_with("arn:aws:kms:eu-2:"),
+        "{r:#}"
+    );
+    assert_eq!(
+        r["ChunksCopied"].as_u64(),
+        Some(18),
+        "24 MiB with a hole every 4th MiB"
+    );
+    // Visible in B, not in A.
+    let listed_b = v.json(&["--region", "eu-2", "snapshot", "list"]);
+    assert_eq!(listed_b["Snapshots"].as_array().unwrap().len(), 1);
+    let listed_a = v.json(&["snapshot", "list"]);
+    assert_eq!(listed_a["Snapshots"].as_array().unwrap().len(), 1);
+
+    let restored = str_field(
+        &v.json(&[
+            "--region",
+            "eu-2",
+            "volume",
+            "create",
+            "--from-snapshot",
+            &copy,
+        ]),
+        "VolumeId",
+    );
+    assert_eq!(
+        hash_volume(&v, "eu-2", &restored, 32 * MIB),
+        want,
+        "same bytes in region B"
+    );
+
+    // The copy's data key is region B's; the original's is region A's.
+    let copy_blob = wrapped_key(&v, "eu-2", &copy);
+    let orig_blob = wrapped_key(&v, "local-1", &snap);
+    let ctx_copy = format!("cryptvol:lineage={copy}");
+    let e = v.fail(
+        &[
+            "kms",
+            "decrypt",
+            "--ciphertext-blob",
+            &copy_blob,
+            "--encryption-context",
+            &ctx_copy,
+        ],
+        8,
+    );
+    assert!(e.contains("eu-2") && e.contains("local-1"), "{e}");
+    let lineage = str_field(
+        &v.json(&["inspect", "snapshot", &snap])["Volume"],
+        "Lineage",
+    );
+    let ctx_orig = format!("cryptvol:lineage={lineage}");
+    v.fail(
+        &[
+            "--region",
+            "eu-2",
+            "kms",
+            "decrypt",
+            "--ciphertext-blob",
+            &orig_blob,
+            "--encryption-context",
+            &ctx_orig,
+        ],
+        8,
+    );
+    // And each region's own KMS does open its own blob.
+    v.ok(&[
+        "--region",
+        "eu-2",
+        "kms",
+        "decrypt",
+        "--ciphertext-blob",
+        &copy_blob,
+        "--encryption-context",
+        &ctx_copy,
+    ]);
+    v.ok(&[
+        "kms",
+        "decrypt",
+        "--ciphertext-blob",
+        &orig_blob,
+        "--encryption-context",
+        &ctx_orig,
+    ]);
+}
+
+#[test]
+fn copy_within_a_region_under_a_new_key_and_rekey_restore() {
+    if !require_mount_support(&[Need::Fuse]) {
+        return;
+    }
+    let v = VolEnv::new();
+    let k1 = str_field(&v.json(&["kms", "create-key"])["KeyMetadata"], "KeyId");
+    let k2 = str_field(&v.json(&["kms", "create-key"])["KeyMetadata"], "KeyId");
+    let (vol, _) = volume_with_data(&v, "src", 10, &["--kms-key", &k1]);
+    let snap = snapshot(&v, &vol);
+    let want = hash_volume(&v, "local-1", &vol, 18 * MIB);
+
+    // Same region needs a new key.
+    v.fail(&["snapshot", "copy", &snap], 6);
+    let r = v.json(&["snapshot", "copy", &snap, "--kms-key", &k2]);
+    assert!(str_field(&r, "KmsKeyId").ends_with(&k2), "{r:#}");
+    let copy = str_field(&r, "SnapshotId");
+
+    // Rekey restore: a volume under k2 with the same bytes.
+    let rekeyed = v.json(&[
+        "volume",
+        "create",
+        "--from-snapshot",
+        &snap,
+        "--kms-key",
+        &k2,
+        "--name",
+        "rk",
+    ]);
+    assert!(str_field(&rekeyed, "KmsKeyId").ends_with(&k2));
+    let rk = str_field(&rekeyed, "VolumeId");
+    assert_eq!(hash_volume(&v, "local-1", &rk, 18 * MIB), want);
+    let same_key = str_field(
+        &v.json(&["volume", "create", "--from-snapshot", &snap]),
+        "VolumeId",
+    );
+
+    // With k1 disabled, what was rekeyed (and the copy) no longer depends on it.
+    v.ok(&["kms", "disable-key", "--key-id", &k1]);
+    assert_eq!(hash_volume(&v, "local-1", &rk, 18 * MIB), want);
+    let from_copy = str_field(
+        &v.json(&["volume", "create", "--from-snapshot", &copy]),
+        "VolumeId",
+    );
+    assert_eq!(hash_volume(&v, "local-1", &from_copy, 18 * MIB), want);
+    let dir = v.dir("same");
+    let out = v.attach_run(&same_key, &dir, &[]);
+    assert_eq!(
+        out.code, 4,
+        "a same-key restore still needs k1: {}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("DisabledException"), "{}", out.stderr);
+}
+
+#[test]
+fn an_interrupted_copy_is_invisible_and_a_rerun_resumes_it() {
+    if !require_mount_support(&[Need::Fuse]) {
+        return;
+    }
+    let v = VolEnv::new();
+    v.ok(&["--region", "eu-2", "init"]);
+    let (vol, _) = volume_with_data(&v, "big", 160, &[]);
+    let snap = snapshot(&v, &vol);
+    let want = hash_volume(&v, "local-1", &vol, 168 * MIB);
+
+    // Slow the copy down (debug builds only) and kill it half way.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cryptvol"))
+        .args(["--data-dir"])
+        .arg(&v.data)
+        .args([
+            "snapshot",
+            "copy",
+            &snap,
+            "--destination-region",
+            "eu-2",
+            "--output",
+            "json",
+        ])
+        .env("CRYPTVOL_TEST_COPY_DELAY_MS", "25")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2200));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the copy finished before it could be interrupted"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Nothing visible in region B.
+    let listed = v.json(&["--region", "eu-2", "snapshot", "list"]);
+    assert_eq!(
+        listed["Snapshots"].as_array().unwrap().len(),
+        0,
+        "{listed:#}"
+    );
+
+    let r = v.json(&["snapshot", "copy", &snap, "--destination-region", "eu-2"]);
+    let resumed = r["ChunksResumed"].as_u64().unwrap();
+    let copied = r["ChunksCopied"].as_u64().unwrap();
+    assert!(resumed >= 64, "progress was committed and reused: {r:#}");
+    assert_eq!(
+        resumed + copied,
+        120,
+        "every written chunk exactly once: {r:#}"
+    );
+    let copy = str_field(&r, "SnapshotId");
+    let restored = str_field(
+        &v.json(&[
+            "--region",
+            "eu-2",
+            "volume",
+            "create",
+            "--from-snapshot",
+            &copy,
+        ]),
+        "VolumeId",
+    );
+    assert_eq!(hash_volume(&v, "eu-2", &restored, 168 * MIB), want);
+    // A third run has nothing pending: it makes a new, complete copy.
+    let again = v.json(&["snapshot", "copy", &snap, "--destination-region", "eu-2"]);
+    assert_eq!(again["ChunksResumed"].as_u64(), Some(0));
+}
+
+#[test]
+fn deleting_the_cmk_makes_volumes_and_snapshots_unreadable_and_says_so() {
+    if !require_mount_support(&[Need::Fuse]) {
+        return;
+    }
+    let v = VolEnv::new();
+    v.ok(&["--region", "eu-2", "init"]);
+    let k = str_field(&v.json(&["kms", "create-key"])["KeyMetadata"], "KeyId");
+    let (vol, _) = volume_with_data(&v, "doomed", 4, &["--kms-key", &k]);
+    let snap = snapshot(&v, &vol);
+    v.ok(&[
+        "kms",
+        "schedule-key-deletion",
+        "--key-id",
+        &k,
+        "--pending-window-days",
+        "7",
+    ]);
+    let later = [("CRYPTVOL_TEST_CLOCK_SKEW_SECS", "691200")]; // 8 days
+    let dir = v.dir("m");
+    let d = dir.to_string_lossy().to_string();
+    for args in [
+        vec!["attach", vol.as_str(), d.as_str()],
+        vec![
+            "snapshot",
+            "copy",
+            snap.as_str(),
+            "--destination-region",
+            "eu-2",
+        ],
+        vec![
+            "volume",
+            "create",
+            "--from-snapshot",
+            snap.as_str(),
+            "--kms-key",
+            "alias/aws/ebs",
+        ],
+    ] {
+        let out = v.run_env(&args, &later);
+        assert_eq!(out.code, 14, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains("deleted"), "{}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    }
+    assert!(!is_mount_point(&dir));
+    let listed = v.json(&["--region", "eu-2", "snapshot", "list"]);
+    assert_eq!(listed["Snapshots"].as_array().unwrap().len(), 0);
+}
+
+/// A failing pool command: exit code and the one-line error contract. (Pool commands may
+/// touch `meta.redb`'s bytes just by opening it, so the data dir is checked by listing.)
+#[track_caller]
+fn fails(v: &VolEnv, args: &[&str], code: i32) -> String {
+    let out = v.run(args);
+    assert_eq!(out.code, code, "{args:?}: {}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.starts_with("cryptvol: "), "{}", out.stderr);
+    out.stderr
+}
+
+#[test]
+fn copy_errors_leave_the_source_untouched() {
+    if !require_mount_support(&[Need::Fuse]) {
+        return;
+    }
+    let v = VolEnv::new();
+    let (vol, _) = volume_with_data(&v, "src", 2, &[]);
+    let snap = snapshot(&v, &vol);
+    let e = fails(
+        &v,
+        &[
+            "snapshot",
+            "copy",
+            &snap,
+            "--destination-region",
+            "nowhere-1",
+        ],
+        8,
+    );
+    assert!(e.contains("cryptvol init"), "{e}");
+    fails(
+        &v,
+        &[
+            "snapshot",
+            "copy",
+            "snap-0123456789abcdef0",
+            "--destination-region",
+            "local-1",
+            "--kms-key",
+            "alias/aws/ebs",
+        ],
+        3,
+    );
+    fails(
+        &v,
+        &[
+            "snapshot",
+            "copy",
+            &snap,
+            "--destination-region",
+            "Bad/Region",
+        ],
+        6,
+    );
+    let listed = v.json(&["snapshot", "list"]);
+    assert_eq!(listed["Snapshots"].as_array().unwrap().len(), 1);
+    assert_eq!(str_field(&listed["Snapshots"][0], "SnapshotId"), snap);
+}
