@@ -423,3 +423,59 @@ fn copy_errors_leave_the_source_untouched() {
     assert_eq!(listed["Snapshots"].as_array().unwrap().len(), 1);
     assert_eq!(str_field(&listed["Snapshots"][0], "SnapshotId"), snap);
 }
+
+/// With volumes attached, the region daemon owns the pool: a copy into that region and a
+/// rekey restore in it run inside the daemon, with the same result.
+#[test]
+fn copy_and_rekey_restore_work_while_the_destination_daemon_owns_the_pool() {
+    if !require_mount_support(&[Need::Fuse]) {
+        return;
+    }
+    let v = VolEnv::new();
+    v.ok(&["--region", "eu-2", "init"]);
+    let (vol, _) = volume_with_data(&v, "src", 6, &[]);
+    let snap = snapshot(&v, &vol);
+    let want = hash_volume(&v, "local-1", &vol, 14 * MIB);
+
+    // Keep a daemon running in both regions.
+    let busy_b = str_field(
+        &v.json(&["--region", "eu-2", "volume", "create", "--size", "8M"]),
+        "VolumeId",
+    );
+    let db = v.dir("busy-b");
+    let dbs = db.to_string_lossy().to_string();
+    v.ok(&["--region", "eu-2", "attach", &busy_b, &dbs]);
+    let da = v.dir("busy-a");
+    v.attach(&vol, &da, &[]);
+
+    let r = v.json(&["snapshot", "copy", &snap, "--destination-region", "eu-2"]);
+    let copy = str_field(&r, "SnapshotId");
+    let restored = str_field(
+        &v.json(&[
+            "--region",
+            "eu-2",
+            "volume",
+            "create",
+            "--from-snapshot",
+            &copy,
+        ]),
+        "VolumeId",
+    );
+    assert_eq!(hash_volume(&v, "eu-2", &restored, 14 * MIB), want);
+
+    let rk = v.json(&[
+        "volume",
+        "create",
+        "--from-snapshot",
+        &snap,
+        "--kms-key",
+        "alias/aws/ebs",
+        "--name",
+        "rk",
+    ]);
+    let rk = str_field(&rk, "VolumeId");
+    assert_eq!(hash_volume(&v, "local-1", &rk, 14 * MIB), want);
+
+    v.ok(&["--region", "eu-2", "detach", &dbs]);
+    v.detach(&da);
+}

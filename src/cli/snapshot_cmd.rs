@@ -145,34 +145,33 @@ fn with_frozen<T>(
 pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
     let region = cfg.region_dir();
     region.config()?;
-    if let SnapshotCommand::Copy {
-        snapshot,
-        destination_region,
-        kms_key,
-        description,
-        customer_key_file,
-    } = cmd
-    {
-        let dest = match destination_region {
-            Some(r) => crate::kms::Region::parse(&r)?,
-            None => cfg.region.clone(),
-        };
-        let ck = customer_key_file
-            .as_deref()
-            .map(super::volume_cmd::customer_key)
-            .transpose()?;
-        let r = super::transfer::copy_snapshot(
-            cfg,
-            &snapshot,
-            &dest,
-            kms_key.as_deref(),
-            description.as_deref(),
-            ck.as_ref(),
-        )?;
-        return cfg.print(&r, "SnapshotCopy");
-    }
-    let access = PoolAccess::open(&region)?;
+    let access = || PoolAccess::open(&region);
     match cmd {
+        SnapshotCommand::Copy {
+            snapshot,
+            destination_region,
+            kms_key,
+            description,
+            customer_key_file,
+        } => {
+            let dest = match destination_region {
+                Some(r) => crate::kms::Region::parse(&r)?,
+                None => cfg.region.clone(),
+            };
+            let ck = customer_key_file
+                .as_deref()
+                .map(super::volume_cmd::customer_key)
+                .transpose()?;
+            let r = super::transfer::copy_snapshot(
+                cfg,
+                &snapshot,
+                &dest,
+                kms_key.as_deref(),
+                description.as_deref(),
+                ck.as_ref(),
+            )?;
+            cfg.print(&r, "SnapshotCopy")
+        }
         SnapshotCommand::Create {
             volume,
             description,
@@ -190,6 +189,7 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
             cfg.print(&info(&access, &all, &rec)?, "Snapshot")
         }
         SnapshotCommand::List { volume } => {
+            let access = access()?;
             let mut all = access.list_snapshots()?;
             all.sort_by_key(|r| (r.created, r.id.clone()));
             let only = volume
@@ -203,11 +203,13 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
             cfg.print(&serde_json::json!({ "Snapshots": shown }), "Snapshots")
         }
         SnapshotCommand::Describe { snapshot } => {
+            let access = access()?;
             let rec = access.get_snapshot(&snapshot, cfg.region.as_str())?;
             let all = access.list_snapshots()?;
             cfg.print(&info(&access, &all, &rec)?, "Snapshot")
         }
         SnapshotCommand::Delete { snapshot } => {
+            let access = access()?;
             let rec = access.get_snapshot(&snapshot, cfg.region.as_str())?;
             access.delete_snapshot(&rec)?;
             cfg.print(
@@ -215,6 +217,5 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
                 "Snapshot",
             )
         }
-        SnapshotCommand::Copy { .. } => unreachable!("handled above"),
     }
 }

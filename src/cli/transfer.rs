@@ -6,9 +6,6 @@
 //! visible only when the copy is complete. A copy interrupted half way resumes when the
 //! same command runs again; an interrupted rekey restore is cleaned up and started over.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -17,26 +14,11 @@ use super::exit::CliError;
 use crate::crypto::SecretBytes;
 use crate::fuse::access::PoolAccess;
 use crate::kms::{DataKeySpec, KeyBackend, KeyRef, Region, b64};
-use crate::snapshot::reencrypt::{self, CopyStats, Dest, Source};
+use crate::snapshot::reencrypt::{CopyJob, CopyStats};
 use crate::snapshot::{PendingCopy, SnapshotRecord};
-use crate::volume::error::ErrorKind;
 use crate::volume::lifecycle::{self, DEFAULT_KMS_KEY, lineage_context};
-use crate::volume::pool::{self, Pool};
+use crate::volume::pool;
 use crate::volume::{KeySource, VolumeError, VolumeHeader, keys};
-
-/// The destination pool, opened by this process: the re-encryption writes to it directly.
-fn local_pool(access: &PoolAccess, region: &Region) -> Result<Arc<Pool>, CliError> {
-    match access {
-        PoolAccess::Local(p) => Ok(p.clone()),
-        PoolAccess::Daemon(_) => Err(VolumeError::Remote {
-            kind: ErrorKind::Busy,
-            message: format!(
-                "region {region} has attached volumes (its daemon owns the pool): detach them, then copy into it"
-            ),
-        }
-        .into()),
-    }
-}
 
 /// A fresh data key under `key` of `kms`, bound to `lineage`.
 fn new_data_key(
@@ -74,48 +56,53 @@ fn progress_bar(cfg: &Config, total: u64, what: &str) -> Option<ProgressBar> {
     Some(pb)
 }
 
-/// Runs the pipeline from `rec` (in `src_access`'s region) into `dst` under `owner`.
+/// Runs (or resumes) the copy of `rec` into `dst` under `owner`, in this process with a
+/// progress bar when it owns the destination pool, else in that region's daemon.
 #[allow(clippy::too_many_arguments)]
-fn run_pipeline(
+fn run_copy(
     cfg: &Config,
     src_access: &PoolAccess,
     src_region: &crate::kms::region::RegionDir,
     rec: &SnapshotRecord,
     src_key: &SecretBytes,
-    dst: &Pool,
+    dst: &PoolAccess,
     owner: &str,
+    pending: &PendingCopy,
     dst_key: &SecretBytes,
+    finish_snapshot: Option<&SnapshotRecord>,
+    finish_volume: Option<&VolumeHeader>,
 ) -> Result<CopyStats, CliError> {
     let map = src_access.load_map(rec.id.as_str())?;
-    let done: HashSet<u64> = dst.load_map(owner)?.into_iter().map(|(c, _)| c).collect();
-    let src_xts = keys::xts_from_data_key(src_key)?;
-    let dst_xts = keys::xts_from_data_key(dst_key)?;
     let chunk = rec.volume.chunk_size();
-    let pb = progress_bar(
-        cfg,
-        map.len() as u64 * chunk,
-        &format!("{} → {owner}", rec.id),
-    );
-    if let Some(pb) = &pb {
-        pb.inc(done.len() as u64 * chunk);
-    }
-    let src = Source {
-        data_path: pool::data_path(&pool::pool_dir(src_region), rec.volume.chunk_shift),
-        map,
-        chunk_shift: rec.volume.chunk_shift,
-        xts: &src_xts,
-    };
-    let d = Dest {
-        pool: dst,
+    let already = dst.load_map(owner)?.len() as u64;
+    let job = CopyJob {
         owner: owner.to_string(),
-        xts: &dst_xts,
+        pending: b64::encode(&pending.encode()),
+        source_data_path: pool::data_path(&pool::pool_dir(src_region), rec.volume.chunk_shift),
+        source_map: map.iter().map(|(c, s)| (*c, s.0)).collect(),
+        chunk_shift: rec.volume.chunk_shift,
+        source_key: b64::encode(src_key.expose()),
+        dest_key: b64::encode(dst_key.expose()),
+        finish_snapshot: finish_snapshot.map(|r| b64::encode(&r.encode())),
+        finish_volume: finish_volume.map(|h| b64::encode(&h.encode())),
     };
+    let pb = match dst {
+        PoolAccess::Local(_) => progress_bar(
+            cfg,
+            map.len() as u64 * chunk,
+            &format!("{} → {owner}", rec.id),
+        ),
+        PoolAccess::Daemon(_) => None,
+    };
+    if let Some(pb) = &pb {
+        pb.inc(already * chunk);
+    }
     let tick = |n: u64| {
         if let Some(pb) = &pb {
             pb.inc(n);
         }
     };
-    let stats = reencrypt::reencrypt(&src, &d, &done, &tick);
+    let stats = dst.run_copy(job, &tick);
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
@@ -164,7 +151,7 @@ pub fn copy_snapshot(
         dst_access_own = PoolAccess::open(&dst_dir)?;
         &dst_access_own
     };
-    let dst = local_pool(dst_access, dest_region)?;
+    let dst = dst_access;
 
     // Source data key: one Decrypt in the source region (or the customer key).
     let src_kms = match rec.volume.key {
@@ -195,7 +182,7 @@ pub fn copy_snapshot(
                 }
                 _ => None,
             });
-    let (new_rec, dst_key) = match resumed {
+    let (new_rec, dst_key, pending) = match resumed {
         Some((_, record)) => {
             let bytes = b64::decode(&record).map_err(|e| VolumeError::Corrupt {
                 what: "pending copy".into(),
@@ -204,7 +191,12 @@ pub fn copy_snapshot(
             let new_rec = SnapshotRecord::decode(&bytes)?;
             let key =
                 lifecycle::data_key(&new_rec.volume, Some(&dst_kms as &dyn KeyBackend), None)?;
-            (new_rec, key)
+            let pending = PendingCopy::Copy {
+                source_region: cfg.region.to_string(),
+                source_snapshot: rec.id.to_string(),
+                record,
+            };
+            (new_rec, key, pending)
         }
         None => {
             let mut new_rec = SnapshotRecord::new(
@@ -221,22 +213,23 @@ pub fn copy_snapshot(
                 source_snapshot: rec.id.to_string(),
                 record: b64::encode(&new_rec.encode()),
             };
-            dst.begin_pending(new_rec.id.as_str(), &pending.encode())?;
-            (new_rec, key)
+            (new_rec, key, pending)
         }
     };
     let owner = new_rec.id.to_string();
-    let stats = run_pipeline(
+    let stats = run_copy(
         cfg,
         &src_access,
         &src_dir,
         &rec,
         &src_key,
-        &dst,
+        dst,
         &owner,
+        &pending,
         &dst_key,
+        Some(&new_rec),
+        None,
     )?;
-    dst.finish_pending(&owner, Some(&new_rec.encode()), None)?;
     let kms_key_id = match &new_rec.volume.key {
         KeySource::Kms { key_arn, .. } => key_arn.clone(),
         KeySource::Customer { .. } => String::new(),
@@ -263,15 +256,14 @@ pub fn restore_rekeyed(
 ) -> Result<VolumeHeader, CliError> {
     let dir = cfg.region_dir();
     let access = PoolAccess::open(&dir)?;
-    let pool = local_pool(&access, &cfg.region)?;
     // An earlier rekey restore of this snapshot that did not finish: clean it up.
-    for (owner, raw) in pool.pending()? {
+    for (owner, raw) in access.pending()? {
         if let Ok(PendingCopy::Restore {
             source_snapshot, ..
         }) = PendingCopy::decode(&raw)
             && source_snapshot == rec.id.as_str()
         {
-            pool.abandon_pending(&owner, rec.volume.chunk_shift)?;
+            access.abandon_pending(&owner, rec.volume.chunk_shift)?;
         }
     }
     let kms = cfg.kms()?;
@@ -295,17 +287,18 @@ pub fn restore_rekeyed(
         source_snapshot: rec.id.to_string(),
         header: b64::encode(&h.encode()),
     };
-    pool.begin_pending(h.id.as_str(), &pending.encode())?;
-    run_pipeline(
+    run_copy(
         cfg,
         &access,
         &dir,
         rec,
         &src_key,
-        &pool,
+        &access,
         h.id.as_str(),
+        &pending,
         &dst_key,
+        None,
+        Some(&h),
     )?;
-    pool.finish_pending(h.id.as_str(), None, Some(&h))?;
     Ok(h)
 }

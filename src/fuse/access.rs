@@ -9,6 +9,7 @@ use super::control::{Client, Request};
 use crate::kms::b64;
 use crate::kms::region::RegionDir;
 use crate::snapshot::SnapshotRecord;
+use crate::snapshot::reencrypt::{CopyJob, CopyStats, run_job};
 use crate::volume::error::Result;
 use crate::volume::ids::SlotNo;
 use crate::volume::{Pool, VolumeError, VolumeHeader, VolumeId};
@@ -228,6 +229,50 @@ impl PoolAccess {
                         detail: e.to_string(),
                     })?;
                 Ok(rows.into_iter().map(|(c, s)| (c, SlotNo(s))).collect())
+            }
+        }
+    }
+
+    /// Copies in progress in this pool: (owner, record).
+    pub fn pending(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        match self {
+            PoolAccess::Local(p) => p.pending(),
+            PoolAccess::Daemon(c) => {
+                let v = c.call(&Request::ListPending)?;
+                let rows: Vec<(String, String)> =
+                    serde_json::from_value(v).map_err(|e| VolumeError::Corrupt {
+                        what: "daemon response".into(),
+                        detail: e.to_string(),
+                    })?;
+                rows.into_iter()
+                    .map(|(o, b)| bytes_from(&serde_json::Value::String(b)).map(|b| (o, b)))
+                    .collect()
+            }
+        }
+    }
+
+    pub fn abandon_pending(&self, owner: &str, chunk_shift: u8) -> Result<()> {
+        match self {
+            PoolAccess::Local(p) => p.abandon_pending(owner, chunk_shift),
+            PoolAccess::Daemon(c) => c
+                .call(&Request::AbandonPending {
+                    owner: owner.to_string(),
+                    chunk_shift,
+                })
+                .map(|_| ()),
+        }
+    }
+
+    /// Runs a copy job wherever the pool is owned: here (with `progress`) or in the daemon.
+    pub fn run_copy(&self, job: CopyJob, progress: &(dyn Fn(u64) + Sync)) -> Result<CopyStats> {
+        match self {
+            PoolAccess::Local(p) => run_job(p, &job, progress),
+            PoolAccess::Daemon(c) => {
+                let v = c.call(&Request::RunCopy { job })?;
+                serde_json::from_value(v).map_err(|e| VolumeError::Corrupt {
+                    what: "daemon response".into(),
+                    detail: e.to_string(),
+                })
             }
         }
     }

@@ -76,6 +76,16 @@ pub enum Request {
     LoadMap {
         owner: String,
     },
+    /// Copies in progress: `[[owner, base64 record], ...]`.
+    ListPending,
+    AbandonPending {
+        owner: String,
+        chunk_shift: u8,
+    },
+    /// Run a re-encrypting copy into this daemon's pool (it owns it).
+    RunCopy {
+        job: crate::snapshot::reencrypt::CopyJob,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -400,6 +400,19 @@ impl Daemon {
                     .load_map(&owner)
                     .map(|m| m.into_iter().map(|(c, s)| (c, s.0)).collect::<Vec<_>>()),
             ),
+            Request::ListPending => Response::from_result(self.pool.pending().map(|v| {
+                v.into_iter()
+                    .map(|(o, b)| (o, crate::kms::b64::encode(&b)))
+                    .collect::<Vec<_>>()
+            })),
+            Request::AbandonPending { owner, chunk_shift } => {
+                Response::from_result(self.pool.abandon_pending(&owner, chunk_shift))
+            }
+            Request::RunCopy { job } => Response::from_result(crate::snapshot::reencrypt::run_job(
+                &self.pool,
+                &job,
+                &|_| {},
+            )),
             Request::DeleteVolume { volume } => Response::from_result((|| {
                 if let Some(v) = self.open_volume(&volume) {
                     let at = self

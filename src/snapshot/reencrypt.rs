@@ -40,7 +40,7 @@ pub struct Dest<'a> {
     pub xts: &'a Xts,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CopyStats {
     pub chunks_copied: u64,
@@ -202,4 +202,78 @@ pub fn reencrypt(
         chunks_resumed: (src.map.len() - todo.len()) as u64,
         bytes_copied: n * chunk as u64,
     })
+}
+
+/// Everything a pool owner needs to run one copy, prepared by the CLI (which makes the
+/// KMS calls): it runs in the CLI when the CLI owns the destination pool, or in the
+/// region daemon when that owns it. Keys are base64 and zeroized after use.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct CopyJob {
+    /// The pending owner id (the new snapshot's or volume's id).
+    pub owner: String,
+    /// `PendingCopy` record (base64) written before the first chunk.
+    pub pending: String,
+    pub source_data_path: PathBuf,
+    pub source_map: Vec<(u64, u64)>,
+    pub chunk_shift: u8,
+    pub source_key: String,
+    pub dest_key: String,
+    /// What the owner becomes when done: a snapshot record or a volume header (base64).
+    pub finish_snapshot: Option<String>,
+    pub finish_volume: Option<String>,
+}
+
+impl Drop for CopyJob {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.source_key);
+        zeroize::Zeroize::zeroize(&mut self.dest_key);
+    }
+}
+
+fn b64_field(what: &str, s: &str) -> Result<Vec<u8>> {
+    crate::kms::b64::decode(s).map_err(|e| VolumeError::invalid(what, e.to_string()))
+}
+
+/// Runs (or resumes) a copy job against `pool` and makes the result visible.
+pub fn run_job(pool: &Pool, job: &CopyJob, progress: &(dyn Fn(u64) + Sync)) -> Result<CopyStats> {
+    if !pool.pending()?.iter().any(|(o, _)| o == &job.owner) {
+        pool.begin_pending(&job.owner, &b64_field("pending", &job.pending)?)?;
+    }
+    let done: HashSet<u64> = pool
+        .load_map(&job.owner)?
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    let src_key = crate::crypto::SecretBytes::new(b64_field("source key", &job.source_key)?);
+    let dst_key = crate::crypto::SecretBytes::new(b64_field("destination key", &job.dest_key)?);
+    let src_xts = crate::volume::keys::xts_from_data_key(&src_key)?;
+    let dst_xts = crate::volume::keys::xts_from_data_key(&dst_key)?;
+    let src = Source {
+        data_path: job.source_data_path.clone(),
+        map: job
+            .source_map
+            .iter()
+            .map(|(c, s)| (*c, SlotNo(*s)))
+            .collect(),
+        chunk_shift: job.chunk_shift,
+        xts: &src_xts,
+    };
+    let dst = Dest {
+        pool,
+        owner: job.owner.clone(),
+        xts: &dst_xts,
+    };
+    let stats = reencrypt(&src, &dst, &done, progress)?;
+    let snap = job
+        .finish_snapshot
+        .as_deref()
+        .map(|s| b64_field("snapshot", s))
+        .transpose()?;
+    let vol = job
+        .finish_volume
+        .as_deref()
+        .map(|s| b64_field("volume", s).and_then(|b| crate::volume::VolumeHeader::decode(&b)))
+        .transpose()?;
+    pool.finish_pending(&job.owner, snap.as_deref(), vol.as_ref())?;
+    Ok(stats)
 }
