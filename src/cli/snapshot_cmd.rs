@@ -145,7 +145,7 @@ fn with_frozen<T>(
 pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
     let region = cfg.region_dir();
     region.config()?;
-    let access = || PoolAccess::open(&region);
+    let open = || PoolAccess::open(&region);
     match cmd {
         SnapshotCommand::Copy {
             snapshot,
@@ -176,6 +176,7 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
             volume,
             description,
         } => {
+            let access = open()?;
             let h = access.find(&volume, cfg.region.as_str())?;
             let rec = SnapshotRecord::new(&h, &description, cfg.clock.now())?;
             let mounted = mount::records(&region)
@@ -189,7 +190,7 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
             cfg.print(&info(&access, &all, &rec)?, "Snapshot")
         }
         SnapshotCommand::List { volume } => {
-            let access = access()?;
+            let access = open()?;
             let mut all = access.list_snapshots()?;
             all.sort_by_key(|r| (r.created, r.id.clone()));
             let only = volume
@@ -203,13 +204,13 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
             cfg.print(&serde_json::json!({ "Snapshots": shown }), "Snapshots")
         }
         SnapshotCommand::Describe { snapshot } => {
-            let access = access()?;
+            let access = open()?;
             let rec = access.get_snapshot(&snapshot, cfg.region.as_str())?;
             let all = access.list_snapshots()?;
             cfg.print(&info(&access, &all, &rec)?, "Snapshot")
         }
         SnapshotCommand::Delete { snapshot } => {
-            let access = access()?;
+            let access = open()?;
             let rec = access.get_snapshot(&snapshot, cfg.region.as_str())?;
             access.delete_snapshot(&rec)?;
             cfg.print(
