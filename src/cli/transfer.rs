@@ -202,7 +202,7 @@ pub fn copy_snapshot(
             let mut new_rec = SnapshotRecord::new(
                 &rec.volume,
                 description.unwrap_or(&format!("Copied from {} in {}", rec.id, cfg.region)),
-                cfg.clock.now(),
+                cfg.clock.now_nanos(),
             )?;
             let (source, key) = new_data_key(&dst_kms, &key_ref, new_rec.id.as_str())?;
             new_rec.volume.region = dest_region.clone();

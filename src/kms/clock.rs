@@ -26,6 +26,15 @@ impl Clock {
         Clock::System
     }
 
+    /// Nanoseconds since the Unix epoch: for ordering things made within one second.
+    pub fn now_nanos(self) -> i64 {
+        let sys = jiff::Timestamp::now().as_nanosecond() as i64;
+        match self {
+            Clock::System => sys,
+            Clock::Skewed(s) => sys + s * 1_000_000_000,
+        }
+    }
+
     pub fn now(self) -> UnixTime {
         let sys = jiff::Timestamp::now().as_second();
         match self {

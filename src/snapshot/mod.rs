@@ -23,12 +23,13 @@ const CHECKSUM_LEN: usize = 32;
 pub struct SnapshotRecord {
     pub id: SnapshotId,
     pub description: String,
-    pub created: i64,
+    /// Nanoseconds since the Unix epoch: orders snapshots taken within one second.
+    pub created_ns: i64,
     pub volume: VolumeHeader,
 }
 
 impl SnapshotRecord {
-    pub fn new(volume: &VolumeHeader, description: &str, now: i64) -> Result<SnapshotRecord> {
+    pub fn new(volume: &VolumeHeader, description: &str, now_ns: i64) -> Result<SnapshotRecord> {
         if description.len() > 255 {
             return Err(VolumeError::invalid(
                 "description",
@@ -38,18 +39,18 @@ impl SnapshotRecord {
         Ok(SnapshotRecord {
             id: SnapshotId::random(),
             description: description.to_string(),
-            created: now,
+            created_ns: now_ns,
             volume: volume.clone(),
         })
     }
 
-    /// `magic ‖ u16 version ‖ i64 created ‖ (u16 len ‖ id) ‖ (u16 len ‖ description) ‖
+    /// `magic ‖ u16 version ‖ i64 created (ns) ‖ (u16 len ‖ id) ‖ (u16 len ‖ description) ‖
     /// (u16 len ‖ volume header) ‖ blake3`, little-endian.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(512);
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&FORMAT_V1.to_le_bytes());
-        out.extend_from_slice(&self.created.to_le_bytes());
+        out.extend_from_slice(&self.created_ns.to_le_bytes());
         for f in [
             self.id.as_str().as_bytes(),
             self.description.as_bytes(),
@@ -84,7 +85,7 @@ impl SnapshotRecord {
                 "format {version} is unknown: upgrade cryptvol"
             )));
         }
-        let created = i64::from_le_bytes(body[10..18].try_into().expect("8"));
+        let created_ns = i64::from_le_bytes(body[10..18].try_into().expect("8"));
         let mut p = 18;
         let mut field = || -> Result<&[u8]> {
             let l = body.get(p..p + 2).ok_or_else(|| bad("truncated"))?;
@@ -108,13 +109,18 @@ impl SnapshotRecord {
         Ok(SnapshotRecord {
             id,
             description,
-            created,
+            created_ns,
             volume,
         })
     }
 
     /// The header of a new volume restored from this snapshot: same data key and lineage
     /// (the slots it shares are encrypted under them), its own id, name and size.
+    /// Creation time in whole seconds.
+    pub fn created(&self) -> i64 {
+        self.created_ns.div_euclid(1_000_000_000)
+    }
+
     pub fn restored_header(&self, name: &str, size: Option<u64>, now: i64) -> Result<VolumeHeader> {
         let size = size.unwrap_or(self.volume.size);
         VolumeHeader::validate_size(size)?;

@@ -5,7 +5,7 @@
 //! against the hash. Workers (one per core) pull chunks from a shared counter and each
 //! holds two chunk-sized buffers, so memory stays at a few MiB per worker.
 //!
-//! Progress is committed every `COMMIT_EVERY` chunks under the copy's pending owner, so an
+//! Progress is committed every `COMMIT_INTERVAL` under the copy's pending owner, so an
 //! interrupted copy resumes where its last commit left it (`done`).
 
 use std::collections::HashSet;
@@ -22,8 +22,9 @@ use crate::volume::ids::{BLOCK_SIZE, SlotNo};
 use crate::volume::pool::Pool;
 
 const BS: usize = BLOCK_SIZE as usize;
-/// Chunks between commits of a copy's progress.
-pub const COMMIT_EVERY: u64 = 64;
+/// How often a copy's progress is committed (so a re-run resumes from there). Time-based:
+/// a commit costs an fdatasync, so a fast copy should not pay it every few MiB.
+pub const COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Source<'a> {
     /// The source pool's data file for this chunk size (read only).
@@ -113,10 +114,17 @@ pub fn reencrypt(
     let stop = AtomicBool::new(false);
     let copied = AtomicU64::new(0);
     let first_error: Mutex<Option<VolumeError>> = Mutex::new(None);
-    let workers = std::thread::available_parallelism()
+    let last_commit = Mutex::new(std::time::Instant::now());
+    // Reads block on the disk: more workers than cores keep the disk busy while others
+    // compute. `CRYPTVOL_COPY_WORKERS` overrides it for tuning.
+    let cores = std::thread::available_parallelism()
         .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 8);
+        .unwrap_or(2);
+    let workers = std::env::var("CRYPTVOL_COPY_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cores * 2)
+        .clamp(1, 32);
 
     let work = || -> Result<()> {
         let mut buf = vec![0u8; chunk];
@@ -170,10 +178,14 @@ pub fn reencrypt(
             }
             dst.pool.record_map(&dst.owner, c, Some(new));
             test_delay();
-            let n = copied.fetch_add(1, Ordering::AcqRel) + 1;
+            copied.fetch_add(1, Ordering::AcqRel);
             progress(chunk as u64);
-            if n.is_multiple_of(COMMIT_EVERY) {
+            // One worker commits when the interval has passed; the others carry on.
+            if let Ok(mut last) = last_commit.try_lock()
+                && last.elapsed() >= COMMIT_INTERVAL
+            {
                 dst.pool.commit()?;
+                *last = std::time::Instant::now();
             }
         }
     };

@@ -9,7 +9,7 @@ use crate::kms::KmsError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum VolumeError {
-    #[error("volume {name} does not exist in region {region} (see `cryptvol volume list`)")]
+    #[error("{} does not exist in region {region} (see `cryptvol volume list` / `snapshot list`)", if name.starts_with("snapshot ") { name.clone() } else { format!("volume {name}") })]
     NotFound { name: String, region: String },
 
     #[error("a volume named {name} already exists ({id}): choose another --name")]
