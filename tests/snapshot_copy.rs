@@ -291,7 +291,10 @@ fn an_interrupted_copy_is_invisible_and_a_rerun_resumes_it() {
     let r = v.json(&["snapshot", "copy", &snap, "--destination-region", "eu-2"]);
     let resumed = r["ChunksResumed"].as_u64().unwrap();
     let copied = r["ChunksCopied"].as_u64().unwrap();
-    assert!(resumed > 0 && copied < 120, "progress was committed and reused: {r:#}");
+    assert!(
+        resumed > 0 && copied < 120,
+        "progress was committed and reused: {r:#}"
+    );
     assert_eq!(
         resumed + copied,
         120,

@@ -1,9 +1,10 @@
 //! The re-encryption pipeline behind restore-with-another-key and cross-region copy:
 //! every written chunk of a snapshot is read from the source pool, decrypted with the
-//! source key, hashed (blake3 of the plaintext), encrypted with the destination key,
-//! written to a new slot of the destination pool, read back, decrypted and checked
-//! against the hash. Workers (one per core) pull chunks from a shared counter and each
-//! holds two chunk-sized buffers, so memory stays at a few MiB per worker.
+//! source key, hashed (blake3 of the plaintext, folded into the copy's digest), encrypted
+//! with the destination key, written to a new slot of the destination pool, read back,
+//! decrypted and compared byte for byte with the source plaintext. Workers (two per core:
+//! reads block) pull chunks from a shared counter; each holds three chunk-sized buffers,
+//! so memory stays at a few MiB per worker.
 //!
 //! Progress is committed every `COMMIT_INTERVAL` under the copy's pending owner, so an
 //! interrupted copy resumes where its last commit left it (`done`).
@@ -41,12 +42,14 @@ pub struct Dest<'a> {
     pub xts: &'a Xts,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CopyStats {
     pub chunks_copied: u64,
     pub chunks_resumed: u64,
     pub bytes_copied: u64,
+    /// blake3 over the per-chunk blake3 of the plaintext copied in this run.
+    pub plaintext_blake3: String,
 }
 
 fn read_full(f: &File, buf: &mut [u8], off: u64, path: &std::path::Path) -> Result<()> {
@@ -104,17 +107,27 @@ pub fn reencrypt(
     let chunk = 1usize << src.chunk_shift;
     let blocks = chunk / BS;
     let df = dst.pool.data_file(src.chunk_shift)?;
-    let todo: Vec<(u64, SlotNo)> = src
+    // In slot order: the source file is then read front to back, which its readahead
+    // (told below that access is sequential) turns into large reads.
+    let mut todo: Vec<(u64, SlotNo)> = src
         .map
         .iter()
         .filter(|(c, _)| !done.contains(c))
         .copied()
         .collect();
+    todo.sort_by_key(|(_, s)| *s);
+    let _ = nix::fcntl::posix_fadvise(
+        &file,
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
+    );
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let copied = AtomicU64::new(0);
     let first_error: Mutex<Option<VolumeError>> = Mutex::new(None);
     let last_commit = Mutex::new(std::time::Instant::now());
+    let hashes: Mutex<Vec<(u64, blake3::Hash)>> = Mutex::new(Vec::with_capacity(todo.len()));
     // Reads block on the disk: more workers than cores keep the disk busy while others
     // compute. `CRYPTVOL_COPY_WORKERS` overrides it for tuning.
     let cores = std::thread::available_parallelism()
@@ -127,7 +140,9 @@ pub fn reencrypt(
         .clamp(1, 32);
 
     let work = || -> Result<()> {
-        let mut buf = vec![0u8; chunk];
+        // plain: source plaintext; enc: what we write; check: what we read back.
+        let mut plain = vec![0u8; chunk];
+        let mut enc = vec![0u8; chunk];
         let mut check = vec![0u8; chunk];
         let mut written = vec![false; blocks];
         loop {
@@ -139,13 +154,17 @@ pub fn reencrypt(
                 return Ok(());
             };
             let first_block = c * blocks as u64;
-            read_full(&file, &mut buf, slot.0 << src.chunk_shift, &src.data_path)?;
+            read_full(&file, &mut plain, slot.0 << src.chunk_shift, &src.data_path)?;
             for (b, w) in written.iter_mut().enumerate() {
-                *w = !is_zero(&buf[b * BS..(b + 1) * BS]);
+                *w = !is_zero(&plain[b * BS..(b + 1) * BS]);
             }
-            crypt_blocks(src.xts, first_block, &mut buf, &written, true);
-            let want = blake3::hash(&buf);
-            crypt_blocks(dst.xts, first_block, &mut buf, &written, false);
+            crypt_blocks(src.xts, first_block, &mut plain, &written, true);
+            hashes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((c, blake3::hash(&plain)));
+            enc.copy_from_slice(&plain);
+            crypt_blocks(dst.xts, first_block, &mut enc, &written, false);
             let new = dst.pool.allocate(src.chunk_shift)?;
             let base = df.slot_offset(new);
             let mut write_and_verify = || -> Result<()> {
@@ -160,11 +179,13 @@ pub fn reencrypt(
                     while b < blocks && written[b] {
                         b += 1;
                     }
-                    df.write_at(&buf[start * BS..b * BS], base + (start * BS) as u64)?;
+                    df.write_at(&enc[start * BS..b * BS], base + (start * BS) as u64)?;
                 }
+                // Read back and decrypt with the destination key: must give the source's
+                // plaintext, byte for byte.
                 df.read_at(&mut check, base)?;
                 crypt_blocks(dst.xts, first_block, &mut check, &written, true);
-                if blake3::hash(&check) != want {
+                if check != plain {
                     return Err(VolumeError::Corrupt {
                         what: format!("copied chunk {c}"),
                         detail: "it does not read back as the source's plaintext".into(),
@@ -209,10 +230,20 @@ pub fn reencrypt(
     }
     dst.pool.commit()?;
     let n = copied.load(Ordering::Acquire);
+    // blake3 over (chunk number, blake3 of its plaintext) in chunk order: one digest of
+    // everything this run copied, comparable between runs of the same source.
+    let mut hs = hashes.into_inner().unwrap_or_else(|p| p.into_inner());
+    hs.sort_by_key(|(c, _)| *c);
+    let mut d = blake3::Hasher::new();
+    for (c, h) in &hs {
+        d.update(&c.to_le_bytes());
+        d.update(h.as_bytes());
+    }
     Ok(CopyStats {
         chunks_copied: n,
         chunks_resumed: (src.map.len() - todo.len()) as u64,
         bytes_copied: n * chunk as u64,
+        plaintext_blake3: d.finalize().to_hex().to_string(),
     })
 }
 

@@ -285,6 +285,15 @@ impl Pool {
                     .get(hwm_key(shift).as_str())?
                     .map(|g| g.value())
                     .unwrap_or(0);
+                // Slots at or past the high-water mark were never committed; after a
+                // crash they may hold stale ciphertext. Make them holes once, here, so
+                // handing them out needs no per-slot punch.
+                let df = self.data_file(shift)?;
+                let len = df.file.metadata().map(|m| m.len()).unwrap_or(0);
+                let start = hwm << shift;
+                if len > start {
+                    df.punch(start, len - start)?;
+                }
                 Ok(v.insert(Allocator { free, hwm }))
             }
         }
@@ -293,6 +302,7 @@ impl Pool {
     /// Hands out a slot whose content is all zeros (a hole) and records its first
     /// reference; the caller maps it with [`Pool::record_map`].
     pub fn allocate(&self, shift: u8) -> Result<SlotNo> {
+        let reused;
         let slot = {
             let mut st = lock(&self.state);
             let a = self.allocator(&mut st, shift)?;
@@ -304,6 +314,7 @@ impl Pool {
                 }
             };
             let hwm = a.hwm;
+            reused = from_free;
             if from_free {
                 st.dirty.taken.push((shift, slot));
             } else {
@@ -313,9 +324,12 @@ impl Pool {
             slot
         };
         // A reused slot may hold old ciphertext if a crash came between the commit that
-        // freed it and the hole punch after it; make sure it reads as zeros.
-        let df = self.data_file(shift)?;
-        df.punch(df.slot_offset(SlotNo(slot)), 1 << shift)?;
+        // freed it and the hole punch after it; make sure it reads as zeros. (Fresh slots
+        // past the high-water mark were punched when the allocator was loaded.)
+        if reused {
+            let df = self.data_file(shift)?;
+            df.punch(df.slot_offset(SlotNo(slot)), 1 << shift)?;
+        }
         Ok(SlotNo(slot))
     }
 

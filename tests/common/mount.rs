@@ -341,6 +341,11 @@ impl VolEnv {
         self.region().join("pool")
     }
 
+    /// The pool's data file of 1 MiB chunks (the default chunk size).
+    pub fn pool_data_file(&self) -> PathBuf {
+        self.pool_dir().join("data-1024k.pool")
+    }
+
     pub fn daemon_log(&self) -> String {
         std::fs::read_to_string(self.region().join("logs/daemon.log")).unwrap_or_default()
     }
@@ -782,6 +787,12 @@ pub fn fio(cwd: &Path, args: &[&str], bytes: u64) -> Value {
         assert_eq!(job["write"]["io_bytes"], bytes, "bytes written by fio");
     }
     job
+}
+
+/// Bytes a file takes on disk (`st_blocks * 512`: holes excluded); 0 if it does not exist.
+pub fn disk_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)
 }
 
 /// Every regular file under `dir`, recursively.
