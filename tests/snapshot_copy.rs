@@ -267,12 +267,15 @@ fn an_interrupted_copy_is_invisible_and_a_rerun_resumes_it() {
             "--output",
             "json",
         ])
-        .env("CRYPTVOL_TEST_COPY_DELAY_MS", "25")
+        .env("CRYPTVOL_TEST_COPY_DELAY_MS", "40")
+        .env("CRYPTVOL_COPY_WORKERS", "1")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(2200));
+    // One worker at 40 ms a chunk: about 5 s for the 120 chunks; progress is committed
+    // every second.
+    std::thread::sleep(Duration::from_millis(2500));
     assert!(
         child.try_wait().unwrap().is_none(),
         "the copy finished before it could be interrupted"

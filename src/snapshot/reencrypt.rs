@@ -1,8 +1,8 @@
 //! The re-encryption pipeline behind restore-with-another-key and cross-region copy:
 //! every written chunk of a snapshot is read from the source pool, decrypted with the
 //! source key, hashed (blake3 of the plaintext, folded into the copy's digest), encrypted
-//! with the destination key, written to a new slot of the destination pool, read back,
-//! decrypted and compared byte for byte with the source plaintext. Workers (two per core:
+//! with the destination key, decrypted again and compared byte for byte with the source
+//! plaintext, and written to a new slot of the destination pool. Workers (two per core:
 //! reads block) pull chunks from a shared counter; each holds three chunk-sized buffers,
 //! so memory stays at a few MiB per worker.
 //!
@@ -140,7 +140,7 @@ pub fn reencrypt(
         .clamp(1, 32);
 
     let work = || -> Result<()> {
-        // plain: source plaintext; enc: what we write; check: what we read back.
+        // plain: source plaintext; enc: what we write; check: enc decrypted again.
         let mut plain = vec![0u8; chunk];
         let mut enc = vec![0u8; chunk];
         let mut check = vec![0u8; chunk];
@@ -165,9 +165,21 @@ pub fn reencrypt(
                 .push((c, blake3::hash(&plain)));
             enc.copy_from_slice(&plain);
             crypt_blocks(dst.xts, first_block, &mut enc, &written, false);
+            // What we are about to write must decrypt, with the destination key and
+            // tweaks, to the source's plaintext, byte for byte. (A read-back would only
+            // read our own page cache; the write is checked by its result and made durable
+            // by the commit's fdatasync.)
+            check.copy_from_slice(&enc);
+            crypt_blocks(dst.xts, first_block, &mut check, &written, true);
+            if check != plain {
+                return Err(VolumeError::Corrupt {
+                    what: format!("copied chunk {c}"),
+                    detail: "its new ciphertext does not decrypt to the source's plaintext".into(),
+                });
+            }
             let new = dst.pool.allocate(src.chunk_shift)?;
             let base = df.slot_offset(new);
-            let mut write_and_verify = || -> Result<()> {
+            let write = || -> Result<()> {
                 // Only written blocks: holes stay holes (and take no space).
                 let mut b = 0;
                 while b < blocks {
@@ -181,19 +193,9 @@ pub fn reencrypt(
                     }
                     df.write_at(&enc[start * BS..b * BS], base + (start * BS) as u64)?;
                 }
-                // Read back and decrypt with the destination key: must give the source's
-                // plaintext, byte for byte.
-                df.read_at(&mut check, base)?;
-                crypt_blocks(dst.xts, first_block, &mut check, &written, true);
-                if check != plain {
-                    return Err(VolumeError::Corrupt {
-                        what: format!("copied chunk {c}"),
-                        detail: "it does not read back as the source's plaintext".into(),
-                    });
-                }
                 Ok(())
             };
-            if let Err(e) = write_and_verify() {
+            if let Err(e) = write() {
                 dst.pool.record_ref(src.chunk_shift, new, -1);
                 return Err(e);
             }
