@@ -11,12 +11,13 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::crypto::xts::Xts;
+use crate::volume::aligned::AlignedBuf;
 use crate::volume::block_io::is_zero;
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::{BLOCK_SIZE, SlotNo};
@@ -102,7 +103,12 @@ pub fn reencrypt(
     done: &HashSet<u64>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<CopyStats> {
-    let file = File::open(&src.data_path)
+    // O_DIRECT reads: the source is read once, so the page cache would only cost a copy.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&src.data_path)
+        .or_else(|_| File::open(&src.data_path))
         .map_err(|e| VolumeError::io("cannot open", &src.data_path, e))?;
     let chunk = 1usize << src.chunk_shift;
     let blocks = chunk / BS;
@@ -141,8 +147,10 @@ pub fn reencrypt(
 
     let work = || -> Result<()> {
         // plain: source plaintext; enc: what we write; check: enc decrypted again.
-        let mut plain = vec![0u8; chunk];
-        let mut enc = vec![0u8; chunk];
+        let mut plain_buf = AlignedBuf::new(chunk);
+        let plain = plain_buf.as_mut_slice();
+        let mut enc_buf = AlignedBuf::new(chunk);
+        let enc = enc_buf.as_mut_slice();
         let mut check = vec![0u8; chunk];
         let mut written = vec![false; blocks];
         loop {
@@ -154,24 +162,24 @@ pub fn reencrypt(
                 return Ok(());
             };
             let first_block = c * blocks as u64;
-            read_full(&file, &mut plain, slot.0 << src.chunk_shift, &src.data_path)?;
+            read_full(&file, plain, slot.0 << src.chunk_shift, &src.data_path)?;
             for (b, w) in written.iter_mut().enumerate() {
                 *w = !is_zero(&plain[b * BS..(b + 1) * BS]);
             }
-            crypt_blocks(src.xts, first_block, &mut plain, &written, true);
+            crypt_blocks(src.xts, first_block, plain, &written, true);
             hashes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push((c, blake3::hash(&plain)));
-            enc.copy_from_slice(&plain);
-            crypt_blocks(dst.xts, first_block, &mut enc, &written, false);
+                .push((c, blake3::hash(plain)));
+            enc.copy_from_slice(plain);
+            crypt_blocks(dst.xts, first_block, enc, &written, false);
             // What we are about to write must decrypt, with the destination key and
             // tweaks, to the source's plaintext, byte for byte. (A read-back would only
             // read our own page cache; the write is checked by its result and made durable
             // by the commit's fdatasync.)
-            check.copy_from_slice(&enc);
+            check.copy_from_slice(enc);
             crypt_blocks(dst.xts, first_block, &mut check, &written, true);
-            if check != plain {
+            if check.as_slice() != &*plain {
                 return Err(VolumeError::Corrupt {
                     what: format!("copied chunk {c}"),
                     detail: "its new ciphertext does not decrypt to the source's plaintext".into(),
@@ -191,7 +199,7 @@ pub fn reencrypt(
                     while b < blocks && written[b] {
                         b += 1;
                     }
-                    df.write_at(&enc[start * BS..b * BS], base + (start * BS) as u64)?;
+                    df.write_direct(&enc[start * BS..b * BS], base + (start * BS) as u64)?;
                 }
                 Ok(())
             };

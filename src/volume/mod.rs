@@ -2,6 +2,7 @@
 //! thin pool, and block I/O (AES-256-XTS per 4 KiB block, tweak = block number).
 //! Reaches keys only through `kms::KeyBackend`; knows nothing of FUSE or the CLI.
 
+pub mod aligned;
 pub mod block_io;
 pub mod error;
 pub mod header;
