@@ -485,3 +485,84 @@ fn copy_and_rekey_restore_work_while_the_destination_daemon_owns_the_pool() {
     v.ok(&["--region", "eu-2", "detach", &dbs]);
     v.detach(&da);
 }
+
+#[test]
+fn a_key_of_another_region_is_refused_before_anything_is_written() {
+    if !require_mount_support(&[Need::Fuse]) {
+        return;
+    }
+    let v = VolEnv::new();
+    v.ok(&["--region", "eu-2", "init"]);
+    let arn_a = str_field(&v.json(&["kms", "create-key"])["KeyMetadata"], "Arn");
+    let (vol, _) = volume_with_data(&v, "src", 2, &[]);
+    let snap = snapshot(&v, &vol);
+    let e = fails(
+        &v,
+        &[
+            "snapshot",
+            "copy",
+            &snap,
+            "--destination-region",
+            "eu-2",
+            "--kms-key",
+            &arn_a,
+        ],
+        8,
+    );
+    assert!(e.contains("local-1") && e.contains("eu-2"), "{e}");
+    let listed = v.json(&["--region", "eu-2", "snapshot", "list"]);
+    assert_eq!(listed["Snapshots"].as_array().unwrap().len(), 0);
+}
+
+/// A destination region whose disk fills during the copy: a clear "no space" error, no
+/// snapshot visible there, the source untouched; with space, the same command finishes.
+#[test]
+fn a_full_destination_disk_fails_cleanly_and_the_copy_resumes_with_space() {
+    if !require_mount_support(&[Need::Fuse, Need::Root]) {
+        return;
+    }
+    let v = VolEnv::new();
+    let small = v.data.join("regions/small-1");
+    std::fs::create_dir_all(&small).unwrap();
+    v.mount_tmpfs(&small, "24M");
+    v.ok(&["--region", "small-1", "init"]);
+    let (vol, _) = volume_with_data(&v, "src", 40, &[]);
+    let snap = snapshot(&v, &vol);
+    let want = hash_volume(&v, "local-1", &vol, 48 * MIB);
+
+    let e = fails(
+        &v,
+        &["snapshot", "copy", &snap, "--destination-region", "small-1"],
+        15,
+    );
+    assert!(e.contains("no space"), "{e}");
+    let listed = v.json(&["--region", "small-1", "snapshot", "list"]);
+    assert_eq!(
+        listed["Snapshots"].as_array().unwrap().len(),
+        0,
+        "nothing visible"
+    );
+    let src = v.json(&["snapshot", "list"]);
+    assert_eq!(
+        src["Snapshots"].as_array().unwrap().len(),
+        1,
+        "source untouched"
+    );
+
+    let d = small.to_string_lossy().to_string();
+    sh_ok("mount", &["-o", "remount,size=256M", &d]);
+    let r = v.json(&["snapshot", "copy", &snap, "--destination-region", "small-1"]);
+    let copy = str_field(&r, "SnapshotId");
+    let restored = str_field(
+        &v.json(&[
+            "--region",
+            "small-1",
+            "volume",
+            "create",
+            "--from-snapshot",
+            &copy,
+        ]),
+        "VolumeId",
+    );
+    assert_eq!(hash_volume(&v, "small-1", &restored, 48 * MIB), want);
+}

@@ -440,8 +440,33 @@ impl Daemon {
         }
     }
 
+    /// Stops taking requests (every later one, even a ping, is answered "busy", so clients
+    /// open the pool themselves once this process is gone) and tells `run` to shut down.
+    fn begin_stop(&self, why: &'static str) {
+        {
+            let _requests = self.last_request.lock().unwrap_or_else(|p| p.into_inner());
+            self.stopping.store(true, Ordering::Release);
+        }
+        let _ = std::fs::remove_file(control::socket_path(&self.region));
+        let _ = self.events.send(Event::Stop(why));
+    }
+
     fn serve_conn(&self, s: UnixStream) {
-        *self.last_request.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let stopping = {
+            let mut last = self.last_request.lock().unwrap_or_else(|p| p.into_inner());
+            *last = Instant::now();
+            self.stopping.load(Ordering::Acquire)
+        };
+        if stopping {
+            let resp = Response::Err {
+                kind: crate::volume::error::ErrorKind::Busy,
+                message: "the region daemon is stopping: retry".into(),
+            };
+            let mut out = serde_json::to_vec(&resp).expect("serialises");
+            out.push(b'\n');
+            let _ = (&s).write_all(&out);
+            return;
+        }
         let mut line = String::new();
         if BufReader::new(&s).read_line(&mut line).is_err() {
             return;
@@ -469,7 +494,7 @@ impl Daemon {
                 .unwrap_or_else(|p| p.into_inner())
                 .is_empty()
         {
-            let _ = self.events.send(Event::Stop("last volume detached"));
+            self.begin_stop("last volume detached");
         }
     }
 
@@ -538,17 +563,16 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
         daemon.attach(&i.volume, &i.dir, i.data_key)?;
     }
     {
-        let tx = tx.clone();
+        let d = daemon.clone();
         std::thread::spawn(move || {
             if let Ok(sig) = stop_signals.wait() {
                 info!("received {sig:?}");
             }
-            let _ = tx.send(Event::Stop("signal"));
+            d.begin_stop("signal");
         });
     }
     {
         let d = daemon.clone();
-        let tx = tx.clone();
         std::thread::spawn(move || {
             let mut last_commit = Instant::now();
             loop {
@@ -574,7 +598,7 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
                         .elapsed()
                         > IDLE_EXIT;
                 if idle {
-                    let _ = tx.send(Event::Stop("idle: nothing attached"));
+                    d.begin_stop("idle: nothing attached");
                     return;
                 }
             }
@@ -601,7 +625,7 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
     );
     let Event::Stop(why) = rx.recv().unwrap_or(Event::Stop("channel closed"));
     info!("stopping: {why}");
-    let _ = std::fs::remove_file(&sock);
+    // `begin_stop` removed the socket already: a new daemon may own that path by now.
     daemon.shutdown();
     Ok(())
 }

@@ -301,7 +301,15 @@ pub fn init(
     };
 
     let tmp_name = format!(".{}.init-{}", region, std::process::id());
-    let tmp = regions.join(tmp_name);
+    // Normally the region is staged beside its final place and renamed into it. If its
+    // directory already exists (an empty mount point prepared for it), stage inside it
+    // and move the files in, region.json last: that file is what makes a region exist.
+    let in_place = dir.path.is_dir();
+    let tmp = if in_place {
+        dir.path.join(tmp_name)
+    } else {
+        regions.join(tmp_name)
+    };
     let build = || -> Result<()> {
         fsio::create_private_dir(&tmp).map_err(|e| KmsError::io("cannot create", &tmp, e))?;
         let staged = RegionDir {
@@ -325,6 +333,25 @@ pub fn init(
     if let Err(e) = build() {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
+    }
+    if in_place {
+        let moved = (|| -> std::io::Result<()> {
+            for name in ["root.key", "keystore.cvks", "region.json"] {
+                let from = tmp.join(name);
+                if from.exists() {
+                    std::fs::rename(&from, dir.path.join(name))?;
+                }
+            }
+            std::fs::remove_dir(&tmp)?;
+            fsio::fsync_dir(&dir.path)
+        })();
+        let _ = std::fs::remove_dir_all(&tmp);
+        moved.map_err(|e| KmsError::io("cannot create", &dir.path, e))?;
+        return Ok(InitOutcome {
+            created: true,
+            config,
+            dir,
+        });
     }
     match std::fs::rename(&tmp, &dir.path) {
         Ok(()) => {
