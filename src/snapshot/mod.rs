@@ -10,11 +10,10 @@ pub mod reencrypt;
 
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::{SlotNo, SnapshotId, VolumeId};
-use crate::volume::{VolumeHeader, header};
+use crate::volume::{VolumeHeader, header, record};
 
 pub const MAGIC: [u8; 8] = *b"CVSNAPSH";
 pub const FORMAT_V1: u16 = 1;
-const CHECKSUM_LEN: usize = 32;
 
 /// What a snapshot remembers: its id and description, when it was taken, and the source
 /// volume's header at that moment (size, chunk size, key, lineage), which is all a
@@ -47,65 +46,21 @@ impl SnapshotRecord {
     /// `magic ‖ u16 version ‖ i64 created (ns) ‖ (u16 len ‖ id) ‖ (u16 len ‖ description) ‖
     /// (u16 len ‖ volume header) ‖ blake3`, little-endian.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(512);
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&FORMAT_V1.to_le_bytes());
+        let mut out = record::begin(&MAGIC, FORMAT_V1);
         out.extend_from_slice(&self.created_ns.to_le_bytes());
-        for f in [
-            self.id.as_str().as_bytes(),
-            self.description.as_bytes(),
-            &self.volume.encode(),
-        ] {
-            out.extend_from_slice(&(f.len() as u16).to_le_bytes());
-            out.extend_from_slice(f);
-        }
-        let sum = blake3::hash(&out);
-        out.extend_from_slice(sum.as_bytes());
-        out
+        record::push_field(&mut out, self.id.as_str().as_bytes());
+        record::push_field(&mut out, self.description.as_bytes());
+        record::push_field(&mut out, &self.volume.encode());
+        record::seal(out)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<SnapshotRecord> {
-        let bad = |d: &str| VolumeError::Corrupt {
-            what: "snapshot record".into(),
-            detail: d.to_string(),
-        };
-        if bytes.len() < 18 + CHECKSUM_LEN {
-            return Err(bad("too short"));
-        }
-        let (body, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
-        if blake3::hash(body).as_bytes() != sum {
-            return Err(bad("checksum mismatch"));
-        }
-        if body[..8] != MAGIC {
-            return Err(bad("bad magic"));
-        }
-        let version = u16::from_le_bytes([body[8], body[9]]);
-        if version != FORMAT_V1 {
-            return Err(bad(&format!(
-                "format {version} is unknown: upgrade cryptvol"
-            )));
-        }
-        let created_ns = i64::from_le_bytes(body[10..18].try_into().expect("8"));
-        let mut p = 18;
-        let mut field = || -> Result<&[u8]> {
-            let l = body.get(p..p + 2).ok_or_else(|| bad("truncated"))?;
-            let len = u16::from_le_bytes([l[0], l[1]]) as usize;
-            let f = body
-                .get(p + 2..p + 2 + len)
-                .ok_or_else(|| bad("truncated"))?;
-            p += 2 + len;
-            Ok(f)
-        };
-        let id = std::str::from_utf8(field()?)
-            .ok()
-            .and_then(SnapshotId::parse)
-            .ok_or_else(|| bad("bad snapshot id"))?;
-        let description =
-            String::from_utf8(field()?.to_vec()).map_err(|_| bad("bad description"))?;
-        let volume = VolumeHeader::decode(field()?)?;
-        if p != body.len() {
-            return Err(bad("trailing bytes"));
-        }
+        let mut r = record::Reader::open(bytes, &MAGIC, FORMAT_V1, 8, "snapshot record")?;
+        let created_ns = i64::from_le_bytes(r.fixed(8)?.try_into().expect("8"));
+        let id = SnapshotId::parse(&r.text()?).ok_or_else(|| r.corrupt("bad snapshot id"))?;
+        let description = r.text()?;
+        let volume = VolumeHeader::decode(r.field()?)?;
+        r.finish()?;
         Ok(SnapshotRecord {
             id,
             description,
@@ -114,8 +69,6 @@ impl SnapshotRecord {
         })
     }
 
-    /// The header of a new volume restored from this snapshot: same data key and lineage
-    /// (the slots it shares are encrypted under them), its own id, name and size.
     /// Creation time in whole seconds.
     pub fn created(&self) -> i64 {
         self.created_ns.div_euclid(1_000_000_000)

@@ -4,12 +4,12 @@
 
 use super::error::{Result, VolumeError};
 use super::ids::{BLOCK_SIZE, VolumeId};
+use super::record;
 use crate::kms::Region;
 
 pub const MAGIC: [u8; 8] = *b"CVVOLHDR";
 pub const FORMAT_V1: u16 = 1;
 const FIXED_LEN: usize = 32;
-const CHECKSUM_LEN: usize = 32;
 
 /// Smallest and largest chunk: 64 KiB .. 64 MiB (powers of two).
 pub const MIN_CHUNK_SHIFT: u8 = 16;
@@ -74,9 +74,7 @@ impl VolumeHeader {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&FORMAT_V1.to_le_bytes());
+        let mut out = record::begin(&MAGIC, FORMAT_V1);
         out.push(match self.key {
             KeySource::Kms { .. } => 1,
             KeySource::Customer { .. } => 2,
@@ -86,80 +84,42 @@ impl VolumeHeader {
         out.extend_from_slice(&self.size.to_le_bytes());
         out.extend_from_slice(&self.created.to_le_bytes());
         debug_assert_eq!(out.len(), FIXED_LEN);
-        let mut field = |b: &[u8]| {
-            out.extend_from_slice(&(b.len() as u16).to_le_bytes());
-            out.extend_from_slice(b);
-        };
-        field(self.id.as_str().as_bytes());
-        field(self.lineage.as_bytes());
-        field(self.region.as_str().as_bytes());
-        field(self.name.as_bytes());
+        record::push_field(&mut out, self.id.as_str().as_bytes());
+        record::push_field(&mut out, self.lineage.as_bytes());
+        record::push_field(&mut out, self.region.as_str().as_bytes());
+        record::push_field(&mut out, self.name.as_bytes());
         match &self.key {
             KeySource::Kms { key_arn, wrapped } => {
-                field(key_arn.as_bytes());
-                field(wrapped);
+                record::push_field(&mut out, key_arn.as_bytes());
+                record::push_field(&mut out, wrapped);
             }
             KeySource::Customer { salt, verifier } => {
-                field(b"");
+                record::push_field(&mut out, b"");
                 let mut sv = [0u8; 48];
                 sv[..16].copy_from_slice(salt);
                 sv[16..].copy_from_slice(verifier);
-                field(&sv);
+                record::push_field(&mut out, &sv);
             }
         }
-        let sum = blake3::hash(&out);
-        out.extend_from_slice(sum.as_bytes());
-        out
+        record::seal(out)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<VolumeHeader> {
-        let bad = |d: &str| VolumeError::Corrupt {
-            what: "volume header".into(),
-            detail: d.to_string(),
-        };
-        if bytes.len() < FIXED_LEN + CHECKSUM_LEN {
-            return Err(bad("too short"));
-        }
-        let (body, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
-        if blake3::hash(body).as_bytes() != sum {
-            return Err(bad("checksum mismatch"));
-        }
-        if body[..8] != MAGIC {
-            return Err(bad("bad magic"));
-        }
-        let version = u16::from_le_bytes([body[8], body[9]]);
-        if version != FORMAT_V1 {
-            return Err(bad(&format!(
-                "format {version} is unknown: upgrade cryptvol"
-            )));
-        }
-        let kind = body[10];
-        let chunk_shift = body[11];
+        let mut r =
+            record::Reader::open(bytes, &MAGIC, FORMAT_V1, FIXED_LEN - 10, "volume header")?;
+        let fixed = r.fixed(FIXED_LEN - 10)?;
+        let (kind, chunk_shift) = (fixed[0], fixed[1]);
         if !(MIN_CHUNK_SHIFT..=MAX_CHUNK_SHIFT).contains(&chunk_shift) {
-            return Err(bad("chunk size out of range"));
+            return Err(r.corrupt("chunk size out of range"));
         }
-        let size = u64::from_le_bytes(body[16..24].try_into().expect("8"));
-        let created = i64::from_le_bytes(body[24..32].try_into().expect("8"));
-        let mut p = FIXED_LEN;
-        let mut field = || -> Result<&[u8]> {
-            let len_bytes = body.get(p..p + 2).ok_or_else(|| bad("truncated field"))?;
-            let len = u16::from_le_bytes([len_bytes[0], len_bytes[1]]) as usize;
-            let f = body
-                .get(p + 2..p + 2 + len)
-                .ok_or_else(|| bad("truncated field"))?;
-            p += 2 + len;
-            Ok(f)
-        };
-        let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| bad("non-UTF-8 text"));
-        let id = VolumeId::parse(&text(field()?)?).ok_or_else(|| bad("bad volume id"))?;
-        let lineage = text(field()?)?;
-        let region = Region::parse(&text(field()?)?).map_err(|_| bad("bad region"))?;
-        let name = text(field()?)?;
-        let arn = text(field()?)?;
-        let material = field()?.to_vec();
-        if p != body.len() {
-            return Err(bad("trailing bytes"));
-        }
+        let size = u64::from_le_bytes(fixed[6..14].try_into().expect("8"));
+        let created = i64::from_le_bytes(fixed[14..22].try_into().expect("8"));
+        let id = VolumeId::parse(&r.text()?).ok_or_else(|| r.corrupt("bad volume id"))?;
+        let lineage = r.text()?;
+        let region = Region::parse(&r.text()?).map_err(|_| r.corrupt("bad region"))?;
+        let name = r.text()?;
+        let arn = r.text()?;
+        let material = r.field()?.to_vec();
         let key = match kind {
             1 => KeySource::Kms {
                 key_arn: arn,
@@ -169,9 +129,10 @@ impl VolumeHeader {
                 salt: material[..16].try_into().expect("16"),
                 verifier: material[16..].try_into().expect("32"),
             },
-            _ => return Err(bad("unknown key kind")),
+            _ => return Err(r.corrupt("unknown key kind")),
         };
-        VolumeHeader::validate_size(size).map_err(|_| bad("size out of range"))?;
+        VolumeHeader::validate_size(size).map_err(|_| r.corrupt("size out of range"))?;
+        r.finish()?;
         Ok(VolumeHeader {
             id,
             lineage,

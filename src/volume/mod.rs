@@ -10,6 +10,7 @@ pub mod ids;
 pub mod keys;
 pub mod lifecycle;
 pub mod pool;
+pub mod record;
 
 pub use block_io::OpenVolume;
 pub use error::VolumeError;

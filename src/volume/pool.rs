@@ -520,6 +520,12 @@ impl Pool {
 
     /// Stores a new volume's header durably; fails if its id or name is taken.
     pub fn create_volume(&self, h: &VolumeHeader) -> Result<()> {
+        self.add_volume(h, None)
+    }
+
+    /// Stores a new volume, empty or (`share_from`) with every slot of that map shared,
+    /// in one transaction.
+    fn add_volume(&self, h: &VolumeHeader, share_from: Option<&str>) -> Result<()> {
         let _c = lock(&self.commit_lock);
         if !h.name.is_empty()
             && let Some(other) = self.list_volumes()?.into_iter().find(|o| o.name == h.name)
@@ -539,6 +545,9 @@ impl Pool {
                 ));
             }
             t.insert(h.id.as_str(), h.encode().as_slice())?;
+        }
+        if let Some(from) = share_from {
+            clone_map(&w, from, h.id.as_str(), h.chunk_shift)?;
         }
         w.commit()?;
         Ok(())
@@ -617,29 +626,7 @@ impl Pool {
 
     /// A new volume sharing every slot of a snapshot (copy-on-write restore).
     pub fn restore_volume(&self, snap_id: &str, h: &VolumeHeader) -> Result<()> {
-        let _c = lock(&self.commit_lock);
-        if !h.name.is_empty()
-            && let Some(other) = self.list_volumes()?.into_iter().find(|o| o.name == h.name)
-        {
-            return Err(VolumeError::NameTaken {
-                name: h.name.clone(),
-                id: other.id.to_string(),
-            });
-        }
-        let w = self.db()?.begin_write()?;
-        {
-            let mut t = w.open_table(VOLUMES)?;
-            if t.get(h.id.as_str())?.is_some() {
-                return Err(VolumeError::invalid(
-                    "volume id",
-                    format!("{} exists", h.id),
-                ));
-            }
-            t.insert(h.id.as_str(), h.encode().as_slice())?;
-        }
-        clone_map(&w, snap_id, h.id.as_str(), h.chunk_shift)?;
-        w.commit()?;
-        Ok(())
+        self.add_volume(h, Some(snap_id))
     }
 
     /// Records a copy in progress under `owner` (durably, before any chunk is copied).
