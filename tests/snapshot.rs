@@ -1240,3 +1240,64 @@ fn snapshots_taken_within_one_second_are_listed_in_order_and_compared_with_the_r
     drop(f);
     v.detach(&dir);
 }
+
+/// The issue's own words: a snapshot taken during a running fio write job on a mounted
+/// ext4; fio's verify of the live data passes, and the restored snapshot is fsck-clean.
+#[test]
+fn snapshot_during_a_running_fio_job_then_fio_verify_and_fsck_pass() {
+    if !require_mount_support(&[
+        Need::Fuse,
+        Need::Root,
+        Need::Loop,
+        Need::Tool("fio"),
+        Need::Tool("mkfs.ext4"),
+        Need::Tool("fsck.ext4"),
+        Need::Tool("fsfreeze"),
+    ]) {
+        return;
+    }
+    let v = VolEnv::new();
+    let vol = v.create(&["--size", "256M"]);
+    let mnt = v.dir("mnt");
+    v.mount(&vol, &mnt, "ext4");
+    let file = mnt.join("fio.dat").to_string_lossy().to_string();
+    let mut job = std::process::Command::new("fio")
+        .current_dir(v.dir("fio-cwd"))
+        .args([
+            "--name=live",
+            &format!("--filename={file}"),
+            "--size=48M",
+            "--rw=randwrite",
+            "--bs=4k",
+            "--ioengine=libaio",
+            "--iodepth=8",
+            "--direct=1",
+            "--verify=crc32c",
+            "--do_verify=1",
+            "--verify_fatal=1",
+            "--loops=2",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start fio");
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(job.try_wait().unwrap().is_none(), "fio ended before the snapshot");
+    let snap = str_field(&v.json(&["snapshot", "create", &vol]), "SnapshotId");
+    let out = job.wait_with_output().expect("fio ran");
+    assert!(
+        out.status.success(),
+        "fio's verify of the live volume failed after a snapshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    v.unmount(&mnt);
+
+    let restored = str_field(
+        &v.json(&["volume", "create", "--from-snapshot", &snap]),
+        "VolumeId",
+    );
+    let raw = v.attach(&restored, &v.dir("raw"), &[]);
+    let (ok, msg) = sh("fsck.ext4", &["-n", "-f", &raw.to_string_lossy()]);
+    assert!(ok, "the snapshot taken under fio is not fsck-clean: {msg}");
+    v.detach(&v.dir("raw"));
+}
