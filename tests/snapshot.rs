@@ -1282,7 +1282,10 @@ fn snapshot_during_a_running_fio_job_then_fio_verify_and_fsck_pass() {
         .spawn()
         .expect("start fio");
     std::thread::sleep(Duration::from_millis(700));
-    assert!(job.try_wait().unwrap().is_none(), "fio ended before the snapshot");
+    assert!(
+        job.try_wait().unwrap().is_none(),
+        "fio ended before the snapshot"
+    );
     let snap = str_field(&v.json(&["snapshot", "create", &vol]), "SnapshotId");
     let out = job.wait_with_output().expect("fio ran");
     assert!(
