@@ -95,10 +95,6 @@ pub fn is_cryptvol_mount(dir: &Path) -> bool {
     })
 }
 
-fn record_bytes(r: &crate::snapshot::SnapshotRecord) -> Vec<u8> {
-    r.encode()
-}
-
 /// Unmounts a FUSE mount point: directly as root, through fusermount3 otherwise. A busy
 /// mount is an error unless `lazy` (then it disappears now and dies when unused).
 pub fn unmount(dir: &Path, lazy: bool) -> Result<()> {
@@ -171,13 +167,7 @@ impl Daemon {
                 hint: "choose another directory".into(),
             });
         }
-        let header = self
-            .pool
-            .get_volume(volume)?
-            .ok_or_else(|| VolumeError::NotFound {
-                name: volume.to_string(),
-                region: self.region.region.to_string(),
-            })?;
+        let header = self.existing_volume(volume)?;
         let xts = keys::xts_from_data_key(&data_key)?;
         drop(data_key);
         let vol = Arc::new(OpenVolume::open(self.pool.clone(), &header, xts)?);
@@ -286,6 +276,15 @@ impl Daemon {
             .map(|a| a.vol.clone())
     }
 
+    fn existing_volume(&self, volume: &VolumeId) -> Result<VolumeHeader> {
+        self.pool
+            .get_volume(volume)?
+            .ok_or_else(|| VolumeError::NotFound {
+                name: volume.to_string(),
+                region: self.region.region.to_string(),
+            })
+    }
+
     fn decode_b64(b64: &str) -> Result<Vec<u8>> {
         crate::kms::b64::decode(b64).map_err(|e| VolumeError::invalid("request", e.to_string()))
     }
@@ -349,26 +348,18 @@ impl Daemon {
                 }))
             }
             Request::CreateSnapshot { volume, record } => Response::from_result((|| {
-                let rec = crate::snapshot::SnapshotRecord::decode(&Self::decode_b64(&record)?)?;
-                let h = self
-                    .pool
-                    .get_volume(&volume)?
-                    .ok_or_else(|| VolumeError::NotFound {
-                        name: volume.to_string(),
-                        region: self.region.region.to_string(),
-                    })?;
+                let bytes = Self::decode_b64(&record)?;
+                let rec = crate::snapshot::SnapshotRecord::decode(&bytes)?;
+                let h = self.existing_volume(&volume)?;
                 match self.open_volume(&volume) {
                     Some(v) => {
                         // No I/O in flight: the snapshot is exactly what was acknowledged.
                         let _quiet = v.quiesce();
-                        self.pool
-                            .create_snapshot(&h, rec.id.as_str(), &record_bytes(&rec))?;
+                        self.pool.create_snapshot(&h, rec.id.as_str(), &bytes)?;
                         v.mark_all_shared();
                         Ok(())
                     }
-                    None => self
-                        .pool
-                        .create_snapshot(&h, rec.id.as_str(), &record_bytes(&rec)),
+                    None => self.pool.create_snapshot(&h, rec.id.as_str(), &bytes),
                 }
             })()),
             Request::ListSnapshots => Response::from_result(self.pool.list_snapshots().map(|v| {
@@ -428,13 +419,7 @@ impl Daemon {
                         hint: "detach it before deleting".into(),
                     });
                 }
-                let h = self
-                    .pool
-                    .get_volume(&volume)?
-                    .ok_or_else(|| VolumeError::NotFound {
-                        name: volume.to_string(),
-                        region: self.region.region.to_string(),
-                    })?;
+                let h = self.existing_volume(&volume)?;
                 self.pool.delete_volume(&h)
             })()),
         }
