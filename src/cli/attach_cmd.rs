@@ -446,8 +446,11 @@ fn init_logging() {
         .try_init();
 }
 
-pub fn daemon(cfg: &Config) -> Result<(), CliError> {
+pub fn daemon(cfg: &Config, hardening: Result<(), String>) -> Result<(), CliError> {
     init_logging();
+    if let Err(e) = hardening {
+        tracing::warn!("memory protection incomplete: {e}");
+    }
     cfg.region_dir().config()?;
     daemon::run(cfg.region_dir(), None)?;
     Ok(())

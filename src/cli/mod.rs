@@ -168,7 +168,7 @@ impl Config {
     }
 }
 
-fn run(cli: Cli) -> Result<(), CliError> {
+fn run(cli: Cli, hardening: Result<(), String>) -> Result<(), CliError> {
     let cfg = Config::resolve(&cli.global)?;
     match cli.command {
         Command::Init => init_cmd::run(&cfg),
@@ -181,12 +181,15 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Mount(m) => attach_cmd::mount(&cfg, m),
         Command::Unmount { dir } => attach_cmd::unmount(&cfg, &dir),
         Command::Status => attach_cmd::status(&cfg),
-        Command::Daemon => attach_cmd::daemon(&cfg),
+        Command::Daemon => attach_cmd::daemon(&cfg, hardening),
     }
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // Before any key is read: no core dumps, and (as root) no key page swapped out.
+    // Best effort; only the daemon logs what could not be done.
+    let hardening = crate::crypto::hardening::protect_process();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -199,7 +202,7 @@ pub fn main() -> ExitCode {
             .into();
         }
     };
-    match run(cli) {
+    match run(cli, hardening) {
         Ok(()) => Exit::Ok.into(),
         Err(e) => {
             match e.code_name() {

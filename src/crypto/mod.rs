@@ -5,6 +5,7 @@
 //! gets keys and ciphertext from here and decides what they mean.
 
 pub mod aead;
+pub mod hardening;
 pub mod kdf;
 pub mod random;
 pub mod secret;

@@ -305,6 +305,23 @@ pub fn init(
     // directory already exists (an empty mount point prepared for it), stage inside it
     // and move the files in, region.json last: that file is what makes a region exist.
     let in_place = dir.path.is_dir();
+    // In place, concurrent inits take turns (the rename below is atomic on its own), and
+    // whoever comes second finds the region made.
+    let _turn = if in_place {
+        let lock = dir.path.join(".init.lock");
+        let l =
+            fsio::FileLock::exclusive(&lock).map_err(|e| KmsError::io("cannot lock", &lock, e))?;
+        if dir.is_initialized() {
+            return Ok(InitOutcome {
+                created: false,
+                config: dir.config()?,
+                dir,
+            });
+        }
+        Some(l)
+    } else {
+        None
+    };
     let tmp = if in_place {
         dir.path.join(tmp_name)
     } else {
