@@ -2,8 +2,12 @@
 //!
 //! Layers, each a module that only uses the ones below it (see DESIGN.md):
 //! - [`cli`]: commands, output formats, exit codes;
-//! - [`kms`]: regions, keystores, keys, aliases, rotation, data keys;
-//! - [`crypto`]: AES-256-GCM, key derivation, zeroizing key types;
+//! - [`fuse`]: the FUSE file, the region daemon and its control socket, loop/mkfs/mount;
+//! - [`snapshot`]: snapshot records, usage accounting, the re-encryption pipeline;
+//! - [`volume`]: volume headers and keys, the thin pool, block I/O with AES-256-XTS;
+//! - [`kms`]: regions, keystores, keys, aliases, rotation, data keys, `KeyBackend`;
+//! - [`crypto`]: AES-256-GCM, AES-256-XTS, key derivation, zeroizing key types, process
+//!   hardening;
 //! - [`fsio`]: durable file writes and locks used by the layers that keep state.
 #![deny(unsafe_code)]
 

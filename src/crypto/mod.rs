@@ -1,5 +1,6 @@
 //! Cryptographic primitives, and nothing else: zeroizing key types, AES-256-GCM sealing,
-//! key derivation (blake3 contexts, Argon2id) and the system random source.
+//! the AES-256-XTS block engine, key derivation (blake3 contexts, Argon2id), the system
+//! random source, and keeping keys out of swap and core dumps.
 //!
 //! This layer knows no file, no key id and no policy. Everything above it (kms, volume)
 //! gets keys and ciphertext from here and decides what they mean.
