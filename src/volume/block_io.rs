@@ -21,6 +21,8 @@ use crate::crypto::xts::Xts;
 
 const BS: usize = BLOCK_SIZE as usize;
 const STRIPES: usize = 64;
+/// Readahead window for small reads (see `read_blocks`).
+const PREFETCH: u64 = 128 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
@@ -191,6 +193,15 @@ impl OpenVolume {
     /// Reads and decrypts whole blocks of `slot` at `in_chunk` (block-aligned) into `buf`
     /// (a multiple of 4 KiB); never-written blocks read as zeros.
     fn read_blocks(&self, chunk: u64, slot: SlotNo, in_chunk: u64, buf: &mut [u8]) -> Result<()> {
+        // Small random reads: bring the surrounding 128 KiB of the slot into the page
+        // cache too, in the background, so neighbouring blocks hit memory next time.
+        if (buf.len() as u64) < PREFETCH {
+            let start = (in_chunk / PREFETCH) * PREFETCH;
+            self.data.prefetch(
+                self.data.slot_offset(slot) + start,
+                PREFETCH.min(self.chunk_size() - start),
+            );
+        }
         self.data
             .read_at(buf, self.data.slot_offset(slot) + in_chunk)?;
         let first_block = (chunk * self.chunk_size() + in_chunk) / BLOCK_SIZE;

@@ -72,6 +72,16 @@ impl DataFile {
             .map_err(|e| VolumeError::io("cannot write", &self.path, e))
     }
 
+    /// Asks the kernel to start reading a range into the page cache (no wait).
+    pub fn prefetch(&self, off: u64, len: u64) {
+        let _ = nix::fcntl::posix_fadvise(
+            &self.file,
+            off as i64,
+            len as i64,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+        );
+    }
+
     /// Writes page-aligned `buf` (from an `AlignedBuf`) at a page-aligned offset with
     /// O_DIRECT: no page-cache copy and no writeback later, which is what a bulk copy
     /// wants (PERFORMANCE.md: buffered writers contend on the inode lock). Falls back to
