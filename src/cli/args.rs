@@ -85,8 +85,7 @@ pub fn tag(value: &str) -> Result<(String, String), CliError> {
         .ok_or_else(|| CliError::bad("--tag", format!("'{value}' is not KEY=VALUE")))
 }
 
-pub fn key_ref(flag: &'static str, value: &str) -> Result<KeyRef, CliError> {
-    let _ = flag;
+pub fn key_ref(value: &str) -> Result<KeyRef, CliError> {
     Ok(KeyRef::parse(value)?)
 }
 

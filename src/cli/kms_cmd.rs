@@ -227,22 +227,21 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             cfg.print(&serde_json::json!({ "KeyMetadata": meta }), "CreateKey")
         }
         DescribeKey { key_id } => {
-            let meta = kms.describe_key(&key_ref("--key-id", &key_id)?)?;
+            let meta = kms.describe_key(&key_ref(&key_id)?)?;
             cfg.print(&serde_json::json!({ "KeyMetadata": meta }), "DescribeKey")
         }
         ListKeys => cfg.print(&kms.list_keys()?, "ListKeys"),
-        EnableKey { key_id } => Ok(kms.enable_key(&key_ref("--key-id", &key_id)?)?),
-        DisableKey { key_id } => Ok(kms.disable_key(&key_ref("--key-id", &key_id)?)?),
+        EnableKey { key_id } => Ok(kms.enable_key(&key_ref(&key_id)?)?),
+        DisableKey { key_id } => Ok(kms.disable_key(&key_ref(&key_id)?)?),
         ScheduleKeyDeletion {
             key_id,
             pending_window_days,
         } => {
-            let r =
-                kms.schedule_key_deletion(&key_ref("--key-id", &key_id)?, pending_window_days)?;
+            let r = kms.schedule_key_deletion(&key_ref(&key_id)?, pending_window_days)?;
             cfg.print(&r, "ScheduleKeyDeletion")
         }
         CancelKeyDeletion { key_id } => cfg.print(
-            &kms.cancel_key_deletion(&key_ref("--key-id", &key_id)?)?,
+            &kms.cancel_key_deletion(&key_ref(&key_id)?)?,
             "CancelKeyDeletion",
         ),
         Encrypt {
@@ -251,7 +250,7 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             encryption_context: ctx,
             ciphertext_out,
         } => {
-            let r = key_ref("--key-id", &key_id)?;
+            let r = key_ref(&key_id)?;
             let plaintext = binary_value("--plaintext", &plaintext)?;
             let ctx = encryption_context("--encryption-context", ctx.as_deref())?;
             let res = kms.encrypt(&r, plaintext.expose(), &ctx)?;
@@ -268,10 +267,7 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
         } => {
             let blob = binary_value("--ciphertext-blob", &ciphertext_blob)?;
             let ctx = encryption_context("--encryption-context", ctx.as_deref())?;
-            let expected = key_id
-                .as_deref()
-                .map(|k| key_ref("--key-id", k))
-                .transpose()?;
+            let expected = key_id.as_deref().map(key_ref).transpose()?;
             let res = kms.decrypt(blob.expose(), &ctx, expected.as_ref())?;
             match plaintext_out {
                 Some(p) => {
@@ -298,11 +294,8 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
                 "--destination-encryption-context",
                 destination_encryption_context.as_deref(),
             )?;
-            let src_key = source_key_id
-                .as_deref()
-                .map(|k| key_ref("--source-key-id", k))
-                .transpose()?;
-            let dst = key_ref("--destination-key-id", &destination_key_id)?;
+            let src_key = source_key_id.as_deref().map(key_ref).transpose()?;
+            let dst = key_ref(&destination_key_id)?;
             let res = kms.re_encrypt(blob.expose(), &src_ctx, src_key.as_ref(), &dst, &dst_ctx)?;
             if let Some(p) = ciphertext_out {
                 write_out(&p, &res.ciphertext_blob)?;
@@ -313,7 +306,7 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             spec,
             plaintext_out,
         } => {
-            let r = key_ref("--key-id", &spec.key_id)?;
+            let r = key_ref(&spec.key_id)?;
             let ctx =
                 encryption_context("--encryption-context", spec.encryption_context.as_deref())?;
             let res = kms.generate_data_key(&r, spec.spec()?, &ctx)?;
@@ -329,7 +322,7 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             }
         }
         GenerateDataKeyWithoutPlaintext { spec } => {
-            let r = key_ref("--key-id", &spec.key_id)?;
+            let r = key_ref(&spec.key_id)?;
             let ctx =
                 encryption_context("--encryption-context", spec.encryption_context.as_deref())?;
             let res = kms.generate_data_key_without_plaintext(&r, spec.spec()?, &ctx)?;
@@ -341,36 +334,31 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
         EnableKeyRotation {
             key_id,
             rotation_period_in_days,
-        } => Ok(kms.enable_key_rotation(&key_ref("--key-id", &key_id)?, rotation_period_in_days)?),
-        DisableKeyRotation { key_id } => {
-            Ok(kms.disable_key_rotation(&key_ref("--key-id", &key_id)?)?)
-        }
+        } => Ok(kms.enable_key_rotation(&key_ref(&key_id)?, rotation_period_in_days)?),
+        DisableKeyRotation { key_id } => Ok(kms.disable_key_rotation(&key_ref(&key_id)?)?),
         GetKeyRotationStatus { key_id } => cfg.print(
-            &kms.get_key_rotation_status(&key_ref("--key-id", &key_id)?)?,
+            &kms.get_key_rotation_status(&key_ref(&key_id)?)?,
             "GetKeyRotationStatus",
         ),
         RotateKeyOnDemand { key_id } => cfg.print(
-            &kms.rotate_key_on_demand(&key_ref("--key-id", &key_id)?)?,
+            &kms.rotate_key_on_demand(&key_ref(&key_id)?)?,
             "RotateKeyOnDemand",
         ),
         ListKeyRotations { key_id } => cfg.print(
-            &kms.list_key_rotations(&key_ref("--key-id", &key_id)?)?,
+            &kms.list_key_rotations(&key_ref(&key_id)?)?,
             "ListKeyRotations",
         ),
         CreateAlias {
             alias_name,
             target_key_id,
-        } => Ok(kms.create_alias(&alias_name, &key_ref("--target-key-id", &target_key_id)?)?),
+        } => Ok(kms.create_alias(&alias_name, &key_ref(&target_key_id)?)?),
         UpdateAlias {
             alias_name,
             target_key_id,
-        } => Ok(kms.update_alias(&alias_name, &key_ref("--target-key-id", &target_key_id)?)?),
+        } => Ok(kms.update_alias(&alias_name, &key_ref(&target_key_id)?)?),
         DeleteAlias { alias_name } => Ok(kms.delete_alias(&alias_name)?),
         ListAliases { key_id } => {
-            let r = key_id
-                .as_deref()
-                .map(|k| key_ref("--key-id", k))
-                .transpose()?;
+            let r = key_id.as_deref().map(key_ref).transpose()?;
             cfg.print(&kms.list_aliases(r.as_ref())?, "ListAliases")
         }
     }

@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -51,22 +51,6 @@ pub struct CopyStats {
     pub bytes_copied: u64,
     /// blake3 over the per-chunk blake3 of the plaintext copied in this run.
     pub plaintext_blake3: String,
-}
-
-fn read_full(f: &File, buf: &mut [u8], off: u64, path: &std::path::Path) -> Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        match f.read_at(&mut buf[done..], off + done as u64) {
-            Ok(0) => {
-                buf[done..].fill(0);
-                return Ok(());
-            }
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(VolumeError::io("cannot read", path, e)),
-        }
-    }
-    Ok(())
 }
 
 /// Decrypts (`decrypt`) or encrypts every written block of a chunk in place; `written`
@@ -162,7 +146,8 @@ pub fn reencrypt(
                 return Ok(());
             };
             let first_block = c * blocks as u64;
-            read_full(&file, plain, slot.0 << src.chunk_shift, &src.data_path)?;
+            crate::volume::pool::read_full_at(&file, plain, slot.0 << src.chunk_shift)
+                .map_err(|e| VolumeError::io("cannot read", &src.data_path, e))?;
             for (b, w) in written.iter_mut().enumerate() {
                 *w = !is_zero(&plain[b * BS..(b + 1) * BS]);
             }

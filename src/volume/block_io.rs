@@ -84,9 +84,14 @@ impl OpenVolume {
     pub fn open(pool: Arc<Pool>, header: &VolumeHeader, xts: Xts) -> Result<OpenVolume> {
         let shift = header.chunk_shift;
         let mut map = HashMap::new();
-        for (chunk, slot) in pool.load_map(header.id.as_str())? {
-            let shared = pool.refcount(shift, slot)? > 1;
-            map.insert(chunk, Entry { slot, shared });
+        for (chunk, slot, refs) in pool.load_map_with_refcounts(header.id.as_str(), shift)? {
+            map.insert(
+                chunk,
+                Entry {
+                    slot,
+                    shared: refs > 1,
+                },
+            );
         }
         Ok(OpenVolume {
             id: header.id.clone(),

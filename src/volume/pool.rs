@@ -114,7 +114,7 @@ impl DataFile {
 }
 
 /// `pread` until `buf` is full; past the end of file reads zeros (a sparse tail).
-fn read_full_at(file: &File, mut buf: &mut [u8], mut off: u64) -> std::io::Result<()> {
+pub fn read_full_at(file: &File, mut buf: &mut [u8], mut off: u64) -> std::io::Result<()> {
     while !buf.is_empty() {
         match file.read_at(buf, off) {
             Ok(0) => {
@@ -384,6 +384,26 @@ impl Pool {
             .refs
             .entry((shift, slot.0))
             .or_insert(0) += delta;
+    }
+
+    /// The committed map of `owner` with each slot's reference count, in one read
+    /// transaction (opening a volume needs both).
+    pub fn load_map_with_refcounts(
+        &self,
+        owner: &str,
+        shift: u8,
+    ) -> Result<Vec<(u64, SlotNo, u32)>> {
+        let r = self.db()?.begin_read()?;
+        let maps = r.open_table(MAPS)?;
+        let refs = r.open_table(REFS)?;
+        let mut out = vec![];
+        for item in maps.range((owner, 0)..=(owner, u64::MAX))? {
+            let (k, v) = item?;
+            let slot = v.value();
+            let count = refs.get((shift, slot))?.map(|c| c.value()).unwrap_or(0);
+            out.push((k.value().1, SlotNo(slot), count));
+        }
+        Ok(out)
     }
 
     /// The committed reference count of a slot.
