@@ -6,6 +6,7 @@
 //! implementation backed by the region's keystore file. Nothing here prints or exits.
 
 pub mod api;
+pub mod audit;
 pub mod b64;
 pub mod backend;
 pub mod blob;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod ids;
 pub mod keystore;
 pub mod model;
+pub mod policy;
 pub mod region;
 
 pub use backend::{DataKeySpec, KeyBackend};

@@ -1,0 +1,1 @@
+//! Key and identity policies in the AWS JSON policy language (being written).
