@@ -1,0 +1,134 @@
+//! The authorization decision, as AWS KMS makes it: explicit denies first (key policy,
+//! then identity policies), then the key policy must allow the caller, either directly or
+//! by delegating to the caller's account, in which case an identity policy must allow too.
+//!
+//! This file owns only the decision; parsing and validation live in [`super::document`].
+
+use super::document::{Effect, Policy, Scope, Statement};
+use super::principal::Grant;
+use super::request::Request;
+use super::wildcard::{Case, glob_match};
+
+/// The outcome of [`evaluate`]; every denial says which policy failed to allow or denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    DenyExplicitInKeyPolicy,
+    DenyExplicitInIdentityPolicy,
+    /// No statement in the key policy allows the caller (directly or via the account).
+    NoKeyPolicyAllow,
+    /// The key policy delegates to the account (IAM) but no identity policy of the caller
+    /// allows.
+    NoIdentityPolicyAllow,
+}
+
+impl Decision {
+    pub fn is_allowed(self) -> bool {
+        self == Decision::Allow
+    }
+
+    /// AWS's AccessDeniedException message for this denial; `None` for [`Decision::Allow`].
+    pub fn denial_message(self, caller_arn: &str, action: &str, resource: &str) -> Option<String> {
+        let reason = match self {
+            Decision::Allow => return None,
+            Decision::DenyExplicitInKeyPolicy => {
+                "with an explicit deny in a resource-based policy".to_string()
+            }
+            Decision::DenyExplicitInIdentityPolicy => {
+                "with an explicit deny in an identity-based policy".to_string()
+            }
+            Decision::NoKeyPolicyAllow => {
+                format!("because no resource-based policy allows the {action} action")
+            }
+            Decision::NoIdentityPolicyAllow => {
+                format!("because no identity-based policy allows the {action} action")
+            }
+        };
+        Some(format!(
+            "User: {caller_arn} is not authorized to perform: {action} on resource: {resource} {reason}"
+        ))
+    }
+}
+
+/// Decides `req`. `key_policy` is `None` for an account-level action with no key, which
+/// identity policies alone decide (the account root is always allowed those).
+pub fn evaluate(
+    key_policy: Option<&Policy>,
+    identity_policies: &[Policy],
+    req: &Request,
+) -> Decision {
+    if let Some(policy) = key_policy
+        && strongest_grant(policy, Effect::Deny, req).is_some()
+    {
+        return Decision::DenyExplicitInKeyPolicy;
+    }
+    if identity_policies
+        .iter()
+        .any(|p| strongest_grant(p, Effect::Deny, req).is_some())
+    {
+        return Decision::DenyExplicitInIdentityPolicy;
+    }
+    let identity_allows = || {
+        identity_policies
+            .iter()
+            .any(|p| strongest_grant(p, Effect::Allow, req).is_some())
+    };
+    match key_policy {
+        Some(policy) => match strongest_grant(policy, Effect::Allow, req) {
+            Some(Grant::Direct) => Decision::Allow,
+            // Delegation to the account: the root is the account, others need IAM.
+            Some(Grant::Account) if req.caller.is_root || identity_allows() => Decision::Allow,
+            Some(Grant::Account) => Decision::NoIdentityPolicyAllow,
+            None => Decision::NoKeyPolicyAllow,
+        },
+        None if req.caller.is_root || identity_allows() => Decision::Allow,
+        None => Decision::NoIdentityPolicyAllow,
+    }
+}
+
+/// The strongest way any statement of `effect` in `policy` applies to `req`.
+fn strongest_grant(policy: &Policy, effect: Effect, req: &Request) -> Option<Grant> {
+    policy
+        .statements
+        .iter()
+        .filter(|s| s.effect == effect)
+        .filter_map(|s| s.applies_to(req))
+        .max()
+}
+
+impl Statement {
+    /// Whether principal, action, resource and condition all match; if so, how the
+    /// principal let the caller in (identity policies have no principal: they apply to
+    /// their holder directly).
+    fn applies_to(&self, req: &Request) -> Option<Grant> {
+        let grant = match &self.principal {
+            None => Grant::Direct,
+            Some(Scope::Listed(entries)) => entries
+                .iter()
+                .filter_map(|e| e.grant_for(req.caller))
+                .max()?,
+            // NotPrincipal: everyone not listed is covered outright.
+            Some(Scope::AllExcept(entries)) => {
+                if entries.iter().any(|e| e.grant_for(req.caller).is_some()) {
+                    return None;
+                }
+                Grant::Direct
+            }
+        };
+        let action_ok = in_scope(&self.action, |p| {
+            glob_match(p, req.action, Case::Insensitive)
+        });
+        let resource_ok = in_scope(&self.resource, |p| {
+            glob_match(p, req.resource, Case::Sensitive)
+        });
+        let condition_ok = self.condition.iter().all(|t| t.holds(req.conditions));
+        (action_ok && resource_ok && condition_ok).then_some(grant)
+    }
+}
+
+fn in_scope(scope: &Scope<String>, matches: impl Fn(&str) -> bool) -> bool {
+    match scope {
+        Scope::Listed(patterns) => patterns.iter().any(|p| matches(p)),
+        Scope::AllExcept(patterns) => !patterns.iter().any(|p| matches(p)),
+    }
+}
