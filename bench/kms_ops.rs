@@ -5,7 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use cryptvol::kms::{Clock, DataKeySpec, EmbeddedKms, EncryptionContext, KeyRef, region};
+use cryptvol::kms::identity::Identity;
+use cryptvol::kms::{
+    Caller, Clock, CreateKeyRequest, DataKeySpec, EmbeddedKms, EncryptionContext, KeyRef, region,
+};
 
 fn measure(name: &str, min_time: Duration, mut op: impl FnMut()) -> f64 {
     // Warm up caches and the branch predictor.
@@ -41,7 +44,16 @@ fn main() {
     let mut no_pass = || unreachable!("key-file region");
     let kms = EmbeddedKms::open_region(dir.path(), &out.config.region, &mut no_pass, Clock::System)
         .expect("open");
-    let meta = kms.create_key("bench", &[]).expect("create key");
+    let caller = Caller::local(Identity::root(kms.account().clone()));
+    let meta = kms
+        .create_key(
+            &caller,
+            &CreateKeyRequest {
+                description: "bench".into(),
+                ..Default::default()
+            },
+        )
+        .expect("create key");
     let key = KeyRef::parse(&meta.key_id).unwrap();
     let ctx = EncryptionContext::single("cryptvol:lineage", "vol-0123456789abcdef0");
     let secs = std::env::var("BENCH_SECS")
@@ -52,16 +64,16 @@ fn main() {
 
     let gdk = measure("GenerateDataKey (64 B, context)", t, || {
         let r = kms
-            .generate_data_key(&key, DataKeySpec::Bytes(64), &ctx)
+            .generate_data_key(&caller, &key, DataKeySpec::Bytes(64), &ctx)
             .unwrap();
         std::hint::black_box(r);
     });
     let blob = kms
-        .generate_data_key(&key, DataKeySpec::Bytes(64), &ctx)
+        .generate_data_key(&caller, &key, DataKeySpec::Bytes(64), &ctx)
         .unwrap()
         .ciphertext_blob;
     let dec = measure("Decrypt (64 B, context)", t, || {
-        let r = kms.decrypt(&blob, &ctx, None).unwrap();
+        let r = kms.decrypt(&caller, &blob, &ctx, None).unwrap();
         std::hint::black_box(r);
     });
     println!();

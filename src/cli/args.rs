@@ -28,6 +28,16 @@ pub fn binary_value(flag: &'static str, value: &str) -> Result<SecretBytes, CliE
     })
 }
 
+/// Reads a text flag value: `file://PATH` is the file's contents, anything else is the
+/// value itself (as the AWS CLI's `--policy` and `--policy-document`).
+pub fn text_value(flag: &'static str, value: &str) -> Result<String, CliError> {
+    let Some(path) = value.strip_prefix("file://") else {
+        return Ok(value.to_string());
+    };
+    String::from_utf8(read_file(Path::new(path))?)
+        .map_err(|_| CliError::bad(flag, format!("{path} is not UTF-8 text")))
+}
+
 pub fn read_file(path: &Path) -> Result<Vec<u8>, CliError> {
     std::fs::read(path).map_err(|source| CliError::InputFile {
         path: path.to_path_buf(),

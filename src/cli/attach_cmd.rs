@@ -70,7 +70,7 @@ fn unwrap_key(
     let h = PoolAccess::open(&region)?.find(volume, cfg.region.as_str())?;
     let ck = ck_file.map(customer_key).transpose()?;
     let kms = match h.key {
-        crate::volume::KeySource::Kms { .. } => Some(cfg.kms()?),
+        crate::volume::KeySource::Kms { .. } => Some(cfg.volume_kms()?),
         crate::volume::KeySource::Customer { .. } => None,
     };
     let dk = lifecycle::data_key(&h, kms.as_ref().map(|k| k as &dyn KeyBackend), ck.as_ref())?;

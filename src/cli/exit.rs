@@ -29,6 +29,9 @@ pub enum Exit {
     NoSpace = 15,
     Busy = 16,
     SystemTool = 17,
+    AccessDenied = 18,
+    /// `audit verify` found an altered, removed or reordered event.
+    AuditTampered = 19,
 }
 
 impl From<Exit> for ExitCode {
@@ -58,6 +61,12 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    /// The audit trail could not be read.
+    #[error("{0}")]
+    Audit(String),
+    /// `audit verify` found tampering.
+    #[error("the audit trail fails verification: {0}")]
+    AuditTampered(String),
     /// A flag's value is malformed.
     #[error("invalid {flag}: {message}")]
     BadArgument { flag: &'static str, message: String },
@@ -82,6 +91,8 @@ impl CliError {
             },
             CliError::OutputFile { .. } => Exit::Io,
             CliError::BadArgument { .. } => Exit::InvalidValue,
+            CliError::Audit(_) => Exit::Io,
+            CliError::AuditTampered(_) => Exit::AuditTampered,
         }
     }
 
@@ -143,5 +154,11 @@ fn kms_exit(e: &KmsError) -> Exit {
         }
         Io { .. } | PassphraseFile { .. } => Exit::Io,
         Corrupt { .. } => Exit::Corrupt,
+        AccessDenied { .. } => Exit::AccessDenied,
+        MalformedPolicy { .. } => Exit::InvalidValue,
+        NoSuchEntity { .. } => Exit::NotFound,
+        EntityAlreadyExists { .. } => Exit::AlreadyExists,
+        DeleteConflict { .. } => Exit::InvalidState,
+        AuditFailed { .. } => Exit::Io,
     }
 }

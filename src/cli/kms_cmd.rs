@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 
 use super::Config;
-use super::args::{binary_value, encryption_context, key_ref, tag};
+use super::args::{binary_value, encryption_context, key_ref, tag, text_value};
 use super::exit::CliError;
 use crate::fsio;
-use crate::kms::DataKeySpec;
+use crate::kms::{CreateKeyRequest, DataKeySpec, policy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum KeySpecArg {
@@ -28,6 +28,49 @@ pub enum KmsCommand {
         /// Tag as KEY=VALUE; repeat for more
         #[arg(long = "tag", alias = "tags", value_name = "KEY=VALUE")]
         tags: Vec<String>,
+        /// Key policy: file://PATH or JSON [default: the account root may do everything]
+        #[arg(long, conflicts_with_all = ["admin", "user"])]
+        policy: Option<String>,
+        /// Least privilege: a principal ARN that may manage but not use the key (repeatable)
+        #[arg(long, value_name = "ARN")]
+        admin: Vec<String>,
+        /// Least privilege: a principal ARN that may use but not manage the key (repeatable)
+        #[arg(long, value_name = "ARN")]
+        user: Vec<String>,
+        /// Accept a policy that would stop you from changing the policy again
+        #[arg(long)]
+        bypass_policy_lockout_safety_check: bool,
+    },
+    /// Show a key's policy
+    GetKeyPolicy {
+        #[arg(long)]
+        key_id: String,
+        /// Always "default"
+        #[arg(long, default_value = "default")]
+        policy_name: String,
+    },
+    /// Replace a key's policy (validated; refused if it would lock you out)
+    PutKeyPolicy {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long, default_value = "default")]
+        policy_name: String,
+        /// file://PATH or JSON
+        #[arg(long)]
+        policy: String,
+        #[arg(long)]
+        bypass_policy_lockout_safety_check: bool,
+    },
+    /// List a key's policy names (always "default")
+    ListKeyPolicies {
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Requests per key and operation this month, and the bill at AWS list prices
+    Usage {
+        /// YYYY-MM [default: this month]
+        #[arg(long)]
+        month: Option<String>,
     },
     /// Show a key's metadata
     DescribeKey {
@@ -220,28 +263,79 @@ fn print_without_plaintext<T: serde::Serialize>(
 pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
     use KmsCommand::*;
     let kms = cfg.kms()?;
+    let caller = cfg.caller(&kms)?;
+    let c = &caller;
     match cmd {
-        CreateKey { description, tags } => {
+        CreateKey {
+            description,
+            tags,
+            policy,
+            admin,
+            user,
+            bypass_policy_lockout_safety_check,
+        } => {
             let tags = tags.iter().map(|t| tag(t)).collect::<Result<Vec<_>, _>>()?;
-            let meta = kms.create_key(&description, &tags)?;
+            let policy = match policy {
+                Some(p) => Some(text_value("--policy", &p)?),
+                None if !admin.is_empty() || !user.is_empty() => Some(
+                    policy::least_privilege_key_policy(kms.account().as_str(), &admin, &user),
+                ),
+                None => None,
+            };
+            let meta = kms.create_key(
+                c,
+                &CreateKeyRequest {
+                    description,
+                    tags,
+                    policy,
+                    bypass_lockout_check: bypass_policy_lockout_safety_check,
+                },
+            )?;
             cfg.print(&serde_json::json!({ "KeyMetadata": meta }), "CreateKey")
         }
+        GetKeyPolicy {
+            key_id,
+            policy_name,
+        } => {
+            let r = kms.get_key_policy(c, &key_ref(&key_id)?, &policy_name)?;
+            cfg.print(&r, "GetKeyPolicy")
+        }
+        PutKeyPolicy {
+            key_id,
+            policy_name,
+            policy,
+            bypass_policy_lockout_safety_check,
+        } => {
+            let text = text_value("--policy", &policy)?;
+            Ok(kms.put_key_policy(
+                c,
+                &key_ref(&key_id)?,
+                &policy_name,
+                &text,
+                bypass_policy_lockout_safety_check,
+            )?)
+        }
+        ListKeyPolicies { key_id } => cfg.print(
+            &kms.list_key_policies(c, &key_ref(&key_id)?)?,
+            "ListKeyPolicies",
+        ),
+        Usage { month } => cfg.print(&kms.usage(month.as_deref())?, "Usage"),
         DescribeKey { key_id } => {
-            let meta = kms.describe_key(&key_ref(&key_id)?)?;
+            let meta = kms.describe_key(c, &key_ref(&key_id)?)?;
             cfg.print(&serde_json::json!({ "KeyMetadata": meta }), "DescribeKey")
         }
-        ListKeys => cfg.print(&kms.list_keys()?, "ListKeys"),
-        EnableKey { key_id } => Ok(kms.enable_key(&key_ref(&key_id)?)?),
-        DisableKey { key_id } => Ok(kms.disable_key(&key_ref(&key_id)?)?),
+        ListKeys => cfg.print(&kms.list_keys(c)?, "ListKeys"),
+        EnableKey { key_id } => Ok(kms.enable_key(c, &key_ref(&key_id)?)?),
+        DisableKey { key_id } => Ok(kms.disable_key(c, &key_ref(&key_id)?)?),
         ScheduleKeyDeletion {
             key_id,
             pending_window_days,
         } => {
-            let r = kms.schedule_key_deletion(&key_ref(&key_id)?, pending_window_days)?;
+            let r = kms.schedule_key_deletion(c, &key_ref(&key_id)?, pending_window_days)?;
             cfg.print(&r, "ScheduleKeyDeletion")
         }
         CancelKeyDeletion { key_id } => cfg.print(
-            &kms.cancel_key_deletion(&key_ref(&key_id)?)?,
+            &kms.cancel_key_deletion(c, &key_ref(&key_id)?)?,
             "CancelKeyDeletion",
         ),
         Encrypt {
@@ -253,7 +347,7 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             let r = key_ref(&key_id)?;
             let plaintext = binary_value("--plaintext", &plaintext)?;
             let ctx = encryption_context("--encryption-context", ctx.as_deref())?;
-            let res = kms.encrypt(&r, plaintext.expose(), &ctx)?;
+            let res = kms.encrypt(c, &r, plaintext.expose(), &ctx)?;
             if let Some(p) = ciphertext_out {
                 write_out(&p, &res.ciphertext_blob)?;
             }
@@ -268,7 +362,7 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             let blob = binary_value("--ciphertext-blob", &ciphertext_blob)?;
             let ctx = encryption_context("--encryption-context", ctx.as_deref())?;
             let expected = key_id.as_deref().map(key_ref).transpose()?;
-            let res = kms.decrypt(blob.expose(), &ctx, expected.as_ref())?;
+            let res = kms.decrypt(c, blob.expose(), &ctx, expected.as_ref())?;
             match plaintext_out {
                 Some(p) => {
                     write_out(&p, res.plaintext.expose())?;
@@ -296,7 +390,8 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             )?;
             let src_key = source_key_id.as_deref().map(key_ref).transpose()?;
             let dst = key_ref(&destination_key_id)?;
-            let res = kms.re_encrypt(blob.expose(), &src_ctx, src_key.as_ref(), &dst, &dst_ctx)?;
+            let res =
+                kms.re_encrypt(c, blob.expose(), &src_ctx, src_key.as_ref(), &dst, &dst_ctx)?;
             if let Some(p) = ciphertext_out {
                 write_out(&p, &res.ciphertext_blob)?;
             }
@@ -309,7 +404,7 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             let r = key_ref(&spec.key_id)?;
             let ctx =
                 encryption_context("--encryption-context", spec.encryption_context.as_deref())?;
-            let res = kms.generate_data_key(&r, spec.spec()?, &ctx)?;
+            let res = kms.generate_data_key(c, &r, spec.spec()?, &ctx)?;
             if let Some(p) = &spec.ciphertext_out {
                 write_out(p, &res.ciphertext_blob)?;
             }
@@ -325,7 +420,7 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             let r = key_ref(&spec.key_id)?;
             let ctx =
                 encryption_context("--encryption-context", spec.encryption_context.as_deref())?;
-            let res = kms.generate_data_key_without_plaintext(&r, spec.spec()?, &ctx)?;
+            let res = kms.generate_data_key_without_plaintext(c, &r, spec.spec()?, &ctx)?;
             if let Some(p) = &spec.ciphertext_out {
                 write_out(p, &res.ciphertext_blob)?;
             }
@@ -334,32 +429,32 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
         EnableKeyRotation {
             key_id,
             rotation_period_in_days,
-        } => Ok(kms.enable_key_rotation(&key_ref(&key_id)?, rotation_period_in_days)?),
-        DisableKeyRotation { key_id } => Ok(kms.disable_key_rotation(&key_ref(&key_id)?)?),
+        } => Ok(kms.enable_key_rotation(c, &key_ref(&key_id)?, rotation_period_in_days)?),
+        DisableKeyRotation { key_id } => Ok(kms.disable_key_rotation(c, &key_ref(&key_id)?)?),
         GetKeyRotationStatus { key_id } => cfg.print(
-            &kms.get_key_rotation_status(&key_ref(&key_id)?)?,
+            &kms.get_key_rotation_status(c, &key_ref(&key_id)?)?,
             "GetKeyRotationStatus",
         ),
         RotateKeyOnDemand { key_id } => cfg.print(
-            &kms.rotate_key_on_demand(&key_ref(&key_id)?)?,
+            &kms.rotate_key_on_demand(c, &key_ref(&key_id)?)?,
             "RotateKeyOnDemand",
         ),
         ListKeyRotations { key_id } => cfg.print(
-            &kms.list_key_rotations(&key_ref(&key_id)?)?,
+            &kms.list_key_rotations(c, &key_ref(&key_id)?)?,
             "ListKeyRotations",
         ),
         CreateAlias {
             alias_name,
             target_key_id,
-        } => Ok(kms.create_alias(&alias_name, &key_ref(&target_key_id)?)?),
+        } => Ok(kms.create_alias(c, &alias_name, &key_ref(&target_key_id)?)?),
         UpdateAlias {
             alias_name,
             target_key_id,
-        } => Ok(kms.update_alias(&alias_name, &key_ref(&target_key_id)?)?),
-        DeleteAlias { alias_name } => Ok(kms.delete_alias(&alias_name)?),
+        } => Ok(kms.update_alias(c, &alias_name, &key_ref(&target_key_id)?)?),
+        DeleteAlias { alias_name } => Ok(kms.delete_alias(c, &alias_name)?),
         ListAliases { key_id } => {
             let r = key_id.as_deref().map(key_ref).transpose()?;
-            cfg.print(&kms.list_aliases(r.as_ref())?, "ListAliases")
+            cfg.print(&kms.list_aliases(c, r.as_ref())?, "ListAliases")
         }
     }
 }

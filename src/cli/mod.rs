@@ -5,7 +5,9 @@
 
 pub mod args;
 mod attach_cmd;
+mod audit_cmd;
 pub mod exit;
+mod iam_cmd;
 mod init_cmd;
 mod inspect_cmd;
 mod kms_cmd;
@@ -22,7 +24,8 @@ use clap::{Parser, Subcommand};
 use self::args::PassphraseSource;
 use self::exit::{CliError, Exit};
 use self::output::OutputFormat;
-use crate::kms::{Clock, EmbeddedKms, Region, region};
+use crate::kms::identity::IdentityStore;
+use crate::kms::{Caller, Clock, EmbeddedKms, Region, Session, region};
 
 /// Key management and encrypted volumes for one machine: AWS KMS and EBS encryption, locally.
 #[derive(Debug, Parser)]
@@ -52,6 +55,10 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "PATH")]
     pub query: Option<String>,
 
+    /// Act as this identity: a user name, `role/NAME`, or `root` [default: the account root]
+    #[arg(long, global = true, env = "CRYPTVOL_PROFILE", value_name = "NAME")]
+    pub profile: Option<String>,
+
     /// File holding the region's passphrase (regions made with `init --passphrase-file`)
     #[arg(
         long,
@@ -69,6 +76,12 @@ pub enum Command {
     /// Key management: customer master keys, data keys, rotation, aliases
     #[command(subcommand)]
     Kms(kms_cmd::KmsCommand),
+    /// Identities: users, roles and their policies (`--profile` acts as one)
+    #[command(subcommand)]
+    Iam(iam_cmd::IamCommand),
+    /// The audit trail of every KMS call: verify, lookup, seal
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
     /// Encrypted volumes: create, list, describe, resize, delete
     #[command(subcommand)]
     Volume(volume_cmd::VolumeCommand),
@@ -106,6 +119,8 @@ pub struct Config {
     pub query: Option<String>,
     pub passphrase: PassphraseSource,
     pub clock: Clock,
+    /// `--profile`: who the CLI acts as.
+    pub profile: Option<String>,
 }
 
 impl Config {
@@ -122,6 +137,7 @@ impl Config {
             output_explicit: g.output.is_some(),
             query: g.query.clone(),
             clock: Clock::from_env(),
+            profile: g.profile.clone(),
         })
     }
 
@@ -138,6 +154,7 @@ impl Config {
                 region: r.to_string(),
             },
             clock: self.clock,
+            profile: self.profile.clone(),
         }
     }
 
@@ -163,6 +180,22 @@ impl Config {
         )?)
     }
 
+    /// The caller this command acts as (`--profile`), in this KMS's account.
+    pub fn caller(&self, kms: &EmbeddedKms) -> Result<Caller, CliError> {
+        let store = IdentityStore::new(&self.data_dir, kms.account().clone());
+        Ok(Caller::local(
+            store.resolve_profile(self.profile.as_deref())?,
+        ))
+    }
+
+    /// This region's KMS as the volume layer uses it: the caller, through the volume
+    /// service (`kms:ViaService = ec2.<region>.amazonaws.com`).
+    pub fn volume_kms(&self) -> Result<Session<EmbeddedKms>, CliError> {
+        let kms = self.kms()?;
+        let caller = self.caller(&kms)?;
+        Ok(Session::for_volumes(kms, &caller))
+    }
+
     pub fn print<T: serde::Serialize>(&self, result: &T, title: &str) -> Result<(), CliError> {
         output::print(result, self.output, self.query.as_deref(), title)
     }
@@ -173,6 +206,8 @@ fn run(cli: Cli, hardening: Result<(), String>) -> Result<(), CliError> {
     match cli.command {
         Command::Init => init_cmd::run(&cfg),
         Command::Kms(cmd) => kms_cmd::run(&cfg, cmd),
+        Command::Iam(cmd) => iam_cmd::run(&cfg, cmd),
+        Command::Audit(cmd) => audit_cmd::run(&cfg, cmd),
         Command::Inspect(cmd) => inspect_cmd::run(&cfg, cmd),
         Command::Volume(cmd) => volume_cmd::run(&cfg, cmd),
         Command::Snapshot(cmd) => snapshot_cmd::run(&cfg, cmd),

@@ -155,7 +155,7 @@ pub fn copy_snapshot(
 
     // Source data key: one Decrypt in the source region (or the customer key).
     let src_kms = match rec.volume.key {
-        KeySource::Kms { .. } => Some(cfg.kms()?),
+        KeySource::Kms { .. } => Some(cfg.volume_kms()?),
         KeySource::Customer { .. } => None,
     };
     let src_key = lifecycle::data_key(
@@ -163,7 +163,7 @@ pub fn copy_snapshot(
         src_kms.as_ref().map(|k| k as &dyn KeyBackend),
         customer_key,
     )?;
-    let dst_kms = dcfg.kms()?;
+    let dst_kms = dcfg.volume_kms()?;
     let key_ref = KeyRef::parse(kms_key.unwrap_or(DEFAULT_KMS_KEY))?;
 
     // Resume a copy of this snapshot that was interrupted, or start one.
@@ -266,7 +266,7 @@ pub fn restore_rekeyed(
             access.abandon_pending(&owner, rec.volume.chunk_shift)?;
         }
     }
-    let kms = cfg.kms()?;
+    let kms = cfg.volume_kms()?;
     let src_key = lifecycle::data_key(
         &rec.volume,
         matches!(rec.volume.key, KeySource::Kms { .. }).then_some(&kms as &dyn KeyBackend),

@@ -201,7 +201,7 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                 )?),
             };
             let kms = match key {
-                KeyChoice::Kms(_) => Some(cfg.kms()?),
+                KeyChoice::Kms(_) => Some(cfg.volume_kms()?),
                 KeyChoice::Customer(_) => None,
             };
             let spec = NewVolume {

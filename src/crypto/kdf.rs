@@ -16,6 +16,10 @@ pub const CTX_ROOT_KEY_CHECK: &str = "cryptvol 2026-11-29 root key check v1";
 /// CMK version material + per-blob salt → the AES-256-GCM key of one ciphertext blob.
 pub const CTX_BLOB_KEY: &str = "cryptvol 2026-11-29 kms blob message key v1";
 
+/// Root key ‖ region name → the key of the region's audit hash chain (keyed blake3), so
+/// only a holder of the root key can forge or re-chain events.
+pub const CTX_AUDIT_CHAIN: &str = "cryptvol 2026-11-29 audit trail chain v1";
+
 /// Volume data key (64 B) → the 64-byte AES-256-XTS key (K1 ‖ K2) of its blocks.
 pub const CTX_VOLUME_XTS: &str = "cryptvol 2026-11-29 volume aes-256-xts key v1";
 /// Customer-provided key ‖ salt → the volume's 64-byte data key.

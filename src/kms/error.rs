@@ -103,6 +103,26 @@ pub enum KmsError {
 
     #[error("{path} is damaged ({what}): restore it from a backup")]
     Corrupt { path: PathBuf, what: String },
+
+    /// AWS's message shape: "User: ARN is not authorized to perform: ACTION on resource: ...".
+    #[error("{message}")]
+    AccessDenied { message: String },
+
+    #[error("the policy is invalid at {field}: {message} (the current policy is unchanged)")]
+    MalformedPolicy { field: String, message: String },
+
+    #[error("{what} does not exist{hint}")]
+    NoSuchEntity { what: String, hint: String },
+
+    #[error("{what} already exists")]
+    EntityAlreadyExists { what: String },
+
+    #[error("cannot delete {what}: {why}")]
+    DeleteConflict { what: String, why: String },
+
+    /// The audit trail could not record the call, so the call was not made.
+    #[error("the audit log {path} could not record this call, so it was not made: {message}")]
+    AuditFailed { path: PathBuf, message: String },
 }
 
 impl KmsError {
@@ -127,7 +147,13 @@ impl KmsError {
             | PassphraseFile { .. }
             | RegionNotInitialized { .. }
             | Io { .. }
-            | Corrupt { .. } => "KMSInternalException",
+            | Corrupt { .. }
+            | AuditFailed { .. } => "KMSInternalException",
+            AccessDenied { .. } => "AccessDeniedException",
+            MalformedPolicy { .. } => "MalformedPolicyDocumentException",
+            NoSuchEntity { .. } => "NoSuchEntity",
+            EntityAlreadyExists { .. } => "EntityAlreadyExists",
+            DeleteConflict { .. } => "DeleteConflict",
         }
     }
 
@@ -147,6 +173,13 @@ impl KmsError {
             path: path.into(),
             hint,
             source,
+        }
+    }
+
+    pub fn from_policy(e: super::policy::PolicyError) -> Self {
+        KmsError::MalformedPolicy {
+            field: e.path,
+            message: e.message,
         }
     }
 

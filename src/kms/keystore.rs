@@ -227,6 +227,7 @@ mod tests {
                 pending_window_days: None,
                 tags: Default::default(),
                 rotation: Rotation::default(),
+                policy: None,
                 versions: vec![v],
             },
         );

@@ -87,6 +87,9 @@ pub struct KeyRecord {
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     pub rotation: Rotation,
+    /// The key policy document as put; None is the default policy for the key's manager.
+    #[serde(default)]
+    pub policy: Option<String>,
     /// Oldest first; the last is current. Never empty.
     pub versions: Vec<KeyVersion>,
 }
@@ -114,6 +117,9 @@ pub struct AliasRecord {
 #[serde(deny_unknown_fields)]
 pub struct DeletedKey {
     pub deleted: UnixTime,
+    /// For metering (key-months); absent in keystores written before it was kept.
+    #[serde(default)]
+    pub created: Option<UnixTime>,
 }
 
 /// The keystore body: everything a region's KMS knows.

@@ -211,6 +211,24 @@ pub struct InitOutcome {
     pub dir: RegionDir,
 }
 
+/// The data dir's account id, which `init` made.
+pub fn read_account_id(data_dir: &Path) -> Result<AccountId> {
+    let p = data_dir.join("account.json");
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice::<AccountFile>(&b)
+            .map(|f| f.account_id)
+            .map_err(|e| KmsError::Corrupt {
+                path: p.clone(),
+                what: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(KmsError::RegionNotInitialized {
+            region: DEFAULT_REGION.to_string(),
+            data_dir: data_dir.to_path_buf(),
+        }),
+        Err(e) => Err(KmsError::io("cannot read", &p, e)),
+    }
+}
+
 /// Reads or creates the data dir's account id.
 fn account_id(data_dir: &Path) -> Result<AccountId> {
     let p = data_dir.join("account.json");

@@ -1,0 +1,172 @@
+//! Authorization of one KMS call: the request's condition keys, the key's effective
+//! policy (cached parsed), and the decision turned into AWS's AccessDeniedException.
+//!
+//! Order as in AWS: a key is resolved first (NotFound), then the caller is authorized
+//! (AccessDenied), and only then is the key's state checked (Disabled…), so a caller
+//! without permission learns nothing about a key's state.
+
+use std::sync::Arc;
+
+use super::EmbeddedKms;
+use crate::kms::caller::Caller;
+use crate::kms::context::EncryptionContext;
+use crate::kms::error::{KmsError, Result};
+use crate::kms::ids::KeyId;
+use crate::kms::model::{KeyManager, KeyRecord};
+use crate::kms::policy::{self, ConditionValues, Decision, Policy, PolicyKind};
+
+/// The condition keys a request carries (docs/security.md lists them).
+pub fn condition_values(
+    caller: &Caller,
+    ctx: Option<&EncryptionContext>,
+    now: i64,
+) -> ConditionValues {
+    let id = &caller.identity;
+    let mut c = ConditionValues::new();
+    c.set("kms:CallerAccount", id.account.as_str());
+    c.set("aws:PrincipalAccount", id.account.as_str());
+    c.set("aws:PrincipalArn", id.principal_arn());
+    c.set("aws:PrincipalType", id.principal_type());
+    if let crate::kms::identity::Principal::User { name, .. } = &id.principal {
+        c.set("aws:username", name.as_str());
+    }
+    if let Some(via) = &caller.via_service {
+        c.set("kms:ViaService", via.as_str());
+    }
+    if let Some(ip) = &caller.source_ip {
+        c.set("aws:SourceIp", ip.as_str());
+    }
+    if let Some(tls) = caller.secure_transport {
+        c.set("aws:SecureTransport", tls.to_string());
+    }
+    c.set("aws:EpochTime", now.to_string());
+    c.set("aws:CurrentTime", crate::kms::clock::format_time(now));
+    if let Some(ctx) = ctx {
+        let mut keys = Vec::new();
+        for (k, v) in ctx.iter() {
+            c.set(&format!("kms:EncryptionContext:{k}"), v);
+            keys.push(k.to_string());
+        }
+        c.set_multi("kms:EncryptionContextKeys", keys);
+    }
+    c
+}
+
+impl EmbeddedKms {
+    /// The key's policy, parsed: its own, or the default for its kind of key.
+    pub(super) fn key_policy(&self, k: &KeyRecord) -> Result<Arc<Policy>> {
+        let Some(text) = &k.policy else {
+            return Ok(match k.manager {
+                KeyManager::Customer => self.policies.default.clone(),
+                KeyManager::Aws => self.policies.managed.clone(),
+            });
+        };
+        if let Ok(cache) = self.policies.by_key.read()
+            && let Some((cached_text, p)) = cache.get(&k.id)
+            && cached_text == text
+        {
+            return Ok(p.clone());
+        }
+        let parsed =
+            Arc::new(
+                Policy::parse(text, PolicyKind::Key).map_err(|e| KmsError::Corrupt {
+                    path: self.dir.keystore_path(),
+                    what: format!(
+                        "the stored policy of key {} does not parse: {e}",
+                        self.arn(&k.id)
+                    ),
+                })?,
+            );
+        if let Ok(mut cache) = self.policies.by_key.write() {
+            cache.insert(k.id, (text.clone(), parsed.clone()));
+        }
+        Ok(parsed)
+    }
+
+    /// Authorizes `action` on key `k` (None: an account-level action such as CreateKey).
+    pub(super) fn authorize(
+        &self,
+        caller: &Caller,
+        action: &str,
+        k: Option<&KeyRecord>,
+        ctx: Option<&EncryptionContext>,
+        extra: &[(&str, &str)],
+    ) -> Result<()> {
+        let policy = k.map(|k| self.key_policy(k)).transpose()?;
+        let resource = k.map(|k| self.arn(&k.id));
+        self.decide(
+            caller,
+            action,
+            policy.as_deref(),
+            resource.as_deref(),
+            ctx,
+            extra,
+        )
+    }
+
+    /// The decision for a given policy (also used to test a new policy before it is put).
+    pub(super) fn decide(
+        &self,
+        caller: &Caller,
+        action: &str,
+        policy: Option<&Policy>,
+        resource: Option<&str>,
+        ctx: Option<&EncryptionContext>,
+        extra: &[(&str, &str)],
+    ) -> Result<()> {
+        let mut conditions = condition_values(caller, ctx, self.clock.now());
+        for (k, v) in extra {
+            conditions.set(k, *v);
+        }
+        let who = caller.identity.policy_caller();
+        let resource = resource.unwrap_or("*");
+        let decision = policy::evaluate(
+            policy,
+            &caller.identity.policies,
+            &policy::Request {
+                caller: &who,
+                action,
+                resource,
+                conditions: &conditions,
+            },
+        );
+        match decision {
+            Decision::Allow => Ok(()),
+            d => Err(KmsError::AccessDenied {
+                message: d
+                    .denial_message(&caller.identity.arn(), action, resource)
+                    .unwrap_or_else(|| format!("not authorized to perform {action}")),
+            }),
+        }
+    }
+
+    /// AWS's lockout safety check: the caller must still be able to change the policy
+    /// after `new` takes effect.
+    pub(super) fn check_lockout(&self, caller: &Caller, new: &Policy, key: &KeyId) -> Result<()> {
+        let arn = self.arn(key);
+        self.decide(caller, "kms:PutKeyPolicy", Some(new), Some(&arn), None, &[])
+            .map_err(|_| KmsError::MalformedPolicy {
+                field: "Policy".into(),
+                message: "the new key policy will not allow you to update the key policy in the future; give yourself kms:PutKeyPolicy in it, or pass --bypass-policy-lockout-safety-check".into(),
+            })
+    }
+
+    /// Parses a key policy a caller gives and checks that every user or role it names
+    /// exists, as AWS does.
+    pub(super) fn parse_key_policy(&self, text: &str) -> Result<Policy> {
+        let p = Policy::parse(text, PolicyKind::Key).map_err(KmsError::from_policy)?;
+        let body = self.identities.load()?;
+        for (i, arn) in p.principal_arns().iter().enumerate() {
+            if !self.identities.principal_exists(&body, arn) {
+                return Err(KmsError::MalformedPolicy {
+                    field: format!("Principal ({arn})"),
+                    message: format!(
+                        "principal #{} does not exist: create it with `cryptvol iam create-user` / `create-role`, or fix the ARN",
+                        i + 1
+                    ),
+                });
+            }
+        }
+        Ok(p)
+    }
+}

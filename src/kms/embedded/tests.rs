@@ -1,0 +1,209 @@
+//! Unit tests of the embedded KMS: rotation, deletion, concurrency, policies, audit.
+
+use super::*;
+use crate::kms::region;
+
+fn setup() -> (tempfile::TempDir, Region) {
+    let d = tempfile::tempdir().unwrap();
+    let r = Region::parse("test-1").unwrap();
+    region::init(d.path(), &r, None, 0).unwrap();
+    (d, r)
+}
+
+fn open(d: &tempfile::TempDir, r: &Region, clock: Clock) -> EmbeddedKms {
+    let mut no = || -> Result<SecretBytes> { panic!("key-file region asks no passphrase") };
+    EmbeddedKms::open_region(d.path(), r, &mut no, clock).unwrap()
+}
+
+/// The account root, calling from this machine.
+fn root(kms: &EmbeddedKms) -> Caller {
+    Caller::local(crate::kms::identity::Identity::root(kms.account().clone()))
+}
+
+fn key_req(description: &str) -> CreateKeyRequest {
+    CreateKeyRequest {
+        description: description.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn backend_trait_roundtrip_binds_context() {
+    let (d, r) = setup();
+    let kms = open(&d, &r, Clock::System);
+    let session = Session::for_volumes(&kms, &root(&kms));
+    let backend: &dyn KeyBackend = &session;
+    let ctx = EncryptionContext::single("cryptvol:lineage", "vol-1");
+    let key = KeyRef::parse("alias/aws/ebs").unwrap();
+    let dk = backend
+        .generate_data_key(&key, DataKeySpec::Bytes(64), &ctx)
+        .unwrap();
+    assert_eq!(dk.plaintext.len(), 64);
+    let back = backend.decrypt(&dk.ciphertext_blob, &ctx).unwrap();
+    assert_eq!(back.plaintext, dk.plaintext);
+    assert_eq!(back.key_id, dk.key_id);
+    let other = EncryptionContext::single("cryptvol:lineage", "vol-2");
+    assert!(matches!(
+        backend.decrypt(&dk.ciphertext_blob, &other),
+        Err(KmsError::InvalidCiphertext { .. })
+    ));
+    assert_eq!(backend.describe_key(&key).unwrap().key_manager, "AWS");
+}
+
+#[test]
+fn automatic_rotation_happens_on_open_when_due_and_old_blobs_decrypt() {
+    let (d, r) = setup();
+    let kms = open(&d, &r, Clock::System);
+    let id = KeyRef::parse(&kms.create_key(&root(&kms), &key_req("")).unwrap().key_id).unwrap();
+    kms.enable_key_rotation(&root(&kms), &id, Some(90)).unwrap();
+    let ctx = EncryptionContext::new();
+    let old = kms
+        .encrypt(&root(&kms), &id, b"before", &ctx)
+        .unwrap()
+        .ciphertext_blob;
+    drop(kms);
+
+    let later = open(&d, &r, Clock::Skewed(91 * DAY));
+    let rot = later
+        .list_key_rotations(&root(&later), &id)
+        .unwrap()
+        .rotations;
+    assert_eq!(rot.len(), 1);
+    assert_eq!(rot[0].rotation_type, "AUTOMATIC");
+    let new = later
+        .encrypt(&root(&later), &id, b"after", &ctx)
+        .unwrap()
+        .ciphertext_blob;
+    assert_eq!(blob::parse(&new).unwrap().header.key_version, 2);
+    assert_eq!(
+        later
+            .decrypt(&root(&later), &old, &ctx, None)
+            .unwrap()
+            .plaintext
+            .expose(),
+        b"before"
+    );
+    // Next rotation is one period after this one, not immediately again.
+    let status = later.get_key_rotation_status(&root(&later), &id).unwrap();
+    assert!(status.next_rotation_date.unwrap() > Clock::Skewed(91 * DAY).now() + 89 * DAY);
+}
+
+#[test]
+fn deletion_destroys_material_when_window_ends() {
+    let (d, r) = setup();
+    let kms = open(&d, &r, Clock::System);
+    let id = KeyRef::parse(&kms.create_key(&root(&kms), &key_req("")).unwrap().key_id).unwrap();
+    kms.create_alias(&root(&kms), "alias/doomed", &id).unwrap();
+    let ctx = EncryptionContext::new();
+    let b = kms
+        .encrypt(&root(&kms), &id, b"x", &ctx)
+        .unwrap()
+        .ciphertext_blob;
+    kms.schedule_key_deletion(&root(&kms), &id, Some(7))
+        .unwrap();
+    assert!(matches!(
+        kms.decrypt(&root(&kms), &b, &ctx, None),
+        Err(KmsError::InvalidState { .. })
+    ));
+    drop(kms);
+    // Six days on: still pending, still refusing.
+    let six = open(&d, &r, Clock::Skewed(6 * DAY));
+    assert_eq!(
+        six.describe_key(&root(&six), &id).unwrap().key_state,
+        "PendingDeletion"
+    );
+    drop(six);
+    let eight = open(&d, &r, Clock::Skewed(8 * DAY));
+    assert!(matches!(
+        eight.decrypt(&root(&eight), &b, &ctx, None),
+        Err(KmsError::KeyDeleted { .. })
+    ));
+    assert!(matches!(
+        eight.describe_key(&root(&eight), &id),
+        Err(KmsError::KeyDeleted { .. })
+    ));
+    assert!(
+        eight
+            .list_aliases(&root(&eight), None)
+            .unwrap()
+            .aliases
+            .is_empty()
+    );
+    let summary = eight.keystore_summary().unwrap();
+    let key_id = id.to_string();
+    assert!(
+        summary["body"]["keys"].get(&key_id).is_none(),
+        "record and sealed versions gone"
+    );
+    assert!(
+        summary["body"]["deleted_keys"].get(&key_id).is_some(),
+        "tombstone kept"
+    );
+}
+
+#[test]
+fn writers_in_parallel_lose_nothing() {
+    let (d, r) = setup();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let path = d.path().to_path_buf();
+            let r = r.clone();
+            std::thread::spawn(move || {
+                let mut no = || -> Result<SecretBytes> { unreachable!() };
+                let kms = EmbeddedKms::open_region(&path, &r, &mut no, Clock::System).unwrap();
+                for _ in 0..5 {
+                    kms.create_key(&root(&kms), &key_req("")).unwrap();
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    assert_eq!(
+        {
+            let k = open(&d, &r, Clock::System);
+            k.list_keys(&root(&k)).unwrap().keys.len()
+        },
+        20
+    );
+}
+
+#[test]
+fn a_long_lived_instance_sees_changes_by_others() {
+    let (d, r) = setup();
+    let server = open(&d, &r, Clock::System);
+    let id = KeyRef::parse(
+        &server
+            .create_key(&root(&server), &key_req(""))
+            .unwrap()
+            .key_id,
+    )
+    .unwrap();
+    let ctx = EncryptionContext::new();
+    assert!(server.encrypt(&root(&server), &id, b"x", &ctx).is_ok());
+    let other = open(&d, &r, Clock::System);
+    other.disable_key(&root(&other), &id).unwrap();
+    assert!(matches!(
+        server.encrypt(&root(&server), &id, b"x", &ctx),
+        Err(KmsError::Disabled { .. })
+    ));
+}
+
+#[test]
+fn failed_mutation_changes_nothing_on_disk() {
+    let (d, r) = setup();
+    let kms = open(&d, &r, Clock::System);
+    let id = KeyRef::parse(&kms.create_key(&root(&kms), &key_req("")).unwrap().key_id).unwrap();
+    let path = d.path().join("regions/test-1/keystore.cvks");
+    let before = std::fs::read(&path).unwrap();
+    assert!(
+        kms.create_alias(&root(&kms), "alias/aws/mine", &id)
+            .is_err()
+    );
+    assert!(
+        kms.schedule_key_deletion(&root(&kms), &id, Some(3))
+            .is_err()
+    );
+    assert!(kms.cancel_key_deletion(&root(&kms), &id).is_err());
+    assert!(kms.delete_alias(&root(&kms), "alias/none").is_err());
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
