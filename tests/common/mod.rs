@@ -309,8 +309,10 @@ impl Env {
         line
     }
 
-    /// Every file under the data dir with its bytes and mode, except the lock file
-    /// (which a command may create and whose content is always empty).
+    /// Every file under the data dir with its bytes and mode, except lock files (which a
+    /// command may create and whose content is always empty) and the records every call
+    /// adds, failed or not: the audit trail and the usage counts (tests of their own
+    /// check those).
     pub fn snapshot(&self) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
         fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, (u32, Vec<u8>)>) {
             use std::os::unix::fs::PermissionsExt;
@@ -321,10 +323,14 @@ impl Env {
                 let e = e.expect("dir entry");
                 let p = e.path();
                 let m = std::fs::symlink_metadata(&p).expect("metadata");
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name == "audit" || name == "usage.json" || name.ends_with(".lock") {
+                    continue;
+                }
                 if m.is_dir() {
                     out.insert(p.clone(), (m.permissions().mode(), b"<dir>".to_vec()));
                     walk(&p, out);
-                } else if p.file_name().is_some_and(|n| n == "keystore.lock") {
+                } else if name == "keystore.lock" {
                     continue;
                 } else {
                     let bytes = std::fs::read(&p).unwrap_or_else(|_| b"<unreadable>".to_vec());
