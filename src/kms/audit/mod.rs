@@ -1,57 +1,195 @@
-//! TEMPORARY stub with the agreed API; replaced by the audit branch.
-#![allow(unused)]
+//! The tamper-evident, append-only audit trail of a region (the CloudTrail of cryptvol).
+//!
+//! Owns the files of one audit directory (`<region>/audit/`): it stores, seals, verifies and
+//! reads back events. It does not build events (the KMS does, as CloudTrail records), does
+//! not derive the MAC key (the region does, from its root key), prints nothing.
+//!
+//! # Files (directory 0700, files 0600; sealed log files 0400)
+//!
+//! - `YYYYMMDD-<first seq, 12+ digits>.jsonl`: one event per line; the date is the UTC day
+//!   the file was started. The active file is the one with the highest first seq and no
+//!   digest.
+//! - `<same stem>.digest.json`: the seal of a log file, written atomically when it is sealed.
+//! - `.lock`: flock'ed (exclusive) by every writer and by `verify`.
+//!
+//! # A line
+//!
+//! The event's compact JSON object with one member appended as its last:
+//! `{...,"cryptvolChain":{"seq":N,"prev":"<64 hex>","hash":"<64 hex>"}}` then `\n`, so each
+//! line is still a CloudTrail record that any JSON tool reads.
+//!
+//! - `seq` is 1 for the region's first event and grows by 1 across files;
+//! - `prev` is the previous event's `hash` (64 zeros for seq 1);
+//! - `hash = BLAKE3-keyed(mac_key, "cryptvol audit event v1" || seq as u64 LE || prev (32
+//!   raw bytes) || event)`, where `event` is the exact compact JSON without the chain member:
+//!   `line[..i] + "}"` with `i` the last occurrence of `,"cryptvolChain":{` (for an empty
+//!   event, the line is `{"cryptvolChain":{...}}` and `event` is `{}`). A `"` inside a JSON
+//!   string is escaped, so that pattern only occurs where a member starts, and as ours is
+//!   last, an event whose encryption context has a key named `cryptvolChain` is no problem.
+//!
+//! The MAC key comes from the region root key: without it nobody can rewrite the chain.
+//!
+//! # Digests
+//!
+//! `{"digestVersion":1,"logFile","firstSeq","lastSeq","eventCount","logFileBlake3" (unkeyed
+//! BLAKE3 of the whole file),"lastEventHash","previousDigestHash" (null for the first sealed
+//! file),"sealedAt" (RFC 3339 UTC),"digestHash"}`. The canonical encoding that `digestHash`
+//! covers is in [`digest`]: the compact JSON of the other members, in that order. A file is
+//! sealed when it is started on another UTC day than the current append's, when it reaches
+//! [`DEFAULT_MAX_FILE_BYTES`], or by [`AuditLog::seal`]. Sealing fsyncs the log file, makes
+//! it read-only (0400: this is what tells writers in other processes that it is sealed),
+//! then writes the digest with `fsio::write_atomic`.
+//!
+//! # Speed, crashes, concurrency
+//!
+//! An append is: serialise, flock, fstat the active file and compare (size, mode, link
+//! count) with the cached state, one `write(2)` of the whole line (O_APPEND), unlock. No fsync (call
+//! [`AuditLog::sync`]), no directory listing. When the stat differs (another process
+//! appended, sealed or rotated) the state is read back from the files (`resync`): the newest
+//! file's last line, read backwards in chunks, or the previous digest. A torn last line (a
+//! crash mid-write, or a failed write) is cut off by the next resync, with a warning; after
+//! any error the cache is dropped, so the next append resyncs.
+//!
+//! # What verification can and cannot prove
+//!
+//! [`AuditLog::verify`] checks every line's hash and link, the seq order, every digest's
+//! hash, its link to the previous digest and its count, last hash and file hash, and reports
+//! the first problem in seq order. Like CloudTrail, whose last hour is not yet digested, it
+//! cannot prove that the active (unsealed) file is complete: events removed from its end
+//! (whole lines) are undetectable until something else remembers them. For the same reason,
+//! removing the newest files together with their digests looks like a log that ended
+//! earlier; keep a copy of the latest `digestHash` elsewhere if that matters.
+//!
+//! The format belongs in docs/formats.md; until it is there, this comment is its spec.
+
+mod chain;
+mod digest;
+mod error;
+mod events;
+mod names;
+mod tail;
+mod verify;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub use error::AuditError;
+pub use verify::{Problem, ProblemKind, VerifyReport};
+pub use writer::SealSummary;
+
 use crate::crypto::Key256;
-use std::path::PathBuf;
+use crate::fsio::FileLock;
+use error::{Result, io};
+use writer::{Config, Writer};
+
+/// Size at which a log file is sealed and a new one started.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The audit log of one region. `Send + Sync`: share it between threads; other processes
+/// may append to the same directory at the same time.
 pub struct AuditLog {
-    dir: PathBuf,
+    cfg: Config,
+    writer: Mutex<Writer>,
 }
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("dir", &self.cfg.dir)
+            .field("max_file_bytes", &self.cfg.max_file_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
 impl AuditLog {
+    /// A log kept in `dir`; nothing is read or created until the first call.
     pub fn new(dir: PathBuf, mac_key: Key256) -> AuditLog {
-        AuditLog { dir }
+        AuditLog {
+            cfg: Config {
+                dir,
+                key: mac_key,
+                max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            },
+            writer: Mutex::new(Writer::default()),
+        }
     }
-    pub fn append(&self, event: &serde_json::Value, now: i64) -> Result<u64, AuditError> {
-        Ok(0)
+
+    /// Seals files once they reach `n` bytes (instead of 16 MiB).
+    pub fn with_max_file_bytes(mut self, n: u64) -> Self {
+        self.cfg.max_file_bytes = n;
+        self
     }
-    pub fn seal(&self, now: i64) -> Result<Option<SealSummary>, AuditError> {
-        Ok(None)
+
+    pub fn dir(&self) -> &Path {
+        &self.cfg.dir
     }
-    pub fn sync(&self) -> Result<(), AuditError> {
-        Ok(())
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        // A panic while holding the lock leaves a state we cannot trust: start afresh.
+        self.writer.lock().unwrap_or_else(|poisoned| {
+            let mut w = poisoned.into_inner();
+            *w = Writer::default();
+            w
+        })
     }
-    pub fn verify(&self) -> Result<VerifyReport, AuditError> {
-        todo!()
+
+    /// Appends one event (a JSON object); `now` (unix seconds) dates the file. Returns the
+    /// event's seq.
+    pub fn append(&self, event: &serde_json::Value, now: i64) -> Result<u64> {
+        if !event.is_object() {
+            return Err(AuditError::NotAnObject);
+        }
+        let mut buf = Vec::with_capacity(512);
+        serde_json::to_writer(&mut buf, event).map_err(|e| AuditError::Corrupt {
+            path: self.cfg.dir.clone(),
+            message: format!("the event cannot be encoded as JSON ({e})"),
+        })?;
+        self.writer().append(&self.cfg, buf, now)
     }
-    pub fn events(&self) -> Result<Vec<(u64, serde_json::Value)>, AuditError> {
-        Ok(vec![])
+
+    /// Seals the active file now (no-op if it is empty or absent); the next append starts a
+    /// new file.
+    pub fn seal(&self, now: i64) -> Result<Option<SealSummary>> {
+        self.writer().seal(&self.cfg, now)
     }
-}
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SealSummary;
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct VerifyReport {
-    pub valid: bool,
-    pub files: usize,
-    pub sealed_files: usize,
-    pub events: u64,
-    pub last_seq: u64,
-    pub problem: Option<Problem>,
-}
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Problem {
-    pub message: String,
-}
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    #[error("io {path:?}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("corrupt")]
-    Corrupt { path: PathBuf, message: String },
-    #[error("not an object")]
-    NotAnObject,
+
+    /// Makes every event appended so far durable (fdatasync of the active file).
+    pub fn sync(&self) -> Result<()> {
+        self.writer().sync(&self.cfg)
+    }
+
+    /// Checks every file, line, link and digest. Tampering is reported in the report, never
+    /// as an error. Holds the directory lock while it reads, so appends wait (and a write in
+    /// progress is not mistaken for a torn line); a copy we may not write to is checked
+    /// without the lock.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let dir = &self.cfg.dir;
+        let path = dir.join(names::LOCK_FILE);
+        let _lock = match FileLock::exclusive(&path) {
+            Ok(lock) => Some(lock),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::NotFound
+                        | ErrorKind::PermissionDenied
+                        | ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                None
+            }
+            Err(e) => return Err(io("lock", &path)(e)),
+        };
+        verify::verify(dir, &self.cfg.key)
+    }
+
+    /// All events in seq order, without the chain member, each with its seq. A line that is not an event is an error naming the file and
+    /// line; an incomplete last line of the file being written is skipped.
+    pub fn events(&self) -> Result<Vec<(u64, serde_json::Value)>> {
+        events::read_events(&self.cfg.dir)
+    }
 }

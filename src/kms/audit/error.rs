@@ -1,0 +1,43 @@
+//! The audit log's errors: I/O kept apart from damage found in the files, each one line that
+//! names the file and what to do. Tampering found by `verify` is not an error but a
+//! [`Problem`](super::Problem) in its report.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    #[error(
+        "cannot {action} {path}: {source}: check that the audit directory is writable and the disk has space"
+    )]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("the audit log file {path} is damaged: {message}")]
+    Corrupt { path: PathBuf, message: String },
+
+    #[error("an audit event must be a JSON object (a CloudTrail record), not another JSON value")]
+    NotAnObject,
+
+    #[error(
+        "the time {now} (unix seconds) is outside the years 0000..9999 that log file names can hold: check the clock"
+    )]
+    TimeOutOfRange { now: i64 },
+}
+
+pub type Result<T> = std::result::Result<T, AuditError>;
+
+/// `map_err` helper: `.map_err(io("open", &path))`.
+pub(super) fn io<'a>(
+    action: &'static str,
+    path: &'a std::path::Path,
+) -> impl FnOnce(std::io::Error) -> AuditError + 'a {
+    move |source| AuditError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
