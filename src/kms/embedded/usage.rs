@@ -18,10 +18,12 @@ pub struct KeyUsage {
     pub request_count: u64,
     /// The share of the month the key existed (customer keys are billed by it).
     pub key_months: f64,
+    #[serde(skip)]
+    key_cost: f64,
     #[serde(rename = "KeyCostUSD")]
-    pub key_cost_usd: f64,
+    pub key_cost_usd: String,
     #[serde(rename = "RequestCostUSD")]
-    pub request_cost_usd: f64,
+    pub request_cost_usd: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -31,17 +33,18 @@ pub struct UsageReport {
     pub keys: Vec<KeyUsage>,
     pub total_requests: u64,
     #[serde(rename = "KeyCostUSD")]
-    pub key_cost_usd: f64,
+    pub key_cost_usd: String,
     #[serde(rename = "RequestCostUSD")]
-    pub request_cost_usd: f64,
+    pub request_cost_usd: String,
     #[serde(rename = "EstimatedCostUSD")]
-    pub estimated_cost_usd: f64,
+    pub estimated_cost_usd: String,
     pub prices: serde_json::Value,
 }
 
-/// Rounds to a tenth of a cent's hundredth, so reports show stable, readable figures.
-fn usd(x: f64) -> f64 {
-    (x * 1_000_000.0).round() / 1_000_000.0
+/// Dollars as AWS's billing tools show amounts: a decimal string (here to a millionth,
+/// since one request costs 0.000003 USD).
+fn usd(x: f64) -> String {
+    format!("{x:.6}")
 }
 
 impl EmbeddedKms {
@@ -103,7 +106,7 @@ impl EmbeddedKms {
             }
         }
         let total_requests = keys.iter().map(|k| k.request_count).sum();
-        let key_cost: f64 = keys.iter().map(|k| k.key_cost_usd).sum();
+        let key_cost: f64 = keys.iter().map(|k| k.key_cost).sum();
         let request_cost = total_requests as f64 * USD_PER_10K_REQUESTS / 10_000.0;
         Ok(UsageReport {
             month,
@@ -129,6 +132,11 @@ fn row(
 ) -> KeyUsage {
     let request_count = requests.values().sum();
     let customer = manager == KeyManager::Customer && arn != NO_KEY;
+    let key_cost = if customer {
+        key_months * USD_PER_CUSTOMER_KEY_MONTH
+    } else {
+        0.0
+    };
     KeyUsage {
         key_manager: if arn == NO_KEY {
             "-"
