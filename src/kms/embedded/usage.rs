@@ -149,11 +149,8 @@ fn row(
         requests,
         request_count,
         key_months: (key_months * 10_000.0).round() / 10_000.0,
-        key_cost_usd: usd(if customer {
-            key_months * USD_PER_CUSTOMER_KEY_MONTH
-        } else {
-            0.0
-        }),
+        key_cost,
+        key_cost_usd: usd(key_cost),
         request_cost_usd: usd(request_count as f64 * USD_PER_10K_REQUESTS / 10_000.0),
     }
 }
