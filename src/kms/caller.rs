@@ -20,29 +20,55 @@ pub struct Caller {
     pub via_service: Option<String>,
     /// `aws:SecureTransport`: known only for calls over the network.
     pub secure_transport: Option<bool>,
+    /// CloudTrail's `userIdentity`, made once per caller rather than once per event.
+    user_identity: serde_json::Value,
 }
 
 impl Caller {
     /// A caller on this machine, through the CLI.
     pub fn local(identity: Identity) -> Caller {
+        let user_agent = format!("cryptvol-cli/{}", env!("CARGO_PKG_VERSION"));
+        Caller::new(identity, None, local_user(), None, user_agent, None)
+    }
+
+    /// A caller with its request metadata (the KMS server makes one per request).
+    pub fn new(
+        identity: Identity,
+        access_key_id: Option<String>,
+        source: String,
+        source_ip: Option<String>,
+        user_agent: String,
+        secure_transport: Option<bool>,
+    ) -> Caller {
+        let user_identity = identity.user_identity(access_key_id.as_deref());
         Caller {
             identity,
-            access_key_id: None,
-            source: local_user(),
-            source_ip: None,
-            user_agent: format!("cryptvol-cli/{}", env!("CARGO_PKG_VERSION")),
+            access_key_id,
+            source,
+            source_ip,
+            user_agent,
             via_service: None,
-            secure_transport: None,
+            secure_transport,
+            user_identity,
         }
     }
 
     /// The same caller, acting through the volume service of `region` (as EBS calls KMS
     /// on a user's behalf).
     pub fn via_volumes(&self, region: &Region) -> Caller {
+        let via = volume_service(region);
+        let mut user_identity = self.user_identity.clone();
+        user_identity["invokedBy"] = serde_json::Value::String(via.clone());
         Caller {
-            via_service: Some(volume_service(region)),
+            via_service: Some(via),
+            user_identity,
             ..self.clone()
         }
+    }
+
+    /// CloudTrail's `userIdentity` of this caller (with `invokedBy` through a service).
+    pub fn user_identity(&self) -> &serde_json::Value {
+        &self.user_identity
     }
 }
 

@@ -35,7 +35,7 @@ impl Call {
             params: Map::new(),
             resources: Vec::new(),
             response: None,
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: fast_uuid(),
             recorded: false,
         }
     }
@@ -79,7 +79,62 @@ impl Call {
         self.response = Some(response);
     }
 
-    /// The CloudTrail event for this call with its outcome.
+    /// The CloudTrail event for this call with its outcome, as the compact JSON object
+    /// the audit trail stores. Serialized straight from borrowed fields: this runs on
+    /// every KMS call.
+    pub fn encode(
+        &self,
+        caller: &Caller,
+        region: &Region,
+        account: &AccountId,
+        outcome: Result<(), &KmsError>,
+        now_nanos: i64,
+    ) -> Vec<u8> {
+        let error_message = outcome.err().map(|e| e.to_string());
+        let resources: Vec<Resource> = self
+            .resources
+            .iter()
+            .map(|arn| Resource {
+                account_id: account.as_str(),
+                kind: "AWS::KMS::Key",
+                arn,
+            })
+            .collect();
+        let e = EventRecord {
+            event_version: EVENT_VERSION,
+            user_identity: caller.user_identity(),
+            event_time: event_time(now_nanos),
+            event_source: EVENT_SOURCE,
+            event_name: self.name,
+            aws_region: region.as_str(),
+            source_ip_address: caller.via_service.as_deref().unwrap_or(&caller.source),
+            user_agent: &caller.user_agent,
+            request_parameters: (!self.params.is_empty()).then_some(&self.params),
+            response_elements: match outcome {
+                Ok(()) => self.response.as_ref(),
+                Err(_) => None,
+            },
+            request_id: &self.request_id,
+            event_id: fast_uuid(),
+            read_only: self.read_only,
+            resources,
+            event_type: "AwsApiCall",
+            management_event: true,
+            recipient_account_id: account.as_str(),
+            event_category: "Management",
+            // The caller's own address is still worth keeping when a service was in between.
+            additional_event_data: caller.via_service.as_ref().map(|_| CallerSource {
+                caller_source: &caller.source,
+            }),
+            error_code: outcome.err().map(KmsError::aws_code),
+            error_message: error_message.as_deref(),
+        };
+        let mut out = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut out, &e).expect("events serialize");
+        out
+    }
+
+    /// The event as a JSON value (tests and tools; the KMS appends [`Call::encode`]).
     pub fn event(
         &self,
         caller: &Caller,
@@ -88,44 +143,73 @@ impl Call {
         outcome: Result<(), &KmsError>,
         now_nanos: i64,
     ) -> Value {
-        let mut identity = caller
-            .identity
-            .user_identity(caller.access_key_id.as_deref());
-        if let Some(via) = &caller.via_service {
-            identity["invokedBy"] = Value::String(via.clone());
-        }
-        let mut e = json!({
-            "eventVersion": EVENT_VERSION,
-            "userIdentity": identity,
-            "eventTime": event_time(now_nanos),
-            "eventSource": EVENT_SOURCE,
-            "eventName": self.name,
-            "awsRegion": region.as_str(),
-            "sourceIPAddress": caller.via_service.as_deref().unwrap_or(&caller.source),
-            "userAgent": caller.user_agent,
-            "requestParameters": if self.params.is_empty() { Value::Null } else { Value::Object(self.params.clone()) },
-            "responseElements": match outcome { Ok(()) => self.response.clone().unwrap_or(Value::Null), Err(_) => Value::Null },
-            "requestID": self.request_id,
-            "eventID": uuid::Uuid::new_v4().to_string(),
-            "readOnly": self.read_only,
-            "resources": self.resources.iter().map(|arn| json!({
-                "accountId": account.as_str(), "type": "AWS::KMS::Key", "ARN": arn,
-            })).collect::<Vec<_>>(),
-            "eventType": "AwsApiCall",
-            "managementEvent": true,
-            "recipientAccountId": account.as_str(),
-            "eventCategory": "Management",
-        });
-        if caller.via_service.is_some() {
-            // The caller's own address is still worth keeping when a service was in between.
-            e["additionalEventData"] = json!({ "callerSource": caller.source });
-        }
-        if let Err(err) = outcome {
-            e["errorCode"] = Value::String(err.aws_code().to_string());
-            e["errorMessage"] = Value::String(err.to_string());
-        }
-        e
+        serde_json::from_slice(&self.encode(caller, region, account, outcome, now_nanos))
+            .expect("our own JSON parses")
     }
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventRecord<'a> {
+    event_version: &'static str,
+    user_identity: &'a Value,
+    event_time: String,
+    event_source: &'static str,
+    event_name: &'static str,
+    aws_region: &'a str,
+    #[serde(rename = "sourceIPAddress")]
+    source_ip_address: &'a str,
+    user_agent: &'a str,
+    request_parameters: Option<&'a Map<String, Value>>,
+    response_elements: Option<&'a Value>,
+    #[serde(rename = "requestID")]
+    request_id: &'a str,
+    #[serde(rename = "eventID")]
+    event_id: String,
+    read_only: bool,
+    resources: Vec<Resource<'a>>,
+    event_type: &'static str,
+    management_event: bool,
+    recipient_account_id: &'a str,
+    event_category: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    additional_event_data: Option<CallerSource<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_message: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct Resource<'a> {
+    #[serde(rename = "accountId")]
+    account_id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "ARN")]
+    arn: &'a str,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CallerSource<'a> {
+    caller_source: &'a str,
+}
+
+/// A random-looking, unique UUID (v4 layout) for request and event ids without a
+/// getrandom call each: a random per-process base mixed with a counter. These ids only
+/// need to be unique, not secret.
+pub fn fast_uuid() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static BASE: OnceLock<[u8; 16]> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut b = *BASE.get_or_init(crate::crypto::random::array);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes();
+    for (x, y) in b[8..].iter_mut().zip(n) {
+        *x ^= y;
+    }
+    uuid::Builder::from_random_bytes(b).into_uuid().to_string()
 }
 
 /// An event KMS makes on its own (automatic rotation, the end of a deletion window).
@@ -147,7 +231,7 @@ pub fn service_event(
         "userAgent": EVENT_SOURCE,
         "requestParameters": Value::Null,
         "responseElements": Value::Null,
-        "eventID": uuid::Uuid::new_v4().to_string(),
+        "eventID": fast_uuid(),
         "readOnly": false,
         "resources": [{ "accountId": account.as_str(), "type": "AWS::KMS::Key", "ARN": key_arn }],
         "eventType": "AwsServiceEvent",

@@ -78,13 +78,24 @@ impl Meter {
             let Ok(mut p) = self.pending.lock() else {
                 return;
             };
-            *p.counts
-                .entry(month.to_string())
-                .or_default()
-                .entry(key.to_string())
-                .or_default()
-                .entry(operation.to_string())
-                .or_default() += 1;
+            // The common case (a key and operation seen before) allocates nothing.
+            match p
+                .counts
+                .get_mut(month)
+                .and_then(|m| m.get_mut(key))
+                .and_then(|k| k.get_mut(operation))
+            {
+                Some(n) => *n += 1,
+                None => {
+                    *p.counts
+                        .entry(month.to_string())
+                        .or_default()
+                        .entry(key.to_string())
+                        .or_default()
+                        .entry(operation.to_string())
+                        .or_default() += 1
+                }
+            }
             p.last_flush.elapsed() >= FLUSH_EVERY
         };
         if due && let Err(e) = self.flush() {

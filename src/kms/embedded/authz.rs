@@ -114,9 +114,19 @@ impl EmbeddedKms {
         ctx: Option<&EncryptionContext>,
         extra: &[(&str, &str)],
     ) -> Result<()> {
-        let mut conditions = condition_values(caller, ctx, self.clock.now());
-        for (k, v) in extra {
-            conditions.set(k, *v);
+        // Gathering condition keys costs a dozen allocations; skip it on the hot path when
+        // no policy involved has a Condition (the default key policy has none).
+        let needed = policy.is_some_and(Policy::has_conditions)
+            || caller.identity.policies.iter().any(Policy::has_conditions);
+        let mut conditions = if needed {
+            condition_values(caller, ctx, self.clock.now())
+        } else {
+            ConditionValues::new()
+        };
+        if needed {
+            for (k, v) in extra {
+                conditions.set(k, *v);
+            }
         }
         let who = caller.identity.policy_caller();
         let resource = resource.unwrap_or("*");

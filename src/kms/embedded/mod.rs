@@ -281,7 +281,7 @@ impl EmbeddedKms {
         call: &mut Call,
         outcome: Result<(), &KmsError>,
     ) -> Result<()> {
-        let e = call.event(
+        let e = call.encode(
             caller,
             &self.dir.region,
             &self.account,
@@ -289,7 +289,13 @@ impl EmbeddedKms {
             self.clock.now_nanos(),
         );
         call.recorded = true;
-        self.append(&e)
+        self.audit
+            .append_encoded(e, self.clock.now())
+            .map(|_| ())
+            .map_err(|err| KmsError::AuditFailed {
+                path: self.dir.path.join("audit"),
+                message: err.to_string(),
+            })
     }
 
     /// Ends a call: records it if that has not happened yet (a failure to record replaces

@@ -33,6 +33,14 @@ pub struct Policy {
     pub(crate) statements: Vec<Statement>,
 }
 
+impl Policy {
+    /// Whether any statement has a Condition: if none has, evaluation never reads the
+    /// request's condition keys, and a caller may skip gathering them.
+    pub fn has_conditions(&self) -> bool {
+        self.statements.iter().any(|s| !s.condition.is_empty())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Effect {
     Allow,
