@@ -1657,3 +1657,30 @@ fn managed_key_serves_only_volumes() {
         );
     }
 }
+
+/// A key policy binds the users it names by their unique ids, as AWS does: a user deleted
+/// and created again under the same name is not the user the policy meant.
+#[test]
+fn a_recreated_user_does_not_inherit_the_old_users_access() {
+    let env = Env::init();
+    let acct = account(&env);
+    create_user(&env, "alice");
+    let alice = user_arn(&acct, "alice");
+    let meta = env.json(&["kms", "create-key", "--user", &alice]);
+    let key = str_field(&meta["KeyMetadata"], "KeyId");
+    let blob = encrypt_as(&env, "alice", &key, b"before");
+    assert_eq!(decrypt_as(&env, "alice", &blob), b"before");
+
+    env.ok(&["iam", "delete-user", "--user-name", "alice"]);
+    create_user(&env, "alice");
+    let line = encrypt_denied(&env, "alice", &key);
+    // The default root statement still delegates to IAM, and the new alice has no
+    // identity policy: she gets what any new user of the account gets, which is nothing.
+    assert!(line.contains(&no_identity_policy("kms:Encrypt")), "{line}");
+    decrypt_denied(&env, "alice", &blob);
+
+    // Naming her again binds the new identity.
+    let policy = policy_json(&env, &key);
+    put_policy(&env, &key, &policy);
+    assert_eq!(decrypt_as(&env, "alice", &blob), b"before");
+}

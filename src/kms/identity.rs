@@ -84,6 +84,14 @@ impl Identity {
         }
     }
 
+    /// The IAM unique id (AIDA… / AROA…) of a user or role.
+    pub fn unique_id(&self) -> Option<&str> {
+        match &self.principal {
+            Principal::Root => None,
+            Principal::User { id, .. } | Principal::Role { id, .. } => Some(id),
+        }
+    }
+
     pub fn is_root(&self) -> bool {
         self.principal == Principal::Root
     }
@@ -339,6 +347,17 @@ impl IdentityStore {
             principal,
             policies,
         })
+    }
+
+    /// The unique id of the user or role `arn` names in this account, if it exists.
+    pub fn unique_id_of(&self, body: &IdentityBody, arn: &str) -> Option<String> {
+        let rest = arn.strip_prefix(&format!("arn:aws:iam::{}:", self.account))?;
+        let last = |s: &str| s.rsplit('/').next().unwrap_or("").to_string();
+        if let Some(u) = rest.strip_prefix("user/") {
+            return body.users.get(&last(u)).map(|u| u.id.clone());
+        }
+        let r = rest.strip_prefix("role/")?;
+        body.roles.get(&last(r)).map(|r| r.id.clone())
     }
 
     /// Whether `arn` names a user or role that exists (for key policy validation).

@@ -228,6 +228,7 @@ mod tests {
                 tags: Default::default(),
                 rotation: Rotation::default(),
                 policy: None,
+                policy_principals: Default::default(),
                 versions: vec![v],
             },
         );

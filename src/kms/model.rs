@@ -90,6 +90,11 @@ pub struct KeyRecord {
     /// The key policy document as put; None is the default policy for the key's manager.
     #[serde(default)]
     pub policy: Option<String>,
+    /// The unique ids of the users and roles the policy named when it was put (ARN → id),
+    /// so a user deleted and created again under the same name is not the one the policy
+    /// meant (AWS binds policies to unique ids the same way).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policy_principals: BTreeMap<String, String>,
     /// Oldest first; the last is current. Never empty.
     pub versions: Vec<KeyVersion>,
 }

@@ -5,6 +5,7 @@
 //! (AccessDenied), and only then is the key's state checked (Disabled…), so a caller
 //! without permission learns nothing about a key's state.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::EmbeddedKms;
@@ -14,6 +15,19 @@ use crate::kms::error::{KmsError, Result};
 use crate::kms::ids::KeyId;
 use crate::kms::model::{KeyManager, KeyRecord};
 use crate::kms::policy::{self, ConditionValues, Decision, Policy, PolicyKind};
+
+/// Whether `k`'s policy named the caller's ARN when it meant another identity (deleted,
+/// then created again under the same name).
+fn named_someone_else(k: &KeyRecord, caller: &Caller) -> bool {
+    if k.policy_principals.is_empty() {
+        return false;
+    }
+    let id = &caller.identity;
+    match (k.policy_principals.get(&id.principal_arn()), id.unique_id()) {
+        (Some(meant), Some(is)) => meant != is,
+        _ => false,
+    }
+}
 
 /// The condition keys a request carries (docs/security.md lists them).
 pub fn condition_values(
@@ -94,8 +108,10 @@ impl EmbeddedKms {
     ) -> Result<()> {
         let policy = k.map(|k| self.key_policy(k)).transpose()?;
         let resource = k.map(|k| self.arn(&k.id));
-        self.decide(
+        let stale = k.is_some_and(|k| named_someone_else(k, caller));
+        self.decide_as(
             caller,
+            stale,
             action,
             policy.as_deref(),
             resource.as_deref(),
@@ -108,6 +124,22 @@ impl EmbeddedKms {
     pub(super) fn decide(
         &self,
         caller: &Caller,
+        action: &str,
+        policy: Option<&Policy>,
+        resource: Option<&str>,
+        ctx: Option<&EncryptionContext>,
+        extra: &[(&str, &str)],
+    ) -> Result<()> {
+        self.decide_as(caller, false, action, policy, resource, ctx, extra)
+    }
+
+    /// `stale`: the policy names the caller's ARN but meant an earlier identity of that
+    /// name, so the caller's ARN must not match it (account delegation still applies).
+    #[allow(clippy::too_many_arguments)]
+    fn decide_as(
+        &self,
+        caller: &Caller,
+        stale: bool,
         action: &str,
         policy: Option<&Policy>,
         resource: Option<&str>,
@@ -128,7 +160,10 @@ impl EmbeddedKms {
                 conditions.set(k, *v);
             }
         }
-        let who = caller.identity.policy_caller();
+        let mut who = caller.identity.policy_caller();
+        if stale {
+            who.arn = format!("{}#{}", who.arn, caller.identity.unique_id().unwrap_or(""));
+        }
         let resource = resource.unwrap_or("*");
         let decision = policy::evaluate(
             policy,
@@ -162,10 +197,18 @@ impl EmbeddedKms {
     }
 
     /// Parses a key policy a caller gives and checks that every user or role it names
-    /// exists, as AWS does.
-    pub(super) fn parse_key_policy(&self, text: &str) -> Result<Policy> {
+    /// exists, as AWS does. Returns it with the unique ids of those users and roles.
+    pub(super) fn parse_key_policy(
+        &self,
+        text: &str,
+    ) -> Result<(Policy, BTreeMap<String, String>)> {
         let p = Policy::parse(text, PolicyKind::Key).map_err(KmsError::from_policy)?;
         let body = self.identities.load()?;
+        let ids = p
+            .principal_arns()
+            .into_iter()
+            .filter_map(|arn| Some((arn.clone(), self.identities.unique_id_of(&body, &arn)?)))
+            .collect();
         for (i, arn) in p.principal_arns().iter().enumerate() {
             if !self.identities.principal_exists(&body, arn) {
                 return Err(KmsError::MalformedPolicy {
@@ -177,6 +220,6 @@ impl EmbeddedKms {
                 });
             }
         }
-        Ok(p)
+        Ok((p, ids))
     }
 }

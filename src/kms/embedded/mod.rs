@@ -458,6 +458,7 @@ impl EmbeddedKms {
                         next_rotation: Some(now + DEFAULT_ROTATION_PERIOD_DAYS as i64 * DAY),
                     },
                     policy: None,
+                    policy_principals: Default::default(),
                     versions: vec![v],
                 },
             );
@@ -601,11 +602,13 @@ impl EmbeddedKms {
             tag_map.insert(k.clone(), v.clone());
         }
         let id = KeyId::random();
+        let mut principals = std::collections::BTreeMap::new();
         if let Some(text) = &req.policy {
-            let p = self.parse_key_policy(text)?;
+            let (p, ids) = self.parse_key_policy(text)?;
             if !req.bypass_lockout_check {
                 self.check_lockout(caller, &p, &id)?;
             }
+            principals = ids;
         }
         self.mutate(Some(caller), call, |ks, now, call| {
             call.resource(&self.arn(&id));
@@ -625,6 +628,7 @@ impl EmbeddedKms {
                     next_rotation: None,
                 },
                 policy: req.policy.clone(),
+                policy_principals: principals,
                 versions: vec![v],
             };
             let meta = self.metadata(&rec);

@@ -86,11 +86,13 @@ impl EmbeddedKms {
                 let k = self.resolve_authorized(ks, r, caller, call, "kms:PutKeyPolicy", None)?;
                 self.refuse_managed(k, "given a new policy")?;
                 let id = k.id;
-                let parsed = self.parse_key_policy(text)?;
+                let (parsed, principals) = self.parse_key_policy(text)?;
                 if !bypass {
                     self.check_lockout(caller, &parsed, &id)?;
                 }
-                ks.body.keys.get_mut(&id).expect("resolved").policy = Some(text.to_string());
+                let k = ks.body.keys.get_mut(&id).expect("resolved");
+                k.policy = Some(text.to_string());
+                k.policy_principals = principals;
                 Ok(())
             })
         });
