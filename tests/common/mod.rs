@@ -312,7 +312,7 @@ impl Env {
     /// Every file under the data dir with its bytes and mode, except lock files (which a
     /// command may create and whose content is always empty) and the records every call
     /// adds, failed or not: the audit trail and the usage counts (tests of their own
-    /// check those).
+    /// check those), and the daemon's log, which a daemon still stopping may write to.
     pub fn snapshot(&self) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
         fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, (u32, Vec<u8>)>) {
             use std::os::unix::fs::PermissionsExt;
@@ -324,7 +324,11 @@ impl Env {
                 let p = e.path();
                 let m = std::fs::symlink_metadata(&p).expect("metadata");
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                if name == "audit" || name == "usage.json" || name.ends_with(".lock") {
+                if name == "audit"
+                    || name == "logs"
+                    || name == "usage.json"
+                    || name.ends_with(".lock")
+                {
                     continue;
                 }
                 if m.is_dir() {
