@@ -253,10 +253,30 @@ pub fn detach(cfg: &Config, dir: &Path) -> Result<(), CliError> {
         }
         .into());
     };
-    c.call(&Request::Detach {
+    let answer = c.call(&Request::Detach {
         dir: dir.to_path_buf(),
     })?;
+    // The last detach stops the daemon: wait until it has gone (and let go of the pool),
+    // so that the next command of a script opens the pool itself instead of meeting a
+    // daemon on its way out.
+    if let Some(pid) = answer.get("DaemonStopping").and_then(|p| p.as_u64()) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_running(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
     Ok(())
+}
+
+/// Whether `pid` runs (a zombie waiting to be reaped by its new parent has finished).
+fn process_running(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
 }
 
 pub fn mount(cfg: &Config, m: MountArgs) -> Result<(), CliError> {

@@ -468,17 +468,25 @@ impl Daemon {
             },
         };
         drop(zeroize::Zeroizing::new(line));
-        let mut out = serde_json::to_vec(&resp).expect("serialises");
-        out.push(b'\n');
-        let _ = (&s).write_all(&out);
-        // Only once the client has its answer: the last detach stops the daemon.
-        if was_detach
+        // The last detach stops the daemon. The answer says so, with our pid, so that the
+        // client can wait for the pool to be free before its next command.
+        let last = was_detach
+            && matches!(resp, Response::Ok(_))
             && self
                 .attached
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .is_empty()
-        {
+                .is_empty();
+        let resp = if last {
+            Response::Ok(serde_json::json!({ "DaemonStopping": std::process::id() }))
+        } else {
+            resp
+        };
+        let mut out = serde_json::to_vec(&resp).expect("serialises");
+        out.push(b'\n');
+        let _ = (&s).write_all(&out);
+        // Only once the client has its answer.
+        if last {
             self.begin_stop("last volume detached");
         }
     }
