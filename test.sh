@@ -6,6 +6,10 @@ cd "$(dirname "$0")"
 
 # System packages the tests use; installed when missing (needs root, as in CI).
 packages=(fuse3 fio e2fsprogs xfsprogs)
+# tests/compat.rs runs the real AWS CLI and boto3 from a venv (below): Debian's python3
+# makes venvs only with python3-venv.
+command -v python3 >/dev/null && python3 -c 'import ensurepip, venv' >/dev/null 2>&1 \
+  || packages+=(python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -17,6 +21,32 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 command -v cargo >/dev/null || { echo "test.sh: cargo is not installed (https://rustup.rs)"; exit 1; }
+
+# The real AWS clients for tests/compat.rs, in a venv outside git, reused between runs.
+# CI (or CRYPTVOL_REQUIRE_MOUNT=1) fails here when they cannot be installed, and the
+# tests then fail too; elsewhere the tests skip and say why.
+compat_venv="$PWD/target/compat-venv"
+compat_pins=(awscli==1.45.11 boto3==1.43.11)
+compat_required=false
+if [ "${CI:-}" = true ] || [ "${CRYPTVOL_REQUIRE_MOUNT:-}" = 1 ]; then compat_required=true; fi
+if [ "$(cat "$compat_venv/.pins" 2>/dev/null)" != "${compat_pins[*]}" ]; then
+  echo "installing into $compat_venv: ${compat_pins[*]}"
+  if rm -rf "$compat_venv" \
+    && python3 -m venv "$compat_venv" \
+    && "$compat_venv/bin/pip" install --quiet --disable-pip-version-check "${compat_pins[@]}" \
+    && "$compat_venv/bin/python" -c 'import boto3' && "$compat_venv/bin/aws" --version; then
+    echo "${compat_pins[*]}" >"$compat_venv/.pins"
+  elif [ "$compat_required" = true ]; then
+    echo "test.sh: could not install ${compat_pins[*]} into $compat_venv (see above)" >&2
+    exit 1
+  else
+    echo "test.sh: warning: no AWS CLI/boto3 venv; tests/compat.rs will skip its client tests" >&2
+  fi
+fi
+if [ -f "$compat_venv/.pins" ]; then
+  export CRYPTVOL_COMPAT_PYTHON="$compat_venv/bin/python"
+  export CRYPTVOL_COMPAT_AWS="$compat_venv/bin/aws"
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -2,10 +2,12 @@
 //!
 //! Layers, each a module that only uses the ones below it (see DESIGN.md):
 //! - [`cli`]: commands, output formats, exit codes;
+//! - [`server`]: the AWS KMS protocol over HTTP(S) with SigV4 (`kms serve`);
 //! - [`fuse`]: the FUSE file, the region daemon and its control socket, loop/mkfs/mount;
 //! - [`snapshot`]: snapshot records, usage accounting, the re-encryption pipeline;
 //! - [`volume`]: volume headers and keys, the thin pool, block I/O with AES-256-XTS;
-//! - [`kms`]: regions, keystores, keys, aliases, rotation, data keys, `KeyBackend`;
+//! - [`kms`]: regions, keystores, keys, aliases, rotation, data keys, policies,
+//!   identities, the audit trail, metering, SigV4, `KeyBackend` (embedded and remote);
 //! - [`crypto`]: AES-256-GCM, AES-256-XTS, key derivation, zeroizing key types, process
 //!   hardening;
 //! - [`fsio`]: durable file writes and locks used by the layers that keep state.
@@ -16,5 +18,6 @@ pub mod crypto;
 pub mod fsio;
 pub mod fuse;
 pub mod kms;
+pub mod server;
 pub mod snapshot;
 pub mod volume;

@@ -73,7 +73,23 @@ fn unwrap_key(
         crate::volume::KeySource::Kms { .. } => Some(cfg.volume_kms()?),
         crate::volume::KeySource::Customer { .. } => None,
     };
-    let dk = lifecycle::data_key(&h, kms.as_ref().map(|k| k as &dyn KeyBackend), ck.as_ref())?;
+    let dk = lifecycle::data_key(&h, kms.as_ref().map(|k| k as &dyn KeyBackend), ck.as_ref())
+        .map_err(|e| match e {
+            // The key is not here: it may live in a remote KMS.
+            VolumeError::Kms(crate::kms::KmsError::NotFound { what }) if cfg.kms_endpoint.is_none() => {
+                VolumeError::Kms(crate::kms::KmsError::NotFound {
+                    what: format!(
+                        "{what}; if volume {}'s key ({}) lives in a remote KMS, pass --kms-endpoint URL",
+                        h.id,
+                        match &h.key {
+                            crate::volume::KeySource::Kms { key_arn, .. } => key_arn.as_str(),
+                            _ => "?",
+                        }
+                    ),
+                })
+            }
+            other => other,
+        })?;
     Ok((h, dk))
 }
 

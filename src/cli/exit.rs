@@ -32,6 +32,8 @@ pub enum Exit {
     AccessDenied = 18,
     /// `audit verify` found an altered, removed or reordered event.
     AuditTampered = 19,
+    /// The remote KMS endpoint (`--kms-endpoint`) did not answer.
+    KmsUnreachable = 20,
 }
 
 impl From<Exit> for ExitCode {
@@ -158,7 +160,28 @@ fn kms_exit(e: &KmsError) -> Exit {
         MalformedPolicy { .. } => Exit::InvalidValue,
         NoSuchEntity { .. } => Exit::NotFound,
         EntityAlreadyExists { .. } => Exit::AlreadyExists,
-        DeleteConflict { .. } => Exit::InvalidState,
+        DeleteConflict { .. } | LimitExceeded { .. } => Exit::InvalidState,
         AuditFailed { .. } => Exit::Io,
+        EndpointUnreachable { .. } => Exit::KmsUnreachable,
+        RemoteCredentials { .. } => Exit::WrongSecret,
+        Remote { .. } => match e.aws_code() {
+            "AccessDeniedException" => Exit::AccessDenied,
+            "NotFoundException" => Exit::NotFound,
+            "DisabledException" | "KMSInvalidStateException" | "LimitExceededException" => {
+                Exit::InvalidState
+            }
+            "InvalidCiphertextException" | "IncorrectKeyException" => Exit::InvalidCiphertext,
+            "ValidationException"
+            | "InvalidArnException"
+            | "InvalidAliasNameException"
+            | "MalformedPolicyDocumentException" => Exit::InvalidValue,
+            "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "IncompleteSignatureException"
+            | "MissingAuthenticationTokenException" => Exit::WrongSecret,
+            "AlreadyExistsException" => Exit::AlreadyExists,
+            "UnsupportedOperationException" => Exit::Unsupported,
+            _ => Exit::Internal,
+        },
     }
 }

@@ -28,6 +28,21 @@ pub enum IamCommand {
         #[arg(long)]
         user_name: String,
     },
+    /// A new access key for the KMS server (SigV4); the secret is shown only now
+    CreateAccessKey {
+        #[arg(long)]
+        user_name: String,
+    },
+    ListAccessKeys {
+        #[arg(long)]
+        user_name: String,
+    },
+    DeleteAccessKey {
+        #[arg(long)]
+        user_name: String,
+        #[arg(long)]
+        access_key_id: String,
+    },
     /// Create a role (the CLI acts as it with --profile role/NAME)
     CreateRole {
         #[arg(long)]
@@ -169,6 +184,25 @@ pub fn run(cfg: &Config, cmd: IamCommand) -> Result<(), CliError> {
         DeleteUser { user_name } => {
             iam.allow("iam:DeleteUser", User, &user_name)?;
             Ok(s.delete(User, &user_name)?)
+        }
+        CreateAccessKey { user_name } => {
+            iam.allow("iam:CreateAccessKey", User, &user_name)?;
+            cfg.print(&s.create_access_key(&user_name)?, "AccessKey")
+        }
+        ListAccessKeys { user_name } => {
+            iam.allow("iam:ListAccessKeys", User, &user_name)?;
+            let keys = s.list_access_keys(&user_name)?;
+            cfg.print(
+                &serde_json::json!({ "AccessKeyMetadata": keys, "IsTruncated": false }),
+                "AccessKeys",
+            )
+        }
+        DeleteAccessKey {
+            user_name,
+            access_key_id,
+        } => {
+            iam.allow("iam:DeleteAccessKey", User, &user_name)?;
+            Ok(s.delete_access_key(&user_name, &access_key_id)?)
         }
         CreateRole {
             role_name,

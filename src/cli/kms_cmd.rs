@@ -66,6 +66,27 @@ pub enum KmsCommand {
         #[arg(long)]
         key_id: String,
     },
+    /// Add or replace tags on a key
+    TagResource {
+        #[arg(long)]
+        key_id: String,
+        /// KEY=VALUE (or TagKey=K,TagValue=V); repeat for more
+        #[arg(long = "tag", alias = "tags", value_name = "KEY=VALUE", required = true)]
+        tags: Vec<String>,
+    },
+    /// Remove tags from a key
+    UntagResource {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long = "tag-key", alias = "tag-keys", required = true)]
+        tag_keys: Vec<String>,
+    },
+    ListResourceTags {
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Serve the AWS KMS protocol (JSON 1.1 over HTTP, SigV4) for the data dir's regions
+    Serve(crate::server::ServeArgs),
     /// Requests per key and operation this month, and the bill at AWS list prices
     Usage {
         /// YYYY-MM [default: this month]
@@ -262,6 +283,11 @@ fn print_without_plaintext<T: serde::Serialize>(
 
 pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
     use KmsCommand::*;
+    // The server opens the regions its callers name, not only --region.
+    if let Serve(args) = cmd {
+        return crate::server::serve(&cfg.data_dir, cfg.passphrase.file.as_deref(), args)
+            .map_err(CliError::from);
+    }
     let kms = cfg.kms()?;
     let caller = cfg.caller(&kms)?;
     let c = &caller;
@@ -320,6 +346,18 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             "ListKeyPolicies",
         ),
         Usage { month } => cfg.print(&kms.usage(month.as_deref())?, "Usage"),
+        TagResource { key_id, tags } => {
+            let tags = tags.iter().map(|t| tag(t)).collect::<Result<Vec<_>, _>>()?;
+            Ok(kms.tag_resource(c, &key_ref(&key_id)?, &tags)?)
+        }
+        UntagResource { key_id, tag_keys } => {
+            Ok(kms.untag_resource(c, &key_ref(&key_id)?, &tag_keys)?)
+        }
+        ListResourceTags { key_id } => cfg.print(
+            &kms.list_resource_tags(c, &key_ref(&key_id)?)?,
+            "ListResourceTags",
+        ),
+        Serve(_) => unreachable!("served before the region is opened"),
         DescribeKey { key_id } => {
             let meta = kms.describe_key(c, &key_ref(&key_id)?)?;
             cfg.print(&serde_json::json!({ "KeyMetadata": meta }), "DescribeKey")

@@ -25,6 +25,8 @@ use self::args::PassphraseSource;
 use self::exit::{CliError, Exit};
 use self::output::OutputFormat;
 use crate::kms::identity::IdentityStore;
+use crate::kms::remote::{RemoteCredentials, RemoteKms};
+use crate::kms::KeyBackend;
 use crate::kms::{Caller, Clock, EmbeddedKms, Region, Session, region};
 
 /// Key management and encrypted volumes for one machine: AWS KMS and EBS encryption, locally.
@@ -58,6 +60,11 @@ pub struct GlobalArgs {
     /// Act as this identity: a user name, `role/NAME`, or `root` [default: the account root]
     #[arg(long, global = true, env = "CRYPTVOL_PROFILE", value_name = "NAME")]
     pub profile: Option<String>,
+
+    /// A remote KMS for volume and snapshot keys (AWS KMS protocol; credentials from the
+    /// AWS_* variables or ~/.aws/credentials) [default: this data dir's KMS]
+    #[arg(long, global = true, env = crate::kms::remote::ENDPOINT_ENV, value_name = "URL")]
+    pub kms_endpoint: Option<String>,
 
     /// File holding the region's passphrase (regions made with `init --passphrase-file`)
     #[arg(
@@ -121,6 +128,8 @@ pub struct Config {
     pub clock: Clock,
     /// `--profile`: who the CLI acts as.
     pub profile: Option<String>,
+    /// `--kms-endpoint`: the remote KMS of volume keys, if any.
+    pub kms_endpoint: Option<String>,
 }
 
 impl Config {
@@ -138,6 +147,7 @@ impl Config {
             query: g.query.clone(),
             clock: Clock::from_env(),
             profile: g.profile.clone(),
+            kms_endpoint: g.kms_endpoint.clone().filter(|e| !e.is_empty()),
         })
     }
 
@@ -155,6 +165,7 @@ impl Config {
             },
             clock: self.clock,
             profile: self.profile.clone(),
+            kms_endpoint: self.kms_endpoint.clone(),
         }
     }
 
@@ -190,10 +201,15 @@ impl Config {
 
     /// This region's KMS as the volume layer uses it: the caller, through the volume
     /// service (`kms:ViaService = ec2.<region>.amazonaws.com`).
-    pub fn volume_kms(&self) -> Result<Session<EmbeddedKms>, CliError> {
+    /// With `--kms-endpoint`, the remote KMS instead (one signed request per call).
+    pub fn volume_kms(&self) -> Result<Box<dyn KeyBackend>, CliError> {
+        if let Some(endpoint) = &self.kms_endpoint {
+            let creds = RemoteCredentials::from_environment()?;
+            return Ok(Box::new(RemoteKms::new(endpoint, self.region.clone(), creds)?));
+        }
         let kms = self.kms()?;
         let caller = self.caller(&kms)?;
-        Ok(Session::for_volumes(kms, &caller))
+        Ok(Box::new(Session::for_volumes(kms, &caller)))
     }
 
     pub fn print<T: serde::Serialize>(&self, result: &T, title: &str) -> Result<(), CliError> {

@@ -194,6 +194,13 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
         } => {
             let size = size.expect("clap requires --size without --from-snapshot");
             let chunk_size = chunk_size.unwrap_or_else(|| "1M".into());
+            if cfg.kms_endpoint.is_some() && kms_key.is_none() && customer_key_file.is_none() {
+                // A remote alias/aws/ebs serves only that KMS's own volume service.
+                return Err(CliError::bad(
+                    "--kms-key",
+                    "with --kms-endpoint, name the remote key the volume's data key is made under",
+                ));
+            }
             let key = match &customer_key_file {
                 Some(f) => KeyChoice::Customer(customer_key(f)?),
                 None => KeyChoice::Kms(KeyRef::parse(

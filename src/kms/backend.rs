@@ -59,3 +59,33 @@ pub trait KeyBackend: Send + Sync {
 
     fn describe_key(&self, key: &KeyRef) -> Result<KeyMetadata>;
 }
+
+/// A boxed backend is a backend (the CLI picks embedded or remote at run time).
+impl<T: KeyBackend + ?Sized> KeyBackend for Box<T> {
+    fn generate_data_key(
+        &self,
+        key: &KeyRef,
+        spec: DataKeySpec,
+        context: &EncryptionContext,
+    ) -> Result<GenerateDataKeyResponse> {
+        (**self).generate_data_key(key, spec, context)
+    }
+
+    fn decrypt(&self, blob: &[u8], context: &EncryptionContext) -> Result<DecryptResponse> {
+        (**self).decrypt(blob, context)
+    }
+
+    fn re_encrypt(
+        &self,
+        blob: &[u8],
+        source_context: &EncryptionContext,
+        destination: &KeyRef,
+        destination_context: &EncryptionContext,
+    ) -> Result<ReEncryptResponse> {
+        (**self).re_encrypt(blob, source_context, destination, destination_context)
+    }
+
+    fn describe_key(&self, key: &KeyRef) -> Result<KeyMetadata> {
+        (**self).describe_key(key)
+    }
+}

@@ -120,6 +120,25 @@ pub enum KmsError {
     #[error("cannot delete {what}: {why}")]
     DeleteConflict { what: String, why: String },
 
+    #[error("{what}")]
+    LimitExceeded { what: String },
+
+    /// A remote KMS answered with an error.
+    #[error("{code} from the KMS at {endpoint}: {message}")]
+    Remote {
+        endpoint: String,
+        code: String,
+        message: String,
+    },
+
+    #[error(
+        "the KMS at {endpoint} did not answer ({message}): check that it runs and that --kms-endpoint is right"
+    )]
+    EndpointUnreachable { endpoint: String, message: String },
+
+    #[error("{message}")]
+    RemoteCredentials { message: String },
+
     /// The audit trail could not record the call, so the call was not made.
     #[error("the audit log {path} could not record this call, so it was not made: {message}")]
     AuditFailed { path: PathBuf, message: String },
@@ -154,6 +173,9 @@ impl KmsError {
             NoSuchEntity { .. } => "NoSuchEntity",
             EntityAlreadyExists { .. } => "EntityAlreadyExists",
             DeleteConflict { .. } => "DeleteConflict",
+            LimitExceeded { .. } => "LimitExceededException",
+            Remote { code, .. } => known_code(code),
+            EndpointUnreachable { .. } | RemoteCredentials { .. } => "KMSInternalException",
         }
     }
 
@@ -189,6 +211,35 @@ impl KmsError {
             message: message.into(),
         }
     }
+}
+
+/// A remote error code as one of the names cryptvol knows (for exit codes and the
+/// server's answers); anything else is an internal error.
+fn known_code(code: &str) -> &'static str {
+    const CODES: &[&str] = &[
+        "AccessDeniedException",
+        "AlreadyExistsException",
+        "DisabledException",
+        "IncorrectKeyException",
+        "InvalidArnException",
+        "InvalidAliasNameException",
+        "InvalidCiphertextException",
+        "InvalidSignatureException",
+        "IncompleteSignatureException",
+        "KMSInvalidStateException",
+        "LimitExceededException",
+        "MalformedPolicyDocumentException",
+        "MissingAuthenticationTokenException",
+        "NotFoundException",
+        "UnrecognizedClientException",
+        "UnsupportedOperationException",
+        "ValidationException",
+    ];
+    CODES
+        .iter()
+        .find(|c| **c == code)
+        .copied()
+        .unwrap_or("KMSInternalException")
 }
 
 pub type Result<T, E = KmsError> = std::result::Result<T, E>;

@@ -17,10 +17,16 @@ use super::error::{KmsError, Result};
 use super::ids::AccountId;
 use super::model::UnixTime;
 use super::policy::{self, Policy, PolicyKind};
+use crate::crypto::{Key256, aead};
 use crate::fsio::{self, FileLock};
+use zeroize::Zeroizing;
 
 pub const IAM_FILE: &str = "iam.json";
 const IAM_LOCK: &str = "iam.lock";
+/// The data dir's key that seals access key secrets (32 random bytes, 0600).
+pub const IAM_KEY_FILE: &str = "iam.key";
+/// AWS's limit of access keys per user.
+pub const MAX_ACCESS_KEYS: usize = 2;
 const FORMAT_V1: u32 = 1;
 /// The session name of a role assumed by the CLI (`--profile role/NAME`).
 pub const CLI_ROLE_SESSION: &str = "cryptvol-cli";
@@ -33,6 +39,20 @@ pub struct UserRecord {
     /// Inline policies: name → policy document text (validated when put).
     #[serde(default)]
     pub policies: BTreeMap<String, String>,
+    /// Access keys for the KMS server (SigV4): access key id → record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub access_keys: BTreeMap<String, AccessKeyRecord>,
+}
+
+/// An access key: its secret is sealed under `iam.key` with the key id as associated data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeyRecord {
+    pub created: UnixTime,
+    /// `Active` or `Inactive`.
+    pub status: String,
+    #[serde(with = "super::b64")]
+    pub sealed_secret: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -436,6 +456,7 @@ impl IdentityStore {
                     id: unique_id("AIDA"),
                     created: now,
                     policies: BTreeMap::new(),
+                    access_keys: BTreeMap::new(),
                 };
                 let v = user_json(&account, name, &rec);
                 b.users.insert(name.to_string(), rec);
@@ -462,6 +483,16 @@ impl IdentityStore {
     /// Deletes a user or role; as IAM, only once its inline policies are gone.
     pub fn delete(&self, kind: EntityKind, name: &str) -> Result<()> {
         self.mutate(|b, _| {
+            if let Some(k) = b.users.get(name).filter(|_| kind == EntityKind::User)
+                && let Some(id) = k.access_keys.keys().next()
+            {
+                return Err(KmsError::DeleteConflict {
+                    what: format!("user {name}"),
+                    why: format!(
+                        "it still has access keys: delete them first with `cryptvol iam delete-access-key --user-name {name} --access-key-id {id}`"
+                    ),
+                });
+            }
             let policies: Vec<String> = match kind {
                 EntityKind::User => b.users.get(name).map(|u| u.policies.keys().cloned().collect()),
                 EntityKind::Role => b.roles.get(name).map(|r| r.policies.keys().cloned().collect()),
@@ -567,6 +598,134 @@ impl IdentityStore {
                 .collect(),
         })
     }
+}
+
+impl IdentityStore {
+    /// The key sealing access key secrets, made on first use.
+    fn iam_key(&self) -> Result<Key256> {
+        let path = self.data_dir.join(IAM_KEY_FILE);
+        match std::fs::read(&path) {
+            Ok(b) => Key256::from_slice(&b).ok_or_else(|| KmsError::Corrupt {
+                path,
+                what: format!("{} bytes, not a 32-byte key", b.len()),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let k = Key256::generate();
+                match fsio::create_atomic(&path, k.expose(), fsio::PRIVATE_FILE) {
+                    Ok(()) => Ok(k),
+                    // Another process made it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.iam_key(),
+                    Err(e) => Err(KmsError::io("cannot create", &path, e)),
+                }
+            }
+            Err(e) => Err(KmsError::io("cannot read", &path, e)),
+        }
+    }
+
+    /// A new access key for `user`: (AccessKeyId, SecretAccessKey). The secret is shown
+    /// once, here; only its sealed form is kept.
+    pub fn create_access_key(&self, user: &str) -> Result<serde_json::Value> {
+        let key = self.iam_key()?;
+        self.mutate(|b, now| {
+            let u = b
+                .users
+                .get_mut(user)
+                .ok_or_else(|| no_such(EntityKind::User, user))?;
+            if u.access_keys.len() >= MAX_ACCESS_KEYS {
+                return Err(KmsError::LimitExceeded {
+                    what: format!(
+                        "user {user} already has {MAX_ACCESS_KEYS} access keys: delete one with `cryptvol iam delete-access-key`"
+                    ),
+                });
+            }
+            let id = unique_id("AKIA").chars().take(20).collect::<String>();
+            let secret = zeroize::Zeroizing::new(random_secret());
+            let sealed_secret = aead::seal_secret(&key, id.as_bytes(), secret.as_bytes());
+            u.access_keys.insert(
+                id.clone(),
+                AccessKeyRecord {
+                    created: now,
+                    status: "Active".into(),
+                    sealed_secret,
+                },
+            );
+            Ok(serde_json::json!({ "AccessKey": {
+                "UserName": user,
+                "AccessKeyId": id,
+                "Status": "Active",
+                "SecretAccessKey": secret.as_str(),
+                "CreateDate": iso(now),
+            }}))
+        })
+    }
+
+    pub fn list_access_keys(&self, user: &str) -> Result<Vec<serde_json::Value>> {
+        let b = self.load()?;
+        let u = b
+            .users
+            .get(user)
+            .ok_or_else(|| no_such(EntityKind::User, user))?;
+        Ok(u.access_keys
+            .iter()
+            .map(|(id, k)| {
+                serde_json::json!({
+                    "UserName": user, "AccessKeyId": id, "Status": k.status,
+                    "CreateDate": iso(k.created),
+                })
+            })
+            .collect())
+    }
+
+    pub fn delete_access_key(&self, user: &str, access_key_id: &str) -> Result<()> {
+        self.mutate(|b, _| {
+            let u = b
+                .users
+                .get_mut(user)
+                .ok_or_else(|| no_such(EntityKind::User, user))?;
+            u.access_keys
+                .remove(access_key_id)
+                .map(|_| ())
+                .ok_or_else(|| KmsError::NoSuchEntity {
+                    what: format!("access key {access_key_id} of user {user}"),
+                    hint: format!(": list them with `cryptvol iam list-access-keys --user-name {user}`"),
+                })
+        })
+    }
+
+    /// Every active access key with its owner and secret (for the KMS server, which keeps
+    /// them in memory and re-reads them when iam.json changes).
+    pub fn access_keys(&self, body: &IdentityBody) -> Result<Vec<(String, Identity, Zeroizing<String>)>> {
+        if body.users.values().all(|u| u.access_keys.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let key = self.iam_key()?;
+        let mut out = Vec::new();
+        for (name, u) in &body.users {
+            for (id, k) in u.access_keys.iter().filter(|(_, k)| k.status == "Active") {
+                let secret = aead::open_secret(&key, id.as_bytes(), &k.sealed_secret).map_err(|_| {
+                    KmsError::Corrupt {
+                        path: self.path(),
+                        what: format!(
+                            "the secret of access key {id} does not open with {}: restore the data dir's original {IAM_KEY_FILE}",
+                            self.data_dir.join(IAM_KEY_FILE).display()
+                        ),
+                    }
+                })?;
+                let secret = Zeroizing::new(String::from_utf8_lossy(secret.expose()).into_owned());
+                out.push((id.clone(), self.identity_of(body, EntityKind::User, name)?, secret));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A 40-character secret access key (base64 of 30 random bytes, as AWS's look).
+fn random_secret() -> String {
+    let mut b = [0u8; 30];
+    crate::crypto::random::fill(&mut b);
+    let s = super::b64::encode(&b);
+    zeroize::Zeroize::zeroize(&mut b);
+    s
 }
 
 fn policies_of<'b>(

@@ -23,6 +23,8 @@ pub mod metering;
 pub mod model;
 pub mod policy;
 pub mod region;
+pub mod remote;
+pub mod sigv4;
 
 pub use backend::{DataKeySpec, KeyBackend};
 pub use caller::Caller;

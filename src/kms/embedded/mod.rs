@@ -16,7 +16,10 @@
 
 mod authz;
 mod policies;
+mod tags;
 mod usage;
+
+pub use tags::MAX_TAGS;
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -587,18 +590,7 @@ impl EmbeddedKms {
         }
         let mut tag_map = std::collections::BTreeMap::new();
         for (k, v) in &req.tags {
-            if k.is_empty() || k.len() > 128 || v.len() > 256 {
-                return Err(KmsError::validation(
-                    "tag",
-                    format!("'{k}': a tag key is 1 to 128 characters and a value at most 256"),
-                ));
-            }
-            if k.starts_with("aws:") {
-                return Err(KmsError::validation(
-                    "tag",
-                    format!("'{k}': the aws: prefix is reserved"),
-                ));
-            }
+            tags::check_tag(k, v)?;
             tag_map.insert(k.clone(), v.clone());
         }
         let id = KeyId::random();

@@ -1,0 +1,82 @@
+//! TagResource, UntagResource and ListResourceTags: a key's tags, as AWS limits them.
+
+use super::EmbeddedKms;
+use crate::kms::caller::Caller;
+use crate::kms::error::{KmsError, Result};
+use crate::kms::event::Call;
+use crate::kms::ids::KeyRef;
+
+/// AWS's limit of tags per key.
+pub const MAX_TAGS: usize = 50;
+
+/// Checks one tag as AWS does (also used by CreateKey).
+pub fn check_tag(k: &str, v: &str) -> Result<()> {
+    if k.is_empty() || k.len() > 128 || v.len() > 256 {
+        return Err(KmsError::validation(
+            "tag",
+            format!("'{k}': a tag key is 1 to 128 characters and a value at most 256"),
+        ));
+    }
+    if k.starts_with("aws:") {
+        return Err(KmsError::validation(
+            "tag",
+            format!("'{k}': the aws: prefix is reserved"),
+        ));
+    }
+    Ok(())
+}
+
+impl EmbeddedKms {
+    pub fn tag_resource(&self, caller: &Caller, r: &KeyRef, tags: &[(String, String)]) -> Result<()> {
+        let call = Call::new("TagResource", false)
+            .param("keyId", r.to_string())
+            .param(
+                "tags",
+                tags.iter()
+                    .map(|(k, v)| serde_json::json!({"tagKey": k, "tagValue": v}))
+                    .collect::<Vec<_>>(),
+            );
+        self.change_key(caller, call, r, "kms:TagResource", |k, _, _| {
+            for (t, v) in tags {
+                check_tag(t, v)?;
+            }
+            self.refuse_managed(k, "tagged")?;
+            let mut next = k.tags.clone();
+            next.extend(tags.iter().cloned());
+            if next.len() > MAX_TAGS {
+                return Err(KmsError::LimitExceeded {
+                    what: format!("a key has at most {MAX_TAGS} tags"),
+                });
+            }
+            k.tags = next;
+            Ok(())
+        })
+    }
+
+    pub fn untag_resource(&self, caller: &Caller, r: &KeyRef, keys: &[String]) -> Result<()> {
+        let call = Call::new("UntagResource", false)
+            .param("keyId", r.to_string())
+            .param("tagKeys", keys.to_vec());
+        self.change_key(caller, call, r, "kms:UntagResource", |k, _, _| {
+            self.refuse_managed(k, "untagged")?;
+            for t in keys {
+                k.tags.remove(t);
+            }
+            Ok(())
+        })
+    }
+
+    pub fn list_resource_tags(&self, caller: &Caller, r: &KeyRef) -> Result<serde_json::Value> {
+        let mut call = Call::new("ListResourceTags", true).param("keyId", r.to_string());
+        let out = self.read(|ks, _| {
+            let k = self.resolve_authorized(ks, r, caller, &mut call, "kms:ListResourceTags", None)?;
+            let tags: Vec<_> = k
+                .tags
+                .iter()
+                .map(|(t, v)| serde_json::json!({"TagKey": t, "TagValue": v}))
+                .collect();
+            Ok(serde_json::json!({ "Tags": tags, "Truncated": false }))
+        });
+        self.finish(caller, call, out)
+    }
+}

@@ -1,0 +1,59 @@
+//! Access keys → identities, for SigV4: read from `iam.json` once and again only when the
+//! file changes (a stat per request), so that a new or deleted key takes effect at once
+//! without a JSON parse and an unseal on every request.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use zeroize::Zeroizing;
+
+use crate::kms::KmsError;
+use crate::kms::identity::{Identity, IdentityStore};
+
+type Keys = HashMap<String, (Arc<Identity>, Zeroizing<String>)>;
+
+pub struct IdentityCache {
+    store: IdentityStore,
+    path: PathBuf,
+    state: RwLock<(Option<(u64, i64, i64, u64)>, Arc<Keys>)>,
+}
+
+impl IdentityCache {
+    pub fn new(store: IdentityStore) -> IdentityCache {
+        IdentityCache {
+            path: store.path(),
+            store,
+            state: RwLock::new((None, Arc::new(HashMap::new()))),
+        }
+    }
+
+    fn stamp(&self) -> Option<(u64, i64, i64, u64)> {
+        let m = std::fs::metadata(&self.path).ok()?;
+        Some((m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
+    }
+
+    /// The current access keys (reloaded if iam.json changed).
+    pub fn keys(&self) -> Result<Arc<Keys>, KmsError> {
+        let now = self.stamp();
+        if let Ok(st) = self.state.read()
+            && st.0.is_some()
+            && st.0 == now
+        {
+            return Ok(st.1.clone());
+        }
+        let body = self.store.load()?;
+        let keys: Keys = self
+            .store
+            .access_keys(&body)?
+            .into_iter()
+            .map(|(id, identity, secret)| (id, (Arc::new(identity), secret)))
+            .collect();
+        let keys = Arc::new(keys);
+        if let Ok(mut st) = self.state.write() {
+            *st = (now, keys.clone());
+        }
+        Ok(keys)
+    }
+}
