@@ -23,6 +23,7 @@ pub mod metering;
 pub mod model;
 pub mod policy;
 pub mod region;
+pub mod sigv4;
 
 pub use backend::{DataKeySpec, KeyBackend};
 pub use caller::Caller;
