@@ -1,0 +1,684 @@
+//! `cryptvol kms serve` against real AWS clients and raw sockets.
+//!
+//! The client tests run boto3 (`tests/compat/boto3_suite.py`) and the AWS CLI
+//! (`tests/compat/awscli_suite.py`) from the venv that `test.sh` installs
+//! (`CRYPTVOL_COMPAT_PYTHON`, `CRYPTVOL_COMPAT_AWS`, else `target/compat-venv`): every
+//! operation with real values checked, access denied by identity and key policies, bad
+//! signatures and unknown keys, concurrent clients; then the audit trail must name each
+//! call's access key and the client's address. Without the tools they skip, unless CI=true
+//! or CRYPTVOL_REQUIRE_MOUNT=1 makes that a failure.
+//!
+//! The raw tests write HTTP/1.1 by hand on a TcpStream: what no SDK sends (no signature,
+//! GET, a body over the limit, garbage) gets an AWS-shaped error, and the server keeps
+//! serving. Every test starts its own server on port 0, reads the port from its one stdout
+//! line, and stops it with SIGTERM, which must exit 0; a guard kills it on panic and prints
+//! its stderr.
+
+mod common;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::mount::REQUIRE_ENV;
+use common::*;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cryptvol");
+const OTHER_REGION: &str = "eu-2";
+const JSON_11: &str = "application/x-amz-json-1.1";
+
+/// A running `kms serve`; killed (and its stderr printed) if the test panics.
+struct Server {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`
+    addr: String,
+    /// `http://127.0.0.1:PORT`
+    endpoint: String,
+    stderr_path: PathBuf,
+}
+
+impl Server {
+    fn start(env: &Env) -> Server {
+        let stderr_path = env.path("serve.stderr");
+        let mut cmd = Command::new(BIN);
+        for v in [
+            "CRYPTVOL_REGION",
+            "CRYPTVOL_DATA_DIR",
+            "CRYPTVOL_PASSPHRASE_FILE",
+            SKEW_ENV,
+        ] {
+            cmd.env_remove(v);
+        }
+        let child = cmd
+            .arg("--data-dir")
+            .arg(&env.data)
+            .args(["kms", "serve", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&stderr_path).expect("create the server's stderr file"))
+            .spawn()
+            .expect("spawn cryptvol kms serve");
+        let mut server = Server {
+            child: Some(child),
+            addr: String::new(),
+            endpoint: String::new(),
+            stderr_path,
+        };
+        // The readiness signal is the first stdout line; read it off-thread to bound the wait.
+        let stdout = server.child.as_mut().unwrap().stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            let mut rest = String::new();
+            let _ = r.read_to_string(&mut rest);
+            assert!(
+                rest.is_empty(),
+                "kms serve printed more than one line: {rest:?}"
+            );
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("kms serve printed no line within 30 s");
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("kms serve's first line is not JSON ({e}): {line:?}"));
+        server.addr = str_field(&v, "Listening");
+        server.endpoint = str_field(&v, "Endpoint");
+        assert!(
+            server.addr.starts_with("127.0.0.1:") && !server.addr.ends_with(":0"),
+            "{v}"
+        );
+        assert_eq!(server.endpoint, format!("http://{}", server.addr), "{v}");
+        server
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// SIGTERM; the server must exit 0 within 15 s.
+    fn stop(mut self) {
+        let mut child = self.child.take().unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status: ExitStatus = loop {
+            if let Some(s) = child.try_wait().expect("wait for kms serve") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "kms serve did not stop within 15 s of SIGTERM; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "kms serve did not exit 0 on SIGTERM ({status}); stderr:\n{}",
+            self.stderr()
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- kms serve stderr ---\n{}", self.stderr());
+        }
+    }
+}
+
+// ---- raw HTTP ------------------------------------------------------------------------
+
+/// One HTTP response, read to EOF (every request says `Connection: close`).
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+
+    /// Asserts an AWS error envelope with this status and `__type`.
+    #[track_caller]
+    fn assert_aws_error(&self, status: u16, code: &str) -> Value {
+        let body = String::from_utf8_lossy(&self.body);
+        assert_eq!(self.status, status, "{}\n{body}", self.head);
+        let v: Value = serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("the error body is not JSON ({e}): {body:?}"));
+        assert_eq!(v["__type"], code, "{}\n{body}", self.head);
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "no message: {body}"
+        );
+        assert_eq!(
+            self.header("content-type").as_deref(),
+            Some(JSON_11),
+            "{}",
+            self.head
+        );
+        assert!(self.header("x-amzn-requestid").is_some(), "{}", self.head);
+        v
+    }
+}
+
+/// A request with `Host`, `Content-Length` and `Connection: close` added.
+fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        r.push_str(&format!("{k}: {v}\r\n"));
+    }
+    r.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut bytes = r.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// A KMS request as an SDK sends it, minus the signature.
+fn unsigned(op: &str, body: &str) -> Vec<u8> {
+    request(
+        "POST",
+        "/",
+        &[
+            ("Content-Type", JSON_11),
+            ("X-Amz-Target", &format!("TrentService.{op}")),
+        ],
+        body.as_bytes(),
+    )
+}
+
+/// Sends `bytes` (from another thread, so that a server answering before it has read
+/// everything cannot block us) and reads the response to EOF.
+fn send(addr: &str, bytes: Vec<u8>) -> Resp {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        // The server may answer and close before reading everything: not our error.
+        let _ = w.write_all(&bytes);
+    });
+    let mut raw = Vec::new();
+    let mut r = s;
+    if let Err(e) = r.read_to_end(&mut raw) {
+        // A reset after a complete response is how a server refuses the rest of a body.
+        assert!(
+            !raw.is_empty(),
+            "reading the response from {addr} failed before any byte: {e}"
+        );
+    }
+    let _ = writer.join();
+    parse_response(&raw)
+}
+
+#[track_caller]
+fn parse_response(raw: &[u8]) -> Resp {
+    let text = String::from_utf8_lossy(raw);
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete HTTP head in {text:?}"));
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let mut resp = Resp {
+        status,
+        head,
+        body: raw[end + 4..].to_vec(),
+    };
+    if let Some(len) = resp.header("content-length") {
+        let len: usize = len.parse().expect("Content-Length");
+        assert!(resp.body.len() >= len, "short body: {text:?}");
+        resp.body.truncate(len);
+    }
+    resp
+}
+
+#[test]
+fn raw_requests_get_aws_shaped_errors_and_the_server_keeps_serving() {
+    let env = Env::init();
+    let server = Server::start(&env);
+    let addr = server.addr.clone();
+
+    // No Authorization header at all.
+    send(&addr, unsigned("ListKeys", "{}"))
+        .assert_aws_error(400, "MissingAuthenticationTokenException");
+    // An Authorization header that is not SigV4.
+    let bearer = request(
+        "POST",
+        "/",
+        &[
+            ("Content-Type", JSON_11),
+            ("X-Amz-Target", "TrentService.ListKeys"),
+            ("Authorization", "Bearer abc"),
+        ],
+        b"{}",
+    );
+    send(&addr, bearer).assert_aws_error(400, "IncompleteSignatureException");
+
+    // Not the KMS protocol: GET /, POST elsewhere.
+    for (method, path) in [("GET", "/"), ("POST", "/keys"), ("PUT", "/")] {
+        let r = send(&addr, request(method, path, &[], b""));
+        assert!(
+            matches!(r.status, 400 | 404 | 405),
+            "{method} {path}: {}",
+            r.head
+        );
+        r.assert_aws_error(
+            r.status,
+            str_field(&serde_json::from_slice(&r.body).unwrap(), "__type").as_str(),
+        );
+    }
+
+    // 2 MiB body: 413 before any signature check.
+    let big = format!("{{\"Plaintext\":\"{}\"}}", "A".repeat(2 << 20));
+    send(&addr, unsigned("Encrypt", &big)).assert_aws_error(413, "ValidationException");
+    // Exactly at the limit is no 413: it goes on to authentication.
+    let at_limit = format!("{{\"x\":\"{}\"}}", "A".repeat((1 << 20) - 8));
+    assert_eq!(at_limit.len(), 1 << 20);
+    send(&addr, unsigned("Encrypt", &at_limit))
+        .assert_aws_error(400, "MissingAuthenticationTokenException");
+
+    // Garbage bytes, a header line without a colon, a truncated request: a 4xx or a
+    // closed connection, never a crash.
+    for junk in [
+        b"\x00\xff\xfe garbage \x01\x02\r\n\r\n".to_vec(),
+        b"POST / HTTP/1.1\r\nthis is not a header\r\n\r\n".to_vec(),
+        b"POST / HTTP/9.9\r\nHost: x\r\n\r\n".to_vec(),
+    ] {
+        let r = send(&addr, junk.clone());
+        assert!(
+            (400..500).contains(&r.status),
+            "{:?} got {}",
+            String::from_utf8_lossy(&junk),
+            r.head
+        );
+    }
+    {
+        // Half a request, then the client goes away.
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.write_all(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"a\":")
+            .unwrap();
+    }
+
+    // Concurrent clients: 8 threads x 25 unauthenticated requests, all answered.
+    let workers: Vec<_> = (0..8)
+        .map(|t| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let r = send(&addr, unsigned("Decrypt", &format!("{{\"n\":{t}{i}}}")));
+                    r.assert_aws_error(400, "MissingAuthenticationTokenException");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a client thread failed");
+    }
+
+    // Still serving.
+    send(&addr, unsigned("ListKeys", "{}"))
+        .assert_aws_error(400, "MissingAuthenticationTokenException");
+    server.stop();
+}
+
+// ---- real AWS clients ----------------------------------------------------------------
+
+/// The venv's python (with boto3) and aws; None (after a note) when missing and not required.
+fn compat_tools() -> Option<(PathBuf, PathBuf)> {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/compat-venv/bin");
+    let python = std::env::var_os("CRYPTVOL_COMPAT_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| venv.join("python"));
+    let aws = std::env::var_os("CRYPTVOL_COMPAT_AWS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| venv.join("aws"));
+    let works = |c: &mut Command| c.output().is_ok_and(|o| o.status.success());
+    let missing = if !works(Command::new(&python).args(["-c", "import boto3"])) {
+        Some(format!("{} cannot import boto3", python.display()))
+    } else if !works(Command::new(&aws).arg("--version")) {
+        Some(format!("{} --version failed", aws.display()))
+    } else {
+        None
+    };
+    let Some(why) = missing else {
+        return Some((python, aws));
+    };
+    let required = std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "the AWS client tools are missing ({why}); test.sh installs them \
+         (CRYPTVOL_COMPAT_PYTHON / CRYPTVOL_COMPAT_AWS)"
+    );
+    eprintln!(
+        "note: skipping (run ./test.sh to install awscli and boto3, or set CI=true or \
+         {REQUIRE_ENV}=1 to make this a failure): {why}"
+    );
+    None
+}
+
+struct AccessKey {
+    id: String,
+    secret: String,
+}
+
+/// A data dir with two regions; `alice` may use kms:* by identity policy, `bob` has no
+/// identity policy.
+struct Setup {
+    env: Env,
+    alice: AccessKey,
+    bob: AccessKey,
+    bob_arn: String,
+}
+
+fn setup() -> Setup {
+    let env = Env::init();
+    env.ok(&["--region", OTHER_REGION, "init"]);
+    let mut keys = vec![];
+    let mut bob_arn = String::new();
+    for user in ["alice", "bob"] {
+        let u = env.json(&["iam", "create-user", "--user-name", user]);
+        bob_arn = str_field(&u["User"], "Arn");
+        let k = env.json(&["iam", "create-access-key", "--user-name", user]);
+        let id = str_field(&k["AccessKey"], "AccessKeyId");
+        let secret = str_field(&k["AccessKey"], "SecretAccessKey");
+        env.add_secret(secret.as_bytes());
+        keys.push(AccessKey { id, secret });
+    }
+    let policy = json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}],
+    });
+    let doc = format!(
+        "file://{}",
+        env.file(policy.to_string().as_bytes()).display()
+    );
+    env.ok(&[
+        "iam",
+        "put-user-policy",
+        "--user-name",
+        "alice",
+        "--policy-name",
+        "kms-all",
+        "--policy-document",
+        &doc,
+    ]);
+    let bob = keys.pop().unwrap();
+    let alice = keys.pop().unwrap();
+    Setup {
+        env,
+        alice,
+        bob,
+        bob_arn,
+    }
+}
+
+/// Runs a suite script; returns its JSON summary (last stdout line).
+fn run_suite(
+    python: &Path,
+    script: &str,
+    server: &Server,
+    s: &Setup,
+    extra: &[(&str, &str)],
+) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/compat")
+        .join(script);
+    let mut cmd = Command::new(python);
+    cmd.arg(&path);
+    // No configuration of the runner's own AWS account may leak in.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs([
+        ("AWS_CONFIG_FILE", "/dev/null"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("PYTHONDONTWRITEBYTECODE", "1"),
+        ("CV_ENDPOINT", server.endpoint.as_str()),
+        ("CV_REGION", DEFAULT_REGION),
+        ("CV_OTHER_REGION", OTHER_REGION),
+        ("CV_AK", s.alice.id.as_str()),
+        ("CV_SK", s.alice.secret.as_str()),
+        ("CV_DENIED_AK", s.bob.id.as_str()),
+        ("CV_DENIED_SK", s.bob.secret.as_str()),
+        ("CV_DENIED_ARN", s.bob_arn.as_str()),
+    ]);
+    cmd.envs(extra.iter().copied());
+    let started = Instant::now();
+    let out = cmd.output().expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{script} failed ({}) after {:.1} s\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n--- kms serve stderr ---\n{}",
+        out.status,
+        started.elapsed().as_secs_f64(),
+        server.stderr()
+    );
+    let last = stdout.lines().last().unwrap_or("");
+    let summary: Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("{script}: the last line is not JSON ({e}): {stdout}"));
+    eprintln!("{script}: {summary}");
+    summary
+}
+
+/// Events of `principal` in `region`, after the server has stopped.
+fn events_of(env: &Env, region: &str, principal: &str) -> Vec<Value> {
+    let v = env.json(&[
+        "--region",
+        region,
+        "audit",
+        "lookup",
+        "--principal",
+        principal,
+    ]);
+    v["Events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no Events in {v}"))
+        .clone()
+}
+
+/// Every event was made with `key` from 127.0.0.1; returns the event names.
+#[track_caller]
+fn assert_trail(events: &[Value], user: &str, key: &AccessKey) -> Vec<String> {
+    assert!(!events.is_empty(), "no event for {user}");
+    for e in events {
+        assert_eq!(e["userIdentity"]["userName"], user, "{e:#}");
+        assert_eq!(e["userIdentity"]["accessKeyId"], key.id.as_str(), "{e:#}");
+        assert_eq!(e["sourceIPAddress"], "127.0.0.1", "{e:#}");
+        assert_no_secret(
+            "an audit event",
+            e.to_string().as_bytes(),
+            key.secret.as_bytes(),
+        );
+    }
+    events.iter().map(|e| str_field(e, "eventName")).collect()
+}
+
+fn count(names: &[String], name: &str) -> usize {
+    names.iter().filter(|n| *n == name).count()
+}
+
+#[test]
+fn boto3_drives_every_operation_and_the_trail_names_its_access_key() {
+    let Some((python, _)) = compat_tools() else {
+        return;
+    };
+    let s = setup();
+    let server = Server::start(&s.env);
+    // Junk first: the suite below then shows the server survived it.
+    let r = send(
+        &server.addr,
+        b"\x16\x03\x01 not http at all\r\n\r\n".to_vec(),
+    );
+    assert!((400..500).contains(&r.status), "{}", r.head);
+
+    let summary = run_suite(
+        &python,
+        "boto3_suite.py",
+        &server,
+        &s,
+        &[("CV_CONCURRENCY", "8x50")],
+    );
+    assert_eq!(summary["access_key_id"], s.alice.id.as_str());
+    assert_eq!(summary["concurrent_decrypts"], 400);
+    server.stop();
+
+    let alice = assert_trail(
+        &events_of(&s.env, DEFAULT_REGION, "alice"),
+        "alice",
+        &s.alice,
+    );
+    for op in [
+        "CreateKey",
+        "DescribeKey",
+        "CreateAlias",
+        "Encrypt",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+        "ReEncrypt",
+        "EnableKeyRotation",
+        "RotateKeyOnDemand",
+        "ListKeyRotations",
+        "PutKeyPolicy",
+        "GetKeyPolicy",
+        "TagResource",
+        "UntagResource",
+        "ListResourceTags",
+        "ListKeys",
+        "ListAliases",
+        "DisableKey",
+        "EnableKey",
+        "ScheduleKeyDeletion",
+        "CancelKeyDeletion",
+        "UpdateAlias",
+        "DeleteAlias",
+    ] {
+        assert!(
+            alice.contains(&op.to_string()),
+            "no {op} event by alice: {alice:?}"
+        );
+    }
+    assert!(
+        count(&alice, "Decrypt") >= 400,
+        "{} Decrypt events for 400+ Decrypts",
+        count(&alice, "Decrypt")
+    );
+    let boto = events_of(&s.env, DEFAULT_REGION, "alice");
+    assert!(
+        boto.iter().any(|e| e["userAgent"]
+            .as_str()
+            .is_some_and(|a| a.contains("Boto3/"))),
+        "no event has boto3's User-Agent"
+    );
+
+    // bob: denied by the default key policy, allowed by the one naming him.
+    let bob_events = events_of(&s.env, DEFAULT_REGION, "bob");
+    let bob = assert_trail(&bob_events, "bob", &s.bob);
+    assert!(
+        bob_events
+            .iter()
+            .any(|e| e["eventName"] == "Encrypt" && e["errorCode"] == "AccessDeniedException"),
+        "no denied Encrypt by bob: {bob:?}"
+    );
+    assert!(
+        bob_events
+            .iter()
+            .any(|e| e["eventName"] == "Decrypt" && e.get("errorCode").is_none_or(Value::is_null)),
+        "no allowed Decrypt by bob: {bob:?}"
+    );
+
+    // The other region's trail has the key made there, and only there.
+    let other = assert_trail(&events_of(&s.env, OTHER_REGION, "alice"), "alice", &s.alice);
+    assert_eq!(count(&other, "CreateKey"), 1, "{other:?}");
+}
+
+#[test]
+fn aws_cli_drives_the_key_flow_and_the_trail_names_its_access_key() {
+    let Some((python, aws)) = compat_tools() else {
+        return;
+    };
+    let s = setup();
+    let server = Server::start(&s.env);
+    let scratch = s.env.path("awscli");
+    std::fs::create_dir(&scratch).unwrap();
+    let summary = run_suite(
+        &python,
+        "awscli_suite.py",
+        &server,
+        &s,
+        &[
+            ("CV_AWS", aws.to_str().unwrap()),
+            ("CV_SCRATCH", scratch.to_str().unwrap()),
+        ],
+    );
+    server.stop();
+
+    let events = events_of(&s.env, DEFAULT_REGION, "alice");
+    let alice = assert_trail(&events, "alice", &s.alice);
+    for op in [
+        "CreateKey",
+        "CreateAlias",
+        "Encrypt",
+        "Decrypt",
+        "GenerateDataKey",
+        "EnableKeyRotation",
+        "RotateKeyOnDemand",
+        "ScheduleKeyDeletion",
+        "CancelKeyDeletion",
+    ] {
+        assert!(
+            alice.contains(&op.to_string()),
+            "no {op} event by alice: {alice:?}"
+        );
+    }
+    let key = str_field(&summary, "key_id");
+    assert!(
+        events.iter().any(|e| e["eventName"] == "CreateKey"
+            && e["userAgent"]
+                .as_str()
+                .is_some_and(|a| a.contains("aws-cli/"))
+            && e.to_string().contains(&key)),
+        "no CreateKey of {key} with the AWS CLI's User-Agent"
+    );
+    let bob = events_of(&s.env, DEFAULT_REGION, "bob");
+    assert_trail(&bob, "bob", &s.bob);
+    assert!(
+        bob.iter()
+            .any(|e| e["eventName"] == "Encrypt" && e["errorCode"] == "AccessDeniedException"),
+        "no denied Encrypt by bob: {bob:#?}"
+    );
+}
