@@ -81,7 +81,10 @@ fn main() {
         ],
     );
     let key = cli(&data, &["iam", "create-access-key", "--user-name", "bench"]);
-    let id = key["AccessKey"]["AccessKeyId"].as_str().unwrap().to_string();
+    let id = key["AccessKey"]["AccessKeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let secret = key["AccessKey"]["SecretAccessKey"]
         .as_str()
         .unwrap()
@@ -152,7 +155,10 @@ fn main() {
                         "content-type".to_string(),
                         "application/x-amz-json-1.1".to_string(),
                     ),
-                    ("x-amz-target".to_string(), "TrentService.Decrypt".to_string()),
+                    (
+                        "x-amz-target".to_string(),
+                        "TrentService.Decrypt".to_string(),
+                    ),
                 ];
                 let creds = Credentials {
                     access_key_id: &id,
@@ -167,8 +173,13 @@ fn main() {
                         headers: &headers,
                         body: &body,
                     };
-                    let signed =
-                        sigv4::sign(&parts, &creds, "local-1", "kms", std::time::SystemTime::now());
+                    let signed = sigv4::sign(
+                        &parts,
+                        &creds,
+                        "local-1",
+                        "kms",
+                        std::time::SystemTime::now(),
+                    );
                     let mut req = agent.post(&endpoint);
                     for (k, v) in headers.iter().skip(1).chain(signed.iter()) {
                         req = req.header(k.as_str(), v.as_str());
@@ -194,7 +205,9 @@ fn main() {
     }
     let rate = n as f64 / elapsed;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("Decrypt over loopback, SigV4, {conns} keep-alive connections, {cpus} CPUs: {rate:.0} req/s ({n} in {elapsed:.1} s)");
+    println!(
+        "Decrypt over loopback, SigV4, {conns} keep-alive connections, {cpus} CPUs: {rate:.0} req/s ({n} in {elapsed:.1} s)"
+    );
     println!();
     println!("| connections | Decrypt req/s | target |");
     println!("|--:|--:|--:|");

@@ -491,6 +491,9 @@ fn run_suite(
     let last = stdout.lines().last().unwrap_or("");
     let summary: Value = serde_json::from_str(last)
         .unwrap_or_else(|e| panic!("{script}: the last line is not JSON ({e}): {stdout}"));
+    if !stderr.is_empty() {
+        eprintln!("--- {script} stderr ---\n{stderr}");
+    }
     eprintln!("{script}: {summary}");
     summary
 }

@@ -78,10 +78,9 @@ fn a_volume_keyed_by_a_remote_kms_attaches_through_it_and_survives_its_absence()
     let kms_side = Env::init();
     kms_side.ok(&["iam", "create-user", "--user-name", "vols"]);
     let acct = {
-        let v: Value = serde_json::from_slice(
-            &std::fs::read(kms_side.data.join("account.json")).unwrap(),
-        )
-        .unwrap();
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(kms_side.data.join("account.json")).unwrap())
+                .unwrap();
         str_field(&v, "account_id")
     };
     let user = format!("arn:aws:iam::{acct}:user/vols");
@@ -120,7 +119,10 @@ fn a_volume_keyed_by_a_remote_kms_attaches_through_it_and_survives_its_absence()
     // The server saw one GenerateDataKey and one Decrypt, as user vols with that key.
     let events = kms_side.json(&["audit", "lookup", "--principal", "vols"]);
     let evs = events["Events"].as_array().unwrap();
-    let names: Vec<&str> = evs.iter().map(|e| e["eventName"].as_str().unwrap()).collect();
+    let names: Vec<&str> = evs
+        .iter()
+        .map(|e| e["eventName"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["GenerateDataKey", "Decrypt"], "{events:#}");
     for e in evs {
         assert_eq!(e["userIdentity"]["accessKeyId"], id.as_str(), "{e:#}");
@@ -153,7 +155,10 @@ fn a_volume_keyed_by_a_remote_kms_attaches_through_it_and_survives_its_absence()
         .unwrap();
     let mut back = vec![0u8; data.len()];
     f.read_exact_at(&mut back, 4096).unwrap();
-    assert!(back == data, "the data read back through the remote key differs");
+    assert!(
+        back == data,
+        "the data read back through the remote key differs"
+    );
     f.write_all_at(&data[..4096], 8 << 20).unwrap();
     f.sync_all().unwrap();
     drop(f);
@@ -192,18 +197,35 @@ fn remote_errors_keep_their_aws_names_and_exit_codes() {
         client.run_env(args, &pairs)
     };
     // The user has no identity policy: the default key policy delegates to IAM → denied.
-    let out = run(&secret, &["volume", "create", "--size", "16M", "--kms-key", &key]);
+    let out = run(
+        &secret,
+        &["volume", "create", "--size", "16M", "--kms-key", &key],
+    );
     assert_eq!(out.code, 18, "{}", out.stderr);
-    assert!(out.stderr.contains("AccessDeniedException"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("AccessDeniedException"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains(&server.endpoint), "{}", out.stderr);
     // A wrong secret: the signature does not verify.
-    let out = run("wrong-secret-wrong-secret-wrong-secret00", &["volume", "create", "--size", "16M", "--kms-key", &key]);
+    let out = run(
+        "wrong-secret-wrong-secret-wrong-secret00",
+        &["volume", "create", "--size", "16M", "--kms-key", &key],
+    );
     assert_eq!(out.code, 7, "{}", out.stderr);
-    assert!(out.stderr.contains("InvalidSignatureException"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("InvalidSignatureException"),
+        "{}",
+        out.stderr
+    );
     // Without --kms-key the remote default key is not assumed.
     let out = run(&secret, &["volume", "create", "--size", "16M"]);
     assert_eq!(out.code, 6, "{}", out.stderr);
     assert!(out.stderr.contains("--kms-key"), "{}", out.stderr);
     // No volume was made by any of these.
-    assert_eq!(client.json(&["volume", "list"])["Volumes"], serde_json::json!([]));
+    assert_eq!(
+        client.json(&["volume", "list"])["Volumes"],
+        serde_json::json!([])
+    );
 }

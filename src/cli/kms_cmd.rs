@@ -71,7 +71,12 @@ pub enum KmsCommand {
         #[arg(long)]
         key_id: String,
         /// KEY=VALUE (or TagKey=K,TagValue=V); repeat for more
-        #[arg(long = "tag", alias = "tags", value_name = "KEY=VALUE", required = true)]
+        #[arg(
+            long = "tag",
+            alias = "tags",
+            value_name = "KEY=VALUE",
+            required = true
+        )]
         tags: Vec<String>,
     },
     /// Remove tags from a key

@@ -24,9 +24,9 @@ use clap::{Parser, Subcommand};
 use self::args::PassphraseSource;
 use self::exit::{CliError, Exit};
 use self::output::OutputFormat;
+use crate::kms::KeyBackend;
 use crate::kms::identity::IdentityStore;
 use crate::kms::remote::{RemoteCredentials, RemoteKms};
-use crate::kms::KeyBackend;
 use crate::kms::{Caller, Clock, EmbeddedKms, Region, Session, region};
 
 /// Key management and encrypted volumes for one machine: AWS KMS and EBS encryption, locally.
@@ -205,7 +205,11 @@ impl Config {
     pub fn volume_kms(&self) -> Result<Box<dyn KeyBackend>, CliError> {
         if let Some(endpoint) = &self.kms_endpoint {
             let creds = RemoteCredentials::from_environment()?;
-            return Ok(Box::new(RemoteKms::new(endpoint, self.region.clone(), creds)?));
+            return Ok(Box::new(RemoteKms::new(
+                endpoint,
+                self.region.clone(),
+                creds,
+            )?));
         }
         let kms = self.kms()?;
         let caller = self.caller(&kms)?;

@@ -687,14 +687,19 @@ impl IdentityStore {
                 .map(|_| ())
                 .ok_or_else(|| KmsError::NoSuchEntity {
                     what: format!("access key {access_key_id} of user {user}"),
-                    hint: format!(": list them with `cryptvol iam list-access-keys --user-name {user}`"),
+                    hint: format!(
+                        ": list them with `cryptvol iam list-access-keys --user-name {user}`"
+                    ),
                 })
         })
     }
 
     /// Every active access key with its owner and secret (for the KMS server, which keeps
     /// them in memory and re-reads them when iam.json changes).
-    pub fn access_keys(&self, body: &IdentityBody) -> Result<Vec<(String, Identity, Zeroizing<String>)>> {
+    pub fn access_keys(
+        &self,
+        body: &IdentityBody,
+    ) -> Result<Vec<(String, Identity, Zeroizing<String>)>> {
         if body.users.values().all(|u| u.access_keys.is_empty()) {
             return Ok(Vec::new());
         }
@@ -712,7 +717,11 @@ impl IdentityStore {
                     }
                 })?;
                 let secret = Zeroizing::new(String::from_utf8_lossy(secret.expose()).into_owned());
-                out.push((id.clone(), self.identity_of(body, EntityKind::User, name)?, secret));
+                out.push((
+                    id.clone(),
+                    self.identity_of(body, EntityKind::User, name)?,
+                    secret,
+                ));
             }
         }
         Ok(out)

@@ -19,12 +19,12 @@ use zeroize::Zeroizing;
 use super::api::{
     DecryptResponse, GenerateDataKeyResponse, KeyMetadata, ReEncryptResponse, SYMMETRIC_DEFAULT,
 };
+use super::b64;
 use super::backend::{DataKeySpec, KeyBackend};
 use super::context::EncryptionContext;
 use super::error::{KmsError, Result};
 use super::ids::{KeyRef, Region};
 use super::sigv4;
-use super::b64;
 use crate::crypto::SecretBytes;
 
 pub const ENDPOINT_ENV: &str = "CRYPTVOL_KMS_ENDPOINT";
@@ -121,7 +121,8 @@ impl std::fmt::Debug for RemoteKms {
 
 impl RemoteKms {
     pub fn new(endpoint: &str, region: Region, creds: RemoteCredentials) -> Result<RemoteKms> {
-        let bad = |why: &str| KmsError::validation("--kms-endpoint", format!("'{endpoint}': {why}"));
+        let bad =
+            |why: &str| KmsError::validation("--kms-endpoint", format!("'{endpoint}': {why}"));
         let (scheme, rest) = endpoint
             .split_once("://")
             .ok_or_else(|| bad("use http://HOST:PORT or https://HOST"))?;
@@ -198,7 +199,9 @@ impl RemoteKms {
                 .map_err(|e| unreachable(e.to_string()))?,
         );
         let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            unreachable(format!("answered HTTP {status} with a body that is not JSON ({e})"))
+            unreachable(format!(
+                "answered HTTP {status} with a body that is not JSON ({e})"
+            ))
         })?;
         if status == 200 {
             return Ok(v);
@@ -230,10 +233,12 @@ fn context_json(ctx: &EncryptionContext) -> Value {
 }
 
 fn field<'v>(v: &'v Value, name: &str, endpoint: &str) -> Result<&'v str> {
-    v[name].as_str().ok_or_else(|| KmsError::EndpointUnreachable {
-        endpoint: endpoint.to_string(),
-        message: format!("the answer has no {name}"),
-    })
+    v[name]
+        .as_str()
+        .ok_or_else(|| KmsError::EndpointUnreachable {
+            endpoint: endpoint.to_string(),
+            message: format!("the answer has no {name}"),
+        })
 }
 
 fn blob_field(v: &Value, name: &str, endpoint: &str) -> Result<Vec<u8>> {
@@ -245,7 +250,11 @@ fn blob_field(v: &Value, name: &str, endpoint: &str) -> Result<Vec<u8>> {
 
 /// AWS's strings for the few enumerations the volume layer reads back.
 fn known(s: &str, options: &[&'static str]) -> &'static str {
-    options.iter().find(|o| **o == s).copied().unwrap_or("UNKNOWN")
+    options
+        .iter()
+        .find(|o| **o == s)
+        .copied()
+        .unwrap_or("UNKNOWN")
 }
 
 impl KeyBackend for RemoteKms {
@@ -255,7 +264,8 @@ impl KeyBackend for RemoteKms {
         spec: DataKeySpec,
         context: &EncryptionContext,
     ) -> Result<GenerateDataKeyResponse> {
-        let mut body = json!({ "KeyId": key.to_string(), "EncryptionContext": context_json(context) });
+        let mut body =
+            json!({ "KeyId": key.to_string(), "EncryptionContext": context_json(context) });
         match spec {
             DataKeySpec::Aes256 => body["KeySpec"] = "AES_256".into(),
             DataKeySpec::Aes128 => body["KeySpec"] = "AES_128".into(),

@@ -50,7 +50,10 @@ pub fn is_operation(op: &str) -> bool {
 pub enum Failure {
     Kms(KmsError),
     /// The request's members are missing or of the wrong type.
-    Input { code: &'static str, message: String },
+    Input {
+        code: &'static str,
+        message: String,
+    },
 }
 
 impl From<KmsError> for Failure {
@@ -233,7 +236,11 @@ fn check_create(r: &CreateKey) -> Result<(), Failure> {
     };
     only("KeyUsage", &r.key_usage, "ENCRYPT_DECRYPT")?;
     only("KeySpec", &r.key_spec, "SYMMETRIC_DEFAULT")?;
-    only("CustomerMasterKeySpec", &r.customer_master_key_spec, "SYMMETRIC_DEFAULT")?;
+    only(
+        "CustomerMasterKeySpec",
+        &r.customer_master_key_spec,
+        "SYMMETRIC_DEFAULT",
+    )?;
     only("Origin", &r.origin, "AWS_KMS")?;
     if r.multi_region {
         return Err(Failure::Kms(KmsError::Unsupported {
@@ -256,7 +263,11 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
                 c,
                 &CreateKeyRequest {
                     description: r.description,
-                    tags: r.tags.into_iter().map(|t| (t.tag_key, t.tag_value)).collect(),
+                    tags: r
+                        .tags
+                        .into_iter()
+                        .map(|t| (t.tag_key, t.tag_value))
+                        .collect(),
                     policy: r.policy,
                     bypass_lockout_check: r.bypass_policy_lockout_safety_check,
                 },
@@ -376,7 +387,11 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
         }
         "GetKeyPolicy" => {
             let r: Policy = parse(op, body)?;
-            kms.get_key_policy(c, &key(&r.key_id)?, r.policy_name.as_deref().unwrap_or("default"))?
+            kms.get_key_policy(
+                c,
+                &key(&r.key_id)?,
+                r.policy_name.as_deref().unwrap_or("default"),
+            )?
         }
         "ListKeyPolicies" => {
             let r: KeyOnly = parse(op, body)?;
@@ -396,8 +411,11 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
         }
         "TagResource" => {
             let r: TagResource = parse(op, body)?;
-            let tags: Vec<(String, String)> =
-                r.tags.into_iter().map(|t| (t.tag_key, t.tag_value)).collect();
+            let tags: Vec<(String, String)> = r
+                .tags
+                .into_iter()
+                .map(|t| (t.tag_key, t.tag_value))
+                .collect();
             kms.tag_resource(c, &key(&r.key_id)?, &tags)?;
             empty()
         }

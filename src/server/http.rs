@@ -162,7 +162,11 @@ impl State {
             match serde_json::from_slice(parts.body) {
                 Ok(v @ Value::Object(_)) => v,
                 Ok(_) => {
-                    return Answer::error(400, "SerializationException", "the body must be a JSON object");
+                    return Answer::error(
+                        400,
+                        "SerializationException",
+                        "the body must be a JSON object",
+                    );
                 }
                 Err(e) => {
                     return Answer::error(

@@ -13,11 +13,13 @@ use crate::kms::KmsError;
 use crate::kms::identity::{Identity, IdentityStore};
 
 type Keys = HashMap<String, (Arc<Identity>, Zeroizing<String>)>;
+/// Identifies one version of iam.json: inode, mtime (s, ns), size.
+type Stamp = (u64, i64, i64, u64);
 
 pub struct IdentityCache {
     store: IdentityStore,
     path: PathBuf,
-    state: RwLock<(Option<(u64, i64, i64, u64)>, Arc<Keys>)>,
+    state: RwLock<(Option<Stamp>, Arc<Keys>)>,
 }
 
 impl IdentityCache {
@@ -29,7 +31,7 @@ impl IdentityCache {
         }
     }
 
-    fn stamp(&self) -> Option<(u64, i64, i64, u64)> {
+    fn stamp(&self) -> Option<Stamp> {
         let m = std::fs::metadata(&self.path).ok()?;
         Some((m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
     }

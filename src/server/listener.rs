@@ -29,9 +29,8 @@ fn io_error(action: &'static str, what: &str, e: std::io::Error) -> KmsError {
 }
 
 fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, KmsError> {
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| KmsError::io("cannot read", p, e))
-    };
+    let read =
+        |p: &std::path::Path| std::fs::read(p).map_err(|e| KmsError::io("cannot read", p, e));
     let cert_pem = read(cert)?;
     let key_pem = read(key)?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
@@ -54,7 +53,7 @@ fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAccept
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .and_then(|b| Ok(b.with_no_client_auth().with_single_cert(certs, key)?))
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
         .map_err(|e| KmsError::validation("--tls-cert/--tls-key", e.to_string()))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(cfg)))
@@ -71,11 +70,22 @@ async fn respond(
     let answer = match Limited::new(body, state.max_body).collect().await {
         Ok(b) => {
             let body = b.to_bytes();
-            let headers: Vec<(String, String)> = head
+            let mut headers: Vec<(String, String)> = head
                 .headers
                 .iter()
-                .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
                 .collect();
+            // HTTP/2 carries the host as :authority, which SigV4 signs as `host`.
+            if !head.headers.contains_key("host")
+                && let Some(a) = head.uri.authority()
+            {
+                headers.push(("host".to_string(), a.to_string()));
+            }
             let method = head.method.as_str().to_string();
             let path = head.uri.path().to_string();
             let query = head.uri.query().unwrap_or("").to_string();
@@ -95,12 +105,21 @@ async fn respond(
                 Answer::error(500, "KMSInternalException", "the request handler failed")
             })
         }
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Answer::error(
-            413,
-            "ValidationException",
-            &format!("the request body is over the {}-byte limit", state.max_body),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Answer::error(
+                413,
+                "ValidationException",
+                &format!("the request body is over the {}-byte limit", state.max_body),
+            )
+        }
+        Err(_) => Answer::error(
+            400,
+            "SerializationException",
+            "the request body could not be read",
         ),
-        Err(_) => Answer::error(400, "SerializationException", "the request body could not be read"),
     };
     Response::builder()
         .status(answer.status)

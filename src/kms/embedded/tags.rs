@@ -27,7 +27,12 @@ pub fn check_tag(k: &str, v: &str) -> Result<()> {
 }
 
 impl EmbeddedKms {
-    pub fn tag_resource(&self, caller: &Caller, r: &KeyRef, tags: &[(String, String)]) -> Result<()> {
+    pub fn tag_resource(
+        &self,
+        caller: &Caller,
+        r: &KeyRef,
+        tags: &[(String, String)],
+    ) -> Result<()> {
         let call = Call::new("TagResource", false)
             .param("keyId", r.to_string())
             .param(
@@ -69,7 +74,8 @@ impl EmbeddedKms {
     pub fn list_resource_tags(&self, caller: &Caller, r: &KeyRef) -> Result<serde_json::Value> {
         let mut call = Call::new("ListResourceTags", true).param("keyId", r.to_string());
         let out = self.read(|ks, _| {
-            let k = self.resolve_authorized(ks, r, caller, &mut call, "kms:ListResourceTags", None)?;
+            let k =
+                self.resolve_authorized(ks, r, caller, &mut call, "kms:ListResourceTags", None)?;
             let tags: Vec<_> = k
                 .tags
                 .iter()
