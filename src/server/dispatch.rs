@@ -200,6 +200,43 @@ struct Alias {
 #[serde(rename_all = "PascalCase")]
 struct ListAliases {
     key_id: Option<String>,
+    #[serde(flatten)]
+    page: Page,
+}
+
+/// AWS's paging of list operations: `Limit` (1..1000, default 100) and the `Marker` of
+/// the previous page's `NextMarker`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct Page {
+    limit: Option<usize>,
+    marker: Option<String>,
+}
+
+/// Cuts one page out of a full listing. A marker is the index of the next item, which is
+/// stable because listings are sorted (keys by id, aliases by name).
+fn page(mut all: Value, field: &str, p: &Page) -> Result<Value, Failure> {
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(input(format!("Limit {limit} is outside 1..1000")));
+    }
+    let start = match &p.marker {
+        None => 0,
+        Some(m) => m
+            .parse::<usize>()
+            .map_err(|_| input(format!("Marker '{m}' is not one this KMS gave")))?,
+    };
+    let items = all[field].as_array().cloned().unwrap_or_default();
+    if start > items.len() {
+        return Err(input("Marker is past the end of the listing"));
+    }
+    let end = (start + limit).min(items.len());
+    all[field] = Value::Array(items[start..end].to_vec());
+    all["Truncated"] = Value::Bool(end < items.len());
+    if end < items.len() {
+        all["NextMarker"] = Value::String(end.to_string());
+    }
+    Ok(all)
 }
 
 #[derive(Deserialize)]
@@ -278,7 +315,10 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
             let r: KeyOnly = parse(op, body)?;
             json!({ "KeyMetadata": kms.describe_key(c, &key(&r.key_id)?)? })
         }
-        "ListKeys" => to_json(kms.list_keys(c)?),
+        "ListKeys" => {
+            let r: Page = parse(op, body)?;
+            page(to_json(kms.list_keys(c)?), "Keys", &r)?
+        }
         "EnableKey" => {
             let r: KeyOnly = parse(op, body)?;
             kms.enable_key(c, &key(&r.key_id)?)?;
@@ -383,7 +423,7 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
         "ListAliases" => {
             let r: ListAliases = parse(op, body)?;
             let k = r.key_id.as_deref().map(key).transpose()?;
-            to_json(kms.list_aliases(c, k.as_ref())?)
+            page(to_json(kms.list_aliases(c, k.as_ref())?), "Aliases", &r.page)?
         }
         "GetKeyPolicy" => {
             let r: Policy = parse(op, body)?;

@@ -381,7 +381,10 @@ def main():
     eq(kms.decrypt(CiphertextBlob=blob1, EncryptionContext=ctx)["Plaintext"], plaintext, "a call after the load")
 
     step("paging with Limit and Marker")
-    # Last, so that everything above is checked even where paging is missing.
+    # Last, so that everything above is checked even where paging is missing. Two aliases
+    # of our own, so that ListAliases has more than one page whatever ran before.
+    for name in ("alias/page-a", "alias/page-b"):
+        kms.create_alias(AliasName=name, TargetKeyId=key1)
     for op, field in (("list_keys", "Keys"), ("list_aliases", "Aliases")):
         page = getattr(kms, op)(Limit=1)
         eq((len(page[field]), page.get("Truncated"), bool(page.get("NextMarker"))), (1, True, True),
