@@ -685,3 +685,103 @@ fn aws_cli_drives_the_key_flow_and_the_trail_names_its_access_key() {
         "no denied Encrypt by bob: {bob:#?}"
     );
 }
+
+/// `--tls-cert/--tls-key`: the server speaks HTTPS with the given certificate, boto3
+/// verifies it and works, and a plain-HTTP request to the same port gets no answer.
+#[test]
+fn tls_serves_https_with_the_given_certificate() {
+    let Some((python, _aws)) = compat_tools() else {
+        return;
+    };
+    let s = setup();
+    let dir = s.env.scratch();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&s.env.data)
+        .args(["kms", "serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kms serve --tls-cert");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: Value = serde_json::from_str(&line).expect("listening line");
+    let endpoint = str_field(&v, "Endpoint");
+    let addr = str_field(&v, "Listening");
+    assert_eq!(endpoint, format!("https://{addr}"));
+    let script = r#"
+import os, boto3
+kms = boto3.client("kms", endpoint_url=os.environ["EP"], region_name="local-1",
+    aws_access_key_id=os.environ["AK"], aws_secret_access_key=os.environ["SK"],
+    verify=os.environ["CA"])
+k = kms.create_key(Description="over tls")["KeyMetadata"]["KeyId"]
+b = kms.encrypt(KeyId=k, Plaintext=b"tls")["CiphertextBlob"]
+assert kms.decrypt(CiphertextBlob=b)["Plaintext"] == b"tls"
+print(k)
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script])
+        .env("EP", &endpoint)
+        .env("AK", &s.alice.id)
+        .env("SK", &s.alice.secret)
+        .env("CA", &cert)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "boto3 over TLS failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP to the TLS port: the handshake fails and nothing is served.
+    let mut sock = std::net::TcpStream::connect(&addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.write_all(&unsigned("ListKeys", "{}")).unwrap();
+    let mut buf = Vec::new();
+    let _ = sock.read_to_end(&mut buf);
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("\"Keys\""),
+        "plain HTTP was served on the TLS port"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    // The call over TLS is in the trail with the caller's key.
+    let evs = events_of(&s.env, DEFAULT_REGION, "alice");
+    assert!(
+        evs.iter().any(|e| e["eventName"] == "Decrypt"
+            && e["userIdentity"]["accessKeyId"] == s.alice.id.as_str()),
+        "{evs:#?}"
+    );
+}

@@ -423,7 +423,11 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
         "ListAliases" => {
             let r: ListAliases = parse(op, body)?;
             let k = r.key_id.as_deref().map(key).transpose()?;
-            page(to_json(kms.list_aliases(c, k.as_ref())?), "Aliases", &r.page)?
+            page(
+                to_json(kms.list_aliases(c, k.as_ref())?),
+                "Aliases",
+                &r.page,
+            )?
         }
         "GetKeyPolicy" => {
             let r: Policy = parse(op, body)?;
