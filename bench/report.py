@@ -1,0 +1,503 @@
+#!/usr/bin/env python3
+"""The report of `bench/run`: collects its raw output into one results JSON, and renders
+that JSON into docs/benchmarks.md (between the bench/run markers) and docs/benchmarks.png.
+
+    python3 bench/report.py                       # re-render from target/bench/results.json
+    python3 bench/report.py --collect target/bench/raw   # what bench/run does at its end
+    python3 bench/report.py --summary RUN.json    # one fio run as "MB/s, IOPS" (progress)
+
+Only the standard library; the chart is drawn by gnuplot (pngcairo).
+"""
+
+import argparse
+import glob
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BEGIN = "<!-- bench/run: begin -->"
+END = "<!-- bench/run: end -->"
+
+JOBS = {
+    "seqW": "seq write 1 MiB",
+    "seqR": "seq read 1 MiB",
+    "randRqd16": "rand read 4 KiB qd16 (libaio)",
+    "randWqd16": "rand write 4 KiB qd16 (libaio)",
+    "randR4": "rand read 4 KiB, 4 jobs psync",
+    "randW4": "rand write 4 KiB, 4 jobs psync",
+    "mixed": "rand 70/30 read/write 4 KiB, fsync every 32 writes",
+}
+SHORT = {
+    "seqW": "seqW 1M", "seqR": "seqR 1M", "randRqd16": "randR qd16", "randWqd16": "randW qd16",
+    "randR4": "randR 4j", "randW4": "randW 4j", "mixed": "mixed 70/30",
+}
+SEQ = ("seqW", "seqR")
+CRYPTVOL = ("cryptvol-attach", "cryptvol-mount", "cryptvol-mount-snap")
+
+# Issue targets for `cryptvol mount`.
+GOCRYPTFS_MIN = {"randR4": 1.0}  # every other fio job: 1.5
+GOCRYPTFS_DEFAULT = 1.5
+BINDFS_MIN = 0.7  # sequential jobs
+XTS_MIN = 0.9
+RSS_MAX_MIB = 100
+
+
+# --- fio JSON --------------------------------------------------------------------------
+
+def load_json(path):
+    with open(path) as f:
+        text = f.read()
+    # fio may print warnings before its JSON.
+    return json.loads(text[text.index("{"):])
+
+
+def fio_figures(path):
+    """MB/s (10^6 bytes) and IOPS of one fio run, reads and writes added."""
+    job = load_json(path)["jobs"][0]
+    mbps = (job["read"]["bw_bytes"] + job["write"]["bw_bytes"]) / 1e6
+    iops = job["read"]["iops"] + job["write"]["iops"]
+    errors = job.get("error", 0)
+    return {"mbps": round(mbps, 1), "iops": round(iops), "error": errors}
+
+
+# --- collect ---------------------------------------------------------------------------
+
+def md_rows(text):
+    """Rows of the markdown tables in a bench's output, as lists of cells."""
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("|") and not re.match(r"^\|[-:| ]+\|$", line):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def num(s):
+    try:
+        return float(s.replace(",", "").rstrip("x"))
+    except (ValueError, AttributeError):
+        return None
+
+
+def collect_micro(raw):
+    micro = {}
+    p = os.path.join(raw, "micro-xts.txt")
+    if os.path.exists(p):
+        text = open(p).read()
+        rows = [r for r in md_rows(text) if r[0] != "engine" and len(r) >= 3]
+        xts = {"rows": [{"engine": r[0], "encrypt_gbps": num(r[1]), "decrypt_gbps": num(r[2])}
+                        for r in rows]}
+        m = re.search(r"cryptvol picks backend: (\S+)", text)
+        xts["backend"] = m.group(1) if m else None
+        default = next((r for r in xts["rows"] if r["engine"].endswith("(default)")), None)
+        ossl = next((r for r in xts["rows"] if r["engine"].startswith("openssl")), None)
+        if default and ossl and ossl["encrypt_gbps"] and ossl["decrypt_gbps"]:
+            xts["ratio_encrypt"] = round(default["encrypt_gbps"] / ossl["encrypt_gbps"], 2)
+            xts["ratio_decrypt"] = round(default["decrypt_gbps"] / ossl["decrypt_gbps"], 2)
+        m = re.search(r"load average before the run: (.*?) \(", text)
+        xts["load_before"] = m.group(1) if m else None
+        micro["xts"] = xts
+    p = os.path.join(raw, "micro-kms_ops.txt")
+    if os.path.exists(p):
+        rows = [r for r in md_rows(open(p).read()) if num(r[0]) is not None]
+        if rows:
+            micro["kms_ops"] = {"generate_data_key_per_s": num(rows[-1][0]),
+                                "decrypt_per_s": num(rows[-1][1])}
+    p = os.path.join(raw, "micro-kms_server.txt")
+    if os.path.exists(p):
+        rows = [r for r in md_rows(open(p).read()) if num(r[0]) is not None]
+        if rows:
+            micro["kms_server"] = {"connections": int(num(rows[-1][0])),
+                                   "decrypt_req_per_s": num(rows[-1][1])}
+    return micro
+
+
+def read(raw, name, default=None):
+    p = os.path.join(raw, name)
+    return open(p).read().strip() if os.path.exists(p) else default
+
+
+def collect(raw):
+    params = load_json(os.path.join(raw, "params.json"))
+    targets = params["targets"].split()
+    jobs = params["jobs"].split()
+    fio = {}
+    failures = []
+    for t in targets:
+        tdir = os.path.join(raw, "fio", t)
+        meta_path = os.path.join(tdir, "target.json")
+        if not os.path.exists(meta_path):
+            failures.append(f"{t}: did not finish")
+            continue
+        entry = load_json(meta_path)
+        entry["jobs"] = {}
+        for j in jobs:
+            runs = []
+            for p in sorted(glob.glob(os.path.join(tdir, f"{j}.*.json"))):
+                try:
+                    r = fio_figures(p)
+                except (ValueError, KeyError, IndexError) as e:
+                    failures.append(f"{t} / {j}: unreadable fio output {os.path.basename(p)} ({e})")
+                    continue
+                if r["error"]:
+                    failures.append(f"{t} / {j}: fio reported error {r['error']}")
+                runs.append(r)
+            if runs:
+                entry["jobs"][j] = {
+                    "runs": runs,
+                    "mbps": round(statistics.median(r["mbps"] for r in runs), 1),
+                    "iops": round(statistics.median(r["iops"] for r in runs)),
+                }
+            else:
+                failures.append(f"{t} / {j}: no result")
+        fio[t] = entry
+    return {
+        "date": read(raw, "date"),
+        "command": params.pop("command"),
+        "duration_s": {"total": int(read(raw, "total_seconds", "0")),
+                       "fio": int(read(raw, "fio_seconds", "0"))},
+        "machine": load_json(os.path.join(raw, "machine.json")),
+        "versions": load_json(os.path.join(raw, "versions.json")),
+        "params": params,
+        "targets": targets,
+        "jobs": jobs,
+        "fio": fio,
+        "failures": failures,
+        "micro": collect_micro(raw),
+    }
+
+
+# --- render ----------------------------------------------------------------------------
+
+def fmt_mbps(v):
+    if v is None:
+        return "–"
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+
+
+def fmt_ratio(v):
+    return "–" if v is None else f"{v:.2f}x"
+
+
+def mbps(res, t, j):
+    return res["fio"].get(t, {}).get("jobs", {}).get(j, {}).get("mbps")
+
+
+def ratio(res, a, b, j):
+    x, y = mbps(res, a, j), mbps(res, b, j)
+    return x / y if x is not None and y else None
+
+
+def targets_verdicts(res):
+    """(what, requirement, figure, met) for each issue target that this run measured."""
+    out = []
+    jobs = res["jobs"]
+    if "cryptvol-mount" in res["fio"] and "gocryptfs" in res["fio"]:
+        for j in jobs:
+            need = GOCRYPTFS_MIN.get(j, GOCRYPTFS_DEFAULT)
+            r = ratio(res, "cryptvol-mount", "gocryptfs", j)
+            if r is not None:
+                out.append((f"mount / gocryptfs, {JOBS[j]}", f"≥ {need:.1f}x", fmt_ratio(r), r >= need))
+    if "cryptvol-mount" in res["fio"] and "bindfs" in res["fio"]:
+        for j in jobs:
+            if j in SEQ:
+                r = ratio(res, "cryptvol-mount", "bindfs", j)
+                if r is not None:
+                    out.append((f"mount / bindfs, {JOBS[j]}", f"≥ {BINDFS_MIN:.1f}x", fmt_ratio(r),
+                                r >= BINDFS_MIN))
+    xts = res["micro"].get("xts", {})
+    if "ratio_encrypt" in xts:
+        r = min(xts["ratio_encrypt"], xts["ratio_decrypt"])
+        out.append(("XTS (default backend) / openssl, worse of encrypt and decrypt",
+                    f"≥ {XTS_MIN:.1f}x", fmt_ratio(r), r >= XTS_MIN))
+    rss = [res["fio"][t]["daemon_peak_rss_kib"] for t in CRYPTVOL
+           if t in res["fio"] and res["fio"][t].get("daemon_peak_rss_kib")]
+    if rss:
+        mib = max(rss) / 1024
+        out.append(("cryptvol daemon peak RSS (VmHWM), all cryptvol targets",
+                    f"< {RSS_MAX_MIB} MiB", f"{mib:.0f} MiB", mib < RSS_MAX_MIB))
+    return out
+
+
+def notes(res):
+    n = []
+    p = res["params"]
+    if p.get("quick"):
+        n.append("**QUICK run** (smoke test: short runs, small files): not comparable with full runs.")
+    buffered = [t for t in res["targets"] if t in res["fio"] and not res["fio"][t]["direct"]]
+    if buffered:
+        n.append(
+            f"No O_DIRECT on {', '.join('`' + t + '`' for t in buffered)} (fio with `--direct=1` "
+            "failed on a probe file): measured buffered, caches dropped before every run, and "
+            "write jobs end with an fsync (`--end_fsync=1`) so the data reaches the target's "
+            f"backing files. Reads of a {p['size']} file in a {p['runtime_s']} s run can come "
+            "from the page cache after the first pass, so their read figures are upper bounds.")
+    for t in res["targets"]:
+        e = res["fio"].get(t, {})
+        for j, v in e.get("jobs", {}).items():
+            runs = [r["mbps"] for r in v["runs"]]
+            if len(runs) > 1 and min(runs) > 0 and max(runs) / min(runs) > 1.5:
+                n.append(f"Spread: `{t}` {SHORT[j]} runs were {', '.join(fmt_mbps(r) for r in runs)} "
+                         "MB/s (more than 1.5x apart).")
+    if "cryptvol-mount-snap" in res["fio"]:
+        s = res["fio"]["cryptvol-mount-snap"].get("snapshots")
+        n.append(f"`cryptvol-mount-snap` took {s} snapshots: one right after the layout, then one "
+                 "before every later run that writes, so each write run pays copy-on-write on the "
+                 "first write to each chunk.")
+    for f in res.get("failures", []):
+        n.append(f"Failed: {f}.")
+    return n
+
+
+def md_table(header, rows, align):
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if a == "l" else "--:" for a in align) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_md(res, png_name):
+    m, v, p = res["machine"], res["versions"], res["params"]
+    targets = [t for t in res["targets"] if t in res["fio"]]
+    jobs = res["jobs"]
+    d = m["disk"]
+    disk = f"{d['device']} ({d['fs']}"
+    if d.get("model"):
+        disk += f", {d['model']}"
+    if d.get("rotational") == "0":
+        disk += ", non-rotational"
+    disk += ")"
+    out = [BEGIN,
+           "## Latest run of `bench/run` (generated)",
+           "",
+           "Generated by `bench/run` from `target/bench/results.json`; regenerate the text and "
+           "chart with `python3 bench/report.py`. Everything between the `bench/run` markers "
+           "is overwritten by the next run.",
+           "",
+           "Run it as root with `sudo bench/run` (installs what it needs from Debian, builds "
+           "the release binary, sets every target up in a temp dir under `/var/tmp` and tears "
+           "it down on any exit). Options via the environment: `QUICK=1` (one run of 2 s per "
+           "job, 64 MiB files: a smoke test), `TARGETS=\"...\"`, `JOBS=\"...\"` (ids: "
+           + ", ".join(f"`{j}`" for j in JOBS) + "), `SIZE`, `RUNTIME`, `RUNS_SEQ`, "
+           "`RUNS_RAND`, `MICRO=0` (skip the micro-benchmarks), `REPORT=0` (leave docs/ alone), "
+           "`OUT` (default `target/bench`: raw fio JSON in `OUT/raw/`, figures in "
+           "`OUT/results.json`).",
+           "",
+           f"- **Date**: {res['date']}; the whole suite took {res['duration_s']['total'] // 60} min "
+           f"{res['duration_s']['total'] % 60} s (fio part {res['duration_s']['fio'] // 60} min "
+           f"{res['duration_s']['fio'] % 60} s, including setup and layout).",
+           f"- **Command**: `{res['command']}`",
+           f"- **Machine**: {m['cpu']}, {m['cores']} vCPU, {m['ram_gib']} GiB RAM, {m['os']}, "
+           f"kernel {m['kernel']}; temp dir under `{d['dir']}` on {disk}, the same disk for every "
+           "target.",
+           f"- **Versions**: cryptvol {v['cryptvol']}, rustc {v['rustc']}, fio {v['fio']}, "
+           f"gocryptfs {v['gocryptfs']}, cryfs {v['cryfs']}, securefs {v['securefs']}, "
+           f"bindfs {v['bindfs']}, fuse3 {v['fuse3']}, OpenSSL {v['openssl']}.",
+           f"- **Method**: one fio file of {p['size']} per target, laid out once before its jobs "
+           f"(1 MiB writes, ended by fsync); each run {p['runtime_s']} s, time-based; sequential jobs median of "
+           f"{p['runs_seq']} run(s), random jobs of {p['runs_rand']}; O_DIRECT where the target "
+           "takes it; `sync; echo 3 > /proc/sys/vm/drop_caches` before every run. MB/s are 10^6 "
+           "bytes/s, reads and writes added (the mixed job too).",
+           "- **Targets**: `plain` the temp dir itself; `bindfs` (`--multithreaded`, FUSE without "
+           "crypto: the FUSE ceiling); `gocryptfs` (defaults); both take O_DIRECT opens but "
+           "write their backing files through the page cache (bindfs without "
+           "`--forward-odirect`), so their sequential figures can exceed the disk; `cryfs` (aes-256-gcm, default "
+           "block size); `securefs` (defaults, `create` + `mount -b`); `cryptvol-attach` fio on "
+           "the raw `DIR/volume` file; `cryptvol-mount` fio on a file in ext4 over a loop "
+           "device (`cryptvol mount`); `cryptvol-mount-snap` the same with snapshots taken so "
+           "the writes pay copy-on-write. cryptvol volumes are 4 GiB, thin.",
+           "",
+           "### fio, MB/s (median)",
+           "",
+           md_table(["job"] + targets,
+                    [[JOBS[j]] + [fmt_mbps(mbps(res, t, j)) for t in targets] for j in jobs],
+                    "l" + "r" * len(targets)),
+           "",
+           "### fio, IOPS (median)",
+           "",
+           md_table(["job"] + targets,
+                    [[JOBS[j]] + [f"{res['fio'][t]['jobs'][j]['iops']:,}"
+                                  if j in res["fio"][t]["jobs"] else "–" for t in targets]
+                     for j in jobs],
+                    "l" + "r" * len(targets)),
+           "",
+           f"![fio MB/s per job and target]({png_name})",
+           ""]
+
+    cv = [t for t in CRYPTVOL if t in res["fio"]]
+    peers = [b for b in ("gocryptfs", "bindfs") if b in res["fio"]]
+    if cv and peers:
+        header = ["job"]
+        for b in peers:
+            for t in cv:
+                header.append(f"{t.replace('cryptvol-', '')} / {b}")
+        header.append("target (mount)")
+        rows = []
+        for j in jobs:
+            row = [JOBS[j]]
+            for b in peers:
+                for t in cv:
+                    r = ratio(res, t, b, j)
+                    cell = fmt_ratio(r)
+                    if t == "cryptvol-mount" and r is not None:
+                        need = (GOCRYPTFS_MIN.get(j, GOCRYPTFS_DEFAULT) if b == "gocryptfs"
+                                else BINDFS_MIN if j in SEQ else None)
+                        if need is not None:
+                            cell = f"**{cell}** {'met' if r >= need else 'MISSED'}"
+                    row.append(cell)
+            targets_txt = [f"≥ {GOCRYPTFS_MIN.get(j, GOCRYPTFS_DEFAULT):.1f}x gocryptfs"]
+            if j in SEQ:
+                targets_txt.append(f"≥ {BINDFS_MIN:.1f}x bindfs")
+            row.append(", ".join(targets_txt))
+            rows.append(row)
+        out += ["### Ratios against peers (same run)", "",
+                md_table(header, rows, "l" + "r" * (len(header) - 2) + "l"), ""]
+        rss = [(t, res["fio"][t].get("daemon_peak_rss_kib")) for t in cv]
+        out.append("cryptvol daemon peak RSS (VmHWM of the region daemon, read every second and "
+                   "after every run): " + ", ".join(
+                       f"{t} {k / 1024:.0f} MiB" if k else f"{t} –" for t, k in rss) + ".")
+        out.append("")
+
+    micro = res["micro"]
+    if micro:
+        out += ["### Micro-benchmarks", ""]
+        xts = micro.get("xts")
+        if xts:
+            out += [f"`taskset -c 0 cargo bench --bench xts` (AES-256-XTS, 4096-byte data units, "
+                    f"one core; picked backend `{xts.get('backend')}`; load average before: "
+                    f"{xts.get('load_before')}), with `openssl speed -evp aes-256-xts -bytes 4096` "
+                    "on the same core:", ""]
+            ossl = next((r for r in xts["rows"] if r["engine"].startswith("openssl")), None)
+            rows = []
+            for r in xts["rows"]:
+                rr = "–"
+                if ossl and ossl["encrypt_gbps"] and r["encrypt_gbps"] is not None:
+                    rr = (f"{r['encrypt_gbps'] / ossl['encrypt_gbps']:.2f}x / "
+                          f"{r['decrypt_gbps'] / ossl['decrypt_gbps']:.2f}x")
+                rows.append([r["engine"], f"{r['encrypt_gbps']:.2f}", f"{r['decrypt_gbps']:.2f}", rr])
+            out += [md_table(["engine", "encrypt GB/s", "decrypt GB/s", "vs openssl (enc / dec)"],
+                             rows, "lrrr"), ""]
+        k = micro.get("kms_ops")
+        s = micro.get("kms_server")
+        if k or s:
+            rows = []
+            if k:
+                rows.append(["`taskset -c 0 cargo bench --bench kms_ops` (in process, one core)",
+                             "GenerateDataKey", f"{k['generate_data_key_per_s']:,.0f} ops/s"])
+                rows.append(["", "Decrypt", f"{k['decrypt_per_s']:,.0f} ops/s"])
+            if s:
+                rows.append([f"`cargo bench --bench kms_server` (SigV4 over loopback, "
+                             f"{s['connections']} connections)", "Decrypt",
+                             f"{s['decrypt_req_per_s']:,.0f} req/s"])
+            out += [md_table(["bench", "operation", "rate"], rows, "llr"), ""]
+
+    verdicts = targets_verdicts(res)
+    if verdicts:
+        met = sum(1 for *_, ok in verdicts if ok)
+        out += [f"### Issue targets: {met} of {len(verdicts)} met", "",
+                md_table(["target", "required", "measured", ""],
+                         [[w, need, fig, "met" if ok else "**MISSED**"] for w, need, fig, ok in verdicts],
+                         "lrrl"), ""]
+    ns = notes(res)
+    if ns:
+        out += ["### Notes", ""] + [f"- {x}" for x in ns] + [""]
+    out.append(END)
+    return "\n".join(out)
+
+
+def render_png(res, path):
+    targets = [t for t in res["targets"] if t in res["fio"]]
+    jobs = res["jobs"]
+    vals = [mbps(res, t, j) for t in targets for j in jobs]
+    vals = [x for x in vals if x]
+    if not vals:
+        return
+    log = max(vals) / min(vals) > 30
+    m = res["machine"]
+    cpu = re.sub(r"\s+", " ", m["cpu"]).replace("-Core Processor", "")
+    title = (f"fio MB/s per job ({res['params']['size']} file, median) — {cpu}, {m['cores']} vCPU, "
+             f"kernel {m['kernel']}, {res['date']}")
+    if res["params"].get("quick"):
+        title += " (QUICK)"
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "data")
+        with open(data, "w") as f:
+            f.write("job " + " ".join(
+                t if res["fio"][t]["direct"] else f"{t}(buffered)" for t in targets) + "\n")
+            for j in jobs:
+                cells = [f"{mbps(res, t, j):.3f}" if mbps(res, t, j) else "NaN" for t in targets]
+                f.write(f'"{SHORT[j]}" ' + " ".join(cells) + "\n")
+        plot = ", ".join(
+            f"'{data}' using {i + 2}:xtic(1) title columnheader({i + 2})" for i in range(len(targets)))
+        script = f"""
+set terminal pngcairo size 1400,720 font 'DejaVu Sans,11' noenhanced
+set output '{path}'
+set title "{title}"
+set style data histograms
+set style histogram clustered gap 1.5
+set style fill solid 0.9 border -1
+set boxwidth 0.95
+set key outside right top vertical
+set grid ytics mytics
+set ylabel 'MB/s{" (log scale)" if log else ""}'
+set xtics nomirror
+set yrange [{10 ** math.floor(math.log10(min(vals))) if log else 0}:*]
+{"set logscale y" if log else ""}
+plot {plot}
+"""
+        r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
+        if r.returncode != 0:
+            sys.exit(f"report.py: gnuplot failed: {r.stderr}")
+
+
+def write_docs(res, md_path, png_path):
+    section = render_md(res, os.path.basename(png_path))
+    text = open(md_path).read()
+    if BEGIN in text and END in text:
+        a, b = text.index(BEGIN), text.index(END) + len(END)
+        text = text[:a] + section + text[b:]
+    else:
+        # After the "## Machine" section: before the heading that follows it.
+        i = text.index("## Machine")
+        nxt = text.find("\n## ", i + 1)
+        nxt = len(text) if nxt < 0 else nxt + 1
+        text = text[:nxt] + section + "\n\n" + text[nxt:]
+    with open(md_path, "w") as f:
+        f.write(text)
+    render_png(res, png_path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--collect", metavar="RAW_DIR", help="build the results JSON from bench/run's raw dir")
+    ap.add_argument("--results", default=os.path.join(REPO, "target/bench/results.json"))
+    ap.add_argument("--no-docs", action="store_true", help="do not touch docs/")
+    ap.add_argument("--md", default=os.path.join(REPO, "docs/benchmarks.md"))
+    ap.add_argument("--png", default=os.path.join(REPO, "docs/benchmarks.png"))
+    ap.add_argument("--summary", metavar="FIO_JSON", help="print one fio run's MB/s and IOPS")
+    a = ap.parse_args()
+    if a.summary:
+        r = fio_figures(a.summary)
+        print(f"{r['mbps']} MB/s, {r['iops']} IOPS" + (f", error {r['error']}" if r["error"] else ""))
+        return
+    if a.collect:
+        res = collect(a.collect)
+        os.makedirs(os.path.dirname(a.results), exist_ok=True)
+        with open(a.results, "w") as f:
+            json.dump(res, f, indent=1)
+    else:
+        res = load_json(a.results)
+    if not a.no_docs:
+        write_docs(res, a.md, a.png)
+    for w, need, fig, ok in targets_verdicts(res):
+        print(f"{'met   ' if ok else 'MISSED'} {w}: {fig} (required {need})")
+
+
+if __name__ == "__main__":
+    main()
