@@ -68,6 +68,10 @@ fn check_mounted(v: &VolEnv, rec: &Value, vol: &str, dir: &Path, fs: &str) -> (P
     );
     assert_eq!(f.get(2), Some(&"4096"), "loop device sector size: {out}");
     assert_eq!(f.get(3).map(PathBuf::from), Some(file.clone()), "{out}");
+    // Requests of at most 256 KiB, so that the daemon's threads share large writes.
+    let name = dev.trim_start_matches("/dev/");
+    let kb = std::fs::read_to_string(format!("/sys/block/{name}/queue/max_sectors_kb")).unwrap();
+    assert_eq!(kb.trim(), "256", "max_sectors_kb of {dev}");
     let m = mount_at(dir).expect("mounted");
     assert_eq!(m.source, dev, "{dir:?} is not mounted from {dev}");
     // status joins the attachment and the mount.

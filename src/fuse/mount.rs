@@ -106,10 +106,18 @@ fn run(tool: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Largest request the loop device passes to the FUSE file. The kernel's default (1280
+/// KiB) hands a whole 1 MiB write to one FUSE request, encrypted and written by one daemon
+/// thread while the others wait; at 256 KiB the loop device sends four requests at once,
+/// which the daemon's threads encrypt and write in parallel. Measured through ext4 with
+/// fio (1 MiB, O_DIRECT, psync): sequential writes 1.85-1.95 → 2.28-2.38 GB/s, reads
+/// 2.47-2.55 → 3.46-3.91 GB/s; 128 and 512 KiB were no better (docs/benchmarks.md).
+pub const LOOP_MAX_SECTORS_KB: u32 = 256;
+
 /// Binds `file` to a free loop device with direct I/O and 4 KiB sectors.
 pub fn loop_attach(file: &Path) -> Result<String> {
     let f = file.to_string_lossy();
-    run(
+    let dev = run(
         "losetup",
         &[
             "--find",
@@ -119,7 +127,20 @@ pub fn loop_attach(file: &Path) -> Result<String> {
             "4096",
             &f,
         ],
-    )
+    )?;
+    tune_loop(&dev);
+    Ok(dev)
+}
+
+/// Best effort: a loop device that keeps the default only runs slower.
+fn tune_loop(dev: &str) {
+    let Some(name) = Path::new(dev).file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let knob = format!("/sys/block/{name}/queue/max_sectors_kb");
+    if let Err(e) = std::fs::write(&knob, LOOP_MAX_SECTORS_KB.to_string()) {
+        tracing::warn!("cannot set {knob} to {LOOP_MAX_SECTORS_KB}: {e}");
+    }
 }
 
 pub fn loop_detach(dev: &str) -> Result<()> {
