@@ -280,7 +280,7 @@ def render_md(res, png_name):
            "chart with `python3 bench/report.py`. Everything between the `bench/run` markers "
            "is overwritten by the next run.",
            "",
-           "Run it as root with `sudo bench/run` (installs what it needs from Debian, builds "
+           "Run it as root (`bash bench/run` in a root shell, or `sudo bench/run`; installs what it needs from Debian, builds "
            "the release binary, sets every target up in a temp dir under `/var/tmp` and tears "
            "it down on any exit). Options via the environment: `QUICK=1` (one run of 2 s per "
            "job, 64 MiB files: a smoke test), `TARGETS=\"...\"`, `JOBS=\"...\"` (ids: "
