@@ -241,9 +241,23 @@ pub fn service_event(
     })
 }
 
-/// CloudTrail's `eventTime`: UTC to the second, `2026-11-29T17:09:25Z`.
+/// CloudTrail's `eventTime`: UTC to the second, `2026-11-29T17:09:25Z`. Formatted once
+/// per second per thread: every KMS call needs it.
 pub fn event_time(now_nanos: i64) -> String {
-    jiff::Timestamp::from_nanosecond(now_nanos as i128)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_default()
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let secs = now_nanos.div_euclid(1_000_000_000);
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != secs {
+            *last = (
+                secs,
+                jiff::Timestamp::from_second(secs)
+                    .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+                    .unwrap_or_default(),
+            );
+        }
+        last.1.clone()
+    })
 }

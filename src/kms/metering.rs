@@ -181,11 +181,24 @@ fn add(into: &mut Counts, from: &Counts) {
     }
 }
 
-/// `YYYY-MM` (UTC) of a unix time.
+/// `YYYY-MM` (UTC) of a unix time (formatted once per second per thread: every KMS call
+/// is metered).
 pub fn month_of(t: i64) -> String {
-    jiff::Timestamp::from_second(t)
-        .map(|ts| ts.strftime("%Y-%m").to_string())
-        .unwrap_or_else(|_| "0000-00".into())
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != t {
+            *last = (
+                t,
+                jiff::Timestamp::from_second(t)
+                    .map(|ts| ts.strftime("%Y-%m").to_string())
+                    .unwrap_or_else(|_| "0000-00".into()),
+            );
+        }
+        last.1.clone()
+    })
 }
 
 /// The start and end (exclusive) of a `YYYY-MM` month in unix seconds.
