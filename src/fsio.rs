@@ -144,3 +144,25 @@ mod tests {
         assert!(write_atomic(&d.path().join("no/such"), b"x", PRIVATE_FILE).is_err());
     }
 }
+
+/// Identifies one version of a file on disk (inode, mtime to the nanosecond, size), to
+/// notice that another process replaced or changed it since it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    ino: u64,
+    mtime_ns: i128,
+    size: u64,
+}
+
+impl FileStamp {
+    /// The stamp of `path` now; None if it cannot be read (e.g. it does not exist).
+    pub fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            ino: m.ino(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            size: m.size(),
+        })
+    }
+}

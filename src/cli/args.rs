@@ -99,24 +99,13 @@ pub fn key_ref(value: &str) -> Result<KeyRef, CliError> {
     Ok(KeyRef::parse(value)?)
 }
 
-/// A passphrase from a file: the whole file less one trailing newline (as gocryptfs
-/// `-passfile`), so `echo secret > f` and editors' final newlines both work.
+/// A passphrase from a file (`kms::region::read_passphrase_file`), with the CLI's errors.
 pub fn passphrase_from_file(path: &Path) -> Result<SecretBytes, CliError> {
-    let mut bytes = SecretBytes::new(read_file(path)?);
-    let v = bytes.expose_mut();
-    if v.last() == Some(&b'\n') {
-        v.pop();
-        if v.last() == Some(&b'\r') {
-            v.pop();
-        }
-    }
-    if v.is_empty() {
-        return Err(CliError::bad(
-            "--passphrase-file",
-            format!("{} holds an empty passphrase", path.display()),
-        ));
-    }
-    Ok(bytes)
+    crate::kms::region::read_passphrase_file(path).map_err(|e| match e {
+        KmsError::PassphraseFile { path, source } => CliError::InputFile { path, source },
+        KmsError::Validation { message, .. } => CliError::bad("--passphrase-file", message),
+        other => other.into(),
+    })
 }
 
 /// Where a region passphrase comes from when one is needed.

@@ -211,6 +211,33 @@ pub struct InitOutcome {
     pub dir: RegionDir,
 }
 
+/// A passphrase from a file: the whole file less one trailing newline (`\n` or `\r\n`,
+/// as gocryptfs `-passfile`), so `echo secret > f` and editors' final newlines both work.
+/// Shared by the CLI and `kms serve`, so a region opens the same way in both.
+pub fn read_passphrase_file(path: &Path) -> Result<SecretBytes> {
+    let mut bytes =
+        SecretBytes::new(
+            std::fs::read(path).map_err(|source| KmsError::PassphraseFile {
+                path: path.to_path_buf(),
+                source,
+            })?,
+        );
+    let v = bytes.expose_mut();
+    if v.last() == Some(&b'\n') {
+        v.pop();
+        if v.last() == Some(&b'\r') {
+            v.pop();
+        }
+    }
+    if v.is_empty() {
+        return Err(KmsError::validation(
+            "--passphrase-file",
+            format!("{} holds an empty passphrase", path.display()),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// The data dir's account id, which `init` made.
 pub fn read_account_id(data_dir: &Path) -> Result<AccountId> {
     let p = data_dir.join("account.json");

@@ -95,15 +95,7 @@ impl State {
             let path = file.clone().ok_or_else(|| KmsError::PassphraseRequired {
                 region: name.to_string(),
             })?;
-            let mut bytes = std::fs::read(&path).map_err(|source| KmsError::PassphraseFile {
-                path: path.clone(),
-                source,
-            })?;
-            // As the CLI: the whole file less one trailing newline.
-            if bytes.last() == Some(&b'\n') {
-                bytes.pop();
-            }
-            Ok(SecretBytes::new(bytes))
+            region::read_passphrase_file(&path)
         };
         let kms = Arc::new(EmbeddedKms::open_region(
             &self.data_dir,

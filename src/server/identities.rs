@@ -3,23 +3,21 @@
 //! without a JSON parse and an unseal on every request.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use zeroize::Zeroizing;
 
+use crate::fsio::FileStamp;
 use crate::kms::KmsError;
 use crate::kms::identity::{Identity, IdentityStore};
 
 type Keys = HashMap<String, (Arc<Identity>, Zeroizing<String>)>;
-/// Identifies one version of iam.json: inode, mtime (s, ns), size.
-type Stamp = (u64, i64, i64, u64);
 
 pub struct IdentityCache {
     store: IdentityStore,
     path: PathBuf,
-    state: RwLock<(Option<Stamp>, Arc<Keys>)>,
+    state: RwLock<(Option<FileStamp>, Arc<Keys>)>,
 }
 
 impl IdentityCache {
@@ -31,14 +29,9 @@ impl IdentityCache {
         }
     }
 
-    fn stamp(&self) -> Option<Stamp> {
-        let m = std::fs::metadata(&self.path).ok()?;
-        Some((m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
-    }
-
     /// The current access keys (reloaded if iam.json changed).
     pub fn keys(&self) -> Result<Arc<Keys>, KmsError> {
-        let now = self.stamp();
+        let now = FileStamp::of(&self.path);
         if let Ok(st) = self.state.read()
             && st.0.is_some()
             && st.0 == now

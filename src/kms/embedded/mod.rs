@@ -22,7 +22,6 @@ mod usage;
 pub use tags::MAX_TAGS;
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, RwLock};
 
 use super::api::*;
@@ -42,7 +41,7 @@ use super::model::*;
 use super::policy::{self, Policy, PolicyKind};
 use super::region::RegionDir;
 use crate::crypto::{Key256, SecretBytes, kdf};
-use crate::fsio::FileLock;
+use crate::fsio::{FileLock, FileStamp};
 
 /// Aliases of AWS managed keys that cryptvol creates on first use.
 pub const MANAGED_ALIASES: &[&str] = &["alias/aws/ebs"];
@@ -54,25 +53,6 @@ pub const DEFAULT_PENDING_WINDOW_DAYS: u32 = 30;
 pub const ROTATION_PERIOD_DAYS: std::ops::RangeInclusive<u32> = 90..=2560;
 pub const DEFAULT_ROTATION_PERIOD_DAYS: u32 = 365;
 const MAX_DESCRIPTION: usize = 8192;
-
-/// Identifies one version of the keystore file on disk, to notice writes by others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
-    ino: u64,
-    mtime_ns: i128,
-    size: u64,
-}
-
-impl FileStamp {
-    fn of(path: &std::path::Path) -> Option<FileStamp> {
-        let m = std::fs::metadata(path).ok()?;
-        Some(FileStamp {
-            ino: m.ino(),
-            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-            size: m.size(),
-        })
-    }
-}
 
 struct Loaded {
     ks: Keystore,
