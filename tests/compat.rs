@@ -694,6 +694,26 @@ fn tls_serves_https_with_the_given_certificate() {
         return;
     };
     let s = setup();
+    // alice may use KMS only over TLS (aws:SecureTransport), as a policy would demand.
+    let tls_only = json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Deny", "Action": "kms:*", "Resource": "*",
+                       "Condition": {"Bool": {"aws:SecureTransport": "false"}}}],
+    });
+    let doc = format!(
+        "file://{}",
+        s.env.file(tls_only.to_string().as_bytes()).display()
+    );
+    s.env.ok(&[
+        "iam",
+        "put-user-policy",
+        "--user-name",
+        "alice",
+        "--policy-name",
+        "tls-only",
+        "--policy-document",
+        &doc,
+    ]);
     let dir = s.env.scratch();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let out = Command::new("openssl")
@@ -777,6 +797,33 @@ print(k)
     )
     .unwrap();
     assert!(child.wait().unwrap().success());
+    // The same call over plain HTTP is refused by the policy: aws:SecureTransport is false.
+    let plain = Server::start(&s.env);
+    let denied = r#"
+import os, boto3, botocore
+kms = boto3.client("kms", endpoint_url=os.environ["EP"], region_name="local-1",
+    aws_access_key_id=os.environ["AK"], aws_secret_access_key=os.environ["SK"])
+try:
+    kms.list_keys()
+    raise SystemExit("list_keys over plain HTTP was allowed")
+except botocore.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] == "AccessDeniedException", e.response
+    assert "explicit deny in an identity-based policy" in e.response["Error"]["Message"], e.response
+"#;
+    let out = Command::new(&python)
+        .args(["-c", denied])
+        .env("EP", &plain.endpoint)
+        .env("AK", &s.alice.id)
+        .env("SK", &s.alice.secret)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "plain HTTP: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    plain.stop();
     // The call over TLS is in the trail with the caller's key.
     let evs = events_of(&s.env, DEFAULT_REGION, "alice");
     assert!(

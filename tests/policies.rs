@@ -14,7 +14,7 @@
 mod common;
 
 use common::mount::*;
-use common::{Env, str_field, unb64};
+use common::{Env, assert_no_secret, mode, str_field, unb64};
 use serde_json::{Value, json};
 
 const VIA_EBS: &str = "ec2.local-1.amazonaws.com";
@@ -1683,4 +1683,82 @@ fn a_recreated_user_does_not_inherit_the_old_users_access() {
     let policy = policy_json(&env, &key);
     put_policy(&env, &key, &policy);
     assert_eq!(decrypt_as(&env, "alice", &blob), b"before");
+}
+
+/// Access keys for the KMS server: at most two per user, the secret shown once and kept
+/// only sealed (never in iam.json), listed without secrets, and a user with keys cannot be
+/// deleted until they are.
+#[test]
+fn access_keys_are_shown_once_kept_sealed_and_block_user_deletion() {
+    let env = Env::init();
+    create_user(&env, "svc");
+    let mut ids = vec![];
+    for _ in 0..2 {
+        let k = env.json(&["iam", "create-access-key", "--user-name", "svc"]);
+        let id = str_field(&k["AccessKey"], "AccessKeyId");
+        let secret = str_field(&k["AccessKey"], "SecretAccessKey");
+        assert!(id.starts_with("AKIA") && id.len() == 20, "{id}");
+        assert_eq!(secret.len(), 40, "a secret like AWS's");
+        assert_eq!(k["AccessKey"]["Status"], "Active");
+        env.add_secret(secret.as_bytes());
+        let iam = std::fs::read(env.data.join("iam.json")).unwrap();
+        assert_no_secret("iam.json", &iam, secret.as_bytes());
+        ids.push(id);
+    }
+    assert_eq!(mode(&env.data.join("iam.key")), 0o600);
+    assert_eq!(mode(&env.data.join("iam.json")), 0o600);
+    let line = env.fail(&["iam", "create-access-key", "--user-name", "svc"], 4);
+    assert!(
+        line.contains("LimitExceededException") && line.contains("2 access keys"),
+        "{line}"
+    );
+
+    let listed = env.json(&["iam", "list-access-keys", "--user-name", "svc"]);
+    let got: Vec<String> = listed["AccessKeyMetadata"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            assert!(
+                k.get("SecretAccessKey").is_none(),
+                "a listing shows no secret: {k}"
+            );
+            str_field(k, "AccessKeyId")
+        })
+        .collect();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(got, want);
+
+    let line = env.fail(&["iam", "delete-user", "--user-name", "svc"], 4);
+    assert!(line.contains("delete-access-key"), "{line}");
+    env.fail(
+        &[
+            "iam",
+            "delete-access-key",
+            "--user-name",
+            "svc",
+            "--access-key-id",
+            "AKIANOTAKEY000000000",
+        ],
+        3,
+    );
+    for id in &ids {
+        env.ok(&[
+            "iam",
+            "delete-access-key",
+            "--user-name",
+            "svc",
+            "--access-key-id",
+            id,
+        ]);
+    }
+    env.ok(&["iam", "delete-user", "--user-name", "svc"]);
+    // Another user may not make keys for someone else without iam permissions.
+    create_user(&env, "a");
+    create_user(&env, "b");
+    env.fail(
+        &as_("a", &["iam", "create-access-key", "--user-name", "b"]),
+        18,
+    );
 }
