@@ -11,6 +11,8 @@ pub mod keys;
 pub mod lifecycle;
 pub mod pool;
 pub mod record;
+pub mod storage;
+pub mod tables;
 
 pub use block_io::OpenVolume;
 pub use error::VolumeError;

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::error::{Result, VolumeError};
 use super::header::VolumeHeader;
@@ -27,20 +27,9 @@ use super::ids::{SlotNo, VolumeId};
 use crate::fsio;
 use crate::kms::region::RegionDir;
 
-const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");
-const MAPS: TableDefinition<(&str, u64), u64> = TableDefinition::new("maps");
-const REFS: TableDefinition<(u8, u64), u32> = TableDefinition::new("refcounts");
-const FREE: TableDefinition<(u8, u64), ()> = TableDefinition::new("free");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Snapshot id → snapshot record (its format belongs to the snapshot layer).
-const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
-/// Owner id → record of a copy in progress (rekey restore, snapshot copy): its map grows
-/// in `maps` but the object is invisible until the copy finishes and moves the record to
-/// `volumes` or `snapshots`.
-const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
-
-const META_FORMAT: &str = "format";
-pub const POOL_FORMAT_V1: u64 = 1;
+use super::tables::{
+    FREE, MAPS, META, META_FORMAT, PENDING, POOL_FORMAT_V1, REFS, SNAPSHOTS, VOLUMES, hwm_key,
+};
 
 /// One chunk size's data file.
 #[derive(Debug)]
@@ -838,9 +827,6 @@ fn init_tables(db: &Database, path: &Path) -> Result<()> {
     }
 }
 
-fn hwm_key(shift: u8) -> String {
-    format!("hwm/{shift}")
-}
 
 fn fix_mode(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;

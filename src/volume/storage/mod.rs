@@ -1,0 +1,65 @@
+//! The storage seam of the pool: every byte the pool reads or writes, data and metadata,
+//! goes through [`PoolStorage`]. Two implementations: [`FileStorage`] (the real files of a
+//! pool directory) and [`sim::SimStorage`] (an in-memory disk for tests that keeps
+//! un-synced writes in a volatile layer and can crash, tear writes and fail on demand).
+//! redb's `StorageBackend` is the model, and the metadata side *is* a redb backend.
+//!
+//! Contract of a [`BlockStore`] (what the pool relies on, what the simulator enforces):
+//! - `write_at`/`write_direct`/`punch` are volatile until a later `sync_data` returns Ok;
+//!   after a crash any subset of the volatile changes may be lost or kept, and a write may
+//!   be torn at 512-byte sector boundaries.
+//! - `read_at` past the end of the store reads zeros (stores are sparse).
+//! - a punched range reads as zeros.
+//! - errors are reported, never hidden: an Err from `sync_data` means nothing written
+//!   since the last successful sync may be assumed durable.
+
+use std::fmt::Debug;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub mod file;
+pub mod sim;
+
+pub use file::FileStorage;
+
+/// One data file of the pool (one per chunk size).
+pub trait BlockStore: Send + Sync + Debug {
+    /// Reads `buf.len()` bytes at `off`; zeros past the end.
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `off` (volatile until `sync_data`).
+    fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()>;
+    /// A bulk write of page-aligned `buf` at a page-aligned offset that should bypass the
+    /// page cache where the platform allows (O_DIRECT). Same durability as `write_at`.
+    fn write_direct(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        self.write_at(buf, off)
+    }
+    /// Makes `[off, off+len)` a hole: it reads as zeros and its space is returned.
+    fn punch(&self, off: u64, len: u64) -> io::Result<()>;
+    /// Makes every earlier write and punch durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// A hint that `[off, off+len)` will be read soon. No effect on correctness.
+    fn prefetch(&self, _off: u64, _len: u64) {}
+    /// Where this store lives (for messages).
+    fn path(&self) -> &Path;
+}
+
+/// Where a pool keeps its data files and its metadata database.
+pub trait PoolStorage: Send + Sync + Debug {
+    /// The pool directory (for messages and for files outside the seam, e.g. locks).
+    fn dir(&self) -> &Path;
+    /// The data file of one chunk size, created empty on first use.
+    fn data(&self, chunk_shift: u8) -> io::Result<Arc<dyn BlockStore>>;
+    /// Opens (creating if needed) the metadata database. Fails with
+    /// `DatabaseAlreadyOpen` when another owner holds it.
+    fn open_metadata(&self) -> Result<redb::Database, redb::DatabaseError>;
+    /// Where the metadata lives (for messages).
+    fn metadata_path(&self) -> PathBuf;
+}
+
+/// The data file name of one chunk size in a pool directory.
+pub fn data_file_name(chunk_shift: u8) -> String {
+    format!("data-{}k.pool", (1u64 << chunk_shift) >> 10)
+}
