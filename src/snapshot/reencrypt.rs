@@ -146,7 +146,7 @@ pub fn reencrypt(
                 return Ok(());
             };
             let first_block = c * blocks as u64;
-            crate::volume::pool::read_full_at(&file, plain, slot.0 << src.chunk_shift)
+            crate::volume::storage::file::read_full_at(&file, plain, slot.0 << src.chunk_shift)
                 .map_err(|e| VolumeError::io("cannot read", &src.data_path, e))?;
             for (b, w) in written.iter_mut().enumerate() {
                 *w = !is_zero(&plain[b * BS..(b + 1) * BS]);
@@ -170,8 +170,8 @@ pub fn reencrypt(
                     detail: "its new ciphertext does not decrypt to the source's plaintext".into(),
                 });
             }
-            let new = dst.pool.allocate(src.chunk_shift)?;
-            let base = df.slot_offset(new);
+            let new = dst.pool.reserve(src.chunk_shift)?;
+            let base = df.slot_offset(new.0);
             let write = || -> Result<()> {
                 // Only written blocks: holes stay holes (and take no space).
                 let mut b = 0;
@@ -189,10 +189,11 @@ pub fn reencrypt(
                 Ok(())
             };
             if let Err(e) = write() {
-                dst.pool.record_ref(src.chunk_shift, new, -1);
+                dst.pool.unreserve(src.chunk_shift, new);
                 return Err(e);
             }
-            dst.pool.record_map(&dst.owner, c, Some(new));
+            dst.pool
+                .remap(src.chunk_shift, &dst.owner, c, Some(new), None);
             test_delay();
             copied.fetch_add(1, Ordering::AcqRel);
             progress(chunk as u64);

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use super::error::{Result, VolumeError};
 use super::header::VolumeHeader;
 use super::ids::{BLOCK_SIZE, SlotNo, VolumeId};
-use super::pool::{DataFile, Pool};
+use super::pool::{DataFile, Pool, Reserved};
 use crate::crypto::xts::Xts;
 
 const BS: usize = BLOCK_SIZE as usize;
@@ -30,6 +30,33 @@ struct Entry {
     /// Another map (a snapshot, a restored volume) may point at this slot: copy it before
     /// writing. May be stale in the safe direction only (true when no longer shared).
     shared: bool,
+}
+
+/// Where a write to a chunk goes.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// The chunk's own slot, shared with no one: written in place.
+    InPlace(SlotNo),
+    /// A fresh reservation (first write, or copy-on-write of the shared slot `old`); it
+    /// replaces `old` in the map once written.
+    Fresh { new: Reserved, old: Option<SlotNo> },
+}
+
+impl Target {
+    fn slot(self) -> SlotNo {
+        match self {
+            Target::InPlace(s) => s,
+            Target::Fresh { new, .. } => new.0,
+        }
+    }
+
+    /// Where the chunk's current content is (for partial blocks), if anywhere.
+    fn source(self) -> Option<SlotNo> {
+        match self {
+            Target::InPlace(s) => Some(s),
+            Target::Fresh { old, .. } => old,
+        }
+    }
 }
 
 thread_local! {
@@ -152,15 +179,24 @@ impl OpenVolume {
             .copied()
     }
 
-    fn set_entry(&self, chunk: u64, e: Option<Entry>) {
+    /// Points `chunk` at `new` (a filled reservation) or at nothing, in memory and in the
+    /// pool's pending metadata, as one change. Call with the chunk's stripe held for
+    /// writing.
+    fn set_entry(&self, chunk: u64, new: Option<Reserved>, old: Option<SlotNo>) {
         let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
-        match e {
-            Some(e) => m.insert(chunk, e),
+        match new {
+            Some(r) => m.insert(
+                chunk,
+                Entry {
+                    slot: r.0,
+                    shared: false,
+                },
+            ),
             None => m.remove(&chunk),
         };
         drop(m);
         self.pool
-            .record_map(self.id.as_str(), chunk, e.map(|e| e.slot));
+            .remap(self.shift, self.id.as_str(), chunk, new, old);
     }
 
     fn stripe(&self, chunk: u64) -> &RwLock<()> {
@@ -270,19 +306,23 @@ impl OpenVolume {
     /// Gives a chunk a slot of its own that it may write: allocates on first write, copies
     /// a shared slot's ciphertext except `[skip0, skip1)` (about to be overwritten).
     /// Call with the chunk's stripe held for writing.
-    fn own_slot(&self, chunk: u64, skip0: u64, skip1: u64) -> Result<(SlotNo, Option<Entry>)> {
-        let old = self.entry(chunk);
-        match old {
-            Some(e) if !e.shared => Ok((e.slot, old)),
-            None => Ok((self.pool.allocate(self.shift)?, None)),
+    fn own_slot(&self, chunk: u64, skip0: u64, skip1: u64) -> Result<Target> {
+        match self.entry(chunk) {
+            Some(e) if !e.shared => Ok(Target::InPlace(e.slot)),
+            None => Ok(Target::Fresh {
+                new: self.pool.reserve(self.shift)?,
+                old: None,
+            }),
             Some(e) => {
-                let new = self.pool.allocate(self.shift)?;
-                let copied = self.copy_slot(e.slot, new, skip0, skip1);
-                if let Err(err) = copied {
-                    self.pool.record_ref(self.shift, new, -1);
+                let new = self.pool.reserve(self.shift)?;
+                if let Err(err) = self.copy_slot(e.slot, new.0, skip0, skip1) {
+                    self.pool.unreserve(self.shift, new);
                     return Err(err);
                 }
-                Ok((new, old))
+                Ok(Target::Fresh {
+                    new,
+                    old: Some(e.slot),
+                })
             }
         }
     }
@@ -310,26 +350,17 @@ impl OpenVolume {
         Ok(())
     }
 
-    /// After writing into `slot`: record the new mapping, and drop the reference to the
-    /// shared slot it replaced.
-    fn commit_slot(&self, chunk: u64, slot: SlotNo, old: Option<Entry>) {
-        if old.map(|e| e.slot) != Some(slot) {
-            self.set_entry(
-                chunk,
-                Some(Entry {
-                    slot,
-                    shared: false,
-                }),
-            );
-            if let Some(o) = old {
-                self.pool.record_ref(self.shift, o.slot, -1);
-            }
+    /// After writing into the target: a fresh slot replaces the old mapping.
+    fn commit_target(&self, chunk: u64, t: Target) {
+        if let Target::Fresh { new, old } = t {
+            self.set_entry(chunk, Some(new), old);
         }
     }
 
-    fn undo_slot(&self, slot: SlotNo, old: Option<Entry>) {
-        if old.map(|e| e.slot) != Some(slot) {
-            self.pool.record_ref(self.shift, slot, -1);
+    /// A write into the target failed: a fresh slot goes back unused.
+    fn abandon_target(&self, t: Target) {
+        if let Target::Fresh { new, .. } = t {
+            self.pool.unreserve(self.shift, new);
         }
     }
 
@@ -341,11 +372,12 @@ impl OpenVolume {
             .stripe(chunk)
             .write()
             .unwrap_or_else(|p| p.into_inner());
-        let (slot, old) = self.own_slot(chunk, a0, a1)?;
+        let target = self.own_slot(chunk, a0, a1)?;
+        let slot = target.slot();
         let res = with_buf(&IO_BUF, (a1 - a0) as usize, |buf| -> Result<()> {
             // Partial first or last block: start from what is there now (in the slot we
             // write to, or in the shared slot we copy from).
-            let src = old.map(|e| e.slot);
+            let src = target.source();
             let head = in_chunk - a0;
             let tail = a1 - (in_chunk + n);
             if head > 0 {
@@ -368,11 +400,11 @@ impl OpenVolume {
         });
         match res {
             Ok(()) => {
-                self.commit_slot(chunk, slot, old);
+                self.commit_target(chunk, target);
                 Ok(())
             }
             Err(e) => {
-                self.undo_slot(slot, old);
+                self.abandon_target(target);
                 Err(e)
             }
         }
@@ -393,8 +425,7 @@ impl OpenVolume {
                     .write()
                     .unwrap_or_else(|p| p.into_inner());
                 if let Some(e) = self.entry(chunk) {
-                    self.set_entry(chunk, None);
-                    self.pool.record_ref(self.shift, e.slot, -1);
+                    self.set_entry(chunk, None, Some(e.slot));
                 }
                 continue;
             }
@@ -418,11 +449,14 @@ impl OpenVolume {
                 .stripe(chunk)
                 .write()
                 .unwrap_or_else(|p| p.into_inner());
-            let (slot, old) = self.own_slot(chunk, b0, b1)?;
-            match self.data.punch(self.data.slot_offset(slot) + b0, b1 - b0) {
-                Ok(()) => self.commit_slot(chunk, slot, old),
+            let target = self.own_slot(chunk, b0, b1)?;
+            match self
+                .data
+                .punch(self.data.slot_offset(target.slot()) + b0, b1 - b0)
+            {
+                Ok(()) => self.commit_target(chunk, target),
                 Err(e) => {
-                    self.undo_slot(slot, old);
+                    self.abandon_target(target);
                     return Err(e);
                 }
             }
@@ -572,11 +606,8 @@ mod tests {
         v.write(0, &old).unwrap();
         v.flush().unwrap();
         let before = pool.load_map(h.id.as_str()).unwrap();
-        // What a snapshot does: one more reference to every slot.
-        for (_, slot) in &before {
-            pool.record_ref(20, *slot, 1);
-        }
-        pool.commit().unwrap();
+        pool.create_snapshot(&h, "snap-00000000000000001", b"record")
+            .unwrap();
         v.mark_all_shared();
         v.write(4096, &[0x44u8; 100]).unwrap();
         v.flush().unwrap();
@@ -590,7 +621,7 @@ mod tests {
         let mut plain = raw.clone();
         xts().decrypt_units(1, &mut plain);
         assert_eq!(plain, vec![0x33u8; 4096]);
-        assert_eq!(pool.refcount(20, before[0].1).unwrap(), 1);
+        assert_eq!(pool.refcount(20, before[0].1).unwrap(), 1, "the snapshot's");
         assert_eq!(pool.refcount(20, after[0].1).unwrap(), 1);
         let mut got = vec![0u8; 8192];
         v.read(0, &mut got).unwrap();
@@ -632,7 +663,7 @@ mod tests {
         let data: Vec<u8> = marker.iter().cycle().take(1 << 20).copied().collect();
         v.write(0, &data).unwrap();
         v.flush().unwrap();
-        let raw = std::fs::read(&pool.data_file(20).unwrap().path).unwrap();
+        let raw = std::fs::read(pool.data_file(20).unwrap().path()).unwrap();
         assert!(!raw.windows(marker.len()).any(|w| w == marker));
         assert!(!is_zero(&raw[..4096]));
     }

@@ -22,6 +22,11 @@ pub enum VolumeError {
         hint: String,
     },
 
+    #[error(
+        "{what} is in use by {by}: wait for it to finish (or re-run the copy to finish it), then retry"
+    )]
+    InUse { what: String, by: String },
+
     #[error("nothing is attached at {at}")]
     NotAttached { at: String },
 
@@ -102,7 +107,9 @@ impl VolumeError {
         match self {
             VolumeError::NotFound { .. } => ErrorKind::NotFound,
             VolumeError::NameTaken { .. } => ErrorKind::NameTaken,
-            VolumeError::Attached { .. } | VolumeError::MountBusy { .. } => ErrorKind::Attached,
+            VolumeError::Attached { .. }
+            | VolumeError::MountBusy { .. }
+            | VolumeError::InUse { .. } => ErrorKind::Attached,
             VolumeError::NotAttached { .. } => ErrorKind::NotAttached,
             VolumeError::InvalidArgument { .. } | VolumeError::OutOfRange { .. } => {
                 ErrorKind::Invalid

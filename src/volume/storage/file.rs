@@ -52,6 +52,25 @@ impl PoolStorage for FileStorage {
     }
 }
 
+/// `pread` until `buf` is full; past the end of file reads zeros (a sparse tail).
+pub fn read_full_at(file: &File, mut buf: &mut [u8], mut off: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match file.read_at(buf, off) {
+            Ok(0) => {
+                buf.fill(0);
+                return Ok(());
+            }
+            Ok(n) => {
+                buf = &mut buf[n..];
+                off += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// One chunk size's data file.
 #[derive(Debug)]
 struct DataFile {
@@ -63,22 +82,8 @@ struct DataFile {
 }
 
 impl BlockStore for DataFile {
-    fn read_at(&self, mut buf: &mut [u8], mut off: u64) -> io::Result<()> {
-        while !buf.is_empty() {
-            match self.file.read_at(buf, off) {
-                Ok(0) => {
-                    buf.fill(0);
-                    return Ok(());
-                }
-                Ok(n) => {
-                    buf = &mut buf[n..];
-                    off += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        read_full_at(&self.file, buf, off)
     }
 
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {

@@ -1,0 +1,337 @@
+//! Slot allocation and the commit of block-level metadata.
+//!
+//! Writers change the pool's metadata in memory only: they *reserve* a slot (which
+//! changes nothing durable), fill it, and then *remap* a chunk in one step that records
+//! the new mapping and both reference-count changes together. A commit (fsync, or any
+//! admin operation) takes every recorded change at once, syncs the data files, and writes
+//! the metadata in one redb transaction. So no commit can ever see half of a remap: a
+//! crash never leaves a slot referenced by nothing (leaked) or a count one too high.
+//!
+//! Slot states, durably: below the high-water mark a slot is either referenced or in
+//! `free`. A reservation from past the high-water mark raises it in memory; the commit
+//! that writes the new mark also writes every slot it covers into `free`, and the commit
+//! that writes a slot's first reference removes it from `free`. A reservation that is
+//! never used therefore stays free after a crash, never leaked.
+//!
+//! Freed slots (count reaches zero in a durable commit) are punched and only then handed
+//! to the in-memory free set, so nothing reuses a slot that a durable map may still point
+//! at or that is about to be punched. The in-memory allocator of every chunk size in use
+//! is loaded when the pool is opened, before any commit can free anything: loading it
+//! later raced with a commit's punch-then-release (the defect `allocator_window`).
+
+use std::collections::{BTreeSet, HashMap};
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::{Pool, lock};
+use crate::volume::error::{Result, VolumeError};
+use crate::volume::ids::SlotNo;
+use crate::volume::tables::{FREE, MAPS, META, REFS, hwm_key};
+
+/// Allocation state of one chunk size, in memory.
+#[derive(Debug, Default)]
+pub(super) struct Allocator {
+    /// Slots free in the last committed metadata, punched, and not reserved.
+    free: BTreeSet<u64>,
+    /// First slot never handed out (may be ahead of the committed mark).
+    hwm: u64,
+}
+
+/// Metadata changes since the last commit.
+#[derive(Debug, Default)]
+pub(super) struct Dirty {
+    /// (owner: a volume, or a copy in progress, chunk) → slot.
+    maps: HashMap<(String, u64), Option<u64>>,
+    refs: HashMap<(u8, u64), i64>,
+    /// New high-water marks per chunk size.
+    hwm: HashMap<u8, u64>,
+}
+
+impl Dirty {
+    fn is_empty(&self) -> bool {
+        self.maps.is_empty() && self.refs.is_empty() && self.hwm.is_empty()
+    }
+
+    /// Puts back what a failed commit took, under anything recorded since (which is newer).
+    fn merge_older(&mut self, older: Dirty) {
+        for (k, v) in older.maps {
+            self.maps.entry(k).or_insert(v);
+        }
+        for (k, d) in older.refs {
+            *self.refs.entry(k).or_insert(0) += d;
+        }
+        for (k, v) in older.hwm {
+            let e = self.hwm.entry(k).or_insert(v);
+            *e = (*e).max(v);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct PoolState {
+    pub(super) alloc: HashMap<u8, Allocator>,
+    pub(super) dirty: Dirty,
+}
+
+/// A slot handed out by [`Pool::reserve`]: all zeros, owned by the caller until it is
+/// mapped with [`Pool::remap`] or given back with [`Pool::unreserve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reserved(pub SlotNo);
+
+impl Pool {
+    /// Loads the allocator of every chunk size the pool has used. Called by `open`, before
+    /// anything can commit.
+    pub(super) fn load_allocators(&self) -> Result<()> {
+        let shifts: Vec<u8> = {
+            let r = self.db()?.begin_read()?;
+            let meta = r.open_table(META)?;
+            let mut v = vec![];
+            for item in meta.range("hwm/".."hwm0")? {
+                let (k, _) = item?;
+                if let Some(s) = k.value().strip_prefix("hwm/").and_then(|s| s.parse().ok()) {
+                    v.push(s);
+                }
+            }
+            v
+        };
+        let mut st = lock(&self.state);
+        for shift in shifts {
+            let a = self.read_allocator(shift)?;
+            st.alloc.insert(shift, a);
+        }
+        Ok(())
+    }
+
+    /// The committed allocation state of one chunk size. Slots at or past the high-water
+    /// mark were never committed; after a crash they may hold stale ciphertext, so they
+    /// are made holes here, once, and handing them out needs no punch.
+    fn read_allocator(&self, shift: u8) -> Result<Allocator> {
+        let r = self.db()?.begin_read()?;
+        let free_t = r.open_table(FREE)?;
+        let mut free = BTreeSet::new();
+        for item in free_t.range((shift, 0)..=(shift, u64::MAX))? {
+            free.insert(item?.0.value().1);
+        }
+        let hwm = r
+            .open_table(META)?
+            .get(hwm_key(shift).as_str())?
+            .map(|g| g.value())
+            .unwrap_or(0);
+        let df = self.data_file(shift)?;
+        let len = df.len()?;
+        let start = hwm << shift;
+        if len > start {
+            df.punch(start, len - start)?;
+        }
+        Ok(Allocator { free, hwm })
+    }
+
+    /// Hands out a slot whose content is all zeros. Nothing durable changes until the
+    /// caller maps it ([`Pool::remap`]); if it does not, it gives it back
+    /// ([`Pool::unreserve`]).
+    pub fn reserve(&self, shift: u8) -> Result<Reserved> {
+        let (slot, reused) = {
+            let mut st = lock(&self.state);
+            if !st.alloc.contains_key(&shift) {
+                // A chunk size never used before: nothing of it can be free or freed.
+                let a = self.read_allocator(shift)?;
+                st.alloc.insert(shift, a);
+            }
+            let a = st.alloc.get_mut(&shift).expect("inserted above");
+            match a.free.pop_first() {
+                Some(s) => (s, true),
+                None => {
+                    a.hwm += 1;
+                    let hwm = a.hwm;
+                    let e = st.dirty.hwm.entry(shift).or_insert(hwm);
+                    *e = (*e).max(hwm);
+                    (hwm - 1, false)
+                }
+            }
+        };
+        // A reused slot may hold old ciphertext if a crash came between the commit that
+        // freed it and the hole punch after it, or if it was reserved, partly written
+        // and given back; make sure it reads as zeros.
+        if reused && let Err(e) = self.data_file(shift)?.punch_slot(SlotNo(slot)) {
+            self.unreserve(shift, Reserved(SlotNo(slot)));
+            return Err(e);
+        }
+        Ok(Reserved(SlotNo(slot)))
+    }
+
+    /// Gives back a reservation that was not mapped.
+    pub fn unreserve(&self, shift: u8, slot: Reserved) {
+        if let Some(a) = lock(&self.state).alloc.get_mut(&shift) {
+            a.free.insert(slot.0.0);
+        }
+    }
+
+    /// Records, as one change, that `(owner, chunk)` now maps to `new` (a reservation,
+    /// or nothing) instead of `old`: the map row and both reference counts.
+    pub fn remap(
+        &self,
+        shift: u8,
+        owner: &str,
+        chunk: u64,
+        new: Option<Reserved>,
+        old: Option<SlotNo>,
+    ) {
+        let new = new.map(|r| r.0);
+        let mut st = lock(&self.state);
+        st.dirty
+            .maps
+            .insert((owner.to_string(), chunk), new.map(|s| s.0));
+        if new != old {
+            if let Some(n) = new {
+                *st.dirty.refs.entry((shift, n.0)).or_insert(0) += 1;
+            }
+            if let Some(o) = old {
+                *st.dirty.refs.entry((shift, o.0)).or_insert(0) -= 1;
+            }
+        }
+    }
+
+    /// Makes everything written and recorded so far durable. See the module doc.
+    pub fn commit(&self) -> Result<()> {
+        let _one_at_a_time = lock(&self.commit_lock);
+        let dirty = std::mem::take(&mut lock(&self.state).dirty);
+        match self.commit_dirty(&dirty) {
+            Ok(freed) => {
+                self.release_freed(freed);
+                Ok(())
+            }
+            Err(e) => {
+                lock(&self.state).dirty.merge_older(dirty);
+                if matches!(
+                    e,
+                    VolumeError::NoSpace { .. } | VolumeError::Io { .. } | VolumeError::Metadata(_)
+                ) && let Err(re) = self.reopen()
+                {
+                    tracing::warn!("reopening {}: {re}", self.db_path.display());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) fn sync_data(&self) -> Result<()> {
+        let files: Vec<_> = self
+            .files
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for f in files {
+            f.sync_if_dirty()?;
+        }
+        Ok(())
+    }
+
+    /// Data first, then metadata; returns the slots this commit freed.
+    fn commit_dirty(&self, d: &Dirty) -> Result<Vec<(u8, u64)>> {
+        self.sync_data()?;
+        if d.is_empty() {
+            return Ok(vec![]);
+        }
+        let w = self.db()?.begin_write()?;
+        let mut freed = vec![];
+        {
+            let mut free = w.open_table(FREE)?;
+            let mut meta = w.open_table(META)?;
+            // New slots enter the pool free; the first reference below takes them.
+            for (shift, hwm) in &d.hwm {
+                let cur = meta
+                    .get(hwm_key(*shift).as_str())?
+                    .map(|v| v.value())
+                    .unwrap_or(0);
+                for s in cur..*hwm {
+                    free.insert((*shift, s), ())?;
+                }
+                if *hwm > cur {
+                    meta.insert(hwm_key(*shift).as_str(), *hwm)?;
+                }
+            }
+            let mut maps = w.open_table(MAPS)?;
+            for ((owner, chunk), slot) in &d.maps {
+                match slot {
+                    Some(s) => maps.insert((owner.as_str(), *chunk), *s)?,
+                    None => maps.remove((owner.as_str(), *chunk))?,
+                };
+            }
+            let mut refs = w.open_table(REFS)?;
+            for (k, delta) in &d.refs {
+                let old = refs.get(*k)?.map(|v| v.value() as i64).unwrap_or(0);
+                let new = old + delta;
+                if new < 0 {
+                    return Err(VolumeError::Corrupt {
+                        what: "pool reference counts".into(),
+                        detail: format!(
+                            "slot {} of chunk size 2^{} would drop below zero: run `cryptvol pool check`",
+                            k.1, k.0
+                        ),
+                    });
+                }
+                if new == 0 {
+                    // Also when it was 0 before: mapped and unmapped again since the
+                    // last commit, it holds data and is reserved by no one.
+                    refs.remove(*k)?;
+                    free.insert(*k, ())?;
+                    freed.push(*k);
+                } else {
+                    refs.insert(*k, new as u32)?;
+                    if old == 0 {
+                        free.remove(*k)?;
+                    }
+                }
+            }
+        }
+        w.commit()?;
+        Ok(freed)
+    }
+
+    /// Slots freed by a durable commit: return their space, then let them be reused.
+    pub(super) fn release_freed(&self, freed: Vec<(u8, u64)>) {
+        for (shift, slot) in &freed {
+            if let Ok(df) = self.data_file(*shift) {
+                // Best effort: reservation punches again before reuse.
+                let _ = df.punch_slot(SlotNo(*slot));
+            }
+        }
+        let mut st = lock(&self.state);
+        for (shift, slot) in freed {
+            if let Some(a) = st.alloc.get_mut(&shift) {
+                a.free.insert(slot);
+            }
+        }
+    }
+
+    /// The committed map of `owner` with each slot's reference count, in one read
+    /// transaction (opening a volume needs both).
+    pub fn load_map_with_refcounts(
+        &self,
+        owner: &str,
+        shift: u8,
+    ) -> Result<Vec<(u64, SlotNo, u32)>> {
+        let r = self.db()?.begin_read()?;
+        let maps = r.open_table(MAPS)?;
+        let refs = r.open_table(REFS)?;
+        let mut out = vec![];
+        for item in maps.range((owner, 0)..=(owner, u64::MAX))? {
+            let (k, v) = item?;
+            let slot = v.value();
+            let count = refs.get((shift, slot))?.map(|c| c.value()).unwrap_or(0);
+            out.push((k.value().1, SlotNo(slot), count));
+        }
+        Ok(out)
+    }
+
+    /// The committed reference count of a slot.
+    pub fn refcount(&self, shift: u8, slot: SlotNo) -> Result<u32> {
+        let r = self.db()?.begin_read()?;
+        Ok(r.open_table(REFS)?
+            .get((shift, slot.0))?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+}

@@ -1,0 +1,103 @@
+//! One chunk size's data file as the pool uses it: a [`BlockStore`] plus the "written
+//! since the last sync" flag that lets a commit skip an fdatasync when nothing changed.
+//!
+//! The flag is raised *after* a write or punch returns, never before: a commit that
+//! clears it and syncs between the two would otherwise see "clean", skip the sync, and
+//! acknowledge an fsync whose data is not on disk (the defect `fsync_that_does_not_sync`).
+//! Raised after, the worst case is a spare sync: a commit that clears the flag while a
+//! write is in flight syncs or not, and the write's own fsync (which comes after the write
+//! returned) finds the flag raised and syncs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::volume::error::{Result, VolumeError};
+use crate::volume::ids::SlotNo;
+use crate::volume::storage::BlockStore;
+
+#[derive(Debug)]
+pub struct DataFile {
+    store: Arc<dyn BlockStore>,
+    pub chunk_shift: u8,
+    /// Written or punched since the last successful sync.
+    dirty: AtomicBool,
+}
+
+impl DataFile {
+    pub(super) fn new(store: Arc<dyn BlockStore>, chunk_shift: u8) -> DataFile {
+        DataFile {
+            store,
+            chunk_shift,
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.store.path()
+    }
+
+    pub fn slot_offset(&self, slot: SlotNo) -> u64 {
+        slot.0 << self.chunk_shift
+    }
+
+    pub fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        self.store
+            .read_at(buf, off)
+            .map_err(|e| VolumeError::io("cannot read", self.path(), e))
+    }
+
+    pub fn write_at(&self, buf: &[u8], off: u64) -> Result<()> {
+        let r = self.store.write_at(buf, off);
+        // Even a failed write may have changed part of the range.
+        self.dirty.store(true, Ordering::Release);
+        r.map_err(|e| VolumeError::io("cannot write", self.path(), e))
+    }
+
+    /// A bulk write of page-aligned `buf` (from an `AlignedBuf`) that bypasses the page
+    /// cache where it can (see `BlockStore::write_direct`).
+    pub fn write_direct(&self, buf: &[u8], off: u64) -> Result<()> {
+        let r = self.store.write_direct(buf, off);
+        self.dirty.store(true, Ordering::Release);
+        r.map_err(|e| VolumeError::io("cannot write", self.path(), e))
+    }
+
+    /// Asks the kernel to start reading a range into the page cache (no wait).
+    pub fn prefetch(&self, off: u64, len: u64) {
+        self.store.prefetch(off, len);
+    }
+
+    /// Turns a byte range into a hole: it then reads as zeros (which we treat as unwritten
+    /// blocks) and its disk space is returned to the filesystem.
+    pub fn punch(&self, off: u64, len: u64) -> Result<()> {
+        let r = self.store.punch(off, len);
+        self.dirty.store(true, Ordering::Release);
+        r.map_err(|e| VolumeError::io("cannot punch a hole in", self.path(), e))
+    }
+
+    pub fn punch_slot(&self, slot: SlotNo) -> Result<()> {
+        self.punch(self.slot_offset(slot), 1 << self.chunk_shift)
+    }
+
+    pub fn len(&self) -> Result<u64> {
+        self.store
+            .len()
+            .map_err(|e| VolumeError::io("cannot stat", self.path(), e))
+    }
+
+    /// fdatasync if anything was written since the last sync.
+    pub(super) fn sync_if_dirty(&self) -> Result<()> {
+        if self.dirty.swap(false, Ordering::AcqRel)
+            && let Err(e) = self.store.sync_data()
+        {
+            self.dirty.store(true, Ordering::Release);
+            return Err(VolumeError::io("cannot sync", self.path(), e));
+        }
+        Ok(())
+    }
+
+    /// Test hook for the flag's ordering (see the module doc).
+    #[cfg(test)]
+    pub(super) fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,208 @@
+//! The region's thin pool (dm-thin is the model): chunk-sized slots in one data file per
+//! chunk size, a map from (volume, chunk) to slot, reference counts so volumes and
+//! snapshots can share slots, and the metadata transactions that make it crash-safe.
+//!
+//! Durability contract (DESIGN.md): block writes go straight to the data file, and map and
+//! refcount changes collect in memory until [`Pool::commit`] (fsync of a volume, or any
+//! admin operation). A commit first makes the data durable (fdatasync), then the metadata
+//! (one redb transaction). A slot freed by a commit becomes allocatable only after that
+//! commit, so no durable map can point at a slot that is being reused. Unwritten blocks are
+//! holes (all-zero ciphertext) and read as zeros.
+//!
+//! One process owns a pool at a time (redb's lock enforces it): the CLI for offline
+//! commands, or the region daemon while volumes are attached.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use redb::{Database, ReadableDatabase};
+
+use super::error::{Result, VolumeError};
+use super::storage::{FileStorage, PoolStorage, data_file_name};
+use super::tables::{
+    FREE, LEASES, MAPS, META, META_FORMAT, PENDING, POOL_FORMAT_V1, REFS, SNAPSHOTS, VOLUMES,
+};
+use crate::fsio;
+use crate::kms::region::RegionDir;
+
+mod alloc;
+mod data;
+mod objects;
+#[cfg(test)]
+mod tests;
+
+use alloc::PoolState;
+pub use alloc::Reserved;
+pub use data::DataFile;
+
+pub struct Pool {
+    pub dir: PathBuf,
+    storage: Arc<dyn PoolStorage>,
+    db_path: PathBuf,
+    /// `None` after a failed reopen; the next use tries again.
+    db: RwLock<Option<Arc<Database>>>,
+    files: RwLock<HashMap<u8, Arc<DataFile>>>,
+    state: Mutex<PoolState>,
+    /// Serializes metadata transactions, so that a commit of block-level changes and an
+    /// object operation (snapshot, delete) never interleave.
+    commit_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a pool lock is a bug; the data behind it is still consistent
+    // with the last commit, so carry on rather than wedge every later request.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The data file of one chunk size in a pool directory.
+pub fn data_path(pool_dir: &Path, chunk_shift: u8) -> PathBuf {
+    pool_dir.join(data_file_name(chunk_shift))
+}
+
+/// Where a region's pool lives.
+pub fn pool_dir(region: &RegionDir) -> PathBuf {
+    region.path.join("pool")
+}
+
+impl Pool {
+    /// Opens (creating if needed) the pool of a region. Fails with
+    /// [`VolumeError::PoolBusy`] if another process owns it.
+    pub fn open(region: &RegionDir) -> Result<Pool> {
+        let dir = pool_dir(region);
+        fsio::create_private_dir(&dir).map_err(|e| VolumeError::io("cannot create", &dir, e))?;
+        let pool = Pool::open_storage(Arc::new(FileStorage::new(dir)))?;
+        fix_mode(&pool.db_path)?;
+        Ok(pool)
+    }
+
+    /// Opens (creating if needed) a pool on any storage (the simulated disk in tests).
+    pub fn open_storage(storage: Arc<dyn PoolStorage>) -> Result<Pool> {
+        let db_path = storage.metadata_path();
+        let db = open_db(storage.as_ref())?;
+        init_tables(&db, &db_path)?;
+        let pool = Pool {
+            dir: storage.dir().to_path_buf(),
+            storage,
+            db_path,
+            db: RwLock::new(Some(Arc::new(db))),
+            files: RwLock::new(HashMap::new()),
+            state: Mutex::new(PoolState::default()),
+            commit_lock: Mutex::new(()),
+        };
+        pool.load_allocators()?;
+        Ok(pool)
+    }
+
+    pub(crate) fn db(&self) -> Result<Arc<Database>> {
+        if let Some(db) = self.db.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok(db.clone());
+        }
+        self.reopen()?;
+        self.db
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| VolumeError::Metadata("the pool database could not be reopened".into()))
+    }
+
+    /// After an I/O error (a full disk) redb refuses every later transaction until the
+    /// database is reopened; reopening recovers the last committed state.
+    fn reopen(&self) -> Result<()> {
+        let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
+        // Release the file lock before opening again.
+        *g = None;
+        let db = open_db(self.storage.as_ref())?;
+        *g = Some(Arc::new(db));
+        tracing::info!("reopened {}", self.db_path.display());
+        Ok(())
+    }
+
+    /// The data file of one chunk size, opened on first use.
+    pub fn data_file(&self, chunk_shift: u8) -> Result<Arc<DataFile>> {
+        if let Some(f) = self
+            .files
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&chunk_shift)
+        {
+            return Ok(f.clone());
+        }
+        let mut files = self.files.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = files.get(&chunk_shift) {
+            return Ok(f.clone());
+        }
+        let store = self.storage.data(chunk_shift).map_err(|e| {
+            VolumeError::io("cannot open", self.dir.join(data_file_name(chunk_shift)), e)
+        })?;
+        let df = Arc::new(DataFile::new(store, chunk_shift));
+        files.insert(chunk_shift, df.clone());
+        Ok(df)
+    }
+
+    /// Punches one slot so it reads as zeros (the checker's repair uses it).
+    pub(crate) fn punch_slot(&self, chunk_shift: u8, slot: super::ids::SlotNo) -> Result<()> {
+        self.data_file(chunk_shift)?.punch_slot(slot)
+    }
+}
+
+fn open_db(storage: &dyn PoolStorage) -> Result<Database> {
+    let path = storage.metadata_path();
+    match storage.open_metadata() {
+        Ok(db) => Ok(db),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(VolumeError::PoolBusy { path }),
+        Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => {
+            Err(VolumeError::io("cannot open", &path, e))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the tables and format marker of a new pool; checks the format of an old one.
+/// Only a new pool is written to, so read-only commands leave the file as it was.
+fn init_tables(db: &Database, path: &Path) -> Result<()> {
+    let format = {
+        let r = db.begin_read()?;
+        match r.open_table(META) {
+            Ok(t) => t.get(META_FORMAT)?.map(|v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    match format {
+        Some(POOL_FORMAT_V1) => Ok(()),
+        Some(other) => Err(VolumeError::Corrupt {
+            what: format!("pool {}", path.display()),
+            detail: format!("format {other} is unknown: upgrade cryptvol"),
+        }),
+        None => {
+            let w = db.begin_write()?;
+            {
+                w.open_table(META)?.insert(META_FORMAT, POOL_FORMAT_V1)?;
+                w.open_table(VOLUMES)?;
+                w.open_table(MAPS)?;
+                w.open_table(REFS)?;
+                w.open_table(FREE)?;
+                w.open_table(SNAPSHOTS)?;
+                w.open_table(PENDING)?;
+                w.open_table(LEASES)?;
+            }
+            w.commit()?;
+            Ok(())
+        }
+    }
+}
+
+fn fix_mode(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(fsio::PRIVATE_FILE))
+        .map_err(|e| VolumeError::io("cannot set mode of", path, e))
+}
