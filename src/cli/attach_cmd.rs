@@ -18,8 +18,8 @@ use super::exit::CliError;
 use super::volume_cmd::{customer_key, daemon_status};
 use crate::crypto::SecretBytes;
 use crate::fsio;
-use crate::fuse::access::PoolAccess;
-use crate::fuse::control::{Client, Request};
+use crate::fuse::catalog;
+use crate::fuse::control::{Client, DetachReply, Request, WireSecret};
 use crate::fuse::daemon::{self, InitialAttach};
 use crate::fuse::mount::{self, FsType, MountRecord};
 use crate::fuse::volume_fs::FILE_NAME;
@@ -67,7 +67,7 @@ fn unwrap_key(
 ) -> Result<(VolumeHeader, SecretBytes), CliError> {
     let region = cfg.region_dir();
     region.config()?;
-    let h = PoolAccess::open(&region)?.find(volume, cfg.region.as_str())?;
+    let h = catalog::open(&region)?.find(volume, cfg.region.as_str())?;
     let ck = ck_file.map(customer_key).transpose()?;
     let kms = match h.key {
         crate::volume::KeySource::Kms { .. } => Some(cfg.volume_kms()?),
@@ -176,12 +176,10 @@ fn attach_via_daemon(
         let req = Request::Attach {
             volume: h.id.clone(),
             dir: dir.to_path_buf(),
-            data_key: b64::encode(dk.expose()),
+            data_key: WireSecret(b64::encode(dk.expose())),
         };
-        let res = client.call(&req);
-        if let Request::Attach { data_key, .. } = req {
-            drop(zeroize::Zeroizing::new(data_key));
-        }
+        // The key in the request is zeroized when the call drops it (`WireSecret`).
+        let res = client.call::<()>(req);
         match res {
             Err(VolumeError::Remote {
                 kind: ErrorKind::Busy,
@@ -269,13 +267,13 @@ pub fn detach(cfg: &Config, dir: &Path) -> Result<(), CliError> {
         }
         .into());
     };
-    let answer = c.call(&Request::Detach {
+    let answer: DetachReply = c.call(Request::Detach {
         dir: dir.to_path_buf(),
     })?;
     // The last detach stops the daemon: wait until it has gone (and let go of the pool),
     // so that the next command of a script opens the pool itself instead of meeting a
     // daemon on its way out.
-    if let Some(pid) = answer.get("DaemonStopping").and_then(|p| p.as_u64()) {
+    if let Some(pid) = answer.daemon_stopping {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while process_running(pid) && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -285,7 +283,7 @@ pub fn detach(cfg: &Config, dir: &Path) -> Result<(), CliError> {
 }
 
 /// Whether `pid` runs (a zombie waiting to be reaped by its new parent has finished).
-fn process_running(pid: u64) -> bool {
+fn process_running(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the command name, which is in parentheses.
         Ok(stat) => stat

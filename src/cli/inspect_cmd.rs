@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::Config;
 use super::args::binary_value;
 use super::exit::CliError;
-use crate::fuse::access::PoolAccess;
+use crate::fuse::catalog;
 use crate::kms::{KmsError, b64, blob};
 use crate::volume::{KeySource, VolumeHeader};
 
@@ -86,13 +86,13 @@ pub fn run(cfg: &Config, cmd: InspectCommand) -> Result<(), CliError> {
         InspectCommand::Volume { volume } => {
             let region = cfg.region_dir();
             region.config()?;
-            let h = PoolAccess::open(&region)?.find(&volume, cfg.region.as_str())?;
+            let h = catalog::open(&region)?.find(&volume, cfg.region.as_str())?;
             cfg.print(&header_json(&h), "Volume header")
         }
         InspectCommand::Snapshot { snapshot } => {
             let region = cfg.region_dir();
             region.config()?;
-            let r = PoolAccess::open(&region)?.get_snapshot(&snapshot, cfg.region.as_str())?;
+            let r = catalog::open(&region)?.snapshot(&snapshot, cfg.region.as_str())?;
             cfg.print(
                 &serde_json::json!({
                     "FormatVersion": crate::snapshot::FORMAT_V1,

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::Config;
 use super::exit::CliError;
-use crate::fuse::access::PoolAccess;
+use crate::fuse::catalog::{self, Catalog};
 use crate::fuse::mount;
 use crate::snapshot::{self, SnapshotRecord, SnapshotUsage};
 use crate::volume::ids::format_size;
@@ -79,7 +79,7 @@ fn of_volume(all: &[SnapshotRecord], volume: &str) -> Vec<SnapshotRecord> {
 }
 
 fn info(
-    access: &PoolAccess,
+    access: &dyn Catalog,
     all: &[SnapshotRecord],
     r: &SnapshotRecord,
 ) -> Result<SnapshotInfo, CliError> {
@@ -145,7 +145,7 @@ fn with_frozen<T>(
 pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
     let region = cfg.region_dir();
     region.config()?;
-    let open = || PoolAccess::open(&region);
+    let open = || catalog::open(&region);
     match cmd {
         SnapshotCommand::Copy {
             snapshot,
@@ -183,11 +183,11 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
                 .into_iter()
                 .find(|m| m.volume_id == h.id.as_str() && mount::is_mount_point(&m.dir));
             match mounted {
-                Some(m) => with_frozen(&m.dir, || Ok(access.create_snapshot(&h, &rec)?))?,
-                None => access.create_snapshot(&h, &rec)?,
+                Some(m) => with_frozen(&m.dir, || Ok(access.create_snapshot(&h.id, &rec)?))?,
+                None => access.create_snapshot(&h.id, &rec)?,
             }
             let all = access.list_snapshots()?;
-            cfg.print(&info(&access, &all, &rec)?, "Snapshot")
+            cfg.print(&info(access.as_ref(), &all, &rec)?, "Snapshot")
         }
         SnapshotCommand::List { volume } => {
             let access = open()?;
@@ -199,20 +199,20 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
             let shown = all
                 .iter()
                 .filter(|r| only.as_ref().is_none_or(|id| &r.volume.id == id))
-                .map(|r| info(&access, &all, r))
+                .map(|r| info(access.as_ref(), &all, r))
                 .collect::<Result<Vec<_>, _>>()?;
             cfg.print(&serde_json::json!({ "Snapshots": shown }), "Snapshots")
         }
         SnapshotCommand::Describe { snapshot } => {
             let access = open()?;
-            let rec = access.get_snapshot(&snapshot, cfg.region.as_str())?;
+            let rec = access.snapshot(&snapshot, cfg.region.as_str())?;
             let all = access.list_snapshots()?;
-            cfg.print(&info(&access, &all, &rec)?, "Snapshot")
+            cfg.print(&info(access.as_ref(), &all, &rec)?, "Snapshot")
         }
         SnapshotCommand::Delete { snapshot } => {
             let access = open()?;
-            let rec = access.get_snapshot(&snapshot, cfg.region.as_str())?;
-            access.delete_snapshot(&rec)?;
+            let rec = access.snapshot(&snapshot, cfg.region.as_str())?;
+            access.delete_snapshot(rec.id.as_str())?;
             cfg.print(
                 &serde_json::json!({ "SnapshotId": rec.id.to_string(), "Deleted": true }),
                 "Snapshot",

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::Config;
 use super::exit::CliError;
 use crate::crypto::SecretBytes;
-use crate::fuse::access::PoolAccess;
+use crate::fuse::catalog::{self, Catalog};
 use crate::kms::{DataKeySpec, KeyBackend, KeyRef, Region, b64};
 use crate::snapshot::reencrypt::{CopyJob, CopyStats};
 use crate::snapshot::{PendingCopy, SnapshotRecord};
@@ -56,23 +56,33 @@ fn progress_bar(cfg: &Config, total: u64, what: &str) -> Option<ProgressBar> {
     Some(pb)
 }
 
-/// Runs (or resumes) the copy of `rec` into `dst` under `owner`, in this process with a
-/// progress bar when it owns the destination pool, else in that region's daemon.
+/// The name a copy's lease on its source goes by: the destination region and id.
+fn lease_holder(dst_region: &Region, owner: &str) -> String {
+    format!("{dst_region}/{owner}")
+}
+
+/// Runs (or resumes) the copy of `rec` into `dst` under `owner`, wherever `dst`'s pool is
+/// owned (here, or in that region's daemon, which streams its progress), with a lease on
+/// the source snapshot for the whole copy: it cannot be deleted while it is read.
 #[allow(clippy::too_many_arguments)]
 fn run_copy(
     cfg: &Config,
-    src_access: &PoolAccess,
+    src: &dyn Catalog,
     src_region: &crate::kms::region::RegionDir,
     rec: &SnapshotRecord,
     src_key: &SecretBytes,
-    dst: &PoolAccess,
+    dst: &dyn Catalog,
+    dst_region: &Region,
     owner: &str,
     pending: &PendingCopy,
     dst_key: &SecretBytes,
     finish_snapshot: Option<&SnapshotRecord>,
     finish_volume: Option<&VolumeHeader>,
 ) -> Result<CopyStats, CliError> {
-    let map = src_access.load_map(rec.id.as_str())?;
+    let holder = lease_holder(dst_region, owner);
+    src.take_lease(rec.id.as_str(), &holder)?;
+    // Leased: the snapshot's map and slots stay as they are until the lease ends.
+    let map = src.load_map(rec.id.as_str())?;
     let chunk = rec.volume.chunk_size();
     let already = dst.load_map(owner)?.len() as u64;
     let job = CopyJob {
@@ -86,14 +96,11 @@ fn run_copy(
         finish_snapshot: finish_snapshot.map(|r| b64::encode(&r.encode())),
         finish_volume: finish_volume.map(|h| b64::encode(&h.encode())),
     };
-    let pb = match dst {
-        PoolAccess::Local(_) => progress_bar(
-            cfg,
-            map.len() as u64 * chunk,
-            &format!("{} → {owner}", rec.id),
-        ),
-        PoolAccess::Daemon(_) => None,
-    };
+    let pb = progress_bar(
+        cfg,
+        map.len() as u64 * chunk,
+        &format!("{} → {owner}", rec.id),
+    );
     if let Some(pb) = &pb {
         pb.inc(already * chunk);
     }
@@ -101,12 +108,15 @@ fn run_copy(
         if let Some(pb) = &pb {
             pb.inc(n);
         }
+        true
     };
     let stats = dst.run_copy(job, &tick);
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
-    Ok(stats?)
+    let stats = stats?;
+    src.release_lease(rec.id.as_str(), &holder)?;
+    Ok(stats)
 }
 
 #[derive(Serialize)]
@@ -142,16 +152,15 @@ pub fn copy_snapshot(
             "a copy within the same region needs a new key: pass --kms-key (or --destination-region)",
         ));
     }
-    let src_access = PoolAccess::open(&src_dir)?;
-    let rec = src_access.get_snapshot(snapshot, cfg.region.as_str())?;
+    let src_access = catalog::open(&src_dir)?;
+    let rec = src_access.snapshot(snapshot, cfg.region.as_str())?;
     let dst_access_own;
-    let dst_access = if same_region {
-        &src_access
+    let dst: &dyn Catalog = if same_region {
+        src_access.as_ref()
     } else {
-        dst_access_own = PoolAccess::open(&dst_dir)?;
-        &dst_access_own
+        dst_access_own = catalog::open(&dst_dir)?;
+        dst_access_own.as_ref()
     };
-    let dst = dst_access;
 
     // Source data key: one Decrypt in the source region (or the customer key).
     let src_kms = match rec.volume.key {
@@ -170,12 +179,12 @@ pub fn copy_snapshot(
     let resumed =
         dst.pending()?
             .into_iter()
-            .find_map(|(owner, raw)| match PendingCopy::decode(&raw) {
-                Ok(PendingCopy::Copy {
+            .find_map(|(owner, p)| match p {
+                PendingCopy::Copy {
                     source_region,
                     source_snapshot,
                     record,
-                }) if source_region == cfg.region.as_str()
+                } if source_region == cfg.region.as_str()
                     && source_snapshot == rec.id.as_str() =>
                 {
                     Some((owner, record))
@@ -219,11 +228,12 @@ pub fn copy_snapshot(
     let owner = new_rec.id.to_string();
     let stats = run_copy(
         cfg,
-        &src_access,
+        src_access.as_ref(),
         &src_dir,
         &rec,
         &src_key,
         dst,
+        dest_region,
         &owner,
         &pending,
         &dst_key,
@@ -255,15 +265,17 @@ pub fn restore_rekeyed(
     customer_key: Option<&SecretBytes>,
 ) -> Result<VolumeHeader, CliError> {
     let dir = cfg.region_dir();
-    let access = PoolAccess::open(&dir)?;
-    // An earlier rekey restore of this snapshot that did not finish: clean it up.
-    for (owner, raw) in access.pending()? {
-        if let Ok(PendingCopy::Restore {
+    let access = catalog::open(&dir)?;
+    // An earlier rekey restore of this snapshot that did not finish: clean it up (a run
+    // still in progress is cancelled first), and end its lease.
+    for (owner, p) in access.pending()? {
+        if let PendingCopy::Restore {
             source_snapshot, ..
-        }) = PendingCopy::decode(&raw)
+        } = p
             && source_snapshot == rec.id.as_str()
         {
             access.abandon_pending(&owner, rec.volume.chunk_shift)?;
+            access.release_lease(&source_snapshot, &lease_holder(&cfg.region, &owner))?;
         }
     }
     let kms = cfg.volume_kms()?;
@@ -289,11 +301,12 @@ pub fn restore_rekeyed(
     };
     run_copy(
         cfg,
-        &access,
+        access.as_ref(),
         &dir,
         rec,
         &src_key,
-        &access,
+        access.as_ref(),
+        &cfg.region,
         h.id.as_str(),
         &pending,
         &dst_key,

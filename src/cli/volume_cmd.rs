@@ -10,8 +10,8 @@ use super::Config;
 use super::args::read_file;
 use super::exit::CliError;
 use crate::crypto::SecretBytes;
-use crate::fuse::access::PoolAccess;
-use crate::fuse::control::{Client, DaemonStatus, Request};
+use crate::fuse::catalog::{self, Catalog};
+use crate::fuse::control::{Client, DaemonStatus};
 use crate::kms::{KeyBackend, KeyRef, blob};
 use crate::volume::header::DEFAULT_CHUNK_SHIFT;
 use crate::volume::ids::{format_size, parse_size};
@@ -83,19 +83,10 @@ pub struct VolumeInfo {
     pub create_time: i64,
 }
 
-fn attached_at(access: &PoolAccess, h: &VolumeHeader) -> Option<String> {
-    let PoolAccess::Daemon(c) = access else {
-        return None;
-    };
-    let st: DaemonStatus = serde_json::from_value(c.call(&Request::Status).ok()?).ok()?;
-    st.attached
-        .into_iter()
-        .find(|a| a.volume_id == h.id)
-        .map(|a| a.dir.display().to_string())
-}
-
-pub fn info(access: &PoolAccess, h: &VolumeHeader) -> Result<VolumeInfo, CliError> {
-    let at = attached_at(access, h);
+pub fn info(access: &dyn Catalog, h: &VolumeHeader) -> Result<VolumeInfo, CliError> {
+    let at = access
+        .attached_at(&h.id)?
+        .map(|d| d.display().to_string());
     let (key_source, arn, version) = match &h.key {
         KeySource::Kms { key_arn, wrapped } => (
             "kms",
@@ -110,7 +101,7 @@ pub fn info(access: &PoolAccess, h: &VolumeHeader) -> Result<VolumeInfo, CliErro
         region: h.region.to_string(),
         size_bytes: h.size,
         size: format_size(h.size),
-        allocated_bytes: access.allocated_bytes(h)?,
+        allocated_bytes: access.allocated_bytes(&h.id)?,
         chunk_size: h.chunk_size(),
         encrypted: true,
         key_source,
@@ -166,7 +157,7 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
             ..
         } => {
             let size = size.as_deref().map(parse_size).transpose()?;
-            let rec = PoolAccess::open(&region)?.get_snapshot(&snap, cfg.region.as_str())?;
+            let rec = catalog::open(&region)?.snapshot(&snap, cfg.region.as_str())?;
             let name = name.as_deref().unwrap_or("");
             let h = match kms_key {
                 // Another key: a new data key and every chunk re-encrypted.
@@ -177,12 +168,12 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                 // Same key: share the snapshot's slots, instantly.
                 None => {
                     let h = rec.restored_header(name, size, cfg.clock.now())?;
-                    PoolAccess::open(&region)?.restore_volume(&rec, &h)?;
+                    catalog::open(&region)?.restore_volume(rec.id.as_str(), &h)?;
                     h
                 }
             };
-            let access = PoolAccess::open(&region)?;
-            cfg.print(&info(&access, &h)?, "Volume")
+            let access = catalog::open(&region)?;
+            cfg.print(&info(access.as_ref(), &h)?, "Volume")
         }
         VolumeCommand::Create {
             size,
@@ -221,7 +212,7 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                 },
                 key,
             };
-            let access = PoolAccess::open(&region)?;
+            let access = catalog::open(&region)?;
             if !spec.name.is_empty()
                 && let Some(o) = access
                     .list_volumes()?
@@ -241,50 +232,36 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                 cfg.clock.now(),
             )?;
             access.create_volume(&h)?;
-            cfg.print(&info(&access, &h)?, "Volume")
+            cfg.print(&info(access.as_ref(), &h)?, "Volume")
         }
         VolumeCommand::List => {
-            let access = PoolAccess::open(&region)?;
+            let access = catalog::open(&region)?;
             let mut hs = access.list_volumes()?;
             hs.sort_by_key(|h| h.created);
             let infos = hs
                 .iter()
-                .map(|h| info(&access, h))
+                .map(|h| info(access.as_ref(), h))
                 .collect::<Result<Vec<_>, _>>()?;
             cfg.print(&serde_json::json!({ "Volumes": infos }), "Volumes")
         }
         VolumeCommand::Describe { volume } => {
-            let access = PoolAccess::open(&region)?;
+            let access = catalog::open(&region)?;
             let h = access.find(&volume, cfg.region.as_str())?;
-            cfg.print(&info(&access, &h)?, "Volume")
+            cfg.print(&info(access.as_ref(), &h)?, "Volume")
         }
         VolumeCommand::Resize { volume, size } => {
-            let access = PoolAccess::open(&region)?;
-            let mut h = access.find(&volume, cfg.region.as_str())?;
-            let new = parse_size(&size)?;
-            VolumeHeader::validate_size(new)?;
-            if new < h.size {
-                return Err(VolumeError::invalid(
-                    "size",
-                    format!(
-                        "{} is smaller than the volume ({}); volumes only grow (shrink the filesystem and copy instead)",
-                        format_size(new),
-                        format_size(h.size)
-                    ),
-                )
-                .into());
-            }
-            h.size = new;
-            access.update_volume(&h)?;
-            cfg.print(&info(&access, &h)?, "Volume")
+            let access = catalog::open(&region)?;
+            let h = access.find(&volume, cfg.region.as_str())?;
+            let h = access.resize_volume(&h.id, parse_size(&size)?)?;
+            cfg.print(&info(access.as_ref(), &h)?, "Volume")
         }
         VolumeCommand::Delete { volume, yes } => {
-            let access = PoolAccess::open(&region)?;
+            let access = catalog::open(&region)?;
             let h = access.find(&volume, cfg.region.as_str())?;
-            if let Some(at) = attached_at(&access, &h) {
+            if let Some(at) = access.attached_at(&h.id)? {
                 return Err(VolumeError::Attached {
                     id: h.id.to_string(),
-                    at,
+                    at: at.display().to_string(),
                     hint: "detach (or unmount) it before deleting".into(),
                 }
                 .into());
@@ -301,7 +278,7 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                     "not confirmed; nothing was deleted",
                 ));
             }
-            access.delete_volume(&h)?;
+            access.delete_volume(&h.id)?;
             cfg.print(
                 &serde_json::json!({ "VolumeId": h.id.to_string(), "Deleted": true }),
                 "Volume",
@@ -312,6 +289,5 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
 
 /// The running daemon's status, if any.
 pub fn daemon_status(cfg: &Config) -> Option<DaemonStatus> {
-    let c = Client::connect(&cfg.region_dir())?;
-    serde_json::from_value(c.call(&Request::Status).ok()?).ok()
+    Client::connect(&cfg.region_dir())?.status().ok()
 }

@@ -13,19 +13,20 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use fuser::{BackgroundSession, Config, MountOption, SessionACL};
 use nix::mount::MntFlags;
 use nix::sys::signal::{SigSet, Signal};
 use tracing::{error, info, warn};
 
-use super::control::{self, AttachedInfo, DaemonStatus, Request, Response};
+use super::catalog::Catalog;
+use super::control::{self, AttachedInfo, DaemonStatus, DetachReply, Request, done_line};
+use super::owner::PoolOwner;
 use super::volume_fs::VolumeFs;
 use crate::crypto::SecretBytes;
 use crate::fsio;
 use crate::kms::region::RegionDir;
 use crate::volume::error::Result;
-use crate::volume::{OpenVolume, Pool, VolumeError, VolumeHeader, VolumeId, keys};
+use crate::volume::{Pool, VolumeError, VolumeId, keys};
 
 /// Worker threads per FUSE mount. Reads block in pread on the pool file, so the number
 /// of threads bounds the reads in flight: through loop+ext4, random 4 KiB reads at queue
@@ -37,9 +38,10 @@ const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 /// A daemon with nothing attached exits after this long without a request.
 const IDLE_EXIT: Duration = Duration::from_secs(3);
 
+/// How an attached volume is served: where, and the FUSE session serving it. Changed only
+/// under the volume's lock in the pool owner.
 struct Attachment {
     dir: PathBuf,
-    vol: Arc<OpenVolume>,
     session: Option<BackgroundSession>,
 }
 
@@ -49,8 +51,8 @@ enum Event {
 
 pub struct Daemon {
     region: RegionDir,
-    pool: Arc<Pool>,
-    attached: Mutex<HashMap<VolumeId, Attachment>>,
+    owner: PoolOwner,
+    sessions: Mutex<HashMap<VolumeId, Attachment>>,
     stopping: AtomicBool,
     events: mpsc::Sender<Event>,
     last_request: Mutex<Instant>,
@@ -131,297 +133,225 @@ pub fn unmount(dir: &Path, lazy: bool) -> Result<()> {
     }
 }
 
+/// The lock id of a mount directory: two attaches to one directory are serialized too.
+fn dir_lock(dir: &Path) -> String {
+    let d = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    format!("dir:{}", d.display())
+}
+
+fn stopping_error() -> VolumeError {
+    VolumeError::Remote {
+        kind: crate::volume::error::ErrorKind::Busy,
+        message: "the region daemon is stopping: retry".into(),
+    }
+}
+
 impl Daemon {
-    fn attach(&self, volume: &VolumeId, dir: &Path, data_key: SecretBytes) -> Result<()> {
-        if self.stopping.load(Ordering::Acquire) {
-            return Err(VolumeError::Remote {
-                kind: crate::volume::error::ErrorKind::Busy,
-                message: "the region daemon is stopping: retry".into(),
-            });
-        }
-        let mut attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((v, _)) = attached.iter().find(|(_, a)| a.dir == dir) {
-            return Err(VolumeError::Attached {
-                id: v.to_string(),
-                at: dir.display().to_string(),
-                hint: "choose another directory".into(),
-            });
-        }
-        // A cryptvol mount here that is not one of ours is left by a daemon that was
-        // killed: its kernel side is dead; clear it.
-        if is_cryptvol_mount(dir) {
-            let _ = unmount(dir, true);
-        }
-        let dir = canonical(dir)?;
-        if let Some(a) = attached.get(volume) {
-            return Err(VolumeError::Attached {
-                id: volume.to_string(),
-                at: a.dir.display().to_string(),
-                hint: "detach it first (`cryptvol detach DIR`)".into(),
-            });
-        }
-        if let Some((v, _)) = attached.iter().find(|(_, a)| a.dir == dir) {
-            return Err(VolumeError::Attached {
-                id: v.to_string(),
-                at: dir.display().to_string(),
-                hint: "choose another directory".into(),
-            });
-        }
-        let header = self.existing_volume(volume)?;
-        let xts = keys::xts_from_data_key(&data_key)?;
-        drop(data_key);
-        let vol = Arc::new(OpenVolume::open(self.pool.clone(), &header, xts)?);
-        let config = {
-            let mut c = Config::default();
-            c.mount_options = vec![
-                MountOption::FSName(format!("cryptvol:{volume}")),
-                MountOption::Subtype("cryptvol".into()),
-                MountOption::NoExec,
-                MountOption::NoSuid,
-                MountOption::NoDev,
-            ];
-            c.acl = SessionACL::Owner;
-            c.n_threads = Some(
-                std::env::var("CRYPTVOL_FUSE_THREADS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(FUSE_THREADS),
-            );
-            c.clone_fd = true;
-            c
-        };
-        let session = fuser::spawn_mount(VolumeFs::new(vol.clone()), &dir, &config)
-            .map_err(|e| VolumeError::io("cannot mount FUSE at", &dir, e))?;
-        info!("attached {volume} at {}", dir.display());
-        attached.insert(
-            volume.clone(),
-            Attachment {
-                dir,
-                vol,
-                session: Some(session),
-            },
-        );
-        Ok(())
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<VolumeId, Attachment>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Unmounts and stops serving `a`. `force`: unmount lazily even while busy (shutdown).
-    /// If the mount is busy (without `force`), `a.session` is left in place: still served.
-    fn detach_volume(&self, volume: &VolumeId, a: &mut Attachment, force: bool) -> Result<()> {
+    fn attach(&self, volume: &VolumeId, dir: &Path, data_key: SecretBytes) -> Result<()> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(stopping_error());
+        }
+        let xts = keys::xts_from_data_key(&data_key)?;
+        drop(data_key);
+        let lock_id = dir_lock(dir);
+        let r = self.owner.attach(volume, &[&lock_id], xts, |vol| {
+            // Under the volume's and the directory's locks from here on.
+            let mine = |d: &Path| self.sessions().iter().find(|(_, a)| a.dir == d).map(|(v, _)| v.clone());
+            if let Some(v) = mine(dir) {
+                return Err(VolumeError::Attached {
+                    id: v.to_string(),
+                    at: dir.display().to_string(),
+                    hint: "choose another directory".into(),
+                });
+            }
+            // A cryptvol mount here that is not one of ours is left by a daemon that was
+            // killed: its kernel side is dead; clear it.
+            if is_cryptvol_mount(dir) {
+                let _ = unmount(dir, true);
+            }
+            let dir = canonical(dir)?;
+            if let Some(v) = mine(&dir) {
+                return Err(VolumeError::Attached {
+                    id: v.to_string(),
+                    at: dir.display().to_string(),
+                    hint: "choose another directory".into(),
+                });
+            }
+            let config = {
+                let mut c = Config::default();
+                c.mount_options = vec![
+                    MountOption::FSName(format!("cryptvol:{volume}")),
+                    MountOption::Subtype("cryptvol".into()),
+                    MountOption::NoExec,
+                    MountOption::NoSuid,
+                    MountOption::NoDev,
+                ];
+                c.acl = SessionACL::Owner;
+                c.n_threads = Some(
+                    std::env::var("CRYPTVOL_FUSE_THREADS")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(FUSE_THREADS),
+                );
+                c.clone_fd = true;
+                c
+            };
+            let session = fuser::spawn_mount(VolumeFs::new(vol), &dir, &config)
+                .map_err(|e| VolumeError::io("cannot mount FUSE at", &dir, e))?;
+            info!("attached {volume} at {}", dir.display());
+            self.sessions().insert(
+                volume.clone(),
+                Attachment {
+                    dir,
+                    session: Some(session),
+                },
+            );
+            Ok(())
+        });
+        match r {
+            // Say where it is attached.
+            Err(VolumeError::Attached { id, at, hint }) if at.is_empty() => {
+                let at = self
+                    .sessions()
+                    .get(volume)
+                    .map(|a| a.dir.display().to_string())
+                    .unwrap_or_default();
+                Err(VolumeError::Attached { id, at, hint })
+            }
+            other => other,
+        }
+    }
+
+    /// Stops serving `volume` at `dir` (under its lock, in `PoolOwner::detach`). `force`:
+    /// unmount lazily even while busy (shutdown). A busy mount without `force` is an
+    /// error and the volume stays attached and served.
+    fn stop_serving(&self, volume: &VolumeId, dir: &Path, force: bool) -> Result<()> {
+        let Some(mut a) = self.sessions().remove(volume) else {
+            return Err(VolumeError::NotAttached {
+                at: dir.display().to_string(),
+            });
+        };
+        if a.dir != dir {
+            let at = a.dir.display().to_string();
+            self.sessions().insert(volume.clone(), a);
+            return Err(VolumeError::NotAttached { at });
+        }
         match unmount(&a.dir, force) {
             Ok(()) => {}
-            Err(e) if !force => return Err(e),
+            Err(e) if !force => {
+                self.sessions().insert(volume.clone(), a);
+                return Err(e);
+            }
             Err(e) => warn!("unmounting {}: {e}", a.dir.display()),
         }
         // The kernel has answered every request before the unmount completes; once the
-        // worker threads are gone nothing can write, and the flush covers everything.
+        // worker threads are gone nothing can write, and the owner's flush covers all.
         if let Some(s) = a.session.take()
             && !force
             && let Err(e) = s.join()
         {
             warn!("FUSE session of {volume}: {e}");
         }
-        let flushed = a.vol.flush();
         info!("detached {volume} from {}", a.dir.display());
-        flushed
+        Ok(())
     }
 
     fn detach(&self, dir: &Path) -> Result<()> {
         let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        let found = {
-            let mut attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
-            let key = attached
-                .iter()
-                .find(|(_, a)| a.dir == dir)
-                .map(|(v, _)| v.clone());
-            key.and_then(|k| attached.remove(&k).map(|a| (k, a)))
-        };
-        let Some((volume, a)) = found else {
+        let found = self
+            .sessions()
+            .iter()
+            .find(|(_, a)| a.dir == dir)
+            .map(|(v, _)| v.clone());
+        let Some(volume) = found else {
             return Err(VolumeError::NotAttached {
                 at: dir.display().to_string(),
             });
         };
-        let mut a = a;
-        let r = self.detach_volume(&volume, &mut a, false);
-        if a.session.is_some() {
-            // Still mounted (busy): keep serving it.
-            self.attached
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(volume.clone(), a);
-        }
-        r
+        let lock_id = dir_lock(&dir);
+        self.owner.detach(&volume, &[&lock_id], || {
+            self.stop_serving(&volume, &dir, false)
+        })
     }
 
     fn status(&self) -> DaemonStatus {
-        let attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
+        let sessions = self.sessions();
         DaemonStatus {
             pid: std::process::id(),
-            attached: attached
+            attached: sessions
                 .iter()
-                .map(|(v, a)| AttachedInfo {
-                    volume_id: v.clone(),
-                    dir: a.dir.clone(),
-                    size: a.vol.size(),
-                    allocated_bytes: a.vol.allocated_bytes(),
+                .filter_map(|(v, a)| {
+                    let vol = self.owner.open_volume(v)?;
+                    Some(AttachedInfo {
+                        volume_id: v.clone(),
+                        dir: a.dir.clone(),
+                        size: vol.size(),
+                        allocated_bytes: vol.allocated_bytes(),
+                    })
                 })
                 .collect(),
         }
     }
 
-    fn open_volume(&self, v: &VolumeId) -> Option<Arc<OpenVolume>> {
-        self.attached
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(v)
-            .map(|a| a.vol.clone())
-    }
-
-    fn existing_volume(&self, volume: &VolumeId) -> Result<VolumeHeader> {
-        self.pool
-            .get_volume(volume)?
-            .ok_or_else(|| VolumeError::NotFound {
-                name: volume.to_string(),
-                region: self.region.region.to_string(),
-            })
-    }
-
-    fn decode_b64(b64: &str) -> Result<Vec<u8>> {
-        crate::kms::b64::decode(b64).map_err(|e| VolumeError::invalid("request", e.to_string()))
-    }
-
-    fn decode_header(b64: &str) -> Result<VolumeHeader> {
-        let bytes = crate::kms::b64::decode(b64)
-            .map_err(|e| VolumeError::invalid("header", e.to_string()))?;
-        VolumeHeader::decode(&bytes)
-    }
-
-    fn handle(&self, req: Request) -> Response {
+    /// Answers one request: the reply's final line. `progress` sends a progress line and
+    /// says whether the client still listens.
+    fn handle(&self, req: Request, progress: &(dyn Fn(u64) -> bool + Sync)) -> Vec<u8> {
+        let o = &self.owner;
         match req {
-            Request::Ping => Response::from_result(Ok(std::process::id())),
-            Request::Status => Response::from_result(Ok(self.status())),
+            Request::Ping => done_line(Ok(std::process::id())),
+            Request::Status => done_line(Ok(self.status())),
             Request::Attach {
                 volume,
                 dir,
                 data_key,
             } => {
-                let key = base64::engine::general_purpose::STANDARD
-                    .decode(&data_key)
+                let key = crate::kms::b64::decode(&data_key.0)
                     .map(SecretBytes::new)
                     .map_err(|_| VolumeError::invalid("data key", "not base64"));
-                drop(zeroize::Zeroizing::new(data_key));
-                Response::from_result(key.and_then(|k| self.attach(&volume, &dir, k)))
+                drop(data_key);
+                done_line(key.and_then(|k| self.attach(&volume, &dir, k)))
             }
-            Request::Detach { dir } => Response::from_result(self.detach(&dir)),
-            Request::Flush { volume } => Response::from_result(match self.open_volume(&volume) {
+            // Answered by `serve_conn`, which may stop the daemon after it.
+            Request::Detach { dir } => done_line(
+                self.detach(&dir)
+                    .map(|()| DetachReply { daemon_stopping: None }),
+            ),
+            Request::Flush { volume } => done_line(match o.open_volume(&volume) {
                 Some(v) => v.flush(),
-                None => self.pool.commit(),
+                None => o.commit(),
             }),
-            Request::ListVolumes => Response::from_result(self.pool.list_volumes().map(|hs| {
-                hs.iter()
-                    .map(|h| crate::kms::b64::encode(&h.encode()))
-                    .collect::<Vec<_>>()
-            })),
-            Request::GetVolume { volume } => Response::from_result(
-                self.pool
-                    .get_volume(&volume)
-                    .map(|h| h.map(|h| crate::kms::b64::encode(&h.encode()))),
-            ),
-            Request::AllocatedBytes { volume } => {
-                Response::from_result(match self.open_volume(&volume) {
-                    Some(v) => Ok(v.allocated_bytes()),
-                    None => self
-                        .pool
-                        .get_volume(&volume)
-                        .and_then(|h| h.map(|h| self.pool.allocated_bytes(&h)).transpose())
-                        .map(|b| b.unwrap_or(0)),
-                })
+            Request::ListVolumes => done_line(o.list_volumes()),
+            Request::GetVolume { volume } => done_line(o.get_volume(&volume)),
+            Request::CreateVolume { header } => done_line(o.create_volume(&header)),
+            Request::ResizeVolume { volume, size } => done_line(o.resize_volume(&volume, size)),
+            Request::DeleteVolume { volume } => done_line(o.delete_volume(&volume)),
+            Request::AllocatedBytes { volume } => done_line(o.allocated_bytes(&volume)),
+            Request::CreateSnapshot { volume, record } => {
+                done_line(o.create_snapshot(&volume, &record))
             }
-            Request::CreateVolume { header } => Response::from_result(
-                Self::decode_header(&header).and_then(|h| self.pool.create_volume(&h)),
-            ),
-            Request::UpdateVolume { header } => {
-                Response::from_result(Self::decode_header(&header).and_then(|h| {
-                    if let Some(v) = self.open_volume(&h.id) {
-                        v.set_size(h.size);
-                    }
-                    self.pool.update_volume(&h)
-                }))
+            Request::ListSnapshots => done_line(o.list_snapshots()),
+            Request::GetSnapshot { snapshot } => done_line(o.get_snapshot(&snapshot)),
+            Request::DeleteSnapshot { snapshot } => done_line(o.delete_snapshot(&snapshot)),
+            Request::RestoreVolume { snapshot, header } => {
+                done_line(o.restore_volume(&snapshot, &header))
             }
-            Request::CreateSnapshot { volume, record } => Response::from_result((|| {
-                let bytes = Self::decode_b64(&record)?;
-                let rec = crate::snapshot::SnapshotRecord::decode(&bytes)?;
-                let h = self.existing_volume(&volume)?;
-                match self.open_volume(&volume) {
-                    Some(v) => {
-                        // No I/O in flight: the snapshot is exactly what was acknowledged.
-                        let _quiet = v.quiesce();
-                        self.pool.create_snapshot(&h, rec.id.as_str(), &bytes)?;
-                        v.mark_all_shared();
-                        Ok(())
-                    }
-                    None => self.pool.create_snapshot(&h, rec.id.as_str(), &bytes),
-                }
-            })()),
-            Request::ListSnapshots => Response::from_result(self.pool.list_snapshots().map(|v| {
-                v.iter()
-                    .map(|b| crate::kms::b64::encode(b))
-                    .collect::<Vec<_>>()
-            })),
-            Request::GetSnapshot { snapshot } => Response::from_result(
-                self.pool
-                    .get_snapshot(&snapshot)
-                    .map(|o| o.map(|b| crate::kms::b64::encode(&b))),
-            ),
-            Request::DeleteSnapshot { snapshot } => Response::from_result((|| {
-                let rec =
-                    self.pool
-                        .get_snapshot(&snapshot)?
-                        .ok_or_else(|| VolumeError::NotFound {
-                            name: snapshot.clone(),
-                            region: self.region.region.to_string(),
-                        })?;
-                let rec = crate::snapshot::SnapshotRecord::decode(&rec)?;
-                self.pool.delete_snapshot(&snapshot, rec.volume.chunk_shift)
-            })()),
-            Request::RestoreVolume { snapshot, header } => Response::from_result(
-                Self::decode_header(&header).and_then(|h| self.pool.restore_volume(&snapshot, &h)),
-            ),
-            Request::LoadMap { owner } => Response::from_result(
-                self.pool
-                    .load_map(&owner)
+            Request::LoadMap { owner } => done_line(
+                o.load_map(&owner)
                     .map(|m| m.into_iter().map(|(c, s)| (c, s.0)).collect::<Vec<_>>()),
             ),
-            Request::ListPending => Response::from_result(self.pool.pending().map(|v| {
-                v.into_iter()
-                    .map(|(o, b)| (o, crate::kms::b64::encode(&b)))
-                    .collect::<Vec<_>>()
-            })),
-            Request::AbandonPending { owner, chunk_shift } => {
-                Response::from_result(self.pool.abandon_pending(&owner, chunk_shift))
+            Request::TakeLease { snapshot, holder } => done_line(o.take_lease(&snapshot, &holder)),
+            Request::ReleaseLease { snapshot, holder } => {
+                done_line(o.release_lease(&snapshot, &holder))
             }
-            Request::RunCopy { job } => Response::from_result(crate::snapshot::reencrypt::run_job(
-                &self.pool,
-                &job,
-                &|_| {},
-            )),
-            Request::DeleteVolume { volume } => Response::from_result((|| {
-                if let Some(v) = self.open_volume(&volume) {
-                    let at = self
-                        .status()
-                        .attached
-                        .into_iter()
-                        .find(|a| a.volume_id == v.id)
-                        .map(|a| a.dir.display().to_string())
-                        .unwrap_or_default();
-                    return Err(VolumeError::Attached {
-                        id: volume.to_string(),
-                        at,
-                        hint: "detach it before deleting".into(),
-                    });
-                }
-                let h = self.existing_volume(&volume)?;
-                self.pool.delete_volume(&h)
-            })()),
+            Request::ListPending => done_line(o.pending()),
+            Request::AbandonPending { owner, chunk_shift } => {
+                done_line(o.abandon_pending(&owner, chunk_shift))
+            }
+            Request::RunCopy { job } => done_line(o.run_copy(job, progress)),
         }
     }
 
@@ -443,49 +373,66 @@ impl Daemon {
             self.stopping.load(Ordering::Acquire)
         };
         if stopping {
-            let resp = Response::Err {
-                kind: crate::volume::error::ErrorKind::Busy,
-                message: "the region daemon is stopping: retry".into(),
-            };
-            let mut out = serde_json::to_vec(&resp).expect("serialises");
-            out.push(b'\n');
-            let _ = (&s).write_all(&out);
+            let _ = (&s).write_all(&done_line::<()>(Err(stopping_error())));
             return;
         }
         let mut line = String::new();
         if BufReader::new(&s).read_line(&mut line).is_err() {
             return;
         }
-        let mut was_detach = false;
-        let resp = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => {
-                was_detach = matches!(req, Request::Detach { .. });
-                self.handle(req)
+        let parsed = serde_json::from_str::<control::Envelope>(&line);
+        zeroize::Zeroize::zeroize(&mut line);
+        let req = match parsed {
+            Ok(e) if e.v == control::VERSION => e.request,
+            Ok(e) => {
+                let err = VolumeError::Remote {
+                    kind: crate::volume::error::ErrorKind::Busy,
+                    message: format!(
+                        "the region daemon (pid {}) speaks control protocol {}, this cryptvol speaks {}: detach every volume of the region (or stop that daemon) and retry",
+                        std::process::id(),
+                        control::VERSION,
+                        e.v
+                    ),
+                };
+                let _ = (&s).write_all(&done_line::<()>(Err(err)));
+                return;
             }
-            Err(e) => Response::Err {
-                kind: crate::volume::error::ErrorKind::Invalid,
-                message: format!("malformed request: {e}"),
-            },
+            Err(e) => {
+                let err = VolumeError::invalid("control request", format!("malformed: {e}"));
+                let _ = (&s).write_all(&done_line::<()>(Err(err)));
+                return;
+            }
         };
-        drop(zeroize::Zeroizing::new(line));
-        // The last detach stops the daemon. The answer says so, with our pid, so that the
-        // client can wait for the pool to be free before its next command.
-        let last = was_detach
-            && matches!(resp, Response::Ok(_))
-            && self
-                .attached
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty();
-        let resp = if last {
-            Response::Ok(serde_json::json!({ "DaemonStopping": std::process::id() }))
-        } else {
-            resp
+        // Progress of a long request, throttled; a failed write means the client is gone,
+        // and the job stops.
+        let last_progress = Mutex::new((Instant::now(), 0u64));
+        let progress = |n: u64| -> bool {
+            let mut lp = last_progress.lock().unwrap_or_else(|p| p.into_inner());
+            lp.1 += n;
+            if lp.0.elapsed() < Duration::from_millis(100) {
+                return true;
+            }
+            let mut out = serde_json::to_vec(&control::Frame::<()>::Progress(lp.1))
+                .expect("progress serializes");
+            out.push(b'\n');
+            lp.1 = 0;
+            lp.0 = Instant::now();
+            (&s).write_all(&out).is_ok()
         };
-        let mut out = serde_json::to_vec(&resp).expect("serialises");
-        out.push(b'\n');
+        let (out, last) = match req {
+            Request::Detach { dir } => {
+                let r = self.detach(&dir);
+                let last =
+                    r.is_ok() && self.sessions().is_empty() && self.owner.attached().is_empty();
+                let reply = r.map(|()| DetachReply {
+                    daemon_stopping: last.then(std::process::id),
+                });
+                (done_line(reply), last)
+            }
+            other => (self.handle(other, &progress), false),
+        };
         let _ = (&s).write_all(&out);
-        // Only once the client has its answer.
+        // The last detach stops the daemon, only once the client has its answer.
         if last {
             self.begin_stop("last volume detached");
         }
@@ -493,18 +440,20 @@ impl Daemon {
 
     fn shutdown(&self) {
         self.stopping.store(true, Ordering::Release);
-        let all: Vec<(VolumeId, Attachment)> = self
-            .attached
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
+        let all: Vec<(VolumeId, PathBuf)> = self
+            .sessions()
+            .iter()
+            .map(|(v, a)| (v.clone(), a.dir.clone()))
             .collect();
-        for (v, mut a) in all {
-            if let Err(e) = self.detach_volume(&v, &mut a, true) {
+        for (v, dir) in all {
+            if let Err(e) = self
+                .owner
+                .detach(&v, &[], || self.stop_serving(&v, &dir, true))
+            {
                 error!("flushing {v}: {e}");
             }
         }
-        if let Err(e) = self.pool.commit() {
+        if let Err(e) = self.owner.commit() {
             error!("final commit: {e}");
         }
     }
@@ -544,10 +493,11 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
         .map_err(|e| VolumeError::io("cannot set mode of", &sock, e))?;
 
     let (tx, rx) = mpsc::channel();
+    let owner = PoolOwner::new(pool, region.region.clone());
     let daemon = Arc::new(Daemon {
         region,
-        pool,
-        attached: Mutex::new(HashMap::new()),
+        owner,
+        sessions: Mutex::new(HashMap::new()),
         stopping: AtomicBool::new(false),
         events: tx.clone(),
         last_request: Mutex::new(Instant::now()),
@@ -575,16 +525,13 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
                 }
                 if last_commit.elapsed() >= COMMIT_INTERVAL {
                     last_commit = Instant::now();
-                    if let Err(e) = d.pool.commit() {
+                    if let Err(e) = d.owner.commit() {
                         warn!("periodic commit: {e}");
                     }
                 }
                 // Started for an attach that failed, or left with nothing to serve.
-                let idle = d
-                    .attached
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .is_empty()
+                let idle = d.sessions().is_empty()
+                    && d.owner.attached().is_empty()
                     && d.last_request
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())

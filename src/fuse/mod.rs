@@ -1,10 +1,12 @@
 //! Frontends over the volume layer: the FUSE filesystem exposing a volume as one file,
 //! the region daemon that owns the pool while volumes are attached, its control socket,
-//! and the loop/mkfs/mount helper behind `cryptvol mount`.
+//! the pool's owner and typed catalog (the same operations whether the daemon or a command
+//! owns the pool), and the loop/mkfs/mount helper behind `cryptvol mount`.
 
-pub mod access;
+pub mod catalog;
 pub mod control;
 pub mod daemon;
 pub mod errno;
 pub mod mount;
+pub mod owner;
 pub mod volume_fs;

@@ -97,6 +97,8 @@ impl SnapshotRecord {
     }
 }
 
+crate::serde_as_binary_record!(SnapshotRecord);
+
 /// Space accounting of a snapshot against the one before it (of the same volume).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "PascalCase")]

@@ -80,12 +80,13 @@ fn test_delay() {
     }
 }
 
-/// Copies every chunk of `src.map` not in `done`; `progress` gets the bytes of each chunk.
+/// Copies every chunk of `src.map` not in `done`; `progress` gets the bytes of each chunk
+/// and returns false to cancel the copy (what was copied stays, for a later resume).
 pub fn reencrypt(
     src: &Source,
     dst: &Dest,
     done: &HashSet<u64>,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(u64) -> bool + Sync),
 ) -> Result<CopyStats> {
     // O_DIRECT reads: the source is read once, so the page cache would only cost a copy.
     let file = std::fs::OpenOptions::new()
@@ -196,7 +197,11 @@ pub fn reencrypt(
                 .remap(src.chunk_shift, &dst.owner, c, Some(new), None);
             test_delay();
             copied.fetch_add(1, Ordering::AcqRel);
-            progress(chunk as u64);
+            if !progress(chunk as u64) {
+                return Err(VolumeError::Cancelled {
+                    what: format!("the copy into {}", dst.owner),
+                });
+            }
             // One worker commits when the interval has passed; the others carry on.
             if let Ok(mut last) = last_commit.try_lock()
                 && last.elapsed() >= COMMIT_INTERVAL
@@ -274,7 +279,11 @@ fn b64_field(what: &str, s: &str) -> Result<Vec<u8>> {
 }
 
 /// Runs (or resumes) a copy job against `pool` and makes the result visible.
-pub fn run_job(pool: &Pool, job: &CopyJob, progress: &(dyn Fn(u64) + Sync)) -> Result<CopyStats> {
+pub fn run_job(
+    pool: &Pool,
+    job: &CopyJob,
+    progress: &(dyn Fn(u64) -> bool + Sync),
+) -> Result<CopyStats> {
     if !pool.pending()?.iter().any(|(o, _)| o == &job.owner) {
         pool.begin_pending(&job.owner, &b64_field("pending", &job.pending)?)?;
     }

@@ -27,6 +27,9 @@ pub enum VolumeError {
     )]
     InUse { what: String, by: String },
 
+    #[error("{what} was cancelled (its caller went away); run the same command again to resume")]
+    Cancelled { what: String },
+
     #[error("nothing is attached at {at}")]
     NotAttached { at: String },
 
@@ -120,7 +123,7 @@ impl VolumeError {
             VolumeError::NoSpace { .. } => ErrorKind::NoSpace,
             VolumeError::Io { .. } => ErrorKind::Io,
             VolumeError::Corrupt { .. } | VolumeError::Metadata(_) => ErrorKind::Corrupt,
-            VolumeError::PoolBusy { .. } => ErrorKind::Busy,
+            VolumeError::PoolBusy { .. } | VolumeError::Cancelled { .. } => ErrorKind::Busy,
             VolumeError::Kms(_) => ErrorKind::Kms,
             VolumeError::Tool { .. } => ErrorKind::Tool,
             VolumeError::Remote { kind, .. } => *kind,

@@ -197,3 +197,4 @@ mod tests {
         assert!(VolumeHeader::decode(&b[..b.len() - 1]).is_err());
     }
 }
+crate::serde_as_binary_record!(VolumeHeader);

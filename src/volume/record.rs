@@ -106,3 +106,25 @@ fn corrupt(what: &str, detail: &str) -> VolumeError {
         detail: detail.to_string(),
     }
 }
+
+/// Serde for a type with a checksummed binary form (a volume header, a snapshot record):
+/// it crosses the daemon's control socket as base64 of exactly that form, and a value
+/// that does not decode is a deserialization error, never a default.
+#[macro_export]
+macro_rules! serde_as_binary_record {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&$crate::kms::b64::encode(&self.encode()))
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as serde::Deserialize>::deserialize(d)?;
+                let bytes = $crate::kms::b64::decode(&s).map_err(serde::de::Error::custom)?;
+                <$t>::decode(&bytes).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}

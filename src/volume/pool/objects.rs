@@ -169,6 +169,16 @@ impl Pool {
     pub fn begin_pending(&self, owner: &str, record: &[u8]) -> Result<()> {
         let _c = lock(&self.commit_lock);
         let w = self.db()?.begin_write()?;
+        // A copy that finished already must not start again under the same id (its map
+        // would be copied into twice).
+        if w.open_table(VOLUMES)?.get(owner)?.is_some()
+            || w.open_table(SNAPSHOTS)?.get(owner)?.is_some()
+        {
+            return Err(VolumeError::invalid(
+                "copy",
+                format!("{owner} exists already: the copy finished"),
+            ));
+        }
         w.open_table(PENDING)?.insert(owner, record)?;
         w.commit()?;
         Ok(())
@@ -201,7 +211,11 @@ impl Pool {
         self.commit()?;
         let _c = lock(&self.commit_lock);
         let w = self.db()?.begin_write()?;
-        w.open_table(PENDING)?.remove(owner)?;
+        if w.open_table(PENDING)?.remove(owner)?.is_none() {
+            return Err(VolumeError::Cancelled {
+                what: format!("the copy into {owner} (it was abandoned meanwhile)"),
+            });
+        }
         if let Some(rec) = snapshot {
             w.open_table(SNAPSHOTS)?.insert(owner, rec)?;
         }
@@ -218,8 +232,11 @@ impl Pool {
         self.commit()?;
         let c = lock(&self.commit_lock);
         let w = self.db()?.begin_write()?;
+        // Only a copy still in progress: an id that finished is a volume or snapshot now.
+        if w.open_table(PENDING)?.remove(owner)?.is_none() {
+            return Ok(());
+        }
         let freed = drop_map(&w, owner, chunk_shift)?;
-        w.open_table(PENDING)?.remove(owner)?;
         w.commit()?;
         drop(c);
         self.release_freed(freed);

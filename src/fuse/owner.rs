@@ -1,0 +1,356 @@
+//! The owner of a region's pool: the one place where volumes, snapshots and copies change.
+//! The region daemon holds one while volumes are attached; a CLI command holds one when
+//! no daemon runs. Both run the same code, so the rules below hold on either path.
+//!
+//! One owner per volume: every operation on an object (attach, detach, snapshot, resize,
+//! delete, restore, copy) takes that object's lock for its whole duration, check and act
+//! together, so no operation sees a state another one is in the middle of changing. The
+//! states of a volume are detached → attaching → attached → detaching: "attaching" and
+//! "detaching" are an attach or detach holding the volume's lock; "attached" is an entry
+//! in `open`. Locks are taken in sorted order when an operation needs several, so two
+//! operations never wait for each other.
+//!
+//! A copy holds a durable lease on its source snapshot (taken by the caller in the
+//! source's pool) and runs as a job that owns its destination id: a re-run finds it
+//! running (and is refused), an abandon cancels it and waits for it, and a job whose
+//! client went away is cancelled at its next progress report.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use super::catalog::Catalog;
+use crate::crypto::xts::Xts;
+use crate::kms::Region;
+use crate::snapshot::reencrypt::{CopyJob, CopyStats};
+use crate::snapshot::{PendingCopy, SnapshotRecord};
+use crate::volume::error::{Result, VolumeError};
+use crate::volume::ids::{SlotNo, format_size};
+use crate::volume::{OpenVolume, Pool, VolumeHeader, VolumeId};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Exclusive locks on object ids (volume, snapshot and copy ids, mount directories).
+#[derive(Debug, Default)]
+struct ObjectLocks {
+    held: Mutex<HashSet<String>>,
+    released: Condvar,
+}
+
+/// Holds some object locks until dropped.
+#[derive(Debug)]
+pub struct ObjectGuard<'a> {
+    locks: &'a ObjectLocks,
+    ids: Vec<String>,
+}
+
+impl Drop for ObjectGuard<'_> {
+    fn drop(&mut self) {
+        let mut held = lock(&self.locks.held);
+        for id in &self.ids {
+            held.remove(id);
+        }
+        drop(held);
+        self.locks.released.notify_all();
+    }
+}
+
+impl ObjectLocks {
+    /// Waits until every id is free, then takes them all at once.
+    fn take(&self, ids: &[&str]) -> ObjectGuard<'_> {
+        let mut ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        ids.sort();
+        ids.dedup();
+        let mut held = lock(&self.held);
+        while ids.iter().any(|id| held.contains(id)) {
+            held = self
+                .released
+                .wait(held)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        for id in &ids {
+            held.insert(id.clone());
+        }
+        ObjectGuard { locks: self, ids }
+    }
+}
+
+/// What a copy job reports while it runs; returning false cancels it.
+pub type Progress<'a> = &'a (dyn Fn(u64) -> bool + Sync);
+
+#[derive(Debug)]
+pub struct PoolOwner {
+    pub pool: Arc<Pool>,
+    region: Region,
+    locks: ObjectLocks,
+    /// Attached volumes (the "attached" state).
+    open: Mutex<HashMap<VolumeId, Arc<OpenVolume>>>,
+    /// Cancel flags of running copy jobs, by destination id.
+    jobs: Mutex<HashMap<String, Arc<AtomicBool>>>,
+}
+
+impl PoolOwner {
+    pub fn new(pool: Arc<Pool>, region: Region) -> PoolOwner {
+        PoolOwner {
+            pool,
+            region,
+            locks: ObjectLocks::default(),
+            open: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes the locks of `ids` for an operation (see the module doc).
+    pub fn lock_objects(&self, ids: &[&str]) -> ObjectGuard<'_> {
+        self.locks.take(ids)
+    }
+
+    fn not_found(&self, name: impl Into<String>) -> VolumeError {
+        VolumeError::NotFound {
+            name: name.into(),
+            region: self.region.to_string(),
+        }
+    }
+
+    fn existing_volume(&self, id: &VolumeId) -> Result<VolumeHeader> {
+        self.pool
+            .get_volume(id)?
+            .ok_or_else(|| self.not_found(id.as_str()))
+    }
+
+    /// The attached volume `id`, if it is attached.
+    pub fn open_volume(&self, id: &VolumeId) -> Option<Arc<OpenVolume>> {
+        lock(&self.open).get(id).cloned()
+    }
+
+    pub fn attached(&self) -> Vec<Arc<OpenVolume>> {
+        lock(&self.open).values().cloned().collect()
+    }
+
+    /// Attaches `id`: opens it and hands it to `serve` (which mounts it), all under the
+    /// volume's lock and the locks of `also` (its mount directory). On error nothing stays.
+    pub fn attach<T>(
+        &self,
+        id: &VolumeId,
+        also: &[&str],
+        xts: Xts,
+        serve: impl FnOnce(Arc<OpenVolume>) -> Result<T>,
+    ) -> Result<T> {
+        let mut ids = vec![id.as_str()];
+        ids.extend_from_slice(also);
+        let _g = self.locks.take(&ids);
+        if lock(&self.open).contains_key(id) {
+            return Err(VolumeError::Attached {
+                id: id.to_string(),
+                at: String::new(),
+                hint: "detach it first (`cryptvol detach DIR`)".into(),
+            });
+        }
+        let h = self.existing_volume(id)?;
+        let vol = Arc::new(OpenVolume::open(self.pool.clone(), &h, xts)?);
+        let out = serve(vol.clone())?;
+        lock(&self.open).insert(id.clone(), vol);
+        Ok(out)
+    }
+
+    /// Detaches `id`: `stop` ends the serving (unmount, join the FUSE threads) and may
+    /// refuse (a busy mount: the volume stays attached); then everything is flushed, and
+    /// only then does the volume leave the attached state.
+    pub fn detach(&self, id: &VolumeId, also: &[&str], stop: impl FnOnce() -> Result<()>) -> Result<()> {
+        let mut ids = vec![id.as_str()];
+        ids.extend_from_slice(also);
+        let _g = self.locks.take(&ids);
+        let Some(vol) = self.open_volume(id) else {
+            return Err(VolumeError::NotAttached {
+                at: id.to_string(),
+            });
+        };
+        stop()?;
+        let flushed = vol.flush();
+        lock(&self.open).remove(id);
+        flushed
+    }
+
+    /// Commits every attached volume's pending metadata (a periodic commit, or shutdown).
+    pub fn commit(&self) -> Result<()> {
+        self.pool.commit()
+    }
+}
+
+impl Catalog for PoolOwner {
+    fn is_daemon(&self) -> bool {
+        false
+    }
+
+    fn list_volumes(&self) -> Result<Vec<VolumeHeader>> {
+        self.pool.list_volumes()
+    }
+
+    fn get_volume(&self, id: &VolumeId) -> Result<Option<VolumeHeader>> {
+        self.pool.get_volume(id)
+    }
+
+    fn create_volume(&self, h: &VolumeHeader) -> Result<()> {
+        let _g = self.locks.take(&[h.id.as_str()]);
+        self.pool.create_volume(h)
+    }
+
+    fn resize_volume(&self, id: &VolumeId, size: u64) -> Result<VolumeHeader> {
+        let _g = self.locks.take(&[id.as_str()]);
+        let mut h = self.existing_volume(id)?;
+        VolumeHeader::validate_size(size)?;
+        if size < h.size {
+            return Err(VolumeError::invalid(
+                "size",
+                format!(
+                    "{} is smaller than the volume ({}); volumes only grow (shrink the filesystem and copy instead)",
+                    format_size(size),
+                    format_size(h.size)
+                ),
+            ));
+        }
+        h.size = size;
+        self.pool.update_volume(&h)?;
+        if let Some(v) = self.open_volume(id) {
+            v.set_size(size);
+        }
+        Ok(h)
+    }
+
+    fn delete_volume(&self, id: &VolumeId) -> Result<()> {
+        let _g = self.locks.take(&[id.as_str()]);
+        if self.open_volume(id).is_some() {
+            return Err(VolumeError::Attached {
+                id: id.to_string(),
+                at: String::new(),
+                hint: "detach it before deleting".into(),
+            });
+        }
+        let h = self.existing_volume(id)?;
+        self.pool.delete_volume(&h)
+    }
+
+    /// A pool this process owns outside the daemon has nothing attached (attaching
+    /// starts the daemon, which then owns the pool).
+    fn attached_at(&self, _id: &VolumeId) -> Result<Option<std::path::PathBuf>> {
+        Ok(None)
+    }
+
+    fn allocated_bytes(&self, id: &VolumeId) -> Result<u64> {
+        match self.open_volume(id) {
+            Some(v) => Ok(v.allocated_bytes()),
+            None => {
+                let h = self.existing_volume(id)?;
+                self.pool.allocated_bytes(&h)
+            }
+        }
+    }
+
+    /// Takes a snapshot of `volume`: of exactly the writes acknowledged before it if the
+    /// volume is attached (no I/O in flight while the map is shared).
+    fn create_snapshot(&self, volume: &VolumeId, rec: &SnapshotRecord) -> Result<()> {
+        let _g = self.locks.take(&[volume.as_str(), rec.id.as_str()]);
+        let h = self.existing_volume(volume)?;
+        let bytes = rec.encode();
+        match self.open_volume(volume) {
+            Some(v) => {
+                let _quiet = v.quiesce();
+                self.pool.create_snapshot(&h, rec.id.as_str(), &bytes)?;
+                v.mark_all_shared();
+                Ok(())
+            }
+            None => self.pool.create_snapshot(&h, rec.id.as_str(), &bytes),
+        }
+    }
+
+    fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>> {
+        self.pool
+            .list_snapshots()?
+            .iter()
+            .map(|b| SnapshotRecord::decode(b))
+            .collect()
+    }
+
+    fn get_snapshot(&self, id: &str) -> Result<Option<SnapshotRecord>> {
+        self.pool
+            .get_snapshot(id)?
+            .map(|b| SnapshotRecord::decode(&b))
+            .transpose()
+    }
+
+    fn delete_snapshot(&self, id: &str) -> Result<()> {
+        let _g = self.locks.take(&[id]);
+        let rec = self
+            .get_snapshot(id)?
+            .ok_or_else(|| self.not_found(format!("snapshot {id}")))?;
+        self.pool.delete_snapshot(id, rec.volume.chunk_shift)
+    }
+
+    /// A new volume `h` sharing every slot of snapshot `snap` (copy-on-write restore).
+    fn restore_volume(&self, snap: &str, h: &VolumeHeader) -> Result<()> {
+        let _g = self.locks.take(&[snap, h.id.as_str()]);
+        self.pool.restore_volume(snap, h)
+    }
+
+    fn load_map(&self, owner: &str) -> Result<Vec<(u64, SlotNo)>> {
+        self.pool.load_map(owner)
+    }
+
+    fn take_lease(&self, snap: &str, holder: &str) -> Result<()> {
+        let _g = self.locks.take(&[snap]);
+        self.pool.take_lease(snap, holder)
+    }
+
+    fn release_lease(&self, snap: &str, holder: &str) -> Result<()> {
+        let _g = self.locks.take(&[snap]);
+        self.pool.release_lease(snap, holder)
+    }
+
+    /// Copies in progress: (destination id, record).
+    fn pending(&self) -> Result<Vec<(String, PendingCopy)>> {
+        self.pool
+            .pending()?
+            .into_iter()
+            .map(|(o, b)| PendingCopy::decode(&b).map(|p| (o, p)))
+            .collect()
+    }
+
+    /// Abandons a copy in progress: a running job is cancelled first and waited for.
+    fn abandon_pending(&self, owner: &str, chunk_shift: u8) -> Result<()> {
+        if let Some(cancel) = lock(&self.jobs).get(owner) {
+            cancel.store(true, Ordering::Release);
+        }
+        let _g = self.locks.take(&[owner]);
+        self.pool.abandon_pending(owner, chunk_shift)
+    }
+
+    /// Runs (or resumes) a copy job; refused while the same copy runs for another caller.
+    fn run_copy(&self, job: CopyJob, progress: Progress) -> Result<CopyStats> {
+        let cancel = {
+            let mut jobs = lock(&self.jobs);
+            if jobs.contains_key(&job.owner) {
+                return Err(VolumeError::InUse {
+                    what: format!("copy {}", job.owner),
+                    by: "another cryptvol command that is running it".into(),
+                });
+            }
+            let c = Arc::new(AtomicBool::new(false));
+            jobs.insert(job.owner.clone(), c.clone());
+            c
+        };
+        let result = {
+            let _g = self.locks.take(&[job.owner.as_str()]);
+            let tick = |n: u64| {
+                if !progress(n) {
+                    cancel.store(true, Ordering::Release);
+                }
+                !cancel.load(Ordering::Acquire)
+            };
+            crate::snapshot::reencrypt::run_job(&self.pool, &job, &tick)
+        };
+        lock(&self.jobs).remove(&job.owner);
+        result
+    }
+}
