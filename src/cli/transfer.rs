@@ -176,21 +176,16 @@ pub fn copy_snapshot(
     let key_ref = KeyRef::parse(kms_key.unwrap_or(DEFAULT_KMS_KEY))?;
 
     // Resume a copy of this snapshot that was interrupted, or start one.
-    let resumed =
-        dst.pending()?
-            .into_iter()
-            .find_map(|(owner, p)| match p {
-                PendingCopy::Copy {
-                    source_region,
-                    source_snapshot,
-                    record,
-                } if source_region == cfg.region.as_str()
-                    && source_snapshot == rec.id.as_str() =>
-                {
-                    Some((owner, record))
-                }
-                _ => None,
-            });
+    let resumed = dst.pending()?.into_iter().find_map(|(owner, p)| match p {
+        PendingCopy::Copy {
+            source_region,
+            source_snapshot,
+            record,
+        } if source_region == cfg.region.as_str() && source_snapshot == rec.id.as_str() => {
+            Some((owner, record))
+        }
+        _ => None,
+    });
     let (new_rec, dst_key, pending) = match resumed {
         Some((_, record)) => {
             let bytes = b64::decode(&record).map_err(|e| VolumeError::Corrupt {

@@ -84,9 +84,7 @@ pub struct VolumeInfo {
 }
 
 pub fn info(access: &dyn Catalog, h: &VolumeHeader) -> Result<VolumeInfo, CliError> {
-    let at = access
-        .attached_at(&h.id)?
-        .map(|d| d.display().to_string());
+    let at = access.attached_at(&h.id)?.map(|d| d.display().to_string());
     let (key_source, arn, version) = match &h.key {
         KeySource::Kms { key_arn, wrapped } => (
             "kms",

@@ -59,34 +59,66 @@ pub enum Request {
         data_key: WireSecret,
     },
     /// → DetachReply
-    Detach { dir: PathBuf },
+    Detach {
+        dir: PathBuf,
+    },
     /// → ()
-    Flush { volume: VolumeId },
+    Flush {
+        volume: VolumeId,
+    },
     ListVolumes,
-    GetVolume { volume: VolumeId },
-    CreateVolume { header: VolumeHeader },
-    ResizeVolume { volume: VolumeId, size: u64 },
-    DeleteVolume { volume: VolumeId },
-    AllocatedBytes { volume: VolumeId },
+    GetVolume {
+        volume: VolumeId,
+    },
+    CreateVolume {
+        header: VolumeHeader,
+    },
+    ResizeVolume {
+        volume: VolumeId,
+        size: u64,
+    },
+    DeleteVolume {
+        volume: VolumeId,
+    },
+    AllocatedBytes {
+        volume: VolumeId,
+    },
     CreateSnapshot {
         volume: VolumeId,
         record: SnapshotRecord,
     },
     ListSnapshots,
-    GetSnapshot { snapshot: String },
-    DeleteSnapshot { snapshot: String },
+    GetSnapshot {
+        snapshot: String,
+    },
+    DeleteSnapshot {
+        snapshot: String,
+    },
     RestoreVolume {
         snapshot: String,
         header: VolumeHeader,
     },
-    LoadMap { owner: String },
-    TakeLease { snapshot: String, holder: String },
-    ReleaseLease { snapshot: String, holder: String },
+    LoadMap {
+        owner: String,
+    },
+    TakeLease {
+        snapshot: String,
+        holder: String,
+    },
+    ReleaseLease {
+        snapshot: String,
+        holder: String,
+    },
     ListPending,
-    AbandonPending { owner: String, chunk_shift: u8 },
+    AbandonPending {
+        owner: String,
+        chunk_shift: u8,
+    },
     /// → CopyStats, after `Frame::Progress` lines. The job is cancelled when this
     /// connection closes.
-    RunCopy { job: CopyJob },
+    RunCopy {
+        job: CopyJob,
+    },
 }
 
 /// A secret on the wire (a data key, base64): zeroized when dropped, never printed.
@@ -132,8 +164,8 @@ impl From<VolumeError> for WireError {
 
 /// The final line of a reply.
 pub fn done_line<T: Serialize>(r: Result<T>) -> Vec<u8> {
-    let mut out = serde_json::to_vec(&Frame::Done(r.map_err(WireError::from)))
-        .expect("replies serialize");
+    let mut out =
+        serde_json::to_vec(&Frame::Done(r.map_err(WireError::from))).expect("replies serialize");
     out.push(b'\n');
     out
 }

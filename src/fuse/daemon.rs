@@ -160,7 +160,12 @@ impl Daemon {
         let lock_id = dir_lock(dir);
         let r = self.owner.attach(volume, &[&lock_id], xts, |vol| {
             // Under the volume's and the directory's locks from here on.
-            let mine = |d: &Path| self.sessions().iter().find(|(_, a)| a.dir == d).map(|(v, _)| v.clone());
+            let mine = |d: &Path| {
+                self.sessions()
+                    .iter()
+                    .find(|(_, a)| a.dir == d)
+                    .map(|(v, _)| v.clone())
+            };
             if let Some(v) = mine(dir) {
                 return Err(VolumeError::Attached {
                     id: v.to_string(),
@@ -316,10 +321,9 @@ impl Daemon {
                 done_line(key.and_then(|k| self.attach(&volume, &dir, k)))
             }
             // Answered by `serve_conn`, which may stop the daemon after it.
-            Request::Detach { dir } => done_line(
-                self.detach(&dir)
-                    .map(|()| DetachReply { daemon_stopping: None }),
-            ),
+            Request::Detach { dir } => done_line(self.detach(&dir).map(|()| DetachReply {
+                daemon_stopping: None,
+            })),
             Request::Flush { volume } => done_line(match o.open_volume(&volume) {
                 Some(v) => v.flush(),
                 None => o.commit(),

@@ -65,10 +65,7 @@ impl ObjectLocks {
         ids.dedup();
         let mut held = lock(&self.held);
         while ids.iter().any(|id| held.contains(id)) {
-            held = self
-                .released
-                .wait(held)
-                .unwrap_or_else(|p| p.into_inner());
+            held = self.released.wait(held).unwrap_or_else(|p| p.into_inner());
         }
         for id in &ids {
             held.insert(id.clone());
@@ -158,14 +155,17 @@ impl PoolOwner {
     /// Detaches `id`: `stop` ends the serving (unmount, join the FUSE threads) and may
     /// refuse (a busy mount: the volume stays attached); then everything is flushed, and
     /// only then does the volume leave the attached state.
-    pub fn detach(&self, id: &VolumeId, also: &[&str], stop: impl FnOnce() -> Result<()>) -> Result<()> {
+    pub fn detach(
+        &self,
+        id: &VolumeId,
+        also: &[&str],
+        stop: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
         let mut ids = vec![id.as_str()];
         ids.extend_from_slice(also);
         let _g = self.locks.take(&ids);
         let Some(vol) = self.open_volume(id) else {
-            return Err(VolumeError::NotAttached {
-                at: id.to_string(),
-            });
+            return Err(VolumeError::NotAttached { at: id.to_string() });
         };
         stop()?;
         let flushed = vol.flush();
@@ -354,3 +354,7 @@ impl Catalog for PoolOwner {
         result
     }
 }
+
+#[cfg(test)]
+#[path = "owner_tests.rs"]
+mod tests;

@@ -132,12 +132,13 @@ impl Pool {
     pub fn reserve(&self, shift: u8) -> Result<Reserved> {
         let (slot, reused) = {
             let mut st = lock(&self.state);
-            if !st.alloc.contains_key(&shift) {
+            let a = match st.alloc.entry(shift) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 // A chunk size never used before: nothing of it can be free or freed.
-                let a = self.read_allocator(shift)?;
-                st.alloc.insert(shift, a);
-            }
-            let a = st.alloc.get_mut(&shift).expect("inserted above");
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(self.read_allocator(shift)?)
+                }
+            };
             match a.free.pop_first() {
                 Some(s) => (s, true),
                 None => {

@@ -78,6 +78,7 @@ impl DataFile {
         self.punch(self.slot_offset(slot), 1 << self.chunk_shift)
     }
 
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> Result<u64> {
         self.store
             .len()

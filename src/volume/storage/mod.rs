@@ -24,6 +24,7 @@ pub mod sim;
 pub use file::FileStorage;
 
 /// One data file of the pool (one per chunk size).
+#[allow(clippy::len_without_is_empty)]
 pub trait BlockStore: Send + Sync + Debug {
     /// Reads `buf.len()` bytes at `off`; zeros past the end.
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()>;

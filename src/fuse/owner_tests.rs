@@ -1,0 +1,259 @@
+//! Regression tests for check-then-act races between catalog operations on one volume
+//! (`check_then_act_in_the_daemon`) and for copies whose source moved under them
+//! (`copy_from_a_moving_source`). Each enters the race window on purpose: the attach or
+//! detach under test stops inside it (a barrier in its serve/stop step) while the other
+//! operation is started from another thread.
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use super::*;
+use crate::kms::Region;
+use crate::snapshot::SnapshotRecord;
+use crate::volume::header::KeySource;
+use crate::volume::storage::FileStorage;
+
+const SHIFT: u8 = 16;
+
+fn xts() -> Xts {
+    let mut k = [0u8; 64];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = i as u8 ^ 0x5a;
+    }
+    Xts::new(&k).unwrap()
+}
+
+fn setup() -> (tempfile::TempDir, Arc<PoolOwner>, VolumeHeader) {
+    let d = tempfile::tempdir().unwrap();
+    let pool =
+        Arc::new(Pool::open_storage(Arc::new(FileStorage::new(d.path().to_path_buf()))).unwrap());
+    let owner = Arc::new(PoolOwner::new(pool, Region::parse("test-1").unwrap()));
+    let h = VolumeHeader {
+        id: VolumeId::random(),
+        lineage: "vol-00000000000000000".into(),
+        region: Region::parse("test-1").unwrap(),
+        name: String::new(),
+        size: 16 << SHIFT,
+        chunk_shift: SHIFT,
+        created: 0,
+        key: KeySource::Customer {
+            salt: [0; 16],
+            verifier: [0; 32],
+        },
+    };
+    owner.create_volume(&h).unwrap();
+    (d, owner, h)
+}
+
+/// Decrypted content of `len` bytes at 0 of a snapshot, read through a fresh volume
+/// restored from it (the restore shares the snapshot's slots).
+fn snapshot_bytes(owner: &PoolOwner, h: &VolumeHeader, snap: &str, len: usize) -> Vec<u8> {
+    let r = VolumeHeader {
+        id: VolumeId::random(),
+        ..h.clone()
+    };
+    owner.restore_volume(snap, &r).unwrap();
+    let v = OpenVolume::open(owner.pool.clone(), &r, xts()).unwrap();
+    let mut buf = vec![0u8; len];
+    v.read(0, &mut buf).unwrap();
+    buf
+}
+
+/// A snapshot requested while an attach is between opening the volume's map and being
+/// registered used to see "not attached", skip the quiesce and the shared marks, and let
+/// the attached volume write in place into slots the snapshot shares: the snapshot
+/// changed after it was taken.
+#[test]
+fn check_then_act_in_the_daemon_snapshot_during_attach() {
+    let (_d, owner, h) = setup();
+    {
+        let v = OpenVolume::open(owner.pool.clone(), &h, xts()).unwrap();
+        v.write(0, &[b'X'; 4096]).unwrap();
+        v.flush().unwrap();
+    }
+    let in_attach = Arc::new(Barrier::new(2));
+    let attacher = {
+        let (owner, h, b) = (owner.clone(), h.clone(), in_attach.clone());
+        std::thread::spawn(move || {
+            owner
+                .attach(&h.id, &[], xts(), |vol| {
+                    b.wait();
+                    // Give the snapshot every chance to run inside the window.
+                    std::thread::sleep(Duration::from_millis(200));
+                    Ok(vol)
+                })
+                .unwrap()
+        })
+    };
+    in_attach.wait();
+    let rec = SnapshotRecord::new(&h, "during attach", 1).unwrap();
+    owner.create_snapshot(&h.id, &rec).unwrap();
+    let vol = attacher.join().unwrap();
+    // The attached volume overwrites the block after the snapshot.
+    vol.write(0, &[b'Y'; 4096]).unwrap();
+    vol.flush().unwrap();
+    assert_eq!(
+        snapshot_bytes(&owner, &h, rec.id.as_str(), 4096),
+        vec![b'X'; 4096],
+        "the snapshot must keep what it captured"
+    );
+    let mut now = vec![0u8; 4096];
+    vol.read(0, &mut now).unwrap();
+    assert_eq!(now, vec![b'Y'; 4096]);
+}
+
+/// A re-attach while a detach was between dropping the volume from the daemon's table
+/// and flushing it opened a second map without the first one's unflushed writes.
+#[test]
+fn check_then_act_in_the_daemon_attach_during_detach() {
+    let (_d, owner, h) = setup();
+    let vol = owner.attach(&h.id, &[], xts(), Ok).unwrap();
+    vol.write(0, &[b'A'; 4096]).unwrap();
+    vol.flush().unwrap();
+    // Acknowledged but not yet fsynced: the detach's flush makes it durable.
+    vol.write(0, &[b'B'; 4096]).unwrap();
+    drop(vol);
+    let in_detach = Arc::new(Barrier::new(2));
+    let detacher = {
+        let (owner, h, b) = (owner.clone(), h.clone(), in_detach.clone());
+        std::thread::spawn(move || {
+            owner
+                .detach(&h.id, &[], || {
+                    b.wait();
+                    std::thread::sleep(Duration::from_millis(200));
+                    Ok(())
+                })
+                .unwrap()
+        })
+    };
+    in_detach.wait();
+    let again = owner.attach(&h.id, &[], xts(), Ok).unwrap();
+    detacher.join().unwrap();
+    let mut got = vec![0u8; 4096];
+    again.read(0, &mut got).unwrap();
+    assert_eq!(
+        got,
+        vec![b'B'; 4096],
+        "the re-attach sees every acknowledged write"
+    );
+}
+
+/// A delete requested while an attach was opening the volume found it "not attached" and
+/// freed its slots under the new attachment. Now exactly one of the two wins.
+#[test]
+fn check_then_act_in_the_daemon_delete_during_attach() {
+    let (_d, owner, h) = setup();
+    let in_attach = Arc::new(Barrier::new(2));
+    let attacher = {
+        let (owner, h, b) = (owner.clone(), h.clone(), in_attach.clone());
+        std::thread::spawn(move || {
+            owner.attach(&h.id, &[], xts(), |vol| {
+                b.wait();
+                std::thread::sleep(Duration::from_millis(200));
+                Ok(vol)
+            })
+        })
+    };
+    in_attach.wait();
+    let deleted = owner.delete_volume(&h.id);
+    let attached = attacher.join().unwrap();
+    assert!(attached.is_ok(), "the attach started first and finished");
+    assert!(
+        matches!(deleted, Err(VolumeError::Attached { .. })),
+        "the delete must see the attachment: {deleted:?}"
+    );
+    assert!(owner.pool.get_volume(&h.id).unwrap().is_some());
+}
+
+/// A copy used to read its source's slots from a map captured once, while the source
+/// snapshot could be deleted and its slots punched or reused. A lease now keeps it.
+#[test]
+fn copy_from_a_moving_source_leased_snapshot_cannot_be_deleted() {
+    let (_d, owner, h) = setup();
+    let rec = SnapshotRecord::new(&h, "", 1).unwrap();
+    owner.create_snapshot(&h.id, &rec).unwrap();
+    let holder = "test-2/snap-00000000000000abc";
+    owner.take_lease(rec.id.as_str(), holder).unwrap();
+    let err = owner.delete_snapshot(rec.id.as_str()).unwrap_err();
+    assert!(
+        matches!(&err, VolumeError::InUse { by, .. } if by == holder),
+        "{err:?}"
+    );
+    assert!(owner.get_snapshot(rec.id.as_str()).unwrap().is_some());
+    owner.release_lease(rec.id.as_str(), holder).unwrap();
+    owner.delete_snapshot(rec.id.as_str()).unwrap();
+    // A lease on a snapshot that is gone is refused (nothing to protect).
+    assert!(owner.take_lease(rec.id.as_str(), holder).is_err());
+}
+
+/// Two runs of one copy at once: the second is refused while the first runs; an abandon
+/// cancels a running copy and waits for it instead of racing it.
+#[test]
+fn copy_from_a_moving_source_one_job_per_copy() {
+    let (_d, owner, h) = setup();
+    {
+        let v = OpenVolume::open(owner.pool.clone(), &h, xts()).unwrap();
+        for c in 0..8u64 {
+            v.write(c << SHIFT, &[c as u8 + 1; 4096]).unwrap();
+        }
+        v.flush().unwrap();
+    }
+    let rec = SnapshotRecord::new(&h, "", 1).unwrap();
+    owner.create_snapshot(&h.id, &rec).unwrap();
+    let dest = VolumeHeader {
+        id: VolumeId::random(),
+        ..h.clone()
+    };
+    let key = crate::kms::b64::encode(&[9u8; 64]);
+    let job = || CopyJob {
+        owner: dest.id.to_string(),
+        pending: crate::kms::b64::encode(
+            &PendingCopy::Restore {
+                source_snapshot: rec.id.to_string(),
+                header: crate::kms::b64::encode(&dest.encode()),
+            }
+            .encode(),
+        ),
+        source_data_path: owner.pool.data_file(SHIFT).unwrap().path().to_path_buf(),
+        source_map: owner
+            .load_map(rec.id.as_str())
+            .unwrap()
+            .into_iter()
+            .map(|(c, s)| (c, s.0))
+            .collect(),
+        chunk_shift: SHIFT,
+        source_key: key.clone(),
+        dest_key: key.clone(),
+        finish_snapshot: None,
+        finish_volume: Some(crate::kms::b64::encode(&dest.encode())),
+    };
+    let started = Arc::new(Barrier::new(2));
+    let first = {
+        let (owner, started, job) = (owner.clone(), started.clone(), job());
+        std::thread::spawn(move || {
+            let once = std::sync::Once::new();
+            owner.run_copy(job, &|_| {
+                once.call_once(|| {
+                    started.wait();
+                });
+                std::thread::sleep(Duration::from_millis(50));
+                true
+            })
+        })
+    };
+    started.wait();
+    let second = owner.run_copy(job(), &|_| true);
+    assert!(
+        matches!(second, Err(VolumeError::InUse { .. })),
+        "{second:?}"
+    );
+    owner.abandon_pending(dest.id.as_str(), SHIFT).unwrap();
+    let first = first.join().unwrap();
+    assert!(
+        matches!(first, Err(VolumeError::Cancelled { .. })),
+        "the abandoned copy stops, it does not finish as a volume: {first:?}"
+    );
+    assert!(owner.pool.get_volume(&dest.id).unwrap().is_none());
+    assert!(owner.pending().unwrap().is_empty());
+    crate::volume::pool::assert_consistent_for_tests(&owner.pool, SHIFT);
+}
