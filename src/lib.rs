@@ -10,7 +10,8 @@
 //!   identities, the audit trail, metering, SigV4, `KeyBackend` (embedded and remote);
 //! - [`crypto`]: AES-256-GCM, AES-256-XTS, key derivation, zeroizing key types, process
 //!   hardening;
-//! - [`fsio`]: durable file writes and locks used by the layers that keep state.
+//! - [`fsio`]: durable file writes and locks used by the layers that keep state;
+//! - [`sys`]: system call wrappers and external tools (for now, /proc/self/mountinfo).
 #![deny(unsafe_code)]
 
 pub mod cli;
@@ -20,4 +21,5 @@ pub mod fuse;
 pub mod kms;
 pub mod server;
 pub mod snapshot;
+pub mod sys;
 pub mod volume;

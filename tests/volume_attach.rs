@@ -1019,3 +1019,311 @@ fn sigterm_flushes_and_unmounts_cleanly() {
     drop(f);
     v.detach(&dir);
 }
+
+// ---- mount points with spaces, tabs, newlines, backslashes -------------------------------
+
+/// Kills the data dir's daemon with SIGKILL: every volume it served is left a dead mount.
+#[track_caller]
+fn kill_9_the_daemon(v: &VolEnv, region: &str) {
+    let out = v.ok(&[
+        "--region",
+        region,
+        "status",
+        "--query",
+        "DaemonPid",
+        "--output",
+        "text",
+    ]);
+    let pid: i32 = out
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no daemon in {region}: {out:?}"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 the daemon");
+    assert!(
+        wait_until(Duration::from_secs(10), || !process_alive(pid)),
+        "daemon {pid} survived SIGKILL"
+    );
+}
+
+/// The kernel writes ' ', '\t', '\n' and '\\' in /proc/self/mountinfo as octal escapes;
+/// the mount of such a directory must still be found: by `status`, by `detach`, and by
+/// `detach` and `attach` of the dead mount a killed daemon leaves.
+#[test]
+fn mount_paths_with_spaces_are_found_by_attach_detach_and_status() {
+    if !require_mount_support(&[Need::Fuse]) {
+        return;
+    }
+    let v = VolEnv::new();
+    let names = [
+        "with space",
+        "with\ttab",
+        "with\nnewline",
+        "back\\slash \\040",
+    ];
+    let vols: Vec<String> = names.iter().map(|_| v.create(&["--size", "32M"])).collect();
+    let dirs: Vec<PathBuf> = names.iter().map(|n| v.dir(n)).collect();
+    for (i, (vol, dir)) in vols.iter().zip(&dirs).enumerate() {
+        let path = v.attach(vol, dir, &[]);
+        status_entry(&v, vol, dir, 32 * MIB);
+        let f = open_rw(&path);
+        pwrite(&f, 4096 * i as u64 + 5, format!("marker {i}").as_bytes());
+        f.sync_all().expect("fsync");
+    }
+    let st = v.status();
+    assert_eq!(
+        st["Volumes"].as_array().unwrap().len(),
+        names.len(),
+        "{st:#}"
+    );
+    for dir in &dirs {
+        v.detach(dir);
+    }
+    assert_nothing_attached(&v);
+
+    // Again, then leave them all dead: `detach` clears the first two, `attach` the others.
+    for (vol, dir) in vols.iter().zip(&dirs) {
+        v.attach(vol, dir, &[]);
+    }
+    kill_9_the_daemon(&v, common::DEFAULT_REGION);
+    for dir in &dirs[..2] {
+        assert!(is_mount_point(dir), "no dead mount at {dir:?}");
+        v.detach(dir);
+    }
+    for (i, (vol, dir)) in vols.iter().zip(&dirs).enumerate() {
+        let path = v.attach(vol, dir, &[]);
+        status_entry(&v, vol, dir, 32 * MIB);
+        let want = format!("marker {i}");
+        let got = pread(&open_rw(&path), 4096 * i as u64 + 5, want.len());
+        assert_eq!(got, want.as_bytes(), "{dir:?}");
+    }
+    for dir in &dirs {
+        v.detach(dir);
+    }
+    assert_nothing_attached(&v);
+}
+
+// ---- detach across regions -------------------------------------------------------------
+
+const OTHER_REGION: &str = "eu-2";
+
+/// A second region with one volume; returns its id.
+#[track_caller]
+fn volume_in_other_region(v: &VolEnv) -> String {
+    v.ok(&["--region", OTHER_REGION, "init"]);
+    str_field(
+        &v.json(&[
+            "--region",
+            OTHER_REGION,
+            "volume",
+            "create",
+            "--size",
+            "32M",
+        ]),
+        "VolumeId",
+    )
+}
+
+/// `status --region R` lists nothing and names no daemon, once R's daemon is gone.
+#[track_caller]
+fn assert_region_idle(v: &VolEnv, region: &str) {
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            v.json(&["--region", region, "status"])["DaemonPid"].is_null()
+        }),
+        "the daemon of {region} still runs 10 s after its last detach"
+    );
+    let st = v.json(&["--region", region, "status"]);
+    assert_eq!(st["Volumes"], serde_json::json!([]), "{st:#}");
+}
+
+#[track_caller]
+fn state(v: &VolEnv, region: &str, vol: &str) -> String {
+    str_field(
+        &v.json(&["--region", region, "volume", "describe", vol]),
+        "State",
+    )
+}
+
+/// A volume attached with `--region R`, detached without it: the mount names R, so the
+/// detach goes to R's daemon, which lets go of the volume (it used to stay "in-use" while
+/// the CLI lazily unmounted the live mount).
+#[test]
+fn detach_across_regions_finds_the_daemon_named_by_the_mount() {
+    if !require_mount_support(&[Need::Fuse]) {
+        return;
+    }
+    let v = VolEnv::new();
+    let vol = volume_in_other_region(&v);
+    let dir = v.dir("m");
+    let path = v.attach(&vol, &dir, &["--region", OTHER_REGION]);
+    let f = open_rw(&path);
+    pwrite(&f, 12345, b"written in eu-2");
+    drop(f);
+
+    v.detach(&dir);
+    assert_region_idle(&v, OTHER_REGION);
+    assert_eq!(state(&v, OTHER_REGION, &vol), "available");
+    assert!(v.wait_no_daemon(Duration::from_secs(10)), "a daemon runs");
+
+    // Attach again (the data was flushed by that detach), detach again, delete.
+    let path = v.attach(&vol, &dir, &["--region", OTHER_REGION]);
+    assert_eq!(pread(&open_rw(&path), 12345, 15), b"written in eu-2");
+    // The mount names its region.
+    let m = mount_at(&dir).expect("mounted");
+    assert_eq!(m.source, format!("cryptvol:{OTHER_REGION}/{vol}"), "{m:?}");
+    v.detach(&dir);
+    assert_region_idle(&v, OTHER_REGION);
+    v.ok(&["--region", OTHER_REGION, "volume", "delete", &vol, "--yes"]);
+    let list = v.json(&["--region", OTHER_REGION, "volume", "list"]);
+    assert_eq!(list["Volumes"], serde_json::json!([]), "{list:#}");
+}
+
+/// With a daemon in each region, `detach DIR --region B` of a DIR attached in region A
+/// detaches A's volume and leaves B's alone.
+#[test]
+fn detach_across_regions_with_the_wrong_region_detaches_the_right_volume() {
+    if !require_mount_support(&[Need::Fuse]) {
+        return;
+    }
+    let v = VolEnv::new();
+    let vol_b = volume_in_other_region(&v);
+    let vol_a = v.create(&["--size", "32M"]);
+    let (da, db) = (v.dir("in a"), v.dir("in b"));
+    v.attach(&vol_a, &da, &[]);
+    let file_b = v.attach(&vol_b, &db, &["--region", OTHER_REGION]);
+    let fb = open_rw(&file_b);
+    pwrite(&fb, 0, b"b keeps working");
+
+    let d = da.to_string_lossy();
+    v.run(&["--region", OTHER_REGION, "detach", &d]).ok();
+    assert!(!is_mount_point(&da), "{da:?} is still mounted");
+    assert_region_idle(&v, common::DEFAULT_REGION);
+    assert_eq!(state(&v, common::DEFAULT_REGION, &vol_a), "available");
+    // B's volume: untouched, still served.
+    assert!(is_mount_point(&db));
+    assert_eq!(pread(&fb, 0, 15), b"b keeps working");
+    let st = v.json(&["--region", OTHER_REGION, "status"]);
+    let listed = st["Volumes"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{st:#}");
+    assert_eq!(listed[0]["VolumeId"], vol_b.as_str(), "{st:#}");
+    drop(fb);
+
+    // And the other way round: B's dir with the default region.
+    v.detach(&db);
+    assert_region_idle(&v, OTHER_REGION);
+    assert_eq!(state(&v, OTHER_REGION, &vol_b), "available");
+    assert!(v.wait_no_daemon(Duration::from_secs(10)), "a daemon runs");
+    // Both attach again where they were.
+    v.attach(&vol_a, &da, &[]);
+    v.attach(&vol_b, &db, &["--region", OTHER_REGION]);
+    v.detach(&da);
+    v.detach(&db);
+    assert!(v.wait_no_daemon(Duration::from_secs(10)), "a daemon runs");
+}
+
+/// A FUSE mount at `dir` whose server is gone, with mount source `source`: what a killed
+/// daemon of any version leaves (the /dev/fuse descriptor is closed before any request).
+#[track_caller]
+fn dead_fuse_mount(dir: &Path, source: &str) {
+    use std::os::fd::AsRawFd;
+    let fuse = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .expect("open /dev/fuse");
+    let opts = format!(
+        "fd={},rootmode=40000,user_id=0,group_id=0",
+        fuse.as_raw_fd()
+    );
+    nix::mount::mount(
+        Some(source),
+        dir,
+        Some("fuse"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some(opts.as_str()),
+    )
+    .unwrap_or_else(|e| panic!("mount a FUSE filesystem at {dir:?}: {e}"));
+    drop(fuse);
+    let m = mount_at(dir).expect("the dead mount");
+    assert_eq!(m.source, source);
+}
+
+/// Dead mounts, named the old way (`cryptvol:<volume>`, no region: every region's daemon
+/// is asked) or the new way, are cleared by `detach` once no daemon serves them, with
+/// daemons running in both regions and with none; the live attachments stay.
+#[test]
+fn detach_across_regions_clears_dead_mounts_only_when_no_daemon_serves_them() {
+    if !require_mount_support(&[Need::Fuse, Need::Root]) {
+        return;
+    }
+    let v = VolEnv::new();
+    let vol_b = volume_in_other_region(&v);
+    let vol_a = v.create(&["--size", "32M"]);
+    // Daemons in both regions, each serving something else.
+    let (da, db) = (v.dir("busy a"), v.dir("busy b"));
+    v.attach(&vol_a, &da, &[]);
+    v.attach(&vol_b, &db, &["--region", OTHER_REGION]);
+
+    let old = v.dir("old style");
+    let new = v.dir("new style");
+    dead_fuse_mount(&old, "cryptvol:vol-00000000000000000");
+    dead_fuse_mount(
+        &new,
+        &format!("cryptvol:{OTHER_REGION}/vol-00000000000000000"),
+    );
+    for dir in [&old, &new] {
+        v.detach(dir);
+    }
+    // The live attachments were not disturbed.
+    for (region, vol, dir) in [
+        (common::DEFAULT_REGION, &vol_a, &da),
+        (OTHER_REGION, &vol_b, &db),
+    ] {
+        assert!(is_mount_point(dir), "{dir:?}");
+        assert_eq!(state(&v, region, vol), "in-use");
+        assert!(dir.join("volume").exists());
+    }
+    // Without any daemon too.
+    v.detach(&da);
+    v.detach(&db);
+    assert!(v.wait_no_daemon(Duration::from_secs(10)), "a daemon runs");
+    dead_fuse_mount(&old, "cryptvol:vol-00000000000000000");
+    v.detach(&old);
+    // Not a mount at all: nothing attached (exit 3), from any region.
+    for region in [common::DEFAULT_REGION, OTHER_REGION] {
+        let d = old.to_string_lossy();
+        let line = v.run(&["--region", region, "detach", &d]).fails(3);
+        assert!(line.contains(d.as_ref()), "{line}");
+    }
+}
+
+/// Attaching over a directory where another region's daemon serves a volume used to make
+/// this region's daemon lazily unmount that live mount (taking it for a dead one), after
+/// which the other daemon kept its volume "in-use" for ever. Now it is refused.
+#[test]
+fn attach_over_a_live_mount_of_another_region_is_refused() {
+    if !require_mount_support(&[Need::Fuse]) {
+        return;
+    }
+    let v = VolEnv::new();
+    let vol_b = volume_in_other_region(&v);
+    let vol_a = v.create(&["--size", "32M"]);
+    let dir = v.dir("shared");
+    let file_b = v.attach(&vol_b, &dir, &["--region", OTHER_REGION]);
+    pwrite(&open_rw(&file_b), 0, b"still served");
+    let out = v.attach_run(&vol_a, &dir, &[]);
+    let line = out.fails(4);
+    assert!(
+        line.contains(&vol_b) && line.contains(OTHER_REGION),
+        "{line}"
+    );
+    // The other region's mount is untouched and still served.
+    assert_eq!(pread(&open_rw(&file_b), 0, 12), b"still served");
+    assert_eq!(state(&v, OTHER_REGION, &vol_b), "in-use");
+    v.detach(&dir);
+    assert_region_idle(&v, OTHER_REGION);
+}

@@ -347,3 +347,96 @@ fn unmount_after_a_daemon_crash_cleans_up_and_the_volume_mounts_again() {
     v.unmount(&dir);
     assert_clean(&v, &dir, &file);
 }
+
+/// The kernel writes ' ', '\t' and '\n' in /proc/self/mountinfo as octal escapes: `mount`
+/// must still see that such a directory is a mount point, and `unmount` must undo it.
+#[test]
+fn mount_paths_with_spaces_are_found_by_mount_and_unmount() {
+    if !require_mount_support(&needs("ext4")) {
+        return;
+    }
+    let v = VolEnv::new();
+    let vol = v.create(&["--size", "256M"]);
+    let other = v.create(&["--size", "256M"]);
+    for (i, name) in ["my data", "tab\tand\nnewline"].into_iter().enumerate() {
+        let dir = v.dir(name);
+        let rec = v.mount(&vol, &dir, "ext4");
+        let (file, _) = check_mounted(&v, &rec, &vol, &dir, "ext4");
+        if i == 0 {
+            write_synced(&dir.join("f"), b"kept across mounts");
+            sync_dir(&dir);
+        } else {
+            assert_eq!(read(&dir.join("f")), b"kept across mounts");
+        }
+        // Another mount on it is refused (exit 6) and the first stays as it was. (The
+        // message names the directory as it is: with its newline, it is not one line.)
+        let out = v.mount_run(&other, &dir, "ext4", &[]);
+        assert_eq!(out.code, 6, "{out:?}");
+        assert!(out.stderr.contains("already a mount point"), "{out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+        check_mounted(&v, &rec, &vol, &dir, "ext4");
+        assert_eq!(read(&dir.join("f")), b"kept across mounts");
+        v.unmount(&dir);
+        assert_clean(&v, &dir, &file);
+    }
+}
+
+/// A volume mounted with `--region R` is unmounted without `--region` (or with another
+/// one): its record is found in R, and the detach goes to R's daemon.
+#[test]
+fn unmount_across_regions_finds_the_record_of_the_mount() {
+    if !require_mount_support(&needs("ext4")) {
+        return;
+    }
+    let v = VolEnv::new();
+    let region = "eu-2";
+    v.ok(&["--region", region, "init"]);
+    let vol = v.json(&["--region", region, "volume", "create", "--size", "256M"])["VolumeId"]
+        .as_str()
+        .expect("VolumeId")
+        .to_string();
+    let dir = v.dir("in eu-2");
+    for (i, unmount_region) in [None, Some(common::DEFAULT_REGION)].into_iter().enumerate() {
+        let rec = v
+            .mount_run(&vol, &dir, "ext4", &["--region", region])
+            .ok()
+            .json();
+        assert_eq!(mount_at(&dir).map(|m| m.fs_type), Some("ext4".into()));
+        if i == 0 {
+            write_synced(&dir.join("f"), b"from eu-2");
+            sync_dir(&dir);
+        } else {
+            assert_eq!(read(&dir.join("f")), b"from eu-2");
+            // The attachment under the mount names its region.
+            let attach_dir = PathBuf::from(rec["AttachDir"].as_str().expect("AttachDir"));
+            assert_eq!(
+                mount_at(&attach_dir).map(|m| m.source),
+                Some(format!("cryptvol:{region}/{vol}"))
+            );
+        }
+        let d = dir.to_string_lossy();
+        match unmount_region {
+            None => v.run(&["unmount", &d]).ok(),
+            Some(r) => v.run(&["--region", r, "unmount", &d]).ok(),
+        };
+        assert!(!is_mount_point(&dir), "{dir:?} is still mounted");
+        let left = mounts_under(&v.data);
+        assert!(left.is_empty(), "mounts left under the data dir: {left:?}");
+        let loops = loops_under(v.scratch());
+        assert!(loops.is_empty(), "loop devices left: {loops:?}");
+        let records = v.region_dir(region).join("run/mounts");
+        assert!(
+            std::fs::read_dir(&records).map_or(true, |mut rd| rd.next().is_none()),
+            "mount records left in {records:?}"
+        );
+        assert!(
+            v.wait_no_daemon(Duration::from_secs(10)),
+            "a region daemon still runs 10 s after unmount"
+        );
+        let st = v.json(&["--region", region, "status"]);
+        assert_eq!(st["Volumes"], serde_json::json!([]), "{st:#}");
+        let d = v.json(&["--region", region, "volume", "describe", &vol]);
+        assert_eq!(d["State"], "available", "{d:#}");
+    }
+    v.ok(&["--region", region, "volume", "delete", &vol, "--yes"]);
+}

@@ -21,9 +21,10 @@ use crate::fsio;
 use crate::fuse::catalog;
 use crate::fuse::control::{Client, DetachReply, Request, WireSecret};
 use crate::fuse::daemon::{self, InitialAttach};
+use crate::fuse::fsname;
 use crate::fuse::mount::{self, FsType, MountRecord};
 use crate::fuse::volume_fs::FILE_NAME;
-use crate::kms::{KeyBackend, b64};
+use crate::kms::{KeyBackend, Region, b64};
 use crate::volume::error::ErrorKind;
 use crate::volume::lifecycle;
 use crate::volume::{VolumeError, VolumeHeader};
@@ -220,7 +221,13 @@ pub fn attach(cfg: &Config, a: AttachArgs) -> Result<(), CliError> {
     // The daemon has another working directory: give it an absolute path.
     let dir = std::path::absolute(&a.dir)
         .map_err(|e| VolumeError::io("cannot use mount point", &a.dir, e))?;
-    if !daemon::is_cryptvol_mount(&dir) {
+    if daemon::is_cryptvol_mount(&dir) {
+        // A live mount of any region's daemon is not ours to clear (only a dead one,
+        // left by a killed daemon, is).
+        if let Some(at) = served_by_a_daemon(cfg, &dir) {
+            return Err(at.into());
+        }
+    } else {
         mount_point(&dir)?;
     }
     let (h, dk) = unwrap_key(cfg, &a.volume, a.customer_key_file.as_deref())?;
@@ -253,33 +260,91 @@ pub fn attach(cfg: &Config, a: AttachArgs) -> Result<(), CliError> {
     )
 }
 
+/// The regions of the data dir (the directories under `<data dir>/regions/` named as
+/// regions), this command's region first, whether initialised or not.
+fn regions_of(cfg: &Config) -> Vec<Region> {
+    let mut all: Vec<Region> = std::fs::read_dir(cfg.data_dir.join("regions"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| Region::parse(e.file_name().to_str()?).ok())
+        .filter(|r| *r != cfg.region)
+        .collect();
+    all.sort();
+    all.insert(0, cfg.region.clone());
+    all
+}
+
+/// The "already attached" error if some region's daemon serves a volume at `dir`.
+fn served_by_a_daemon(cfg: &Config, dir: &Path) -> Option<VolumeError> {
+    let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    regions_of(cfg).into_iter().find_map(|r| {
+        let c = Client::connect(&cfg.for_region(&r).region_dir())?;
+        let a = c
+            .status()
+            .ok()?
+            .attached
+            .into_iter()
+            .find(|a| a.dir == canon)?;
+        Some(VolumeError::Attached {
+            id: a.volume_id.to_string(),
+            at: format!("{} (region {r})", canon.display()),
+            hint: "choose another directory, or detach it first".into(),
+        })
+    })
+}
+
+/// Detaches DIR through the daemon that serves it, whatever `--region` says: the mount's
+/// source names its region (`cryptvol:<region>/<volume>`); one made by an earlier version
+/// names only the volume, and then the daemon of every region is asked. Only when none
+/// serves DIR is a cryptvol mount there taken for one left by a killed daemon, and cleared.
 pub fn detach(cfg: &Config, dir: &Path) -> Result<(), CliError> {
-    let region = cfg.region_dir();
-    let Some(c) = Client::connect(&region) else {
-        // No daemon: a mount left by a killed one can still be cleared.
-        let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        if daemon::is_cryptvol_mount(&canon) {
-            daemon::unmount(&canon, true)?;
-            return Ok(());
-        }
-        return Err(VolumeError::NotAttached {
-            at: dir.display().to_string(),
-        }
-        .into());
+    // The daemon has another working directory: give it an absolute path. A dead mount
+    // does not canonicalize (ENOTCONN).
+    let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let canon = abs.canonicalize().unwrap_or(abs);
+    let owner = fsname::owner_at(&canon);
+    let regions = match &owner {
+        Some(fsname::Owner {
+            region: Some(r), ..
+        }) => vec![r.clone()],
+        Some(_) => regions_of(cfg),
+        None => vec![cfg.region.clone()],
     };
-    let answer: DetachReply = c.call(Request::Detach {
-        dir: dir.to_path_buf(),
-    })?;
-    // The last detach stops the daemon: wait until it has gone (and let go of the pool),
-    // so that the next command of a script opens the pool itself instead of meeting a
-    // daemon on its way out.
-    if let Some(pid) = answer.daemon_stopping {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while process_running(pid) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(5));
+    for r in regions {
+        let Some(c) = Client::connect(&cfg.for_region(&r).region_dir()) else {
+            continue;
+        };
+        let answer: DetachReply = match c.call(Request::Detach { dir: canon.clone() }) {
+            Ok(a) => a,
+            // Not this daemon's.
+            Err(VolumeError::Remote {
+                kind: ErrorKind::NotAttached,
+                ..
+            }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        // The last detach stops the daemon: wait until it has gone (and let go of the
+        // pool), so that the next command of a script opens the pool itself instead of
+        // meeting a daemon on its way out.
+        if let Some(pid) = answer.daemon_stopping {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while process_running(pid) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
         }
+        return Ok(());
     }
-    Ok(())
+    // No daemon serves DIR: a mount left by a killed one can still be cleared.
+    if owner.is_some() {
+        daemon::unmount(&canon, true)?;
+        return Ok(());
+    }
+    Err(VolumeError::NotAttached {
+        at: dir.display().to_string(),
+    }
+    .into())
 }
 
 /// Whether `pid` runs (a zombie waiting to be reaped by its new parent has finished).
@@ -406,16 +471,23 @@ fn undo_mount(cfg: &Config, rec: &MountRecord) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Undoes the `mount` at DIR. Its record is in the region of the volume, whatever
+/// `--region` says: this command's region is searched first, then every other one.
 pub fn unmount(cfg: &Config, dir: &Path) -> Result<(), CliError> {
-    let region = cfg.region_dir();
     let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let rec = mount::records(&region)
-        .into_iter()
-        .find(|r| r.dir == canon || r.dir == dir)
-        .ok_or_else(|| VolumeError::NotAttached {
-            at: format!("{} (see `cryptvol status`)", dir.display()),
-        })?;
-    undo_mount(cfg, &rec)
+    for r in regions_of(cfg) {
+        let rcfg = cfg.for_region(&r);
+        if let Some(rec) = mount::records(&rcfg.region_dir())
+            .into_iter()
+            .find(|m| m.dir == canon || m.dir == dir)
+        {
+            return undo_mount(&rcfg, &rec);
+        }
+    }
+    Err(VolumeError::NotAttached {
+        at: format!("{} (see `cryptvol status`)", dir.display()),
+    }
+    .into())
 }
 
 #[derive(Serialize)]

@@ -78,23 +78,9 @@ fn canonical(dir: &Path) -> Result<PathBuf> {
     Ok(c)
 }
 
-/// True if `dir` is a mount point of ours (a live or dead `fuse.cryptvol` mount).
+/// True if `dir` is a mount point of ours (a live or dead cryptvol FUSE mount).
 pub fn is_cryptvol_mount(dir: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = dir.to_string_lossy();
-    // mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS... - FSTYPE SOURCE SUPEROPTS.
-    // As root fuser mounts type `fuse` (not `fuse.cryptvol`); our mark is the source.
-    info.lines().any(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        let Some(sep) = f.iter().position(|x| *x == "-") else {
-            return false;
-        };
-        f.get(4) == Some(&want.as_ref())
-            && f.get(sep + 1).is_some_and(|t| t.starts_with("fuse"))
-            && f.get(sep + 2).is_some_and(|s| s.starts_with("cryptvol:"))
-    })
+    super::fsname::owner_at(dir).is_some()
 }
 
 /// Unmounts a FUSE mount point: directly as root, through fusermount3 otherwise. A busy
@@ -189,7 +175,7 @@ impl Daemon {
             let config = {
                 let mut c = Config::default();
                 c.mount_options = vec![
-                    MountOption::FSName(format!("cryptvol:{volume}")),
+                    MountOption::FSName(super::fsname::format(&self.region.region, volume)),
                     MountOption::Subtype("cryptvol".into()),
                     MountOption::NoExec,
                     MountOption::NoSuid,

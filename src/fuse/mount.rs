@@ -166,13 +166,9 @@ pub fn mount_fs(dev: &str, dir: &Path, fs: FsType) -> Result<()> {
     run("mount", &["-t", fs.as_str(), dev, &d]).map(|_| ())
 }
 
+/// Whether `dir` (as given: pass a canonical path) is a mount point.
 pub fn is_mount_point(dir: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = dir.to_string_lossy();
-    info.lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.as_ref()))
+    crate::sys::mountinfo::is_mount_point(dir)
 }
 
 pub fn umount(dir: &Path) -> Result<()> {
