@@ -572,3 +572,93 @@ fn a_full_destination_disk_fails_cleanly_and_the_copy_resumes_with_space() {
     );
     assert_eq!(hash_volume(&v, "small-1", &restored, 48 * MIB), want);
 }
+
+/// A copy used to read its source by slot number from a map captured at the start, while
+/// the source snapshot could be deleted under it (its slots punched or reused: the copy
+/// re-encrypted zeros or another volume's data). And a killed command left its copy
+/// running in the daemon: a re-run abandoned it, and the old copy later finished as a
+/// second volume with the same name. Now the source is leased for the whole copy, and a
+/// copy is a job that stops when its command goes away.
+#[test]
+fn copy_from_a_moving_source() {
+    if !require_mount_support(&[Need::Fuse]) {
+        return;
+    }
+    let v = VolEnv::new();
+    let (vol, _) = volume_with_data(&v, "src", 80, &[]);
+    let snap = snapshot(&v, &vol);
+    let want = hash_volume(&v, "local-1", &vol, 88 * MIB);
+    let key = str_field(&v.json(&["kms", "create-key"])["KeyMetadata"], "KeyId");
+
+    // A daemon owns the pool (so the copy runs in it), slowed down to be interruptible:
+    // it takes the delay from the environment of the command that started it.
+    let busy = v.create(&["--size", "8M"]);
+    let d = v.dir("busy");
+    let out = v.run_env(
+        &["attach", &busy, &d.to_string_lossy()],
+        &[
+            ("CRYPTVOL_TEST_COPY_DELAY_MS", "60"),
+            ("CRYPTVOL_COPY_WORKERS", "1"),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let restore = |name: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cryptvol"))
+            .arg("--data-dir")
+            .arg(&v.data)
+            .args([
+                "volume",
+                "create",
+                "--from-snapshot",
+                &snap,
+                "--kms-key",
+                &key,
+                "--name",
+                name,
+                "--output",
+                "json",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = restore("restored");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(first.try_wait().unwrap().is_none(), "finished too early");
+
+    // While it runs, its source cannot be deleted.
+    let out = v.run(&["snapshot", "delete", &snap]);
+    let line = out.fails(4);
+    assert!(line.contains(&snap) && line.contains("in use"), "{line}");
+
+    // Kill the command: its copy stops in the daemon.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The re-run abandons what the first one left and makes the volume.
+    let second = restore("restored").wait_with_output().unwrap();
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let h: Value = serde_json::from_slice(&second.stdout).unwrap();
+    let restored = str_field(&h, "VolumeId");
+    // Long enough for an orphaned first copy to have finished, had it gone on.
+    std::thread::sleep(Duration::from_secs(6));
+    let names: Vec<String> = v.json(&["volume", "list"])["Volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| str_field(x, "Name"))
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| *n == "restored").count(),
+        1,
+        "one volume of that name: {names:?}"
+    );
+    v.ok(&["detach", &d.to_string_lossy()]);
+    assert_eq!(hash_volume(&v, "local-1", &restored, 88 * MIB), want);
+    // The copy is done: its lease ended, and the source can go.
+    v.ok(&["snapshot", "delete", &snap]);
+}
