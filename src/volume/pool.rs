@@ -833,3 +833,19 @@ fn fix_mode(path: &Path) -> Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(fsio::PRIVATE_FILE))
         .map_err(|e| VolumeError::io("cannot set mode of", path, e))
 }
+
+// ---- for `volume::check` (pool check / repair) ------------------------------------------
+
+impl Pool {
+    /// The metadata database, for the checker (`volume::check`), which reads and repairs
+    /// the tables directly.
+    pub(crate) fn database(&self) -> Result<Arc<Database>> {
+        self.db()
+    }
+
+    /// Turns one slot into a hole (reads as zeros), as a freed slot is.
+    pub(crate) fn punch_slot(&self, shift: u8, slot: u64) -> Result<()> {
+        let df = self.data_file(shift)?;
+        df.punch(df.slot_offset(SlotNo(slot)), 1 << shift)
+    }
+}
