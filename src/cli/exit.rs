@@ -34,6 +34,8 @@ pub enum Exit {
     AuditTampered = 19,
     /// The remote KMS endpoint (`--kms-endpoint`) did not answer.
     KmsUnreachable = 20,
+    /// `pool check` found problems (or `--repair` left some).
+    PoolDamaged = 21,
 }
 
 impl From<Exit> for ExitCode {
@@ -69,6 +71,12 @@ pub enum CliError {
     /// `audit verify` found tampering.
     #[error("the audit trail fails verification: {0}")]
     AuditTampered(String),
+    /// `pool check` found problems; the report is printed, this is its summary.
+    #[error("{0}")]
+    PoolDamaged(String),
+    /// Another process holds what the command needs.
+    #[error("{0}")]
+    Busy(String),
     /// A flag's value is malformed.
     #[error("invalid {flag}: {message}")]
     BadArgument { flag: &'static str, message: String },
@@ -95,6 +103,8 @@ impl CliError {
             CliError::BadArgument { .. } => Exit::InvalidValue,
             CliError::Audit(_) => Exit::Io,
             CliError::AuditTampered(_) => Exit::AuditTampered,
+            CliError::PoolDamaged(_) => Exit::PoolDamaged,
+            CliError::Busy(_) => Exit::Busy,
         }
     }
 

@@ -12,6 +12,7 @@ mod init_cmd;
 mod inspect_cmd;
 mod kms_cmd;
 pub mod output;
+mod pool_cmd;
 mod snapshot_cmd;
 mod transfer;
 mod volume_cmd;
@@ -95,6 +96,9 @@ pub enum Command {
     /// Snapshots: instant, incremental, encrypted; restore with `volume create --from-snapshot`
     #[command(subcommand)]
     Snapshot(snapshot_cmd::SnapshotCommand),
+    /// The region's thin pool: check its metadata, repair it
+    #[command(subcommand)]
+    Pool(pool_cmd::PoolCommand),
     /// Expose a volume as the file DIR/volume (FUSE)
     Attach(attach_cmd::AttachArgs),
     /// Undo `attach`: flush and unmount DIR
@@ -231,6 +235,7 @@ fn run(cli: Cli, hardening: Result<(), String>) -> Result<(), CliError> {
         Command::Inspect(cmd) => inspect_cmd::run(&cfg, cmd),
         Command::Volume(cmd) => volume_cmd::run(&cfg, cmd),
         Command::Snapshot(cmd) => snapshot_cmd::run(&cfg, cmd),
+        Command::Pool(cmd) => pool_cmd::run(&cfg, cmd),
         Command::Attach(a) => attach_cmd::attach(&cfg, a),
         Command::Detach { dir } => attach_cmd::detach(&cfg, &dir),
         Command::Mount(m) => attach_cmd::mount(&cfg, m),

@@ -10,6 +10,7 @@ use super::owner::{PoolOwner, Progress};
 use crate::kms::region::RegionDir;
 use crate::snapshot::reencrypt::{CopyJob, CopyStats};
 use crate::snapshot::{PendingCopy, SnapshotRecord};
+use crate::volume::check::{CheckReport, RepairReport};
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::SlotNo;
 use crate::volume::{Pool, VolumeHeader, VolumeId};
@@ -49,6 +50,11 @@ pub trait Catalog {
     fn abandon_pending(&self, owner: &str, chunk_shift: u8) -> Result<()>;
     /// Runs or resumes a copy where the pool is owned; `progress` returning false cancels.
     fn run_copy(&self, job: CopyJob, progress: Progress) -> Result<CopyStats>;
+
+    /// `pool check`: the invariants of the committed metadata (online too).
+    fn check_pool(&self) -> Result<CheckReport>;
+    /// `pool check --repair`: only with nothing attached and no copy running.
+    fn repair_pool(&self) -> Result<RepairReport>;
 
     /// A volume by id or by name.
     fn find(&self, id_or_name: &str, region: &str) -> Result<VolumeHeader> {

@@ -21,6 +21,7 @@ use super::owner::Progress;
 use crate::kms::region::RegionDir;
 use crate::snapshot::reencrypt::{CopyJob, CopyStats};
 use crate::snapshot::{PendingCopy, SnapshotRecord};
+use crate::volume::check::{CheckReport, RepairReport};
 use crate::volume::error::{ErrorKind, Result};
 use crate::volume::ids::SlotNo;
 use crate::volume::{VolumeError, VolumeHeader, VolumeId};
@@ -114,6 +115,8 @@ pub enum Request {
         owner: String,
         chunk_shift: u8,
     },
+    CheckPool,
+    RepairPool,
     /// → CopyStats, after `Frame::Progress` lines. The job is cancelled when this
     /// connection closes.
     RunCopy {
@@ -392,6 +395,14 @@ impl Catalog for Client {
             owner: owner.to_string(),
             chunk_shift,
         })
+    }
+
+    fn check_pool(&self) -> Result<CheckReport> {
+        self.call(Request::CheckPool)
+    }
+
+    fn repair_pool(&self) -> Result<RepairReport> {
+        self.call(Request::RepairPool)
     }
 
     fn run_copy(&self, job: CopyJob, progress: Progress) -> Result<CopyStats> {

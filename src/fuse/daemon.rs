@@ -341,6 +341,8 @@ impl Daemon {
             Request::AbandonPending { owner, chunk_shift } => {
                 done_line(o.abandon_pending(&owner, chunk_shift))
             }
+            Request::CheckPool => done_line(o.check_pool()),
+            Request::RepairPool => done_line(o.repair_pool()),
             Request::RunCopy { job } => done_line(o.run_copy(job, progress)),
         }
     }

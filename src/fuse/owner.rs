@@ -23,7 +23,8 @@ use super::catalog::Catalog;
 use crate::crypto::xts::Xts;
 use crate::kms::Region;
 use crate::snapshot::reencrypt::{CopyJob, CopyStats};
-use crate::snapshot::{PendingCopy, SnapshotRecord};
+use crate::snapshot::{PendingCopy, SnapshotOwners, SnapshotRecord};
+use crate::volume::check::{CheckReport, RepairReport};
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::{SlotNo, format_size};
 use crate::volume::{OpenVolume, Pool, VolumeHeader, VolumeId};
@@ -327,6 +328,29 @@ impl Catalog for PoolOwner {
     }
 
     /// Runs (or resumes) a copy job; refused while the same copy runs for another caller.
+    fn check_pool(&self) -> Result<CheckReport> {
+        // Everything acknowledged so far is in the committed metadata being checked.
+        self.pool.commit()?;
+        self.pool.check(&SnapshotOwners)
+    }
+
+    fn repair_pool(&self) -> Result<RepairReport> {
+        if let Some(v) = self.attached().first() {
+            return Err(VolumeError::Attached {
+                id: v.id.to_string(),
+                at: String::new(),
+                hint: "detach every volume of the region before `pool check --repair`".into(),
+            });
+        }
+        if let Some(job) = lock(&self.jobs).keys().next() {
+            return Err(VolumeError::InUse {
+                what: "the pool".into(),
+                by: format!("the copy into {job}"),
+            });
+        }
+        self.pool.repair(&SnapshotOwners)
+    }
+
     fn run_copy(&self, job: CopyJob, progress: Progress) -> Result<CopyStats> {
         let cancel = {
             let mut jobs = lock(&self.jobs);

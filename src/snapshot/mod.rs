@@ -221,3 +221,33 @@ impl PendingCopy {
         })
     }
 }
+
+/// How the pool checker (`volume::check`) reads the records this layer owns: snapshot
+/// records and copies in progress, as (chunk shift, size in bytes) of their maps.
+pub struct SnapshotOwners;
+
+impl crate::volume::check::OwnerRecords for SnapshotOwners {
+    fn snapshot(&self, record: &[u8]) -> Result<(u8, u64)> {
+        let r = SnapshotRecord::decode(record)?;
+        Ok((r.volume.chunk_shift, r.volume.size))
+    }
+
+    fn pending(&self, record: &[u8]) -> Result<(u8, u64)> {
+        let b64 = |s: &str| {
+            crate::kms::b64::decode(s).map_err(|e| VolumeError::Corrupt {
+                what: "pending copy record".into(),
+                detail: e.to_string(),
+            })
+        };
+        match PendingCopy::decode(record)? {
+            PendingCopy::Restore { header, .. } => {
+                let h = VolumeHeader::decode(&b64(&header)?)?;
+                Ok((h.chunk_shift, h.size))
+            }
+            PendingCopy::Copy { record, .. } => {
+                let r = SnapshotRecord::decode(&b64(&record)?)?;
+                Ok((r.volume.chunk_shift, r.volume.size))
+            }
+        }
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod aligned;
 pub mod block_io;
+pub mod check;
 pub mod error;
 pub mod header;
 pub mod ids;

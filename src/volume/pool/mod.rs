@@ -150,8 +150,24 @@ impl Pool {
         Ok(df)
     }
 
+    /// Runs `f` in one write transaction with every other metadata change held off,
+    /// after committing what is pending, then reloads the allocators from the result
+    /// (the checker's repair: only with no writer, hence no reservation, outstanding).
+    pub(crate) fn rewrite_metadata<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T>,
+    ) -> Result<T> {
+        self.commit()?;
+        let _c = lock(&self.commit_lock);
+        let w = self.db()?.begin_write()?;
+        let out = f(&w)?;
+        w.commit()?;
+        lock(&self.state).alloc.clear();
+        self.load_allocators()?;
+        Ok(out)
+    }
+
     /// Punches one slot so it reads as zeros (the checker's repair uses it).
-    #[allow(dead_code)]
     pub(crate) fn punch_slot(&self, chunk_shift: u8, slot: super::ids::SlotNo) -> Result<()> {
         self.data_file(chunk_shift)?.punch_slot(slot)
     }
