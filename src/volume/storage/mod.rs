@@ -22,6 +22,7 @@ pub mod file;
 pub mod sim;
 
 pub use file::FileStorage;
+pub use sim::{CrashMode, FaultKind, SimDisk, SimStorage};
 
 /// One data file of the pool (one per chunk size).
 #[allow(clippy::len_without_is_empty)]
