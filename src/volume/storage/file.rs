@@ -43,8 +43,32 @@ impl PoolStorage for FileStorage {
         }))
     }
 
+    /// redb's creation of a new file is not crash-atomic: it grows and syncs the file
+    /// before writing the header that makes it a database, and a crash in between leaves
+    /// a file it refuses for good ("magic number mismatch"). So a new database is made
+    /// under a private name, complete and synced, and linked into place only then (a link
+    /// fails if another process created the pool meanwhile; its database is then used).
     fn open_metadata(&self) -> Result<redb::Database, redb::DatabaseError> {
-        redb::Database::create(self.metadata_path())
+        let path = self.metadata_path();
+        if !path.exists() {
+            let tmp = self
+                .dir
+                .join(format!(".meta.redb.{}.new", std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
+            let made = (|| -> io::Result<()> {
+                drop(redb::Database::create(&tmp).map_err(io::Error::other)?);
+                File::open(&tmp)?.sync_all()?;
+                match std::fs::hard_link(&tmp, &path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+                fsio::fsync_dir(&self.dir)
+            })();
+            let _ = std::fs::remove_file(&tmp);
+            made.map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
+        }
+        redb::Database::create(path)
     }
 
     fn metadata_path(&self) -> PathBuf {
