@@ -852,6 +852,7 @@ fn deleting_snapshots_and_volumes_frees_exactly_the_unshared_chunks() {
         mib(before_del)
     );
     assert_eq!(list_snaps(&v, None), Vec::<Value>::new());
+    v.assert_pool_clean("local-1");
 }
 
 // ---- 6. errors ----------------------------------------------------------------------------

@@ -325,6 +325,8 @@ fn an_interrupted_copy_is_invisible_and_a_rerun_resumes_it() {
     // A third run has nothing pending: it makes a new, complete copy.
     let again = v.json(&["snapshot", "copy", &snap, "--destination-region", "eu-2"]);
     assert_eq!(again["ChunksResumed"].as_u64(), Some(0));
+    v.assert_pool_clean("local-1");
+    v.assert_pool_clean("eu-2");
 }
 
 #[test]
@@ -661,4 +663,49 @@ fn copy_from_a_moving_source() {
     assert_eq!(hash_volume(&v, "local-1", &restored, 88 * MIB), want);
     // The copy is done: its lease ended, and the source can go.
     v.ok(&["snapshot", "delete", &snap]);
+    v.assert_pool_clean("local-1");
+}
+
+/// An interrupted copy holds its source: deleting the source says which copy holds it and
+/// how to cancel that copy; cancelling (deleting the pending copy's id, as EBS deletes a
+/// pending snapshot) frees what it copied and lets the source go.
+#[test]
+fn an_interrupted_copy_can_be_cancelled_and_then_releases_its_source() {
+    if !require_mount_support(&[Need::Fuse]) {
+        return;
+    }
+    let v = VolEnv::new();
+    v.ok(&["--region", "eu-2", "init"]);
+    let (vol, _) = volume_with_data(&v, "src", 40, &[]);
+    let snap = snapshot(&v, &vol);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cryptvol"))
+        .arg("--data-dir")
+        .arg(&v.data)
+        .args(["snapshot", "copy", &snap, "--destination-region", "eu-2"])
+        .env("CRYPTVOL_TEST_COPY_DELAY_MS", "60")
+        .env("CRYPTVOL_COPY_WORKERS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "finished too early");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let line = v.run(&["snapshot", "delete", &snap]).fails(4);
+    let at = line.find("eu-2/snap-").unwrap_or_else(|| panic!("{line}"));
+    let pending = line[at + 5..at + 5 + 22].to_string();
+    assert!(
+        line.contains(&format!("cryptvol --region eu-2 snapshot delete {pending}")),
+        "{line}"
+    );
+    let r = v.json(&["--region", "eu-2", "snapshot", "delete", &pending]);
+    assert_eq!(r["CopyCancelled"], Value::Bool(true), "{r:#}");
+    v.assert_pool_clean("eu-2");
+    v.ok(&["snapshot", "delete", &snap]);
+    v.assert_pool_clean("local-1");
+    // Nothing of the copy remains in the destination.
+    let listed = v.json(&["--region", "eu-2", "snapshot", "list"]);
+    assert_eq!(listed["Snapshots"], serde_json::json!([]), "{listed:#}");
 }

@@ -511,6 +511,8 @@ fn fsynced_data_survives_kill_9_of_the_daemon() {
         failures.is_empty(),
         "data survived, but recovering from kill -9 needs manual work: {failures:#?}"
     );
+    // What was written but never fsynced left nothing behind in the pool's bookkeeping.
+    v.assert_pool_clean("local-1");
 }
 
 // ---- 4. fallocate punch-hole ---------------------------------------------------------------

@@ -346,6 +346,7 @@ fn unmount_after_a_daemon_crash_cleans_up_and_the_volume_mounts_again() {
     assert_eq!(read(&dir.join("kept")), b"fsynced before the crash");
     v.unmount(&dir);
     assert_clean(&v, &dir, &file);
+    v.assert_pool_clean("local-1");
 }
 
 /// The kernel writes ' ', '\t' and '\n' in /proc/self/mountinfo as octal escapes: `mount`

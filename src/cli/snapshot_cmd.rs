@@ -8,6 +8,7 @@ use super::Config;
 use super::exit::CliError;
 use crate::fuse::catalog::{self, Catalog};
 use crate::fuse::mount;
+use crate::snapshot::PendingCopy;
 use crate::snapshot::{self, SnapshotRecord, SnapshotUsage};
 use crate::volume::ids::format_size;
 use crate::volume::{KeySource, VolumeError};
@@ -142,6 +143,46 @@ fn with_frozen<T>(
     Ok(v)
 }
 
+/// `snapshot delete` of a copy still in progress (its destination id, as EBS shows a
+/// pending snapshot): the copy is cancelled (a run in progress stops), what it copied is
+/// freed, and its lease on the source ends. `None` if `id` is no copy in progress.
+fn cancel_copy(
+    cfg: &Config,
+    access: &dyn Catalog,
+    id: &str,
+) -> Result<Option<serde_json::Value>, CliError> {
+    let Some((
+        owner,
+        PendingCopy::Copy {
+            source_region,
+            source_snapshot,
+            record,
+        },
+    )) = access.pending()?.into_iter().find(|(o, _)| o == id)
+    else {
+        return Ok(None);
+    };
+    let bytes = crate::kms::b64::decode(&record).map_err(|e| VolumeError::Corrupt {
+        what: format!("the record of copy {owner}"),
+        detail: e.to_string(),
+    })?;
+    let rec = SnapshotRecord::decode(&bytes)?;
+    access.abandon_pending(&owner, rec.volume.chunk_shift)?;
+    let holder = format!("{}/{owner}", cfg.region);
+    let src_region = crate::kms::Region::parse(&source_region)?;
+    if src_region == cfg.region {
+        access.release_lease(&source_snapshot, &holder)?;
+    } else {
+        catalog::open(&cfg.for_region(&src_region).region_dir())?
+            .release_lease(&source_snapshot, &holder)?;
+    }
+    Ok(Some(serde_json::json!({
+        "SnapshotId": owner,
+        "Deleted": true,
+        "CopyCancelled": true,
+    })))
+}
+
 pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
     let region = cfg.region_dir();
     region.config()?;
@@ -211,6 +252,11 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
         }
         SnapshotCommand::Delete { snapshot } => {
             let access = open()?;
+            if access.get_snapshot(&snapshot)?.is_none()
+                && let Some(cancelled) = cancel_copy(cfg, access.as_ref(), &snapshot)?
+            {
+                return cfg.print(&cancelled, "Snapshot");
+            }
             let rec = access.snapshot(&snapshot, cfg.region.as_str())?;
             access.delete_snapshot(rec.id.as_str())?;
             cfg.print(

@@ -346,6 +346,7 @@ impl Catalog for PoolOwner {
             return Err(VolumeError::InUse {
                 what: "the pool".into(),
                 by: format!("the copy into {job}"),
+                hint: "wait for the copy to finish".into(),
             });
         }
         self.pool.repair(&SnapshotOwners)
@@ -358,6 +359,7 @@ impl Catalog for PoolOwner {
                 return Err(VolumeError::InUse {
                     what: format!("copy {}", job.owner),
                     by: "another cryptvol command that is running it".into(),
+                    hint: "wait for it to finish".into(),
                 });
             }
             let c = Arc::new(AtomicBool::new(false));

@@ -22,10 +22,12 @@ pub enum VolumeError {
         hint: String,
     },
 
-    #[error(
-        "{what} is in use by {by}: wait for it to finish (or re-run the copy to finish it), then retry"
-    )]
-    InUse { what: String, by: String },
+    #[error("{what} is in use by {by}: {hint}")]
+    InUse {
+        what: String,
+        by: String,
+        hint: String,
+    },
 
     #[error("{what} was cancelled (its caller went away); run the same command again to resume")]
     Cancelled { what: String },

@@ -413,6 +413,18 @@ impl VolEnv {
         self.run(&a)
     }
 
+    /// `cryptvol pool check` of `region` (online through its daemon, or offline) is clean:
+    /// every slot counted as many times as maps point at it, nothing leaked or owned twice.
+    #[track_caller]
+    pub fn assert_pool_clean(&self, region: &str) {
+        let out = self.run(&["--region", region, "pool", "check"]);
+        assert_eq!(
+            out.code, 0,
+            "pool check of {region} after this test: {}\n{}",
+            out.stderr, out.stdout
+        );
+    }
+
     /// Attaches and checks the result; returns DIR/volume.
     #[track_caller]
     pub fn attach(&self, vol: &str, dir: &Path, extra: &[&str]) -> PathBuf {

@@ -147,9 +147,16 @@ impl Pool {
             .into_iter()
             .next()
         {
+            let hint = match holder.split_once('/') {
+                Some((region, id)) if id.starts_with("snap-") => format!(
+                    "wait for that copy to finish (re-run it if it was interrupted), or cancel it with `cryptvol --region {region} snapshot delete {id}`"
+                ),
+                _ => "wait for that copy to finish (re-run it if it was interrupted)".into(),
+            };
             return Err(VolumeError::InUse {
                 what: format!("snapshot {snap_id}"),
-                by: holder,
+                by: format!("the copy {holder}"),
+                hint,
             });
         }
         let freed = drop_map(&w, snap_id, chunk_shift)?;
