@@ -260,7 +260,7 @@ fn an_interrupted_copy_is_invisible_and_a_rerun_resumes_it() {
     let snap = snapshot(&v, &vol);
     let want = hash_volume(&v, "local-1", &vol, 168 * MIB);
 
-    // Slow the copy down (debug builds only) and kill it half way.
+    // Slow the copy down and kill it half way.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cryptvol"))
         .args(["--data-dir"])
         .arg(&v.data)
@@ -272,15 +272,14 @@ fn an_interrupted_copy_is_invisible_and_a_rerun_resumes_it() {
             "eu-2",
             "--output",
             "json",
+            "--max-bandwidth",
+            "24M",
         ])
-        .env("CRYPTVOL_TEST_COPY_DELAY_MS", "40")
-        .env("CRYPTVOL_COPY_WORKERS", "1")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // One worker at 40 ms a chunk: about 5 s for the 120 chunks; progress is committed
-    // every second.
+    // 24 MiB/s: about 5 s for the 120 chunks; progress is committed every second.
     std::thread::sleep(Duration::from_millis(2500));
     assert!(
         child.try_wait().unwrap().is_none(),
@@ -592,18 +591,10 @@ fn copy_from_a_moving_source() {
     let want = hash_volume(&v, "local-1", &vol, 88 * MIB);
     let key = str_field(&v.json(&["kms", "create-key"])["KeyMetadata"], "KeyId");
 
-    // A daemon owns the pool (so the copy runs in it), slowed down to be interruptible:
-    // it takes the delay from the environment of the command that started it.
+    // A daemon owns the pool, so the copy runs in it.
     let busy = v.create(&["--size", "8M"]);
     let d = v.dir("busy");
-    let out = v.run_env(
-        &["attach", &busy, &d.to_string_lossy()],
-        &[
-            ("CRYPTVOL_TEST_COPY_DELAY_MS", "60"),
-            ("CRYPTVOL_COPY_WORKERS", "1"),
-        ],
-    );
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    v.attach(&busy, &d, &[]);
     let restore = |name: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_cryptvol"))
             .arg("--data-dir")
@@ -619,6 +610,9 @@ fn copy_from_a_moving_source() {
                 name,
                 "--output",
                 "json",
+                // Slow enough to be interrupted: about 6 s for the 80 chunks.
+                "--max-bandwidth",
+                "14M",
             ])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -681,9 +675,15 @@ fn an_interrupted_copy_can_be_cancelled_and_then_releases_its_source() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cryptvol"))
         .arg("--data-dir")
         .arg(&v.data)
-        .args(["snapshot", "copy", &snap, "--destination-region", "eu-2"])
-        .env("CRYPTVOL_TEST_COPY_DELAY_MS", "60")
-        .env("CRYPTVOL_COPY_WORKERS", "1")
+        .args([
+            "snapshot",
+            "copy",
+            &snap,
+            "--destination-region",
+            "eu-2",
+            "--max-bandwidth",
+            "10M",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

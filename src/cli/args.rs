@@ -185,3 +185,14 @@ mod tests {
         assert!(tag("x").is_err());
     }
 }
+
+/// `--max-bandwidth RATE`: bytes per second with an optional K/M/G suffix (binary), > 0.
+pub fn parse_rate(s: &str) -> Result<u64, CliError> {
+    match crate::volume::ids::parse_size(s) {
+        Ok(r) if r > 0 => Ok(r),
+        _ => Err(CliError::bad(
+            "--max-bandwidth",
+            format!("'{s}' is not a rate: give bytes per second, like 50M or 1G"),
+        )),
+    }
+}

@@ -47,6 +47,9 @@ pub enum SnapshotCommand {
         /// The source's customer-provided key, if it has one
         #[arg(long, value_name = "FILE")]
         customer_key_file: Option<std::path::PathBuf>,
+        /// At most this many bytes per second, e.g. 50M (leaves disk time to the volumes)
+        #[arg(long, value_name = "RATE")]
+        max_bandwidth: Option<String>,
     },
 }
 
@@ -194,7 +197,12 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
             kms_key,
             description,
             customer_key_file,
+            max_bandwidth,
         } => {
+            let max_bandwidth = max_bandwidth
+                .as_deref()
+                .map(super::args::parse_rate)
+                .transpose()?;
             let dest = match destination_region {
                 Some(r) => crate::kms::Region::parse(&r)?,
                 None => cfg.region.clone(),
@@ -210,6 +218,7 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
                 kms_key.as_deref(),
                 description.as_deref(),
                 ck.as_ref(),
+                max_bandwidth,
             )?;
             cfg.print(&r, "SnapshotCopy")
         }

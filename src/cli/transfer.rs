@@ -78,6 +78,7 @@ fn run_copy(
     dst_key: &SecretBytes,
     finish_snapshot: Option<&SnapshotRecord>,
     finish_volume: Option<&VolumeHeader>,
+    max_bandwidth: Option<u64>,
 ) -> Result<CopyStats, CliError> {
     let holder = lease_holder(dst_region, owner);
     src.take_lease(rec.id.as_str(), &holder)?;
@@ -95,6 +96,7 @@ fn run_copy(
         dest_key: b64::encode(dst_key.expose()),
         finish_snapshot: finish_snapshot.map(|r| b64::encode(&r.encode())),
         finish_volume: finish_volume.map(|h| b64::encode(&h.encode())),
+        max_bandwidth,
     };
     let pb = progress_bar(
         cfg,
@@ -139,6 +141,7 @@ pub fn copy_snapshot(
     kms_key: Option<&str>,
     description: Option<&str>,
     customer_key: Option<&SecretBytes>,
+    max_bandwidth: Option<u64>,
 ) -> Result<CopyResult, CliError> {
     let src_dir = cfg.region_dir();
     src_dir.config()?;
@@ -234,6 +237,7 @@ pub fn copy_snapshot(
         &dst_key,
         Some(&new_rec),
         None,
+        max_bandwidth,
     )?;
     let kms_key_id = match &new_rec.volume.key {
         KeySource::Kms { key_arn, .. } => key_arn.clone(),
@@ -258,6 +262,7 @@ pub fn restore_rekeyed(
     size: Option<u64>,
     kms_key: &str,
     customer_key: Option<&SecretBytes>,
+    max_bandwidth: Option<u64>,
 ) -> Result<VolumeHeader, CliError> {
     let dir = cfg.region_dir();
     let access = catalog::open(&dir)?;
@@ -307,6 +312,7 @@ pub fn restore_rekeyed(
         &dst_key,
         None,
         Some(&h),
+        max_bandwidth,
     )?;
     Ok(h)
 }

@@ -37,6 +37,9 @@ pub enum VolumeCommand {
         /// A 32- or 64-byte key of your own instead of the KMS; needed at every attach
         #[arg(long, value_name = "FILE")]
         customer_key_file: Option<PathBuf>,
+        /// With --from-snapshot and --kms-key: copy at most this many bytes per second
+        #[arg(long, value_name = "RATE", requires = "kms_key")]
+        max_bandwidth: Option<String>,
         /// Allocation unit of the thin pool, a power of two from 64K to 64M [default: 1M]
         #[arg(long)]
         chunk_size: Option<String>,
@@ -152,16 +155,29 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
             name,
             kms_key,
             customer_key_file,
+            max_bandwidth,
             ..
         } => {
             let size = size.as_deref().map(parse_size).transpose()?;
+            let max_bandwidth = max_bandwidth
+                .as_deref()
+                .map(super::args::parse_rate)
+                .transpose()?;
             let rec = catalog::open(&region)?.snapshot(&snap, cfg.region.as_str())?;
             let name = name.as_deref().unwrap_or("");
             let h = match kms_key {
                 // Another key: a new data key and every chunk re-encrypted.
                 Some(k) => {
                     let ck = customer_key_file.as_deref().map(customer_key).transpose()?;
-                    super::transfer::restore_rekeyed(cfg, &rec, name, size, &k, ck.as_ref())?
+                    super::transfer::restore_rekeyed(
+                        cfg,
+                        &rec,
+                        name,
+                        size,
+                        &k,
+                        ck.as_ref(),
+                        max_bandwidth,
+                    )?
                 }
                 // Same key: share the snapshot's slots, instantly.
                 None => {

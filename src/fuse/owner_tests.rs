@@ -226,6 +226,7 @@ fn copy_from_a_moving_source_one_job_per_copy() {
         dest_key: key.clone(),
         finish_snapshot: None,
         finish_volume: Some(crate::kms::b64::encode(&dest.encode())),
+        max_bandwidth: None,
     };
     let started = Arc::new(Barrier::new(2));
     let first = {

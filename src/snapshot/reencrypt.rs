@@ -34,6 +34,8 @@ pub struct Source<'a> {
     pub map: Vec<(u64, SlotNo)>,
     pub chunk_shift: u8,
     pub xts: &'a Xts,
+    /// `--max-bandwidth`: plaintext bytes per second, or unlimited.
+    pub max_bandwidth: Option<u64>,
 }
 
 pub struct Dest<'a> {
@@ -68,15 +70,33 @@ fn crypt_blocks(xts: &Xts, first_block: u64, buf: &mut [u8], written: &[bool], d
     }
 }
 
-/// Debug builds only: `CRYPTVOL_TEST_COPY_DELAY_MS` slows each chunk down so a test can
-/// interrupt a copy half way. Release builds ignore it.
-fn test_delay() {
-    if cfg!(debug_assertions)
-        && let Some(ms) = std::env::var("CRYPTVOL_TEST_COPY_DELAY_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-    {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
+/// Keeps a copy at or under `--max-bandwidth` (plaintext bytes per second, over the
+/// whole run): a worker about to start a chunk ahead of that pace sleeps until the pace
+/// catches up.
+struct Throttle {
+    bytes_per_sec: Option<u64>,
+    start: std::time::Instant,
+    taken: AtomicU64,
+}
+
+impl Throttle {
+    fn new(bytes_per_sec: Option<u64>) -> Throttle {
+        Throttle {
+            bytes_per_sec: bytes_per_sec.filter(|r| *r > 0),
+            start: std::time::Instant::now(),
+            taken: AtomicU64::new(0),
+        }
+    }
+
+    fn take(&self, n: u64) {
+        let Some(rate) = self.bytes_per_sec else {
+            return;
+        };
+        let before = self.taken.fetch_add(n, Ordering::AcqRel);
+        let due = std::time::Duration::from_secs_f64(before as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(self.start.elapsed()) {
+            std::thread::sleep(wait);
+        }
     }
 }
 
@@ -130,6 +150,7 @@ pub fn reencrypt(
         .unwrap_or(cores * 2)
         .clamp(1, 32);
 
+    let throttle = Throttle::new(src.max_bandwidth);
     let work = || -> Result<()> {
         // plain: source plaintext; enc: what we write; check: enc decrypted again.
         let mut plain_buf = AlignedBuf::new(chunk);
@@ -146,6 +167,7 @@ pub fn reencrypt(
             let Some(&(c, slot)) = todo.get(i) else {
                 return Ok(());
             };
+            throttle.take(chunk as u64);
             let first_block = c * blocks as u64;
             crate::volume::storage::file::read_full_at(&file, plain, slot.0 << src.chunk_shift)
                 .map_err(|e| VolumeError::io("cannot read", &src.data_path, e))?;
@@ -195,7 +217,6 @@ pub fn reencrypt(
             }
             dst.pool
                 .remap(src.chunk_shift, &dst.owner, c, Some(new), None);
-            test_delay();
             copied.fetch_add(1, Ordering::AcqRel);
             if !progress(chunk as u64) {
                 return Err(VolumeError::Cancelled {
@@ -265,6 +286,9 @@ pub struct CopyJob {
     /// What the owner becomes when done: a snapshot record or a volume header (base64).
     pub finish_snapshot: Option<String>,
     pub finish_volume: Option<String>,
+    /// `--max-bandwidth` in bytes per second (absent: unlimited).
+    #[serde(default)]
+    pub max_bandwidth: Option<u64>,
 }
 
 impl Drop for CopyJob {
@@ -305,6 +329,7 @@ pub fn run_job(
             .collect(),
         chunk_shift: job.chunk_shift,
         xts: &src_xts,
+        max_bandwidth: job.max_bandwidth,
     };
     let dst = Dest {
         pool,
