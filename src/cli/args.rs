@@ -135,6 +135,17 @@ impl PassphraseSource {
     }
 }
 
+/// `--max-bandwidth RATE`: bytes per second with an optional K/M/G suffix (binary), > 0.
+pub fn parse_rate(s: &str) -> Result<u64, CliError> {
+    match crate::volume::ids::parse_size(s) {
+        Ok(r) if r > 0 => Ok(r),
+        _ => Err(CliError::bad(
+            "--max-bandwidth",
+            format!("'{s}' is not a rate: give bytes per second, like 50M or 1G"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,16 +194,5 @@ mod tests {
             ("a".into(), "b".into())
         );
         assert!(tag("x").is_err());
-    }
-}
-
-/// `--max-bandwidth RATE`: bytes per second with an optional K/M/G suffix (binary), > 0.
-pub fn parse_rate(s: &str) -> Result<u64, CliError> {
-    match crate::volume::ids::parse_size(s) {
-        Ok(r) if r > 0 => Ok(r),
-        _ => Err(CliError::bad(
-            "--max-bandwidth",
-            format!("'{s}' is not a rate: give bytes per second, like 50M or 1G"),
-        )),
     }
 }
