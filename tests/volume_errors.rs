@@ -289,3 +289,50 @@ fn resize_grows_the_attached_file() {
     drop(f);
     v.detach(&dir);
 }
+
+/// The control socket is typed and versioned: garbage, an unknown op, another protocol
+/// version, an over-long line and a stalled client each get one error (or are dropped),
+/// and the daemon keeps serving its volume.
+#[test]
+fn control_socket_refuses_bad_requests_and_keeps_serving() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    if !require_mount_support(&[Need::Fuse]) {
+        return;
+    }
+    let v = VolEnv::new();
+    let vol = v.create(&["--size", "16M"]);
+    let dir = v.dir("m");
+    let file = v.attach(&vol, &dir, &[]);
+    pwrite(&open_rw(&file), 0, b"still here");
+    let sock = v.region().join("run/daemon.sock");
+    let ask = |bytes: &[u8]| -> String {
+        let mut s = UnixStream::connect(&sock).unwrap();
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut line = String::new();
+        let _ = BufReader::new(&s).read_line(&mut line);
+        line
+    };
+    let r = ask(b"this is not json\n");
+    assert!(r.contains("\"Err\"") && r.contains("malformed"), "{r}");
+    let r = ask(b"{\"v\":2,\"request\":{\"op\":\"format_disk\"}}\n");
+    assert!(r.contains("\"Err\"") && r.contains("malformed"), "{r}");
+    let r = ask(b"{\"v\":1,\"request\":{\"op\":\"ping\"}}\n");
+    assert!(r.contains("\"Err\"") && r.contains("protocol"), "{r}");
+    let r = ask(b"{\"v\":2,\"request\":{\"op\":\"ping\"}");
+    assert!(r.contains("\"Err\"") && r.contains("incomplete"), "{r}");
+    // A header that does not decode is refused by its type, not stored.
+    let r = ask(b"{\"v\":2,\"request\":{\"op\":\"create_volume\",\"header\":\"AAAA\"}}\n");
+    assert!(r.contains("\"Err\""), "{r}");
+    // 80 MiB without a newline: refused after the limit, not buffered whole.
+    let big = vec![b'x'; 80 << 20];
+    let r = ask(&big);
+    assert!(r.contains("\"Err\"") && r.contains("longer than"), "{r}");
+    // Still serving.
+    assert_eq!(pread(&open_rw(&file), 0, 10), b"still here");
+    let st = v.status();
+    assert_eq!(st["Volumes"].as_array().unwrap().len(), 1, "{st:#}");
+    v.detach(&dir);
+    v.assert_pool_clean("local-1");
+}

@@ -4,7 +4,7 @@
 //! after flushing and unmounting everything.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -35,6 +35,8 @@ use crate::volume::{Pool, VolumeError, VolumeId, keys};
 const FUSE_THREADS: usize = 16;
 /// How often dirty metadata is committed without an fsync (bounds work lost in a crash).
 const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+/// The longest request line the daemon reads.
+const MAX_REQUEST: u64 = 64 << 20;
 /// A daemon with nothing attached exits after this long without a request.
 const IDLE_EXIT: Duration = Duration::from_secs(3);
 
@@ -368,9 +370,26 @@ impl Daemon {
             let _ = (&s).write_all(&done_line::<()>(Err(stopping_error())));
             return;
         }
+        // A client that stalls mid-request gives up its thread after a while; a request
+        // line is bounded (the largest, a copy job's source map, is about 20 bytes per
+        // chunk: 64 MiB is a 3 TiB volume of 1 MiB chunks).
+        let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
         let mut line = String::new();
-        if BufReader::new(&s).read_line(&mut line).is_err() {
-            return;
+        match BufReader::new((&s).take(MAX_REQUEST)).read_line(&mut line) {
+            Ok(_) if line.ends_with('\n') => {}
+            Ok(_) => {
+                zeroize::Zeroize::zeroize(&mut line);
+                let err = VolumeError::invalid(
+                    "control request",
+                    format!("incomplete, or longer than {MAX_REQUEST} bytes"),
+                );
+                let _ = (&s).write_all(&done_line::<()>(Err(err)));
+                return;
+            }
+            Err(_) => {
+                zeroize::Zeroize::zeroize(&mut line);
+                return;
+            }
         }
         let parsed = serde_json::from_str::<control::Envelope>(&line);
         zeroize::Zeroize::zeroize(&mut line);
