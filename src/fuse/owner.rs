@@ -254,6 +254,12 @@ impl Catalog for PoolOwner {
     fn create_snapshot(&self, volume: &VolumeId, rec: &SnapshotRecord) -> Result<()> {
         let _g = self.locks.take(&[volume.as_str(), rec.id.as_str()]);
         let h = self.existing_volume(volume)?;
+        // The record embeds the volume's header as it is now, under its lock: the one the
+        // caller built it from may be older (a resize in between), or name another volume.
+        let rec = SnapshotRecord {
+            volume: h.clone(),
+            ..rec.clone()
+        };
         let bytes = rec.encode();
         match self.open_volume(volume) {
             Some(v) => {

@@ -1,0 +1,236 @@
+//! Findings of the hostile review of the storage core and the region daemon: hostile
+//! input on the control socket, and races between commands through the daemon. A test
+//! that demonstrates an open finding is `#[ignore]`d with the finding's number (see the
+//! review report); the others pin down what held up.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::mount::*;
+use serde_json::Value;
+
+/// A region daemon started directly (`cryptvol daemon`), killed when dropped.
+struct Daemon {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_daemon(v: &VolEnv) -> Daemon {
+    let child = Command::new(assert_cmd::cargo::cargo_bin("cryptvol"))
+        .arg("--data-dir")
+        .arg(&v.data)
+        .args(["--region", common::DEFAULT_REGION, "daemon"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the daemon");
+    let sock = v.region().join("run/daemon.sock");
+    assert!(
+        wait_until(Duration::from_secs(15), || UnixStream::connect(&sock).is_ok()),
+        "the daemon did not listen"
+    );
+    Daemon { child, sock }
+}
+
+/// Sends `line` (no newline added) and returns the reply lines until the connection ends.
+fn raw(sock: &Path, line: &[u8]) -> Vec<Value> {
+    let mut s = UnixStream::connect(sock).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(line).unwrap();
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = vec![];
+    for l in BufReader::new(&s).lines() {
+        let l = l.expect("read reply");
+        out.push(serde_json::from_str(&l).unwrap_or_else(|e| panic!("reply {l:?}: {e}")));
+    }
+    out
+}
+
+fn err_of(reply: &[Value]) -> (String, String) {
+    let e = &reply.last().expect("a reply")["done"]["Err"];
+    (
+        e["kind"].as_str().unwrap_or("").to_string(),
+        e["message"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// Runs the binary on `data`: (exit code, stderr). Usable from any thread.
+fn cli(data: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(assert_cmd::cargo::cargo_bin("cryptvol"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("CRYPTVOL_REGION")
+        .env_remove("CRYPTVOL_DATA_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cryptvol");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// What held up: malformed JSON, an unknown op and a wrong version are each refused with
+/// one final error line; a client that sends half a line and stalls does not hold up the
+/// other clients.
+#[test]
+fn attack_control_socket_bad_input_is_refused_cleanly() {
+    let v = VolEnv::new();
+    let d = start_daemon(&v);
+    let (k, m) = err_of(&raw(&d.sock, b"{not json\n"));
+    assert_eq!(k, "invalid", "{m}");
+    let (k, m) = err_of(&raw(&d.sock, b"{\"v\":2,\"request\":{\"op\":\"rm_rf\"}}\n"));
+    assert_eq!(k, "invalid", "{m}");
+    let (k, m) = err_of(&raw(&d.sock, b"{\"v\":1,\"request\":{\"op\":\"ping\"}}\n"));
+    assert_eq!(k, "busy", "{m}");
+    assert!(m.contains("protocol"), "{m}");
+    // Unknown fields of an op with fields are refused (deny_unknown_fields). (An op
+    // without fields, `ping` or `status`, ignores them: serde's internally tagged unit
+    // variants do; see finding 6.)
+    let (k, m) = err_of(&raw(
+        &d.sock,
+        b"{\"v\":2,\"request\":{\"op\":\"get_volume\",\"volume\":\"vol-00000000000000000\",\"x\":1}}\n",
+    ));
+    assert_eq!(k, "invalid", "{m}");
+    // Resize to a hostile size of a volume that does not exist / with a negative size.
+    let (k, _) = err_of(&raw(
+        &d.sock,
+        b"{\"v\":2,\"request\":{\"op\":\"resize_volume\",\"volume\":\"vol-00000000000000000\",\"size\":18446744073709551615}}\n",
+    ));
+    assert_eq!(k, "not_found");
+    let (k, _) = err_of(&raw(
+        &d.sock,
+        b"{\"v\":2,\"request\":{\"op\":\"resize_volume\",\"volume\":\"vol-00000000000000000\",\"size\":-1}}\n",
+    ));
+    assert_eq!(k, "invalid");
+    // A stalled half line does not block a ping.
+    let mut stalled = UnixStream::connect(&d.sock).unwrap();
+    stalled.write_all(b"{\"v\":2,\"requ").unwrap();
+    let pong = raw(&d.sock, b"{\"v\":2,\"request\":{\"op\":\"ping\"}}\n");
+    assert!(pong[0]["done"]["Ok"].is_u64(), "{pong:?}");
+    drop(stalled);
+}
+
+/// Finding 6. The version is checked only after the whole request parsed as a protocol-2
+/// `Request`: a newer client whose request has an op (or a field) protocol 2 does not
+/// know gets "invalid control request: malformed: unknown variant ..." instead of the
+/// documented `busy` refusal that says to detach everything and retry.
+#[test]
+#[ignore = "finding 6: a request of another version with a new op is 'malformed', not the version refusal"]
+fn attack_control_newer_protocol_gets_the_version_refusal() {
+    let v = VolEnv::new();
+    let d = start_daemon(&v);
+    let (k, m) = err_of(&raw(
+        &d.sock,
+        b"{\"v\":3,\"request\":{\"op\":\"attach_many\",\"volumes\":[]}}\n",
+    ));
+    assert_eq!(k, "busy", "a protocol-3 request must get the version refusal: {m}");
+    assert!(m.contains("protocol"), "{m}");
+}
+
+/// Finding 7. The daemon reads a request line with no limit on its size and no timeout:
+/// one same-user client that sends a long line without a newline makes the daemon buffer
+/// all of it (and a client that never sends keeps a thread forever).
+#[test]
+#[ignore = "finding 7: no size limit (nor timeout) on a control request line"]
+fn attack_control_line_without_newline_is_buffered_without_limit() {
+    let v = VolEnv::new();
+    let d = start_daemon(&v);
+    let pid = d.child.id();
+    let before = vm_rss_kib(pid);
+    let mut s = UnixStream::connect(&d.sock).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let piece = vec![b'a'; 1 << 20];
+    let mut sent = 0usize;
+    for _ in 0..96 {
+        if s.write_all(&piece).is_err() {
+            break;
+        }
+        sent += piece.len();
+    }
+    // Let it read what is buffered.
+    std::thread::sleep(Duration::from_millis(500));
+    let grown_mib = vm_rss_kib(pid).saturating_sub(before) / 1024;
+    let mut rest = vec![];
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = s.read_to_end(&mut rest);
+    assert!(
+        grown_mib < 16,
+        "the daemon grew by {grown_mib} MiB reading one {} MiB request line",
+        sent >> 20
+    );
+}
+
+/// Finding 8. The last detach decides "nothing attached any more, stop" from the
+/// sessions table, and the daemon then stops, while an attach of another volume that
+/// started before it can still be mounting: that attach is answered `Ok` and then
+/// unmounted by the shutdown (or left behind as a dead mount) when the daemon exits. The
+/// idle exit has the same check-then-act between its "idle" check and `begin_stop`.
+#[test]
+#[ignore = "finding 8 (probabilistic stress; did not fire in 65 rounds here): an attach racing the last detach can be acknowledged and then lost"]
+fn attack_attach_racing_the_last_detach_is_not_lost() {
+    if !require_mount_support(&[Need::Fuse]) {
+        return;
+    }
+    let v = VolEnv::new();
+    let a = v.create(&["--size", "64M", "--name", "a"]);
+    let b = v.create(&["--size", "64M", "--name", "b"]);
+    let da = v.dir("a");
+    let db = v.dir("b");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut rounds = 0;
+    while Instant::now() < deadline && rounds < 40 {
+        rounds += 1;
+        v.attach(&a, &da, &[]);
+        let data = v.data.clone();
+        let (det, att) = std::thread::scope(|s| {
+            // The attach spends a while in its key unwrap before it reaches the daemon:
+            // sweep the detach's start across that time so the two meet in the daemon.
+            let det = s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(rounds * 12));
+                cli(&data, &["detach", da.to_str().unwrap()])
+            });
+            let att = s.spawn(|| cli(&data, &["attach", &b, db.to_str().unwrap()]));
+            (det.join().unwrap(), att.join().unwrap())
+        });
+        assert_eq!(det.0, 0, "detach: {}", det.1);
+        if att.0 == 0 {
+            // Acknowledged: it must be attached now, and stay so.
+            std::thread::sleep(Duration::from_millis(300));
+            let st = v.status();
+            let listed = st["Volumes"]
+                .as_array()
+                .is_some_and(|vs| vs.iter().any(|e| e["VolumeId"] == b.as_str()));
+            assert!(
+                listed && is_mount_point(&db) && db.join("volume").exists(),
+                "round {rounds}: `attach` of {b} succeeded, yet it is not attached: {st:#}"
+            );
+            v.detach(&db);
+        }
+        assert!(v.wait_no_daemon(Duration::from_secs(10)));
+    }
+}
