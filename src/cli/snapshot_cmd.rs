@@ -159,23 +159,18 @@ fn cancel_copy(
         PendingCopy::Copy {
             source_region,
             source_snapshot,
-            record,
+            ..
         },
     )) = access.pending()?.into_iter().find(|(o, _)| o == id)
     else {
         return Ok(None);
     };
-    let bytes = crate::kms::b64::decode(&record).map_err(|e| VolumeError::Corrupt {
-        what: format!("the record of copy {owner}"),
-        detail: e.to_string(),
-    })?;
-    let rec = SnapshotRecord::decode(&bytes)?;
-    access.abandon_pending(&owner, rec.volume.chunk_shift)?;
-    let holder = format!("{}/{owner}", cfg.region);
+    access.abandon_pending(&owner)?;
+    // A lease on a source in this region ended with the copy; one in another region's
+    // pool is released there.
     let src_region = crate::kms::Region::parse(&source_region)?;
-    if src_region == cfg.region {
-        access.release_lease(&source_snapshot, &holder)?;
-    } else {
+    if src_region != cfg.region {
+        let holder = format!("{}/{owner}", cfg.region);
         catalog::open(&cfg.for_region(&src_region).region_dir())?
             .release_lease(&source_snapshot, &holder)?;
     }
@@ -184,6 +179,35 @@ fn cancel_copy(
         "Deleted": true,
         "CopyCancelled": true,
     })))
+}
+
+/// Leases on `snap` held by copies into other regions that are no longer in progress
+/// there (their command died between finishing and releasing): released, so they do not
+/// keep the snapshot for ever. (Stale leases of copies into this region are released by
+/// the pool owner itself.) A copy records itself before it leases its source, so "not in
+/// progress" is never "not started yet".
+fn release_stale_leases(cfg: &Config, access: &dyn Catalog, snap: &str) -> Result<(), CliError> {
+    for holder in access.leases(snap)? {
+        let Some((region, copy)) = holder.split_once('/') else {
+            continue;
+        };
+        let Ok(region) = crate::kms::Region::parse(region) else {
+            continue;
+        };
+        if region == cfg.region {
+            continue;
+        }
+        let dir = cfg.for_region(&region).region_dir();
+        let in_progress = dir.config().is_err()
+            || catalog::open(&dir)?
+                .pending()?
+                .iter()
+                .any(|(o, _)| o == copy);
+        if !in_progress {
+            access.release_lease(snap, &holder)?;
+        }
+    }
+    Ok(())
 }
 
 pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
@@ -267,6 +291,7 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
                 return cfg.print(&cancelled, "Snapshot");
             }
             let rec = access.snapshot(&snapshot, cfg.region.as_str())?;
+            release_stale_leases(cfg, access.as_ref(), rec.id.as_str())?;
             access.delete_snapshot(rec.id.as_str())?;
             cfg.print(
                 &serde_json::json!({ "SnapshotId": rec.id.to_string(), "Deleted": true }),

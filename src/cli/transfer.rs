@@ -81,6 +81,11 @@ fn run_copy(
     max_bandwidth: Option<u64>,
 ) -> Result<CopyStats, CliError> {
     let holder = lease_holder(dst_region, owner);
+    // Recorded first, leased second: a lease always belongs to a copy that is (or was)
+    // in progress, so one whose copy is gone is known to be stale.
+    if !dst.pending()?.iter().any(|(o, _)| o == owner) {
+        dst.begin_copy(owner, pending)?;
+    }
     src.take_lease(rec.id.as_str(), &holder)?;
     // Leased: the snapshot's map and slots stay as they are until the lease ends.
     let map = src.load_map(rec.id.as_str())?;
@@ -274,8 +279,8 @@ pub fn restore_rekeyed(
         } = p
             && source_snapshot == rec.id.as_str()
         {
-            access.abandon_pending(&owner, rec.volume.chunk_shift)?;
-            access.release_lease(&source_snapshot, &lease_holder(&cfg.region, &owner))?;
+            // Its lease on the source (in this same pool) ends with it.
+            access.abandon_pending(&owner)?;
         }
     }
     let kms = cfg.volume_kms()?;

@@ -44,10 +44,15 @@ pub trait Catalog {
     /// A durable claim that a copy reads `snapshot` (see `Pool::take_lease`).
     fn take_lease(&self, snapshot: &str, holder: &str) -> Result<()>;
     fn release_lease(&self, snapshot: &str, holder: &str) -> Result<()>;
+    /// The holders of leases on `snapshot` (`<region>/<copy id>`).
+    fn leases(&self, snapshot: &str) -> Result<Vec<String>>;
     /// Copies in progress: (destination id, record).
     fn pending(&self) -> Result<Vec<(String, PendingCopy)>>;
+    /// Records a new copy in progress, before its source is leased and its first chunk
+    /// copied: a lease then always belongs to a copy that is (or was) in progress.
+    fn begin_copy(&self, owner: &str, pending: &PendingCopy) -> Result<()>;
     /// Abandons a copy in progress (a running one is cancelled first).
-    fn abandon_pending(&self, owner: &str, chunk_shift: u8) -> Result<()>;
+    fn abandon_pending(&self, owner: &str) -> Result<()>;
     /// Runs or resumes a copy where the pool is owned; `progress` returning false cancels.
     fn run_copy(&self, job: CopyJob, progress: Progress) -> Result<CopyStats>;
 

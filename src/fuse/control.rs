@@ -110,10 +110,18 @@ pub enum Request {
         snapshot: String,
         holder: String,
     },
+    ListLeases {
+        snapshot: String,
+    },
     ListPending,
+    /// → (). The copy's record, before its source is leased.
+    BeginCopy {
+        owner: String,
+        pending: PendingCopy,
+    },
+    /// → (). The chunk size comes from the copy's own record.
     AbandonPending {
         owner: String,
-        chunk_shift: u8,
     },
     CheckPool,
     RepairPool,
@@ -386,14 +394,26 @@ impl Catalog for Client {
         })
     }
 
+    fn leases(&self, snapshot: &str) -> Result<Vec<String>> {
+        self.call(Request::ListLeases {
+            snapshot: snapshot.to_string(),
+        })
+    }
+
     fn pending(&self) -> Result<Vec<(String, PendingCopy)>> {
         self.call(Request::ListPending)
     }
 
-    fn abandon_pending(&self, owner: &str, chunk_shift: u8) -> Result<()> {
+    fn begin_copy(&self, owner: &str, pending: &PendingCopy) -> Result<()> {
+        self.call(Request::BeginCopy {
+            owner: owner.to_string(),
+            pending: pending.clone(),
+        })
+    }
+
+    fn abandon_pending(&self, owner: &str) -> Result<()> {
         self.call(Request::AbandonPending {
             owner: owner.to_string(),
-            chunk_shift,
         })
     }
 

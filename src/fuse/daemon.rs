@@ -57,7 +57,16 @@ pub struct Daemon {
     sessions: Mutex<HashMap<VolumeId, Attachment>>,
     stopping: AtomicBool,
     events: mpsc::Sender<Event>,
-    last_request: Mutex<Instant>,
+    /// When the last request came, and how many are being answered. The decisions to
+    /// stop (last detach, idle) are taken under this lock and only with nothing else in
+    /// flight, so no request is accepted and then lost to a stop.
+    life: Mutex<Life>,
+}
+
+#[derive(Debug)]
+struct Life {
+    last_request: Instant,
+    in_flight: usize,
 }
 
 /// An attach to perform before serving (`attach --foreground`).
@@ -161,10 +170,34 @@ impl Daemon {
                     hint: "choose another directory".into(),
                 });
             }
-            // A cryptvol mount here that is not one of ours is left by a daemon that was
-            // killed: its kernel side is dead; clear it.
+            // A cryptvol mount here that is not one of ours: one of our region's is left by
+            // a daemon of ours that was killed (its kernel side is dead): clear it. One of
+            // another region's daemon is live unless the kernel says it is not connected.
             if is_cryptvol_mount(dir) {
-                let _ = unmount(dir, true);
+                let other = super::fsname::owner_at(dir).and_then(|o| match o.region {
+                    Some(r) if r == self.region.region => None,
+                    _ => Some(o),
+                });
+                let dead =
+                    std::fs::metadata(dir).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
+                match other {
+                    Some(o) if !dead => {
+                        return Err(VolumeError::Attached {
+                            id: o.volume.clone(),
+                            at: format!(
+                                "{}{}",
+                                dir.display(),
+                                o.region
+                                    .map(|r| format!(" (region {r})"))
+                                    .unwrap_or_default()
+                            ),
+                            hint: "choose another directory, or detach it first".into(),
+                        });
+                    }
+                    _ => {
+                        let _ = unmount(dir, true);
+                    }
+                }
             }
             let dir = canonical(dir)?;
             if let Some(v) = mine(&dir) {
@@ -339,10 +372,10 @@ impl Daemon {
             Request::ReleaseLease { snapshot, holder } => {
                 done_line(o.release_lease(&snapshot, &holder))
             }
+            Request::ListLeases { snapshot } => done_line(o.leases(&snapshot)),
             Request::ListPending => done_line(o.pending()),
-            Request::AbandonPending { owner, chunk_shift } => {
-                done_line(o.abandon_pending(&owner, chunk_shift))
-            }
+            Request::BeginCopy { owner, pending } => done_line(o.begin_copy(&owner, &pending)),
+            Request::AbandonPending { owner } => done_line(o.abandon_pending(&owner)),
             Request::CheckPool => done_line(o.check_pool()),
             Request::RepairPool => done_line(o.repair_pool()),
             Request::RunCopy { job } => done_line(o.run_copy(job, progress)),
@@ -353,29 +386,56 @@ impl Daemon {
     /// open the pool themselves once this process is gone) and tells `run` to shut down.
     fn begin_stop(&self, why: &'static str) {
         {
-            let _requests = self.last_request.lock().unwrap_or_else(|p| p.into_inner());
+            let _life = self.life();
             self.stopping.store(true, Ordering::Release);
         }
         let _ = std::fs::remove_file(control::socket_path(&self.region));
         let _ = self.events.send(Event::Stop(why));
     }
 
-    fn serve_conn(&self, s: UnixStream) {
-        let stopping = {
-            let mut last = self.last_request.lock().unwrap_or_else(|p| p.into_inner());
-            *last = Instant::now();
-            self.stopping.load(Ordering::Acquire)
-        };
-        if stopping {
-            let _ = (&s).write_all(&done_line::<()>(Err(stopping_error())));
-            return;
+    fn life(&self) -> std::sync::MutexGuard<'_, Life> {
+        self.life.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// If nothing is attached and `in_flight` requests are all that run, decides to stop:
+    /// from then on every request is refused. Returns whether it did.
+    fn stop_if_unused(&self, in_flight: usize) -> bool {
+        let life = self.life();
+        let unused = life.in_flight == in_flight
+            && self.sessions().is_empty()
+            && self.owner.attached().is_empty();
+        if unused {
+            self.stopping.store(true, Ordering::Release);
         }
+        unused
+    }
+
+    fn serve_conn(&self, s: UnixStream) {
+        {
+            let mut life = self.life();
+            life.last_request = Instant::now();
+            if self.stopping.load(Ordering::Acquire) {
+                drop(life);
+                let _ = (&s).write_all(&done_line::<()>(Err(stopping_error())));
+                return;
+            }
+            life.in_flight += 1;
+        }
+        self.serve_request(&s);
+        let mut life = self.life();
+        life.in_flight -= 1;
+        life.last_request = Instant::now();
+    }
+
+    fn serve_request(&self, s: &UnixStream) {
+        // A client that stops reading (a copy's progress) is taken for gone after a while.
+        let _ = s.set_write_timeout(Some(Duration::from_secs(60)));
         // A client that stalls mid-request gives up its thread after a while; a request
         // line is bounded (the largest, a copy job's source map, is about 20 bytes per
         // chunk: 64 MiB is a 3 TiB volume of 1 MiB chunks).
         let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
         let mut line = String::new();
-        match BufReader::new((&s).take(MAX_REQUEST)).read_line(&mut line) {
+        match BufReader::new(s.take(MAX_REQUEST)).read_line(&mut line) {
             Ok(_) if line.ends_with('\n') => {}
             Ok(_) => {
                 zeroize::Zeroize::zeroize(&mut line);
@@ -383,7 +443,7 @@ impl Daemon {
                     "control request",
                     format!("incomplete, or longer than {MAX_REQUEST} bytes"),
                 );
-                let _ = (&s).write_all(&done_line::<()>(Err(err)));
+                let _ = (&*s).write_all(&done_line::<()>(Err(err)));
                 return;
             }
             Err(_) => {
@@ -391,26 +451,37 @@ impl Daemon {
                 return;
             }
         }
-        let parsed = serde_json::from_str::<control::Envelope>(&line);
+        // The version first: a newer client's request may not parse as ours at all.
+        #[derive(serde::Deserialize)]
+        struct Version {
+            v: u32,
+        }
+        let version = serde_json::from_str::<Version>(&line).map(|x| x.v);
+        let parsed = match version {
+            Ok(control::VERSION) | Err(_) => {
+                serde_json::from_str::<control::Envelope>(&line).map(|e| (e.v, Some(e.request)))
+            }
+            Ok(v) => Ok((v, None)),
+        };
         zeroize::Zeroize::zeroize(&mut line);
         let req = match parsed {
-            Ok(e) if e.v == control::VERSION => e.request,
-            Ok(e) => {
+            Ok((_, Some(req))) => req,
+            Ok((v, None)) => {
                 let err = VolumeError::Remote {
                     kind: crate::volume::error::ErrorKind::Busy,
                     message: format!(
                         "the region daemon (pid {}) speaks control protocol {}, this cryptvol speaks {}: detach every volume of the region (or stop that daemon) and retry",
                         std::process::id(),
                         control::VERSION,
-                        e.v
+                        v
                     ),
                 };
-                let _ = (&s).write_all(&done_line::<()>(Err(err)));
+                let _ = (&*s).write_all(&done_line::<()>(Err(err)));
                 return;
             }
             Err(e) => {
                 let err = VolumeError::invalid("control request", format!("malformed: {e}"));
-                let _ = (&s).write_all(&done_line::<()>(Err(err)));
+                let _ = (&*s).write_all(&done_line::<()>(Err(err)));
                 return;
             }
         };
@@ -428,13 +499,13 @@ impl Daemon {
             out.push(b'\n');
             lp.1 = 0;
             lp.0 = Instant::now();
-            (&s).write_all(&out).is_ok()
+            (&*s).write_all(&out).is_ok()
         };
         let (out, last) = match req {
             Request::Detach { dir } => {
                 let r = self.detach(&dir);
-                let last =
-                    r.is_ok() && self.sessions().is_empty() && self.owner.attached().is_empty();
+                // Only this request in flight: nothing else can attach meanwhile.
+                let last = r.is_ok() && self.stop_if_unused(1);
                 let reply = r.map(|()| DetachReply {
                     daemon_stopping: last.then(std::process::id),
                 });
@@ -442,7 +513,7 @@ impl Daemon {
             }
             other => (self.handle(other, &progress), false),
         };
-        let _ = (&s).write_all(&out);
+        let _ = (&*s).write_all(&out);
         // The last detach stops the daemon, only once the client has its answer.
         if last {
             self.begin_stop("last volume detached");
@@ -511,7 +582,10 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
         sessions: Mutex::new(HashMap::new()),
         stopping: AtomicBool::new(false),
         events: tx.clone(),
-        last_request: Mutex::new(Instant::now()),
+        life: Mutex::new(Life {
+            last_request: Instant::now(),
+            in_flight: 0,
+        }),
     });
     if let Some(i) = initial {
         daemon.attach(&i.volume, &i.dir, i.data_key)?;
@@ -541,14 +615,8 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
                     }
                 }
                 // Started for an attach that failed, or left with nothing to serve.
-                let idle = d.sessions().is_empty()
-                    && d.owner.attached().is_empty()
-                    && d.last_request
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .elapsed()
-                        > IDLE_EXIT;
-                if idle {
+                let quiet = d.life().last_request.elapsed() > IDLE_EXIT;
+                if quiet && d.stop_if_unused(0) {
                     d.begin_stop("idle: nothing attached");
                     return;
                 }
@@ -577,6 +645,12 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
     let Event::Stop(why) = rx.recv().unwrap_or(Event::Stop("channel closed"));
     info!("stopping: {why}");
     // `begin_stop` removed the socket already: a new daemon may own that path by now.
+    // Requests being answered finish first (a copy is cancelled: it resumes later).
+    daemon.owner.cancel_jobs();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.life().in_flight > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     daemon.shutdown();
     Ok(())
 }

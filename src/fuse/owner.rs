@@ -23,7 +23,8 @@ use super::catalog::Catalog;
 use crate::crypto::xts::Xts;
 use crate::kms::Region;
 use crate::snapshot::reencrypt::{CopyJob, CopyStats};
-use crate::snapshot::{PendingCopy, SnapshotOwners, SnapshotRecord};
+use crate::snapshot::{PendingCopy, RegionOwners, SnapshotOwners, SnapshotRecord};
+use crate::volume::check::OwnerRecords;
 use crate::volume::check::{CheckReport, RepairReport};
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::{SlotNo, format_size};
@@ -87,6 +88,10 @@ pub struct PoolOwner {
     open: Mutex<HashMap<VolumeId, Arc<OpenVolume>>>,
     /// Cancel flags of running copy jobs, by destination id.
     jobs: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// Held shared by every attach (from its start until the volume is registered as
+    /// attached) and every copy job; `pool check --repair` takes it exclusively, so it
+    /// never rebuilds the free set under a reservation it cannot see.
+    repair_gate: std::sync::RwLock<()>,
 }
 
 impl PoolOwner {
@@ -97,7 +102,27 @@ impl PoolOwner {
             locks: ObjectLocks::default(),
             open: Mutex::new(HashMap::new()),
             jobs: Mutex::new(HashMap::new()),
+            repair_gate: std::sync::RwLock::new(()),
         }
+    }
+
+    fn gate(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.repair_gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The record of copy `owner` in progress, if it is one.
+    fn pending_record(&self, owner: &str) -> Result<Option<PendingCopy>> {
+        self.pool
+            .pending()?
+            .into_iter()
+            .find(|(o, _)| o == owner)
+            .map(|(_, b)| PendingCopy::decode(&b))
+            .transpose()
+    }
+
+    /// The holder name of copy `owner` into this pool, as its lease records it.
+    fn holder(&self, owner: &str) -> String {
+        format!("{}/{owner}", self.region)
     }
 
     /// Takes the locks of `ids` for an operation (see the module doc).
@@ -136,6 +161,7 @@ impl PoolOwner {
         xts: Xts,
         serve: impl FnOnce(Arc<OpenVolume>) -> Result<T>,
     ) -> Result<T> {
+        let _repair = self.gate();
         let mut ids = vec![id.as_str()];
         ids.extend_from_slice(also);
         let _g = self.locks.take(&ids);
@@ -172,6 +198,13 @@ impl PoolOwner {
         let flushed = vol.flush();
         lock(&self.open).remove(id);
         flushed
+    }
+
+    /// Asks every running copy to stop (the daemon is shutting down; they resume later).
+    pub fn cancel_jobs(&self) {
+        for cancel in lock(&self.jobs).values() {
+            cancel.store(true, Ordering::Release);
+        }
     }
 
     /// Commits every attached volume's pending metadata (a periodic commit, or shutdown).
@@ -292,12 +325,35 @@ impl Catalog for PoolOwner {
         let rec = self
             .get_snapshot(id)?
             .ok_or_else(|| self.not_found(format!("snapshot {id}")))?;
+        // A lease of a copy into this pool that is no longer in progress protects nothing
+        // (its command died between finishing and releasing it, or before starting).
+        let owners = RegionOwners(self.region.as_str());
+        for holder in self.pool.leases(id)? {
+            let copy = holder.split_once('/').map_or(holder.as_str(), |(_, c)| c);
+            if owners.local_holder(&holder) && self.pending_record(copy)?.is_none() {
+                self.pool.release_lease(id, &holder)?;
+            }
+        }
         self.pool.delete_snapshot(id, rec.volume.chunk_shift)
     }
 
     /// A new volume `h` sharing every slot of snapshot `snap` (copy-on-write restore).
     fn restore_volume(&self, snap: &str, h: &VolumeHeader) -> Result<()> {
         let _g = self.locks.take(&[snap, h.id.as_str()]);
+        let rec = self
+            .get_snapshot(snap)?
+            .ok_or_else(|| self.not_found(format!("snapshot {snap}")))?;
+        // The new map shares the snapshot's slots: it must be of the same chunk size and
+        // reach every chunk of it.
+        if h.chunk_shift != rec.volume.chunk_shift || h.size < rec.volume.size {
+            return Err(VolumeError::invalid(
+                "restore",
+                format!(
+                    "volume {} must have the chunk size of snapshot {snap} and at least its size",
+                    h.id
+                ),
+            ));
+        }
         self.pool.restore_volume(snap, h)
     }
 
@@ -308,6 +364,10 @@ impl Catalog for PoolOwner {
     fn take_lease(&self, snap: &str, holder: &str) -> Result<()> {
         let _g = self.locks.take(&[snap]);
         self.pool.take_lease(snap, holder)
+    }
+
+    fn leases(&self, snap: &str) -> Result<Vec<String>> {
+        self.pool.leases(snap)
     }
 
     fn release_lease(&self, snap: &str, holder: &str) -> Result<()> {
@@ -324,23 +384,46 @@ impl Catalog for PoolOwner {
             .collect()
     }
 
-    /// Abandons a copy in progress: a running job is cancelled first and waited for.
-    fn abandon_pending(&self, owner: &str, chunk_shift: u8) -> Result<()> {
+    fn begin_copy(&self, owner: &str, pending: &PendingCopy) -> Result<()> {
+        let _g = self.locks.take(&[owner]);
+        self.pool.begin_pending(owner, &pending.encode())
+    }
+
+    /// Abandons a copy in progress: a running job is cancelled first and waited for. Its
+    /// chunk size comes from its own record (never from the caller), and a lease it holds
+    /// on a source in this pool ends in the same transaction.
+    fn abandon_pending(&self, owner: &str) -> Result<()> {
         if let Some(cancel) = lock(&self.jobs).get(owner) {
             cancel.store(true, Ordering::Release);
         }
         let _g = self.locks.take(&[owner]);
-        self.pool.abandon_pending(owner, chunk_shift)
+        let Some(p) = self.pending_record(owner)? else {
+            return Ok(());
+        };
+        let (shift, _) = SnapshotOwners.pending(&p.encode())?;
+        let holder = self.holder(owner);
+        let lease = p
+            .source_in(self.region.as_str())
+            .map(|s| (s, holder.as_str()));
+        self.pool.abandon_pending(owner, shift, lease)
     }
 
     /// Runs (or resumes) a copy job; refused while the same copy runs for another caller.
     fn check_pool(&self) -> Result<CheckReport> {
         // Everything acknowledged so far is in the committed metadata being checked.
         self.pool.commit()?;
-        self.pool.check(&SnapshotOwners)
+        self.pool.check(&RegionOwners(self.region.as_str()))
     }
 
     fn repair_pool(&self) -> Result<RepairReport> {
+        // No attach or copy may start (or be half way) while the bookkeeping is rebuilt.
+        let Ok(_exclusive) = self.repair_gate.try_write() else {
+            return Err(VolumeError::InUse {
+                what: "the pool".into(),
+                by: "an attach or a copy in progress".into(),
+                hint: "retry once it is done".into(),
+            });
+        };
         if let Some(v) = self.attached().first() {
             return Err(VolumeError::Attached {
                 id: v.id.to_string(),
@@ -355,7 +438,7 @@ impl Catalog for PoolOwner {
                 hint: "wait for the copy to finish".into(),
             });
         }
-        self.pool.repair(&SnapshotOwners)
+        self.pool.repair(&RegionOwners(self.region.as_str()))
     }
 
     fn run_copy(&self, job: CopyJob, progress: Progress) -> Result<CopyStats> {
@@ -373,14 +456,26 @@ impl Catalog for PoolOwner {
             c
         };
         let result = {
+            let _repair = self.gate();
             let _g = self.locks.take(&[job.owner.as_str()]);
+            let holder = self.holder(&job.owner);
+            let pending = self.pending_record(&job.owner);
             let tick = |n: u64| {
                 if !progress(n) {
                     cancel.store(true, Ordering::Release);
                 }
                 !cancel.load(Ordering::Acquire)
             };
-            crate::snapshot::reencrypt::run_job(&self.pool, &job, &tick)
+            match pending {
+                Ok(p) => {
+                    let lease = p
+                        .as_ref()
+                        .and_then(|p| p.source_in(self.region.as_str()))
+                        .map(|s| (s, holder.as_str()));
+                    crate::snapshot::reencrypt::run_job(&self.pool, &job, lease, &tick)
+                }
+                Err(e) => Err(e),
+            }
         };
         lock(&self.jobs).remove(&job.owner);
         result

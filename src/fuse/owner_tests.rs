@@ -228,6 +228,15 @@ fn copy_from_a_moving_source_one_job_per_copy() {
         finish_volume: Some(crate::kms::b64::encode(&dest.encode())),
         max_bandwidth: None,
     };
+    // A copy is recorded before it runs (`Catalog::begin_copy`).
+    let j = job();
+    owner
+        .begin_copy(
+            &j.owner,
+            &PendingCopy::decode(&crate::kms::b64::decode(&j.pending).unwrap()).unwrap(),
+        )
+        .unwrap();
+    drop(j);
     let started = Arc::new(Barrier::new(2));
     let first = {
         let (owner, started, job) = (owner.clone(), started.clone(), job());
@@ -248,7 +257,7 @@ fn copy_from_a_moving_source_one_job_per_copy() {
         matches!(second, Err(VolumeError::InUse { .. })),
         "{second:?}"
     );
-    owner.abandon_pending(dest.id.as_str(), SHIFT).unwrap();
+    owner.abandon_pending(dest.id.as_str()).unwrap();
     let first = first.join().unwrap();
     assert!(
         matches!(first, Err(VolumeError::Cancelled { .. })),
@@ -259,7 +268,7 @@ fn copy_from_a_moving_source_one_job_per_copy() {
     crate::volume::pool::assert_consistent_for_tests(&owner.pool, SHIFT);
 }
 
-// ---- attack: findings of the hostile review (each `#[ignore]`d until fixed) -----------
+// ---- attack: findings of the hostile review, each fixed -------------------------------
 
 /// A copy job into `dest` (a rekey restore, like `copy_from_a_moving_source_one_job_per_copy`).
 fn restore_job(owner: &PoolOwner, rec: &SnapshotRecord, dest: &VolumeHeader) -> CopyJob {
@@ -288,6 +297,7 @@ fn restore_job(owner: &PoolOwner, rec: &SnapshotRecord, dest: &VolumeHeader) -> 
         chunk_shift: rec.volume.chunk_shift,
         source_key: key.clone(),
         dest_key: key,
+        max_bandwidth: None,
         finish_snapshot: None,
         finish_volume: Some(crate::kms::b64::encode(&dest.encode())),
     }
@@ -312,7 +322,6 @@ fn written_snapshot(owner: &PoolOwner, h: &VolumeHeader, chunks: u64) -> Snapsho
 /// <copy id>`) deletes the finished copy instead, `pool check` calls the lease valid and
 /// `--repair` keeps it (it drops only leases on snapshots that do not exist).
 #[test]
-#[ignore = "finding 1: a lease outlives its copy after a crash; the source is undeletable for good"]
 fn attack_lease_left_by_a_copy_killed_after_finish_blocks_the_source_for_good() {
     let (_d, owner, h) = setup();
     let src = written_snapshot(&owner, &h, 3);
@@ -321,13 +330,21 @@ fn attack_lease_left_by_a_copy_killed_after_finish_blocks_the_source_for_good() 
         ..h.clone()
     };
     let holder = format!("test-1/{}", dest.id);
-    owner.take_lease(src.id.as_str(), &holder).unwrap();
+    let job = restore_job(&owner, &src, &dest);
     owner
-        .run_copy(restore_job(&owner, &src, &dest), &|_| true)
+        .begin_copy(
+            &job.owner,
+            &PendingCopy::decode(&crate::kms::b64::decode(&job.pending).unwrap()).unwrap(),
+        )
         .unwrap();
+    owner.take_lease(src.id.as_str(), &holder).unwrap();
+    owner.run_copy(job, &|_| true).unwrap();
     // The command is killed here: `release_lease` never runs.
     assert!(owner.pool.get_volume(&dest.id).unwrap().is_some());
-    assert!(owner.pending().unwrap().is_empty(), "no copy is in progress");
+    assert!(
+        owner.pending().unwrap().is_empty(),
+        "no copy is in progress"
+    );
     // What the user is told to do, then the repair tool.
     let _ = owner.repair_pool();
     let r = owner.delete_snapshot(src.id.as_str());
@@ -370,7 +387,6 @@ fn attack_snapshot_racing_resize_stores_a_stale_record() {
 /// the copy's own slots leak. (A restore's header and a snapshot record's embedded
 /// header are trusted the same way; see the report.)
 #[test]
-#[ignore = "finding 3: abandon_pending's chunk_shift from the client frees another volume's slots"]
 fn attack_abandon_pending_with_a_wrong_chunk_shift_frees_another_volumes_slot() {
     let (_d, owner, h) = setup();
     // Volume B: 1 MiB chunks, one chunk written (slot 0 of chunk size 2^20).
@@ -403,7 +419,8 @@ fn attack_abandon_pending_with_a_wrong_chunk_shift_frees_another_volumes_slot() 
     owner.pool.remap(SHIFT, dest.id.as_str(), 0, Some(r), None);
     owner.pool.commit().unwrap();
     // A control-socket client names the wrong chunk size.
-    let _ = owner.abandon_pending(dest.id.as_str(), 20);
+    // The chunk size now comes from the copy's record, not from the caller.
+    let _ = owner.abandon_pending(dest.id.as_str());
     let v = OpenVolume::open(owner.pool.clone(), &b, xts()).unwrap();
     let mut got = vec![0u8; 4096];
     v.read(0, &mut got).unwrap();
@@ -419,7 +436,6 @@ fn attack_abandon_pending_with_a_wrong_chunk_shift_frees_another_volumes_slot() 
 /// the resume had just taken, so the whole copy ran with no lease on its source (which
 /// could be deleted, its slots punched and reused, under the copy).
 #[test]
-#[ignore = "finding 4: a cancelled copy is resurrected by a concurrent resume and runs without a lease"]
 fn attack_copy_cancelled_while_a_resume_starts_is_resurrected_without_a_lease() {
     let (_d, owner, h) = setup();
     let src = written_snapshot(&owner, &h, 4);
@@ -440,7 +456,7 @@ fn attack_copy_cancelled_while_a_resume_starts_is_resurrected_without_a_lease() 
     // The resume finds it and takes the lease ...
     owner.take_lease(src.id.as_str(), &holder).unwrap();
     // ... the cancel (`snapshot delete <copy id>`) runs ...
-    owner.abandon_pending(dest.id.as_str(), SHIFT).unwrap();
+    owner.abandon_pending(dest.id.as_str()).unwrap();
     owner.release_lease(src.id.as_str(), &holder).unwrap();
     // ... and the resume's job reaches the pool owner.
     let r = owner.run_copy(job, &|_| true);

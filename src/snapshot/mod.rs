@@ -222,6 +222,43 @@ impl PendingCopy {
     }
 }
 
+impl PendingCopy {
+    /// The snapshot this copy reads, if it lives in `region` (then its lease is in the
+    /// same pool as the copy).
+    pub fn source_in(&self, region: &str) -> Option<&str> {
+        match self {
+            PendingCopy::Restore {
+                source_snapshot, ..
+            } => Some(source_snapshot),
+            PendingCopy::Copy {
+                source_region,
+                source_snapshot,
+                ..
+            } => (source_region == region).then_some(source_snapshot),
+        }
+    }
+}
+
+/// [`SnapshotOwners`] for the pool of `region`, which also knows which lease holders
+/// (`<region>/<copy id>`) are copies into that same pool.
+pub struct RegionOwners<'a>(pub &'a str);
+
+impl crate::volume::check::OwnerRecords for RegionOwners<'_> {
+    fn snapshot(&self, record: &[u8]) -> Result<(u8, u64)> {
+        SnapshotOwners.snapshot(record)
+    }
+
+    fn pending(&self, record: &[u8]) -> Result<(u8, u64)> {
+        SnapshotOwners.pending(record)
+    }
+
+    fn local_holder(&self, holder: &str) -> bool {
+        holder
+            .strip_prefix(self.0)
+            .is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
 /// How the pool checker (`volume::check`) reads the records this layer owns: snapshot
 /// records and copies in progress, as (chunk shift, size in bytes) of their maps.
 pub struct SnapshotOwners;

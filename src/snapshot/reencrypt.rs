@@ -303,13 +303,19 @@ fn b64_field(what: &str, s: &str) -> Result<Vec<u8>> {
 }
 
 /// Runs (or resumes) a copy job against `pool` and makes the result visible.
+/// `lease`: the copy's lease on a source in this same pool, released as it finishes.
 pub fn run_job(
     pool: &Pool,
     job: &CopyJob,
+    lease: Option<(&str, &str)>,
     progress: &(dyn Fn(u64) -> bool + Sync),
 ) -> Result<CopyStats> {
+    // The copy was recorded before its source was leased (`Catalog::begin_copy`). If it
+    // is not in progress now, it was cancelled: never start it over from here.
     if !pool.pending()?.iter().any(|(o, _)| o == &job.owner) {
-        pool.begin_pending(&job.owner, &b64_field("pending", &job.pending)?)?;
+        return Err(VolumeError::Cancelled {
+            what: format!("the copy into {} (it is no longer in progress)", job.owner),
+        });
     }
     let done: HashSet<u64> = pool
         .load_map(&job.owner)?
@@ -347,6 +353,6 @@ pub fn run_job(
         .as_deref()
         .map(|s| b64_field("volume", s).and_then(|b| crate::volume::VolumeHeader::decode(&b)))
         .transpose()?;
-    pool.finish_pending(&job.owner, snap.as_deref(), vol.as_ref())?;
+    pool.finish_pending(&job.owner, snap.as_deref(), vol.as_ref(), lease)?;
     Ok(stats)
 }

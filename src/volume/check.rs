@@ -37,6 +37,13 @@ pub trait OwnerRecords {
     fn snapshot(&self, record: &[u8]) -> Result<(u8, u64)>;
     /// (chunk shift, size in bytes) of the object a `pending` row will become.
     fn pending(&self, record: &[u8]) -> Result<(u8, u64)>;
+    /// True if a lease holder (`<region>/<copy id>`) names a copy into this same pool:
+    /// such a lease is stale once that copy is no longer in progress here (copies record
+    /// themselves as pending before they lease their source, and release it when they
+    /// finish). Holders in other regions cannot be judged from this pool.
+    fn local_holder(&self, _holder: &str) -> bool {
+        false
+    }
 }
 
 /// What is wrong. Serialized (and displayed) as a stable kebab-case name.
@@ -791,19 +798,36 @@ fn analyze(m: &Model, owners: &dyn OwnerRecords) -> Analysis {
         });
     }
 
-    let snapshots: BTreeSet<&str> = m.snapshots.iter().map(|(id, _)| id.as_str()).collect();
     for (snap, holder) in &m.leases {
-        if !snapshots.contains(snap.as_str()) {
+        if let Some(why) = stale_lease(m, owners, snap, holder) {
             problems.push(
                 Problem::new(
                     ProblemKind::StaleLease,
-                    format!("held by {holder}, but the snapshot does not exist"),
+                    format!("held by {holder}, but {why}"),
                 )
                 .object(snap),
             );
         }
     }
     a
+}
+
+/// Why a lease protects nothing, if it does not: its snapshot is gone, or its holder is a
+/// copy into this pool that is no longer in progress.
+fn stale_lease(
+    m: &Model,
+    owners: &dyn OwnerRecords,
+    snap: &str,
+    holder: &str,
+) -> Option<&'static str> {
+    if !m.snapshots.iter().any(|(id, _)| id == snap) {
+        return Some("the snapshot does not exist");
+    }
+    let copy = holder.split_once('/').map(|(_, id)| id).unwrap_or(holder);
+    if owners.local_holder(holder) && !m.pending.iter().any(|(id, _)| id == copy) {
+        return Some("that copy is not in progress (it finished or was abandoned)");
+    }
+    None
 }
 
 /// The ranges (first, last) of `0..end` that are not in `taken` (sorted, all below `end`).
@@ -1043,11 +1067,10 @@ pub fn repair(w: &WriteTransaction, owners: &dyn OwnerRecords) -> Result<RepairR
         }
     }
 
-    let snapshots: BTreeSet<&str> = m.snapshots.iter().map(|(id, _)| id.as_str()).collect();
     let stale: Vec<&(String, String)> = m
         .leases
         .iter()
-        .filter(|(s, _)| !snapshots.contains(s.as_str()))
+        .filter(|(s, h)| stale_lease(&m, owners, s, h).is_some())
         .collect();
     if !stale.is_empty() {
         let mut leases = w.open_table(LEASES)?;

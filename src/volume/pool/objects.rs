@@ -214,6 +214,7 @@ impl Pool {
         owner: &str,
         snapshot: Option<&[u8]>,
         volume: Option<&VolumeHeader>,
+        lease: Option<(&str, &str)>,
     ) -> Result<()> {
         self.commit()?;
         let _c = lock(&self.commit_lock);
@@ -230,18 +231,32 @@ impl Pool {
             w.open_table(VOLUMES)?
                 .insert(h.id.as_str(), h.encode().as_slice())?;
         }
+        // The copy's lease on a source in this same pool ends with it, atomically.
+        if let Some(l) = lease {
+            w.open_table(LEASES)?.remove(l)?;
+        }
         w.commit()?;
         Ok(())
     }
 
     /// Abandons a copy in progress: its chunks are freed, nothing of it remains.
-    pub fn abandon_pending(&self, owner: &str, chunk_shift: u8) -> Result<()> {
+    /// `chunk_shift` is the copy's own (from its record); `lease`, one on a source in this
+    /// pool, ends in the same transaction.
+    pub fn abandon_pending(
+        &self,
+        owner: &str,
+        chunk_shift: u8,
+        lease: Option<(&str, &str)>,
+    ) -> Result<()> {
         self.commit()?;
         let c = lock(&self.commit_lock);
         let w = self.db()?.begin_write()?;
         // Only a copy still in progress: an id that finished is a volume or snapshot now.
         if w.open_table(PENDING)?.remove(owner)?.is_none() {
             return Ok(());
+        }
+        if let Some(l) = lease {
+            w.open_table(LEASES)?.remove(l)?;
         }
         let freed = drop_map(&w, owner, chunk_shift)?;
         w.commit()?;

@@ -375,7 +375,6 @@ fn slot_no_is_what_reserve_returns() {
 /// rebuilds the free set from the committed maps and reloads the allocators, hands out
 /// again: two chunks of two volumes end up in one slot.
 #[test]
-#[ignore = "finding 5: repair_pool races attach/copy and hands a reserved slot out twice"]
 fn attack_repair_during_an_attach_hands_a_reserved_slot_out_twice() {
     use crate::fuse::catalog::Catalog;
     use crate::fuse::owner::PoolOwner;
@@ -383,7 +382,10 @@ fn attack_repair_during_an_attach_hands_a_reserved_slot_out_twice() {
     let d = tempfile::tempdir().unwrap();
     let st = hooked(d.path());
     let pool = Arc::new(Pool::open_storage(Arc::new(st.clone())).unwrap());
-    let owner = Arc::new(PoolOwner::new(pool.clone(), Region::parse("test-1").unwrap()));
+    let owner = Arc::new(PoolOwner::new(
+        pool.clone(),
+        Region::parse("test-1").unwrap(),
+    ));
     let a = header(16 << SHIFT);
     let b = header(16 << SHIFT);
     owner.create_volume(&a).unwrap();
