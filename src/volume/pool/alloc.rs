@@ -13,6 +13,17 @@
 //! that writes a slot's first reference removes it from `free`. A reservation that is
 //! never used therefore stays free after a crash, never leaked.
 //!
+//! A commit whose redb transaction returns Err is *in doubt*, not rolled back: redb
+//! writes the transaction's pages and header and then syncs, and when only the sync
+//! fails the pages are in the page cache, where the reopen after the error finds them
+//! committed. Reference-count deltas are not idempotent, so such a commit must not simply
+//! be put back and applied again (its -1 on a shared slot, applied twice, freed the slot
+//! under the snapshot that still maps it). Each commit transaction therefore stores its
+//! number in `meta` ("commit"); the next commit reads it to learn whether the one in doubt
+//! landed. If it did, its changes stay as they are and only become durable with the next
+//! transaction, which is forced even if nothing else changed; until then the slots it
+//! freed are not released. If it did not, its changes are put back, under anything newer.
+//!
 //! Freed slots (count reaches zero in a durable commit) are punched and only then handed
 //! to the in-memory free set, so nothing reuses a slot that a durable map may still point
 //! at or that is about to be punched. The in-memory allocator of every chunk size in use
@@ -45,11 +56,16 @@ pub(super) struct Dirty {
     refs: HashMap<(u8, u64), i64>,
     /// New high-water marks per chunk size.
     hwm: HashMap<u8, u64>,
+    /// A commit in doubt landed, but is not known to be durable: the next commit writes
+    /// a transaction even with nothing else to write, and only when that one succeeds
+    /// are the slots the landed commit freed released.
+    sync_landed: bool,
+    landed_freed: Vec<(u8, u64)>,
 }
 
 impl Dirty {
     fn is_empty(&self) -> bool {
-        self.maps.is_empty() && self.refs.is_empty() && self.hwm.is_empty()
+        self.maps.is_empty() && self.refs.is_empty() && self.hwm.is_empty() && !self.sync_landed
     }
 
     /// Puts back what a failed commit took, under anything recorded since (which is newer).
@@ -64,13 +80,29 @@ impl Dirty {
             let e = self.hwm.entry(k).or_insert(v);
             *e = (*e).max(v);
         }
+        self.sync_landed |= older.sync_landed;
+        self.landed_freed.extend(older.landed_freed);
     }
 }
+
+/// A commit whose transaction returned Err (see the module doc).
+#[derive(Debug)]
+pub(super) struct InDoubt {
+    /// The number its transaction stored in `meta` "commit".
+    seq: u64,
+    dirty: Dirty,
+    /// The slots its transaction freed.
+    freed: Vec<(u8, u64)>,
+}
+
+/// `meta` key: the number of the last block-level commit transaction.
+const COMMIT_SEQ: &str = "commit";
 
 #[derive(Debug, Default)]
 pub(super) struct PoolState {
     pub(super) alloc: HashMap<u8, Allocator>,
     pub(super) dirty: Dirty,
+    pub(super) in_doubt: Option<InDoubt>,
 }
 
 /// A slot handed out by [`Pool::reserve`]: all zeros, owned by the caller until it is
@@ -195,21 +227,68 @@ impl Pool {
     /// Makes everything written and recorded so far durable. See the module doc.
     pub fn commit(&self) -> Result<()> {
         let _one_at_a_time = lock(&self.commit_lock);
+        let r = self.resolve_in_doubt().and_then(|()| self.commit_pending());
+        if let Err(e) = &r
+            && matches!(
+                e,
+                VolumeError::NoSpace { .. } | VolumeError::Io { .. } | VolumeError::Metadata(_)
+            )
+            && let Err(re) = self.reopen()
+        {
+            tracing::warn!("reopening {}: {re}", self.db_path.display());
+        }
+        r
+    }
+
+    /// Commits the pending changes (under the commit lock, with nothing in doubt).
+    fn commit_pending(&self) -> Result<()> {
         let dirty = std::mem::take(&mut lock(&self.state).dirty);
-        match self.commit_dirty(&dirty) {
-            Ok(freed) => {
+        let mut attempt = None;
+        match self.commit_dirty(&dirty, &mut attempt) {
+            Ok(mut freed) => {
+                freed.extend_from_slice(&dirty.landed_freed);
                 self.release_freed(freed);
                 Ok(())
             }
             Err(e) => {
-                lock(&self.state).dirty.merge_older(dirty);
-                if matches!(
-                    e,
-                    VolumeError::NoSpace { .. } | VolumeError::Io { .. } | VolumeError::Metadata(_)
-                ) && let Err(re) = self.reopen()
-                {
-                    tracing::warn!("reopening {}: {re}", self.db_path.display());
+                let mut st = lock(&self.state);
+                match attempt {
+                    // The transaction's commit failed: it may have landed all the same.
+                    Some((seq, freed)) => st.in_doubt = Some(InDoubt { seq, dirty, freed }),
+                    // It never got that far: nothing of it is in the metadata.
+                    None => st.dirty.merge_older(dirty),
                 }
+                Err(e)
+            }
+        }
+    }
+
+    /// Settles a commit left in doubt by a failed transaction: did it land? (Under the
+    /// commit lock, after the reopen that followed the failure.) Fails, leaving it in
+    /// doubt, if the metadata cannot be read.
+    fn resolve_in_doubt(&self) -> Result<()> {
+        let Some(d) = lock(&self.state).in_doubt.take() else {
+            return Ok(());
+        };
+        let seq = self.db().and_then(|db| {
+            let r = db.begin_read()?;
+            Ok(r.open_table(META)?.get(COMMIT_SEQ)?.map(|v| v.value()))
+        });
+        let mut st = lock(&self.state);
+        match seq {
+            Ok(Some(s)) if s >= d.seq => {
+                // Landed: its changes are in the metadata; make them durable, then free.
+                st.dirty.sync_landed = true;
+                st.dirty.landed_freed.extend(d.freed);
+                st.dirty.landed_freed.extend(d.dirty.landed_freed);
+                Ok(())
+            }
+            Ok(_) => {
+                st.dirty.merge_older(d.dirty);
+                Ok(())
+            }
+            Err(e) => {
+                st.in_doubt = Some(d);
                 Err(e)
             }
         }
@@ -229,17 +308,25 @@ impl Pool {
         Ok(())
     }
 
-    /// Data first, then metadata; returns the slots this commit freed.
-    fn commit_dirty(&self, d: &Dirty) -> Result<Vec<(u8, u64)>> {
+    /// Data first, then metadata; returns the slots this commit freed. `attempt` is set
+    /// when the transaction's commit is called: (its number, the slots it frees).
+    fn commit_dirty(
+        &self,
+        d: &Dirty,
+        attempt: &mut Option<(u64, Vec<(u8, u64)>)>,
+    ) -> Result<Vec<(u8, u64)>> {
         self.sync_data()?;
         if d.is_empty() {
             return Ok(vec![]);
         }
-        let w = self.db()?.begin_write()?;
+        let w = self.begin_write()?;
         let mut freed = vec![];
+        let seq;
         {
             let mut free = w.open_table(FREE)?;
             let mut meta = w.open_table(META)?;
+            seq = meta.get(COMMIT_SEQ)?.map(|v| v.value()).unwrap_or(0) + 1;
+            meta.insert(COMMIT_SEQ, seq)?;
             // New slots enter the pool free; the first reference below takes them.
             for (shift, hwm) in &d.hwm {
                 let cur = meta
@@ -287,6 +374,7 @@ impl Pool {
                 }
             }
         }
+        *attempt = Some((seq, freed.clone()));
         w.commit()?;
         Ok(freed)
     }

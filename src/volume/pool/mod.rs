@@ -128,6 +128,24 @@ impl Pool {
         Ok(())
     }
 
+    /// A write transaction. redb latches any I/O error (of a read too) and then refuses
+    /// every later transaction with `PreviousIo` until the database is reopened; without
+    /// this, one failed snapshot, restore or delete made every later metadata change fail,
+    /// and a pool with no pending writes (whose commit never starts a transaction) never
+    /// recovered. So reopen once and retry. Call with the commit lock held, as every
+    /// writer does: no other write transaction is alive.
+    fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        // In its own statement: the database handle must be dropped before the reopen.
+        let first = self.db()?.begin_write();
+        match first {
+            Err(redb::TransactionError::Storage(redb::StorageError::PreviousIo)) => {
+                self.reopen()?;
+                Ok(self.db()?.begin_write()?)
+            }
+            r => Ok(r?),
+        }
+    }
+
     /// The data file of one chunk size, opened on first use.
     pub fn data_file(&self, chunk_shift: u8) -> Result<Arc<DataFile>> {
         if let Some(f) = self
@@ -159,7 +177,7 @@ impl Pool {
     ) -> Result<T> {
         self.commit()?;
         let _c = lock(&self.commit_lock);
-        let w = self.db()?.begin_write()?;
+        let w = self.begin_write()?;
         let out = f(&w)?;
         w.commit()?;
         lock(&self.state).alloc.clear();

@@ -47,7 +47,7 @@ impl Pool {
                 id: other.id.to_string(),
             });
         }
-        let w = self.db()?.begin_write()?;
+        let w = self.begin_write()?;
         {
             let mut t = w.open_table(VOLUMES)?;
             if t.get(h.id.as_str())?.is_some() {
@@ -76,7 +76,7 @@ impl Pool {
     /// Replaces a volume's header (resize, rename) durably.
     pub fn update_volume(&self, h: &VolumeHeader) -> Result<()> {
         let _c = lock(&self.commit_lock);
-        let w = self.db()?.begin_write()?;
+        let w = self.begin_write()?;
         w.open_table(VOLUMES)?
             .insert(h.id.as_str(), h.encode().as_slice())?;
         w.commit()?;
@@ -99,7 +99,7 @@ impl Pool {
     pub fn delete_volume(&self, h: &VolumeHeader) -> Result<()> {
         self.commit()?;
         let c = lock(&self.commit_lock);
-        let w = self.db()?.begin_write()?;
+        let w = self.begin_write()?;
         let freed = drop_map(&w, h.id.as_str(), h.chunk_shift)?;
         w.open_table(VOLUMES)?.remove(h.id.as_str())?;
         w.commit()?;
@@ -115,7 +115,7 @@ impl Pool {
     pub fn create_snapshot(&self, vol: &VolumeHeader, snap_id: &str, record: &[u8]) -> Result<()> {
         self.commit()?;
         let _c = lock(&self.commit_lock);
-        let w = self.db()?.begin_write()?;
+        let w = self.begin_write()?;
         if w.open_table(VOLUMES)?.get(vol.id.as_str())?.is_none() {
             return Err(VolumeError::NotFound {
                 name: vol.id.to_string(),
@@ -141,7 +141,7 @@ impl Pool {
     pub fn delete_snapshot(&self, snap_id: &str, chunk_shift: u8) -> Result<()> {
         self.commit()?;
         let c = lock(&self.commit_lock);
-        let w = self.db()?.begin_write()?;
+        let w = self.begin_write()?;
         // Checked in the transaction that deletes: no lease can be taken in between.
         if let Some((holder, _)) = leases_in(&w.open_table(LEASES)?, snap_id)?
             .into_iter()
@@ -175,7 +175,7 @@ impl Pool {
     /// Records a copy in progress under `owner` (durably, before any chunk is copied).
     pub fn begin_pending(&self, owner: &str, record: &[u8]) -> Result<()> {
         let _c = lock(&self.commit_lock);
-        let w = self.db()?.begin_write()?;
+        let w = self.begin_write()?;
         // A copy that finished already must not start again under the same id (its map
         // would be copied into twice).
         if w.open_table(VOLUMES)?.get(owner)?.is_some()
@@ -218,7 +218,7 @@ impl Pool {
     ) -> Result<()> {
         self.commit()?;
         let _c = lock(&self.commit_lock);
-        let w = self.db()?.begin_write()?;
+        let w = self.begin_write()?;
         if w.open_table(PENDING)?.remove(owner)?.is_none() {
             return Err(VolumeError::Cancelled {
                 what: format!("the copy into {owner} (it was abandoned meanwhile)"),
@@ -250,7 +250,7 @@ impl Pool {
     ) -> Result<()> {
         self.commit()?;
         let c = lock(&self.commit_lock);
-        let w = self.db()?.begin_write()?;
+        let w = self.begin_write()?;
         // Only a copy still in progress: an id that finished is a volume or snapshot now.
         if w.open_table(PENDING)?.remove(owner)?.is_none() {
             return Ok(());
@@ -301,7 +301,7 @@ impl Pool {
     /// same lease again is a no-op (a resumed copy).
     pub fn take_lease(&self, snap_id: &str, holder: &str) -> Result<()> {
         let _c = lock(&self.commit_lock);
-        let w = self.db()?.begin_write()?;
+        let w = self.begin_write()?;
         if w.open_table(SNAPSHOTS)?.get(snap_id)?.is_none() {
             return Err(VolumeError::NotFound {
                 name: format!("snapshot {snap_id}"),
@@ -317,7 +317,7 @@ impl Pool {
     /// exist is a no-op.
     pub fn release_lease(&self, snap_id: &str, holder: &str) -> Result<()> {
         let _c = lock(&self.commit_lock);
-        let w = self.db()?.begin_write()?;
+        let w = self.begin_write()?;
         w.open_table(LEASES)?.remove((snap_id, holder))?;
         w.commit()?;
         Ok(())
