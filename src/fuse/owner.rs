@@ -297,9 +297,13 @@ impl Catalog for PoolOwner {
         match self.open_volume(volume) {
             Some(v) => {
                 let _quiet = v.quiesce();
-                self.pool.create_snapshot(&h, rec.id.as_str(), &bytes)?;
+                let r = self.pool.create_snapshot(&h, rec.id.as_str(), &bytes);
+                // Whatever the result: a snapshot whose commit returned an error may still
+                // exist (redb's sync failed after its pages were written), and chunks not
+                // marked shared would then be written in place under it. "Shared" when
+                // not is only one needless copy.
                 v.mark_all_shared();
-                Ok(())
+                r
             }
             None => self.pool.create_snapshot(&h, rec.id.as_str(), &bytes),
         }

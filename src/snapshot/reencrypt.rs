@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::crypto::xts::Xts;
 use crate::volume::aligned::AlignedBuf;
-use crate::volume::block_io::is_zero;
+use crate::volume::block_io::is_written;
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::{BLOCK_SIZE, SlotNo};
 use crate::volume::pool::Pool;
@@ -172,7 +172,12 @@ pub fn reencrypt(
             crate::volume::storage::file::read_full_at(&file, plain, slot.0 << src.chunk_shift)
                 .map_err(|e| VolumeError::io("cannot read", &src.data_path, e))?;
             for (b, w) in written.iter_mut().enumerate() {
-                *w = !is_zero(&plain[b * BS..(b + 1) * BS]);
+                let block = &mut plain[b * BS..(b + 1) * BS];
+                *w = is_written(block);
+                if !*w {
+                    // A hole (or a torn first write into one, which reads as a hole).
+                    block.fill(0);
+                }
             }
             crypt_blocks(src.xts, first_block, plain, &written, true);
             hashes

@@ -87,6 +87,19 @@ pub fn is_zero(b: &[u8]) -> bool {
         && post.iter().all(|&x| x == 0)
 }
 
+/// Bytes a disk writes atomically: a crash can tear a block write at these boundaries.
+const SECTOR: usize = 512;
+
+/// True if a 4 KiB ciphertext block holds data: no 512-byte sector of it is all zeros.
+/// An unwritten block is a hole (all zeros). A first write into a hole that a crash tore
+/// leaves some sectors of ciphertext and some of zeros; decrypted, the zero sectors would
+/// read as bytes the volume never held, so such a block reads as the hole it was (the
+/// write was not acknowledged by an fsync, or it would be whole). A real ciphertext
+/// sector is all zeros with probability 2^-4096.
+pub fn is_written(block: &[u8]) -> bool {
+    block.chunks(SECTOR).all(|s| !is_zero(s))
+}
+
 pub struct OpenVolume {
     pub id: VolumeId,
     size: AtomicU64,
@@ -249,7 +262,11 @@ impl OpenVolume {
         let mut run_start: Option<usize> = None;
         let nblocks = buf.len() / BS;
         for i in 0..=nblocks {
-            let written = i < nblocks && !is_zero(&buf[i * BS..(i + 1) * BS]);
+            let written = i < nblocks && is_written(&buf[i * BS..(i + 1) * BS]);
+            if i < nblocks && !written {
+                // A hole, or a torn first write into one: reads as zeros.
+                buf[i * BS..(i + 1) * BS].fill(0);
+            }
             match (written, run_start) {
                 (true, None) => run_start = Some(i),
                 (false, Some(s)) => {
