@@ -13,6 +13,7 @@ use crate::crypto::SecretBytes;
 use crate::fuse::catalog::{self, Catalog};
 use crate::fuse::control::{Client, DaemonStatus};
 use crate::kms::{KeyBackend, KeyRef, blob};
+use crate::volume::error::ErrorKind;
 use crate::volume::header::DEFAULT_CHUNK_SHIFT;
 use crate::volume::ids::{format_size, parse_size};
 use crate::volume::lifecycle::{self, DEFAULT_KMS_KEY, KeyChoice, NewVolume};
@@ -252,9 +253,14 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
             let access = catalog::open(&region)?;
             let mut hs = access.list_volumes()?;
             hs.sort_by_key(|h| h.created);
+            // A volume deleted by another command after the listing is left out, not an
+            // error of the whole list.
             let infos = hs
                 .iter()
-                .map(|h| info(access.as_ref(), h))
+                .filter_map(|h| match info(access.as_ref(), h) {
+                    Err(CliError::Volume(e)) if e.kind() == ErrorKind::NotFound => None,
+                    other => Some(other),
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             cfg.print(&serde_json::json!({ "Volumes": infos }), "Volumes")
         }
