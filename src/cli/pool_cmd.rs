@@ -6,8 +6,8 @@ use clap::Subcommand;
 
 use super::Config;
 use super::exit::CliError;
-use crate::fuse::catalog;
-use crate::volume::check::CheckReport;
+use crate::fuse::catalog::{self, Catalog};
+use crate::volume::check::{CheckReport, Fix, Problem};
 
 #[derive(Debug, Subcommand)]
 pub enum PoolCommand {
@@ -28,14 +28,40 @@ pub fn run(cfg: &Config, cmd: PoolCommand) -> Result<(), CliError> {
     // Offline, or through the region daemon when it owns the pool.
     let pool = catalog::open(&region)?;
     if repair {
-        let report = pool.repair_pool()?;
+        let mut report = pool.repair_pool()?;
+        for (snap, holder) in stale_foreign_leases(cfg, pool.as_ref())? {
+            pool.release_lease(&snap, &holder)?;
+            report.fixes.push(Fix::removed_stale_lease(&snap, &holder));
+        }
         cfg.print(&report, "Pool repair")?;
         verdict(&report.after, true)
     } else {
-        let report = pool.check_pool()?;
+        let mut report = pool.check_pool()?;
+        for (snap, holder) in stale_foreign_leases(cfg, pool.as_ref())? {
+            report
+                .problems
+                .push(Problem::stale_foreign_lease(&snap, &holder));
+            report.clean = false;
+        }
         cfg.print(&report, "Pool check")?;
         verdict(&report, false)
     }
+}
+
+/// Leases held by copies into other regions that are over there: the pool alone cannot
+/// tell (`transfer::stale_foreign_leases` asks the holder's region).
+fn stale_foreign_leases(
+    cfg: &Config,
+    pool: &dyn Catalog,
+) -> Result<Vec<(String, String)>, CliError> {
+    let mut out = vec![];
+    for rec in pool.list_snapshots()? {
+        let id = rec.id.to_string();
+        for holder in super::transfer::stale_foreign_leases(cfg, pool, &id)? {
+            out.push((id.clone(), holder));
+        }
+    }
+    Ok(out)
 }
 
 /// Exit 0 when clean, else exit 21 with one line: how many problems, the first one, and

@@ -181,35 +181,6 @@ fn cancel_copy(
     })))
 }
 
-/// Leases on `snap` held by copies into other regions that are no longer in progress
-/// there (their command died between finishing and releasing): released, so they do not
-/// keep the snapshot for ever. (Stale leases of copies into this region are released by
-/// the pool owner itself.) A copy records itself before it leases its source, so "not in
-/// progress" is never "not started yet".
-fn release_stale_leases(cfg: &Config, access: &dyn Catalog, snap: &str) -> Result<(), CliError> {
-    for holder in access.leases(snap)? {
-        let Some((region, copy)) = holder.split_once('/') else {
-            continue;
-        };
-        let Ok(region) = crate::kms::Region::parse(region) else {
-            continue;
-        };
-        if region == cfg.region {
-            continue;
-        }
-        let dir = cfg.for_region(&region).region_dir();
-        let in_progress = dir.config().is_err()
-            || catalog::open(&dir)?
-                .pending()?
-                .iter()
-                .any(|(o, _)| o == copy);
-        if !in_progress {
-            access.release_lease(snap, &holder)?;
-        }
-    }
-    Ok(())
-}
-
 pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
     let region = cfg.region_dir();
     region.config()?;
@@ -291,7 +262,11 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
                 return cfg.print(&cancelled, "Snapshot");
             }
             let rec = access.snapshot(&snapshot, cfg.region.as_str())?;
-            release_stale_leases(cfg, access.as_ref(), rec.id.as_str())?;
+            for holder in
+                super::transfer::stale_foreign_leases(cfg, access.as_ref(), rec.id.as_str())?
+            {
+                access.release_lease(rec.id.as_str(), &holder)?;
+            }
             access.delete_snapshot(rec.id.as_str())?;
             cfg.print(
                 &serde_json::json!({ "SnapshotId": rec.id.to_string(), "Deleted": true }),

@@ -122,8 +122,48 @@ fn run_copy(
         pb.finish_and_clear();
     }
     let stats = stats?;
-    src.release_lease(rec.id.as_str(), &holder)?;
+    // The copy is complete. Its lease on a source in the same pool ended with it; one in
+    // another region's pool is released there: if that region's daemon went away during
+    // the copy, through whoever owns that pool now.
+    if src.release_lease(rec.id.as_str(), &holder).is_err() {
+        catalog::open(src_region)?.release_lease(rec.id.as_str(), &holder)?;
+    }
     Ok(stats)
+}
+
+/// The holders of leases on `snap` that are copies into *other* regions no longer in
+/// progress there: a command that died between finishing a copy and releasing its lease
+/// left them. A copy records itself as pending before it leases its source, so "not in
+/// progress" is never "not started yet". (Stale leases of copies into the snapshot's own
+/// region are released by its pool owner.)
+pub fn stale_foreign_leases(
+    cfg: &Config,
+    access: &dyn Catalog,
+    snap: &str,
+) -> Result<Vec<String>, CliError> {
+    let mut stale = vec![];
+    for holder in access.leases(snap)? {
+        let Some((region, copy)) = holder.split_once('/') else {
+            continue;
+        };
+        let Ok(region) = Region::parse(region) else {
+            continue;
+        };
+        if region == cfg.region {
+            continue;
+        }
+        let dir = cfg.for_region(&region).region_dir();
+        // A region that no longer exists has no copy in progress.
+        let in_progress = dir.config().is_ok()
+            && catalog::open(&dir)?
+                .pending()?
+                .iter()
+                .any(|(o, _)| o == copy);
+        if !in_progress {
+            stale.push(holder);
+        }
+    }
+    Ok(stale)
 }
 
 #[derive(Serialize)]

@@ -157,6 +157,16 @@ impl Problem {
         }
     }
 
+    /// A lease on `snapshot` whose holder is a copy no longer in progress in another
+    /// region (judged by the caller, which can see that region).
+    pub fn stale_foreign_lease(snapshot: &str, holder: &str) -> Problem {
+        Problem::new(
+            ProblemKind::StaleLease,
+            format!("held by {holder}, but that copy is not in progress in its region"),
+        )
+        .object(snapshot)
+    }
+
     fn object(mut self, o: &str) -> Problem {
         self.object = Some(o.to_string());
         self
@@ -357,6 +367,13 @@ pub struct Fix {
 }
 
 impl Fix {
+    /// The release of a stale lease on `snapshot` held by `holder`.
+    pub fn removed_stale_lease(snapshot: &str, holder: &str) -> Fix {
+        let mut f = Fix::new(FixAction::RemovedStaleLease, format!("held by {holder}"));
+        f.object = Some(snapshot.to_string());
+        f
+    }
+
     fn new(action: FixAction, detail: impl Into<String>) -> Fix {
         Fix {
             action,
