@@ -456,14 +456,30 @@ fn undo_mount(cfg: &Config, rec: &MountRecord) -> Result<(), CliError> {
     {
         let _ = mount::loop_detach(&dev);
     }
+    // The kernel lets go of a detached loop device's file a moment later (it finishes the
+    // device's last I/O first); until then the FUSE mount is busy.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !mount::loops_of(&file).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     if Client::connect(&region).is_some() || daemon::is_cryptvol_mount(&rec.attach_dir) {
-        match detach(cfg, &rec.attach_dir) {
-            Ok(()) | Err(CliError::Volume(VolumeError::NotAttached { .. })) => {}
-            Err(CliError::Volume(VolumeError::Remote {
-                kind: ErrorKind::NotAttached,
-                ..
-            })) => {}
-            Err(e) => return Err(e),
+        // Busy for a moment while the kernel releases the loop device: retry briefly.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match detach(cfg, &rec.attach_dir) {
+                Ok(()) | Err(CliError::Volume(VolumeError::NotAttached { .. })) => break,
+                Err(CliError::Volume(VolumeError::Remote {
+                    kind: ErrorKind::NotAttached,
+                    ..
+                })) => break,
+                Err(CliError::Volume(VolumeError::Remote {
+                    kind: ErrorKind::Attached,
+                    ..
+                })) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
     let _ = std::fs::remove_dir(&rec.attach_dir);

@@ -338,7 +338,15 @@ impl Catalog for PoolOwner {
                 self.pool.release_lease(id, &holder)?;
             }
         }
-        self.pool.delete_snapshot(id, rec.volume.chunk_shift)
+        self.pool.delete_snapshot(id, rec.volume.chunk_shift)?;
+        // Copies of it in this pool that never leased it (their command died before)
+        // can never finish: abandon them rather than keep their chunks for ever.
+        for (owner, p) in self.pending()? {
+            if p.source_in(self.region.as_str()) == Some(id) {
+                self.abandon_pending(&owner)?;
+            }
+        }
+        Ok(())
     }
 
     /// A new volume `h` sharing every slot of snapshot `snap` (copy-on-write restore).

@@ -157,16 +157,6 @@ impl Problem {
         }
     }
 
-    /// A lease on `snapshot` whose holder is a copy no longer in progress in another
-    /// region (judged by the caller, which can see that region).
-    pub fn stale_foreign_lease(snapshot: &str, holder: &str) -> Problem {
-        Problem::new(
-            ProblemKind::StaleLease,
-            format!("held by {holder}, but that copy is not in progress in its region"),
-        )
-        .object(snapshot)
-    }
-
     fn object(mut self, o: &str) -> Problem {
         self.object = Some(o.to_string());
         self
