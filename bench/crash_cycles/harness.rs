@@ -783,6 +783,10 @@ fn ops_thread(mut inp: OpsInput) -> Vec<OpRecord> {
                 OpKind::Delete => inp.snaps.retain(|(id, _)| *id != s),
                 _ => {}
             }
+        } else if kind == OpKind::Delete && run.signal == Some(9) {
+            // A killed delete may have happened: no later operation of this cycle may
+            // count on the snapshot (the cycle's end classifies what it left).
+            inp.snaps.retain(|(id, _)| *id != s);
         }
         out.push(OpRecord {
             kind,

@@ -11,8 +11,8 @@
 //! operations never wait for each other.
 //!
 //! A copy holds a durable lease on its source snapshot (taken by the caller in the
-//! source's pool) and runs as a job that owns its destination id: a re-run finds it
-//! running (and is refused), an abandon cancels it and waits for it, and a job whose
+//! source's pool) and runs as a job that owns its destination id: a re-run cancels a run
+//! still going and takes over, an abandon cancels it and waits for it, and a job whose
 //! client went away is cancelled at its next progress report.
 
 use std::collections::{HashMap, HashSet};
@@ -454,18 +454,31 @@ impl Catalog for PoolOwner {
     }
 
     fn run_copy(&self, job: CopyJob, progress: Progress) -> Result<CopyStats> {
-        let cancel = {
+        // A re-run takes over: a run of the same copy still going (its command was
+        // killed a moment ago, or is still running) is cancelled, and this one resumes
+        // where it stopped once it has.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let cancel = loop {
             let mut jobs = lock(&self.jobs);
-            if jobs.contains_key(&job.owner) {
-                return Err(VolumeError::InUse {
-                    what: format!("copy {}", job.owner),
-                    by: "another cryptvol command that is running it".into(),
-                    hint: "wait for it to finish".into(),
-                });
+            match jobs.get(&job.owner) {
+                Some(running) if std::time::Instant::now() < deadline => {
+                    running.store(true, Ordering::Release);
+                }
+                Some(_) => {
+                    return Err(VolumeError::InUse {
+                        what: format!("copy {}", job.owner),
+                        by: "another run of it that does not stop".into(),
+                        hint: "retry later".into(),
+                    });
+                }
+                None => {
+                    let c = Arc::new(AtomicBool::new(false));
+                    jobs.insert(job.owner.clone(), c.clone());
+                    break c;
+                }
             }
-            let c = Arc::new(AtomicBool::new(false));
-            jobs.insert(job.owner.clone(), c.clone());
-            c
+            drop(jobs);
+            std::thread::sleep(std::time::Duration::from_millis(20));
         };
         let result = {
             let _repair = self.gate();

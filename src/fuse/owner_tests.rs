@@ -200,70 +200,57 @@ fn copy_from_a_moving_source_one_job_per_copy() {
     }
     let rec = SnapshotRecord::new(&h, "", 1).unwrap();
     owner.create_snapshot(&h.id, &rec).unwrap();
+    // Starts a slow run of the copy into `dest` (recorded first, as `Catalog::begin_copy`
+    // does); returns once it is under way.
+    let start = |dest: &VolumeHeader| {
+        let job = restore_job(&owner, &rec, dest);
+        let p = PendingCopy::decode(&crate::kms::b64::decode(&job.pending).unwrap()).unwrap();
+        owner.begin_copy(&job.owner, &p).unwrap();
+        let started = Arc::new(Barrier::new(2));
+        let run = {
+            let (owner, started) = (owner.clone(), started.clone());
+            std::thread::spawn(move || {
+                let once = std::sync::Once::new();
+                owner.run_copy(job, &|_| {
+                    once.call_once(|| {
+                        started.wait();
+                    });
+                    std::thread::sleep(Duration::from_millis(50));
+                    true
+                })
+            })
+        };
+        started.wait();
+        run
+    };
+    // A re-run (its command was killed, or it is run twice) takes over: the running one
+    // is cancelled, the new one finishes the copy, once.
     let dest = VolumeHeader {
         id: VolumeId::random(),
         ..h.clone()
     };
-    let key = crate::kms::b64::encode(&[9u8; 64]);
-    let job = || CopyJob {
-        owner: dest.id.to_string(),
-        pending: crate::kms::b64::encode(
-            &PendingCopy::Restore {
-                source_snapshot: rec.id.to_string(),
-                header: crate::kms::b64::encode(&dest.encode()),
-            }
-            .encode(),
-        ),
-        source_data_path: owner.pool.data_file(SHIFT).unwrap().path().to_path_buf(),
-        source_map: owner
-            .load_map(rec.id.as_str())
-            .unwrap()
-            .into_iter()
-            .map(|(c, s)| (c, s.0))
-            .collect(),
-        chunk_shift: SHIFT,
-        source_key: key.clone(),
-        dest_key: key.clone(),
-        finish_snapshot: None,
-        finish_volume: Some(crate::kms::b64::encode(&dest.encode())),
-        max_bandwidth: None,
-    };
-    // A copy is recorded before it runs (`Catalog::begin_copy`).
-    let j = job();
-    owner
-        .begin_copy(
-            &j.owner,
-            &PendingCopy::decode(&crate::kms::b64::decode(&j.pending).unwrap()).unwrap(),
-        )
-        .unwrap();
-    drop(j);
-    let started = Arc::new(Barrier::new(2));
-    let first = {
-        let (owner, started, job) = (owner.clone(), started.clone(), job());
-        std::thread::spawn(move || {
-            let once = std::sync::Once::new();
-            owner.run_copy(job, &|_| {
-                once.call_once(|| {
-                    started.wait();
-                });
-                std::thread::sleep(Duration::from_millis(50));
-                true
-            })
-        })
-    };
-    started.wait();
-    let second = owner.run_copy(job(), &|_| true);
-    assert!(
-        matches!(second, Err(VolumeError::InUse { .. })),
-        "{second:?}"
-    );
-    owner.abandon_pending(dest.id.as_str()).unwrap();
+    let first = start(&dest);
+    let second = owner.run_copy(restore_job(&owner, &rec, &dest), &|_| true);
+    assert!(second.is_ok(), "{second:?}");
     let first = first.join().unwrap();
     assert!(
         matches!(first, Err(VolumeError::Cancelled { .. })),
-        "the abandoned copy stops, it does not finish as a volume: {first:?}"
+        "the run taken over stops: {first:?}"
     );
-    assert!(owner.pool.get_volume(&dest.id).unwrap().is_none());
+    assert!(owner.pool.get_volume(&dest.id).unwrap().is_some());
+    // An abandon cancels a running copy and waits for it: it never finishes as a volume.
+    let dest2 = VolumeHeader {
+        id: VolumeId::random(),
+        ..h.clone()
+    };
+    let run = start(&dest2);
+    owner.abandon_pending(dest2.id.as_str()).unwrap();
+    let run = run.join().unwrap();
+    assert!(
+        matches!(run, Err(VolumeError::Cancelled { .. })),
+        "the abandoned copy stops, it does not finish as a volume: {run:?}"
+    );
+    assert!(owner.pool.get_volume(&dest2.id).unwrap().is_none());
     assert!(owner.pending().unwrap().is_empty());
     crate::volume::pool::assert_consistent_for_tests(&owner.pool, SHIFT);
 }
