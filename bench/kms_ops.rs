@@ -1,7 +1,7 @@
 //! In-process KMS throughput: GenerateDataKey and Decrypt per second on one core.
 //!
 //! Run: `taskset -c 0 cargo bench --bench kms_ops` (bench/run-kms does this and prints
-//! a markdown row for docs/benchmarks.md). Target (issue 2): at least 100,000/s each.
+//! a markdown row for docs/benchmarks.md). Target: at least 100,000/s each.
 
 use std::time::{Duration, Instant};
 

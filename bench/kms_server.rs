@@ -4,7 +4,7 @@
 //! Run: `cargo bench --bench kms_server` (env BENCH_SECS, BENCH_CONNS). Client and server
 //! share the machine's cores, as they would on one host; the client signs every request
 //! (SigV4), the server verifies it, authorizes it, records it in the audit trail and
-//! meters it. Target (issue 6): at least 10,000 Decrypt/s on 2 cores.
+//! meters it. Target: at least 10,000 Decrypt/s on 2 cores.
 
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};

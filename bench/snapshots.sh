@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Snapshot figures for issue 4, in one run on one disk:
+# Snapshot figures (time, growth, copy vs cp), in one run on one disk:
 #  - `snapshot create` time on a 10 GiB volume with DATA (default 2 GiB) written, attached and offline;
 #  - pool growth of an incremental snapshot after changing 1 % of the data;
 #  - `snapshot copy` to another region (decrypt + re-encrypt + verify) against

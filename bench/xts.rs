@@ -6,7 +6,7 @@
 //! `taskset -c 0 cargo bench --bench xts`. All contestants run in turn, three rounds, and each
 //! figure is the median of its rounds. `BENCH_SECS` sets one timed round of our engines and
 //! xts-mode (default 1 s); `OPENSSL_SECS` one openssl run per direction (default 3 s).
-//! Requirement (issue 3): the portable build reaches at least 0.9x openssl.
+//! Requirement: the portable build reaches at least 0.9x openssl.
 
 use std::hint::black_box;
 use std::process::Command;

@@ -1,4 +1,4 @@
-//! The audit trail and metering (issue 5), through the real binary: every KMS call —
+//! The audit trail and metering, through the real binary: every KMS call —
 //! allowed, denied or failed — appends exactly one CloudTrail-shaped event; no secret is
 //! in any event; `audit verify` names an edited, a deleted and a swapped event; `audit
 //! lookup` filters; a call the trail cannot record is not made; `kms usage` counts and

@@ -1,4 +1,4 @@
-//! The remote key backend (issue 6): a volume whose CMK lives in a `cryptvol kms serve` of
+//! The remote key backend (`--kms-endpoint`): a volume whose CMK lives in a `cryptvol kms serve` of
 //! another data dir (another machine, as far as either side knows) is created with one
 //! GenerateDataKey and attached with one Decrypt over SigV4-signed HTTP; with the server
 //! down, attach names the endpoint that failed; an attached volume keeps working without

@@ -1,4 +1,4 @@
-//! Snapshots (issue 4): `snapshot create/list/describe/delete` and restore with
+//! Snapshots: `snapshot create/list/describe/delete` and restore with
 //! `volume create --from-snapshot`, on real FUSE attachments and kernel mounts.
 //!
 //! Proves: a restored volume shows the data of the snapshot, and writes to it (or to the
@@ -909,7 +909,7 @@ fn refused(v: &VolEnv, args: &[&str], code: i32) -> String {
     line
 }
 
-/// Every refusal of issue 4 against a region holding volume `src` (64 MiB) with snapshot
+/// Every refusal of the snapshot commands against a region holding volume `src` (64 MiB) with snapshot
 /// `snap`, and `gone`, a deleted snapshot.
 fn all_refusals(v: &VolEnv, snap: &str, gone: &str) {
     // Unknown volume.

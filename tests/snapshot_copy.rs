@@ -1,5 +1,5 @@
 //! Snapshot copy between regions and within one under a new key, rekey restore, resuming
-//! an interrupted copy, and crypto-shredding (issue 4). Real FUSE mounts; each test has
+//! an interrupted copy, and crypto-shredding. Real FUSE mounts; each test has
 //! its own data dir.
 
 mod common;

@@ -1,6 +1,6 @@
 //! `cryptvol attach`: a volume served as the FUSE file DIR/volume, driven from Rust and fio.
 //!
-//! Proves issue 3: random aligned and unaligned I/O matches an in-memory model, unwritten
+//! What it checks: random aligned and unaligned I/O matches an in-memory model, unwritten
 //! areas read zeros, data persists across detach and attach, one attachment per volume,
 //! plaintext never reaches the pool, fsynced data survives kill -9 of the daemon, punch-hole
 //! frees chunks, customer keys are checked before anything is mounted, a full disk gives

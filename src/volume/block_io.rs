@@ -264,8 +264,12 @@ impl OpenVolume {
         for i in 0..=nblocks {
             let written = i < nblocks && is_written(&buf[i * BS..(i + 1) * BS]);
             if i < nblocks && !written {
-                // A hole, or a torn first write into one: reads as zeros.
-                buf[i * BS..(i + 1) * BS].fill(0);
+                // A torn first write into a hole reads as the hole (a plain hole is
+                // zeros already: no second pass over it).
+                let b = &mut buf[i * BS..(i + 1) * BS];
+                if !is_zero(b) {
+                    b.fill(0);
+                }
             }
             match (written, run_start) {
                 (true, None) => run_start = Some(i),

@@ -597,7 +597,7 @@ fn errors_are_one_line() {
 /// Prints appends/s with the default 16 MiB files (seals included) and without rotation,
 /// and the cost of serialising an event alone.
 #[test]
-#[ignore]
+#[ignore = "a measurement, not a check: prints appends/s; run it by hand with --release (figures in docs/benchmarks.md)"]
 fn append_rate() {
     let e = ev(1);
     let n = 200_000u32;
