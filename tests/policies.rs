@@ -611,6 +611,43 @@ fn explicit_deny_wins_over_any_allow() {
     assert_denied(&line, &alice, "kms:Encrypt", &arn, DENY_IN_KEY_POLICY);
 }
 
+/// AWS's documented `"Deny", "NotPrincipal": [alice, ACCOUNT:root]` denies everyone but
+/// alice and the account principal, even users that another statement allows: the account
+/// entry exempts the root only, not the account's users.
+#[test]
+fn not_principal_deny_spares_only_the_named_and_the_root() {
+    let env = Env::init();
+    let acct = account(&env);
+    let alice = create_user(&env, "alice");
+    let bob = create_user(&env, "bob");
+    let root = root_arn(&acct);
+    let mut deny_others = stmt("OnlyAlice", "Deny", &[], &["kms:Decrypt"]);
+    deny_others
+        .as_object_mut()
+        .expect("statement object")
+        .remove("Principal");
+    deny_others["NotPrincipal"] = json!({ "AWS": [&alice, &root] });
+    let policy = doc(vec![
+        root_stmt(&acct),
+        stmt(
+            "Users",
+            "Allow",
+            &[&alice, &bob],
+            &["kms:Encrypt", "kms:Decrypt"],
+        ),
+        deny_others,
+    ]);
+    let (key, arn) = create_key_with_policy(&env, &policy, &[]);
+
+    let blob = encrypt_as(&env, "bob", &key, b"for alice only");
+    assert_eq!(decrypt_as(&env, "alice", &blob), b"for alice only");
+    assert_eq!(decrypt_as(&env, "root", &blob), b"for alice only");
+    let line = decrypt_denied(&env, "bob", &blob);
+    assert_denied(&line, &bob, "kms:Decrypt", &arn, DENY_IN_KEY_POLICY);
+    // The Deny names Decrypt only: bob still encrypts.
+    encrypt_as(&env, "bob", &key, b"still allowed");
+}
+
 // ---- 4. the key policy must allow ---------------------------------------------------------
 
 #[test]

@@ -107,9 +107,10 @@ impl Statement {
                 .iter()
                 .filter_map(|e| e.grant_for(req.caller))
                 .max()?,
-            // NotPrincipal: everyone not listed is covered outright.
+            // NotPrincipal: everyone not listed is covered outright; an account entry
+            // exempts only the account principal, never the account's users and roles.
             Some(Scope::AllExcept(entries)) => {
-                if entries.iter().any(|e| e.grant_for(req.caller).is_some()) {
+                if entries.iter().any(|e| e.exempts(req.caller)) {
                     return None;
                 }
                 Grant::Direct

@@ -129,6 +129,16 @@ impl PrincipalEntry {
         }
     }
 
+    /// Whether a NotPrincipal entry exempts the caller. Unlike [`Self::grant_for`], an
+    /// account entry names only the account principal itself (its root), not every identity
+    /// of the account: AWS's `"Deny", "NotPrincipal": [user/alice, ACCT:root]` denies bob.
+    pub(crate) fn exempts(&self, caller: &Caller) -> bool {
+        match self {
+            Self::Account(account) => caller.is_root && *account == caller.account,
+            other => other.grant_for(caller).is_some(),
+        }
+    }
+
     /// The IAM identity this entry names, for existence checks: the account root, the user
     /// or role ARN without its path, or for a role session the role's ARN. `None` for `*`
     /// and services.

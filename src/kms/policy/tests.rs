@@ -12,6 +12,7 @@ const ALICE: &str = "arn:aws:iam::111122223333:user/alice";
 const BOB: &str = "arn:aws:iam::111122223333:user/bob";
 const OPS: &str = "arn:aws:iam::111122223333:role/ops";
 const CAROL: &str = "arn:aws:iam::444455556666:user/carol";
+const ROOT: &str = "arn:aws:iam::111122223333:root";
 
 #[derive(Debug, Clone, Copy)]
 enum Who {
@@ -129,6 +130,21 @@ fn alice_if(condition: &str) -> String {
     grant(
         &format!(r#"{{"AWS": "{ALICE}"}}"#),
         &format!(r#", "Condition": {condition}"#),
+    )
+}
+
+/// A key policy that allows everyone `kms:*` but denies Decrypt to all except `exempt`,
+/// with AWS's documented `"Deny", "NotPrincipal"` pattern.
+fn not_principal(exempt: &[&str]) -> String {
+    let list = exempt
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"{{"Statement": [
+            {{"Effect": "Allow", "Principal": "*", "Action": "kms:*"}},
+            {{"Effect": "Deny", "NotPrincipal": {{"AWS": [{list}]}}, "Action": "kms:Decrypt"}}]}}"#
     )
 }
 
@@ -459,6 +475,54 @@ fn cases() -> Vec<Case> {
             ))
             .by(Bob)
             .expect(DenyExplicitInKeyPolicy),
+        // AWS's documented pattern: the account entry exempts the account principal only.
+        row("NotPrincipal [alice, root]: alice spared").key(not_principal(&[ALICE, ROOT])),
+        row("NotPrincipal [alice, root]: root spared")
+            .key(not_principal(&[ALICE, ROOT]))
+            .by(Root),
+        row("NotPrincipal [alice, root]: bob denied though another statement allows him")
+            .key(not_principal(&[ALICE, ROOT]))
+            .by(Bob)
+            .expect(DenyExplicitInKeyPolicy),
+        row("NotPrincipal [alice, root]: a role denied")
+            .key(not_principal(&[ALICE, ROOT]))
+            .by(Ops)
+            .expect(DenyExplicitInKeyPolicy),
+        row("NotPrincipal [12-digit account]: bob denied")
+            .key(not_principal(&[ACCT]))
+            .by(Bob)
+            .expect(DenyExplicitInKeyPolicy),
+        row("NotPrincipal [12-digit account]: root spared")
+            .key(not_principal(&[ACCT]))
+            .by(Root),
+        row("NotPrincipal [role]: the role spared")
+            .key(not_principal(&[OPS, ROOT]))
+            .by(Ops),
+        row("NotPrincipal [role]: a user denied")
+            .key(not_principal(&[OPS, ROOT]))
+            .expect(DenyExplicitInKeyPolicy),
+        row("NotPrincipal [role session pattern]: the role's session spared")
+            .key(not_principal(&["arn:aws:sts::111122223333:assumed-role/ops/*", ROOT]))
+            .by(Ops),
+        row("NotPrincipal [other account's root]: its user carol denied")
+            .key(not_principal(&["arn:aws:iam::444455556666:root", ROOT]))
+            .by(Carol)
+            .expect(DenyExplicitInKeyPolicy),
+        row("NotPrincipal [other account's user, this root]: carol spared")
+            .key(not_principal(&[CAROL, ROOT]))
+            .by(Carol),
+        row("NotPrincipal [other account's user, this root]: this account's alice denied")
+            .key(not_principal(&[CAROL, ROOT]))
+            .expect(DenyExplicitInKeyPolicy),
+        row("NotPrincipal [other account's root]: this account's root denied")
+            .key(not_principal(&["arn:aws:iam::444455556666:root"]))
+            .by(Root)
+            .expect(DenyExplicitInKeyPolicy),
+        row("NotPrincipal \"*\": nobody denied").key(not_principal(&["*"])).by(Bob),
+        row("NotPrincipal [alice, root]: another action not denied")
+            .key(not_principal(&[ALICE, ROOT]))
+            .by(Bob)
+            .action("kms:Encrypt"),
         row("identity NotResource: other keys")
             .key(default_policy())
             .identity(
