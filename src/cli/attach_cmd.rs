@@ -74,7 +74,7 @@ fn unwrap_key(
         crate::volume::KeySource::Kms { .. } => Some(cfg.volume_kms()?),
         crate::volume::KeySource::Customer { .. } => None,
     };
-    let dk = lifecycle::data_key(&h, kms.as_ref().map(|k| k as &dyn KeyBackend), ck.as_ref())
+    let dk = lifecycle::attach_data_key(&h, kms.as_ref().map(|k| k as &dyn KeyBackend), ck.as_ref())
         .map_err(|e| match e {
             // The key is not here: it may live in a remote KMS.
             VolumeError::Kms(crate::kms::KmsError::NotFound { what }) if cfg.kms_endpoint.is_none() => {

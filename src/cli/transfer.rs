@@ -344,20 +344,23 @@ pub fn restore_rekeyed(
         source_snapshot: rec.id.to_string(),
         header: b64::encode(&h.encode()),
     };
-    run_copy(
-        cfg,
-        access.as_ref(),
-        &dir,
-        rec,
-        &src_key,
-        access.as_ref(),
-        &cfg.region,
-        h.id.as_str(),
-        &pending,
-        &dst_key,
-        None,
-        Some(&h),
-        max_bandwidth,
-    )?;
+    super::volume_cmd::with_volume_grant(&h, Some(&kms as &dyn KeyBackend), || {
+        run_copy(
+            cfg,
+            access.as_ref(),
+            &dir,
+            rec,
+            &src_key,
+            access.as_ref(),
+            &cfg.region,
+            h.id.as_str(),
+            &pending,
+            &dst_key,
+            None,
+            Some(&h),
+            max_bandwidth,
+        )
+        .map(|_| ())
+    })?;
     Ok(h)
 }

@@ -183,7 +183,15 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                 // Same key: share the snapshot's slots, instantly.
                 None => {
                     let h = rec.restored_header(name, size, cfg.clock.now())?;
-                    catalog::open(&region)?.restore_volume(rec.id.as_str(), &h)?;
+                    let kms = match h.key {
+                        KeySource::Kms { .. } => Some(cfg.volume_kms()?),
+                        KeySource::Customer { .. } => None,
+                    };
+                    let kms = kms.as_ref().map(|k| k as &dyn KeyBackend);
+                    with_volume_grant(&h, kms, || {
+                        catalog::open(&region)?.restore_volume(rec.id.as_str(), &h)?;
+                        Ok(())
+                    })?;
                     h
                 }
             };
@@ -246,7 +254,8 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                 spec,
                 cfg.clock.now(),
             )?;
-            access.create_volume(&h)?;
+            let kms = kms.as_ref().map(|k| k as &dyn KeyBackend);
+            with_volume_grant(&h, kms, || Ok(access.create_volume(&h)?))?;
             cfg.print(&info(access.as_ref(), &h)?, "Volume")
         }
         VolumeCommand::List => {
@@ -299,11 +308,42 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                 ));
             }
             access.delete_volume(&h.id)?;
+            retire_volume_grant(cfg, &h);
             cfg.print(
                 &serde_json::json!({ "VolumeId": h.id.to_string(), "Deleted": true }),
                 "Volume",
             )
         }
+    }
+}
+
+/// Makes the volume service's grant for `h`, then `store`s the volume; a volume that is
+/// not stored leaves no grant behind.
+pub fn with_volume_grant(
+    h: &VolumeHeader,
+    kms: Option<&dyn KeyBackend>,
+    store: impl FnOnce() -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    lifecycle::grant_volume_service(h, kms)?;
+    store().inspect_err(|_| {
+        let _ = lifecycle::retire_volume_service_grant(h, kms);
+    })
+}
+
+/// After a delete: retires the volume service's grant. The volume is already gone, so a
+/// failure is a warning that says how to retire the grant by hand.
+fn retire_volume_grant(cfg: &Config, h: &VolumeHeader) {
+    let KeySource::Kms { key_arn, .. } = &h.key else {
+        return;
+    };
+    let out = cfg
+        .volume_kms()
+        .and_then(|kms| Ok(lifecycle::retire_volume_service_grant(h, Some(&kms))?));
+    if let Err(e) = out {
+        eprintln!(
+            "cryptvol: warning: volume {} is deleted but its grant on {key_arn} was not retired ({e}): find it with `cryptvol kms list-grants --key-id {key_arn}` and run `cryptvol kms revoke-grant`",
+            h.id
+        );
     }
 }
 

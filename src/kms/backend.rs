@@ -58,6 +58,38 @@ pub trait KeyBackend: Send + Sync {
     ) -> Result<ReEncryptResponse>;
 
     fn describe_key(&self, key: &KeyRef) -> Result<KeyMetadata>;
+
+    /// Attach: a volume's data key. A backend with a volume service (the embedded KMS)
+    /// decrypts through the volume's grant when the caller may attach `volume`
+    /// (`ec2:AttachVolume`), as EBS does; otherwise, and by default, as the caller.
+    fn decrypt_for_volume(
+        &self,
+        blob: &[u8],
+        context: &EncryptionContext,
+        volume: &str,
+    ) -> Result<DecryptResponse> {
+        let _ = volume;
+        self.decrypt(blob, context)
+    }
+
+    /// Volume create: a grant that lets the volume service decrypt the data keys bound to
+    /// `context` under `key`, named after `volume` and retired with it. Returns the grant
+    /// id; `None` (the default) where the backend has no volume service (a remote KMS).
+    fn grant_volume_service(
+        &self,
+        key: &str,
+        context: &EncryptionContext,
+        volume: &str,
+    ) -> Result<Option<String>> {
+        let _ = (key, context, volume);
+        Ok(None)
+    }
+
+    /// Volume delete: retires the grants [`Self::grant_volume_service`] made for `volume`.
+    fn retire_volume_service_grant(&self, key: &str, volume: &str) -> Result<()> {
+        let _ = (key, volume);
+        Ok(())
+    }
 }
 
 /// A boxed backend is a backend (the CLI picks embedded or remote at run time).
@@ -87,5 +119,27 @@ impl<T: KeyBackend + ?Sized> KeyBackend for Box<T> {
 
     fn describe_key(&self, key: &KeyRef) -> Result<KeyMetadata> {
         (**self).describe_key(key)
+    }
+
+    fn decrypt_for_volume(
+        &self,
+        blob: &[u8],
+        context: &EncryptionContext,
+        volume: &str,
+    ) -> Result<DecryptResponse> {
+        (**self).decrypt_for_volume(blob, context, volume)
+    }
+
+    fn grant_volume_service(
+        &self,
+        key: &str,
+        context: &EncryptionContext,
+        volume: &str,
+    ) -> Result<Option<String>> {
+        (**self).grant_volume_service(key, context, volume)
+    }
+
+    fn retire_volume_service_grant(&self, key: &str, volume: &str) -> Result<()> {
+        (**self).retire_volume_service_grant(key, volume)
     }
 }

@@ -1,6 +1,7 @@
 //! Making a volume's header (with its data key from the KMS or a customer key) and
 //! getting the data key back at attach: the only places the volume layer talks to a
-//! `KeyBackend`, once per create and once per attach (envelope encryption).
+//! `KeyBackend`, once per create and once per attach (envelope encryption), plus the
+//! volume service's grant, made with a volume and retired with it (as EBS's).
 
 use super::error::{Result, VolumeError};
 use super::header::{KeySource, VolumeHeader};
@@ -80,18 +81,43 @@ pub fn new_header(
     })
 }
 
-/// The volume's data key: one KMS Decrypt, or a check of the customer key.
+/// The volume's data key: one KMS Decrypt as the caller, or a check of the customer key
+/// (snapshot copy and restore read a snapshot's key this way).
 pub fn data_key(
     h: &VolumeHeader,
     kms: Option<&dyn KeyBackend>,
     customer_key: Option<&SecretBytes>,
 ) -> Result<SecretBytes> {
+    unwrap(h, kms, customer_key, false)
+}
+
+/// Attach: as [`data_key`], but a KMS-keyed volume's key is unwrapped by the volume
+/// service through the volume's grant when the caller may attach it
+/// ([`KeyBackend::decrypt_for_volume`]).
+pub fn attach_data_key(
+    h: &VolumeHeader,
+    kms: Option<&dyn KeyBackend>,
+    customer_key: Option<&SecretBytes>,
+) -> Result<SecretBytes> {
+    unwrap(h, kms, customer_key, true)
+}
+
+fn unwrap(
+    h: &VolumeHeader,
+    kms: Option<&dyn KeyBackend>,
+    customer_key: Option<&SecretBytes>,
+    attach: bool,
+) -> Result<SecretBytes> {
     match &h.key {
         KeySource::Kms { wrapped, .. } => {
             let kms = kms.ok_or_else(|| VolumeError::invalid("key", "no KMS available"))?;
-            Ok(kms
-                .decrypt(wrapped, &lineage_context(&h.lineage))?
-                .plaintext)
+            let context = lineage_context(&h.lineage);
+            let out = if attach {
+                kms.decrypt_for_volume(wrapped, &context, h.id.as_str())?
+            } else {
+                kms.decrypt(wrapped, &context)?
+            };
+            Ok(out.plaintext)
         }
         KeySource::Customer { salt, verifier } => {
             let ck = customer_key.ok_or_else(|| VolumeError::CustomerKeyRequired {
@@ -100,4 +126,22 @@ pub fn data_key(
             keys::customer_data_key(ck, salt, verifier, h.id.as_str())
         }
     }
+}
+
+/// Volume create (or restore): lets the volume service decrypt `h`'s data key through a
+/// grant named after the volume, so that a user allowed `ec2:AttachVolume` attaches it
+/// without `kms:Decrypt` on the key. Nothing for a customer-keyed volume.
+pub fn grant_volume_service(h: &VolumeHeader, kms: Option<&dyn KeyBackend>) -> Result<()> {
+    if let (KeySource::Kms { key_arn, .. }, Some(kms)) = (&h.key, kms) {
+        kms.grant_volume_service(key_arn, &lineage_context(&h.lineage), h.id.as_str())?;
+    }
+    Ok(())
+}
+
+/// Volume delete (or a create that failed after its grant): retires the volume's grant.
+pub fn retire_volume_service_grant(h: &VolumeHeader, kms: Option<&dyn KeyBackend>) -> Result<()> {
+    if let (KeySource::Kms { key_arn, .. }, Some(kms)) = (&h.key, kms) {
+        kms.retire_volume_service_grant(key_arn, h.id.as_str())?;
+    }
+    Ok(())
 }

@@ -105,6 +105,12 @@ pub(crate) fn names_known_kms_action(pattern: &str) -> bool {
     }
 }
 
+/// "Allow attachment of persistent resources" in AWS's console template: grants, only for
+/// AWS resources (`kms:GrantIsForAWSResource`), such as a volume's grant to the volume
+/// service.
+pub const PERSISTENT_RESOURCE_ACTIONS: &[&str] =
+    &["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"];
+
 #[cfg(test)]
 mod unit {
     use super::*;
@@ -130,7 +136,11 @@ mod unit {
 
     #[test]
     fn every_template_pattern_names_an_action() {
-        for pattern in ADMIN_ACTIONS.iter().chain(USAGE_ACTIONS) {
+        for pattern in ADMIN_ACTIONS
+            .iter()
+            .chain(USAGE_ACTIONS)
+            .chain(PERSISTENT_RESOURCE_ACTIONS)
+        {
             assert!(names_known_kms_action(pattern), "{pattern}");
         }
     }

@@ -25,7 +25,7 @@ mod wildcard;
 #[cfg(test)]
 mod tests;
 
-pub use actions::{ADMIN_ACTIONS, KMS_ACTIONS, USAGE_ACTIONS};
+pub use actions::{ADMIN_ACTIONS, KMS_ACTIONS, PERSISTENT_RESOURCE_ACTIONS, USAGE_ACTIONS};
 pub use document::Policy;
 pub use evaluate::{Decision, evaluate};
 pub use request::{Caller, ConditionValues, Request};

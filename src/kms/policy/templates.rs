@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use super::actions::{ADMIN_ACTIONS, USAGE_ACTIONS};
+use super::actions::{ADMIN_ACTIONS, PERSISTENT_RESOURCE_ACTIONS, USAGE_ACTIONS};
 
 const VERSION: &str = "2012-10-17";
 const ROOT_SID: &str = "Enable IAM User Permissions";
@@ -56,9 +56,17 @@ impl OneOrMany {
 }
 
 #[derive(Serialize)]
-struct Condition {
+enum Condition {
     #[serde(rename = "StringEquals")]
-    string_equals: ViaService,
+    StringEquals(ViaService),
+    #[serde(rename = "Bool")]
+    Bool(GrantIsForAwsResource),
+}
+
+#[derive(Serialize)]
+struct GrantIsForAwsResource {
+    #[serde(rename = "kms:GrantIsForAWSResource")]
+    value: &'static str,
 }
 
 #[derive(Serialize)]
@@ -99,7 +107,9 @@ pub fn default_key_policy(account: &str) -> String {
 }
 
 /// The console's least-privilege template: the root statement, then key administrators
-/// (if any) with [`ADMIN_ACTIONS`], then key users (if any) with [`USAGE_ACTIONS`].
+/// (if any) with [`ADMIN_ACTIONS`], then key users (if any) with [`USAGE_ACTIONS`] and,
+/// as AWS's template has it, grants for AWS resources (a volume's grant to the volume
+/// service) with [`PERSISTENT_RESOURCE_ACTIONS`].
 pub fn least_privilege_key_policy(account: &str, admins: &[String], users: &[String]) -> String {
     let mut statement = vec![root_statement(account)];
     if !admins.is_empty() {
@@ -124,6 +134,16 @@ pub fn least_privilege_key_policy(account: &str, admins: &[String], users: &[Str
             action: OneOrMany::of(USAGE_ACTIONS),
             resource: "*",
             condition: None,
+        });
+        statement.push(Statement {
+            sid: "Allow attachment of persistent resources",
+            effect: "Allow",
+            principal: AwsPrincipal {
+                aws: OneOrMany::of(users),
+            },
+            action: OneOrMany::of(PERSISTENT_RESOURCE_ACTIONS),
+            resource: "*",
+            condition: Some(Condition::Bool(GrantIsForAwsResource { value: "true" })),
         });
     }
     render(&Document {
@@ -155,12 +175,10 @@ pub fn managed_key_policy(account: &str, region: &str) -> String {
                     "kms:DescribeKey",
                 ]),
                 resource: "*",
-                condition: Some(Condition {
-                    string_equals: ViaService {
-                        caller_account: account.to_string(),
-                        via_service: format!("ec2.{region}.amazonaws.com"),
-                    },
-                }),
+                condition: Some(Condition::StringEquals(ViaService {
+                    caller_account: account.to_string(),
+                    via_service: format!("ec2.{region}.amazonaws.com"),
+                })),
             },
             Statement {
                 sid: "Allow direct access to key metadata to the account",

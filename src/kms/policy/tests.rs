@@ -974,9 +974,10 @@ fn templates_parse_and_round_trip() {
         assert_eq!(policy.principal_arns(), reparsed.principal_arns());
         assert_eq!(policy.statements.len(), reparsed.statements.len());
     }
+    // Root, administrators, users, and the users' grants for AWS resources.
     assert_eq!(
         Policy::parse(&texts[1], PolicyKind::Key).map(|p| p.statements.len()),
-        Ok(3)
+        Ok(4)
     );
     assert_eq!(
         Policy::parse(&texts[2], PolicyKind::Key).map(|p| p.statements.len()),
@@ -1039,7 +1040,7 @@ fn managed_policy_text_names_the_region_and_account() {
 fn least_privilege_statement_order_and_actions() {
     let text = least_privilege_key_policy(ACCT, &[BOB.to_string()], &[ALICE.to_string()]);
     let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
-    let sids: Vec<&str> = (0..3)
+    let sids: Vec<&str> = (0..5)
         .filter_map(|i| value["Statement"][i]["Sid"].as_str())
         .collect();
     assert_eq!(
@@ -1047,8 +1048,14 @@ fn least_privilege_statement_order_and_actions() {
         [
             "Enable IAM User Permissions",
             "Allow access for Key Administrators",
-            "Allow use of the key"
+            "Allow use of the key",
+            "Allow attachment of persistent resources"
         ]
+    );
+    assert_eq!(value["Statement"][3]["Principal"]["AWS"], ALICE);
+    assert_eq!(
+        value["Statement"][3]["Condition"],
+        serde_json::json!({"Bool": {"kms:GrantIsForAWSResource": "true"}})
     );
     assert_eq!(value["Statement"][1]["Principal"]["AWS"], BOB);
     assert_eq!(
