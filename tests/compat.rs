@@ -832,3 +832,53 @@ except botocore.exceptions.ClientError as e:
         "{evs:#?}"
     );
 }
+
+/// Grants through boto3 and the AWS CLI (`tests/compat/grants_suite.py`): bob, whom no
+/// policy lets use the key, decrypts with his own access key through a grant alice made,
+/// until he retires it; errors arrive as botocore's exception classes; the trail has
+/// every grant call and names the grant on the Decrypt it allowed.
+#[test]
+fn grants_through_boto3_and_the_aws_cli() {
+    let Some((python, aws)) = compat_tools() else {
+        return;
+    };
+    let s = setup();
+    let server = Server::start(&s.env);
+    let summary = run_suite(
+        &python,
+        "grants_suite.py",
+        &server,
+        &s,
+        &[("CV_AWS", aws.to_str().unwrap())],
+    );
+    server.stop();
+    let grant = str_field(&summary, "grant_id");
+    let alice = assert_trail(
+        &events_of(&s.env, DEFAULT_REGION, "alice"),
+        "alice",
+        &s.alice,
+    );
+    for op in [
+        "CreateGrant",
+        "ListGrants",
+        "ListRetirableGrants",
+        "RevokeGrant",
+    ] {
+        assert!(
+            alice.contains(&op.to_string()),
+            "no {op} event by alice: {alice:?}"
+        );
+    }
+    let bob = events_of(&s.env, DEFAULT_REGION, "bob");
+    assert_trail(&bob, "bob", &s.bob);
+    assert!(
+        bob.iter().any(|e| e["eventName"] == "Decrypt"
+            && e["additionalEventData"]["grantId"] == grant.as_str()),
+        "no Decrypt by bob naming grant {grant}: {bob:#?}"
+    );
+    assert!(
+        bob.iter()
+            .any(|e| e["eventName"] == "RetireGrant" && e.get("errorCode").is_none()),
+        "no RetireGrant by bob"
+    );
+}

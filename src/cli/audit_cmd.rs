@@ -77,6 +77,9 @@ fn principal_matches(e: &Value, p: &str) -> bool {
         || id["userName"].as_str() == Some(p)
         || id["sessionContext"]["sessionIssuer"]["userName"].as_str() == Some(p)
         || (p == "root" && id["type"] == "Root")
+        // An AWS service acting for a user is found under that user too.
+        || id["onBehalfOf"]["arn"].as_str() == Some(p)
+        || id["onBehalfOf"]["userName"].as_str() == Some(p)
 }
 
 fn key_matches(e: &Value, arn: &str) -> bool {

@@ -174,6 +174,7 @@ fn kms_exit(e: &KmsError) -> Exit {
         AuditFailed { .. } => Exit::Io,
         EndpointUnreachable { .. } => Exit::KmsUnreachable,
         RemoteCredentials { .. } => Exit::WrongSecret,
+        InvalidGrantToken { .. } | InvalidGrantId { .. } => Exit::InvalidValue,
         Remote { .. } => match e.aws_code() {
             "AccessDeniedException" => Exit::AccessDenied,
             "NotFoundException" => Exit::NotFound,
@@ -184,7 +185,9 @@ fn kms_exit(e: &KmsError) -> Exit {
             "ValidationException"
             | "InvalidArnException"
             | "InvalidAliasNameException"
-            | "MalformedPolicyDocumentException" => Exit::InvalidValue,
+            | "MalformedPolicyDocumentException"
+            | "InvalidGrantTokenException"
+            | "InvalidGrantIdException" => Exit::InvalidValue,
             "UnrecognizedClientException"
             | "InvalidSignatureException"
             | "IncompleteSignatureException"

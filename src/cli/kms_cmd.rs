@@ -103,6 +103,9 @@ pub enum KmsCommand {
         /// Key id, key ARN, alias name or alias ARN
         #[arg(long)]
         key_id: String,
+        /// Grant tokens of grants that allow this call
+        #[arg(long, num_args = 1..)]
+        grant_tokens: Vec<String>,
     },
     /// List the region's keys
     ListKeys,
@@ -141,6 +144,9 @@ pub enum KmsCommand {
         /// Also write the raw ciphertext blob to this file
         #[arg(long, value_name = "FILE")]
         ciphertext_out: Option<PathBuf>,
+        /// Grant tokens of grants that allow this call
+        #[arg(long, num_args = 1..)]
+        grant_tokens: Vec<String>,
     },
     /// Decrypt a ciphertext blob (the key is read from the blob)
     Decrypt {
@@ -155,6 +161,9 @@ pub enum KmsCommand {
         /// Write the plaintext to this file (mode 0600) instead of printing it
         #[arg(long, value_name = "FILE")]
         plaintext_out: Option<PathBuf>,
+        /// Grant tokens of grants that allow this call
+        #[arg(long, num_args = 1..)]
+        grant_tokens: Vec<String>,
     },
     /// Decrypt a blob and encrypt it again under another (or the current) key version
     ReEncrypt {
@@ -170,6 +179,9 @@ pub enum KmsCommand {
         source_key_id: Option<String>,
         #[arg(long, value_name = "FILE")]
         ciphertext_out: Option<PathBuf>,
+        /// Grant tokens of grants that allow this call
+        #[arg(long, num_args = 1..)]
+        grant_tokens: Vec<String>,
     },
     /// Make a data key: its plaintext and a copy encrypted under a key
     GenerateDataKey {
@@ -231,6 +243,17 @@ pub enum KmsCommand {
         #[arg(long)]
         key_id: Option<String>,
     },
+    /// Let a principal use a key for chosen operations (optionally under an encryption
+    /// context constraint), without changing the key policy
+    CreateGrant(super::grant_cmd::CreateGrantArgs),
+    /// List a key's grants
+    ListGrants(super::grant_cmd::ListGrantsArgs),
+    /// List the grants a principal may retire
+    ListRetirableGrants(super::grant_cmd::ListRetirableGrantsArgs),
+    /// Delete a grant as its retiring principal, grantee or issuing account
+    RetireGrant(super::grant_cmd::RetireGrantArgs),
+    /// Delete a grant (needs kms:RevokeGrant)
+    RevokeGrant(super::grant_cmd::RevokeGrantArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -247,6 +270,9 @@ pub struct DataKeyArgs {
     /// Also write the raw ciphertext blob to this file
     #[arg(long, value_name = "FILE")]
     ciphertext_out: Option<PathBuf>,
+    /// Grant tokens of grants that allow this call
+    #[arg(long, num_args = 1..)]
+    grant_tokens: Vec<String>,
 }
 
 impl DataKeyArgs {
@@ -363,7 +389,11 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             "ListResourceTags",
         ),
         Serve(_) => unreachable!("served before the region is opened"),
-        DescribeKey { key_id } => {
+        DescribeKey {
+            key_id,
+            grant_tokens,
+        } => {
+            let c = &c.with_grant_tokens(grant_tokens);
             let meta = kms.describe_key(c, &key_ref(&key_id)?)?;
             cfg.print(&serde_json::json!({ "KeyMetadata": meta }), "DescribeKey")
         }
@@ -386,7 +416,9 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             plaintext,
             encryption_context: ctx,
             ciphertext_out,
+            grant_tokens,
         } => {
+            let c = &c.with_grant_tokens(grant_tokens);
             let r = key_ref(&key_id)?;
             let plaintext = binary_value("--plaintext", &plaintext)?;
             let ctx = encryption_context("--encryption-context", ctx.as_deref())?;
@@ -401,7 +433,9 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             encryption_context: ctx,
             key_id,
             plaintext_out,
+            grant_tokens,
         } => {
+            let c = &c.with_grant_tokens(grant_tokens);
             let blob = binary_value("--ciphertext-blob", &ciphertext_blob)?;
             let ctx = encryption_context("--encryption-context", ctx.as_deref())?;
             let expected = key_id.as_deref().map(key_ref).transpose()?;
@@ -421,7 +455,9 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             destination_encryption_context,
             source_key_id,
             ciphertext_out,
+            grant_tokens,
         } => {
+            let c = &c.with_grant_tokens(grant_tokens);
             let blob = binary_value("--ciphertext-blob", &ciphertext_blob)?;
             let src_ctx = encryption_context(
                 "--source-encryption-context",
@@ -444,6 +480,7 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             spec,
             plaintext_out,
         } => {
+            let c = &c.with_grant_tokens(spec.grant_tokens.clone());
             let r = key_ref(&spec.key_id)?;
             let ctx =
                 encryption_context("--encryption-context", spec.encryption_context.as_deref())?;
@@ -460,6 +497,7 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             }
         }
         GenerateDataKeyWithoutPlaintext { spec } => {
+            let c = &c.with_grant_tokens(spec.grant_tokens.clone());
             let r = key_ref(&spec.key_id)?;
             let ctx =
                 encryption_context("--encryption-context", spec.encryption_context.as_deref())?;
@@ -499,5 +537,10 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             let r = key_id.as_deref().map(key_ref).transpose()?;
             cfg.print(&kms.list_aliases(c, r.as_ref())?, "ListAliases")
         }
+        CreateGrant(a) => super::grant_cmd::create(cfg, &kms, c, a),
+        ListGrants(a) => super::grant_cmd::list(cfg, &kms, c, a),
+        ListRetirableGrants(a) => super::grant_cmd::list_retirable(cfg, &kms, c, a),
+        RetireGrant(a) => super::grant_cmd::retire(&kms, c, a),
+        RevokeGrant(a) => super::grant_cmd::revoke(&kms, c, a),
     }
 }

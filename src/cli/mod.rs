@@ -7,6 +7,7 @@ pub mod args;
 mod attach_cmd;
 mod audit_cmd;
 pub mod exit;
+mod grant_cmd;
 mod iam_cmd;
 mod init_cmd;
 mod inspect_cmd;

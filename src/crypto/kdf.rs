@@ -26,6 +26,8 @@ pub const CTX_VOLUME_XTS: &str = "cryptvol 2026-11-29 volume aes-256-xts key v1"
 pub const CTX_CUSTOMER_DEK: &str = "cryptvol 2026-11-29 customer key to data key v1";
 /// Customer-provided key ‖ salt → 32-byte verifier kept in the volume header.
 pub const CTX_CUSTOMER_VERIFIER: &str = "cryptvol 2026-11-29 customer key verifier v1";
+/// Root key ‖ region name → the key that authenticates the grant tokens a region issues.
+pub const CTX_GRANT_TOKEN: &str = "cryptvol 2026-11-29 kms grant token v1";
 
 /// `blake3::derive_key(context, input)` stretched to `out.len()` bytes (blake3's XOF):
 /// for keys that are not 32 bytes, such as the 64-byte XTS key.

@@ -20,6 +20,8 @@ pub struct Caller {
     pub via_service: Option<String>,
     /// `aws:SecureTransport`: known only for calls over the network.
     pub secure_transport: Option<bool>,
+    /// The request's `GrantTokens` (checked by the operations that take them).
+    pub grant_tokens: Vec<String>,
     /// CloudTrail's `userIdentity`, made once per caller rather than once per event.
     user_identity: serde_json::Value,
 }
@@ -49,6 +51,47 @@ impl Caller {
             user_agent,
             via_service: None,
             secure_transport,
+            grant_tokens: Vec::new(),
+            user_identity,
+        }
+    }
+
+    /// The same caller presenting `tokens` as the request's `GrantTokens`.
+    pub fn with_grant_tokens(&self, tokens: Vec<String>) -> Caller {
+        Caller {
+            grant_tokens: tokens,
+            ..self.clone()
+        }
+    }
+
+    /// The AWS service `service` (e.g. `ec2.<region>.amazonaws.com`) calling KMS itself on
+    /// behalf of `on_behalf_of`, as EBS does with a grant made to its service principal.
+    /// It has no identity policies: a key policy's `{"Service": ...}` principal or a grant
+    /// whose grantee is `service` lets it in. The trail records it as CloudTrail records
+    /// a service (`"type": "AWSService"`), with the user under `onBehalfOf`.
+    pub fn aws_service(service: &str, on_behalf_of: &Caller) -> Caller {
+        let identity = Identity {
+            account: on_behalf_of.identity.account.clone(),
+            principal: super::identity::Principal::Service {
+                name: service.to_string(),
+            },
+            policies: Vec::new(),
+        };
+        let mut user_identity = identity.user_identity(None);
+        let mut behalf = on_behalf_of.user_identity.clone();
+        if let Some(m) = behalf.as_object_mut() {
+            m.remove("invokedBy");
+        }
+        user_identity["onBehalfOf"] = behalf;
+        Caller {
+            identity,
+            access_key_id: None,
+            source: on_behalf_of.source.clone(),
+            source_ip: on_behalf_of.source_ip.clone(),
+            user_agent: service.to_string(),
+            via_service: Some(service.to_string()),
+            secure_transport: on_behalf_of.secure_transport,
+            grant_tokens: on_behalf_of.grant_tokens.clone(),
             user_identity,
         }
     }

@@ -142,6 +142,14 @@ pub enum KmsError {
     /// The audit trail could not record the call, so the call was not made.
     #[error("the audit log {path} could not record this call, so it was not made: {message}")]
     AuditFailed { path: PathBuf, message: String },
+
+    /// A grant token that this KMS did not issue, or that is malformed.
+    #[error("{message}")]
+    InvalidGrantToken { message: String },
+
+    /// A grant id that is not one (64 hexadecimal digits).
+    #[error("{message}")]
+    InvalidGrantId { message: String },
 }
 
 impl KmsError {
@@ -176,6 +184,8 @@ impl KmsError {
             LimitExceeded { .. } => "LimitExceededException",
             Remote { code, .. } => known_code(code),
             EndpointUnreachable { .. } | RemoteCredentials { .. } => "KMSInternalException",
+            InvalidGrantToken { .. } => "InvalidGrantTokenException",
+            InvalidGrantId { .. } => "InvalidGrantIdException",
         }
     }
 
@@ -224,6 +234,8 @@ fn known_code(code: &str) -> &'static str {
         "InvalidArnException",
         "InvalidAliasNameException",
         "InvalidCiphertextException",
+        "InvalidGrantIdException",
+        "InvalidGrantTokenException",
         "InvalidSignatureException",
         "IncompleteSignatureException",
         "KMSInvalidStateException",

@@ -23,6 +23,8 @@ pub struct Call {
     resources: Vec<String>,
     response: Option<Value>,
     request_id: String,
+    /// The grant that allowed the call, when no policy did (`additionalEventData.grantId`).
+    pub grant_id: Option<String>,
     /// Set once the call's event is in the audit trail.
     pub recorded: bool,
 }
@@ -36,6 +38,7 @@ impl Call {
             resources: Vec::new(),
             response: None,
             request_id: fast_uuid(),
+            grant_id: None,
             recorded: false,
         }
     }
@@ -123,9 +126,12 @@ impl Call {
             recipient_account_id: account.as_str(),
             event_category: "Management",
             // The caller's own address is still worth keeping when a service was in between.
-            additional_event_data: caller.via_service.as_ref().map(|_| CallerSource {
-                caller_source: &caller.source,
-            }),
+            additional_event_data: (caller.via_service.is_some() || self.grant_id.is_some()).then(
+                || CallerSource {
+                    caller_source: caller.via_service.as_ref().map(|_| caller.source.as_str()),
+                    grant_id: self.grant_id.as_deref(),
+                },
+            ),
             error_code: outcome.err().map(KmsError::aws_code),
             error_message: error_message.as_deref(),
         };
@@ -193,7 +199,10 @@ struct Resource<'a> {
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct CallerSource<'a> {
-    caller_source: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caller_source: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grant_id: Option<&'a str>,
 }
 
 /// A random-looking, unique UUID (v4 layout) for request and event ids without a

@@ -83,8 +83,19 @@ pub struct IdentityBody {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     Root,
-    User { name: String, id: String },
-    Role { name: String, id: String },
+    User {
+        name: String,
+        id: String,
+    },
+    Role {
+        name: String,
+        id: String,
+    },
+    /// An AWS service principal acting itself (`ec2.<region>.amazonaws.com`), as a grant
+    /// to a service lets it: no identity policies, no IAM unique id.
+    Service {
+        name: String,
+    },
 }
 
 /// A resolved caller: the principal, its account and its parsed identity policies.
@@ -107,7 +118,7 @@ impl Identity {
     /// The IAM unique id (AIDA… / AROA…) of a user or role.
     pub fn unique_id(&self) -> Option<&str> {
         match &self.principal {
-            Principal::Root => None,
+            Principal::Root | Principal::Service { .. } => None,
             Principal::User { id, .. } | Principal::Role { id, .. } => Some(id),
         }
     }
@@ -126,6 +137,7 @@ impl Identity {
             Principal::Role { name, .. } => {
                 format!("arn:aws:sts::{a}:assumed-role/{name}/{CLI_ROLE_SESSION}")
             }
+            Principal::Service { name } => name.clone(),
         }
     }
 
@@ -144,6 +156,7 @@ impl Identity {
             Principal::Root => "Account",
             Principal::User { .. } => "User",
             Principal::Role { .. } => "AssumedRole",
+            Principal::Service { .. } => "AWSService",
         }
     }
 
@@ -175,6 +188,10 @@ impl Identity {
                     "type": "Role", "principalId": id, "arn": role_arn(&self.account, name),
                     "accountId": a, "userName": name,
                 }},
+            }),
+            // CloudTrail's shape for a call an AWS service makes itself.
+            Principal::Service { name } => serde_json::json!({
+                "type": "AWSService", "invokedBy": name,
             }),
         };
         if let Some(k) = access_key_id {

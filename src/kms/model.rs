@@ -139,6 +139,9 @@ pub struct KeystoreBody {
     pub aliases: BTreeMap<AliasName, AliasRecord>,
     #[serde(default)]
     pub deleted_keys: BTreeMap<KeyId, DeletedKey>,
+    /// Each key's live grants, oldest first (absent in keystores written before grants).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub grants: BTreeMap<KeyId, Vec<GrantRecord>>,
 }
 
 impl KeystoreBody {
@@ -149,6 +152,7 @@ impl KeystoreBody {
             keys: BTreeMap::new(),
             aliases: BTreeMap::new(),
             deleted_keys: BTreeMap::new(),
+            grants: BTreeMap::new(),
         }
     }
 
@@ -164,4 +168,37 @@ impl KeystoreBody {
             })
             .min()
     }
+}
+
+/// A grant's encryption context constraint (AWS's `GrantConstraints`: one of the two).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum GrantConstraint {
+    /// The request's context must include these pairs (and may hold more).
+    EncryptionContextSubset(BTreeMap<String, String>),
+    /// The request's context must be exactly these pairs.
+    EncryptionContextEquals(BTreeMap<String, String>),
+}
+
+/// One grant on a key (AWS's `GrantListEntry`). Principals are kept as given; `grantee_id`
+/// binds the grant to the user or role that existed when it was made, as key policies are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRecord {
+    /// 64 lowercase hex digits.
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub created: UnixTime,
+    pub grantee: String,
+    #[serde(default)]
+    pub grantee_id: Option<String>,
+    #[serde(default)]
+    pub retiring: Option<String>,
+    /// The issuing account root, `arn:aws:iam::ACCT:root`.
+    pub issuing_account: String,
+    /// AWS operation names, in the order given.
+    pub operations: Vec<String>,
+    #[serde(default)]
+    pub constraint: Option<GrantConstraint>,
 }

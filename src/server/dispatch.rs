@@ -41,6 +41,11 @@ pub const OPERATIONS: &[&str] = &[
     "TagResource",
     "UntagResource",
     "UpdateAlias",
+    "CreateGrant",
+    "ListGrants",
+    "ListRetirableGrants",
+    "RetireGrant",
+    "RevokeGrant",
 ];
 
 pub fn is_operation(op: &str) -> bool {
@@ -62,21 +67,21 @@ impl From<KmsError> for Failure {
     }
 }
 
-fn input(message: impl Into<String>) -> Failure {
+pub(super) fn input(message: impl Into<String>) -> Failure {
     Failure::Input {
         code: "ValidationException",
         message: message.into(),
     }
 }
 
-fn parse<T: DeserializeOwned>(op: &str, body: &Value) -> Result<T, Failure> {
+pub(super) fn parse<T: DeserializeOwned>(op: &str, body: &Value) -> Result<T, Failure> {
     serde_json::from_value(body.clone()).map_err(|e| Failure::Input {
         code: "SerializationException",
         message: format!("{op}: {e}"),
     })
 }
 
-fn key(r: &str) -> Result<KeyRef, Failure> {
+pub(super) fn key(r: &str) -> Result<KeyRef, Failure> {
     Ok(KeyRef::parse(r)?)
 }
 
@@ -100,7 +105,7 @@ fn spec(key_spec: Option<&str>, bytes: Option<usize>) -> Result<DataKeySpec, Fai
     }
 }
 
-fn to_json(v: impl serde::Serialize) -> Value {
+pub(super) fn to_json(v: impl serde::Serialize) -> Value {
     serde_json::to_value(v).expect("responses serialize")
 }
 
@@ -108,6 +113,9 @@ fn to_json(v: impl serde::Serialize) -> Value {
 #[serde(rename_all = "PascalCase")]
 struct KeyOnly {
     key_id: String,
+    /// `GrantTokens` (on DescribeKey only, among the operations that share this shape).
+    #[serde(default)]
+    grant_tokens: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +154,8 @@ struct Encrypt {
     key_id: String,
     plaintext: String,
     encryption_context: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    grant_tokens: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +164,8 @@ struct Decrypt {
     ciphertext_blob: String,
     encryption_context: Option<BTreeMap<String, String>>,
     key_id: Option<String>,
+    #[serde(default)]
+    grant_tokens: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +176,8 @@ struct ReEncrypt {
     source_key_id: Option<String>,
     destination_key_id: String,
     destination_encryption_context: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    grant_tokens: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -173,6 +187,8 @@ struct DataKey {
     key_spec: Option<String>,
     number_of_bytes: Option<usize>,
     encryption_context: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    grant_tokens: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -313,6 +329,7 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
         }
         "DescribeKey" => {
             let r: KeyOnly = parse(op, body)?;
+            let c = &c.with_grant_tokens(r.grant_tokens);
             json!({ "KeyMetadata": kms.describe_key(c, &key(&r.key_id)?)? })
         }
         "ListKeys" => {
@@ -339,6 +356,7 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
         }
         "Encrypt" => {
             let r: Encrypt = parse(op, body)?;
+            let c = &c.with_grant_tokens(r.grant_tokens);
             let plaintext = SecretInput::new(blob("Plaintext", &r.plaintext)?);
             to_json(kms.encrypt(
                 c,
@@ -349,6 +367,7 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
         }
         "Decrypt" => {
             let r: Decrypt = parse(op, body)?;
+            let c = &c.with_grant_tokens(r.grant_tokens);
             let expected = r.key_id.as_deref().map(key).transpose()?;
             to_json(kms.decrypt(
                 c,
@@ -359,6 +378,7 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
         }
         "ReEncrypt" => {
             let r: ReEncrypt = parse(op, body)?;
+            let c = &c.with_grant_tokens(r.grant_tokens);
             let source = r.source_key_id.as_deref().map(key).transpose()?;
             to_json(kms.re_encrypt(
                 c,
@@ -371,6 +391,7 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
         }
         "GenerateDataKey" | "GenerateDataKeyWithoutPlaintext" => {
             let r: DataKey = parse(op, body)?;
+            let c = &c.with_grant_tokens(r.grant_tokens);
             let s = spec(r.key_spec.as_deref(), r.number_of_bytes)?;
             let k = key(&r.key_id)?;
             let ctx = context(r.encryption_context)?;
@@ -471,6 +492,9 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
         "ListResourceTags" => {
             let r: KeyOnly = parse(op, body)?;
             kms.list_resource_tags(c, &key(&r.key_id)?)?
+        }
+        "CreateGrant" | "ListGrants" | "ListRetirableGrants" | "RetireGrant" | "RevokeGrant" => {
+            super::grants::call(kms, c, op, body)?
         }
         other => {
             return Err(Failure::Input {

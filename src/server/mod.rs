@@ -12,6 +12,7 @@
 //! blocking (file locks, appends), so they run on tokio's blocking pool.
 
 mod dispatch;
+mod grants;
 mod http;
 mod identities;
 mod listener;

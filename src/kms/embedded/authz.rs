@@ -9,10 +9,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::EmbeddedKms;
+use super::grants::{self, GrantUse};
 use crate::kms::caller::Caller;
 use crate::kms::context::EncryptionContext;
 use crate::kms::error::{KmsError, Result};
+use crate::kms::event::Call;
 use crate::kms::ids::KeyId;
+use crate::kms::keystore::Keystore;
 use crate::kms::model::{KeyManager, KeyRecord};
 use crate::kms::policy::{self, ConditionValues, Decision, Policy, PolicyKind};
 
@@ -146,6 +149,22 @@ impl EmbeddedKms {
         ctx: Option<&EncryptionContext>,
         extra: &[(&str, &str)],
     ) -> Result<()> {
+        let d = self.decision(caller, stale, action, policy, resource, ctx, extra);
+        self.denied(caller, d, action, resource)
+    }
+
+    /// The policies' decision (key policy and identity policies), before grants.
+    #[allow(clippy::too_many_arguments)]
+    fn decision(
+        &self,
+        caller: &Caller,
+        stale: bool,
+        action: &str,
+        policy: Option<&Policy>,
+        resource: Option<&str>,
+        ctx: Option<&EncryptionContext>,
+        extra: &[(&str, &str)],
+    ) -> Decision {
         // Gathering condition keys costs a dozen allocations; skip it on the hot path when
         // no policy involved has a Condition (the default key policy has none).
         let needed = policy.is_some_and(Policy::has_conditions)
@@ -156,32 +175,128 @@ impl EmbeddedKms {
             ConditionValues::new()
         };
         if needed {
+            // A key given more than once is multi-valued (kms:GrantOperations).
+            let mut grouped: BTreeMap<&str, Vec<String>> = BTreeMap::new();
             for (k, v) in extra {
-                conditions.set(k, *v);
+                grouped.entry(*k).or_default().push(v.to_string());
+            }
+            for (k, vs) in grouped {
+                conditions.set_multi(k, vs);
             }
         }
         let mut who = caller.identity.policy_caller();
         if stale {
             who.arn = format!("{}#{}", who.arn, caller.identity.unique_id().unwrap_or(""));
         }
-        let resource = resource.unwrap_or("*");
-        let decision = policy::evaluate(
+        policy::evaluate(
             policy,
             &caller.identity.policies,
             &policy::Request {
                 caller: &who,
                 action,
-                resource,
+                resource: resource.unwrap_or("*"),
                 conditions: &conditions,
             },
-        );
-        match decision {
+        )
+    }
+
+    /// `Ok` for an allow, else AWS's AccessDeniedException for the decision.
+    fn denied(
+        &self,
+        caller: &Caller,
+        d: Decision,
+        action: &str,
+        resource: Option<&str>,
+    ) -> Result<()> {
+        let resource = resource.unwrap_or("*");
+        match d {
             Decision::Allow => Ok(()),
             d => Err(KmsError::AccessDenied {
                 message: d
                     .denial_message(&caller.identity.arn(), action, resource)
                     .unwrap_or_else(|| format!("not authorized to perform {action}")),
             }),
+        }
+    }
+
+    /// Authorizes `action` on key `k`, where a grant may allow it as well as the policies
+    /// (AWS: key policy and IAM policies OR a grant; an explicit Deny in a policy still
+    /// wins). The request's grant tokens are checked first. When a grant is what allowed
+    /// the call, its id goes in the call's event.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn authorize_key(
+        &self,
+        ks: &Keystore,
+        caller: &Caller,
+        call: &mut Call,
+        action: &str,
+        k: &KeyRecord,
+        usage: GrantUse<'_>,
+        extra: &[(&str, &str)],
+    ) -> Result<()> {
+        let operation = action.trim_start_matches("kms:");
+        let grantable = grants::GRANTABLE.contains(&operation);
+        if grantable {
+            self.check_grant_tokens(&caller.grant_tokens)?;
+        }
+        let policy = self.key_policy(k)?;
+        let resource = self.arn(&k.id);
+        let stale = named_someone_else(k, caller);
+        let ctx = match usage {
+            GrantUse::Context(c) => Some(c),
+            _ => None,
+        };
+        let d = self.decision(
+            caller,
+            stale,
+            action,
+            Some(&policy),
+            Some(&resource),
+            ctx,
+            extra,
+        );
+        let explicit = matches!(
+            d,
+            Decision::DenyExplicitInKeyPolicy | Decision::DenyExplicitInIdentityPolicy
+        );
+        if !d.is_allowed() && !explicit && grantable {
+            let live = ks.body.grants.get(&k.id).map(Vec::as_slice).unwrap_or(&[]);
+            if let Some(g) = live
+                .iter()
+                .find(|g| grants::allows(g, caller, operation, &usage))
+            {
+                call.grant_id = Some(g.id.clone());
+                return Ok(());
+            }
+        }
+        self.denied(caller, d, action, Some(&resource))
+    }
+
+    /// Whether an explicit Deny in the key policy or the caller's identity policies
+    /// refuses `action` on `k` (RetireGrant, which the grant itself authorizes).
+    pub(super) fn explicitly_denied(
+        &self,
+        caller: &Caller,
+        action: &str,
+        k: &KeyRecord,
+        extra: &[(&str, &str)],
+    ) -> Result<()> {
+        let policy = self.key_policy(k)?;
+        let resource = self.arn(&k.id);
+        let d = self.decision(
+            caller,
+            named_someone_else(k, caller),
+            action,
+            Some(&policy),
+            Some(&resource),
+            None,
+            extra,
+        );
+        match d {
+            Decision::DenyExplicitInKeyPolicy | Decision::DenyExplicitInIdentityPolicy => {
+                self.denied(caller, d, action, Some(&resource))
+            }
+            _ => Ok(()),
         }
     }
 

@@ -15,10 +15,15 @@
 //! authorization are metered.
 
 mod authz;
+mod grants;
 mod policies;
 mod tags;
 mod usage;
 
+pub use grants::{
+    CreateGrantRequest, CreateGrantResponse, GrantConstraintsInput, GrantListEntry,
+    ListGrantsRequest, ListGrantsResponse, MAX_GRANTS_PER_KEY, RetireGrantRequest,
+};
 pub use tags::MAX_TAGS;
 
 use std::collections::HashMap;
@@ -363,7 +368,7 @@ impl EmbeddedKms {
         let id = self.resolve(ks, r)?;
         call.resource(&self.arn(&id));
         let k = &ks.body.keys[&id];
-        self.authorize(caller, action, Some(k), ctx, &[])?;
+        self.authorize_key(ks, caller, call, action, k, grants::GrantUse::of(ctx), &[])?;
         Ok(k)
     }
 
@@ -839,7 +844,15 @@ impl EmbeddedKms {
         }
         let k = self.existing(ks, &h.key_id)?;
         call.resource(&self.arn(&k.id));
-        self.authorize(caller, action, Some(k), Some(ctx), &[])?;
+        self.authorize_key(
+            ks,
+            caller,
+            call,
+            action,
+            k,
+            grants::GrantUse::Context(ctx),
+            &[],
+        )?;
         if let Some(exp) = expected {
             let want = self.resolve(ks, exp)?;
             if want != h.key_id {
@@ -1390,6 +1403,7 @@ fn housekeep(ks: &mut Keystore, root: &Key256, now: UnixTime) -> Vec<(&'static s
     for id in due_deletions {
         let k = ks.body.keys.remove(&id).expect("listed above");
         ks.body.aliases.retain(|_, a| a.target != id);
+        ks.body.grants.remove(&id);
         ks.destroy_material(&id);
         ks.body.deleted_keys.insert(
             id,

@@ -24,7 +24,8 @@ pub(crate) enum PrincipalEntry {
         role: String,
         session: String,
     },
-    /// `{"Service": ...}`: valid, but no local caller is an AWS service.
+    /// `{"Service": ...}`: matches an AWS service acting itself (`Caller::aws_service`),
+    /// whose policy ARN is its service principal name.
     Service(String),
 }
 
@@ -107,7 +108,8 @@ impl PrincipalEntry {
             } else {
                 Grant::Account
             }),
-            Self::Account(_) | Self::Service(_) => None,
+            Self::Account(_) => None,
+            Self::Service(name) => (caller.arn == *name).then_some(Grant::Direct),
             Self::User { account, name } => (caller.arn
                 == format!("arn:aws:iam::{account}:user/{name}"))
             .then_some(Grant::Direct),

@@ -1,0 +1,663 @@
+//! Grants, as AWS KMS has them: CreateGrant, ListGrants, ListRetirableGrants, RetireGrant
+//! and RevokeGrant, the grant tokens they hand out, and the rules by which a grant lets its
+//! grantee use a key (`authz::authorize_key` asks [`allows`]).
+//!
+//! A grant lives in the keystore beside its key (`KeystoreBody::grants`) and goes when the
+//! key is deleted. Grants take effect at once here (AWS's are eventually consistent), so a
+//! grant token only has to be well formed and issued by this region: the grant it names
+//! is live or not, whoever presents it. Tokens are authenticated (keyed BLAKE3 under a key
+//! derived from the region root key), so a token this region did not issue is refused as
+//! InvalidGrantTokenException, as AWS refuses one it cannot read.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::EmbeddedKms;
+use crate::crypto::kdf;
+use crate::kms::caller::Caller;
+use crate::kms::context::EncryptionContext;
+use crate::kms::error::{KmsError, Result};
+use crate::kms::event::Call;
+use crate::kms::identity::root_arn;
+use crate::kms::ids::{KeyId, KeyRef};
+use crate::kms::keystore::Keystore;
+use crate::kms::model::{GrantConstraint, GrantRecord, UnixTime};
+
+#[path = "grant_rules.rs"]
+mod rules;
+
+pub(super) use rules::allows;
+use rules::*;
+
+/// AWS's quota of grants per key.
+pub const MAX_GRANTS_PER_KEY: usize = 50_000;
+/// botocore's `GrantTokenList` and `GrantTokenType` bounds.
+pub const MAX_GRANT_TOKENS: usize = 10;
+pub const MAX_GRANT_TOKEN_LEN: usize = 8192;
+/// AWS's limits on a constraint: pairs per constraint, characters per value.
+const MAX_CONSTRAINT_PAIRS: usize = 8;
+const MAX_CONSTRAINT_VALUE: usize = 384;
+const DEFAULT_LIMIT: usize = 50;
+
+/// Operations a grant may allow on a key that cryptvol serves (all symmetric), and which
+/// the authorizer consults grants for.
+pub(super) const GRANTABLE: &[&str] = &[
+    "Decrypt",
+    "Encrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "ReEncryptFrom",
+    "ReEncryptTo",
+    "DescribeKey",
+    "CreateGrant",
+    "RetireGrant",
+];
+/// Valid for a SYMMETRIC_DEFAULT key in AWS although cryptvol has no such operation.
+const SYMMETRIC_ONLY_IN_AWS: &[&str] =
+    &["GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext"];
+/// In AWS's `GrantOperation` enum, but for asymmetric or HMAC keys.
+const OTHER_KEY_TYPES: &[&str] = &[
+    "Sign",
+    "Verify",
+    "GetPublicKey",
+    "GenerateMac",
+    "VerifyMac",
+    "DeriveSharedSecret",
+];
+/// The operations that take an encryption context, to which constraints apply.
+const CRYPTOGRAPHIC: &[&str] = &[
+    "Decrypt",
+    "Encrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "ReEncryptFrom",
+    "ReEncryptTo",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+];
+
+const TOKEN_MAGIC: &[u8; 4] = b"cvg1";
+const TOKEN_MAC_LEN: usize = 16;
+const TOKEN_LEN: usize = 4 + 16 + 32 + 16 + TOKEN_MAC_LEN;
+
+/// What a request asks of a grant.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum GrantUse<'a> {
+    /// A cryptographic operation with this encryption context.
+    Context(&'a EncryptionContext),
+    /// An operation without an encryption context (DescribeKey): constraints do not apply.
+    NoContext,
+    /// CreateGrant: the new grant's operations and constraint.
+    NewGrant {
+        operations: &'a [String],
+        constraint: Option<&'a GrantConstraint>,
+    },
+}
+
+impl<'a> GrantUse<'a> {
+    pub(crate) fn of(ctx: Option<&'a EncryptionContext>) -> Self {
+        ctx.map_or(GrantUse::NoContext, GrantUse::Context)
+    }
+}
+
+/// `Constraints` as AWS's API and CLI spell them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct GrantConstraintsInput {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_context_subset: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_context_equals: Option<BTreeMap<String, String>>,
+}
+
+impl GrantConstraintsInput {
+    fn of(c: &GrantConstraint) -> Self {
+        match c {
+            GrantConstraint::EncryptionContextSubset(m) => GrantConstraintsInput {
+                encryption_context_subset: Some(m.clone()),
+                ..Default::default()
+            },
+            GrantConstraint::EncryptionContextEquals(m) => GrantConstraintsInput {
+                encryption_context_equals: Some(m.clone()),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// CreateGrant's inputs (the request's `GrantTokens` travel with the [`Caller`]).
+#[derive(Debug, Clone)]
+pub struct CreateGrantRequest {
+    pub key: KeyRef,
+    pub grantee_principal: String,
+    pub retiring_principal: Option<String>,
+    pub operations: Vec<String>,
+    pub constraints: Option<GrantConstraintsInput>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateGrantResponse {
+    pub grant_token: String,
+    pub grant_id: String,
+}
+
+/// ListGrants' inputs.
+#[derive(Debug, Clone)]
+pub struct ListGrantsRequest {
+    pub key: KeyRef,
+    pub grant_id: Option<String>,
+    pub grantee_principal: Option<String>,
+    pub limit: Option<usize>,
+    pub marker: Option<String>,
+}
+
+/// RetireGrant's inputs: a grant token, or a key and a grant id.
+#[derive(Debug, Clone, Default)]
+pub struct RetireGrantRequest {
+    pub grant_token: Option<String>,
+    pub key: Option<KeyRef>,
+    pub grant_id: Option<String>,
+}
+
+/// AWS's `GrantListEntry`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GrantListEntry {
+    pub key_id: String,
+    pub grant_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub creation_date: UnixTime,
+    pub grantee_principal: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retiring_principal: Option<String>,
+    pub issuing_account: String,
+    pub operations: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<GrantConstraintsInput>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListGrantsResponse {
+    pub grants: Vec<GrantListEntry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+    pub truncated: bool,
+}
+
+fn grant_params(call: Call, req: &CreateGrantRequest) -> Call {
+    let mut call = call
+        .param("keyId", req.key.to_string())
+        .param("granteePrincipal", req.grantee_principal.as_str())
+        .param("operations", req.operations.clone());
+    if let Some(r) = &req.retiring_principal {
+        call = call.param("retiringPrincipal", r.as_str());
+    }
+    if let Some(n) = &req.name {
+        call = call.param("name", n.as_str());
+    }
+    if let Some(c) = &req.constraints {
+        let mut m = serde_json::Map::new();
+        if let Some(s) = &c.encryption_context_subset {
+            m.insert("encryptionContextSubset".into(), serde_json::json!(s));
+        }
+        if let Some(e) = &c.encryption_context_equals {
+            m.insert("encryptionContextEquals".into(), serde_json::json!(e));
+        }
+        call = call.param("constraints", serde_json::Value::Object(m));
+    }
+    call
+}
+
+impl EmbeddedKms {
+    fn grant_token_key(&self) -> crate::crypto::Key256 {
+        kdf::derive(
+            kdf::CTX_GRANT_TOKEN,
+            &self.root,
+            self.dir.region.as_str().as_bytes(),
+        )
+    }
+
+    /// A new token for grant `grant_id` of key `key`: every call makes a different one,
+    /// and all of a grant's tokens are interchangeable, as in AWS.
+    fn grant_token(&self, key: &KeyId, grant_id: &str) -> String {
+        let mut b = Vec::with_capacity(TOKEN_LEN);
+        b.extend_from_slice(TOKEN_MAGIC);
+        b.extend_from_slice(key.as_bytes());
+        b.extend_from_slice(&unhex(grant_id).expect("grant ids are hex"));
+        b.extend_from_slice(&crate::crypto::random::array::<16>());
+        let mac = blake3::keyed_hash(self.grant_token_key().expose(), &b);
+        b.extend_from_slice(&mac.as_bytes()[..TOKEN_MAC_LEN]);
+        crate::kms::b64::encode(&b)
+    }
+
+    /// The key and grant a token names, if this region issued it.
+    fn open_grant_token(&self, token: &str) -> Result<(KeyId, String)> {
+        let bad = || KmsError::InvalidGrantToken {
+            message: format!(
+                "the grant token ({} characters) is not one this KMS issued in region {}: use a GrantToken that CreateGrant returned",
+                token.len(),
+                self.dir.region
+            ),
+        };
+        let b = crate::kms::b64::decode(token).map_err(|_| bad())?;
+        if b.len() != TOKEN_LEN || &b[..4] != TOKEN_MAGIC {
+            return Err(bad());
+        }
+        let (body, mac) = b.split_at(TOKEN_LEN - TOKEN_MAC_LEN);
+        let want = blake3::keyed_hash(self.grant_token_key().expose(), body);
+        // Compared in constant time: a token's validity must not leak byte by byte.
+        let diff = mac
+            .iter()
+            .zip(&want.as_bytes()[..TOKEN_MAC_LEN])
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff != 0 {
+            return Err(bad());
+        }
+        let key = KeyId::from_bytes(body[4..20].try_into().expect("16 bytes"));
+        Ok((key, hex(&body[20..52])))
+    }
+
+    /// Checks a request's `GrantTokens`: at most 10, each 1..8192 characters and issued
+    /// by this region.
+    pub(super) fn check_grant_tokens(&self, tokens: &[String]) -> Result<()> {
+        if tokens.len() > MAX_GRANT_TOKENS {
+            return Err(KmsError::validation(
+                "GrantTokens",
+                format!(
+                    "{} tokens; a request takes at most {MAX_GRANT_TOKENS}",
+                    tokens.len()
+                ),
+            ));
+        }
+        for t in tokens {
+            if t.is_empty() || t.len() > MAX_GRANT_TOKEN_LEN {
+                return Err(KmsError::validation(
+                    "GrantTokens",
+                    format!(
+                        "a token of {} characters is outside 1..{MAX_GRANT_TOKEN_LEN}",
+                        t.len()
+                    ),
+                ));
+            }
+            self.open_grant_token(t)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a grantee or retiring principal of this account that does not exist, and
+    /// returns the unique id of the user or role it names.
+    fn principal_binding(&self, field: &str, p: &str) -> Result<Option<String>> {
+        let body = self.identities.load()?;
+        if !self.identities.principal_exists(&body, p) {
+            return Err(KmsError::validation(
+                field,
+                format!(
+                    "'{p}' does not exist: create it with `cryptvol iam create-user` / `create-role`, or fix the ARN"
+                ),
+            ));
+        }
+        Ok(self.identities.unique_id_of(&body, &canonical(p)))
+    }
+
+    fn grant_entry(&self, key: &KeyId, g: &GrantRecord) -> GrantListEntry {
+        GrantListEntry {
+            key_id: self.arn(key),
+            grant_id: g.id.clone(),
+            name: g.name.clone(),
+            creation_date: g.created,
+            grantee_principal: g.grantee.clone(),
+            retiring_principal: g.retiring.clone(),
+            issuing_account: g.issuing_account.clone(),
+            operations: g.operations.clone(),
+            constraints: g.constraint.as_ref().map(GrantConstraintsInput::of),
+        }
+    }
+
+    pub fn create_grant(
+        &self,
+        caller: &Caller,
+        req: &CreateGrantRequest,
+    ) -> Result<CreateGrantResponse> {
+        let mut call = grant_params(Call::new("CreateGrant", false), req);
+        let out = self.create_grant_inner(caller, req, &mut call);
+        self.finish(caller, call, out)
+    }
+
+    fn create_grant_inner(
+        &self,
+        caller: &Caller,
+        req: &CreateGrantRequest,
+        call: &mut Call,
+    ) -> Result<CreateGrantResponse> {
+        check_principal("GranteePrincipal", &req.grantee_principal)?;
+        if let Some(r) = &req.retiring_principal {
+            check_principal("RetiringPrincipal", r)?;
+        }
+        let operations = check_operations(&req.operations)?;
+        let constraint = check_constraints(req.constraints.as_ref(), &operations)?;
+        if let Some(n) = &req.name {
+            check_name(n)?;
+        }
+        let grantee_id = self.principal_binding("GranteePrincipal", &req.grantee_principal)?;
+        if let Some(r) = &req.retiring_principal {
+            self.principal_binding("RetiringPrincipal", r)?;
+        }
+        self.ensure_managed(&req.key)?;
+        let mut extra: Vec<(&str, &str)> = vec![
+            ("kms:GrantIsForAWSResource", for_aws_resource(caller)),
+            ("kms:GranteePrincipal", req.grantee_principal.as_str()),
+        ];
+        if let Some(r) = &req.retiring_principal {
+            extra.push(("kms:RetiringPrincipal", r.as_str()));
+        }
+        extra.extend(
+            operations
+                .iter()
+                .map(|o| ("kms:GrantOperations", o.as_str())),
+        );
+        if let Some(c) = &constraint {
+            extra.push(("kms:GrantConstraintType", constraint_type(c)));
+        }
+        self.mutate(Some(caller), call, |ks, now, call| {
+            let id = self.resolve(ks, &req.key)?;
+            call.resource(&self.arn(&id));
+            let k = &ks.body.keys[&id];
+            let usage = GrantUse::NewGrant {
+                operations: &operations,
+                constraint: constraint.as_ref(),
+            };
+            self.authorize_key(ks, caller, call, "kms:CreateGrant", k, usage, &extra)?;
+            self.require_enabled(k, "CreateGrant")?;
+            let list = ks.body.grants.entry(id).or_default();
+            // AWS's idempotence: the same Name with the same parameters is the same grant
+            // (a new token each time); without a Name every call makes a new grant.
+            let same = |g: &&GrantRecord| {
+                req.name.is_some()
+                    && g.name == req.name
+                    && g.grantee == req.grantee_principal
+                    && g.retiring == req.retiring_principal
+                    && g.constraint == constraint
+                    && g.operations.len() == operations.len()
+                    && operations.iter().all(|o| g.operations.contains(o))
+            };
+            let grant_id = match list.iter().find(same) {
+                Some(g) => g.id.clone(),
+                None => {
+                    check_grant_limit(list, &self.arn(&id))?;
+                    let grant_id = hex(&crate::crypto::random::array::<32>());
+                    list.push(GrantRecord {
+                        id: grant_id.clone(),
+                        name: req.name.clone(),
+                        created: now,
+                        grantee: req.grantee_principal.clone(),
+                        grantee_id,
+                        retiring: req.retiring_principal.clone(),
+                        issuing_account: root_arn(&self.account),
+                        operations: operations.clone(),
+                        constraint: constraint.clone(),
+                    });
+                    grant_id
+                }
+            };
+            call.respond(serde_json::json!({ "grantId": grant_id, "keyId": self.arn(&id) }));
+            Ok(CreateGrantResponse {
+                grant_token: self.grant_token(&id, &grant_id),
+                grant_id,
+            })
+        })
+    }
+
+    pub fn list_grants(
+        &self,
+        caller: &Caller,
+        req: &ListGrantsRequest,
+    ) -> Result<ListGrantsResponse> {
+        let mut call = Call::new("ListGrants", true).param("keyId", req.key.to_string());
+        if let Some(g) = &req.grant_id {
+            call = call.param("grantId", g.as_str());
+        }
+        if let Some(p) = &req.grantee_principal {
+            call = call.param("granteePrincipal", p.as_str());
+        }
+        if let Some(l) = req.limit {
+            call = call.param("limit", l);
+        }
+        if let Some(m) = &req.marker {
+            call = call.param("marker", m.as_str());
+        }
+        let out = (|| {
+            if let Some(g) = &req.grant_id {
+                check_grant_id(g)?;
+            }
+            if let Some(p) = &req.grantee_principal {
+                check_principal("GranteePrincipal", p)?;
+            }
+            self.ensure_managed(&req.key)?;
+            self.read(|ks, _| {
+                let id = self.resolve(ks, &req.key)?;
+                call.resource(&self.arn(&id));
+                let k = &ks.body.keys[&id];
+                let aws = [("kms:GrantIsForAWSResource", for_aws_resource(caller))];
+                self.authorize(caller, "kms:ListGrants", Some(k), None, &aws)?;
+                let items = ks
+                    .body
+                    .grants
+                    .get(&id)
+                    .into_iter()
+                    .flatten()
+                    .filter(|g| {
+                        req.grant_id
+                            .as_ref()
+                            .is_none_or(|x| x.eq_ignore_ascii_case(&g.id))
+                    })
+                    .filter(|g| {
+                        req.grantee_principal
+                            .as_ref()
+                            .is_none_or(|p| canonical(p) == canonical(&g.grantee))
+                    })
+                    .map(|g| {
+                        (
+                            format!("{:020}/{}", g.created, g.id),
+                            self.grant_entry(&id, g),
+                        )
+                    })
+                    .collect();
+                page(items, req.limit, req.marker.as_deref())
+            })
+        })();
+        self.finish(caller, call, out)
+    }
+
+    pub fn list_retirable_grants(
+        &self,
+        caller: &Caller,
+        retiring_principal: &str,
+        limit: Option<usize>,
+        marker: Option<&str>,
+    ) -> Result<ListGrantsResponse> {
+        let mut call =
+            Call::new("ListRetirableGrants", true).param("retiringPrincipal", retiring_principal);
+        if let Some(l) = limit {
+            call = call.param("limit", l);
+        }
+        if let Some(m) = marker {
+            call = call.param("marker", m);
+        }
+        let out = check_principal("RetiringPrincipal", retiring_principal)
+            .and_then(|()| self.authorize(caller, "kms:ListRetirableGrants", None, None, &[]))
+            .and_then(|()| {
+                self.read(|ks, _| {
+                    let want = canonical(retiring_principal);
+                    let items = ks
+                        .body
+                        .grants
+                        .iter()
+                        .flat_map(|(id, gs)| gs.iter().map(move |g| (id, g)))
+                        .filter(|(_, g)| {
+                            g.retiring.as_deref().is_some_and(|r| canonical(r) == want)
+                        })
+                        .map(|(id, g)| {
+                            (
+                                format!("{id}/{:020}/{}", g.created, g.id),
+                                self.grant_entry(id, g),
+                            )
+                        })
+                        .collect();
+                    page(items, limit, marker)
+                })
+            });
+        self.finish(caller, call, out)
+    }
+
+    /// RetireGrant: allowed to the grant's retiring principal, its grantee when the grant
+    /// includes RetireGrant, and the account that issued it (AWS's rule), unless a policy
+    /// explicitly denies kms:RetireGrant.
+    pub fn retire_grant(&self, caller: &Caller, req: &RetireGrantRequest) -> Result<()> {
+        let mut call = Call::new("RetireGrant", false);
+        // The token is not recorded; the key and grant it names are.
+        let target = self.retire_target(req);
+        if let Ok((k, g)) = &target {
+            call = call
+                .param("keyId", k.to_string())
+                .param("grantId", g.as_str());
+        }
+        let out = target.and_then(|t| self.retire_inner(caller, t, &mut call));
+        self.finish(caller, call, out)
+    }
+
+    fn retire_target(&self, req: &RetireGrantRequest) -> Result<(KeyRef, String)> {
+        match (&req.grant_token, &req.key, &req.grant_id) {
+            (Some(t), key, grant) => {
+                if t.is_empty() || t.len() > MAX_GRANT_TOKEN_LEN {
+                    return Err(KmsError::validation(
+                        "GrantToken",
+                        format!("{} characters is outside 1..{MAX_GRANT_TOKEN_LEN}", t.len()),
+                    ));
+                }
+                let (k, g) = self.open_grant_token(t)?;
+                if grant.as_ref().is_some_and(|x| !x.eq_ignore_ascii_case(&g))
+                    || (key.is_some() && grant.is_none())
+                {
+                    return Err(KmsError::validation(
+                        "GrantToken",
+                        "the token names another grant than KeyId and GrantId: give the token alone, or KeyId and GrantId",
+                    ));
+                }
+                Ok((key.clone().unwrap_or(KeyRef::Id(k)), g))
+            }
+            (None, Some(k), Some(g)) => {
+                check_grant_id(g)?;
+                Ok((k.clone(), g.to_ascii_lowercase()))
+            }
+            _ => Err(KmsError::validation(
+                "GrantToken",
+                "give a GrantToken, or both KeyId and GrantId",
+            )),
+        }
+    }
+
+    fn retire_inner(
+        &self,
+        caller: &Caller,
+        (key, grant_id): (KeyRef, String),
+        call: &mut Call,
+    ) -> Result<()> {
+        self.mutate(Some(caller), call, |ks, _, call| {
+            let id = self.resolve(ks, &key)?;
+            let arn = self.arn(&id);
+            call.resource(&arn);
+            let (pos, g) = find_grant(ks, &id, &grant_id, &arn)?;
+            let k = &ks.body.keys[&id];
+            let aws = [("kms:GrantIsForAWSResource", for_aws_resource(caller))];
+            self.explicitly_denied(caller, "kms:RetireGrant", k, &aws)?;
+            let retiring = g
+                .retiring
+                .as_deref()
+                .is_some_and(|r| is_principal(caller, r, None));
+            let grantee = allows(g, caller, "RetireGrant", &GrantUse::NoContext);
+            let issuer = caller.identity.is_root() && g.issuing_account == root_arn(&self.account);
+            if !(retiring || grantee || issuer) {
+                return Err(KmsError::AccessDenied {
+                    message: format!(
+                        "User: {} is not authorized to perform: kms:RetireGrant on resource: {arn} because it is not the grant's retiring principal, nor its grantee with RetireGrant among the grant's operations, nor the account that issued it",
+                        caller.identity.arn()
+                    ),
+                });
+            }
+            if grantee && !retiring && !issuer {
+                call.grant_id = Some(g.id.clone());
+            }
+            remove_grant(ks, &id, pos);
+            call.respond(serde_json::json!({ "keyId": arn }));
+            Ok(())
+        })
+    }
+
+    pub fn revoke_grant(&self, caller: &Caller, key: &KeyRef, grant_id: &str) -> Result<()> {
+        let mut call = Call::new("RevokeGrant", false)
+            .param("keyId", key.to_string())
+            .param("grantId", grant_id);
+        let out = check_grant_id(grant_id).and_then(|()| {
+            self.mutate(Some(caller), &mut call, |ks, _, call| {
+                let id = self.resolve(ks, key)?;
+                let arn = self.arn(&id);
+                call.resource(&arn);
+                let k = &ks.body.keys[&id];
+                let aws = [("kms:GrantIsForAWSResource", for_aws_resource(caller))];
+                self.authorize(caller, "kms:RevokeGrant", Some(k), None, &aws)?;
+                let (pos, _) = find_grant(ks, &id, &grant_id.to_ascii_lowercase(), &arn)?;
+                remove_grant(ks, &id, pos);
+                call.respond(serde_json::json!({ "keyId": arn }));
+                Ok(())
+            })
+        });
+        self.finish(caller, call, out)
+    }
+}
+
+fn find_grant<'k>(
+    ks: &'k Keystore,
+    key: &KeyId,
+    grant_id: &str,
+    arn: &str,
+) -> Result<(usize, &'k GrantRecord)> {
+    ks.body
+        .grants
+        .get(key)
+        .and_then(|gs| gs.iter().enumerate().find(|(_, g)| g.id == grant_id))
+        .ok_or_else(|| KmsError::NotFound {
+            what: format!(
+                "grant {grant_id} on key {arn} (it was retired or revoked, or never made: see `cryptvol kms list-grants --key-id {arn}`)"
+            ),
+        })
+}
+
+fn remove_grant(ks: &mut Keystore, key: &KeyId, pos: usize) {
+    if let Some(gs) = ks.body.grants.get_mut(key) {
+        gs.remove(pos);
+        if gs.is_empty() {
+            ks.body.grants.remove(key);
+        }
+    }
+}
+
+/// AWS's quota: LimitExceededException past 50,000 grants on one key.
+pub(super) fn check_grant_limit(list: &[GrantRecord], key_arn: &str) -> Result<()> {
+    if list.len() >= MAX_GRANTS_PER_KEY {
+        return Err(KmsError::LimitExceeded {
+            what: format!(
+                "key {key_arn} already has {MAX_GRANTS_PER_KEY} grants, AWS's limit per key: retire or revoke some with `cryptvol kms retire-grant` / `revoke-grant`"
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "grant_tests.rs"]
+mod tests;
