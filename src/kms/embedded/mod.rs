@@ -1483,3 +1483,6 @@ impl<K: std::borrow::Borrow<EmbeddedKms> + Send + Sync> KeyBackend for Session<K
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod ops_tests;
