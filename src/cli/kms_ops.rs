@@ -1,8 +1,9 @@
 //! The `kms` commands' paging flags, and GenerateRandom and UpdateKeyDescription.
 //!
 //! Paging works as the AWS CLI's: by default a list command fetches every page
-//! (`--page-size` items per request) and prints one merged list; `--max-items N` stops
-//! after N items and prints `NextToken`, which `--starting-token` continues from. With
+//! (`--page-size` items per request) and prints one merged list (`Truncated` false);
+//! `--max-items N` stops after N items and prints `NextToken` (and `Truncated` true),
+//! which `--starting-token` continues from. With
 //! `--limit` or `--marker` it makes exactly one request and prints that page as the API
 //! answers it, `Truncated` and `NextMarker` included.
 
@@ -70,11 +71,11 @@ impl PageArgs {
             match next {
                 None => break,
                 Some(m) if self.max_items.is_some_and(|max| items.len() >= max) => {
-                    return Ok(serde_json::json!({ field: items, "NextToken": m }));
+                    return Ok(serde_json::json!({ field: items, "Truncated": true, "NextToken": m }));
                 }
                 Some(m) => marker = Some(m),
             }
         }
-        Ok(serde_json::json!({ field: items }))
+        Ok(serde_json::json!({ field: items, "Truncated": false }))
     }
 }
