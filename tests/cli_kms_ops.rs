@@ -149,7 +149,15 @@ fn dry_run_answers_dry_run_operation_exception_or_the_real_error() {
     let key = env.create_key();
     let pt = env.fileb(b"dry");
     let line = env.fail(
-        &["kms", "encrypt", "--key-id", &key, "--plaintext", &pt, "--dry-run"],
+        &[
+            "kms",
+            "encrypt",
+            "--key-id",
+            &key,
+            "--plaintext",
+            &pt,
+            "--dry-run",
+        ],
         22,
     );
     assert!(
@@ -160,7 +168,13 @@ fn dry_run_answers_dry_run_operation_exception_or_the_real_error() {
     let blob = env.encrypt(&key, b"dry", None);
     let blob_arg = env.fileb(&blob);
     for args in [
-        vec!["kms", "decrypt", "--ciphertext-blob", &blob_arg, "--dry-run"],
+        vec![
+            "kms",
+            "decrypt",
+            "--ciphertext-blob",
+            &blob_arg,
+            "--dry-run",
+        ],
         vec![
             "kms",
             "re-encrypt",
@@ -208,7 +222,15 @@ fn dry_run_answers_dry_run_operation_exception_or_the_real_error() {
     assert!(line.contains("InvalidCiphertextException"), "{line}");
     env.ok(&["kms", "disable-key", "--key-id", &key]);
     let line = env.fail(
-        &["kms", "encrypt", "--key-id", &key, "--plaintext", &pt, "--dry-run"],
+        &[
+            "kms",
+            "encrypt",
+            "--key-id",
+            &key,
+            "--plaintext",
+            &pt,
+            "--dry-run",
+        ],
         4,
     );
     assert!(line.contains("DisabledException"), "{line}");
@@ -277,7 +299,10 @@ fn list_commands_page_with_limit_and_marker_or_all_at_once() {
         ]);
     }
     let v = env.json(&["kms", "list-aliases", "--key-id", &ids[0], "--limit", "2"]);
-    assert_eq!(key_ids(&v, "Aliases", "AliasName"), ["alias/a0", "alias/a1"]);
+    assert_eq!(
+        key_ids(&v, "Aliases", "AliasName"),
+        ["alias/a0", "alias/a1"]
+    );
     let v = env.json(&[
         "kms",
         "list-aliases",
@@ -294,14 +319,35 @@ fn list_commands_page_with_limit_and_marker_or_all_at_once() {
         tag_args.extend(["--tag", t.as_str()]);
     }
     env.ok(&tag_args);
-    let v = env.json(&["kms", "list-resource-tags", "--key-id", &ids[1], "--limit", "3"]);
+    let v = env.json(&[
+        "kms",
+        "list-resource-tags",
+        "--key-id",
+        &ids[1],
+        "--limit",
+        "3",
+    ]);
     assert_eq!(key_ids(&v, "Tags", "TagKey"), ["t0", "t1", "t2"]);
-    let v = env.json(&["kms", "list-resource-tags", "--key-id", &ids[1], "--page-size", "2"]);
+    let v = env.json(&[
+        "kms",
+        "list-resource-tags",
+        "--key-id",
+        &ids[1],
+        "--page-size",
+        "2",
+    ]);
     assert_eq!(key_ids(&v, "Tags", "TagKey").len(), 5);
     for _ in 0..3 {
         env.ok(&["kms", "rotate-key-on-demand", "--key-id", &ids[2]]);
     }
-    let v = env.json(&["kms", "list-key-rotations", "--key-id", &ids[2], "--limit", "2"]);
+    let v = env.json(&[
+        "kms",
+        "list-key-rotations",
+        "--key-id",
+        &ids[2],
+        "--limit",
+        "2",
+    ]);
     assert_eq!(v["Rotations"].as_array().unwrap().len(), 2);
     assert_eq!(v["Truncated"], true);
     let v = env.json(&[
@@ -317,7 +363,11 @@ fn list_commands_page_with_limit_and_marker_or_all_at_once() {
     let current = str_field(&env.describe(&ids[2]), "CurrentKeyMaterialId");
     assert_eq!(str_field(&rot[3], "KeyMaterialId"), current);
     assert_eq!(current.len(), 64);
-    assert!(current.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(
+        current
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
 }
 
 #[test]
@@ -381,34 +431,77 @@ fn tags_aliases_and_descriptions_are_checked_as_aws_checks_them() {
         "Too many tags",
     );
     tag_fail(
-        &["kms", "untag-resource", "--key-id", &key, "--tag-key", "aws:x"],
+        &[
+            "kms",
+            "untag-resource",
+            "--key-id",
+            &key,
+            "--tag-key",
+            "aws:x",
+        ],
         6,
         "TagException",
     );
     // Aliases.
     tag_fail(
-        &["kms", "create-alias", "--alias-name", "alias/a:b", "--target-key-id", &key],
+        &[
+            "kms",
+            "create-alias",
+            "--alias-name",
+            "alias/a:b",
+            "--target-key-id",
+            &key,
+        ],
         6,
         "contains invalid characters for an alias",
     );
     tag_fail(
-        &["kms", "create-alias", "--alias-name", "x", "--target-key-id", &key],
+        &[
+            "kms",
+            "create-alias",
+            "--alias-name",
+            "x",
+            "--target-key-id",
+            &key,
+        ],
         6,
         "Alias must start with the prefix \"alias/\"",
     );
     tag_fail(
-        &["kms", "create-alias", "--alias-name", "alias/aws/x", "--target-key-id", &key],
+        &[
+            "kms",
+            "create-alias",
+            "--alias-name",
+            "alias/aws/x",
+            "--target-key-id",
+            &key,
+        ],
         18,
         "NotAuthorizedException",
     );
     let long = format!("alias/{}", "a".repeat(251));
     tag_fail(
-        &["kms", "create-alias", "--alias-name", &long, "--target-key-id", &key],
+        &[
+            "kms",
+            "create-alias",
+            "--alias-name",
+            &long,
+            "--target-key-id",
+            &key,
+        ],
         6,
         "less than or equal to 256",
     );
     // Descriptions and key ids.
     let long = "d".repeat(8193);
-    tag_fail(&["kms", "create-key", "--description", &long], 6, "ValidationException");
-    tag_fail(&["kms", "describe-key", "--key-id", "xyz"], 3, "Invalid keyId 'xyz'");
+    tag_fail(
+        &["kms", "create-key", "--description", &long],
+        6,
+        "ValidationException",
+    );
+    tag_fail(
+        &["kms", "describe-key", "--key-id", "xyz"],
+        3,
+        "Invalid keyId 'xyz'",
+    );
 }

@@ -855,12 +855,19 @@ fn boto3_and_aws_cli_drive_the_added_operations_and_checks() {
             ("CV_SCRATCH", scratch.to_str().unwrap()),
         ],
     );
-    assert!(summary["list_keys_pages"].as_u64().unwrap() >= 5, "{summary}");
+    assert!(
+        summary["list_keys_pages"].as_u64().unwrap() >= 5,
+        "{summary}"
+    );
     server.stop();
 
     let events = events_of(&s.env, DEFAULT_REGION, "alice");
     let names = assert_trail(&events, "alice", &s.alice);
-    for op in ["GenerateRandom", "UpdateKeyDescription", "RotateKeyOnDemand"] {
+    for op in [
+        "GenerateRandom",
+        "UpdateKeyDescription",
+        "RotateKeyOnDemand",
+    ] {
         assert!(names.contains(&op.to_string()), "no {op} event: {names:?}");
     }
     for op in [

@@ -559,9 +559,7 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
         } => {
             let r = key_ref(&key_id)?;
             let all = include_key_material.as_deref() == Some("ALL_KEY_MATERIAL");
-            let v = page.run("Rotations", |p| {
-                kms.list_key_rotations_page(c, &r, all, p)
-            })?;
+            let v = page.run("Rotations", |p| kms.list_key_rotations_page(c, &r, all, p))?;
             cfg.print(&v, "ListKeyRotations")
         }
         CreateAlias {

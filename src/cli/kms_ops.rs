@@ -71,7 +71,9 @@ impl PageArgs {
             match next {
                 None => break,
                 Some(m) if self.max_items.is_some_and(|max| items.len() >= max) => {
-                    return Ok(serde_json::json!({ field: items, "Truncated": true, "NextToken": m }));
+                    return Ok(
+                        serde_json::json!({ field: items, "Truncated": true, "NextToken": m }),
+                    );
                 }
                 Some(m) => marker = Some(m),
             }

@@ -293,7 +293,10 @@ mod tests {
             .collect();
         for m in &ids {
             assert_eq!(m.len(), 64, "{m}");
-            assert!(m.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+            assert!(
+                m.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            );
         }
         assert_ne!(ids[0], ids[1]);
         // Nothing of the material: not its bytes, not its hex.

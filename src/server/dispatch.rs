@@ -378,7 +378,10 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
             let r: ReEncrypt = parse(op, body)?;
             let source = r.source_key_id.as_deref().map(key).transpose()?;
             let b = blob("CiphertextBlob", &r.ciphertext_blob)?;
-            let (src_ctx, dst) = (context(r.source_encryption_context)?, key(&r.destination_key_id)?);
+            let (src_ctx, dst) = (
+                context(r.source_encryption_context)?,
+                key(&r.destination_key_id)?,
+            );
             let dst_ctx = context(r.destination_encryption_context)?;
             if r.dry_run {
                 kms.re_encrypt_dry_run(c, &b, &src_ctx, source.as_ref(), &dst, &dst_ctx)?;

@@ -205,7 +205,10 @@ mod tests {
     #[test]
     fn tags_are_refused_with_aws_exceptions_and_messages() {
         let e = check_tags(&tags(&[("a", "1"), ("a", "2")])).unwrap_err();
-        assert_eq!((e.aws_code(), e.to_string().as_str()), ("TagException", "Duplicate tag keys"));
+        assert_eq!(
+            (e.aws_code(), e.to_string().as_str()),
+            ("TagException", "Duplicate tag keys")
+        );
         for k in ["aws:x", "AWS:x", "Aws:team"] {
             let e = check_tags(&tags(&[(k, "v")])).unwrap_err();
             assert_eq!(e.aws_code(), "TagException", "{k}");
@@ -213,7 +216,10 @@ mod tests {
         }
         let many: Vec<_> = (0..51).map(|i| (format!("k{i}"), String::new())).collect();
         let e = check_tags(&many).unwrap_err();
-        assert_eq!((e.aws_code(), e.to_string().as_str()), ("TagException", "Too many tags"));
+        assert_eq!(
+            (e.aws_code(), e.to_string().as_str()),
+            ("TagException", "Too many tags")
+        );
         assert!(check_tags(&many[..50]).is_ok());
         let long = "k".repeat(129);
         let e = check_tags(&tags(&[("ok", ""), (&long, "v")])).unwrap_err();
@@ -243,7 +249,10 @@ mod tests {
                 .starts_with("Alias must start with the prefix \"alias/\"")
         );
         assert_eq!(code("alias/sp ace"), "ValidationException");
-        assert_eq!(code(&format!("alias/{}", "a".repeat(251))), "ValidationException");
+        assert_eq!(
+            code(&format!("alias/{}", "a".repeat(251))),
+            "ValidationException"
+        );
         assert_eq!(code("alias/a:b"), "ValidationException");
         assert_eq!(code("alias/aws/ebs"), "NotAuthorizedException");
         assert!(

@@ -93,7 +93,10 @@ fn a_marker_this_kms_did_not_give_is_invalid() {
     }
     let p = kms.list_keys_page(&c, &page(1, None)).unwrap();
     let good = p["NextMarker"].as_str().unwrap().to_string();
-    assert!(kms.list_keys_page(&c, &page(1, Some(&good.clone().into()))).is_ok());
+    assert!(
+        kms.list_keys_page(&c, &page(1, Some(&good.clone().into())))
+            .is_ok()
+    );
     let mut forged = crate::kms::b64::decode(&good).unwrap();
     *forged.last_mut().unwrap() ^= 1;
     let forged = crate::kms::b64::encode(&forged);
@@ -126,7 +129,9 @@ fn tags_and_rotations_page_in_order() {
     for _ in 0..3 {
         kms.rotate_key_on_demand(&c, &r).unwrap();
     }
-    let p = kms.list_key_rotations_page(&c, &r, false, &page(2, None)).unwrap();
+    let p = kms
+        .list_key_rotations_page(&c, &r, false, &page(2, None))
+        .unwrap();
     assert_eq!(p["Rotations"].as_array().unwrap().len(), 2);
     assert_eq!(p["Truncated"], true);
     let all = kms
@@ -171,12 +176,16 @@ fn dry_run_checks_everything_then_changes_nothing_and_is_audited() {
     );
     let blob = kms.encrypt(&c, &r, b"x", &ctx).unwrap().ciphertext_blob;
     assert_eq!(
-        kms.decrypt_dry_run(&c, &blob, &ctx, None).unwrap_err().aws_code(),
+        kms.decrypt_dry_run(&c, &blob, &ctx, None)
+            .unwrap_err()
+            .aws_code(),
         "DryRunOperationException"
     );
     let other = EncryptionContext::single("a", "b");
     assert_eq!(
-        kms.decrypt_dry_run(&c, &blob, &other, None).unwrap_err().aws_code(),
+        kms.decrypt_dry_run(&c, &blob, &other, None)
+            .unwrap_err()
+            .aws_code(),
         "InvalidCiphertextException"
     );
     kms.disable_key(&c, &r).unwrap();
@@ -217,7 +226,10 @@ fn generate_random_and_update_key_description() {
     };
     let a = kms.generate_random(&c, &req(1024)).unwrap();
     assert_eq!(a.len(), 1024);
-    assert_ne!(a.expose(), kms.generate_random(&c, &req(1024)).unwrap().expose());
+    assert_ne!(
+        a.expose(),
+        kms.generate_random(&c, &req(1024)).unwrap().expose()
+    );
     for n in [0, 1025] {
         assert_eq!(
             kms.generate_random(&c, &req(n)).unwrap_err().aws_code(),
@@ -234,7 +246,10 @@ fn generate_random_and_update_key_description() {
         "CustomKeyStoreNotFoundException"
     );
     let evs = events(&kms);
-    let e = evs.iter().find(|e| e["eventName"] == "GenerateRandom").unwrap();
+    let e = evs
+        .iter()
+        .find(|e| e["eventName"] == "GenerateRandom")
+        .unwrap();
     assert!(e["resources"].as_array().unwrap().is_empty(), "{e:#}");
 
     let (_, r) = new_key(&kms);
