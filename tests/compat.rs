@@ -882,3 +882,76 @@ fn grants_through_boto3_and_the_aws_cli() {
         "no RetireGrant by bob"
     );
 }
+
+/// The operations beyond the key flow (tests/compat/ops_suite.py) through boto3, its
+/// modelled exception classes and paginators, and the AWS CLI; then the trail must hold
+/// the dry runs with their error code and the AWS CLI's paged ListKeys requests.
+#[test]
+fn boto3_and_aws_cli_drive_the_added_operations_and_checks() {
+    let Some((python, aws)) = compat_tools() else {
+        return;
+    };
+    let s = setup();
+    let server = Server::start(&s.env);
+    let scratch = s.env.path("ops");
+    std::fs::create_dir(&scratch).unwrap();
+    let summary = run_suite(
+        &python,
+        "ops_suite.py",
+        &server,
+        &s,
+        &[
+            ("CV_AWS", aws.to_str().unwrap()),
+            ("CV_SCRATCH", scratch.to_str().unwrap()),
+        ],
+    );
+    assert!(
+        summary["list_keys_pages"].as_u64().unwrap() >= 5,
+        "{summary}"
+    );
+    server.stop();
+
+    let events = events_of(&s.env, DEFAULT_REGION, "alice");
+    let names = assert_trail(&events, "alice", &s.alice);
+    for op in [
+        "GenerateRandom",
+        "UpdateKeyDescription",
+        "RotateKeyOnDemand",
+    ] {
+        assert!(names.contains(&op.to_string()), "no {op} event: {names:?}");
+    }
+    for op in [
+        "Encrypt",
+        "Decrypt",
+        "ReEncrypt",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+    ] {
+        assert!(
+            events.iter().any(|e| e["eventName"] == op
+                && e["errorCode"] == "DryRunOperationException"
+                && e["requestParameters"]["dryRun"] == true),
+            "no dry-run {op} event with errorCode DryRunOperationException"
+        );
+    }
+    let cli_list_keys = events
+        .iter()
+        .filter(|e| {
+            e["eventName"] == "ListKeys"
+                && e["userAgent"]
+                    .as_str()
+                    .is_some_and(|a| a.contains("aws-cli/"))
+        })
+        .count();
+    assert!(
+        cli_list_keys >= 5,
+        "`aws kms list-keys --page-size 2` made {cli_list_keys} requests for 9+ keys"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["eventName"] == "RotateKeyOnDemand"
+                && e["errorCode"] == "LimitExceededException"),
+        "the refused 11th rotation is not in the trail"
+    );
+}

@@ -36,6 +36,8 @@ pub enum Exit {
     KmsUnreachable = 20,
     /// `pool check` found problems (or `--repair` left some).
     PoolDamaged = 21,
+    /// `--dry-run`: the call would have succeeded; nothing was done.
+    DryRun = 22,
 }
 
 impl From<Exit> for ExitCode {
@@ -175,6 +177,10 @@ fn kms_exit(e: &KmsError) -> Exit {
         EndpointUnreachable { .. } => Exit::KmsUnreachable,
         RemoteCredentials { .. } => Exit::WrongSecret,
         InvalidGrantToken { .. } | InvalidGrantId { .. } => Exit::InvalidValue,
+        DryRun => Exit::DryRun,
+        Tag { .. } | InvalidMarker { .. } | InvalidInput { .. } => Exit::InvalidValue,
+        NotAuthorized { .. } => Exit::AccessDenied,
+        CustomKeyStoreNotFound { .. } | InvalidKeyId { .. } => Exit::NotFound,
         Remote { .. } => match e.aws_code() {
             "AccessDeniedException" => Exit::AccessDenied,
             "NotFoundException" => Exit::NotFound,
@@ -194,6 +200,10 @@ fn kms_exit(e: &KmsError) -> Exit {
             | "MissingAuthenticationTokenException" => Exit::WrongSecret,
             "AlreadyExistsException" => Exit::AlreadyExists,
             "UnsupportedOperationException" => Exit::Unsupported,
+            "DryRunOperationException" => Exit::DryRun,
+            "TagException" | "InvalidMarkerException" => Exit::InvalidValue,
+            "NotAuthorizedException" => Exit::AccessDenied,
+            "CustomKeyStoreNotFoundException" => Exit::NotFound,
             _ => Exit::Internal,
         },
     }

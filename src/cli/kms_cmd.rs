@@ -8,6 +8,7 @@ use clap::Subcommand;
 use super::Config;
 use super::args::{binary_value, encryption_context, key_ref, tag, text_value};
 use super::exit::CliError;
+use super::kms_ops::PageArgs;
 use crate::fsio;
 use crate::kms::{CreateKeyRequest, DataKeySpec, policy};
 
@@ -89,6 +90,8 @@ pub enum KmsCommand {
     ListResourceTags {
         #[arg(long)]
         key_id: String,
+        #[command(flatten)]
+        page: PageArgs,
     },
     /// Serve the AWS KMS protocol (JSON 1.1 over HTTP, SigV4) for the data dir's regions
     Serve(crate::server::ServeArgs),
@@ -108,7 +111,10 @@ pub enum KmsCommand {
         grant_tokens: Vec<String>,
     },
     /// List the region's keys
-    ListKeys,
+    ListKeys {
+        #[command(flatten)]
+        page: PageArgs,
+    },
     /// Allow cryptographic use of a disabled key again
     EnableKey {
         #[arg(long)]
@@ -147,6 +153,10 @@ pub enum KmsCommand {
         /// Grant tokens of grants that allow this call
         #[arg(long, num_args = 1..)]
         grant_tokens: Vec<String>,
+        /// Check permissions and inputs only: fails with DryRunOperationException if the
+        /// call would have succeeded
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Decrypt a ciphertext blob (the key is read from the blob)
     Decrypt {
@@ -164,6 +174,9 @@ pub enum KmsCommand {
         /// Grant tokens of grants that allow this call
         #[arg(long, num_args = 1..)]
         grant_tokens: Vec<String>,
+        /// Check permissions and inputs only (DryRunOperationException if it would succeed)
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Decrypt a blob and encrypt it again under another (or the current) key version
     ReEncrypt {
@@ -182,6 +195,9 @@ pub enum KmsCommand {
         /// Grant tokens of grants that allow this call
         #[arg(long, num_args = 1..)]
         grant_tokens: Vec<String>,
+        /// Check permissions and inputs only (DryRunOperationException if it would succeed)
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Make a data key: its plaintext and a copy encrypted under a key
     GenerateDataKey {
@@ -219,6 +235,11 @@ pub enum KmsCommand {
     ListKeyRotations {
         #[arg(long)]
         key_id: String,
+        /// ALL_KEY_MATERIAL also lists the material the key was created with
+        #[arg(long, value_parser = ["ALL_KEY_MATERIAL", "ROTATIONS_ONLY"])]
+        include_key_material: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
     },
     /// Give a key a friendly name (alias/NAME)
     CreateAlias {
@@ -242,6 +263,23 @@ pub enum KmsCommand {
         /// Only aliases of this key
         #[arg(long)]
         key_id: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Random bytes from the KMS (1..1024), printed base64 as Plaintext
+    GenerateRandom {
+        #[arg(long, value_name = "N")]
+        number_of_bytes: Option<i64>,
+        /// Refused: cryptvol has no custom key stores
+        #[arg(long)]
+        custom_key_store_id: Option<String>,
+    },
+    /// Replace a key's description (up to 8192 characters)
+    UpdateKeyDescription {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        description: String,
     },
     /// Let a principal use a key for chosen operations (optionally under an encryption
     /// context constraint), without changing the key policy
@@ -273,6 +311,9 @@ pub struct DataKeyArgs {
     /// Grant tokens of grants that allow this call
     #[arg(long, num_args = 1..)]
     grant_tokens: Vec<String>,
+    /// Check permissions and inputs only (DryRunOperationException if it would succeed)
+    #[arg(long)]
+    dry_run: bool,
 }
 
 impl DataKeyArgs {
@@ -384,10 +425,11 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
         UntagResource { key_id, tag_keys } => {
             Ok(kms.untag_resource(c, &key_ref(&key_id)?, &tag_keys)?)
         }
-        ListResourceTags { key_id } => cfg.print(
-            &kms.list_resource_tags(c, &key_ref(&key_id)?)?,
-            "ListResourceTags",
-        ),
+        ListResourceTags { key_id, page } => {
+            let r = key_ref(&key_id)?;
+            let v = page.run("Tags", |p| kms.list_resource_tags_page(c, &r, p))?;
+            cfg.print(&v, "ListResourceTags")
+        }
         Serve(_) => unreachable!("served before the region is opened"),
         DescribeKey {
             key_id,
@@ -397,7 +439,10 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             let meta = kms.describe_key(c, &key_ref(&key_id)?)?;
             cfg.print(&serde_json::json!({ "KeyMetadata": meta }), "DescribeKey")
         }
-        ListKeys => cfg.print(&kms.list_keys(c)?, "ListKeys"),
+        ListKeys { page } => {
+            let v = page.run("Keys", |p| kms.list_keys_page(c, p))?;
+            cfg.print(&v, "ListKeys")
+        }
         EnableKey { key_id } => Ok(kms.enable_key(c, &key_ref(&key_id)?)?),
         DisableKey { key_id } => Ok(kms.disable_key(c, &key_ref(&key_id)?)?),
         ScheduleKeyDeletion {
@@ -417,11 +462,15 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             encryption_context: ctx,
             ciphertext_out,
             grant_tokens,
+            dry_run,
         } => {
             let c = &c.with_grant_tokens(grant_tokens);
             let r = key_ref(&key_id)?;
             let plaintext = binary_value("--plaintext", &plaintext)?;
             let ctx = encryption_context("--encryption-context", ctx.as_deref())?;
+            if dry_run {
+                kms.encrypt_dry_run(c, &r, plaintext.expose(), &ctx)?;
+            }
             let res = kms.encrypt(c, &r, plaintext.expose(), &ctx)?;
             if let Some(p) = ciphertext_out {
                 write_out(&p, &res.ciphertext_blob)?;
@@ -434,11 +483,15 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             key_id,
             plaintext_out,
             grant_tokens,
+            dry_run,
         } => {
             let c = &c.with_grant_tokens(grant_tokens);
             let blob = binary_value("--ciphertext-blob", &ciphertext_blob)?;
             let ctx = encryption_context("--encryption-context", ctx.as_deref())?;
             let expected = key_id.as_deref().map(key_ref).transpose()?;
+            if dry_run {
+                kms.decrypt_dry_run(c, blob.expose(), &ctx, expected.as_ref())?;
+            }
             let res = kms.decrypt(c, blob.expose(), &ctx, expected.as_ref())?;
             match plaintext_out {
                 Some(p) => {
@@ -456,6 +509,7 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             source_key_id,
             ciphertext_out,
             grant_tokens,
+            dry_run,
         } => {
             let c = &c.with_grant_tokens(grant_tokens);
             let blob = binary_value("--ciphertext-blob", &ciphertext_blob)?;
@@ -469,6 +523,16 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             )?;
             let src_key = source_key_id.as_deref().map(key_ref).transpose()?;
             let dst = key_ref(&destination_key_id)?;
+            if dry_run {
+                kms.re_encrypt_dry_run(
+                    c,
+                    blob.expose(),
+                    &src_ctx,
+                    src_key.as_ref(),
+                    &dst,
+                    &dst_ctx,
+                )?;
+            }
             let res =
                 kms.re_encrypt(c, blob.expose(), &src_ctx, src_key.as_ref(), &dst, &dst_ctx)?;
             if let Some(p) = ciphertext_out {
@@ -484,6 +548,9 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             let r = key_ref(&spec.key_id)?;
             let ctx =
                 encryption_context("--encryption-context", spec.encryption_context.as_deref())?;
+            if spec.dry_run {
+                kms.generate_data_key_dry_run(c, &r, spec.spec()?, &ctx, true)?;
+            }
             let res = kms.generate_data_key(c, &r, spec.spec()?, &ctx)?;
             if let Some(p) = &spec.ciphertext_out {
                 write_out(p, &res.ciphertext_blob)?;
@@ -501,6 +568,9 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             let r = key_ref(&spec.key_id)?;
             let ctx =
                 encryption_context("--encryption-context", spec.encryption_context.as_deref())?;
+            if spec.dry_run {
+                kms.generate_data_key_dry_run(c, &r, spec.spec()?, &ctx, false)?;
+            }
             let res = kms.generate_data_key_without_plaintext(c, &r, spec.spec()?, &ctx)?;
             if let Some(p) = &spec.ciphertext_out {
                 write_out(p, &res.ciphertext_blob)?;
@@ -520,10 +590,16 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             &kms.rotate_key_on_demand(c, &key_ref(&key_id)?)?,
             "RotateKeyOnDemand",
         ),
-        ListKeyRotations { key_id } => cfg.print(
-            &kms.list_key_rotations(c, &key_ref(&key_id)?)?,
-            "ListKeyRotations",
-        ),
+        ListKeyRotations {
+            key_id,
+            include_key_material,
+            page,
+        } => {
+            let r = key_ref(&key_id)?;
+            let all = include_key_material.as_deref() == Some("ALL_KEY_MATERIAL");
+            let v = page.run("Rotations", |p| kms.list_key_rotations_page(c, &r, all, p))?;
+            cfg.print(&v, "ListKeyRotations")
+        }
         CreateAlias {
             alias_name,
             target_key_id,
@@ -533,14 +609,37 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             target_key_id,
         } => Ok(kms.update_alias(c, &alias_name, &key_ref(&target_key_id)?)?),
         DeleteAlias { alias_name } => Ok(kms.delete_alias(c, &alias_name)?),
-        ListAliases { key_id } => {
+        ListAliases { key_id, page } => {
             let r = key_id.as_deref().map(key_ref).transpose()?;
-            cfg.print(&kms.list_aliases(c, r.as_ref())?, "ListAliases")
+            let v = page.run("Aliases", |p| kms.list_aliases_page(c, r.as_ref(), p))?;
+            cfg.print(&v, "ListAliases")
         }
         CreateGrant(a) => super::grant_cmd::create(cfg, &kms, c, a),
         ListGrants(a) => super::grant_cmd::list(cfg, &kms, c, a),
         ListRetirableGrants(a) => super::grant_cmd::list_retirable(cfg, &kms, c, a),
         RetireGrant(a) => super::grant_cmd::retire(&kms, c, a),
         RevokeGrant(a) => super::grant_cmd::revoke(&kms, c, a),
+        GenerateRandom {
+            number_of_bytes,
+            custom_key_store_id,
+        } => {
+            let bytes = kms.generate_random(
+                c,
+                &crate::kms::embedded::GenerateRandomRequest {
+                    number_of_bytes,
+                    custom_key_store_id,
+                    recipient: false,
+                },
+            )?;
+            let text = zeroize::Zeroizing::new(crate::kms::b64::encode(bytes.expose()));
+            cfg.print(
+                &serde_json::json!({ "Plaintext": text.as_str() }),
+                "GenerateRandom",
+            )
+        }
+        UpdateKeyDescription {
+            key_id,
+            description,
+        } => Ok(kms.update_key_description(c, &key_ref(&key_id)?, &description)?),
     }
 }

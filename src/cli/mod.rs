@@ -12,6 +12,7 @@ mod iam_cmd;
 mod init_cmd;
 mod inspect_cmd;
 mod kms_cmd;
+mod kms_ops;
 pub mod output;
 mod pool_cmd;
 mod snapshot_cmd;

@@ -29,6 +29,12 @@ pub const CTX_CUSTOMER_VERIFIER: &str = "cryptvol 2026-11-29 customer key verifi
 /// Root key ‖ region name → the key that authenticates the grant tokens a region issues.
 pub const CTX_GRANT_TOKEN: &str = "cryptvol 2026-11-29 kms grant token v1";
 
+/// Root key ‖ key id ‖ version number → the `KeyMaterialId` of a key version
+/// written before random ids were stored (src/kms/keystore.rs).
+pub const CTX_KEY_MATERIAL_ID: &str = "cryptvol 2026-11-29 key material id v1";
+/// Root key ‖ region name → the key that authenticates list paging markers.
+pub const CTX_LIST_MARKER: &str = "cryptvol 2026-11-29 list paging marker v1";
+
 /// `blake3::derive_key(context, input)` stretched to `out.len()` bytes (blake3's XOF):
 /// for keys that are not 32 bytes, such as the 64-byte XTS key.
 pub fn derive_into(context: &str, input: &[&[u8]], out: &mut [u8]) {

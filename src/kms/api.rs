@@ -35,6 +35,9 @@ pub struct KeyMetadata {
     pub key_spec: &'static str,
     pub encryption_algorithms: Vec<&'static str>,
     pub multi_region: bool,
+    /// The current version's `KeyMaterialId` (64 hex digits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_key_material_id: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -136,6 +139,9 @@ pub struct RotationEntry {
     pub key_id: String,
     pub rotation_date: UnixTime,
     pub rotation_type: &'static str,
+    /// The `KeyMaterialId` of the version this rotation made.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub key_material_id: String,
 }
 
 #[derive(Debug, Serialize)]

@@ -150,6 +150,36 @@ pub enum KmsError {
     /// A grant id that is not one (64 hexadecimal digits).
     #[error("{message}")]
     InvalidGrantId { message: String },
+    /// A call with `DryRun` set passed every check; nothing was done.
+    #[error("The request would have succeeded, but the DryRun option is set.")]
+    DryRun,
+
+    /// A tag refused as AWS refuses it (duplicate keys, the `aws:` prefix, too many).
+    #[error("{message}")]
+    Tag { message: String },
+
+    /// A `Marker` that is not a `NextMarker` this KMS gave for that listing.
+    #[error("{message}")]
+    InvalidMarker { message: String },
+
+    /// What AWS refuses without looking further, such as the reserved `alias/aws/` names.
+    #[error("{message}")]
+    NotAuthorized { message: String },
+
+    /// A `CustomKeyStoreId`: cryptvol has no custom key stores.
+    #[error(
+        "custom key store {id} does not exist: cryptvol has no custom key stores (leave out CustomKeyStoreId)"
+    )]
+    CustomKeyStoreNotFound { id: String },
+
+    /// A member that breaks the API model's constraints, with AWS's own message
+    /// ("1 validation error detected: ...").
+    #[error("{message}")]
+    InvalidInput { message: String },
+
+    /// A `KeyId` that is none of key id, key ARN, alias name or alias ARN.
+    #[error("Invalid keyId '{key_id}'")]
+    InvalidKeyId { key_id: String },
 }
 
 impl KmsError {
@@ -186,6 +216,13 @@ impl KmsError {
             EndpointUnreachable { .. } | RemoteCredentials { .. } => "KMSInternalException",
             InvalidGrantToken { .. } => "InvalidGrantTokenException",
             InvalidGrantId { .. } => "InvalidGrantIdException",
+            DryRun => "DryRunOperationException",
+            Tag { .. } => "TagException",
+            InvalidMarker { .. } => "InvalidMarkerException",
+            NotAuthorized { .. } => "NotAuthorizedException",
+            CustomKeyStoreNotFound { .. } => "CustomKeyStoreNotFoundException",
+            InvalidInput { .. } => "ValidationException",
+            InvalidKeyId { .. } => "NotFoundException",
         }
     }
 
@@ -246,6 +283,11 @@ fn known_code(code: &str) -> &'static str {
         "UnrecognizedClientException",
         "UnsupportedOperationException",
         "ValidationException",
+        "DryRunOperationException",
+        "TagException",
+        "InvalidMarkerException",
+        "NotAuthorizedException",
+        "CustomKeyStoreNotFoundException",
     ];
     CODES
         .iter()

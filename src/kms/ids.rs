@@ -258,12 +258,11 @@ impl KeyRef {
         if s.starts_with(AliasName::PREFIX) {
             return Ok(KeyRef::Alias(AliasName::parse(s)?));
         }
+        // AWS's answer for a string that cannot name a key at all.
         KeyId::parse(s)
             .map(KeyRef::Id)
-            .ok_or_else(|| KmsError::NotFound {
-                what: format!(
-                    "key '{s}': not a key id, key ARN, alias name (alias/...) or alias ARN"
-                ),
+            .ok_or_else(|| KmsError::InvalidKeyId {
+                key_id: s.to_string(),
             })
     }
 
@@ -374,10 +373,9 @@ mod tests {
                 "{bad}"
             );
         }
-        assert!(matches!(
-            KeyRef::parse("banana"),
-            Err(KmsError::NotFound { .. })
-        ));
+        let e = KeyRef::parse("banana").unwrap_err();
+        assert_eq!(e.aws_code(), "NotFoundException");
+        assert_eq!(e.to_string(), "Invalid keyId 'banana'");
         for bad in ["alias/", "alias/sp ace", "alias/é"] {
             assert!(
                 matches!(KeyRef::parse(bad), Err(KmsError::InvalidAliasName { .. })),

@@ -86,6 +86,7 @@ impl Keystore {
             created,
             origin,
             sealed,
+            material_id: Some(hex(&crate::crypto::random::array::<32>())),
         }
     }
 
@@ -143,7 +144,7 @@ impl Keystore {
             tag.try_into().expect("16"),
         )
         .map_err(|_| "the seal does not verify: the file was altered".to_string())?;
-        let body: KeystoreBody = serde_json::from_slice(plain.expose())
+        let mut body: KeystoreBody = serde_json::from_slice(plain.expose())
             .map_err(|e| format!("the body is not a valid keystore: {e}"))?;
         if &body.region != region {
             return Err(format!(
@@ -151,6 +152,7 @@ impl Keystore {
                 body.region
             ));
         }
+        fill_material_ids(&mut body, root);
         let version_key = kdf::derive(kdf::CTX_KEY_VERSION_SEAL, root, b"");
         let mut materials = HashMap::new();
         for (id, key) in &body.keys {
@@ -204,6 +206,28 @@ impl Keystore {
     }
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Gives every version written before `material_id` was kept a stable one: a keyed hash
+/// (blake3 derive_key) of the root key, the key id and the version number. It depends on
+/// nothing of the material, so it reveals nothing about it, and it stays the same at every
+/// load until the next write stores it.
+fn fill_material_ids(body: &mut KeystoreBody, root: &Key256) {
+    for (id, key) in body.keys.iter_mut() {
+        for v in key.versions.iter_mut().filter(|v| v.material_id.is_none()) {
+            let mut out = [0u8; 32];
+            kdf::derive_into(
+                kdf::CTX_KEY_MATERIAL_ID,
+                &[root.expose(), id.as_bytes(), &v.number.to_le_bytes()],
+                &mut out,
+            );
+            v.material_id = Some(hex(&out));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +276,44 @@ mod tests {
         let raw = std::fs::read(&p).unwrap();
         let m = ks.material(&id, 1).unwrap().expose();
         assert!(!raw.windows(32).any(|w| w == m));
+    }
+
+    #[test]
+    fn material_ids_are_64_hex_random_per_version_and_legacy_ones_are_stable() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("keystore.cvks");
+        let root = Key256::generate();
+        let (mut ks, id) = store_with_key(&root);
+        let v2 = ks.new_version(&root, &id, 2, 1, VersionOrigin::OnDemand);
+        ks.body.keys.get_mut(&id).unwrap().versions.push(v2);
+        let ids: Vec<String> = ks.body.keys[&id]
+            .versions
+            .iter()
+            .map(|v| v.material_id().to_string())
+            .collect();
+        for m in &ids {
+            assert_eq!(m.len(), 64, "{m}");
+            assert!(
+                m.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            );
+        }
+        assert_ne!(ids[0], ids[1]);
+        // Nothing of the material: not its bytes, not its hex.
+        let m = hex(ks.material(&id, 1).unwrap().expose());
+        assert_ne!(ids[0], m);
+        // A keystore from before the field: the id is derived, the same at every load.
+        for v in &mut ks.body.keys.get_mut(&id).unwrap().versions {
+            v.material_id = None;
+        }
+        ks.save(&p, &root).unwrap();
+        let a = Keystore::load(&p, &root, &ks.body.region).unwrap();
+        let b = Keystore::load(&p, &root, &ks.body.region).unwrap();
+        let first = a.body.keys[&id].versions[0].material_id().to_string();
+        assert_eq!(first.len(), 64);
+        assert_eq!(first, b.body.keys[&id].versions[0].material_id());
+        assert_ne!(first, a.body.keys[&id].versions[1].material_id());
+        assert_ne!(first, m);
     }
 
     #[test]

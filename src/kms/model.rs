@@ -59,6 +59,19 @@ pub struct KeyVersion {
     pub origin: VersionOrigin,
     #[serde(with = "super::b64")]
     pub sealed: Vec<u8>,
+    /// AWS's `KeyMaterialId`: 64 lowercase hex digits naming this version, random when the
+    /// version is made, so it says nothing about the material (docs/formats.md). Keystores
+    /// written before it was kept get a keyed hash of the root key, key id and version
+    /// number at load (`Keystore::load`), stored with the next write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub material_id: Option<String>,
+}
+
+impl KeyVersion {
+    /// The version's `KeyMaterialId` (always set once the keystore is loaded).
+    pub fn material_id(&self) -> &str {
+        self.material_id.as_deref().unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

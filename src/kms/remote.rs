@@ -343,6 +343,7 @@ impl KeyBackend for RemoteKms {
             key_spec: SYMMETRIC_DEFAULT,
             encryption_algorithms: vec![SYMMETRIC_DEFAULT],
             multi_region: m["MultiRegion"].as_bool().unwrap_or(false),
+            current_key_material_id: m["CurrentKeyMaterialId"].as_str().map(String::from),
         })
     }
 }

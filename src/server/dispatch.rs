@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::kms::embedded::{GenerateRandomRequest, Paging};
 use crate::kms::{
     Caller, CreateKeyRequest, DataKeySpec, EmbeddedKms, EncryptionContext, KeyRef, KmsError, b64,
 };
@@ -46,6 +47,8 @@ pub const OPERATIONS: &[&str] = &[
     "ListRetirableGrants",
     "RetireGrant",
     "RevokeGrant",
+    "GenerateRandom",
+    "UpdateKeyDescription",
 ];
 
 pub fn is_operation(op: &str) -> bool {
@@ -156,6 +159,7 @@ struct Encrypt {
     encryption_context: Option<BTreeMap<String, String>>,
     #[serde(default)]
     grant_tokens: Vec<String>,
+    dry_run: bool,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +170,7 @@ struct Decrypt {
     key_id: Option<String>,
     #[serde(default)]
     grant_tokens: Vec<String>,
+    dry_run: bool,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +183,7 @@ struct ReEncrypt {
     destination_encryption_context: Option<BTreeMap<String, String>>,
     #[serde(default)]
     grant_tokens: Vec<String>,
+    dry_run: bool,
 }
 
 #[derive(Deserialize)]
@@ -189,6 +195,7 @@ struct DataKey {
     encryption_context: Option<BTreeMap<String, String>>,
     #[serde(default)]
     grant_tokens: Vec<String>,
+    dry_run: bool,
 }
 
 #[derive(Deserialize)]
@@ -220,39 +227,46 @@ struct ListAliases {
     page: Page,
 }
 
-/// AWS's paging of list operations: `Limit` (1..1000, default 100) and the `Marker` of
-/// the previous page's `NextMarker`.
+/// AWS's paging of list operations: `Limit` and the `Marker` of the previous page's
+/// `NextMarker` (the KMS checks both).
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 struct Page {
-    limit: Option<usize>,
+    limit: Option<i64>,
     marker: Option<String>,
 }
 
-/// Cuts one page out of a full listing. A marker is the index of the next item, which is
-/// stable because listings are sorted (keys by id, aliases by name).
-fn page(mut all: Value, field: &str, p: &Page) -> Result<Value, Failure> {
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(input(format!("Limit {limit} is outside 1..1000")));
+impl Page {
+    fn paging(&self) -> Paging {
+        Paging {
+            limit: self.limit,
+            marker: self.marker.clone(),
+        }
     }
-    let start = match &p.marker {
-        None => 0,
-        Some(m) => m
-            .parse::<usize>()
-            .map_err(|_| input(format!("Marker '{m}' is not one this KMS gave")))?,
-    };
-    let items = all[field].as_array().cloned().unwrap_or_default();
-    if start > items.len() {
-        return Err(input("Marker is past the end of the listing"));
-    }
-    let end = (start + limit).min(items.len());
-    all[field] = Value::Array(items[start..end].to_vec());
-    all["Truncated"] = Value::Bool(end < items.len());
-    if end < items.len() {
-        all["NextMarker"] = Value::String(end.to_string());
-    }
-    Ok(all)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct KeyPage {
+    key_id: String,
+    include_key_material: Option<String>,
+    #[serde(flatten)]
+    page: Page,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct GenerateRandom {
+    number_of_bytes: Option<i64>,
+    custom_key_store_id: Option<String>,
+    recipient: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UpdateKeyDescription {
+    key_id: String,
+    description: String,
 }
 
 #[derive(Deserialize)]
@@ -334,7 +348,7 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
         }
         "ListKeys" => {
             let r: Page = parse(op, body)?;
-            page(to_json(kms.list_keys(c)?), "Keys", &r)?
+            kms.list_keys_page(c, &r.paging())?
         }
         "EnableKey" => {
             let r: KeyOnly = parse(op, body)?;
@@ -358,36 +372,37 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
             let r: Encrypt = parse(op, body)?;
             let c = &c.with_grant_tokens(r.grant_tokens);
             let plaintext = SecretInput::new(blob("Plaintext", &r.plaintext)?);
-            to_json(kms.encrypt(
-                c,
-                &key(&r.key_id)?,
-                plaintext.expose(),
-                &context(r.encryption_context)?,
-            )?)
+            let (k, ctx) = (key(&r.key_id)?, context(r.encryption_context)?);
+            if r.dry_run {
+                kms.encrypt_dry_run(c, &k, plaintext.expose(), &ctx)?;
+            }
+            to_json(kms.encrypt(c, &k, plaintext.expose(), &ctx)?)
         }
         "Decrypt" => {
             let r: Decrypt = parse(op, body)?;
             let c = &c.with_grant_tokens(r.grant_tokens);
             let expected = r.key_id.as_deref().map(key).transpose()?;
-            to_json(kms.decrypt(
-                c,
-                &blob("CiphertextBlob", &r.ciphertext_blob)?,
-                &context(r.encryption_context)?,
-                expected.as_ref(),
-            )?)
+            let b = blob("CiphertextBlob", &r.ciphertext_blob)?;
+            let ctx = context(r.encryption_context)?;
+            if r.dry_run {
+                kms.decrypt_dry_run(c, &b, &ctx, expected.as_ref())?;
+            }
+            to_json(kms.decrypt(c, &b, &ctx, expected.as_ref())?)
         }
         "ReEncrypt" => {
             let r: ReEncrypt = parse(op, body)?;
             let c = &c.with_grant_tokens(r.grant_tokens);
             let source = r.source_key_id.as_deref().map(key).transpose()?;
-            to_json(kms.re_encrypt(
-                c,
-                &blob("CiphertextBlob", &r.ciphertext_blob)?,
-                &context(r.source_encryption_context)?,
-                source.as_ref(),
-                &key(&r.destination_key_id)?,
-                &context(r.destination_encryption_context)?,
-            )?)
+            let b = blob("CiphertextBlob", &r.ciphertext_blob)?;
+            let (src_ctx, dst) = (
+                context(r.source_encryption_context)?,
+                key(&r.destination_key_id)?,
+            );
+            let dst_ctx = context(r.destination_encryption_context)?;
+            if r.dry_run {
+                kms.re_encrypt_dry_run(c, &b, &src_ctx, source.as_ref(), &dst, &dst_ctx)?;
+            }
+            to_json(kms.re_encrypt(c, &b, &src_ctx, source.as_ref(), &dst, &dst_ctx)?)
         }
         "GenerateDataKey" | "GenerateDataKeyWithoutPlaintext" => {
             let r: DataKey = parse(op, body)?;
@@ -395,6 +410,9 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
             let s = spec(r.key_spec.as_deref(), r.number_of_bytes)?;
             let k = key(&r.key_id)?;
             let ctx = context(r.encryption_context)?;
+            if r.dry_run {
+                kms.generate_data_key_dry_run(c, &k, s, &ctx, op == "GenerateDataKey")?;
+            }
             if op == "GenerateDataKey" {
                 to_json(kms.generate_data_key(c, &k, s, &ctx)?)
             } else {
@@ -420,8 +438,19 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
             to_json(kms.rotate_key_on_demand(c, &key(&r.key_id)?)?)
         }
         "ListKeyRotations" => {
-            let r: KeyOnly = parse(op, body)?;
-            to_json(kms.list_key_rotations(c, &key(&r.key_id)?)?)
+            let r: KeyPage = parse(op, body)?;
+            let all = match r.include_key_material.as_deref() {
+                None | Some("ROTATIONS_ONLY") => false,
+                Some("ALL_KEY_MATERIAL") => true,
+                Some(other) => {
+                    return Err(Failure::Kms(KmsError::InvalidInput {
+                        message: format!(
+                            "1 validation error detected: Value '{other}' at 'includeKeyMaterial' failed to satisfy constraint: Member must satisfy enum value set: [ALL_KEY_MATERIAL, ROTATIONS_ONLY]"
+                        ),
+                    }));
+                }
+            };
+            kms.list_key_rotations_page(c, &key(&r.key_id)?, all, &r.page.paging())?
         }
         "CreateAlias" | "UpdateAlias" => {
             let r: Alias = parse(op, body)?;
@@ -444,11 +473,7 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
         "ListAliases" => {
             let r: ListAliases = parse(op, body)?;
             let k = r.key_id.as_deref().map(key).transpose()?;
-            page(
-                to_json(kms.list_aliases(c, k.as_ref())?),
-                "Aliases",
-                &r.page,
-            )?
+            kms.list_aliases_page(c, k.as_ref(), &r.page.paging())?
         }
         "GetKeyPolicy" => {
             let r: Policy = parse(op, body)?;
@@ -490,8 +515,25 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
             empty()
         }
         "ListResourceTags" => {
-            let r: KeyOnly = parse(op, body)?;
-            kms.list_resource_tags(c, &key(&r.key_id)?)?
+            let r: KeyPage = parse(op, body)?;
+            kms.list_resource_tags_page(c, &key(&r.key_id)?, &r.page.paging())?
+        }
+        "GenerateRandom" => {
+            let r: GenerateRandom = parse(op, body)?;
+            let plaintext = kms.generate_random(
+                c,
+                &GenerateRandomRequest {
+                    number_of_bytes: r.number_of_bytes,
+                    custom_key_store_id: r.custom_key_store_id,
+                    recipient: r.recipient.is_some_and(|v| !v.is_null()),
+                },
+            )?;
+            json!({ "Plaintext": b64::encode(plaintext.expose()) })
+        }
+        "UpdateKeyDescription" => {
+            let r: UpdateKeyDescription = parse(op, body)?;
+            kms.update_key_description(c, &key(&r.key_id)?, &r.description)?;
+            empty()
         }
         "CreateGrant" | "ListGrants" | "ListRetirableGrants" | "RetireGrant" | "RevokeGrant" => {
             super::grants::call(kms, c, op, body)?

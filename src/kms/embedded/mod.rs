@@ -15,7 +15,11 @@
 //! authorization are metered.
 
 mod authz;
+mod checks;
+mod dry_run;
 mod grants;
+mod ops;
+mod paging;
 mod policies;
 mod tags;
 mod usage;
@@ -24,6 +28,8 @@ pub use grants::{
     CreateGrantRequest, CreateGrantResponse, GrantConstraintsInput, GrantListEntry,
     ListGrantsRequest, ListGrantsResponse, MAX_GRANTS_PER_KEY, RetireGrantRequest,
 };
+pub use ops::GenerateRandomRequest;
+pub use paging::{Page, Paging};
 pub use tags::MAX_TAGS;
 
 use std::collections::HashMap;
@@ -57,7 +63,6 @@ pub const PENDING_WINDOW_DAYS: std::ops::RangeInclusive<u32> = 7..=30;
 pub const DEFAULT_PENDING_WINDOW_DAYS: u32 = 30;
 pub const ROTATION_PERIOD_DAYS: std::ops::RangeInclusive<u32> = 90..=2560;
 pub const DEFAULT_ROTATION_PERIOD_DAYS: u32 = 365;
-const MAX_DESCRIPTION: usize = 8192;
 
 struct Loaded {
     ks: Keystore,
@@ -458,7 +463,13 @@ impl EmbeddedKms {
                     updated: now,
                 },
             );
-            Ok(())
+            // Recorded before the keystore is written, as every change is.
+            self.append(&checks::managed_key_event(
+                &self.arn(&id),
+                &self.dir.region,
+                &self.account,
+                self.clock.now_nanos(),
+            ))
         })
     }
 
@@ -520,6 +531,7 @@ impl EmbeddedKms {
             key_spec: SYMMETRIC_DEFAULT,
             encryption_algorithms: vec![SYMMETRIC_DEFAULT],
             multi_region: false,
+            current_key_material_id: Some(k.current_version().material_id().to_string()),
         }
     }
 
@@ -564,20 +576,9 @@ impl EmbeddedKms {
             &[("kms:BypassPolicyLockoutSafetyCheck", &bypass)],
         )?;
         let description = &req.description;
-        if description.len() > MAX_DESCRIPTION {
-            return Err(KmsError::validation(
-                "description",
-                format!(
-                    "{} bytes is over the {MAX_DESCRIPTION}-byte limit",
-                    description.len()
-                ),
-            ));
-        }
-        let mut tag_map = std::collections::BTreeMap::new();
-        for (k, v) in &req.tags {
-            tags::check_tag(k, v)?;
-            tag_map.insert(k.clone(), v.clone());
-        }
+        checks::check_description(description)?;
+        checks::check_tags(&req.tags)?;
+        let tag_map: std::collections::BTreeMap<_, _> = req.tags.iter().cloned().collect();
         let id = KeyId::random();
         let mut principals = std::collections::BTreeMap::new();
         if let Some(text) = &req.policy {
@@ -1148,6 +1149,7 @@ impl EmbeddedKms {
             let k = self.resolve_authorized(ks, r, caller, call, "kms:RotateKeyOnDemand", None)?;
             self.refuse_managed(k, "rotated on demand (it is rotated yearly)")?;
             self.require_enabled(k, "RotateKeyOnDemand")?;
+            checks::check_on_demand_limit(k, &self.arn(&k.id))?;
             let id = k.id;
             let number = k.current_version().number + 1;
             let v = ks.new_version(&self.root, &id, number, now, VersionOrigin::OnDemand);
@@ -1184,6 +1186,7 @@ impl EmbeddedKms {
                         VersionOrigin::OnDemand => "ON_DEMAND",
                         _ => "AUTOMATIC",
                     },
+                    key_material_id: v.material_id().to_string(),
                 })
                 .collect();
             Ok(ListKeyRotationsResponse {
@@ -1196,15 +1199,8 @@ impl EmbeddedKms {
 
     // ---- aliases ----------------------------------------------------------------------
 
-    fn user_alias(name: &str) -> Result<AliasName> {
-        let alias = AliasName::parse(name)?;
-        if alias.is_reserved() {
-            return Err(KmsError::InvalidAliasName {
-                name: name.to_string(),
-                why: "alias/aws/ is reserved for AWS managed keys".into(),
-            });
-        }
-        Ok(alias)
+    fn user_alias(name: &str, operation: &str) -> Result<AliasName> {
+        checks::user_alias(name, operation)
     }
 
     /// An alias target: a key id or key ARN of a customer key that is not pending
@@ -1235,7 +1231,7 @@ impl EmbeddedKms {
         let mut call = Call::new("CreateAlias", false)
             .param("aliasName", name)
             .param("targetKeyId", target.to_string());
-        let out = Self::user_alias(name).and_then(|alias| {
+        let out = Self::user_alias(name, "create").and_then(|alias| {
             self.mutate(Some(caller), &mut call, |ks, now, call| {
                 let id = self.alias_target(ks, caller, call, target, "kms:CreateAlias")?;
                 if ks.body.aliases.contains_key(&alias) {
@@ -1262,7 +1258,7 @@ impl EmbeddedKms {
         let mut call = Call::new("UpdateAlias", false)
             .param("aliasName", name)
             .param("targetKeyId", target.to_string());
-        let out = Self::user_alias(name).and_then(|alias| {
+        let out = Self::user_alias(name, "update").and_then(|alias| {
             self.mutate(Some(caller), &mut call, |ks, now, call| {
                 let old = ks
                     .body
@@ -1293,7 +1289,7 @@ impl EmbeddedKms {
 
     pub fn delete_alias(&self, caller: &Caller, name: &str) -> Result<()> {
         let mut call = Call::new("DeleteAlias", false).param("aliasName", name);
-        let out = Self::user_alias(name).and_then(|alias| {
+        let out = Self::user_alias(name, "delete").and_then(|alias| {
             self.mutate(Some(caller), &mut call, |ks, _, call| {
                 let target = ks
                     .body
@@ -1501,3 +1497,6 @@ impl<K: std::borrow::Borrow<EmbeddedKms> + Send + Sync> KeyBackend for Session<K
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod ops_tests;

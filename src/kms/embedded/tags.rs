@@ -1,30 +1,13 @@
 //! TagResource, UntagResource and ListResourceTags: a key's tags, as AWS limits them.
 
-use super::EmbeddedKms;
+use super::{EmbeddedKms, checks};
 use crate::kms::caller::Caller;
-use crate::kms::error::{KmsError, Result};
+use crate::kms::error::Result;
 use crate::kms::event::Call;
 use crate::kms::ids::KeyRef;
 
 /// AWS's limit of tags per key.
 pub const MAX_TAGS: usize = 50;
-
-/// Checks one tag as AWS does (also used by CreateKey).
-pub fn check_tag(k: &str, v: &str) -> Result<()> {
-    if k.is_empty() || k.len() > 128 || v.len() > 256 {
-        return Err(KmsError::validation(
-            "tag",
-            format!("'{k}': a tag key is 1 to 128 characters and a value at most 256"),
-        ));
-    }
-    if k.starts_with("aws:") {
-        return Err(KmsError::validation(
-            "tag",
-            format!("'{k}': the aws: prefix is reserved"),
-        ));
-    }
-    Ok(())
-}
 
 impl EmbeddedKms {
     pub fn tag_resource(
@@ -42,17 +25,11 @@ impl EmbeddedKms {
                     .collect::<Vec<_>>(),
             );
         self.change_key(caller, call, r, "kms:TagResource", |k, _, _| {
-            for (t, v) in tags {
-                check_tag(t, v)?;
-            }
+            checks::check_tags(tags)?;
             self.refuse_managed(k, "tagged")?;
             let mut next = k.tags.clone();
             next.extend(tags.iter().cloned());
-            if next.len() > MAX_TAGS {
-                return Err(KmsError::LimitExceeded {
-                    what: format!("a key has at most {MAX_TAGS} tags"),
-                });
-            }
+            checks::check_tag_count(next.len())?;
             k.tags = next;
             Ok(())
         })
@@ -63,6 +40,7 @@ impl EmbeddedKms {
             .param("keyId", r.to_string())
             .param("tagKeys", keys.to_vec());
         self.change_key(caller, call, r, "kms:UntagResource", |k, _, _| {
+            checks::check_tag_keys(keys)?;
             self.refuse_managed(k, "untagged")?;
             for t in keys {
                 k.tags.remove(t);

@@ -1,0 +1,103 @@
+//! `DryRun` of the operations that take it (Encrypt, Decrypt, ReEncrypt, GenerateDataKey,
+//! GenerateDataKeyWithoutPlaintext): the call is authorized and checked exactly as the
+//! real one, key state included, and then answers DryRunOperationException instead of a
+//! result. A failing check answers its own error. Either way the call is audited, the
+//! dry run with errorCode DryRunOperationException, as CloudTrail records it.
+
+use super::EmbeddedKms;
+use crate::kms::backend::DataKeySpec;
+use crate::kms::caller::Caller;
+use crate::kms::context::EncryptionContext;
+use crate::kms::error::{KmsError, Result};
+use crate::kms::event::Call;
+use crate::kms::ids::KeyRef;
+
+/// A checked call's outcome under DryRun: its error, or DryRunOperationException.
+fn dry<T>(out: Result<T>) -> Result<()> {
+    out.and(Err(KmsError::DryRun))
+}
+
+impl EmbeddedKms {
+    pub fn encrypt_dry_run(
+        &self,
+        caller: &Caller,
+        r: &KeyRef,
+        plaintext: &[u8],
+        ctx: &EncryptionContext,
+    ) -> Result<()> {
+        let mut call = Call::new("Encrypt", true)
+            .param("keyId", r.to_string())
+            .context("encryptionContext", ctx)
+            .param("encryptionAlgorithm", crate::kms::api::SYMMETRIC_DEFAULT)
+            .param("dryRun", true);
+        let out = dry(self.encrypt_inner(caller, &mut call, r, plaintext, ctx));
+        self.finish(caller, call, out)
+    }
+
+    pub fn decrypt_dry_run(
+        &self,
+        caller: &Caller,
+        blob_bytes: &[u8],
+        ctx: &EncryptionContext,
+        key: Option<&KeyRef>,
+    ) -> Result<()> {
+        let mut call = Call::new("Decrypt", true)
+            .key_param(key)
+            .context("encryptionContext", ctx)
+            .param("encryptionAlgorithm", crate::kms::api::SYMMETRIC_DEFAULT)
+            .param("dryRun", true);
+        let out = dry(self.read(|ks, _| {
+            self.open_blob(ks, caller, &mut call, blob_bytes, ctx, key, "kms:Decrypt")
+                .map(|_| ())
+        }));
+        self.finish(caller, call, out)
+    }
+
+    pub fn re_encrypt_dry_run(
+        &self,
+        caller: &Caller,
+        blob_bytes: &[u8],
+        source_ctx: &EncryptionContext,
+        source_key: Option<&KeyRef>,
+        destination: &KeyRef,
+        destination_ctx: &EncryptionContext,
+    ) -> Result<()> {
+        let mut call = Call::new("ReEncrypt", true)
+            .param("destinationKeyId", destination.to_string())
+            .context("sourceEncryptionContext", source_ctx)
+            .context("destinationEncryptionContext", destination_ctx)
+            .param("dryRun", true);
+        if let Some(s) = source_key {
+            call = call.param("sourceKeyId", s.to_string());
+        }
+        let out = dry(self.re_encrypt_inner(
+            caller,
+            &mut call,
+            blob_bytes,
+            source_ctx,
+            source_key,
+            destination,
+            destination_ctx,
+        ));
+        self.finish(caller, call, out)
+    }
+
+    /// GenerateDataKey (`with_plaintext`) or GenerateDataKeyWithoutPlaintext.
+    pub fn generate_data_key_dry_run(
+        &self,
+        caller: &Caller,
+        r: &KeyRef,
+        spec: DataKeySpec,
+        ctx: &EncryptionContext,
+        with_plaintext: bool,
+    ) -> Result<()> {
+        let name = if with_plaintext {
+            "GenerateDataKey"
+        } else {
+            "GenerateDataKeyWithoutPlaintext"
+        };
+        let mut call = Self::data_key_call(name, r, spec, ctx).param("dryRun", true);
+        let out = dry(self.data_key(caller, &mut call, r, spec, ctx));
+        self.finish(caller, call, out)
+    }
+}
