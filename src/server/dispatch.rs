@@ -159,6 +159,7 @@ struct Encrypt {
     encryption_context: Option<BTreeMap<String, String>>,
     #[serde(default)]
     grant_tokens: Vec<String>,
+    #[serde(default)]
     dry_run: bool,
 }
 
@@ -170,6 +171,7 @@ struct Decrypt {
     key_id: Option<String>,
     #[serde(default)]
     grant_tokens: Vec<String>,
+    #[serde(default)]
     dry_run: bool,
 }
 
@@ -183,6 +185,7 @@ struct ReEncrypt {
     destination_encryption_context: Option<BTreeMap<String, String>>,
     #[serde(default)]
     grant_tokens: Vec<String>,
+    #[serde(default)]
     dry_run: bool,
 }
 
@@ -195,6 +198,7 @@ struct DataKey {
     encryption_context: Option<BTreeMap<String, String>>,
     #[serde(default)]
     grant_tokens: Vec<String>,
+    #[serde(default)]
     dry_run: bool,
 }
 
