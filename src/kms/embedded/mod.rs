@@ -23,6 +23,7 @@ mod paging;
 mod policies;
 mod tags;
 mod usage;
+mod volume_service;
 
 pub use grants::{
     CreateGrantRequest, CreateGrantResponse, GrantConstraintsInput, GrantListEntry,
@@ -1492,6 +1493,28 @@ impl<K: std::borrow::Borrow<EmbeddedKms> + Send + Sync> KeyBackend for Session<K
 
     fn describe_key(&self, key: &KeyRef) -> Result<KeyMetadata> {
         self.kms().describe_key(&self.caller, key)
+    }
+
+    fn decrypt_for_volume(
+        &self,
+        blob: &[u8],
+        context: &EncryptionContext,
+        volume: &str,
+    ) -> Result<DecryptResponse> {
+        self.decrypt_volume_key(blob, context, volume)
+    }
+
+    fn grant_volume_service(
+        &self,
+        key: &str,
+        context: &EncryptionContext,
+        volume: &str,
+    ) -> Result<Option<String>> {
+        self.make_volume_grant(key, context, volume)
+    }
+
+    fn retire_volume_service_grant(&self, key: &str, volume: &str) -> Result<()> {
+        self.retire_volume_grant(key, volume)
     }
 }
 
