@@ -476,3 +476,73 @@ fn list_grants_pages_with_markers() {
     made.sort();
     assert_eq!(seen, made);
 }
+
+/// `--dry-run` on create-grant, retire-grant and revoke-grant: every check, then
+/// DryRunOperationException (exit 22) and no change; a failing check answers its own
+/// error; the dry runs are in the trail with their error code.
+#[test]
+fn grant_dry_runs_check_everything_and_change_nothing() {
+    let (env, key, bob, _) = setup();
+    let grants = |env: &Env| {
+        env.json(&["kms", "list-grants", "--key-id", &key])["Grants"]
+            .as_array()
+            .expect("Grants")
+            .len()
+    };
+    let create = |extra: &[&str]| {
+        let mut args = vec![
+            "kms",
+            "create-grant",
+            "--key-id",
+            &key,
+            "--grantee-principal",
+            &bob,
+            "--operations",
+            "Decrypt",
+        ];
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let argv = create(&["--dry-run"]);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let line = env.fail(&argv, 22);
+    assert!(line.contains("DryRunOperationException"), "{line}");
+    assert_eq!(grants(&env), 0, "a dry run made a grant");
+    // bob may not create grants: the dry run answers the denial, not DryRun.
+    let mut as_bob = vec!["--profile", "bob"];
+    as_bob.extend_from_slice(&argv);
+    env.fail(&as_bob, 18);
+
+    let argv = create(&[]);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let id = str_field(&env.json(&argv), "GrantId");
+    for op in ["revoke-grant", "retire-grant"] {
+        let line = env.fail(
+            &["kms", op, "--key-id", &key, "--grant-id", &id, "--dry-run"],
+            22,
+        );
+        assert!(line.contains("DryRunOperationException"), "{op}: {line}");
+        assert_eq!(grants(&env), 1, "{op} --dry-run removed the grant");
+    }
+    // A grant that does not exist: NotFound even under --dry-run.
+    let missing = "0".repeat(64);
+    env.fail(
+        &[
+            "kms",
+            "revoke-grant",
+            "--key-id",
+            &key,
+            "--grant-id",
+            &missing,
+            "--dry-run",
+        ],
+        3,
+    );
+    let dry: Vec<Value> = ["CreateGrant", "RevokeGrant", "RetireGrant"]
+        .iter()
+        .flat_map(|n| events(&env, n))
+        .filter(|e| e["errorCode"] == "DryRunOperationException")
+        .collect();
+    assert_eq!(dry.len(), 3, "{dry:#?}");
+    assert!(dry.iter().all(|e| e["requestParameters"]["dryRun"] == true));
+}

@@ -888,7 +888,8 @@ fn encryption_context_confines_a_user_to_one_volume() {
         "Alice through EBS",
         "Allow",
         &[&alice],
-        &["kms:Decrypt", "kms:GenerateDataKey*"],
+        // CreateGrant: a new volume's grant to the volume service, as EBS asks for one.
+        &["kms:Decrypt", "kms:GenerateDataKey*", "kms:CreateGrant"],
     );
     via["Condition"] = json!({ "StringEquals": { "kms:ViaService": VIA_EBS } });
     put_policy(&v, &key, &doc(vec![root_stmt(&acct), via]));

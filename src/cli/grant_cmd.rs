@@ -33,6 +33,9 @@ pub struct CreateGrantArgs {
     name: Option<String>,
     #[arg(long, num_args = 1..)]
     grant_tokens: Vec<String>,
+    /// Check permissions and inputs only (DryRunOperationException if it would succeed)
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,6 +75,9 @@ pub struct RetireGrantArgs {
     key_id: Option<String>,
     #[arg(long, requires = "key_id")]
     grant_id: Option<String>,
+    /// Check permissions and inputs only (DryRunOperationException if it would succeed)
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,6 +86,9 @@ pub struct RevokeGrantArgs {
     key_id: String,
     #[arg(long)]
     grant_id: String,
+    /// Check permissions and inputs only (DryRunOperationException if it would succeed)
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// `--constraints`: JSON (`{"EncryptionContextSubset": {"k": "v"}}`) or the AWS CLI's
@@ -146,6 +155,10 @@ pub fn create(
         name: a.name,
     };
     let c = &c.with_grant_tokens(a.grant_tokens);
+    if a.dry_run {
+        kms.create_grant_dry_run(c, &req)?;
+        return Err(crate::kms::KmsError::DryRun.into());
+    }
     cfg.print(&kms.create_grant(c, &req)?, "CreateGrant")
 }
 
@@ -181,11 +194,20 @@ pub fn retire(kms: &EmbeddedKms, c: &Caller, a: RetireGrantArgs) -> Result<(), C
         key: a.key_id.as_deref().map(key_ref).transpose()?,
         grant_id: a.grant_id,
     };
+    if a.dry_run {
+        kms.retire_grant_dry_run(c, &req)?;
+        return Err(crate::kms::KmsError::DryRun.into());
+    }
     Ok(kms.retire_grant(c, &req)?)
 }
 
 pub fn revoke(kms: &EmbeddedKms, c: &Caller, a: RevokeGrantArgs) -> Result<(), CliError> {
-    Ok(kms.revoke_grant(c, &key_ref(&a.key_id)?, &a.grant_id)?)
+    let key = key_ref(&a.key_id)?;
+    if a.dry_run {
+        kms.revoke_grant_dry_run(c, &key, &a.grant_id)?;
+        return Err(crate::kms::KmsError::DryRun.into());
+    }
+    Ok(kms.revoke_grant(c, &key, &a.grant_id)?)
 }
 
 #[cfg(test)]

@@ -183,6 +183,20 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                 // Same key: share the snapshot's slots, instantly.
                 None => {
                     let h = rec.restored_header(name, size, cfg.clock.now())?;
+                    // Refused before the grant is made, so that a refusal changes nothing
+                    // (the daemon checks again, atomically).
+                    if !h.name.is_empty()
+                        && let Some(o) = catalog::open(&region)?
+                            .list_volumes()?
+                            .into_iter()
+                            .find(|o| o.name == h.name)
+                    {
+                        return Err(VolumeError::NameTaken {
+                            name: h.name,
+                            id: o.id.to_string(),
+                        }
+                        .into());
+                    }
                     let kms = match h.key {
                         KeySource::Kms { .. } => Some(cfg.volume_kms()?),
                         KeySource::Customer { .. } => None,

@@ -22,6 +22,8 @@ struct CreateGrant {
     #[serde(default)]
     grant_tokens: Vec<String>,
     name: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +50,8 @@ struct Retire {
     grant_token: Option<String>,
     key_id: Option<String>,
     grant_id: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +59,8 @@ struct Retire {
 struct Revoke {
     key_id: String,
     grant_id: String,
+    #[serde(default)]
+    dry_run: bool,
 }
 
 /// Runs grant operation `op` for `c`.
@@ -63,17 +69,19 @@ pub fn call(kms: &EmbeddedKms, c: &Caller, op: &str, body: &Value) -> Result<Val
         "CreateGrant" => {
             let r: CreateGrant = parse(op, body)?;
             let c = &c.with_grant_tokens(r.grant_tokens);
-            to_json(kms.create_grant(
-                c,
-                &CreateGrantRequest {
-                    key: key(&r.key_id)?,
-                    grantee_principal: r.grantee_principal,
-                    retiring_principal: r.retiring_principal,
-                    operations: r.operations,
-                    constraints: r.constraints,
-                    name: r.name,
-                },
-            )?)
+            let req = CreateGrantRequest {
+                key: key(&r.key_id)?,
+                grantee_principal: r.grantee_principal,
+                retiring_principal: r.retiring_principal,
+                operations: r.operations,
+                constraints: r.constraints,
+                name: r.name,
+            };
+            if r.dry_run {
+                kms.create_grant_dry_run(c, &req)?;
+                return Err(crate::kms::KmsError::DryRun.into());
+            }
+            to_json(kms.create_grant(c, &req)?)
         }
         "ListGrants" => {
             let r: ListGrants = parse(op, body)?;
@@ -99,18 +107,24 @@ pub fn call(kms: &EmbeddedKms, c: &Caller, op: &str, body: &Value) -> Result<Val
         }
         "RetireGrant" => {
             let r: Retire = parse(op, body)?;
-            kms.retire_grant(
-                c,
-                &RetireGrantRequest {
-                    grant_token: r.grant_token,
-                    key: r.key_id.as_deref().map(key).transpose()?,
-                    grant_id: r.grant_id,
-                },
-            )?;
+            let req = RetireGrantRequest {
+                grant_token: r.grant_token,
+                key: r.key_id.as_deref().map(key).transpose()?,
+                grant_id: r.grant_id,
+            };
+            if r.dry_run {
+                kms.retire_grant_dry_run(c, &req)?;
+                return Err(crate::kms::KmsError::DryRun.into());
+            }
+            kms.retire_grant(c, &req)?;
             json!({})
         }
         "RevokeGrant" => {
             let r: Revoke = parse(op, body)?;
+            if r.dry_run {
+                kms.revoke_grant_dry_run(c, &key(&r.key_id)?, &r.grant_id)?;
+                return Err(crate::kms::KmsError::DryRun.into());
+            }
             kms.revoke_grant(c, &key(&r.key_id)?, &r.grant_id)?;
             json!({})
         }

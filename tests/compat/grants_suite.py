@@ -131,6 +131,21 @@ raises(alice.exceptions.InvalidGrantIdException, "revoke a malformed id",
        alice.revoke_grant, KeyId=key, GrantId="not-a-grant-id")
 raises(alice.exceptions.NotFoundException, "revoke an unknown grant",
        alice.revoke_grant, KeyId=key, GrantId="0" * 64)
+step("DryRun on the grant operations")
+raises(alice.exceptions.DryRunOperationException, "create-grant DryRun",
+       alice.create_grant, KeyId=key, GranteePrincipal=bob_arn, Operations=["Decrypt"],
+       DryRun=True)
+raises(alice.exceptions.DryRunOperationException, "revoke-grant DryRun",
+       alice.revoke_grant, KeyId=key, GrantId=grant_id, DryRun=True)
+raises(bob.exceptions.DryRunOperationException, "retire-grant DryRun by the retiring principal",
+       bob.retire_grant, KeyId=key, GrantId=grant_id, DryRun=True)
+e = raises(alice.exceptions.ClientError, "retire-grant DryRun by a non-retiring principal",
+           alice.retire_grant, KeyId=key, GrantId=grant_id, DryRun=True)
+eq(e.response["Error"]["Code"], "AccessDeniedException", "retire DryRun by alice")
+raises(alice.exceptions.NotFoundException, "revoke-grant DryRun of an unknown grant",
+       alice.revoke_grant, KeyId=key, GrantId="0" * 64, DryRun=True)
+eq([x["GrantId"] for x in alice.list_grants(KeyId=key, GrantId=grant_id)["Grants"]],
+   [grant_id], "the grant after the dry runs")
 # KMS's model has no ValidationException class: botocore raises ClientError with its code.
 for what, kw in [("a bad grantee", {"GranteePrincipal": "bob", "Operations": ["Decrypt"]}),
                  ("an operation of another key type", {"GranteePrincipal": bob_arn, "Operations": ["Sign"]})]:

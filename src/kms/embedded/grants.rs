@@ -324,7 +324,16 @@ impl EmbeddedKms {
         req: &CreateGrantRequest,
     ) -> Result<CreateGrantResponse> {
         let mut call = grant_params(Call::new("CreateGrant", false), req);
-        let out = self.create_grant_inner(caller, req, &mut call);
+        let out = self.create_grant_inner(caller, req, &mut call, false);
+        self.finish(caller, call, out)
+    }
+
+    /// CreateGrant with `DryRun`: every check, then DryRunOperationException; no grant.
+    pub fn create_grant_dry_run(&self, caller: &Caller, req: &CreateGrantRequest) -> Result<()> {
+        let mut call = grant_params(Call::new("CreateGrant", false), req).param("dryRun", true);
+        let out = self
+            .create_grant_inner(caller, req, &mut call, true)
+            .map(|_| ());
         self.finish(caller, call, out)
     }
 
@@ -333,6 +342,7 @@ impl EmbeddedKms {
         caller: &Caller,
         req: &CreateGrantRequest,
         call: &mut Call,
+        dry_run: bool,
     ) -> Result<CreateGrantResponse> {
         check_principal("GranteePrincipal", &req.grantee_principal)?;
         if let Some(r) = &req.retiring_principal {
@@ -373,6 +383,14 @@ impl EmbeddedKms {
             };
             self.authorize_key(ks, caller, call, "kms:CreateGrant", k, usage, &extra)?;
             self.require_enabled(k, "CreateGrant")?;
+            if dry_run {
+                // Changes nothing: mutate writes the keystore only for a call that succeeds.
+                check_grant_limit(
+                    ks.body.grants.get(&id).map_or(&[], Vec::as_slice),
+                    &self.arn(&id),
+                )?;
+                return Err(KmsError::DryRun);
+            }
             let list = ks.body.grants.entry(id).or_default();
             // AWS's idempotence: the same Name with the same parameters is the same grant
             // (a new token each time); without a Name every call makes a new grant.
@@ -518,7 +536,24 @@ impl EmbeddedKms {
     /// includes RetireGrant, and the account that issued it (AWS's rule), unless a policy
     /// explicitly denies kms:RetireGrant.
     pub fn retire_grant(&self, caller: &Caller, req: &RetireGrantRequest) -> Result<()> {
+        self.retire_grant_as(caller, req, false)
+    }
+
+    /// RetireGrant with `DryRun`: every check, then DryRunOperationException; the grant stays.
+    pub fn retire_grant_dry_run(&self, caller: &Caller, req: &RetireGrantRequest) -> Result<()> {
+        self.retire_grant_as(caller, req, true)
+    }
+
+    fn retire_grant_as(
+        &self,
+        caller: &Caller,
+        req: &RetireGrantRequest,
+        dry_run: bool,
+    ) -> Result<()> {
         let mut call = Call::new("RetireGrant", false);
+        if dry_run {
+            call = call.param("dryRun", true);
+        }
         // The token is not recorded; the key and grant it names are.
         let target = self.retire_target(req);
         if let Ok((k, g)) = &target {
@@ -526,7 +561,7 @@ impl EmbeddedKms {
                 .param("keyId", k.to_string())
                 .param("grantId", g.as_str());
         }
-        let out = target.and_then(|t| self.retire_inner(caller, t, &mut call));
+        let out = target.and_then(|t| self.retire_inner(caller, t, &mut call, dry_run));
         self.finish(caller, call, out)
     }
 
@@ -566,6 +601,7 @@ impl EmbeddedKms {
         caller: &Caller,
         (key, grant_id): (KeyRef, String),
         call: &mut Call,
+        dry_run: bool,
     ) -> Result<()> {
         self.mutate(Some(caller), call, |ks, _, call| {
             let id = self.resolve(ks, &key)?;
@@ -592,6 +628,9 @@ impl EmbeddedKms {
             if grantee && !retiring && !issuer {
                 call.grant_id = Some(g.id.clone());
             }
+            if dry_run {
+                return Err(KmsError::DryRun);
+            }
             remove_grant(ks, &id, pos);
             call.respond(serde_json::json!({ "keyId": arn }));
             Ok(())
@@ -599,9 +638,32 @@ impl EmbeddedKms {
     }
 
     pub fn revoke_grant(&self, caller: &Caller, key: &KeyRef, grant_id: &str) -> Result<()> {
+        self.revoke_grant_as(caller, key, grant_id, false)
+    }
+
+    /// RevokeGrant with `DryRun`: every check, then DryRunOperationException; the grant stays.
+    pub fn revoke_grant_dry_run(
+        &self,
+        caller: &Caller,
+        key: &KeyRef,
+        grant_id: &str,
+    ) -> Result<()> {
+        self.revoke_grant_as(caller, key, grant_id, true)
+    }
+
+    fn revoke_grant_as(
+        &self,
+        caller: &Caller,
+        key: &KeyRef,
+        grant_id: &str,
+        dry_run: bool,
+    ) -> Result<()> {
         let mut call = Call::new("RevokeGrant", false)
             .param("keyId", key.to_string())
             .param("grantId", grant_id);
+        if dry_run {
+            call = call.param("dryRun", true);
+        }
         let out = check_grant_id(grant_id).and_then(|()| {
             self.mutate(Some(caller), &mut call, |ks, _, call| {
                 let id = self.resolve(ks, key)?;
@@ -611,6 +673,9 @@ impl EmbeddedKms {
                 let aws = [("kms:GrantIsForAWSResource", for_aws_resource(caller))];
                 self.authorize(caller, "kms:RevokeGrant", Some(k), None, &aws)?;
                 let (pos, _) = find_grant(ks, &id, &grant_id.to_ascii_lowercase(), &arn)?;
+                if dry_run {
+                    return Err(KmsError::DryRun);
+                }
                 remove_grant(ks, &id, pos);
                 call.respond(serde_json::json!({ "keyId": arn }));
                 Ok(())
