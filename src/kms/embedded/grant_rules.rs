@@ -58,48 +58,57 @@ pub(crate) fn is_principal(caller: &Caller, p: &str, bound: Option<&str>) -> boo
     (id.principal_arn() == p || id.arn() == p) && bound.is_none_or(|b| id.unique_id() == Some(b))
 }
 
-/// Constraint keys compare case-insensitively, values exactly (AWS's rule).
-pub(crate) fn folded<'a>(
-    pairs: impl Iterator<Item = (&'a str, &'a str)>,
-) -> BTreeMap<String, &'a str> {
-    pairs.map(|(k, v)| (k.to_lowercase(), v)).collect()
+// Constraint keys compare case-insensitively, values exactly (AWS's rule).
+
+/// Whether every pair of `a` has a pair in `b` with the same key (in any case) and the
+/// same value. Pairs are compared one by one rather than through a case-folded map, so
+/// that two keys differing only by case are two pairs, never one hiding the other.
+fn all_matched(a: &[(&str, &str)], b: &[(&str, &str)]) -> bool {
+    a.iter().all(|(ak, av)| {
+        let ak = ak.to_lowercase();
+        b.iter().any(|(bk, bv)| bv == av && bk.to_lowercase() == ak)
+    })
+}
+
+fn pairs(m: &BTreeMap<String, String>) -> Vec<(&str, &str)> {
+    m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 pub(crate) fn constraint_holds(c: Option<&GrantConstraint>, ctx: &EncryptionContext) -> bool {
-    let have = folded(ctx.iter());
+    let have: Vec<(&str, &str)> = ctx.iter().collect();
     match c {
         None => true,
-        Some(GrantConstraint::EncryptionContextSubset(want)) => {
-            let want = folded(want.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            want.iter().all(|(k, v)| have.get(k) == Some(v))
-        }
+        Some(GrantConstraint::EncryptionContextSubset(want)) => all_matched(&pairs(want), &have),
+        // Equal: each side's pairs all found in the other, so an extra pair in the request
+        // (even one whose key differs from a constrained key only by case) fails.
         Some(GrantConstraint::EncryptionContextEquals(want)) => {
-            have == folded(want.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            let want = pairs(want);
+            all_matched(&want, &have) && all_matched(&have, &want)
         }
     }
 }
 
-/// Whether a new grant's constraint is as strict as its parent's or stricter.
+/// Whether a new grant's constraint is as strict as its parent's or stricter: every
+/// context the child's allows, the parent's allows too.
 pub(crate) fn at_least_as_strict(
     child: Option<&GrantConstraint>,
     parent: Option<&GrantConstraint>,
 ) -> bool {
     use GrantConstraint::*;
-    let f = |m: &BTreeMap<String, String>| {
-        m.iter()
-            .map(|(k, v)| (k.to_lowercase(), v.clone()))
-            .collect::<BTreeMap<_, _>>()
-    };
-    let covers = |big: &BTreeMap<String, String>, small: &BTreeMap<String, String>| {
-        let (big, small) = (f(big), f(small));
-        small.iter().all(|(k, v)| big.get(k) == Some(v))
-    };
     match (parent, child) {
         (None, _) => true,
         (Some(_), None) => false,
+        // A context holding all the child's pairs holds all the parent's.
         (Some(EncryptionContextSubset(p)), Some(EncryptionContextSubset(c)))
-        | (Some(EncryptionContextSubset(p)), Some(EncryptionContextEquals(c))) => covers(c, p),
-        (Some(EncryptionContextEquals(p)), Some(EncryptionContextEquals(c))) => f(p) == f(c),
+        | (Some(EncryptionContextSubset(p)), Some(EncryptionContextEquals(c))) => {
+            all_matched(&pairs(p), &pairs(c))
+        }
+        // Each pair of either matches a pair of the other, so a context equal to the
+        // child's is equal to the parent's.
+        (Some(EncryptionContextEquals(p)), Some(EncryptionContextEquals(c))) => {
+            let (p, c) = (pairs(p), pairs(c));
+            all_matched(&p, &c) && all_matched(&c, &p)
+        }
         (Some(EncryptionContextEquals(_)), Some(EncryptionContextSubset(_))) => false,
     }
 }

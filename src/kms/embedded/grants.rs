@@ -27,8 +27,8 @@ use crate::kms::model::{GrantConstraint, GrantRecord, UnixTime};
 #[path = "grant_rules.rs"]
 mod rules;
 
-pub(super) use rules::allows;
 use rules::*;
+pub(super) use rules::{allows, constraint_holds};
 
 /// AWS's quota of grants per key.
 pub const MAX_GRANTS_PER_KEY: usize = 50_000;
@@ -301,7 +301,22 @@ impl EmbeddedKms {
                 ),
             ));
         }
-        Ok(self.identities.unique_id_of(&body, &canonical(p)))
+        // An assumed-role session is bound to its role: a role deleted and created again
+        // under the same name has new sessions, not the old ones.
+        let p = match p
+            .strip_prefix("arn:aws:sts::")
+            .and_then(|r| r.split_once(':'))
+        {
+            Some((acct, res)) => match res.strip_prefix("assumed-role/") {
+                Some(r) => format!(
+                    "arn:aws:iam::{acct}:role/{}",
+                    r.split('/').next().unwrap_or("")
+                ),
+                None => p.to_string(),
+            },
+            None => canonical(p),
+        };
+        Ok(self.identities.unique_id_of(&body, &p))
     }
 
     fn grant_entry(&self, key: &KeyId, g: &GrantRecord) -> GrantListEntry {
@@ -354,9 +369,10 @@ impl EmbeddedKms {
             check_name(n)?;
         }
         let grantee_id = self.principal_binding("GranteePrincipal", &req.grantee_principal)?;
-        if let Some(r) = &req.retiring_principal {
-            self.principal_binding("RetiringPrincipal", r)?;
-        }
+        let retiring_id = match &req.retiring_principal {
+            Some(r) => self.principal_binding("RetiringPrincipal", r)?,
+            None => None,
+        };
         self.ensure_managed(&req.key)?;
         let mut extra: Vec<(&str, &str)> = vec![
             ("kms:GrantIsForAWSResource", for_aws_resource(caller)),
@@ -398,7 +414,9 @@ impl EmbeddedKms {
                 req.name.is_some()
                     && g.name == req.name
                     && g.grantee == req.grantee_principal
+                    && g.grantee_id == grantee_id
                     && g.retiring == req.retiring_principal
+                    && g.retiring_id == retiring_id
                     && g.constraint == constraint
                     && g.operations.len() == operations.len()
                     && operations.iter().all(|o| g.operations.contains(o))
@@ -415,6 +433,7 @@ impl EmbeddedKms {
                         grantee: req.grantee_principal.clone(),
                         grantee_id,
                         retiring: req.retiring_principal.clone(),
+                        retiring_id: retiring_id.clone(),
                         issuing_account: root_arn(&self.account),
                         operations: operations.clone(),
                         constraint: constraint.clone(),
@@ -614,7 +633,7 @@ impl EmbeddedKms {
             let retiring = g
                 .retiring
                 .as_deref()
-                .is_some_and(|r| is_principal(caller, r, None));
+                .is_some_and(|r| is_principal(caller, r, g.retiring_id.as_deref()));
             let grantee = allows(g, caller, "RetireGrant", &GrantUse::NoContext);
             let issuer = caller.identity.is_root() && g.issuing_account == root_arn(&self.account);
             if !(retiring || grantee || issuer) {
