@@ -115,6 +115,24 @@ pub(crate) fn at_least_as_strict(
 
 // ---- validation ----------------------------------------------------------------------------
 
+/// A caller's value as an error message quotes it: control characters escaped (a newline
+/// must not split the one error line) and long values cut, with their length.
+pub(crate) fn shown(v: &str) -> String {
+    const MAX: usize = 80;
+    let n = v.chars().count();
+    let head: String = v
+        .chars()
+        .take(MAX)
+        .collect::<String>()
+        .escape_debug()
+        .collect();
+    if n > MAX {
+        format!("{head}… ({n} characters)")
+    } else {
+        head
+    }
+}
+
 pub(crate) fn is_account(s: &str) -> bool {
     s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
 }
@@ -146,7 +164,8 @@ pub(crate) fn check_principal(field: &str, p: &str) -> Result<()> {
         Err(KmsError::validation(
             field,
             format!(
-                "'{p}' {why}: use arn:aws:iam::ACCOUNT:root|user/NAME|role/NAME, arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION, or a service principal such as ec2.REGION.amazonaws.com"
+                "'{}' {why}: use arn:aws:iam::ACCOUNT:root|user/NAME|role/NAME, arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION, or a service principal such as ec2.REGION.amazonaws.com",
+                shown(p)
             ),
         ))
     };
@@ -210,7 +229,8 @@ pub(crate) fn check_operations(ops: &[String]) -> Result<Vec<String>> {
             return Err(KmsError::validation(
                 "Operations",
                 format!(
-                    "'{op}' is not a grant operation: use {} (names are case-sensitive)",
+                    "'{}' is not a grant operation: use {} (names are case-sensitive)",
+                    shown(op),
                     GRANTABLE.join(", ")
                 ),
             ));
@@ -231,10 +251,9 @@ pub(crate) fn check_constraints(
         .encryption_context_subset
         .clone()
         .filter(|m| !m.is_empty());
-    let equals = c
-        .encryption_context_equals
-        .clone()
-        .filter(|m| !m.is_empty());
+    // An empty Subset constrains nothing; an empty Equals allows only an empty context,
+    // so it is kept rather than dropped (dropping it would leave the grant unconstrained).
+    let equals = c.encryption_context_equals.clone();
     let (kind, pairs) = match (subset, equals) {
         (None, None) => return Ok(None),
         (Some(_), Some(_)) => {
@@ -262,7 +281,8 @@ pub(crate) fn check_constraints(
         return Err(KmsError::validation(
             "Constraints",
             format!(
-                "{kind} pair '{k}': keys must not be empty and values are at most {MAX_CONSTRAINT_VALUE} characters"
+                "{kind} pair '{}': keys must not be empty and values are at most {MAX_CONSTRAINT_VALUE} characters",
+                shown(k)
             ),
         ));
     }
@@ -295,7 +315,10 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
     } else {
         Err(KmsError::validation(
             "Name",
-            format!("'{name}' must be 1 to 256 characters of letters, digits and :/_-"),
+            format!(
+                "'{}' must be 1 to 256 characters of letters, digits and :/_-",
+                shown(name)
+            ),
         ))
     }
 }
@@ -311,7 +334,8 @@ pub(crate) fn check_grant_id(id: &str) -> Result<()> {
     if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(KmsError::InvalidGrantId {
             message: format!(
-                "'{id}' is not a grant id (64 hexadecimal digits, as CreateGrant and ListGrants return)"
+                "'{}' is not a grant id (64 hexadecimal digits, as CreateGrant and ListGrants return)",
+                shown(id)
             ),
         });
     }
@@ -351,11 +375,15 @@ pub(crate) fn for_aws_resource(caller: &Caller) -> &'static str {
 }
 
 /// Cuts one page of entries sorted by their sort key; the marker is the sort key of the
-/// first entry of the next page, so retiring grants between pages skips nothing.
+/// first entry of the next page, so retiring grants between pages skips nothing. Markers
+/// are authenticated: `open` turns one into its sort key (InvalidMarkerException for one
+/// this KMS did not give for this listing), `seal` makes one.
 pub(crate) fn page(
     mut items: Vec<(String, GrantListEntry)>,
     limit: Option<usize>,
     marker: Option<&str>,
+    open: impl FnOnce(&str) -> Result<String>,
+    seal: impl FnOnce(&str) -> String,
 ) -> Result<ListGrantsResponse> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=1000).contains(&limit) {
@@ -372,11 +400,14 @@ pub(crate) fn page(
             "give the NextMarker of the previous page",
         ));
     }
+    let cursor = marker.map(open).transpose()?;
     items.sort_by(|a, b| a.0.cmp(&b.0));
-    let start = marker.map_or(0, |m| items.partition_point(|(k, _)| k.as_str() < m));
+    let start = cursor
+        .as_deref()
+        .map_or(0, |m| items.partition_point(|(k, _)| k.as_str() < m));
     let rest = items.split_off(start);
     let truncated = rest.len() > limit;
-    let next_marker = truncated.then(|| rest[limit].0.clone());
+    let next_marker = truncated.then(|| seal(&rest[limit].0));
     Ok(ListGrantsResponse {
         grants: rest.into_iter().take(limit).map(|(_, e)| e).collect(),
         next_marker,

@@ -28,7 +28,7 @@ use crate::kms::model::{GrantConstraint, GrantRecord, UnixTime};
 mod rules;
 
 use rules::*;
-pub(super) use rules::{allows, constraint_holds};
+pub(super) use rules::{allows, constraint_holds, shown};
 
 /// AWS's quota of grants per key.
 pub const MAX_GRANTS_PER_KEY: usize = 50_000;
@@ -297,7 +297,8 @@ impl EmbeddedKms {
             return Err(KmsError::validation(
                 field,
                 format!(
-                    "'{p}' does not exist: create it with `cryptvol iam create-user` / `create-role`, or fix the ARN"
+                    "'{}' does not exist: create it with `cryptvol iam create-user` / `create-role`, or fix the ARN",
+                    rules::shown(p)
                 ),
             ));
         }
@@ -504,7 +505,14 @@ impl EmbeddedKms {
                         )
                     })
                     .collect();
-                page(items, req.limit, req.marker.as_deref())
+                let scope = id.to_string();
+                page(
+                    items,
+                    req.limit,
+                    req.marker.as_deref(),
+                    |m| self.grant_marker_cursor(false, &scope, m),
+                    |c| self.grant_marker(false, &scope, c),
+                )
             })
         })();
         self.finish(caller, call, out)
@@ -545,7 +553,13 @@ impl EmbeddedKms {
                             )
                         })
                         .collect();
-                    page(items, limit, marker)
+                    page(
+                        items,
+                        limit,
+                        marker,
+                        |m| self.grant_marker_cursor(true, &want, m),
+                        |c| self.grant_marker(true, &want, c),
+                    )
                 })
             });
         self.finish(caller, call, out)
