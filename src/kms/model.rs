@@ -208,6 +208,10 @@ pub struct GrantRecord {
     pub grantee_id: Option<String>,
     #[serde(default)]
     pub retiring: Option<String>,
+    /// As `grantee_id`, for the retiring principal: a user of that name created again
+    /// later does not retire the grant.
+    #[serde(default)]
+    pub retiring_id: Option<String>,
     /// The issuing account root, `arn:aws:iam::ACCT:root`.
     pub issuing_account: String,
     /// AWS operation names, in the order given.

@@ -58,53 +58,80 @@ pub(crate) fn is_principal(caller: &Caller, p: &str, bound: Option<&str>) -> boo
     (id.principal_arn() == p || id.arn() == p) && bound.is_none_or(|b| id.unique_id() == Some(b))
 }
 
-/// Constraint keys compare case-insensitively, values exactly (AWS's rule).
-pub(crate) fn folded<'a>(
-    pairs: impl Iterator<Item = (&'a str, &'a str)>,
-) -> BTreeMap<String, &'a str> {
-    pairs.map(|(k, v)| (k.to_lowercase(), v)).collect()
+// Constraint keys compare case-insensitively, values exactly (AWS's rule).
+
+/// Whether every pair of `a` has a pair in `b` with the same key (in any case) and the
+/// same value. Pairs are compared one by one rather than through a case-folded map, so
+/// that two keys differing only by case are two pairs, never one hiding the other.
+fn all_matched(a: &[(&str, &str)], b: &[(&str, &str)]) -> bool {
+    a.iter().all(|(ak, av)| {
+        let ak = ak.to_lowercase();
+        b.iter().any(|(bk, bv)| bv == av && bk.to_lowercase() == ak)
+    })
+}
+
+fn pairs(m: &BTreeMap<String, String>) -> Vec<(&str, &str)> {
+    m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 pub(crate) fn constraint_holds(c: Option<&GrantConstraint>, ctx: &EncryptionContext) -> bool {
-    let have = folded(ctx.iter());
+    let have: Vec<(&str, &str)> = ctx.iter().collect();
     match c {
         None => true,
-        Some(GrantConstraint::EncryptionContextSubset(want)) => {
-            let want = folded(want.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            want.iter().all(|(k, v)| have.get(k) == Some(v))
-        }
+        Some(GrantConstraint::EncryptionContextSubset(want)) => all_matched(&pairs(want), &have),
+        // Equal: each side's pairs all found in the other, so an extra pair in the request
+        // (even one whose key differs from a constrained key only by case) fails.
         Some(GrantConstraint::EncryptionContextEquals(want)) => {
-            have == folded(want.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            let want = pairs(want);
+            all_matched(&want, &have) && all_matched(&have, &want)
         }
     }
 }
 
-/// Whether a new grant's constraint is as strict as its parent's or stricter.
+/// Whether a new grant's constraint is as strict as its parent's or stricter: every
+/// context the child's allows, the parent's allows too.
 pub(crate) fn at_least_as_strict(
     child: Option<&GrantConstraint>,
     parent: Option<&GrantConstraint>,
 ) -> bool {
     use GrantConstraint::*;
-    let f = |m: &BTreeMap<String, String>| {
-        m.iter()
-            .map(|(k, v)| (k.to_lowercase(), v.clone()))
-            .collect::<BTreeMap<_, _>>()
-    };
-    let covers = |big: &BTreeMap<String, String>, small: &BTreeMap<String, String>| {
-        let (big, small) = (f(big), f(small));
-        small.iter().all(|(k, v)| big.get(k) == Some(v))
-    };
     match (parent, child) {
         (None, _) => true,
         (Some(_), None) => false,
+        // A context holding all the child's pairs holds all the parent's.
         (Some(EncryptionContextSubset(p)), Some(EncryptionContextSubset(c)))
-        | (Some(EncryptionContextSubset(p)), Some(EncryptionContextEquals(c))) => covers(c, p),
-        (Some(EncryptionContextEquals(p)), Some(EncryptionContextEquals(c))) => f(p) == f(c),
+        | (Some(EncryptionContextSubset(p)), Some(EncryptionContextEquals(c))) => {
+            all_matched(&pairs(p), &pairs(c))
+        }
+        // Each pair of either matches a pair of the other, so a context equal to the
+        // child's is equal to the parent's.
+        (Some(EncryptionContextEquals(p)), Some(EncryptionContextEquals(c))) => {
+            let (p, c) = (pairs(p), pairs(c));
+            all_matched(&p, &c) && all_matched(&c, &p)
+        }
         (Some(EncryptionContextEquals(_)), Some(EncryptionContextSubset(_))) => false,
     }
 }
 
 // ---- validation ----------------------------------------------------------------------------
+
+/// A caller's value as an error message quotes it: control characters escaped (a newline
+/// must not split the one error line) and long values cut, with their length.
+pub(crate) fn shown(v: &str) -> String {
+    const MAX: usize = 80;
+    let n = v.chars().count();
+    let head: String = v
+        .chars()
+        .take(MAX)
+        .collect::<String>()
+        .escape_debug()
+        .collect();
+    if n > MAX {
+        format!("{head}… ({n} characters)")
+    } else {
+        head
+    }
+}
 
 pub(crate) fn is_account(s: &str) -> bool {
     s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
@@ -137,7 +164,8 @@ pub(crate) fn check_principal(field: &str, p: &str) -> Result<()> {
         Err(KmsError::validation(
             field,
             format!(
-                "'{p}' {why}: use arn:aws:iam::ACCOUNT:root|user/NAME|role/NAME, arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION, or a service principal such as ec2.REGION.amazonaws.com"
+                "'{}' {why}: use arn:aws:iam::ACCOUNT:root|user/NAME|role/NAME, arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION, or a service principal such as ec2.REGION.amazonaws.com",
+                shown(p)
             ),
         ))
     };
@@ -201,7 +229,8 @@ pub(crate) fn check_operations(ops: &[String]) -> Result<Vec<String>> {
             return Err(KmsError::validation(
                 "Operations",
                 format!(
-                    "'{op}' is not a grant operation: use {} (names are case-sensitive)",
+                    "'{}' is not a grant operation: use {} (names are case-sensitive)",
+                    shown(op),
                     GRANTABLE.join(", ")
                 ),
             ));
@@ -222,10 +251,9 @@ pub(crate) fn check_constraints(
         .encryption_context_subset
         .clone()
         .filter(|m| !m.is_empty());
-    let equals = c
-        .encryption_context_equals
-        .clone()
-        .filter(|m| !m.is_empty());
+    // An empty Subset constrains nothing; an empty Equals allows only an empty context,
+    // so it is kept rather than dropped (dropping it would leave the grant unconstrained).
+    let equals = c.encryption_context_equals.clone();
     let (kind, pairs) = match (subset, equals) {
         (None, None) => return Ok(None),
         (Some(_), Some(_)) => {
@@ -253,7 +281,8 @@ pub(crate) fn check_constraints(
         return Err(KmsError::validation(
             "Constraints",
             format!(
-                "{kind} pair '{k}': keys must not be empty and values are at most {MAX_CONSTRAINT_VALUE} characters"
+                "{kind} pair '{}': keys must not be empty and values are at most {MAX_CONSTRAINT_VALUE} characters",
+                shown(k)
             ),
         ));
     }
@@ -286,7 +315,10 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
     } else {
         Err(KmsError::validation(
             "Name",
-            format!("'{name}' must be 1 to 256 characters of letters, digits and :/_-"),
+            format!(
+                "'{}' must be 1 to 256 characters of letters, digits and :/_-",
+                shown(name)
+            ),
         ))
     }
 }
@@ -302,7 +334,8 @@ pub(crate) fn check_grant_id(id: &str) -> Result<()> {
     if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(KmsError::InvalidGrantId {
             message: format!(
-                "'{id}' is not a grant id (64 hexadecimal digits, as CreateGrant and ListGrants return)"
+                "'{}' is not a grant id (64 hexadecimal digits, as CreateGrant and ListGrants return)",
+                shown(id)
             ),
         });
     }
@@ -342,11 +375,15 @@ pub(crate) fn for_aws_resource(caller: &Caller) -> &'static str {
 }
 
 /// Cuts one page of entries sorted by their sort key; the marker is the sort key of the
-/// first entry of the next page, so retiring grants between pages skips nothing.
+/// first entry of the next page, so retiring grants between pages skips nothing. Markers
+/// are authenticated: `open` turns one into its sort key (InvalidMarkerException for one
+/// this KMS did not give for this listing), `seal` makes one.
 pub(crate) fn page(
     mut items: Vec<(String, GrantListEntry)>,
     limit: Option<usize>,
     marker: Option<&str>,
+    open: impl FnOnce(&str) -> Result<String>,
+    seal: impl FnOnce(&str) -> String,
 ) -> Result<ListGrantsResponse> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=1000).contains(&limit) {
@@ -363,11 +400,14 @@ pub(crate) fn page(
             "give the NextMarker of the previous page",
         ));
     }
+    let cursor = marker.map(open).transpose()?;
     items.sort_by(|a, b| a.0.cmp(&b.0));
-    let start = marker.map_or(0, |m| items.partition_point(|(k, _)| k.as_str() < m));
+    let start = cursor
+        .as_deref()
+        .map_or(0, |m| items.partition_point(|(k, _)| k.as_str() < m));
     let rest = items.split_off(start);
     let truncated = rest.len() > limit;
-    let next_marker = truncated.then(|| rest[limit].0.clone());
+    let next_marker = truncated.then(|| seal(&rest[limit].0));
     Ok(ListGrantsResponse {
         grants: rest.into_iter().take(limit).map(|(_, e)| e).collect(),
         next_marker,

@@ -472,6 +472,7 @@ fn validation_tokens_names_and_limits() {
             grantee: bob.clone(),
             grantee_id: None,
             retiring: None,
+            retiring_id: None,
             issuing_account: String::new(),
             operations: vec![],
             constraint: None,
@@ -551,3 +552,6 @@ fn listing_pages_and_deleted_keys_take_their_grants() {
     .unwrap();
     assert!(later.read(|ks, _| Ok(ks.body.grants.is_empty())).unwrap());
 }
+
+#[path = "grant_attack_tests.rs"]
+mod attack;

@@ -27,8 +27,8 @@ use crate::kms::model::{GrantConstraint, GrantRecord, UnixTime};
 #[path = "grant_rules.rs"]
 mod rules;
 
-pub(super) use rules::allows;
 use rules::*;
+pub(super) use rules::{allows, constraint_holds, shown};
 
 /// AWS's quota of grants per key.
 pub const MAX_GRANTS_PER_KEY: usize = 50_000;
@@ -297,11 +297,27 @@ impl EmbeddedKms {
             return Err(KmsError::validation(
                 field,
                 format!(
-                    "'{p}' does not exist: create it with `cryptvol iam create-user` / `create-role`, or fix the ARN"
+                    "'{}' does not exist: create it with `cryptvol iam create-user` / `create-role`, or fix the ARN",
+                    rules::shown(p)
                 ),
             ));
         }
-        Ok(self.identities.unique_id_of(&body, &canonical(p)))
+        // An assumed-role session is bound to its role: a role deleted and created again
+        // under the same name has new sessions, not the old ones.
+        let p = match p
+            .strip_prefix("arn:aws:sts::")
+            .and_then(|r| r.split_once(':'))
+        {
+            Some((acct, res)) => match res.strip_prefix("assumed-role/") {
+                Some(r) => format!(
+                    "arn:aws:iam::{acct}:role/{}",
+                    r.split('/').next().unwrap_or("")
+                ),
+                None => p.to_string(),
+            },
+            None => canonical(p),
+        };
+        Ok(self.identities.unique_id_of(&body, &p))
     }
 
     fn grant_entry(&self, key: &KeyId, g: &GrantRecord) -> GrantListEntry {
@@ -354,9 +370,10 @@ impl EmbeddedKms {
             check_name(n)?;
         }
         let grantee_id = self.principal_binding("GranteePrincipal", &req.grantee_principal)?;
-        if let Some(r) = &req.retiring_principal {
-            self.principal_binding("RetiringPrincipal", r)?;
-        }
+        let retiring_id = match &req.retiring_principal {
+            Some(r) => self.principal_binding("RetiringPrincipal", r)?,
+            None => None,
+        };
         self.ensure_managed(&req.key)?;
         let mut extra: Vec<(&str, &str)> = vec![
             ("kms:GrantIsForAWSResource", for_aws_resource(caller)),
@@ -398,7 +415,9 @@ impl EmbeddedKms {
                 req.name.is_some()
                     && g.name == req.name
                     && g.grantee == req.grantee_principal
+                    && g.grantee_id == grantee_id
                     && g.retiring == req.retiring_principal
+                    && g.retiring_id == retiring_id
                     && g.constraint == constraint
                     && g.operations.len() == operations.len()
                     && operations.iter().all(|o| g.operations.contains(o))
@@ -415,6 +434,7 @@ impl EmbeddedKms {
                         grantee: req.grantee_principal.clone(),
                         grantee_id,
                         retiring: req.retiring_principal.clone(),
+                        retiring_id: retiring_id.clone(),
                         issuing_account: root_arn(&self.account),
                         operations: operations.clone(),
                         constraint: constraint.clone(),
@@ -485,7 +505,14 @@ impl EmbeddedKms {
                         )
                     })
                     .collect();
-                page(items, req.limit, req.marker.as_deref())
+                let scope = id.to_string();
+                page(
+                    items,
+                    req.limit,
+                    req.marker.as_deref(),
+                    |m| self.grant_marker_cursor(false, &scope, m),
+                    |c| self.grant_marker(false, &scope, c),
+                )
             })
         })();
         self.finish(caller, call, out)
@@ -526,7 +553,13 @@ impl EmbeddedKms {
                             )
                         })
                         .collect();
-                    page(items, limit, marker)
+                    page(
+                        items,
+                        limit,
+                        marker,
+                        |m| self.grant_marker_cursor(true, &want, m),
+                        |c| self.grant_marker(true, &want, c),
+                    )
                 })
             });
         self.finish(caller, call, out)
@@ -614,7 +647,7 @@ impl EmbeddedKms {
             let retiring = g
                 .retiring
                 .as_deref()
-                .is_some_and(|r| is_principal(caller, r, None));
+                .is_some_and(|r| is_principal(caller, r, g.retiring_id.as_deref()));
             let grantee = allows(g, caller, "RetireGrant", &GrantUse::NoContext);
             let issuer = caller.identity.is_root() && g.issuing_account == root_arn(&self.account);
             if !(retiring || grantee || issuer) {

@@ -45,6 +45,9 @@ enum Listing {
     Aliases,
     Tags,
     Rotations,
+    /// ListGrants and ListRetirableGrants (grants.rs cuts their pages itself).
+    Grants,
+    RetirableGrants,
 }
 
 impl Listing {
@@ -54,19 +57,21 @@ impl Listing {
             Listing::Aliases => 2,
             Listing::Tags => 3,
             Listing::Rotations => 4,
+            Listing::Grants => 5,
+            Listing::RetirableGrants => 6,
         }
     }
 
     fn default_limit(self) -> usize {
         match self {
             Listing::Keys | Listing::Rotations => 100,
-            Listing::Aliases | Listing::Tags => 50,
+            Listing::Aliases | Listing::Tags | Listing::Grants | Listing::RetirableGrants => 50,
         }
     }
 
     fn max_limit(self) -> usize {
         match self {
-            Listing::Keys | Listing::Rotations => 1000,
+            Listing::Keys | Listing::Rotations | Listing::Grants | Listing::RetirableGrants => 1000,
             Listing::Aliases => 100,
             Listing::Tags => 50,
         }
@@ -94,7 +99,8 @@ fn limit_of(p: &Paging, listing: Listing) -> Result<usize> {
 fn invalid_marker(m: &str) -> KmsError {
     KmsError::InvalidMarker {
         message: format!(
-            "Invalid marker '{m}': pass the NextMarker of the previous page of the same listing"
+            "Invalid marker '{}': pass the NextMarker of the previous page of the same listing",
+            super::grants::shown(m)
         ),
     }
 }
@@ -318,6 +324,31 @@ impl EmbeddedKms {
             ))
         });
         self.finish(caller, call, out)
+    }
+}
+
+/// The markers of ListGrants (`retirable` false, scope: the key id) and
+/// ListRetirableGrants (scope: the retiring principal), authenticated as the others.
+impl EmbeddedKms {
+    pub(super) fn grant_marker(&self, retirable: bool, scope: &str, cursor: &str) -> String {
+        self.encode_marker(grant_listing(retirable), scope, cursor)
+    }
+
+    pub(super) fn grant_marker_cursor(
+        &self,
+        retirable: bool,
+        scope: &str,
+        m: &str,
+    ) -> Result<String> {
+        self.decode_marker(grant_listing(retirable), scope, m)
+    }
+}
+
+fn grant_listing(retirable: bool) -> Listing {
+    if retirable {
+        Listing::RetirableGrants
+    } else {
+        Listing::Grants
     }
 }
 

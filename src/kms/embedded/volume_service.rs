@@ -51,6 +51,28 @@ impl EmbeddedKms {
         })
     }
 
+    /// Whether `key` has a live grant named `volume` to `grantee` whose constraint holds
+    /// for `context`: the grant of the volume the caller may attach must be the one that
+    /// covers the data key presented, or a header naming one volume could carry another's
+    /// key and be unwrapped through that other volume's grant.
+    fn volume_grant_covers(
+        &self,
+        key: &KeyRef,
+        volume: &str,
+        grantee: &str,
+        context: &EncryptionContext,
+    ) -> Result<bool> {
+        self.read(|ks, _| {
+            let id = self.resolve(ks, key)?;
+            Ok(ks.body.grants.get(&id).into_iter().flatten().any(|g| {
+                g.name.as_deref() == Some(volume)
+                    && g.grantee == grantee
+                    && g.operations.iter().any(|o| o == "Decrypt")
+                    && super::grants::constraint_holds(g.constraint.as_ref(), context)
+            }))
+        })
+    }
+
     /// How identity policies answer `ec2:AttachVolume` on `volume` for `caller`.
     fn attach_decision(&self, caller: &Caller, volume: &str) -> (Decision, String) {
         let resource = self.volume_arn(volume);
@@ -156,10 +178,11 @@ impl<K: std::borrow::Borrow<EmbeddedKms>> Session<K> {
             // Not a blob: Decrypt answers with the right error.
             Err(_) => return kms.decrypt(self.caller(), blob, context, None),
         };
-        // A volume made before volume grants existed (or whose grant was revoked) has none:
-        // the user's own permissions decide, as for a user not allowed to attach.
-        match kms.grants_named(&key, volume, &name) {
-            Ok(ids) if !ids.is_empty() => kms.decrypt(&service, blob, context, None),
+        // A volume made before volume grants existed (or whose grant was revoked) has none,
+        // and a grant of this volume that does not cover this key is not this key's: the
+        // user's own permissions decide, as for a user not allowed to attach.
+        match kms.volume_grant_covers(&key, volume, &name, context) {
+            Ok(true) => kms.decrypt(&service, blob, context, None),
             _ => kms.decrypt(self.caller(), blob, context, None),
         }
     }

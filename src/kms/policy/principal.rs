@@ -94,8 +94,13 @@ impl PrincipalEntry {
     }
 
     /// Parses one `"Service"` value, e.g. `ec2.amazonaws.com`.
+    /// A service principal is a DNS name: an ARN given as `"Service"` would otherwise name
+    /// an IAM user or role that no existence check or unique-id binding sees.
     pub(crate) fn parse_service(value: &str) -> Option<Self> {
-        let ok = !value.is_empty() && !value.chars().any(char::is_whitespace);
+        let ok = !value.is_empty()
+            && !value
+                .chars()
+                .any(|c| c.is_whitespace() || c == ':' || c == '/' || c == '*');
         ok.then(|| Self::Service(value.to_string()))
     }
 
@@ -228,5 +233,22 @@ mod unit {
         assert_eq!(other.grant_for(&root), None);
         let service = PrincipalEntry::Service("ec2.amazonaws.com".into());
         assert_eq!(service.grant_for(&root), None);
+    }
+
+    #[test]
+    fn a_service_entry_never_names_an_iam_identity() {
+        let alice = user("arn:aws:iam::111122223333:user/alice");
+        for v in [
+            "arn:aws:iam::111122223333:user/alice",
+            "arn:aws:iam::111122223333:root",
+            "*",
+        ] {
+            assert!(
+                PrincipalEntry::parse_service(v).is_none_or(|p| p.grant_for(&alice).is_none()),
+                "{v}"
+            );
+            assert!(PrincipalEntry::parse_service(v).is_none(), "{v}");
+        }
+        assert!(PrincipalEntry::parse_service("ec2.us-east-1.amazonaws.com").is_some());
     }
 }
