@@ -32,7 +32,7 @@ struct ListGrants {
     key_id: String,
     grant_id: Option<String>,
     grantee_principal: Option<String>,
-    limit: Option<usize>,
+    limit: Option<i64>,
     marker: Option<String>,
 }
 
@@ -40,7 +40,7 @@ struct ListGrants {
 #[serde(rename_all = "PascalCase")]
 struct ListRetirable {
     retiring_principal: String,
-    limit: Option<usize>,
+    limit: Option<i64>,
     marker: Option<String>,
 }
 
@@ -61,6 +61,21 @@ struct Revoke {
     grant_id: String,
     #[serde(default)]
     dry_run: bool,
+}
+
+/// `Limit` as the wire gives it (any JSON integer) → what the KMS checks (1..1000); a
+/// value below 1 is AWS's ValidationException, not a SerializationException.
+fn limit(value: Option<i64>) -> Result<Option<usize>, Failure> {
+    match value {
+        None => Ok(None),
+        Some(n) if n >= 1 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        Some(n) => Err(Failure::Input {
+            code: "ValidationException",
+            message: format!(
+                "1 validation error detected: Value '{n}' at 'limit' failed to satisfy constraint: Member must have value greater than or equal to 1"
+            ),
+        }),
+    }
 }
 
 /// Runs grant operation `op` for `c`.
@@ -91,7 +106,7 @@ pub fn call(kms: &EmbeddedKms, c: &Caller, op: &str, body: &Value) -> Result<Val
                     key: key(&r.key_id)?,
                     grant_id: r.grant_id,
                     grantee_principal: r.grantee_principal,
-                    limit: r.limit,
+                    limit: limit(r.limit)?,
                     marker: r.marker,
                 },
             )?)
@@ -101,7 +116,7 @@ pub fn call(kms: &EmbeddedKms, c: &Caller, op: &str, body: &Value) -> Result<Val
             to_json(kms.list_retirable_grants(
                 c,
                 &r.retiring_principal,
-                r.limit,
+                limit(r.limit)?,
                 r.marker.as_deref(),
             )?)
         }
