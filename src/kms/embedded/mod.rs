@@ -16,9 +16,11 @@
 
 mod authz;
 mod policies;
+mod refused;
 mod tags;
 mod usage;
 
+pub use refused::{Refusal, recorded_on_this_thread};
 pub use tags::MAX_TAGS;
 
 use std::collections::HashMap;
@@ -272,6 +274,7 @@ impl EmbeddedKms {
             self.clock.now_nanos(),
         );
         call.recorded = true;
+        refused::note_recorded();
         self.audit
             .append_encoded(e, self.clock.now())
             .map(|_| ())
