@@ -234,6 +234,60 @@ pub fn sign_with(
     out
 }
 
+/// Presigns a request (query-string authentication): returns the query string to send,
+/// the request's own query followed by the `X-Amz-*` parameters, valid for `expires`
+/// seconds from `now`. Every header of `parts` is signed; the payload hash is the body's.
+pub fn presign(
+    parts: &RequestParts,
+    creds: &Credentials,
+    region: &str,
+    service: &str,
+    now: SystemTime,
+    expires: i64,
+) -> String {
+    let amz_date = format_amz_date(unix_seconds(now));
+    let date = &amz_date[..8];
+    let scope = format!("{date}/{region}/{service}/{SCOPE_TERMINATOR}");
+    let mut names: Vec<String> = parts
+        .headers
+        .iter()
+        .map(|(n, _)| n.to_ascii_lowercase())
+        .collect();
+    names.sort();
+    names.dedup();
+    let signed_headers = names.join(";");
+    let mut query = parts.query.to_owned();
+    for (name, value) in [
+        ("X-Amz-Algorithm", ALGORITHM.to_owned()),
+        (
+            "X-Amz-Credential",
+            format!("{}/{scope}", creds.access_key_id),
+        ),
+        ("X-Amz-Date", amz_date.clone()),
+        ("X-Amz-Expires", expires.to_string()),
+        ("X-Amz-SignedHeaders", signed_headers.clone()),
+    ] {
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str(&format!("{name}={}", uri_encode(value.as_bytes())));
+    }
+    let canonical = canonical_request(
+        parts.method,
+        &canonical_uri(parts.path),
+        &canonical_query(&parse_query(&query), None),
+        &canonical_headers(parts.headers, &names),
+        &signed_headers,
+        &hex_sha256(parts.body),
+    );
+    let key = signing_key(creds.secret_access_key, date, region, service);
+    let signature = hex(&hmac_sha256(
+        &key[..],
+        string_to_sign(&amz_date, &scope, &canonical).as_bytes(),
+    )[..]);
+    format!("{query}&X-Amz-Signature={signature}")
+}
+
 /// Verifies a signed request. `secret_for(access_key_id)` returns the key's secret (`None`:
 /// unknown key); `now` is unix seconds. The request's date may be up to
 /// [`MAX_CLOCK_SKEW_SECS`] away from `now`, either way.
@@ -1784,6 +1838,33 @@ mod tests {
         assert!(check(&s3, t, &Rules::default()).is_ok());
         let err = check(&s3, t, &Rules::KMS).unwrap_err();
         assert!(err.message.contains("correct service: 'kms'"), "{err}");
+    }
+
+    #[test]
+    fn presign_then_verify() {
+        let hs = headers(&[
+            ("Host", "127.0.0.1:4599"),
+            ("X-Amz-Target", "TrentService.Decrypt"),
+        ]);
+        let creds = Credentials {
+            access_key_id: KMS_KEY_ID,
+            secret_access_key: KMS_SECRET,
+            session_token: None,
+        };
+        let parts = request("POST", "/", "", &hs, KMS_BODY);
+        let query = presign(&parts, &creds, "eu-west-1", "kms", at(kms_time()), 120);
+        let signed = request("POST", "/", &query, &hs, KMS_BODY);
+        let v = verify_with(&signed, kms_time() + 60, &Rules::KMS, &mut kms_secret).unwrap();
+        assert_eq!(v.access_key_id, KMS_KEY_ID);
+        let err = verify_with(&signed, kms_time() + 121, &Rules::KMS, &mut kms_secret).unwrap_err();
+        assert!(err.message.starts_with("Request has expired"), "{err}");
+        let tampered = request("POST", "/", &query, &hs, b"{}");
+        assert_eq!(
+            verify_with(&tampered, kms_time(), &Rules::KMS, &mut kms_secret)
+                .unwrap_err()
+                .message,
+            SIGNATURE_MISMATCH
+        );
     }
 
     #[test]
