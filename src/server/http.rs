@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -46,7 +46,7 @@ pub struct State {
     body_timeout: Duration,
     pub body_budget: BodyBudget,
     identities: IdentityCache,
-    regions: Mutex<HashMap<String, Arc<EmbeddedKms>>>,
+    regions: RwLock<HashMap<String, Arc<EmbeddedKms>>>,
     rates: RateLimiter,
     refusals: Refusals,
 }
@@ -151,7 +151,7 @@ impl State {
             // Room for many KMS-sized bodies, and always for one at the limit.
             body_budget: BodyBudget::new(limits.max_body.max(64 << 20)),
             identities: IdentityCache::new(IdentityStore::new(data_dir, account)),
-            regions: Mutex::new(HashMap::new()),
+            regions: RwLock::new(HashMap::new()),
             rates: RateLimiter::new(limits.crypto_rate, limits.management_rate),
             refusals: Refusals::new(limits.refused_audit_rate, home_region.to_string()),
         })
@@ -159,9 +159,16 @@ impl State {
 
     /// The region's KMS, opened on first use and kept.
     pub(super) fn kms(&self, name: &str) -> Result<Arc<EmbeddedKms>, KmsError> {
-        let mut regions = self.regions.lock().map_err(|_| KmsError::Unsupported {
-            message: "an earlier request panicked; restart the server".into(),
-        })?;
+        fn poisoned<T>(_: T) -> KmsError {
+            KmsError::Unsupported {
+                message: "an earlier request panicked; restart the server".into(),
+            }
+        }
+        // Every request looks its region up: a shared lock, exclusive only to open one.
+        if let Some(k) = self.regions.read().map_err(poisoned)?.get(name) {
+            return Ok(k.clone());
+        }
+        let mut regions = self.regions.write().map_err(poisoned)?;
         if let Some(k) = regions.get(name) {
             return Ok(k.clone());
         }
