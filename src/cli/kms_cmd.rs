@@ -357,8 +357,13 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
     use KmsCommand::*;
     // The server opens the regions its callers name, not only --region.
     if let Serve(args) = cmd {
-        return crate::server::serve(&cfg.data_dir, cfg.passphrase.file.as_deref(), args)
-            .map_err(CliError::from);
+        return crate::server::serve(
+            &cfg.data_dir,
+            cfg.passphrase.file.as_deref(),
+            &cfg.region,
+            args,
+        )
+        .map_err(CliError::from);
     }
     let kms = cfg.kms()?;
     let caller = cfg.caller(&kms)?;

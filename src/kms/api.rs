@@ -10,7 +10,9 @@ use crate::crypto::SecretBytes;
 pub const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
 
 fn b64_secret<S: serde::Serializer>(v: &SecretBytes, s: S) -> Result<S::Ok, S::Error> {
-    super::b64::serialize(v.expose(), s)
+    // The base64 text is as secret as the bytes: wiped once the serializer has copied it.
+    let text = zeroize::Zeroizing::new(super::b64::encode(v.expose()));
+    s.serialize_str(&text)
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -296,4 +296,133 @@ fn known_code(code: &str) -> &'static str {
         .unwrap_or("KMSInternalException")
 }
 
+/// What a remote client is told of an internal error; the detail stays in the server's log.
+pub const INTERNAL_REMOTE_MESSAGE: &str =
+    "The request failed because of an internal error of the KMS. Try again later.";
+
+impl KmsError {
+    /// The message for a remote client (the KMS server's error body), in AWS's shape:
+    /// what failed, naming the key by ARN, without this machine's paths, CLI commands or
+    /// flags; an internal error (I/O, corruption, the audit trail, the region's root key)
+    /// is one generic sentence, and its detail is for the server's log only.
+    pub fn remote_message(&self) -> String {
+        use KmsError::*;
+        if self.aws_code() == "KMSInternalException" && !matches!(self, Remote { .. }) {
+            return INTERNAL_REMOTE_MESSAGE.to_string();
+        }
+        let text = match self {
+            NotFound { what } | NoSuchEntity { what, .. } => format!("{what} does not exist"),
+            Disabled { key_arn } => format!("{key_arn} is disabled."),
+            InvalidState {
+                key_arn,
+                state,
+                operation,
+                ..
+            } => format!("{key_arn} is {state}, so {operation} is not allowed."),
+            BlobFromOtherRegion { blob_region, here } => format!(
+                "the ciphertext blob was made in region {blob_region}, not in region {here} \
+                 (the region of the request's credential scope)"
+            ),
+            WrongRegion { what, named, here } => {
+                format!("{what} is in region {named}, not in region {here}")
+            }
+            AlreadyExists { what, .. } => format!("{what} already exists"),
+            Remote { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        scrub_remote(&text)
+    }
+}
+
+/// Cuts local advice out of a message meant for a remote client: the clause that holds
+/// a `command` (from the last ": ", " (", "; " or ", " before its first backtick), and
+/// any word that is an absolute path.
+fn scrub_remote(text: &str) -> String {
+    let mut out = match text.find('`') {
+        Some(tick) => {
+            let head = &text[..tick];
+            let cut = [": ", " (", "; ", ", "]
+                .iter()
+                .filter_map(|sep| head.rfind(sep))
+                .max();
+            match cut {
+                Some(cut) if cut > 0 => text[..cut].to_string(),
+                _ => text.replace('`', "'"),
+            }
+        }
+        None => text.to_string(),
+    };
+    if out.contains('/') {
+        out = out
+            .split(' ')
+            .map(|word| {
+                let bare = word.trim_start_matches(['(', '\'', '"']);
+                if bare.starts_with('/') {
+                    "<path>"
+                } else {
+                    word
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+    out
+}
+
 pub type Result<T, E = KmsError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod remote_message_tests {
+    use super::*;
+
+    #[test]
+    fn remote_messages_carry_no_local_advice_or_paths() {
+        let arn = "arn:aws:kms:local-1:111122223333:key/0b7c3f3e-1111-4222-8333-444455556666";
+        let cases = [
+            KmsError::NotFound {
+                what: "key 0b7c in region local-1".into(),
+            },
+            KmsError::Disabled {
+                key_arn: arn.into(),
+            },
+            KmsError::InvalidState {
+                key_arn: arn.into(),
+                state: "pending deletion until 2026-12-01".into(),
+                operation: "Encrypt".into(),
+                hint: format!(": cancel with `cryptvol kms cancel-key-deletion --key-id {arn}`"),
+            },
+            KmsError::io(
+                "cannot write",
+                "/var/lib/cryptvol/regions/local-1/keystore.cvks",
+                std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            ),
+            KmsError::RegionNotInitialized {
+                region: "x-1".into(),
+                data_dir: "/srv/data".into(),
+            },
+            KmsError::Unsupported {
+                message: format!(
+                    "key {arn} is an AWS managed key: it cannot be disabled (use a customer managed key from `cryptvol kms create-key` for control)"
+                ),
+            },
+            KmsError::BlobFromOtherRegion {
+                blob_region: "eu-2".into(),
+                here: "local-1".into(),
+            },
+        ];
+        for e in &cases {
+            let m = e.remote_message();
+            assert!(!m.is_empty(), "{e:?}");
+            assert!(!m.contains('`'), "{m}");
+            assert!(!m.contains("cryptvol "), "{m}");
+            assert!(!m.contains("--"), "{m}");
+            assert!(!m.contains(" /"), "{m}");
+        }
+        assert_eq!(cases[1].remote_message(), format!("{arn} is disabled."));
+        assert_eq!(cases[3].remote_message(), INTERNAL_REMOTE_MESSAGE);
+        assert_eq!(
+            cases[5].remote_message(),
+            format!("key {arn} is an AWS managed key: it cannot be disabled")
+        );
+    }
+}

@@ -16,7 +16,8 @@
 //!
 //! Path segments are URI-encoded once (S3 style; KMS always posts to `/`), query names and
 //! values with AWS's unreserved set `A-Za-z0-9-_.~`. Both the `Authorization` header and
-//! query-string (presigned) authentication are verified.
+//! query-string (presigned) authentication are verified; a service's [`Rules`] add the
+//! service its credential scope must name and how long a presigned request may live.
 //!
 //! This module owns only the signature: it knows nothing of keys, policies or HTTP types.
 //! The server turns an [`AuthError`] into the JSON error body; secrets come in through a
@@ -233,6 +234,60 @@ pub fn sign_with(
     out
 }
 
+/// Presigns a request (query-string authentication): returns the query string to send,
+/// the request's own query followed by the `X-Amz-*` parameters, valid for `expires`
+/// seconds from `now`. Every header of `parts` is signed; the payload hash is the body's.
+pub fn presign(
+    parts: &RequestParts,
+    creds: &Credentials,
+    region: &str,
+    service: &str,
+    now: SystemTime,
+    expires: i64,
+) -> String {
+    let amz_date = format_amz_date(unix_seconds(now));
+    let date = &amz_date[..8];
+    let scope = format!("{date}/{region}/{service}/{SCOPE_TERMINATOR}");
+    let mut names: Vec<String> = parts
+        .headers
+        .iter()
+        .map(|(n, _)| n.to_ascii_lowercase())
+        .collect();
+    names.sort();
+    names.dedup();
+    let signed_headers = names.join(";");
+    let mut query = parts.query.to_owned();
+    for (name, value) in [
+        ("X-Amz-Algorithm", ALGORITHM.to_owned()),
+        (
+            "X-Amz-Credential",
+            format!("{}/{scope}", creds.access_key_id),
+        ),
+        ("X-Amz-Date", amz_date.clone()),
+        ("X-Amz-Expires", expires.to_string()),
+        ("X-Amz-SignedHeaders", signed_headers.clone()),
+    ] {
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str(&format!("{name}={}", uri_encode(value.as_bytes())));
+    }
+    let canonical = canonical_request(
+        parts.method,
+        &canonical_uri(parts.path),
+        &canonical_query(&parse_query(&query), None),
+        &canonical_headers(parts.headers, &names),
+        &signed_headers,
+        &hex_sha256(parts.body),
+    );
+    let key = signing_key(creds.secret_access_key, date, region, service);
+    let signature = hex(&hmac_sha256(
+        &key[..],
+        string_to_sign(&amz_date, &scope, &canonical).as_bytes(),
+    )[..]);
+    format!("{query}&X-Amz-Signature={signature}")
+}
+
 /// Verifies a signed request. `secret_for(access_key_id)` returns the key's secret (`None`:
 /// unknown key); `now` is unix seconds. The request's date may be up to
 /// [`MAX_CLOCK_SKEW_SECS`] away from `now`, either way.
@@ -245,13 +300,59 @@ pub fn verify(
     now: i64,
     secret_for: &mut dyn FnMut(&str) -> Option<Zeroizing<String>>,
 ) -> Result<Verified, AuthError> {
+    verify_with(parts, now, &Rules::default(), secret_for)
+}
+
+/// What a service demands of a signature beyond the algorithm itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules<'a> {
+    /// The service the credential scope must name (`kms` for the KMS server); `None`
+    /// accepts any (the published test vectors use `service`).
+    pub service: Option<&'a str>,
+    /// The longest a presigned request lives after its `X-Amz-Date`, whatever its
+    /// `X-Amz-Expires` says; a presigned request must also be no older than this.
+    pub max_presigned_age_secs: i64,
+}
+
+impl Default for Rules<'_> {
+    fn default() -> Self {
+        Rules {
+            service: None,
+            max_presigned_age_secs: MAX_PRESIGNED_EXPIRES_SECS,
+        }
+    }
+}
+
+impl Rules<'_> {
+    /// The KMS server's: scoped to `kms`, and a presigned URL lives no longer than the
+    /// 5 minutes a signed header does (and no longer than its `X-Amz-Expires`).
+    pub const KMS: Rules<'static> = Rules {
+        service: Some("kms"),
+        max_presigned_age_secs: MAX_CLOCK_SKEW_SECS,
+    };
+}
+
+/// [`verify`] under a service's [`Rules`].
+pub fn verify_with(
+    parts: &RequestParts,
+    now: i64,
+    rules: &Rules,
+    secret_for: &mut dyn FnMut(&str) -> Option<Zeroizing<String>>,
+) -> Result<Verified, AuthError> {
     let query = parse_query(parts.query);
     let auth = find_authentication(parts, &query)?;
     let scope = parse_scope(&auth.credential)?;
+    if let Some(service) = rules.service
+        && scope.service != service
+    {
+        return Err(invalid(format!(
+            "Credential should be scoped to correct service: '{service}'. "
+        )));
+    }
     let signed_names = parse_signed_headers(&auth.signed_headers)?;
     let is_signed = |name: &str| signed_names.iter().any(|n| n.eq_ignore_ascii_case(name));
 
-    if !is_signed("host") {
+    if !is_signed("host") || header_value(parts.headers, "host").is_none_or(|h| h.is_empty()) {
         return Err(incomplete(
             "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
         ));
@@ -279,7 +380,13 @@ pub fn verify(
             &amz_date[..8]
         )));
     }
-    check_time(&amz_date, signed_at, now, &auth.mode)?;
+    check_time(
+        &amz_date,
+        signed_at,
+        now,
+        &auth.mode,
+        rules.max_presigned_age_secs,
+    )?;
 
     let token_in_query = query.iter().any(|(n, _)| n == b"X-Amz-Security-Token");
     if token_in_query || header_value(parts.headers, "x-amz-security-token").is_some() {
@@ -324,6 +431,53 @@ pub fn verify(
         service: scope.service.to_owned(),
         signed_at,
     })
+}
+
+/// The access key id and region a request claims in its credential scope, read without
+/// verifying anything: what the audit record of a refused request names. Each is cut to
+/// [`MAX_CLAIMED_CHARS`] characters; `None` where the request does not say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claimed {
+    pub access_key_id: Option<String>,
+    pub region: Option<String>,
+}
+
+/// AWS's longest access key id.
+pub const MAX_CLAIMED_CHARS: usize = 128;
+
+pub fn claimed(parts: &RequestParts) -> Claimed {
+    let from_header = parts
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+        .and_then(|(_, v)| {
+            let start = v.find("Credential=")? + "Credential=".len();
+            let rest = &v[start..];
+            let end = rest
+                .find(|c: char| c == ',' || c.is_ascii_whitespace())
+                .unwrap_or(rest.len());
+            Some(rest[..end].to_owned())
+        });
+    let credential = from_header.or_else(|| {
+        parse_query(parts.query)
+            .into_iter()
+            .find(|(n, _)| n == b"X-Amz-Credential")
+            .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
+    });
+    let Some(credential) = credential else {
+        return Claimed::default();
+    };
+    let mut fields = credential.split('/');
+    let cut = |s: Option<&str>| {
+        s.filter(|s| !s.is_empty())
+            .map(|s| s.chars().take(MAX_CLAIMED_CHARS).collect::<String>())
+    };
+    let access_key_id = cut(fields.next());
+    let region = cut(fields.nth(1));
+    Claimed {
+        access_key_id,
+        region,
+    }
 }
 
 /// The request's date from `x-amz-date`, else `Date`, which must be signed; in the basic
@@ -575,7 +729,13 @@ fn parse_signed_headers(signed_headers: &str) -> Result<Vec<String>, AuthError> 
 
 /// The clock check: 5 minutes either way for a signed header; for a presigned request, not
 /// in the future by more than that and not past `X-Amz-Expires`.
-fn check_time(amz_date: &str, signed_at: i64, now: i64, mode: &Mode) -> Result<(), AuthError> {
+fn check_time(
+    amz_date: &str,
+    signed_at: i64,
+    now: i64,
+    mode: &Mode,
+    max_presigned_age: i64,
+) -> Result<(), AuthError> {
     let future_limit = now.saturating_add(MAX_CLOCK_SKEW_SECS);
     if signed_at > future_limit {
         return Err(invalid(format!(
@@ -600,6 +760,16 @@ fn check_time(amz_date: &str, signed_at: i64, now: i64, mode: &Mode) -> Result<(
                 return Err(invalid(format!(
                     "Request has expired: signed at {amz_date} for {expires} seconds, now {}.",
                     format_amz_date(now)
+                )));
+            }
+            let past_limit = now.saturating_sub(max_presigned_age);
+            if signed_at < past_limit {
+                return Err(invalid(format!(
+                    "Signature expired: {amz_date} is now earlier than {} ({} - {} s): a \
+                     presigned request lives at most {max_presigned_age} seconds here.",
+                    format_amz_date(past_limit),
+                    format_amz_date(now),
+                    max_presigned_age
                 )));
             }
         }
@@ -1553,6 +1723,183 @@ mod tests {
             .collect();
         let err = verify_kms(&no_date, "/", KMS_BODY, kms_time()).unwrap_err();
         assert_eq!(err, incomplete(NO_DATE));
+    }
+
+    #[test]
+    fn kms_rules_refuse_a_scope_for_another_service() {
+        let hs = kms_signed_headers();
+        let under_kms = |hs: &[(String, String)]| {
+            verify_with(
+                &request("POST", "/", "", hs, KMS_BODY),
+                kms_time(),
+                &Rules::KMS,
+                &mut kms_secret,
+            )
+        };
+        assert_eq!(under_kms(&hs).unwrap().service, "kms");
+        // The same request signed for S3: a valid signature, for the wrong service.
+        let mut for_s3 = headers(&[
+            ("Host", "127.0.0.1:4599"),
+            ("Content-Type", "application/x-amz-json-1.1"),
+            ("X-Amz-Target", "TrentService.Decrypt"),
+        ]);
+        let creds = Credentials {
+            access_key_id: KMS_KEY_ID,
+            secret_access_key: KMS_SECRET,
+            session_token: None,
+        };
+        let added = sign(
+            &request("POST", "/", "", &for_s3, KMS_BODY),
+            &creds,
+            "eu-west-1",
+            "s3",
+            at(kms_time()),
+        );
+        for_s3.extend(added);
+        assert_eq!(
+            verify_kms(&for_s3, "/", KMS_BODY, kms_time())
+                .unwrap()
+                .service,
+            "s3"
+        );
+        let err = under_kms(&for_s3).unwrap_err();
+        assert_eq!(err.code, INVALID_SIGNATURE);
+        assert_eq!(err.status, 400);
+        assert_eq!(
+            err.message,
+            "Credential should be scoped to correct service: 'kms'. "
+        );
+    }
+
+    /// A presigned KMS request (only `host` signed) as of `signed_at`, for `expires` s.
+    fn presigned_query(service: &str, signed_at: i64, expires: i64) -> String {
+        let date = format_amz_date(signed_at);
+        let scope = format!("{}/eu-west-1/{service}/aws4_request", &date[..8]);
+        let mut query = format!(
+            "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={}&X-Amz-Date={date}\
+             &X-Amz-Expires={expires}&X-Amz-SignedHeaders=host",
+            uri_encode(format!("{KMS_KEY_ID}/{scope}").as_bytes())
+        );
+        let canonical = canonical_request(
+            "POST",
+            "/",
+            &canonical_query(&parse_query(&query), None),
+            &canonical_headers(&presigned_headers(), &["host".to_owned()]),
+            "host",
+            &hex_sha256(KMS_BODY),
+        );
+        let key = signing_key(KMS_SECRET, &date[..8], "eu-west-1", service);
+        let signature = hex(&hmac_sha256(
+            &key[..],
+            string_to_sign(&date, &scope, &canonical).as_bytes(),
+        )[..]);
+        query.push_str(&format!("&X-Amz-Signature={signature}"));
+        query
+    }
+
+    fn presigned_headers() -> Vec<(String, String)> {
+        headers(&[("Host", "127.0.0.1:4599")])
+    }
+
+    #[test]
+    fn kms_rules_bound_presigned_requests_to_five_minutes() {
+        let hs = presigned_headers();
+        let check = |query: &str, now: i64, rules: &Rules| {
+            verify_with(
+                &request("POST", "/", query, &hs, KMS_BODY),
+                now,
+                rules,
+                &mut kms_secret,
+            )
+        };
+        let t = kms_time();
+        let hour = presigned_query("kms", t, 3600);
+        // Inside the window: accepted under both rules.
+        assert_eq!(check(&hour, t + 299, &Rules::KMS).unwrap().signed_at, t);
+        assert!(check(&hour, t + 3599, &Rules::default()).is_ok());
+        // An hour's X-Amz-Expires does not stretch the KMS server's 5 minutes.
+        let err = check(&hour, t + 301, &Rules::KMS).unwrap_err();
+        assert_eq!(err.code, INVALID_SIGNATURE);
+        assert!(err.message.starts_with("Signature expired"), "{err}");
+        // X-Amz-Expires shorter than 5 minutes bounds it further.
+        let minute = presigned_query("kms", t, 60);
+        assert!(check(&minute, t + 60, &Rules::KMS).is_ok());
+        let err = check(&minute, t + 61, &Rules::KMS).unwrap_err();
+        assert_eq!(err.code, INVALID_SIGNATURE);
+        assert!(err.message.starts_with("Request has expired"), "{err}");
+        // Not yet valid, as with a header.
+        let err = check(&minute, t - 301, &Rules::KMS).unwrap_err();
+        assert!(
+            err.message.starts_with("Signature not yet current"),
+            "{err}"
+        );
+        // Presigned for another service.
+        let s3 = presigned_query("s3", t, 60);
+        assert!(check(&s3, t, &Rules::default()).is_ok());
+        let err = check(&s3, t, &Rules::KMS).unwrap_err();
+        assert!(err.message.contains("correct service: 'kms'"), "{err}");
+    }
+
+    #[test]
+    fn presign_then_verify() {
+        let hs = headers(&[
+            ("Host", "127.0.0.1:4599"),
+            ("X-Amz-Target", "TrentService.Decrypt"),
+        ]);
+        let creds = Credentials {
+            access_key_id: KMS_KEY_ID,
+            secret_access_key: KMS_SECRET,
+            session_token: None,
+        };
+        let parts = request("POST", "/", "", &hs, KMS_BODY);
+        let query = presign(&parts, &creds, "eu-west-1", "kms", at(kms_time()), 120);
+        let signed = request("POST", "/", &query, &hs, KMS_BODY);
+        let v = verify_with(&signed, kms_time() + 60, &Rules::KMS, &mut kms_secret).unwrap();
+        assert_eq!(v.access_key_id, KMS_KEY_ID);
+        let err = verify_with(&signed, kms_time() + 121, &Rules::KMS, &mut kms_secret).unwrap_err();
+        assert!(err.message.starts_with("Request has expired"), "{err}");
+        let tampered = request("POST", "/", &query, &hs, b"{}");
+        assert_eq!(
+            verify_with(&tampered, kms_time(), &Rules::KMS, &mut kms_secret)
+                .unwrap_err()
+                .message,
+            SIGNATURE_MISMATCH
+        );
+    }
+
+    #[test]
+    fn a_signed_host_must_be_sent() {
+        let hs: Vec<_> = kms_signed_headers()
+            .into_iter()
+            .filter(|(n, _)| !n.eq_ignore_ascii_case("host"))
+            .collect();
+        let err = verify_kms(&hs, "/", KMS_BODY, kms_time()).unwrap_err();
+        assert_eq!(err.code, INCOMPLETE_SIGNATURE);
+        assert!(err.message.contains("'Host'"), "{err}");
+    }
+
+    #[test]
+    fn claimed_credentials_are_read_without_verifying() {
+        let hs = kms_signed_headers();
+        let c = claimed(&request("POST", "/", "", &hs, KMS_BODY));
+        assert_eq!(c.access_key_id.as_deref(), Some(KMS_KEY_ID));
+        assert_eq!(c.region.as_deref(), Some("eu-west-1"));
+        let q = presigned_query("kms", kms_time(), 60);
+        let c = claimed(&request("POST", "/", &q, &presigned_headers(), b""));
+        assert_eq!(c.access_key_id.as_deref(), Some(KMS_KEY_ID));
+        assert_eq!(c.region.as_deref(), Some("eu-west-1"));
+        let none = headers(&[("Authorization", "Bearer abc")]);
+        assert_eq!(
+            claimed(&request("POST", "/", "", &none, b"")),
+            Claimed::default()
+        );
+        let long = headers(&[(
+            "Authorization",
+            &format!("AWS4-HMAC-SHA256 Credential={}", "A".repeat(5000)),
+        )]);
+        let c = claimed(&request("POST", "/", "", &long, b""));
+        assert_eq!(c.access_key_id.unwrap().len(), MAX_CLAIMED_CHARS);
+        assert_eq!(c.region, None);
     }
 
     #[test]

@@ -155,7 +155,8 @@ struct CreateKey {
 #[serde(rename_all = "PascalCase")]
 struct Encrypt {
     key_id: String,
-    plaintext: String,
+    /// The plaintext's base64, wiped when dropped.
+    plaintext: zeroize::Zeroizing<String>,
     encryption_context: Option<BTreeMap<String, String>>,
     #[serde(default)]
     grant_tokens: Vec<String>,

@@ -1,54 +1,98 @@
 //! One request, from bytes to bytes: method and size limits, SigV4, the region from the
-//! credential scope, the operation from `X-Amz-Target`, and AWS's error envelope
-//! (`{"__type": "...", "message": "..."}` with AWS's status codes). Never panics on input:
-//! every malformed request gets an AWS-shaped error.
+//! credential scope, the operation from `X-Amz-Target`, the request quotas, and AWS's
+//! error envelope (`{"__type": "...", "message": "..."}` with AWS's status codes). Never
+//! panics on input: every malformed request gets an AWS-shaped error, and every refusal
+//! is recorded in the audit trail (`refusals`). Messages to clients never carry this
+//! machine's paths or CLI advice (`KmsError::remote_message`); an internal error's detail
+//! goes to stderr with the request id.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use zeroize::Zeroizing;
 
+use super::body::{BodyBudget, BodyError, RequestBody, ZeroizingWriter, zeroize_strings};
 use super::dispatch;
 use super::identities::IdentityCache;
+use super::ratelimit::{RATE_EXCEEDED, RateLimiter};
+use super::refusals::{Refusals, Refused};
 use crate::crypto::SecretBytes;
+use crate::kms::embedded::recorded_on_this_thread;
 use crate::kms::identity::IdentityStore;
-use crate::kms::sigv4::{self, RequestParts};
+use crate::kms::sigv4::{self, RequestParts, Rules};
 use crate::kms::{Caller, Clock, EmbeddedKms, KmsError, Region, region};
 
 pub const JSON_11: &str = "application/x-amz-json-1.1";
 const TARGET_PREFIX: &str = "TrentService.";
+
+/// What the server's limits are (from `kms serve`'s flags).
+pub struct Limits {
+    pub max_body: usize,
+    pub body_timeout: Duration,
+    pub crypto_rate: u32,
+    pub management_rate: u32,
+    pub refused_audit_rate: u32,
+}
 
 /// What every request handler shares.
 pub struct State {
     data_dir: PathBuf,
     passphrase_file: Option<PathBuf>,
     pub max_body: usize,
+    body_timeout: Duration,
+    pub body_budget: BodyBudget,
     identities: IdentityCache,
-    regions: Mutex<HashMap<String, Arc<EmbeddedKms>>>,
+    regions: RwLock<HashMap<String, Arc<EmbeddedKms>>>,
+    rates: RateLimiter,
+    refusals: Refusals,
 }
 
-/// An HTTP answer: status, body (always JSON).
+/// An HTTP answer: status, body (always JSON, in zeroizing memory).
 pub struct Answer {
     pub status: u16,
-    pub body: Vec<u8>,
+    pub body: Zeroizing<Vec<u8>>,
 }
 
 impl Answer {
     pub fn error(status: u16, code: &str, message: &str) -> Answer {
+        // Backticks are how our own messages quote commands; AWS's never carry any.
+        let message = message.replace('`', "'");
         Answer {
             status,
-            body: serde_json::to_vec(&json!({ "__type": code, "message": message }))
-                .expect("serializes"),
+            body: Zeroizing::new(
+                serde_json::to_vec(&json!({ "__type": code, "message": message }))
+                    .expect("serializes"),
+            ),
         }
     }
 
-    fn ok(v: &Value) -> Answer {
+    /// The response, serialized into zeroizing memory; then its strings are wiped.
+    fn ok(mut v: Value) -> Answer {
+        let mut w = ZeroizingWriter::with_capacity(512);
+        serde_json::to_writer(&mut w, &v).expect("serializes");
+        zeroize_strings(&mut v);
         Answer {
             status: 200,
-            body: serde_json::to_vec(v).expect("serializes"),
+            body: w.0,
         }
+    }
+
+    pub fn code(&self) -> String {
+        serde_json::from_slice::<Value>(&self.body)
+            .ok()
+            .and_then(|v| v["__type"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    pub fn message(&self) -> String {
+        serde_json::from_slice::<Value>(&self.body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or_default()
     }
 }
 
@@ -60,32 +104,71 @@ fn status_of(code: &str) -> u16 {
     }
 }
 
-fn kms_error(e: &KmsError) -> Answer {
-    let code = e.aws_code();
-    Answer::error(status_of(code), code, &e.to_string())
+/// A request as the connection received it.
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Result<RequestBody, BodyError>,
+    pub peer: SocketAddr,
+    pub tls: bool,
+    pub request_id: String,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn parts<'a>(&'a self, body: &'a [u8]) -> RequestParts<'a> {
+        RequestParts {
+            method: &self.method,
+            path: &self.path,
+            query: &self.query,
+            headers: &self.headers,
+            body,
+        }
+    }
 }
 
 impl State {
     pub fn new(
         data_dir: &Path,
         passphrase_file: Option<&Path>,
-        max_body: usize,
+        home_region: &Region,
+        limits: &Limits,
     ) -> Result<State, KmsError> {
         let account = region::read_account_id(data_dir)?;
         Ok(State {
             data_dir: data_dir.to_path_buf(),
             passphrase_file: passphrase_file.map(Path::to_path_buf),
-            max_body,
+            max_body: limits.max_body,
+            body_timeout: limits.body_timeout,
+            // Room for many KMS-sized bodies, and always for one at the limit.
+            body_budget: BodyBudget::new(limits.max_body.max(64 << 20)),
             identities: IdentityCache::new(IdentityStore::new(data_dir, account)),
-            regions: Mutex::new(HashMap::new()),
+            regions: RwLock::new(HashMap::new()),
+            rates: RateLimiter::new(limits.crypto_rate, limits.management_rate),
+            refusals: Refusals::new(limits.refused_audit_rate, home_region.to_string()),
         })
     }
 
     /// The region's KMS, opened on first use and kept.
-    fn kms(&self, name: &str) -> Result<Arc<EmbeddedKms>, KmsError> {
-        let mut regions = self.regions.lock().map_err(|_| KmsError::Unsupported {
-            message: "an earlier request panicked; restart the server".into(),
-        })?;
+    pub(super) fn kms(&self, name: &str) -> Result<Arc<EmbeddedKms>, KmsError> {
+        fn poisoned<T>(_: T) -> KmsError {
+            KmsError::Unsupported {
+                message: "an earlier request panicked; restart the server".into(),
+            }
+        }
+        // Every request looks its region up: a shared lock, exclusive only to open one.
+        if let Some(k) = self.regions.read().map_err(poisoned)?.get(name) {
+            return Ok(k.clone());
+        }
+        let mut regions = self.regions.write().map_err(poisoned)?;
         if let Some(k) = regions.get(name) {
             return Ok(k.clone());
         }
@@ -107,94 +190,196 @@ impl State {
         Ok(kms)
     }
 
+    /// The answer to a KMS error: AWS's code, the message for remote clients; an internal
+    /// error's detail goes to stderr under the request id.
+    fn kms_error(&self, r: &Received, op: Option<&str>, e: &KmsError) -> Answer {
+        let code = e.aws_code();
+        if code == "KMSInternalException" {
+            eprintln!(
+                "kms serve: request {} ({}) from {}: {e}",
+                r.request_id,
+                op.unwrap_or("no operation"),
+                r.peer.ip()
+            );
+        }
+        Answer::error(status_of(code), code, &e.remote_message())
+    }
+
     /// Handles one request whose body has been read (blocking: run off the reactor).
-    pub fn handle(&self, parts: &RequestParts, peer: SocketAddr, tls: bool) -> Answer {
-        if parts.method != "POST" || parts.path != "/" {
-            return Answer::error(
-                404,
-                "UnknownOperationException",
-                "the AWS KMS protocol is POST / with an X-Amz-Target header",
+    pub fn handle(&self, r: Received) -> Answer {
+        let op = r
+            .header("x-amz-target")
+            .and_then(|t| t.strip_prefix(TARGET_PREFIX))
+            .map(str::to_string);
+        let op = op.as_deref();
+        let refused = |caller: Option<&Caller>, region: Option<&str>, answer: Answer| {
+            self.refusals.record(
+                self,
+                &Refused {
+                    received: &r,
+                    operation: op,
+                    caller,
+                    region,
+                    counted: false,
+                },
+                answer,
+            )
+        };
+        let body = match &r.body {
+            Ok(b) => &b.bytes,
+            Err(e) => {
+                return refused(
+                    None,
+                    None,
+                    super::listener::body_error_answer(*e, self.max_body, self.body_timeout),
+                );
+            }
+        };
+        if r.method != "POST" || r.path != "/" {
+            return refused(
+                None,
+                None,
+                Answer::error(
+                    404,
+                    "UnknownOperationException",
+                    "the AWS KMS protocol is POST / with an X-Amz-Target header",
+                ),
             );
         }
         let keys = match self.identities.keys() {
             Ok(k) => k,
-            Err(e) => return kms_error(&e),
+            Err(e) => return self.kms_error(&r, op, &e),
         };
+        let parts = r.parts(body);
         let now = Clock::from_env().now();
-        let verified = match sigv4::verify(parts, now, &mut |id| {
+        let verified = match sigv4::verify_with(&parts, now, &Rules::KMS, &mut |id| {
             keys.get(id).map(|(_, secret)| secret.clone())
         }) {
             Ok(v) => v,
-            Err(e) => return Answer::error(e.status, e.code, &e.message),
+            Err(e) => return refused(None, None, Answer::error(e.status, e.code, &e.message)),
         };
         let Some((identity, _)) = keys.get(&verified.access_key_id) else {
-            return Answer::error(
-                400,
-                "UnrecognizedClientException",
-                "The security token included in the request is invalid.",
+            return refused(
+                None,
+                None,
+                Answer::error(
+                    400,
+                    "UnrecognizedClientException",
+                    "The security token included in the request is invalid.",
+                ),
             );
-        };
-        let header = |name: &str| {
-            parts
-                .headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        };
-        let Some(op) = header("x-amz-target").and_then(|t| t.strip_prefix(TARGET_PREFIX)) else {
-            return Answer::error(
-                400,
-                "UnknownOperationException",
-                "missing or foreign X-Amz-Target: expected TrentService.<Operation>",
-            );
-        };
-        let body: Value = if parts.body.is_empty() {
-            json!({})
-        } else {
-            match serde_json::from_slice(parts.body) {
-                Ok(v @ Value::Object(_)) => v,
-                Ok(_) => {
-                    return Answer::error(
-                        400,
-                        "SerializationException",
-                        "the body must be a JSON object",
-                    );
-                }
-                Err(e) => {
-                    return Answer::error(
-                        400,
-                        "SerializationException",
-                        &format!("the body is not valid JSON: {e}"),
-                    );
-                }
-            }
-        };
-        if !dispatch::is_operation(op) {
-            return Answer::error(
-                400,
-                "UnknownOperationException",
-                &format!("{op} is not an operation of this KMS"),
-            );
-        }
-        let kms = match self.kms(&verified.region) {
-            Ok(k) => k,
-            Err(e @ KmsError::RegionNotInitialized { .. }) => {
-                return Answer::error(400, "UnrecognizedClientException", &e.to_string());
-            }
-            Err(e) => return kms_error(&e),
         };
         let caller = Caller::new(
             (**identity).clone(),
             Some(verified.access_key_id.clone()),
-            peer.ip().to_string(),
-            Some(peer.ip().to_string()),
-            header("user-agent").unwrap_or("").to_string(),
-            Some(tls),
+            r.peer.ip().to_string(),
+            Some(r.peer.ip().to_string()),
+            r.header("user-agent").unwrap_or("").to_string(),
+            Some(r.tls),
         );
-        match dispatch::call(&kms, &caller, op, &body) {
-            Ok(v) => Answer::ok(&v),
-            Err(dispatch::Failure::Kms(e)) => kms_error(&e),
-            Err(dispatch::Failure::Input { code, message }) => Answer::error(400, code, &message),
+        let region = Some(verified.region.as_str());
+        let Some(op) = op else {
+            return refused(
+                Some(&caller),
+                region,
+                Answer::error(
+                    400,
+                    "UnknownOperationException",
+                    "missing or foreign X-Amz-Target: expected TrentService.<Operation>",
+                ),
+            );
+        };
+        if !dispatch::is_operation(op) {
+            return refused(
+                Some(&caller),
+                region,
+                Answer::error(
+                    400,
+                    "UnknownOperationException",
+                    &format!("{op} is not an operation of this KMS"),
+                ),
+            );
+        }
+        let kms = match self.kms(&verified.region) {
+            Ok(k) => k,
+            Err(KmsError::RegionNotInitialized { region, .. }) => {
+                return refused(
+                    Some(&caller),
+                    None,
+                    Answer::error(
+                        400,
+                        "UnrecognizedClientException",
+                        &format!("region {region} is not served by this KMS"),
+                    ),
+                );
+            }
+            Err(e) => return self.kms_error(&r, Some(op), &e),
+        };
+        // From here on the request counts against its access key's quota, and so every
+        // refusal is recorded (the quota bounds them).
+        let counted = |answer: Answer| {
+            self.refusals.record(
+                self,
+                &Refused {
+                    received: &r,
+                    operation: Some(op),
+                    caller: Some(&caller),
+                    region,
+                    counted: true,
+                },
+                answer,
+            )
+        };
+        if !self
+            .rates
+            .allow(&verified.access_key_id, &verified.region, op)
+        {
+            // A throttled request is not counted: its record shares the refusal budget.
+            return refused(
+                Some(&caller),
+                region,
+                Answer::error(400, "ThrottlingException", RATE_EXCEEDED),
+            );
+        }
+        let mut request: Value = if body.is_empty() {
+            json!({})
+        } else {
+            match serde_json::from_slice(body) {
+                Ok(v @ Value::Object(_)) => v,
+                Ok(mut other) => {
+                    zeroize_strings(&mut other);
+                    return counted(Answer::error(
+                        400,
+                        "SerializationException",
+                        "the body must be a JSON object",
+                    ));
+                }
+                Err(e) => {
+                    return counted(Answer::error(
+                        400,
+                        "SerializationException",
+                        &format!("the body is not valid JSON: {e}"),
+                    ));
+                }
+            }
+        };
+        let recorded_before = recorded_on_this_thread();
+        let result = dispatch::call(&kms, &caller, op, &request);
+        zeroize_strings(&mut request);
+        match result {
+            Ok(v) => Answer::ok(v),
+            Err(dispatch::Failure::Kms(e)) => {
+                let answer = self.kms_error(&r, Some(op), &e);
+                if recorded_on_this_thread() == recorded_before {
+                    // Refused before the KMS operation ran (a malformed key id, context...).
+                    counted(answer)
+                } else {
+                    answer
+                }
+            }
+            Err(dispatch::Failure::Input { code, message }) => {
+                counted(Answer::error(400, code, &message))
+            }
         }
     }
 }

@@ -1,28 +1,25 @@
-//! Sockets: TCP (and TLS with rustls) connections served by hyper (HTTP/1.1 and HTTP/2),
-//! request bodies read up to the limit, and a clean stop on SIGTERM or SIGINT: stop
-//! accepting, let requests in flight finish (10 s at most), then drop the KMS so that
-//! pending usage counts are written.
+//! Sockets: TCP (and TLS with rustls) connections served by hyper (HTTP/1.1 and HTTP/2)
+//! up to the connection cap, request bodies read up to the limit within the body
+//! timeout, and a clean stop on SIGTERM or SIGINT: stop accepting, let requests in flight
+//! finish (10 s at most), then drop the KMS so that pending usage counts are written.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
 use super::ServeArgs;
-use super::http::{Answer, JSON_11, State};
+use super::body::{self, BodyError, InFlight, ZBody};
+use super::conn::{self, STOP_GRACE, Timeouts};
+use super::http::{Answer, JSON_11, Received, State};
+use super::limits::{self, ConnLimit};
 use crate::kms::KmsError;
-use crate::kms::sigv4::RequestParts;
 
 fn io_error(action: &'static str, what: &str, e: std::io::Error) -> KmsError {
     KmsError::io(action, what, e)
@@ -59,74 +56,92 @@ fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAccept
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
-/// Reads the body (up to the limit) and answers on the blocking pool.
-async fn respond(
+/// Reads the body (up to the limit, within the body timeout) and answers on the blocking
+/// pool. `in_flight` counts the request until its response has been sent.
+pub async fn respond(
     state: Arc<State>,
     req: Request<Incoming>,
     peer: SocketAddr,
     tls: bool,
-) -> Response<Full<Bytes>> {
-    let (head, body) = req.into_parts();
-    let answer = match Limited::new(body, state.max_body).collect().await {
-        Ok(b) => {
-            let body = b.to_bytes();
-            let mut headers: Vec<(String, String)> = head
-                .headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            // HTTP/2 carries the host as :authority, which SigV4 signs as `host`.
-            if !head.headers.contains_key("host")
-                && let Some(a) = head.uri.authority()
-            {
-                headers.push(("host".to_string(), a.to_string()));
-            }
-            let method = head.method.as_str().to_string();
-            let path = head.uri.path().to_string();
-            let query = head.uri.query().unwrap_or("").to_string();
-            let st = state.clone();
-            tokio::task::spawn_blocking(move || {
-                let parts = RequestParts {
-                    method: &method,
-                    path: &path,
-                    query: &query,
-                    headers: &headers,
-                    body: &body,
-                };
-                st.handle(&parts, peer, tls)
-            })
-            .await
-            .unwrap_or_else(|_| {
-                Answer::error(500, "KMSInternalException", "the request handler failed")
-            })
-        }
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Answer::error(
-                413,
-                "ValidationException",
-                &format!("the request body is over the {}-byte limit", state.max_body),
+    in_flight: InFlight,
+    body_timeout: Duration,
+) -> Response<ZBody> {
+    let request_id = crate::kms::event::fast_uuid();
+    let (head, incoming) = req.into_parts();
+    let body = body::collect(incoming, state.max_body, &state.body_budget, body_timeout).await;
+    let mut headers: Vec<(String, String)> = head
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
             )
-        }
-        Err(_) => Answer::error(
+        })
+        .collect();
+    // HTTP/2 carries the host as :authority, which SigV4 signs as `host`.
+    if !head.headers.contains_key("host")
+        && let Some(a) = head.uri.authority()
+    {
+        headers.push(("host".to_string(), a.to_string()));
+    }
+    let close = body.is_err();
+    let received = Received {
+        method: head.method.as_str().to_string(),
+        path: head.uri.path().to_string(),
+        query: head.uri.query().unwrap_or("").to_string(),
+        headers,
+        body,
+        peer,
+        tls,
+        request_id: request_id.clone(),
+    };
+    let st = state.clone();
+    let answer = tokio::task::spawn_blocking(move || st.handle(received))
+        .await
+        .unwrap_or_else(|_| {
+            eprintln!("kms serve: request {request_id}: the handler panicked");
+            Answer::error(
+                500,
+                "KMSInternalException",
+                crate::kms::error::INTERNAL_REMOTE_MESSAGE,
+            )
+        });
+    let mut response = Response::builder()
+        .status(answer.status)
+        .header("content-type", JSON_11)
+        .header("x-amzn-requestid", request_id.as_str());
+    if close {
+        // The body was not read to its end: this connection cannot carry another request.
+        response = response.header("connection", "close");
+    }
+    response
+        .body(ZBody::new(answer.body, Some(in_flight)))
+        .expect("a valid response")
+}
+
+/// What a body error answers.
+pub fn body_error_answer(e: BodyError, max_body: usize, timeout: Duration) -> Answer {
+    match e {
+        BodyError::TooLarge => Answer::error(
+            413,
+            "ValidationException",
+            &format!("the request body is over the {max_body}-byte limit"),
+        ),
+        BodyError::TimedOut => Answer::error(
+            408,
+            "RequestTimeoutException",
+            &format!(
+                "the request body was not received within {} seconds",
+                timeout.as_secs()
+            ),
+        ),
+        BodyError::Broken => Answer::error(
             400,
             "SerializationException",
             "the request body could not be read",
         ),
-    };
-    Response::builder()
-        .status(answer.status)
-        .header("content-type", JSON_11)
-        .header("x-amzn-requestid", uuid::Uuid::new_v4().to_string())
-        .body(Full::new(Bytes::from(answer.body)))
-        .expect("a valid response")
+    }
 }
 
 async fn shutdown_signal() {
@@ -144,11 +159,38 @@ async fn shutdown_signal() {
     }
 }
 
+/// Logs to stderr at most once per `every`.
+struct Throttled {
+    last: Option<Instant>,
+    every: Duration,
+}
+
+impl Throttled {
+    fn due(&mut self) -> bool {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+}
+
 pub fn run(state: State, args: &ServeArgs) -> Result<(), KmsError> {
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some(tls_config(c, k)?),
         _ => None,
     };
+    let timeouts = Timeouts {
+        tls_handshake: Duration::from_secs(args.tls_handshake_timeout),
+        header: Duration::from_secs(args.header_timeout),
+        body: Duration::from_secs(args.body_timeout),
+        idle: Duration::from_secs(args.idle_timeout),
+    };
+    let limit = ConnLimit::new(limits::fit_descriptor_limit(args.max_connections as usize));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -169,37 +211,58 @@ pub fn run(state: State, args: &ServeArgs) -> Result<(), KmsError> {
                 "Endpoint": format!("{}://{local}", if tls.is_some() { "https" } else { "http" }),
             })
         );
-        let graceful = GracefulShutdown::new();
+        let (stop_tx, stop_rx) = watch::channel(false);
         let stop = shutdown_signal();
         tokio::pin!(stop);
+        let mut accept_log = Throttled {
+            last: None,
+            every: Duration::from_secs(10),
+        };
+        let mut refusal_log = Throttled {
+            last: None,
+            every: Duration::from_secs(10),
+        };
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((stream, peer)) = accepted else { continue };
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of descriptors or memory: wait instead of spinning.
+                            if accept_log.due() {
+                                eprintln!("kms serve: cannot accept a connection: {e}");
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Some(slot) = limit.admit() else {
+                        limit.refuse(stream, tls.is_none());
+                        if refusal_log.due() {
+                            eprintln!(
+                                "kms serve: at the limit of {} connections ({} refused so far)",
+                                limit.max(),
+                                limit.refused_total()
+                            );
+                        }
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let state = state.clone();
-                    let is_tls = tls.is_some();
-                    let svc = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(respond(state, req, peer, is_tls).await) }
-                    });
+                    let stop = stop_rx.clone();
                     match &tls {
                         None => {
-                            let conn = auto::Builder::new(TokioExecutor::new())
-                                .serve_connection(TokioIo::new(stream), svc)
-                                .into_owned();
-                            tokio::spawn(graceful.watch(conn));
+                            tokio::spawn(async move {
+                                let _slot = slot;
+                                conn::serve(stream, state, peer, false, timeouts, stop).await;
+                            });
                         }
                         Some(acceptor) => {
                             let acceptor = acceptor.clone();
-                            let watcher = graceful.watcher();
                             tokio::spawn(async move {
-                                // A failed handshake is the client's problem, not ours.
-                                let Ok(tls_stream) = acceptor.accept(stream).await else { return };
-                                let conn = auto::Builder::new(TokioExecutor::new())
-                                    .serve_connection(TokioIo::new(tls_stream), svc)
-                                    .into_owned();
-                                let _ = watcher.watch(conn).await;
+                                let _slot = slot;
+                                conn::serve_tls(stream, acceptor, state, peer, timeouts, stop)
+                                    .await;
                             });
                         }
                     }
@@ -208,7 +271,8 @@ pub fn run(state: State, args: &ServeArgs) -> Result<(), KmsError> {
             }
         }
         drop(listener);
-        let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(STOP_GRACE + Duration::from_secs(1), limit.drained()).await;
         Ok::<(), KmsError>(())
     })?;
     // Dropping the state drops every region's KMS, which writes pending usage counts.

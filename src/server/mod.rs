@@ -7,19 +7,27 @@
 //! credential scope. The authenticated user is the caller that key policies, identity
 //! policies and the audit trail see, with the client's address as `sourceIPAddress`.
 //!
-//! Layers: `listener` (TCP/TLS, connections, shutdown) → `http` (limits, SigV4, the AWS
-//! error envelope) → `dispatch` (one operation → one `EmbeddedKms` call). KMS calls are
-//! blocking (file locks, appends), so they run on tokio's blocking pool.
+//! Layers: `listener` (TCP/TLS, the connection cap, shutdown) → `conn` (one connection
+//! and its timeouts) → `http` (SigV4, quotas, the AWS error envelope) → `dispatch` (one
+//! operation → one `EmbeddedKms` call). KMS calls are blocking (file locks, appends), so
+//! they run on tokio's blocking pool. Bodies live in zeroizing memory (`body`); refusals
+//! are audited within a budget (`refusals`); quotas are token buckets (`ratelimit`).
 
+mod body;
+mod conn;
 mod dispatch;
 mod grants;
 mod http;
 mod identities;
+mod limits;
 mod listener;
+mod ratelimit;
+mod refusals;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::kms::KmsError;
+use crate::kms::{KmsError, Region};
 
 /// Largest request body accepted (AWS's KMS requests are a few KiB at most).
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
@@ -38,14 +46,55 @@ pub struct ServeArgs {
     /// Largest request body, in bytes
     #[arg(long, default_value_t = DEFAULT_MAX_BODY)]
     pub max_body_bytes: usize,
+    /// Most connections open at once; more are answered 503 and closed
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
+    pub max_connections: u32,
+    /// Seconds a client has to finish its TLS handshake
+    #[arg(long, default_value_t = 10, value_parser = seconds, value_name = "SECS")]
+    pub tls_handshake_timeout: u64,
+    /// Seconds a connection has to send a request's head once it is ready for one
+    #[arg(long, default_value_t = 20, value_parser = seconds, value_name = "SECS")]
+    pub header_timeout: u64,
+    /// Seconds a request has to send its whole body
+    #[arg(long, default_value_t = 20, value_parser = seconds, value_name = "SECS")]
+    pub body_timeout: u64,
+    /// Seconds a connection may stay open without a request in flight
+    #[arg(long, default_value_t = 60, value_parser = seconds, value_name = "SECS")]
+    pub idle_timeout: u64,
+    /// Cryptographic requests per second per access key and region (one shared quota)
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub crypto_rate: u32,
+    /// Requests per second per access key and region, for each management operation
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub management_rate: u32,
+    /// Refused requests recorded in the audit trail per second (beyond: counted)
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub refused_audit_rate: u32,
+}
+
+/// A timeout flag: whole seconds, 1 to a day.
+fn seconds(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if (1..=86_400).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' is not a number of seconds from 1 to 86400")),
+    }
 }
 
 /// Runs the server until SIGTERM or SIGINT, then finishes the requests in flight.
+/// Refused requests that name no usable region are recorded in `home_region`'s trail.
 pub fn serve(
     data_dir: &Path,
     passphrase_file: Option<&Path>,
+    home_region: &Region,
     args: ServeArgs,
 ) -> Result<(), KmsError> {
-    let state = http::State::new(data_dir, passphrase_file, args.max_body_bytes)?;
+    let limits = http::Limits {
+        max_body: args.max_body_bytes,
+        body_timeout: Duration::from_secs(args.body_timeout),
+        crypto_rate: args.crypto_rate,
+        management_rate: args.management_rate,
+        refused_audit_rate: args.refused_audit_rate,
+    };
+    let state = http::State::new(data_dir, passphrase_file, home_region, &limits)?;
     listener::run(state, &args)
 }

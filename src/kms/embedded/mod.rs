@@ -21,6 +21,7 @@ mod grants;
 mod ops;
 mod paging;
 mod policies;
+mod refused;
 mod tags;
 mod usage;
 mod volume_service;
@@ -31,6 +32,7 @@ pub use grants::{
 };
 pub use ops::GenerateRandomRequest;
 pub use paging::{Page, Paging};
+pub use refused::{Refusal, recorded_on_this_thread};
 pub use tags::MAX_TAGS;
 
 use std::collections::HashMap;
@@ -283,6 +285,7 @@ impl EmbeddedKms {
             self.clock.now_nanos(),
         );
         call.recorded = true;
+        refused::note_recorded();
         self.audit
             .append_encoded(e, self.clock.now())
             .map(|_| ())
