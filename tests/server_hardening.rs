@@ -3,7 +3,8 @@
 //! (503 or a close) with the server's descriptors bounded, and it serves again after;
 //! SigV4 scoped to another service, a Host left unsigned, an expired presigned URL;
 //! per-access-key quotas (ThrottlingException for one key while another is served);
-//! error bodies without paths or CLI advice; and every refusal in the audit trail.
+//! error bodies without paths or CLI advice; every refusal in the audit trail, and a
+//! flood of refusals counted rather than written one by one beyond its budget.
 //!
 //! Requests are signed with the crate's own SigV4 signer. Every test starts its own
 //! server on port 0 and stops it with SIGTERM, which must exit 0.
@@ -929,4 +930,49 @@ fn error_bodies_carry_no_paths_or_cli_advice() {
         "{log}"
     );
     broken.stop();
+}
+
+// ---- the audit budget of refusals -----------------------------------------------------
+
+#[test]
+fn a_flood_of_bad_requests_is_counted_not_written_line_by_line() {
+    const FLOOD: u64 = 60;
+    let s = setup();
+    let server = Server::start(&s.env, &["--refused-audit-rate", "5"], &[]);
+    let addr = server.addr.clone();
+    let unsigned = raw_request("", &kms_headers("Decrypt"), "{}");
+    for _ in 0..FLOOD {
+        send(&addr, &unsigned).error(400, "MissingAuthenticationTokenException");
+    }
+    // Once the budget has refilled, the next refusal is written with the count of those
+    // that were not.
+    std::thread::sleep(Duration::from_millis(1500));
+    send(&addr, &unsigned).error(400, "MissingAuthenticationTokenException");
+    server.stop();
+
+    let events = trail(&s.env);
+    let written = refusals(&events, "MissingAuthenticationTokenException");
+    let counted: u64 = written
+        .iter()
+        .map(|e| {
+            e["additionalEventData"]["refusalsNotRecorded"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(
+        (written.len() as u64) < FLOOD,
+        "{} of {FLOOD} refusals written one by one at 5 a second",
+        written.len()
+    );
+    assert_eq!(
+        written.len() as u64 + counted,
+        FLOOD + 1,
+        "every refusal is written or counted: {written:#?}"
+    );
+    let last = written.last().unwrap();
+    assert!(
+        last["additionalEventData"]["refusalsNotRecorded"].as_u64() > Some(0),
+        "{last:#}"
+    );
 }
