@@ -32,6 +32,18 @@ const BIN: &str = env!("CARGO_BIN_EXE_cryptvol");
 const OTHER_REGION: &str = "eu-2";
 const JSON_11: &str = "application/x-amz-json-1.1";
 
+/// A child process killed when dropped (after a panic too); `wait` reaps it normally.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// A running `kms serve`; killed (and its stderr printed) if the test panics.
 struct Server {
     child: Option<Child>,
@@ -749,6 +761,9 @@ fn tls_serves_https_with_the_given_certificate() {
         .stderr(Stdio::null())
         .spawn()
         .expect("kms serve --tls-cert");
+    // Killed if an assertion below fails, so a failing run leaves no server behind.
+    let mut child = KillOnDrop(child);
+    let child = &mut child.0;
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
