@@ -750,7 +750,7 @@ fn tls_serves_https_with_the_given_certificate() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .arg("--data-dir")
         .arg(&s.env.data)
         .args(["kms", "serve", "--listen", "127.0.0.1:0", "--tls-cert"])
