@@ -709,3 +709,67 @@ fn an_interrupted_copy_can_be_cancelled_and_then_releases_its_source() {
     let listed = v.json(&["--region", "eu-2", "snapshot", "list"]);
     assert_eq!(listed["Snapshots"], serde_json::json!([]), "{listed:#}");
 }
+
+/// A restore under another key (`--kms-key`) killed half way has made its volume's grant;
+/// the re-run abandons the unfinished restore and retires that grant with it, so the key
+/// ends with the finished volume's grant only.
+#[test]
+fn an_interrupted_rekeyed_restore_leaves_no_grant_behind() {
+    if !require_mount_support(&[Need::Fuse]) {
+        return;
+    }
+    let v = VolEnv::new();
+    let (vol, _) = volume_with_data(&v, "big", 160, &[]);
+    let snap = snapshot(&v, &vol);
+    let key = v.create_key();
+    let grants = |v: &VolEnv| -> Vec<Value> {
+        v.json(&["kms", "list-grants", "--key-id", &key])["Grants"]
+            .as_array()
+            .expect("Grants")
+            .clone()
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cryptvol"))
+        .args(["--data-dir"])
+        .arg(&v.data)
+        .args([
+            "volume",
+            "create",
+            "--from-snapshot",
+            &snap,
+            "--kms-key",
+            &key,
+            "--max-bandwidth",
+            "24M",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the restore finished before it could be interrupted"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = grants(&v);
+    assert_eq!(left.len(), 1, "the killed restore's grant: {left:#?}");
+    let abandoned = str_field(&left[0], "Name");
+
+    let restored = str_field(
+        &v.json(&[
+            "volume",
+            "create",
+            "--from-snapshot",
+            &snap,
+            "--kms-key",
+            &key,
+        ]),
+        "VolumeId",
+    );
+    assert_ne!(restored, abandoned);
+    let now = grants(&v);
+    assert_eq!(now.len(), 1, "{now:#?}");
+    assert_eq!(now[0]["Name"], restored.as_str(), "{now:#?}");
+    v.assert_pool_clean("local-1");
+}

@@ -313,17 +313,25 @@ pub fn restore_rekeyed(
     let access = catalog::open(&dir)?;
     // An earlier rekey restore of this snapshot that did not finish: clean it up (a run
     // still in progress is cancelled first), and end its lease.
+    let kms = cfg.volume_kms()?;
     for (owner, p) in access.pending()? {
         if let PendingCopy::Restore {
-            source_snapshot, ..
+            source_snapshot,
+            header,
         } = p
             && source_snapshot == rec.id.as_str()
         {
-            // Its lease on the source (in this same pool) ends with it.
+            // Its lease on the source (in this same pool) ends with it, and so does the
+            // grant made for the volume it would have become.
             access.abandon_pending(&owner)?;
+            if let Some(old) = b64::decode(&header)
+                .ok()
+                .and_then(|bytes| VolumeHeader::decode(&bytes).ok())
+            {
+                lifecycle::retire_volume_service_grant(&old, Some(&kms as &dyn KeyBackend))?;
+            }
         }
     }
-    let kms = cfg.volume_kms()?;
     let src_key = lifecycle::data_key(
         &rec.volume,
         matches!(rec.volume.key, KeySource::Kms { .. }).then_some(&kms as &dyn KeyBackend),
