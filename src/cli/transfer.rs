@@ -338,13 +338,7 @@ pub fn restore_rekeyed(
         customer_key,
     )?;
     let mut h = rec.restored_header(name, size, cfg.clock.now())?;
-    if !h.name.is_empty() && access.list_volumes()?.iter().any(|o| o.name == h.name) {
-        return Err(VolumeError::NameTaken {
-            name: h.name.clone(),
-            id: String::new(),
-        }
-        .into());
-    }
+    super::volume_cmd::refuse_taken_name(access.as_ref(), &h.name)?;
     let (source, dst_key) = new_data_key(&kms, &KeyRef::parse(kms_key)?, h.id.as_str())?;
     h.lineage = h.id.to_string();
     h.key = source;

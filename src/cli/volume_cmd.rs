@@ -183,20 +183,7 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                 // Same key: share the snapshot's slots, instantly.
                 None => {
                     let h = rec.restored_header(name, size, cfg.clock.now())?;
-                    // Refused before the grant is made, so that a refusal changes nothing
-                    // (the daemon checks again, atomically).
-                    if !h.name.is_empty()
-                        && let Some(o) = catalog::open(&region)?
-                            .list_volumes()?
-                            .into_iter()
-                            .find(|o| o.name == h.name)
-                    {
-                        return Err(VolumeError::NameTaken {
-                            name: h.name,
-                            id: o.id.to_string(),
-                        }
-                        .into());
-                    }
+                    refuse_taken_name(catalog::open(&region)?.as_ref(), &h.name)?;
                     let kms = match h.key {
                         KeySource::Kms { .. } => Some(cfg.volume_kms()?),
                         KeySource::Customer { .. } => None,
@@ -250,18 +237,7 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                 key,
             };
             let access = catalog::open(&region)?;
-            if !spec.name.is_empty()
-                && let Some(o) = access
-                    .list_volumes()?
-                    .into_iter()
-                    .find(|h| h.name == spec.name)
-            {
-                return Err(VolumeError::NameTaken {
-                    name: spec.name,
-                    id: o.id.to_string(),
-                }
-                .into());
-            }
+            refuse_taken_name(access.as_ref(), &spec.name)?;
             let h = lifecycle::new_header(
                 &cfg.region,
                 kms.as_ref().map(|k| k as &dyn KeyBackend),
@@ -328,6 +304,23 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                 "Volume",
             )
         }
+    }
+}
+
+/// Refuses a volume name another volume of the region has (an empty name is no name).
+/// Checked before any key or grant is made, so that a refusal changes nothing; the
+/// daemon checks again, atomically, when the volume is stored.
+pub fn refuse_taken_name(access: &dyn Catalog, name: &str) -> Result<(), CliError> {
+    if name.is_empty() {
+        return Ok(());
+    }
+    match access.list_volumes()?.into_iter().find(|o| o.name == name) {
+        Some(o) => Err(VolumeError::NameTaken {
+            name: name.to_string(),
+            id: o.id.to_string(),
+        }
+        .into()),
+        None => Ok(()),
     }
 }
 

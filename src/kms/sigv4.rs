@@ -1494,6 +1494,11 @@ mod tests {
 
     /// A Decrypt request signed by `sign` at 20261129T120000Z: its headers after signing.
     fn kms_signed_headers() -> Vec<(String, String)> {
+        signed_headers_for("kms")
+    }
+
+    /// The same Decrypt request with the credential scoped to `service`.
+    fn signed_headers_for(service: &str) -> Vec<(String, String)> {
         let mut hs = headers(&[
             ("Host", "127.0.0.1:4599"),
             ("Content-Type", "application/x-amz-json-1.1"),
@@ -1508,7 +1513,7 @@ mod tests {
             &request("POST", "/", "", &hs, KMS_BODY),
             &creds,
             "eu-west-1",
-            "kms",
+            service,
             at(kms_time()),
         );
         hs.extend(added);
@@ -1738,24 +1743,7 @@ mod tests {
         };
         assert_eq!(under_kms(&hs).unwrap().service, "kms");
         // The same request signed for S3: a valid signature, for the wrong service.
-        let mut for_s3 = headers(&[
-            ("Host", "127.0.0.1:4599"),
-            ("Content-Type", "application/x-amz-json-1.1"),
-            ("X-Amz-Target", "TrentService.Decrypt"),
-        ]);
-        let creds = Credentials {
-            access_key_id: KMS_KEY_ID,
-            secret_access_key: KMS_SECRET,
-            session_token: None,
-        };
-        let added = sign(
-            &request("POST", "/", "", &for_s3, KMS_BODY),
-            &creds,
-            "eu-west-1",
-            "s3",
-            at(kms_time()),
-        );
-        for_s3.extend(added);
+        let for_s3 = signed_headers_for("s3");
         assert_eq!(
             verify_kms(&for_s3, "/", KMS_BODY, kms_time())
                 .unwrap()

@@ -155,7 +155,7 @@ impl EmbeddedKms {
 
     /// The policies' decision (key policy and identity policies), before grants.
     #[allow(clippy::too_many_arguments)]
-    fn decision(
+    pub(super) fn decision(
         &self,
         caller: &Caller,
         stale: bool,

@@ -9,7 +9,6 @@ use crate::kms::backend::DataKeySpec;
 use crate::kms::caller::Caller;
 use crate::kms::context::EncryptionContext;
 use crate::kms::error::{KmsError, Result};
-use crate::kms::event::Call;
 use crate::kms::ids::KeyRef;
 
 /// A checked call's outcome under DryRun: its error, or DryRunOperationException.
@@ -25,11 +24,7 @@ impl EmbeddedKms {
         plaintext: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<()> {
-        let mut call = Call::new("Encrypt", true)
-            .param("keyId", r.to_string())
-            .context("encryptionContext", ctx)
-            .param("encryptionAlgorithm", crate::kms::api::SYMMETRIC_DEFAULT)
-            .param("dryRun", true);
+        let mut call = Self::encrypt_call(r, ctx).param("dryRun", true);
         let out = dry(self.encrypt_inner(caller, &mut call, r, plaintext, ctx));
         self.finish(caller, call, out)
     }
@@ -41,11 +36,7 @@ impl EmbeddedKms {
         ctx: &EncryptionContext,
         key: Option<&KeyRef>,
     ) -> Result<()> {
-        let mut call = Call::new("Decrypt", true)
-            .key_param(key)
-            .context("encryptionContext", ctx)
-            .param("encryptionAlgorithm", crate::kms::api::SYMMETRIC_DEFAULT)
-            .param("dryRun", true);
+        let mut call = Self::decrypt_call(key, ctx).param("dryRun", true);
         let out = dry(self.read(|ks, _| {
             self.open_blob(ks, caller, &mut call, blob_bytes, ctx, key, "kms:Decrypt")
                 .map(|_| ())
@@ -62,14 +53,8 @@ impl EmbeddedKms {
         destination: &KeyRef,
         destination_ctx: &EncryptionContext,
     ) -> Result<()> {
-        let mut call = Call::new("ReEncrypt", true)
-            .param("destinationKeyId", destination.to_string())
-            .context("sourceEncryptionContext", source_ctx)
-            .context("destinationEncryptionContext", destination_ctx)
+        let mut call = Self::re_encrypt_call(source_key, source_ctx, destination, destination_ctx)
             .param("dryRun", true);
-        if let Some(s) = source_key {
-            call = call.param("sourceKeyId", s.to_string());
-        }
         let out = dry(self.re_encrypt_inner(
             caller,
             &mut call,

@@ -786,12 +786,44 @@ impl EmbeddedKms {
         plaintext: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<EncryptResponse> {
-        let mut call = Call::new("Encrypt", true)
-            .param("keyId", r.to_string())
-            .context("encryptionContext", ctx)
-            .param("encryptionAlgorithm", SYMMETRIC_DEFAULT);
+        let mut call = Self::encrypt_call(r, ctx);
         let out = self.encrypt_inner(caller, &mut call, r, plaintext, ctx);
         self.finish(caller, call, out)
+    }
+
+    /// The audit record of an Encrypt call (also its dry run's).
+    pub(super) fn encrypt_call(r: &KeyRef, ctx: &EncryptionContext) -> Call {
+        Call::new("Encrypt", true)
+            .param("keyId", r.to_string())
+            .context("encryptionContext", ctx)
+            .param("encryptionAlgorithm", SYMMETRIC_DEFAULT)
+    }
+
+    /// The audit record of a Decrypt call (also its dry run's).
+    pub(super) fn decrypt_call(key: Option<&KeyRef>, ctx: &EncryptionContext) -> Call {
+        Call::new("Decrypt", true)
+            .key_param(key)
+            .context("encryptionContext", ctx)
+            .param("encryptionAlgorithm", SYMMETRIC_DEFAULT)
+    }
+
+    /// The audit record of a ReEncrypt call (also its dry run's).
+    pub(super) fn re_encrypt_call(
+        source_key: Option<&KeyRef>,
+        source_ctx: &EncryptionContext,
+        destination: &KeyRef,
+        destination_ctx: &EncryptionContext,
+    ) -> Call {
+        let call = Call::new("ReEncrypt", true)
+            .param("destinationKeyId", destination.to_string())
+            .context("sourceEncryptionContext", source_ctx)
+            .context("destinationEncryptionContext", destination_ctx)
+            .param("sourceEncryptionAlgorithm", SYMMETRIC_DEFAULT)
+            .param("destinationEncryptionAlgorithm", SYMMETRIC_DEFAULT);
+        match source_key {
+            Some(s) => call.param("sourceKeyId", s.to_string()),
+            None => call,
+        }
     }
 
     fn encrypt_inner(
@@ -893,10 +925,7 @@ impl EmbeddedKms {
         ctx: &EncryptionContext,
         key: Option<&KeyRef>,
     ) -> Result<DecryptResponse> {
-        let mut call = Call::new("Decrypt", true)
-            .key_param(key)
-            .context("encryptionContext", ctx)
-            .param("encryptionAlgorithm", SYMMETRIC_DEFAULT);
+        let mut call = Self::decrypt_call(key, ctx);
         let out = self.read(|ks, _| {
             let (id, plaintext) =
                 self.open_blob(ks, caller, &mut call, blob_bytes, ctx, key, "kms:Decrypt")?;
@@ -918,15 +947,7 @@ impl EmbeddedKms {
         destination: &KeyRef,
         destination_ctx: &EncryptionContext,
     ) -> Result<ReEncryptResponse> {
-        let mut call = Call::new("ReEncrypt", true)
-            .param("destinationKeyId", destination.to_string())
-            .context("sourceEncryptionContext", source_ctx)
-            .context("destinationEncryptionContext", destination_ctx)
-            .param("sourceEncryptionAlgorithm", SYMMETRIC_DEFAULT)
-            .param("destinationEncryptionAlgorithm", SYMMETRIC_DEFAULT);
-        if let Some(s) = source_key {
-            call = call.param("sourceKeyId", s.to_string());
-        }
+        let mut call = Self::re_encrypt_call(source_key, source_ctx, destination, destination_ctx);
         let out = self.re_encrypt_inner(
             caller,
             &mut call,

@@ -16,7 +16,7 @@ use crate::kms::caller::{Caller, volume_service};
 use crate::kms::context::EncryptionContext;
 use crate::kms::error::{KmsError, Result};
 use crate::kms::ids::KeyRef;
-use crate::kms::policy::{self, Decision};
+use crate::kms::policy::Decision;
 
 /// The IAM action that lets a user attach a volume (EC2's name for it).
 pub const ATTACH_VOLUME_ACTION: &str = "ec2:AttachVolume";
@@ -76,17 +76,14 @@ impl EmbeddedKms {
     /// How identity policies answer `ec2:AttachVolume` on `volume` for `caller`.
     fn attach_decision(&self, caller: &Caller, volume: &str) -> (Decision, String) {
         let resource = self.volume_arn(volume);
-        let conditions = super::authz::condition_values(caller, None, self.clock.now());
-        let who = caller.identity.policy_caller();
-        let decision = policy::evaluate(
+        let decision = self.decision(
+            caller,
+            false,
+            ATTACH_VOLUME_ACTION,
             None,
-            &caller.identity.policies,
-            &policy::Request {
-                caller: &who,
-                action: ATTACH_VOLUME_ACTION,
-                resource: &resource,
-                conditions: &conditions,
-            },
+            Some(&resource),
+            None,
+            &[],
         );
         (decision, resource)
     }
