@@ -42,12 +42,6 @@ fn events(env: &Env) -> Vec<Value> {
         .collect()
 }
 
-fn account(env: &Env) -> String {
-    let v: Value =
-        serde_json::from_slice(&std::fs::read(env.data.join("account.json")).unwrap()).unwrap();
-    str_field(&v, "account_id")
-}
-
 /// The only log file (these tests never rotate).
 fn log_file(env: &Env) -> PathBuf {
     let mut logs: Vec<PathBuf> = std::fs::read_dir(audit_dir(env))
@@ -62,7 +56,7 @@ fn log_file(env: &Env) -> PathBuf {
 #[test]
 fn every_kms_call_writes_exactly_one_event_allowed_denied_or_failed() {
     let env = Env::init();
-    let acct = account(&env);
+    let acct = env.account();
     let key = env.create_key();
     let blob = b64(&env.encrypt(&key, b"hello", Some("app=audit")));
     env.ok(&["iam", "create-user", "--user-name", "alice"]);
@@ -573,7 +567,7 @@ fn audit_verify_names_an_edited_a_deleted_and_a_swapped_event() {
 #[test]
 fn audit_lookup_filters_by_key_event_principal_and_time() {
     let env = Env::init();
-    let acct = account(&env);
+    let acct = env.account();
     let k1 = env.create_key();
     let k2 = env.create_key();
     env.ok(&[

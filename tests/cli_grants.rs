@@ -9,26 +9,8 @@
 
 mod common;
 
-use common::{Env, str_field, unb64};
+use common::{Env, as_, str_field, unb64};
 use serde_json::{Value, json};
-
-fn account(env: &Env) -> String {
-    let text = std::fs::read_to_string(env.data.join("account.json")).expect("account.json");
-    let v: Value = serde_json::from_str(&text).expect("account.json is JSON");
-    str_field(&v, "account_id")
-}
-
-#[track_caller]
-fn create_user(env: &Env, name: &str) -> String {
-    let v = env.json(&["iam", "create-user", "--user-name", name]);
-    str_field(&v["User"], "Arn")
-}
-
-fn as_<'a>(who: &'a str, args: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["--profile", who];
-    v.extend_from_slice(args);
-    v
-}
 
 /// `kms decrypt` of `blob` as `who`; the raw Out.
 fn decrypt_as(env: &Env, who: &str, blob: &[u8], ctx: &str, extra: &[&str]) -> common::Out {
@@ -52,20 +34,13 @@ fn decrypt_as(env: &Env, who: &str, blob: &[u8], ctx: &str, extra: &[&str]) -> c
 fn setup() -> (Env, String, String, Vec<u8>) {
     let env = Env::init();
     let key = env.create_key();
-    let bob = create_user(&env, "bob");
+    let bob = env.create_user("bob");
     let blob = env.encrypt(&key, b"grant me", Some("lineage=vol-1,team=a"));
     (env, key, bob, blob)
 }
 
 fn events(env: &Env, name: &str) -> Vec<Value> {
-    let v = env.json(&["audit", "lookup"]);
-    v["Events"]
-        .as_array()
-        .expect("Events")
-        .iter()
-        .filter(|e| e["eventName"] == name)
-        .cloned()
-        .collect()
+    env.lookup(&["--event-name", name])
 }
 
 #[test]
@@ -126,7 +101,7 @@ fn a_user_without_key_policy_access_decrypts_through_a_grant_until_it_is_retired
     );
 
     // Listing: by key, by grant id, by grantee; and as retirable by bob.
-    let acct = account(&env);
+    let acct = env.account();
     let all = env.json(&["kms", "list-grants", "--key-id", &key]);
     let gs = all["Grants"].as_array().unwrap();
     assert_eq!(gs.len(), 1, "{all}");
@@ -293,7 +268,7 @@ fn an_explicit_deny_beats_a_grant() {
 #[test]
 fn bad_grant_input_is_refused_with_the_aws_error() {
     let (env, key, bob, _) = setup();
-    let acct = account(&env);
+    let acct = env.account();
     let cases: Vec<(Vec<String>, i32, &str)> = vec![
         (
             vec![

@@ -14,20 +14,12 @@
 mod common;
 
 use common::mount::*;
-use common::{Env, assert_no_secret, mode, str_field, unb64};
+use common::{Env, as_, assert_no_secret, mode, str_field, unb64};
 use serde_json::{Value, json};
 
 const VIA_EBS: &str = "ec2.local-1.amazonaws.com";
 
 // ---- helpers ------------------------------------------------------------------------------
-
-/// The data dir's account id.
-#[track_caller]
-fn account(env: &Env) -> String {
-    let text = std::fs::read_to_string(env.data.join("account.json")).expect("account.json");
-    let v: Value = serde_json::from_str(&text).expect("account.json is JSON");
-    str_field(&v, "account_id")
-}
 
 fn root_arn(acct: &str) -> String {
     format!("arn:aws:iam::{acct}:root")
@@ -39,13 +31,6 @@ fn user_arn(acct: &str, name: &str) -> String {
 
 fn role_arn(acct: &str, name: &str) -> String {
     format!("arn:aws:iam::{acct}:role/{name}")
-}
-
-/// `ARGS` with `--profile WHO` in front.
-fn as_<'a>(who: &'a str, args: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["--profile", who];
-    v.extend_from_slice(args);
-    v
 }
 
 /// `file://PATH` of a scratch file holding `text`.
@@ -87,29 +72,6 @@ fn identity(effect: &str, actions: &[&str], resource: &str) -> Value {
         "Action": actions,
         "Resource": resource,
     })])
-}
-
-#[track_caller]
-fn create_user(env: &Env, name: &str) -> String {
-    let v = env.json(&["iam", "create-user", "--user-name", name]);
-    assert_eq!(v["User"]["UserName"], name, "{v:#}");
-    str_field(&v["User"], "Arn")
-}
-
-#[track_caller]
-fn put_user_policy(env: &Env, user: &str, name: &str, policy: &Value) {
-    let f = policy_file(env, policy);
-    let out = env.ok(&[
-        "iam",
-        "put-user-policy",
-        "--user-name",
-        user,
-        "--policy-name",
-        name,
-        "--policy-document",
-        &f,
-    ]);
-    assert_eq!(out, "", "put-user-policy prints nothing");
 }
 
 /// Creates a key with `--policy` (and any extra flags); returns (key id, key ARN).
@@ -262,8 +224,8 @@ fn lineage_ctx(lineage: &str) -> String {
 #[test]
 fn usage_only_user_can_use_but_not_manage_the_key() {
     let env = Env::init();
-    let acct = account(&env);
-    let alice = create_user(&env, "alice");
+    let acct = env.account();
+    let alice = env.create_user("alice");
     assert_eq!(alice, user_arn(&acct, "alice"));
     let meta = env.create_key_meta(&["--user", &alice]);
     let key = str_field(&meta, "KeyId");
@@ -407,8 +369,8 @@ fn usage_only_user_can_use_but_not_manage_the_key() {
 #[test]
 fn admin_only_user_can_manage_but_not_use_the_key() {
     let env = Env::init();
-    let acct = account(&env);
-    let bob = create_user(&env, "bob");
+    let acct = env.account();
+    let bob = env.create_user("bob");
     let meta = env.create_key_meta(&["--admin", &bob]);
     let key = str_field(&meta, "KeyId");
     let arn = str_field(&meta, "Arn");
@@ -555,8 +517,8 @@ fn admin_only_user_can_manage_but_not_use_the_key() {
 #[test]
 fn explicit_deny_wins_over_any_allow() {
     let env = Env::init();
-    let acct = account(&env);
-    let alice = create_user(&env, "alice");
+    let acct = env.account();
+    let alice = env.create_user("alice");
     let policy = doc(vec![
         root_stmt(&acct),
         stmt("Alice", "Allow", &[&alice], &["kms:*"]),
@@ -569,8 +531,7 @@ fn explicit_deny_wins_over_any_allow() {
     assert_eq!(decrypt_as(&env, "alice", &blob), b"payload");
 
     // An identity policy Deny beats the key policy's direct Allow.
-    put_user_policy(
-        &env,
+    env.put_user_policy(
         "alice",
         "NoDecrypt",
         &identity("Deny", &["kms:Decrypt"], "*"),
@@ -617,9 +578,9 @@ fn explicit_deny_wins_over_any_allow() {
 #[test]
 fn not_principal_deny_spares_only_the_named_and_the_root() {
     let env = Env::init();
-    let acct = account(&env);
-    let alice = create_user(&env, "alice");
-    let bob = create_user(&env, "bob");
+    let acct = env.account();
+    let alice = env.create_user("alice");
+    let bob = env.create_user("bob");
     let root = root_arn(&acct);
     let mut deny_others = stmt("OnlyAlice", "Deny", &[], &["kms:Decrypt"]);
     deny_others
@@ -653,11 +614,11 @@ fn not_principal_deny_spares_only_the_named_and_the_root() {
 #[test]
 fn identity_policy_alone_is_not_enough() {
     let env = Env::init();
-    let acct = account(&env);
-    let alice = create_user(&env, "alice");
-    let bob = create_user(&env, "bob");
-    let carol = create_user(&env, "carol");
-    put_user_policy(&env, "alice", "All", &identity("Allow", &["kms:*"], "*"));
+    let acct = env.account();
+    let alice = env.create_user("alice");
+    let bob = env.create_user("bob");
+    let carol = env.create_user("carol");
+    env.put_user_policy("alice", "All", &identity("Allow", &["kms:*"], "*"));
 
     // A key whose policy names only bob (root gives up the key: bypass the check).
     let only_bob = doc(vec![stmt("Bob", "Allow", &[&bob], &["kms:*"])]);
@@ -706,8 +667,7 @@ fn identity_policy_alone_is_not_enough() {
     assert_eq!(decrypt_as(&env, "alice", &a_blob), b"alice via IAM");
 
     // Allowing carol only Encrypt on keys: Encrypt works, Decrypt does not.
-    put_user_policy(
-        &env,
+    env.put_user_policy(
         "carol",
         "EncryptOnly",
         &identity("Allow", &["kms:Encrypt"], "arn:aws:kms:*:*:key/*"),
@@ -741,8 +701,8 @@ fn encryption_context_confines_a_user_to_one_volume() {
         return;
     }
     let v = VolEnv::new();
-    let acct = account(&v);
-    let alice = create_user(&v, "alice");
+    let acct = v.account();
+    let alice = v.create_user("alice");
     let key = v.create_key();
     let arn = key_arn(&v, &key);
     let a = v.create(&["--size", "64M", "--kms-key", &key]);
@@ -975,7 +935,7 @@ fn encryption_context_confines_a_user_to_one_volume() {
     let mut only_via = identity("Deny", &["kms:Decrypt"], "*");
     only_via["Statement"][0]["Condition"] =
         json!({ "StringNotEquals": { "kms:ViaService": VIA_EBS } });
-    put_user_policy(&v, "alice", "OnlyThroughEbs", &only_via);
+    v.put_user_policy("alice", "OnlyThroughEbs", &only_via);
     let line = decrypt_denied(&v, "alice", &blob);
     assert_denied(&line, &alice, "kms:Decrypt", &arn, DENY_IN_IDENTITY_POLICY);
     let path = v.attach(&a, &da, &["--profile", "alice"]);
@@ -986,15 +946,7 @@ fn encryption_context_confines_a_user_to_one_volume() {
 /// The Decrypt events of the audit trail made by `who`.
 #[track_caller]
 fn decrypts_by(env: &Env, who: &str) -> Vec<Value> {
-    let v = env.json(&[
-        "audit",
-        "lookup",
-        "--principal",
-        who,
-        "--event-name",
-        "Decrypt",
-    ]);
-    v["Events"].as_array().expect("Events").clone()
+    env.lookup(&["--principal", who, "--event-name", "Decrypt"])
 }
 
 // ---- 6. lockout safety check --------------------------------------------------------------
@@ -1002,8 +954,8 @@ fn decrypts_by(env: &Env, who: &str) -> Vec<Value> {
 #[test]
 fn lockout_safety_check_refuses_a_policy_that_locks_the_caller_out() {
     let env = Env::init();
-    let acct = account(&env);
-    let alice = create_user(&env, "alice");
+    let acct = env.account();
+    let alice = env.create_user("alice");
     let key = env.create_key();
     let arn = key_arn(&env, &key);
     let before = policy_text(&env, &key);
@@ -1112,8 +1064,8 @@ fn lockout_safety_check_refuses_a_policy_that_locks_the_caller_out() {
 #[test]
 fn bad_policies_are_rejected_with_the_field_named_and_the_old_policy_stays() {
     let env = Env::init();
-    let acct = account(&env);
-    let alice = create_user(&env, "alice");
+    let acct = env.account();
+    let alice = env.create_user("alice");
     let root = root_arn(&acct);
     let (key, _) = create_key_with_policy(
         &env,
@@ -1284,7 +1236,7 @@ fn bad_policies_are_rejected_with_the_field_named_and_the_old_policy_stays() {
 #[test]
 fn iam_lifecycle_of_users_roles_and_their_policies() {
     let env = Env::init();
-    let acct = account(&env);
+    let acct = env.account();
     let users = env.json(&["iam", "list-users"]);
     assert_eq!(users, json!({ "Users": [], "IsTruncated": false }));
 
@@ -1300,7 +1252,7 @@ fn iam_lifecycle_of_users_roles_and_their_policies() {
     );
     let t = common::unix_time(&u["CreateDate"]);
     assert!((t - common::now()).abs() < 300, "CreateDate {t}");
-    create_user(&env, "bob");
+    env.create_user("bob");
 
     let got = env.json(&["iam", "get-user", "--user-name", "alice"]);
     assert_eq!(&got["User"], u);
@@ -1352,7 +1304,7 @@ fn iam_lifecycle_of_users_roles_and_their_policies() {
     );
     // With an identity policy allowing iam:CreateUser she may.
     let p = identity("Allow", &["iam:CreateUser"], "*");
-    put_user_policy(&env, "alice", "CreateUsers", &p);
+    env.put_user_policy("alice", "CreateUsers", &p);
     let got = env.json(&[
         "iam",
         "get-user-policy",
@@ -1549,7 +1501,7 @@ fn iam_lifecycle_of_users_roles_and_their_policies() {
 /// managed key ARN).
 #[track_caller]
 fn managed_key_volume(env: &Env) -> (String, String) {
-    create_user(env, "alice");
+    env.create_user("alice");
     let vol = str_field(
         &env.json(&as_("alice", &["volume", "create", "--size", "64M"])),
         "VolumeId",
@@ -1567,7 +1519,7 @@ fn managed_key_volume(env: &Env) -> (String, String) {
 #[test]
 fn managed_key_refuses_direct_use_by_anyone() {
     let env = Env::init();
-    let acct = account(&env);
+    let acct = env.account();
     let alice = user_arn(&acct, "alice");
     let root = root_arn(&acct);
     let (vol, arn) = managed_key_volume(&env);
@@ -1654,7 +1606,7 @@ fn managed_key_serves_only_volumes() {
         return;
     }
     let v = VolEnv::new();
-    let acct = account(&v);
+    let acct = v.account();
     let (vol, arn) = managed_key_volume(&v);
     let dir = v.dir("m");
     let path = v.attach(&vol, &dir, &["--profile", "alice"]);
@@ -1701,8 +1653,8 @@ fn managed_key_serves_only_volumes() {
 #[test]
 fn a_recreated_user_does_not_inherit_the_old_users_access() {
     let env = Env::init();
-    let acct = account(&env);
-    create_user(&env, "alice");
+    let acct = env.account();
+    env.create_user("alice");
     let alice = user_arn(&acct, "alice");
     let meta = env.json(&["kms", "create-key", "--user", &alice]);
     let key = str_field(&meta["KeyMetadata"], "KeyId");
@@ -1710,7 +1662,7 @@ fn a_recreated_user_does_not_inherit_the_old_users_access() {
     assert_eq!(decrypt_as(&env, "alice", &blob), b"before");
 
     env.ok(&["iam", "delete-user", "--user-name", "alice"]);
-    create_user(&env, "alice");
+    env.create_user("alice");
     let line = encrypt_denied(&env, "alice", &key);
     // The default root statement still delegates to IAM, and the new alice has no
     // identity policy: she gets what any new user of the account gets, which is nothing.
@@ -1729,7 +1681,7 @@ fn a_recreated_user_does_not_inherit_the_old_users_access() {
 #[test]
 fn access_keys_are_shown_once_kept_sealed_and_block_user_deletion() {
     let env = Env::init();
-    create_user(&env, "svc");
+    env.create_user("svc");
     let mut ids = vec![];
     for _ in 0..2 {
         let k = env.json(&["iam", "create-access-key", "--user-name", "svc"]);
@@ -1793,8 +1745,8 @@ fn access_keys_are_shown_once_kept_sealed_and_block_user_deletion() {
     }
     env.ok(&["iam", "delete-user", "--user-name", "svc"]);
     // Another user may not make keys for someone else without iam permissions.
-    create_user(&env, "a");
-    create_user(&env, "b");
+    env.create_user("a");
+    env.create_user("b");
     env.fail(
         &as_("a", &["iam", "create-access-key", "--user-name", "b"]),
         18,

@@ -14,31 +14,6 @@ use serde_json::{Value, json};
 
 const SERVICE: &str = "ec2.local-1.amazonaws.com";
 
-#[track_caller]
-fn account(env: &Env) -> String {
-    let text = std::fs::read_to_string(env.data.join("account.json")).expect("account.json");
-    let v: Value = serde_json::from_str(&text).expect("account.json is JSON");
-    str_field(&v, "account_id")
-}
-
-#[track_caller]
-fn put_user_policy(env: &Env, user: &str, policy: &Value) {
-    let f = format!(
-        "file://{}",
-        env.file(policy.to_string().as_bytes()).display()
-    );
-    env.ok(&[
-        "iam",
-        "put-user-policy",
-        "--user-name",
-        user,
-        "--policy-name",
-        "volumes",
-        "--policy-document",
-        &f,
-    ]);
-}
-
 fn identity(effect: &str, action: &str, resource: &str) -> Value {
     json!({"Version": "2012-10-17", "Statement": [
         {"Effect": effect, "Action": action, "Resource": resource}]})
@@ -57,26 +32,13 @@ fn grants_of(env: &Env, key: &str, vol: &str) -> Vec<Value> {
         .collect()
 }
 
-#[track_caller]
-fn decrypt_events(env: &Env, who: &str) -> Vec<Value> {
-    let v = env.json(&[
-        "audit",
-        "lookup",
-        "--principal",
-        who,
-        "--event-name",
-        "Decrypt",
-    ]);
-    v["Events"].as_array().expect("Events").clone()
-}
-
 #[test]
 fn a_user_attaches_a_volume_through_the_volume_service_grant_only() {
     if !require_mount_support(&[Need::Fuse]) {
         return;
     }
     let v = VolEnv::new();
-    let acct = account(&v);
+    let acct = v.account();
     for user in ["alice", "bob"] {
         v.ok(&["iam", "create-user", "--user-name", user]);
     }
@@ -102,7 +64,11 @@ fn a_user_attaches_a_volume_through_the_volume_service_grant_only() {
 
     // alice may attach A (and only A), but may not decrypt its key herself.
     let a_arn = format!("arn:aws:ec2:local-1:{acct}:volume/{a}");
-    put_user_policy(&v, "alice", &identity("Allow", "ec2:AttachVolume", &a_arn));
+    v.put_user_policy(
+        "alice",
+        "volumes",
+        &identity("Allow", "ec2:AttachVolume", &a_arn),
+    );
     let wrapped = v.fileb(&unb64(&str_field(
         &v.json(&["inspect", "volume", &a]),
         "WrappedDataKey",
@@ -133,7 +99,8 @@ fn a_user_attaches_a_volume_through_the_volume_service_grant_only() {
     assert!(v.wait_no_daemon(std::time::Duration::from_secs(10)));
 
     // The trail: the service decrypted on alice's behalf, through A's grant.
-    let ev: Vec<Value> = decrypt_events(&v, "alice")
+    let ev: Vec<Value> = v
+        .lookup(&["--principal", "alice", "--event-name", "Decrypt"])
         .into_iter()
         .filter(|e| e.get("errorCode").is_none())
         .collect();
@@ -160,9 +127,9 @@ fn a_user_attaches_a_volume_through_the_volume_service_grant_only() {
     let line = v.attach_run(&a, &da, &["--profile", "bob"]).fails(18);
     assert!(line.contains("kms:Decrypt"), "{line}");
     // An explicit Deny of ec2:AttachVolume refuses even a user who may decrypt the key.
-    put_user_policy(
-        &v,
+    v.put_user_policy(
         "bob",
+        "volumes",
         &json!({"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"},
             {"Effect": "Deny", "Action": "ec2:AttachVolume", "Resource": "*"}]}),

@@ -18,6 +18,13 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 use serde_json::Value;
 
 pub const DEFAULT_REGION: &str = "local-1";
+
+/// `ARGS` with `--profile WHO` in front.
+pub fn as_<'a>(who: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["--profile", who];
+    v.extend_from_slice(args);
+    v
+}
 pub const DAY: i64 = 86_400;
 pub const SKEW_ENV: &str = "CRYPTVOL_TEST_CLOCK_SKEW_SECS";
 
@@ -409,6 +416,53 @@ impl Env {
     #[track_caller]
     pub fn create_key(&self) -> String {
         str_field(&self.create_key_meta(&[]), "KeyId")
+    }
+
+    /// The data dir's account id (`account.json`).
+    #[track_caller]
+    pub fn account(&self) -> String {
+        let text = std::fs::read_to_string(self.data.join("account.json")).expect("account.json");
+        let v: Value = serde_json::from_str(&text).expect("account.json is JSON");
+        str_field(&v, "account_id")
+    }
+
+    /// `iam create-user`; returns the user's ARN.
+    #[track_caller]
+    pub fn create_user(&self, name: &str) -> String {
+        let v = self.json(&["iam", "create-user", "--user-name", name]);
+        assert_eq!(v["User"]["UserName"], name, "{v:#}");
+        str_field(&v["User"], "Arn")
+    }
+
+    /// `iam put-user-policy` of the identity policy `policy`, named `name`.
+    #[track_caller]
+    pub fn put_user_policy(&self, user: &str, name: &str, policy: &Value) {
+        let f = format!(
+            "file://{}",
+            self.file(policy.to_string().as_bytes()).display()
+        );
+        let out = self.ok(&[
+            "iam",
+            "put-user-policy",
+            "--user-name",
+            user,
+            "--policy-name",
+            name,
+            "--policy-document",
+            &f,
+        ]);
+        assert_eq!(out, "", "put-user-policy prints nothing");
+    }
+
+    /// The audit trail's events that `audit lookup FILTERS…` finds.
+    #[track_caller]
+    pub fn lookup(&self, filters: &[&str]) -> Vec<Value> {
+        let mut args = vec!["audit", "lookup"];
+        args.extend_from_slice(filters);
+        self.json(&args)["Events"]
+            .as_array()
+            .expect("Events")
+            .clone()
     }
 
     #[track_caller]
