@@ -16,15 +16,14 @@
 
 mod common;
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::mount::REQUIRE_ENV;
+use common::server::KmsServer as Server;
 use common::*;
 use serde_json::{Value, json};
 
@@ -40,118 +39,6 @@ impl Drop for KillOnDrop {
         if let Ok(None) = self.0.try_wait() {
             let _ = self.0.kill();
             let _ = self.0.wait();
-        }
-    }
-}
-
-/// A running `kms serve`; killed (and its stderr printed) if the test panics.
-struct Server {
-    child: Option<Child>,
-    /// `127.0.0.1:PORT`
-    addr: String,
-    /// `http://127.0.0.1:PORT`
-    endpoint: String,
-    stderr_path: PathBuf,
-}
-
-impl Server {
-    fn start(env: &Env) -> Server {
-        let stderr_path = env.path("serve.stderr");
-        let mut cmd = Command::new(BIN);
-        for v in [
-            "CRYPTVOL_REGION",
-            "CRYPTVOL_DATA_DIR",
-            "CRYPTVOL_PASSPHRASE_FILE",
-            SKEW_ENV,
-        ] {
-            cmd.env_remove(v);
-        }
-        let child = cmd
-            .arg("--data-dir")
-            .arg(&env.data)
-            .args(["kms", "serve", "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&stderr_path).expect("create the server's stderr file"))
-            .spawn()
-            .expect("spawn cryptvol kms serve");
-        let mut server = Server {
-            child: Some(child),
-            addr: String::new(),
-            endpoint: String::new(),
-            stderr_path,
-        };
-        // The readiness signal is the first stdout line; read it off-thread to bound the wait.
-        let stdout = server.child.as_mut().unwrap().stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
-            let mut rest = String::new();
-            let _ = r.read_to_string(&mut rest);
-            assert!(
-                rest.is_empty(),
-                "kms serve printed more than one line: {rest:?}"
-            );
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("kms serve printed no line within 30 s");
-        let v: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("kms serve's first line is not JSON ({e}): {line:?}"));
-        server.addr = str_field(&v, "Listening");
-        server.endpoint = str_field(&v, "Endpoint");
-        assert!(
-            server.addr.starts_with("127.0.0.1:") && !server.addr.ends_with(":0"),
-            "{v}"
-        );
-        assert_eq!(server.endpoint, format!("http://{}", server.addr), "{v}");
-        server
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
-    }
-
-    /// SIGTERM; the server must exit 0 within 15 s.
-    fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let status: ExitStatus = loop {
-            if let Some(s) = child.try_wait().expect("wait for kms serve") {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "kms serve did not stop within 15 s of SIGTERM; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "kms serve did not exit 0 on SIGTERM ({status}); stderr:\n{}",
-            self.stderr()
-        );
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- kms serve stderr ---\n{}", self.stderr());
         }
     }
 }

@@ -11,126 +11,16 @@
 
 mod common;
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::server::KmsServer as Server;
 use common::*;
 use cryptvol::kms::sigv4::{self, Credentials, RequestParts};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cryptvol");
 const JSON_11: &str = "application/x-amz-json-1.1";
-
-/// A running `kms serve`; killed (and its stderr printed) if the test panics.
-struct Server {
-    child: Option<Child>,
-    addr: String,
-    stderr_path: PathBuf,
-}
-
-impl Server {
-    fn start(env: &Env, args: &[&str], envs: &[(&str, &str)]) -> Server {
-        let stderr_path = env.path(&format!("serve-{}.stderr", rand_suffix()));
-        let mut cmd = Command::new(BIN);
-        for v in [
-            "CRYPTVOL_REGION",
-            "CRYPTVOL_DATA_DIR",
-            "CRYPTVOL_PASSPHRASE_FILE",
-            SKEW_ENV,
-        ] {
-            cmd.env_remove(v);
-        }
-        cmd.envs(envs.iter().copied());
-        let mut child = cmd
-            .arg("--data-dir")
-            .arg(&env.data)
-            .args(["kms", "serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&stderr_path).expect("create the server's stderr file"))
-            .spawn()
-            .expect("spawn cryptvol kms serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let mut server = Server {
-            child: Some(child),
-            addr: String::new(),
-            stderr_path,
-        };
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("kms serve printed no line within 30 s");
-        let v: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("kms serve's first line is not JSON ({e}): {line:?}"));
-        server.addr = str_field(&v, "Listening");
-        server
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
-    }
-
-    /// SIGTERM; the server must exit 0.
-    fn stop(mut self) {
-        let mut child = self.child.take().unwrap();
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait for kms serve") {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "kms serve did not stop on SIGTERM; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "kms serve did not exit 0 on SIGTERM ({status}); stderr:\n{}",
-            self.stderr()
-        );
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- kms serve stderr ---\n{}", self.stderr());
-        }
-    }
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
 
 // ---- raw HTTP ------------------------------------------------------------------------
 
@@ -372,7 +262,7 @@ fn slow_loris(addr: &str, prefix: &[u8], max_secs: u32) -> bool {
 #[test]
 fn a_slow_loris_client_is_cut_off_while_others_are_served() {
     let s = setup();
-    let server = Server::start(
+    let server = Server::start_with(
         &s.env,
         &[
             "--header-timeout",
@@ -489,7 +379,7 @@ fn ten_thousand_connections_meet_the_cap_and_the_server_serves_again() {
     const CAP: usize = 256;
     raise_nofile(CONNECTIONS as u64 + 512);
     let s = setup();
-    let server = Server::start(&s.env, &["--max-connections", &CAP.to_string()], &[]);
+    let server = Server::start_with(&s.env, &["--max-connections", &CAP.to_string()], &[]);
     let addr = server.addr.clone();
 
     let mut socks = Vec::with_capacity(CONNECTIONS);
@@ -602,7 +492,7 @@ fn presigned(op: &str, body: &str, key: &Key, at: SystemTime, expires: i64) -> V
 #[test]
 fn signatures_must_be_for_kms_sign_the_host_and_be_fresh() {
     let s = setup();
-    let server = Server::start(&s.env, &[], &[]);
+    let server = Server::start_with(&s.env, &[], &[]);
     let addr = server.addr.clone();
     let now = SystemTime::now();
 
@@ -702,7 +592,7 @@ fn until_throttled(addr: &str, op: &str, body: &Value, key: &Key) -> String {
 fn an_access_key_over_its_quota_is_throttled_while_another_is_served() {
     let s = setup();
     let key = s.env.create_key();
-    let server = Server::start(
+    let server = Server::start_with(
         &s.env,
         &["--crypto-rate", "2", "--management-rate", "1"],
         &[],
@@ -820,7 +710,7 @@ fn error_bodies_carry_no_paths_or_cli_advice() {
     ]);
     let usable = env.create_key();
 
-    let server = Server::start(env, &[], &[]);
+    let server = Server::start_with(env, &[], &[]);
     let addr = server.addr.clone();
     let cases: Vec<(&str, Resp, u16, &str)> = vec![
         (
@@ -885,7 +775,7 @@ fn error_bodies_carry_no_paths_or_cli_advice() {
 
     // Eight days later the doomed key's window is over: its blob names a deleted key.
     let skew = (8 * DAY).to_string();
-    let later = Server::start(env, &[], &[(SKEW_ENV, skew.as_str())]);
+    let later = Server::start_with(env, &[], &[(SKEW_ENV, skew.as_str())]);
     let at = SystemTime::now() + Duration::from_secs(8 * DAY as u64);
     let r = send(
         &later.addr,
@@ -906,7 +796,7 @@ fn error_bodies_carry_no_paths_or_cli_advice() {
     let audit = env.region_dir(DEFAULT_REGION).join("audit");
     std::fs::rename(&audit, env.path("audit.moved")).unwrap();
     std::fs::write(&audit, b"not a directory").unwrap();
-    let broken = Server::start(env, &[], &[]);
+    let broken = Server::start_with(env, &[], &[]);
     let r = call(
         &broken.addr,
         "Encrypt",
@@ -938,7 +828,7 @@ fn error_bodies_carry_no_paths_or_cli_advice() {
 fn a_flood_of_bad_requests_is_counted_not_written_line_by_line() {
     const FLOOD: u64 = 60;
     let s = setup();
-    let server = Server::start(&s.env, &["--refused-audit-rate", "5"], &[]);
+    let server = Server::start_with(&s.env, &["--refused-audit-rate", "5"], &[]);
     let addr = server.addr.clone();
     let unsigned = raw_request("", &kms_headers("Decrypt"), "{}");
     for _ in 0..FLOOD {

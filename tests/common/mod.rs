@@ -9,6 +9,9 @@
 /// Real FUSE, loop and kernel mounts: capability check, cleanup guard, I/O helpers.
 pub mod mount;
 
+/// A `kms serve` process for the server tests.
+pub mod server;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
