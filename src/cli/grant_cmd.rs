@@ -156,8 +156,7 @@ pub fn create(
     };
     let c = &c.with_grant_tokens(a.grant_tokens);
     if a.dry_run {
-        kms.create_grant_dry_run(c, &req)?;
-        return Err(crate::kms::KmsError::DryRun.into());
+        return Err(kms.create_grant_dry_run(c, &req).into());
     }
     cfg.print(&kms.create_grant(c, &req)?, "CreateGrant")
 }
@@ -195,8 +194,7 @@ pub fn retire(kms: &EmbeddedKms, c: &Caller, a: RetireGrantArgs) -> Result<(), C
         grant_id: a.grant_id,
     };
     if a.dry_run {
-        kms.retire_grant_dry_run(c, &req)?;
-        return Err(crate::kms::KmsError::DryRun.into());
+        return Err(kms.retire_grant_dry_run(c, &req).into());
     }
     Ok(kms.retire_grant(c, &req)?)
 }
@@ -204,8 +202,7 @@ pub fn retire(kms: &EmbeddedKms, c: &Caller, a: RetireGrantArgs) -> Result<(), C
 pub fn revoke(kms: &EmbeddedKms, c: &Caller, a: RevokeGrantArgs) -> Result<(), CliError> {
     let key = key_ref(&a.key_id)?;
     if a.dry_run {
-        kms.revoke_grant_dry_run(c, &key, &a.grant_id)?;
-        return Err(crate::kms::KmsError::DryRun.into());
+        return Err(kms.revoke_grant_dry_run(c, &key, &a.grant_id).into());
     }
     Ok(kms.revoke_grant(c, &key, &a.grant_id)?)
 }

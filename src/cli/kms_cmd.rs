@@ -474,7 +474,7 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             let plaintext = binary_value("--plaintext", &plaintext)?;
             let ctx = encryption_context("--encryption-context", ctx.as_deref())?;
             if dry_run {
-                kms.encrypt_dry_run(c, &r, plaintext.expose(), &ctx)?;
+                return Err(kms.encrypt_dry_run(c, &r, plaintext.expose(), &ctx).into());
             }
             let res = kms.encrypt(c, &r, plaintext.expose(), &ctx)?;
             if let Some(p) = ciphertext_out {
@@ -495,7 +495,9 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             let ctx = encryption_context("--encryption-context", ctx.as_deref())?;
             let expected = key_id.as_deref().map(key_ref).transpose()?;
             if dry_run {
-                kms.decrypt_dry_run(c, blob.expose(), &ctx, expected.as_ref())?;
+                return Err(kms
+                    .decrypt_dry_run(c, blob.expose(), &ctx, expected.as_ref())
+                    .into());
             }
             let res = kms.decrypt(c, blob.expose(), &ctx, expected.as_ref())?;
             match plaintext_out {
@@ -529,14 +531,16 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             let src_key = source_key_id.as_deref().map(key_ref).transpose()?;
             let dst = key_ref(&destination_key_id)?;
             if dry_run {
-                kms.re_encrypt_dry_run(
-                    c,
-                    blob.expose(),
-                    &src_ctx,
-                    src_key.as_ref(),
-                    &dst,
-                    &dst_ctx,
-                )?;
+                return Err(kms
+                    .re_encrypt_dry_run(
+                        c,
+                        blob.expose(),
+                        &src_ctx,
+                        src_key.as_ref(),
+                        &dst,
+                        &dst_ctx,
+                    )
+                    .into());
             }
             let res =
                 kms.re_encrypt(c, blob.expose(), &src_ctx, src_key.as_ref(), &dst, &dst_ctx)?;
@@ -554,7 +558,9 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             let ctx =
                 encryption_context("--encryption-context", spec.encryption_context.as_deref())?;
             if spec.dry_run {
-                kms.generate_data_key_dry_run(c, &r, spec.spec()?, &ctx, true)?;
+                return Err(kms
+                    .generate_data_key_dry_run(c, &r, spec.spec()?, &ctx, true)
+                    .into());
             }
             let res = kms.generate_data_key(c, &r, spec.spec()?, &ctx)?;
             if let Some(p) = &spec.ciphertext_out {
@@ -574,7 +580,9 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             let ctx =
                 encryption_context("--encryption-context", spec.encryption_context.as_deref())?;
             if spec.dry_run {
-                kms.generate_data_key_dry_run(c, &r, spec.spec()?, &ctx, false)?;
+                return Err(kms
+                    .generate_data_key_dry_run(c, &r, spec.spec()?, &ctx, false)
+                    .into());
             }
             let res = kms.generate_data_key_without_plaintext(c, &r, spec.spec()?, &ctx)?;
             if let Some(p) = &spec.ciphertext_out {

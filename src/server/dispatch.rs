@@ -379,7 +379,7 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
             let plaintext = SecretInput::new(blob("Plaintext", &r.plaintext)?);
             let (k, ctx) = (key(&r.key_id)?, context(r.encryption_context)?);
             if r.dry_run {
-                kms.encrypt_dry_run(c, &k, plaintext.expose(), &ctx)?;
+                return Err(kms.encrypt_dry_run(c, &k, plaintext.expose(), &ctx).into());
             }
             to_json(kms.encrypt(c, &k, plaintext.expose(), &ctx)?)
         }
@@ -390,7 +390,7 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
             let b = blob("CiphertextBlob", &r.ciphertext_blob)?;
             let ctx = context(r.encryption_context)?;
             if r.dry_run {
-                kms.decrypt_dry_run(c, &b, &ctx, expected.as_ref())?;
+                return Err(kms.decrypt_dry_run(c, &b, &ctx, expected.as_ref()).into());
             }
             to_json(kms.decrypt(c, &b, &ctx, expected.as_ref())?)
         }
@@ -405,7 +405,9 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
             );
             let dst_ctx = context(r.destination_encryption_context)?;
             if r.dry_run {
-                kms.re_encrypt_dry_run(c, &b, &src_ctx, source.as_ref(), &dst, &dst_ctx)?;
+                return Err(kms
+                    .re_encrypt_dry_run(c, &b, &src_ctx, source.as_ref(), &dst, &dst_ctx)
+                    .into());
             }
             to_json(kms.re_encrypt(c, &b, &src_ctx, source.as_ref(), &dst, &dst_ctx)?)
         }
@@ -416,7 +418,9 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
             let k = key(&r.key_id)?;
             let ctx = context(r.encryption_context)?;
             if r.dry_run {
-                kms.generate_data_key_dry_run(c, &k, s, &ctx, op == "GenerateDataKey")?;
+                return Err(kms
+                    .generate_data_key_dry_run(c, &k, s, &ctx, op == "GenerateDataKey")
+                    .into());
             }
             if op == "GenerateDataKey" {
                 to_json(kms.generate_data_key(c, &k, s, &ctx)?)

@@ -93,8 +93,7 @@ pub fn call(kms: &EmbeddedKms, c: &Caller, op: &str, body: &Value) -> Result<Val
                 name: r.name,
             };
             if r.dry_run {
-                kms.create_grant_dry_run(c, &req)?;
-                return Err(crate::kms::KmsError::DryRun.into());
+                return Err(kms.create_grant_dry_run(c, &req).into());
             }
             to_json(kms.create_grant(c, &req)?)
         }
@@ -128,8 +127,7 @@ pub fn call(kms: &EmbeddedKms, c: &Caller, op: &str, body: &Value) -> Result<Val
                 grant_id: r.grant_id,
             };
             if r.dry_run {
-                kms.retire_grant_dry_run(c, &req)?;
-                return Err(crate::kms::KmsError::DryRun.into());
+                return Err(kms.retire_grant_dry_run(c, &req).into());
             }
             kms.retire_grant(c, &req)?;
             json!({})
@@ -137,8 +135,9 @@ pub fn call(kms: &EmbeddedKms, c: &Caller, op: &str, body: &Value) -> Result<Val
         "RevokeGrant" => {
             let r: Revoke = parse(op, body)?;
             if r.dry_run {
-                kms.revoke_grant_dry_run(c, &key(&r.key_id)?, &r.grant_id)?;
-                return Err(crate::kms::KmsError::DryRun.into());
+                return Err(kms
+                    .revoke_grant_dry_run(c, &key(&r.key_id)?, &r.grant_id)
+                    .into());
             }
             kms.revoke_grant(c, &key(&r.key_id)?, &r.grant_id)?;
             json!({})

@@ -16,6 +16,13 @@ fn dry<T>(out: Result<T>) -> Result<()> {
     out.and(Err(KmsError::DryRun))
 }
 
+/// What a dry run answers once recorded: the error of a check that failed (or of the
+/// recording), else DryRunOperationException. Never a success, so that a caller cannot
+/// fall through from a dry run into the real call.
+pub(super) fn answer(recorded: Result<()>) -> KmsError {
+    recorded.err().unwrap_or(KmsError::DryRun)
+}
+
 impl EmbeddedKms {
     pub fn encrypt_dry_run(
         &self,
@@ -23,10 +30,10 @@ impl EmbeddedKms {
         r: &KeyRef,
         plaintext: &[u8],
         ctx: &EncryptionContext,
-    ) -> Result<()> {
+    ) -> KmsError {
         let mut call = Self::encrypt_call(r, ctx).param("dryRun", true);
         let out = dry(self.encrypt_inner(caller, &mut call, r, plaintext, ctx));
-        self.finish(caller, call, out)
+        answer(self.finish(caller, call, out))
     }
 
     pub fn decrypt_dry_run(
@@ -35,13 +42,13 @@ impl EmbeddedKms {
         blob_bytes: &[u8],
         ctx: &EncryptionContext,
         key: Option<&KeyRef>,
-    ) -> Result<()> {
+    ) -> KmsError {
         let mut call = Self::decrypt_call(key, ctx).param("dryRun", true);
         let out = dry(self.read(|ks, _| {
             self.open_blob(ks, caller, &mut call, blob_bytes, ctx, key, "kms:Decrypt")
                 .map(|_| ())
         }));
-        self.finish(caller, call, out)
+        answer(self.finish(caller, call, out))
     }
 
     pub fn re_encrypt_dry_run(
@@ -52,7 +59,7 @@ impl EmbeddedKms {
         source_key: Option<&KeyRef>,
         destination: &KeyRef,
         destination_ctx: &EncryptionContext,
-    ) -> Result<()> {
+    ) -> KmsError {
         let mut call = Self::re_encrypt_call(source_key, source_ctx, destination, destination_ctx)
             .param("dryRun", true);
         let out = dry(self.re_encrypt_inner(
@@ -64,7 +71,7 @@ impl EmbeddedKms {
             destination,
             destination_ctx,
         ));
-        self.finish(caller, call, out)
+        answer(self.finish(caller, call, out))
     }
 
     /// GenerateDataKey (`with_plaintext`) or GenerateDataKeyWithoutPlaintext.
@@ -75,7 +82,7 @@ impl EmbeddedKms {
         spec: DataKeySpec,
         ctx: &EncryptionContext,
         with_plaintext: bool,
-    ) -> Result<()> {
+    ) -> KmsError {
         let name = if with_plaintext {
             "GenerateDataKey"
         } else {
@@ -83,6 +90,6 @@ impl EmbeddedKms {
         };
         let mut call = Self::data_key_call(name, r, spec, ctx).param("dryRun", true);
         let out = dry(self.data_key(caller, &mut call, r, spec, ctx));
-        self.finish(caller, call, out)
+        answer(self.finish(caller, call, out))
     }
 }

@@ -345,12 +345,12 @@ impl EmbeddedKms {
     }
 
     /// CreateGrant with `DryRun`: every check, then DryRunOperationException; no grant.
-    pub fn create_grant_dry_run(&self, caller: &Caller, req: &CreateGrantRequest) -> Result<()> {
+    pub fn create_grant_dry_run(&self, caller: &Caller, req: &CreateGrantRequest) -> KmsError {
         let mut call = grant_params(Call::new("CreateGrant", false), req).param("dryRun", true);
         let out = self
             .create_grant_inner(caller, req, &mut call, true)
             .map(|_| ());
-        self.finish(caller, call, out)
+        super::dry_run::answer(self.finish(caller, call, out))
     }
 
     fn create_grant_inner(
@@ -573,8 +573,8 @@ impl EmbeddedKms {
     }
 
     /// RetireGrant with `DryRun`: every check, then DryRunOperationException; the grant stays.
-    pub fn retire_grant_dry_run(&self, caller: &Caller, req: &RetireGrantRequest) -> Result<()> {
-        self.retire_grant_as(caller, req, true)
+    pub fn retire_grant_dry_run(&self, caller: &Caller, req: &RetireGrantRequest) -> KmsError {
+        super::dry_run::answer(self.retire_grant_as(caller, req, true))
     }
 
     fn retire_grant_as(
@@ -675,13 +675,8 @@ impl EmbeddedKms {
     }
 
     /// RevokeGrant with `DryRun`: every check, then DryRunOperationException; the grant stays.
-    pub fn revoke_grant_dry_run(
-        &self,
-        caller: &Caller,
-        key: &KeyRef,
-        grant_id: &str,
-    ) -> Result<()> {
-        self.revoke_grant_as(caller, key, grant_id, true)
+    pub fn revoke_grant_dry_run(&self, caller: &Caller, key: &KeyRef, grant_id: &str) -> KmsError {
+        super::dry_run::answer(self.revoke_grant_as(caller, key, grant_id, true))
     }
 
     fn revoke_grant_as(

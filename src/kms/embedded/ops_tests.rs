@@ -168,7 +168,7 @@ fn dry_run_checks_everything_then_changes_nothing_and_is_audited() {
     let c = root(&kms);
     let (_, r) = new_key(&kms);
     let ctx = EncryptionContext::new();
-    let e = kms.encrypt_dry_run(&c, &r, b"x", &ctx).unwrap_err();
+    let e = kms.encrypt_dry_run(&c, &r, b"x", &ctx);
     assert_eq!(e.aws_code(), "DryRunOperationException");
     assert_eq!(
         e.to_string(),
@@ -176,32 +176,25 @@ fn dry_run_checks_everything_then_changes_nothing_and_is_audited() {
     );
     let blob = kms.encrypt(&c, &r, b"x", &ctx).unwrap().ciphertext_blob;
     assert_eq!(
-        kms.decrypt_dry_run(&c, &blob, &ctx, None)
-            .unwrap_err()
-            .aws_code(),
+        kms.decrypt_dry_run(&c, &blob, &ctx, None).aws_code(),
         "DryRunOperationException"
     );
     let other = EncryptionContext::single("a", "b");
     assert_eq!(
-        kms.decrypt_dry_run(&c, &blob, &other, None)
-            .unwrap_err()
-            .aws_code(),
+        kms.decrypt_dry_run(&c, &blob, &other, None).aws_code(),
         "InvalidCiphertextException"
     );
     kms.disable_key(&c, &r).unwrap();
     for e in [
-        kms.encrypt_dry_run(&c, &r, b"x", &ctx).unwrap_err(),
-        kms.generate_data_key_dry_run(&c, &r, DataKeySpec::Aes256, &ctx, true)
-            .unwrap_err(),
-        kms.re_encrypt_dry_run(&c, &blob, &ctx, None, &r, &ctx)
-            .unwrap_err(),
+        kms.encrypt_dry_run(&c, &r, b"x", &ctx),
+        kms.generate_data_key_dry_run(&c, &r, DataKeySpec::Aes256, &ctx, true),
+        kms.re_encrypt_dry_run(&c, &blob, &ctx, None, &r, &ctx),
     ] {
         assert_eq!(e.aws_code(), "DisabledException", "{e}");
     }
     kms.enable_key(&c, &r).unwrap();
     assert_eq!(
         kms.generate_data_key_dry_run(&c, &r, DataKeySpec::Bytes(2000), &ctx, false)
-            .unwrap_err()
             .aws_code(),
         "ValidationException"
     );
