@@ -19,6 +19,7 @@ pub mod crypto;
 pub mod fsio;
 pub mod fuse;
 pub mod kms;
+pub mod policy;
 pub mod server;
 pub mod snapshot;
 pub mod sys;

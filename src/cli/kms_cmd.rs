@@ -10,7 +10,8 @@ use super::args::{binary_value, encryption_context, key_ref, tag, text_value};
 use super::exit::CliError;
 use super::kms_ops::PageArgs;
 use crate::fsio;
-use crate::kms::{CreateKeyRequest, DataKeySpec, policy};
+use crate::kms::{CreateKeyRequest, DataKeySpec};
+use crate::policy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum KeySpecArg {

@@ -245,7 +245,7 @@ impl KmsError {
         }
     }
 
-    pub fn from_policy(e: super::policy::PolicyError) -> Self {
+    pub fn from_policy(e: crate::policy::PolicyError) -> Self {
         KmsError::MalformedPolicy {
             field: e.path,
             message: e.message,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{KmsError, Result};
 use super::ids::AccountId;
 use super::model::UnixTime;
-use super::policy::{self, Policy, PolicyKind};
+use crate::policy::{self, Policy, PolicyKind};
 use crate::crypto::{Key256, aead};
 use crate::fsio::{self, FileLock};
 use zeroize::Zeroizing;
@@ -160,8 +160,8 @@ impl Identity {
         }
     }
 
-    pub fn policy_caller(&self) -> policy::Caller {
-        policy::Caller {
+    pub fn policy_caller(&self) -> policy::Requester {
+        policy::Requester {
             arn: self.principal_arn(),
             account: self.account.to_string(),
             is_root: self.is_root(),
@@ -431,7 +431,7 @@ impl IdentityStore {
         let d = policy::evaluate(
             None,
             &caller.policies,
-            &policy::Request {
+            &policy::AccessRequest {
                 caller: &who,
                 action,
                 resource,

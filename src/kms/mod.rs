@@ -21,7 +21,7 @@ pub mod ids;
 pub mod keystore;
 pub mod metering;
 pub mod model;
-pub mod policy;
+
 pub mod region;
 pub mod remote;
 pub mod sigv4;

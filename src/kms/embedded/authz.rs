@@ -17,7 +17,7 @@ use crate::kms::event::Call;
 use crate::kms::ids::KeyId;
 use crate::kms::keystore::Keystore;
 use crate::kms::model::{KeyManager, KeyRecord};
-use crate::kms::policy::{self, ConditionValues, Decision, Policy, PolicyKind};
+use crate::policy::{self, ConditionValues, Decision, Policy, PolicyKind};
 
 /// Whether `k`'s policy named the caller's ARN when it meant another identity (deleted,
 /// then created again under the same name).
@@ -191,7 +191,7 @@ impl EmbeddedKms {
         policy::evaluate(
             policy,
             &caller.identity.policies,
-            &policy::Request {
+            &policy::AccessRequest {
                 caller: &who,
                 action,
                 resource: resource.unwrap_or("*"),

@@ -52,7 +52,7 @@ use super::ids::{AccountId, AliasName, KeyId, KeyRef, Region, alias_arn, key_arn
 use super::keystore::Keystore;
 use super::metering::{self, Meter};
 use super::model::*;
-use super::policy::{self, Policy, PolicyKind};
+use crate::policy::{self, Policy, PolicyKind};
 use super::region::RegionDir;
 use crate::crypto::{Key256, SecretBytes, kdf};
 use crate::fsio::{FileLock, FileStamp};

@@ -7,7 +7,7 @@ use crate::kms::error::{KmsError, Result};
 use crate::kms::event::Call;
 use crate::kms::ids::KeyRef;
 use crate::kms::model::KeyManager;
-use crate::kms::policy;
+use crate::policy;
 
 /// The only policy name AWS KMS keys have.
 pub const POLICY_NAME: &str = "default";

@@ -16,7 +16,7 @@ use crate::kms::caller::{Caller, volume_service};
 use crate::kms::context::EncryptionContext;
 use crate::kms::error::{KmsError, Result};
 use crate::kms::ids::KeyRef;
-use crate::kms::policy::Decision;
+use crate::policy::Decision;
 
 /// The IAM action that lets a user attach a volume (EC2's name for it).
 pub const ATTACH_VOLUME_ACTION: &str = "ec2:AttachVolume";

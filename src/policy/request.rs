@@ -1,4 +1,4 @@
-//! The question a policy answers: who is calling ([`Caller`]), what they want to do to which
+//! The question a policy answers: who is calling ([`Requester`]), what they want to do to which
 //! resource, and the request's condition keys ([`ConditionValues`]). Nothing here reads a
 //! policy; the key store and the IAM layer fill these in.
 
@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 /// Who is asking, as policies see it.
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub struct Requester {
     /// The ARN matched against Principal: `arn:aws:iam::ACCT:root`,
     /// `arn:aws:iam::ACCT:user/NAME`, or for a role session the role's ARN
     /// `arn:aws:iam::ACCT:role/NAME`.
@@ -62,8 +62,8 @@ impl ConditionValues {
 }
 
 /// One authorization question.
-pub struct Request<'a> {
-    pub caller: &'a Caller,
+pub struct AccessRequest<'a> {
+    pub caller: &'a Requester,
     /// The action, e.g. `kms:Decrypt`; compared case-insensitively.
     pub action: &'a str,
     /// The key ARN, or `*` for account-level actions (CreateKey, ListKeys, ListAliases,

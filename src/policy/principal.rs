@@ -1,10 +1,10 @@
 //! Principal values (`"*"`, `{"AWS": ...}`, `{"Service": ...}`): validating what a policy
-//! names and deciding whether, and how, a [`Caller`] is among them.
+//! names and deciding whether, and how, a [`Requester`] is among them.
 //!
 //! "How" matters for key policies: naming the caller (or `*`) grants directly, while
 //! naming the caller's account root delegates to the account's IAM (identity) policies.
 
-use super::request::Caller;
+use super::request::Requester;
 use super::wildcard::{Case, glob_match};
 
 /// One entry of a Principal or NotPrincipal element.
@@ -24,7 +24,7 @@ pub(crate) enum PrincipalEntry {
         role: String,
         session: String,
     },
-    /// `{"Service": ...}`: matches an AWS service acting itself (`Caller::aws_service`),
+    /// `{"Service": ...}`: matches an AWS service acting itself (`iam::Caller::aws_service`),
     /// whose policy ARN is its service principal name.
     Service(String),
 }
@@ -105,7 +105,7 @@ impl PrincipalEntry {
     }
 
     /// Whether the caller is this principal, and if so how it was let in.
-    pub(crate) fn grant_for(&self, caller: &Caller) -> Option<Grant> {
+    pub(crate) fn grant_for(&self, caller: &Requester) -> Option<Grant> {
         match self {
             Self::Anyone => Some(Grant::Direct),
             Self::Account(account) if *account == caller.account => Some(if caller.is_root {
@@ -139,7 +139,7 @@ impl PrincipalEntry {
     /// Whether a NotPrincipal entry exempts the caller. Unlike [`Self::grant_for`], an
     /// account entry names only the account principal itself (its root), not every identity
     /// of the account: AWS's `"Deny", "NotPrincipal": [user/alice, ACCT:root]` denies bob.
-    pub(crate) fn exempts(&self, caller: &Caller) -> bool {
+    pub(crate) fn exempts(&self, caller: &Requester) -> bool {
         match self {
             Self::Account(account) => caller.is_root && *account == caller.account,
             other => other.grant_for(caller).is_some(),
@@ -178,8 +178,8 @@ fn is_name(s: &str) -> bool {
 mod unit {
     use super::*;
 
-    fn user(arn: &str) -> Caller {
-        Caller {
+    fn user(arn: &str) -> Requester {
+        Requester {
             arn: arn.to_string(),
             account: "111122223333".to_string(),
             is_root: arn.ends_with(":root"),

@@ -26,7 +26,7 @@ enum Who {
 }
 
 impl Who {
-    fn caller(self) -> Caller {
+    fn caller(self) -> Requester {
         let (arn, account, is_root) = match self {
             Who::Root => ("arn:aws:iam::111122223333:root", ACCT, true),
             Who::Alice => (ALICE, ACCT, false),
@@ -34,7 +34,7 @@ impl Who {
             Who::Ops => (OPS, ACCT, false),
             Who::Carol => (CAROL, OTHER_ACCT, false),
         };
-        Caller {
+        Requester {
             arn: arn.to_string(),
             account: account.to_string(),
             is_root,
@@ -630,7 +630,7 @@ fn run(case: &Case) -> Decision {
         conditions.set_multi(key, values.iter().map(|v| v.to_string()).collect());
     }
     let caller = case.who.caller();
-    let request = Request {
+    let request = AccessRequest {
         caller: &caller,
         action: case.action,
         resource: case.resource,
@@ -660,7 +660,7 @@ fn root_with_default_policy_may_do_every_kms_action() {
     let root = Who::Root.caller();
     let conditions = ConditionValues::new();
     for action in KMS_ACTIONS {
-        let request = Request {
+        let request = AccessRequest {
             caller: &root,
             action,
             resource: KEY,
@@ -1204,7 +1204,7 @@ fn mutated_documents_never_panic() {
             if let Ok(policy) = Policy::parse(&text, kind) {
                 parsed += 1;
                 let _ = policy.principal_arns();
-                let request = Request {
+                let request = AccessRequest {
                     caller: &caller,
                     action: "kms:Decrypt",
                     resource: KEY,

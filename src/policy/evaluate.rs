@@ -6,7 +6,7 @@
 
 use super::document::{Effect, Policy, Scope, Statement};
 use super::principal::Grant;
-use super::request::Request;
+use super::request::AccessRequest;
 use super::wildcard::{Case, glob_match};
 
 /// The outcome of [`evaluate`]; every denial says which policy failed to allow or denied.
@@ -55,7 +55,7 @@ impl Decision {
 pub fn evaluate(
     key_policy: Option<&Policy>,
     identity_policies: &[Policy],
-    req: &Request,
+    req: &AccessRequest,
 ) -> Decision {
     if let Some(policy) = key_policy
         && strongest_grant(policy, Effect::Deny, req).is_some()
@@ -87,7 +87,7 @@ pub fn evaluate(
 }
 
 /// The strongest way any statement of `effect` in `policy` applies to `req`.
-fn strongest_grant(policy: &Policy, effect: Effect, req: &Request) -> Option<Grant> {
+fn strongest_grant(policy: &Policy, effect: Effect, req: &AccessRequest) -> Option<Grant> {
     policy
         .statements
         .iter()
@@ -100,7 +100,7 @@ impl Statement {
     /// Whether principal, action, resource and condition all match; if so, how the
     /// principal let the caller in (identity policies have no principal: they apply to
     /// their holder directly).
-    fn applies_to(&self, req: &Request) -> Option<Grant> {
+    fn applies_to(&self, req: &AccessRequest) -> Option<Grant> {
         let grant = match &self.principal {
             None => Grant::Direct,
             Some(Scope::Listed(entries)) => entries
