@@ -16,8 +16,9 @@
 
 pub mod cli;
 pub mod crypto;
-pub mod fsio;
+
 pub mod fuse;
+pub mod audit;
 pub mod kms;
 pub mod policy;
 pub mod server;

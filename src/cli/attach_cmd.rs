@@ -17,7 +17,7 @@ use super::Config;
 use super::exit::CliError;
 use super::volume_cmd::{customer_key, daemon_status};
 use crate::crypto::SecretBytes;
-use crate::fsio;
+use crate::sys::fsio;
 use crate::fuse::catalog;
 use crate::fuse::control::{Client, DetachReply, Request, WireSecret};
 use crate::fuse::daemon::{self, InitialAttach};

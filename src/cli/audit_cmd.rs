@@ -104,7 +104,7 @@ pub fn run(cfg: &Config, cmd: AuditCommand) -> Result<(), CliError> {
     let kms = cfg.kms()?;
     let store = IdentityStore::new(&cfg.data_dir, kms.account().clone());
     let me = store.resolve_profile(cfg.profile.as_deref())?;
-    let audit_err = |e: crate::kms::audit::AuditError| CliError::Audit(e.to_string());
+    let audit_err = |e: crate::audit::AuditError| CliError::Audit(e.to_string());
     match cmd {
         AuditCommand::Verify => {
             store.authorize(&me, "cloudtrail:LookupEvents", "*")?;

@@ -9,7 +9,7 @@ use super::Config;
 use super::args::{binary_value, encryption_context, key_ref, tag, text_value};
 use super::exit::CliError;
 use super::kms_ops::PageArgs;
-use crate::fsio;
+use crate::sys::fsio;
 use crate::kms::{CreateKeyRequest, DataKeySpec};
 use crate::policy;
 

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use super::exit::CliError;
 use crate::kms::api::TIME_FIELDS;
-use crate::kms::clock::format_time;
+use crate::sys::clock::format_time;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {

@@ -23,7 +23,7 @@ use super::control::{self, AttachedInfo, DaemonStatus, DetachReply, Request, don
 use super::owner::PoolOwner;
 use super::volume_fs::VolumeFs;
 use crate::crypto::SecretBytes;
-use crate::fsio;
+use crate::sys::fsio;
 use crate::kms::region::RegionDir;
 use crate::volume::error::Result;
 use crate::volume::{Pool, VolumeError, VolumeId, keys};

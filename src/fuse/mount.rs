@@ -10,7 +10,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 use super::control::run_dir;
-use crate::fsio;
+use crate::sys::fsio;
 use crate::kms::region::RegionDir;
 use crate::volume::VolumeError;
 use crate::volume::error::Result;

@@ -18,7 +18,7 @@ use super::ids::AccountId;
 use super::model::UnixTime;
 use crate::policy::{self, Policy, PolicyKind};
 use crate::crypto::{Key256, aead};
-use crate::fsio::{self, FileLock};
+use crate::sys::fsio::{self, FileLock};
 use zeroize::Zeroizing;
 
 pub const IAM_FILE: &str = "iam.json";

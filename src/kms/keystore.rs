@@ -12,7 +12,7 @@ use super::error::{KmsError, Result};
 use super::ids::{KeyId, Region};
 use super::model::{KeyVersion, KeystoreBody};
 use crate::crypto::{self, Key256, NONCE_LEN, TAG_LEN, kdf};
-use crate::fsio;
+use crate::sys::fsio;
 
 pub const MAGIC: [u8; 8] = *b"CVKSTORE";
 pub const FORMAT_V1: u16 = 1;

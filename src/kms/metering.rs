@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::error::{KmsError, Result};
-use crate::fsio::{self, FileLock};
+use crate::sys::fsio::{self, FileLock};
 
 pub const USAGE_FILE: &str = "usage.json";
 const USAGE_LOCK: &str = "usage.lock";

@@ -6,12 +6,12 @@
 //! implementation backed by the region's keystore file. Nothing here prints or exits.
 
 pub mod api;
-pub mod audit;
+
 pub mod b64;
 pub mod backend;
 pub mod blob;
 pub mod caller;
-pub mod clock;
+
 pub mod context;
 pub mod embedded;
 pub mod error;
@@ -28,7 +28,7 @@ pub mod sigv4;
 
 pub use backend::{DataKeySpec, KeyBackend};
 pub use caller::Caller;
-pub use clock::Clock;
+pub use crate::sys::clock::Clock;
 pub use context::EncryptionContext;
 pub use embedded::{CreateKeyRequest, EmbeddedKms, Session};
 pub use error::KmsError;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::ids::{AccountId, AliasName, KeyId, Region};
 
 /// Unix time in whole seconds (UTC).
-pub type UnixTime = i64;
+pub use crate::sys::clock::UnixTime;
 
 pub const DAY: i64 = 86_400;
 

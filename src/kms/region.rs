@@ -20,7 +20,7 @@ use super::keystore::Keystore;
 use super::model::{KeystoreBody, UnixTime};
 use crate::crypto::kdf::{self, Argon2Cost};
 use crate::crypto::{Key256, SecretBytes};
-use crate::fsio;
+use crate::sys::fsio;
 
 pub const DATA_DIR_ENV: &str = "CRYPTVOL_DATA_DIR";
 pub const REGION_ENV: &str = "CRYPTVOL_REGION";

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use zeroize::Zeroizing;
 
-use crate::fsio::FileStamp;
+use crate::sys::fsio::FileStamp;
 use crate::kms::KmsError;
 use crate::kms::identity::{Identity, IdentityStore};
 

@@ -57,7 +57,7 @@ pub fn condition_values(
         c.set("aws:SecureTransport", tls.to_string());
     }
     c.set("aws:EpochTime", now.to_string());
-    c.set("aws:CurrentTime", crate::kms::clock::format_time(now));
+    c.set("aws:CurrentTime", crate::sys::clock::format_time(now));
     if let Some(ctx) = ctx {
         let mut keys = Vec::new();
         for (k, v) in ctx.iter() {

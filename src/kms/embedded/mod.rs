@@ -39,11 +39,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use super::api::*;
-use super::audit::AuditLog;
+use crate::audit::AuditLog;
 use super::backend::{DataKeySpec, KeyBackend};
 use super::blob;
 use super::caller::Caller;
-use super::clock::{Clock, format_time};
+use crate::sys::clock::{Clock, format_time};
 use super::context::EncryptionContext;
 use super::error::{KmsError, Result};
 use super::event::{self, Call};
@@ -55,7 +55,7 @@ use super::model::*;
 use crate::policy::{self, Policy, PolicyKind};
 use super::region::RegionDir;
 use crate::crypto::{Key256, SecretBytes, kdf};
-use crate::fsio::{FileLock, FileStamp};
+use crate::sys::fsio::{FileLock, FileStamp};
 
 /// Aliases of AWS managed keys that cryptvol creates on first use.
 pub const MANAGED_ALIASES: &[&str] = &["alias/aws/ebs"];

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use super::{BlockStore, PoolStorage, data_file_name};
-use crate::fsio;
+use crate::sys::fsio;
 
 #[derive(Debug)]
 pub struct FileStorage {

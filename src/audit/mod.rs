@@ -83,7 +83,7 @@ pub use verify::{Problem, ProblemKind, VerifyReport};
 pub use writer::SealSummary;
 
 use crate::crypto::Key256;
-use crate::fsio::FileLock;
+use crate::sys::fsio::FileLock;
 use error::{Result, io};
 use writer::{Config, Writer};
 

@@ -3,7 +3,8 @@
 //! `CRYPTVOL_TEST_CLOCK_SKEW_SECS` variable, which debug builds honour and release builds
 //! ignore (a release binary cannot be talked into deleting a key early).
 
-use super::model::UnixTime;
+/// Seconds since the Unix epoch, as every record of cryptvol stores time.
+pub type UnixTime = i64;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Clock {

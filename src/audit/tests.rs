@@ -593,7 +593,7 @@ fn errors_are_one_line() {
     );
 }
 
-/// `cargo test --release --lib kms::audit::tests::append_rate -- --ignored --nocapture`
+/// `cargo test --release --lib audit::tests::append_rate -- --ignored --nocapture`
 /// Prints appends/s with the default 16 MiB files (seals included) and without rotation,
 /// and the cost of serialising an event alone.
 #[test]
