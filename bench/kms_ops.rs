@@ -39,7 +39,7 @@ fn measure(name: &str, min_time: Duration, mut op: impl FnMut()) -> f64 {
 
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let reg = cryptvol::kms::Region::parse("bench-1").unwrap();
+    let reg = cryptvol::aws::Region::parse("bench-1").unwrap();
     let out = region::init(dir.path(), &reg, None, 0).expect("init");
     let mut no_pass = || unreachable!("key-file region");
     let kms = EmbeddedKms::open_region(dir.path(), &out.config.region, &mut no_pass, Clock::System)

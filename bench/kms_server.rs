@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cryptvol::kms::b64;
-use cryptvol::kms::sigv4::{self, Credentials, RequestParts};
+use cryptvol::aws::b64;
+use cryptvol::aws::sigv4::{self, Credentials, RequestParts};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cryptvol");
 

@@ -17,8 +17,9 @@
 pub mod cli;
 pub mod crypto;
 
-pub mod fuse;
 pub mod audit;
+pub mod aws;
+pub mod fuse;
 pub mod kms;
 pub mod policy;
 pub mod server;

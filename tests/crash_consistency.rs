@@ -49,10 +49,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+use cryptvol::aws::Region;
 use cryptvol::crypto::xts::Xts;
 use cryptvol::fuse::catalog::Catalog;
 use cryptvol::fuse::owner::PoolOwner;
-use cryptvol::kms::Region;
 use cryptvol::snapshot::{SnapshotOwners, SnapshotRecord};
 use cryptvol::volume::ids::SnapshotId;
 use cryptvol::volume::storage::{CrashMode, FaultKind, SimDisk, SimStorage};

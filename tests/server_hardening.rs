@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::server::KmsServer as Server;
 use common::*;
-use cryptvol::kms::sigv4::{self, Credentials, RequestParts};
+use cryptvol::aws::sigv4::{self, Credentials, RequestParts};
 use serde_json::{Value, json};
 
 const JSON_11: &str = "application/x-amz-json-1.1";

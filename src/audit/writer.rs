@@ -21,8 +21,8 @@ use super::error::{AuditError, Result, io};
 use super::names::{self, Entry};
 use super::tail;
 use crate::crypto::Key256;
-use crate::sys::fsio::{self, PRIVATE_FILE};
 use crate::sys::clock::format_time;
+use crate::sys::fsio::{self, PRIVATE_FILE};
 
 /// Mode of a sealed log file; also the signal to cached writers that it is sealed.
 const SEALED_FILE: u32 = 0o400;

@@ -5,8 +5,10 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use super::exit::CliError;
+use crate::aws::AwsError;
+use crate::aws::b64;
 use crate::crypto::SecretBytes;
-use crate::kms::{EncryptionContext, KeyRef, KmsError, b64};
+use crate::kms::{EncryptionContext, KeyRef};
 
 /// Reads a binary flag value: `fileb://PATH` is the file's raw bytes, anything else is
 /// base64 (as the AWS CLI v2). Returned as secret because plaintexts come this way.
@@ -77,7 +79,7 @@ pub fn encryption_context(
             .collect::<Result<_, _>>()?
     };
     EncryptionContext::from_pairs(pairs).map_err(|e| match e {
-        KmsError::Validation { message, .. } => CliError::bad(flag, message),
+        AwsError::Validation { message, .. } => CliError::bad(flag, message),
         other => other.into(),
     })
 }
@@ -102,8 +104,8 @@ pub fn key_ref(value: &str) -> Result<KeyRef, CliError> {
 /// A passphrase from a file (`kms::region::read_passphrase_file`), with the CLI's errors.
 pub fn passphrase_from_file(path: &Path) -> Result<SecretBytes, CliError> {
     crate::kms::region::read_passphrase_file(path).map_err(|e| match e {
-        KmsError::PassphraseFile { path, source } => CliError::InputFile { path, source },
-        KmsError::Validation { message, .. } => CliError::bad("--passphrase-file", message),
+        AwsError::PassphraseFile { path, source } => CliError::InputFile { path, source },
+        AwsError::Validation { message, .. } => CliError::bad("--passphrase-file", message),
         other => other.into(),
     })
 }
@@ -116,20 +118,20 @@ pub struct PassphraseSource {
 
 impl PassphraseSource {
     /// The file if given; else a prompt on the terminal; else the "pass a file" error.
-    pub fn get(&self) -> Result<SecretBytes, KmsError> {
+    pub fn get(&self) -> Result<SecretBytes, AwsError> {
         if let Some(f) = &self.file {
             return passphrase_from_file(f).map_err(|e| match e {
                 CliError::Kms(k) => k,
-                CliError::InputFile { path, source } => KmsError::PassphraseFile { path, source },
-                other => KmsError::validation("--passphrase-file", other.to_string()),
+                CliError::InputFile { path, source } => AwsError::PassphraseFile { path, source },
+                other => AwsError::validation("--passphrase-file", other.to_string()),
             });
         }
         if std::io::stdin().is_terminal() {
             let p = rpassword::prompt_password(format!("Passphrase for region {}: ", self.region))
-                .map_err(|e| KmsError::io("cannot read the passphrase from", "/dev/tty", e))?;
+                .map_err(|e| AwsError::io("cannot read the passphrase from", "/dev/tty", e))?;
             return Ok(SecretBytes::new(p.into_bytes()));
         }
-        Err(KmsError::PassphraseRequired {
+        Err(AwsError::PassphraseRequired {
             region: self.region.clone(),
         })
     }

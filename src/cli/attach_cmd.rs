@@ -16,15 +16,17 @@ use serde::Serialize;
 use super::Config;
 use super::exit::CliError;
 use super::volume_cmd::{customer_key, daemon_status};
+use crate::aws::Region;
+use crate::aws::b64;
 use crate::crypto::SecretBytes;
-use crate::sys::fsio;
 use crate::fuse::catalog;
 use crate::fuse::control::{Client, DetachReply, Request, WireSecret};
 use crate::fuse::daemon::{self, InitialAttach};
 use crate::fuse::fsname;
 use crate::fuse::mount::{self, FsType, MountRecord};
 use crate::fuse::volume_fs::FILE_NAME;
-use crate::kms::{KeyBackend, Region, b64};
+use crate::kms::KeyBackend;
+use crate::sys::fsio;
 use crate::volume::error::ErrorKind;
 use crate::volume::lifecycle;
 use crate::volume::{VolumeError, VolumeHeader};
@@ -77,8 +79,8 @@ fn unwrap_key(
     let dk = lifecycle::attach_data_key(&h, kms.as_ref().map(|k| k as &dyn KeyBackend), ck.as_ref())
         .map_err(|e| match e {
             // The key is not here: it may live in a remote KMS.
-            VolumeError::Kms(crate::kms::KmsError::NotFound { what }) if cfg.kms_endpoint.is_none() => {
-                VolumeError::Kms(crate::kms::KmsError::NotFound {
+            VolumeError::Kms(crate::aws::AwsError::NotFound { what }) if cfg.kms_endpoint.is_none() => {
+                VolumeError::Kms(crate::aws::AwsError::NotFound {
                     what: format!(
                         "{what}; if volume {}'s key ({}) lives in a remote KMS, pass --kms-endpoint URL",
                         h.id,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::kms::KmsError;
+use crate::aws::AwsError;
 use crate::volume::VolumeError;
 use crate::volume::error::ErrorKind;
 
@@ -50,7 +50,7 @@ impl From<Exit> for ExitCode {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
-    Kms(#[from] KmsError),
+    Kms(#[from] AwsError),
     #[error(transparent)]
     Volume(VolumeError),
     /// An input file named on the command line is missing or unreadable.
@@ -147,8 +147,8 @@ fn volume_exit(k: ErrorKind) -> Exit {
     }
 }
 
-fn kms_exit(e: &KmsError) -> Exit {
-    use KmsError::*;
+fn kms_exit(e: &AwsError) -> Exit {
+    use AwsError::*;
     match e {
         NotFound { .. } => Exit::NotFound,
         KeyDeleted { .. } => Exit::KeyDeleted,

@@ -6,8 +6,10 @@ use serde::Serialize;
 use super::Config;
 use super::args::binary_value;
 use super::exit::CliError;
+use crate::aws::AwsError;
+use crate::aws::b64;
 use crate::fuse::catalog;
-use crate::kms::{KmsError, b64, blob};
+use crate::kms::blob;
 use crate::volume::{KeySource, VolumeHeader};
 
 #[derive(Debug, Subcommand)]
@@ -64,7 +66,7 @@ pub fn run(cfg: &Config, cmd: InspectCommand) -> Result<(), CliError> {
     match cmd {
         InspectCommand::Blob { ciphertext_blob } => {
             let bytes = binary_value("--ciphertext-blob", &ciphertext_blob)?;
-            let p = blob::parse(bytes.expose()).map_err(|e| KmsError::InvalidCiphertext {
+            let p = blob::parse(bytes.expose()).map_err(|e| AwsError::InvalidCiphertext {
                 reason: e.to_string(),
             })?;
             cfg.print(

@@ -9,9 +9,9 @@ use super::Config;
 use super::args::{binary_value, encryption_context, key_ref, tag, text_value};
 use super::exit::CliError;
 use super::kms_ops::PageArgs;
-use crate::sys::fsio;
 use crate::kms::{CreateKeyRequest, DataKeySpec};
 use crate::policy;
+use crate::sys::fsio;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum KeySpecArg {
@@ -645,7 +645,7 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
                     recipient: false,
                 },
             )?;
-            let text = zeroize::Zeroizing::new(crate::kms::b64::encode(bytes.expose()));
+            let text = zeroize::Zeroizing::new(crate::aws::b64::encode(bytes.expose()));
             cfg.print(
                 &serde_json::json!({ "Plaintext": text.as_str() }),
                 "GenerateRandom",

@@ -10,7 +10,7 @@
 use serde_json::Value;
 
 use super::exit::CliError;
-use crate::kms::KmsError;
+use crate::aws::AwsError;
 use crate::kms::embedded::Paging;
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -38,7 +38,7 @@ impl PageArgs {
     pub fn run(
         &self,
         field: &str,
-        mut fetch: impl FnMut(&Paging) -> Result<Value, KmsError>,
+        mut fetch: impl FnMut(&Paging) -> Result<Value, AwsError>,
     ) -> Result<Value, CliError> {
         if self.limit.is_some() || self.marker.is_some() {
             return Ok(fetch(&Paging {

@@ -27,10 +27,11 @@ use clap::{Parser, Subcommand};
 use self::args::PassphraseSource;
 use self::exit::{CliError, Exit};
 use self::output::OutputFormat;
+use crate::aws::Region;
 use crate::kms::KeyBackend;
 use crate::kms::identity::IdentityStore;
 use crate::kms::remote::{RemoteCredentials, RemoteKms};
-use crate::kms::{Caller, Clock, EmbeddedKms, Region, Session, region};
+use crate::kms::{Caller, Clock, EmbeddedKms, Session, region};
 
 /// Key management and encrypted volumes for one machine: AWS KMS and EBS encryption, locally.
 #[derive(Debug, Parser)]

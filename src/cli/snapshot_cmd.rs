@@ -168,7 +168,7 @@ fn cancel_copy(
     access.abandon_pending(&owner)?;
     // A lease on a source in this region ended with the copy; one in another region's
     // pool is released there.
-    let src_region = crate::kms::Region::parse(&source_region)?;
+    let src_region = crate::aws::Region::parse(&source_region)?;
     if src_region != cfg.region {
         let holder = format!("{}/{owner}", cfg.region);
         catalog::open(&cfg.for_region(&src_region).region_dir())?
@@ -199,7 +199,7 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
                 .map(super::args::parse_rate)
                 .transpose()?;
             let dest = match destination_region {
-                Some(r) => crate::kms::Region::parse(&r)?,
+                Some(r) => crate::aws::Region::parse(&r)?,
                 None => cfg.region.clone(),
             };
             let ck = customer_key_file

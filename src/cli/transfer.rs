@@ -11,9 +11,11 @@ use serde::Serialize;
 
 use super::Config;
 use super::exit::CliError;
+use crate::aws::Region;
+use crate::aws::b64;
 use crate::crypto::SecretBytes;
 use crate::fuse::catalog::{self, Catalog};
-use crate::kms::{DataKeySpec, KeyBackend, KeyRef, Region, b64};
+use crate::kms::{DataKeySpec, KeyBackend, KeyRef};
 use crate::snapshot::reencrypt::{CopyJob, CopyStats};
 use crate::snapshot::{PendingCopy, SnapshotRecord};
 use crate::volume::lifecycle::{self, DEFAULT_KMS_KEY, lineage_context};

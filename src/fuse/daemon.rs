@@ -23,8 +23,8 @@ use super::control::{self, AttachedInfo, DaemonStatus, DetachReply, Request, don
 use super::owner::PoolOwner;
 use super::volume_fs::VolumeFs;
 use crate::crypto::SecretBytes;
-use crate::sys::fsio;
 use crate::kms::region::RegionDir;
+use crate::sys::fsio;
 use crate::volume::error::Result;
 use crate::volume::{Pool, VolumeError, VolumeId, keys};
 
@@ -335,7 +335,7 @@ impl Daemon {
                 dir,
                 data_key,
             } => {
-                let key = crate::kms::b64::decode(&data_key.0)
+                let key = crate::aws::b64::decode(&data_key.0)
                     .map(SecretBytes::new)
                     .map_err(|_| VolumeError::invalid("data key", "not base64"));
                 drop(data_key);

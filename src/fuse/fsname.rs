@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use crate::kms::Region;
+use crate::aws::Region;
 use crate::sys::mountinfo;
 use crate::volume::VolumeId;
 

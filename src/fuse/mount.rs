@@ -10,8 +10,8 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 use super::control::run_dir;
-use crate::sys::fsio;
 use crate::kms::region::RegionDir;
+use crate::sys::fsio;
 use crate::volume::VolumeError;
 use crate::volume::error::Result;
 

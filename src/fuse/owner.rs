@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::catalog::Catalog;
+use crate::aws::Region;
 use crate::crypto::xts::Xts;
-use crate::kms::Region;
 use crate::snapshot::reencrypt::{CopyJob, CopyStats};
 use crate::snapshot::{PendingCopy, RegionOwners, SnapshotOwners, SnapshotRecord};
 use crate::volume::check::OwnerRecords;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use super::*;
-use crate::kms::Region;
+use crate::aws::Region;
 use crate::snapshot::SnapshotRecord;
 use crate::volume::header::KeySource;
 use crate::volume::storage::FileStorage;
@@ -204,7 +204,7 @@ fn copy_from_a_moving_source_one_job_per_copy() {
     // does); returns once it is under way.
     let start = |dest: &VolumeHeader| {
         let job = restore_job(&owner, &rec, dest);
-        let p = PendingCopy::decode(&crate::kms::b64::decode(&job.pending).unwrap()).unwrap();
+        let p = PendingCopy::decode(&crate::aws::b64::decode(&job.pending).unwrap()).unwrap();
         owner.begin_copy(&job.owner, &p).unwrap();
         let started = Arc::new(Barrier::new(2));
         let run = {
@@ -259,13 +259,13 @@ fn copy_from_a_moving_source_one_job_per_copy() {
 
 /// A copy job into `dest` (a rekey restore, like `copy_from_a_moving_source_one_job_per_copy`).
 fn restore_job(owner: &PoolOwner, rec: &SnapshotRecord, dest: &VolumeHeader) -> CopyJob {
-    let key = crate::kms::b64::encode(&[9u8; 64]);
+    let key = crate::aws::b64::encode(&[9u8; 64]);
     CopyJob {
         owner: dest.id.to_string(),
-        pending: crate::kms::b64::encode(
+        pending: crate::aws::b64::encode(
             &PendingCopy::Restore {
                 source_snapshot: rec.id.to_string(),
-                header: crate::kms::b64::encode(&dest.encode()),
+                header: crate::aws::b64::encode(&dest.encode()),
             }
             .encode(),
         ),
@@ -286,7 +286,7 @@ fn restore_job(owner: &PoolOwner, rec: &SnapshotRecord, dest: &VolumeHeader) -> 
         dest_key: key,
         max_bandwidth: None,
         finish_snapshot: None,
-        finish_volume: Some(crate::kms::b64::encode(&dest.encode())),
+        finish_volume: Some(crate::aws::b64::encode(&dest.encode())),
     }
 }
 
@@ -321,7 +321,7 @@ fn attack_lease_left_by_a_copy_killed_after_finish_blocks_the_source_for_good() 
     owner
         .begin_copy(
             &job.owner,
-            &PendingCopy::decode(&crate::kms::b64::decode(&job.pending).unwrap()).unwrap(),
+            &PendingCopy::decode(&crate::aws::b64::decode(&job.pending).unwrap()).unwrap(),
         )
         .unwrap();
     owner.take_lease(src.id.as_str(), &holder).unwrap();
@@ -396,7 +396,7 @@ fn attack_abandon_pending_with_a_wrong_chunk_shift_frees_another_volumes_slot() 
     };
     let pending = PendingCopy::Restore {
         source_snapshot: "snap-00000000000000001".into(),
-        header: crate::kms::b64::encode(&dest.encode()),
+        header: crate::aws::b64::encode(&dest.encode()),
     };
     owner
         .pool
@@ -437,7 +437,7 @@ fn attack_copy_cancelled_while_a_resume_starts_is_resurrected_without_a_lease() 
         .pool
         .begin_pending(
             dest.id.as_str(),
-            &crate::kms::b64::decode(&job.pending).unwrap(),
+            &crate::aws::b64::decode(&job.pending).unwrap(),
         )
         .unwrap();
     // The resume finds it and takes the lease ...

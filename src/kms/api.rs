@@ -11,7 +11,7 @@ pub const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
 
 fn b64_secret<S: serde::Serializer>(v: &SecretBytes, s: S) -> Result<S::Ok, S::Error> {
     // The base64 text is as secret as the bytes: wiped once the serializer has copied it.
-    let text = zeroize::Zeroizing::new(super::b64::encode(v.expose()));
+    let text = zeroize::Zeroizing::new(crate::aws::b64::encode(v.expose()));
     s.serialize_str(&text)
 }
 
@@ -80,7 +80,7 @@ pub struct KeyIdResponse {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct EncryptResponse {
-    #[serde(with = "super::b64")]
+    #[serde(with = "crate::aws::b64")]
     pub ciphertext_blob: Vec<u8>,
     pub key_id: String,
     pub encryption_algorithm: &'static str,
@@ -98,7 +98,7 @@ pub struct DecryptResponse {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ReEncryptResponse {
-    #[serde(with = "super::b64")]
+    #[serde(with = "crate::aws::b64")]
     pub ciphertext_blob: Vec<u8>,
     pub source_key_id: String,
     pub key_id: String,
@@ -109,7 +109,7 @@ pub struct ReEncryptResponse {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct GenerateDataKeyResponse {
-    #[serde(with = "super::b64")]
+    #[serde(with = "crate::aws::b64")]
     pub ciphertext_blob: Vec<u8>,
     #[serde(serialize_with = "b64_secret")]
     pub plaintext: SecretBytes,
@@ -119,7 +119,7 @@ pub struct GenerateDataKeyResponse {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct GenerateDataKeyWithoutPlaintextResponse {
-    #[serde(with = "super::b64")]
+    #[serde(with = "crate::aws::b64")]
     pub ciphertext_blob: Vec<u8>,
     pub key_id: String,
 }

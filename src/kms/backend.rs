@@ -4,13 +4,13 @@
 //! now; a client of the AWS KMS protocol (remote cryptvol server or AWS KMS) will too.
 //!
 //! Contract: every method is one KMS request (one audit event, one metered call); plaintext
-//! data keys come back in zeroizing `SecretBytes`; errors are `KmsError` with their AWS
+//! data keys come back in zeroizing `SecretBytes`; errors are `AwsError` with their AWS
 //! names. Implementations are shared across threads.
 
 use super::api::{DecryptResponse, GenerateDataKeyResponse, KeyMetadata, ReEncryptResponse};
 use super::context::EncryptionContext;
-use super::error::Result;
 use super::ids::KeyRef;
+use crate::aws::error::Result;
 
 /// How many bytes of data key to make: AES_256 (32), AES_128 (16), or a byte count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,8 @@
 //! nonce and a CMK version can seal any number of blobs, as AWS KMS does with HKDF.
 
 use super::context::EncryptionContext;
-use super::ids::{KeyId, Region};
+use super::ids::KeyId;
+use crate::aws::ids::Region;
 use crate::crypto::{self, Key256, NONCE_LEN, OpenError, SecretBytes, TAG_LEN, kdf};
 
 pub const MAGIC: [u8; 3] = *b"CVK";

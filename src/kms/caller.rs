@@ -3,7 +3,7 @@
 //! operation takes a [`Caller`]; policies judge it and the audit trail records it.
 
 use super::identity::Identity;
-use super::ids::Region;
+use crate::aws::ids::Region;
 
 #[derive(Debug, Clone)]
 pub struct Caller {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::error::KmsError;
+use crate::aws::error::AwsError;
 
 /// AWS allows at most 8 KiB of context; so do we.
 pub const MAX_CONTEXT_BYTES: usize = 8192;
@@ -20,7 +20,7 @@ impl EncryptionContext {
         Self::default()
     }
 
-    pub fn from_pairs<I, K, V>(pairs: I) -> Result<Self, KmsError>
+    pub fn from_pairs<I, K, V>(pairs: I) -> Result<Self, AwsError>
     where
         I: IntoIterator<Item = (K, V)>,
         K: Into<String>,
@@ -30,13 +30,13 @@ impl EncryptionContext {
         for (k, v) in pairs {
             let k = k.into();
             if k.is_empty() {
-                return Err(KmsError::validation(
+                return Err(AwsError::validation(
                     "encryption context",
                     "a key must not be empty",
                 ));
             }
             if map.insert(k.clone(), v.into()).is_some() {
-                return Err(KmsError::validation(
+                return Err(AwsError::validation(
                     "encryption context",
                     format!("key '{k}' is given twice"),
                 ));
@@ -45,7 +45,7 @@ impl EncryptionContext {
         let ctx = EncryptionContext(map);
         let size: usize = ctx.0.iter().map(|(k, v)| k.len() + v.len()).sum();
         if size > MAX_CONTEXT_BYTES {
-            return Err(KmsError::validation(
+            return Err(AwsError::validation(
                 "encryption context",
                 format!("{size} bytes is over the {MAX_CONTEXT_BYTES}-byte limit"),
             ));

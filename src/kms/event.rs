@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 
 use super::caller::Caller;
 use super::context::EncryptionContext;
-use super::error::KmsError;
-use super::ids::{AccountId, Region};
+use crate::aws::error::AwsError;
+use crate::aws::ids::{AccountId, Region};
 
 pub const EVENT_VERSION: &str = "1.08";
 pub const EVENT_SOURCE: &str = "kms.amazonaws.com";
@@ -90,7 +90,7 @@ impl Call {
         caller: &Caller,
         region: &Region,
         account: &AccountId,
-        outcome: Result<(), &KmsError>,
+        outcome: Result<(), &AwsError>,
         now_nanos: i64,
     ) -> Vec<u8> {
         let error_message = outcome.err().map(|e| e.to_string());
@@ -132,7 +132,7 @@ impl Call {
                     grant_id: self.grant_id.as_deref(),
                 },
             ),
-            error_code: outcome.err().map(KmsError::aws_code),
+            error_code: outcome.err().map(AwsError::aws_code),
             error_message: error_message.as_deref(),
         };
         let mut out = Vec::with_capacity(1024);
@@ -146,7 +146,7 @@ impl Call {
         caller: &Caller,
         region: &Region,
         account: &AccountId,
-        outcome: Result<(), &KmsError>,
+        outcome: Result<(), &AwsError>,
         now_nanos: i64,
     ) -> Value {
         serde_json::from_slice(&self.encode(caller, region, account, outcome, now_nanos))

@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{KmsError, Result};
-use super::ids::AccountId;
 use super::model::UnixTime;
-use crate::policy::{self, Policy, PolicyKind};
+use crate::aws::error::{AwsError, Result};
+use crate::aws::ids::AccountId;
 use crate::crypto::{Key256, aead};
+use crate::policy::{self, Policy, PolicyKind};
 use crate::sys::fsio::{self, FileLock};
 use zeroize::Zeroizing;
 
@@ -51,7 +51,7 @@ pub struct AccessKeyRecord {
     pub created: UnixTime,
     /// `Active` or `Inactive`.
     pub status: String,
-    #[serde(with = "super::b64")]
+    #[serde(with = "crate::aws::b64")]
     pub sealed_secret: Vec<u8>,
 }
 
@@ -217,7 +217,7 @@ pub fn role_arn(account: &AccountId, name: &str) -> String {
 pub fn check_name(field: &str, name: &str, max: usize) -> Result<()> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
     if name.is_empty() || name.len() > max || !name.chars().all(ok_char) {
-        return Err(KmsError::validation(
+        return Err(AwsError::validation(
             field,
             format!("'{name}' must be 1 to {max} characters of letters, digits and +=,.@_-"),
         ));
@@ -277,12 +277,12 @@ impl IdentityStore {
         match std::fs::read(&path) {
             Ok(bytes) => {
                 let body: IdentityBody =
-                    serde_json::from_slice(&bytes).map_err(|e| KmsError::Corrupt {
+                    serde_json::from_slice(&bytes).map_err(|e| AwsError::Corrupt {
                         path: path.clone(),
                         what: format!("not a cryptvol identity file: {e}"),
                     })?;
                 if body.format != FORMAT_V1 {
-                    return Err(KmsError::Corrupt {
+                    return Err(AwsError::Corrupt {
                         path,
                         what: format!(
                             "identity file format {} is not one this cryptvol reads ({FORMAT_V1})",
@@ -296,20 +296,20 @@ impl IdentityStore {
                 format: FORMAT_V1,
                 ..Default::default()
             }),
-            Err(e) => Err(KmsError::io("cannot read", &path, e)),
+            Err(e) => Err(AwsError::io("cannot read", &path, e)),
         }
     }
 
     /// Read-modify-write under the lock; nothing is written if `f` fails.
     pub fn mutate<T>(&self, f: impl FnOnce(&mut IdentityBody, UnixTime) -> Result<T>) -> Result<T> {
         let lock = self.data_dir.join(IAM_LOCK);
-        let _l = FileLock::exclusive(&lock).map_err(|e| KmsError::io("cannot lock", &lock, e))?;
+        let _l = FileLock::exclusive(&lock).map_err(|e| AwsError::io("cannot lock", &lock, e))?;
         let mut body = self.load()?;
         let out = f(&mut body, jiff::Timestamp::now().as_second())?;
         let bytes = serde_json::to_vec_pretty(&body).expect("identity body serialises");
         let path = self.path();
         fsio::write_atomic(&path, &bytes, fsio::PRIVATE_FILE)
-            .map_err(|e| KmsError::io("cannot write", &path, e))?;
+            .map_err(|e| AwsError::io("cannot write", &path, e))?;
         Ok(out)
     }
 
@@ -326,7 +326,7 @@ impl IdentityStore {
             None => (EntityKind::User, p),
         };
         self.identity_of(&body, kind, name).map_err(|e| match e {
-            KmsError::NoSuchEntity { .. } => KmsError::NoSuchEntity {
+            AwsError::NoSuchEntity { .. } => AwsError::NoSuchEntity {
                 what: format!("profile '{p}' ({} {name})", kind.word()),
                 hint: match kind {
                     EntityKind::User => {
@@ -373,7 +373,7 @@ impl IdentityStore {
         let policies = texts
             .iter()
             .map(|(pname, text)| {
-                Policy::parse(text, PolicyKind::Identity).map_err(|e| KmsError::Corrupt {
+                Policy::parse(text, PolicyKind::Identity).map_err(|e| AwsError::Corrupt {
                     path: self.path(),
                     what: format!("policy {pname} of {} {name}: {e}", kind.word()),
                 })
@@ -441,7 +441,7 @@ impl IdentityStore {
         if d.is_allowed() {
             return Ok(());
         }
-        Err(KmsError::AccessDenied {
+        Err(AwsError::AccessDenied {
             message: d
                 .denial_message(&caller.arn(), action, resource)
                 .unwrap_or_else(|| format!("not authorized to perform {action}")),
@@ -503,7 +503,7 @@ impl IdentityStore {
             if let Some(k) = b.users.get(name).filter(|_| kind == EntityKind::User)
                 && let Some(id) = k.access_keys.keys().next()
             {
-                return Err(KmsError::DeleteConflict {
+                return Err(AwsError::DeleteConflict {
                     what: format!("user {name}"),
                     why: format!(
                         "it still has access keys: delete them first with `cryptvol iam delete-access-key --user-name {name} --access-key-id {id}`"
@@ -517,7 +517,7 @@ impl IdentityStore {
             .ok_or_else(|| no_such(kind, name))?;
             if let Some(p) = policies.first() {
                 let w = kind.word();
-                return Err(KmsError::DeleteConflict {
+                return Err(AwsError::DeleteConflict {
                     what: format!("{w} {name}"),
                     why: format!(
                         "it still has inline policies ({}): remove them first with `cryptvol iam delete-{w}-policy --{w}-name {name} --policy-name {p}`",
@@ -542,7 +542,7 @@ impl IdentityStore {
         document: &str,
     ) -> Result<()> {
         check_name("policy-name", policy_name, 128)?;
-        Policy::parse(document, PolicyKind::Identity).map_err(KmsError::from_policy)?;
+        Policy::parse(document, PolicyKind::Identity).map_err(AwsError::from_policy)?;
         self.mutate(|b, _| {
             policies_mut(b, kind, name)?.insert(policy_name.to_string(), document.to_string());
             Ok(())
@@ -554,7 +554,7 @@ impl IdentityStore {
             policies_mut(b, kind, name)?
                 .remove(policy_name)
                 .map(|_| ())
-                .ok_or_else(|| KmsError::NoSuchEntity {
+                .ok_or_else(|| AwsError::NoSuchEntity {
                     what: format!("policy {policy_name} of {} {name}", kind.word()),
                     hint: format!(
                         ": list them with `cryptvol iam list-{}-policies`",
@@ -570,7 +570,7 @@ impl IdentityStore {
         policies
             .get(policy_name)
             .cloned()
-            .ok_or_else(|| KmsError::NoSuchEntity {
+            .ok_or_else(|| AwsError::NoSuchEntity {
                 what: format!("policy {policy_name} of {} {name}", kind.word()),
                 hint: format!(
                     ": list them with `cryptvol iam list-{}-policies`",
@@ -622,7 +622,7 @@ impl IdentityStore {
     fn iam_key(&self) -> Result<Key256> {
         let path = self.data_dir.join(IAM_KEY_FILE);
         match std::fs::read(&path) {
-            Ok(b) => Key256::from_slice(&b).ok_or_else(|| KmsError::Corrupt {
+            Ok(b) => Key256::from_slice(&b).ok_or_else(|| AwsError::Corrupt {
                 path,
                 what: format!("{} bytes, not a 32-byte key", b.len()),
             }),
@@ -632,10 +632,10 @@ impl IdentityStore {
                     Ok(()) => Ok(k),
                     // Another process made it first: use theirs.
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.iam_key(),
-                    Err(e) => Err(KmsError::io("cannot create", &path, e)),
+                    Err(e) => Err(AwsError::io("cannot create", &path, e)),
                 }
             }
-            Err(e) => Err(KmsError::io("cannot read", &path, e)),
+            Err(e) => Err(AwsError::io("cannot read", &path, e)),
         }
     }
 
@@ -649,7 +649,7 @@ impl IdentityStore {
                 .get_mut(user)
                 .ok_or_else(|| no_such(EntityKind::User, user))?;
             if u.access_keys.len() >= MAX_ACCESS_KEYS {
-                return Err(KmsError::LimitExceeded {
+                return Err(AwsError::LimitExceeded {
                     what: format!(
                         "user {user} already has {MAX_ACCESS_KEYS} access keys: delete one with `cryptvol iam delete-access-key`"
                     ),
@@ -702,7 +702,7 @@ impl IdentityStore {
             u.access_keys
                 .remove(access_key_id)
                 .map(|_| ())
-                .ok_or_else(|| KmsError::NoSuchEntity {
+                .ok_or_else(|| AwsError::NoSuchEntity {
                     what: format!("access key {access_key_id} of user {user}"),
                     hint: format!(
                         ": list them with `cryptvol iam list-access-keys --user-name {user}`"
@@ -725,7 +725,7 @@ impl IdentityStore {
         for (name, u) in &body.users {
             for (id, k) in u.access_keys.iter().filter(|(_, k)| k.status == "Active") {
                 let secret = aead::open_secret(&key, id.as_bytes(), &k.sealed_secret).map_err(|_| {
-                    KmsError::Corrupt {
+                    AwsError::Corrupt {
                         path: self.path(),
                         what: format!(
                             "the secret of access key {id} does not open with {}: restore the data dir's original {IAM_KEY_FILE}",
@@ -749,7 +749,7 @@ impl IdentityStore {
 fn random_secret() -> String {
     let mut b = [0u8; 30];
     crate::crypto::random::fill(&mut b);
-    let s = super::b64::encode(&b);
+    let s = crate::aws::b64::encode(&b);
     zeroize::Zeroize::zeroize(&mut b);
     s
 }
@@ -778,15 +778,15 @@ fn policies_mut<'b>(
     .ok_or_else(|| no_such(kind, name))
 }
 
-fn no_such(kind: EntityKind, name: &str) -> KmsError {
-    KmsError::NoSuchEntity {
+fn no_such(kind: EntityKind, name: &str) -> AwsError {
+    AwsError::NoSuchEntity {
         what: format!("{} {name}", kind.word()),
         hint: format!(": list them with `cryptvol iam list-{}s`", kind.word()),
     }
 }
 
-fn exists(kind: EntityKind, name: &str) -> KmsError {
-    KmsError::EntityAlreadyExists {
+fn exists(kind: EntityKind, name: &str) -> AwsError {
+    AwsError::EntityAlreadyExists {
         what: format!("{} {name}", kind.word()),
     }
 }

@@ -1,113 +1,11 @@
-//! Names of things in the KMS: regions, accounts, key ids, aliases, ARNs, and the
+//! Names of things in the KMS: key ids, aliases, ARNs, and the
 //! `KeyRef` a caller uses to name a key (id, key ARN, alias name or alias ARN).
 //! Parsing only; whether a named key exists is the keystore's business.
 
 use std::fmt;
 
-use super::error::KmsError;
-
-/// A region name such as `local-1` or `eu-west-3`: 1..=32 chars of `[a-z0-9-]`, starting
-/// with a letter. It is a directory name, so nothing else is allowed.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(try_from = "String", into = "String")]
-pub struct Region(String);
-
-impl Region {
-    pub const MAX_LEN: usize = 32;
-
-    pub fn parse(s: &str) -> Result<Self, KmsError> {
-        let ok = !s.is_empty()
-            && s.len() <= Self::MAX_LEN
-            && s.as_bytes()[0].is_ascii_lowercase()
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if ok {
-            Ok(Region(s.to_string()))
-        } else {
-            Err(KmsError::Validation {
-                field: "region".into(),
-                message: format!(
-                    "'{s}' is not a region name: use 1 to 32 lowercase letters, digits and '-', starting with a letter (e.g. local-1)"
-                ),
-            })
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for Region {
-    type Error = KmsError;
-    fn try_from(s: String) -> Result<Self, KmsError> {
-        Region::parse(&s)
-    }
-}
-
-impl From<Region> for String {
-    fn from(r: Region) -> String {
-        r.0
-    }
-}
-
-impl fmt::Display for Region {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A 12-digit account id, as AWS.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct AccountId(String);
-
-impl AccountId {
-    pub fn parse(s: &str) -> Result<Self, KmsError> {
-        if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
-            Ok(AccountId(s.to_string()))
-        } else {
-            Err(KmsError::Validation {
-                field: "account id".into(),
-                message: format!("'{s}' is not a 12-digit account id"),
-            })
-        }
-    }
-
-    /// A random 12-digit id that does not start with 0 (AWS ids can, but a leading zero is
-    /// lost by tools that treat the id as a number).
-    pub fn random() -> Self {
-        let mut b = [0u8; 8];
-        crate::crypto::random::fill(&mut b);
-        let n = u64::from_le_bytes(b) % 900_000_000_000 + 100_000_000_000;
-        AccountId(n.to_string())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for AccountId {
-    type Error = KmsError;
-    fn try_from(s: String) -> Result<Self, KmsError> {
-        AccountId::parse(&s)
-    }
-}
-
-impl From<AccountId> for String {
-    fn from(a: AccountId) -> String {
-        a.0
-    }
-}
-
-impl fmt::Display for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+use crate::aws::error::AwsError;
+use crate::aws::ids::{AccountId, Region};
 
 /// A CMK id: a UUID, shown lowercase and hyphenated as AWS does.
 #[derive(
@@ -140,9 +38,9 @@ impl KeyId {
 }
 
 impl TryFrom<String> for KeyId {
-    type Error = KmsError;
-    fn try_from(s: String) -> Result<Self, KmsError> {
-        KeyId::parse(&s).ok_or(KmsError::Validation {
+    type Error = AwsError;
+    fn try_from(s: String) -> Result<Self, AwsError> {
+        KeyId::parse(&s).ok_or(AwsError::Validation {
             field: "KeyId".into(),
             message: format!("'{s}' is not a key id (UUID)"),
         })
@@ -174,8 +72,8 @@ impl AliasName {
     /// Aliases of AWS managed keys; users may not create or change them.
     pub const RESERVED_PREFIX: &'static str = "alias/aws/";
 
-    pub fn parse(s: &str) -> Result<Self, KmsError> {
-        let bad = |why: &str| KmsError::InvalidAliasName {
+    pub fn parse(s: &str) -> Result<Self, AwsError> {
+        let bad = |why: &str| AwsError::InvalidAliasName {
             name: s.to_string(),
             why: why.to_string(),
         };
@@ -204,8 +102,8 @@ impl AliasName {
 }
 
 impl TryFrom<String> for AliasName {
-    type Error = KmsError;
-    fn try_from(s: String) -> Result<Self, KmsError> {
+    type Error = AwsError;
+    fn try_from(s: String) -> Result<Self, AwsError> {
         AliasName::parse(&s)
     }
 }
@@ -251,7 +149,7 @@ pub enum KeyRef {
 }
 
 impl KeyRef {
-    pub fn parse(s: &str) -> Result<Self, KmsError> {
+    pub fn parse(s: &str) -> Result<Self, AwsError> {
         if let Some(rest) = s.strip_prefix("arn:") {
             return Self::parse_arn(s, rest);
         }
@@ -261,13 +159,13 @@ impl KeyRef {
         // AWS's answer for a string that cannot name a key at all.
         KeyId::parse(s)
             .map(KeyRef::Id)
-            .ok_or_else(|| KmsError::InvalidKeyId {
+            .ok_or_else(|| AwsError::InvalidKeyId {
                 key_id: s.to_string(),
             })
     }
 
-    fn parse_arn(whole: &str, rest: &str) -> Result<Self, KmsError> {
-        let bad = |why: &str| KmsError::InvalidArn {
+    fn parse_arn(whole: &str, rest: &str) -> Result<Self, AwsError> {
+        let bad = |why: &str| AwsError::InvalidArn {
             arn: whole.to_string(),
             why: why.to_string(),
         };
@@ -369,7 +267,7 @@ mod tests {
             "arn:aws:kms:US:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
         ] {
             assert!(
-                matches!(KeyRef::parse(bad), Err(KmsError::InvalidArn { .. })),
+                matches!(KeyRef::parse(bad), Err(AwsError::InvalidArn { .. })),
                 "{bad}"
             );
         }
@@ -378,7 +276,7 @@ mod tests {
         assert_eq!(e.to_string(), "Invalid keyId 'banana'");
         for bad in ["alias/", "alias/sp ace", "alias/é"] {
             assert!(
-                matches!(KeyRef::parse(bad), Err(KmsError::InvalidAliasName { .. })),
+                matches!(KeyRef::parse(bad), Err(AwsError::InvalidAliasName { .. })),
                 "{bad}"
             );
         }

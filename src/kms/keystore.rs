@@ -8,9 +8,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::error::{KmsError, Result};
-use super::ids::{KeyId, Region};
+use super::ids::KeyId;
 use super::model::{KeyVersion, KeystoreBody};
+use crate::aws::error::{AwsError, Result};
+use crate::aws::ids::Region;
 use crate::crypto::{self, Key256, NONCE_LEN, TAG_LEN, kdf};
 use crate::sys::fsio;
 
@@ -97,8 +98,8 @@ impl Keystore {
 
     /// Reads and opens the keystore of `region` at `path`.
     pub fn load(path: &Path, root: &Key256, region: &Region) -> Result<Keystore> {
-        let bytes = std::fs::read(path).map_err(|e| KmsError::io("cannot read", path, e))?;
-        Self::decode(&bytes, root, region).map_err(|what| KmsError::Corrupt {
+        let bytes = std::fs::read(path).map_err(|e| AwsError::io("cannot read", path, e))?;
+        Self::decode(&bytes, root, region).map_err(|what| AwsError::Corrupt {
             path: path.to_path_buf(),
             what,
         })
@@ -200,7 +201,7 @@ impl Keystore {
         let next = self.generation + 1;
         let bytes = self.encode(root, next);
         fsio::write_atomic(path, &bytes, fsio::PRIVATE_FILE)
-            .map_err(|e| KmsError::io("cannot write", path, e))?;
+            .map_err(|e| AwsError::io("cannot write", path, e))?;
         self.generation = next;
         Ok(())
     }
@@ -231,7 +232,7 @@ fn fill_material_ids(body: &mut KeystoreBody, root: &Key256) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kms::ids::AccountId;
+    use crate::aws::ids::AccountId;
     use crate::kms::model::*;
 
     fn store_with_key(root: &Key256) -> (Keystore, KeyId) {
@@ -332,7 +333,7 @@ mod tests {
             assert!(
                 matches!(
                     Keystore::load(&p, &root, &region),
-                    Err(KmsError::Corrupt { .. })
+                    Err(AwsError::Corrupt { .. })
                 ),
                 "byte {i}"
             );
@@ -340,14 +341,14 @@ mod tests {
         std::fs::write(&p, &good[..good.len() - 5]).unwrap();
         assert!(matches!(
             Keystore::load(&p, &root, &region),
-            Err(KmsError::Corrupt { .. })
+            Err(AwsError::Corrupt { .. })
         ));
         std::fs::write(&p, &good).unwrap();
         assert!(Keystore::load(&p, &Key256::generate(), &region).is_err());
         let other = Region::parse("other-1").unwrap();
         assert!(matches!(
             Keystore::load(&p, &root, &other),
-            Err(KmsError::Corrupt { .. })
+            Err(AwsError::Corrupt { .. })
         ));
     }
 }
@@ -355,7 +356,7 @@ mod tests {
 #[cfg(test)]
 mod worked_sizes {
     use super::*;
-    use crate::kms::ids::AccountId;
+    use crate::aws::ids::AccountId;
 
     /// docs/formats.md: an empty keystore of region local-1 is 52 + 89 = 141 bytes.
     #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{KmsError, Result};
+use crate::aws::error::{AwsError, Result};
 use crate::sys::fsio::{self, FileLock};
 
 pub const USAGE_FILE: &str = "usage.json";
@@ -106,7 +106,7 @@ impl Meter {
     /// Merges the counts so far into the usage file.
     pub fn flush(&self) -> Result<()> {
         let taken = {
-            let mut p = self.pending.lock().map_err(|_| KmsError::Unsupported {
+            let mut p = self.pending.lock().map_err(|_| AwsError::Unsupported {
                 message: "metering lock poisoned; restart the process".into(),
             })?;
             p.last_flush = Instant::now();
@@ -117,14 +117,14 @@ impl Meter {
         }
         let lock = self.dir.join(USAGE_LOCK);
         let merged = FileLock::exclusive(&lock)
-            .map_err(|e| KmsError::io("cannot lock", &lock, e))
+            .map_err(|e| AwsError::io("cannot lock", &lock, e))
             .and_then(|_l| {
                 let mut file = self.load()?;
                 add(&mut file.months, &taken);
                 let path = self.path();
                 let bytes = serde_json::to_vec_pretty(&file).expect("usage serialises");
                 fsio::write_atomic(&path, &bytes, fsio::PRIVATE_FILE)
-                    .map_err(|e| KmsError::io("cannot write", &path, e))
+                    .map_err(|e| AwsError::io("cannot write", &path, e))
             });
         if merged.is_err() {
             // Keep the counts for the next try rather than lose them.
@@ -140,12 +140,12 @@ impl Meter {
         let path = self.path();
         match std::fs::read(&path) {
             Ok(b) => {
-                let f: UsageFile = serde_json::from_slice(&b).map_err(|e| KmsError::Corrupt {
+                let f: UsageFile = serde_json::from_slice(&b).map_err(|e| AwsError::Corrupt {
                     path: path.clone(),
                     what: format!("not a cryptvol usage file: {e}"),
                 })?;
                 if f.format != FORMAT_V1 {
-                    return Err(KmsError::Corrupt {
+                    return Err(AwsError::Corrupt {
                         path,
                         what: format!("usage file format {} is unknown", f.format),
                     });
@@ -156,7 +156,7 @@ impl Meter {
                 format: FORMAT_V1,
                 months: Counts::new(),
             }),
-            Err(e) => Err(KmsError::io("cannot read", &path, e)),
+            Err(e) => Err(AwsError::io("cannot read", &path, e)),
         }
     }
 }
@@ -204,7 +204,7 @@ pub fn month_of(t: i64) -> String {
 /// The start and end (exclusive) of a `YYYY-MM` month in unix seconds.
 pub fn month_bounds(month: &str) -> Result<(i64, i64)> {
     let bad = || {
-        KmsError::validation(
+        AwsError::validation(
             "--month",
             format!("'{month}' is not a month: use YYYY-MM, e.g. 2026-11"),
         )

@@ -7,14 +7,12 @@
 
 pub mod api;
 
-pub mod b64;
 pub mod backend;
 pub mod blob;
 pub mod caller;
 
 pub mod context;
 pub mod embedded;
-pub mod error;
 pub mod event;
 pub mod identity;
 pub mod ids;
@@ -24,12 +22,11 @@ pub mod model;
 
 pub mod region;
 pub mod remote;
-pub mod sigv4;
 
+pub use crate::sys::clock::Clock;
 pub use backend::{DataKeySpec, KeyBackend};
 pub use caller::Caller;
-pub use crate::sys::clock::Clock;
 pub use context::EncryptionContext;
 pub use embedded::{CreateKeyRequest, EmbeddedKms, Session};
-pub use error::KmsError;
-pub use ids::{AccountId, AliasName, KeyId, KeyRef, Region};
+
+pub use ids::{AliasName, KeyId, KeyRef};

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::ids::{AccountId, AliasName, KeyId, Region};
+use super::ids::{AliasName, KeyId};
+
+use crate::aws::ids::{AccountId, Region};
 
 /// Unix time in whole seconds (UTC).
 pub use crate::sys::clock::UnixTime;
@@ -57,7 +59,7 @@ pub struct KeyVersion {
     pub number: u32,
     pub created: UnixTime,
     pub origin: VersionOrigin,
-    #[serde(with = "super::b64")]
+    #[serde(with = "crate::aws::b64")]
     pub sealed: Vec<u8>,
     /// AWS's `KeyMaterialId`: 64 lowercase hex digits naming this version, random when the
     /// version is made, so it says nothing about the material (docs/formats.md). Keystores

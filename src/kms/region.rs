@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{KmsError, Result};
-use super::ids::{AccountId, Region};
 use super::keystore::Keystore;
 use super::model::{KeystoreBody, UnixTime};
+use crate::aws::error::{AwsError, Result};
+use crate::aws::ids::{AccountId, Region};
 use crate::crypto::kdf::{self, Argon2Cost};
 use crate::crypto::{Key256, SecretBytes};
 use crate::sys::fsio;
@@ -61,7 +61,7 @@ pub enum RootKeySource {
     File,
     /// Argon2id of a passphrase.
     Passphrase {
-        #[serde(with = "crate::kms::b64")]
+        #[serde(with = "crate::aws::b64")]
         salt: Vec<u8>,
         cost: Argon2Cost,
     },
@@ -78,7 +78,7 @@ pub struct RegionConfig {
     pub root_key: RootKeySource,
     /// `blake3::derive_key(CTX_ROOT_KEY_CHECK, root)[..16]`: tells a wrong passphrase from a
     /// damaged keystore without revealing anything usable about the key.
-    #[serde(with = "crate::kms::b64")]
+    #[serde(with = "crate::aws::b64")]
     pub root_key_check: Vec<u8>,
 }
 
@@ -131,19 +131,19 @@ impl RegionDir {
         let bytes = match std::fs::read(&p) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(KmsError::RegionNotInitialized {
+                return Err(AwsError::RegionNotInitialized {
                     region: self.region.to_string(),
                     data_dir: self.data_dir.clone(),
                 });
             }
-            Err(e) => return Err(KmsError::io("cannot read", &p, e)),
+            Err(e) => return Err(AwsError::io("cannot read", &p, e)),
         };
-        let cfg: RegionConfig = serde_json::from_slice(&bytes).map_err(|e| KmsError::Corrupt {
+        let cfg: RegionConfig = serde_json::from_slice(&bytes).map_err(|e| AwsError::Corrupt {
             path: p.clone(),
             what: format!("not a valid region config: {e}"),
         })?;
         if cfg.format != CONFIG_FORMAT_V1 {
-            return Err(KmsError::Corrupt {
+            return Err(AwsError::Corrupt {
                 path: p,
                 what: format!(
                     "config format {} is unknown to this cryptvol; upgrade",
@@ -152,7 +152,7 @@ impl RegionDir {
             });
         }
         if cfg.region != self.region {
-            return Err(KmsError::Corrupt {
+            return Err(AwsError::Corrupt {
                 path: p,
                 what: format!("it describes region {}, not {}", cfg.region, self.region),
             });
@@ -170,14 +170,14 @@ impl RegionDir {
             RootKeySource::File => {
                 let p = self.root_key_path();
                 let bytes = SecretBytes::new(
-                    std::fs::read(&p).map_err(|e| KmsError::io("cannot read root key", &p, e))?,
+                    std::fs::read(&p).map_err(|e| AwsError::io("cannot read root key", &p, e))?,
                 );
-                let key = Key256::from_slice(bytes.expose()).ok_or_else(|| KmsError::Corrupt {
+                let key = Key256::from_slice(bytes.expose()).ok_or_else(|| AwsError::Corrupt {
                     path: p.clone(),
                     what: format!("a root key is 32 bytes, this file has {}", bytes.len()),
                 })?;
                 if check_value(&key) != cfg.root_key_check {
-                    return Err(KmsError::WrongRootKey {
+                    return Err(AwsError::WrongRootKey {
                         region: self.region.to_string(),
                         path: p,
                     });
@@ -187,12 +187,12 @@ impl RegionDir {
             RootKeySource::Passphrase { salt, cost } => {
                 let pass = passphrase()?;
                 let key =
-                    kdf::passphrase_key(&pass, salt, *cost).map_err(|e| KmsError::Corrupt {
+                    kdf::passphrase_key(&pass, salt, *cost).map_err(|e| AwsError::Corrupt {
                         path: self.config_path(),
                         what: e.to_string(),
                     })?;
                 if check_value(&key) != cfg.root_key_check {
-                    return Err(KmsError::WrongPassphrase {
+                    return Err(AwsError::WrongPassphrase {
                         region: self.region.to_string(),
                     });
                 }
@@ -217,7 +217,7 @@ pub struct InitOutcome {
 pub fn read_passphrase_file(path: &Path) -> Result<SecretBytes> {
     let mut bytes =
         SecretBytes::new(
-            std::fs::read(path).map_err(|source| KmsError::PassphraseFile {
+            std::fs::read(path).map_err(|source| AwsError::PassphraseFile {
                 path: path.to_path_buf(),
                 source,
             })?,
@@ -230,7 +230,7 @@ pub fn read_passphrase_file(path: &Path) -> Result<SecretBytes> {
         }
     }
     if v.is_empty() {
-        return Err(KmsError::validation(
+        return Err(AwsError::validation(
             "--passphrase-file",
             format!("{} holds an empty passphrase", path.display()),
         ));
@@ -244,15 +244,15 @@ pub fn read_account_id(data_dir: &Path) -> Result<AccountId> {
     match std::fs::read(&p) {
         Ok(b) => serde_json::from_slice::<AccountFile>(&b)
             .map(|f| f.account_id)
-            .map_err(|e| KmsError::Corrupt {
+            .map_err(|e| AwsError::Corrupt {
                 path: p.clone(),
                 what: e.to_string(),
             }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(KmsError::RegionNotInitialized {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(AwsError::RegionNotInitialized {
             region: DEFAULT_REGION.to_string(),
             data_dir: data_dir.to_path_buf(),
         }),
-        Err(e) => Err(KmsError::io("cannot read", &p, e)),
+        Err(e) => Err(AwsError::io("cannot read", &p, e)),
     }
 }
 
@@ -261,7 +261,7 @@ fn account_id(data_dir: &Path) -> Result<AccountId> {
     let p = data_dir.join("account.json");
     match std::fs::read(&p) {
         Ok(b) => {
-            let f: AccountFile = serde_json::from_slice(&b).map_err(|e| KmsError::Corrupt {
+            let f: AccountFile = serde_json::from_slice(&b).map_err(|e| AwsError::Corrupt {
                 path: p.clone(),
                 what: e.to_string(),
             })?;
@@ -276,10 +276,10 @@ fn account_id(data_dir: &Path) -> Result<AccountId> {
                 Ok(()) => Ok(f.account_id),
                 // Another init won the race: use its id.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => account_id(data_dir),
-                Err(e) => Err(KmsError::io("cannot create", &p, e)),
+                Err(e) => Err(AwsError::io("cannot create", &p, e)),
             }
         }
-        Err(e) => Err(KmsError::io("cannot read", &p, e)),
+        Err(e) => Err(AwsError::io("cannot read", &p, e)),
     }
 }
 
@@ -296,12 +296,12 @@ pub fn init(
 ) -> Result<InitOutcome> {
     let dir = RegionDir::new(data_dir, region);
     let regions = data_dir.join("regions");
-    fsio::create_private_dir(&regions).map_err(|e| KmsError::io("cannot create", &regions, e))?;
+    fsio::create_private_dir(&regions).map_err(|e| AwsError::io("cannot create", &regions, e))?;
     if dir.is_initialized() {
         let config = dir.config()?;
         let mut pass = passphrase;
         let mut ask = || {
-            pass.take().ok_or_else(|| KmsError::PassphraseRequired {
+            pass.take().ok_or_else(|| AwsError::PassphraseRequired {
                 region: region.to_string(),
             })
         };
@@ -317,7 +317,7 @@ pub fn init(
     let (root, source) = match passphrase {
         Some(p) => {
             if p.is_empty() {
-                return Err(KmsError::validation(
+                return Err(AwsError::validation(
                     "passphrase",
                     "the passphrase file is empty",
                 ));
@@ -325,7 +325,7 @@ pub fn init(
             let salt: [u8; 16] = crate::crypto::random::array();
             let cost = Argon2Cost::DEFAULT;
             let key = kdf::passphrase_key(&p, &salt, cost)
-                .map_err(|e| KmsError::validation("Argon2id parameters", e.to_string()))?;
+                .map_err(|e| AwsError::validation("Argon2id parameters", e.to_string()))?;
             (
                 key,
                 RootKeySource::Passphrase {
@@ -355,7 +355,7 @@ pub fn init(
     let _turn = if in_place {
         let lock = dir.path.join(".init.lock");
         let l =
-            fsio::FileLock::exclusive(&lock).map_err(|e| KmsError::io("cannot lock", &lock, e))?;
+            fsio::FileLock::exclusive(&lock).map_err(|e| AwsError::io("cannot lock", &lock, e))?;
         if dir.is_initialized() {
             return Ok(InitOutcome {
                 created: false,
@@ -373,7 +373,7 @@ pub fn init(
         regions.join(tmp_name)
     };
     let build = || -> Result<()> {
-        fsio::create_private_dir(&tmp).map_err(|e| KmsError::io("cannot create", &tmp, e))?;
+        fsio::create_private_dir(&tmp).map_err(|e| AwsError::io("cannot create", &tmp, e))?;
         let staged = RegionDir {
             data_dir: data_dir.to_path_buf(),
             region: region.clone(),
@@ -382,14 +382,14 @@ pub fn init(
         if config.root_key == RootKeySource::File {
             let p = staged.root_key_path();
             fsio::create_atomic(&p, root.expose(), fsio::PRIVATE_FILE)
-                .map_err(|e| KmsError::io("cannot write", &p, e))?;
+                .map_err(|e| AwsError::io("cannot write", &p, e))?;
         }
         let mut ks = Keystore::new(KeystoreBody::empty(region.clone(), account.clone()));
         ks.save(&staged.keystore_path(), &root)?;
         let cfg_bytes = serde_json::to_vec_pretty(&config).expect("serialises");
         let p = staged.config_path();
         fsio::write_atomic(&p, &cfg_bytes, 0o644)
-            .map_err(|e| KmsError::io("cannot write", &p, e))?;
+            .map_err(|e| AwsError::io("cannot write", &p, e))?;
         Ok(())
     };
     if let Err(e) = build() {
@@ -408,7 +408,7 @@ pub fn init(
             fsio::fsync_dir(&dir.path)
         })();
         let _ = std::fs::remove_dir_all(&tmp);
-        moved.map_err(|e| KmsError::io("cannot create", &dir.path, e))?;
+        moved.map_err(|e| AwsError::io("cannot create", &dir.path, e))?;
         return Ok(InitOutcome {
             created: true,
             config,
@@ -417,7 +417,7 @@ pub fn init(
     }
     match std::fs::rename(&tmp, &dir.path) {
         Ok(()) => {
-            fsio::fsync_dir(&regions).map_err(|e| KmsError::io("cannot sync", &regions, e))?;
+            fsio::fsync_dir(&regions).map_err(|e| AwsError::io("cannot sync", &regions, e))?;
             Ok(InitOutcome {
                 created: true,
                 config,
@@ -435,7 +435,7 @@ pub fn init(
                     dir,
                 })
             } else {
-                Err(KmsError::io("cannot create", &dir.path, e))
+                Err(AwsError::io("cannot create", &dir.path, e))
             }
         }
     }

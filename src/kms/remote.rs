@@ -19,12 +19,13 @@ use zeroize::Zeroizing;
 use super::api::{
     DecryptResponse, GenerateDataKeyResponse, KeyMetadata, ReEncryptResponse, SYMMETRIC_DEFAULT,
 };
-use super::b64;
 use super::backend::{DataKeySpec, KeyBackend};
 use super::context::EncryptionContext;
-use super::error::{KmsError, Result};
-use super::ids::{KeyRef, Region};
-use super::sigv4;
+use super::ids::KeyRef;
+use crate::aws::b64;
+use crate::aws::error::{AwsError, Result};
+use crate::aws::ids::Region;
+use crate::aws::sigv4;
 use crate::crypto::SecretBytes;
 
 pub const ENDPOINT_ENV: &str = "CRYPTVOL_KMS_ENDPOINT";
@@ -62,7 +63,7 @@ impl RemoteCredentials {
         let path = var("AWS_SHARED_CREDENTIALS_FILE")
             .map(PathBuf::from)
             .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".aws/credentials")));
-        let missing = || KmsError::RemoteCredentials {
+        let missing = || AwsError::RemoteCredentials {
             message: format!(
                 "no credentials for the KMS endpoint: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add a [{profile}] section to ~/.aws/credentials (make a key with `cryptvol iam create-access-key` on the server)"
             ),
@@ -122,7 +123,7 @@ impl std::fmt::Debug for RemoteKms {
 impl RemoteKms {
     pub fn new(endpoint: &str, region: Region, creds: RemoteCredentials) -> Result<RemoteKms> {
         let bad =
-            |why: &str| KmsError::validation("--kms-endpoint", format!("'{endpoint}': {why}"));
+            |why: &str| AwsError::validation("--kms-endpoint", format!("'{endpoint}': {why}"));
         let (scheme, rest) = endpoint
             .split_once("://")
             .ok_or_else(|| bad("use http://HOST:PORT or https://HOST"))?;
@@ -151,7 +152,7 @@ impl RemoteKms {
         &self.endpoint
     }
 
-    /// One request: sign, send, and turn AWS's error envelope into a `KmsError`.
+    /// One request: sign, send, and turn AWS's error envelope into a `AwsError`.
     fn call(&self, op: &str, body: &Value) -> Result<Value> {
         let payload = Zeroizing::new(serde_json::to_vec(body).expect("requests serialize"));
         let headers = vec![
@@ -185,7 +186,7 @@ impl RemoteKms {
         for (k, v) in headers.iter().skip(1).chain(signed.iter()) {
             req = req.header(k.as_str(), v.as_str());
         }
-        let unreachable = |e: String| KmsError::EndpointUnreachable {
+        let unreachable = |e: String| AwsError::EndpointUnreachable {
             endpoint: self.endpoint.clone(),
             message: e,
         };
@@ -216,7 +217,7 @@ impl RemoteKms {
             .or(v["Message"].as_str())
             .unwrap_or("")
             .to_string();
-        Err(KmsError::Remote {
+        Err(AwsError::Remote {
             endpoint: self.endpoint.clone(),
             code,
             message,
@@ -235,14 +236,14 @@ fn context_json(ctx: &EncryptionContext) -> Value {
 fn field<'v>(v: &'v Value, name: &str, endpoint: &str) -> Result<&'v str> {
     v[name]
         .as_str()
-        .ok_or_else(|| KmsError::EndpointUnreachable {
+        .ok_or_else(|| AwsError::EndpointUnreachable {
             endpoint: endpoint.to_string(),
             message: format!("the answer has no {name}"),
         })
 }
 
 fn blob_field(v: &Value, name: &str, endpoint: &str) -> Result<Vec<u8>> {
-    b64::decode(field(v, name, endpoint)?).map_err(|_| KmsError::EndpointUnreachable {
+    b64::decode(field(v, name, endpoint)?).map_err(|_| AwsError::EndpointUnreachable {
         endpoint: endpoint.to_string(),
         message: format!("{name} in the answer is not base64"),
     })

@@ -28,7 +28,7 @@ mod tests;
 pub use actions::{ADMIN_ACTIONS, KMS_ACTIONS, PERSISTENT_RESOURCE_ACTIONS, USAGE_ACTIONS};
 pub use document::Policy;
 pub use evaluate::{Decision, evaluate};
-pub use request::{Requester, ConditionValues, AccessRequest};
+pub use request::{AccessRequest, ConditionValues, Requester};
 pub use templates::{default_key_policy, least_privilege_key_policy, managed_key_policy};
 
 /// AWS's limit on a key policy document.

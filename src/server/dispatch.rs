@@ -8,10 +8,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::aws::AwsError;
+use crate::aws::b64;
 use crate::kms::embedded::{GenerateRandomRequest, Paging};
-use crate::kms::{
-    Caller, CreateKeyRequest, DataKeySpec, EmbeddedKms, EncryptionContext, KeyRef, KmsError, b64,
-};
+use crate::kms::{Caller, CreateKeyRequest, DataKeySpec, EmbeddedKms, EncryptionContext, KeyRef};
 
 /// Every operation the server answers (the CLI's `kms` commands).
 pub const OPERATIONS: &[&str] = &[
@@ -56,7 +56,7 @@ pub fn is_operation(op: &str) -> bool {
 }
 
 pub enum Failure {
-    Kms(KmsError),
+    Kms(AwsError),
     /// The request's members are missing or of the wrong type.
     Input {
         code: &'static str,
@@ -64,8 +64,8 @@ pub enum Failure {
     },
 }
 
-impl From<KmsError> for Failure {
-    fn from(e: KmsError) -> Failure {
+impl From<AwsError> for Failure {
+    fn from(e: AwsError) -> Failure {
         Failure::Kms(e)
     }
 }
@@ -301,7 +301,7 @@ struct UntagResource {
 /// Refuses CreateKey options cryptvol does not offer, as AWS refuses unknown values.
 fn check_create(r: &CreateKey) -> Result<(), Failure> {
     let only = |field: &str, v: &Option<String>, ok: &str| match v {
-        Some(x) if x != ok => Err(Failure::Kms(KmsError::Unsupported {
+        Some(x) if x != ok => Err(Failure::Kms(AwsError::Unsupported {
             message: format!("{field} {x} is not offered: cryptvol keys are {ok}"),
         })),
         _ => Ok(()),
@@ -315,7 +315,7 @@ fn check_create(r: &CreateKey) -> Result<(), Failure> {
     )?;
     only("Origin", &r.origin, "AWS_KMS")?;
     if r.multi_region {
-        return Err(Failure::Kms(KmsError::Unsupported {
+        return Err(Failure::Kms(AwsError::Unsupported {
             message: "multi-Region keys are not offered: copy snapshots between regions instead"
                 .into(),
         }));
@@ -452,7 +452,7 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
                 None | Some("ROTATIONS_ONLY") => false,
                 Some("ALL_KEY_MATERIAL") => true,
                 Some(other) => {
-                    return Err(Failure::Kms(KmsError::InvalidInput {
+                    return Err(Failure::Kms(AwsError::InvalidInput {
                         message: format!(
                             "1 validation error detected: Value '{other}' at 'includeKeyMaterial' failed to satisfy constraint: Member must satisfy enum value set: [ALL_KEY_MATERIAL, ROTATIONS_ONLY]"
                         ),

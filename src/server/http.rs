@@ -3,7 +3,7 @@
 //! error envelope (`{"__type": "...", "message": "..."}` with AWS's status codes). Never
 //! panics on input: every malformed request gets an AWS-shaped error, and every refusal
 //! is recorded in the audit trail (`refusals`). Messages to clients never carry this
-//! machine's paths or CLI advice (`KmsError::remote_message`); an internal error's detail
+//! machine's paths or CLI advice (`AwsError::remote_message`); an internal error's detail
 //! goes to stderr with the request id.
 
 use std::collections::HashMap;
@@ -20,11 +20,12 @@ use super::dispatch;
 use super::identities::IdentityCache;
 use super::ratelimit::{RATE_EXCEEDED, RateLimiter};
 use super::refusals::{Refusals, Refused};
+use crate::aws::sigv4::{self, RequestParts, Rules};
+use crate::aws::{AwsError, Region};
 use crate::crypto::SecretBytes;
 use crate::kms::embedded::recorded_on_this_thread;
 use crate::kms::identity::IdentityStore;
-use crate::kms::sigv4::{self, RequestParts, Rules};
-use crate::kms::{Caller, Clock, EmbeddedKms, KmsError, Region, region};
+use crate::kms::{Caller, Clock, EmbeddedKms, region};
 
 pub const JSON_11: &str = "application/x-amz-json-1.1";
 const TARGET_PREFIX: &str = "TrentService.";
@@ -141,7 +142,7 @@ impl State {
         passphrase_file: Option<&Path>,
         home_region: &Region,
         limits: &Limits,
-    ) -> Result<State, KmsError> {
+    ) -> Result<State, AwsError> {
         let account = region::read_account_id(data_dir)?;
         Ok(State {
             data_dir: data_dir.to_path_buf(),
@@ -158,9 +159,9 @@ impl State {
     }
 
     /// The region's KMS, opened on first use and kept.
-    pub(super) fn kms(&self, name: &str) -> Result<Arc<EmbeddedKms>, KmsError> {
-        fn poisoned<T>(_: T) -> KmsError {
-            KmsError::Unsupported {
+    pub(super) fn kms(&self, name: &str) -> Result<Arc<EmbeddedKms>, AwsError> {
+        fn poisoned<T>(_: T) -> AwsError {
+            AwsError::Unsupported {
                 message: "an earlier request panicked; restart the server".into(),
             }
         }
@@ -174,8 +175,8 @@ impl State {
         }
         let region = Region::parse(name)?;
         let file = self.passphrase_file.clone();
-        let mut passphrase = || -> Result<SecretBytes, KmsError> {
-            let path = file.clone().ok_or_else(|| KmsError::PassphraseRequired {
+        let mut passphrase = || -> Result<SecretBytes, AwsError> {
+            let path = file.clone().ok_or_else(|| AwsError::PassphraseRequired {
                 region: name.to_string(),
             })?;
             region::read_passphrase_file(&path)
@@ -192,7 +193,7 @@ impl State {
 
     /// The answer to a KMS error: AWS's code, the message for remote clients; an internal
     /// error's detail goes to stderr under the request id.
-    fn kms_error(&self, r: &Received, op: Option<&str>, e: &KmsError) -> Answer {
+    fn kms_error(&self, r: &Received, op: Option<&str>, e: &AwsError) -> Answer {
         let code = e.aws_code();
         if code == "KMSInternalException" {
             eprintln!(
@@ -302,7 +303,7 @@ impl State {
         }
         let kms = match self.kms(&verified.region) {
             Ok(k) => k,
-            Err(KmsError::RegionNotInitialized { region, .. }) => {
+            Err(AwsError::RegionNotInitialized { region, .. }) => {
                 return refused(
                     Some(&caller),
                     None,

@@ -8,9 +8,9 @@ use std::sync::{Arc, RwLock};
 
 use zeroize::Zeroizing;
 
-use crate::sys::fsio::FileStamp;
-use crate::kms::KmsError;
+use crate::aws::AwsError;
 use crate::kms::identity::{Identity, IdentityStore};
+use crate::sys::fsio::FileStamp;
 
 type Keys = HashMap<String, (Arc<Identity>, Zeroizing<String>)>;
 
@@ -30,7 +30,7 @@ impl IdentityCache {
     }
 
     /// The current access keys (reloaded if iam.json changed).
-    pub fn keys(&self) -> Result<Arc<Keys>, KmsError> {
+    pub fn keys(&self) -> Result<Arc<Keys>, AwsError> {
         let now = FileStamp::of(&self.path);
         if let Ok(st) = self.state.read()
             && st.0.is_some()

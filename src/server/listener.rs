@@ -19,30 +19,30 @@ use super::body::{self, BodyError, InFlight, ZBody};
 use super::conn::{self, STOP_GRACE, Timeouts};
 use super::http::{Answer, JSON_11, Received, State};
 use super::limits::{self, ConnLimit};
-use crate::kms::KmsError;
+use crate::aws::AwsError;
 
-fn io_error(action: &'static str, what: &str, e: std::io::Error) -> KmsError {
-    KmsError::io(action, what, e)
+fn io_error(action: &'static str, what: &str, e: std::io::Error) -> AwsError {
+    AwsError::io(action, what, e)
 }
 
-fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, KmsError> {
+fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, AwsError> {
     let read =
-        |p: &std::path::Path| std::fs::read(p).map_err(|e| KmsError::io("cannot read", p, e));
+        |p: &std::path::Path| std::fs::read(p).map_err(|e| AwsError::io("cannot read", p, e));
     let cert_pem = read(cert)?;
     let key_pem = read(key)?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|e| KmsError::validation("--tls-cert", format!("{}: {e}", cert.display())))?;
+        .map_err(|e| AwsError::validation("--tls-cert", format!("{}: {e}", cert.display())))?;
     if certs.is_empty() {
-        return Err(KmsError::validation(
+        return Err(AwsError::validation(
             "--tls-cert",
             format!("{} holds no PEM certificate", cert.display()),
         ));
     }
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| KmsError::validation("--tls-key", format!("{}: {e}", key.display())))?
+        .map_err(|e| AwsError::validation("--tls-key", format!("{}: {e}", key.display())))?
         .ok_or_else(|| {
-            KmsError::validation(
+            AwsError::validation(
                 "--tls-key",
                 format!("{} holds no PEM private key", key.display()),
             )
@@ -51,7 +51,7 @@ fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAccept
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|e| KmsError::validation("--tls-cert/--tls-key", e.to_string()))?;
+        .map_err(|e| AwsError::validation("--tls-cert/--tls-key", e.to_string()))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
@@ -104,7 +104,7 @@ pub async fn respond(
             Answer::error(
                 500,
                 "KMSInternalException",
-                crate::kms::error::INTERNAL_REMOTE_MESSAGE,
+                crate::aws::error::INTERNAL_REMOTE_MESSAGE,
             )
         });
     let mut response = Response::builder()
@@ -179,7 +179,7 @@ impl Throttled {
     }
 }
 
-pub fn run(state: State, args: &ServeArgs) -> Result<(), KmsError> {
+pub fn run(state: State, args: &ServeArgs) -> Result<(), AwsError> {
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some(tls_config(c, k)?),
         _ => None,
@@ -273,7 +273,7 @@ pub fn run(state: State, args: &ServeArgs) -> Result<(), KmsError> {
         drop(listener);
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(STOP_GRACE + Duration::from_secs(1), limit.drained()).await;
-        Ok::<(), KmsError>(())
+        Ok::<(), AwsError>(())
     })?;
     // Dropping the state drops every region's KMS, which writes pending usage counts.
     drop(rt);

@@ -27,7 +27,7 @@ mod refusals;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::kms::{KmsError, Region};
+use crate::aws::{AwsError, Region};
 
 /// Largest request body accepted (AWS's KMS requests are a few KiB at most).
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
@@ -87,7 +87,7 @@ pub fn serve(
     passphrase_file: Option<&Path>,
     home_region: &Region,
     args: ServeArgs,
-) -> Result<(), KmsError> {
+) -> Result<(), AwsError> {
     let limits = http::Limits {
         max_body: args.max_body_bytes,
         body_timeout: Duration::from_secs(args.body_timeout),

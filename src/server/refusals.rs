@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::http::{Answer, Received, State};
 use super::ratelimit::Bucket;
+use crate::aws::sigv4::{self, RequestParts};
 use crate::kms::Caller;
 use crate::kms::embedded::Refusal;
-use crate::kms::sigv4::{self, RequestParts};
 
 pub struct Refusals {
     bucket: Bucket,

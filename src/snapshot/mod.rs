@@ -128,7 +128,7 @@ pub fn usage(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kms::Region;
+    use crate::aws::Region;
     use crate::volume::KeySource;
 
     fn vol() -> VolumeHeader {
@@ -271,7 +271,7 @@ impl crate::volume::check::OwnerRecords for SnapshotOwners {
 
     fn pending(&self, record: &[u8]) -> Result<(u8, u64)> {
         let b64 = |s: &str| {
-            crate::kms::b64::decode(s).map_err(|e| VolumeError::Corrupt {
+            crate::aws::b64::decode(s).map_err(|e| VolumeError::Corrupt {
                 what: "pending copy record".into(),
                 detail: e.to_string(),
             })

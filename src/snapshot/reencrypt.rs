@@ -304,7 +304,7 @@ impl Drop for CopyJob {
 }
 
 fn b64_field(what: &str, s: &str) -> Result<Vec<u8>> {
-    crate::kms::b64::decode(s).map_err(|e| VolumeError::invalid(what, e.to_string()))
+    crate::aws::b64::decode(s).map_err(|e| VolumeError::invalid(what, e.to_string()))
 }
 
 /// Runs (or resumes) a copy job against `pool` and makes the result visible.

@@ -494,7 +494,7 @@ impl OpenVolume {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kms::Region;
+    use crate::aws::Region;
     use crate::kms::region::RegionDir;
     use crate::volume::header::{KeySource, VolumeHeader};
 

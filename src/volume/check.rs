@@ -1147,8 +1147,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::aws::Region;
     use crate::crypto::xts::Xts;
-    use crate::kms::Region;
     use crate::kms::region::RegionDir;
     use crate::volume::OpenVolume;
     use crate::volume::header::KeySource;

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::kms::KmsError;
+use crate::aws::AwsError;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -80,7 +80,7 @@ pub enum VolumeError {
     Metadata(String),
 
     #[error(transparent)]
-    Kms(#[from] KmsError),
+    Kms(#[from] AwsError),
 
     /// An error the region daemon reported, with its class kept for the exit code.
     #[error("{message}")]

@@ -5,7 +5,7 @@
 use super::error::{Result, VolumeError};
 use super::ids::{BLOCK_SIZE, VolumeId};
 use super::record;
-use crate::kms::Region;
+use crate::aws::Region;
 
 pub const MAGIC: [u8; 8] = *b"CVVOLHDR";
 pub const FORMAT_V1: u16 = 1;

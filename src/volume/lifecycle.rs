@@ -7,8 +7,9 @@ use super::error::{Result, VolumeError};
 use super::header::{KeySource, VolumeHeader};
 use super::ids::VolumeId;
 use super::keys::{self, DATA_KEY_LEN};
+use crate::aws::Region;
 use crate::crypto::SecretBytes;
-use crate::kms::{DataKeySpec, EncryptionContext, KeyBackend, KeyRef, Region};
+use crate::kms::{DataKeySpec, EncryptionContext, KeyBackend, KeyRef};
 
 /// The encryption context key that binds a data key to the volume it was made for.
 pub const LINEAGE_CONTEXT_KEY: &str = "cryptvol:lineage";

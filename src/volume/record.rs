@@ -115,14 +115,14 @@ macro_rules! serde_as_binary_record {
     ($t:ty) => {
         impl serde::Serialize for $t {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&$crate::kms::b64::encode(&self.encode()))
+                s.serialize_str(&$crate::aws::b64::encode(&self.encode()))
             }
         }
 
         impl<'de> serde::Deserialize<'de> for $t {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = <String as serde::Deserialize>::deserialize(d)?;
-                let bytes = $crate::kms::b64::decode(&s).map_err(serde::de::Error::custom)?;
+                let bytes = $crate::aws::b64::decode(&s).map_err(serde::de::Error::custom)?;
                 <$t>::decode(&bytes).map_err(serde::de::Error::custom)
             }
         }

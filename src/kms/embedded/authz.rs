@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use super::EmbeddedKms;
 use super::grants::{self, GrantUse};
+use crate::aws::error::{AwsError, Result};
 use crate::kms::caller::Caller;
 use crate::kms::context::EncryptionContext;
-use crate::kms::error::{KmsError, Result};
 use crate::kms::event::Call;
 use crate::kms::ids::KeyId;
 use crate::kms::keystore::Keystore;
@@ -86,7 +86,7 @@ impl EmbeddedKms {
         }
         let parsed =
             Arc::new(
-                Policy::parse(text, PolicyKind::Key).map_err(|e| KmsError::Corrupt {
+                Policy::parse(text, PolicyKind::Key).map_err(|e| AwsError::Corrupt {
                     path: self.dir.keystore_path(),
                     what: format!(
                         "the stored policy of key {} does not parse: {e}",
@@ -211,7 +211,7 @@ impl EmbeddedKms {
         let resource = resource.unwrap_or("*");
         match d {
             Decision::Allow => Ok(()),
-            d => Err(KmsError::AccessDenied {
+            d => Err(AwsError::AccessDenied {
                 message: d
                     .denial_message(&caller.identity.arn(), action, resource)
                     .unwrap_or_else(|| format!("not authorized to perform {action}")),
@@ -305,7 +305,7 @@ impl EmbeddedKms {
     pub(super) fn check_lockout(&self, caller: &Caller, new: &Policy, key: &KeyId) -> Result<()> {
         let arn = self.arn(key);
         self.decide(caller, "kms:PutKeyPolicy", Some(new), Some(&arn), None, &[])
-            .map_err(|_| KmsError::MalformedPolicy {
+            .map_err(|_| AwsError::MalformedPolicy {
                 field: "Policy".into(),
                 message: "the new key policy will not allow you to update the key policy in the future; give yourself kms:PutKeyPolicy in it, or pass --bypass-policy-lockout-safety-check".into(),
             })
@@ -317,7 +317,7 @@ impl EmbeddedKms {
         &self,
         text: &str,
     ) -> Result<(Policy, BTreeMap<String, String>)> {
-        let p = Policy::parse(text, PolicyKind::Key).map_err(KmsError::from_policy)?;
+        let p = Policy::parse(text, PolicyKind::Key).map_err(AwsError::from_policy)?;
         let body = self.identities.load()?;
         let ids = p
             .principal_arns()
@@ -326,7 +326,7 @@ impl EmbeddedKms {
             .collect();
         for (i, arn) in p.principal_arns().iter().enumerate() {
             if !self.identities.principal_exists(&body, arn) {
-                return Err(KmsError::MalformedPolicy {
+                return Err(AwsError::MalformedPolicy {
                     field: format!("Principal ({arn})"),
                     message: format!(
                         "principal #{} does not exist: create it with `cryptvol iam create-user` / `create-role`, or fix the ARN",

@@ -6,9 +6,10 @@
 use serde_json::Value;
 
 use super::tags::MAX_TAGS;
-use crate::kms::error::{KmsError, Result};
+use crate::aws::error::{AwsError, Result};
+use crate::aws::ids::{AccountId, Region};
 use crate::kms::event;
-use crate::kms::ids::{AccountId, AliasName, Region};
+use crate::kms::ids::AliasName;
 use crate::kms::model::{KeyRecord, VersionOrigin};
 
 /// DescriptionType: at most 8192 characters.
@@ -24,13 +25,13 @@ pub const MAX_ON_DEMAND_ROTATIONS: usize = 10;
 
 /// AWS's message for a member outside its length range. `value` is left out for members
 /// too long to repeat (AWS leaves out sensitive ones the same way).
-fn length_error(value: Option<&str>, at: &str, max: Option<usize>) -> KmsError {
+fn length_error(value: Option<&str>, at: &str, max: Option<usize>) -> AwsError {
     let value = value.map(|v| format!(" '{v}'")).unwrap_or_default();
     let constraint = match max {
         Some(max) => format!("less than or equal to {max}"),
         None => "greater than or equal to 1".to_string(),
     };
-    KmsError::InvalidInput {
+    AwsError::InvalidInput {
         message: format!(
             "1 validation error detected: Value{value} at '{at}' failed to satisfy constraint: Member must have length {constraint}"
         ),
@@ -59,8 +60,8 @@ fn reserved_tag(k: &str) -> bool {
     k.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:"))
 }
 
-fn tag_error(message: &str) -> KmsError {
-    KmsError::Tag {
+fn tag_error(message: &str) -> AwsError {
+    AwsError::Tag {
         message: message.to_string(),
     }
 }
@@ -129,26 +130,26 @@ pub fn user_alias(name: &str, operation: &str) -> Result<AliasName> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'/' | b'_' | b'-'))
     {
-        return Err(KmsError::InvalidInput {
+        return Err(AwsError::InvalidInput {
             message: format!(
                 "1 validation error detected: Value '{name}' at 'aliasName' failed to satisfy constraint: Member must satisfy regular expression pattern: {ALIAS_PATTERN}"
             ),
         });
     }
     if !name.starts_with(AliasName::PREFIX) {
-        return Err(KmsError::InvalidInput {
+        return Err(AwsError::InvalidInput {
             message: "Alias must start with the prefix \"alias/\". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html".into(),
         });
     }
     if name.starts_with(AliasName::RESERVED_PREFIX) {
-        return Err(KmsError::NotAuthorized {
+        return Err(AwsError::NotAuthorized {
             message: format!(
                 "Cannot {operation} alias with prefix 'alias/aws/': it is reserved for AWS managed keys (choose another name)"
             ),
         });
     }
     if name.contains(':') {
-        return Err(KmsError::InvalidInput {
+        return Err(AwsError::InvalidInput {
             message: format!("{name} contains invalid characters for an alias"),
         });
     }
@@ -163,7 +164,7 @@ pub fn check_on_demand_limit(k: &KeyRecord, arn: &str) -> Result<()> {
         .filter(|v| v.origin == VersionOrigin::OnDemand)
         .count();
     if done >= MAX_ON_DEMAND_ROTATIONS {
-        return Err(KmsError::LimitExceeded {
+        return Err(AwsError::LimitExceeded {
             what: format!(
                 "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations can be performed for this key: {arn}"
             ),

@@ -5,22 +5,22 @@
 //! dry run with errorCode DryRunOperationException, as CloudTrail records it.
 
 use super::EmbeddedKms;
+use crate::aws::error::{AwsError, Result};
 use crate::kms::backend::DataKeySpec;
 use crate::kms::caller::Caller;
 use crate::kms::context::EncryptionContext;
-use crate::kms::error::{KmsError, Result};
 use crate::kms::ids::KeyRef;
 
 /// A checked call's outcome under DryRun: its error, or DryRunOperationException.
 fn dry<T>(out: Result<T>) -> Result<()> {
-    out.and(Err(KmsError::DryRun))
+    out.and(Err(AwsError::DryRun))
 }
 
 /// What a dry run answers once recorded: the error of a check that failed (or of the
 /// recording), else DryRunOperationException. Never a success, so that a caller cannot
 /// fall through from a dry run into the real call.
-pub(super) fn answer(recorded: Result<()>) -> KmsError {
-    recorded.err().unwrap_or(KmsError::DryRun)
+pub(super) fn answer(recorded: Result<()>) -> AwsError {
+    recorded.err().unwrap_or(AwsError::DryRun)
 }
 
 impl EmbeddedKms {
@@ -30,7 +30,7 @@ impl EmbeddedKms {
         r: &KeyRef,
         plaintext: &[u8],
         ctx: &EncryptionContext,
-    ) -> KmsError {
+    ) -> AwsError {
         let mut call = Self::encrypt_call(r, ctx).param("dryRun", true);
         let out = dry(self.encrypt_inner(caller, &mut call, r, plaintext, ctx));
         answer(self.finish(caller, call, out))
@@ -42,7 +42,7 @@ impl EmbeddedKms {
         blob_bytes: &[u8],
         ctx: &EncryptionContext,
         key: Option<&KeyRef>,
-    ) -> KmsError {
+    ) -> AwsError {
         let mut call = Self::decrypt_call(key, ctx).param("dryRun", true);
         let out = dry(self.read(|ks, _| {
             self.open_blob(ks, caller, &mut call, blob_bytes, ctx, key, "kms:Decrypt")
@@ -59,7 +59,7 @@ impl EmbeddedKms {
         source_key: Option<&KeyRef>,
         destination: &KeyRef,
         destination_ctx: &EncryptionContext,
-    ) -> KmsError {
+    ) -> AwsError {
         let mut call = Self::re_encrypt_call(source_key, source_ctx, destination, destination_ctx)
             .param("dryRun", true);
         let out = dry(self.re_encrypt_inner(
@@ -82,7 +82,7 @@ impl EmbeddedKms {
         spec: DataKeySpec,
         ctx: &EncryptionContext,
         with_plaintext: bool,
-    ) -> KmsError {
+    ) -> AwsError {
         let name = if with_plaintext {
             "GenerateDataKey"
         } else {

@@ -9,9 +9,9 @@ use super::{
     ListGrantsResponse, MAX_CONSTRAINT_PAIRS, MAX_CONSTRAINT_VALUE, OTHER_KEY_TYPES,
     SYMMETRIC_ONLY_IN_AWS,
 };
+use crate::aws::error::{AwsError, Result};
 use crate::kms::caller::Caller;
 use crate::kms::context::EncryptionContext;
-use crate::kms::error::{KmsError, Result};
 use crate::kms::model::{GrantConstraint, GrantRecord};
 
 // ---- the rules of a grant ----------------------------------------------------------------
@@ -161,7 +161,7 @@ pub(crate) fn is_service_principal(s: &str) -> bool {
 /// ARN, or an AWS service principal (botocore's `PrincipalIdType` first).
 pub(crate) fn check_principal(field: &str, p: &str) -> Result<()> {
     let bad = |why: &str| {
-        Err(KmsError::validation(
+        Err(AwsError::validation(
             field,
             format!(
                 "'{}' {why}: use arn:aws:iam::ACCOUNT:root|user/NAME|role/NAME, arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION, or a service principal such as ec2.REGION.amazonaws.com",
@@ -209,7 +209,7 @@ pub(crate) fn check_principal(field: &str, p: &str) -> Result<()> {
 /// Operations: at least one, each AWS's name of an operation valid for a symmetric key.
 pub(crate) fn check_operations(ops: &[String]) -> Result<Vec<String>> {
     if ops.is_empty() {
-        return Err(KmsError::validation(
+        return Err(AwsError::validation(
             "Operations",
             format!("name at least one of {}", GRANTABLE.join(", ")),
         ));
@@ -217,7 +217,7 @@ pub(crate) fn check_operations(ops: &[String]) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for op in ops {
         if OTHER_KEY_TYPES.contains(&op.as_str()) {
-            return Err(KmsError::validation(
+            return Err(AwsError::validation(
                 "Operations",
                 format!(
                     "{op} is not valid for a SYMMETRIC_DEFAULT key: use {}",
@@ -226,7 +226,7 @@ pub(crate) fn check_operations(ops: &[String]) -> Result<Vec<String>> {
             ));
         }
         if !GRANTABLE.contains(&op.as_str()) && !SYMMETRIC_ONLY_IN_AWS.contains(&op.as_str()) {
-            return Err(KmsError::validation(
+            return Err(AwsError::validation(
                 "Operations",
                 format!(
                     "'{}' is not a grant operation: use {} (names are case-sensitive)",
@@ -257,7 +257,7 @@ pub(crate) fn check_constraints(
     let (kind, pairs) = match (subset, equals) {
         (None, None) => return Ok(None),
         (Some(_), Some(_)) => {
-            return Err(KmsError::validation(
+            return Err(AwsError::validation(
                 "Constraints",
                 "give one of EncryptionContextSubset or EncryptionContextEquals, not both",
             ));
@@ -266,7 +266,7 @@ pub(crate) fn check_constraints(
         (None, Some(m)) => ("EncryptionContextEquals", m),
     };
     if pairs.len() > MAX_CONSTRAINT_PAIRS {
-        return Err(KmsError::validation(
+        return Err(AwsError::validation(
             "Constraints",
             format!(
                 "{kind} has {} pairs; a constraint holds at most {MAX_CONSTRAINT_PAIRS}",
@@ -278,7 +278,7 @@ pub(crate) fn check_constraints(
         .iter()
         .find(|(k, v)| k.is_empty() || v.chars().count() > MAX_CONSTRAINT_VALUE)
     {
-        return Err(KmsError::validation(
+        return Err(AwsError::validation(
             "Constraints",
             format!(
                 "{kind} pair '{}': keys must not be empty and values are at most {MAX_CONSTRAINT_VALUE} characters",
@@ -290,7 +290,7 @@ pub(crate) fn check_constraints(
         .iter()
         .any(|o| CRYPTOGRAPHIC.contains(&o.as_str()) || o == "CreateGrant")
     {
-        return Err(KmsError::validation(
+        return Err(AwsError::validation(
             "Constraints",
             format!(
                 "an encryption context constraint applies only to cryptographic operations ({}) or CreateGrant; this grant has none",
@@ -313,7 +313,7 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(KmsError::validation(
+        Err(AwsError::validation(
             "Name",
             format!(
                 "'{}' must be 1 to 256 characters of letters, digits and :/_-",
@@ -326,13 +326,13 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
 /// A grant id is 64 hexadecimal digits (botocore allows up to 128 characters).
 pub(crate) fn check_grant_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > 128 {
-        return Err(KmsError::validation(
+        return Err(AwsError::validation(
             "GrantId",
             format!("{} characters is outside 1..128", id.len()),
         ));
     }
     if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(KmsError::InvalidGrantId {
+        return Err(AwsError::InvalidGrantId {
             message: format!(
                 "'{}' is not a grant id (64 hexadecimal digits, as CreateGrant and ListGrants return)",
                 shown(id)
@@ -387,7 +387,7 @@ pub(crate) fn page(
 ) -> Result<ListGrantsResponse> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=1000).contains(&limit) {
-        return Err(KmsError::validation(
+        return Err(AwsError::validation(
             "Limit",
             format!("{limit} is outside 1..1000"),
         ));
@@ -395,7 +395,7 @@ pub(crate) fn page(
     if let Some(m) = marker
         && (m.is_empty() || m.len() > 1024)
     {
-        return Err(KmsError::validation(
+        return Err(AwsError::validation(
             "Marker",
             "give the NextMarker of the previous page",
         ));

@@ -1,8 +1,8 @@
 //! The decision table of grants: what a live grant allows, what beats it, and what ends it.
 
 use super::*;
+use crate::aws::ids::Region;
 use crate::kms::identity::{EntityKind, Identity};
-use crate::kms::ids::Region;
 use crate::kms::model::DAY;
 use crate::kms::{Clock, CreateKeyRequest, DataKeySpec, region};
 
@@ -88,7 +88,7 @@ fn blob(w: &World, c: &EncryptionContext) -> Vec<u8> {
 
 fn denied<T: std::fmt::Debug>(r: Result<T>) -> String {
     match r {
-        Err(KmsError::AccessDenied { message }) => message,
+        Err(AwsError::AccessDenied { message }) => message,
         other => panic!("expected AccessDenied, got {other:?}"),
     }
 }
@@ -228,7 +228,7 @@ fn retired_and_revoked_grants_allow_nothing() {
                 ..Default::default()
             }
         ),
-        Err(KmsError::NotFound { .. })
+        Err(AwsError::NotFound { .. })
     ));
     let g = grant(&w, &arn, &["Decrypt"], None);
     w.kms.decrypt(&bob, &b, &c, None).unwrap();
@@ -248,11 +248,11 @@ fn retired_and_revoked_grants_allow_nothing() {
     denied(w.kms.decrypt(&bob, &b, &c, None));
     assert!(matches!(
         w.kms.revoke_grant(&root(&w.kms), &w.key, &g.grant_id),
-        Err(KmsError::NotFound { .. })
+        Err(AwsError::NotFound { .. })
     ));
     assert!(matches!(
         w.kms.revoke_grant(&root(&w.kms), &w.key, "abc"),
-        Err(KmsError::InvalidGrantId { .. })
+        Err(AwsError::InvalidGrantId { .. })
     ));
 }
 
@@ -404,7 +404,7 @@ fn validation_tokens_names_and_limits() {
         assert!(
             matches!(
                 w.kms.create_grant(&root, &req),
-                Err(KmsError::Validation { .. })
+                Err(AwsError::Validation { .. })
             ),
             "{req:?}"
         )
@@ -446,22 +446,22 @@ fn validation_tokens_names_and_limits() {
     w.kms
         .check_grant_tokens(&[a.grant_token.clone(), b.grant_token.clone()])
         .unwrap();
-    let mut bytes = crate::kms::b64::decode(&a.grant_token).unwrap();
+    let mut bytes = crate::aws::b64::decode(&a.grant_token).unwrap();
     bytes[30] ^= 1;
-    let altered = crate::kms::b64::encode(&bytes);
+    let altered = crate::aws::b64::encode(&bytes);
     assert!(matches!(
         w.kms.check_grant_tokens(&[altered]),
-        Err(KmsError::InvalidGrantToken { .. })
+        Err(AwsError::InvalidGrantToken { .. })
     ));
     assert!(matches!(
         w.kms.check_grant_tokens(&vec![a.grant_token.clone(); 11]),
-        Err(KmsError::Validation { .. })
+        Err(AwsError::Validation { .. })
     ));
     let bob_caller =
         Caller::local(Identity::root(w.kms.account().clone())).with_grant_tokens(vec!["x".into()]);
     assert!(matches!(
         w.kms.describe_key(&bob_caller, &w.key),
-        Err(KmsError::InvalidGrantToken { .. })
+        Err(AwsError::InvalidGrantToken { .. })
     ));
     // The quota.
     let list = vec![
@@ -481,7 +481,7 @@ fn validation_tokens_names_and_limits() {
     ];
     assert!(matches!(
         check_grant_limit(&list, "k"),
-        Err(KmsError::LimitExceeded { .. })
+        Err(AwsError::LimitExceeded { .. })
     ));
     assert!(check_grant_limit(&list[1..], "k").is_ok());
 }

@@ -14,10 +14,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::EmbeddedKms;
+use crate::aws::error::{AwsError, Result};
 use crate::crypto::kdf;
 use crate::kms::caller::Caller;
 use crate::kms::context::EncryptionContext;
-use crate::kms::error::{KmsError, Result};
 use crate::kms::event::Call;
 use crate::kms::identity::root_arn;
 use crate::kms::ids::{KeyId, KeyRef};
@@ -232,19 +232,19 @@ impl EmbeddedKms {
         b.extend_from_slice(&crate::crypto::random::array::<16>());
         let mac = blake3::keyed_hash(self.grant_token_key().expose(), &b);
         b.extend_from_slice(&mac.as_bytes()[..TOKEN_MAC_LEN]);
-        crate::kms::b64::encode(&b)
+        crate::aws::b64::encode(&b)
     }
 
     /// The key and grant a token names, if this region issued it.
     fn open_grant_token(&self, token: &str) -> Result<(KeyId, String)> {
-        let bad = || KmsError::InvalidGrantToken {
+        let bad = || AwsError::InvalidGrantToken {
             message: format!(
                 "the grant token ({} characters) is not one this KMS issued in region {}: use a GrantToken that CreateGrant returned",
                 token.len(),
                 self.dir.region
             ),
         };
-        let b = crate::kms::b64::decode(token).map_err(|_| bad())?;
+        let b = crate::aws::b64::decode(token).map_err(|_| bad())?;
         if b.len() != TOKEN_LEN || &b[..4] != TOKEN_MAGIC {
             return Err(bad());
         }
@@ -266,7 +266,7 @@ impl EmbeddedKms {
     /// by this region.
     pub(super) fn check_grant_tokens(&self, tokens: &[String]) -> Result<()> {
         if tokens.len() > MAX_GRANT_TOKENS {
-            return Err(KmsError::validation(
+            return Err(AwsError::validation(
                 "GrantTokens",
                 format!(
                     "{} tokens; a request takes at most {MAX_GRANT_TOKENS}",
@@ -276,7 +276,7 @@ impl EmbeddedKms {
         }
         for t in tokens {
             if t.is_empty() || t.len() > MAX_GRANT_TOKEN_LEN {
-                return Err(KmsError::validation(
+                return Err(AwsError::validation(
                     "GrantTokens",
                     format!(
                         "a token of {} characters is outside 1..{MAX_GRANT_TOKEN_LEN}",
@@ -294,7 +294,7 @@ impl EmbeddedKms {
     fn principal_binding(&self, field: &str, p: &str) -> Result<Option<String>> {
         let body = self.identities.load()?;
         if !self.identities.principal_exists(&body, p) {
-            return Err(KmsError::validation(
+            return Err(AwsError::validation(
                 field,
                 format!(
                     "'{}' does not exist: create it with `cryptvol iam create-user` / `create-role`, or fix the ARN",
@@ -345,7 +345,7 @@ impl EmbeddedKms {
     }
 
     /// CreateGrant with `DryRun`: every check, then DryRunOperationException; no grant.
-    pub fn create_grant_dry_run(&self, caller: &Caller, req: &CreateGrantRequest) -> KmsError {
+    pub fn create_grant_dry_run(&self, caller: &Caller, req: &CreateGrantRequest) -> AwsError {
         let mut call = grant_params(Call::new("CreateGrant", false), req).param("dryRun", true);
         let out = self
             .create_grant_inner(caller, req, &mut call, true)
@@ -406,7 +406,7 @@ impl EmbeddedKms {
                     ks.body.grants.get(&id).map_or(&[], Vec::as_slice),
                     &self.arn(&id),
                 )?;
-                return Err(KmsError::DryRun);
+                return Err(AwsError::DryRun);
             }
             let list = ks.body.grants.entry(id).or_default();
             // AWS's idempotence: the same Name with the same parameters is the same grant
@@ -573,7 +573,7 @@ impl EmbeddedKms {
     }
 
     /// RetireGrant with `DryRun`: every check, then DryRunOperationException; the grant stays.
-    pub fn retire_grant_dry_run(&self, caller: &Caller, req: &RetireGrantRequest) -> KmsError {
+    pub fn retire_grant_dry_run(&self, caller: &Caller, req: &RetireGrantRequest) -> AwsError {
         super::dry_run::answer(self.retire_grant_as(caller, req, true))
     }
 
@@ -602,7 +602,7 @@ impl EmbeddedKms {
         match (&req.grant_token, &req.key, &req.grant_id) {
             (Some(t), key, grant) => {
                 if t.is_empty() || t.len() > MAX_GRANT_TOKEN_LEN {
-                    return Err(KmsError::validation(
+                    return Err(AwsError::validation(
                         "GrantToken",
                         format!("{} characters is outside 1..{MAX_GRANT_TOKEN_LEN}", t.len()),
                     ));
@@ -611,7 +611,7 @@ impl EmbeddedKms {
                 if grant.as_ref().is_some_and(|x| !x.eq_ignore_ascii_case(&g))
                     || (key.is_some() && grant.is_none())
                 {
-                    return Err(KmsError::validation(
+                    return Err(AwsError::validation(
                         "GrantToken",
                         "the token names another grant than KeyId and GrantId: give the token alone, or KeyId and GrantId",
                     ));
@@ -622,7 +622,7 @@ impl EmbeddedKms {
                 check_grant_id(g)?;
                 Ok((k.clone(), g.to_ascii_lowercase()))
             }
-            _ => Err(KmsError::validation(
+            _ => Err(AwsError::validation(
                 "GrantToken",
                 "give a GrantToken, or both KeyId and GrantId",
             )),
@@ -651,7 +651,7 @@ impl EmbeddedKms {
             let grantee = allows(g, caller, "RetireGrant", &GrantUse::NoContext);
             let issuer = caller.identity.is_root() && g.issuing_account == root_arn(&self.account);
             if !(retiring || grantee || issuer) {
-                return Err(KmsError::AccessDenied {
+                return Err(AwsError::AccessDenied {
                     message: format!(
                         "User: {} is not authorized to perform: kms:RetireGrant on resource: {arn} because it is not the grant's retiring principal, nor its grantee with RetireGrant among the grant's operations, nor the account that issued it",
                         caller.identity.arn()
@@ -662,7 +662,7 @@ impl EmbeddedKms {
                 call.grant_id = Some(g.id.clone());
             }
             if dry_run {
-                return Err(KmsError::DryRun);
+                return Err(AwsError::DryRun);
             }
             remove_grant(ks, &id, pos);
             call.respond(serde_json::json!({ "keyId": arn }));
@@ -675,7 +675,7 @@ impl EmbeddedKms {
     }
 
     /// RevokeGrant with `DryRun`: every check, then DryRunOperationException; the grant stays.
-    pub fn revoke_grant_dry_run(&self, caller: &Caller, key: &KeyRef, grant_id: &str) -> KmsError {
+    pub fn revoke_grant_dry_run(&self, caller: &Caller, key: &KeyRef, grant_id: &str) -> AwsError {
         super::dry_run::answer(self.revoke_grant_as(caller, key, grant_id, true))
     }
 
@@ -702,7 +702,7 @@ impl EmbeddedKms {
                 self.authorize(caller, "kms:RevokeGrant", Some(k), None, &aws)?;
                 let (pos, _) = find_grant(ks, &id, &grant_id.to_ascii_lowercase(), &arn)?;
                 if dry_run {
-                    return Err(KmsError::DryRun);
+                    return Err(AwsError::DryRun);
                 }
                 remove_grant(ks, &id, pos);
                 call.respond(serde_json::json!({ "keyId": arn }));
@@ -723,7 +723,7 @@ fn find_grant<'k>(
         .grants
         .get(key)
         .and_then(|gs| gs.iter().enumerate().find(|(_, g)| g.id == grant_id))
-        .ok_or_else(|| KmsError::NotFound {
+        .ok_or_else(|| AwsError::NotFound {
             what: format!(
                 "grant {grant_id} on key {arn} (it was retired or revoked, or never made: see `cryptvol kms list-grants --key-id {arn}`)"
             ),
@@ -742,7 +742,7 @@ fn remove_grant(ks: &mut Keystore, key: &KeyId, pos: usize) {
 /// AWS's quota: LimitExceededException past 50,000 grants on one key.
 pub(super) fn check_grant_limit(list: &[GrantRecord], key_arn: &str) -> Result<()> {
     if list.len() >= MAX_GRANTS_PER_KEY {
-        return Err(KmsError::LimitExceeded {
+        return Err(AwsError::LimitExceeded {
             what: format!(
                 "key {key_arn} already has {MAX_GRANTS_PER_KEY} grants, AWS's limit per key: retire or revoke some with `cryptvol kms retire-grant` / `revoke-grant`"
             ),

@@ -39,22 +39,23 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use super::api::*;
-use crate::audit::AuditLog;
 use super::backend::{DataKeySpec, KeyBackend};
 use super::blob;
 use super::caller::Caller;
-use crate::sys::clock::{Clock, format_time};
 use super::context::EncryptionContext;
-use super::error::{KmsError, Result};
 use super::event::{self, Call};
 use super::identity::IdentityStore;
-use super::ids::{AccountId, AliasName, KeyId, KeyRef, Region, alias_arn, key_arn};
+use super::ids::{AliasName, KeyId, KeyRef, alias_arn, key_arn};
 use super::keystore::Keystore;
 use super::metering::{self, Meter};
 use super::model::*;
-use crate::policy::{self, Policy, PolicyKind};
 use super::region::RegionDir;
+use crate::audit::AuditLog;
+use crate::aws::error::{AwsError, Result};
+use crate::aws::ids::{AccountId, Region};
 use crate::crypto::{Key256, SecretBytes, kdf};
+use crate::policy::{self, Policy, PolicyKind};
+use crate::sys::clock::{Clock, format_time};
 use crate::sys::fsio::{FileLock, FileStamp};
 
 /// Aliases of AWS managed keys that cryptvol creates on first use.
@@ -100,8 +101,8 @@ impl std::fmt::Debug for EmbeddedKms {
     }
 }
 
-fn internal_lock_poisoned() -> KmsError {
-    KmsError::Unsupported {
+fn internal_lock_poisoned() -> AwsError {
+    AwsError::Unsupported {
         message: "an earlier operation in this process panicked; restart it".into(),
     }
 }
@@ -116,7 +117,7 @@ impl EmbeddedKms {
         let parse_default = |text: String| {
             Policy::parse(&text, PolicyKind::Key)
                 .map(Arc::new)
-                .map_err(|e| KmsError::Unsupported {
+                .map_err(|e| AwsError::Unsupported {
                     message: format!("built-in key policy does not parse: {e}"),
                 })
         };
@@ -227,7 +228,7 @@ impl EmbeddedKms {
     ) -> Result<T> {
         let lock_path = self.dir.lock_path();
         let _lock = FileLock::exclusive(&lock_path)
-            .map_err(|e| KmsError::io("cannot lock", &lock_path, e))?;
+            .map_err(|e| AwsError::io("cannot lock", &lock_path, e))?;
         let path = self.dir.keystore_path();
         let mut ks = Keystore::load(&path, &self.root, &self.dir.region)?;
         let now = self.clock.now();
@@ -264,7 +265,7 @@ impl EmbeddedKms {
         self.audit
             .append(e, self.clock.now())
             .map(|_| ())
-            .map_err(|err| KmsError::AuditFailed {
+            .map_err(|err| AwsError::AuditFailed {
                 path: self.dir.path.join("audit"),
                 message: err.to_string(),
             })
@@ -275,7 +276,7 @@ impl EmbeddedKms {
         &self,
         caller: &Caller,
         call: &mut Call,
-        outcome: Result<(), &KmsError>,
+        outcome: Result<(), &AwsError>,
     ) -> Result<()> {
         let e = call.encode(
             caller,
@@ -289,7 +290,7 @@ impl EmbeddedKms {
         self.audit
             .append_encoded(e, self.clock.now())
             .map(|_| ())
-            .map_err(|err| KmsError::AuditFailed {
+            .map_err(|err| AwsError::AuditFailed {
                 path: self.dir.path.join("audit"),
                 message: err.to_string(),
             })
@@ -301,7 +302,7 @@ impl EmbeddedKms {
         if !call.recorded {
             self.record(caller, &mut call, out.as_ref().map(|_| ()))?;
         }
-        if !matches!(out, Err(KmsError::AccessDenied { .. })) {
+        if !matches!(out, Err(AwsError::AccessDenied { .. })) {
             let key = call
                 .resources()
                 .first()
@@ -330,7 +331,7 @@ impl EmbeddedKms {
         if let Some(region) = r.region()
             && region != &self.dir.region
         {
-            return Err(KmsError::WrongRegion {
+            return Err(AwsError::WrongRegion {
                 what: format!("key {r}"),
                 named: region.to_string(),
                 here: self.dir.region.to_string(),
@@ -339,7 +340,7 @@ impl EmbeddedKms {
         if let Some(account) = r.account()
             && account != &self.account
         {
-            return Err(KmsError::NotFound {
+            return Err(AwsError::NotFound {
                 what: format!(
                     "key {r} (account {account} is not this data dir's account {})",
                     self.account
@@ -358,7 +359,7 @@ impl EmbeddedKms {
                 .aliases
                 .get(alias)
                 .map(|a| a.target)
-                .ok_or_else(|| KmsError::NotFound {
+                .ok_or_else(|| AwsError::NotFound {
                     what: format!("alias {alias} in region {}", self.dir.region),
                 }),
         }
@@ -401,12 +402,12 @@ impl EmbeddedKms {
             return Ok(k);
         }
         if let Some(d) = ks.body.deleted_keys.get(id) {
-            return Err(KmsError::KeyDeleted {
+            return Err(AwsError::KeyDeleted {
                 key_arn: self.arn(id),
                 deleted_on: format_time(d.deleted),
             });
         }
-        Err(KmsError::NotFound {
+        Err(AwsError::NotFound {
             what: format!("key {id} in region {}", self.dir.region),
         })
     }
@@ -480,7 +481,7 @@ impl EmbeddedKms {
     /// Refuses a change to an AWS managed key.
     fn refuse_managed(&self, k: &KeyRecord, what: &str) -> Result<()> {
         if k.is_managed() {
-            return Err(KmsError::Unsupported {
+            return Err(AwsError::Unsupported {
                 message: format!(
                     "key {} is an AWS managed key: it cannot be {what} (use a customer managed key from `cryptvol kms create-key` for control)",
                     self.arn(&k.id)
@@ -490,9 +491,9 @@ impl EmbeddedKms {
         Ok(())
     }
 
-    fn pending_state_error(&self, k: &KeyRecord, operation: &str) -> KmsError {
+    fn pending_state_error(&self, k: &KeyRecord, operation: &str) -> AwsError {
         let arn = self.arn(&k.id);
-        KmsError::InvalidState {
+        AwsError::InvalidState {
             state: format!(
                 "pending deletion until {}",
                 k.deletion_date.map(format_time).unwrap_or_default()
@@ -507,7 +508,7 @@ impl EmbeddedKms {
     fn require_enabled(&self, k: &KeyRecord, operation: &str) -> Result<()> {
         match k.state {
             KeyState::Enabled => Ok(()),
-            KeyState::Disabled => Err(KmsError::Disabled {
+            KeyState::Disabled => Err(AwsError::Disabled {
                 key_arn: self.arn(&k.id),
             }),
             KeyState::PendingDeletion => Err(self.pending_state_error(k, operation)),
@@ -715,7 +716,7 @@ impl EmbeddedKms {
             "kms:ScheduleKeyDeletion",
             |k, now, call| {
                 if !PENDING_WINDOW_DAYS.contains(&days) {
-                    return Err(KmsError::validation(
+                    return Err(AwsError::validation(
                         "PendingWindowInDays",
                         format!("{days} is outside 7..30"),
                     ));
@@ -747,7 +748,7 @@ impl EmbeddedKms {
         let call = Call::new("CancelKeyDeletion", false).param("keyId", r.to_string());
         self.change_key(caller, call, r, "kms:CancelKeyDeletion", |k, _, _| {
             if k.state != KeyState::PendingDeletion {
-                return Err(KmsError::InvalidState {
+                return Err(AwsError::InvalidState {
                     key_arn: self.arn(&k.id),
                     state: k.state.as_str().to_string(),
                     operation: "CancelKeyDeletion".into(),
@@ -835,7 +836,7 @@ impl EmbeddedKms {
         ctx: &EncryptionContext,
     ) -> Result<EncryptResponse> {
         if plaintext.is_empty() || plaintext.len() > MAX_PLAINTEXT {
-            return Err(KmsError::validation(
+            return Err(AwsError::validation(
                 "Plaintext",
                 format!(
                     "{} bytes: Encrypt takes 1 to {MAX_PLAINTEXT} bytes; encrypt larger data locally under a data key from generate-data-key",
@@ -869,12 +870,12 @@ impl EmbeddedKms {
         action: &str,
     ) -> Result<(KeyId, SecretBytes)> {
         let operation = action.trim_start_matches("kms:");
-        let parsed = blob::parse(blob_bytes).map_err(|e| KmsError::InvalidCiphertext {
+        let parsed = blob::parse(blob_bytes).map_err(|e| AwsError::InvalidCiphertext {
             reason: e.to_string(),
         })?;
         let h = &parsed.header;
         if h.region != self.dir.region {
-            return Err(KmsError::BlobFromOtherRegion {
+            return Err(AwsError::BlobFromOtherRegion {
                 blob_region: h.region.to_string(),
                 here: self.dir.region.to_string(),
             });
@@ -893,7 +894,7 @@ impl EmbeddedKms {
         if let Some(exp) = expected {
             let want = self.resolve(ks, exp)?;
             if want != h.key_id {
-                return Err(KmsError::IncorrectKey {
+                return Err(AwsError::IncorrectKey {
                     expected: self.arn(&want),
                     actual: self.arn(&h.key_id),
                 });
@@ -902,14 +903,14 @@ impl EmbeddedKms {
         self.require_enabled(k, operation)?;
         let material =
             ks.material(&k.id, h.key_version)
-                .ok_or_else(|| KmsError::InvalidCiphertext {
+                .ok_or_else(|| AwsError::InvalidCiphertext {
                     reason: format!(
                         "names version {} of key {}, which that key does not have",
                         h.key_version,
                         self.arn(&k.id)
                     ),
                 })?;
-        let plain = parsed.open(material, ctx).map_err(|_| KmsError::InvalidCiphertext {
+        let plain = parsed.open(material, ctx).map_err(|_| AwsError::InvalidCiphertext {
             reason: format!(
                 "does not authenticate under key {}: it was altered, or the encryption context differs from the one it was encrypted with",
                 self.arn(&k.id)
@@ -1025,7 +1026,7 @@ impl EmbeddedKms {
     ) -> Result<(KeyId, SecretBytes, Vec<u8>)> {
         let n = spec.len();
         if n == 0 || n > DataKeySpec::MAX_BYTES {
-            return Err(KmsError::validation(
+            return Err(AwsError::validation(
                 "NumberOfBytes",
                 format!("{n} is outside 1..{}", DataKeySpec::MAX_BYTES),
             ));
@@ -1108,7 +1109,7 @@ impl EmbeddedKms {
             if let Some(p) = period_days
                 && !ROTATION_PERIOD_DAYS.contains(&p)
             {
-                return Err(KmsError::validation(
+                return Err(AwsError::validation(
                     "RotationPeriodInDays",
                     format!("{p} is outside 90..2560"),
                 ));
@@ -1239,7 +1240,7 @@ impl EmbeddedKms {
         action: &str,
     ) -> Result<KeyId> {
         if matches!(target, KeyRef::Alias(_) | KeyRef::AliasArn { .. }) {
-            return Err(KmsError::validation(
+            return Err(AwsError::validation(
                 "TargetKeyId",
                 format!("'{target}' is an alias; an alias must point at a key id or key ARN"),
             ));
@@ -1260,7 +1261,7 @@ impl EmbeddedKms {
             self.mutate(Some(caller), &mut call, |ks, now, call| {
                 let id = self.alias_target(ks, caller, call, target, "kms:CreateAlias")?;
                 if ks.body.aliases.contains_key(&alias) {
-                    return Err(KmsError::AlreadyExists {
+                    return Err(AwsError::AlreadyExists {
                         what: format!("alias {alias}"),
                         hint: ": point it elsewhere with `cryptvol kms update-alias`".into(),
                     });
@@ -1290,7 +1291,7 @@ impl EmbeddedKms {
                     .aliases
                     .get(&alias)
                     .map(|a| a.target)
-                    .ok_or_else(|| KmsError::NotFound {
+                    .ok_or_else(|| AwsError::NotFound {
                         what: format!("alias {alias} in region {}", self.dir.region),
                     })?;
                 // As AWS: permission on both the key it leaves and the key it joins.
@@ -1321,7 +1322,7 @@ impl EmbeddedKms {
                     .aliases
                     .get(&alias)
                     .map(|a| a.target)
-                    .ok_or_else(|| KmsError::NotFound {
+                    .ok_or_else(|| AwsError::NotFound {
                         what: format!("alias {alias} in region {}", self.dir.region),
                     })?;
                 self.resolve_authorized(

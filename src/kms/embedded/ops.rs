@@ -1,9 +1,9 @@
 //! GenerateRandom and UpdateKeyDescription.
 
 use super::{EmbeddedKms, checks};
+use crate::aws::error::{AwsError, Result};
 use crate::crypto::SecretBytes;
 use crate::kms::caller::Caller;
-use crate::kms::error::{KmsError, Result};
 use crate::kms::event::Call;
 use crate::kms::ids::KeyRef;
 use crate::kms::model::KeyState;
@@ -22,7 +22,7 @@ pub struct GenerateRandomRequest {
 
 fn check_random(req: &GenerateRandomRequest) -> Result<usize> {
     let Some(n) = req.number_of_bytes else {
-        return Err(KmsError::InvalidInput {
+        return Err(AwsError::InvalidInput {
             message: "NumberOfBytes is required.".into(),
         });
     };
@@ -33,7 +33,7 @@ fn check_random(req: &GenerateRandomRequest) -> Result<usize> {
     } else {
         return Ok(n as usize);
     };
-    Err(KmsError::InvalidInput {
+    Err(AwsError::InvalidInput {
         message: format!(
             "1 validation error detected: Value '{n}' at 'numberOfBytes' failed to satisfy constraint: Member must have value {bound}"
         ),
@@ -60,10 +60,10 @@ impl EmbeddedKms {
             .and_then(|()| {
                 let n = check_random(req)?;
                 if let Some(id) = &req.custom_key_store_id {
-                    return Err(KmsError::CustomKeyStoreNotFound { id: id.clone() });
+                    return Err(AwsError::CustomKeyStoreNotFound { id: id.clone() });
                 }
                 if req.recipient {
-                    return Err(KmsError::Unsupported {
+                    return Err(AwsError::Unsupported {
                         message: "Recipient (a Nitro enclave attestation) is not offered: cryptvol runs no enclaves; leave it out to get the plaintext".into(),
                     });
                 }

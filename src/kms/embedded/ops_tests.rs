@@ -97,9 +97,9 @@ fn a_marker_this_kms_did_not_give_is_invalid() {
         kms.list_keys_page(&c, &page(1, Some(&good.clone().into())))
             .is_ok()
     );
-    let mut forged = crate::kms::b64::decode(&good).unwrap();
+    let mut forged = crate::aws::b64::decode(&good).unwrap();
     *forged.last_mut().unwrap() ^= 1;
-    let forged = crate::kms::b64::encode(&forged);
+    let forged = crate::aws::b64::encode(&forged);
     for bad in ["1", "not a marker", forged.as_str()] {
         let e = kms
             .list_keys_page(&c, &page(1, Some(&bad.into())))

@@ -12,10 +12,10 @@
 use serde_json::{Value, json};
 
 use super::EmbeddedKms;
+use crate::aws::b64;
+use crate::aws::error::{AwsError, Result};
 use crate::crypto::kdf;
-use crate::kms::b64;
 use crate::kms::caller::Caller;
-use crate::kms::error::{KmsError, Result};
 use crate::kms::event::Call;
 use crate::kms::ids::{KeyRef, alias_arn};
 use crate::kms::model::VersionOrigin;
@@ -89,15 +89,15 @@ fn limit_of(p: &Paging, listing: Listing) -> Result<usize> {
     } else {
         return Ok((n as usize).min(listing.max_limit()));
     };
-    Err(KmsError::InvalidInput {
+    Err(AwsError::InvalidInput {
         message: format!(
             "1 validation error detected: Value '{n}' at 'limit' failed to satisfy constraint: Member must have value {bound}"
         ),
     })
 }
 
-fn invalid_marker(m: &str) -> KmsError {
-    KmsError::InvalidMarker {
+fn invalid_marker(m: &str) -> AwsError {
+    AwsError::InvalidMarker {
         message: format!(
             "Invalid marker '{}': pass the NextMarker of the previous page of the same listing",
             super::grants::shown(m)

@@ -2,8 +2,8 @@
 //! `default`, as in AWS; a key without one of its own shows the default for its kind.
 
 use super::EmbeddedKms;
+use crate::aws::error::{AwsError, Result};
 use crate::kms::caller::Caller;
-use crate::kms::error::{KmsError, Result};
 use crate::kms::event::Call;
 use crate::kms::ids::KeyRef;
 use crate::kms::model::KeyManager;
@@ -14,7 +14,7 @@ pub const POLICY_NAME: &str = "default";
 
 fn check_policy_name(name: &str) -> Result<()> {
     if name != POLICY_NAME {
-        return Err(KmsError::validation(
+        return Err(AwsError::validation(
             "PolicyName",
             format!("'{name}': a key has one policy, named \"default\""),
         ));

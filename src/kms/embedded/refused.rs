@@ -11,8 +11,8 @@
 use serde_json::{Map, Value, json};
 
 use super::EmbeddedKms;
+use crate::aws::error::Result;
 use crate::kms::caller::Caller;
-use crate::kms::error::Result;
 use crate::kms::event::{self, EVENT_SOURCE, EVENT_VERSION};
 
 /// Longest client-supplied text (user agent, operation name, message) kept in an event.

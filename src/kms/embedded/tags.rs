@@ -1,8 +1,8 @@
 //! TagResource, UntagResource and ListResourceTags: a key's tags, as AWS limits them.
 
 use super::{EmbeddedKms, checks};
+use crate::aws::error::Result;
 use crate::kms::caller::Caller;
-use crate::kms::error::Result;
 use crate::kms::event::Call;
 use crate::kms::ids::KeyRef;
 

@@ -45,7 +45,7 @@ fn backend_trait_roundtrip_binds_context() {
     let other = EncryptionContext::single("cryptvol:lineage", "vol-2");
     assert!(matches!(
         backend.decrypt(&dk.ciphertext_blob, &other),
-        Err(KmsError::InvalidCiphertext { .. })
+        Err(AwsError::InvalidCiphertext { .. })
     ));
     assert_eq!(backend.describe_key(&key).unwrap().key_manager, "AWS");
 }
@@ -103,7 +103,7 @@ fn deletion_destroys_material_when_window_ends() {
         .unwrap();
     assert!(matches!(
         kms.decrypt(&root(&kms), &b, &ctx, None),
-        Err(KmsError::InvalidState { .. })
+        Err(AwsError::InvalidState { .. })
     ));
     drop(kms);
     // Six days on: still pending, still refusing.
@@ -116,11 +116,11 @@ fn deletion_destroys_material_when_window_ends() {
     let eight = open(&d, &r, Clock::Skewed(8 * DAY));
     assert!(matches!(
         eight.decrypt(&root(&eight), &b, &ctx, None),
-        Err(KmsError::KeyDeleted { .. })
+        Err(AwsError::KeyDeleted { .. })
     ));
     assert!(matches!(
         eight.describe_key(&root(&eight), &id),
-        Err(KmsError::KeyDeleted { .. })
+        Err(AwsError::KeyDeleted { .. })
     ));
     assert!(
         eight
@@ -184,7 +184,7 @@ fn a_long_lived_instance_sees_changes_by_others() {
     other.disable_key(&root(&other), &id).unwrap();
     assert!(matches!(
         server.encrypt(&root(&server), &id, b"x", &ctx),
-        Err(KmsError::Disabled { .. })
+        Err(AwsError::Disabled { .. })
     ));
 }
 

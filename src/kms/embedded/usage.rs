@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::EmbeddedKms;
-use crate::kms::error::Result;
+use crate::aws::error::Result;
 use crate::kms::metering::{self, NO_KEY, USD_PER_10K_REQUESTS, USD_PER_CUSTOMER_KEY_MONTH};
 use crate::kms::model::KeyManager;
 

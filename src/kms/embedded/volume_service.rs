@@ -11,10 +11,10 @@
 //! explicit Deny of `ec2:AttachVolume` refuses the attach outright.
 
 use super::{CreateGrantRequest, EmbeddedKms, GrantConstraintsInput, RetireGrantRequest, Session};
+use crate::aws::error::{AwsError, Result};
 use crate::kms::api::DecryptResponse;
 use crate::kms::caller::{Caller, volume_service};
 use crate::kms::context::EncryptionContext;
-use crate::kms::error::{KmsError, Result};
 use crate::kms::ids::KeyRef;
 use crate::policy::Decision;
 
@@ -156,7 +156,7 @@ impl<K: std::borrow::Borrow<EmbeddedKms>> Session<K> {
         match decision {
             Decision::Allow => {}
             Decision::DenyExplicitInIdentityPolicy | Decision::DenyExplicitInKeyPolicy => {
-                return Err(KmsError::AccessDenied {
+                return Err(AwsError::AccessDenied {
                     message: decision
                         .denial_message(
                             &self.caller().identity.arn(),

@@ -23,8 +23,8 @@ use super::storage::{FileStorage, PoolStorage, data_file_name};
 use super::tables::{
     FREE, LEASES, MAPS, META, META_FORMAT, PENDING, POOL_FORMAT_V1, REFS, SNAPSHOTS, VOLUMES,
 };
-use crate::sys::fsio;
 use crate::kms::region::RegionDir;
+use crate::sys::fsio;
 
 mod alloc;
 mod data;

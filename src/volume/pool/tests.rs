@@ -10,8 +10,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::*;
+use crate::aws::Region;
 use crate::crypto::xts::Xts;
-use crate::kms::Region;
 use crate::volume::OpenVolume;
 use crate::volume::header::{KeySource, VolumeHeader};
 use crate::volume::ids::{SlotNo, VolumeId};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum KmsError {
+pub enum AwsError {
     #[error("{what} does not exist (list them with `cryptvol kms list-keys` / `list-aliases`)")]
     NotFound { what: String },
 
@@ -182,10 +182,10 @@ pub enum KmsError {
     InvalidKeyId { key_id: String },
 }
 
-impl KmsError {
+impl AwsError {
     /// The AWS KMS exception name for this error (`__type` on the wire).
     pub fn aws_code(&self) -> &'static str {
-        use KmsError::*;
+        use AwsError::*;
         match self {
             NotFound { .. } | KeyDeleted { .. } => "NotFoundException",
             Disabled { .. } => "DisabledException",
@@ -237,7 +237,7 @@ impl KmsError {
             std::io::ErrorKind::ReadOnlyFilesystem => " (the filesystem is read-only)",
             _ => "",
         };
-        KmsError::Io {
+        AwsError::Io {
             action,
             path: path.into(),
             hint,
@@ -246,14 +246,14 @@ impl KmsError {
     }
 
     pub fn from_policy(e: crate::policy::PolicyError) -> Self {
-        KmsError::MalformedPolicy {
+        AwsError::MalformedPolicy {
             field: e.path,
             message: e.message,
         }
     }
 
     pub fn validation(field: &str, message: impl Into<String>) -> Self {
-        KmsError::Validation {
+        AwsError::Validation {
             field: field.to_string(),
             message: message.into(),
         }
@@ -300,13 +300,13 @@ fn known_code(code: &str) -> &'static str {
 pub const INTERNAL_REMOTE_MESSAGE: &str =
     "The request failed because of an internal error of the KMS. Try again later.";
 
-impl KmsError {
+impl AwsError {
     /// The message for a remote client (the KMS server's error body), in AWS's shape:
     /// what failed, naming the key by ARN, without this machine's paths, CLI commands or
     /// flags; an internal error (I/O, corruption, the audit trail, the region's root key)
     /// is one generic sentence, and its detail is for the server's log only.
     pub fn remote_message(&self) -> String {
-        use KmsError::*;
+        use AwsError::*;
         if self.aws_code() == "KMSInternalException" && !matches!(self, Remote { .. }) {
             return INTERNAL_REMOTE_MESSAGE.to_string();
         }
@@ -369,7 +369,7 @@ fn scrub_remote(text: &str) -> String {
     out
 }
 
-pub type Result<T, E = KmsError> = std::result::Result<T, E>;
+pub type Result<T, E = AwsError> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod remote_message_tests {
@@ -379,33 +379,33 @@ mod remote_message_tests {
     fn remote_messages_carry_no_local_advice_or_paths() {
         let arn = "arn:aws:kms:local-1:111122223333:key/0b7c3f3e-1111-4222-8333-444455556666";
         let cases = [
-            KmsError::NotFound {
+            AwsError::NotFound {
                 what: "key 0b7c in region local-1".into(),
             },
-            KmsError::Disabled {
+            AwsError::Disabled {
                 key_arn: arn.into(),
             },
-            KmsError::InvalidState {
+            AwsError::InvalidState {
                 key_arn: arn.into(),
                 state: "pending deletion until 2026-12-01".into(),
                 operation: "Encrypt".into(),
                 hint: format!(": cancel with `cryptvol kms cancel-key-deletion --key-id {arn}`"),
             },
-            KmsError::io(
+            AwsError::io(
                 "cannot write",
                 "/var/lib/cryptvol/regions/local-1/keystore.cvks",
                 std::io::Error::from(std::io::ErrorKind::PermissionDenied),
             ),
-            KmsError::RegionNotInitialized {
+            AwsError::RegionNotInitialized {
                 region: "x-1".into(),
                 data_dir: "/srv/data".into(),
             },
-            KmsError::Unsupported {
+            AwsError::Unsupported {
                 message: format!(
                     "key {arn} is an AWS managed key: it cannot be disabled (use a customer managed key from `cryptvol kms create-key` for control)"
                 ),
             },
-            KmsError::BlobFromOtherRegion {
+            AwsError::BlobFromOtherRegion {
                 blob_region: "eu-2".into(),
                 here: "local-1".into(),
             },
