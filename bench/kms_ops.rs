@@ -5,10 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use cryptvol::kms::identity::Identity;
+use cryptvol::iam::Caller;
+use cryptvol::iam::Identity;
 use cryptvol::kms::{
-    Caller, Clock, CreateKeyRequest, DataKeySpec, EmbeddedKms, EncryptionContext, KeyRef, region,
+    CreateKeyRequest, DataKeySpec, EmbeddedKms, EncryptionContext, KeyRef, region,
 };
+use cryptvol::sys::clock::Clock;
 
 fn measure(name: &str, min_time: Duration, mut op: impl FnMut()) -> f64 {
     // Warm up caches and the branch predictor.

@@ -20,6 +20,7 @@ pub mod crypto;
 pub mod audit;
 pub mod aws;
 pub mod fuse;
+pub mod iam;
 pub mod kms;
 pub mod policy;
 pub mod server;

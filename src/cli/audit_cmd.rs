@@ -7,8 +7,8 @@ use serde_json::Value;
 use super::Config;
 use super::exit::CliError;
 use super::output::OutputFormat;
+use crate::iam::IdentityStore;
 use crate::kms::KeyRef;
-use crate::kms::identity::IdentityStore;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {

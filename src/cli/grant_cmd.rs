@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use super::Config;
 use super::args::key_ref;
 use super::exit::CliError;
+use crate::iam::Caller;
+use crate::kms::EmbeddedKms;
 use crate::kms::embedded::{
     CreateGrantRequest, GrantConstraintsInput, ListGrantsRequest, RetireGrantRequest,
 };
-use crate::kms::{Caller, EmbeddedKms};
 
 #[derive(Debug, clap::Args)]
 pub struct CreateGrantArgs {

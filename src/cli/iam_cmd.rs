@@ -7,7 +7,7 @@ use clap::Subcommand;
 use super::Config;
 use super::args::text_value;
 use super::exit::CliError;
-use crate::kms::identity::{EntityKind, Identity, IdentityStore};
+use crate::iam::{EntityKind, Identity, IdentityStore};
 use crate::kms::region;
 
 #[derive(Debug, Subcommand)]
@@ -159,7 +159,7 @@ pub fn run(cfg: &Config, cmd: IamCommand) -> Result<(), CliError> {
         GetUser { user_name } => {
             let name = match (user_name, &iam.caller.principal) {
                 (Some(n), _) => n,
-                (None, crate::kms::identity::Principal::User { name, .. }) => name.clone(),
+                (None, crate::iam::Principal::User { name, .. }) => name.clone(),
                 (None, _) => {
                     return Err(CliError::bad(
                         "--user-name",

@@ -28,10 +28,12 @@ use self::args::PassphraseSource;
 use self::exit::{CliError, Exit};
 use self::output::OutputFormat;
 use crate::aws::Region;
+use crate::iam::Caller;
+use crate::iam::IdentityStore;
 use crate::kms::KeyBackend;
-use crate::kms::identity::IdentityStore;
 use crate::kms::remote::{RemoteCredentials, RemoteKms};
-use crate::kms::{Caller, Clock, EmbeddedKms, Session, region};
+use crate::kms::{EmbeddedKms, Session, region};
+use crate::sys::clock::Clock;
 
 /// Key management and encrypted volumes for one machine: AWS KMS and EBS encryption, locally.
 #[derive(Debug, Parser)]

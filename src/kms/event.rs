@@ -7,10 +7,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::caller::Caller;
 use super::context::EncryptionContext;
 use crate::aws::error::AwsError;
 use crate::aws::ids::{AccountId, Region};
+use crate::iam::caller::Caller;
 
 pub const EVENT_VERSION: &str = "1.08";
 pub const EVENT_SOURCE: &str = "kms.amazonaws.com";

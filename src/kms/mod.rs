@@ -9,12 +9,11 @@ pub mod api;
 
 pub mod backend;
 pub mod blob;
-pub mod caller;
 
 pub mod context;
 pub mod embedded;
 pub mod event;
-pub mod identity;
+
 pub mod ids;
 pub mod keystore;
 pub mod metering;
@@ -23,9 +22,8 @@ pub mod model;
 pub mod region;
 pub mod remote;
 
-pub use crate::sys::clock::Clock;
 pub use backend::{DataKeySpec, KeyBackend};
-pub use caller::Caller;
+
 pub use context::EncryptionContext;
 pub use embedded::{CreateKeyRequest, EmbeddedKms, Session};
 

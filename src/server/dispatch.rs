@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 
 use crate::aws::AwsError;
 use crate::aws::b64;
+use crate::iam::Caller;
 use crate::kms::embedded::{GenerateRandomRequest, Paging};
-use crate::kms::{Caller, CreateKeyRequest, DataKeySpec, EmbeddedKms, EncryptionContext, KeyRef};
+use crate::kms::{CreateKeyRequest, DataKeySpec, EmbeddedKms, EncryptionContext, KeyRef};
 
 /// Every operation the server answers (the CLI's `kms` commands).
 pub const OPERATIONS: &[&str] = &[

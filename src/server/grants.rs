@@ -5,10 +5,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::dispatch::{Failure, key, parse, to_json};
+use crate::iam::Caller;
+use crate::kms::EmbeddedKms;
 use crate::kms::embedded::{
     CreateGrantRequest, GrantConstraintsInput, ListGrantsRequest, RetireGrantRequest,
 };
-use crate::kms::{Caller, EmbeddedKms};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -23,9 +23,11 @@ use super::refusals::{Refusals, Refused};
 use crate::aws::sigv4::{self, RequestParts, Rules};
 use crate::aws::{AwsError, Region};
 use crate::crypto::SecretBytes;
+use crate::iam::Caller;
+use crate::iam::IdentityStore;
 use crate::kms::embedded::recorded_on_this_thread;
-use crate::kms::identity::IdentityStore;
-use crate::kms::{Caller, Clock, EmbeddedKms, region};
+use crate::kms::{EmbeddedKms, region};
+use crate::sys::clock::Clock;
 
 pub const JSON_11: &str = "application/x-amz-json-1.1";
 const TARGET_PREFIX: &str = "TrentService.";

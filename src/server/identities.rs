@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use zeroize::Zeroizing;
 
 use crate::aws::AwsError;
-use crate::kms::identity::{Identity, IdentityStore};
+use crate::iam::{Identity, IdentityStore};
 use crate::sys::fsio::FileStamp;
 
 type Keys = HashMap<String, (Arc<Identity>, Zeroizing<String>)>;

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::http::{Answer, Received, State};
 use super::ratelimit::Bucket;
 use crate::aws::sigv4::{self, RequestParts};
-use crate::kms::Caller;
+use crate::iam::Caller;
 use crate::kms::embedded::Refusal;
 
 pub struct Refusals {

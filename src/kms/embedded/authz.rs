@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::EmbeddedKms;
 use super::grants::{self, GrantUse};
 use crate::aws::error::{AwsError, Result};
-use crate::kms::caller::Caller;
+use crate::iam::caller::Caller;
 use crate::kms::context::EncryptionContext;
 use crate::kms::event::Call;
 use crate::kms::ids::KeyId;
@@ -44,7 +44,7 @@ pub fn condition_values(
     c.set("aws:PrincipalAccount", id.account.as_str());
     c.set("aws:PrincipalArn", id.principal_arn());
     c.set("aws:PrincipalType", id.principal_type());
-    if let crate::kms::identity::Principal::User { name, .. } = &id.principal {
+    if let crate::iam::Principal::User { name, .. } = &id.principal {
         c.set("aws:username", name.as_str());
     }
     if let Some(via) = &caller.via_service {

@@ -6,8 +6,8 @@
 
 use super::EmbeddedKms;
 use crate::aws::error::{AwsError, Result};
+use crate::iam::caller::Caller;
 use crate::kms::backend::DataKeySpec;
-use crate::kms::caller::Caller;
 use crate::kms::context::EncryptionContext;
 use crate::kms::ids::KeyRef;
 

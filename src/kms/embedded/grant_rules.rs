@@ -10,7 +10,7 @@ use super::{
     SYMMETRIC_ONLY_IN_AWS,
 };
 use crate::aws::error::{AwsError, Result};
-use crate::kms::caller::Caller;
+use crate::iam::caller::Caller;
 use crate::kms::context::EncryptionContext;
 use crate::kms::model::{GrantConstraint, GrantRecord};
 

@@ -2,9 +2,10 @@
 
 use super::*;
 use crate::aws::ids::Region;
-use crate::kms::identity::{EntityKind, Identity};
+use crate::iam::{EntityKind, Identity};
 use crate::kms::model::DAY;
-use crate::kms::{Clock, CreateKeyRequest, DataKeySpec, region};
+use crate::kms::{CreateKeyRequest, DataKeySpec, region};
+use crate::sys::clock::Clock;
 
 struct World {
     _d: tempfile::TempDir,
@@ -281,7 +282,7 @@ fn a_role_grantee_is_its_sessions() {
 fn a_service_decrypts_only_through_its_constrained_grant() {
     let w = world();
     let (alice, _) = principal(&w.kms, EntityKind::User, "alice");
-    let svc_name = crate::kms::caller::volume_service(w.kms.region());
+    let svc_name = crate::iam::caller::volume_service(w.kms.region());
     let svc = Caller::aws_service(&svc_name, &alice);
     let vol = ctx(&[("cryptvol:lineage", "vol-1")]);
     let other = ctx(&[("cryptvol:lineage", "vol-2")]);

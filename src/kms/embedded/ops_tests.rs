@@ -15,7 +15,7 @@ fn setup() -> (tempfile::TempDir, EmbeddedKms) {
 }
 
 fn root(kms: &EmbeddedKms) -> Caller {
-    Caller::local(crate::kms::identity::Identity::root(kms.account().clone()))
+    Caller::local(crate::iam::Identity::root(kms.account().clone()))
 }
 
 fn new_key(kms: &EmbeddedKms) -> (String, KeyRef) {

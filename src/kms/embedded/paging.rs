@@ -15,7 +15,7 @@ use super::EmbeddedKms;
 use crate::aws::b64;
 use crate::aws::error::{AwsError, Result};
 use crate::crypto::kdf;
-use crate::kms::caller::Caller;
+use crate::iam::caller::Caller;
 use crate::kms::event::Call;
 use crate::kms::ids::{KeyRef, alias_arn};
 use crate::kms::model::VersionOrigin;

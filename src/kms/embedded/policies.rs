@@ -3,7 +3,7 @@
 
 use super::EmbeddedKms;
 use crate::aws::error::{AwsError, Result};
-use crate::kms::caller::Caller;
+use crate::iam::caller::Caller;
 use crate::kms::event::Call;
 use crate::kms::ids::KeyRef;
 use crate::kms::model::KeyManager;

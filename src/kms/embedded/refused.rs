@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::EmbeddedKms;
 use crate::aws::error::Result;
-use crate::kms::caller::Caller;
+use crate::iam::caller::Caller;
 use crate::kms::event::{self, EVENT_SOURCE, EVENT_VERSION};
 
 /// Longest client-supplied text (user agent, operation name, message) kept in an event.

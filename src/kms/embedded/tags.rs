@@ -2,7 +2,7 @@
 
 use super::{EmbeddedKms, checks};
 use crate::aws::error::Result;
-use crate::kms::caller::Caller;
+use crate::iam::caller::Caller;
 use crate::kms::event::Call;
 use crate::kms::ids::KeyRef;
 

@@ -17,7 +17,7 @@ fn open(d: &tempfile::TempDir, r: &Region, clock: Clock) -> EmbeddedKms {
 
 /// The account root, calling from this machine.
 fn root(kms: &EmbeddedKms) -> Caller {
-    Caller::local(crate::kms::identity::Identity::root(kms.account().clone()))
+    Caller::local(crate::iam::Identity::root(kms.account().clone()))
 }
 
 fn key_req(description: &str) -> CreateKeyRequest {

@@ -12,8 +12,8 @@
 
 use super::{CreateGrantRequest, EmbeddedKms, GrantConstraintsInput, RetireGrantRequest, Session};
 use crate::aws::error::{AwsError, Result};
+use crate::iam::caller::{Caller, volume_service};
 use crate::kms::api::DecryptResponse;
-use crate::kms::caller::{Caller, volume_service};
 use crate::kms::context::EncryptionContext;
 use crate::kms::ids::KeyRef;
 use crate::policy::Decision;

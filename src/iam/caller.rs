@@ -2,8 +2,8 @@
 //! where it came from, and the service it went through (`kms:ViaService`). Every KMS
 //! operation takes a [`Caller`]; policies judge it and the audit trail records it.
 
-use super::identity::Identity;
 use crate::aws::ids::Region;
+use crate::iam::Identity;
 
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -72,7 +72,7 @@ impl Caller {
     pub fn aws_service(service: &str, on_behalf_of: &Caller) -> Caller {
         let identity = Identity {
             account: on_behalf_of.identity.account.clone(),
-            principal: super::identity::Principal::Service {
+            principal: crate::iam::Principal::Service {
                 name: service.to_string(),
             },
             policies: Vec::new(),

@@ -1,261 +1,23 @@
-//! Identities: the account root, IAM-style users and roles, and their inline identity
-//! policies (the `cryptvol iam ...` commands), kept in `<data dir>/iam.json`.
-//!
-//! IAM is global in AWS, so identities belong to the data dir's account, not to a region.
-//! The file holds no secret (policies are not secret); it is 0600 because it says who may
-//! use which key. Changes are read-modify-write under `iam.lock`, written atomically.
-//!
-//! A caller is resolved to an [`Identity`]: who it is and its parsed identity policies,
-//! which is all that policy evaluation needs from this module.
+//! The identity store: reading and changing `iam.json` (read-modify-write under
+//! `iam.lock`, written atomically), resolving a profile to an [`Identity`], and the IAM
+//! operations of the `cryptvol iam ...` commands.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use super::model::UnixTime;
 use crate::aws::error::{AwsError, Result};
 use crate::aws::ids::AccountId;
-use crate::crypto::{Key256, aead};
 use crate::policy::{self, Policy, PolicyKind};
+use crate::sys::clock::UnixTime;
 use crate::sys::fsio::{self, FileLock};
-use zeroize::Zeroizing;
 
-pub const IAM_FILE: &str = "iam.json";
-const IAM_LOCK: &str = "iam.lock";
-/// The data dir's key that seals access key secrets (32 random bytes, 0600).
-pub const IAM_KEY_FILE: &str = "iam.key";
-/// AWS's limit of access keys per user.
-pub const MAX_ACCESS_KEYS: usize = 2;
-const FORMAT_V1: u32 = 1;
-/// The session name of a role assumed by the CLI (`--profile role/NAME`).
-pub const CLI_ROLE_SESSION: &str = "cryptvol-cli";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserRecord {
-    pub id: String,
-    pub created: UnixTime,
-    /// Inline policies: name → policy document text (validated when put).
-    #[serde(default)]
-    pub policies: BTreeMap<String, String>,
-    /// Access keys for the KMS server (SigV4): access key id → record.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub access_keys: BTreeMap<String, AccessKeyRecord>,
-}
-
-/// An access key: its secret is sealed under `iam.key` with the key id as associated data.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccessKeyRecord {
-    pub created: UnixTime,
-    /// `Active` or `Inactive`.
-    pub status: String,
-    #[serde(with = "crate::aws::b64")]
-    pub sealed_secret: Vec<u8>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoleRecord {
-    pub id: String,
-    pub created: UnixTime,
-    #[serde(default)]
-    pub description: String,
-    /// Kept as given; cryptvol has no STS, so it is informational.
-    #[serde(default)]
-    pub assume_role_policy: Option<String>,
-    #[serde(default)]
-    pub policies: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdentityBody {
-    pub format: u32,
-    #[serde(default)]
-    pub users: BTreeMap<String, UserRecord>,
-    #[serde(default)]
-    pub roles: BTreeMap<String, RoleRecord>,
-}
-
-/// Who a principal is, without its policies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    Root,
-    User {
-        name: String,
-        id: String,
-    },
-    Role {
-        name: String,
-        id: String,
-    },
-    /// An AWS service principal acting itself (`ec2.<region>.amazonaws.com`), as a grant
-    /// to a service lets it: no identity policies, no IAM unique id.
-    Service {
-        name: String,
-    },
-}
-
-/// A resolved caller: the principal, its account and its parsed identity policies.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub account: AccountId,
-    pub principal: Principal,
-    pub policies: Vec<Policy>,
-}
-
-impl Identity {
-    pub fn root(account: AccountId) -> Identity {
-        Identity {
-            account,
-            principal: Principal::Root,
-            policies: Vec::new(),
-        }
-    }
-
-    /// The IAM unique id (AIDA… / AROA…) of a user or role.
-    pub fn unique_id(&self) -> Option<&str> {
-        match &self.principal {
-            Principal::Root | Principal::Service { .. } => None,
-            Principal::User { id, .. } | Principal::Role { id, .. } => Some(id),
-        }
-    }
-
-    pub fn is_root(&self) -> bool {
-        self.principal == Principal::Root
-    }
-
-    /// The caller's ARN as CloudTrail and error messages show it (a role is seen as its
-    /// session, `assumed-role/NAME/SESSION`).
-    pub fn arn(&self) -> String {
-        let a = &self.account;
-        match &self.principal {
-            Principal::Root => root_arn(a),
-            Principal::User { name, .. } => user_arn(a, name),
-            Principal::Role { name, .. } => {
-                format!("arn:aws:sts::{a}:assumed-role/{name}/{CLI_ROLE_SESSION}")
-            }
-            Principal::Service { name } => name.clone(),
-        }
-    }
-
-    /// The ARN policies match against `Principal` and `aws:PrincipalArn` (a role session
-    /// matches as its role, as in AWS).
-    pub fn principal_arn(&self) -> String {
-        match &self.principal {
-            Principal::Role { name, .. } => role_arn(&self.account, name),
-            _ => self.arn(),
-        }
-    }
-
-    /// `aws:PrincipalType`.
-    pub fn principal_type(&self) -> &'static str {
-        match self.principal {
-            Principal::Root => "Account",
-            Principal::User { .. } => "User",
-            Principal::Role { .. } => "AssumedRole",
-            Principal::Service { .. } => "AWSService",
-        }
-    }
-
-    pub fn policy_caller(&self) -> policy::Requester {
-        policy::Requester {
-            arn: self.principal_arn(),
-            account: self.account.to_string(),
-            is_root: self.is_root(),
-        }
-    }
-
-    /// CloudTrail's `userIdentity`.
-    pub fn user_identity(&self, access_key_id: Option<&str>) -> serde_json::Value {
-        let a = self.account.as_str();
-        let mut v = match &self.principal {
-            Principal::Root => serde_json::json!({
-                "type": "Root", "principalId": a, "arn": self.arn(), "accountId": a,
-            }),
-            Principal::User { name, id } => serde_json::json!({
-                "type": "IAMUser", "principalId": id, "arn": self.arn(), "accountId": a,
-                "userName": name,
-            }),
-            Principal::Role { name, id } => serde_json::json!({
-                "type": "AssumedRole",
-                "principalId": format!("{id}:{CLI_ROLE_SESSION}"),
-                "arn": self.arn(),
-                "accountId": a,
-                "sessionContext": { "sessionIssuer": {
-                    "type": "Role", "principalId": id, "arn": role_arn(&self.account, name),
-                    "accountId": a, "userName": name,
-                }},
-            }),
-            // CloudTrail's shape for a call an AWS service makes itself.
-            Principal::Service { name } => serde_json::json!({
-                "type": "AWSService", "invokedBy": name,
-            }),
-        };
-        if let Some(k) = access_key_id {
-            v["accessKeyId"] = serde_json::Value::String(k.to_string());
-        }
-        v
-    }
-}
-
-pub fn root_arn(account: &AccountId) -> String {
-    format!("arn:aws:iam::{account}:root")
-}
-
-pub fn user_arn(account: &AccountId, name: &str) -> String {
-    format!("arn:aws:iam::{account}:user/{name}")
-}
-
-pub fn role_arn(account: &AccountId, name: &str) -> String {
-    format!("arn:aws:iam::{account}:role/{name}")
-}
-
-/// IAM's rule for user, role and policy names: `[A-Za-z0-9+=,.@_-]`, 1..=max characters.
-pub fn check_name(field: &str, name: &str, max: usize) -> Result<()> {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
-    if name.is_empty() || name.len() > max || !name.chars().all(ok_char) {
-        return Err(AwsError::validation(
-            field,
-            format!("'{name}' must be 1 to {max} characters of letters, digits and +=,.@_-"),
-        ));
-    }
-    Ok(())
-}
-
-/// An IAM-style unique id: a 4-letter prefix (AIDA users, AROA roles) and 17 characters.
-fn unique_id(prefix: &str) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let bytes: [u8; 17] = crate::crypto::random::array();
-    let tail: String = bytes
-        .iter()
-        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
-        .collect();
-    format!("{prefix}{tail}")
-}
-
-/// What kind of identity an `iam` command names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntityKind {
-    User,
-    Role,
-}
-
-impl EntityKind {
-    pub fn word(self) -> &'static str {
-        match self {
-            EntityKind::User => "user",
-            EntityKind::Role => "role",
-        }
-    }
-}
+use super::identity::*;
+use super::records::*;
 
 /// The data dir's identity file.
 #[derive(Debug, Clone)]
 pub struct IdentityStore {
-    data_dir: PathBuf,
+    pub(super) data_dir: PathBuf,
     pub account: AccountId,
 }
 
@@ -617,144 +379,7 @@ impl IdentityStore {
     }
 }
 
-impl IdentityStore {
-    /// The key sealing access key secrets, made on first use.
-    fn iam_key(&self) -> Result<Key256> {
-        let path = self.data_dir.join(IAM_KEY_FILE);
-        match std::fs::read(&path) {
-            Ok(b) => Key256::from_slice(&b).ok_or_else(|| AwsError::Corrupt {
-                path,
-                what: format!("{} bytes, not a 32-byte key", b.len()),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let k = Key256::generate();
-                match fsio::create_atomic(&path, k.expose(), fsio::PRIVATE_FILE) {
-                    Ok(()) => Ok(k),
-                    // Another process made it first: use theirs.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.iam_key(),
-                    Err(e) => Err(AwsError::io("cannot create", &path, e)),
-                }
-            }
-            Err(e) => Err(AwsError::io("cannot read", &path, e)),
-        }
-    }
-
-    /// A new access key for `user`: (AccessKeyId, SecretAccessKey). The secret is shown
-    /// once, here; only its sealed form is kept.
-    pub fn create_access_key(&self, user: &str) -> Result<serde_json::Value> {
-        let key = self.iam_key()?;
-        self.mutate(|b, now| {
-            let u = b
-                .users
-                .get_mut(user)
-                .ok_or_else(|| no_such(EntityKind::User, user))?;
-            if u.access_keys.len() >= MAX_ACCESS_KEYS {
-                return Err(AwsError::LimitExceeded {
-                    what: format!(
-                        "user {user} already has {MAX_ACCESS_KEYS} access keys: delete one with `cryptvol iam delete-access-key`"
-                    ),
-                });
-            }
-            let id = unique_id("AKIA").chars().take(20).collect::<String>();
-            let secret = zeroize::Zeroizing::new(random_secret());
-            let sealed_secret = aead::seal_secret(&key, id.as_bytes(), secret.as_bytes());
-            u.access_keys.insert(
-                id.clone(),
-                AccessKeyRecord {
-                    created: now,
-                    status: "Active".into(),
-                    sealed_secret,
-                },
-            );
-            Ok(serde_json::json!({ "AccessKey": {
-                "UserName": user,
-                "AccessKeyId": id,
-                "Status": "Active",
-                "SecretAccessKey": secret.as_str(),
-                "CreateDate": iso(now),
-            }}))
-        })
-    }
-
-    pub fn list_access_keys(&self, user: &str) -> Result<Vec<serde_json::Value>> {
-        let b = self.load()?;
-        let u = b
-            .users
-            .get(user)
-            .ok_or_else(|| no_such(EntityKind::User, user))?;
-        Ok(u.access_keys
-            .iter()
-            .map(|(id, k)| {
-                serde_json::json!({
-                    "UserName": user, "AccessKeyId": id, "Status": k.status,
-                    "CreateDate": iso(k.created),
-                })
-            })
-            .collect())
-    }
-
-    pub fn delete_access_key(&self, user: &str, access_key_id: &str) -> Result<()> {
-        self.mutate(|b, _| {
-            let u = b
-                .users
-                .get_mut(user)
-                .ok_or_else(|| no_such(EntityKind::User, user))?;
-            u.access_keys
-                .remove(access_key_id)
-                .map(|_| ())
-                .ok_or_else(|| AwsError::NoSuchEntity {
-                    what: format!("access key {access_key_id} of user {user}"),
-                    hint: format!(
-                        ": list them with `cryptvol iam list-access-keys --user-name {user}`"
-                    ),
-                })
-        })
-    }
-
-    /// Every active access key with its owner and secret (for the KMS server, which keeps
-    /// them in memory and re-reads them when iam.json changes).
-    pub fn access_keys(
-        &self,
-        body: &IdentityBody,
-    ) -> Result<Vec<(String, Identity, Zeroizing<String>)>> {
-        if body.users.values().all(|u| u.access_keys.is_empty()) {
-            return Ok(Vec::new());
-        }
-        let key = self.iam_key()?;
-        let mut out = Vec::new();
-        for (name, u) in &body.users {
-            for (id, k) in u.access_keys.iter().filter(|(_, k)| k.status == "Active") {
-                let secret = aead::open_secret(&key, id.as_bytes(), &k.sealed_secret).map_err(|_| {
-                    AwsError::Corrupt {
-                        path: self.path(),
-                        what: format!(
-                            "the secret of access key {id} does not open with {}: restore the data dir's original {IAM_KEY_FILE}",
-                            self.data_dir.join(IAM_KEY_FILE).display()
-                        ),
-                    }
-                })?;
-                let secret = Zeroizing::new(String::from_utf8_lossy(secret.expose()).into_owned());
-                out.push((
-                    id.clone(),
-                    self.identity_of(body, EntityKind::User, name)?,
-                    secret,
-                ));
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// A 40-character secret access key (base64 of 30 random bytes, as AWS's look).
-fn random_secret() -> String {
-    let mut b = [0u8; 30];
-    crate::crypto::random::fill(&mut b);
-    let s = crate::aws::b64::encode(&b);
-    zeroize::Zeroize::zeroize(&mut b);
-    s
-}
-
-fn policies_of<'b>(
+pub(super) fn policies_of<'b>(
     b: &'b IdentityBody,
     kind: EntityKind,
     name: &str,
@@ -766,7 +391,7 @@ fn policies_of<'b>(
     .ok_or_else(|| no_such(kind, name))
 }
 
-fn policies_mut<'b>(
+pub(super) fn policies_mut<'b>(
     b: &'b mut IdentityBody,
     kind: EntityKind,
     name: &str,
@@ -778,27 +403,27 @@ fn policies_mut<'b>(
     .ok_or_else(|| no_such(kind, name))
 }
 
-fn no_such(kind: EntityKind, name: &str) -> AwsError {
+pub(super) fn no_such(kind: EntityKind, name: &str) -> AwsError {
     AwsError::NoSuchEntity {
         what: format!("{} {name}", kind.word()),
         hint: format!(": list them with `cryptvol iam list-{}s`", kind.word()),
     }
 }
 
-fn exists(kind: EntityKind, name: &str) -> AwsError {
+pub(super) fn exists(kind: EntityKind, name: &str) -> AwsError {
     AwsError::EntityAlreadyExists {
         what: format!("{} {name}", kind.word()),
     }
 }
 
 /// IAM shows dates as ISO 8601 with an offset.
-fn iso(t: UnixTime) -> String {
+pub(super) fn iso(t: UnixTime) -> String {
     jiff::Timestamp::from_second(t)
         .map(|ts| ts.strftime("%Y-%m-%dT%H:%M:%S+00:00").to_string())
         .unwrap_or_default()
 }
 
-fn user_json(account: &AccountId, name: &str, u: &UserRecord) -> serde_json::Value {
+pub(super) fn user_json(account: &AccountId, name: &str, u: &UserRecord) -> serde_json::Value {
     serde_json::json!({
         "Path": "/",
         "UserName": name,
@@ -808,7 +433,7 @@ fn user_json(account: &AccountId, name: &str, u: &UserRecord) -> serde_json::Val
     })
 }
 
-fn role_json(account: &AccountId, name: &str, r: &RoleRecord) -> serde_json::Value {
+pub(super) fn role_json(account: &AccountId, name: &str, r: &RoleRecord) -> serde_json::Value {
     let mut v = serde_json::json!({
         "Path": "/",
         "RoleName": name,
