@@ -16,6 +16,7 @@
 
 pub mod cli;
 pub mod crypto;
+pub mod format_version;
 pub mod fsio;
 pub mod fuse;
 pub mod kms;

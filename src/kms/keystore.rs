@@ -98,6 +98,16 @@ impl Keystore {
     /// Reads and opens the keystore of `region` at `path`.
     pub fn load(path: &Path, root: &Key256, region: &Region) -> Result<Keystore> {
         let bytes = std::fs::read(path).map_err(|e| KmsError::io("cannot read", path, e))?;
+        if bytes.len() >= HEADER_LEN && bytes[..MAGIC.len()] == MAGIC {
+            let format = u16::from_le_bytes([bytes[OFF_FORMAT], bytes[OFF_FORMAT + 1]]);
+            if format > FORMAT_V1 {
+                return Err(KmsError::NewerFormat {
+                    what: format!("the keystore {}", path.display()),
+                    found: format.into(),
+                    newest: FORMAT_V1.into(),
+                });
+            }
+        }
         Self::decode(&bytes, root, region).map_err(|what| KmsError::Corrupt {
             path: path.to_path_buf(),
             what,
@@ -118,8 +128,11 @@ impl Keystore {
         let format = u16::from_le_bytes([bytes[OFF_FORMAT], bytes[OFF_FORMAT + 1]]);
         if format != FORMAT_V1 {
             return Err(format!(
-                "keystore format {format} is not known to this cryptvol; upgrade cryptvol"
+                "keystore format {format} is not one cryptvol ever wrote"
             ));
+        }
+        if bytes[OFF_RESERVED..OFF_GENERATION] != [0, 0] {
+            return Err("reserved bytes 10..12 are not zero".into());
         }
         let generation =
             u64::from_le_bytes(bytes[OFF_GENERATION..OFF_NONCE].try_into().expect("8"));

@@ -109,6 +109,9 @@ impl VolumeHeader {
             record::Reader::open(bytes, &MAGIC, FORMAT_V1, FIXED_LEN - 10, "volume header")?;
         let fixed = r.fixed(FIXED_LEN - 10)?;
         let (kind, chunk_shift) = (fixed[0], fixed[1]);
+        if fixed[2..6] != [0; 4] {
+            return Err(r.corrupt("reserved bytes 12..16 are not zero"));
+        }
         if !(MIN_CHUNK_SHIFT..=MAX_CHUNK_SHIFT).contains(&chunk_shift) {
             return Err(r.corrupt("chunk size out of range"));
         }
