@@ -11,6 +11,8 @@ mod common;
 mod doc_kms;
 #[path = "formats/doc_pool.rs"]
 mod doc_pool;
+#[path = "formats/doc_wire.rs"]
+mod doc_wire;
 #[path = "formats/reader.rs"]
 mod reader;
 #[path = "formats/refusals.rs"]

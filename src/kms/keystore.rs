@@ -338,7 +338,7 @@ mod tests {
         ks.save(&p, &root).unwrap();
         let region = ks.body.region.clone();
         let good = std::fs::read(&p).unwrap();
-        for i in [0, 9, 13, HEADER_LEN - 1, HEADER_LEN + 3, good.len() - 1] {
+        for i in [0, 10, 13, HEADER_LEN - 1, HEADER_LEN + 3, good.len() - 1] {
             let mut bad = good.clone();
             bad[i] ^= 0x40;
             std::fs::write(&p, &bad).unwrap();
@@ -355,6 +355,30 @@ mod tests {
             Keystore::load(&p, &root, &region),
             Err(KmsError::Corrupt { .. })
         ));
+        // Reserved bytes are checked before the seal; a newer version is not damage.
+        let mut bad = good.clone();
+        bad[OFF_RESERVED + 1] = 1;
+        std::fs::write(&p, &bad).unwrap();
+        let e = Keystore::load(&p, &root, &region).unwrap_err();
+        assert!(
+            e.to_string().contains("reserved bytes 10..12 are not zero"),
+            "{e}"
+        );
+        let mut newer = good.clone();
+        newer[OFF_FORMAT] = 2;
+        std::fs::write(&p, &newer).unwrap();
+        let e = Keystore::load(&p, &root, &region).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                KmsError::NewerFormat {
+                    found: 2,
+                    newest: 1,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         std::fs::write(&p, &good).unwrap();
         assert!(Keystore::load(&p, &Key256::generate(), &region).is_err());
         let other = Region::parse("other-1").unwrap();

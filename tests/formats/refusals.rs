@@ -210,6 +210,11 @@ fn snapshot_record_damaged_and_newer() {
         &pool_fail(&v, &describe, NEWER),
         &format!("the snapshot record of {}", ids.snapshot),
     );
+    // A listing cannot name the record, but says the same.
+    says_newer(
+        &pool_fail(&v, &["snapshot", "list"], NEWER),
+        "snapshot record",
+    );
 }
 
 #[test]
@@ -234,6 +239,7 @@ fn pool_damaged_and_newer() {
         w.commit().unwrap();
     }
     says_newer(&pool_fail(&v, &["volume", "list"], NEWER), "meta.redb");
+    says_newer(&pool_fail(&v, &["pool", "check"], NEWER), "meta.redb");
 }
 
 #[test]
