@@ -14,11 +14,11 @@
 //! - [`sys`]: system call wrappers and external tools (for now, /proc/self/mountinfo).
 #![deny(unsafe_code)]
 
-pub mod cli;
-pub mod crypto;
-
 pub mod audit;
 pub mod aws;
+pub mod cli;
+pub mod crypto;
+pub mod format_version;
 pub mod fuse;
 pub mod iam;
 pub mod kms;

@@ -406,7 +406,6 @@ fn corrupt_region_config_and_root_key() {
     for (what, bytes) in [
         ("garbage", b"{ not json".to_vec()),
         ("empty", vec![]),
-        ("format 2", serde_json::to_vec(&v2).unwrap()),
         (
             "another region's",
             serde_json::to_vec(&other_region).unwrap(),
@@ -418,6 +417,15 @@ fn corrupt_region_config_and_root_key() {
             let line = env.fail(args, 12);
             assert!(line.contains("region.json"), "{what}: {line}");
         }
+    }
+    // A newer format is not damage: exit 13, upgrade.
+    std::fs::write(&cfg_path, serde_json::to_vec(&v2).unwrap()).unwrap();
+    for args in &commands {
+        let line = env.fail(args, 13);
+        assert!(
+            line.contains("region.json") && line.contains("upgrade cryptvol"),
+            "format 2: {line}"
+        );
     }
     std::fs::write(&cfg_path, &good_cfg).unwrap();
 

@@ -104,6 +104,14 @@ pub enum AwsError {
     #[error("{path} is damaged ({what}): restore it from a backup")]
     Corrupt { path: PathBuf, what: String },
 
+    /// A file written by a newer cryptvol (a format version this one does not know).
+    #[error("{}", crate::format_version::newer_message(what, *found, *newest))]
+    NewerFormat {
+        what: String,
+        found: u64,
+        newest: u64,
+    },
+
     /// AWS's message shape: "User: ARN is not authorized to perform: ACTION on resource: ...".
     #[error("{message}")]
     AccessDenied { message: String },
@@ -205,6 +213,7 @@ impl AwsError {
             | RegionNotInitialized { .. }
             | Io { .. }
             | Corrupt { .. }
+            | NewerFormat { .. }
             | AuditFailed { .. } => "KMSInternalException",
             AccessDenied { .. } => "AccessDeniedException",
             MalformedPolicy { .. } => "MalformedPolicyDocumentException",

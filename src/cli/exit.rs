@@ -25,6 +25,8 @@ pub enum Exit {
     Unsupported = 10,
     Io = 11,
     Corrupt = 12,
+    /// A file or record written by a newer cryptvol: upgrade.
+    NewerFormat = 13,
     KeyDeleted = 14,
     NoSpace = 15,
     Busy = 16,
@@ -141,6 +143,7 @@ fn volume_exit(k: ErrorKind) -> Exit {
         ErrorKind::NoSpace => Exit::NoSpace,
         ErrorKind::Io => Exit::Io,
         ErrorKind::Corrupt => Exit::Corrupt,
+        ErrorKind::NewerFormat => Exit::NewerFormat,
         ErrorKind::Busy => Exit::Busy,
         ErrorKind::Tool => Exit::SystemTool,
         ErrorKind::Kms | ErrorKind::Other => Exit::Internal,
@@ -168,6 +171,7 @@ fn kms_exit(e: &AwsError) -> Exit {
         }
         Io { .. } | PassphraseFile { .. } => Exit::Io,
         Corrupt { .. } => Exit::Corrupt,
+        NewerFormat { .. } => Exit::NewerFormat,
         AccessDenied { .. } => Exit::AccessDenied,
         MalformedPolicy { .. } => Exit::InvalidValue,
         NoSuchEntity { .. } => Exit::NotFound,

@@ -320,7 +320,7 @@ impl Catalog for PoolOwner {
     fn get_snapshot(&self, id: &str) -> Result<Option<SnapshotRecord>> {
         self.pool
             .get_snapshot(id)?
-            .map(|b| SnapshotRecord::decode(&b))
+            .map(|b| SnapshotRecord::decode(&b).map_err(|e| crate::volume::record::named(e, id)))
             .transpose()
     }
 

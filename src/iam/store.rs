@@ -38,6 +38,15 @@ impl IdentityStore {
         let path = self.path();
         match std::fs::read(&path) {
             Ok(bytes) => {
+                if let Some(v) = crate::format_version::json_version(&bytes, "format")
+                    && v > u64::from(FORMAT_V1)
+                {
+                    return Err(AwsError::NewerFormat {
+                        what: format!("the identity file {}", path.display()),
+                        found: v,
+                        newest: FORMAT_V1.into(),
+                    });
+                }
                 let body: IdentityBody =
                     serde_json::from_slice(&bytes).map_err(|e| AwsError::Corrupt {
                         path: path.clone(),

@@ -53,7 +53,11 @@ pub enum BlobFormatError {
     TooShort(usize),
     #[error("is not a cryptvol KMS ciphertext (bad magic)")]
     BadMagic,
-    #[error("has format version {0}, which this cryptvol does not know: upgrade cryptvol")]
+    #[error(
+        "was written by a newer cryptvol (format version {0}; this one reads {FORMAT_V1}): upgrade cryptvol"
+    )]
+    NewerVersion(u8),
+    #[error("has format version {0}, which no cryptvol writes (damaged)")]
     UnknownVersion(u8),
     #[error("has a malformed region name")]
     BadRegion,
@@ -110,6 +114,9 @@ pub fn parse(blob: &[u8]) -> Result<ParsedBlob<'_>, BlobFormatError> {
         return Err(BlobFormatError::BadMagic);
     }
     let version = blob[MAGIC.len()];
+    if version > FORMAT_V1 {
+        return Err(BlobFormatError::NewerVersion(version));
+    }
     if version != FORMAT_V1 {
         return Err(BlobFormatError::UnknownVersion(version));
     }
@@ -212,9 +219,11 @@ mod tests {
         assert_eq!(parse(&blob).unwrap_err(), BlobFormatError::BadMagic);
         blob[0] = b'C';
         blob[3] = 9;
+        assert_eq!(parse(&blob).unwrap_err(), BlobFormatError::NewerVersion(9));
+        blob[3] = 0;
         assert_eq!(
             parse(&blob).unwrap_err(),
-            BlobFormatError::UnknownVersion(9)
+            BlobFormatError::UnknownVersion(0)
         );
     }
 

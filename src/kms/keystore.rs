@@ -99,6 +99,16 @@ impl Keystore {
     /// Reads and opens the keystore of `region` at `path`.
     pub fn load(path: &Path, root: &Key256, region: &Region) -> Result<Keystore> {
         let bytes = std::fs::read(path).map_err(|e| AwsError::io("cannot read", path, e))?;
+        if bytes.len() >= HEADER_LEN && bytes[..MAGIC.len()] == MAGIC {
+            let format = u16::from_le_bytes([bytes[OFF_FORMAT], bytes[OFF_FORMAT + 1]]);
+            if format > FORMAT_V1 {
+                return Err(AwsError::NewerFormat {
+                    what: format!("the keystore {}", path.display()),
+                    found: format.into(),
+                    newest: FORMAT_V1.into(),
+                });
+            }
+        }
         Self::decode(&bytes, root, region).map_err(|what| AwsError::Corrupt {
             path: path.to_path_buf(),
             what,
@@ -119,8 +129,11 @@ impl Keystore {
         let format = u16::from_le_bytes([bytes[OFF_FORMAT], bytes[OFF_FORMAT + 1]]);
         if format != FORMAT_V1 {
             return Err(format!(
-                "keystore format {format} is not known to this cryptvol; upgrade cryptvol"
+                "keystore format {format} is not one cryptvol ever wrote"
             ));
+        }
+        if bytes[OFF_RESERVED..OFF_GENERATION] != [0, 0] {
+            return Err("reserved bytes 10..12 are not zero".into());
         }
         let generation =
             u64::from_le_bytes(bytes[OFF_GENERATION..OFF_NONCE].try_into().expect("8"));
@@ -326,7 +339,7 @@ mod tests {
         ks.save(&p, &root).unwrap();
         let region = ks.body.region.clone();
         let good = std::fs::read(&p).unwrap();
-        for i in [0, 9, 13, HEADER_LEN - 1, HEADER_LEN + 3, good.len() - 1] {
+        for i in [0, 10, 13, HEADER_LEN - 1, HEADER_LEN + 3, good.len() - 1] {
             let mut bad = good.clone();
             bad[i] ^= 0x40;
             std::fs::write(&p, &bad).unwrap();
@@ -343,6 +356,30 @@ mod tests {
             Keystore::load(&p, &root, &region),
             Err(AwsError::Corrupt { .. })
         ));
+        // Reserved bytes are checked before the seal; a newer version is not damage.
+        let mut bad = good.clone();
+        bad[OFF_RESERVED + 1] = 1;
+        std::fs::write(&p, &bad).unwrap();
+        let e = Keystore::load(&p, &root, &region).unwrap_err();
+        assert!(
+            e.to_string().contains("reserved bytes 10..12 are not zero"),
+            "{e}"
+        );
+        let mut newer = good.clone();
+        newer[OFF_FORMAT] = 2;
+        std::fs::write(&p, &newer).unwrap();
+        let e = Keystore::load(&p, &root, &region).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                AwsError::NewerFormat {
+                    found: 2,
+                    newest: 1,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         std::fs::write(&p, &good).unwrap();
         assert!(Keystore::load(&p, &Key256::generate(), &region).is_err());
         let other = Region::parse("other-1").unwrap();

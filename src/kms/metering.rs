@@ -140,6 +140,15 @@ impl Meter {
         let path = self.path();
         match std::fs::read(&path) {
             Ok(b) => {
+                if let Some(v) = crate::format_version::json_version(&b, "format")
+                    && v > u64::from(FORMAT_V1)
+                {
+                    return Err(AwsError::NewerFormat {
+                        what: format!("the usage file {}", path.display()),
+                        found: v,
+                        newest: FORMAT_V1.into(),
+                    });
+                }
                 let f: UsageFile = serde_json::from_slice(&b).map_err(|e| AwsError::Corrupt {
                     path: path.clone(),
                     what: format!("not a cryptvol usage file: {e}"),

@@ -138,6 +138,15 @@ impl RegionDir {
             }
             Err(e) => return Err(AwsError::io("cannot read", &p, e)),
         };
+        if let Some(v) = crate::format_version::json_version(&bytes, "format")
+            && v > u64::from(CONFIG_FORMAT_V1)
+        {
+            return Err(AwsError::NewerFormat {
+                what: format!("the region config {}", p.display()),
+                found: v,
+                newest: CONFIG_FORMAT_V1.into(),
+            });
+        }
         let cfg: RegionConfig = serde_json::from_slice(&bytes).map_err(|e| AwsError::Corrupt {
             path: p.clone(),
             what: format!("not a valid region config: {e}"),
@@ -146,7 +155,7 @@ impl RegionDir {
             return Err(AwsError::Corrupt {
                 path: p,
                 what: format!(
-                    "config format {} is unknown to this cryptvol; upgrade",
+                    "config format {} is not one cryptvol ever wrote",
                     cfg.format
                 ),
             });

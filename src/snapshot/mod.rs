@@ -147,6 +147,42 @@ mod tests {
         }
     }
 
+    /// The exact framing of docs/formats.md, "Snapshot record": magic, version, creation
+    /// time in ns, then id, description and the volume header, each `u16 length ‖ bytes`,
+    /// then blake3. A newer version says "upgrade cryptvol".
+    #[test]
+    fn exact_bytes_and_newer_version() {
+        let r = SnapshotRecord {
+            id: SnapshotId::parse("snap-0123456789abcdef0").unwrap(),
+            description: "d".into(),
+            created_ns: 1_795_000_000_123_456_789,
+            volume: vol(),
+        };
+        let b = r.encode();
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(hex(&b[..18]), "4356534e415053480100154d2f63fd1ee918");
+        assert_eq!(&b[18..20], &[22, 0]);
+        assert_eq!(&b[20..42], b"snap-0123456789abcdef0");
+        assert_eq!(&b[42..45], &[1, 0, b'd']);
+        let h = r.volume.encode();
+        assert_eq!(b[45..47], (h.len() as u16).to_le_bytes());
+        assert_eq!(&b[47..47 + h.len()], h.as_slice());
+        assert_eq!(b.len(), 47 + h.len() + 32);
+        assert_eq!(
+            &b[b.len() - 32..],
+            blake3::hash(&b[..b.len() - 32]).as_bytes()
+        );
+
+        let mut t = b.clone();
+        t[8] = 2;
+        let e = SnapshotRecord::decode(&t).unwrap_err();
+        assert!(
+            matches!(e, VolumeError::NewerFormat { found: 2, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().ends_with("upgrade cryptvol"), "{e}");
+    }
+
     #[test]
     fn record_roundtrip_and_every_byte_checked() {
         let r = SnapshotRecord::new(&vol(), "nightly", 99).unwrap();

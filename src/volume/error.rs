@@ -68,6 +68,14 @@ pub enum VolumeError {
     #[error("{what} is damaged: {detail}")]
     Corrupt { what: String, detail: String },
 
+    /// A record or pool written by a newer cryptvol (a format version this one does not know).
+    #[error("{}", crate::format_version::newer_message(what, *found, *newest))]
+    NewerFormat {
+        what: String,
+        found: u64,
+        newest: u64,
+    },
+
     #[error(
         "the pool {path} is in use by another cryptvol process (a region daemon with attached volumes?): detach them, or stop that process"
     )]
@@ -101,6 +109,7 @@ pub enum ErrorKind {
     NoSpace,
     Io,
     Corrupt,
+    NewerFormat,
     Busy,
     Kms,
     Tool,
@@ -125,6 +134,7 @@ impl VolumeError {
             VolumeError::NoSpace { .. } => ErrorKind::NoSpace,
             VolumeError::Io { .. } => ErrorKind::Io,
             VolumeError::Corrupt { .. } | VolumeError::Metadata(_) => ErrorKind::Corrupt,
+            VolumeError::NewerFormat { .. } => ErrorKind::NewerFormat,
             VolumeError::PoolBusy { .. } | VolumeError::Cancelled { .. } => ErrorKind::Busy,
             VolumeError::Kms(_) => ErrorKind::Kms,
             VolumeError::Tool { .. } => ErrorKind::Tool,

@@ -109,6 +109,9 @@ impl VolumeHeader {
             record::Reader::open(bytes, &MAGIC, FORMAT_V1, FIXED_LEN - 10, "volume header")?;
         let fixed = r.fixed(FIXED_LEN - 10)?;
         let (kind, chunk_shift) = (fixed[0], fixed[1]);
+        if fixed[2..6] != [0; 4] {
+            return Err(r.corrupt("reserved bytes 12..16 are not zero"));
+        }
         if !(MIN_CHUNK_SHIFT..=MAX_CHUNK_SHIFT).contains(&chunk_shift) {
             return Err(r.corrupt("chunk size out of range"));
         }
@@ -184,6 +187,74 @@ mod tests {
             ..h
         };
         assert_eq!(VolumeHeader::decode(&c.encode()).unwrap(), c);
+    }
+
+    /// The exact bytes of docs/formats.md, "Volume header", for a customer-key volume: the
+    /// body as hex, then blake3 of it.
+    #[test]
+    fn exact_bytes() {
+        let h = VolumeHeader {
+            size: 1 << 30,
+            chunk_shift: 16,
+            key: KeySource::Customer {
+                salt: [1; 16],
+                verifier: [2; 32],
+            },
+            ..sample()
+        };
+        let body: String = [
+            "4356564f4c48445201000210000000000000004000000000c086fd6a00000000",
+            "1500766f6c2d30313233343536373839616263646566301500766f6c2d303132",
+            "333435363738396162636465663007006c6f63616c2d31020064620000300001",
+            "0101010101010101010101010101010202020202020202020202020202020202",
+            "020202020202020202020202020202",
+        ]
+        .concat();
+        let b = h.encode();
+        let hex: String = b[..b.len() - 32]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        assert_eq!(hex, body);
+        assert_eq!(
+            &b[b.len() - 32..],
+            blake3::hash(&b[..b.len() - 32]).as_bytes()
+        );
+    }
+
+    /// Reserved bytes must be zero even under a matching checksum; a newer version says
+    /// "upgrade", before the checksum is looked at (a newer format may checksum otherwise).
+    #[test]
+    fn reserved_bytes_and_newer_versions() {
+        let reseal = |mut b: Vec<u8>| {
+            b.truncate(b.len() - 32);
+            record::seal(b)
+        };
+        let mut b = sample().encode();
+        b[14] = 1;
+        let e = VolumeHeader::decode(&reseal(b)).unwrap_err();
+        assert!(matches!(e, VolumeError::Corrupt { .. }), "{e}");
+        assert!(
+            e.to_string().contains("reserved bytes 12..16 are not zero"),
+            "{e}"
+        );
+
+        let mut b = sample().encode();
+        b[8] = 2;
+        let e = VolumeHeader::decode(&b).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "volume header was written by a newer cryptvol (format version 2; this one reads 1): upgrade cryptvol"
+        );
+        assert_eq!(e.kind(), crate::volume::error::ErrorKind::NewerFormat);
+        let e = record::named(e, "vol-0123456789abcdef0");
+        assert!(
+            e.to_string()
+                .starts_with("the volume header of vol-0123456789abcdef0 was written by a newer")
+        );
+        b[8] = 0;
+        let e = VolumeHeader::decode(&b).unwrap_err();
+        assert_eq!(e.kind(), crate::volume::error::ErrorKind::Corrupt, "{e}");
     }
 
     #[test]

@@ -47,16 +47,25 @@ impl<'a> Reader<'a> {
         if bytes.len() < 10 + fixed + CHECKSUM_LEN {
             return Err(bad("too short"));
         }
+        // Magic and version before the checksum: a newer format may frame and checksum
+        // its records differently, and must be told apart from damage.
+        if &bytes[..8] != magic {
+            return Err(bad("bad magic"));
+        }
+        let v = u16::from_le_bytes([bytes[8], bytes[9]]);
+        if v > version {
+            return Err(VolumeError::NewerFormat {
+                what: what.to_string(),
+                found: v.into(),
+                newest: version.into(),
+            });
+        }
+        if v != version {
+            return Err(bad(&format!("format {v} is not one cryptvol ever wrote")));
+        }
         let (body, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
         if blake3::hash(body).as_bytes() != sum {
             return Err(bad("checksum mismatch"));
-        }
-        if &body[..8] != magic {
-            return Err(bad("bad magic"));
-        }
-        let v = u16::from_le_bytes([body[8], body[9]]);
-        if v != version {
-            return Err(bad(&format!("format {v} is unknown: upgrade cryptvol")));
         }
         Ok(Reader {
             body,
@@ -97,6 +106,27 @@ impl<'a> Reader<'a> {
 
     pub fn corrupt(&self, detail: &str) -> VolumeError {
         corrupt(self.what, detail)
+    }
+}
+
+/// Names the object whose record did not decode (`the volume header of vol-…`), where the
+/// caller knows it (the record's table key).
+pub fn named(e: VolumeError, object: &str) -> VolumeError {
+    match e {
+        VolumeError::Corrupt { what, detail } => VolumeError::Corrupt {
+            what: format!("the {what} of {object}"),
+            detail,
+        },
+        VolumeError::NewerFormat {
+            what,
+            found,
+            newest,
+        } => VolumeError::NewerFormat {
+            what: format!("the {what} of {object}"),
+            found,
+            newest,
+        },
+        other => other,
     }
 }
 

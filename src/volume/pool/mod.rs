@@ -216,9 +216,14 @@ fn init_tables(db: &Database, path: &Path) -> Result<()> {
     };
     match format {
         Some(POOL_FORMAT_V1) => Ok(()),
+        Some(other) if other > POOL_FORMAT_V1 => Err(VolumeError::NewerFormat {
+            what: format!("the pool {}", path.display()),
+            found: other,
+            newest: POOL_FORMAT_V1,
+        }),
         Some(other) => Err(VolumeError::Corrupt {
             what: format!("pool {}", path.display()),
-            detail: format!("format {other} is unknown: upgrade cryptvol"),
+            detail: format!("format {other} is not one cryptvol ever wrote"),
         }),
         None => {
             let w = db.begin_write()?;

@@ -8,6 +8,7 @@ use super::{Pool, lock};
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::header::VolumeHeader;
 use crate::volume::ids::{SlotNo, VolumeId};
+use crate::volume::record::named;
 use crate::volume::tables::{FREE, LEASES, MAPS, PENDING, REFS, SNAPSHOTS, VOLUMES};
 
 impl Pool {
@@ -16,8 +17,8 @@ impl Pool {
         let t = r.open_table(VOLUMES)?;
         let mut out = vec![];
         for item in t.iter()? {
-            let (_, v) = item?;
-            out.push(VolumeHeader::decode(v.value())?);
+            let (k, v) = item?;
+            out.push(VolumeHeader::decode(v.value()).map_err(|e| named(e, k.value()))?);
         }
         Ok(out)
     }
@@ -26,7 +27,7 @@ impl Pool {
         let r = self.db()?.begin_read()?;
         let t = r.open_table(VOLUMES)?;
         t.get(id.as_str())?
-            .map(|v| VolumeHeader::decode(v.value()))
+            .map(|v| VolumeHeader::decode(v.value()).map_err(|e| named(e, id.as_str())))
             .transpose()
     }
 
