@@ -636,37 +636,3 @@ fn errors_are_one_line() {
         "{e}"
     );
 }
-
-/// `cargo test --release --lib kms::audit::tests::append_rate -- --ignored --nocapture`
-/// Prints appends/s with the default 16 MiB files (seals included) and without rotation,
-/// and the cost of serialising an event alone.
-#[test]
-#[ignore = "a measurement, not a check: prints appends/s; run it by hand with --release (figures in docs/benchmarks.md)"]
-fn append_rate() {
-    let e = ev(1);
-    let n = 200_000u32;
-    let report = |what: &str, secs: f64| {
-        println!(
-            "{what}: {:.0}/s, {:.2} µs each",
-            f64::from(n) / secs,
-            secs * 1e6 / f64::from(n)
-        );
-    };
-    for (what, max) in [
-        ("16 MiB files", DEFAULT_MAX_FILE_BYTES),
-        ("one file", u64::MAX),
-    ] {
-        let d = tempfile::tempdir().unwrap();
-        let log = open(d.path()).with_max_file_bytes(max);
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            log.append(&e, T0).unwrap();
-        }
-        report(what, start.elapsed().as_secs_f64());
-    }
-    let start = std::time::Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(serde_json::to_vec(&e).unwrap());
-    }
-    report("serialise only", start.elapsed().as_secs_f64());
-}
