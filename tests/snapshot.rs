@@ -850,9 +850,10 @@ fn deleting_snapshots_and_volumes_frees_exactly_the_unshared_chunks() {
 const UNKNOWN_VOL: &str = "vol-0123456789abcdef0";
 const UNKNOWN_SNAP: &str = "snap-0123456789abcdef0";
 
-/// Everything under the data dir but the pool's redb file (every open commits its header).
+/// The files under the data dir but the pool's redb file (every open commits its header);
+/// see [`DirState::files_only`].
 fn files(v: &VolEnv) -> DirState {
-    DirState::of(&v.data, &[POOL_META])
+    DirState::of(&v.data, &[POOL_META]).files_only()
 }
 
 /// Runs `args`, which must fail with `code` and one `cryptvol: ` line; checks that the

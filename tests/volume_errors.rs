@@ -15,10 +15,10 @@ use serde_json::Value;
 
 const UNKNOWN_ID: &str = "vol-0123456789abcdef0";
 
-/// Everything under the data dir but the pool's redb file, whose header every open of the
-/// pool commits (a read-only or refused command's too).
+/// The files under the data dir but the pool's redb file, whose header every open of the
+/// pool commits (a read-only or refused command's too); see [`DirState::files_only`].
 fn files(v: &VolEnv) -> DirState {
-    DirState::of(&v.data, &[dir_state::POOL_META])
+    DirState::of(&v.data, &[dir_state::POOL_META]).files_only()
 }
 
 fn volumes(v: &VolEnv) -> Value {

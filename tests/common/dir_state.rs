@@ -31,6 +31,14 @@ impl DirState {
         DirState(out)
     }
 
+    /// The same without its directories: for the volume commands, which open (and so
+    /// create) the region's pool, `pool/` and its meta.redb, before they check their
+    /// arguments, so that a refused one on a region without a pool leaves them behind.
+    pub fn files_only(mut self) -> DirState {
+        self.0.retain(|_, (_, bytes)| bytes.is_some());
+        self
+    }
+
     /// Fails, naming `what` and the path, if anything appeared, vanished, or changed its
     /// mode or bytes between `before` and `self`.
     #[track_caller]
