@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Snapshot figures (time, growth, copy vs cp), in one run on one disk:
-#  - `snapshot create` time on a 10 GiB volume with DATA (default 2 GiB) written, attached and offline;
+#  - `snapshot create` time on a 10 GiB volume with DATA (default 2 GiB) written, attached and offline,
+#    and the time of a restore of it (`volume create --from-snapshot`);
 #  - pool growth of an incremental snapshot after changing 1 % of the data;
 #  - `snapshot copy` to another region (decrypt + re-encrypt + verify) against
 #    `cp --sparse=always` of the same amount of data on the same disk.
@@ -38,6 +39,10 @@ after=$(alloc "$pool")
 unique=$("$CV" snapshot describe "$s2" --query UniqueBytes --output text)
 "$CV" detach "$work/m"
 t=$(date +%s%N); "$CV" snapshot create bench --query SnapshotId --output text >/dev/null; create_offline=$(ms "$t")
+# Restore (same key: a new volume sharing the snapshot's chunks, copy-on-write).
+before_restore=$(alloc "$pool")
+t=$(date +%s%N); "$CV" volume create --from-snapshot "$s1" --name bench-restored >/dev/null; restore_ms=$(ms "$t")
+restore_growth=$(( $(alloc "$pool") - before_restore ))
 
 # Copy vs cp of the same bytes on the same disk, cold caches, alternating, 3 rounds each
 # (this VM's disk varies by 2x between runs: compare medians from the same run).
@@ -60,6 +65,7 @@ echo "|---|--:|"
 echo "| snapshot create, attached (daemon, I/O quiesced), first | ${create_attached} ms |"
 echo "| snapshot create, attached, second | ${create_attached2} ms |"
 echo "| snapshot create, offline | ${create_offline} ms |"
+echo "| restore (volume create --from-snapshot, same key) | ${restore_ms} ms, pool growth $(( restore_growth / 1048576 )) MiB |"
 echo "| data changed between snapshots | ${change} MiB ($(python3 -c "print(f'{$change/$DATA*100:.1f}')") %) |"
 echo "| pool growth from the second snapshot's copy-on-write | $(( (after - before) / 1048576 )) MiB ($(python3 -c "print(f'{($after-$before)/($DATA*1048576)*100:.1f}')") % of the data) |"
 echo "| second snapshot's UniqueBytes | $(( unique / 1048576 )) MiB |"

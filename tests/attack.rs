@@ -201,9 +201,7 @@ fn attack_control_line_without_newline_is_buffered_without_limit() {
 /// is lost.
 #[test]
 fn attack_attach_racing_the_last_detach_is_not_lost() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let a = v.create(&["--size", "64M", "--name", "a"]);
     let b = v.create(&["--size", "64M", "--name", "b"]);

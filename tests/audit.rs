@@ -777,9 +777,7 @@ fn kms_usage_counts_requests_per_key_and_prices_them() {
 
 #[test]
 fn attach_is_one_audited_decrypt_through_the_volume_service() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let vol = v.create(&["--size", "64M"]);
     let count = |name: &str| events(&v).iter().filter(|e| e["eventName"] == name).count();

@@ -56,7 +56,8 @@ fn reinit_is_harmless() {
         assert_eq!(str_field(&v, "AccountId"), account);
         assert_eq!(v["Region"], DEFAULT_REGION);
     }
-    assert_same_snapshot("re-running init", &before, &env.snapshot());
+    env.snapshot()
+        .assert_unchanged_since(&before, "re-running init");
     assert_eq!(env.decrypt(&blob, Some("app=x")), b"survives re-init");
     assert_eq!(env.describe(&key)["KeyState"], "Enabled");
     let ids: Vec<String> = env.json(&["kms", "list-keys"])["Keys"]
@@ -383,7 +384,8 @@ fn passphrase_region_lifecycle() {
         let line = out.fails(code);
         assert!(line.contains("no-such-passphrase"), "{line}");
     }
-    assert_same_snapshot("missing passphrase file", &before, &env.snapshot());
+    env.snapshot()
+        .assert_unchanged_since(&before, "missing passphrase file");
 }
 
 /// Runs `cryptvol --data-dir D --region R init` for every region at once.

@@ -98,9 +98,7 @@ fn a_block_must_hold_its_fsynced_generation_or_a_later_issued_one() {
 
 #[test]
 fn kill_9_cycles_lose_no_fsynced_write_and_leave_every_pool_clean() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::uninit();
     let seed = env_u64("CRYPTVOL_TEST_SEED").unwrap_or(0xc4a5_0000_0000_0020);
     eprintln!("seed: {seed:#x} (replay with CRYPTVOL_TEST_SEED={seed:#x})");

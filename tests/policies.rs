@@ -697,9 +697,7 @@ fn identity_policy_alone_is_not_enough() {
 
 #[test]
 fn encryption_context_confines_a_user_to_one_volume() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let acct = v.account();
     let alice = v.create_user("alice");
@@ -1602,9 +1600,7 @@ fn managed_key_refuses_direct_use_by_anyone() {
 
 #[test]
 fn managed_key_serves_only_volumes() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let acct = v.account();
     let (vol, arn) = managed_key_volume(&v);

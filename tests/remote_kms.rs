@@ -71,9 +71,7 @@ impl Drop for Server {
 
 #[test]
 fn a_volume_keyed_by_a_remote_kms_attaches_through_it_and_survives_its_absence() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     // The key server: its own data dir, a user with an access key and a key for her.
     let kms_side = Env::init();
     kms_side.ok(&["iam", "create-user", "--user-name", "vols"]);

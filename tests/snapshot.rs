@@ -7,8 +7,8 @@
 //! mounted ext4 (frozen around the capture) is fsck-clean and holds what was written; a
 //! second snapshot stores only the changed chunks; deleting snapshots and volumes frees
 //! exactly the chunks nothing else uses; errors are one line with the documented exit
-//! code and change nothing; snapshot create is metadata-only (timed on a volume with
-//! 2 GiB mapped); everything works with the region daemon running and offline.
+//! code and change nothing; snapshot create and restore are metadata-only (the pool does
+//! not grow on a volume with 2 GiB mapped; bench/snapshots.sh times them); everything works with the region daemon running and offline.
 //!
 //! Tests that attach need FUSE (the ext4 one also root, loop devices, mkfs.ext4,
 //! fsck.ext4 and fsfreeze); without them they skip, unless `CRYPTVOL_REQUIRE_MOUNT=1`
@@ -16,16 +16,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::dir_state::POOL_META;
 use common::mount::*;
-use common::{now, str_field, unix_time};
+use common::{DirState, now, str_field, unix_time};
 use serde_json::Value;
 
 // ---- helpers ------------------------------------------------------------------------------
@@ -141,9 +141,7 @@ fn punch(f: &File, off: u64, len: u64) {
 
 #[test]
 fn restore_reads_the_snapshot_and_writes_stay_in_their_own_volume() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let src = v.create(&["--size", "64M", "--name", "src"]);
     let mut rng = Rng::from_env(0x5a17_0000_0000_0001);
@@ -335,9 +333,7 @@ struct Progress {
 
 #[test]
 fn snapshot_under_a_running_writer_holds_every_fsynced_record_and_none_torn() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     const SYNC_EVERY: u64 = 16;
     const SNAPSHOTS: usize = 3;
     let v = VolEnv::new();
@@ -520,17 +516,15 @@ fn check_fs(root: &Path, what: &str, complete: u64, min_log: u64) {
 
 #[test]
 fn snapshot_of_a_mounted_ext4_is_frozen_fsck_clean_and_holds_the_files() {
-    if !require_mount_support(&[
-        Need::Fuse,
-        Need::Root,
-        Need::Loop,
-        Need::Tool("blkid"),
-        Need::Tool("mkfs.ext4"),
-        Need::Tool("fsck.ext4"),
-        Need::Tool("fsfreeze"),
-    ]) {
-        return;
-    }
+    needs!(
+        Fuse,
+        Root,
+        Loop,
+        Tool("blkid"),
+        Tool("mkfs.ext4"),
+        Tool("fsck.ext4"),
+        Tool("fsfreeze")
+    );
     let v = VolEnv::new();
     let vol = v.create(&["--size", "512M", "--name", "home"]);
     let dir = v.dir("home");
@@ -636,9 +630,7 @@ fn snapshot_of_a_mounted_ext4_is_frozen_fsck_clean_and_holds_the_files() {
 
 #[test]
 fn a_second_snapshot_stores_only_the_changed_chunks() {
-    if !require_mount_support(&[Need::Fuse, Need::Tool("fio")]) {
-        return;
-    }
+    needs!(Fuse, Tool("fio"));
     let v = VolEnv::new();
     let vol = v.create(&["--size", "256M", "--name", "inc"]);
     let dir = v.dir("inc");
@@ -762,9 +754,7 @@ fn assert_pool_unchanged(before: u64, after: u64, what: &str) {
 
 #[test]
 fn deleting_snapshots_and_volumes_frees_exactly_the_unshared_chunks() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let vol = v.create(&["--size", "64M", "--name", "del"]);
     let dir = v.dir("del");
@@ -860,21 +850,10 @@ fn deleting_snapshots_and_volumes_frees_exactly_the_unshared_chunks() {
 const UNKNOWN_VOL: &str = "vol-0123456789abcdef0";
 const UNKNOWN_SNAP: &str = "snap-0123456789abcdef0";
 
-/// The data dir's files, less the pool's redb file (every open rewrites its header), the
-/// keystore lock and logs.
-fn files(v: &VolEnv) -> BTreeMap<PathBuf, Vec<u8>> {
-    files_under(&v.data)
-        .into_iter()
-        .filter(|p| {
-            !p.ends_with("pool/meta.redb")
-                && !p.ends_with("keystore.lock")
-                && !p.components().any(|c| c.as_os_str() == "logs")
-        })
-        .map(|p| {
-            let b = std::fs::read(&p).unwrap_or_default();
-            (p, b)
-        })
-        .collect()
+/// The files under the data dir but the pool's redb file (every open commits its header);
+/// see [`DirState::files_only`].
+fn files(v: &VolEnv) -> DirState {
+    DirState::of(&v.data, &[POOL_META]).files_only()
 }
 
 /// Runs `args`, which must fail with `code` and one `cryptvol: ` line; checks that the
@@ -898,7 +877,7 @@ fn refused(v: &VolEnv, args: &[&str], code: i32) -> String {
         snaps,
         "`{cmd}` failed but changed the snapshots"
     );
-    assert_eq!(files(v), before, "`{cmd}` failed but changed files");
+    files(v).assert_unchanged_since(&before, &format!("`{cmd}`"));
     assert_eq!(pool_bytes(v), pool, "`{cmd}` failed but changed the pool");
     if !had_daemon {
         assert!(
@@ -966,9 +945,7 @@ fn snapshot_errors_offline_are_one_line_with_their_exit_code_and_change_nothing(
 
 #[test]
 fn snapshot_errors_through_the_daemon_are_one_line_with_their_exit_code_and_change_nothing() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let src = v.create(&["--size", "64M", "--name", "src"]);
     let dir = v.dir("src");
@@ -990,13 +967,14 @@ fn snapshot_errors_through_the_daemon_are_one_line_with_their_exit_code_and_chan
     v.detach(&dir);
 }
 
-// ---- 7. create time --------------------------------------------------------------------
+// ---- 7. a large volume ------------------------------------------------------------------
 
+/// Snapshot and restore of a 10 GiB volume with 2 GiB of chunks mapped copy no data: the
+/// pool takes no more space, and the restore reads back the same bytes. How long they
+/// take is measured by bench/snapshots.sh, not asserted here.
 #[test]
-fn snapshot_create_of_a_10g_volume_with_2g_mapped_takes_well_under_a_second() {
-    if !require_mount_support(&[Need::Fuse, Need::Tool("fio")]) {
-        return;
-    }
+fn snapshot_and_restore_of_a_10g_volume_with_2g_mapped_copy_no_data() {
+    needs!(Fuse, Tool("fio"));
     let v = VolEnv::new();
     let vol = v.create(&["--size", "10G", "--name", "big"]);
     let dir = v.dir("big");
@@ -1004,7 +982,6 @@ fn snapshot_create_of_a_10g_volume_with_2g_mapped_takes_well_under_a_second() {
     // 512 MiB written in full by fio (2 GiB takes too long through a debug build), and
     // one 4 KiB block in each of the next 1536 chunks: 2 GiB of chunks mapped, the same
     // map (and snapshot work) as 2 GiB written.
-    let t = Instant::now();
     let file = format!("--filename={}", path.display());
     fio(
         v.scratch(),
@@ -1025,26 +1002,16 @@ fn snapshot_create_of_a_10g_volume_with_2g_mapped_takes_well_under_a_second() {
         pwrite(&f, c * MIB + (c % 256) * BLOCK, &block);
     }
     f.sync_all().expect("fsync");
-    eprintln!("filling took {:?}", t.elapsed());
     assert_eq!(v.allocated(&vol), 2 * GIB);
+    let pool = pool_bytes(&v);
 
-    let t = Instant::now();
-    let s = snapshot(&v, &vol, "timed");
-    let took = t.elapsed();
-    eprintln!("snapshot create, 10 GiB volume with 2 GiB mapped, attached: {took:?}");
+    let s = snapshot(&v, &vol, "big");
     assert_eq!(num(&s, "DataBytes"), 2 * GIB, "{s:#}");
-    assert!(
-        took < Duration::from_secs(2),
-        "snapshot create took {took:?} (limit 2 s): not metadata-only"
-    );
-
-    let t = Instant::now();
     let r = restore(&v, &snap_id(&s), &["--name", "big-copy"]);
-    let took_r = t.elapsed();
-    eprintln!("restore of it: {took_r:?}");
-    assert!(
-        took_r < Duration::from_secs(2),
-        "restore took {took_r:?} (limit 2 s): not copy-on-write"
+    assert_eq!(
+        pool_bytes(&v),
+        pool,
+        "snapshot create or restore copied data: not metadata-only"
     );
     // Spot checks: the restored volume holds the same bytes.
     let d2 = v.dir("big-copy");
@@ -1057,16 +1024,11 @@ fn snapshot_create_of_a_10g_volume_with_2g_mapped_takes_well_under_a_second() {
     v.detach(&d2);
     v.detach(&dir);
 
-    // Offline, the same snapshot is as quick.
+    // Offline, the same volume snapshots the same way.
     assert!(v.wait_no_daemon(Duration::from_secs(10)));
-    let t = Instant::now();
-    snapshot(&v, &vol, "offline");
-    let took_off = t.elapsed();
-    eprintln!("snapshot create, same volume, offline: {took_off:?}");
-    assert!(
-        took_off < Duration::from_secs(2),
-        "offline snapshot create took {took_off:?}"
-    );
+    let s = snapshot(&v, &vol, "offline");
+    assert_eq!(num(&s, "DataBytes"), 2 * GIB, "{s:#}");
+    assert_eq!(pool_bytes(&v), pool, "the offline snapshot copied data");
 }
 
 // ---- 8. with the daemon and offline ------------------------------------------------------
@@ -1095,9 +1057,7 @@ fn check_described(v: &VolEnv, s: &Value, vol: &str, name: &str, size: u64, t0: 
 
 #[test]
 fn snapshots_work_with_the_daemon_running_and_offline() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let t0 = now();
     let vol = v.create(&["--size", "32M", "--name", "db"]);
@@ -1208,9 +1168,7 @@ fn snapshots_work_with_the_daemon_running_and_offline() {
 
 #[test]
 fn snapshots_taken_within_one_second_are_listed_in_order_and_compared_with_the_right_one() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let vol = v.create(&["--size", "16M", "--name", "quick"]);
     let dir = v.dir("quick");
@@ -1246,17 +1204,15 @@ fn snapshots_taken_within_one_second_are_listed_in_order_and_compared_with_the_r
 /// ext4; fio's verify of the live data passes, and the restored snapshot is fsck-clean.
 #[test]
 fn snapshot_during_a_running_fio_job_then_fio_verify_and_fsck_pass() {
-    if !require_mount_support(&[
-        Need::Fuse,
-        Need::Root,
-        Need::Loop,
-        Need::Tool("fio"),
-        Need::Tool("mkfs.ext4"),
-        Need::Tool("fsck.ext4"),
-        Need::Tool("fsfreeze"),
-    ]) {
-        return;
-    }
+    needs!(
+        Fuse,
+        Root,
+        Loop,
+        Tool("fio"),
+        Tool("mkfs.ext4"),
+        Tool("fsck.ext4"),
+        Tool("fsfreeze")
+    );
     let v = VolEnv::new();
     let vol = v.create(&["--size", "256M"]);
     let mnt = v.dir("mnt");

@@ -88,9 +88,7 @@ fn wrapped_key(v: &VolEnv, region: &str, snap: &str) -> String {
 
 #[test]
 fn copy_to_another_region_reads_the_same_and_each_region_keeps_its_keys() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     v.ok(&["--region", "eu-2", "init"]);
     let (vol, _) = volume_with_data(&v, "src", 24, &[]);
@@ -196,9 +194,7 @@ fn copy_to_another_region_reads_the_same_and_each_region_keeps_its_keys() {
 
 #[test]
 fn copy_within_a_region_under_a_new_key_and_rekey_restore() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let k1 = str_field(&v.json(&["kms", "create-key"])["KeyMetadata"], "KeyId");
     let k2 = str_field(&v.json(&["kms", "create-key"])["KeyMetadata"], "KeyId");
@@ -251,9 +247,7 @@ fn copy_within_a_region_under_a_new_key_and_rekey_restore() {
 
 #[test]
 fn an_interrupted_copy_is_invisible_and_a_rerun_resumes_it() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     v.ok(&["--region", "eu-2", "init"]);
     let (vol, _) = volume_with_data(&v, "big", 160, &[]);
@@ -330,9 +324,7 @@ fn an_interrupted_copy_is_invisible_and_a_rerun_resumes_it() {
 
 #[test]
 fn deleting_the_cmk_makes_volumes_and_snapshots_unreadable_and_says_so() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     v.ok(&["--region", "eu-2", "init"]);
     let k = str_field(&v.json(&["kms", "create-key"])["KeyMetadata"], "KeyId");
@@ -390,9 +382,7 @@ fn fails(v: &VolEnv, args: &[&str], code: i32) -> String {
 
 #[test]
 fn copy_errors_leave_the_source_untouched() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let (vol, _) = volume_with_data(&v, "src", 2, &[]);
     let snap = snapshot(&v, &vol);
@@ -441,9 +431,7 @@ fn copy_errors_leave_the_source_untouched() {
 /// rekey restore in it run inside the daemon, with the same result.
 #[test]
 fn copy_and_rekey_restore_work_while_the_destination_daemon_owns_the_pool() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     v.ok(&["--region", "eu-2", "init"]);
     let (vol, _) = volume_with_data(&v, "src", 6, &[]);
@@ -495,9 +483,7 @@ fn copy_and_rekey_restore_work_while_the_destination_daemon_owns_the_pool() {
 
 #[test]
 fn a_key_of_another_region_is_refused_before_anything_is_written() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     v.ok(&["--region", "eu-2", "init"]);
     let arn_a = str_field(&v.json(&["kms", "create-key"])["KeyMetadata"], "Arn");
@@ -525,9 +511,7 @@ fn a_key_of_another_region_is_refused_before_anything_is_written() {
 /// snapshot visible there, the source untouched; with space, the same command finishes.
 #[test]
 fn a_full_destination_disk_fails_cleanly_and_the_copy_resumes_with_space() {
-    if !require_mount_support(&[Need::Fuse, Need::Root]) {
-        return;
-    }
+    needs!(Fuse, Root);
     let v = VolEnv::new();
     let small = v.data.join("regions/small-1");
     std::fs::create_dir_all(&small).unwrap();
@@ -582,9 +566,7 @@ fn a_full_destination_disk_fails_cleanly_and_the_copy_resumes_with_space() {
 /// copy is a job that stops when its command goes away.
 #[test]
 fn copy_from_a_moving_source() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let (vol, _) = volume_with_data(&v, "src", 80, &[]);
     let snap = snapshot(&v, &vol);
@@ -665,9 +647,7 @@ fn copy_from_a_moving_source() {
 /// pending snapshot) frees what it copied and lets the source go.
 #[test]
 fn an_interrupted_copy_can_be_cancelled_and_then_releases_its_source() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     v.ok(&["--region", "eu-2", "init"]);
     let (vol, _) = volume_with_data(&v, "src", 40, &[]);
@@ -715,9 +695,7 @@ fn an_interrupted_copy_can_be_cancelled_and_then_releases_its_source() {
 /// ends with the finished volume's grant only.
 #[test]
 fn an_interrupted_rekeyed_restore_leaves_no_grant_behind() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let (vol, _) = volume_with_data(&v, "big", 160, &[]);
     let snap = snapshot(&v, &vol);

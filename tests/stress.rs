@@ -609,9 +609,7 @@ fn checker(s: &Shared) {
 
 #[test]
 fn concurrent_snapshots_copies_and_attaches_under_fio_keep_data_and_pool_intact() {
-    if !require_mount_support(&[Need::Fuse, Need::Tool("fio")]) {
-        return;
-    }
+    needs!(Fuse, Tool("fio"));
     let t0 = Instant::now();
     let secs = stress_secs();
     let mut rng = Rng::from_env(0x57e5_5000_0000_0001);

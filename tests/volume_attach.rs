@@ -109,9 +109,7 @@ fn pick(rng: &mut Rng, region_len: u64) -> (u64, usize, bool) {
 
 #[test]
 fn random_aligned_and_unaligned_io_matches_a_model_and_persists() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let vol = v.create(&["--size", "1G", "--name", "model"]);
     let dir = v.dir("m");
@@ -232,9 +230,7 @@ fn random_aligned_and_unaligned_io_matches_a_model_and_persists() {
 
 #[test]
 fn a_volume_attaches_once_and_status_lists_it() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let a = v.create(&["--size", "256M", "--name", "a"]);
     let b = v.create(&["--size", "128M", "--name", "b"]);
@@ -308,9 +304,7 @@ fn a_volume_attaches_once_and_status_lists_it() {
 
 #[test]
 fn plaintext_never_reaches_the_disk() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let vol = v.create(&["--size", "1G"]);
     let dir = v.dir("m");
@@ -414,9 +408,7 @@ fn plaintext_never_reaches_the_disk() {
 
 #[test]
 fn fsynced_data_survives_kill_9_of_the_daemon() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let vol = v.create(&["--size", "1G"]);
     let dir = v.dir("m");
@@ -530,9 +522,7 @@ fn punch(f: &File, off: u64, len: u64, zero_range: bool) {
 
 #[test]
 fn punch_hole_reads_zeros_and_frees_whole_chunks() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let vol = v.create(&["--size", "1G"]);
     let dir = v.dir("m");
@@ -630,9 +620,7 @@ fn assert_not_attached(v: &VolEnv, dir: &Path) {
 
 #[test]
 fn customer_key_is_needed_and_checked_before_anything_is_mounted() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse, Loop);
     let v = VolEnv::new();
     let key = urandom(32);
     let wrong = urandom(32);
@@ -708,13 +696,11 @@ fn customer_key_is_needed_and_checked_before_anything_is_mounted() {
         "a refused attach started a daemon"
     );
     // `mount` checks the key the same way.
-    if require_mount_support(&[Need::Loop]) {
-        let mdir = v.dir("fs");
-        v.mount_run(&vol, &mdir, "ext4", &["--customer-key-file", &wf])
-            .fails(7);
-        assert!(!is_mount_point(&mdir));
-        assert!(loops_under(v.scratch()).is_empty());
-    }
+    let mdir = v.dir("fs");
+    v.mount_run(&vol, &mdir, "ext4", &["--customer-key-file", &wf])
+        .fails(7);
+    assert!(!is_mount_point(&mdir));
+    assert!(loops_under(v.scratch()).is_empty());
 
     // The right key: the data is back.
     let path = v.attach(&vol, &dir, &["--customer-key-file", &kf]);
@@ -740,9 +726,7 @@ fn customer_key_is_needed_and_checked_before_anything_is_mounted() {
 
 #[test]
 fn full_disk_gives_enospc_and_recovers() {
-    if !require_mount_support(&[Need::Fuse, Need::Root]) {
-        return;
-    }
+    needs!(Fuse, Root);
     let mut v = VolEnv::uninit();
     let small = v.dir("small");
     v.mount_tmpfs(&small, "64M");
@@ -829,9 +813,7 @@ fn full_disk_gives_enospc_and_recovers() {
 
 #[test]
 fn fio_crc32c_verify_random_4k_on_the_raw_file() {
-    if !require_mount_support(&[Need::Fuse, Need::Tool("fio")]) {
-        return;
-    }
+    needs!(Fuse, Tool("fio"));
     let v = VolEnv::new();
     let vol = v.create(&["--size", "1G"]);
     let dir = v.dir("m");
@@ -875,9 +857,7 @@ fn fio_crc32c_verify_random_4k_on_the_raw_file() {
 
 #[test]
 fn fio_crc32c_verify_sequential_1m_on_the_raw_file() {
-    if !require_mount_support(&[Need::Fuse, Need::Tool("fio")]) {
-        return;
-    }
+    needs!(Fuse, Tool("fio"));
     let v = VolEnv::new();
     let vol = v.create(&["--size", "512M"]);
     let dir = v.dir("m");
@@ -921,9 +901,7 @@ fn fio_crc32c_verify_sequential_1m_on_the_raw_file() {
 /// Decrypt per attach), with the AWS error name; re-enabling makes it attachable again.
 #[test]
 fn an_attached_volume_needs_no_kms_and_a_disabled_key_refuses_the_next_attach() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let key = str_field(
         &v.json(&["kms", "create-key", "--description", "volume key"])["KeyMetadata"],
@@ -991,9 +969,7 @@ fn an_attached_volume_needs_no_kms_and_a_disabled_key_refuses_the_next_attach() 
 /// mount is left behind.
 #[test]
 fn sigterm_flushes_and_unmounts_cleanly() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let vol = v.create(&["--size", "32M"]);
     let dir = v.dir("m");
@@ -1056,9 +1032,7 @@ fn kill_9_the_daemon(v: &VolEnv, region: &str) {
 /// `detach` and `attach` of the dead mount a killed daemon leaves.
 #[test]
 fn mount_paths_with_spaces_are_found_by_attach_detach_and_status() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let names = [
         "with space",
@@ -1155,9 +1129,7 @@ fn state(v: &VolEnv, region: &str, vol: &str) -> String {
 /// the CLI lazily unmounted the live mount).
 #[test]
 fn detach_across_regions_finds_the_daemon_named_by_the_mount() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let vol = volume_in_other_region(&v);
     let dir = v.dir("m");
@@ -1176,7 +1148,11 @@ fn detach_across_regions_finds_the_daemon_named_by_the_mount() {
     assert_eq!(pread(&open_rw(&path), 12345, 15), b"written in eu-2");
     // The mount names its region.
     let m = mount_at(&dir).expect("mounted");
-    assert_eq!(m.source, format!("cryptvol:{OTHER_REGION}/{vol}"), "{m:?}");
+    assert_eq!(
+        m.source_str(),
+        Some(format!("cryptvol:{OTHER_REGION}/{vol}").as_str()),
+        "{m:?}"
+    );
     v.detach(&dir);
     assert_region_idle(&v, OTHER_REGION);
     v.ok(&["--region", OTHER_REGION, "volume", "delete", &vol, "--yes"]);
@@ -1188,9 +1164,7 @@ fn detach_across_regions_finds_the_daemon_named_by_the_mount() {
 /// detaches A's volume and leaves B's alone.
 #[test]
 fn detach_across_regions_with_the_wrong_region_detaches_the_right_volume() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let vol_b = volume_in_other_region(&v);
     let vol_a = v.create(&["--size", "32M"]);
@@ -1251,7 +1225,7 @@ fn dead_fuse_mount(dir: &Path, source: &str) {
     .unwrap_or_else(|e| panic!("mount a FUSE filesystem at {dir:?}: {e}"));
     drop(fuse);
     let m = mount_at(dir).expect("the dead mount");
-    assert_eq!(m.source, source);
+    assert_eq!(m.source_str(), Some(source), "{m:?}");
 }
 
 /// Dead mounts, named the old way (`cryptvol:<volume>`, no region: every region's daemon
@@ -1259,9 +1233,7 @@ fn dead_fuse_mount(dir: &Path, source: &str) {
 /// daemons running in both regions and with none; the live attachments stay.
 #[test]
 fn detach_across_regions_clears_dead_mounts_only_when_no_daemon_serves_them() {
-    if !require_mount_support(&[Need::Fuse, Need::Root]) {
-        return;
-    }
+    needs!(Fuse, Root);
     let v = VolEnv::new();
     let vol_b = volume_in_other_region(&v);
     let vol_a = v.create(&["--size", "32M"]);
@@ -1308,9 +1280,7 @@ fn detach_across_regions_clears_dead_mounts_only_when_no_daemon_serves_them() {
 /// which the other daemon kept its volume "in-use" for ever. Now it is refused.
 #[test]
 fn attach_over_a_live_mount_of_another_region_is_refused() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let vol_b = volume_in_other_region(&v);
     let vol_a = v.create(&["--size", "32M"]);

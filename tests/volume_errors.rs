@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::mount::*;
@@ -17,21 +15,10 @@ use serde_json::Value;
 
 const UNKNOWN_ID: &str = "vol-0123456789abcdef0";
 
-/// The data dir's files and bytes, less what a read-only command may rewrite without
-/// changing its meaning (the pool's redb file, whose header every open commits) and logs.
-fn files(v: &VolEnv) -> BTreeMap<PathBuf, Vec<u8>> {
-    files_under(&v.data)
-        .into_iter()
-        .filter(|p| {
-            !p.ends_with("pool/meta.redb")
-                && !p.ends_with("keystore.lock")
-                && !p.components().any(|c| c.as_os_str() == "logs")
-        })
-        .map(|p| {
-            let b = std::fs::read(&p).unwrap_or_default();
-            (p, b)
-        })
-        .collect()
+/// The files under the data dir but the pool's redb file, whose header every open of the
+/// pool commits (a read-only or refused command's too); see [`DirState::files_only`].
+fn files(v: &VolEnv) -> DirState {
+    DirState::of(&v.data, &[dir_state::POOL_META]).files_only()
 }
 
 fn volumes(v: &VolEnv) -> Value {
@@ -51,20 +38,7 @@ fn refused(v: &VolEnv, args: &[&str], code: i32) -> String {
         "`cryptvol {}` failed but changed the volumes",
         args.join(" ")
     );
-    let files_after = files(v);
-    assert_eq!(
-        files_after.keys().collect::<Vec<_>>(),
-        files_before.keys().collect::<Vec<_>>(),
-        "`cryptvol {}` failed but changed the set of files",
-        args.join(" ")
-    );
-    for (p, b) in &files_before {
-        assert!(
-            files_after[p] == *b,
-            "`cryptvol {}` failed but changed {p:?}",
-            args.join(" ")
-        );
-    }
+    files(v).assert_unchanged_since(&files_before, &format!("`cryptvol {}`", args.join(" ")));
     if daemons_before.is_empty() {
         assert!(
             v.wait_no_daemon(Duration::from_secs(5)),
@@ -102,9 +76,7 @@ fn unknown_volume_is_not_found() {
 
 #[test]
 fn attach_to_a_missing_dir_fails_and_leaves_no_daemon() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let vol = v.create(&["--size", "64M"]);
     let missing = v.path("no/such/dir");
@@ -140,9 +112,7 @@ fn attach_to_a_missing_dir_fails_and_leaves_no_daemon() {
 
 #[test]
 fn delete_is_refused_while_attached_and_names_stay_unique() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let vol = v.create(&["--size", "64M", "--name", "db"]);
     let dir = v.dir("m");
@@ -241,9 +211,7 @@ fn invalid_sizes_are_refused() {
 
 #[test]
 fn resize_grows_the_attached_file() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let vol = v.create(&["--size", "64M"]);
     let dir = v.dir("m");
@@ -297,9 +265,7 @@ fn resize_grows_the_attached_file() {
 fn control_socket_refuses_bad_requests_and_keeps_serving() {
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::net::UnixStream;
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let vol = v.create(&["--size", "16M"]);
     let dir = v.dir("m");

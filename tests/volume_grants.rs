@@ -34,9 +34,7 @@ fn grants_of(env: &Env, key: &str, vol: &str) -> Vec<Value> {
 
 #[test]
 fn a_user_attaches_a_volume_through_the_volume_service_grant_only() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let v = VolEnv::new();
     let acct = v.account();
     for user in ["alice", "bob"] {

@@ -16,16 +16,6 @@ use std::time::Duration;
 use common::mount::*;
 use serde_json::Value;
 
-fn needs(fs: &'static str) -> Vec<Need> {
-    vec![
-        Need::Fuse,
-        Need::Root,
-        Need::Loop,
-        Need::Tool("blkid"),
-        Need::Tool(if fs == "xfs" { "mkfs.xfs" } else { "mkfs.ext4" }),
-    ]
-}
-
 /// Checks a fresh mount record and the loop device behind it; returns (attach file, device).
 #[track_caller]
 fn check_mounted(v: &VolEnv, rec: &Value, vol: &str, dir: &Path, fs: &str) -> (PathBuf, String) {
@@ -73,7 +63,11 @@ fn check_mounted(v: &VolEnv, rec: &Value, vol: &str, dir: &Path, fs: &str) -> (P
     let kb = std::fs::read_to_string(format!("/sys/block/{name}/queue/max_sectors_kb")).unwrap();
     assert_eq!(kb.trim(), "256", "max_sectors_kb of {dev}");
     let m = mount_at(dir).expect("mounted");
-    assert_eq!(m.source, dev, "{dir:?} is not mounted from {dev}");
+    assert_eq!(
+        m.source_str(),
+        Some(dev.as_str()),
+        "{dir:?} is not mounted from {dev}"
+    );
     // status joins the attachment and the mount.
     let st = v.status();
     let e = st["Volumes"]
@@ -139,9 +133,7 @@ fn read(path: &Path) -> Vec<u8> {
 
 #[test]
 fn ext4_files_survive_unmount_and_mount_and_unmount_leaves_nothing() {
-    if !require_mount_support(&needs("ext4")) {
-        return;
-    }
+    needs!(Fuse, Root, Loop, Tool("blkid"), Tool("mkfs.ext4"));
     let v = VolEnv::new();
     let vol = v.create(&["--size", "1G", "--name", "home"]);
     let dir = v.dir("home");
@@ -218,9 +210,7 @@ fn ext4_files_survive_unmount_and_mount_and_unmount_leaves_nothing() {
 
 #[test]
 fn xfs_files_survive_unmount_and_mount() {
-    if !require_mount_support(&needs("xfs")) {
-        return;
-    }
+    needs!(Fuse, Root, Loop, Tool("blkid"), Tool("mkfs.xfs"));
     let v = VolEnv::new();
     let vol = v.create(&["--size", "512M"]);
     let dir = v.dir("x");
@@ -243,9 +233,7 @@ fn xfs_files_survive_unmount_and_mount() {
 
 #[test]
 fn unmount_refuses_what_cryptvol_did_not_mount() {
-    if !require_mount_support(&[Need::Fuse, Need::Root]) {
-        return;
-    }
+    needs!(Fuse, Root, Loop, Tool("blkid"), Tool("mkfs.ext4"));
     let v = VolEnv::new();
     // A plain directory, and a missing one: not found (exit 3).
     let plain = v.dir("plain");
@@ -275,19 +263,15 @@ fn unmount_refuses_what_cryptvol_did_not_mount() {
     drop(data);
     v.detach(&att);
     // `mount` on a directory that already is a mount point: refused (exit 6), untouched.
-    if require_mount_support(&needs("ext4")) {
-        v.mount_run(&vol, &other, "ext4", &[]).fails(6);
-        assert_eq!(mount_at(&other).map(|m| m.fs_type), Some("tmpfs".into()));
-        assert_eq!(read(&other.join("keep")), b"mine");
-        assert!(loops_under(v.scratch()).is_empty());
-    }
+    v.mount_run(&vol, &other, "ext4", &[]).fails(6);
+    assert_eq!(mount_at(&other).map(|m| m.fs_type), Some("tmpfs".into()));
+    assert_eq!(read(&other.join("keep")), b"mine");
+    assert!(loops_under(v.scratch()).is_empty());
 }
 
 #[test]
 fn a_second_mount_of_a_mounted_volume_fails_without_harming_the_first() {
-    if !require_mount_support(&needs("ext4")) {
-        return;
-    }
+    needs!(Fuse, Root, Loop, Tool("blkid"), Tool("mkfs.ext4"));
     let v = VolEnv::new();
     let vol = v.create(&["--size", "512M"]);
     let (d1, d2) = (v.dir("one"), v.dir("two"));
@@ -317,9 +301,7 @@ fn a_second_mount_of_a_mounted_volume_fails_without_harming_the_first() {
 
 #[test]
 fn unmount_after_a_daemon_crash_cleans_up_and_the_volume_mounts_again() {
-    if !require_mount_support(&needs("ext4")) {
-        return;
-    }
+    needs!(Fuse, Root, Loop, Tool("blkid"), Tool("mkfs.ext4"));
     let v = VolEnv::new();
     let vol = v.create(&["--size", "512M"]);
     let dir = v.dir("fs");
@@ -353,9 +335,7 @@ fn unmount_after_a_daemon_crash_cleans_up_and_the_volume_mounts_again() {
 /// must still see that such a directory is a mount point, and `unmount` must undo it.
 #[test]
 fn mount_paths_with_spaces_are_found_by_mount_and_unmount() {
-    if !require_mount_support(&needs("ext4")) {
-        return;
-    }
+    needs!(Fuse, Root, Loop, Tool("blkid"), Tool("mkfs.ext4"));
     let v = VolEnv::new();
     let vol = v.create(&["--size", "256M"]);
     let other = v.create(&["--size", "256M"]);
@@ -386,9 +366,7 @@ fn mount_paths_with_spaces_are_found_by_mount_and_unmount() {
 /// one): its record is found in R, and the detach goes to R's daemon.
 #[test]
 fn unmount_across_regions_finds_the_record_of_the_mount() {
-    if !require_mount_support(&needs("ext4")) {
-        return;
-    }
+    needs!(Fuse, Root, Loop, Tool("blkid"), Tool("mkfs.ext4"));
     let v = VolEnv::new();
     let region = "eu-2";
     v.ok(&["--region", region, "init"]);
@@ -411,7 +389,7 @@ fn unmount_across_regions_finds_the_record_of_the_mount() {
             // The attachment under the mount names its region.
             let attach_dir = PathBuf::from(rec["AttachDir"].as_str().expect("AttachDir"));
             assert_eq!(
-                mount_at(&attach_dir).map(|m| m.source),
+                mount_at(&attach_dir).and_then(|m| m.source_str().map(str::to_owned)),
                 Some(format!("cryptvol:{region}/{vol}"))
             );
         }

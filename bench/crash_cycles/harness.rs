@@ -261,63 +261,40 @@ pub fn daemons_of(data_dir: &Path) -> Vec<i32> {
         .collect()
 }
 
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && let Some(oct) = s.get(i + 1..i + 4)
-            && let Ok(v) = u8::from_str_radix(oct, 8)
-        {
-            out.push(v);
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Mount points at or below `prefix`, deepest first.
+/// Mount points at or below `prefix`, deepest first (the crate's parser of
+/// /proc/self/mountinfo).
 pub fn mounts_under(prefix: &Path) -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut v: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|l| {
-            l.split(' ')
-                .nth(4)
-                .map(|m| PathBuf::from(unescape_mountinfo(m)))
-        })
+    let mut v: Vec<PathBuf> = cryptvol::sys::mountinfo::read()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| m.mount_point)
         .filter(|m| m.starts_with(prefix))
         .collect();
     v.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
     v
 }
 
-/// Loop devices whose backing file is under `prefix`.
+/// Loop devices whose backing file is under `prefix` (`losetup --list --json`: its raw
+/// output would escape a space in a path as `\x20`).
 pub fn loops_under(prefix: &Path) -> Vec<String> {
     let Ok(out) = Command::new("losetup")
-        .args([
-            "--list",
-            "--noheadings",
-            "--raw",
-            "--output",
-            "NAME,BACK-FILE",
-        ])
+        .args(["--list", "--json", "--output", "NAME,BACK-FILE"])
         .output()
     else {
         return vec![];
     };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let (dev, back) = l.trim().split_once(' ')?;
-            let back = unescape_mountinfo(back.trim().trim_end_matches(" (deleted)"));
-            Path::new(&back)
+    // No loop device at all: empty output.
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["loopdevices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| {
+            let back = d["back-file"].as_str()?.trim_end_matches(" (deleted)");
+            Path::new(back)
                 .starts_with(prefix)
-                .then(|| dev.to_string())
+                .then(|| d["name"].as_str().map(str::to_owned))
+                .flatten()
         })
         .collect()
 }

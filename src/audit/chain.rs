@@ -200,10 +200,15 @@ mod tests {
         let (line, _) = line_of(&serde_json::json!({"a": 1}), 5, &GENESIS);
         let body = &line[..line.len() - 1];
         for cut in [1, 10, 70, 140] {
-            assert!(parse_line(&body[..body.len() - cut]).is_err(), "cut {cut}");
+            let e = parse_line(&body[..body.len() - cut])
+                .map(|_| ())
+                .unwrap_err();
+            assert!(e.contains("cryptvolChain member is not"), "cut {cut}: {e}");
         }
-        assert!(parse_line(b"[1,2]").is_err());
-        assert!(parse_line(b"").is_err());
+        for line in [&b"[1,2]"[..], b""] {
+            let e = parse_line(line).map(|_| ()).unwrap_err();
+            assert_eq!(e, "it has no cryptvolChain member");
+        }
     }
 
     proptest::proptest! {

@@ -167,7 +167,9 @@ mod tests {
                 .contains("version 1 only")
         );
         let extra = text.replace("{\"digestVersion\"", "{\"x\":1,\"digestVersion\"");
-        assert!(Digest::parse(extra.as_bytes()).is_err());
-        assert!(Digest::parse(b"[]").is_err());
+        let e = Digest::parse(extra.as_bytes()).map(|_| ()).unwrap_err();
+        assert!(e.contains("unknown field `x`"), "{e}");
+        let e = Digest::parse(b"[]").map(|_| ()).unwrap_err();
+        assert_eq!(e, "it is not a JSON object");
     }
 }

@@ -508,10 +508,54 @@ fn read_only_copy_verifies_without_the_lock() {
     let log = open(d.path());
     append_n(&log, 1..=3, T0);
     fs::remove_file(path(&log, ".lock")).unwrap();
-    fs::set_permissions(log.dir(), fs::Permissions::from_mode(0o500)).unwrap();
-    let r = open(d.path()).verify();
-    fs::set_permissions(log.dir(), fs::Permissions::from_mode(0o700)).unwrap();
+    let r = read_only(d.path(), log.dir(), || open(d.path()).verify());
     assert!(r.unwrap().valid);
+    assert!(!path(&log, ".lock").exists());
+}
+
+/// Runs `f` with `dir` (under `top`) read-only to it: mode 0500. Root ignores modes, so as
+/// root `f` runs on a thread of its own whose filesystem uid and gid are nobody's, with
+/// the tree under `top` given to nobody: the permission checks then apply to that thread
+/// alone (the fsuid is per thread, and leaving uid 0 drops its capabilities such as
+/// CAP_DAC_OVERRIDE). A file created in `dir` there fails, which the thread proves first.
+fn read_only<T: Send>(top: &Path, dir: &Path, f: impl FnOnce() -> T + Send) -> T {
+    use nix::unistd::{Gid, Uid, geteuid, setfsgid, setfsuid};
+    const NOBODY: u32 = 65_534;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o500)).unwrap();
+    let r = if geteuid().is_root() {
+        chown_tree(top, NOBODY);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                setfsgid(Gid::from_raw(NOBODY));
+                setfsuid(Uid::from_raw(NOBODY));
+                // An invalid id changes nothing and returns the current one.
+                let now = setfsuid(Uid::from_raw(u32::MAX));
+                assert_eq!(now.as_raw(), NOBODY, "cannot take nobody's fsuid");
+                let probe = fs::File::create(dir.join("probe"));
+                assert!(
+                    matches!(&probe, Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied),
+                    "{dir:?} is not read-only to this thread: {probe:?}"
+                );
+                fs::read_dir(dir).unwrap_or_else(|e| panic!("nobody cannot read {dir:?}: {e}"));
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    } else {
+        f()
+    };
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
+    r
+}
+
+fn chown_tree(p: &Path, uid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(uid)).unwrap();
+    if p.is_dir() {
+        for e in fs::read_dir(p).unwrap() {
+            chown_tree(&e.unwrap().path(), uid);
+        }
+    }
 }
 
 fn check_concurrent(logs: Vec<Arc<AuditLog>>, per_thread: u64) {
@@ -591,38 +635,4 @@ fn errors_are_one_line() {
         e.contains("move the file aside") && !e.contains('\n'),
         "{e}"
     );
-}
-
-/// `cargo test --release --lib audit::tests::append_rate -- --ignored --nocapture`
-/// Prints appends/s with the default 16 MiB files (seals included) and without rotation,
-/// and the cost of serialising an event alone.
-#[test]
-#[ignore = "a measurement, not a check: prints appends/s; run it by hand with --release (figures in docs/benchmarks.md)"]
-fn append_rate() {
-    let e = ev(1);
-    let n = 200_000u32;
-    let report = |what: &str, secs: f64| {
-        println!(
-            "{what}: {:.0}/s, {:.2} µs each",
-            f64::from(n) / secs,
-            secs * 1e6 / f64::from(n)
-        );
-    };
-    for (what, max) in [
-        ("16 MiB files", DEFAULT_MAX_FILE_BYTES),
-        ("one file", u64::MAX),
-    ] {
-        let d = tempfile::tempdir().unwrap();
-        let log = open(d.path()).with_max_file_bytes(max);
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            log.append(&e, T0).unwrap();
-        }
-        report(what, start.elapsed().as_secs_f64());
-    }
-    let start = std::time::Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(serde_json::to_vec(&e).unwrap());
-    }
-    report("serialise only", start.elapsed().as_secs_f64());
 }

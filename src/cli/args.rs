@@ -163,8 +163,18 @@ mod tests {
         .unwrap();
         assert_eq!(a, b);
         assert_eq!(a.get("cryptvol:lineage"), Some("vol-1"));
-        assert!(encryption_context("--encryption-context", Some("novalue")).is_err());
-        assert!(encryption_context("--encryption-context", Some(r#"{"a":1}"#)).is_err());
+        for bad in ["novalue", r#"{"a":1}"#] {
+            assert!(
+                matches!(
+                    encryption_context("--encryption-context", Some(bad)),
+                    Err(CliError::BadArgument {
+                        flag: "--encryption-context",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
         assert!(
             encryption_context("--encryption-context", None)
                 .unwrap()
@@ -178,7 +188,13 @@ mod tests {
             binary_value("--plaintext", "aGVsbG8=").unwrap().expose(),
             b"hello"
         );
-        assert!(binary_value("--plaintext", "not base64!").is_err());
+        assert!(matches!(
+            binary_value("--plaintext", "not base64!"),
+            Err(CliError::BadArgument {
+                flag: "--plaintext",
+                ..
+            })
+        ));
         assert!(matches!(
             binary_value("--plaintext", "fileb:///no/such/file"),
             Err(CliError::InputFile { .. })
@@ -195,6 +211,9 @@ mod tests {
             tag("TagKey=a,TagValue=b").unwrap(),
             ("a".into(), "b".into())
         );
-        assert!(tag("x").is_err());
+        assert!(matches!(
+            tag("x"),
+            Err(CliError::BadArgument { flag: "--tag", .. })
+        ));
     }
 }

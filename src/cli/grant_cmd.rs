@@ -227,7 +227,16 @@ mod tests {
             "EncryptionContextSubset={a=1",
             "{\"Other\":{}}",
         ] {
-            assert!(constraints(bad).is_err(), "{bad}");
+            assert!(
+                matches!(
+                    constraints(bad),
+                    Err(CliError::BadArgument {
+                        flag: "--constraints",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
         }
     }
 }

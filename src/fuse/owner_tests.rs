@@ -183,7 +183,10 @@ fn copy_from_a_moving_source_leased_snapshot_cannot_be_deleted() {
     owner.release_lease(rec.id.as_str(), holder).unwrap();
     owner.delete_snapshot(rec.id.as_str()).unwrap();
     // A lease on a snapshot that is gone is refused (nothing to protect).
-    assert!(owner.take_lease(rec.id.as_str(), holder).is_err());
+    assert!(matches!(
+        owner.take_lease(rec.id.as_str(), holder),
+        Err(VolumeError::NotFound { .. })
+    ));
 }
 
 /// Two runs of one copy at once: the second is refused while the first runs; an abandon

@@ -126,8 +126,27 @@ mod tests {
 
     #[test]
     fn rejects_empty_keys_duplicates_and_oversize() {
-        assert!(EncryptionContext::from_pairs([("", "x")]).is_err());
-        assert!(EncryptionContext::from_pairs([("a", "x"), ("a", "y")]).is_err());
-        assert!(EncryptionContext::from_pairs([("a", "x".repeat(9000))]).is_err());
+        let refused = |r: Result<EncryptionContext, AwsError>, why: &str| {
+            assert!(
+                matches!(
+                    &r,
+                    Err(AwsError::Validation { field, message })
+                        if field == "encryption context" && message.contains(why)
+                ),
+                "{r:?}"
+            );
+        };
+        refused(
+            EncryptionContext::from_pairs([("", "x")]),
+            "must not be empty",
+        );
+        refused(
+            EncryptionContext::from_pairs([("a", "x"), ("a", "y")]),
+            "given twice",
+        );
+        refused(
+            EncryptionContext::from_pairs([("a", "x".repeat(9000))]),
+            "over the 8192-byte limit",
+        );
     }
 }

@@ -275,7 +275,13 @@ mod tests {
         assert_eq!(month_of(s), "2026-02");
         assert_eq!(month_of(e), "2026-03");
         for bad in ["2026", "2026-13", "26-01", "x-y", "2026-00"] {
-            assert!(month_bounds(bad).is_err(), "{bad}");
+            assert!(
+                matches!(
+                    month_bounds(bad),
+                    Err(AwsError::Validation { field, .. }) if field == "--month"
+                ),
+                "{bad}"
+            );
         }
     }
 }

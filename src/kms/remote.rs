@@ -369,7 +369,15 @@ mod tests {
         let k = RemoteKms::new("http://127.0.0.1:9400", r.clone(), creds()).unwrap();
         assert_eq!(k.host, "127.0.0.1:9400");
         assert_eq!(k.endpoint(), "http://127.0.0.1:9400/");
-        assert!(RemoteKms::new("ftp://x", r.clone(), creds()).is_err());
-        assert!(RemoteKms::new("127.0.0.1:9400", r, creds()).is_err());
+        for (bad, why) in [
+            ("ftp://x", "the scheme must be http or https"),
+            ("127.0.0.1:9400", "use http://HOST:PORT or https://HOST"),
+        ] {
+            assert!(matches!(
+                RemoteKms::new(bad, r.clone(), creds()),
+                Err(AwsError::Validation { field, message })
+                    if field == "--kms-endpoint" && message.contains(why)
+            ));
+        }
     }
 }

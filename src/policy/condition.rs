@@ -320,32 +320,89 @@ mod unit {
     #[test]
     fn operator_names() {
         assert!(Operator::parse("ForAllValues:StringLikeIfExists").is_ok());
-        assert!(Operator::parse("NullIfExists").is_err());
-        assert!(Operator::parse("StringEqualz").is_err());
-        assert!(Operator::parse("stringequals").is_err());
-        assert!(Operator::parse("ForSomeValues:StringEquals").is_err());
+        let refused = |name: &str| Operator::parse(name).map(|_| ()).unwrap_err();
+        assert!(refused("NullIfExists").contains("use \"Null\""));
+        for name in ["StringEqualz", "stringequals", "ForSomeValues:StringEquals"] {
+            let e = refused(name);
+            assert!(
+                e.starts_with(&format!("unknown condition operator '{name}'")),
+                "{e}"
+            );
+        }
     }
 
     #[test]
     fn value_checks() {
+        // Each with where it is refused and why.
         let bad = [
-            r#"{"NumericLessThan": {"aws:x": "ten"}}"#,
-            r#"{"NumericLessThan": {"aws:x": "NaN"}}"#,
-            r#"{"NumericLessThan": {"aws:x": true}}"#,
-            r#"{"Bool": {"aws:SecureTransport": "yes"}}"#,
-            r#"{"Null": {"aws:x": 1}}"#,
-            r#"{"StringEquals": {"aws:x": []}}"#,
-            r#"{"StringEquals": {"aws:x": null}}"#,
-            r#"{"StringEquals": {"aws:x": {"a": "b"}}}"#,
-            r#"{"StringEquals": {"nokey": "b"}}"#,
-            r#"{"StringEquals": {":name": "b"}}"#,
-            r#"{"StringEquals": {}}"#,
-            r#"{"StringEquals": "x"}"#,
-            r#"[]"#,
+            (
+                r#"{"NumericLessThan": {"aws:x": "ten"}}"#,
+                "Condition.NumericLessThan.aws:x",
+                "is not a number",
+            ),
+            (
+                r#"{"NumericLessThan": {"aws:x": "NaN"}}"#,
+                "Condition.NumericLessThan.aws:x",
+                "is not a number",
+            ),
+            (
+                r#"{"NumericLessThan": {"aws:x": true}}"#,
+                "Condition.NumericLessThan.aws:x",
+                "is not a number",
+            ),
+            (
+                r#"{"Bool": {"aws:SecureTransport": "yes"}}"#,
+                "Condition.Bool.aws:SecureTransport",
+                "is not a boolean",
+            ),
+            (
+                r#"{"Null": {"aws:x": 1}}"#,
+                "Condition.Null.aws:x",
+                "is not a boolean",
+            ),
+            (
+                r#"{"StringEquals": {"aws:x": []}}"#,
+                "Condition.StringEquals.aws:x",
+                "needs at least one value",
+            ),
+            (
+                r#"{"StringEquals": {"aws:x": null}}"#,
+                "Condition.StringEquals.aws:x",
+                "must be a string, number or boolean",
+            ),
+            (
+                r#"{"StringEquals": {"aws:x": {"a": "b"}}}"#,
+                "Condition.StringEquals.aws:x",
+                "must be a string, number or boolean",
+            ),
+            (
+                r#"{"StringEquals": {"nokey": "b"}}"#,
+                "Condition.StringEquals.nokey",
+                "is not a condition key",
+            ),
+            (
+                r#"{"StringEquals": {":name": "b"}}"#,
+                "Condition.StringEquals.:name",
+                "is not a condition key",
+            ),
+            (
+                r#"{"StringEquals": {}}"#,
+                "Condition.StringEquals",
+                "names no condition keys",
+            ),
+            (
+                r#"{"StringEquals": "x"}"#,
+                "Condition.StringEquals",
+                "must be an object",
+            ),
+            (r#"[]"#, "Condition", "must be an object"),
         ];
-        for json in bad {
+        for (json, path, why) in bad {
             let value: Value = serde_json::from_str(json).expect("test JSON");
-            assert!(parse_condition(&value, "Condition").is_err(), "{json}");
+            let e = parse_condition(&value, "Condition")
+                .map(|_| ())
+                .unwrap_err();
+            assert!(e.path == path && e.message.contains(why), "{json}: {e:?}");
         }
         let ok = tests_of(r#"{"NumericEquals": {"aws:x": [1, "2.5"]}, "Bool": {"aws:y": true}}"#);
         assert_eq!(ok.len(), 2);

@@ -191,7 +191,10 @@ mod tests {
         for i in 0..b.len() {
             let mut t = b.clone();
             t[i] ^= 4;
-            assert!(SnapshotRecord::decode(&t).is_err(), "byte {i}");
+            assert!(
+                matches!(SnapshotRecord::decode(&t), Err(VolumeError::Corrupt { .. })),
+                "byte {i}"
+            );
         }
     }
 
@@ -203,7 +206,10 @@ mod tests {
         assert_eq!(h.lineage, r.volume.lineage);
         assert_eq!(h.key, r.volume.key);
         assert_eq!(h.name, "copy");
-        assert!(r.restored_header("", Some(1 << 20), 7).is_err());
+        assert!(matches!(
+            r.restored_header("", Some(1 << 20), 7),
+            Err(VolumeError::InvalidArgument { what, .. }) if what == "size"
+        ));
         assert_eq!(
             r.restored_header("", Some(2 << 30), 7).unwrap().size,
             2 << 30

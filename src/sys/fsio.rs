@@ -141,7 +141,11 @@ mod tests {
     #[test]
     fn write_into_missing_dir_fails_cleanly() {
         let d = tempfile::tempdir().unwrap();
-        assert!(write_atomic(&d.path().join("no/such"), b"x", PRIVATE_FILE).is_err());
+        let r = write_atomic(&d.path().join("no/such"), b"x", PRIVATE_FILE);
+        assert!(
+            matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::NotFound),
+            "{r:?}"
+        );
     }
 }
 

@@ -157,8 +157,15 @@ mod tests {
         assert_eq!(parse_size("10GiB").unwrap(), 10 << 30);
         assert_eq!(parse_size("512M").unwrap(), 512 << 20);
         assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("ten").is_err());
-        assert!(parse_size("99999999999T").is_err());
+        for bad in ["ten", "99999999999T"] {
+            assert!(
+                matches!(
+                    parse_size(bad),
+                    Err(VolumeError::InvalidArgument { what, .. }) if what == "size"
+                ),
+                "{bad}"
+            );
+        }
         assert_eq!(format_size(1536 << 20), "1.5 GiB");
     }
 }

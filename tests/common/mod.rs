@@ -12,8 +12,11 @@ pub mod mount;
 /// A `kms serve` process for the server tests.
 pub mod server;
 
+/// The one "nothing changed under the data dir" check.
+pub mod dir_state;
+pub use dir_state::DirState;
+
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -314,47 +317,15 @@ impl Env {
     pub fn fail_env(&self, args: &[&str], envs: &[(&str, &str)], code: i32) -> String {
         let before = self.snapshot();
         let line = self.run_env(args, envs).fails(code);
-        let after = self.snapshot();
-        assert_same_snapshot(&format!("`cryptvol {}`", args.join(" ")), &before, &after);
+        self.snapshot()
+            .assert_unchanged_since(&before, &format!("`cryptvol {}`", args.join(" ")));
         line
     }
 
-    /// Every file under the data dir with its bytes and mode, except lock files (which a
-    /// command may create and whose content is always empty) and the records every call
-    /// adds, failed or not: the audit trail and the usage counts (tests of their own
-    /// check those), and the daemon's log, which a daemon still stopping may write to.
-    pub fn snapshot(&self) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
-        fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, (u32, Vec<u8>)>) {
-            use std::os::unix::fs::PermissionsExt;
-            let Ok(rd) = std::fs::read_dir(dir) else {
-                return;
-            };
-            for e in rd {
-                let e = e.expect("dir entry");
-                let p = e.path();
-                let m = std::fs::symlink_metadata(&p).expect("metadata");
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                if name == "audit"
-                    || name == "logs"
-                    || name == "usage.json"
-                    || name.ends_with(".lock")
-                {
-                    continue;
-                }
-                if m.is_dir() {
-                    out.insert(p.clone(), (m.permissions().mode(), b"<dir>".to_vec()));
-                    walk(&p, out);
-                } else if name == "keystore.lock" {
-                    continue;
-                } else {
-                    let bytes = std::fs::read(&p).unwrap_or_else(|_| b"<unreadable>".to_vec());
-                    out.insert(p, (m.permissions().mode(), bytes));
-                }
-            }
-        }
-        let mut out = BTreeMap::new();
-        walk(&self.data, &mut out);
-        out
+    /// Everything under the data dir (see [`DirState::of`]) but the records every KMS call
+    /// adds, failed or not.
+    pub fn snapshot(&self) -> DirState {
+        DirState::of(&self.data, dir_state::CALL_RECORDS)
     }
 
     /// Registers a secret: no later command may print it in stderr, and no failing
@@ -510,28 +481,6 @@ impl Env {
 
     pub fn keystore_bytes(&self, region: &str) -> Vec<u8> {
         std::fs::read(self.keystore(region)).expect("read keystore")
-    }
-}
-
-#[track_caller]
-pub fn assert_same_snapshot(
-    what: &str,
-    before: &BTreeMap<PathBuf, (u32, Vec<u8>)>,
-    after: &BTreeMap<PathBuf, (u32, Vec<u8>)>,
-) {
-    let names = |m: &BTreeMap<PathBuf, (u32, Vec<u8>)>| m.keys().cloned().collect::<Vec<_>>();
-    assert_eq!(
-        names(before),
-        names(after),
-        "{what} failed but changed the set of files in the data dir"
-    );
-    for (p, (mode, bytes)) in before {
-        let (mode2, bytes2) = &after[p];
-        assert_eq!(mode, mode2, "{what} failed but changed the mode of {p:?}");
-        assert!(
-            bytes == bytes2,
-            "{what} failed but changed the content of {p:?}"
-        );
     }
 }
 

@@ -1,5 +1,5 @@
 //! Harness for the tests that use real FUSE, loop and kernel mounts: one capability check
-//! ([`require_mount_support`]), a guard ([`VolEnv`]) whose `Drop` undoes every attach,
+//! ([`needs!`]), a guard ([`VolEnv`]) whose `Drop` undoes every attach,
 //! mount, loop device, tmpfs and daemon a test left behind (even when it panicked), and
 //! small I/O helpers (a seeded xorshift, positional read/write, O_DIRECT buffers).
 //!
@@ -14,6 +14,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use cryptvol::sys::mountinfo::{self, MountEntry};
 
 use super::{Env, Out, str_field};
 
@@ -83,9 +85,24 @@ fn missing(need: Need) -> Option<String> {
     }
 }
 
-/// True if this machine has everything in `needs`. If not: with `CRYPTVOL_REQUIRE_MOUNT=1`
-/// the test fails here with the reason; without it the test prints a note and the caller
-/// returns (a skip).
+/// The first line of a test that needs root, FUSE, a loop device or a tool, naming what it
+/// needs (the [`Need`] variants): `needs!(Fuse, Loop, Tool("mkfs.ext4"));`. When this
+/// machine lacks any of them the test returns there (a skip, with a note on stderr) or,
+/// with `CRYPTVOL_REQUIRE_MOUNT=1` (CI), fails naming what is missing.
+#[macro_export]
+macro_rules! needs {
+    ($($need:ident $(($arg:expr))?),+ $(,)?) => {
+        if !$crate::common::mount::require_mount_support(&[
+            $($crate::common::mount::Need::$need $(($arg))?),+
+        ]) {
+            return;
+        }
+    };
+}
+
+/// What [`needs!`] checks: true if this machine has everything in `needs`. If not: with
+/// `CRYPTVOL_REQUIRE_MOUNT=1` the test fails here with the reason; without it this prints a
+/// note and returns false.
 #[track_caller]
 pub fn require_mount_support(needs: &[Need]) -> bool {
     let missing: Vec<String> = needs.iter().filter_map(|n| missing(*n)).collect();
@@ -102,60 +119,22 @@ pub fn require_mount_support(needs: &[Need]) -> bool {
 
 // ---- the kernel's view ------------------------------------------------------------------
 
-/// One line of /proc/self/mountinfo.
-#[derive(Debug, Clone)]
-pub struct MountInfo {
-    pub mount_point: PathBuf,
-    pub fs_type: String,
-    pub source: String,
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    // Spaces, tabs, newlines and backslashes are written as \ooo.
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && let Some(oct) = s.get(i + 1..i + 4)
-            && let Ok(v) = u8::from_str_radix(oct, 8)
-        {
-            out.push(v);
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-pub fn mounts() -> Vec<MountInfo> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            let sep = f.iter().position(|x| *x == "-")?;
-            Some(MountInfo {
-                mount_point: PathBuf::from(unescape_mountinfo(f.get(4)?)),
-                fs_type: f.get(sep + 1)?.to_string(),
-                source: unescape_mountinfo(f.get(sep + 2)?),
-            })
-        })
-        .collect()
+/// Every mount this process sees, from the crate's own parser of /proc/self/mountinfo.
+pub fn mounts() -> Vec<MountEntry> {
+    mountinfo::read().expect("read /proc/self/mountinfo")
 }
 
 /// Mounts whose mount point is `prefix` or below it.
-pub fn mounts_under(prefix: &Path) -> Vec<MountInfo> {
+pub fn mounts_under(prefix: &Path) -> Vec<MountEntry> {
     mounts()
         .into_iter()
         .filter(|m| m.mount_point.starts_with(prefix))
         .collect()
 }
 
-pub fn mount_at(dir: &Path) -> Option<MountInfo> {
-    let dir = canon(dir);
-    mounts().into_iter().rev().find(|m| m.mount_point == dir)
+/// The topmost mount at `dir` (canonicalized when it resolves).
+pub fn mount_at(dir: &Path) -> Option<MountEntry> {
+    mountinfo::find_in(&mounts(), &canon(dir))
 }
 
 pub fn is_mount_point(dir: &Path) -> bool {
@@ -167,27 +146,26 @@ pub fn canon(p: &Path) -> PathBuf {
     p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// Loop devices and their backing files (`losetup --list`).
+/// Loop devices and their backing files (`losetup --list --json`: its raw output would
+/// escape a space in a path as `\x20`).
 pub fn loop_devices() -> Vec<(String, PathBuf)> {
     let Ok(out) = Command::new(which("losetup").unwrap_or_else(|| "losetup".into()))
-        .args([
-            "--list",
-            "--noheadings",
-            "--raw",
-            "--output",
-            "NAME,BACK-FILE",
-        ])
+        .args(["--list", "--json", "--output", "NAME,BACK-FILE"])
         .output()
     else {
         return vec![];
     };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let (dev, back) = l.trim().split_once(' ')?;
+    // No loop device at all: empty output, not `{"loopdevices": []}`.
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["loopdevices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| {
+            let dev = d["name"].as_str()?;
             // losetup appends " (deleted)" when the backing file is gone.
-            let back = back.trim().trim_end_matches(" (deleted)");
-            Some((dev.to_string(), PathBuf::from(unescape_mountinfo(back))))
+            let back = d["back-file"].as_str()?.trim_end_matches(" (deleted)");
+            Some((dev.to_string(), PathBuf::from(back)))
         })
         .collect()
 }
@@ -540,7 +518,7 @@ impl VolEnv {
             }
         }
         // 2. Kernel filesystems on loop devices, then the loop devices, under the temp dir.
-        let mut left: Vec<MountInfo> = mounts_under(&root)
+        let mut left: Vec<MountEntry> = mounts_under(&root)
             .into_iter()
             .filter(|m| !m.fs_type.starts_with("fuse") && m.fs_type != "tmpfs")
             .collect();

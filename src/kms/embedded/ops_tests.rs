@@ -255,7 +255,10 @@ fn generate_random_and_update_key_description() {
     assert_eq!(kms.describe_key(&c, &r).unwrap().description, "new words");
     let ebs = KeyRef::parse("alias/aws/ebs").unwrap();
     kms.describe_key(&c, &ebs).unwrap();
-    assert!(kms.update_key_description(&c, &ebs, "mine").is_err());
+    assert!(matches!(
+        kms.update_key_description(&c, &ebs, "mine"),
+        Err(AwsError::AccessDenied { .. })
+    ));
     assert!(
         events(&kms)
             .iter()

@@ -195,15 +195,21 @@ fn failed_mutation_changes_nothing_on_disk() {
     let id = KeyRef::parse(&kms.create_key(&root(&kms), &key_req("")).unwrap().key_id).unwrap();
     let path = d.path().join("regions/test-1/keystore.cvks");
     let before = std::fs::read(&path).unwrap();
-    assert!(
-        kms.create_alias(&root(&kms), "alias/aws/mine", &id)
-            .is_err()
-    );
-    assert!(
-        kms.schedule_key_deletion(&root(&kms), &id, Some(3))
-            .is_err()
-    );
-    assert!(kms.cancel_key_deletion(&root(&kms), &id).is_err());
-    assert!(kms.delete_alias(&root(&kms), "alias/none").is_err());
+    assert!(matches!(
+        kms.create_alias(&root(&kms), "alias/aws/mine", &id),
+        Err(AwsError::NotAuthorized { .. })
+    ));
+    assert!(matches!(
+        kms.schedule_key_deletion(&root(&kms), &id, Some(3)),
+        Err(AwsError::Validation { field, .. }) if field == "PendingWindowInDays"
+    ));
+    assert!(matches!(
+        kms.cancel_key_deletion(&root(&kms), &id),
+        Err(AwsError::InvalidState { .. })
+    ));
+    assert!(matches!(
+        kms.delete_alias(&root(&kms), "alias/none"),
+        Err(AwsError::NotFound { .. })
+    ));
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
