@@ -55,30 +55,6 @@ impl DataKeySpec {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::DataKeySpec;
-
-    #[test]
-    fn aws_names_round_trip() {
-        for name in DataKeySpec::AWS_NAMES {
-            let spec = DataKeySpec::from_aws_name(name).expect(name);
-            assert_eq!(spec.aws_name(), Some(name));
-        }
-        assert_eq!(
-            DataKeySpec::from_aws_name("AES_256").map(DataKeySpec::len),
-            Some(32)
-        );
-        assert_eq!(
-            DataKeySpec::from_aws_name("AES_128").map(DataKeySpec::len),
-            Some(16)
-        );
-        assert_eq!(DataKeySpec::from_aws_name("aes_256"), None);
-        assert_eq!(DataKeySpec::from_aws_name("AES_512"), None);
-        assert_eq!(DataKeySpec::Bytes(32).aws_name(), None);
-    }
-}
-
 pub trait KeyBackend: Send + Sync {
     /// A fresh data key, in plaintext and wrapped under `key` with `context` bound.
     fn generate_data_key(
@@ -184,5 +160,29 @@ impl<T: KeyBackend + ?Sized> KeyBackend for Box<T> {
 
     fn retire_volume_service_grant(&self, key: &str, volume: &str) -> Result<()> {
         (**self).retire_volume_service_grant(key, volume)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DataKeySpec;
+
+    #[test]
+    fn aws_names_round_trip() {
+        for name in DataKeySpec::AWS_NAMES {
+            let spec = DataKeySpec::from_aws_name(name).expect(name);
+            assert_eq!(spec.aws_name(), Some(name));
+        }
+        assert_eq!(
+            DataKeySpec::from_aws_name("AES_256").map(DataKeySpec::len),
+            Some(32)
+        );
+        assert_eq!(
+            DataKeySpec::from_aws_name("AES_128").map(DataKeySpec::len),
+            Some(16)
+        );
+        assert_eq!(DataKeySpec::from_aws_name("aes_256"), None);
+        assert_eq!(DataKeySpec::from_aws_name("AES_512"), None);
+        assert_eq!(DataKeySpec::Bytes(32).aws_name(), None);
     }
 }
