@@ -954,3 +954,60 @@ fn secrets_never_leak() {
         }
     }
 }
+
+/// `kms serve --tls-cert/--tls-key` with a file it cannot use: one line naming the flag and
+/// the file, before anything listens. A missing file is an I/O error (11); a file that is
+/// not PEM of the right kind, or whose PEM is broken, is invalid input (6).
+#[test]
+fn unusable_tls_files_are_named() {
+    let env = Env::init();
+    // PEM framing is all that is read before the key: the DER inside need not be valid.
+    let cert = env.file(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    let key = env.file(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
+    let junk = env.file(b"not pem at all\n");
+    let cut_cert = env.file(b"-----BEGIN CERTIFICATE-----\nAAAA\n");
+    let cut_key = env.file(b"-----BEGIN PRIVATE KEY-----\nAAAA\n");
+    let bad_base64 = env.file(b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n");
+    let missing = env.path("missing.pem");
+    let serve = |cert: &std::path::Path, key: &std::path::Path, code: i32| {
+        let (c, k) = (cert.display().to_string(), key.display().to_string());
+        let args = ["kms", "serve", "--listen", "127.0.0.1:0"];
+        env.fail(
+            &[&args[..], &["--tls-cert", &c, "--tls-key", &k]].concat(),
+            code,
+        )
+    };
+    let p = |p: &std::path::Path| p.display().to_string();
+
+    let line = serve(&missing, &key, 11);
+    assert!(
+        line.contains(&format!("cannot read {}", p(&missing))),
+        "{line}"
+    );
+    let line = serve(&cert, &missing, 11);
+    assert!(
+        line.contains(&format!("cannot read {}", p(&missing))),
+        "{line}"
+    );
+
+    // A file with no certificate, a key given as the certificate, broken PEM.
+    for (file, why) in [
+        (&junk, " holds no PEM certificate"),
+        (&key, " holds no PEM certificate"),
+        (&cut_cert, ": section end \"CERTIFICATE\" missing"),
+        (&bad_base64, ": "),
+    ] {
+        let line = serve(file, &key, 6);
+        let want = format!("invalid --tls-cert: {}{why}", p(file));
+        assert!(line.contains(&want), "want {want:?} in {line}");
+    }
+    for (file, why) in [
+        (&junk, " holds no PEM private key"),
+        (&cert, " holds no PEM private key"),
+        (&cut_key, ": section end \"PRIVATE KEY\" missing"),
+    ] {
+        let line = serve(&cert, file, 6);
+        let want = format!("invalid --tls-key: {}{why}", p(file));
+        assert!(line.contains(&want), "want {want:?} in {line}");
+    }
+}

@@ -1545,7 +1545,7 @@ fn a_snapshot_whose_commit_failed_keeps_its_content() {
         blocks: captured,
         exists: Exists::Maybe,
     };
-    if pool.get_snapshot(rec.id.as_str()).unwrap().is_some() {
+    if pool.get_snapshot(&rec.id).unwrap().is_some() {
         let got = read_snapshot(&pool, rec.id.as_str(), &sm).unwrap();
         assert!(
             got[..BS as usize] == *sm.blocks[0],

@@ -47,9 +47,9 @@ pub(super) fn make_line(buf: &mut Vec<u8>, key: &Key256, seq: u64, prev: &Hash) 
     buf.extend_from_slice(b"\"cryptvolChain\":{\"seq\":");
     buf.extend_from_slice(seq.to_string().as_bytes());
     buf.extend_from_slice(b",\"prev\":\"");
-    push_hex(buf, prev);
+    buf.extend_from_slice(hex::encode(prev).as_bytes());
     buf.extend_from_slice(b"\",\"hash\":\"");
-    push_hex(buf, &hash);
+    buf.extend_from_slice(hex::encode(hash).as_bytes());
     buf.extend_from_slice(b"\"}}\n");
     hash
 }
@@ -119,38 +119,14 @@ fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).rposition(|w| w == needle)
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 15)]);
-    }
-}
-
-/// Lowercase hex of a hash, as the files hold it.
-pub(super) fn to_hex(bytes: &Hash) -> String {
-    let mut v = Vec::with_capacity(64);
-    push_hex(&mut v, bytes);
-    String::from_utf8(v).unwrap_or_default()
-}
-
-/// 64 lowercase hex digits to a hash; `None` for anything else.
+/// 64 lowercase hex digits to a hash; `None` for anything else. Uppercase is refused: the
+/// files hold one spelling of each hash (`hex::encode`'s), and the chain covers those bytes.
 pub(super) fn parse_hex(text: &[u8]) -> Option<Hash> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
-    if text.len() != 64 {
+    if text.iter().any(u8::is_ascii_uppercase) {
         return None;
     }
     let mut out = [0u8; 32];
-    for (o, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-        *o = nibble(pair[0])? << 4 | nibble(pair[1])?;
-    }
+    hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
 }
 
@@ -236,7 +212,8 @@ mod tests {
     #[test]
     fn hex_round_trip() {
         let h: Hash = std::array::from_fn(|i| i as u8 * 8);
-        assert_eq!(parse_hex(to_hex(&h).as_bytes()), Some(h));
-        assert_eq!(parse_hex(to_hex(&h).to_uppercase().as_bytes()), None);
+        assert_eq!(parse_hex(hex::encode(h).as_bytes()), Some(h));
+        assert_eq!(parse_hex(hex::encode_upper(h).as_bytes()), None);
+        assert_eq!(parse_hex(hex::encode(&h[..31]).as_bytes()), None);
     }
 }

@@ -62,7 +62,7 @@ impl DigestBody {
         let mut out = self.canonical();
         out.pop();
         out.extend_from_slice(b",\"digestHash\":\"");
-        out.extend_from_slice(chain::to_hex(&hash).as_bytes());
+        out.extend_from_slice(hex::encode(hash).as_bytes());
         out.extend_from_slice(b"\"}\n");
         (out, hash)
     }
@@ -135,7 +135,7 @@ mod tests {
         h.update(canonical.as_bytes());
         assert_eq!(*h.finalize().as_bytes(), hash);
         assert!(text.starts_with(&canonical[..canonical.len() - 1]));
-        assert!(text.ends_with(&format!(",\"digestHash\":\"{}\"}}\n", chain::to_hex(&hash))));
+        assert!(text.ends_with(&format!(",\"digestHash\":\"{}\"}}\n", hex::encode(hash))));
         let back = Digest::parse(&bytes).unwrap();
         assert_eq!(back.body, body());
         assert!(back.is_authentic(&key));

@@ -367,7 +367,7 @@ fn seal_active(c: &mut Cache, cfg: &Config, now: i64) -> Result<SealSummary> {
         last_seq,
         event_count: (last_seq + 1).saturating_sub(a.first_seq),
         log_file_blake3: blake3::hash(&bytes).to_hex().to_string(),
-        last_event_hash: chain::to_hex(&c.last_hash),
+        last_event_hash: hex::encode(c.last_hash),
         previous_digest_hash: previous,
         sealed_at: format_time(now),
     };
@@ -382,7 +382,7 @@ fn seal_active(c: &mut Cache, cfg: &Config, now: i64) -> Result<SealSummary> {
         first_seq: body.first_seq,
         last_seq,
         event_count: body.event_count,
-        digest_hash: chain::to_hex(&hash),
+        digest_hash: hex::encode(hash),
     })
 }
 

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 use super::Config;
 use super::args::{binary_value, encryption_context, key_ref, tag, text_value};
@@ -12,14 +13,6 @@ use super::kms_ops::PageArgs;
 use crate::kms::{CreateKeyRequest, DataKeySpec};
 use crate::policy;
 use crate::sys::fsio;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum KeySpecArg {
-    #[value(name = "AES_256")]
-    Aes256,
-    #[value(name = "AES_128")]
-    Aes128,
-}
 
 #[derive(Debug, Subcommand)]
 pub enum KmsCommand {
@@ -299,8 +292,8 @@ pub enum KmsCommand {
 pub struct DataKeyArgs {
     #[arg(long)]
     key_id: String,
-    #[arg(long, value_enum, conflicts_with = "number_of_bytes")]
-    key_spec: Option<KeySpecArg>,
+    #[arg(long, conflicts_with = "number_of_bytes", value_parser = key_spec_name())]
+    key_spec: Option<DataKeySpec>,
     /// 1..1024
     #[arg(long)]
     number_of_bytes: Option<usize>,
@@ -320,8 +313,7 @@ pub struct DataKeyArgs {
 impl DataKeyArgs {
     fn spec(&self) -> Result<DataKeySpec, CliError> {
         match (self.key_spec, self.number_of_bytes) {
-            (Some(KeySpecArg::Aes256), None) => Ok(DataKeySpec::Aes256),
-            (Some(KeySpecArg::Aes128), None) => Ok(DataKeySpec::Aes128),
+            (Some(spec), None) => Ok(spec),
             (None, Some(n)) => Ok(DataKeySpec::Bytes(n)),
             _ => Err(CliError::bad(
                 "--key-spec / --number-of-bytes",
@@ -329,6 +321,12 @@ impl DataKeyArgs {
             )),
         }
     }
+}
+
+/// `--key-spec`: one of AWS's `KeySpec` names (clap lists them in the help and in its error).
+fn key_spec_name() -> impl TypedValueParser<Value = DataKeySpec> {
+    PossibleValuesParser::new(DataKeySpec::AWS_NAMES)
+        .map(|name: String| DataKeySpec::from_aws_name(&name).expect("a listed name"))
 }
 
 /// Writes bytes to a file the user named, atomically, mode 0600.

@@ -27,7 +27,7 @@ use crate::snapshot::{PendingCopy, RegionOwners, SnapshotOwners, SnapshotRecord}
 use crate::volume::check::OwnerRecords;
 use crate::volume::check::{CheckReport, RepairReport};
 use crate::volume::error::{Result, VolumeError};
-use crate::volume::ids::{SlotNo, format_size};
+use crate::volume::ids::{SlotNo, SnapshotId, format_size};
 use crate::volume::{OpenVolume, Pool, VolumeHeader, VolumeId};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -135,6 +135,14 @@ impl PoolOwner {
             name: name.into(),
             region: self.region.to_string(),
         }
+    }
+
+    /// Snapshot `id` (as the pool's key) and its record, or "not found".
+    fn existing_snapshot(&self, id: &str) -> Result<(SnapshotId, SnapshotRecord)> {
+        let not_found = || self.not_found(format!("snapshot {id}"));
+        let sid = SnapshotId::parse(id).ok_or_else(not_found)?;
+        let rec = self.get_snapshot(id)?.ok_or_else(not_found)?;
+        Ok((sid, rec))
     }
 
     fn existing_volume(&self, id: &VolumeId) -> Result<VolumeHeader> {
@@ -297,7 +305,7 @@ impl Catalog for PoolOwner {
         match self.open_volume(volume) {
             Some(v) => {
                 let _quiet = v.quiesce();
-                let r = self.pool.create_snapshot(&h, rec.id.as_str(), &bytes);
+                let r = self.pool.create_snapshot(&h, &rec.id, &bytes);
                 // Whatever the result: a snapshot whose commit returned an error may still
                 // exist (redb's sync failed after its pages were written), and chunks not
                 // marked shared would then be written in place under it. "Shared" when
@@ -305,7 +313,7 @@ impl Catalog for PoolOwner {
                 v.mark_all_shared();
                 r
             }
-            None => self.pool.create_snapshot(&h, rec.id.as_str(), &bytes),
+            None => self.pool.create_snapshot(&h, &rec.id, &bytes),
         }
     }
 
@@ -318,27 +326,31 @@ impl Catalog for PoolOwner {
     }
 
     fn get_snapshot(&self, id: &str) -> Result<Option<SnapshotRecord>> {
+        // A string that is not a snapshot id names no snapshot.
+        let Some(id) = SnapshotId::parse(id) else {
+            return Ok(None);
+        };
         self.pool
-            .get_snapshot(id)?
-            .map(|b| SnapshotRecord::decode(&b).map_err(|e| crate::volume::record::named(e, id)))
+            .get_snapshot(&id)?
+            .map(|b| {
+                SnapshotRecord::decode(&b).map_err(|e| crate::volume::record::named(e, id.as_str()))
+            })
             .transpose()
     }
 
     fn delete_snapshot(&self, id: &str) -> Result<()> {
         let _g = self.locks.take(&[id]);
-        let rec = self
-            .get_snapshot(id)?
-            .ok_or_else(|| self.not_found(format!("snapshot {id}")))?;
+        let (sid, rec) = self.existing_snapshot(id)?;
         // A lease of a copy into this pool that is no longer in progress protects nothing
         // (its command died between finishing and releasing it, or before starting).
         let owners = RegionOwners(self.region.as_str());
-        for holder in self.pool.leases(id)? {
+        for holder in self.pool.leases(&sid)? {
             let copy = holder.split_once('/').map_or(holder.as_str(), |(_, c)| c);
             if owners.local_holder(&holder) && self.pending_record(copy)?.is_none() {
-                self.pool.release_lease(id, &holder)?;
+                self.pool.release_lease(&sid, &holder)?;
             }
         }
-        self.pool.delete_snapshot(id, rec.volume.chunk_shift)?;
+        self.pool.delete_snapshot(&sid, rec.volume.chunk_shift)?;
         // Copies of it in this pool that never leased it (their command died before)
         // can never finish: abandon them rather than keep their chunks for ever.
         for (owner, p) in self.pending()? {
@@ -352,9 +364,7 @@ impl Catalog for PoolOwner {
     /// A new volume `h` sharing every slot of snapshot `snap` (copy-on-write restore).
     fn restore_volume(&self, snap: &str, h: &VolumeHeader) -> Result<()> {
         let _g = self.locks.take(&[snap, h.id.as_str()]);
-        let rec = self
-            .get_snapshot(snap)?
-            .ok_or_else(|| self.not_found(format!("snapshot {snap}")))?;
+        let (sid, rec) = self.existing_snapshot(snap)?;
         // The new map shares the snapshot's slots: it must be of the same chunk size and
         // reach every chunk of it.
         if h.chunk_shift != rec.volume.chunk_shift || h.size < rec.volume.size {
@@ -366,7 +376,7 @@ impl Catalog for PoolOwner {
                 ),
             ));
         }
-        self.pool.restore_volume(snap, h)
+        self.pool.restore_volume(&sid, h)
     }
 
     fn load_map(&self, owner: &str) -> Result<Vec<(u64, SlotNo)>> {
@@ -375,16 +385,25 @@ impl Catalog for PoolOwner {
 
     fn take_lease(&self, snap: &str, holder: &str) -> Result<()> {
         let _g = self.locks.take(&[snap]);
-        self.pool.take_lease(snap, holder)
+        let id =
+            SnapshotId::parse(snap).ok_or_else(|| self.not_found(format!("snapshot {snap}")))?;
+        self.pool.take_lease(&id, holder)
     }
 
     fn leases(&self, snap: &str) -> Result<Vec<String>> {
-        self.pool.leases(snap)
+        match SnapshotId::parse(snap) {
+            Some(id) => self.pool.leases(&id),
+            None => Ok(vec![]),
+        }
     }
 
     fn release_lease(&self, snap: &str, holder: &str) -> Result<()> {
         let _g = self.locks.take(&[snap]);
-        self.pool.release_lease(snap, holder)
+        match SnapshotId::parse(snap) {
+            Some(id) => self.pool.release_lease(&id, holder),
+            // No lease can name it: releasing one that does not exist is a no-op.
+            None => Ok(()),
+        }
     }
 
     /// Copies in progress: (destination id, record).

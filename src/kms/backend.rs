@@ -34,6 +34,25 @@ impl DataKeySpec {
     pub fn is_empty(self) -> bool {
         self.len() == 0
     }
+
+    /// AWS's `KeySpec` values, as the API, the AWS CLI and `cryptvol kms` spell them.
+    pub const AWS_NAMES: [&'static str; 2] = ["AES_256", "AES_128"];
+
+    /// The `KeySpec` value of a named size; `None` for a byte count (`NumberOfBytes`).
+    pub fn aws_name(self) -> Option<&'static str> {
+        match self {
+            DataKeySpec::Aes256 => Some("AES_256"),
+            DataKeySpec::Aes128 => Some("AES_128"),
+            DataKeySpec::Bytes(_) => None,
+        }
+    }
+
+    /// The size a `KeySpec` value names; `None` for any other text (names are case-sensitive).
+    pub fn from_aws_name(name: &str) -> Option<Self> {
+        [DataKeySpec::Aes256, DataKeySpec::Aes128]
+            .into_iter()
+            .find(|s| s.aws_name() == Some(name))
+    }
 }
 
 pub trait KeyBackend: Send + Sync {
@@ -141,5 +160,29 @@ impl<T: KeyBackend + ?Sized> KeyBackend for Box<T> {
 
     fn retire_volume_service_grant(&self, key: &str, volume: &str) -> Result<()> {
         (**self).retire_volume_service_grant(key, volume)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DataKeySpec;
+
+    #[test]
+    fn aws_names_round_trip() {
+        for name in DataKeySpec::AWS_NAMES {
+            let spec = DataKeySpec::from_aws_name(name).expect(name);
+            assert_eq!(spec.aws_name(), Some(name));
+        }
+        assert_eq!(
+            DataKeySpec::from_aws_name("AES_256").map(DataKeySpec::len),
+            Some(32)
+        );
+        assert_eq!(
+            DataKeySpec::from_aws_name("AES_128").map(DataKeySpec::len),
+            Some(16)
+        );
+        assert_eq!(DataKeySpec::from_aws_name("aes_256"), None);
+        assert_eq!(DataKeySpec::from_aws_name("AES_512"), None);
+        assert_eq!(DataKeySpec::Bytes(32).aws_name(), None);
     }
 }

@@ -87,7 +87,7 @@ impl Keystore {
             created,
             origin,
             sealed,
-            material_id: Some(hex(&crate::crypto::random::array::<32>())),
+            material_id: Some(hex::encode(crate::crypto::random::array::<32>())),
         }
     }
 
@@ -220,10 +220,6 @@ impl Keystore {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Gives every version written before `material_id` was kept a stable one: a keyed hash
 /// (blake3 derive_key) of the root key, the key id and the version number. It depends on
 /// nothing of the material, so it reveals nothing about it, and it stays the same at every
@@ -237,7 +233,7 @@ fn fill_material_ids(body: &mut KeystoreBody, root: &Key256) {
                 &[root.expose(), id.as_bytes(), &v.number.to_le_bytes()],
                 &mut out,
             );
-            v.material_id = Some(hex(&out));
+            v.material_id = Some(hex::encode(out));
         }
     }
 }
@@ -314,7 +310,7 @@ mod tests {
         }
         assert_ne!(ids[0], ids[1]);
         // Nothing of the material: not its bytes, not its hex.
-        let m = hex(ks.material(&id, 1).unwrap().expose());
+        let m = hex::encode(ks.material(&id, 1).unwrap().expose());
         assert_ne!(ids[0], m);
         // A keystore from before the field: the id is derived, the same at every load.
         for v in &mut ks.body.keys.get_mut(&id).unwrap().versions {

@@ -267,10 +267,9 @@ impl KeyBackend for RemoteKms {
     ) -> Result<GenerateDataKeyResponse> {
         let mut body =
             json!({ "KeyId": key.to_string(), "EncryptionContext": context_json(context) });
-        match spec {
-            DataKeySpec::Aes256 => body["KeySpec"] = "AES_256".into(),
-            DataKeySpec::Aes128 => body["KeySpec"] = "AES_128".into(),
-            DataKeySpec::Bytes(n) => body["NumberOfBytes"] = n.into(),
+        match spec.aws_name() {
+            Some(name) => body["KeySpec"] = name.into(),
+            None => body["NumberOfBytes"] = spec.len().into(),
         }
         let mut v = self.call("GenerateDataKey", &body)?;
         let plaintext = SecretBytes::new(blob_field(&v, "Plaintext", &self.endpoint)?);

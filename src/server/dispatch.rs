@@ -99,12 +99,13 @@ fn context(ctx: Option<BTreeMap<String, String>>) -> Result<EncryptionContext, F
 
 fn spec(key_spec: Option<&str>, bytes: Option<usize>) -> Result<DataKeySpec, Failure> {
     match (key_spec, bytes) {
-        (Some("AES_256"), None) => Ok(DataKeySpec::Aes256),
-        (Some("AES_128"), None) => Ok(DataKeySpec::Aes128),
+        (Some(name), None) => DataKeySpec::from_aws_name(name).ok_or_else(|| {
+            input(format!(
+                "KeySpec '{name}' is not one of {}",
+                DataKeySpec::AWS_NAMES.join(", ")
+            ))
+        }),
         (None, Some(n)) => Ok(DataKeySpec::Bytes(n)),
-        (Some(other), None) => Err(input(format!(
-            "KeySpec '{other}' is not one of AES_256, AES_128"
-        ))),
         _ => Err(input("give exactly one of KeySpec or NumberOfBytes")),
     }
 }

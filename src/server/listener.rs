@@ -13,6 +13,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::ServeArgs;
 use super::body::{self, BodyError, InFlight, ZBody};
@@ -29,24 +31,23 @@ fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAccept
     let read =
         |p: &std::path::Path| std::fs::read(p).map_err(|e| AwsError::io("cannot read", p, e));
     let cert_pem = read(cert)?;
-    let key_pem = read(key)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    let key_pem = zeroize::Zeroizing::new(read(key)?);
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| AwsError::validation("--tls-cert", format!("{}: {e}", cert.display())))?;
+        .map_err(|e| AwsError::validation("--tls-cert", pem_problem(cert, &e)))?;
     if certs.is_empty() {
         return Err(AwsError::validation(
             "--tls-cert",
             format!("{} holds no PEM certificate", cert.display()),
         ));
     }
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| AwsError::validation("--tls-key", format!("{}: {e}", key.display())))?
-        .ok_or_else(|| {
-            AwsError::validation(
-                "--tls-key",
-                format!("{} holds no PEM private key", key.display()),
-            )
-        })?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        let message = match e {
+            pem::Error::NoItemsFound => format!("{} holds no PEM private key", key.display()),
+            e => pem_problem(key, &e),
+        };
+        AwsError::validation("--tls-key", message)
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -54,6 +55,23 @@ fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAccept
         .map_err(|e| AwsError::validation("--tls-cert/--tls-key", e.to_string()))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// What is wrong in the PEM file at `path`, with the markers as text (the PEM error's own
+/// message shows them as lists of bytes).
+fn pem_problem(path: &std::path::Path, e: &pem::Error) -> String {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let problem = match e {
+        pem::Error::MissingSectionEnd { end_marker } => {
+            format!("section end {:?} missing", text(end_marker))
+        }
+        pem::Error::IllegalSectionStart { line } => {
+            format!("illegal section start: {:?}", text(line))
+        }
+        pem::Error::Base64Decode(e) => e.clone(),
+        e => e.to_string(),
+    };
+    format!("{}: {problem}", path.display())
 }
 
 /// Reads the body (up to the limit, within the body timeout) and answers on the blocking

@@ -38,7 +38,7 @@ fn temp_sibling(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
     let tag: [u8; 6] = crate::crypto::random::array();
-    let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    let tag = hex::encode(tag);
     parent_of(path).join(format!(".{name}.tmp-{}-{tag}", std::process::id()))
 }
 

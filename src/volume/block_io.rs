@@ -645,8 +645,12 @@ mod tests {
         v.write(0, &old).unwrap();
         v.flush().unwrap();
         let before = pool.load_map(h.id.as_str()).unwrap();
-        pool.create_snapshot(&h, "snap-00000000000000001", b"record")
-            .unwrap();
+        pool.create_snapshot(
+            &h,
+            &"snap-00000000000000001".to_string().try_into().unwrap(),
+            b"record",
+        )
+        .unwrap();
         v.mark_all_shared();
         v.write(4096, &[0x44u8; 100]).unwrap();
         v.flush().unwrap();

@@ -1300,7 +1300,7 @@ mod tests {
             id: VolumeId::parse("vol-0123456789abcdef0").unwrap(),
             ..a.clone()
         };
-        pool.create_snapshot(&a, &snap, &snap_header.encode())
+        pool.create_snapshot(&a, &snap.clone().try_into().unwrap(), &snap_header.encode())
             .unwrap();
         let snap_data = read_all(&pool, &a);
         {
@@ -1471,7 +1471,8 @@ mod tests {
             id: VolumeId::random(),
             ..f.a.clone()
         };
-        pool.restore_volume(&f.snap, &restored).unwrap();
+        pool.restore_volume(&f.snap.clone().try_into().unwrap(), &restored)
+            .unwrap();
         assert_eq!(read_all(&pool, &restored), f.snap_data);
         // And writing after the repair allocates without disturbing either.
         let c = volume_with_data(&pool, 4 * CHUNK, 3, 77);

@@ -1,5 +1,5 @@
-//! Names and units of the volume layer: volume and snapshot ids, block and chunk numbers,
-//! and human sizes (`10G`).
+//! Names and units of the volume layer: volume and snapshot ids, pool slot numbers, and
+//! human sizes (`10G`).
 
 use std::fmt;
 
@@ -18,8 +18,9 @@ fn is_id(s: &str, prefix: &str) -> bool {
 
 fn random_hex17() -> String {
     let b: [u8; 9] = crate::crypto::random::array();
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    hex[..17].to_string()
+    let mut digits = hex::encode(b);
+    digits.truncate(17);
+    digits
 }
 
 /// An EBS-style id: a prefix followed by 17 lowercase hex digits.
@@ -78,14 +79,6 @@ prefixed_id!(
     /// `snap-` followed by 17 hex digits, as EBS.
     SnapshotId, "snap-", "snapshot id"
 );
-
-/// Block number within a volume: byte offset / 4096. It is also the XTS tweak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BlockNo(pub u64);
-
-/// Chunk number within a volume: byte offset / chunk size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ChunkNo(pub u64);
 
 /// Index of a chunk-sized slot in a pool data file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

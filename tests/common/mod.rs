@@ -149,11 +149,6 @@ pub fn assert_one_error_line(cmd: &str, stderr: &str) {
     }
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub fn b64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }
@@ -168,8 +163,8 @@ pub fn unb64(s: &str) -> Vec<u8> {
 /// Every printable spelling of `secret` a careless program might emit.
 pub fn spellings(secret: &[u8]) -> Vec<String> {
     let mut v = vec![
-        hex(secret),
-        hex(secret).to_uppercase(),
+        hex::encode(secret),
+        hex::encode_upper(secret),
         STANDARD.encode(secret),
         STANDARD_NO_PAD.encode(secret),
         URL_SAFE.encode(secret),
@@ -178,7 +173,7 @@ pub fn spellings(secret: &[u8]) -> Vec<String> {
     ];
     // A prefix long enough to be unmistakable also counts (truncated dumps).
     if secret.len() >= 16 {
-        v.push(hex(&secret[..12]));
+        v.push(hex::encode(&secret[..12]));
         v.push(STANDARD_NO_PAD.encode(&secret[..12]));
     }
     v

@@ -349,22 +349,6 @@ pub(crate) fn constraint_type(c: &GrantConstraint) -> &'static str {
     }
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
-    s.len()
-        .is_multiple_of(2)
-        .then(|| {
-            (0..s.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-                .collect()
-        })
-        .flatten()
-}
-
 /// `kms:GrantIsForAWSResource`: the call came through an AWS service.
 pub(crate) fn for_aws_resource(caller: &Caller) -> &'static str {
     if caller.via_service.is_some() {

@@ -228,7 +228,7 @@ impl EmbeddedKms {
         let mut b = Vec::with_capacity(TOKEN_LEN);
         b.extend_from_slice(TOKEN_MAGIC);
         b.extend_from_slice(key.as_bytes());
-        b.extend_from_slice(&unhex(grant_id).expect("grant ids are hex"));
+        b.extend_from_slice(&hex::decode(grant_id).expect("grant ids are hex"));
         b.extend_from_slice(&crate::crypto::random::array::<16>());
         let mac = blake3::keyed_hash(self.grant_token_key().expose(), &b);
         b.extend_from_slice(&mac.as_bytes()[..TOKEN_MAC_LEN]);
@@ -259,7 +259,7 @@ impl EmbeddedKms {
             return Err(bad());
         }
         let key = KeyId::from_bytes(body[4..20].try_into().expect("16 bytes"));
-        Ok((key, hex(&body[20..52])))
+        Ok((key, hex::encode(&body[20..52])))
     }
 
     /// Checks a request's `GrantTokens`: at most 10, each 1..8192 characters and issued
@@ -426,7 +426,7 @@ impl EmbeddedKms {
                 Some(g) => g.id.clone(),
                 None => {
                     check_grant_limit(list, &self.arn(&id))?;
-                    let grant_id = hex(&crate::crypto::random::array::<32>());
+                    let grant_id = hex::encode(crate::crypto::random::array::<32>());
                     list.push(GrantRecord {
                         id: grant_id.clone(),
                         name: req.name.clone(),

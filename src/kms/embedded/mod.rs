@@ -1051,10 +1051,9 @@ impl EmbeddedKms {
         let call = Call::new(name, true)
             .param("keyId", r.to_string())
             .context("encryptionContext", ctx);
-        match spec {
-            DataKeySpec::Aes256 => call.param("keySpec", "AES_256"),
-            DataKeySpec::Aes128 => call.param("keySpec", "AES_128"),
-            DataKeySpec::Bytes(n) => call.param("numberOfBytes", n),
+        match spec.aws_name() {
+            Some(name) => call.param("keySpec", name),
+            None => call.param("numberOfBytes", spec.len()),
         }
     }
 

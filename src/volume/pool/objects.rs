@@ -7,7 +7,7 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use super::{Pool, lock};
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::header::VolumeHeader;
-use crate::volume::ids::{SlotNo, VolumeId};
+use crate::volume::ids::{SlotNo, SnapshotId, VolumeId};
 use crate::volume::record::named;
 use crate::volume::tables::{FREE, LEASES, MAPS, PENDING, REFS, SNAPSHOTS, VOLUMES};
 
@@ -38,7 +38,7 @@ impl Pool {
 
     /// Stores a new volume, empty or (`share_from`) with every slot of that map shared,
     /// in one transaction.
-    fn add_volume(&self, h: &VolumeHeader, share_from: Option<&str>) -> Result<()> {
+    fn add_volume(&self, h: &VolumeHeader, share_from: Option<&SnapshotId>) -> Result<()> {
         let _c = lock(&self.commit_lock);
         if !h.name.is_empty()
             && let Some(other) = self.list_volumes()?.into_iter().find(|o| o.name == h.name)
@@ -62,13 +62,13 @@ impl Pool {
         if let Some(from) = share_from {
             // In the same transaction: a snapshot deleted a moment ago is not restored
             // as an empty volume.
-            if w.open_table(SNAPSHOTS)?.get(from)?.is_none() {
+            if w.open_table(SNAPSHOTS)?.get(from.as_str())?.is_none() {
                 return Err(VolumeError::NotFound {
                     name: format!("snapshot {from}"),
                     region: h.region.to_string(),
                 });
             }
-            clone_map(&w, from, h.id.as_str(), h.chunk_shift)?;
+            clone_map(&w, from.as_str(), h.id.as_str(), h.chunk_shift)?;
         }
         w.commit()?;
         Ok(())
@@ -113,7 +113,12 @@ impl Pool {
     /// volume's committed map, sharing every slot (one more reference each). Pending
     /// writes are committed first, so the snapshot holds everything acknowledged before
     /// it. The caller keeps writers out for the duration (see `OpenVolume::quiesce`).
-    pub fn create_snapshot(&self, vol: &VolumeHeader, snap_id: &str, record: &[u8]) -> Result<()> {
+    pub fn create_snapshot(
+        &self,
+        vol: &VolumeHeader,
+        snap_id: &SnapshotId,
+        record: &[u8],
+    ) -> Result<()> {
         self.commit()?;
         let _c = lock(&self.commit_lock);
         let w = self.begin_write()?;
@@ -125,26 +130,26 @@ impl Pool {
         }
         {
             let mut snaps = w.open_table(SNAPSHOTS)?;
-            if snaps.get(snap_id)?.is_some() {
+            if snaps.get(snap_id.as_str())?.is_some() {
                 return Err(VolumeError::invalid(
                     "snapshot id",
                     format!("{snap_id} exists"),
                 ));
             }
-            snaps.insert(snap_id, record)?;
+            snaps.insert(snap_id.as_str(), record)?;
         }
-        clone_map(&w, vol.id.as_str(), snap_id, vol.chunk_shift)?;
+        clone_map(&w, vol.id.as_str(), snap_id.as_str(), vol.chunk_shift)?;
         w.commit()?;
         Ok(())
     }
 
     /// Deletes a snapshot; slots no volume or other snapshot uses are freed.
-    pub fn delete_snapshot(&self, snap_id: &str, chunk_shift: u8) -> Result<()> {
+    pub fn delete_snapshot(&self, snap_id: &SnapshotId, chunk_shift: u8) -> Result<()> {
         self.commit()?;
         let c = lock(&self.commit_lock);
         let w = self.begin_write()?;
         // Checked in the transaction that deletes: no lease can be taken in between.
-        if let Some((holder, _)) = leases_in(&w.open_table(LEASES)?, snap_id)?
+        if let Some((holder, _)) = leases_in(&w.open_table(LEASES)?, snap_id.as_str())?
             .into_iter()
             .next()
         {
@@ -160,8 +165,8 @@ impl Pool {
                 hint,
             });
         }
-        let freed = drop_map(&w, snap_id, chunk_shift)?;
-        w.open_table(SNAPSHOTS)?.remove(snap_id)?;
+        let freed = drop_map(&w, snap_id.as_str(), chunk_shift)?;
+        w.open_table(SNAPSHOTS)?.remove(snap_id.as_str())?;
         w.commit()?;
         drop(c);
         self.release_freed(freed);
@@ -169,7 +174,7 @@ impl Pool {
     }
 
     /// A new volume sharing every slot of a snapshot (copy-on-write restore).
-    pub fn restore_volume(&self, snap_id: &str, h: &VolumeHeader) -> Result<()> {
+    pub fn restore_volume(&self, snap_id: &SnapshotId, h: &VolumeHeader) -> Result<()> {
         self.add_volume(h, Some(snap_id))
     }
 
@@ -280,14 +285,14 @@ impl Pool {
         Ok(out)
     }
 
-    pub fn get_snapshot(&self, snap_id: &str) -> Result<Option<Vec<u8>>> {
+    pub fn get_snapshot(&self, snap_id: &SnapshotId) -> Result<Option<Vec<u8>>> {
         let r = self.db()?.begin_read()?;
         let t = match r.open_table(SNAPSHOTS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        Ok(t.get(snap_id)?.map(|v| v.value().to_vec()))
+        Ok(t.get(snap_id.as_str())?.map(|v| v.value().to_vec()))
     }
 
     /// Bytes of pool data referenced by a volume's committed map.
@@ -300,35 +305,36 @@ impl Pool {
     /// Records durably that `holder` (a copy, named "<region>/<owner id>") reads
     /// `snap_id`, which then cannot be deleted until [`Pool::release_lease`]. Taking the
     /// same lease again is a no-op (a resumed copy).
-    pub fn take_lease(&self, snap_id: &str, holder: &str) -> Result<()> {
+    pub fn take_lease(&self, snap_id: &SnapshotId, holder: &str) -> Result<()> {
         let _c = lock(&self.commit_lock);
         let w = self.begin_write()?;
-        if w.open_table(SNAPSHOTS)?.get(snap_id)?.is_none() {
+        if w.open_table(SNAPSHOTS)?.get(snap_id.as_str())?.is_none() {
             return Err(VolumeError::NotFound {
                 name: format!("snapshot {snap_id}"),
                 region: String::new(),
             });
         }
-        w.open_table(LEASES)?.insert((snap_id, holder), &[][..])?;
+        w.open_table(LEASES)?
+            .insert((snap_id.as_str(), holder), &[][..])?;
         w.commit()?;
         Ok(())
     }
 
     /// Ends a lease (the copy finished or was abandoned). Releasing one that does not
     /// exist is a no-op.
-    pub fn release_lease(&self, snap_id: &str, holder: &str) -> Result<()> {
+    pub fn release_lease(&self, snap_id: &SnapshotId, holder: &str) -> Result<()> {
         let _c = lock(&self.commit_lock);
         let w = self.begin_write()?;
-        w.open_table(LEASES)?.remove((snap_id, holder))?;
+        w.open_table(LEASES)?.remove((snap_id.as_str(), holder))?;
         w.commit()?;
         Ok(())
     }
 
     /// The holders of leases on `snap_id`.
-    pub fn leases(&self, snap_id: &str) -> Result<Vec<String>> {
+    pub fn leases(&self, snap_id: &SnapshotId) -> Result<Vec<String>> {
         let r = self.db()?.begin_read()?;
         match r.open_table(LEASES) {
-            Ok(t) => Ok(leases_in(&t, snap_id)?
+            Ok(t) => Ok(leases_in(&t, snap_id.as_str())?
                 .into_iter()
                 .map(|(h, _)| h)
                 .collect()),

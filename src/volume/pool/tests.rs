@@ -14,7 +14,7 @@ use crate::aws::Region;
 use crate::crypto::xts::Xts;
 use crate::volume::OpenVolume;
 use crate::volume::header::{KeySource, VolumeHeader};
-use crate::volume::ids::{SlotNo, VolumeId};
+use crate::volume::ids::{SlotNo, SnapshotId, VolumeId};
 use crate::volume::storage::BlockStore;
 
 type Hook = Arc<dyn Fn(&'static str, u64) + Send + Sync>;
@@ -281,8 +281,12 @@ fn leaked_slots() {
         let v = OpenVolume::open(pool.clone(), &h, xts()).unwrap();
         v.write(0, &[1u8; 8192]).unwrap();
         v.flush().unwrap();
-        pool.create_snapshot(&h, "snap-00000000000000001", b"r")
-            .unwrap();
+        pool.create_snapshot(
+            &h,
+            &SnapshotId::parse("snap-00000000000000001").unwrap(),
+            b"r",
+        )
+        .unwrap();
         v.mark_all_shared();
         // A writer in the middle of a first write and of a copy-on-write...
         let _first = pool.reserve(SHIFT).unwrap();
@@ -331,7 +335,9 @@ fn concurrent_commits_never_split_a_change() {
                         match x % 7 {
                             0 => v.discard(chunk << SHIFT, 1 << SHIFT).unwrap(),
                             1 if t == 0 && i % 50 == 0 => {
-                                let id = format!("snap-{:017x}", round * 1000 + i);
+                                let id =
+                                    SnapshotId::parse(&format!("snap-{:017x}", round * 1000 + i))
+                                        .unwrap();
                                 let _q = v.quiesce();
                                 pool.create_snapshot(&h, &id, b"r").unwrap();
                                 v.mark_all_shared();
