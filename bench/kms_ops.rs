@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use cryptvol::iam::Caller;
 use cryptvol::iam::Identity;
-use cryptvol::kms::{
-    CreateKeyRequest, DataKeySpec, EmbeddedKms, EncryptionContext, KeyRef, region,
-};
+use cryptvol::kms::{CreateKeyRequest, DataKeySpec, EmbeddedKms, EncryptionContext, KeyRef};
 use cryptvol::sys::clock::Clock;
 
 fn measure(name: &str, min_time: Duration, mut op: impl FnMut()) -> f64 {
@@ -42,7 +40,7 @@ fn measure(name: &str, min_time: Duration, mut op: impl FnMut()) -> f64 {
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let reg = cryptvol::aws::Region::parse("bench-1").unwrap();
-    let out = region::init(dir.path(), &reg, None, 0).expect("init");
+    let out = cryptvol::kms::init::init(dir.path(), &reg, None, 0).expect("init");
     let mut no_pass = || unreachable!("key-file region");
     let kms = EmbeddedKms::open_region(dir.path(), &out.config.region, &mut no_pass, Clock::System)
         .expect("open");

@@ -18,6 +18,7 @@ pub mod audit;
 pub mod aws;
 pub mod cli;
 pub mod crypto;
+pub mod datadir;
 pub mod format_version;
 pub mod fuse;
 pub mod iam;

@@ -101,9 +101,9 @@ pub fn key_ref(value: &str) -> Result<KeyRef, CliError> {
     Ok(KeyRef::parse(value)?)
 }
 
-/// A passphrase from a file (`kms::region::read_passphrase_file`), with the CLI's errors.
+/// A passphrase from a file (`kms::datadir::read_passphrase_file`), with the CLI's errors.
 pub fn passphrase_from_file(path: &Path) -> Result<SecretBytes, CliError> {
-    crate::kms::region::read_passphrase_file(path).map_err(|e| match e {
+    crate::datadir::read_passphrase_file(path).map_err(|e| match e {
         AwsError::PassphraseFile { path, source } => CliError::InputFile { path, source },
         AwsError::Validation { message, .. } => CliError::bad("--passphrase-file", message),
         other => other.into(),

@@ -59,7 +59,7 @@ pub struct MountArgs {
 }
 
 fn log_dir(cfg: &Config) -> PathBuf {
-    cfg.region_dir().path.join("logs")
+    cfg.region_dir().logs_dir()
 }
 
 /// The volume and its data key, unwrapped once (envelope encryption: one KMS call).
@@ -265,14 +265,15 @@ pub fn attach(cfg: &Config, a: AttachArgs) -> Result<(), CliError> {
 /// The regions of the data dir (the directories under `<data dir>/regions/` named as
 /// regions), this command's region first, whether initialised or not.
 fn regions_of(cfg: &Config) -> Vec<Region> {
-    let mut all: Vec<Region> = std::fs::read_dir(cfg.data_dir.join("regions"))
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| Region::parse(e.file_name().to_str()?).ok())
-        .filter(|r| *r != cfg.region)
-        .collect();
+    let mut all: Vec<Region> =
+        std::fs::read_dir(crate::datadir::DataDir::new(&cfg.data_dir).regions_dir())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| Region::parse(e.file_name().to_str()?).ok())
+            .filter(|r| *r != cfg.region)
+            .collect();
     all.sort();
     all.insert(0, cfg.region.clone());
     all
@@ -397,7 +398,7 @@ pub fn mount(cfg: &Config, m: MountArgs) -> Result<(), CliError> {
         }
         .into());
     }
-    let attach_dir = mount::attach_dir(&region, h.id.as_str());
+    let attach_dir = region.attach_dir(h.id.as_str());
     fsio::create_private_dir(&attach_dir)
         .map_err(|e| VolumeError::io("cannot create", &attach_dir, e))?;
     let mut rec = MountRecord {

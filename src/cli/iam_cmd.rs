@@ -7,8 +7,8 @@ use clap::Subcommand;
 use super::Config;
 use super::args::text_value;
 use super::exit::CliError;
+use crate::datadir;
 use crate::iam::{EntityKind, Identity, IdentityStore};
-use crate::kms::region;
 
 #[derive(Debug, Subcommand)]
 pub enum IamCommand {
@@ -147,7 +147,7 @@ impl Iam {
 pub fn run(cfg: &Config, cmd: IamCommand) -> Result<(), CliError> {
     use EntityKind::{Role, User};
     use IamCommand::*;
-    let store = IdentityStore::new(&cfg.data_dir, region::read_account_id(&cfg.data_dir)?);
+    let store = IdentityStore::new(&cfg.data_dir, datadir::read_account_id(&cfg.data_dir)?);
     let caller = store.resolve_profile(cfg.profile.as_deref())?;
     let iam = Iam { store, caller };
     let s = &iam.store;

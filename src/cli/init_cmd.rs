@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::Config;
 use super::args::passphrase_from_file;
 use super::exit::CliError;
-use crate::kms::region::{self, RootKeySource};
+use crate::datadir::RootKeySource;
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -24,7 +24,7 @@ pub fn run(cfg: &Config) -> Result<(), CliError> {
         .as_deref()
         .map(passphrase_from_file)
         .transpose()?;
-    let out = region::init(&cfg.data_dir, &cfg.region, passphrase, cfg.clock.now())?;
+    let out = crate::kms::init::init(&cfg.data_dir, &cfg.region, passphrase, cfg.clock.now())?;
     let root_key = match &out.config.root_key {
         RootKeySource::File => format!("key file {}", out.dir.root_key_path().display()),
         RootKeySource::Passphrase { .. } => "passphrase (Argon2id)".to_string(),

@@ -28,11 +28,12 @@ use self::args::PassphraseSource;
 use self::exit::{CliError, Exit};
 use self::output::OutputFormat;
 use crate::aws::Region;
+use crate::datadir;
 use crate::iam::Caller;
 use crate::iam::IdentityStore;
 use crate::kms::KeyBackend;
 use crate::kms::remote::{RemoteCredentials, RemoteKms};
-use crate::kms::{EmbeddedKms, Session, region};
+use crate::kms::{EmbeddedKms, Session};
 use crate::sys::clock::Clock;
 
 /// Key management and encrypted volumes for one machine: AWS KMS and EBS encryption, locally.
@@ -48,11 +49,11 @@ pub struct Cli {
 #[derive(Debug, clap::Args)]
 pub struct GlobalArgs {
     /// Data directory [default: /var/lib/cryptvol for root, else $XDG_DATA_HOME/cryptvol]
-    #[arg(long, global = true, env = region::DATA_DIR_ENV, value_name = "DIR")]
+    #[arg(long, global = true, env = datadir::DATA_DIR_ENV, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
     /// Region to work in; each region has its own keys and storage
-    #[arg(long, global = true, env = region::REGION_ENV, default_value = region::DEFAULT_REGION)]
+    #[arg(long, global = true, env = datadir::REGION_ENV, default_value = datadir::DEFAULT_REGION)]
     pub region: String,
 
     /// Output format [default: json]
@@ -145,7 +146,7 @@ impl Config {
     fn resolve(g: &GlobalArgs) -> Result<Config, CliError> {
         let region = Region::parse(&g.region)?;
         Ok(Config {
-            data_dir: g.data_dir.clone().unwrap_or_else(region::default_data_dir),
+            data_dir: g.data_dir.clone().unwrap_or_else(datadir::default_data_dir),
             passphrase: PassphraseSource {
                 file: g.passphrase_file.clone(),
                 region: region.to_string(),
@@ -185,8 +186,8 @@ impl Config {
             && !(self.output_explicit && self.output == OutputFormat::Json)
     }
 
-    pub fn region_dir(&self) -> region::RegionDir {
-        region::RegionDir::new(&self.data_dir, &self.region)
+    pub fn region_dir(&self) -> datadir::RegionDir {
+        datadir::RegionDir::new(&self.data_dir, &self.region)
     }
 
     /// Opens this region's KMS.

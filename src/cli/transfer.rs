@@ -70,7 +70,7 @@ fn lease_holder(dst_region: &Region, owner: &str) -> String {
 fn run_copy(
     cfg: &Config,
     src: &dyn Catalog,
-    src_region: &crate::kms::region::RegionDir,
+    src_region: &crate::datadir::RegionDir,
     rec: &SnapshotRecord,
     src_key: &SecretBytes,
     dst: &dyn Catalog,
@@ -96,7 +96,7 @@ fn run_copy(
     let job = CopyJob {
         owner: owner.to_string(),
         pending: b64::encode(&pending.encode()),
-        source_data_path: pool::data_path(&pool::pool_dir(src_region), rec.volume.chunk_shift),
+        source_data_path: pool::data_path(&src_region.pool_dir(), rec.volume.chunk_shift),
         source_map: map.iter().map(|(c, s)| (*c, s.0)).collect(),
         chunk_shift: rec.volume.chunk_shift,
         source_key: b64::encode(src_key.expose()),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::control::Client;
 use super::owner::{PoolOwner, Progress};
-use crate::kms::region::RegionDir;
+use crate::datadir::RegionDir;
 use crate::snapshot::reencrypt::{CopyJob, CopyStats};
 use crate::snapshot::{PendingCopy, SnapshotRecord};
 use crate::volume::check::{CheckReport, RepairReport};

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::catalog::Catalog;
 use super::owner::Progress;
-use crate::kms::region::RegionDir;
+use crate::datadir::RegionDir;
 use crate::snapshot::reencrypt::{CopyJob, CopyStats};
 use crate::snapshot::{PendingCopy, SnapshotRecord};
 use crate::volume::check::{CheckReport, RepairReport};
@@ -29,14 +29,6 @@ use crate::volume::{VolumeError, VolumeHeader, VolumeId};
 /// The protocol version. A daemon refuses a request of another version with a message
 /// that says how to get going again (after an upgrade, an old daemon may still run).
 pub const VERSION: u32 = 2;
-
-pub fn run_dir(region: &RegionDir) -> PathBuf {
-    region.path.join("run")
-}
-
-pub fn socket_path(region: &RegionDir) -> PathBuf {
-    run_dir(region).join("daemon.sock")
-}
 
 /// What goes on the wire: the version and the request.
 #[derive(Debug, Serialize, Deserialize)]
@@ -217,7 +209,7 @@ impl Client {
     /// an error).
     pub fn connect(region: &RegionDir) -> Option<Client> {
         let c = Client {
-            path: socket_path(region),
+            path: region.daemon_socket(),
         };
         c.call::<u32>(Request::Ping).ok().map(|_| c)
     }

@@ -23,7 +23,7 @@ use super::control::{self, AttachedInfo, DaemonStatus, DetachReply, Request, don
 use super::owner::PoolOwner;
 use super::volume_fs::VolumeFs;
 use crate::crypto::SecretBytes;
-use crate::kms::region::RegionDir;
+use crate::datadir::RegionDir;
 use crate::sys::fsio;
 use crate::volume::error::Result;
 use crate::volume::{Pool, VolumeError, VolumeId, keys};
@@ -389,7 +389,7 @@ impl Daemon {
             let _life = self.life();
             self.stopping.store(true, Ordering::Release);
         }
-        let _ = std::fs::remove_file(control::socket_path(&self.region));
+        let _ = std::fs::remove_file(self.region.daemon_socket());
         let _ = self.events.send(Event::Stop(why));
     }
 
@@ -552,7 +552,7 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
         .thread_block()
         .map_err(|e| VolumeError::io("cannot block signals", "daemon", e.into()))?;
 
-    let run = control::run_dir(&region);
+    let run = region.run_dir();
     fsio::create_private_dir(&run).map_err(|e| VolumeError::io("cannot create", &run, e))?;
     // A daemon that is still shutting down may hold the pool for a moment.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -564,7 +564,7 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
             other => break Arc::new(other?),
         }
     };
-    let sock = control::socket_path(&region);
+    let sock = region.daemon_socket();
     if control::Client::connect(&region).is_some() {
         return Err(VolumeError::PoolBusy { path: sock });
     }

@@ -9,8 +9,7 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use super::control::run_dir;
-use crate::kms::region::RegionDir;
+use crate::datadir::RegionDir;
 use crate::sys::fsio;
 use crate::volume::VolumeError;
 use crate::volume::error::Result;
@@ -42,21 +41,12 @@ pub struct MountRecord {
     pub fs: FsType,
 }
 
-pub fn mounts_dir(region: &RegionDir) -> PathBuf {
-    run_dir(region).join("mounts")
-}
-
-/// The private directory a mounted volume is attached at.
-pub fn attach_dir(region: &RegionDir, volume: &str) -> PathBuf {
-    run_dir(region).join("attach").join(volume)
-}
-
 fn record_path(region: &RegionDir, volume: &str) -> PathBuf {
-    mounts_dir(region).join(format!("{volume}.json"))
+    region.mounts_dir().join(format!("{volume}.json"))
 }
 
 pub fn save_record(region: &RegionDir, r: &MountRecord) -> Result<()> {
-    let dir = mounts_dir(region);
+    let dir = region.mounts_dir();
     fsio::create_private_dir(&dir).map_err(|e| VolumeError::io("cannot create", &dir, e))?;
     let p = record_path(region, &r.volume_id);
     fsio::write_atomic(
@@ -72,7 +62,7 @@ pub fn remove_record(region: &RegionDir, volume: &str) {
 }
 
 pub fn records(region: &RegionDir) -> Vec<MountRecord> {
-    let Ok(rd) = std::fs::read_dir(mounts_dir(region)) else {
+    let Ok(rd) = std::fs::read_dir(region.mounts_dir()) else {
         return vec![];
     };
     rd.filter_map(|e| e.ok())

@@ -13,7 +13,7 @@ use super::store::*;
 impl IdentityStore {
     /// The key sealing access key secrets, made on first use.
     pub(super) fn iam_key(&self) -> Result<Key256> {
-        let path = self.data_dir.join(IAM_KEY_FILE);
+        let path = self.files().iam_key_file();
         match std::fs::read(&path) {
             Ok(b) => Key256::from_slice(&b).ok_or_else(|| AwsError::Corrupt {
                 path,
@@ -121,8 +121,8 @@ impl IdentityStore {
                     AwsError::Corrupt {
                         path: self.path(),
                         what: format!(
-                            "the secret of access key {id} does not open with {}: restore the data dir's original {IAM_KEY_FILE}",
-                            self.data_dir.join(IAM_KEY_FILE).display()
+                            "the secret of access key {id} does not open with {}: restore the data dir's original iam.key",
+                            self.files().iam_key_file().display()
                         ),
                     }
                 })?;

@@ -8,10 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::sys::clock::UnixTime;
 
-pub const IAM_FILE: &str = "iam.json";
-pub(super) const IAM_LOCK: &str = "iam.lock";
-/// The data dir's key that seals access key secrets (32 random bytes, 0600).
-pub const IAM_KEY_FILE: &str = "iam.key";
 /// AWS's limit of access keys per user.
 pub const MAX_ACCESS_KEYS: usize = 2;
 pub(super) const FORMAT_V1: u32 = 1;

@@ -29,8 +29,13 @@ impl IdentityStore {
         }
     }
 
+    /// The data dir's files (iam.json and the rest).
+    pub(super) fn files(&self) -> crate::datadir::DataDir {
+        crate::datadir::DataDir::new(&self.data_dir)
+    }
+
     pub fn path(&self) -> PathBuf {
-        self.data_dir.join(IAM_FILE)
+        self.files().iam_file()
     }
 
     /// The identities on disk; an absent file is an account with only its root.
@@ -73,7 +78,7 @@ impl IdentityStore {
 
     /// Read-modify-write under the lock; nothing is written if `f` fails.
     pub fn mutate<T>(&self, f: impl FnOnce(&mut IdentityBody, UnixTime) -> Result<T>) -> Result<T> {
-        let lock = self.data_dir.join(IAM_LOCK);
+        let lock = self.files().iam_lock_file();
         let _l = FileLock::exclusive(&lock).map_err(|e| AwsError::io("cannot lock", &lock, e))?;
         let mut body = self.load()?;
         let out = f(&mut body, jiff::Timestamp::now().as_second())?;

@@ -19,7 +19,7 @@ pub mod keystore;
 pub mod metering;
 pub mod model;
 
-pub mod region;
+pub mod init;
 pub mod remote;
 
 pub use backend::{DataKeySpec, KeyBackend};

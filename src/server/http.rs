@@ -23,10 +23,11 @@ use super::refusals::{Refusals, Refused};
 use crate::aws::sigv4::{self, RequestParts, Rules};
 use crate::aws::{AwsError, Region};
 use crate::crypto::SecretBytes;
+use crate::datadir;
 use crate::iam::Caller;
 use crate::iam::IdentityStore;
+use crate::kms::EmbeddedKms;
 use crate::kms::embedded::recorded_on_this_thread;
-use crate::kms::{EmbeddedKms, region};
 use crate::sys::clock::Clock;
 
 pub const JSON_11: &str = "application/x-amz-json-1.1";
@@ -145,7 +146,7 @@ impl State {
         home_region: &Region,
         limits: &Limits,
     ) -> Result<State, AwsError> {
-        let account = region::read_account_id(data_dir)?;
+        let account = datadir::read_account_id(data_dir)?;
         Ok(State {
             data_dir: data_dir.to_path_buf(),
             passphrase_file: passphrase_file.map(Path::to_path_buf),
@@ -181,7 +182,7 @@ impl State {
             let path = file.clone().ok_or_else(|| AwsError::PassphraseRequired {
                 region: name.to_string(),
             })?;
-            region::read_passphrase_file(&path)
+            datadir::read_passphrase_file(&path)
         };
         let kms = Arc::new(EmbeddedKms::open_region(
             &self.data_dir,

@@ -495,7 +495,7 @@ impl OpenVolume {
 mod tests {
     use super::*;
     use crate::aws::Region;
-    use crate::kms::region::RegionDir;
+    use crate::datadir::RegionDir;
     use crate::volume::header::{KeySource, VolumeHeader};
 
     struct Rng(u64);

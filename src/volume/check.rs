@@ -1149,7 +1149,7 @@ mod tests {
     use super::*;
     use crate::aws::Region;
     use crate::crypto::xts::Xts;
-    use crate::kms::region::RegionDir;
+    use crate::datadir::RegionDir;
     use crate::volume::OpenVolume;
     use crate::volume::header::KeySource;
     use crate::volume::ids::{SlotNo, VolumeId};

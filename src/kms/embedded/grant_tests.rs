@@ -4,7 +4,7 @@ use super::*;
 use crate::aws::ids::Region;
 use crate::iam::{EntityKind, Identity};
 use crate::kms::model::DAY;
-use crate::kms::{CreateKeyRequest, DataKeySpec, region};
+use crate::kms::{CreateKeyRequest, DataKeySpec};
 use crate::sys::clock::Clock;
 
 struct World {
@@ -16,7 +16,7 @@ struct World {
 fn world() -> World {
     let d = tempfile::tempdir().unwrap();
     let r = Region::parse("test-1").unwrap();
-    region::init(d.path(), &r, None, 0).unwrap();
+    crate::kms::init::init(d.path(), &r, None, 0).unwrap();
     let mut no = || -> Result<crate::crypto::SecretBytes> { panic!("no passphrase") };
     let kms = EmbeddedKms::open_region(d.path(), &r, &mut no, Clock::System).unwrap();
     let id = kms

@@ -3,12 +3,11 @@
 //! limit, KeyMaterialId, and the managed key's creation event.
 
 use super::*;
-use crate::kms::region;
 
 fn setup() -> (tempfile::TempDir, EmbeddedKms) {
     let d = tempfile::tempdir().unwrap();
     let r = Region::parse("test-1").unwrap();
-    region::init(d.path(), &r, None, 0).unwrap();
+    crate::kms::init::init(d.path(), &r, None, 0).unwrap();
     let mut no = || -> Result<SecretBytes> { panic!("key-file region asks no passphrase") };
     let kms = EmbeddedKms::open_region(d.path(), &r, &mut no, Clock::System).unwrap();
     (d, kms)

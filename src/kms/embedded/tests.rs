@@ -1,12 +1,11 @@
 //! Unit tests of the embedded KMS: rotation, deletion, concurrency, policies, audit.
 
 use super::*;
-use crate::kms::region;
 
 fn setup() -> (tempfile::TempDir, Region) {
     let d = tempfile::tempdir().unwrap();
     let r = Region::parse("test-1").unwrap();
-    region::init(d.path(), &r, None, 0).unwrap();
+    crate::kms::init::init(d.path(), &r, None, 0).unwrap();
     (d, r)
 }
 

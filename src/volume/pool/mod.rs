@@ -23,7 +23,7 @@ use super::storage::{FileStorage, PoolStorage, data_file_name};
 use super::tables::{
     FREE, LEASES, MAPS, META, META_FORMAT, PENDING, POOL_FORMAT_V1, REFS, SNAPSHOTS, VOLUMES,
 };
-use crate::kms::region::RegionDir;
+use crate::datadir::RegionDir;
 use crate::sys::fsio;
 
 mod alloc;
@@ -70,16 +70,11 @@ pub fn data_path(pool_dir: &Path, chunk_shift: u8) -> PathBuf {
     pool_dir.join(data_file_name(chunk_shift))
 }
 
-/// Where a region's pool lives.
-pub fn pool_dir(region: &RegionDir) -> PathBuf {
-    region.path.join("pool")
-}
-
 impl Pool {
     /// Opens (creating if needed) the pool of a region. Fails with
     /// [`VolumeError::PoolBusy`] if another process owns it.
     pub fn open(region: &RegionDir) -> Result<Pool> {
-        let dir = pool_dir(region);
+        let dir = region.pool_dir();
         fsio::create_private_dir(&dir).map_err(|e| VolumeError::io("cannot create", &dir, e))?;
         let pool = Pool::open_storage(Arc::new(FileStorage::new(dir)))?;
         fix_mode(&pool.db_path)?;

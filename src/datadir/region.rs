@@ -1,0 +1,77 @@
+//! One region's directory and the path of each of its files.
+
+use std::path::{Path, PathBuf};
+
+use crate::aws::ids::Region;
+
+/// Paths of one region's files.
+#[derive(Debug, Clone)]
+pub struct RegionDir {
+    pub data_dir: PathBuf,
+    pub region: Region,
+    pub path: PathBuf,
+}
+
+impl RegionDir {
+    pub fn new(data_dir: &Path, region: &Region) -> Self {
+        RegionDir {
+            data_dir: data_dir.to_path_buf(),
+            region: region.clone(),
+            path: data_dir.join("regions").join(region.as_str()),
+        }
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.path.join("region.json")
+    }
+    pub fn root_key_path(&self) -> PathBuf {
+        self.path.join("root.key")
+    }
+    pub fn keystore_path(&self) -> PathBuf {
+        self.path.join("keystore.cvks")
+    }
+    pub fn lock_path(&self) -> PathBuf {
+        self.path.join("keystore.lock")
+    }
+
+    pub fn is_initialized(&self) -> bool {
+        self.config_path().exists()
+    }
+    /// The hash-chained audit trail's directory.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.path.join("audit")
+    }
+    /// Metering: `usage.json` and its lock.
+    pub fn usage_file(&self) -> PathBuf {
+        self.path.join("usage.json")
+    }
+    pub fn usage_lock(&self) -> PathBuf {
+        self.path.join("usage.lock")
+    }
+    /// The thin pool: `meta.redb` and the data files.
+    pub fn pool_dir(&self) -> PathBuf {
+        self.path.join("pool")
+    }
+    /// The region daemon's run directory: socket, mount records, attach dirs.
+    pub fn run_dir(&self) -> PathBuf {
+        self.path.join("run")
+    }
+    pub fn daemon_socket(&self) -> PathBuf {
+        self.run_dir().join("daemon.sock")
+    }
+    /// Records of `cryptvol mount`s, one file per mount point.
+    pub fn mounts_dir(&self) -> PathBuf {
+        self.run_dir().join("mounts")
+    }
+    /// Where `cryptvol mount` attaches `volume` before binding a loop device to it.
+    pub fn attach_dir(&self, volume: &str) -> PathBuf {
+        self.run_dir().join("attach").join(volume)
+    }
+    /// The region daemon's log.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.path.join("logs")
+    }
+    /// Serialises `init`s that build a region inside an existing empty directory.
+    pub fn init_lock(&self) -> PathBuf {
+        self.path.join(".init.lock")
+    }
+}
