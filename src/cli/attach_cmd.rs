@@ -23,9 +23,10 @@ use crate::fuse::catalog;
 use crate::fuse::control::{Client, DetachReply, Request, WireSecret};
 use crate::fuse::daemon::{self, InitialAttach};
 use crate::fuse::fsname;
-use crate::fuse::mount::{self, FsType, MountRecord};
+use crate::fuse::mount::{self, MountRecord};
 use crate::fuse::volume_fs::FILE_NAME;
 use crate::kms::KeyBackend;
+use crate::sys::filesystem::FsType;
 use crate::sys::fsio;
 use crate::volume::error::ErrorKind;
 use crate::volume::lifecycle;
@@ -365,7 +366,7 @@ pub fn mount(cfg: &Config, m: MountArgs) -> Result<(), CliError> {
     let region = cfg.region_dir();
     let (h, dk) = unwrap_key(cfg, &m.volume, m.customer_key_file.as_deref())?;
     let dir = mount_point(&m.dir)?;
-    if mount::is_mount_point(&dir) {
+    if crate::sys::mountinfo::is_mount_point(&dir) {
         return Err(VolumeError::invalid(
             "mount point",
             format!("{} is already a mount point", dir.display()),
@@ -378,7 +379,7 @@ pub fn mount(cfg: &Config, m: MountArgs) -> Result<(), CliError> {
         .into_iter()
         .find(|r| r.volume_id == h.id.as_str())
     {
-        if mount::is_mount_point(&old.dir) {
+        if crate::sys::mountinfo::is_mount_point(&old.dir) {
             return Err(VolumeError::Attached {
                 id: h.id.to_string(),
                 at: old.dir.display().to_string(),
@@ -412,11 +413,11 @@ pub fn mount(cfg: &Config, m: MountArgs) -> Result<(), CliError> {
     mount::save_record(&region, &rec)?;
     let mut steps = || -> Result<(), CliError> {
         attach_via_daemon(cfg, &h, &attach_dir, &dk)?;
-        let dev = mount::loop_attach(&attach_dir.join(FILE_NAME))?;
+        let dev = crate::sys::loopdev::loop_attach(&attach_dir.join(FILE_NAME))?;
         rec.loop_device = Some(dev.clone());
         mount::save_record(&region, &rec)?;
-        match mount::fs_type(&dev) {
-            None => mount::mkfs(&dev, m.fs)?,
+        match crate::sys::filesystem::fs_type(&dev) {
+            None => crate::sys::filesystem::mkfs(&dev, m.fs)?,
             Some(t) if t != m.fs.as_str() => {
                 return Err(VolumeError::invalid(
                     "--fs",
@@ -430,7 +431,7 @@ pub fn mount(cfg: &Config, m: MountArgs) -> Result<(), CliError> {
             }
             Some(_) => {}
         }
-        mount::mount_fs(&dev, &dir, m.fs)?;
+        crate::sys::filesystem::mount_fs(&dev, &dir, m.fs)?;
         Ok(())
     };
     if let Err(e) = steps() {
@@ -449,20 +450,20 @@ pub fn mount(cfg: &Config, m: MountArgs) -> Result<(), CliError> {
 /// Undoes every step of a mount that is still in place; safe to repeat.
 fn undo_mount(cfg: &Config, rec: &MountRecord) -> Result<(), CliError> {
     let region = cfg.region_dir();
-    if mount::is_mount_point(&rec.dir) {
-        mount::umount(&rec.dir)?;
+    if crate::sys::mountinfo::is_mount_point(&rec.dir) {
+        crate::sys::filesystem::umount(&rec.dir)?;
     }
     let file = rec.attach_dir.join(FILE_NAME);
-    for dev in mount::loops_of(&file)
+    for dev in crate::sys::loopdev::loops_of(&file)
         .into_iter()
         .chain(rec.loop_device.clone())
     {
-        let _ = mount::loop_detach(&dev);
+        let _ = crate::sys::loopdev::loop_detach(&dev);
     }
     // The kernel lets go of a detached loop device's file a moment later (it finishes the
     // device's last I/O first); until then the FUSE mount is busy.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !mount::loops_of(&file).is_empty() && std::time::Instant::now() < deadline {
+    while !crate::sys::loopdev::loops_of(&file).is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     if Client::connect(&region).is_some() || daemon::is_cryptvol_mount(&rec.attach_dir) {

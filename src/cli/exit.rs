@@ -212,3 +212,9 @@ fn kms_exit(e: &AwsError) -> Exit {
         },
     }
 }
+
+impl From<crate::sys::tool::ToolError> for CliError {
+    fn from(e: crate::sys::tool::ToolError) -> Self {
+        VolumeError::from(e).into()
+    }
+}

@@ -10,8 +10,8 @@ use crate::fuse::catalog::{self, Catalog};
 use crate::fuse::mount;
 use crate::snapshot::PendingCopy;
 use crate::snapshot::{self, SnapshotRecord, SnapshotUsage};
+use crate::volume::KeySource;
 use crate::volume::ids::format_size;
-use crate::volume::{KeySource, VolumeError};
 
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
@@ -119,28 +119,9 @@ fn with_frozen<T>(
     dir: &std::path::Path,
     f: impl FnOnce() -> Result<T, CliError>,
 ) -> Result<T, CliError> {
-    let d = dir.to_string_lossy().to_string();
-    let run = |arg: &str| -> Result<(), CliError> {
-        let out = std::process::Command::new("fsfreeze")
-            .args([arg, &d])
-            .output()
-            .map_err(|e| VolumeError::Tool {
-                tool: "fsfreeze".into(),
-                message: format!("cannot run it ({e}); install util-linux"),
-            })?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(VolumeError::Tool {
-                tool: format!("fsfreeze {arg} {d}"),
-                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            }
-            .into())
-        }
-    };
-    run("--freeze")?;
+    crate::sys::filesystem::freeze(dir)?;
     let r = f();
-    let thawed = run("--unfreeze");
+    let thawed = crate::sys::filesystem::thaw(dir);
     let v = r?;
     thawed?;
     Ok(v)
@@ -224,9 +205,9 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
             let access = open()?;
             let h = access.find(&volume, cfg.region.as_str())?;
             let rec = SnapshotRecord::new(&h, &description, cfg.clock.now_nanos())?;
-            let mounted = mount::records(&region)
-                .into_iter()
-                .find(|m| m.volume_id == h.id.as_str() && mount::is_mount_point(&m.dir));
+            let mounted = mount::records(&region).into_iter().find(|m| {
+                m.volume_id == h.id.as_str() && crate::sys::mountinfo::is_mount_point(&m.dir)
+            });
             match mounted {
                 Some(m) => with_frozen(&m.dir, || Ok(access.create_snapshot(&h.id, &rec)?))?,
                 None => access.create_snapshot(&h.id, &rec)?,

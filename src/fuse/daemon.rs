@@ -13,8 +13,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::sys::unmount::UnmountError;
 use fuser::{BackgroundSession, Config, MountOption, SessionACL};
-use nix::mount::MntFlags;
 use nix::sys::signal::{SigSet, Signal};
 use tracing::{error, info, warn};
 
@@ -94,40 +94,15 @@ pub fn is_cryptvol_mount(dir: &Path) -> bool {
     super::fsname::owner_at(dir).is_some()
 }
 
-/// Unmounts a FUSE mount point: directly as root, through fusermount3 otherwise. A busy
-/// mount is an error unless `lazy` (then it disappears now and dies when unused).
+/// Unmounts a FUSE mount point (see `sys::unmount`), naming `dir` in the error.
 pub fn unmount(dir: &Path, lazy: bool) -> Result<()> {
-    let flags = if lazy {
-        MntFlags::MNT_DETACH
-    } else {
-        MntFlags::empty()
-    };
-    match nix::mount::umount2(dir, flags) {
-        Ok(()) => Ok(()),
-        Err(nix::errno::Errno::EPERM) => {
-            let mut cmd = std::process::Command::new("fusermount3");
-            cmd.arg("-u").arg("-q");
-            if lazy {
-                cmd.arg("-z");
-            }
-            let out = cmd
-                .arg(dir)
-                .output()
-                .map_err(|e| VolumeError::io("cannot run fusermount3 for", dir, e))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(VolumeError::Tool {
-                    tool: format!("fusermount3 -u {}", dir.display()),
-                    message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                })
-            }
-        }
-        Err(nix::errno::Errno::EBUSY) => Err(VolumeError::MountBusy {
+    crate::sys::unmount::unmount(dir, lazy).map_err(|e| match e {
+        UnmountError::Busy => VolumeError::MountBusy {
             at: dir.display().to_string(),
-        }),
-        Err(e) => Err(VolumeError::io("cannot unmount", dir, e.into())),
-    }
+        },
+        UnmountError::Tool(t) => t.into(),
+        UnmountError::Io(e) => VolumeError::io("cannot unmount", dir, e),
+    })
 }
 
 /// The lock id of a mount directory: two attaches to one directory are serialized too.

@@ -127,12 +127,7 @@ pub fn reencrypt(
         .copied()
         .collect();
     todo.sort_by_key(|(_, s)| *s);
-    let _ = nix::fcntl::posix_fadvise(
-        &file,
-        0,
-        0,
-        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
-    );
+    crate::sys::file::sequential(&file);
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let copied = AtomicU64::new(0);

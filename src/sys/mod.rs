@@ -4,8 +4,17 @@
 //!
 //! - [`clock`]: the time, skewable in debug builds for tests;
 //! - [`fsio`]: durable file writes (write, fsync, rename, fsync the directory) and locks;
-//! - [`mountinfo`]: the one parser of `/proc/self/mountinfo`.
+//! - [`mountinfo`]: the one parser of `/proc/self/mountinfo`;
+//! - [`tool`]: running an external tool, its stderr as the error;
+//! - [`loopdev`], [`filesystem`], [`unmount`]: losetup; blkid, mkfs, mount, umount,
+//!   fsfreeze; unmounting FUSE (umount2 or fusermount3);
+//! - [`file`]: punching holes and read-ahead advice.
 
 pub mod clock;
+pub mod file;
+pub mod filesystem;
 pub mod fsio;
+pub mod loopdev;
 pub mod mountinfo;
+pub mod tool;
+pub mod unmount;

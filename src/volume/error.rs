@@ -217,3 +217,12 @@ impl From<redb::CommitError> for VolumeError {
 }
 
 pub type Result<T, E = VolumeError> = std::result::Result<T, E>;
+
+impl From<crate::sys::tool::ToolError> for VolumeError {
+    fn from(e: crate::sys::tool::ToolError) -> Self {
+        VolumeError::Tool {
+            tool: e.tool,
+            message: e.message,
+        }
+    }
+}

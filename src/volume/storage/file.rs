@@ -135,14 +135,7 @@ impl BlockStore for DataFile {
     }
 
     fn punch(&self, off: u64, len: u64) -> io::Result<()> {
-        use nix::fcntl::{FallocateFlags, fallocate};
-        fallocate(
-            &self.file,
-            FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
-            off as i64,
-            len as i64,
-        )
-        .map_err(io::Error::from)
+        crate::sys::file::punch_hole(&self.file, off, len)
     }
 
     fn sync_data(&self) -> io::Result<()> {
@@ -154,12 +147,7 @@ impl BlockStore for DataFile {
     }
 
     fn prefetch(&self, off: u64, len: u64) {
-        let _ = nix::fcntl::posix_fadvise(
-            &self.file,
-            off as i64,
-            len as i64,
-            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
-        );
+        crate::sys::file::will_need(&self.file, off, len);
     }
 
     fn path(&self) -> &Path {
