@@ -18,9 +18,10 @@ pub mod audit;
 pub mod aws;
 pub mod cli;
 pub mod crypto;
+pub mod daemon;
 pub mod datadir;
 pub mod format_version;
-pub mod fuse;
+
 pub mod iam;
 pub mod kms;
 pub mod policy;

@@ -8,7 +8,7 @@ use super::args::binary_value;
 use super::exit::CliError;
 use crate::aws::AwsError;
 use crate::aws::b64;
-use crate::fuse::catalog;
+use crate::daemon::catalog;
 use crate::kms::blob;
 use crate::volume::{KeySource, VolumeHeader};
 

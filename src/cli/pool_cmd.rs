@@ -6,7 +6,7 @@ use clap::Subcommand;
 
 use super::Config;
 use super::exit::CliError;
-use crate::fuse::catalog::{self, Catalog};
+use crate::daemon::catalog::{self, Catalog};
 use crate::volume::check::{CheckReport, Fix};
 
 #[derive(Debug, Subcommand)]

@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use super::Config;
 use super::exit::CliError;
-use crate::fuse::catalog::{self, Catalog};
-use crate::fuse::mount;
+use crate::daemon::catalog::{self, Catalog};
+use crate::daemon::mount;
 use crate::snapshot::PendingCopy;
 use crate::snapshot::{self, SnapshotRecord, SnapshotUsage};
 use crate::volume::KeySource;

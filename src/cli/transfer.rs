@@ -14,7 +14,7 @@ use super::exit::CliError;
 use crate::aws::Region;
 use crate::aws::b64;
 use crate::crypto::SecretBytes;
-use crate::fuse::catalog::{self, Catalog};
+use crate::daemon::catalog::{self, Catalog};
 use crate::kms::{DataKeySpec, KeyBackend, KeyRef};
 use crate::snapshot::reencrypt::{CopyJob, CopyStats};
 use crate::snapshot::{PendingCopy, SnapshotRecord};

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::control::Client;
+use super::client::Client;
 use super::owner::{PoolOwner, Progress};
 use crate::datadir::RegionDir;
 use crate::snapshot::reencrypt::{CopyJob, CopyStats};

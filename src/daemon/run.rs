@@ -4,9 +4,8 @@
 //! after flushing and unmounting everything.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -18,10 +17,9 @@ use fuser::{BackgroundSession, Config, MountOption, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
 use tracing::{error, info, warn};
 
-use super::catalog::Catalog;
-use super::control::{self, AttachedInfo, DaemonStatus, DetachReply, Request, done_line};
+use super::fuse_file::VolumeFs;
 use super::owner::PoolOwner;
-use super::volume_fs::VolumeFs;
+use super::rpc::{AttachedInfo, DaemonStatus};
 use crate::crypto::SecretBytes;
 use crate::datadir::RegionDir;
 use crate::sys::fsio;
@@ -32,41 +30,41 @@ use crate::volume::{Pool, VolumeError, VolumeId, keys};
 /// of threads bounds the reads in flight: through loop+ext4, random 4 KiB reads at queue
 /// depth 16 went from 57 MB/s (2 threads) and 189 (4) to 279 (16); writes are within
 /// noise. `CRYPTVOL_FUSE_THREADS` overrides it for tuning.
-const FUSE_THREADS: usize = 16;
+pub(super) const FUSE_THREADS: usize = 16;
 /// How often dirty metadata is committed without an fsync (bounds work lost in a crash).
-const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+pub(super) const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 /// The longest request line the daemon reads.
-const MAX_REQUEST: u64 = 64 << 20;
+pub(super) const MAX_REQUEST: u64 = 64 << 20;
 /// A daemon with nothing attached exits after this long without a request.
-const IDLE_EXIT: Duration = Duration::from_secs(3);
+pub(super) const IDLE_EXIT: Duration = Duration::from_secs(3);
 
 /// How an attached volume is served: where, and the FUSE session serving it. Changed only
 /// under the volume's lock in the pool owner.
-struct Attachment {
-    dir: PathBuf,
-    session: Option<BackgroundSession>,
+pub(super) struct Attachment {
+    pub(super) dir: PathBuf,
+    pub(super) session: Option<BackgroundSession>,
 }
 
-enum Event {
+pub(super) enum Event {
     Stop(&'static str),
 }
 
 pub struct Daemon {
-    region: RegionDir,
-    owner: PoolOwner,
-    sessions: Mutex<HashMap<VolumeId, Attachment>>,
-    stopping: AtomicBool,
-    events: mpsc::Sender<Event>,
+    pub(super) region: RegionDir,
+    pub(super) owner: PoolOwner,
+    pub(super) sessions: Mutex<HashMap<VolumeId, Attachment>>,
+    pub(super) stopping: AtomicBool,
+    pub(super) events: mpsc::Sender<Event>,
     /// When the last request came, and how many are being answered. The decisions to
     /// stop (last detach, idle) are taken under this lock and only with nothing else in
     /// flight, so no request is accepted and then lost to a stop.
-    life: Mutex<Life>,
+    pub(super) life: Mutex<Life>,
 }
 
 #[derive(Debug)]
-struct Life {
-    last_request: Instant,
-    in_flight: usize,
+pub(super) struct Life {
+    pub(super) last_request: Instant,
+    pub(super) in_flight: usize,
 }
 
 /// An attach to perform before serving (`attach --foreground`).
@@ -76,7 +74,7 @@ pub struct InitialAttach {
     pub data_key: SecretBytes,
 }
 
-fn canonical(dir: &Path) -> Result<PathBuf> {
+pub(super) fn canonical(dir: &Path) -> Result<PathBuf> {
     let c = dir
         .canonicalize()
         .map_err(|e| VolumeError::io("cannot use mount point", dir, e))?;
@@ -106,12 +104,12 @@ pub fn unmount(dir: &Path, lazy: bool) -> Result<()> {
 }
 
 /// The lock id of a mount directory: two attaches to one directory are serialized too.
-fn dir_lock(dir: &Path) -> String {
+pub(super) fn dir_lock(dir: &Path) -> String {
     let d = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     format!("dir:{}", d.display())
 }
 
-fn stopping_error() -> VolumeError {
+pub(super) fn stopping_error() -> VolumeError {
     VolumeError::Remote {
         kind: crate::volume::error::ErrorKind::Busy,
         message: "the region daemon is stopping: retry".into(),
@@ -119,11 +117,16 @@ fn stopping_error() -> VolumeError {
 }
 
 impl Daemon {
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<VolumeId, Attachment>> {
+    pub(super) fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<VolumeId, Attachment>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn attach(&self, volume: &VolumeId, dir: &Path, data_key: SecretBytes) -> Result<()> {
+    pub(super) fn attach(
+        &self,
+        volume: &VolumeId,
+        dir: &Path,
+        data_key: SecretBytes,
+    ) -> Result<()> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(stopping_error());
         }
@@ -230,7 +233,7 @@ impl Daemon {
     /// Stops serving `volume` at `dir` (under its lock, in `PoolOwner::detach`). `force`:
     /// unmount lazily even while busy (shutdown). A busy mount without `force` is an
     /// error and the volume stays attached and served.
-    fn stop_serving(&self, volume: &VolumeId, dir: &Path, force: bool) -> Result<()> {
+    pub(super) fn stop_serving(&self, volume: &VolumeId, dir: &Path, force: bool) -> Result<()> {
         let Some(mut a) = self.sessions().remove(volume) else {
             return Err(VolumeError::NotAttached {
                 at: dir.display().to_string(),
@@ -261,7 +264,7 @@ impl Daemon {
         Ok(())
     }
 
-    fn detach(&self, dir: &Path) -> Result<()> {
+    pub(super) fn detach(&self, dir: &Path) -> Result<()> {
         let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         let found = self
             .sessions()
@@ -279,7 +282,7 @@ impl Daemon {
         })
     }
 
-    fn status(&self) -> DaemonStatus {
+    pub(super) fn status(&self) -> DaemonStatus {
         let sessions = self.sessions();
         DaemonStatus {
             pid: std::process::id(),
@@ -300,66 +303,9 @@ impl Daemon {
 
     /// Answers one request: the reply's final line. `progress` sends a progress line and
     /// says whether the client still listens.
-    fn handle(&self, req: Request, progress: &(dyn Fn(u64) -> bool + Sync)) -> Vec<u8> {
-        let o = &self.owner;
-        match req {
-            Request::Ping => done_line(Ok(std::process::id())),
-            Request::Status => done_line(Ok(self.status())),
-            Request::Attach {
-                volume,
-                dir,
-                data_key,
-            } => {
-                let key = crate::aws::b64::decode(&data_key.0)
-                    .map(SecretBytes::new)
-                    .map_err(|_| VolumeError::invalid("data key", "not base64"));
-                drop(data_key);
-                done_line(key.and_then(|k| self.attach(&volume, &dir, k)))
-            }
-            // Answered by `serve_conn`, which may stop the daemon after it.
-            Request::Detach { dir } => done_line(self.detach(&dir).map(|()| DetachReply {
-                daemon_stopping: None,
-            })),
-            Request::Flush { volume } => done_line(match o.open_volume(&volume) {
-                Some(v) => v.flush(),
-                None => o.commit(),
-            }),
-            Request::ListVolumes => done_line(o.list_volumes()),
-            Request::GetVolume { volume } => done_line(o.get_volume(&volume)),
-            Request::CreateVolume { header } => done_line(o.create_volume(&header)),
-            Request::ResizeVolume { volume, size } => done_line(o.resize_volume(&volume, size)),
-            Request::DeleteVolume { volume } => done_line(o.delete_volume(&volume)),
-            Request::AllocatedBytes { volume } => done_line(o.allocated_bytes(&volume)),
-            Request::CreateSnapshot { volume, record } => {
-                done_line(o.create_snapshot(&volume, &record))
-            }
-            Request::ListSnapshots => done_line(o.list_snapshots()),
-            Request::GetSnapshot { snapshot } => done_line(o.get_snapshot(&snapshot)),
-            Request::DeleteSnapshot { snapshot } => done_line(o.delete_snapshot(&snapshot)),
-            Request::RestoreVolume { snapshot, header } => {
-                done_line(o.restore_volume(&snapshot, &header))
-            }
-            Request::LoadMap { owner } => done_line(
-                o.load_map(&owner)
-                    .map(|m| m.into_iter().map(|(c, s)| (c, s.0)).collect::<Vec<_>>()),
-            ),
-            Request::TakeLease { snapshot, holder } => done_line(o.take_lease(&snapshot, &holder)),
-            Request::ReleaseLease { snapshot, holder } => {
-                done_line(o.release_lease(&snapshot, &holder))
-            }
-            Request::ListLeases { snapshot } => done_line(o.leases(&snapshot)),
-            Request::ListPending => done_line(o.pending()),
-            Request::BeginCopy { owner, pending } => done_line(o.begin_copy(&owner, &pending)),
-            Request::AbandonPending { owner } => done_line(o.abandon_pending(&owner)),
-            Request::CheckPool => done_line(o.check_pool()),
-            Request::RepairPool => done_line(o.repair_pool()),
-            Request::RunCopy { job } => done_line(o.run_copy(job, progress)),
-        }
-    }
-
     /// Stops taking requests (every later one, even a ping, is answered "busy", so clients
     /// open the pool themselves once this process is gone) and tells `run` to shut down.
-    fn begin_stop(&self, why: &'static str) {
+    pub(super) fn begin_stop(&self, why: &'static str) {
         {
             let _life = self.life();
             self.stopping.store(true, Ordering::Release);
@@ -368,13 +314,13 @@ impl Daemon {
         let _ = self.events.send(Event::Stop(why));
     }
 
-    fn life(&self) -> std::sync::MutexGuard<'_, Life> {
+    pub(super) fn life(&self) -> std::sync::MutexGuard<'_, Life> {
         self.life.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// If nothing is attached and `in_flight` requests are all that run, decides to stop:
     /// from then on every request is refused. Returns whether it did.
-    fn stop_if_unused(&self, in_flight: usize) -> bool {
+    pub(super) fn stop_if_unused(&self, in_flight: usize) -> bool {
         let life = self.life();
         let unused = life.in_flight == in_flight
             && self.sessions().is_empty()
@@ -385,117 +331,7 @@ impl Daemon {
         unused
     }
 
-    fn serve_conn(&self, s: UnixStream) {
-        {
-            let mut life = self.life();
-            life.last_request = Instant::now();
-            if self.stopping.load(Ordering::Acquire) {
-                drop(life);
-                let _ = (&s).write_all(&done_line::<()>(Err(stopping_error())));
-                return;
-            }
-            life.in_flight += 1;
-        }
-        self.serve_request(&s);
-        let mut life = self.life();
-        life.in_flight -= 1;
-        life.last_request = Instant::now();
-    }
-
-    fn serve_request(&self, s: &UnixStream) {
-        // A client that stops reading (a copy's progress) is taken for gone after a while.
-        let _ = s.set_write_timeout(Some(Duration::from_secs(60)));
-        // A client that stalls mid-request gives up its thread after a while; a request
-        // line is bounded (the largest, a copy job's source map, is about 20 bytes per
-        // chunk: 64 MiB is a 3 TiB volume of 1 MiB chunks).
-        let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
-        let mut line = String::new();
-        match BufReader::new(s.take(MAX_REQUEST)).read_line(&mut line) {
-            Ok(_) if line.ends_with('\n') => {}
-            Ok(_) => {
-                zeroize::Zeroize::zeroize(&mut line);
-                let err = VolumeError::invalid(
-                    "control request",
-                    format!("incomplete, or longer than {MAX_REQUEST} bytes"),
-                );
-                let _ = (&*s).write_all(&done_line::<()>(Err(err)));
-                return;
-            }
-            Err(_) => {
-                zeroize::Zeroize::zeroize(&mut line);
-                return;
-            }
-        }
-        // The version first: a newer client's request may not parse as ours at all.
-        #[derive(serde::Deserialize)]
-        struct Version {
-            v: u32,
-        }
-        let version = serde_json::from_str::<Version>(&line).map(|x| x.v);
-        let parsed = match version {
-            Ok(control::VERSION) | Err(_) => {
-                serde_json::from_str::<control::Envelope>(&line).map(|e| (e.v, Some(e.request)))
-            }
-            Ok(v) => Ok((v, None)),
-        };
-        zeroize::Zeroize::zeroize(&mut line);
-        let req = match parsed {
-            Ok((_, Some(req))) => req,
-            Ok((v, None)) => {
-                let err = VolumeError::Remote {
-                    kind: crate::volume::error::ErrorKind::Busy,
-                    message: format!(
-                        "the region daemon (pid {}) speaks control protocol {}, this cryptvol speaks {}: detach every volume of the region (or stop that daemon) and retry",
-                        std::process::id(),
-                        control::VERSION,
-                        v
-                    ),
-                };
-                let _ = (&*s).write_all(&done_line::<()>(Err(err)));
-                return;
-            }
-            Err(e) => {
-                let err = VolumeError::invalid("control request", format!("malformed: {e}"));
-                let _ = (&*s).write_all(&done_line::<()>(Err(err)));
-                return;
-            }
-        };
-        // Progress of a long request, throttled; a failed write means the client is gone,
-        // and the job stops.
-        let last_progress = Mutex::new((Instant::now(), 0u64));
-        let progress = |n: u64| -> bool {
-            let mut lp = last_progress.lock().unwrap_or_else(|p| p.into_inner());
-            lp.1 += n;
-            if lp.0.elapsed() < Duration::from_millis(100) {
-                return true;
-            }
-            let mut out = serde_json::to_vec(&control::Frame::<()>::Progress(lp.1))
-                .expect("progress serializes");
-            out.push(b'\n');
-            lp.1 = 0;
-            lp.0 = Instant::now();
-            (&*s).write_all(&out).is_ok()
-        };
-        let (out, last) = match req {
-            Request::Detach { dir } => {
-                let r = self.detach(&dir);
-                // Only this request in flight: nothing else can attach meanwhile.
-                let last = r.is_ok() && self.stop_if_unused(1);
-                let reply = r.map(|()| DetachReply {
-                    daemon_stopping: last.then(std::process::id),
-                });
-                (done_line(reply), last)
-            }
-            other => (self.handle(other, &progress), false),
-        };
-        let _ = (&*s).write_all(&out);
-        // The last detach stops the daemon, only once the client has its answer.
-        if last {
-            self.begin_stop("last volume detached");
-        }
-    }
-
-    fn shutdown(&self) {
+    pub(super) fn shutdown(&self) {
         self.stopping.store(true, Ordering::Release);
         let all: Vec<(VolumeId, PathBuf)> = self
             .sessions()
@@ -540,7 +376,7 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
         }
     };
     let sock = region.daemon_socket();
-    if control::Client::connect(&region).is_some() {
+    if super::client::Client::connect(&region).is_some() {
         return Err(VolumeError::PoolBusy { path: sock });
     }
     let _ = std::fs::remove_file(&sock);

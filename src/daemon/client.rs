@@ -1,11 +1,5 @@
-//! The region daemon's control protocol, on `<region>/run/daemon.sock` (mode 0600 in a
-//! 0700 directory): one request per connection, as one JSON line `{"v": VERSION,
-//! "request": {...}}`, answered by zero or more progress lines and one final line.
-//! Requests and replies are typed on both sides: a reply that does not parse as the type
-//! its request expects is an error, never a default. Documented in docs/formats.md,
-//! "Control socket".
-//!
-//! The client side implements [`Catalog`], so a command does the same thing whether the
+//! The client side of the control socket: a command's connection to its region's
+//! daemon. It implements [`Catalog`], so a command does the same thing whether the
 //! daemon or the command itself owns the pool.
 
 use std::io::{BufRead, BufReader, Write};
@@ -14,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use super::catalog::Catalog;
 use super::owner::Progress;
@@ -26,177 +19,7 @@ use crate::volume::error::{ErrorKind, Result};
 use crate::volume::ids::SlotNo;
 use crate::volume::{VolumeError, VolumeHeader, VolumeId};
 
-/// The protocol version. A daemon refuses a request of another version with a message
-/// that says how to get going again (after an upgrade, an old daemon may still run).
-pub const VERSION: u32 = 2;
-
-/// What goes on the wire: the version and the request.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Envelope {
-    pub v: u32,
-    pub request: Request,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Request {
-    /// → u32 (the daemon's pid)
-    Ping,
-    /// → DaemonStatus
-    Status,
-    /// → (). `data_key` is the volume's 64-byte data key, base64; the daemon derives the
-    /// XTS key and zeroizes both.
-    Attach {
-        volume: VolumeId,
-        dir: PathBuf,
-        data_key: WireSecret,
-    },
-    /// → DetachReply
-    Detach {
-        dir: PathBuf,
-    },
-    /// → ()
-    Flush {
-        volume: VolumeId,
-    },
-    ListVolumes,
-    GetVolume {
-        volume: VolumeId,
-    },
-    CreateVolume {
-        header: VolumeHeader,
-    },
-    ResizeVolume {
-        volume: VolumeId,
-        size: u64,
-    },
-    DeleteVolume {
-        volume: VolumeId,
-    },
-    AllocatedBytes {
-        volume: VolumeId,
-    },
-    CreateSnapshot {
-        volume: VolumeId,
-        record: SnapshotRecord,
-    },
-    ListSnapshots,
-    GetSnapshot {
-        snapshot: String,
-    },
-    DeleteSnapshot {
-        snapshot: String,
-    },
-    RestoreVolume {
-        snapshot: String,
-        header: VolumeHeader,
-    },
-    LoadMap {
-        owner: String,
-    },
-    TakeLease {
-        snapshot: String,
-        holder: String,
-    },
-    ReleaseLease {
-        snapshot: String,
-        holder: String,
-    },
-    ListLeases {
-        snapshot: String,
-    },
-    ListPending,
-    /// → (). The copy's record, before its source is leased.
-    BeginCopy {
-        owner: String,
-        pending: PendingCopy,
-    },
-    /// → (). The chunk size comes from the copy's own record.
-    AbandonPending {
-        owner: String,
-    },
-    CheckPool,
-    RepairPool,
-    /// → CopyStats, after `Frame::Progress` lines. The job is cancelled when this
-    /// connection closes.
-    RunCopy {
-        job: CopyJob,
-    },
-}
-
-/// A secret on the wire (a data key, base64): zeroized when dropped, never printed.
-#[derive(Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct WireSecret(pub String);
-
-impl Drop for WireSecret {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.0);
-    }
-}
-
-impl std::fmt::Debug for WireSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<secret>")
-    }
-}
-
-/// One line of a reply: progress of a long request, or its result.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Frame<T> {
-    Progress(u64),
-    Done(std::result::Result<T, WireError>),
-}
-
-/// A failure as it crosses the socket: its class (for the exit code) and its line.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct WireError {
-    pub kind: ErrorKind,
-    pub message: String,
-}
-
-impl From<VolumeError> for WireError {
-    fn from(e: VolumeError) -> WireError {
-        WireError {
-            kind: e.kind(),
-            message: e.to_string(),
-        }
-    }
-}
-
-/// The final line of a reply.
-pub fn done_line<T: Serialize>(r: Result<T>) -> Vec<u8> {
-    let mut out =
-        serde_json::to_vec(&Frame::Done(r.map_err(WireError::from))).expect("replies serialize");
-    out.push(b'\n');
-    out
-}
-
-/// What `status` reports about one attached volume.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct AttachedInfo {
-    pub volume_id: VolumeId,
-    pub dir: PathBuf,
-    pub size: u64,
-    pub allocated_bytes: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct DaemonStatus {
-    pub pid: u32,
-    pub attached: Vec<AttachedInfo>,
-}
-
-/// The answer to a detach: the last detach stops the daemon, and says so with its pid
-/// so the client can wait for the pool to be free before its next command.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct DetachReply {
-    pub daemon_stopping: Option<u32>,
-}
+use super::rpc::*;
 
 /// A connection to a running daemon.
 #[derive(Debug, Clone)]
