@@ -71,27 +71,26 @@ impl EmbeddedKms {
             .param("targetKeyId", target.to_string());
         let out = Self::user_alias(name, "update").and_then(|alias| {
             self.mutate(Some(caller), &mut call, |ks, now, call| {
-                let old = ks
-                    .body
-                    .aliases
-                    .get(&alias)
-                    .map(|a| a.target)
-                    .ok_or_else(|| AwsError::NotFound {
-                        what: format!("alias {alias} in region {}", self.dir.region),
-                    })?;
+                let mut a =
+                    ks.body
+                        .aliases
+                        .get(&alias)
+                        .cloned()
+                        .ok_or_else(|| AwsError::NotFound {
+                            what: format!("alias {alias} in region {}", self.dir.region),
+                        })?;
                 // As AWS: permission on both the key it leaves and the key it joins.
                 self.resolve_authorized(
                     ks,
-                    &KeyRef::Id(old),
+                    &KeyRef::Id(a.target),
                     caller,
                     call,
                     "kms:UpdateAlias",
                     None,
                 )?;
-                let id = self.alias_target(ks, caller, call, target, "kms:UpdateAlias")?;
-                let a = ks.body.aliases.get_mut(&alias).expect("looked up above");
-                a.target = id;
+                a.target = self.alias_target(ks, caller, call, target, "kms:UpdateAlias")?;
                 a.updated = now;
+                ks.body.aliases.insert(alias, a);
                 Ok(())
             })
         });

@@ -391,9 +391,9 @@ impl EmbeddedKms {
             extra.push(("kms:GrantConstraintType", constraint_type(c)));
         }
         self.mutate(Some(caller), call, |ks, now, call| {
-            let id = self.resolve(ks, &req.key)?;
+            let k = self.resolve_key(ks, &req.key)?;
+            let id = k.id;
             call.resource(&self.arn(&id));
-            let k = &ks.body.keys[&id];
             let usage = GrantUse::NewGrant {
                 operations: &operations,
                 constraint: constraint.as_ref(),
@@ -477,9 +477,9 @@ impl EmbeddedKms {
             }
             self.ensure_managed(&req.key)?;
             self.read(|ks, _| {
-                let id = self.resolve(ks, &req.key)?;
+                let k = self.resolve_key(ks, &req.key)?;
+                let id = k.id;
                 call.resource(&self.arn(&id));
-                let k = &ks.body.keys[&id];
                 let aws = [("kms:GrantIsForAWSResource", for_aws_resource(caller))];
                 self.authorize(caller, "kms:ListGrants", Some(k), None, &aws)?;
                 let items = ks
@@ -637,11 +637,11 @@ impl EmbeddedKms {
         dry_run: bool,
     ) -> Result<()> {
         self.mutate(Some(caller), call, |ks, _, call| {
-            let id = self.resolve(ks, &key)?;
+            let k = self.resolve_key(ks, &key)?;
+            let id = k.id;
             let arn = self.arn(&id);
             call.resource(&arn);
             let (pos, g) = find_grant(ks, &id, &grant_id, &arn)?;
-            let k = &ks.body.keys[&id];
             let aws = [("kms:GrantIsForAWSResource", for_aws_resource(caller))];
             self.explicitly_denied(caller, "kms:RetireGrant", k, &aws)?;
             let retiring = g
@@ -694,10 +694,10 @@ impl EmbeddedKms {
         }
         let out = check_grant_id(grant_id).and_then(|()| {
             self.mutate(Some(caller), &mut call, |ks, _, call| {
-                let id = self.resolve(ks, key)?;
+                let k = self.resolve_key(ks, key)?;
+                let id = k.id;
                 let arn = self.arn(&id);
                 call.resource(&arn);
-                let k = &ks.body.keys[&id];
                 let aws = [("kms:GrantIsForAWSResource", for_aws_resource(caller))];
                 self.authorize(caller, "kms:RevokeGrant", Some(k), None, &aws)?;
                 let (pos, _) = find_grant(ks, &id, &grant_id.to_ascii_lowercase(), &arn)?;

@@ -381,7 +381,7 @@ fn housekeep(ks: &mut Keystore, root: &Key256, now: UnixTime) -> Vec<(&'static s
         );
         events.push(("DeleteKey", id));
     }
-    let due_rotations: Vec<KeyId> = ks
+    let due_rotations: Vec<(KeyId, u32)> = ks
         .body
         .keys
         .values()
@@ -390,10 +390,9 @@ fn housekeep(ks: &mut Keystore, root: &Key256, now: UnixTime) -> Vec<(&'static s
                 && k.rotation.enabled
                 && k.rotation.next_rotation.is_some_and(|t| t <= now)
         })
-        .map(|k| k.id)
+        .map(|k| (k.id, k.current_version().number + 1))
         .collect();
-    for id in due_rotations {
-        let number = ks.body.keys[&id].current_version().number + 1;
+    for (id, number) in due_rotations {
         let v = ks.new_version(root, &id, number, now, VersionOrigin::Automatic);
         let k = ks.body.keys.get_mut(&id).expect("listed above");
         k.versions.push(v);

@@ -2,6 +2,8 @@
 //! and account only — creating an AWS managed key on a service's first use of its alias,
 //! and the key-state checks every operation makes (managed keys refused, Enabled required).
 
+use std::collections::BTreeMap;
+
 use super::{
     DEFAULT_ROTATION_PERIOD_DAYS, EmbeddedKms, MANAGED_ALIASES, checks, grants,
     internal_lock_poisoned,
@@ -10,7 +12,7 @@ use crate::aws::error::{AwsError, Result};
 use crate::iam::caller::Caller;
 use crate::kms::context::EncryptionContext;
 use crate::kms::event::Call;
-use crate::kms::ids::{KeyId, KeyRef};
+use crate::kms::ids::{AliasName, KeyId, KeyRef};
 use crate::kms::keystore::Keystore;
 use crate::kms::model::*;
 use crate::sys::clock::format_time;
@@ -43,15 +45,30 @@ impl EmbeddedKms {
         self.check_arn_scope(r)?;
         match r {
             KeyRef::Id(id) | KeyRef::KeyArn { id, .. } => self.existing(ks, id).map(|_| *id),
-            KeyRef::Alias(alias) | KeyRef::AliasArn { alias, .. } => ks
-                .body
-                .aliases
-                .get(alias)
-                .map(|a| a.target)
-                .ok_or_else(|| AwsError::NotFound {
-                    what: format!("alias {alias} in region {}", self.dir.region),
-                }),
+            KeyRef::Alias(alias) | KeyRef::AliasArn { alias, .. } => self.aliased_key(ks, alias),
         }
+    }
+
+    /// The key record `r` names, found once: callers use it, not a second lookup by id.
+    pub(super) fn resolve_key<'k>(&self, ks: &'k Keystore, r: &KeyRef) -> Result<&'k KeyRecord> {
+        self.check_arn_scope(r)?;
+        match r {
+            KeyRef::Id(id) | KeyRef::KeyArn { id, .. } => self.existing(ks, id),
+            KeyRef::Alias(alias) | KeyRef::AliasArn { alias, .. } => {
+                self.existing(ks, &self.aliased_key(ks, alias)?)
+            }
+        }
+    }
+
+    /// The id of the key `alias` points at.
+    fn aliased_key(&self, ks: &Keystore, alias: &AliasName) -> Result<KeyId> {
+        ks.body
+            .aliases
+            .get(alias)
+            .map(|a| a.target)
+            .ok_or_else(|| AwsError::NotFound {
+                what: format!("alias {alias} in region {}", self.dir.region),
+            })
     }
 
     /// Resolves `r`, notes the key in the call, and authorizes `action` on it.
@@ -64,14 +81,14 @@ impl EmbeddedKms {
         action: &str,
         ctx: Option<&EncryptionContext>,
     ) -> Result<&'k KeyRecord> {
-        let id = self.resolve(ks, r)?;
-        call.resource(&self.arn(&id));
-        let k = &ks.body.keys[&id];
+        let k = self.resolve_key(ks, r)?;
+        call.resource(&self.arn(&k.id));
         self.authorize_key(ks, caller, call, action, k, grants::GrantUse::of(ctx), &[])?;
         Ok(k)
     }
 
-    /// As [`Self::resolve_authorized`], for a change.
+    /// As [`Self::resolve_authorized`], for a change. Authorization reads the whole
+    /// keystore (policies, grants), so the record is borrowed for the change after it.
     pub(super) fn resolve_authorized_mut<'k>(
         &self,
         ks: &'k mut Keystore,
@@ -83,22 +100,39 @@ impl EmbeddedKms {
         let id = self
             .resolve_authorized(ks, r, caller, call, action, None)?
             .id;
-        Ok(ks.body.keys.get_mut(&id).expect("resolved ids exist"))
+        self.existing_mut(ks, &id)
     }
 
     pub(super) fn existing<'k>(&self, ks: &'k Keystore, id: &KeyId) -> Result<&'k KeyRecord> {
-        if let Some(k) = ks.body.keys.get(id) {
-            return Ok(k);
-        }
-        if let Some(d) = ks.body.deleted_keys.get(id) {
-            return Err(AwsError::KeyDeleted {
+        ks.body
+            .keys
+            .get(id)
+            .ok_or_else(|| self.missing(&ks.body.deleted_keys, id))
+    }
+
+    /// As [`Self::existing`], for a change.
+    pub(super) fn existing_mut<'k>(
+        &self,
+        ks: &'k mut Keystore,
+        id: &KeyId,
+    ) -> Result<&'k mut KeyRecord> {
+        let body = &mut ks.body;
+        body.keys
+            .get_mut(id)
+            .ok_or_else(|| self.missing(&body.deleted_keys, id))
+    }
+
+    /// The error for a key id that names no live key: deleted (and when), or never made.
+    fn missing(&self, deleted_keys: &BTreeMap<KeyId, DeletedKey>, id: &KeyId) -> AwsError {
+        if let Some(d) = deleted_keys.get(id) {
+            return AwsError::KeyDeleted {
                 key_arn: self.arn(id),
                 deleted_on: format_time(d.deleted),
-            });
+            };
         }
-        Err(AwsError::NotFound {
+        AwsError::NotFound {
             what: format!("key {id} in region {}", self.dir.region),
-        })
+        }
     }
 
     /// Creates the managed key behind `r` if `r` names one (`alias/aws/ebs`) that does not

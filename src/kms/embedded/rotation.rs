@@ -94,12 +94,7 @@ impl EmbeddedKms {
             let id = k.id;
             let number = k.current_version().number + 1;
             let v = ks.new_version(&self.root, &id, number, now, VersionOrigin::OnDemand);
-            ks.body
-                .keys
-                .get_mut(&id)
-                .expect("resolved")
-                .versions
-                .push(v);
+            self.existing_mut(ks, &id)?.versions.push(v);
             Ok(KeyIdResponse {
                 key_id: self.arn(&id),
             })
