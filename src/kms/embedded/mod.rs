@@ -30,7 +30,9 @@
 //! - `aliases.rs`: Create/Update/DeleteAlias, ListAliases.
 //! - `policies.rs`: Get/PutKeyPolicy, ListKeyPolicies.
 //! - `tags.rs`: TagResource, UntagResource, ListResourceTags.
-//! - `grants.rs` (with `grant_rules.rs`): CreateGrant, ListGrants, RetireGrant, RevokeGrant.
+//! - `grants.rs`: CreateGrant, ListGrants, ListRetirableGrants; `grant_tokens.rs` the grant
+//!   tokens, `grant_retire.rs` RetireGrant and RevokeGrant, `grant_rules.rs` their checks
+//!   and when a grant applies.
 //! - `ops.rs`: GenerateRandom, UpdateKeyDescription.
 //! - `paging.rs`: the paged listings (`Limit`/`Marker`).
 //! - `checks.rs`: input checks with AWS's answers.
