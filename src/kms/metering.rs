@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::aws::error::{AwsError, Result};
+use crate::datadir::RegionDir;
 use crate::sys::fsio::{self, FileLock};
 
-pub const USAGE_FILE: &str = "usage.json";
-const USAGE_LOCK: &str = "usage.lock";
 const FORMAT_V1: u32 = 1;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -46,21 +45,23 @@ struct Pending {
 }
 
 pub struct Meter {
-    dir: PathBuf,
+    file: PathBuf,
+    lock: PathBuf,
     pending: Mutex<Pending>,
 }
 
 impl std::fmt::Debug for Meter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Meter").field("dir", &self.dir).finish()
+        f.debug_struct("Meter").field("file", &self.file).finish()
     }
 }
 
 impl Meter {
-    /// A meter for the region directory `dir`.
-    pub fn new(dir: PathBuf) -> Meter {
+    /// A meter for the region `dir` (its usage file and lock).
+    pub fn new(dir: &RegionDir) -> Meter {
         Meter {
-            dir,
+            file: dir.usage_file(),
+            lock: dir.usage_lock(),
             pending: Mutex::new(Pending {
                 counts: Counts::new(),
                 last_flush: Instant::now(),
@@ -69,7 +70,7 @@ impl Meter {
     }
 
     pub fn path(&self) -> PathBuf {
-        self.dir.join(USAGE_FILE)
+        self.file.clone()
     }
 
     /// Counts one request; merges into the file at most once a second.
@@ -115,7 +116,7 @@ impl Meter {
         if taken.is_empty() {
             return Ok(());
         }
-        let lock = self.dir.join(USAGE_LOCK);
+        let lock = self.lock.clone();
         let merged = FileLock::exclusive(&lock)
             .map_err(|e| AwsError::io("cannot lock", &lock, e))
             .and_then(|_l| {
@@ -247,16 +248,25 @@ fn days_from_civil(y: i64, m: i64) -> i64 {
 mod tests {
     use super::*;
 
+    /// A region directory that is `dir` itself (the meter's files directly in it).
+    fn test_region(dir: &std::path::Path) -> RegionDir {
+        RegionDir {
+            data_dir: dir.to_path_buf(),
+            region: crate::aws::Region::parse("local-1").unwrap(),
+            path: dir.to_path_buf(),
+        }
+    }
+
     #[test]
     fn counts_merge_across_meters_and_survive_drop() {
         let d = tempfile::tempdir().unwrap();
         {
-            let a = Meter::new(d.path().to_path_buf());
+            let a = Meter::new(&test_region(d.path()));
             a.record("2026-11", "k1", "Decrypt");
             a.record("2026-11", "k1", "Decrypt");
             a.record("2026-12", "k2", "Encrypt");
         }
-        let b = Meter::new(d.path().to_path_buf());
+        let b = Meter::new(&test_region(d.path()));
         b.record("2026-11", "k1", "Decrypt");
         b.flush().unwrap();
         let f = b.load().unwrap();

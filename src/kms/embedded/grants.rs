@@ -8,6 +8,10 @@
 //! is live or not, whoever presents it. Tokens are authenticated (keyed BLAKE3 under a key
 //! derived from the region root key), so a token this region did not issue is refused as
 //! InvalidGrantTokenException, as AWS refuses one it cannot read.
+//!
+//! This file has the grant types, CreateGrant, ListGrants and ListRetirableGrants;
+//! `grant_tokens.rs` the tokens, `grant_retire.rs` RetireGrant and RevokeGrant,
+//! `grant_rules.rs` the input checks and the rules by which a grant applies.
 
 use std::collections::BTreeMap;
 
@@ -15,17 +19,19 @@ use serde::{Deserialize, Serialize};
 
 use super::EmbeddedKms;
 use crate::aws::error::{AwsError, Result};
-use crate::crypto::kdf;
 use crate::iam::caller::Caller;
 use crate::iam::root_arn;
 use crate::kms::context::EncryptionContext;
 use crate::kms::event::Call;
 use crate::kms::ids::{KeyId, KeyRef};
-use crate::kms::keystore::Keystore;
 use crate::kms::model::{GrantConstraint, GrantRecord, UnixTime};
 
+#[path = "grant_retire.rs"]
+mod retire;
 #[path = "grant_rules.rs"]
 mod rules;
+#[path = "grant_tokens.rs"]
+mod tokens;
 
 use rules::*;
 pub(super) use rules::{allows, constraint_holds, shown};
@@ -76,10 +82,6 @@ const CRYPTOGRAPHIC: &[&str] = &[
     "GenerateDataKeyPair",
     "GenerateDataKeyPairWithoutPlaintext",
 ];
-
-const TOKEN_MAGIC: &[u8; 4] = b"cvg1";
-const TOKEN_MAC_LEN: usize = 16;
-const TOKEN_LEN: usize = 4 + 16 + 32 + 16 + TOKEN_MAC_LEN;
 
 /// What a request asks of a grant.
 #[derive(Debug, Clone, Copy)]
@@ -214,81 +216,6 @@ fn grant_params(call: Call, req: &CreateGrantRequest) -> Call {
 }
 
 impl EmbeddedKms {
-    fn grant_token_key(&self) -> crate::crypto::Key256 {
-        kdf::derive(
-            kdf::CTX_GRANT_TOKEN,
-            &self.root,
-            self.dir.region.as_str().as_bytes(),
-        )
-    }
-
-    /// A new token for grant `grant_id` of key `key`: every call makes a different one,
-    /// and all of a grant's tokens are interchangeable, as in AWS.
-    fn grant_token(&self, key: &KeyId, grant_id: &str) -> String {
-        let mut b = Vec::with_capacity(TOKEN_LEN);
-        b.extend_from_slice(TOKEN_MAGIC);
-        b.extend_from_slice(key.as_bytes());
-        b.extend_from_slice(&hex::decode(grant_id).expect("grant ids are hex"));
-        b.extend_from_slice(&crate::crypto::random::array::<16>());
-        let mac = blake3::keyed_hash(self.grant_token_key().expose(), &b);
-        b.extend_from_slice(&mac.as_bytes()[..TOKEN_MAC_LEN]);
-        crate::aws::b64::encode(&b)
-    }
-
-    /// The key and grant a token names, if this region issued it.
-    fn open_grant_token(&self, token: &str) -> Result<(KeyId, String)> {
-        let bad = || AwsError::InvalidGrantToken {
-            message: format!(
-                "the grant token ({} characters) is not one this KMS issued in region {}: use a GrantToken that CreateGrant returned",
-                token.len(),
-                self.dir.region
-            ),
-        };
-        let b = crate::aws::b64::decode(token).map_err(|_| bad())?;
-        if b.len() != TOKEN_LEN || &b[..4] != TOKEN_MAGIC {
-            return Err(bad());
-        }
-        let (body, mac) = b.split_at(TOKEN_LEN - TOKEN_MAC_LEN);
-        let want = blake3::keyed_hash(self.grant_token_key().expose(), body);
-        // Compared in constant time: a token's validity must not leak byte by byte.
-        let diff = mac
-            .iter()
-            .zip(&want.as_bytes()[..TOKEN_MAC_LEN])
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if diff != 0 {
-            return Err(bad());
-        }
-        let key = KeyId::from_bytes(body[4..20].try_into().expect("16 bytes"));
-        Ok((key, hex::encode(&body[20..52])))
-    }
-
-    /// Checks a request's `GrantTokens`: at most 10, each 1..8192 characters and issued
-    /// by this region.
-    pub(super) fn check_grant_tokens(&self, tokens: &[String]) -> Result<()> {
-        if tokens.len() > MAX_GRANT_TOKENS {
-            return Err(AwsError::validation(
-                "GrantTokens",
-                format!(
-                    "{} tokens; a request takes at most {MAX_GRANT_TOKENS}",
-                    tokens.len()
-                ),
-            ));
-        }
-        for t in tokens {
-            if t.is_empty() || t.len() > MAX_GRANT_TOKEN_LEN {
-                return Err(AwsError::validation(
-                    "GrantTokens",
-                    format!(
-                        "a token of {} characters is outside 1..{MAX_GRANT_TOKEN_LEN}",
-                        t.len()
-                    ),
-                ));
-            }
-            self.open_grant_token(t)?;
-        }
-        Ok(())
-    }
-
     /// Refuses a grantee or retiring principal of this account that does not exist, and
     /// returns the unique id of the user or role it names.
     fn principal_binding(&self, field: &str, p: &str) -> Result<Option<String>> {
@@ -391,9 +318,9 @@ impl EmbeddedKms {
             extra.push(("kms:GrantConstraintType", constraint_type(c)));
         }
         self.mutate(Some(caller), call, |ks, now, call| {
-            let id = self.resolve(ks, &req.key)?;
+            let k = self.resolve_key(ks, &req.key)?;
+            let id = k.id;
             call.resource(&self.arn(&id));
-            let k = &ks.body.keys[&id];
             let usage = GrantUse::NewGrant {
                 operations: &operations,
                 constraint: constraint.as_ref(),
@@ -477,9 +404,9 @@ impl EmbeddedKms {
             }
             self.ensure_managed(&req.key)?;
             self.read(|ks, _| {
-                let id = self.resolve(ks, &req.key)?;
+                let k = self.resolve_key(ks, &req.key)?;
+                let id = k.id;
                 call.resource(&self.arn(&id));
-                let k = &ks.body.keys[&id];
                 let aws = [("kms:GrantIsForAWSResource", for_aws_resource(caller))];
                 self.authorize(caller, "kms:ListGrants", Some(k), None, &aws)?;
                 let items = ks
@@ -563,179 +490,6 @@ impl EmbeddedKms {
                 })
             });
         self.finish(caller, call, out)
-    }
-
-    /// RetireGrant: allowed to the grant's retiring principal, its grantee when the grant
-    /// includes RetireGrant, and the account that issued it (AWS's rule), unless a policy
-    /// explicitly denies kms:RetireGrant.
-    pub fn retire_grant(&self, caller: &Caller, req: &RetireGrantRequest) -> Result<()> {
-        self.retire_grant_as(caller, req, false)
-    }
-
-    /// RetireGrant with `DryRun`: every check, then DryRunOperationException; the grant stays.
-    pub fn retire_grant_dry_run(&self, caller: &Caller, req: &RetireGrantRequest) -> AwsError {
-        super::dry_run::answer(self.retire_grant_as(caller, req, true))
-    }
-
-    fn retire_grant_as(
-        &self,
-        caller: &Caller,
-        req: &RetireGrantRequest,
-        dry_run: bool,
-    ) -> Result<()> {
-        let mut call = Call::new("RetireGrant", false);
-        if dry_run {
-            call = call.param("dryRun", true);
-        }
-        // The token is not recorded; the key and grant it names are.
-        let target = self.retire_target(req);
-        if let Ok((k, g)) = &target {
-            call = call
-                .param("keyId", k.to_string())
-                .param("grantId", g.as_str());
-        }
-        let out = target.and_then(|t| self.retire_inner(caller, t, &mut call, dry_run));
-        self.finish(caller, call, out)
-    }
-
-    fn retire_target(&self, req: &RetireGrantRequest) -> Result<(KeyRef, String)> {
-        match (&req.grant_token, &req.key, &req.grant_id) {
-            (Some(t), key, grant) => {
-                if t.is_empty() || t.len() > MAX_GRANT_TOKEN_LEN {
-                    return Err(AwsError::validation(
-                        "GrantToken",
-                        format!("{} characters is outside 1..{MAX_GRANT_TOKEN_LEN}", t.len()),
-                    ));
-                }
-                let (k, g) = self.open_grant_token(t)?;
-                if grant.as_ref().is_some_and(|x| !x.eq_ignore_ascii_case(&g))
-                    || (key.is_some() && grant.is_none())
-                {
-                    return Err(AwsError::validation(
-                        "GrantToken",
-                        "the token names another grant than KeyId and GrantId: give the token alone, or KeyId and GrantId",
-                    ));
-                }
-                Ok((key.clone().unwrap_or(KeyRef::Id(k)), g))
-            }
-            (None, Some(k), Some(g)) => {
-                check_grant_id(g)?;
-                Ok((k.clone(), g.to_ascii_lowercase()))
-            }
-            _ => Err(AwsError::validation(
-                "GrantToken",
-                "give a GrantToken, or both KeyId and GrantId",
-            )),
-        }
-    }
-
-    fn retire_inner(
-        &self,
-        caller: &Caller,
-        (key, grant_id): (KeyRef, String),
-        call: &mut Call,
-        dry_run: bool,
-    ) -> Result<()> {
-        self.mutate(Some(caller), call, |ks, _, call| {
-            let id = self.resolve(ks, &key)?;
-            let arn = self.arn(&id);
-            call.resource(&arn);
-            let (pos, g) = find_grant(ks, &id, &grant_id, &arn)?;
-            let k = &ks.body.keys[&id];
-            let aws = [("kms:GrantIsForAWSResource", for_aws_resource(caller))];
-            self.explicitly_denied(caller, "kms:RetireGrant", k, &aws)?;
-            let retiring = g
-                .retiring
-                .as_deref()
-                .is_some_and(|r| is_principal(caller, r, g.retiring_id.as_deref()));
-            let grantee = allows(g, caller, "RetireGrant", &GrantUse::NoContext);
-            let issuer = caller.identity.is_root() && g.issuing_account == root_arn(&self.account);
-            if !(retiring || grantee || issuer) {
-                return Err(AwsError::AccessDenied {
-                    message: format!(
-                        "User: {} is not authorized to perform: kms:RetireGrant on resource: {arn} because it is not the grant's retiring principal, nor its grantee with RetireGrant among the grant's operations, nor the account that issued it",
-                        caller.identity.arn()
-                    ),
-                });
-            }
-            if grantee && !retiring && !issuer {
-                call.grant_id = Some(g.id.clone());
-            }
-            if dry_run {
-                return Err(AwsError::DryRun);
-            }
-            remove_grant(ks, &id, pos);
-            call.respond(serde_json::json!({ "keyId": arn }));
-            Ok(())
-        })
-    }
-
-    pub fn revoke_grant(&self, caller: &Caller, key: &KeyRef, grant_id: &str) -> Result<()> {
-        self.revoke_grant_as(caller, key, grant_id, false)
-    }
-
-    /// RevokeGrant with `DryRun`: every check, then DryRunOperationException; the grant stays.
-    pub fn revoke_grant_dry_run(&self, caller: &Caller, key: &KeyRef, grant_id: &str) -> AwsError {
-        super::dry_run::answer(self.revoke_grant_as(caller, key, grant_id, true))
-    }
-
-    fn revoke_grant_as(
-        &self,
-        caller: &Caller,
-        key: &KeyRef,
-        grant_id: &str,
-        dry_run: bool,
-    ) -> Result<()> {
-        let mut call = Call::new("RevokeGrant", false)
-            .param("keyId", key.to_string())
-            .param("grantId", grant_id);
-        if dry_run {
-            call = call.param("dryRun", true);
-        }
-        let out = check_grant_id(grant_id).and_then(|()| {
-            self.mutate(Some(caller), &mut call, |ks, _, call| {
-                let id = self.resolve(ks, key)?;
-                let arn = self.arn(&id);
-                call.resource(&arn);
-                let k = &ks.body.keys[&id];
-                let aws = [("kms:GrantIsForAWSResource", for_aws_resource(caller))];
-                self.authorize(caller, "kms:RevokeGrant", Some(k), None, &aws)?;
-                let (pos, _) = find_grant(ks, &id, &grant_id.to_ascii_lowercase(), &arn)?;
-                if dry_run {
-                    return Err(AwsError::DryRun);
-                }
-                remove_grant(ks, &id, pos);
-                call.respond(serde_json::json!({ "keyId": arn }));
-                Ok(())
-            })
-        });
-        self.finish(caller, call, out)
-    }
-}
-
-fn find_grant<'k>(
-    ks: &'k Keystore,
-    key: &KeyId,
-    grant_id: &str,
-    arn: &str,
-) -> Result<(usize, &'k GrantRecord)> {
-    ks.body
-        .grants
-        .get(key)
-        .and_then(|gs| gs.iter().enumerate().find(|(_, g)| g.id == grant_id))
-        .ok_or_else(|| AwsError::NotFound {
-            what: format!(
-                "grant {grant_id} on key {arn} (it was retired or revoked, or never made: see `cryptvol kms list-grants --key-id {arn}`)"
-            ),
-        })
-}
-
-fn remove_grant(ks: &mut Keystore, key: &KeyId, pos: usize) {
-    if let Some(gs) = ks.body.grants.get_mut(key) {
-        gs.remove(pos);
-        if gs.is_empty() {
-            ks.body.grants.remove(key);
-        }
     }
 }
 

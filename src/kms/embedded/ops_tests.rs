@@ -3,6 +3,9 @@
 //! limit, KeyMaterialId, and the managed key's creation event.
 
 use super::*;
+use crate::kms::backend::DataKeySpec;
+use crate::kms::context::EncryptionContext;
+use crate::kms::ids::KeyRef;
 
 fn setup() -> (tempfile::TempDir, EmbeddedKms) {
     let d = tempfile::tempdir().unwrap();

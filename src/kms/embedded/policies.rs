@@ -83,14 +83,12 @@ impl EmbeddedKms {
             .param("bypassPolicyLockoutSafetyCheck", bypass);
         let out = check_policy_name(policy_name).and_then(|()| {
             self.mutate(Some(caller), &mut call, |ks, _, call| {
-                let k = self.resolve_authorized(ks, r, caller, call, "kms:PutKeyPolicy", None)?;
+                let k = self.resolve_authorized_mut(ks, r, caller, call, "kms:PutKeyPolicy")?;
                 self.refuse_managed(k, "given a new policy")?;
-                let id = k.id;
                 let (parsed, principals) = self.parse_key_policy(text)?;
                 if !bypass {
-                    self.check_lockout(caller, &parsed, &id)?;
+                    self.check_lockout(caller, &parsed, &k.id)?;
                 }
-                let k = ks.body.keys.get_mut(&id).expect("resolved");
                 k.policy = Some(text.to_string());
                 k.policy_principals = principals;
                 Ok(())

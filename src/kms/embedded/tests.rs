@@ -1,6 +1,10 @@
 //! Unit tests of the embedded KMS: rotation, deletion, concurrency, policies, audit.
 
 use super::*;
+use crate::kms::backend::{DataKeySpec, KeyBackend};
+use crate::kms::blob;
+use crate::kms::context::EncryptionContext;
+use crate::kms::ids::KeyRef;
 
 fn setup() -> (tempfile::TempDir, Region) {
     let d = tempfile::tempdir().unwrap();
