@@ -1,17 +1,19 @@
 //! cryptvol: a key management service and encrypted block volumes for one machine.
 //!
-//! Layers, each a module that only uses the ones below it (see DESIGN.md):
-//! - [`cli`]: commands, output formats, exit codes;
+//! One module per concept, in layers; a module uses only the layers below it
+//! (docs/architecture.md, enforced by tests/layering.rs), highest first:
+//! - [`cli`]: clap commands, printing, exit codes;
 //! - [`server`]: the AWS KMS protocol over HTTP(S) with SigV4 (`kms serve`);
-//! - [`fuse`]: the FUSE file, the region daemon and its control socket, loop/mkfs/mount;
-//! - [`snapshot`]: snapshot records, usage accounting, the re-encryption pipeline;
+//! - [`daemon`]: the region daemon, the FUSE file, the control socket, the pool's owner;
+//! - [`snapshot`]: snapshot records, the re-encrypting copy and rekeyed restore;
 //! - [`volume`]: volume headers and keys, the thin pool, block I/O with AES-256-XTS;
-//! - [`kms`]: regions, keystores, keys, aliases, rotation, data keys, policies,
-//!   identities, the audit trail, metering, SigV4, `KeyBackend` (embedded and remote);
-//! - [`crypto`]: AES-256-GCM, AES-256-XTS, key derivation, zeroizing key types, process
-//!   hardening;
-//! - [`fsio`]: durable file writes and locks used by the layers that keep state;
-//! - [`sys`]: system call wrappers and external tools (for now, /proc/self/mountinfo).
+//! - [`kms`]: `KeyBackend`, blobs, the keystore, the embedded KMS, the remote client;
+//! - [`iam`], [`audit`]: identities, access keys and callers; the hash-chained trail;
+//! - [`datadir`]: every path of the data dir, region configs, root keys;
+//! - [`aws`]: region and account ids, `AwsError`, base64, SigV4;
+//! - [`policy`], [`sys`]: the AWS policy language; system calls and external tools;
+//! - [`crypto`], [`format_version`]: ciphers, derivation, zeroizing keys; the "newer
+//!   format" message.
 #![deny(unsafe_code)]
 
 pub mod audit;
@@ -21,7 +23,6 @@ pub mod crypto;
 pub mod daemon;
 pub mod datadir;
 pub mod format_version;
-
 pub mod iam;
 pub mod kms;
 pub mod policy;

@@ -1472,7 +1472,7 @@ fn a_failed_commit_that_landed_is_not_applied_twice() {
 }
 
 /// The second defect these properties found, not fixed here (it is outside the pool):
-/// `PoolOwner::create_snapshot` (src/fuse/owner.rs) runs `v.mark_all_shared()` only when
+/// `PoolOwner::create_snapshot` (src/daemon/owner.rs) runs `v.mark_all_shared()` only when
 /// `Pool::create_snapshot` returned Ok. When the snapshot's redb commit fails at its sync,
 /// the snapshot is in the page cache and the pool's next reopen finds it: it exists, it
 /// maps the volume's slots, and the volume, whose chunks are not marked shared, overwrites

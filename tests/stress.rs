@@ -1,5 +1,5 @@
 //! Concurrency stress on real FUSE mounts: the one-owner-per-volume rules of
-//! src/fuse/owner.rs under load, for about 45 s (`CRYPTVOL_STRESS_SECS` changes it).
+//! src/daemon/owner.rs under load, for about 45 s (`CRYPTVOL_STRESS_SECS` changes it).
 //!
 //! Three volumes run fio with `--verify=crc32c` (random 4 KiB reads and writes with
 //! O_DIRECT, fsync every 32 writes, every write read back and checked during the run and

@@ -82,7 +82,8 @@ impl VolumeFs {
 impl Filesystem for VolumeFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Async direct I/O lets the loop device's O_DIRECT requests reach us in parallel
-        // (3-4x on every fio job, see PERFORMANCE.md); fuser does not ask for it.
+        // (3-4x on every fio job through the loop device, docs/benchmarks.md); fuser does
+        // not ask for it.
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO) {
             warn!("kernel lacks FUSE capabilities {missing:?}");
         }

@@ -1,6 +1,6 @@
 //! The key management service: regions and their keystores, customer master keys and
 //! their versions, aliases, rotation, data keys and ciphertext blobs (the AWS KMS model,
-//! see docs/formats.md and DESIGN.md "Keys").
+//! see docs/formats.md and docs/architecture.md "Keys").
 //!
 //! Higher layers reach keys only through [`KeyBackend`]; [`EmbeddedKms`] is the
 //! implementation backed by the region's keystore file. Nothing here prints or exits.

@@ -5,7 +5,7 @@
 //!
 //! Why not aws-sdk-kms: it brings an async runtime and some two hundred crates to the CLI
 //! for four calls. Why not the aws-sigv4 crate: it brings the Smithy runtime for a
-//! 60-line algorithm that the server needs anyway (src/kms/sigv4.rs, tested against AWS's
+//! 60-line algorithm that the server needs anyway (src/aws/sigv4/, tested against AWS's
 //! published vectors, and against botocore through the compatibility suite). The HTTP
 //! client is ureq (blocking, rustls): the volume layer is synchronous.
 

@@ -2,7 +2,7 @@
 //! chunk size, a map from (volume, chunk) to slot, reference counts so volumes and
 //! snapshots can share slots, and the metadata transactions that make it crash-safe.
 //!
-//! Durability contract (DESIGN.md): block writes go straight to the data file, and map and
+//! Durability contract (docs/architecture.md): block writes go straight to the data file, and map and
 //! refcount changes collect in memory until [`Pool::commit`] (fsync of a volume, or any
 //! admin operation). A commit first makes the data durable (fdatasync), then the metadata
 //! (one redb transaction). A slot freed by a commit becomes allocatable only after that
