@@ -135,7 +135,7 @@ fn attack_control_socket_bad_input_is_refused_cleanly() {
     drop(stalled);
 }
 
-/// Finding 6. The version is checked only after the whole request parsed as a protocol-2
+/// The version is checked only after the whole request parsed as a protocol-2
 /// `Request`: a newer client whose request has an op (or a field) protocol 2 does not
 /// know gets "invalid control request: malformed: unknown variant ..." instead of the
 /// documented `busy` refusal that says to detach everything and retry.
@@ -154,7 +154,7 @@ fn attack_control_newer_protocol_gets_the_version_refusal() {
     assert!(m.contains("protocol"), "{m}");
 }
 
-/// Finding 7. The daemon read a request line with no limit on its size and no timeout:
+/// The daemon read a request line with no limit on its size and no timeout:
 /// one same-user client that sent a long line without a newline made the daemon buffer
 /// all of it (and a client that never sent kept a thread forever). Now a line is bounded
 /// (64 MiB: a copy job carries its source's map, about 20 bytes per chunk) and refused
@@ -193,7 +193,7 @@ fn attack_control_line_without_newline_is_buffered_without_limit() {
     );
 }
 
-/// Finding 8. The last detach decided "nothing attached any more, stop" from the
+/// The last detach decided "nothing attached any more, stop" from the
 /// sessions table while an attach of another volume that started before it could still
 /// be mounting: that attach was answered `Ok` and then lost when the daemon exited. Now
 /// requests in flight are counted under the lock that decides to stop. A timing sweep:

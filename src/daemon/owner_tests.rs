@@ -304,7 +304,7 @@ fn written_snapshot(owner: &PoolOwner, h: &VolumeHeader, chunks: u64) -> Snapsho
     rec
 }
 
-/// Finding 1. `transfer::run_copy` releases the source's lease in a step of its own
+/// `transfer::run_copy` releases the source's lease in a step of its own
 /// after the copy finished (and takes it in a step of its own before `begin_pending`).
 /// A command killed between `finish_pending` and `release_lease` (or between
 /// `take_lease` and `begin_pending`) leaves a lease whose holder is no copy in progress:
@@ -344,7 +344,7 @@ fn attack_lease_left_by_a_copy_killed_after_finish_blocks_the_source_for_good() 
     );
 }
 
-/// Finding 2. The owner stores the snapshot record the client built before it took the
+/// The owner stores the snapshot record the client built before it took the
 /// volume's lock. `snapshot create` racing `volume resize` (grow, then a write past the
 /// old end) stores a record with the old size over a map with chunks past that end:
 /// `pool check` reports the pool damaged (map rows past the owner's end, not repairable)
@@ -371,7 +371,7 @@ fn attack_snapshot_racing_resize_stores_a_stale_record() {
     assert_eq!(stored.volume.size, 32 << SHIFT);
 }
 
-/// Finding 3. `abandon_pending` trusts the caller's chunk size (a control-socket field):
+/// `abandon_pending` trusts the caller's chunk size (a control-socket field):
 /// with the wrong one it drops references of the slots with the same numbers in another
 /// chunk size, so another volume's slot is freed and punched (its data is gone) while
 /// the copy's own slots leak. (A restore's header and a snapshot record's embedded
@@ -419,7 +419,7 @@ fn attack_abandon_pending_with_a_wrong_chunk_shift_frees_another_volumes_slot() 
     assert!(report.is_clean(), "{report}");
 }
 
-/// Finding 4. `run_job` re-creates the `pending` row whenever it is missing, so a copy
+/// `run_job` re-creates the `pending` row whenever it is missing, so a copy
 /// cancelled between a resume's `pending()` lookup and its `run_copy` (`snapshot delete
 /// <copy id>` while `snapshot copy` resumes it) starts again from nothing and finishes:
 /// the user was told "CopyCancelled", and the cancel released the source's lease that
@@ -455,4 +455,69 @@ fn attack_copy_cancelled_while_a_resume_starts_is_resurrected_without_a_lease() 
         "a resume of a cancelled copy must not start it over: {r:?}"
     );
     assert!(owner.pool.get_volume(&dest.id).unwrap().is_none());
+}
+
+/// `PoolOwner::repair_pool` checks "nothing attached, no copy
+/// running" once and then repairs holding nothing that keeps an attach (or a copy) out.
+/// A volume in the "attaching" state (its serve step, before it is in `open`) is not
+/// seen at all. A write in flight there holds a reserved slot that the repair, which
+/// rebuilds the free set from the committed maps and reloads the allocators, hands out
+/// again: two chunks of two volumes end up in one slot.
+#[test]
+fn attack_repair_during_an_attach_hands_a_reserved_slot_out_twice() {
+    use crate::volume::OpenVolume;
+    use crate::volume::pool::tests::{SHIFT, header, hooked};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = tempfile::tempdir().unwrap();
+    let st = hooked(d.path());
+    let pool = Arc::new(Pool::open_storage(Arc::new(st.clone())).unwrap());
+    let owner = Arc::new(PoolOwner::new(
+        pool.clone(),
+        Region::parse("test-1").unwrap(),
+    ));
+    let a = header(16 << SHIFT);
+    let b = header(16 << SHIFT);
+    owner.create_volume(&a).unwrap();
+    owner.create_volume(&b).unwrap();
+    let in_write = Arc::new(Barrier::new(2));
+    let resume = Arc::new(Barrier::new(2));
+    let armed = Arc::new(AtomicBool::new(true));
+    {
+        let (i, r, armed) = (in_write.clone(), resume.clone(), armed.clone());
+        st.set(Some(Arc::new(move |what, _off| {
+            if what == "write" && armed.swap(false, Ordering::AcqRel) {
+                i.wait();
+                r.wait();
+            }
+        })));
+    }
+    // The attach of A: its first write (the kernel may send one as soon as the mount
+    // exists) has a slot reserved and is writing it.
+    let attacher = {
+        let (owner, a) = (owner.clone(), a.clone());
+        std::thread::spawn(move || {
+            owner.attach(&a.id, &[], xts(), |vol| {
+                vol.write(0, &[b'A'; 4096])?;
+                Ok(vol)
+            })
+        })
+    };
+    in_write.wait();
+    let repaired = owner.repair_pool();
+    // Volume B writes its first chunk.
+    let vb = OpenVolume::open(pool.clone(), &b, xts()).unwrap();
+    vb.write(0, &[b'B'; 4096]).unwrap();
+    resume.wait();
+    let va = attacher.join().unwrap().unwrap();
+    va.flush().unwrap();
+    vb.flush().unwrap();
+    let sa = pool.load_map(a.id.as_str()).unwrap();
+    let sb = pool.load_map(b.id.as_str()).unwrap();
+    assert_ne!(
+        sa[0].1, sb[0].1,
+        "two volumes share one slot after a repair during an attach (repair said {repaired:?})"
+    );
+    let mut got = vec![0u8; 4096];
+    vb.read(0, &mut got).unwrap();
+    assert_eq!(got, vec![b'B'; 4096]);
 }

@@ -30,7 +30,7 @@ mod alloc;
 mod data;
 mod objects;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 pub(crate) use tests::assert_consistent as assert_consistent_for_tests;
 
