@@ -1362,7 +1362,7 @@ fn fault_at_random_io_calls() {
 /// The known defect [`Verdict::TornHole`] stands for, on its own.
 ///
 /// A block that was never written reads as zeros because its ciphertext is all zeros (a
-/// hole); the read path (`OpenVolume::read_blocks` in src/volume/block_io.rs) decides per
+/// hole); the read path (`OpenVolume::read_blocks` in src/volume/block_io/mod.rs) decides per
 /// 4 KiB block: any non-zero byte and the whole block is decrypted. The first write to
 /// such a block in a chunk that already has its own slot goes in place; if the crash
 /// tears it (the storage promises 512-byte sectors), the block holds some sectors of
