@@ -21,10 +21,10 @@
 //!   [`RepairReport`], [`Fix`]), serialized for `--json` and displayed for people.
 //! - `scan.rs`: the tables read into memory, the bookkeeping recomputed from the maps and
 //!   compared; [`check`].
-//! - `repair.rs`: [`repair`], the recomputed bookkeeping written back.
+//! - `rebuild.rs`: [`repair`], the recomputed bookkeeping written back.
 //! - `tests/`: a clean pool, damage found and repaired, damage only reported.
 
-mod repair;
+mod rebuild;
 mod report;
 mod scan;
 
@@ -37,7 +37,7 @@ use super::error::Result;
 use super::ids::SlotNo;
 use super::pool::Pool;
 
-pub use repair::repair;
+pub use rebuild::repair;
 pub use report::{
     CheckReport, ChunkSizeCounts, Fix, FixAction, Problem, ProblemKind, RepairReport,
 };

@@ -1,10 +1,14 @@
 //! What a check finds and a repair does: serialized (`--json`, the control socket) and
 //! displayed.
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::volume::ids::format_size;
+
+#[cfg(doc)]
+use super::{check, repair};
 
 /// What is wrong. Serialized (and displayed) as a stable kebab-case name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
 //! The scan: every table read into memory, the bookkeeping (reference counts, free slots,
 //! high-water marks, leases) recomputed from the maps and compared with what is stored.
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use redb::{ReadTransaction, ReadableTable, TableHandle};

@@ -1,4 +1,5 @@
 //! Repair: the bookkeeping the scan recomputed, written back in the caller's transaction.
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use redb::{ReadableTable, TableHandle, WriteTransaction};
