@@ -2,7 +2,7 @@
 //! (`volume::storage::sim`): random sequences of block I/O and catalog operations, crashed
 //! at every sync point and replayed with every [`CrashMode`], and the same sequences with
 //! injected I/O errors. The model is redb's own `tests/crash_consistency.rs` and the redb
-//! tests at the end of `sim.rs`, grown to the pool's whole durability contract
+//! tests of `sim/tests/redb_crashes.rs`, grown to the pool's whole durability contract
 //! (docs/formats.md, "Thin pool").
 //!
 //! Layout: the content written ([`stamp`]: every 16 bytes say which key lineage, which
@@ -35,7 +35,7 @@
 //! regression tests below.
 //!
 //! The pool is created (and its redb database with it) before the crash window opens:
-//! redb's creation of a new file is not crash-atomic (see `sim.rs`,
+//! redb's creation of a new file is not crash-atomic (see `sim/tests/redb_crashes.rs`,
 //! `redb_creation_is_not_crash_atomic`), which is the pool creation's concern, not the
 //! steady state's. Everything after it, the creation of the first volumes included, is
 //! inside the window.
@@ -196,7 +196,7 @@ fn zero_block() -> Block {
 
 /// Whether an object exists for sure, or only maybe: its creation or deletion was in
 /// flight at the crash, or failed with an I/O error (an Err from a redb commit means
-/// "unknown", not "rolled back", see `sim.rs`).
+/// "unknown", not "rolled back", see `sim/mod.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Exists {
     Yes,
@@ -1362,7 +1362,7 @@ fn fault_at_random_io_calls() {
 /// The known defect [`Verdict::TornHole`] stands for, on its own.
 ///
 /// A block that was never written reads as zeros because its ciphertext is all zeros (a
-/// hole); the read path (`OpenVolume::read_blocks` in src/volume/block_io.rs) decides per
+/// hole); the read path (`OpenVolume::read_blocks` in src/volume/block_io/mod.rs) decides per
 /// 4 KiB block: any non-zero byte and the whole block is decrypted. The first write to
 /// such a block in a chunk that already has its own slot goes in place; if the crash
 /// tears it (the storage promises 512-byte sectors), the block holds some sectors of
