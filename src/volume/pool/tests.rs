@@ -382,8 +382,8 @@ fn slot_no_is_what_reserve_returns() {
 /// again: two chunks of two volumes end up in one slot.
 #[test]
 fn attack_repair_during_an_attach_hands_a_reserved_slot_out_twice() {
-    use crate::daemon::catalog::Catalog;
     use crate::daemon::owner::PoolOwner;
+    use crate::snapshot::catalog::Catalog;
     use std::sync::atomic::{AtomicBool, Ordering};
     let d = tempfile::tempdir().unwrap();
     let st = hooked(d.path());
