@@ -51,8 +51,8 @@ use std::sync::{Arc, Mutex};
 
 use cryptvol::aws::Region;
 use cryptvol::crypto::xts::Xts;
-use cryptvol::daemon::catalog::Catalog;
 use cryptvol::daemon::owner::PoolOwner;
+use cryptvol::snapshot::catalog::Catalog;
 use cryptvol::snapshot::{SnapshotOwners, SnapshotRecord};
 use cryptvol::volume::ids::SnapshotId;
 use cryptvol::volume::storage::{CrashMode, FaultKind, SimDisk, SimStorage};

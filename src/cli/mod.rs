@@ -15,8 +15,8 @@ mod kms_cmd;
 mod kms_ops;
 pub mod output;
 mod pool_cmd;
+mod regions;
 mod snapshot_cmd;
-mod transfer;
 mod volume_cmd;
 
 use std::path::PathBuf;

@@ -6,7 +6,9 @@ use clap::Subcommand;
 
 use super::Config;
 use super::exit::CliError;
-use crate::daemon::catalog::{self, Catalog};
+use crate::daemon::catalog;
+use crate::snapshot::catalog::Catalog;
+use crate::snapshot::transfer;
 use crate::volume::check::{CheckReport, Fix};
 
 #[derive(Debug, Subcommand)]
@@ -47,7 +49,7 @@ pub fn run(cfg: &Config, cmd: PoolCommand) -> Result<(), CliError> {
 }
 
 /// Leases held by copies into other regions that are over there: the pool alone cannot
-/// tell (`transfer::stale_foreign_leases` asks the holder's region).
+/// tell (`snapshot::transfer::stale_foreign_leases` asks the holder's region).
 fn stale_foreign_leases(
     cfg: &Config,
     pool: &dyn Catalog,
@@ -59,7 +61,7 @@ fn stale_foreign_leases(
     };
     for rec in snapshots {
         let id = rec.id.to_string();
-        for holder in super::transfer::stale_foreign_leases(cfg, pool, &id)? {
+        for holder in transfer::stale_foreign_leases(cfg, pool, &id)? {
             out.push((id.clone(), holder));
         }
     }

@@ -6,9 +6,10 @@ use serde::Serialize;
 
 use super::Config;
 use super::exit::CliError;
-use crate::daemon::catalog::{self, Catalog};
+use crate::daemon::catalog;
 use crate::daemon::mount;
 use crate::snapshot::PendingCopy;
+use crate::snapshot::catalog::Catalog;
 use crate::snapshot::{self, SnapshotRecord, SnapshotUsage};
 use crate::volume::KeySource;
 use crate::volume::ids::format_size;
@@ -187,7 +188,7 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
                 .as_deref()
                 .map(super::volume_cmd::customer_key)
                 .transpose()?;
-            let r = super::transfer::copy_snapshot(
+            let r = snapshot::transfer::copy_snapshot(
                 cfg,
                 &snapshot,
                 &dest,
@@ -244,7 +245,7 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
             }
             let rec = access.snapshot(&snapshot, cfg.region.as_str())?;
             for holder in
-                super::transfer::stale_foreign_leases(cfg, access.as_ref(), rec.id.as_str())?
+                snapshot::transfer::stale_foreign_leases(cfg, access.as_ref(), rec.id.as_str())?
             {
                 access.release_lease(rec.id.as_str(), &holder)?;
             }

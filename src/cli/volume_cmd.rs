@@ -10,10 +10,11 @@ use super::Config;
 use super::args::read_file;
 use super::exit::CliError;
 use crate::crypto::SecretBytes;
-use crate::daemon::catalog::{self, Catalog};
+use crate::daemon::catalog;
 use crate::daemon::client::Client;
 use crate::daemon::rpc::DaemonStatus;
 use crate::kms::{KeyBackend, KeyRef, blob};
+use crate::snapshot::{self, catalog::Catalog};
 use crate::volume::error::ErrorKind;
 use crate::volume::header::DEFAULT_CHUNK_SHIFT;
 use crate::volume::ids::{format_size, parse_size};
@@ -171,7 +172,7 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                 // Another key: a new data key and every chunk re-encrypted.
                 Some(k) => {
                     let ck = customer_key_file.as_deref().map(customer_key).transpose()?;
-                    super::transfer::restore_rekeyed(
+                    snapshot::transfer::restore_rekeyed(
                         cfg,
                         &rec,
                         name,
@@ -184,13 +185,13 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                 // Same key: share the snapshot's slots, instantly.
                 None => {
                     let h = rec.restored_header(name, size, cfg.clock.now())?;
-                    refuse_taken_name(catalog::open(&region)?.as_ref(), &h.name)?;
+                    catalog::open(&region)?.refuse_taken_name(&h.name)?;
                     let kms = match h.key {
                         KeySource::Kms { .. } => Some(cfg.volume_kms()?),
                         KeySource::Customer { .. } => None,
                     };
                     let kms = kms.as_ref().map(|k| k as &dyn KeyBackend);
-                    with_volume_grant(&h, kms, || {
+                    lifecycle::with_volume_grant::<CliError, _>(&h, kms, || {
                         catalog::open(&region)?.restore_volume(rec.id.as_str(), &h)?;
                         Ok(())
                     })?;
@@ -238,7 +239,7 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                 key,
             };
             let access = catalog::open(&region)?;
-            refuse_taken_name(access.as_ref(), &spec.name)?;
+            access.refuse_taken_name(&spec.name)?;
             let h = lifecycle::new_header(
                 &cfg.region,
                 kms.as_ref().map(|k| k as &dyn KeyBackend),
@@ -246,7 +247,7 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                 cfg.clock.now(),
             )?;
             let kms = kms.as_ref().map(|k| k as &dyn KeyBackend);
-            with_volume_grant(&h, kms, || Ok(access.create_volume(&h)?))?;
+            lifecycle::with_volume_grant(&h, kms, || access.create_volume(&h))?;
             cfg.print(&info(access.as_ref(), &h)?, "Volume")
         }
         VolumeCommand::List => {
@@ -306,36 +307,6 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
             )
         }
     }
-}
-
-/// Refuses a volume name another volume of the region has (an empty name is no name).
-/// Checked before any key or grant is made, so that a refusal changes nothing; the
-/// daemon checks again, atomically, when the volume is stored.
-pub fn refuse_taken_name(access: &dyn Catalog, name: &str) -> Result<(), CliError> {
-    if name.is_empty() {
-        return Ok(());
-    }
-    match access.list_volumes()?.into_iter().find(|o| o.name == name) {
-        Some(o) => Err(VolumeError::NameTaken {
-            name: name.to_string(),
-            id: o.id.to_string(),
-        }
-        .into()),
-        None => Ok(()),
-    }
-}
-
-/// Makes the volume service's grant for `h`, then `store`s the volume; a volume that is
-/// not stored leaves no grant behind.
-pub fn with_volume_grant(
-    h: &VolumeHeader,
-    kms: Option<&dyn KeyBackend>,
-    store: impl FnOnce() -> Result<(), CliError>,
-) -> Result<(), CliError> {
-    lifecycle::grant_volume_service(h, kms)?;
-    store().inspect_err(|_| {
-        let _ = lifecycle::retire_volume_service_grant(h, kms);
-    })
 }
 
 /// After a delete: retires the volume service's grant. The volume is already gone, so a

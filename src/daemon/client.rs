@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use super::catalog::Catalog;
-use super::owner::Progress;
 use crate::datadir::RegionDir;
+use crate::snapshot::catalog::{Catalog, Progress};
 use crate::snapshot::reencrypt::{CopyJob, CopyStats};
 use crate::snapshot::{PendingCopy, SnapshotRecord};
 use crate::volume::check::{CheckReport, RepairReport};

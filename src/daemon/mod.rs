@@ -1,7 +1,7 @@
 //! The region daemon and what it serves: it owns the region's pool while volumes are
 //! attached, serves each attached volume through FUSE as one file, and answers commands
 //! on its control socket; a command that finds no daemon owns the pool itself, through
-//! the same typed [`catalog::Catalog`].
+//! the same typed [`crate::snapshot::catalog::Catalog`].
 //!
 //! Files:
 //! - `run`: the daemon's life (start, attach, detach, status, stop on the last detach or a
@@ -9,7 +9,8 @@
 //! - `rpc`: the control protocol (typed requests, replies, progress lines); `client`: a
 //!   command's side of it;
 //! - `owner`: the pool's owner (one state machine per volume, leases, serialised
-//!   operations), and `catalog` the trait both owners answer;
+//!   operations), and `catalog` which opens the one that owns it (the trait both answer is
+//!   `snapshot::catalog::Catalog`);
 //! - `fuse_file`: the FUSE filesystem exposing a volume as one file; `errno`: volume errors
 //!   as errno values; `fsname`: the source its mounts carry (region and volume);
 //! - `mount`: the records of `cryptvol mount` (loop device, filesystem, mount point).

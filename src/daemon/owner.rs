@@ -19,9 +19,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::catalog::Catalog;
 use crate::aws::Region;
 use crate::crypto::xts::Xts;
+use crate::snapshot::catalog::{Catalog, Progress};
 use crate::snapshot::reencrypt::{CopyJob, CopyStats};
 use crate::snapshot::{PendingCopy, RegionOwners, SnapshotOwners, SnapshotRecord};
 use crate::volume::check::OwnerRecords;
@@ -75,9 +75,6 @@ impl ObjectLocks {
         ObjectGuard { locks: self, ids }
     }
 }
-
-/// What a copy job reports while it runs; returning false cancels it.
-pub type Progress<'a> = &'a (dyn Fn(u64) -> bool + Sync);
 
 #[derive(Debug)]
 pub struct PoolOwner {

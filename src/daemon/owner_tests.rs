@@ -304,7 +304,7 @@ fn written_snapshot(owner: &PoolOwner, h: &VolumeHeader, chunks: u64) -> Snapsho
     rec
 }
 
-/// `transfer::run_copy` releases the source's lease in a step of its own
+/// `snapshot::transfer::run_copy` releases the source's lease in a step of its own
 /// after the copy finished (and takes it in a step of its own before `begin_pending`).
 /// A command killed between `finish_pending` and `release_lease` (or between
 /// `take_lease` and `begin_pending`) leaves a lease whose holder is no copy in progress:

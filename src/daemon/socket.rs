@@ -2,10 +2,10 @@
 //! against the pool's owner, answered with progress lines and a final line (protocol in
 //! `rpc.rs`).
 
-use super::catalog::Catalog;
 use super::rpc::{self, DetachReply, Request, done_line};
 use super::run::*;
 use crate::crypto::SecretBytes;
+use crate::snapshot::catalog::Catalog;
 use crate::volume::VolumeError;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;

@@ -6,7 +6,9 @@
 
 use std::collections::HashSet;
 
+pub mod catalog;
 pub mod reencrypt;
+pub mod transfer;
 
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::{SlotNo, SnapshotId, VolumeId};

@@ -146,3 +146,20 @@ pub fn retire_volume_service_grant(h: &VolumeHeader, kms: Option<&dyn KeyBackend
     }
     Ok(())
 }
+
+/// Makes the volume service's grant for `h`, then `store`s the volume; a volume that is
+/// not stored leaves no grant behind.
+pub fn with_volume_grant<E, F>(
+    h: &VolumeHeader,
+    kms: Option<&dyn KeyBackend>,
+    store: F,
+) -> std::result::Result<(), E>
+where
+    E: From<VolumeError>,
+    F: FnOnce() -> std::result::Result<(), E>,
+{
+    grant_volume_service(h, kms)?;
+    store().inspect_err(|_| {
+        let _ = retire_volume_service_grant(h, kms);
+    })
+}

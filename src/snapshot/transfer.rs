@@ -5,29 +5,58 @@
 //! `snapshot::reencrypt` into the destination pool under a pending owner, which becomes
 //! visible only when the copy is complete. A copy interrupted half way resumes when the
 //! same command runs again; an interrupted rekey restore is cleaned up and started over.
+//!
+//! What the workflow needs from its caller (which regions exist, how their pools and KMS
+//! are opened, the clock, a progress display) comes through [`Regions`].
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use super::Config;
-use super::exit::CliError;
-use crate::aws::Region;
+use super::catalog::Catalog;
+use super::reencrypt::{CopyJob, CopyStats};
+use super::{PendingCopy, SnapshotRecord};
 use crate::aws::b64;
+use crate::aws::{AwsError, Region};
 use crate::crypto::SecretBytes;
-use crate::daemon::catalog::{self, Catalog};
+use crate::datadir::RegionDir;
 use crate::kms::{DataKeySpec, KeyBackend, KeyRef};
-use crate::snapshot::reencrypt::{CopyJob, CopyStats};
-use crate::snapshot::{PendingCopy, SnapshotRecord};
+use crate::sys::clock::Clock;
 use crate::volume::lifecycle::{self, DEFAULT_KMS_KEY, lineage_context};
 use crate::volume::pool;
 use crate::volume::{KeySource, VolumeError, VolumeHeader, keys};
+
+/// The regions a transfer works across, as its caller opens them.
+pub trait Regions {
+    /// The caller's error: KMS and volume failures convert into it unchanged, so that
+    /// opening a region's KMS (`kms`) may fail with the caller's own errors.
+    type Error: From<VolumeError> + From<AwsError>;
+
+    /// The region the command runs in (a copy's source).
+    fn here(&self) -> &Region;
+    /// The data directory of region `r`.
+    fn dir(&self, r: &Region) -> RegionDir;
+    /// The pool catalog of a region: through its daemon when one runs, else owned here.
+    fn catalog(&self, dir: &RegionDir) -> Result<Box<dyn Catalog>, VolumeError>;
+    /// Region `r`'s KMS as the volume layer uses it.
+    fn kms(&self, r: &Region) -> Result<Box<dyn KeyBackend>, Self::Error>;
+    fn clock(&self) -> Clock;
+    /// Where to report the bytes copied of `total` (`what` names the copy), if anywhere.
+    fn progress(&self, total: u64, what: &str) -> Option<Box<dyn Meter>>;
+}
+
+/// A display of a copy's progress (a progress bar, in the CLI).
+pub trait Meter: Sync {
+    /// `bytes` more were copied.
+    fn add(&self, bytes: u64);
+    /// The copy ended (done or failed): the display goes away.
+    fn finish(&self);
+}
 
 /// A fresh data key under `key` of `kms`, bound to `lineage`.
 fn new_data_key(
     kms: &dyn KeyBackend,
     key: &KeyRef,
     lineage: &str,
-) -> Result<(KeySource, SecretBytes), CliError> {
+) -> Result<(KeySource, SecretBytes), AwsError> {
     let dk = kms.generate_data_key(
         key,
         DataKeySpec::Bytes(keys::DATA_KEY_LEN),
@@ -42,22 +71,6 @@ fn new_data_key(
     ))
 }
 
-fn progress_bar(cfg: &Config, total: u64, what: &str) -> Option<ProgressBar> {
-    if !cfg.show_progress() {
-        return None;
-    }
-    let pb = ProgressBar::new(total);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    pb.set_message(what.to_string());
-    Some(pb)
-}
-
 /// The name a copy's lease on its source goes by: the destination region and id.
 fn lease_holder(dst_region: &Region, owner: &str) -> String {
     format!("{dst_region}/{owner}")
@@ -67,10 +80,10 @@ fn lease_holder(dst_region: &Region, owner: &str) -> String {
 /// owned (here, or in that region's daemon, which streams its progress), with a lease on
 /// the source snapshot for the whole copy: it cannot be deleted while it is read.
 #[allow(clippy::too_many_arguments)]
-fn run_copy(
-    cfg: &Config,
+fn run_copy<R: Regions + ?Sized>(
+    env: &R,
     src: &dyn Catalog,
-    src_region: &crate::datadir::RegionDir,
+    src_region: &RegionDir,
     rec: &SnapshotRecord,
     src_key: &SecretBytes,
     dst: &dyn Catalog,
@@ -81,7 +94,7 @@ fn run_copy(
     finish_snapshot: Option<&SnapshotRecord>,
     finish_volume: Option<&VolumeHeader>,
     max_bandwidth: Option<u64>,
-) -> Result<CopyStats, CliError> {
+) -> Result<CopyStats, VolumeError> {
     let holder = lease_holder(dst_region, owner);
     // Recorded first, leased second: a lease always belongs to a copy that is (or was)
     // in progress, so one whose copy is gone is known to be stale.
@@ -105,30 +118,27 @@ fn run_copy(
         finish_volume: finish_volume.map(|h| b64::encode(&h.encode())),
         max_bandwidth,
     };
-    let pb = progress_bar(
-        cfg,
-        map.len() as u64 * chunk,
-        &format!("{} → {owner}", rec.id),
-    );
+    let pb = env.progress(map.len() as u64 * chunk, &format!("{} → {owner}", rec.id));
     if let Some(pb) = &pb {
-        pb.inc(already * chunk);
+        pb.add(already * chunk);
     }
     let tick = |n: u64| {
         if let Some(pb) = &pb {
-            pb.inc(n);
+            pb.add(n);
         }
         true
     };
     let stats = dst.run_copy(job, &tick);
     if let Some(pb) = pb {
-        pb.finish_and_clear();
+        pb.finish();
     }
     let stats = stats?;
     // The copy is complete. Its lease on a source in the same pool ended with it; one in
     // another region's pool is released there: if that region's daemon went away during
     // the copy, through whoever owns that pool now.
     if src.release_lease(rec.id.as_str(), &holder).is_err() {
-        catalog::open(src_region)?.release_lease(rec.id.as_str(), &holder)?;
+        env.catalog(src_region)?
+            .release_lease(rec.id.as_str(), &holder)?;
     }
     Ok(stats)
 }
@@ -138,11 +148,11 @@ fn run_copy(
 /// left them. A copy records itself as pending before it leases its source, so "not in
 /// progress" is never "not started yet". (Stale leases of copies into the snapshot's own
 /// region are released by its pool owner.)
-pub fn stale_foreign_leases(
-    cfg: &Config,
+pub fn stale_foreign_leases<R: Regions + ?Sized>(
+    env: &R,
     access: &dyn Catalog,
     snap: &str,
-) -> Result<Vec<String>, CliError> {
+) -> Result<Vec<String>, VolumeError> {
     let mut stale = vec![];
     for holder in access.leases(snap)? {
         let Some((region, copy)) = holder.split_once('/') else {
@@ -151,16 +161,13 @@ pub fn stale_foreign_leases(
         let Ok(region) = Region::parse(region) else {
             continue;
         };
-        if region == cfg.region {
+        if &region == env.here() {
             continue;
         }
-        let dir = cfg.for_region(&region).region_dir();
+        let dir = env.dir(&region);
         // A region that no longer exists has no copy in progress.
-        let in_progress = dir.config().is_ok()
-            && catalog::open(&dir)?
-                .pending()?
-                .iter()
-                .any(|(o, _)| o == copy);
+        let in_progress =
+            dir.config().is_ok() && env.catalog(&dir)?.pending()?.iter().any(|(o, _)| o == copy);
         if !in_progress {
             stale.push(holder);
         }
@@ -181,40 +188,41 @@ pub struct CopyResult {
 }
 
 /// `snapshot copy SNAP --destination-region R [--kms-key K]`.
-pub fn copy_snapshot(
-    cfg: &Config,
+pub fn copy_snapshot<R: Regions + ?Sized>(
+    env: &R,
     snapshot: &str,
     dest_region: &Region,
     kms_key: Option<&str>,
     description: Option<&str>,
     customer_key: Option<&SecretBytes>,
     max_bandwidth: Option<u64>,
-) -> Result<CopyResult, CliError> {
-    let src_dir = cfg.region_dir();
+) -> Result<CopyResult, R::Error> {
+    let here = env.here();
+    let src_dir = env.dir(here);
     src_dir.config()?;
-    let dcfg = cfg.for_region(dest_region);
-    let dst_dir = dcfg.region_dir();
+    let dst_dir = env.dir(dest_region);
     dst_dir.config()?;
-    let same_region = dest_region == &cfg.region;
+    let same_region = dest_region == here;
     if same_region && kms_key.is_none() {
-        return Err(CliError::bad(
+        return Err(VolumeError::invalid(
             "--kms-key",
             "a copy within the same region needs a new key: pass --kms-key (or --destination-region)",
-        ));
+        )
+        .into());
     }
-    let src_access = catalog::open(&src_dir)?;
-    let rec = src_access.snapshot(snapshot, cfg.region.as_str())?;
+    let src_access = env.catalog(&src_dir)?;
+    let rec = src_access.snapshot(snapshot, here.as_str())?;
     let dst_access_own;
     let dst: &dyn Catalog = if same_region {
         src_access.as_ref()
     } else {
-        dst_access_own = catalog::open(&dst_dir)?;
+        dst_access_own = env.catalog(&dst_dir)?;
         dst_access_own.as_ref()
     };
 
     // Source data key: one Decrypt in the source region (or the customer key).
     let src_kms = match rec.volume.key {
-        KeySource::Kms { .. } => Some(cfg.volume_kms()?),
+        KeySource::Kms { .. } => Some(env.kms(here)?),
         KeySource::Customer { .. } => None,
     };
     let src_key = lifecycle::data_key(
@@ -222,7 +230,7 @@ pub fn copy_snapshot(
         src_kms.as_ref().map(|k| k as &dyn KeyBackend),
         customer_key,
     )?;
-    let dst_kms = dcfg.volume_kms()?;
+    let dst_kms = env.kms(dest_region)?;
     let key_ref = KeyRef::parse(kms_key.unwrap_or(DEFAULT_KMS_KEY))?;
 
     // Resume a copy of this snapshot that was interrupted, or start one.
@@ -231,7 +239,7 @@ pub fn copy_snapshot(
             source_region,
             source_snapshot,
             record,
-        } if source_region == cfg.region.as_str() && source_snapshot == rec.id.as_str() => {
+        } if source_region == here.as_str() && source_snapshot == rec.id.as_str() => {
             Some((owner, record))
         }
         _ => None,
@@ -246,7 +254,7 @@ pub fn copy_snapshot(
             let key =
                 lifecycle::data_key(&new_rec.volume, Some(&dst_kms as &dyn KeyBackend), None)?;
             let pending = PendingCopy::Copy {
-                source_region: cfg.region.to_string(),
+                source_region: here.to_string(),
                 source_snapshot: rec.id.to_string(),
                 record,
             };
@@ -255,15 +263,15 @@ pub fn copy_snapshot(
         None => {
             let mut new_rec = SnapshotRecord::new(
                 &rec.volume,
-                description.unwrap_or(&format!("Copied from {} in {}", rec.id, cfg.region)),
-                cfg.clock.now_nanos(),
+                description.unwrap_or(&format!("Copied from {} in {}", rec.id, here)),
+                env.clock().now_nanos(),
             )?;
             let (source, key) = new_data_key(&dst_kms, &key_ref, new_rec.id.as_str())?;
             new_rec.volume.region = dest_region.clone();
             new_rec.volume.lineage = new_rec.id.to_string();
             new_rec.volume.key = source;
             let pending = PendingCopy::Copy {
-                source_region: cfg.region.to_string(),
+                source_region: here.to_string(),
                 source_snapshot: rec.id.to_string(),
                 record: b64::encode(&new_rec.encode()),
             };
@@ -272,7 +280,7 @@ pub fn copy_snapshot(
     };
     let owner = new_rec.id.to_string();
     let stats = run_copy(
-        cfg,
+        env,
         src_access.as_ref(),
         &src_dir,
         &rec,
@@ -293,7 +301,7 @@ pub fn copy_snapshot(
     Ok(CopyResult {
         snapshot_id: owner,
         source_snapshot_id: rec.id.to_string(),
-        source_region: cfg.region.to_string(),
+        source_region: here.to_string(),
         region: dest_region.to_string(),
         kms_key_id,
         stats,
@@ -302,20 +310,21 @@ pub fn copy_snapshot(
 
 /// `volume create --from-snapshot SNAP --kms-key K`: a new volume under a new data key,
 /// every chunk re-encrypted. Returns the new header.
-pub fn restore_rekeyed(
-    cfg: &Config,
+pub fn restore_rekeyed<R: Regions + ?Sized>(
+    env: &R,
     rec: &SnapshotRecord,
     name: &str,
     size: Option<u64>,
     kms_key: &str,
     customer_key: Option<&SecretBytes>,
     max_bandwidth: Option<u64>,
-) -> Result<VolumeHeader, CliError> {
-    let dir = cfg.region_dir();
-    let access = catalog::open(&dir)?;
+) -> Result<VolumeHeader, R::Error> {
+    let here = env.here();
+    let dir = env.dir(here);
+    let access = env.catalog(&dir)?;
     // An earlier rekey restore of this snapshot that did not finish: clean it up (a run
     // still in progress is cancelled first), and end its lease.
-    let kms = cfg.volume_kms()?;
+    let kms = env.kms(here)?;
     for (owner, p) in access.pending()? {
         if let PendingCopy::Restore {
             source_snapshot,
@@ -339,8 +348,8 @@ pub fn restore_rekeyed(
         matches!(rec.volume.key, KeySource::Kms { .. }).then_some(&kms as &dyn KeyBackend),
         customer_key,
     )?;
-    let mut h = rec.restored_header(name, size, cfg.clock.now())?;
-    super::volume_cmd::refuse_taken_name(access.as_ref(), &h.name)?;
+    let mut h = rec.restored_header(name, size, env.clock().now())?;
+    access.refuse_taken_name(&h.name)?;
     let (source, dst_key) = new_data_key(&kms, &KeyRef::parse(kms_key)?, h.id.as_str())?;
     h.lineage = h.id.to_string();
     h.key = source;
@@ -348,15 +357,15 @@ pub fn restore_rekeyed(
         source_snapshot: rec.id.to_string(),
         header: b64::encode(&h.encode()),
     };
-    super::volume_cmd::with_volume_grant(&h, Some(&kms as &dyn KeyBackend), || {
+    lifecycle::with_volume_grant(&h, Some(&kms as &dyn KeyBackend), || {
         run_copy(
-            cfg,
+            env,
             access.as_ref(),
             &dir,
             rec,
             &src_key,
             access.as_ref(),
-            &cfg.region,
+            here,
             h.id.as_str(),
             &pending,
             &dst_key,
