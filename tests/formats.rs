@@ -21,7 +21,7 @@ mod refusals;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::mount::{Need, VolEnv, require_mount_support};
+use common::mount::VolEnv;
 use common::{fileb, str_field};
 use serde_json::Value;
 
@@ -210,9 +210,7 @@ fn v1_pool_checks_clean() {
 
 #[test]
 fn v1_volume_and_snapshot_read_back_byte_for_byte() {
-    if !require_mount_support(&[Need::Fuse]) {
-        return;
-    }
+    needs!(Fuse);
     let (v, ids) = (fixture(), ids());
     let d = v.describe_vol(&ids.volume);
     assert_eq!(d["SizeBytes"], VOLUME_SIZE as u64, "{d:#}");
