@@ -751,3 +751,48 @@ fn an_interrupted_rekeyed_restore_leaves_no_grant_behind() {
     assert_eq!(now[0]["Name"], restored.as_str(), "{now:#?}");
     v.assert_pool_clean("local-1");
 }
+
+/// A snapshot of a volume that was never written has no chunks, and its pool may have no
+/// data file yet: copying it (to another region, or under a new key) and restoring the copy
+/// must work and give an empty volume, not fail on the missing data file.
+#[test]
+fn a_snapshot_of_a_never_written_volume_copies_and_restores() {
+    let v = VolEnv::new();
+    v.ok(&["--region", "eu-2", "init"]);
+    let vol = str_field(
+        &v.json(&["volume", "create", "--size", "8M", "--name", "blank"]),
+        "VolumeId",
+    );
+    let snap = snapshot(&v, &vol);
+    let r = v.json(&["snapshot", "copy", &snap, "--destination-region", "eu-2"]);
+    assert_eq!(r["ChunksCopied"].as_u64(), Some(0), "{r:#}");
+    let copy = str_field(&r, "SnapshotId");
+    let restored = v.json(&[
+        "--region",
+        "eu-2",
+        "volume",
+        "create",
+        "--from-snapshot",
+        &copy,
+        "--name",
+        "back",
+    ]);
+    assert_eq!(
+        restored["SizeBytes"].as_u64(),
+        Some(8 << 20),
+        "{restored:#}"
+    );
+    let rekeyed = v.json(&[
+        "volume",
+        "create",
+        "--from-snapshot",
+        &snap,
+        "--kms-key",
+        "alias/aws/ebs",
+        "--name",
+        "rekeyed",
+    ]);
+    assert_eq!(rekeyed["SizeBytes"].as_u64(), Some(8 << 20), "{rekeyed:#}");
+    let check = v.json(&["--region", "eu-2", "pool", "check"]);
+    assert_eq!(check["Clean"], true, "{check:#}");
+}

@@ -108,13 +108,6 @@ pub fn reencrypt(
     done: &HashSet<u64>,
     progress: &(dyn Fn(u64) -> bool + Sync),
 ) -> Result<CopyStats> {
-    // O_DIRECT reads: the source is read once, so the page cache would only cost a copy.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&src.data_path)
-        .or_else(|_| File::open(&src.data_path))
-        .map_err(|e| VolumeError::io("cannot open", &src.data_path, e))?;
     let chunk = 1usize << src.chunk_shift;
     let blocks = chunk / BS;
     let df = dst.pool.data_file(src.chunk_shift)?;
@@ -127,6 +120,24 @@ pub fn reencrypt(
         .copied()
         .collect();
     todo.sort_by_key(|(_, s)| *s);
+    // Nothing to read (a never-written source, or a finished copy): the source's data file
+    // may not even exist, as a pool makes one only on its first write.
+    if todo.is_empty() {
+        dst.pool.commit()?;
+        return Ok(CopyStats {
+            chunks_copied: 0,
+            chunks_resumed: src.map.len() as u64,
+            bytes_copied: 0,
+            plaintext_blake3: blake3::Hasher::new().finalize().to_hex().to_string(),
+        });
+    }
+    // O_DIRECT reads: the source is read once, so the page cache would only cost a copy.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&src.data_path)
+        .or_else(|_| File::open(&src.data_path))
+        .map_err(|e| VolumeError::io("cannot open", &src.data_path, e))?;
     crate::sys::file::sequential(&file);
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
