@@ -196,7 +196,9 @@ fn failed_mutation_changes_nothing_on_disk() {
     let (d, r) = setup();
     let kms = open(&d, &r, Clock::System);
     let id = KeyRef::parse(&kms.create_key(&root(&kms), &key_req("")).unwrap().key_id).unwrap();
-    let path = d.path().join("regions/test-1/keystore.cvks");
+    // The keystore is what a mutation changes; the audit trail records the failed calls,
+    // as it must.
+    let path = crate::datadir::RegionDir::new(d.path(), &r).keystore_path();
     let before = std::fs::read(&path).unwrap();
     assert!(matches!(
         kms.create_alias(&root(&kms), "alias/aws/mine", &id),
