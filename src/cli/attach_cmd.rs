@@ -32,6 +32,7 @@ use crate::sys::fsio;
 use crate::volume::error::ErrorKind;
 use crate::volume::lifecycle;
 use crate::volume::{VolumeError, VolumeHeader};
+use clap::builder::TypedValueParser;
 
 #[derive(Debug, clap::Args)]
 pub struct AttachArgs {
@@ -54,7 +55,12 @@ pub struct MountArgs {
     /// An existing directory to mount the filesystem on
     dir: PathBuf,
     /// Filesystem made on first use
-    #[arg(long, value_enum, default_value_t = FsType::Ext4)]
+    #[arg(
+        long,
+        default_value = "ext4",
+        value_parser = clap::builder::PossibleValuesParser::new(FsType::ALL.map(FsType::as_str))
+            .try_map(|s| FsType::from_name(&s).ok_or("not a filesystem cryptvol makes")),
+    )]
     fs: FsType,
     #[arg(long, value_name = "FILE")]
     customer_key_file: Option<PathBuf>,

@@ -10,7 +10,7 @@ use super::tool::{ToolError, run};
 
 type Result<T> = std::result::Result<T, ToolError>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FsType {
     Ext4,
@@ -18,6 +18,13 @@ pub enum FsType {
 }
 
 impl FsType {
+    /// Every filesystem `cryptvol mount` can make, by name.
+    pub const ALL: [FsType; 2] = [FsType::Ext4, FsType::Xfs];
+
+    pub fn from_name(name: &str) -> Option<FsType> {
+        FsType::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             FsType::Ext4 => "ext4",
