@@ -1,4 +1,4 @@
-//! The `kms` commands' paging flags, and GenerateRandom and UpdateKeyDescription.
+//! The `kms` commands' paging flags (the commands themselves are in `kms_cmd/`).
 //!
 //! Paging works as the AWS CLI's: by default a list command fetches every page
 //! (`--page-size` items per request) and prints one merged list (`Truncated` false);
