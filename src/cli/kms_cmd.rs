@@ -99,6 +99,12 @@ pub struct KeyIdArgs {
     key_id: String,
 }
 
+impl KeyIdArgs {
+    fn key(&self) -> Result<crate::kms::KeyRef, CliError> {
+        super::args::key_ref(&self.key_id)
+    }
+}
+
 pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
     use KmsCommand::*;
     // The server opens the regions its callers name, not only --region.
@@ -118,7 +124,7 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
         CreateKey(a) => keys::create_key(cfg, &kms, c, a),
         GetKeyPolicy(a) => policies::get_key_policy(cfg, &kms, c, a),
         PutKeyPolicy(a) => policies::put_key_policy(&kms, c, a),
-        ListKeyPolicies(a) => policies::list_key_policies(cfg, &kms, c, a),
+        ListKeyPolicies(a) => cfg.print(&kms.list_key_policies(c, &a.key()?)?, "ListKeyPolicies"),
         TagResource(a) => policies::tag_resource(&kms, c, a),
         UntagResource(a) => policies::untag_resource(&kms, c, a),
         ListResourceTags(a) => policies::list_resource_tags(cfg, &kms, c, a),
@@ -126,10 +132,12 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
         Usage { month } => cfg.print(&kms.usage(month.as_deref())?, "Usage"),
         DescribeKey(a) => keys::describe_key(cfg, &kms, c, a),
         ListKeys(a) => keys::list_keys(cfg, &kms, c, a),
-        EnableKey(a) => keys::enable_key(&kms, c, a),
-        DisableKey(a) => keys::disable_key(&kms, c, a),
+        EnableKey(a) => Ok(kms.enable_key(c, &a.key()?)?),
+        DisableKey(a) => Ok(kms.disable_key(c, &a.key()?)?),
         ScheduleKeyDeletion(a) => keys::schedule_key_deletion(cfg, &kms, c, a),
-        CancelKeyDeletion(a) => keys::cancel_key_deletion(cfg, &kms, c, a),
+        CancelKeyDeletion(a) => {
+            cfg.print(&kms.cancel_key_deletion(c, &a.key()?)?, "CancelKeyDeletion")
+        }
         Encrypt(a) => crypto::encrypt(cfg, &kms, c, a),
         Decrypt(a) => crypto::decrypt(cfg, &kms, c, a),
         ReEncrypt(a) => crypto::re_encrypt(cfg, &kms, c, a),
@@ -138,9 +146,15 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
             crypto::generate_data_key_without_plaintext(cfg, &kms, c, a)
         }
         EnableKeyRotation(a) => keys::enable_key_rotation(&kms, c, a),
-        DisableKeyRotation(a) => keys::disable_key_rotation(&kms, c, a),
-        GetKeyRotationStatus(a) => keys::get_key_rotation_status(cfg, &kms, c, a),
-        RotateKeyOnDemand(a) => keys::rotate_key_on_demand(cfg, &kms, c, a),
+        DisableKeyRotation(a) => Ok(kms.disable_key_rotation(c, &a.key()?)?),
+        GetKeyRotationStatus(a) => cfg.print(
+            &kms.get_key_rotation_status(c, &a.key()?)?,
+            "GetKeyRotationStatus",
+        ),
+        RotateKeyOnDemand(a) => cfg.print(
+            &kms.rotate_key_on_demand(c, &a.key()?)?,
+            "RotateKeyOnDemand",
+        ),
         ListKeyRotations(a) => keys::list_key_rotations(cfg, &kms, c, a),
         CreateAlias(a) => aliases::create_alias(&kms, c, a),
         UpdateAlias(a) => aliases::update_alias(&kms, c, a),

@@ -2,7 +2,6 @@
 //! list-keys, enable-key, disable-key, schedule-key-deletion, cancel-key-deletion,
 //! update-key-description, and the key rotation commands.
 
-use super::KeyIdArgs;
 use crate::cli::Config;
 use crate::cli::args::{key_ref, tag, text_value};
 use crate::cli::exit::CliError;
@@ -110,16 +109,6 @@ pub fn list_keys(
     cfg.print(&v, "ListKeys")
 }
 
-pub fn enable_key(kms: &EmbeddedKms, c: &Caller, a: KeyIdArgs) -> Result<(), CliError> {
-    let KeyIdArgs { key_id } = a;
-    Ok(kms.enable_key(c, &key_ref(&key_id)?)?)
-}
-
-pub fn disable_key(kms: &EmbeddedKms, c: &Caller, a: KeyIdArgs) -> Result<(), CliError> {
-    let KeyIdArgs { key_id } = a;
-    Ok(kms.disable_key(c, &key_ref(&key_id)?)?)
-}
-
 #[derive(Debug, clap::Args)]
 pub struct ScheduleKeyDeletionArgs {
     #[arg(long)]
@@ -140,19 +129,6 @@ pub fn schedule_key_deletion(
     } = a;
     let r = kms.schedule_key_deletion(c, &key_ref(&key_id)?, pending_window_days)?;
     cfg.print(&r, "ScheduleKeyDeletion")
-}
-
-pub fn cancel_key_deletion(
-    cfg: &Config,
-    kms: &EmbeddedKms,
-    c: &Caller,
-    a: KeyIdArgs,
-) -> Result<(), CliError> {
-    let KeyIdArgs { key_id } = a;
-    cfg.print(
-        &kms.cancel_key_deletion(c, &key_ref(&key_id)?)?,
-        "CancelKeyDeletion",
-    )
 }
 
 #[derive(Debug, clap::Args)]
@@ -193,37 +169,6 @@ pub fn enable_key_rotation(
         rotation_period_in_days,
     } = a;
     Ok(kms.enable_key_rotation(c, &key_ref(&key_id)?, rotation_period_in_days)?)
-}
-
-pub fn disable_key_rotation(kms: &EmbeddedKms, c: &Caller, a: KeyIdArgs) -> Result<(), CliError> {
-    let KeyIdArgs { key_id } = a;
-    Ok(kms.disable_key_rotation(c, &key_ref(&key_id)?)?)
-}
-
-pub fn get_key_rotation_status(
-    cfg: &Config,
-    kms: &EmbeddedKms,
-    c: &Caller,
-    a: KeyIdArgs,
-) -> Result<(), CliError> {
-    let KeyIdArgs { key_id } = a;
-    cfg.print(
-        &kms.get_key_rotation_status(c, &key_ref(&key_id)?)?,
-        "GetKeyRotationStatus",
-    )
-}
-
-pub fn rotate_key_on_demand(
-    cfg: &Config,
-    kms: &EmbeddedKms,
-    c: &Caller,
-    a: KeyIdArgs,
-) -> Result<(), CliError> {
-    let KeyIdArgs { key_id } = a;
-    cfg.print(
-        &kms.rotate_key_on_demand(c, &key_ref(&key_id)?)?,
-        "RotateKeyOnDemand",
-    )
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,7 +1,6 @@
 //! `cryptvol kms` key policy and tag commands: get-key-policy, put-key-policy,
 //! list-key-policies, tag-resource, untag-resource, list-resource-tags.
 
-use super::KeyIdArgs;
 use crate::cli::Config;
 use crate::cli::args::{key_ref, tag, text_value};
 use crate::cli::exit::CliError;
@@ -60,19 +59,6 @@ pub fn put_key_policy(kms: &EmbeddedKms, c: &Caller, a: PutKeyPolicyArgs) -> Res
         &text,
         bypass_policy_lockout_safety_check,
     )?)
-}
-
-pub fn list_key_policies(
-    cfg: &Config,
-    kms: &EmbeddedKms,
-    c: &Caller,
-    a: KeyIdArgs,
-) -> Result<(), CliError> {
-    let KeyIdArgs { key_id } = a;
-    cfg.print(
-        &kms.list_key_policies(c, &key_ref(&key_id)?)?,
-        "ListKeyPolicies",
-    )
 }
 
 #[derive(Debug, clap::Args)]
