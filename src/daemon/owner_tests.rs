@@ -466,7 +466,8 @@ fn attack_copy_cancelled_while_a_resume_starts_is_resurrected_without_a_lease() 
 #[test]
 fn attack_repair_during_an_attach_hands_a_reserved_slot_out_twice() {
     use crate::volume::OpenVolume;
-    use crate::volume::pool::tests::{SHIFT, header, hooked};
+    use crate::volume::pool::tests::hooked;
+    use crate::volume::test_support::{SHIFT, header};
     use std::sync::atomic::{AtomicBool, Ordering};
     let d = tempfile::tempdir().unwrap();
     let st = hooked(d.path());

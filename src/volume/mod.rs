@@ -14,6 +14,8 @@ pub mod pool;
 pub mod record;
 pub mod storage;
 pub mod tables;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 pub use block_io::OpenVolume;
 pub use error::VolumeError;

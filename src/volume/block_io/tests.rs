@@ -2,9 +2,9 @@
 //! shared chunks, slot reuse, no plaintext in the pool file, out-of-range requests.
 
 use super::*;
-use crate::aws::Region;
 use crate::datadir::RegionDir;
-use crate::volume::header::{KeySource, VolumeHeader};
+use crate::volume::header::VolumeHeader;
+use crate::volume::test_support::*;
 
 struct Rng(u64);
 impl Rng {
@@ -17,36 +17,6 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-}
-
-fn xts() -> Xts {
-    let mut k = [0u8; 64];
-    for (i, b) in k.iter_mut().enumerate() {
-        *b = i as u8;
-    }
-    Xts::new(&k).unwrap()
-}
-
-fn header(size: u64, shift: u8) -> VolumeHeader {
-    VolumeHeader {
-        id: VolumeId::random(),
-        lineage: "vol-00000000000000000".into(),
-        region: Region::parse("test-1").unwrap(),
-        name: String::new(),
-        size,
-        chunk_shift: shift,
-        created: 0,
-        key: KeySource::Customer {
-            salt: [0; 16],
-            verifier: [0; 32],
-        },
-    }
-}
-
-fn region(d: &tempfile::TempDir) -> RegionDir {
-    let r = RegionDir::new(d.path(), &Region::parse("test-1").unwrap());
-    std::fs::create_dir_all(&r.path).unwrap();
-    r
 }
 
 fn open(r: &RegionDir, h: &VolumeHeader) -> (Arc<Pool>, OpenVolume) {
@@ -65,7 +35,7 @@ fn random_io_matches_a_model() {
     let r = region(&d);
     // 48 chunks of 64 KiB: random I/O crosses block and chunk borders often.
     let size = 3 << 20;
-    let h = header(size, 16);
+    let h = header_with_shift(size, 16);
     let (_pool, v) = open(&r, &h);
     let mut model = vec![0u8; size as usize];
     let mut rng = Rng(0x9E3779B97F4A7C15);
@@ -102,7 +72,7 @@ fn random_io_matches_a_model() {
 fn committed_state_survives_a_crash_and_uncommitted_metadata_does_not_leak() {
     let d = tempfile::tempdir().unwrap();
     let r = region(&d);
-    let h = header(8 << 20, 20);
+    let h = header_with_shift(8 << 20, 20);
     let a = vec![0x11u8; 1 << 20];
     let slot = {
         let (pool, v) = open(&r, &h);
@@ -147,7 +117,7 @@ fn committed_state_survives_a_crash_and_uncommitted_metadata_does_not_leak() {
 fn shared_chunks_are_copied_before_a_write() {
     let d = tempfile::tempdir().unwrap();
     let r = region(&d);
-    let h = header(4 << 20, 20);
+    let h = header_with_shift(4 << 20, 20);
     let (pool, v) = open(&r, &h);
     let old = vec![0x33u8; 1 << 20];
     v.write(0, &old).unwrap();
@@ -185,7 +155,7 @@ fn shared_chunks_are_copied_before_a_write() {
 fn freed_slots_are_reused_only_after_commit_and_read_as_zeros() {
     let d = tempfile::tempdir().unwrap();
     let r = region(&d);
-    let h = header(4 << 20, 20);
+    let h = header_with_shift(4 << 20, 20);
     let (pool, v) = open(&r, &h);
     v.write(0, &[7u8; 4096]).unwrap();
     v.flush().unwrap();
@@ -208,7 +178,7 @@ fn freed_slots_are_reused_only_after_commit_and_read_as_zeros() {
 fn plaintext_never_reaches_the_pool_file() {
     let d = tempfile::tempdir().unwrap();
     let r = region(&d);
-    let h = header(2 << 20, 20);
+    let h = header_with_shift(2 << 20, 20);
     let (pool, v) = open(&r, &h);
     let marker = b"CRYPTVOL-PLAINTEXT-MARKER-0123456789";
     let data: Vec<u8> = marker.iter().cycle().take(1 << 20).copied().collect();
@@ -223,7 +193,7 @@ fn plaintext_never_reaches_the_pool_file() {
 fn out_of_range_is_an_error_not_a_panic() {
     let d = tempfile::tempdir().unwrap();
     let r = region(&d);
-    let h = header(1 << 20, 20);
+    let h = header_with_shift(1 << 20, 20);
     let (_pool, v) = open(&r, &h);
     assert!(matches!(
         v.write((1 << 20) - 1, &[0, 0]),

@@ -2,6 +2,7 @@
 //! use a storage wrapper whose hooks stop a thread inside a write or a punch, so a race
 //! window can be entered on purpose instead of hoped for.
 
+use crate::volume::test_support::*;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -10,11 +11,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::*;
-use crate::aws::Region;
-use crate::crypto::xts::Xts;
 use crate::volume::OpenVolume;
-use crate::volume::header::{KeySource, VolumeHeader};
-use crate::volume::ids::{SlotNo, SnapshotId, VolumeId};
+use crate::volume::ids::{SlotNo, SnapshotId};
 use crate::volume::storage::BlockStore;
 
 type Hook = Arc<dyn Fn(&'static str, u64) + Send + Sync>;
@@ -89,32 +87,6 @@ impl BlockStore for HookedFile {
     fn path(&self) -> &Path {
         self.inner.path()
     }
-}
-
-pub(crate) const SHIFT: u8 = 16;
-
-pub(crate) fn header(size: u64) -> VolumeHeader {
-    VolumeHeader {
-        id: VolumeId::random(),
-        lineage: "vol-00000000000000000".into(),
-        region: Region::parse("test-1").unwrap(),
-        name: String::new(),
-        size,
-        chunk_shift: SHIFT,
-        created: 0,
-        key: KeySource::Customer {
-            salt: [0; 16],
-            verifier: [0; 32],
-        },
-    }
-}
-
-fn xts() -> Xts {
-    let mut k = [0u8; 64];
-    for (i, b) in k.iter_mut().enumerate() {
-        *b = i as u8;
-    }
-    Xts::new(&k).unwrap()
 }
 
 pub(crate) fn hooked(dir: &Path) -> Hooked {

@@ -5,6 +5,7 @@
 mod clean;
 mod repair;
 
+use crate::volume::test_support::*;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -12,18 +13,14 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::scan::gaps;
 use super::*;
-use crate::aws::Region;
-use crate::crypto::xts::Xts;
 use crate::datadir::RegionDir;
 use crate::volume::OpenVolume;
-use crate::volume::header::KeySource;
 use crate::volume::header::VolumeHeader;
 use crate::volume::ids::{SlotNo, VolumeId};
 use crate::volume::tables::{
     FREE, LEASES, MAPS, META, META_FORMAT, POOL_FORMAT_V1, REFS, VOLUMES, hwm_key,
 };
 
-const SHIFT: u8 = 16;
 const CHUNK: u64 = 1 << SHIFT;
 
 /// Snapshot and pending records are volume headers here: the volume layer's tests do
@@ -37,36 +34,6 @@ impl OwnerRecords for HeaderOwners {
     fn pending(&self, record: &[u8]) -> Result<(u8, u64)> {
         self.snapshot(record)
     }
-}
-
-fn xts() -> Xts {
-    let mut k = [0u8; 64];
-    for (i, b) in k.iter_mut().enumerate() {
-        *b = i as u8;
-    }
-    Xts::new(&k).unwrap()
-}
-
-fn header(size: u64) -> VolumeHeader {
-    VolumeHeader {
-        id: VolumeId::random(),
-        lineage: "vol-00000000000000000".into(),
-        region: Region::parse("test-1").unwrap(),
-        name: String::new(),
-        size,
-        chunk_shift: SHIFT,
-        created: 0,
-        key: KeySource::Customer {
-            salt: [0; 16],
-            verifier: [0; 32],
-        },
-    }
-}
-
-fn region(d: &tempfile::TempDir) -> RegionDir {
-    let r = RegionDir::new(d.path(), &Region::parse("test-1").unwrap());
-    std::fs::create_dir_all(&r.path).unwrap();
-    r
 }
 
 fn pattern(len: u64, seed: u8) -> Vec<u8> {

@@ -1,0 +1,49 @@
+//! What the volume layer's unit tests (and the daemon's owner tests) build on: a fixed XTS
+//! key, a customer-key volume header, and a region directory in a temp dir.
+
+use crate::aws::Region;
+use crate::crypto::xts::Xts;
+use crate::datadir::RegionDir;
+use crate::volume::header::{KeySource, VolumeHeader};
+use crate::volume::ids::VolumeId;
+
+/// The chunk size most tests use: 64 KiB, so a few MiB cross many chunks.
+pub const SHIFT: u8 = 16;
+
+/// An XTS instance under a fixed key (bytes 0, 1, 2, ...).
+pub fn xts() -> Xts {
+    let mut k = [0u8; 64];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    Xts::new(&k).unwrap()
+}
+
+/// A new volume of `size` bytes in chunks of `1 << shift`, under a customer key.
+pub fn header_with_shift(size: u64, shift: u8) -> VolumeHeader {
+    VolumeHeader {
+        id: VolumeId::random(),
+        lineage: "vol-00000000000000000".into(),
+        region: Region::parse("test-1").unwrap(),
+        name: String::new(),
+        size,
+        chunk_shift: shift,
+        created: 0,
+        key: KeySource::Customer {
+            salt: [0; 16],
+            verifier: [0; 32],
+        },
+    }
+}
+
+/// [`header_with_shift`] with the usual [`SHIFT`].
+pub fn header(size: u64) -> VolumeHeader {
+    header_with_shift(size, SHIFT)
+}
+
+/// Region `test-1` of a data dir in `d`, its directory made.
+pub fn region(d: &tempfile::TempDir) -> RegionDir {
+    let r = RegionDir::new(d.path(), &Region::parse("test-1").unwrap());
+    std::fs::create_dir_all(&r.path).unwrap();
+    r
+}
