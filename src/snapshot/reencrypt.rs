@@ -120,25 +120,21 @@ pub fn reencrypt(
         .copied()
         .collect();
     todo.sort_by_key(|(_, s)| *s);
-    // Nothing to read (a never-written source, or a finished copy): the source's data file
-    // may not even exist, as a pool makes one only on its first write.
-    if todo.is_empty() {
-        dst.pool.commit()?;
-        return Ok(CopyStats {
-            chunks_copied: 0,
-            chunks_resumed: src.map.len() as u64,
-            bytes_copied: 0,
-            plaintext_blake3: blake3::Hasher::new().finalize().to_hex().to_string(),
-        });
-    }
-    // O_DIRECT reads: the source is read once, so the page cache would only cost a copy.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&src.data_path)
-        .or_else(|_| File::open(&src.data_path))
-        .map_err(|e| VolumeError::io("cannot open", &src.data_path, e))?;
-    crate::sys::file::sequential(&file);
+    // The source's data file is opened only when there is something to read: a pool makes
+    // it on its first write, so a never-written source may have none.
+    let file = if todo.is_empty() {
+        None
+    } else {
+        // O_DIRECT reads: the source is read once, so the page cache would only cost a copy.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&src.data_path)
+            .or_else(|_| File::open(&src.data_path))
+            .map_err(|e| VolumeError::io("cannot open", &src.data_path, e))?;
+        crate::sys::file::sequential(&f);
+        Some(f)
+    };
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let copied = AtomicU64::new(0);
@@ -158,6 +154,9 @@ pub fn reencrypt(
 
     let throttle = Throttle::new(src.max_bandwidth);
     let work = || -> Result<()> {
+        let Some(file) = &file else {
+            return Ok(());
+        };
         // plain: source plaintext; enc: what we write; check: enc decrypted again.
         let mut plain_buf = AlignedBuf::new(chunk);
         let plain = plain_buf.as_mut_slice();
@@ -175,7 +174,7 @@ pub fn reencrypt(
             };
             throttle.take(chunk as u64);
             let first_block = c * blocks as u64;
-            crate::volume::storage::file::read_full_at(&file, plain, slot.0 << src.chunk_shift)
+            crate::volume::storage::file::read_full_at(file, plain, slot.0 << src.chunk_shift)
                 .map_err(|e| VolumeError::io("cannot read", &src.data_path, e))?;
             for (b, w) in written.iter_mut().enumerate() {
                 let block = &mut plain[b * BS..(b + 1) * BS];
