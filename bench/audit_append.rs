@@ -8,6 +8,9 @@
 //! median of three time-based rounds, each in a fresh directory (a round writes a few
 //! hundred MB at most, removed after it).
 
+#[path = "common/machine.rs"]
+mod machine;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -18,16 +21,6 @@ use serde_json::{Value, json};
 /// 2026-11-29T01:00:00Z: one day, so files rotate on size only.
 const NOW: i64 = 1_795_910_400 + 3600;
 const ROUNDS: usize = 3;
-
-fn first_line(path: &str, key: &str) -> String {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_owned())
-        .unwrap_or_else(|| "?".into())
-}
 
 /// The filesystem type that holds `dir` (the topmost mount that contains it).
 fn fs_of(dir: &Path) -> String {
@@ -123,8 +116,8 @@ fn main() {
     let tmp = std::env::temp_dir();
     println!(
         "CPU: {}; cores allowed: {}; kernel {}; temp dir {} ({})",
-        first_line("/proc/cpuinfo", "model name"),
-        first_line("/proc/self/status", "Cpus_allowed_list"),
+        machine::cpu(),
+        machine::cores_allowed(),
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim(),
@@ -133,12 +126,7 @@ fn main() {
     );
     println!(
         "load average before the run: {} (other busy processes lower every figure)",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        machine::load_average()
     );
     println!(
         "event of {} bytes of JSON; median of {ROUNDS} rounds of {secs} s; no fsync (as the KMS)",

@@ -8,6 +8,9 @@
 //! xts-mode (default 1 s); `OPENSSL_SECS` one openssl run per direction (default 3 s).
 //! Requirement: the portable build reaches at least 0.9x openssl.
 
+#[path = "common/machine.rs"]
+mod machine;
+
 use std::hint::black_box;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -82,16 +85,6 @@ fn openssl(decrypt: bool, seconds: u32) -> Result<f64, String> {
     Ok(kb * 1000.0 / 1e9)
 }
 
-fn first_line(path: &str, key: &str) -> String {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_owned())
-        .unwrap_or_else(|| "?".into())
-}
-
 fn main() {
     let round = Duration::from_secs_f64(secs("BENCH_SECS", 1.0));
     let openssl_secs = secs("OPENSSL_SECS", 3.0).max(1.0) as u32;
@@ -105,20 +98,15 @@ fn main() {
     println!(
         "CPU: {}; cores allowed: {}; buffer {} KiB = {} units of {DATA_UNIT} B; \
          median of {ROUNDS} interleaved rounds of {:.1} s",
-        first_line("/proc/cpuinfo", "model name"),
-        first_line("/proc/self/status", "Cpus_allowed_list"),
+        machine::cpu(),
+        machine::cores_allowed(),
         BUF / 1024,
         BUF / DATA_UNIT,
         round.as_secs_f64()
     );
     println!(
         "load average before the run: {} (other busy processes skew every column)",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        machine::load_average()
     );
     println!("cryptvol picks backend: {}", best.backend());
 
