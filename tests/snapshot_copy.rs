@@ -77,6 +77,25 @@ fn hash_volume(v: &VolEnv, region: &str, vol: &str, bytes: u64) -> blake3::Hash 
     h.finalize()
 }
 
+/// Starts `cryptvol args` (a copy or restore slowed by --max-bandwidth), lets it run for
+/// `ms`, checks it is still running (`what` otherwise: it finished before it could be
+/// interrupted), and kills it with SIGKILL.
+#[track_caller]
+fn kill_midway(v: &VolEnv, args: &[&str], ms: u64, what: &str) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cryptvol"))
+        .arg("--data-dir")
+        .arg(&v.data)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    assert!(child.try_wait().unwrap().is_none(), "{what}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 fn snapshot(v: &VolEnv, vol: &str) -> String {
     str_field(&v.json(&["snapshot", "create", vol]), "SnapshotId")
 }
@@ -254,11 +273,11 @@ fn an_interrupted_copy_is_invisible_and_a_rerun_resumes_it() {
     let snap = snapshot(&v, &vol);
     let want = hash_volume(&v, "local-1", &vol, 168 * MIB);
 
-    // Slow the copy down and kill it half way.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cryptvol"))
-        .args(["--data-dir"])
-        .arg(&v.data)
-        .args([
+    // Slow the copy down and kill it half way: at 24 MiB/s the 120 chunks take about 5 s,
+    // and progress is committed every second.
+    kill_midway(
+        &v,
+        &[
             "snapshot",
             "copy",
             &snap,
@@ -268,19 +287,10 @@ fn an_interrupted_copy_is_invisible_and_a_rerun_resumes_it() {
             "json",
             "--max-bandwidth",
             "24M",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // 24 MiB/s: about 5 s for the 120 chunks; progress is committed every second.
-    std::thread::sleep(Duration::from_millis(2500));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the copy finished before it could be interrupted"
+        ],
+        2500,
+        "the copy finished before it could be interrupted",
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
 
     // Nothing visible in region B.
     let listed = v.json(&["--region", "eu-2", "snapshot", "list"]);
@@ -652,10 +662,9 @@ fn an_interrupted_copy_can_be_cancelled_and_then_releases_its_source() {
     v.ok(&["--region", "eu-2", "init"]);
     let (vol, _) = volume_with_data(&v, "src", 40, &[]);
     let snap = snapshot(&v, &vol);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cryptvol"))
-        .arg("--data-dir")
-        .arg(&v.data)
-        .args([
+    kill_midway(
+        &v,
+        &[
             "snapshot",
             "copy",
             &snap,
@@ -663,15 +672,10 @@ fn an_interrupted_copy_can_be_cancelled_and_then_releases_its_source() {
             "eu-2",
             "--max-bandwidth",
             "10M",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(child.try_wait().unwrap().is_none(), "finished too early");
-    child.kill().unwrap();
-    child.wait().unwrap();
+        ],
+        1500,
+        "finished too early",
+    );
 
     let line = v.run(&["snapshot", "delete", &snap]).fails(4);
     let at = line.find("eu-2/snap-").unwrap_or_else(|| panic!("{line}"));
@@ -706,10 +710,9 @@ fn an_interrupted_rekeyed_restore_leaves_no_grant_behind() {
             .expect("Grants")
             .clone()
     };
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cryptvol"))
-        .args(["--data-dir"])
-        .arg(&v.data)
-        .args([
+    kill_midway(
+        &v,
+        &[
             "volume",
             "create",
             "--from-snapshot",
@@ -718,18 +721,10 @@ fn an_interrupted_rekeyed_restore_leaves_no_grant_behind() {
             &key,
             "--max-bandwidth",
             "24M",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the restore finished before it could be interrupted"
+        ],
+        2500,
+        "the restore finished before it could be interrupted",
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
     let left = grants(&v);
     assert_eq!(left.len(), 1, "the killed restore's grant: {left:#?}");
     let abandoned = str_field(&left[0], "Name");
