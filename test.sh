@@ -22,11 +22,13 @@ fi
 
 command -v cargo >/dev/null || { echo "test.sh: cargo is not installed (https://rustup.rs)"; exit 1; }
 
-# The real AWS clients for tests/compat.rs, in a venv outside git, reused between runs.
+# The real AWS clients for tests/compat.rs, and moto's server (a real S3 / KMS / STS
+# endpoint for the object store and remote KMS tests), in a venv outside git, reused
+# between runs.
 # CI (or CRYPTVOL_REQUIRE_MOUNT=1) fails here when they cannot be installed, and the
 # tests then fail too; elsewhere the tests skip and say why.
 compat_venv="$PWD/target/compat-venv"
-compat_pins=(awscli==1.45.11 boto3==1.43.11)
+compat_pins=(awscli==1.45.11 boto3==1.43.11 "moto[server]==5.2.5")
 compat_required=false
 if [ "${CI:-}" = true ] || [ "${CRYPTVOL_REQUIRE_MOUNT:-}" = 1 ]; then compat_required=true; fi
 if [ "$(cat "$compat_venv/.pins" 2>/dev/null)" != "${compat_pins[*]}" ]; then
@@ -34,7 +36,7 @@ if [ "$(cat "$compat_venv/.pins" 2>/dev/null)" != "${compat_pins[*]}" ]; then
   if rm -rf "$compat_venv" \
     && python3 -m venv "$compat_venv" \
     && "$compat_venv/bin/pip" install --quiet --disable-pip-version-check "${compat_pins[@]}" \
-    && "$compat_venv/bin/python" -c 'import boto3' && "$compat_venv/bin/aws" --version; then
+    && "$compat_venv/bin/python" -c 'import boto3, moto' && "$compat_venv/bin/aws" --version; then
     echo "${compat_pins[*]}" >"$compat_venv/.pins"
   elif [ "$compat_required" = true ]; then
     echo "test.sh: could not install ${compat_pins[*]} into $compat_venv (see above)" >&2
@@ -46,6 +48,7 @@ fi
 if [ -f "$compat_venv/.pins" ]; then
   export CRYPTVOL_COMPAT_PYTHON="$compat_venv/bin/python"
   export CRYPTVOL_COMPAT_AWS="$compat_venv/bin/aws"
+  export CRYPTVOL_COMPAT_MOTO="$compat_venv/bin/moto_server"
 fi
 
 echo "== cargo fmt --check"

@@ -12,6 +12,9 @@ pub mod mount;
 /// A `kms serve` process for the server tests.
 pub mod server;
 
+/// moto's server: a real S3 / KMS / STS endpoint.
+pub mod moto;
+
 /// The one "nothing changed under the data dir" check.
 pub mod dir_state;
 pub use dir_state::DirState;

@@ -1,0 +1,85 @@
+//! A running moto server (`moto_server` from the test venv, see test.sh) on 127.0.0.1: a
+//! real S3 / KMS / STS endpoint that nobody here wrote. Started on port 0, ready once it
+//! prints the address it listens on; killed when dropped. Tests that need it call
+//! [`MotoServer::start`], which skips (None) on a machine without the venv, and fails under
+//! `CRYPTVOL_REQUIRE_MOUNT=1` or `CI=true`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use super::mount::REQUIRE_ENV;
+
+pub struct MotoServer {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+}
+
+/// The venv's `moto_server`: `CRYPTVOL_COMPAT_MOTO`, else `target/compat-venv/bin/moto_server`.
+fn moto_binary() -> PathBuf {
+    std::env::var_os("CRYPTVOL_COMPAT_MOTO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/compat-venv/bin/moto_server")
+        })
+}
+
+impl MotoServer {
+    /// A fresh server (its state is in memory: every test gets its own).
+    pub fn start() -> Option<MotoServer> {
+        let bin = moto_binary();
+        if !bin.exists() {
+            let required = std::env::var("CI").is_ok_and(|v| v == "true")
+                || std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "{} is missing; test.sh installs moto[server] into target/compat-venv",
+                bin.display()
+            );
+            eprintln!(
+                "note: skipping: {} is missing (run ./test.sh to install it)",
+                bin.display()
+            );
+            return None;
+        }
+        let mut child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn moto_server");
+        // Werkzeug prints " * Running on http://127.0.0.1:PORT" on stderr; keep draining
+        // stderr afterwards so the server never blocks on a full pipe.
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("http://127.0.0.1:")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(line[at..].trim().to_string());
+                }
+            }
+        });
+        let endpoint = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(e) => e,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("moto_server did not say where it listens within 30 s");
+            }
+        };
+        Some(MotoServer { child, endpoint })
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
