@@ -4,6 +4,7 @@
 //! one exit code from [`exit::Exit`].
 
 pub mod args;
+mod archive_cmd;
 mod attach_cmd;
 mod audit_cmd;
 pub mod exit;
@@ -86,7 +87,7 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the data directory and a region (harmless to re-run)
-    Init,
+    Init(init_cmd::InitArgs),
     /// Key management: customer master keys, data keys, rotation, aliases
     #[command(subcommand)]
     Kms(kms_cmd::KmsCommand),
@@ -102,6 +103,9 @@ pub enum Command {
     /// Snapshots: instant, incremental, encrypted; restore with `volume create --from-snapshot`
     #[command(subcommand)]
     Snapshot(snapshot_cmd::SnapshotCommand),
+    /// The region's settings: its snapshot store
+    #[command(subcommand)]
+    Region(archive_cmd::RegionCommand),
     /// The region's thin pool: check its metadata, repair it
     #[command(subcommand)]
     Pool(pool_cmd::PoolCommand),
@@ -234,7 +238,8 @@ impl Config {
 fn run(cli: Cli, hardening: Result<(), String>) -> Result<(), CliError> {
     let cfg = Config::resolve(&cli.global)?;
     match cli.command {
-        Command::Init => init_cmd::run(&cfg),
+        Command::Init(args) => init_cmd::run(&cfg, args),
+        Command::Region(cmd) => archive_cmd::run_region(&cfg, cmd),
         Command::Kms(cmd) => kms_cmd::run(&cfg, cmd),
         Command::Iam(cmd) => iam_cmd::run(&cfg, cmd),
         Command::Audit(cmd) => audit_cmd::run(&cfg, cmd),
