@@ -146,9 +146,12 @@ pub fn spawn_archiver(cfg: &Config, snapshot: &str) -> Result<(), CliError> {
     let exe = std::env::current_exe()
         .map_err(|e| crate::volume::VolumeError::io("cannot find", "the cryptvol binary", e))?;
     let mut cmd = Command::new(exe);
-    cmd.arg("--data-dir")
-        .arg(&cfg.data_dir)
-        .args(["--region", cfg.region.as_str(), "--output", "json"]);
+    cmd.arg("--data-dir").arg(&cfg.data_dir).args([
+        "--region",
+        cfg.region.as_str(),
+        "--output",
+        "json",
+    ]);
     if let Some(p) = &cfg.profile {
         cmd.args(["--profile", p]);
     }

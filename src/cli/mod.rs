@@ -3,8 +3,8 @@
 //! that the commands use to open services. Every error becomes one line on stderr and
 //! one exit code from [`exit::Exit`].
 
-pub mod args;
 mod archive_cmd;
+pub mod args;
 mod attach_cmd;
 mod audit_cmd;
 pub mod exit;

@@ -15,6 +15,7 @@ use crate::snapshot::catalog::Catalog;
 use crate::snapshot::{self, SnapshotRecord, SnapshotUsage};
 use crate::volume::KeySource;
 use crate::volume::ids::format_size;
+use crate::volume::storage::file::METADATA_FILE;
 
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
@@ -222,7 +223,18 @@ fn cancel_copy(
 
 pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
     let region = cfg.region_dir();
-    region.config()?;
+    // Listing or deleting in a store named on the command line needs no region here:
+    // another machine may only read the store.
+    let store_only = match &cmd {
+        SnapshotCommand::List { store, .. } => store.snapshot_store.is_some(),
+        SnapshotCommand::Delete { store, .. } => {
+            store.snapshot_store.is_some() && !region.is_initialized()
+        }
+        _ => false,
+    };
+    if !store_only {
+        region.config()?;
+    }
     let open = || catalog::open(&region);
     match cmd {
         SnapshotCommand::Copy {
@@ -293,11 +305,12 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
         }
         SnapshotCommand::List {
             volume,
-            store: StoreArgs {
-                snapshot_store: Some(url),
-                s3_endpoint,
-                s3_region,
-            },
+            store:
+                StoreArgs {
+                    snapshot_store: Some(url),
+                    s3_endpoint,
+                    s3_region,
+                },
         } => {
             let store = StoreArgs {
                 snapshot_store: Some(url),
@@ -357,13 +370,21 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
             cfg.print(&info(cfg, access.as_ref(), &all, &rec)?, "Snapshot")
         }
         SnapshotCommand::Delete { snapshot, store } => {
-            let access = open()?;
-            if access.get_snapshot(&snapshot)?.is_none()
-                && let Some(cancelled) = cancel_copy(cfg, access.as_ref(), &snapshot)?
+            // A region without a pool has no snapshot of its own: opening the catalog
+            // would make an empty pool just to find that out.
+            let local = !store_only && region.pool_dir().join(METADATA_FILE).exists();
+            let access = if local { Some(open()?) } else { None };
+            let is_local = match &access {
+                Some(a) => a.get_snapshot(&snapshot)?.is_some(),
+                None => false,
+            };
+            if let Some(a) = &access
+                && !is_local
+                && let Some(cancelled) = cancel_copy(cfg, a.as_ref(), &snapshot)?
             {
                 return cfg.print(&cancelled, "Snapshot");
             }
-            if access.get_snapshot(&snapshot)?.is_none() && store.resolve(cfg)?.is_some() {
+            if !is_local && store.resolve(cfg)?.is_some() {
                 // Only in the store (archived elsewhere, or deleted here already).
                 let s = store.require(cfg)?;
                 let (_, h) = archive::restore::fetch(&s, &snapshot)?;
@@ -373,6 +394,10 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
                     "Snapshot",
                 );
             }
+            let access = match access {
+                Some(a) => a,
+                None => open()?,
+            };
             let rec = access.snapshot(&snapshot, cfg.region.as_str())?;
             // Archived (or being archived): the store's objects go first, so a failure
             // leaves the snapshot here to delete again.

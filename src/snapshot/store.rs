@@ -28,7 +28,7 @@ const PART_SIZE: usize = 8 << 20;
 /// What a region (or a command) knows about its snapshot store; kept in
 /// `<region>/snapshot-store.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
 pub struct StoreConfig {
     /// `s3://BUCKET/PREFIX` (the prefix may be empty).
     pub url: String,
@@ -56,7 +56,11 @@ pub enum StoreError {
 
 impl StoreConfig {
     /// Checks a `s3://BUCKET/PREFIX` url and an optional endpoint.
-    pub fn new(url: &str, endpoint: Option<&str>, region: Option<&str>) -> Result<Self, StoreError> {
+    pub fn new(
+        url: &str,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<Self, StoreError> {
         let cfg = StoreConfig {
             url: url.trim_end_matches('/').to_string(),
             endpoint: endpoint.map(|e| e.trim_end_matches('/').to_string()),
@@ -143,7 +147,13 @@ impl SnapshotStore {
             .with_region(cfg.region.as_deref().unwrap_or("us-east-1"))
             .with_access_key_id(&creds.access_key_id)
             .with_secret_access_key(creds.secret_access_key.as_str())
-            .with_conditional_put(S3ConditionalPut::ETagMatch);
+            .with_conditional_put(S3ConditionalPut::ETagMatch)
+            // A few quick retries: an endpoint that is down should say so in seconds.
+            .with_retry(object_store::RetryConfig {
+                max_retries: 3,
+                retry_timeout: std::time::Duration::from_secs(30),
+                ..Default::default()
+            });
         if let Some(t) = &creds.session_token {
             b = b.with_token(t.as_str());
         }
@@ -337,14 +347,28 @@ impl SnapshotStore {
     }
 }
 
-/// The first line of an error chain, without the request dump.
+/// What a user can act on in object_store's error chain (which carries the request, the
+/// retries and the XML body): the HTTP status and S3's error code and message, or why no
+/// answer came.
 fn short(s: &str) -> String {
-    let line = s.lines().next().unwrap_or(s);
-    let mut out: String = line.chars().filter(|c| !c.is_control()).take(300).collect();
-    if line.len() > 300 {
-        out.push('…');
-    }
-    out
+    let between = |a: &str, b: &str| {
+        let i = s.find(a)? + a.len();
+        let j = s[i..].find(b)? + i;
+        Some(s[i..j].to_string())
+    };
+    let status = between("status code: ", ":").or_else(|| between("status code: ", "\n"));
+    let out = match (status, between("<Code>", "</Code>")) {
+        (Some(st), Some(code)) => {
+            let msg = between("<Message>", "</Message>").unwrap_or_default();
+            format!("HTTP {} {code}: {msg}", st.trim())
+        }
+        (Some(st), None) => format!("HTTP {}", st.trim()),
+        _ if s.contains("error sending request") || s.contains("HTTP error") => {
+            "no answer (is the endpoint right, and the server up?)".to_string()
+        }
+        _ => s.lines().next().unwrap_or(s).to_string(),
+    };
+    out.chars().filter(|c| !c.is_control()).take(300).collect()
 }
 
 #[cfg(test)]
@@ -353,8 +377,8 @@ mod tests {
 
     #[test]
     fn urls_are_checked() {
-        let ok = StoreConfig::new("s3://my-bucket/a/b/", Some("http://127.0.0.1:9000/"), None)
-            .unwrap();
+        let ok =
+            StoreConfig::new("s3://my-bucket/a/b/", Some("http://127.0.0.1:9000/"), None).unwrap();
         assert_eq!(
             ok.bucket_and_prefix().unwrap(),
             ("my-bucket".into(), "a/b".into())

@@ -45,11 +45,8 @@ pub fn delete(
 pub fn sweep(store: &SnapshotStore, lineage: &str) -> Result<u64, ArchiveError> {
     let listed = store.list(&format!("chunks/{lineage}"))?;
     let (idx, _) = index::load(store, lineage)?;
-    let live: std::collections::BTreeSet<String> = idx
-        .chunks
-        .keys()
-        .filter_map(|h| idx.object_of(h))
-        .collect();
+    let live: std::collections::BTreeSet<String> =
+        idx.chunks.keys().filter_map(|h| idx.object_of(h)).collect();
     let mut n = 0;
     for key in listed {
         if !live.contains(&key) {

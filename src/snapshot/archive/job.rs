@@ -56,6 +56,9 @@ pub struct ArchiveStatus {
     pub error: Option<String>,
     /// Nanoseconds since the epoch when the job started (orders a volume's archives).
     pub started_ns: i64,
+    /// The process that runs (or last ran) the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 impl ArchiveStatus {
@@ -73,6 +76,7 @@ impl ArchiveStatus {
             max_bandwidth,
             error: None,
             started_ns: now_ns,
+            pid: None,
         }
     }
 }

@@ -68,10 +68,12 @@ pub fn lease_holder(snapshot: &str) -> String {
 pub fn load_config(dir: &RegionDir) -> Result<Option<StoreConfig>, VolumeError> {
     let p = dir.snapshot_store_file();
     match std::fs::read(&p) {
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| VolumeError::Corrupt {
-            what: format!("{}", p.display()),
-            detail: e.to_string(),
-        }),
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| VolumeError::Corrupt {
+                what: format!("{}", p.display()),
+                detail: e.to_string(),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(VolumeError::io("cannot read", p, e)),
     }
@@ -80,7 +82,8 @@ pub fn load_config(dir: &RegionDir) -> Result<Option<StoreConfig>, VolumeError> 
 pub fn save_config(dir: &RegionDir, cfg: &StoreConfig) -> Result<(), VolumeError> {
     let p = dir.snapshot_store_file();
     let bytes = serde_json::to_vec_pretty(cfg).expect("config serializes");
-    fsio::write_atomic(&p, &bytes, fsio::PRIVATE_FILE).map_err(|e| VolumeError::io("cannot write", p, e))
+    fsio::write_atomic(&p, &bytes, fsio::PRIVATE_FILE)
+        .map_err(|e| VolumeError::io("cannot write", p, e))
 }
 
 /// Connects to a store with the credentials of the environment.
@@ -118,13 +121,12 @@ pub struct JobEnv<'a> {
 fn parent_of(dir: &RegionDir, status: &ArchiveStatus) -> Option<SnapshotId> {
     job::list(dir)
         .into_iter()
-        .filter(|s| {
+        .rfind(|s| {
             s.volume_id == status.volume_id
                 && s.snapshot_id != status.snapshot_id
                 && s.state == ArchiveState::Completed
                 && (s.started_ns, &s.snapshot_id) < (status.started_ns, &status.snapshot_id)
         })
-        .next_back()
         .and_then(|s| SnapshotId::parse(&s.snapshot_id))
 }
 
@@ -153,6 +155,7 @@ pub fn run_job(
     if max_bandwidth.is_some() {
         status.max_bandwidth = max_bandwidth;
     }
+    status.pid = Some(std::process::id());
     job::write(env.dir, &status)?;
     catalog.take_lease(snapshot, &holder)?;
     let map = catalog.load_map(snapshot)?;

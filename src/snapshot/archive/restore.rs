@@ -32,15 +32,19 @@ pub fn list(store: &SnapshotStore) -> Result<Vec<ManifestHeader>, ArchiveError> 
 }
 
 /// A snapshot's manifest bytes and its (not yet authenticated) header.
-pub fn fetch(store: &SnapshotStore, snapshot: &str) -> Result<(Vec<u8>, ManifestHeader), ArchiveError> {
+pub fn fetch(
+    store: &SnapshotStore,
+    snapshot: &str,
+) -> Result<(Vec<u8>, ManifestHeader), ArchiveError> {
     let f = store
         .get(&manifest::manifest_key(snapshot))?
         .ok_or_else(|| ArchiveError::NotInStore {
             snapshot: snapshot.to_string(),
             url: store.config().url.clone(),
         })?;
-    let h = manifest::read_header(&f.bytes)
-        .map_err(|e| crate::volume::record::named(e, &format!("snapshot {snapshot} in the store")))?;
+    let h = manifest::read_header(&f.bytes).map_err(|e| {
+        crate::volume::record::named(e, &format!("snapshot {snapshot} in the store"))
+    })?;
     Ok((f.bytes.to_vec(), h))
 }
 
@@ -50,8 +54,9 @@ pub fn open(
     snapshot: &str,
     data_key: &SecretBytes,
 ) -> Result<(ManifestHeader, Vec<ChunkEntry>), ArchiveError> {
-    manifest::open(bytes, snapshot, data_key)
-        .map_err(|e| crate::volume::record::named(e, &format!("snapshot {snapshot} in the store")).into())
+    manifest::open(bytes, snapshot, data_key).map_err(|e| {
+        crate::volume::record::named(e, &format!("snapshot {snapshot} in the store")).into()
+    })
 }
 
 /// Registers `volume` as a holder of every chunk of the snapshot it was restored from,

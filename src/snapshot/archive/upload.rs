@@ -41,7 +41,12 @@ pub struct Upload<'a> {
     pub max_bandwidth: Option<u64>,
 }
 
-fn read_chunk(file: &File, path: &std::path::Path, slot: SlotNo, shift: u8) -> Result<Vec<u8>, ArchiveError> {
+fn read_chunk(
+    file: &File,
+    path: &std::path::Path,
+    slot: SlotNo,
+    shift: u8,
+) -> Result<Vec<u8>, ArchiveError> {
     let mut buf = vec![0u8; 1 << shift];
     read_full_at(file, &mut buf, slot.0 << shift)
         .map_err(|e| crate::volume::VolumeError::io("cannot read", path, e))?;
@@ -64,13 +69,14 @@ pub fn run(
     // 1. Hash every written chunk (in slot order: the file is read front to back).
     let mut by_slot = u.map.clone();
     by_slot.sort_by_key(|(_, s)| *s);
-    let file = if by_slot.is_empty() {
-        None
-    } else {
-        Some(File::open(&u.data_path).map_err(|e| {
-            crate::volume::VolumeError::io("cannot open", u.data_path.clone(), e)
-        })?)
-    };
+    let file =
+        if by_slot.is_empty() {
+            None
+        } else {
+            Some(File::open(&u.data_path).map_err(|e| {
+                crate::volume::VolumeError::io("cannot open", u.data_path.clone(), e)
+            })?)
+        };
     let mut entries: Vec<(u64, SlotNo, [u8; 32])> = Vec::with_capacity(by_slot.len());
     if let Some(f) = &file {
         crate::sys::file::sequential(f);
@@ -98,8 +104,8 @@ pub fn run(
             todo.entry(hx).or_insert((*generation, *s));
         }
     }
-    status.chunks_reused = (hashes.len() as u64)
-        .saturating_sub(todo.len() as u64 + status.chunks_uploaded);
+    status.chunks_reused =
+        (hashes.len() as u64).saturating_sub(todo.len() as u64 + status.chunks_uploaded);
     let total = todo.len() as u64 * chunk_len as u64;
     let throttle = Throttle::new(u.max_bandwidth);
     let file = file.map(Arc::new);
@@ -184,4 +190,3 @@ fn hex_to_hash(hx: &str) -> [u8; 32] {
     hex::decode_to_slice(hx, &mut out).expect("hashes we made are 64 hex digits");
     out
 }
-
