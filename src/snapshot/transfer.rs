@@ -66,6 +66,7 @@ fn new_data_key(
         KeySource::Kms {
             key_arn: dk.key_id.clone(),
             wrapped: dk.ciphertext_blob.clone(),
+            endpoint: kms.endpoint().map(String::from),
         },
         dk.plaintext,
     ))
