@@ -280,7 +280,7 @@ mod tests {
         let e = VolumeHeader::decode(&b).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "volume header was written by a newer cryptvol (format version 3; this one reads 2): upgrade cryptvol"
+            "volume header was written by a newer cryptvol (format version 3; this one reads 1–2): upgrade cryptvol"
         );
         assert_eq!(e.kind(), crate::volume::error::ErrorKind::NewerFormat);
         let e = record::named(e, "vol-0123456789abcdef0");
