@@ -91,6 +91,20 @@ fn script(v: &Env, name: &str, body: &str) -> PathBuf {
     p
 }
 
+/// A volume command that must fail with `code`: one line, and nothing under the data dir
+/// changed but the pool's metadata file, which a volume command opens (and so creates)
+/// before it asks the KMS anything; `volume list` says no volume was made.
+#[track_caller]
+fn fail_volume(v: &VolEnv, args: &[&str], envs: &[(&str, &str)], code: i32) -> String {
+    let skip = [dir_state::CALL_RECORDS, &[dir_state::POOL_META]].concat();
+    let before = DirState::of(&v.data, &skip).files_only();
+    let line = v.run_env(args, envs).fails(code);
+    DirState::of(&v.data, &skip)
+        .files_only()
+        .assert_unchanged_since(&before, &format!("`cryptvol {}`", args.join(" ")));
+    line
+}
+
 /// Temporary credentials from moto's STS: (id, secret, token, expiration).
 fn session_credentials(moto: &str) -> (String, String, String, String) {
     let c = aws(moto, &["sts", "get-session-token"])["Credentials"].clone();
@@ -385,7 +399,7 @@ fn https_endpoint_trusted_only_with_its_ca_bundle_and_session_tokens_reach_the_s
     };
     let run = |args: &[String], envs: &[(&str, &str)], code: i32| {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        v.fail_env(&a, envs, code)
+        fail_volume(&v, &a, envs, code)
     };
 
     // Without the CA: the Mozilla roots do not know it; one line, exit 20, nothing made.
