@@ -34,7 +34,8 @@ pub enum Exit {
     AccessDenied = 18,
     /// `audit verify` found an altered, removed or reordered event.
     AuditTampered = 19,
-    /// The remote KMS endpoint (`--kms-endpoint`) did not answer.
+    /// The remote KMS endpoint (`--kms-endpoint`) did not answer, or its certificate is
+    /// not trusted.
     KmsUnreachable = 20,
     /// `pool check` found problems (or `--repair` left some).
     PoolDamaged = 21,
@@ -220,7 +221,18 @@ fn kms_exit(e: &AwsError) -> Exit {
         DeleteConflict { .. } | LimitExceeded { .. } => Exit::InvalidState,
         AuditFailed { .. } => Exit::Io,
         EndpointUnreachable { .. } => Exit::KmsUnreachable,
-        RemoteCredentials { .. } => Exit::WrongSecret,
+        EndpointUntrusted { .. } => Exit::KmsUnreachable,
+        ForeignCiphertext { .. } => Exit::NotFound,
+        Credentials { problem, .. } => {
+            use crate::aws::credentials::CredentialProblem as P;
+            match problem {
+                P::NotFound | P::Expired => Exit::WrongSecret,
+                P::NoSuchProfile => Exit::NotFound,
+                P::Malformed => Exit::InvalidValue,
+                P::Process => Exit::SystemTool,
+                P::Unsupported => Exit::Unsupported,
+            }
+        }
         InvalidGrantToken { .. } | InvalidGrantId { .. } => Exit::InvalidValue,
         DryRun => Exit::DryRun,
         Tag { .. } | InvalidMarker { .. } | InvalidInput { .. } => Exit::InvalidValue,

@@ -92,7 +92,9 @@ pub struct VolumeInfo {
 pub fn info(access: &dyn Catalog, h: &VolumeHeader) -> Result<VolumeInfo, CliError> {
     let at = access.attached_at(&h.id)?.map(|d| d.display().to_string());
     let (key_source, arn, version) = match &h.key {
-        KeySource::Kms { key_arn, wrapped } => (
+        KeySource::Kms {
+            key_arn, wrapped, ..
+        } => (
             "kms",
             Some(key_arn.clone()),
             blob::parse(wrapped).ok().map(|p| p.header.key_version),
@@ -187,7 +189,7 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                     let h = rec.restored_header(name, size, cfg.clock.now())?;
                     catalog::open(&region)?.refuse_taken_name(&h.name)?;
                     let kms = match h.key {
-                        KeySource::Kms { .. } => Some(cfg.volume_kms()?),
+                        KeySource::Kms { .. } => Some(cfg.volume_kms_for(&h)?),
                         KeySource::Customer { .. } => None,
                     };
                     let kms = kms.as_ref().map(|k| k as &dyn KeyBackend);
@@ -316,7 +318,7 @@ fn retire_volume_grant(cfg: &Config, h: &VolumeHeader) {
         return;
     };
     let out = cfg
-        .volume_kms()
+        .volume_kms_for(h)
         .and_then(|kms| Ok(lifecycle::retire_volume_service_grant(h, Some(&kms))?));
     if let Err(e) = out {
         eprintln!(
