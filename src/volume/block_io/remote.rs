@@ -91,11 +91,15 @@ impl OpenVolume {
         self.remote.read().unwrap_or_else(|p| p.into_inner()).len() as u64 * self.chunk_size()
     }
 
-    /// Fetches every chunk still in the object store, alongside the volume's I/O (each
-    /// under its chunk's lock, as a read would), committing every `batch` chunks so an
-    /// interrupted hydrate keeps what it fetched. `progress` gets the bytes of each chunk
-    /// and returns false to stop. Returns the bytes fetched.
-    pub fn hydrate(&self, batch: usize, progress: &(dyn Fn(u64) -> bool + Sync)) -> Result<u64> {
+    /// Fetches up to `batch` chunks still in the object store, alongside the volume's I/O
+    /// (each under its chunk's lock, as a read would), then commits, so an interrupted
+    /// hydrate keeps what it fetched. `progress` gets the bytes of each chunk and returns
+    /// false to stop. Returns the bytes fetched and whether chunks remain.
+    pub fn hydrate(
+        &self,
+        batch: usize,
+        progress: &(dyn Fn(u64) -> bool + Sync),
+    ) -> Result<(u64, bool)> {
         let mut todo: Vec<u64> = self
             .remote
             .read()
@@ -104,8 +108,10 @@ impl OpenVolume {
             .copied()
             .collect();
         todo.sort_unstable();
+        let more = todo.len() > batch.max(1);
+        todo.truncate(batch.max(1));
         let mut done = 0u64;
-        for (i, chunk) in todo.into_iter().enumerate() {
+        for chunk in todo {
             let fetched = {
                 let _g = self.stripe(chunk).read().unwrap_or_else(|p| p.into_inner());
                 // A reader may have fetched it, or a write or discard replaced it, since.
@@ -131,11 +137,8 @@ impl OpenVolume {
                     });
                 }
             }
-            if (i + 1) % batch.max(1) == 0 {
-                self.pool.commit()?;
-            }
         }
         self.pool.commit()?;
-        Ok(done)
+        Ok((done, more))
     }
 }

@@ -17,7 +17,8 @@ use crate::volume::header::VolumeHeader;
 use crate::volume::remote::{ChunkFetcher, FetchFor, RemoteChunk, fetch_checked};
 use crate::volume::tables::REMOTE;
 
-/// A detached volume's hydrate commits after this many chunks (what is fetched stays).
+/// A hydrate commits after this many chunks (what is fetched stays) and lets other
+/// operations on the volume in between.
 pub const HYDRATE_BATCH: usize = 8;
 
 impl Pool {
