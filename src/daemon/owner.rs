@@ -483,9 +483,10 @@ impl Catalog for PoolOwner {
             let h = self.existing_volume(id)?;
             let (n, more) = match self.open_volume(id) {
                 Some(v) => v.hydrate(crate::volume::pool::HYDRATE_BATCH, progress)?,
-                None => self
-                    .pool
-                    .hydrate_detached(&h, crate::volume::pool::HYDRATE_BATCH, progress)?,
+                None => {
+                    self.pool
+                        .hydrate_detached(&h, crate::volume::pool::HYDRATE_BATCH, progress)?
+                }
             };
             total += n;
             if !more {

@@ -58,8 +58,11 @@ pub trait Catalog {
 
     /// A new volume whose listed chunks live in the object store (lazy restore), in one
     /// transaction; its id and name must be free. Reads fetch them on first use.
-    fn restore_remote_volume(&self, h: &VolumeHeader, chunks: Vec<(u64, RemoteChunk)>)
-    -> Result<()>;
+    fn restore_remote_volume(
+        &self,
+        h: &VolumeHeader,
+        chunks: Vec<(u64, RemoteChunk)>,
+    ) -> Result<()>;
     /// Bytes of a volume still in the object store (0 once hydrated).
     fn remote_bytes(&self, id: &VolumeId) -> Result<u64>;
     /// The committed chunks of a volume or snapshot that live in the object store.

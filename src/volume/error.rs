@@ -92,7 +92,9 @@ pub enum VolumeError {
 
     /// A chunk of a lazily restored volume could not be fetched, or was not what its row
     /// says (`detail` names the fix).
-    #[error("chunk {chunk} of {owner} could not be read from the object store (object {object}): {detail}")]
+    #[error(
+        "chunk {chunk} of {owner} could not be read from the object store (object {object}): {detail}"
+    )]
     RemoteChunk {
         owner: String,
         chunk: u64,

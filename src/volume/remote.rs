@@ -196,12 +196,7 @@ pub(crate) mod test_fetcher {
         }
 
         pub fn calls(&self, object: &str) -> u32 {
-            self.calls
-                .lock()
-                .unwrap()
-                .get(object)
-                .copied()
-                .unwrap_or(0)
+            self.calls.lock().unwrap().get(object).copied().unwrap_or(0)
         }
 
         pub fn total_calls(&self) -> u32 {
@@ -229,7 +224,8 @@ pub(crate) mod test_fetcher {
                 .or_insert(0) += 1;
             std::thread::sleep(self.delay);
             let path = self.dir.join(&chunk.object);
-            let bytes = std::fs::read(&path).map_err(|e| VolumeError::io("cannot read", &path, e))?;
+            let bytes =
+                std::fs::read(&path).map_err(|e| VolumeError::io("cannot read", &path, e))?;
             if bytes.len() != buf.len() {
                 return Err(VolumeError::Corrupt {
                     what: format!("object {}", chunk.object),

@@ -76,9 +76,12 @@ impl OpenVolume {
             owner: self.id.as_str(),
             region: &self.region,
         };
-        let new = self.pool.fetch_remote(self.shift, at, chunk, rc).inspect_err(|e| {
-            tracing::error!("{e}");
-        })?;
+        let new = self
+            .pool
+            .fetch_remote(self.shift, at, chunk, rc)
+            .inspect_err(|e| {
+                tracing::error!("{e}");
+            })?;
         self.set_entry(chunk, Some(new), None);
         Ok(Some(Entry {
             slot: new.0,

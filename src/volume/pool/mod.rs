@@ -37,8 +37,8 @@ pub(crate) use tests::assert_consistent as assert_consistent_for_tests;
 
 use alloc::PoolState;
 pub use alloc::Reserved;
-pub use remote::HYDRATE_BATCH;
 pub use data::DataFile;
+pub use remote::HYDRATE_BATCH;
 
 pub struct Pool {
     pub dir: PathBuf,
