@@ -37,7 +37,7 @@ fn plain(c: u64) -> Vec<u8> {
     let mut p: Vec<u8> = (0..CHUNK)
         .map(|i| (i as u8).wrapping_mul(7).wrapping_add(c as u8) | 1)
         .collect();
-    if c % 2 == 0 {
+    if c.is_multiple_of(2) {
         p[3 * BS..4 * BS].fill(0);
     }
     p

@@ -252,11 +252,8 @@ fn remote_rows_mapped_twice_or_orphaned_are_found_and_dropped() {
         id: VolumeId::random(),
         ..f.a.clone()
     };
-    pool.restore_remote_volume(
-        &lazy,
-        &[(6, RemoteChunk::decode(&row, "row").unwrap())],
-    )
-    .unwrap();
+    pool.restore_remote_volume(&lazy, &[(6, RemoteChunk::decode(&row, "row").unwrap())])
+        .unwrap();
     let clean = pool.check(&HeaderOwners).unwrap();
     assert!(clean.clean, "{clean}");
     damage(pool, |w| {
