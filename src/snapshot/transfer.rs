@@ -101,6 +101,15 @@ fn run_copy<R: Regions + ?Sized>(
     finish_volume: Option<&VolumeHeader>,
     max_bandwidth: Option<u64>,
 ) -> Result<CopyStats, VolumeError> {
+    // The copy reads the source's slots: chunks still in the object store (a lazily
+    // restored volume's) have none. Refused before anything is recorded.
+    let remote = src.load_remote(rec.id.as_str())?.len() as u64;
+    if remote > 0 {
+        return Err(VolumeError::NotHydrated {
+            snapshot: rec.id.to_string(),
+            chunks: remote,
+        });
+    }
     let holder = lease_holder(dst_region, owner);
     // Recorded first, leased second: a lease always belongs to a copy that is (or was)
     // in progress, so one whose copy is gone is known to be stale.
