@@ -46,7 +46,7 @@ impl StoreArgs {
         let c = self.resolve(cfg)?.ok_or_else(|| ArchiveError::NoStore {
             region: cfg.region.to_string(),
         })?;
-        Ok(archive::open_store(&c)?)
+        Ok(archive::open_store(&c, cfg.aws_profile.as_deref())?)
     }
 }
 
@@ -68,8 +68,8 @@ pub enum RegionCommand {
 }
 
 /// Checks that the store answers (so a typo fails now, not at the first snapshot).
-pub fn check_store(store: &StoreConfig) -> Result<(), CliError> {
-    archive::open_store(store)?.list("snapshots")?;
+pub fn check_store(store: &StoreConfig, profile: Option<&str>) -> Result<(), CliError> {
+    archive::open_store(store, profile)?.list("snapshots")?;
     Ok(())
 }
 
@@ -83,7 +83,7 @@ pub fn run_region(cfg: &Config, cmd: RegionCommand) -> Result<(), CliError> {
             s3_region,
         } => {
             let store = StoreConfig::new(&url, s3_endpoint.as_deref(), s3_region.as_deref())?;
-            check_store(&store)?;
+            check_store(&store, cfg.aws_profile.as_deref())?;
             archive::save_config(&dir, &store)?;
             cfg.print(
                 &serde_json::json!({ "Region": cfg.region.to_string(), "SnapshotStore": store }),
@@ -158,6 +158,9 @@ pub fn spawn_archiver(cfg: &Config, snapshot: &str) -> Result<(), CliError> {
     if let Some(e) = &cfg.kms_endpoint {
         cmd.args(["--kms-endpoint", e]);
     }
+    if let Some(p) = &cfg.aws_profile {
+        cmd.args(["--aws-profile", p]);
+    }
     if let Some(f) = &cfg.passphrase.file {
         cmd.arg("--passphrase-file").arg(f);
     }
@@ -204,7 +207,7 @@ pub fn cancel_archive(
     let _ = status;
     let stats = match archive::load_config(&dir)? {
         Some(c) => Some(archive::delete::delete(
-            &archive::open_store(&c)?,
+            &archive::open_store(&c, cfg.aws_profile.as_deref())?,
             lineage,
             snapshot,
         )?),
@@ -212,4 +215,98 @@ pub fn cancel_archive(
     };
     access.release_lease(snapshot, &archive::lease_holder(snapshot))?;
     Ok(stats)
+}
+
+/// A lazily restored volume's hold on the store's objects: `<region>/archive/<vol>.hold`
+/// names its lineage, so that hydrating or deleting it can release the hold.
+fn hold_path(cfg: &Config, volume: &str) -> std::path::PathBuf {
+    cfg.region_dir()
+        .archive_dir()
+        .join(format!("{volume}.hold"))
+}
+
+/// `volume create --from-snapshot SNAP` of a snapshot that is not in this region's pool
+/// but in the snapshot store: one KMS Decrypt of the snapshot's data key authenticates its
+/// manifest; the new volume's chunks stay in the store and are fetched on first read.
+pub fn restore_from_store(
+    cfg: &Config,
+    store_args: &StoreArgs,
+    snapshot: &str,
+    name: &str,
+    size: Option<u64>,
+    customer_key: Option<&crate::crypto::SecretBytes>,
+) -> Result<crate::volume::VolumeHeader, CliError> {
+    use crate::snapshot::archive::restore;
+    use crate::volume::{KeySource, lifecycle, remote::RemoteChunk};
+
+    let dir = cfg.region_dir();
+    let store = store_args.require(cfg)?;
+    let (bytes, head) = restore::fetch(&store, snapshot)?;
+    let rec = crate::snapshot::SnapshotRecord {
+        id: head.snapshot_id.clone(),
+        description: head.description.clone(),
+        created_ns: head.created_ns,
+        volume: head.volume.clone(),
+    };
+    let mut h = rec.restored_header(name, size, cfg.clock.now())?;
+    // The volume lives here now; its key stays where it was (and the header says where:
+    // the KMS endpoint used for this restore, if the snapshot's header named none).
+    h.region = cfg.region.clone();
+    if let KeySource::Kms { endpoint, .. } = &mut h.key
+        && endpoint.is_none()
+    {
+        endpoint.clone_from(&cfg.kms_endpoint);
+    }
+    catalog::open(&dir)?.refuse_taken_name(&h.name)?;
+    let kms = match h.key {
+        KeySource::Kms { .. } => Some(cfg.volume_kms_for(&h)?),
+        KeySource::Customer { .. } => None,
+    };
+    let kms = kms.as_deref();
+    let data_key = lifecycle::data_key(&head.volume, kms, customer_key)?;
+    let (_, entries) = restore::open(&bytes, snapshot, &data_key)?;
+    drop(data_key);
+    let lineage = head.volume.lineage.clone();
+    // Counted in the store before the volume relies on any object.
+    restore::hold_for_volume(&store, &lineage, h.id.as_str(), &entries)?;
+    let hold = hold_path(cfg, h.id.as_str());
+    crate::sys::fsio::create_private_dir(&dir.archive_dir())
+        .map_err(|e| crate::volume::VolumeError::io("cannot create", dir.archive_dir(), e))?;
+    crate::sys::fsio::write_atomic(&hold, lineage.as_bytes(), crate::sys::fsio::PRIVATE_FILE)
+        .map_err(|e| crate::volume::VolumeError::io("cannot write", &hold, e))?;
+    let chunks: Vec<(u64, RemoteChunk)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e.chunk,
+                RemoteChunk {
+                    object: e.object_key(&lineage),
+                    blake3: e.blake3,
+                    len: e.len,
+                },
+            )
+        })
+        .collect();
+    let made = lifecycle::with_volume_grant::<CliError, _>(&h, kms, || {
+        catalog::open(&dir)?.restore_remote_volume(&h, chunks)?;
+        Ok(())
+    });
+    if let Err(e) = made {
+        let _ = release_hold(cfg, h.id.as_str());
+        return Err(e);
+    }
+    Ok(h)
+}
+
+/// Ends a lazily restored volume's hold on the store (it was hydrated or deleted); a
+/// volume without a hold has nothing to release.
+pub fn release_hold(cfg: &Config, volume: &str) -> Result<(), CliError> {
+    let hold = hold_path(cfg, volume);
+    let Ok(lineage) = std::fs::read_to_string(&hold) else {
+        return Ok(());
+    };
+    let store = StoreArgs::default().require(cfg)?;
+    archive::delete::delete(&store, lineage.trim(), volume)?;
+    let _ = std::fs::remove_file(&hold);
+    Ok(())
 }

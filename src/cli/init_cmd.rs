@@ -39,7 +39,7 @@ pub fn run(cfg: &Config, args: InitArgs) -> Result<(), CliError> {
         .map(|u| StoreConfig::new(u, args.s3_endpoint.as_deref(), args.s3_region.as_deref()))
         .transpose()?;
     if let Some(store) = &store {
-        super::archive_cmd::check_store(store)?;
+        super::archive_cmd::check_store(store, cfg.aws_profile.as_deref())?;
     }
     let passphrase = cfg
         .passphrase

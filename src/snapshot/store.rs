@@ -207,18 +207,20 @@ impl SnapshotStore {
 
     /// The object's bytes, or None when it does not exist.
     pub fn get(&self, key: &str) -> Result<Option<Fetched>, StoreError> {
+        self.runtime.block_on(self.get_async(key))
+    }
+
+    pub async fn get_async(&self, key: &str) -> Result<Option<Fetched>, StoreError> {
         let path = self.path(key);
-        self.runtime.block_on(async {
-            match self.s3.get(&path).await {
-                Ok(r) => {
-                    let etag = r.meta.e_tag.clone();
-                    let bytes = r.bytes().await.map_err(|e| self.fail("GET", key, e))?;
-                    Ok(Some(Fetched { bytes, etag }))
-                }
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(self.fail("GET", key, e)),
+        match self.s3.get(&path).await {
+            Ok(r) => {
+                let etag = r.meta.e_tag.clone();
+                let bytes = r.bytes().await.map_err(|e| self.fail("GET", key, e))?;
+                Ok(Some(Fetched { bytes, etag }))
             }
-        })
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.fail("GET", key, e)),
+        }
     }
 
     /// Writes (or overwrites) an object; large ones go up in parallel parts.

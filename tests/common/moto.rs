@@ -129,6 +129,48 @@ impl MotoServer {
             .unwrap_or_default()
     }
 
+    /// One object's bytes (through a file: the CLI streams to it).
+    pub fn get_object(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let tmp = tempfile::NamedTempFile::new().expect("temp file");
+        self.s3_cp(
+            &format!("s3://{bucket}/{key}"),
+            &tmp.path().to_string_lossy(),
+        );
+        std::fs::read(tmp.path()).expect("read the object")
+    }
+
+    /// Writes (overwrites) one object.
+    pub fn put_object(&self, bucket: &str, key: &str, bytes: &[u8]) {
+        let tmp = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(tmp.path(), bytes).expect("write the temp file");
+        self.s3_cp(
+            &tmp.path().to_string_lossy(),
+            &format!("s3://{bucket}/{key}"),
+        );
+    }
+
+    fn s3_cp(&self, from: &str, to: &str) {
+        let aws = moto_binary().with_file_name("aws");
+        let out = Command::new(&aws)
+            .args([
+                "--endpoint-url",
+                &self.endpoint,
+                "s3",
+                "cp",
+                "--quiet",
+                from,
+                to,
+            ])
+            .envs(Self::credentials())
+            .output()
+            .expect("run the aws CLI");
+        assert!(
+            out.status.success(),
+            "aws s3 cp {from} {to}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The credentials the tests use with moto (which accepts any).
     pub fn credentials() -> [(&'static str, &'static str); 3] {
         [

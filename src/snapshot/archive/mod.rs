@@ -11,6 +11,7 @@
 //!   `refs/<lineage>/<holder>.json` (docs/formats.md, "Snapshot store").
 
 pub mod delete;
+pub mod fetch;
 pub mod index;
 pub mod job;
 pub mod manifest;
@@ -86,22 +87,16 @@ pub fn save_config(dir: &RegionDir, cfg: &StoreConfig) -> Result<(), VolumeError
         .map_err(|e| VolumeError::io("cannot write", p, e))
 }
 
-/// Connects to a store with the credentials of the environment.
-pub fn open_store(cfg: &StoreConfig) -> Result<SnapshotStore, ArchiveError> {
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let (Some(id), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) else {
-        return Err(StoreError::Config {
-            url: cfg.url.clone(),
-            message: "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
-        }
-        .into());
-    };
+/// Connects to a store with credentials as the AWS SDKs find them (environment, shared
+/// files, `credential_process`; `profile` or AWS_PROFILE).
+pub fn open_store(cfg: &StoreConfig, profile: Option<&str>) -> Result<SnapshotStore, ArchiveError> {
+    let c = crate::aws::credentials::resolve(profile)?;
     Ok(SnapshotStore::open(
         cfg,
         StoreCredentials {
-            access_key_id: id,
-            secret_access_key: zeroize::Zeroizing::new(secret),
-            session_token: var("AWS_SESSION_TOKEN").map(zeroize::Zeroizing::new),
+            access_key_id: c.access_key_id,
+            secret_access_key: c.secret_access_key,
+            session_token: c.session_token,
         },
     )?)
 }
@@ -159,6 +154,7 @@ pub fn run_job(
     job::write(env.dir, &status)?;
     catalog.take_lease(snapshot, &holder)?;
     let map = catalog.load_map(snapshot)?;
+    let remote = catalog.load_remote(snapshot)?;
     // The pool is not held while uploading: volumes may attach meanwhile; the lease
     // keeps this snapshot's slots as they are.
     drop(catalog);
@@ -175,6 +171,7 @@ pub fn run_job(
         region: env.region,
         record: &rec,
         map,
+        remote,
         data_path: pool::data_path(&env.dir.pool_dir(), rec.volume.chunk_shift),
         data_key: &data_key,
         parent: parent_of(env.dir, &status),

@@ -34,11 +34,23 @@ pub struct Upload<'a> {
     pub record: &'a SnapshotRecord,
     /// The snapshot's committed map, read under its lease.
     pub map: Vec<(u64, SlotNo)>,
+    /// Its chunks that are still in the object store (a snapshot of a lazily restored
+    /// volume): their hashes are known, and their objects are copied if need be.
+    pub remote: Vec<(u64, crate::volume::remote::RemoteChunk)>,
     /// The pool's data file for the snapshot's chunk size.
     pub data_path: PathBuf,
     pub data_key: &'a SecretBytes,
     pub parent: Option<SnapshotId>,
     pub max_bandwidth: Option<u64>,
+}
+
+/// Where a chunk's ciphertext is read from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// The pool's data file.
+    Slot(SlotNo),
+    /// An object of the store (a chunk the snapshot's volume never fetched).
+    Object(String),
 }
 
 fn read_chunk(
@@ -77,13 +89,17 @@ pub fn run(
                 crate::volume::VolumeError::io("cannot open", u.data_path.clone(), e)
             })?)
         };
-    let mut entries: Vec<(u64, SlotNo, [u8; 32])> = Vec::with_capacity(by_slot.len());
+    let mut entries: Vec<(u64, Source, [u8; 32])> =
+        Vec::with_capacity(by_slot.len() + u.remote.len());
     if let Some(f) = &file {
         crate::sys::file::sequential(f);
         for (c, s) in &by_slot {
             let buf = read_chunk(f, &u.data_path, *s, shift)?;
-            entries.push((*c, *s, *blake3::hash(&buf).as_bytes()));
+            entries.push((*c, Source::Slot(*s), *blake3::hash(&buf).as_bytes()));
         }
+    }
+    for (c, rc) in &u.remote {
+        entries.push((*c, Source::Object(rc.object.clone()), rc.blake3));
     }
     entries.sort_by_key(|(c, _, _)| *c);
     let hashes: BTreeSet<String> = entries.iter().map(|(_, _, h)| hex::encode(h)).collect();
@@ -97,11 +113,11 @@ pub fn run(
     })?;
 
     // 3. Upload what the store does not hold: one chunk per distinct hash.
-    let mut todo: BTreeMap<String, (u64, SlotNo)> = BTreeMap::new();
+    let mut todo: BTreeMap<String, (u64, Source)> = BTreeMap::new();
     for (_, s, h) in &entries {
         let hx = hex::encode(h);
         if let Some((generation, true)) = objects.get(&hx) {
-            todo.entry(hx).or_insert((*generation, *s));
+            todo.entry(hx).or_insert((*generation, s.clone()));
         }
     }
     status.chunks_reused =
@@ -113,18 +129,29 @@ pub fn run(
     let (start_chunks, start_bytes) = (status.chunks_uploaded, status.bytes_uploaded);
     // In batches: between two, the uploaded marks are saved (what a resumed run skips)
     // and the progress reported.
-    let todo: Vec<(String, (u64, SlotNo))> = todo.into_iter().collect();
+    let todo: Vec<(String, (u64, Source))> = todo.into_iter().collect();
     for batch in todo.chunks(BATCH) {
-        let jobs = batch.iter().map(|(hx, (generation, slot))| {
+        let jobs = batch.iter().map(|(hx, (generation, source))| {
             let file = file.clone();
             let key = manifest::object_key(lineage, &hex_to_hash(hx), *generation);
-            let (slot, path, throttle) = (*slot, u.data_path.clone(), &throttle);
+            let (path, throttle) = (u.data_path.clone(), &throttle);
             async move {
                 tokio::time::sleep(throttle.delay(chunk_len as u64)).await;
-                let f = file.expect("a file when there are chunks");
-                let buf = tokio::task::spawn_blocking(move || read_chunk(&f, &path, slot, shift))
-                    .await
-                    .map_err(|e| ArchiveError::Interrupted(e.to_string()))??;
+                let buf = match (source, file) {
+                    (Source::Slot(slot), Some(f)) => {
+                        let slot = *slot;
+                        tokio::task::spawn_blocking(move || read_chunk(&f, &path, slot, shift))
+                            .await
+                            .map_err(|e| ArchiveError::Interrupted(e.to_string()))??
+                    }
+                    (Source::Object(object), _) => u
+                        .store
+                        .get_async(object)
+                        .await?
+                        .map(|f| f.bytes.to_vec())
+                        .unwrap_or_default(),
+                    (Source::Slot(_), None) => unreachable!("a data file when a slot is mapped"),
+                };
                 if &hex::encode(blake3::hash(&buf).as_bytes()) != hx {
                     return Err(ArchiveError::Changed {
                         snapshot: holder.to_string(),
