@@ -191,30 +191,15 @@ fn another_machine_restores_lazily_reads_what_was_written_and_hydrates_the_rest(
     // Machine A: a region archiving into the store, a user with a key of its own, and
     // A's KMS served to the network.
     let a = machine(&s);
-    a.ok(&["iam", "create-user", "--user-name", "restorer"]);
-    let acct: Value =
-        serde_json::from_slice(&std::fs::read(a.data.join("account.json")).unwrap()).unwrap();
-    let user = format!(
-        "arn:aws:iam::{}:user/restorer",
-        str_field(&acct, "account_id")
-    );
-    let key = str_field(
-        &a.json(&["kms", "create-key", "--user", &user])["KeyMetadata"],
-        "Arn",
-    );
-    let ak = a.json(&["iam", "create-access-key", "--user-name", "restorer"]);
-    let (id, secret) = (
-        str_field(&ak["AccessKey"], "AccessKeyId"),
-        str_field(&ak["AccessKey"], "SecretAccessKey"),
-    );
-    a.add_secret(secret.as_bytes());
+    let k = RemoteKey::new(&a);
+    let (key, id, secret) = (k.key.clone(), k.id.clone(), k.secret.clone());
     let vol = a.create(&["--size", "64M", "--kms-key", &key]);
     let mut rng = Rng::new(11);
     let data = rng.bytes(8 * MIB as usize);
     write_volume(&a, &vol, &[(3 * MIB, &data)]);
     let snap = str_field(&snapshot_create(&a, &s, &vol, &[]), "SnapshotId");
     wait_completed(&a, &s, &snap);
-    let server = KmsServer::start(&a.data);
+    let server = &k.server;
 
     // Machine B: A's data dir does not exist for it.
     let b = OtherMachine::new(
@@ -299,16 +284,57 @@ fn another_machine_restores_lazily_reads_what_was_written_and_hydrates_the_rest(
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 }
 
-/// A region with one archived snapshot of 4 written chunks; returns (region, volume,
-/// snapshot, the data at offset 0).
-fn archived(s: &Store, seed: u64) -> (VolEnv, String, String, Vec<u8>) {
-    let a = machine(s);
-    let vol = a.create(&["--size", "16M"]);
+/// A key of machine A for user `restorer`, that user's access key, and A's `kms serve`.
+struct RemoteKey {
+    key: String,
+    id: String,
+    secret: String,
+    server: KmsServer,
+}
+
+impl RemoteKey {
+    fn new(a: &VolEnv) -> RemoteKey {
+        a.ok(&["iam", "create-user", "--user-name", "restorer"]);
+        let acct: Value =
+            serde_json::from_slice(&std::fs::read(a.data.join("account.json")).unwrap()).unwrap();
+        let user = format!(
+            "arn:aws:iam::{}:user/restorer",
+            str_field(&acct, "account_id")
+        );
+        let key = str_field(
+            &a.json(&["kms", "create-key", "--user", &user])["KeyMetadata"],
+            "Arn",
+        );
+        let ak = a.json(&["iam", "create-access-key", "--user-name", "restorer"]);
+        let secret = str_field(&ak["AccessKey"], "SecretAccessKey");
+        a.add_secret(secret.as_bytes());
+        RemoteKey {
+            key,
+            id: str_field(&ak["AccessKey"], "AccessKeyId"),
+            secret,
+            server: KmsServer::start(&a.data),
+        }
+    }
+
+    /// The environment of a machine that restores with this key.
+    fn env(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", self.id.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret.as_str()),
+            ("CRYPTVOL_KMS_ENDPOINT", self.server.endpoint.as_str()),
+        ]
+    }
+}
+
+/// A region with one archived snapshot of 4 written chunks under `k`'s key; returns
+/// (volume, snapshot, the data at offset 0).
+fn archived(a: &VolEnv, s: &Store, k: &RemoteKey, seed: u64) -> (String, String, Vec<u8>) {
+    let vol = a.create(&["--size", "16M", "--kms-key", &k.key]);
     let data = Rng::new(seed).bytes(4 * MIB as usize);
     write_volume(&a, &vol, &[(0, &data)]);
-    let snap = str_field(&snapshot_create(&a, s, &vol, &[]), "SnapshotId");
-    wait_completed(&a, s, &snap);
-    (a, vol, snap, data)
+    let snap = str_field(&snapshot_create(a, s, &vol, &[]), "SnapshotId");
+    wait_completed(a, s, &snap);
+    (vol, snap, data)
 }
 
 /// The object key (in the bucket) of a snapshot's manifest.
@@ -325,16 +351,19 @@ fn an_edited_swapped_or_truncated_manifest_refuses_the_restore() {
     let Some(s) = Store::new("manifests") else {
         return;
     };
-    let (a, _, snap, _) = archived(&s, 21);
-    let (_, _, other, _) = archived(&s, 22);
+    let a = machine(&s);
+    let k = RemoteKey::new(&a);
+    let (_, snap, _) = archived(&a, &s, &k, 21);
+    let (_, other, _) = archived(&a, &s, &k, 22);
     let original = s.moto.get_object(BUCKET, &manifest_key(&s, &snap));
     let mut edited = original.clone();
     let at = edited.len() - 40;
     edited[at] ^= 1;
     let swapped = s.moto.get_object(BUCKET, &manifest_key(&s, &other));
     let truncated = original[..original.len() - 56].to_vec();
-    // A fresh region restores (from the same store), so no local snapshot interferes.
+    // Another data dir restores (from the same store, with A's KMS).
     let b = machine(&s);
+    let env = k.env();
     for (what, bytes, says) in [
         ("edited", &edited, "does not authenticate"),
         ("swapped", &swapped, "stored as"),
@@ -342,16 +371,20 @@ fn an_edited_swapped_or_truncated_manifest_refuses_the_restore() {
     ] {
         s.moto.put_object(BUCKET, &manifest_key(&s, &snap), bytes);
         let before = b.snapshot();
-        let err = run(&b, &s, &["volume", "create", "--from-snapshot", &snap]).fails(12);
+        let err = b
+            .run_env(&["volume", "create", "--from-snapshot", &snap], &env)
+            .fails(12);
         assert!(err.contains(&snap) && err.contains(says), "{what}: {err}");
         b.snapshot().assert_unchanged_since(&before, what);
     }
     // The original restores.
     s.moto
         .put_object(BUCKET, &manifest_key(&s, &snap), &original);
-    let v = json(&b, &s, &["volume", "create", "--from-snapshot", &snap]);
+    let v = b
+        .run_env(&["volume", "create", "--from-snapshot", &snap], &env)
+        .ok()
+        .json();
     assert_eq!(v["RemoteBytes"], 4 * MIB, "{v:#}");
-    let _ = a;
 }
 
 #[test]
@@ -360,9 +393,15 @@ fn an_edited_or_truncated_chunk_object_is_an_error_never_data() {
     let Some(s) = Store::new("chunks") else {
         return;
     };
-    let (_a, _, snap, data) = archived(&s, 31);
+    let a = machine(&s);
+    let k = RemoteKey::new(&a);
+    let (_, snap, data) = archived(&a, &s, &k, 31);
     let b = machine(&s);
-    let v = json(&b, &s, &["volume", "create", "--from-snapshot", &snap]);
+    let env = k.env();
+    let v = b
+        .run_env(&["volume", "create", "--from-snapshot", &snap], &env)
+        .ok()
+        .json();
     let vol = str_field(&v, "VolumeId");
     // Which object holds which chunk is sealed in the manifest; damage two of the four.
     let objects = s.chunk_objects();
@@ -379,6 +418,13 @@ fn an_edited_or_truncated_chunk_object_is_an_error_never_data() {
         damaged.insert(key.rsplit('/').next().unwrap().to_string());
     }
     let dir = b.dir("m");
+    // SAFETY: nextest runs each test in its own process; nothing else reads the
+    // environment concurrently here. (The attach helper runs with the test's environment.)
+    unsafe {
+        for (k, v) in &env {
+            std::env::set_var(k, v);
+        }
+    }
     let file = b.attach(&vol, &dir, &[]);
     let f = open_rw(&file);
     let (mut good, mut bad) = (0, 0);
@@ -405,10 +451,14 @@ fn an_edited_or_truncated_chunk_object_is_an_error_never_data() {
     drop(f);
     b.detach(&dir);
     // hydrate says which object is damaged, and why.
-    let err = run(&b, &s, &["volume", "hydrate", &vol]).fails(12);
+    let err = b.run_env(&["volume", "hydrate", &vol], &env).fails(12);
     assert!(
         damaged.iter().any(|d| err.contains(d.as_str())) && err.contains("damaged"),
         "{err}"
     );
-    assert!(b.daemon_log().contains("damaged") || true);
+    assert!(
+        b.daemon_log().contains("damaged"),
+        "the daemon logs the damaged chunks:\n{}",
+        b.daemon_log()
+    );
 }

@@ -217,6 +217,15 @@ pub fn cancel_archive(
     Ok(stats)
 }
 
+/// True when the region has a pool (opening its catalog would make an empty one just to
+/// find that a snapshot is not there).
+pub fn has_pool(cfg: &Config) -> bool {
+    cfg.region_dir()
+        .pool_dir()
+        .join(crate::volume::storage::file::METADATA_FILE)
+        .exists()
+}
+
 /// A lazily restored volume's hold on the store's objects: `<region>/archive/<vol>.hold`
 /// names its lineage, so that hydrating or deleting it can release the hold.
 fn hold_path(cfg: &Config, volume: &str) -> std::path::PathBuf {
@@ -257,7 +266,6 @@ pub fn restore_from_store(
     {
         endpoint.clone_from(&cfg.kms_endpoint);
     }
-    catalog::open(&dir)?.refuse_taken_name(&h.name)?;
     let kms = match h.key {
         KeySource::Kms { .. } => Some(cfg.volume_kms_for(&h)?),
         KeySource::Customer { .. } => None,
@@ -266,6 +274,11 @@ pub fn restore_from_store(
     let data_key = lifecycle::data_key(&head.volume, kms, customer_key)?;
     let (_, entries) = restore::open(&bytes, snapshot, &data_key)?;
     drop(data_key);
+    // Checked after the manifest (a damaged one changes nothing here, not even an empty
+    // pool) and before the store is told of the volume.
+    if has_pool(cfg) {
+        catalog::open(&dir)?.refuse_taken_name(&h.name)?;
+    }
     let lineage = head.volume.lineage.clone();
     // Counted in the store before the volume relies on any object.
     restore::hold_for_volume(&store, &lineage, h.id.as_str(), &entries)?;

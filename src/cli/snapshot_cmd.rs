@@ -15,7 +15,6 @@ use crate::snapshot::catalog::Catalog;
 use crate::snapshot::{self, SnapshotRecord, SnapshotUsage};
 use crate::volume::KeySource;
 use crate::volume::ids::format_size;
-use crate::volume::storage::file::METADATA_FILE;
 
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
@@ -372,7 +371,7 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
         SnapshotCommand::Delete { snapshot, store } => {
             // A region without a pool has no snapshot of its own: opening the catalog
             // would make an empty pool just to find that out.
-            let local = !store_only && region.pool_dir().join(METADATA_FILE).exists();
+            let local = !store_only && archive_cmd::has_pool(cfg);
             let access = if local { Some(open()?) } else { None };
             let is_local = match &access {
                 Some(a) => a.get_snapshot(&snapshot)?.is_some(),

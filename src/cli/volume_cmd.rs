@@ -177,8 +177,9 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                 .as_deref()
                 .map(super::args::parse_rate)
                 .transpose()?;
-            let here = catalog::open(&region)?.get_snapshot(&snap)?;
-            if here.is_none() && kms_key.is_none() && store.resolve(cfg)?.is_some() {
+            let here = super::archive_cmd::has_pool(cfg)
+                && catalog::open(&region)?.get_snapshot(&snap)?.is_some();
+            if !here && kms_key.is_none() && store.resolve(cfg)?.is_some() {
                 // Not in this pool: restored lazily from the snapshot store.
                 let ck = customer_key_file.as_deref().map(customer_key).transpose()?;
                 let name = name.as_deref().unwrap_or("");
