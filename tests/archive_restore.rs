@@ -331,7 +331,7 @@ impl RemoteKey {
 fn archived(a: &VolEnv, s: &Store, k: &RemoteKey, seed: u64) -> (String, String, Vec<u8>) {
     let vol = a.create(&["--size", "16M", "--kms-key", &k.key]);
     let data = Rng::new(seed).bytes(4 * MIB as usize);
-    write_volume(&a, &vol, &[(0, &data)]);
+    write_volume(a, &vol, &[(0, &data)]);
     let snap = str_field(&snapshot_create(a, s, &vol, &[]), "SnapshotId");
     wait_completed(a, s, &snap);
     (vol, snap, data)
