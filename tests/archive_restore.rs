@@ -462,3 +462,87 @@ fn an_edited_or_truncated_chunk_object_is_an_error_never_data() {
         b.daemon_log()
     );
 }
+
+#[test]
+fn a_copy_into_another_machines_store_reencrypts_every_chunk_under_its_key() {
+    needs!(Fuse);
+    let Some(s) = Store::new("src") else {
+        return;
+    };
+    let a = machine(&s);
+    let k = RemoteKey::new(&a);
+    let (_, snap, data) = archived(&a, &s, &k, 41);
+
+    // Machine B archives into its own prefix, with its own KMS; A's data dir is hidden.
+    let dst_url = format!("s3://{BUCKET}/dst");
+    let b = OtherMachine::new(
+        a.scratch(),
+        &[
+            ("AWS_ACCESS_KEY_ID", &k.id),
+            ("AWS_SECRET_ACCESS_KEY", &k.secret),
+        ],
+    );
+    b.json(&[
+        "init",
+        "--snapshot-store",
+        &dst_url,
+        "--s3-endpoint",
+        &s.moto.endpoint,
+    ]);
+    let copied = b.json(&[
+        "snapshot",
+        "copy",
+        &snap,
+        "--source-snapshot-store",
+        &s.url,
+        "--source-s3-endpoint",
+        &s.moto.endpoint,
+        "--source-kms-endpoint",
+        &k.server.endpoint,
+    ]);
+    assert_eq!(copied["State"], "completed", "{copied:#}");
+    assert_eq!(copied["Chunks"], 4, "{copied:#}");
+    let new = str_field(&copied, "SnapshotId");
+    assert_ne!(new, snap);
+
+    // Every object in B's prefix is new ciphertext: none equals one of A's.
+    let src: std::collections::HashSet<Vec<u8>> = s
+        .chunk_objects()
+        .iter()
+        .map(|(key, _)| s.moto.get_object(BUCKET, key))
+        .collect();
+    let dst = s.moto.objects(BUCKET, "dst/chunks/");
+    assert_eq!(dst.len(), 4, "{dst:?}");
+    for (key, _) in &dst {
+        assert!(
+            !src.contains(&s.moto.get_object(BUCKET, key)),
+            "{key} was not re-encrypted"
+        );
+    }
+    // B's snapshot names B's key and restores (lazily) with B's KMS alone.
+    let listed = b.json(&[
+        "snapshot",
+        "list",
+        "--snapshot-store",
+        &dst_url,
+        "--s3-endpoint",
+        &s.moto.endpoint,
+    ]);
+    let shown = &listed["Snapshots"][0];
+    assert_eq!(shown["SnapshotId"], new.as_str(), "{listed:#}");
+    assert_ne!(shown["KmsKeyId"], k.key.as_str(), "{listed:#}");
+    let v = b.json(&[
+        "volume",
+        "create",
+        "--from-snapshot",
+        &new,
+        "--name",
+        "copied",
+    ]);
+    assert_eq!(v["RemoteBytes"], 4 * MIB, "{v:#}");
+    let mnt = b.root.join("mnt");
+    b.run(&["attach", "copied", &mnt.to_string_lossy()]).ok();
+    let got = b.read(&mnt.join("volume"), 0, 4 * MIB).unwrap();
+    assert_bytes("the copy, restored on B", 0, &got, &data);
+    b.run(&["detach", &mnt.to_string_lossy()]).ok();
+}

@@ -323,3 +323,50 @@ pub fn release_hold(cfg: &Config, volume: &str) -> Result<(), CliError> {
     let _ = std::fs::remove_file(&hold);
     Ok(())
 }
+
+/// `snapshot copy SNAP --source-snapshot-store URL …`, run in the destination region: the
+/// source snapshot's data key from the source's KMS, a new one from this region's, every
+/// chunk re-encrypted from the source store into this region's store.
+pub fn copy_from_store(
+    cfg: &Config,
+    source: &StoreArgs,
+    source_kms_endpoint: Option<String>,
+    snapshot: &str,
+    kms_key: Option<&str>,
+    description: Option<String>,
+    max_bandwidth: Option<u64>,
+) -> Result<job::ArchiveStatus, CliError> {
+    let dir = cfg.region_dir();
+    let store = StoreArgs::default().require(cfg)?;
+    let source_store = source.require(cfg)?;
+    let (_, head) = archive::restore::fetch(&source_store, snapshot)?;
+    // The source's key is reached through its KMS: the endpoint named here, else the
+    // one its header records.
+    let mut source_cfg = cfg.for_region(&cfg.region);
+    source_cfg.kms_endpoint = source_kms_endpoint.or_else(|| cfg.kms_endpoint.clone());
+    let source_kms = match head.volume.key {
+        crate::volume::KeySource::Kms { .. } => Some(source_cfg.volume_kms_for(&head.volume)?),
+        crate::volume::KeySource::Customer { .. } => {
+            return Err(ArchiveError::NeedsCustomerKey {
+                snapshot: snapshot.to_string(),
+            }
+            .into());
+        }
+    };
+    let kms = cfg.volume_kms()?;
+    let key =
+        crate::kms::KeyRef::parse(kms_key.unwrap_or(crate::volume::lifecycle::DEFAULT_KMS_KEY))?;
+    let c = archive::copy::StoreCopy {
+        dir: &dir,
+        region: &cfg.region,
+        source_store: &source_store,
+        source_kms: source_kms.as_deref(),
+        store: &store,
+        kms: kms.as_ref(),
+        key: &key,
+        description,
+        max_bandwidth,
+        now_ns: cfg.clock.now_nanos(),
+    };
+    Ok(archive::copy::copy(&c, snapshot)?)
+}

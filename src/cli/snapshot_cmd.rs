@@ -77,6 +77,19 @@ pub enum SnapshotCommand {
         /// At most this many bytes per second, e.g. 50M (leaves disk time to the volumes)
         #[arg(long, value_name = "RATE")]
         max_bandwidth: Option<String>,
+        /// Copy from another machine's snapshot store (s3://BUCKET/PREFIX) into this
+        /// region's store: run it in the destination region
+        #[arg(long, value_name = "URL", conflicts_with = "destination_region")]
+        source_snapshot_store: Option<String>,
+        /// The source store's S3-compatible endpoint
+        #[arg(long, value_name = "URL", requires = "source_snapshot_store")]
+        source_s3_endpoint: Option<String>,
+        /// The source store's region, for signing [default: us-east-1]
+        #[arg(long, value_name = "REGION", requires = "source_snapshot_store")]
+        source_s3_region: Option<String>,
+        /// The KMS of the source's key [default: the endpoint its header records]
+        #[arg(long, value_name = "URL", requires = "source_snapshot_store")]
+        source_kms_endpoint: Option<String>,
     },
 }
 
@@ -238,11 +251,43 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
     match cmd {
         SnapshotCommand::Copy {
             snapshot,
+            kms_key,
+            description,
+            max_bandwidth,
+            source_snapshot_store: Some(url),
+            source_s3_endpoint,
+            source_s3_region,
+            source_kms_endpoint,
+            ..
+        } => {
+            let max_bandwidth = max_bandwidth
+                .as_deref()
+                .map(super::args::parse_rate)
+                .transpose()?;
+            let source = StoreArgs {
+                snapshot_store: Some(url),
+                s3_endpoint: source_s3_endpoint,
+                s3_region: source_s3_region,
+            };
+            let status = archive_cmd::copy_from_store(
+                cfg,
+                &source,
+                source_kms_endpoint,
+                &snapshot,
+                kms_key.as_deref(),
+                description,
+                max_bandwidth,
+            )?;
+            cfg.print(&status, "SnapshotCopy")
+        }
+        SnapshotCommand::Copy {
+            snapshot,
             destination_region,
             kms_key,
             description,
             customer_key_file,
             max_bandwidth,
+            ..
         } => {
             let max_bandwidth = max_bandwidth
                 .as_deref()

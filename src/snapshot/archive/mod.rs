@@ -10,6 +10,7 @@
 //!   `chunks/<lineage>/<blake3>-<generation>`, `index/<lineage>.json`,
 //!   `refs/<lineage>/<holder>.json` (docs/formats.md, "Snapshot store").
 
+pub mod copy;
 pub mod delete;
 pub mod fetch;
 pub mod index;

@@ -1,0 +1,257 @@
+//! Copying an archived snapshot into another region's store under that region's key, as
+//! EBS's CopySnapshot: run in the destination region, it asks the source's KMS (through
+//! its endpoint) for the source data key, gets a new data key from its own KMS, and
+//! re-encrypts every chunk, reading only the source's *store*: the source region's files
+//! are never opened, and its machine may be anywhere.
+//!
+//! Chunks are re-encrypted into a local spool file (`<region>/archive/<new snap>.spool`,
+//! one slot per chunk index, sparse), then archived from it by `upload` as any snapshot:
+//! hashes first, references counted, uploads, manifest. A re-run resumes: the new snapshot
+//! id and its wrapped data key are kept in `<region>/archive/copy-<source snap>.json`, XTS
+//! is deterministic, so chunks re-encrypted again are the same bytes.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::job::{self, ArchiveStatus};
+use super::{ArchiveError, restore, upload};
+use crate::aws::{Region, b64};
+use crate::crypto::SecretBytes;
+use crate::datadir::RegionDir;
+use crate::kms::{DataKeySpec, KeyBackend, KeyRef};
+use crate::snapshot::SnapshotRecord;
+use crate::snapshot::store::SnapshotStore;
+use crate::snapshot::throttle::Throttle;
+use crate::sys::fsio;
+use crate::volume::block_io::is_written;
+use crate::volume::ids::{BLOCK_SIZE, SlotNo, SnapshotId};
+use crate::volume::{KeySource, VolumeError, keys, lifecycle};
+
+const BS: usize = BLOCK_SIZE as usize;
+
+/// What a copy remembers between runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CopyRecord {
+    snapshot_id: String,
+    source_snapshot_id: String,
+    key_arn: String,
+    /// The new data key, wrapped by the destination KMS (a blob: not secret).
+    wrapped: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    endpoint: Option<String>,
+    /// Every chunk is in the spool.
+    spooled: bool,
+}
+
+pub struct StoreCopy<'a> {
+    pub dir: &'a RegionDir,
+    pub region: &'a Region,
+    pub source_store: &'a SnapshotStore,
+    /// The KMS that made the source's data key (its region's endpoint).
+    pub source_kms: Option<&'a dyn KeyBackend>,
+    pub store: &'a SnapshotStore,
+    pub kms: &'a dyn KeyBackend,
+    pub key: &'a KeyRef,
+    pub description: Option<String>,
+    pub max_bandwidth: Option<u64>,
+    pub now_ns: i64,
+}
+
+fn record_path(dir: &RegionDir, source: &str) -> PathBuf {
+    dir.archive_dir().join(format!("copy-{source}.json"))
+}
+
+fn io(what: &'static str, p: &std::path::Path, e: std::io::Error) -> ArchiveError {
+    VolumeError::io(what, p, e).into()
+}
+
+fn save(dir: &RegionDir, source: &str, r: &CopyRecord) -> Result<(), ArchiveError> {
+    let d = dir.archive_dir();
+    fsio::create_private_dir(&d).map_err(|e| io("cannot create", &d, e))?;
+    let p = record_path(dir, source);
+    let bytes = serde_json::to_vec_pretty(r).expect("record serializes");
+    fsio::write_atomic(&p, &bytes, fsio::PRIVATE_FILE).map_err(|e| io("cannot write", &p, e))
+}
+
+/// Runs (or resumes) the copy of `source` (a snapshot in the source store) into this
+/// region's store; returns the new snapshot's archive status.
+pub fn copy(c: &StoreCopy, source: &str) -> Result<ArchiveStatus, ArchiveError> {
+    let Some(_lock) = job::try_lock(c.dir, &format!("copy-{source}"))? else {
+        return Err(ArchiveError::Busy {
+            snapshot: source.to_string(),
+        });
+    };
+    let (bytes, head) = restore::fetch(c.source_store, source)?;
+    let src_key = lifecycle::data_key(&head.volume, c.source_kms, None)?;
+    let (_, entries) = restore::open(&bytes, source, &src_key)?;
+
+    // The new snapshot's id and data key: made once, kept for a resumed run.
+    let existing: Option<CopyRecord> = std::fs::read(record_path(c.dir, source))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let (mut rec, dst_key) = match existing {
+        Some(r) => {
+            let wrapped = b64::decode(&r.wrapped).map_err(|_| VolumeError::Corrupt {
+                what: record_path(c.dir, source).display().to_string(),
+                detail: "the wrapped key is not base64".into(),
+            })?;
+            let ctx = lifecycle::lineage_context(&r.snapshot_id);
+            let key = c.kms.decrypt(&wrapped, &ctx)?.plaintext;
+            (r, key)
+        }
+        None => {
+            let id = SnapshotId::random();
+            let dk = c.kms.generate_data_key(
+                c.key,
+                DataKeySpec::Bytes(keys::DATA_KEY_LEN),
+                &lifecycle::lineage_context(id.as_str()),
+            )?;
+            let r = CopyRecord {
+                snapshot_id: id.to_string(),
+                source_snapshot_id: source.to_string(),
+                key_arn: dk.key_id.clone(),
+                wrapped: b64::encode(&dk.ciphertext_blob),
+                endpoint: c.kms.endpoint().map(str::to_string),
+                spooled: false,
+            };
+            save(c.dir, source, &r)?;
+            (r, dk.plaintext)
+        }
+    };
+    let new_id = SnapshotId::parse(&rec.snapshot_id).ok_or_else(|| VolumeError::Corrupt {
+        what: record_path(c.dir, source).display().to_string(),
+        detail: "not a snapshot id".into(),
+    })?;
+    let spool = c.dir.archive_dir().join(format!("{new_id}.spool"));
+    if !rec.spooled {
+        respool(c, &head.volume, &entries, &src_key, &dst_key, &spool)?;
+        rec.spooled = true;
+        save(c.dir, source, &rec)?;
+    }
+    drop(src_key);
+
+    let mut volume = head.volume.clone();
+    volume.lineage = new_id.to_string();
+    volume.region = c.region.clone();
+    volume.key = KeySource::Kms {
+        key_arn: rec.key_arn.clone(),
+        wrapped: b64::decode(&rec.wrapped).unwrap_or_default(),
+        endpoint: rec.endpoint.clone(),
+    };
+    let record = SnapshotRecord {
+        id: new_id.clone(),
+        description: c
+            .description
+            .clone()
+            .unwrap_or_else(|| format!("Copied from {source} ({})", head.region)),
+        created_ns: c.now_ns,
+        volume,
+    };
+    let mut status = job::read(c.dir, new_id.as_str()).unwrap_or_else(|| {
+        ArchiveStatus::new(
+            new_id.as_str(),
+            head.volume.id.as_str(),
+            c.max_bandwidth,
+            c.now_ns,
+        )
+    });
+    status.pid = Some(std::process::id());
+    let up = upload::Upload {
+        store: c.store,
+        region: c.region,
+        record: &record,
+        map: entries.iter().map(|e| (e.chunk, SlotNo(e.chunk))).collect(),
+        remote: Vec::new(),
+        data_path: spool.clone(),
+        data_key: &dst_key,
+        parent: None,
+        max_bandwidth: c.max_bandwidth,
+    };
+    let report = |s: &ArchiveStatus| {
+        let _ = job::write(c.dir, s);
+    };
+    upload::run(&up, &mut status, &report)?;
+    let _ = std::fs::remove_file(&spool);
+    let _ = std::fs::remove_file(record_path(c.dir, source));
+    Ok(status)
+}
+
+/// Fetches every source chunk, checks it, decrypts it with the source key and encrypts
+/// it with the new one (holes stay holes), checks the result decrypts back, and writes it
+/// at its chunk's place in the spool.
+fn respool(
+    c: &StoreCopy,
+    volume: &crate::volume::VolumeHeader,
+    entries: &[super::manifest::ChunkEntry],
+    src_key: &SecretBytes,
+    dst_key: &SecretBytes,
+    spool: &std::path::Path,
+) -> Result<(), ArchiveError> {
+    let shift = volume.chunk_shift;
+    let chunk = 1usize << shift;
+    let lineage = volume.lineage.as_str();
+    let src = keys::xts_from_data_key(src_key)?;
+    let dst = keys::xts_from_data_key(dst_key)?;
+    let d = c.dir.archive_dir();
+    fsio::create_private_dir(&d).map_err(|e| io("cannot create", &d, e))?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(spool)
+        .map_err(|e| io("cannot open", spool, e))?;
+    let throttle = Throttle::new(c.max_bandwidth);
+    let jobs = entries.iter().map(|e| {
+        let (src, dst, file, throttle) = (&src, &dst, &file, &throttle);
+        async move {
+            tokio::time::sleep(throttle.delay(chunk as u64)).await;
+            let key = e.object_key(lineage);
+            let bad = |detail: &str| -> ArchiveError {
+                VolumeError::Corrupt {
+                    what: format!("object {key} of {}", c.source_store.config().url),
+                    detail: format!("{detail}: the source snapshot in the store is damaged"),
+                }
+                .into()
+            };
+            let got = c
+                .source_store
+                .get_async(&key)
+                .await?
+                .ok_or_else(|| bad("it is missing"))?;
+            if got.bytes.len() != chunk || blake3::hash(&got.bytes).as_bytes() != &e.blake3 {
+                return Err(bad("its bytes do not match the manifest"));
+            }
+            let mut buf = got.bytes.to_vec();
+            let first = e.chunk * (chunk / BS) as u64;
+            let mut check = vec![0u8; BS];
+            for (i, b) in buf.chunks_mut(BS).enumerate() {
+                if !is_written(b) {
+                    b.fill(0);
+                    continue;
+                }
+                src.decrypt_units(first + i as u64, b);
+                check.copy_from_slice(b);
+                dst.encrypt_units(first + i as u64, b);
+                let mut again = b.to_vec();
+                dst.decrypt_units(first + i as u64, &mut again);
+                if again != check {
+                    return Err(ArchiveError::Changed {
+                        snapshot: c.source_store.config().url.clone(),
+                    });
+                }
+            }
+            file.write_all_at(&buf, e.chunk << shift)
+                .map_err(|err| io("cannot write", spool, err))?;
+            Ok::<(), ArchiveError>(())
+        }
+    });
+    c.store
+        .run_parallel(super::upload::PARALLEL_UPLOADS, jobs)?;
+    file.sync_all().map_err(|e| io("cannot sync", spool, e))?;
+    Ok(())
+}
