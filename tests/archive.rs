@@ -280,3 +280,29 @@ fn bad_store_input_is_one_error_line_and_changes_nothing() {
     let region = json(&a, &s, &["region", "describe"]);
     assert_eq!(region["SnapshotStore"]["Url"], s.url.as_str(), "{region:#}");
 }
+
+#[test]
+fn chunks_of_16_mib_go_up_in_parts() {
+    needs!(Fuse);
+    let Some(s) = Store::new("big") else {
+        return;
+    };
+    let a = machine(&s);
+    let vol = a.create(&["--size", "64M", "--chunk-size", "16M"]);
+    let data = Rng::new(5).bytes(32 * MIB as usize);
+    write_volume(&a, &vol, &[(0, &data)]);
+    let snap = str_field(&snapshot_create(&a, &s, &vol, &[]), "SnapshotId");
+    let done = wait_completed(&a, &s, &snap);
+    assert_eq!(done["Archive"]["ChunksUploaded"], 2, "{done:#}");
+    let objects = s.chunk_objects();
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    for (key, size) in objects {
+        assert_eq!(size, 16 * MIB, "{key}");
+        // S3 gives a multipart object the ETag `<md5 of the parts' md5s>-<parts>`.
+        let etag = s.moto.etag(BUCKET, &key);
+        assert!(
+            etag.ends_with("-2"),
+            "{key} was not uploaded in 2 parts: ETag {etag}"
+        );
+    }
+}

@@ -1,8 +1,9 @@
 //! Restoring archived snapshots from the object store (moto's S3): on another "machine"
 //! (a data dir of another user, who cannot read the first one's, sharing nothing with it
 //! but the store and the first one's `kms serve`), lazily: the volume attaches at once,
-//! reads fetch chunks on first use, `volume hydrate` fetches the rest; and every edit,
-//! swap or truncation of a chunk object or a manifest is detected (an error, never data).
+//! reads fetch chunks on first use, `volume hydrate` fetches the rest; a copy into that
+//! machine's store re-encrypts every chunk under its own key; and every edit, swap or
+//! truncation of a chunk object or a manifest is detected (an error, never data).
 //!
 //! Needs FUSE and moto's server from the test venv; without them the tests skip unless
 //! `CRYPTVOL_REQUIRE_MOUNT=1` or `CI=true`.
@@ -197,6 +198,17 @@ fn another_machine_restores_lazily_reads_what_was_written_and_hydrates_the_rest(
     let mut rng = Rng::new(11);
     let data = rng.bytes(8 * MIB as usize);
     write_volume(&a, &vol, &[(3 * MIB, &data)]);
+    // And 8 MiB that fio writes with checksums, at 32 MiB.
+    needs!(Tool("fio"));
+    let dir = a.dir("fio-a");
+    let file = a.attach(&vol, &dir, &[]);
+    let job = fio_job(&file, false);
+    fio(
+        &dir,
+        &job.iter().map(String::as_str).collect::<Vec<_>>(),
+        8 * MIB,
+    );
+    a.detach(&dir);
     let snap = str_field(&snapshot_create(&a, &s, &vol, &[]), "SnapshotId");
     wait_completed(&a, &s, &snap);
     let server = &k.server;
@@ -244,7 +256,7 @@ fn another_machine_restores_lazily_reads_what_was_written_and_hydrates_the_rest(
         "copy",
     ]);
     let rvol = str_field(&restored, "VolumeId");
-    assert_eq!(restored["RemoteBytes"], 8 * MIB, "{restored:#}");
+    assert_eq!(restored["RemoteBytes"], 16 * MIB, "{restored:#}");
     assert_eq!(
         restored["AllocatedBytes"], 0,
         "nothing fetched yet: {restored:#}"
@@ -266,9 +278,24 @@ fn another_machine_restores_lazily_reads_what_was_written_and_hydrates_the_rest(
     let d = b.json(&["volume", "describe", &rvol]);
     assert_eq!(
         d["RemoteBytes"],
-        7 * MIB,
+        15 * MIB,
         "one chunk fetched by that read: {d:#}"
     );
+    // fio verifies what it wrote on A, reading through B's lazy fetches.
+    let o = b
+        .command("fio")
+        .args(fio_job(&file, true))
+        .arg("--output-format=json")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "fio --verify_only on B: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let d = b.json(&["volume", "describe", &rvol]);
+    assert_eq!(d["RemoteBytes"], 7 * MIB, "fio's 8 chunks fetched: {d:#}");
     // Unwritten chunks read as zeros, with no fetch.
     let zeros = b.read(&file, 40 * MIB, 4096).unwrap();
     assert!(zeros.iter().all(|&x| x == 0));
@@ -282,6 +309,33 @@ fn another_machine_restores_lazily_reads_what_was_written_and_hydrates_the_rest(
     b.run(&["detach", &mnt.to_string_lossy()]).ok();
     let out = b.run(&["pool", "check"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+}
+
+/// fio writing 8 MiB with crc32c checksums at 32 MiB of `file`, or (`verify`) checking
+/// them without writing.
+fn fio_job(file: &Path, verify: bool) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "--name=archived",
+        "--rw=write",
+        "--bs=64k",
+        "--offset=32M",
+        "--size=8M",
+        "--direct=1",
+        "--ioengine=psync",
+        "--verify=crc32c",
+        "--verify_state_save=0",
+        "--randseed=7",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.push(format!("--filename={}", file.display()));
+    v.push(if verify {
+        "--verify_only".into()
+    } else {
+        "--do_verify=0".into()
+    });
+    v
 }
 
 /// A key of machine A for user `restorer`, that user's access key, and A's `kms serve`.
@@ -403,16 +457,18 @@ fn an_edited_or_truncated_chunk_object_is_an_error_never_data() {
         .ok()
         .json();
     let vol = str_field(&v, "VolumeId");
-    // Which object holds which chunk is sealed in the manifest; damage two of the four.
+    // Which object holds which chunk is sealed in the manifest; damage three of the four:
+    // one edited, one truncated, one replaced by the bytes of the fourth (swapped).
     let objects = s.chunk_objects();
     assert_eq!(objects.len(), 4);
+    let fourth = s.moto.get_object(BUCKET, &objects[3].0);
     let mut damaged = std::collections::HashSet::new();
-    for (i, (key, _)) in objects.iter().take(2).enumerate() {
+    for (i, (key, _)) in objects.iter().take(3).enumerate() {
         let mut bytes = s.moto.get_object(BUCKET, key);
-        if i == 0 {
-            bytes[100] ^= 0x80;
-        } else {
-            bytes.truncate(bytes.len() / 2);
+        match i {
+            0 => bytes[100] ^= 0x80,
+            1 => bytes.truncate(bytes.len() / 2),
+            _ => bytes = fourth.clone(),
         }
         s.moto.put_object(BUCKET, key, &bytes);
         damaged.insert(key.rsplit('/').next().unwrap().to_string());
@@ -447,7 +503,7 @@ fn an_edited_or_truncated_chunk_object_is_an_error_never_data() {
             }
         }
     }
-    assert_eq!((good, bad), (2, 2));
+    assert_eq!((good, bad), (1, 3));
     drop(f);
     b.detach(&dir);
     // hydrate says which object is damaged, and why.

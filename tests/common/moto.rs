@@ -139,6 +139,28 @@ impl MotoServer {
         std::fs::read(tmp.path()).expect("read the object")
     }
 
+    /// An object's ETag (a multipart upload's ends in `-<parts>`).
+    pub fn etag(&self, bucket: &str, key: &str) -> String {
+        let aws = moto_binary().with_file_name("aws");
+        let out = Command::new(&aws)
+            .args(["--endpoint-url", &self.endpoint, "s3api", "head-object"])
+            .args(["--bucket", bucket, "--key", key, "--output", "json"])
+            .envs(Self::credentials())
+            .output()
+            .expect("run the aws CLI");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["ETag"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string()
+    }
+
     /// Writes (overwrites) one object.
     pub fn put_object(&self, bucket: &str, key: &str, bytes: &[u8]) {
         let tmp = tempfile::NamedTempFile::new().expect("temp file");
