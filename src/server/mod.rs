@@ -23,6 +23,7 @@ mod limits;
 mod listener;
 mod ratelimit;
 mod refusals;
+mod sts;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
