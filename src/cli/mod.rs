@@ -17,6 +17,7 @@ pub mod output;
 mod pool_cmd;
 mod regions;
 mod snapshot_cmd;
+mod sts_cmd;
 mod volume_cmd;
 
 use std::path::PathBuf;
@@ -93,6 +94,9 @@ pub enum Command {
     /// Identities: users, roles and their policies (`--profile` acts as one)
     #[command(subcommand)]
     Iam(iam_cmd::IamCommand),
+    /// Temporary credentials (AWS STS): get-session-token, assume-role, get-caller-identity
+    #[command(subcommand)]
+    Sts(sts_cmd::StsCommand),
     /// The audit trail of every KMS call: verify, lookup, seal
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
@@ -237,6 +241,7 @@ fn run(cli: Cli, hardening: Result<(), String>) -> Result<(), CliError> {
         Command::Init => init_cmd::run(&cfg),
         Command::Kms(cmd) => kms_cmd::run(&cfg, cmd),
         Command::Iam(cmd) => iam_cmd::run(&cfg, cmd),
+        Command::Sts(cmd) => sts_cmd::run(&cfg, cmd),
         Command::Audit(cmd) => audit_cmd::run(&cfg, cmd),
         Command::Inspect(cmd) => inspect_cmd::run(&cfg, cmd),
         Command::Volume(cmd) => volume_cmd::run(&cfg, cmd),
