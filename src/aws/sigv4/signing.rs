@@ -217,6 +217,10 @@ pub fn verify_with(
     })
 }
 
+/// The secret of an access key id and its session token, or why there is none.
+pub type SessionSecretFor<'a> =
+    dyn FnMut(&str, Option<&str>) -> Result<Zeroizing<String>, AuthError> + 'a;
+
 /// [`verify_with`] for a server that issues temporary credentials: `secret_for` gets the
 /// access key id and the request's session token (`X-Amz-Security-Token`, header or
 /// query), and answers the secret or its own refusal (an expired token, say). It is
@@ -225,7 +229,7 @@ pub fn verify_session(
     parts: &RequestParts,
     now: i64,
     rules: &Rules,
-    secret_for: &mut dyn FnMut(&str, Option<&str>) -> Result<Zeroizing<String>, AuthError>,
+    secret_for: &mut SessionSecretFor,
 ) -> Result<Verified, AuthError> {
     let query = parse_query(parts.query);
     let auth = find_authentication(parts, &query)?;
