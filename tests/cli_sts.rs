@@ -761,6 +761,33 @@ fn temporary_credentials_work_at_the_server_until_expired_or_revoked() {
             .is_some_and(|d| d.ends_with('Z')),
         "{e:#}"
     );
+    // The server's STS calls, as CloudTrail records STS: the issued key id, no secret.
+    let sts_events: Vec<Value> = env
+        .lookup(&["--principal", "alice"])
+        .into_iter()
+        .filter(|e| e["eventSource"] == "sts.amazonaws.com")
+        .collect();
+    let e = sts_events
+        .iter()
+        .find(|e| e["eventName"] == "AssumeRole" && e.get("errorCode").is_none())
+        .unwrap_or_else(|| panic!("no AssumeRole event: {sts_events:#?}"));
+    assert_eq!(e["requestParameters"]["roleSessionName"], "srv", "{e:#}");
+    assert_eq!(e["requestParameters"]["roleArn"], reader, "{e:#}");
+    assert_eq!(
+        e["responseElements"]["credentials"]["accessKeyId"],
+        srv.id.as_str(),
+        "{e:#}"
+    );
+    assert_eq!(e["userIdentity"]["accessKeyId"], alice.id.as_str(), "{e:#}");
+    assert_eq!(e["resources"][0]["ARN"], reader, "{e:#}");
+    assert!(
+        sts_events
+            .iter()
+            .any(|e| e["eventName"] == "GetSessionToken"
+                && e["responseElements"]["credentials"]["accessKeyId"] == gst.id.as_str()),
+        "no GetSessionToken event: {sts_events:#?}"
+    );
+    env.ok(&["audit", "verify"]);
     let trail = env.ok(&["audit", "lookup"]);
     for c in [&cli, &ko, &srv, &gst, &old] {
         assert!(

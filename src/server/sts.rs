@@ -6,8 +6,10 @@
 //! A request is STS's when it has no `X-Amz-Target` (every KMS request has one) and is
 //! form-encoded or names an `Action` in its query. The credentials issued are
 //! `iam::sessions`'; the caller may itself be signing with temporary credentials (a role
-//! session may assume another role, as AWS's role chaining). Refusals are recorded in the
-//! audit trail as the KMS ones are; the secrets of an answer live in zeroizing memory.
+//! session may assume another role, as AWS's role chaining). Every call is in the audit
+//! trail: answered ones as CloudTrail records STS (`kms::embedded::sts_event`, before the
+//! answer is sent), refused ones as the KMS refusals are. The secrets of an answer live in
+//! zeroizing memory and never reach the trail.
 
 use percent_encoding::percent_decode;
 use zeroize::Zeroizing;
@@ -19,7 +21,9 @@ use crate::aws::AwsError;
 use crate::aws::sigv4::{self, Rules};
 use crate::iam::Caller;
 use crate::iam::sessions::{self, Issued};
+use crate::kms::embedded::sts_event::StsCall;
 use crate::sys::clock::Clock;
+use serde_json::{Value, json};
 
 pub const XML: &str = "text/xml";
 const VERSION: &str = "2011-06-15";
@@ -275,6 +279,18 @@ pub fn handle(state: &State, r: &Received) -> Answer {
     let issued = match op {
         "GetCallerIdentity" => {
             let (user_id, account, arn) = sessions::caller_identity(&caller.identity);
+            if let Err(a) = audit(
+                state,
+                &caller,
+                op,
+                region,
+                Value::Null,
+                Value::Null,
+                None,
+                rid,
+            ) {
+                return a;
+            }
             let xml = format!(
                 "<UserId>{}</UserId><Account>{}</Account><Arn>{}</Arn>",
                 esc(&user_id),
@@ -299,9 +315,55 @@ pub fn handle(state: &State, r: &Received) -> Answer {
             store.assume_role(&caller.identity, key, arn, name, duration, now)
         }
     };
-    match issued {
-        Ok(i) => ok(op, &credentials_xml(&i), rid),
-        Err(e) => counted(failure(&e, &caller, role_arn, rid)),
+    let i = match issued {
+        Ok(i) => i,
+        Err(e) => return counted(failure(&e, &caller, role_arn, rid)),
+    };
+    let mut params = json!({ "durationSeconds": duration });
+    let mut response = json!({ "credentials": {
+        "accessKeyId": i.access_key_id,
+        "expiration": crate::sys::clock::format_time(i.expiration),
+    }});
+    if let Some((id, arn)) = &i.assumed_role_user {
+        params["roleArn"] = role_arn.into();
+        params["roleSessionName"] = get("RoleSessionName").unwrap_or("").into();
+        response["assumedRoleUser"] = json!({ "assumedRoleId": id, "arn": arn });
+    }
+    let role = i.assumed_role_user.is_some().then_some(role_arn);
+    match audit(state, &caller, op, region, params, response, role, rid) {
+        Ok(()) => ok(op, &credentials_xml(&i), rid),
+        Err(a) => a,
+    }
+}
+
+/// Records an STS call in the trail of the region the signature named, or else of the
+/// server's home region; `Err` is the answer when it cannot be recorded (then the
+/// credentials are not handed out).
+#[allow(clippy::too_many_arguments)]
+fn audit(
+    state: &State,
+    caller: &Caller,
+    operation: &str,
+    region: &str,
+    request_parameters: Value,
+    response_elements: Value,
+    role_arn: Option<&str>,
+    request_id: &str,
+) -> Result<(), Answer> {
+    let kms = state
+        .kms(region)
+        .or_else(|_| state.kms(state.refusals.home_region()));
+    let call = StsCall {
+        operation,
+        caller,
+        request_parameters,
+        response_elements,
+        role_arn,
+        request_id,
+    };
+    match kms.and_then(|k| k.record_sts(&call)) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(failure(&e, caller, "", request_id)),
     }
 }
 
