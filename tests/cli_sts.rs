@@ -452,6 +452,19 @@ fn bad_input_is_one_error_line_an_exit_code_and_nothing_written() {
     ];
     let line = env.fail(&args, INVALID_VALUE);
     assert!(line.contains("--assume-role-policy-document"), "{line}");
+    // Disabling a key that is not there.
+    let args = [
+        "iam",
+        "update-access-key",
+        "--user-name",
+        "alice",
+        "--access-key-id",
+        "AKIANOPE",
+        "--status",
+        "Inactive",
+    ];
+    let line = env.fail(&args, NOT_FOUND);
+    assert!(line.contains("AKIANOPE"), "{line}");
     // What the caller is, for each kind of profile.
     let v = env.json(&as_("alice", &["sts", "get-caller-identity"]));
     assert_eq!(
@@ -653,6 +666,24 @@ fn temporary_credentials_work_at_the_server_until_expired_or_revoked() {
     )
     .ok();
 
+    // Role chaining: a session of reader assumes a role that trusts reader, for an hour at
+    // most, and the chained session descends from alice's key too.
+    let chained = create_role(&env, "chained", Some(&trust(&reader)));
+    put_policy(&env, "role", "chained", &allow(&["kms:Encrypt"], "*"));
+    let form = format!(
+        "Action=AssumeRole&RoleArn={}&RoleSessionName=ch",
+        enc(&chained)
+    );
+    let r = sts(addr, &format!("{form}&DurationSeconds=3601"), &srv);
+    assert_eq!(r.code(), "ValidationError", "{}", r.body);
+    assert_eq!(sts(addr, &form, &alice).code(), "AccessDenied");
+    let ch = Creds::from_xml(
+        &sts(addr, &format!("{form}&DurationSeconds=900"), &srv)
+            .ok()
+            .body,
+    );
+    kms(addr, "Encrypt", json!({"KeyId": key, "Plaintext": pt}), &ch).ok();
+
     // Revocation: disabling alice's key stops the sessions issued through it (not the
     // CLI's, which came through no key); enabling it again restores them.
     let status = |s: &str| {
@@ -669,6 +700,10 @@ fn temporary_credentials_work_at_the_server_until_expired_or_revoked() {
     };
     status("Inactive");
     assert_eq!(list(&srv), invalid);
+    assert_eq!(
+        kms(addr, "Encrypt", json!({"KeyId": key, "Plaintext": pt}), &ch).code(),
+        invalid
+    );
     assert_eq!(
         sts(addr, "Action=GetCallerIdentity", &gst).code(),
         "InvalidClientTokenId"

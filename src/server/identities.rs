@@ -138,8 +138,10 @@ impl IdentityCache {
             };
             match self.store.session_identity(&snap.body, &claims, now) {
                 Ok(identity) => {
-                    let rate_key = claims.origin.access_key_id.clone();
-                    session = Some((Arc::new(identity), rate_key.unwrap_or(id.to_string())));
+                    // Sessions issued through no key share their origin's quota.
+                    let o = &claims.origin;
+                    let rate_key = o.access_key_id.clone().unwrap_or_else(|| o.id.clone());
+                    session = Some((Arc::new(identity), rate_key));
                     Ok(keys.secret_of(id))
                 }
                 Err(TokenRefusal::Expired) => Err(AuthError::new(
