@@ -232,3 +232,56 @@ fn v1_volume_and_snapshot_read_back_byte_for_byte() {
     v.detach(&dir);
     v.assert_pool_clean(reader::REGION);
 }
+
+/// A header written today is format 2 (seven fields, the last the KMS endpoint: empty for
+/// this data dir's KMS), byte for byte as docs/formats.md says; the fixture's format-1
+/// header beside it still reads, and a resize rewrites it as format 2 with the same key.
+#[test]
+fn v2_volume_header_beside_a_v1_one() {
+    use redb::{ReadableDatabase, TableDefinition};
+    const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");
+    let (v, ids) = (fixture(), ids());
+    let today = v.create(&[
+        "--size",
+        "128K",
+        "--chunk-size",
+        "64K",
+        "--name",
+        "today",
+        "--kms-key",
+        &ids.alias,
+    ]);
+    let rows = || -> std::collections::BTreeMap<String, Vec<u8>> {
+        let db = redb::Database::open(v.data.join("regions/local-1/pool/meta.redb")).unwrap();
+        let r = db.begin_read().unwrap();
+        let t = r.open_table(VOLUMES).unwrap();
+        [&ids.volume, &today]
+            .into_iter()
+            .map(|k| {
+                (
+                    k.clone(),
+                    t.get(k.as_str()).unwrap().unwrap().value().to_vec(),
+                )
+            })
+            .collect()
+    };
+    let before = rows();
+    let old = reader::parse_record(&before[&ids.volume], b"CVVOLHDR", 22, 6);
+    let new = reader::parse_record_version(&before[&today], b"CVVOLHDR", 2, 22, 7);
+    assert_eq!(new.fixed[0], 1, "a KMS data key");
+    assert_eq!(new.fields[0], today.as_bytes());
+    assert_eq!(new.fields[3], b"today");
+    assert!(new.fields[4].ends_with(ids.key_id.as_bytes()));
+    assert_eq!(new.fields[6], b"", "this data dir's KMS: no endpoint");
+    assert_eq!(&new.fixed[2..6], &[0; 4]);
+    // The v1 volume reads (describe), and a resize writes its header as format 2 with
+    // everything else unchanged.
+    assert_eq!(v.describe_vol(&ids.volume)["SizeBytes"], VOLUME_SIZE as u64);
+    v.ok(&["volume", "resize", &ids.volume, "--size", "256K"]);
+    let after = rows();
+    let resized = reader::parse_record_version(&after[&ids.volume], b"CVVOLHDR", 2, 22, 7);
+    assert_eq!(resized.fields[..6], old.fields[..6]);
+    assert_eq!(resized.fields[6], b"");
+    assert_eq!(reader::le64(resized.fixed, 6), 256 << 10);
+    v.assert_pool_clean(reader::REGION);
+}

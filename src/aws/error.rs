@@ -144,8 +144,25 @@ pub enum AwsError {
     )]
     EndpointUnreachable { endpoint: String, message: String },
 
+    /// The AWS credential chain found no usable credentials (`aws::credentials`).
     #[error("{message}")]
-    RemoteCredentials { message: String },
+    Credentials {
+        problem: crate::aws::credentials::CredentialProblem,
+        message: String,
+    },
+
+    /// An https endpoint whose certificate does not chain to a trusted root.
+    #[error(
+        "the certificate of the KMS at {endpoint} is not trusted ({message}): pass the CA that signed it with --kms-ca-bundle FILE (or AWS_CA_BUNDLE)"
+    )]
+    EndpointUntrusted { endpoint: String, message: String },
+
+    /// A ciphertext blob that no cryptvol KMS made (AWS KMS's, say) where only this data
+    /// dir's KMS was asked: its key lives in a remote KMS that nothing named.
+    #[error(
+        "the data key of {what} is not a cryptvol KMS ciphertext: this key lives in a remote KMS: pass --kms-endpoint URL"
+    )]
+    ForeignCiphertext { what: String },
 
     /// The audit trail could not record the call, so the call was not made.
     #[error("the audit log {path} could not record this call, so it was not made: {message}")]
@@ -222,7 +239,10 @@ impl AwsError {
             DeleteConflict { .. } => "DeleteConflict",
             LimitExceeded { .. } => "LimitExceededException",
             Remote { code, .. } => known_code(code),
-            EndpointUnreachable { .. } | RemoteCredentials { .. } => "KMSInternalException",
+            EndpointUnreachable { .. } | EndpointUntrusted { .. } | Credentials { .. } => {
+                "KMSInternalException"
+            }
+            ForeignCiphertext { .. } => "InvalidCiphertextException",
             InvalidGrantToken { .. } => "InvalidGrantTokenException",
             InvalidGrantId { .. } => "InvalidGrantIdException",
             DryRun => "DryRunOperationException",
@@ -337,6 +357,9 @@ impl AwsError {
             }
             AlreadyExists { what, .. } => format!("{what} already exists"),
             Remote { message, .. } => message.clone(),
+            ForeignCiphertext { .. } => {
+                "the ciphertext blob is not a cryptvol KMS ciphertext".into()
+            }
             other => other.to_string(),
         };
         scrub_remote(&text)

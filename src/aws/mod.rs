@@ -5,6 +5,7 @@
 //! remote client's.
 
 pub mod b64;
+pub mod credentials;
 pub mod error;
 pub mod ids;
 pub mod sigv4;

@@ -81,13 +81,16 @@ fn unwrap_key(
     let h = catalog::open(&region)?.find(volume, cfg.region.as_str())?;
     let ck = ck_file.map(customer_key).transpose()?;
     let kms = match h.key {
-        crate::volume::KeySource::Kms { .. } => Some(cfg.volume_kms()?),
+        crate::volume::KeySource::Kms { .. } => Some(cfg.volume_kms_for(&h)?),
         crate::volume::KeySource::Customer { .. } => None,
     };
     let dk = lifecycle::attach_data_key(&h, kms.as_ref().map(|k| k as &dyn KeyBackend), ck.as_ref())
         .map_err(|e| match e {
             // The key is not here: it may live in a remote KMS.
-            VolumeError::Kms(crate::aws::AwsError::NotFound { what }) if cfg.kms_endpoint.is_none() => {
+            VolumeError::Kms(crate::aws::AwsError::NotFound { what })
+                if cfg.kms_endpoint.is_none()
+                    && matches!(&h.key, crate::volume::KeySource::Kms { endpoint: None, .. }) =>
+            {
                 VolumeError::Kms(crate::aws::AwsError::NotFound {
                     what: format!(
                         "{what}; if volume {}'s key ({}) lives in a remote KMS, pass --kms-endpoint URL",

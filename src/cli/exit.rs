@@ -34,12 +34,15 @@ pub enum Exit {
     AccessDenied = 18,
     /// `audit verify` found an altered, removed or reordered event.
     AuditTampered = 19,
-    /// The remote KMS endpoint (`--kms-endpoint`) did not answer.
+    /// The remote KMS endpoint (`--kms-endpoint`) did not answer, or its certificate is
+    /// not trusted.
     KmsUnreachable = 20,
     /// `pool check` found problems (or `--repair` left some).
     PoolDamaged = 21,
     /// `--dry-run`: the call would have succeeded; nothing was done.
     DryRun = 22,
+    /// The snapshot store (S3) did not answer, refused the request, or lacks the object.
+    SnapshotStore = 23,
 }
 
 impl From<Exit> for ExitCode {
@@ -81,6 +84,9 @@ pub enum CliError {
     /// Another process holds what the command needs.
     #[error("{0}")]
     Busy(String),
+    /// Archiving to, restoring from or deleting in the snapshot store failed.
+    #[error(transparent)]
+    Archive(crate::snapshot::archive::ArchiveError),
     /// A flag's value is malformed.
     #[error("invalid {flag}: {message}")]
     BadArgument { flag: &'static str, message: String },
@@ -109,6 +115,7 @@ impl CliError {
             CliError::AuditTampered(_) => Exit::AuditTampered,
             CliError::PoolDamaged(_) => Exit::PoolDamaged,
             CliError::Busy(_) => Exit::Busy,
+            CliError::Archive(e) => archive_exit(e),
         }
     }
 
@@ -130,6 +137,41 @@ impl From<VolumeError> for CliError {
             VolumeError::Kms(k) => CliError::Kms(k),
             other => CliError::Volume(other),
         }
+    }
+}
+
+impl From<crate::snapshot::archive::ArchiveError> for CliError {
+    fn from(e: crate::snapshot::archive::ArchiveError) -> Self {
+        use crate::snapshot::archive::ArchiveError as A;
+        // Key and pool failures keep their own exit codes.
+        match e {
+            A::Volume(v) => v.into(),
+            A::Kms(k) => CliError::Kms(k),
+            other => CliError::Archive(other),
+        }
+    }
+}
+
+impl From<crate::snapshot::store::StoreError> for CliError {
+    fn from(e: crate::snapshot::store::StoreError) -> Self {
+        CliError::Archive(e.into())
+    }
+}
+
+fn archive_exit(e: &crate::snapshot::archive::ArchiveError) -> Exit {
+    use crate::snapshot::archive::ArchiveError as A;
+    use crate::snapshot::store::StoreError as S;
+    match e {
+        A::Store(S::Config { .. }) => Exit::InvalidValue,
+        A::Store(S::Request { .. }) => Exit::SnapshotStore,
+        A::Volume(v) => volume_exit(v.kind()),
+        A::Kms(k) => kms_exit(k),
+        A::NoStore { .. } => Exit::InvalidState,
+        A::NotInStore { .. } => Exit::NotFound,
+        A::Busy { .. } => Exit::Busy,
+        A::Changed { .. } => Exit::Corrupt,
+        A::Interrupted(_) => Exit::Internal,
+        A::NeedsCustomerKey { .. } => Exit::InvalidValue,
     }
 }
 
@@ -179,7 +221,18 @@ fn kms_exit(e: &AwsError) -> Exit {
         DeleteConflict { .. } | LimitExceeded { .. } => Exit::InvalidState,
         AuditFailed { .. } => Exit::Io,
         EndpointUnreachable { .. } => Exit::KmsUnreachable,
-        RemoteCredentials { .. } => Exit::WrongSecret,
+        EndpointUntrusted { .. } => Exit::KmsUnreachable,
+        ForeignCiphertext { .. } => Exit::NotFound,
+        Credentials { problem, .. } => {
+            use crate::aws::credentials::CredentialProblem as P;
+            match problem {
+                P::NotFound | P::Expired => Exit::WrongSecret,
+                P::NoSuchProfile => Exit::NotFound,
+                P::Malformed => Exit::InvalidValue,
+                P::Process => Exit::SystemTool,
+                P::Unsupported => Exit::Unsupported,
+            }
+        }
         InvalidGrantToken { .. } | InvalidGrantId { .. } => Exit::InvalidValue,
         DryRun => Exit::DryRun,
         Tag { .. } | InvalidMarker { .. } | InvalidInput { .. } => Exit::InvalidValue,

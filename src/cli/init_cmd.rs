@@ -6,6 +6,7 @@ use super::Config;
 use super::args::passphrase_from_file;
 use super::exit::CliError;
 use crate::datadir::RootKeySource;
+use crate::snapshot::store::StoreConfig;
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -17,7 +18,29 @@ struct InitResult {
     created: bool,
 }
 
-pub fn run(cfg: &Config) -> Result<(), CliError> {
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// Archive the region's snapshots into this S3-compatible store: s3://BUCKET/PREFIX
+    #[arg(long, value_name = "URL")]
+    snapshot_store: Option<String>,
+    /// The store's S3-compatible endpoint (http://HOST:PORT) [default: AWS S3]
+    #[arg(long, value_name = "URL", requires = "snapshot_store")]
+    s3_endpoint: Option<String>,
+    /// The store's region, for signing [default: us-east-1]
+    #[arg(long, value_name = "REGION", requires = "snapshot_store")]
+    s3_region: Option<String>,
+}
+
+pub fn run(cfg: &Config, args: InitArgs) -> Result<(), CliError> {
+    // The store is checked before anything is made: a bad URL changes nothing.
+    let store = args
+        .snapshot_store
+        .as_deref()
+        .map(|u| StoreConfig::new(u, args.s3_endpoint.as_deref(), args.s3_region.as_deref()))
+        .transpose()?;
+    if let Some(store) = &store {
+        super::archive_cmd::check_store(store, cfg.aws_profile.as_deref())?;
+    }
     let passphrase = cfg
         .passphrase
         .file
@@ -25,6 +48,9 @@ pub fn run(cfg: &Config) -> Result<(), CliError> {
         .map(passphrase_from_file)
         .transpose()?;
     let out = crate::kms::init::init(&cfg.data_dir, &cfg.region, passphrase, cfg.clock.now())?;
+    if let Some(store) = &store {
+        crate::snapshot::archive::save_config(&out.dir, store)?;
+    }
     let root_key = match &out.config.root_key {
         RootKeySource::File => format!("key file {}", out.dir.root_key_path().display()),
         RootKeySource::Passphrase { .. } => "passphrase (Argon2id)".to_string(),

@@ -29,14 +29,21 @@ pub enum InspectCommand {
 }
 
 fn header_json(h: &VolumeHeader) -> serde_json::Value {
-    let (kind, arn, wrapped) = match &h.key {
-        KeySource::Kms { key_arn, wrapped } => {
-            ("kms", Some(key_arn.clone()), Some(b64::encode(wrapped)))
-        }
-        KeySource::Customer { .. } => ("customer-provided", None, None),
+    let (kind, arn, wrapped, endpoint) = match &h.key {
+        KeySource::Kms {
+            key_arn,
+            wrapped,
+            endpoint,
+        } => (
+            "kms",
+            Some(key_arn.clone()),
+            Some(b64::encode(wrapped)),
+            endpoint.clone(),
+        ),
+        KeySource::Customer { .. } => ("customer-provided", None, None, None),
     };
     serde_json::json!({
-        "FormatVersion": crate::volume::header::FORMAT_V1,
+        "FormatVersion": crate::volume::header::FORMAT_V2,
         "VolumeId": h.id.to_string(),
         "Lineage": h.lineage,
         "Region": h.region.to_string(),
@@ -46,6 +53,7 @@ fn header_json(h: &VolumeHeader) -> serde_json::Value {
         "CreateTime": h.created,
         "KeySource": kind,
         "KmsKeyId": arn,
+        "KmsEndpoint": endpoint,
         "WrappedDataKey": wrapped,
         "HeaderBytes": h.encode().len(),
     })

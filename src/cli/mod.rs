@@ -3,6 +3,7 @@
 //! that the commands use to open services. Every error becomes one line on stderr and
 //! one exit code from [`exit::Exit`].
 
+mod archive_cmd;
 pub mod args;
 mod attach_cmd;
 mod audit_cmd;
@@ -28,14 +29,16 @@ use clap::{Parser, Subcommand};
 use self::args::PassphraseSource;
 use self::exit::{CliError, Exit};
 use self::output::OutputFormat;
-use crate::aws::Region;
+use crate::aws::credentials;
+use crate::aws::{AwsError, Region};
 use crate::datadir;
 use crate::iam::Caller;
 use crate::iam::IdentityStore;
-use crate::kms::KeyBackend;
-use crate::kms::remote::{RemoteCredentials, RemoteKms};
+use crate::kms::remote::RemoteKms;
 use crate::kms::{EmbeddedKms, Session};
+use crate::kms::{KeyBackend, blob};
 use crate::sys::clock::Clock;
+use crate::volume::{KeySource, VolumeHeader};
 
 /// Key management and encrypted volumes for one machine: AWS KMS and EBS encryption, locally.
 #[derive(Debug, Parser)]
@@ -70,9 +73,21 @@ pub struct GlobalArgs {
     pub profile: Option<String>,
 
     /// A remote KMS for volume and snapshot keys (AWS KMS protocol; credentials from the
-    /// AWS_* variables or ~/.aws/credentials) [default: this data dir's KMS]
+    /// AWS credential chain, see --aws-profile). A volume records it: attach finds it
+    /// again; given there, it overrides the recorded one [default: this data dir's KMS]
     #[arg(long, global = true, env = crate::kms::remote::ENDPOINT_ENV, value_name = "URL")]
     pub kms_endpoint: Option<String>,
+
+    /// AWS profile of the remote KMS's credentials, from ~/.aws/credentials or
+    /// ~/.aws/config (keys or credential_process); named here, it outranks the
+    /// AWS_ACCESS_KEY_ID variables [env: AWS_PROFILE] [default: default]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub aws_profile: Option<String>,
+
+    /// Trust only the CA certificates of this PEM file for an https --kms-endpoint
+    /// (as the AWS CLI's --ca-bundle) [default: the bundled Mozilla roots]
+    #[arg(long, global = true, env = "AWS_CA_BUNDLE", value_name = "FILE")]
+    pub kms_ca_bundle: Option<PathBuf>,
 
     /// File holding the region's passphrase (regions made with `init --passphrase-file`)
     #[arg(
@@ -87,7 +102,7 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the data directory and a region (harmless to re-run)
-    Init,
+    Init(init_cmd::InitArgs),
     /// Key management: customer master keys, data keys, rotation, aliases
     #[command(subcommand)]
     Kms(kms_cmd::KmsCommand),
@@ -106,6 +121,9 @@ pub enum Command {
     /// Snapshots: instant, incremental, encrypted; restore with `volume create --from-snapshot`
     #[command(subcommand)]
     Snapshot(snapshot_cmd::SnapshotCommand),
+    /// The region's settings: its snapshot store
+    #[command(subcommand)]
+    Region(archive_cmd::RegionCommand),
     /// The region's thin pool: check its metadata, repair it
     #[command(subcommand)]
     Pool(pool_cmd::PoolCommand),
@@ -144,6 +162,10 @@ pub struct Config {
     pub profile: Option<String>,
     /// `--kms-endpoint`: the remote KMS of volume keys, if any.
     pub kms_endpoint: Option<String>,
+    /// `--aws-profile`: the AWS profile of the remote KMS's credentials.
+    pub aws_profile: Option<String>,
+    /// `--kms-ca-bundle`: the only CAs trusted for an https remote KMS.
+    pub kms_ca_bundle: Option<PathBuf>,
 }
 
 impl Config {
@@ -162,6 +184,11 @@ impl Config {
             clock: Clock::from_env(),
             profile: g.profile.clone(),
             kms_endpoint: g.kms_endpoint.clone().filter(|e| !e.is_empty()),
+            aws_profile: g.aws_profile.clone().filter(|p| !p.is_empty()),
+            kms_ca_bundle: g
+                .kms_ca_bundle
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
         })
     }
 
@@ -180,6 +207,8 @@ impl Config {
             clock: self.clock,
             profile: self.profile.clone(),
             kms_endpoint: self.kms_endpoint.clone(),
+            aws_profile: self.aws_profile.clone(),
+            kms_ca_bundle: self.kms_ca_bundle.clone(),
         }
     }
 
@@ -218,16 +247,58 @@ impl Config {
     /// With `--kms-endpoint`, the remote KMS instead (one signed request per call).
     pub fn volume_kms(&self) -> Result<Box<dyn KeyBackend>, CliError> {
         if let Some(endpoint) = &self.kms_endpoint {
-            let creds = RemoteCredentials::from_environment()?;
-            return Ok(Box::new(RemoteKms::new(
-                endpoint,
-                self.region.clone(),
-                creds,
-            )?));
+            return Ok(Box::new(self.remote_kms(endpoint)?));
         }
         let kms = self.kms()?;
         let caller = self.caller(&kms)?;
         Ok(Box::new(Session::for_volumes(kms, &caller)))
+    }
+
+    /// The KMS of an existing volume's key: `--kms-endpoint` when given (a KMS that
+    /// moved), else the endpoint the volume header records, else this data dir's KMS.
+    /// Decrypt is signed for the region of the header's key ARN. A blob that no cryptvol
+    /// KMS made, with no endpoint to send it to, is refused before any call.
+    pub fn volume_kms_for(&self, h: &VolumeHeader) -> Result<Box<dyn KeyBackend>, CliError> {
+        let KeySource::Kms {
+            key_arn,
+            wrapped,
+            endpoint,
+        } = &h.key
+        else {
+            return self.volume_kms();
+        };
+        match self.kms_endpoint.as_deref().or(endpoint.as_deref()) {
+            Some(e) => Ok(Box::new(self.remote_kms(e)?.with_blob_key(key_arn))),
+            None if blob::is_foreign(wrapped) => Err(AwsError::ForeignCiphertext {
+                what: format!("volume {} (key {key_arn})", h.id),
+            }
+            .into()),
+            None => self.volume_kms(),
+        }
+    }
+
+    /// A client of the remote KMS at `endpoint`: credentials from the AWS chain
+    /// (`--aws-profile`), signing for the profile's region, else `--region`.
+    fn remote_kms(&self, endpoint: &str) -> Result<RemoteKms, CliError> {
+        let found = credentials::resolve_with_region(self.aws_profile.as_deref())?;
+        let region = match found.region.as_deref() {
+            Some(r) => Region::parse(r).map_err(|_| {
+                CliError::bad(
+                    "region",
+                    format!(
+                        "'{r}' (of AWS profile '{}', or AWS_REGION) is not a region name",
+                        found.profile
+                    ),
+                )
+            })?,
+            None => self.region.clone(),
+        };
+        Ok(RemoteKms::new(
+            endpoint,
+            region,
+            found.credentials,
+            self.kms_ca_bundle.as_deref(),
+        )?)
     }
 
     pub fn print<T: serde::Serialize>(&self, result: &T, title: &str) -> Result<(), CliError> {
@@ -238,7 +309,8 @@ impl Config {
 fn run(cli: Cli, hardening: Result<(), String>) -> Result<(), CliError> {
     let cfg = Config::resolve(&cli.global)?;
     match cli.command {
-        Command::Init => init_cmd::run(&cfg),
+        Command::Init(args) => init_cmd::run(&cfg, args),
+        Command::Region(cmd) => archive_cmd::run_region(&cfg, cmd),
         Command::Kms(cmd) => kms_cmd::run(&cfg, cmd),
         Command::Iam(cmd) => iam_cmd::run(&cfg, cmd),
         Command::Sts(cmd) => sts_cmd::run(&cfg, cmd),

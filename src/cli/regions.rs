@@ -33,6 +33,14 @@ impl Regions for Config {
         self.for_region(r).volume_kms()
     }
 
+    fn kms_for(
+        &self,
+        r: &Region,
+        h: &crate::volume::VolumeHeader,
+    ) -> Result<Box<dyn KeyBackend>, CliError> {
+        self.for_region(r).volume_kms_for(h)
+    }
+
     fn clock(&self) -> Clock {
         self.clock
     }

@@ -5,14 +5,17 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use super::Config;
+use super::archive_cmd::{self, StoreArgs};
 use super::exit::CliError;
 use crate::daemon::catalog;
 use crate::daemon::mount;
 use crate::snapshot::PendingCopy;
+use crate::snapshot::archive::{self, job, job::ArchiveStatus, manifest::ManifestHeader};
 use crate::snapshot::catalog::Catalog;
 use crate::snapshot::{self, SnapshotRecord, SnapshotUsage};
 use crate::volume::KeySource;
 use crate::volume::ids::format_size;
+use crate::volume::storage::file::METADATA_FILE;
 
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
@@ -23,17 +26,41 @@ pub enum SnapshotCommand {
         volume: String,
         #[arg(long, default_value = "")]
         description: String,
+        /// Archive at most this many bytes per second, e.g. 50M (with a snapshot store)
+        #[arg(long, value_name = "RATE")]
+        max_bandwidth: Option<String>,
     },
-    /// List snapshots, oldest first
+    /// Archive a snapshot into the region's snapshot store now, in the foreground, or
+    /// resume an archive that was interrupted (`snapshot create` starts one by itself)
+    Archive {
+        snapshot: String,
+        /// At most this many bytes per second, e.g. 50M
+        #[arg(long, value_name = "RATE")]
+        max_bandwidth: Option<String>,
+        /// The volume's customer-provided key, if it has one
+        #[arg(long, value_name = "FILE")]
+        customer_key_file: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List snapshots, oldest first (with --snapshot-store: those in that store)
     List {
         /// Only snapshots of this volume (id or name)
         #[arg(long)]
         volume: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
-    /// Source, time, size, key, and bytes shared with the previous snapshot or unique to it
+    /// Source, time, size, key, archive state, and bytes shared with the previous
+    /// snapshot or unique to it
     Describe { snapshot: String },
-    /// Delete a snapshot; frees only the pool space nothing else uses
-    Delete { snapshot: String },
+    /// Delete a snapshot; frees only the pool space nothing else uses, and, when it is
+    /// archived, the store objects no other snapshot uses
+    Delete {
+        snapshot: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Copy a snapshot to another region (or within one, under a new key): every chunk is
     /// re-encrypted under a new data key from the destination's KMS. Re-run to resume
     Copy {
@@ -68,6 +95,10 @@ struct SnapshotInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     kms_key_id: Option<String>,
     state: &'static str,
+    /// How much of the archive is done, as EBS's `Progress` ("100%" when not archived).
+    progress: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    archive: Option<ArchiveStatus>,
     #[serde(flatten)]
     usage: SnapshotUsage,
 }
@@ -84,6 +115,7 @@ fn of_volume(all: &[SnapshotRecord], volume: &str) -> Vec<SnapshotRecord> {
 }
 
 fn info(
+    cfg: &Config,
     access: &dyn Catalog,
     all: &[SnapshotRecord],
     r: &SnapshotRecord,
@@ -96,6 +128,7 @@ fn info(
         .map(|p| access.load_map(p.id.as_str()))
         .transpose()?;
     let map = access.load_map(r.id.as_str())?;
+    let archive = job::read(&cfg.region_dir(), r.id.as_str());
     Ok(SnapshotInfo {
         snapshot_id: r.id.to_string(),
         volume_id: r.volume.id.to_string(),
@@ -109,8 +142,33 @@ fn info(
             KeySource::Kms { key_arn, .. } => Some(key_arn.clone()),
             KeySource::Customer { .. } => None,
         },
-        state: "completed",
+        state: archive.as_ref().map_or("completed", |a| a.state.as_str()),
+        progress: format!("{}%", archive.as_ref().map_or(100, |a| a.progress)),
+        archive,
         usage: snapshot::usage(&map, prev.as_deref(), r.volume.chunk_size()),
+    })
+}
+
+/// A snapshot as the store shows it (from its manifest's header).
+fn stored_info(h: &ManifestHeader) -> serde_json::Value {
+    serde_json::json!({
+        "SnapshotId": h.snapshot_id.to_string(),
+        "VolumeId": h.volume.id.to_string(),
+        "VolumeName": h.volume.name,
+        "Description": h.description,
+        "StartTime": h.created_ns.div_euclid(1_000_000_000),
+        "VolumeSize": h.volume.size,
+        "Size": format_size(h.volume.size),
+        "Encrypted": true,
+        "KmsKeyId": match &h.volume.key {
+            KeySource::Kms { key_arn, .. } => Some(key_arn.clone()),
+            KeySource::Customer { .. } => None,
+        },
+        "State": "completed",
+        "Progress": "100%",
+        "Region": h.region.to_string(),
+        "ParentSnapshotId": h.parent.as_ref().map(|p| p.to_string()),
+        "Chunks": h.chunk_count,
     })
 }
 
@@ -165,7 +223,18 @@ fn cancel_copy(
 
 pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
     let region = cfg.region_dir();
-    region.config()?;
+    // Listing or deleting in a store named on the command line needs no region here:
+    // another machine may only read the store.
+    let store_only = match &cmd {
+        SnapshotCommand::List { store, .. } => store.snapshot_store.is_some(),
+        SnapshotCommand::Delete { store, .. } => {
+            store.snapshot_store.is_some() && !region.is_initialized()
+        }
+        _ => false,
+    };
+    if !store_only {
+        region.config()?;
+    }
     let open = || catalog::open(&region);
     match cmd {
         SnapshotCommand::Copy {
@@ -202,7 +271,13 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
         SnapshotCommand::Create {
             volume,
             description,
+            max_bandwidth,
         } => {
+            let max_bandwidth = max_bandwidth
+                .as_deref()
+                .map(super::args::parse_rate)
+                .transpose()?;
+            let store = archive::load_config(&region)?;
             let access = open()?;
             let h = access.find(&volume, cfg.region.as_str())?;
             let rec = SnapshotRecord::new(&h, &description, cfg.clock.now_nanos())?;
@@ -213,10 +288,49 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
                 Some(m) => with_frozen(&m.dir, || Ok(access.create_snapshot(&h.id, &rec)?))?,
                 None => access.create_snapshot(&h.id, &rec)?,
             }
+            // With a snapshot store, the archive starts now, in the background: the
+            // snapshot is `pending` until it is complete, as in EBS.
+            if store.is_some() && matches!(h.key, KeySource::Kms { .. }) {
+                let status = job::ArchiveStatus::new(
+                    rec.id.as_str(),
+                    h.id.as_str(),
+                    max_bandwidth,
+                    cfg.clock.now_nanos(),
+                );
+                job::write(&region, &status)?;
+                archive_cmd::spawn_archiver(cfg, rec.id.as_str())?;
+            }
             let all = access.list_snapshots()?;
-            cfg.print(&info(access.as_ref(), &all, &rec)?, "Snapshot")
+            cfg.print(&info(cfg, access.as_ref(), &all, &rec)?, "Snapshot")
         }
-        SnapshotCommand::List { volume } => {
+        SnapshotCommand::List {
+            volume,
+            store:
+                StoreArgs {
+                    snapshot_store: Some(url),
+                    s3_endpoint,
+                    s3_region,
+                },
+        } => {
+            let store = StoreArgs {
+                snapshot_store: Some(url),
+                s3_endpoint,
+                s3_region,
+            }
+            .require(cfg)?;
+            let shown: Vec<_> = archive::restore::list(&store)?
+                .iter()
+                .filter(|h| {
+                    volume
+                        .as_deref()
+                        .is_none_or(|v| h.volume.id.as_str() == v || h.volume.name == v)
+                })
+                .map(stored_info)
+                .collect();
+            cfg.print(&serde_json::json!({ "Snapshots": shown }), "Snapshots")
+        }
+        SnapshotCommand::List { volume, .. } => {
+            archive_cmd::resume_stale(cfg)?;
             let access = open()?;
             let mut all = access.list_snapshots()?;
             all.sort_by_key(|r| (r.created_ns, r.id.clone()));
@@ -226,34 +340,85 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
             let shown = all
                 .iter()
                 .filter(|r| only.as_ref().is_none_or(|id| &r.volume.id == id))
-                .map(|r| info(access.as_ref(), &all, r))
+                .map(|r| info(cfg, access.as_ref(), &all, r))
                 .collect::<Result<Vec<_>, _>>()?;
             cfg.print(&serde_json::json!({ "Snapshots": shown }), "Snapshots")
         }
+        SnapshotCommand::Archive {
+            snapshot,
+            max_bandwidth,
+            customer_key_file,
+            store,
+        } => {
+            let max_bandwidth = max_bandwidth
+                .as_deref()
+                .map(super::args::parse_rate)
+                .transpose()?;
+            let ck = customer_key_file
+                .as_deref()
+                .map(super::volume_cmd::customer_key)
+                .transpose()?;
+            let status =
+                archive_cmd::run_archive(cfg, &snapshot, max_bandwidth, ck.as_ref(), &store)?;
+            cfg.print(&status, "Archive")
+        }
         SnapshotCommand::Describe { snapshot } => {
+            archive_cmd::resume_stale(cfg)?;
             let access = open()?;
             let rec = access.snapshot(&snapshot, cfg.region.as_str())?;
             let all = access.list_snapshots()?;
-            cfg.print(&info(access.as_ref(), &all, &rec)?, "Snapshot")
+            cfg.print(&info(cfg, access.as_ref(), &all, &rec)?, "Snapshot")
         }
-        SnapshotCommand::Delete { snapshot } => {
-            let access = open()?;
-            if access.get_snapshot(&snapshot)?.is_none()
-                && let Some(cancelled) = cancel_copy(cfg, access.as_ref(), &snapshot)?
+        SnapshotCommand::Delete { snapshot, store } => {
+            // A region without a pool has no snapshot of its own: opening the catalog
+            // would make an empty pool just to find that out.
+            let local = !store_only && region.pool_dir().join(METADATA_FILE).exists();
+            let access = if local { Some(open()?) } else { None };
+            let is_local = match &access {
+                Some(a) => a.get_snapshot(&snapshot)?.is_some(),
+                None => false,
+            };
+            if let Some(a) = &access
+                && !is_local
+                && let Some(cancelled) = cancel_copy(cfg, a.as_ref(), &snapshot)?
             {
                 return cfg.print(&cancelled, "Snapshot");
             }
+            if !is_local && store.resolve(cfg)?.is_some() {
+                // Only in the store (archived elsewhere, or deleted here already).
+                let s = store.require(cfg)?;
+                let (_, h) = archive::restore::fetch(&s, &snapshot)?;
+                let stats = archive::delete::delete(&s, &h.volume.lineage, &snapshot)?;
+                return cfg.print(
+                    &serde_json::json!({ "SnapshotId": snapshot, "Deleted": true, "Store": stats }),
+                    "Snapshot",
+                );
+            }
+            let access = match access {
+                Some(a) => a,
+                None => open()?,
+            };
             let rec = access.snapshot(&snapshot, cfg.region.as_str())?;
+            // Archived (or being archived): the store's objects go first, so a failure
+            // leaves the snapshot here to delete again.
+            let stats = archive_cmd::cancel_archive(
+                cfg,
+                access.as_ref(),
+                rec.id.as_str(),
+                &rec.volume.lineage,
+            )?;
             for holder in
                 snapshot::transfer::stale_foreign_leases(cfg, access.as_ref(), rec.id.as_str())?
             {
                 access.release_lease(rec.id.as_str(), &holder)?;
             }
             access.delete_snapshot(rec.id.as_str())?;
-            cfg.print(
-                &serde_json::json!({ "SnapshotId": rec.id.to_string(), "Deleted": true }),
-                "Snapshot",
-            )
+            job::remove(&region, rec.id.as_str());
+            let mut out = serde_json::json!({ "SnapshotId": rec.id.to_string(), "Deleted": true });
+            if let Some(stats) = stats {
+                out["Store"] = serde_json::to_value(stats).expect("stats serialize");
+            }
+            cfg.print(&out, "Snapshot")
         }
     }
 }

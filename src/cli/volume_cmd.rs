@@ -46,11 +46,16 @@ pub enum VolumeCommand {
         /// Allocation unit of the thin pool, a power of two from 64K to 64M [default: 1M]
         #[arg(long)]
         chunk_size: Option<String>,
+        /// With --from-snapshot: the store to restore from when the snapshot is not here
+        #[command(flatten)]
+        store: super::archive_cmd::StoreArgs,
     },
     /// List the region's volumes
     List,
     /// Size, allocation, key and state of a volume
     Describe { volume: String },
+    /// Fetch every chunk of a lazily restored volume from the snapshot store now
+    Hydrate { volume: String },
     /// Grow a volume
     Resize {
         volume: String,
@@ -76,6 +81,8 @@ pub struct VolumeInfo {
     pub size_bytes: u64,
     pub size: String,
     pub allocated_bytes: u64,
+    /// Bytes still in the snapshot store (a lazy restore not yet fully read).
+    pub remote_bytes: u64,
     pub chunk_size: u64,
     pub encrypted: bool,
     pub key_source: &'static str,
@@ -92,7 +99,9 @@ pub struct VolumeInfo {
 pub fn info(access: &dyn Catalog, h: &VolumeHeader) -> Result<VolumeInfo, CliError> {
     let at = access.attached_at(&h.id)?.map(|d| d.display().to_string());
     let (key_source, arn, version) = match &h.key {
-        KeySource::Kms { key_arn, wrapped } => (
+        KeySource::Kms {
+            key_arn, wrapped, ..
+        } => (
             "kms",
             Some(key_arn.clone()),
             blob::parse(wrapped).ok().map(|p| p.header.key_version),
@@ -106,6 +115,7 @@ pub fn info(access: &dyn Catalog, h: &VolumeHeader) -> Result<VolumeInfo, CliErr
         size_bytes: h.size,
         size: format_size(h.size),
         allocated_bytes: access.allocated_bytes(&h.id)?,
+        remote_bytes: access.remote_bytes(&h.id)?,
         chunk_size: h.chunk_size(),
         encrypted: true,
         key_source,
@@ -159,6 +169,7 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
             kms_key,
             customer_key_file,
             max_bandwidth,
+            store,
             ..
         } => {
             let size = size.as_deref().map(parse_size).transpose()?;
@@ -166,6 +177,22 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                 .as_deref()
                 .map(super::args::parse_rate)
                 .transpose()?;
+            let here = catalog::open(&region)?.get_snapshot(&snap)?;
+            if here.is_none() && kms_key.is_none() && store.resolve(cfg)?.is_some() {
+                // Not in this pool: restored lazily from the snapshot store.
+                let ck = customer_key_file.as_deref().map(customer_key).transpose()?;
+                let name = name.as_deref().unwrap_or("");
+                let h = super::archive_cmd::restore_from_store(
+                    cfg,
+                    &store,
+                    &snap,
+                    name,
+                    size,
+                    ck.as_ref(),
+                )?;
+                let access = catalog::open(&region)?;
+                return cfg.print(&info(access.as_ref(), &h)?, "Volume");
+            }
             let rec = catalog::open(&region)?.snapshot(&snap, cfg.region.as_str())?;
             let name = name.as_deref().unwrap_or("");
             let h = match kms_key {
@@ -187,7 +214,7 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                     let h = rec.restored_header(name, size, cfg.clock.now())?;
                     catalog::open(&region)?.refuse_taken_name(&h.name)?;
                     let kms = match h.key {
-                        KeySource::Kms { .. } => Some(cfg.volume_kms()?),
+                        KeySource::Kms { .. } => Some(cfg.volume_kms_for(&h)?),
                         KeySource::Customer { .. } => None,
                     };
                     let kms = kms.as_ref().map(|k| k as &dyn KeyBackend);
@@ -276,6 +303,19 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
             let h = access.resize_volume(&h.id, parse_size(&size)?)?;
             cfg.print(&info(access.as_ref(), &h)?, "Volume")
         }
+        VolumeCommand::Hydrate { volume } => {
+            let access = catalog::open(&region)?;
+            let h = access.find(&volume, cfg.region.as_str())?;
+            let fetched = access.hydrate_volume(&h.id, &|_| true)?;
+            // Everything is local now: the store's objects may go with their snapshots.
+            if access.remote_bytes(&h.id)? == 0 {
+                super::archive_cmd::release_hold(cfg, h.id.as_str())?;
+            }
+            let mut out =
+                serde_json::to_value(info(access.as_ref(), &h)?).expect("info serializes");
+            out["BytesFetched"] = fetched.into();
+            cfg.print(&out, "Volume")
+        }
         VolumeCommand::Delete { volume, yes } => {
             let access = catalog::open(&region)?;
             let h = access.find(&volume, cfg.region.as_str())?;
@@ -301,6 +341,7 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
             }
             access.delete_volume(&h.id)?;
             retire_volume_grant(cfg, &h);
+            super::archive_cmd::release_hold(cfg, h.id.as_str())?;
             cfg.print(
                 &serde_json::json!({ "VolumeId": h.id.to_string(), "Deleted": true }),
                 "Volume",
@@ -316,7 +357,7 @@ fn retire_volume_grant(cfg: &Config, h: &VolumeHeader) {
         return;
     };
     let out = cfg
-        .volume_kms()
+        .volume_kms_for(h)
         .and_then(|kms| Ok(lifecycle::retire_volume_service_grant(h, Some(&kms))?));
     if let Err(e) = out {
         eprintln!(

@@ -34,6 +34,8 @@ pub const CTX_GRANT_TOKEN: &str = "cryptvol 2026-11-29 kms grant token v1";
 pub const CTX_KEY_MATERIAL_ID: &str = "cryptvol 2026-11-29 key material id v1";
 /// Root key ‖ region name → the key that authenticates list paging markers.
 pub const CTX_LIST_MARKER: &str = "cryptvol 2026-11-29 list paging marker v1";
+/// The key an archived snapshot's chunk list is sealed under, from its data key.
+pub const CTX_SNAPSHOT_MANIFEST: &str = "cryptvol 2026-12-01 snapshot manifest key v1";
 
 /// `blake3::derive_key(context, input)` stretched to `out.len()` bytes (blake3's XOF):
 /// for keys that are not 32 bytes, such as the 64-byte XTS key.

@@ -22,9 +22,10 @@ pub fn open(region: &RegionDir) -> Result<Box<dyn Catalog>> {
         }
         match Pool::open(region) {
             Ok(p) => {
-                return Ok(Box::new(PoolOwner::new(
+                return Ok(Box::new(PoolOwner::with_fetcher(
                     std::sync::Arc::new(p),
                     region.region.clone(),
+                    super::fetcher::for_region(region)?,
                 )));
             }
             Err(VolumeError::PoolBusy { .. }) if Instant::now() < deadline => {

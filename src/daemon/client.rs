@@ -16,6 +16,7 @@ use crate::snapshot::{PendingCopy, SnapshotRecord};
 use crate::volume::check::{CheckReport, RepairReport};
 use crate::volume::error::{ErrorKind, Result};
 use crate::volume::ids::SlotNo;
+use crate::volume::remote::RemoteChunk;
 use crate::volume::{VolumeError, VolumeHeader, VolumeId};
 
 use super::rpc::*;
@@ -229,6 +230,31 @@ impl Catalog for Client {
         self.call(Request::AbandonPending {
             owner: owner.to_string(),
         })
+    }
+
+    fn restore_remote_volume(
+        &self,
+        h: &VolumeHeader,
+        chunks: Vec<(u64, RemoteChunk)>,
+    ) -> Result<()> {
+        self.call(Request::RestoreRemoteVolume {
+            header: h.clone(),
+            chunks: remote_to_wire(chunks),
+        })
+    }
+
+    fn remote_bytes(&self, id: &VolumeId) -> Result<u64> {
+        self.call(Request::RemoteBytes { volume: id.clone() })
+    }
+
+    fn load_remote(&self, owner: &str) -> Result<Vec<(u64, RemoteChunk)>> {
+        remote_from_wire(self.call(Request::LoadRemote {
+            owner: owner.to_string(),
+        })?)
+    }
+
+    fn hydrate_volume(&self, id: &VolumeId, progress: Progress) -> Result<u64> {
+        self.call_with_progress(Request::HydrateVolume { volume: id.clone() }, progress)
     }
 
     fn check_pool(&self) -> Result<CheckReport> {

@@ -11,6 +11,8 @@
 //! - `owner`: the pool's owner (one state machine per volume, leases, serialised
 //!   operations), and `catalog` which opens the one that owns it (the trait both answer is
 //!   `snapshot::catalog::Catalog`);
+//! - `fetcher`: the chunk fetcher of lazily restored volumes, built from the region's
+//!   config;
 //! - `fuse_file`: the FUSE filesystem exposing a volume as one file; `errno`: volume errors
 //!   as errno values; `fsname`: the source its mounts carry (region and volume);
 //! - `mount`: the records of `cryptvol mount` (loop device, filesystem, mount point).
@@ -18,6 +20,7 @@
 pub mod catalog;
 pub mod client;
 pub mod errno;
+pub mod fetcher;
 pub mod fsname;
 pub mod fuse_file;
 pub mod mount;

@@ -28,6 +28,7 @@ use crate::volume::check::OwnerRecords;
 use crate::volume::check::{CheckReport, RepairReport};
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::{SlotNo, SnapshotId, format_size};
+use crate::volume::remote::{ChunkFetcher, RemoteChunk};
 use crate::volume::{OpenVolume, Pool, VolumeHeader, VolumeId};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,6 +94,17 @@ pub struct PoolOwner {
 
 impl PoolOwner {
     pub fn new(pool: Arc<Pool>, region: Region) -> PoolOwner {
+        PoolOwner::with_fetcher(pool, region, None)
+    }
+
+    /// An owner whose volumes fetch their remote chunks (lazy restore) through `fetcher`
+    /// (`daemon::fetcher::for_region`); `None`: the region has no snapshot store.
+    pub fn with_fetcher(
+        pool: Arc<Pool>,
+        region: Region,
+        fetcher: Option<Arc<dyn ChunkFetcher>>,
+    ) -> PoolOwner {
+        pool.set_fetcher(fetcher);
         PoolOwner {
             pool,
             region,
@@ -434,6 +446,53 @@ impl Catalog for PoolOwner {
             .source_in(self.region.as_str())
             .map(|s| (s, holder.as_str()));
         self.pool.abandon_pending(owner, shift, lease)
+    }
+
+    fn restore_remote_volume(
+        &self,
+        h: &VolumeHeader,
+        chunks: Vec<(u64, RemoteChunk)>,
+    ) -> Result<()> {
+        let _g = self.locks.take(&[h.id.as_str()]);
+        self.pool.restore_remote_volume(h, &chunks)
+    }
+
+    fn remote_bytes(&self, id: &VolumeId) -> Result<u64> {
+        match self.open_volume(id) {
+            Some(v) => Ok(v.remote_bytes()),
+            None => {
+                self.existing_volume(id)?;
+                self.pool.remote_bytes(id.as_str())
+            }
+        }
+    }
+
+    fn load_remote(&self, owner: &str) -> Result<Vec<(u64, RemoteChunk)>> {
+        self.pool.load_remote(owner)
+    }
+
+    /// Hydrates in batches, each under the volume's lock: through the open volume if it is
+    /// attached (alongside its I/O), else straight into the pool (committed before the
+    /// lock is released, so an attach in between loads what was fetched). Between
+    /// batches the volume may be attached, detached, snapshotted or deleted.
+    fn hydrate_volume(&self, id: &VolumeId, progress: Progress) -> Result<u64> {
+        let mut total = 0u64;
+        loop {
+            let _repair = self.gate();
+            let _g = self.locks.take(&[id.as_str()]);
+            let h = self.existing_volume(id)?;
+            let (n, more) = match self.open_volume(id) {
+                Some(v) => v.hydrate(crate::volume::pool::HYDRATE_BATCH, progress)?,
+                None => {
+                    self.pool
+                        .hydrate_detached(&h, crate::volume::pool::HYDRATE_BATCH, progress)?
+                }
+            };
+            total += n;
+            if !more {
+                return Ok(total);
+            }
+        }
     }
 
     /// Runs (or resumes) a copy job; refused while the same copy runs for another caller.

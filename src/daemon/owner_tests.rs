@@ -522,3 +522,74 @@ fn attack_repair_during_an_attach_hands_a_reserved_slot_out_twice() {
     vb.read(0, &mut got).unwrap();
     assert_eq!(got, vec![b'B'; 4096]);
 }
+
+/// Lazy restore through the catalog: a volume restored with remote chunks is hydrated by
+/// `hydrate_volume` whether it is detached or attached (through its open volume, next
+/// to a reader), and `remote_bytes` follows.
+#[test]
+fn hydrate_volume_detached_and_attached() {
+    use crate::volume::remote::test_fetcher::DirFetcher;
+    use crate::volume::remote::{ChunkFetcher, RemoteChunk};
+    let (d, plain_owner, _) = setup();
+    let store = tempfile::tempdir().unwrap();
+    let fetcher = Arc::new(DirFetcher::new(store.path().to_path_buf()));
+    let owner = PoolOwner::with_fetcher(
+        plain_owner.pool.clone(),
+        Region::parse("test-1").unwrap(),
+        Some(fetcher.clone() as Arc<dyn ChunkFetcher>),
+    );
+    drop(plain_owner);
+    let chunk = 1usize << SHIFT;
+    let rows: Vec<(u64, RemoteChunk)> = (0..12u64)
+        .map(|c| {
+            let mut b: Vec<u8> = (0..chunk).map(|i| (i as u8) ^ (c as u8) | 1).collect();
+            for (i, blk) in b.chunks_mut(4096).enumerate() {
+                xts().encrypt_units(c * (chunk as u64 / 4096) + i as u64, blk);
+            }
+            (c, fetcher.put(&format!("o{c}"), &b))
+        })
+        .collect();
+    let want = |c: u64| -> Vec<u8> { (0..chunk).map(|i| (i as u8) ^ (c as u8) | 1).collect() };
+    let mk = || VolumeHeader {
+        id: VolumeId::random(),
+        size: 12 << SHIFT,
+        ..owner.pool.list_volumes().unwrap()[0].clone()
+    };
+    // Detached.
+    let a = mk();
+    owner.restore_remote_volume(&a, rows.clone()).unwrap();
+    assert!(matches!(
+        owner.restore_remote_volume(&a, rows.clone()),
+        Err(VolumeError::InvalidArgument { .. })
+    ));
+    assert_eq!(owner.remote_bytes(&a.id).unwrap(), 12 << SHIFT);
+    let seen = std::sync::atomic::AtomicU64::new(0);
+    let n = owner
+        .hydrate_volume(&a.id, &|b| {
+            seen.fetch_add(b, std::sync::atomic::Ordering::Relaxed);
+            true
+        })
+        .unwrap();
+    assert_eq!(n, 12 << SHIFT);
+    assert_eq!(seen.into_inner(), 12 << SHIFT);
+    assert_eq!(owner.remote_bytes(&a.id).unwrap(), 0);
+    // Attached.
+    let b = mk();
+    owner.restore_remote_volume(&b, rows.clone()).unwrap();
+    let v = owner.attach(&b.id, &[], xts(), Ok).unwrap();
+    let mut got = vec![0u8; chunk];
+    v.read(5 << SHIFT, &mut got).unwrap();
+    assert_eq!(got, want(5));
+    assert_eq!(owner.remote_bytes(&b.id).unwrap(), 11 << SHIFT);
+    assert_eq!(owner.hydrate_volume(&b.id, &|_| true).unwrap(), 11 << SHIFT);
+    assert_eq!(owner.remote_bytes(&b.id).unwrap(), 0);
+    for c in 0..12u64 {
+        v.read(c << SHIFT, &mut got).unwrap();
+        assert_eq!(got, want(c), "chunk {c}");
+    }
+    owner.detach(&b.id, &[], || Ok(())).unwrap();
+    assert_eq!(fetcher.total_calls(), 24);
+    let report = owner.check_pool().unwrap();
+    assert!(report.clean, "{report}");
+    drop(d);
+}

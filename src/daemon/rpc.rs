@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::snapshot::reencrypt::CopyJob;
 use crate::snapshot::{PendingCopy, SnapshotRecord};
 use crate::volume::error::{ErrorKind, Result};
+use crate::volume::remote::RemoteChunk;
 use crate::volume::{VolumeError, VolumeHeader, VolumeId};
 
 /// The protocol version. A daemon refuses a request of another version with a message
@@ -105,6 +106,24 @@ pub enum Request {
     AbandonPending {
         owner: String,
     },
+    /// → (). A volume whose chunks live in the object store (lazy restore).
+    RestoreRemoteVolume {
+        header: VolumeHeader,
+        chunks: Vec<WireRemoteChunk>,
+    },
+    /// → u64
+    RemoteBytes {
+        volume: VolumeId,
+    },
+    /// → Vec<WireRemoteChunk>
+    LoadRemote {
+        owner: String,
+    },
+    /// → u64 (bytes fetched), after `Frame::Progress` lines. Stops when this connection
+    /// closes (what was fetched stays).
+    HydrateVolume {
+        volume: VolumeId,
+    },
     CheckPool,
     RepairPool,
     /// → CopyStats, after `Frame::Progress` lines. The job is cancelled when this
@@ -112,6 +131,36 @@ pub enum Request {
     RunCopy {
         job: CopyJob,
     },
+}
+
+/// A remote chunk on the wire, compactly: (chunk index, object key, blake3 in hex, length).
+pub type WireRemoteChunk = (u64, String, String, u32);
+
+pub fn remote_to_wire(rows: Vec<(u64, RemoteChunk)>) -> Vec<WireRemoteChunk> {
+    rows.into_iter()
+        .map(|(c, rc)| {
+            let hex = blake3::Hash::from(rc.blake3).to_hex().to_string();
+            (c, rc.object, hex, rc.len)
+        })
+        .collect()
+}
+
+pub fn remote_from_wire(rows: Vec<WireRemoteChunk>) -> Result<Vec<(u64, RemoteChunk)>> {
+    rows.into_iter()
+        .map(|(c, object, hex, len)| {
+            let hash = blake3::Hash::from_hex(&hex).map_err(|_| {
+                VolumeError::invalid("remote chunk", format!("blake3 of {object} is not hex"))
+            })?;
+            Ok((
+                c,
+                RemoteChunk {
+                    object,
+                    blake3: *hash.as_bytes(),
+                    len,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// A secret on the wire (a data key, base64): zeroized when dropped, never printed.

@@ -386,7 +386,11 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
         .map_err(|e| VolumeError::io("cannot set mode of", &sock, e))?;
 
     let (tx, rx) = mpsc::channel();
-    let owner = PoolOwner::new(pool, region.region.clone());
+    let owner = PoolOwner::with_fetcher(
+        pool,
+        region.region.clone(),
+        super::fetcher::for_region(&region)?,
+    );
     let daemon = Arc::new(Daemon {
         region,
         owner,

@@ -175,6 +175,20 @@ impl Daemon {
             Request::ListPending => done_line(o.pending()),
             Request::BeginCopy { owner, pending } => done_line(o.begin_copy(&owner, &pending)),
             Request::AbandonPending { owner } => done_line(o.abandon_pending(&owner)),
+            Request::RestoreRemoteVolume { header, chunks } => done_line(
+                rpc::remote_from_wire(chunks).and_then(|c| o.restore_remote_volume(&header, c)),
+            ),
+            Request::RemoteBytes { volume } => done_line(o.remote_bytes(&volume)),
+            Request::LoadRemote { owner } => {
+                done_line(o.load_remote(&owner).map(rpc::remote_to_wire))
+            }
+            Request::HydrateVolume { volume } => {
+                let r = o.hydrate_volume(&volume, progress);
+                if let Err(e) = &r {
+                    tracing::error!("hydrate of {volume}: {e}");
+                }
+                done_line(r)
+            }
             Request::CheckPool => done_line(o.check_pool()),
             Request::RepairPool => done_line(o.repair_pool()),
             Request::RunCopy { job } => done_line(o.run_copy(job, progress)),

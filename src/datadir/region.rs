@@ -70,6 +70,14 @@ impl RegionDir {
     pub fn logs_dir(&self) -> PathBuf {
         self.path.join("logs")
     }
+    /// The region's snapshot store (`s3://...` and its endpoint), if it has one.
+    pub fn snapshot_store_file(&self) -> PathBuf {
+        self.path.join("snapshot-store.json")
+    }
+    /// Archive jobs: one status file and one lock per snapshot being (or once) archived.
+    pub fn archive_dir(&self) -> PathBuf {
+        self.path.join("archive")
+    }
     /// Serialises `init`s that build a region inside an existing empty directory.
     pub fn init_lock(&self) -> PathBuf {
         self.path.join(".init.lock")

@@ -78,6 +78,12 @@ pub trait KeyBackend: Send + Sync {
 
     fn describe_key(&self, key: &KeyRef) -> Result<KeyMetadata>;
 
+    /// The URL of a remote KMS, which a volume header records so that its key is found
+    /// there again; `None` (the default) for this data dir's own KMS.
+    fn endpoint(&self) -> Option<&str> {
+        None
+    }
+
     /// Attach: a volume's data key. A backend with a volume service (the embedded KMS)
     /// decrypts through the volume's grant when the caller may attach `volume`
     /// (`ec2:AttachVolume`), as EBS does; otherwise, and by default, as the caller.
@@ -138,6 +144,10 @@ impl<T: KeyBackend + ?Sized> KeyBackend for Box<T> {
 
     fn describe_key(&self, key: &KeyRef) -> Result<KeyMetadata> {
         (**self).describe_key(key)
+    }
+
+    fn endpoint(&self) -> Option<&str> {
+        (**self).endpoint()
     }
 
     fn decrypt_for_volume(

@@ -105,6 +105,13 @@ pub fn seal(
     out
 }
 
+/// Whether `blob` is another KMS's ciphertext (AWS KMS's own, say) rather than a
+/// damaged cryptvol one: long enough to be a blob, but without cryptvol's magic. No
+/// cryptvol KMS opens it; its key lives in the remote KMS that made it.
+pub fn is_foreign(blob: &[u8]) -> bool {
+    blob.len() >= MIN_LEN && blob[..MAGIC.len()] != MAGIC
+}
+
 /// Reads the header without any key. Does not authenticate anything.
 pub fn parse(blob: &[u8]) -> Result<ParsedBlob<'_>, BlobFormatError> {
     if blob.len() < MIN_LEN {
@@ -196,6 +203,7 @@ mod tests {
     fn roundtrip_and_layout() {
         let (r, id, m, ctx) = fixture();
         let blob = seal(&r, &id, 3, &m, &ctx, &[9u8; 64]);
+        assert!(!is_foreign(&blob));
         // 3 magic + 1 version + 1 region len + 7 region + 16 id + 4 version + 16 salt
         // + 12 nonce + 64 ciphertext + 16 tag (docs/formats.md worked size).
         assert_eq!(blob.len(), 140);
@@ -217,6 +225,11 @@ mod tests {
         let mut blob = seal(&r, &id, 1, &m, &ctx, b"x");
         blob[0] = b'X';
         assert_eq!(parse(&blob).unwrap_err(), BlobFormatError::BadMagic);
+        assert!(is_foreign(&blob));
+        assert!(
+            !is_foreign(&blob[..MIN_LEN - 1]),
+            "too short to be anyone's blob"
+        );
         blob[0] = b'C';
         blob[3] = 9;
         assert_eq!(parse(&blob).unwrap_err(), BlobFormatError::NewerVersion(9));

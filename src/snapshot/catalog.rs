@@ -9,6 +9,7 @@ use super::{PendingCopy, SnapshotRecord};
 use crate::volume::check::{CheckReport, RepairReport};
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::SlotNo;
+use crate::volume::remote::RemoteChunk;
 use crate::volume::{VolumeHeader, VolumeId};
 
 /// What a copy job reports while it runs; returning false cancels it.
@@ -54,6 +55,22 @@ pub trait Catalog {
     fn abandon_pending(&self, owner: &str) -> Result<()>;
     /// Runs or resumes a copy where the pool is owned; `progress` returning false cancels.
     fn run_copy(&self, job: CopyJob, progress: Progress) -> Result<CopyStats>;
+
+    /// A new volume whose listed chunks live in the object store (lazy restore), in one
+    /// transaction; its id and name must be free. Reads fetch them on first use.
+    fn restore_remote_volume(
+        &self,
+        h: &VolumeHeader,
+        chunks: Vec<(u64, RemoteChunk)>,
+    ) -> Result<()>;
+    /// Bytes of a volume still in the object store (0 once hydrated).
+    fn remote_bytes(&self, id: &VolumeId) -> Result<u64>;
+    /// The committed chunks of a volume or snapshot that live in the object store.
+    fn load_remote(&self, owner: &str) -> Result<Vec<(u64, RemoteChunk)>>;
+    /// Fetches every chunk of a volume still in the object store (attached or not),
+    /// committing as it goes (an interrupted run resumes); `progress` gets bytes and
+    /// returning false stops it. Returns the bytes fetched by this run.
+    fn hydrate_volume(&self, id: &VolumeId, progress: Progress) -> Result<u64>;
 
     /// `pool check`: the invariants of the committed metadata (online too).
     fn check_pool(&self) -> Result<CheckReport>;

@@ -6,8 +6,11 @@
 
 use std::collections::HashSet;
 
+pub mod archive;
 pub mod catalog;
 pub mod reencrypt;
+pub mod store;
+pub mod throttle;
 pub mod transfer;
 
 use crate::volume::error::{Result, VolumeError};

@@ -38,6 +38,11 @@ pub trait Regions {
     fn catalog(&self, dir: &RegionDir) -> Result<Box<dyn Catalog>, VolumeError>;
     /// Region `r`'s KMS as the volume layer uses it.
     fn kms(&self, r: &Region) -> Result<Box<dyn KeyBackend>, Self::Error>;
+    /// The KMS of the data key of `h`, a header of region `r` (a remote KMS it records).
+    fn kms_for(&self, r: &Region, h: &VolumeHeader) -> Result<Box<dyn KeyBackend>, Self::Error> {
+        let _ = h;
+        self.kms(r)
+    }
     fn clock(&self) -> Clock;
     /// Where to report the bytes copied of `total` (`what` names the copy), if anywhere.
     fn progress(&self, total: u64, what: &str) -> Option<Box<dyn Meter>>;
@@ -66,6 +71,7 @@ fn new_data_key(
         KeySource::Kms {
             key_arn: dk.key_id.clone(),
             wrapped: dk.ciphertext_blob.clone(),
+            endpoint: kms.endpoint().map(String::from),
         },
         dk.plaintext,
     ))
@@ -95,6 +101,15 @@ fn run_copy<R: Regions + ?Sized>(
     finish_volume: Option<&VolumeHeader>,
     max_bandwidth: Option<u64>,
 ) -> Result<CopyStats, VolumeError> {
+    // The copy reads the source's slots: chunks still in the object store (a lazily
+    // restored volume's) have none. Refused before anything is recorded.
+    let remote = src.load_remote(rec.id.as_str())?.len() as u64;
+    if remote > 0 {
+        return Err(VolumeError::NotHydrated {
+            snapshot: rec.id.to_string(),
+            chunks: remote,
+        });
+    }
     let holder = lease_holder(dst_region, owner);
     // Recorded first, leased second: a lease always belongs to a copy that is (or was)
     // in progress, so one whose copy is gone is known to be stale.
@@ -222,7 +237,7 @@ pub fn copy_snapshot<R: Regions + ?Sized>(
 
     // Source data key: one Decrypt in the source region (or the customer key).
     let src_kms = match rec.volume.key {
-        KeySource::Kms { .. } => Some(env.kms(here)?),
+        KeySource::Kms { .. } => Some(env.kms_for(here, &rec.volume)?),
         KeySource::Customer { .. } => None,
     };
     let src_key = lifecycle::data_key(

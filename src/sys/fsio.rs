@@ -106,6 +106,22 @@ impl FileLock {
         file.lock()?;
         Ok(FileLock { _file: file })
     }
+
+    /// The lock on `path` if nobody holds it, else None (does not wait).
+    pub fn try_exclusive(path: &Path) -> io::Result<Option<FileLock>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(PRIVATE_FILE)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(FileLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -90,6 +90,30 @@ pub enum VolumeError {
     #[error(transparent)]
     Kms(#[from] AwsError),
 
+    /// A chunk of a lazily restored volume could not be fetched, or was not what its row
+    /// says (`detail` names the fix).
+    #[error(
+        "chunk {chunk} of {owner} could not be read from the object store (object {object}): {detail}"
+    )]
+    RemoteChunk {
+        owner: String,
+        chunk: u64,
+        object: String,
+        kind: ErrorKind,
+        detail: String,
+    },
+
+    #[error(
+        "volume {volume} has chunks in the object store but region {region} has no snapshot store configured (cryptvol region set-snapshot-store ...)"
+    )]
+    NoSnapshotStore { volume: String, region: String },
+
+    /// A rekeying copy of a snapshot some of whose chunks are still in the object store.
+    #[error(
+        "snapshot {snapshot} has {chunks} chunks still in the object store (restored lazily): hydrate first: restore it to a volume, run `cryptvol volume hydrate` on that volume, snapshot it and copy the new snapshot"
+    )]
+    NotHydrated { snapshot: String, chunks: u64 },
+
     /// An error the region daemon reported, with its class kept for the exit code.
     #[error("{message}")]
     Remote { kind: ErrorKind, message: String },
@@ -138,7 +162,10 @@ impl VolumeError {
             VolumeError::PoolBusy { .. } | VolumeError::Cancelled { .. } => ErrorKind::Busy,
             VolumeError::Kms(_) => ErrorKind::Kms,
             VolumeError::Tool { .. } => ErrorKind::Tool,
-            VolumeError::Remote { kind, .. } => *kind,
+            VolumeError::Remote { kind, .. } | VolumeError::RemoteChunk { kind, .. } => *kind,
+            VolumeError::NoSnapshotStore { .. } | VolumeError::NotHydrated { .. } => {
+                ErrorKind::Invalid
+            }
         }
     }
 

@@ -8,7 +8,10 @@ use super::record;
 use crate::aws::Region;
 
 pub const MAGIC: [u8; 8] = *b"CVVOLHDR";
+/// Six fields: a KMS key is always this data dir's KMS's.
 pub const FORMAT_V1: u16 = 1;
+/// Seven: the seventh is the URL of the remote KMS of the key (empty: this data dir's).
+pub const FORMAT_V2: u16 = 2;
 const FIXED_LEN: usize = 32;
 
 /// Smallest and largest chunk: 64 KiB .. 64 MiB (powers of two).
@@ -21,8 +24,13 @@ pub const MAX_SIZE: u64 = 64 << 40;
 /// How the volume's data key is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
-    /// A data key from the KMS, wrapped under `key_arn` (`wrapped` is the KMS blob).
-    Kms { key_arn: String, wrapped: Vec<u8> },
+    /// A data key from the KMS, wrapped under `key_arn` (`wrapped` is the KMS blob), by
+    /// the remote KMS at `endpoint`, or by this data dir's KMS (`None`).
+    Kms {
+        key_arn: String,
+        wrapped: Vec<u8>,
+        endpoint: Option<String>,
+    },
     /// A key the user supplies at every attach; only a salted verifier is kept.
     Customer { salt: [u8; 16], verifier: [u8; 32] },
 }
@@ -74,7 +82,7 @@ impl VolumeHeader {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = record::begin(&MAGIC, FORMAT_V1);
+        let mut out = record::begin(&MAGIC, FORMAT_V2);
         out.push(match self.key {
             KeySource::Kms { .. } => 1,
             KeySource::Customer { .. } => 2,
@@ -89,9 +97,14 @@ impl VolumeHeader {
         record::push_field(&mut out, self.region.as_str().as_bytes());
         record::push_field(&mut out, self.name.as_bytes());
         match &self.key {
-            KeySource::Kms { key_arn, wrapped } => {
+            KeySource::Kms {
+                key_arn,
+                wrapped,
+                endpoint,
+            } => {
                 record::push_field(&mut out, key_arn.as_bytes());
                 record::push_field(&mut out, wrapped);
+                record::push_field(&mut out, endpoint.as_deref().unwrap_or("").as_bytes());
             }
             KeySource::Customer { salt, verifier } => {
                 record::push_field(&mut out, b"");
@@ -99,14 +112,19 @@ impl VolumeHeader {
                 sv[..16].copy_from_slice(salt);
                 sv[16..].copy_from_slice(verifier);
                 record::push_field(&mut out, &sv);
+                record::push_field(&mut out, b"");
             }
         }
         record::seal(out)
     }
 
+    /// Reads format 2, and format 1 (whose KMS keys are all this data dir's KMS's).
     pub fn decode(bytes: &[u8]) -> Result<VolumeHeader> {
-        let mut r =
-            record::Reader::open(bytes, &MAGIC, FORMAT_V1, FIXED_LEN - 10, "volume header")?;
+        let version = match bytes.get(8..10) {
+            Some(&[lo, hi]) if u16::from_le_bytes([lo, hi]) == FORMAT_V1 => FORMAT_V1,
+            _ => FORMAT_V2,
+        };
+        let mut r = record::Reader::open(bytes, &MAGIC, version, FIXED_LEN - 10, "volume header")?;
         let fixed = r.fixed(FIXED_LEN - 10)?;
         let (kind, chunk_shift) = (fixed[0], fixed[1]);
         if fixed[2..6] != [0; 4] {
@@ -123,11 +141,19 @@ impl VolumeHeader {
         let name = r.text()?;
         let arn = r.text()?;
         let material = r.field()?.to_vec();
+        let endpoint = match version {
+            FORMAT_V1 => String::new(),
+            _ => r.text()?,
+        };
         let key = match kind {
             1 => KeySource::Kms {
                 key_arn: arn,
                 wrapped: material,
+                endpoint: Some(endpoint).filter(|e| !e.is_empty()),
             },
+            2 if !endpoint.is_empty() => {
+                return Err(r.corrupt("a customer key with a KMS endpoint"));
+            }
             2 if material.len() == 48 => KeySource::Customer {
                 salt: material[..16].try_into().expect("16"),
                 verifier: material[16..].try_into().expect("32"),
@@ -167,6 +193,7 @@ mod tests {
                     "arn:aws:kms:local-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
                         .into(),
                 wrapped: vec![7; 140],
+                endpoint: None,
             },
         }
     }
@@ -176,9 +203,18 @@ mod tests {
         let h = sample();
         let b = h.encode();
         // docs/formats.md: 32 fixed + (2+21) id + (2+21) lineage + (2+7) region + (2+2) name
-        // + (2+73) ARN + (2+140) wrapped key + 32 checksum = 340 bytes.
-        assert_eq!(b.len(), 340);
+        // + (2+73) ARN + (2+140) wrapped key + (2+0) endpoint + 32 checksum = 342 bytes.
+        assert_eq!(b.len(), 342);
         assert_eq!(VolumeHeader::decode(&b).unwrap(), h);
+        let remote = VolumeHeader {
+            key: KeySource::Kms {
+                key_arn: "arn:aws:kms:us-east-1:123456789012:key/k".into(),
+                wrapped: vec![1; 200],
+                endpoint: Some("https://kms.us-east-1.amazonaws.com/".into()),
+            },
+            ..h.clone()
+        };
+        assert_eq!(VolumeHeader::decode(&remote.encode()).unwrap(), remote);
         let c = VolumeHeader {
             key: KeySource::Customer {
                 salt: [1; 16],
@@ -203,11 +239,11 @@ mod tests {
             ..sample()
         };
         let body: String = [
-            "4356564f4c48445201000210000000000000004000000000c086fd6a00000000",
+            "4356564f4c48445202000210000000000000004000000000c086fd6a00000000",
             "1500766f6c2d30313233343536373839616263646566301500766f6c2d303132",
             "333435363738396162636465663007006c6f63616c2d31020064620000300001",
             "0101010101010101010101010101010202020202020202020202020202020202",
-            "020202020202020202020202020202",
+            "0202020202020202020202020202020000",
         ]
         .concat();
         let b = h.encode();
@@ -240,11 +276,11 @@ mod tests {
         );
 
         let mut b = sample().encode();
-        b[8] = 2;
+        b[8] = 3;
         let e = VolumeHeader::decode(&b).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "volume header was written by a newer cryptvol (format version 2; this one reads 1): upgrade cryptvol"
+            "volume header was written by a newer cryptvol (format version 3; this one reads 1–2): upgrade cryptvol"
         );
         assert_eq!(e.kind(), crate::volume::error::ErrorKind::NewerFormat);
         let e = record::named(e, "vol-0123456789abcdef0");
@@ -257,9 +293,73 @@ mod tests {
         assert_eq!(e.kind(), crate::volume::error::ErrorKind::Corrupt, "{e}");
     }
 
+    /// Format 1: the same bytes without the endpoint field. It still reads, as a key of
+    /// this data dir's KMS; the encoder writes format 2.
+    fn as_v1(h: &VolumeHeader) -> Vec<u8> {
+        let mut b = h.encode();
+        b.truncate(b.len() - 32 - 2);
+        b[8] = 1;
+        record::seal(b)
+    }
+
+    #[test]
+    fn format_1_reads_as_this_data_dirs_kms() {
+        let h = sample();
+        let v1 = as_v1(&h);
+        assert_eq!(v1.len(), 340);
+        assert_eq!(VolumeHeader::decode(&v1).unwrap(), h);
+        assert_eq!(VolumeHeader::decode(&v1).unwrap().encode()[8], 2);
+        // A v1 header with a seventh field is damaged (trailing bytes), and so is a v2
+        // header without one (truncated).
+        let mut long = h.encode();
+        long[8] = 1;
+        let long = {
+            long.truncate(long.len() - 32);
+            record::seal(long)
+        };
+        assert_eq!(
+            VolumeHeader::decode(&long).unwrap_err().kind(),
+            crate::volume::error::ErrorKind::Corrupt
+        );
+        let mut short = v1.clone();
+        short[8] = 2;
+        let short = {
+            short.truncate(short.len() - 32);
+            record::seal(short)
+        };
+        assert_eq!(
+            VolumeHeader::decode(&short).unwrap_err().kind(),
+            crate::volume::error::ErrorKind::Corrupt
+        );
+        // A customer key never has an endpoint.
+        let c = VolumeHeader {
+            key: KeySource::Customer {
+                salt: [1; 16],
+                verifier: [2; 32],
+            },
+            ..h
+        };
+        let mut b = c.encode();
+        b.truncate(b.len() - 32 - 2);
+        record::push_field(&mut b, b"http://x/");
+        let e = VolumeHeader::decode(&record::seal(b)).unwrap_err();
+        assert!(
+            e.to_string().contains("a customer key with a KMS endpoint"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn every_byte_is_checked() {
-        let b = sample().encode();
+        let b = VolumeHeader {
+            key: KeySource::Kms {
+                key_arn: "arn:aws:kms:local-1:123456789012:key/k".into(),
+                wrapped: vec![7; 40],
+                endpoint: Some("http://kms:9400/".into()),
+            },
+            ..sample()
+        }
+        .encode();
         for i in 0..b.len() {
             let mut t = b.clone();
             t[i] ^= 0x10;

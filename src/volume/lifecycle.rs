@@ -63,6 +63,7 @@ pub fn new_header(
             KeySource::Kms {
                 key_arn: dk.key_id.clone(),
                 wrapped: dk.ciphertext_blob.clone(),
+                endpoint: kms.endpoint().map(String::from),
             }
         }
         KeyChoice::Customer(ck) => {

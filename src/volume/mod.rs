@@ -12,6 +12,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod pool;
 pub mod record;
+pub mod remote;
 pub mod storage;
 pub mod tables;
 #[cfg(test)]

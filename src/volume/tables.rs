@@ -7,7 +7,9 @@
 //! - a slot's count equals the number of `maps` rows that point at it, over every owner
 //!   (volume, snapshot, copy in progress) of that chunk size;
 //! - every `maps` owner has a record in `volumes`, `snapshots` or `pending`;
-//! - a snapshot with a `leases` row is not deleted.
+//! - a snapshot with a `leases` row is not deleted;
+//! - a (owner, chunk) has a `maps` row or a `remote` row, never both, and every `remote`
+//!   owner has a record in `volumes` or `snapshots`.
 
 use redb::TableDefinition;
 
@@ -30,6 +32,11 @@ pub const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending"
 /// (snapshot id, holder) → JSON lease record: a copy reading that snapshot (from this
 /// pool or from another region's). The snapshot cannot be deleted while a lease exists.
 pub const LEASES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("leases");
+
+/// (owner id, chunk index) → encoded `volume::remote::RemoteChunk`: a chunk of a volume
+/// or snapshot that still lives in the object store (lazy restore). A (owner, chunk) is
+/// in `maps` or here, never both. Absent in pools made before it; created on first write.
+pub const REMOTE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("remote");
 
 pub const META_FORMAT: &str = "format";
 pub const POOL_FORMAT_V1: u64 = 1;

@@ -15,6 +15,9 @@ pub mod server;
 /// moto's server: a real S3 / KMS / STS endpoint.
 pub mod moto;
 
+/// A snapshot store in moto for the archive tests.
+pub mod store;
+
 /// The one "nothing changed under the data dir" check.
 pub mod dir_state;
 pub use dir_state::DirState;

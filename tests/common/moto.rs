@@ -77,6 +77,110 @@ impl MotoServer {
     }
 }
 
+impl MotoServer {
+    /// Creates a bucket with the venv's AWS CLI (S3 clients cannot be told to make one).
+    pub fn create_bucket(&self, bucket: &str) {
+        let aws = moto_binary().with_file_name("aws");
+        let out = Command::new(&aws)
+            .args([
+                "--endpoint-url",
+                &self.endpoint,
+                "s3",
+                "mb",
+                &format!("s3://{bucket}"),
+            ])
+            .envs(Self::credentials())
+            .output()
+            .expect("run the aws CLI");
+        assert!(
+            out.status.success(),
+            "aws s3 mb {bucket}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Every object key under `s3://bucket/prefix` with its size.
+    pub fn objects(&self, bucket: &str, prefix: &str) -> Vec<(String, u64)> {
+        let aws = moto_binary().with_file_name("aws");
+        let out = Command::new(&aws)
+            .args(["--endpoint-url", &self.endpoint, "s3api", "list-objects-v2"])
+            .args(["--bucket", bucket, "--prefix", prefix, "--output", "json"])
+            .envs(Self::credentials())
+            .output()
+            .expect("run the aws CLI");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["Contents"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|o| {
+                        (
+                            o["Key"].as_str().unwrap_or_default().to_string(),
+                            o["Size"].as_u64().unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// One object's bytes (through a file: the CLI streams to it).
+    pub fn get_object(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let tmp = tempfile::NamedTempFile::new().expect("temp file");
+        self.s3_cp(
+            &format!("s3://{bucket}/{key}"),
+            &tmp.path().to_string_lossy(),
+        );
+        std::fs::read(tmp.path()).expect("read the object")
+    }
+
+    /// Writes (overwrites) one object.
+    pub fn put_object(&self, bucket: &str, key: &str, bytes: &[u8]) {
+        let tmp = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(tmp.path(), bytes).expect("write the temp file");
+        self.s3_cp(
+            &tmp.path().to_string_lossy(),
+            &format!("s3://{bucket}/{key}"),
+        );
+    }
+
+    fn s3_cp(&self, from: &str, to: &str) {
+        let aws = moto_binary().with_file_name("aws");
+        let out = Command::new(&aws)
+            .args([
+                "--endpoint-url",
+                &self.endpoint,
+                "s3",
+                "cp",
+                "--quiet",
+                from,
+                to,
+            ])
+            .envs(Self::credentials())
+            .output()
+            .expect("run the aws CLI");
+        assert!(
+            out.status.success(),
+            "aws s3 cp {from} {to}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The credentials the tests use with moto (which accepts any).
+    pub fn credentials() -> [(&'static str, &'static str); 3] {
+        [
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ]
+    }
+}
+
 impl Drop for MotoServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

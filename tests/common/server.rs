@@ -86,7 +86,15 @@ impl KmsServer {
             server.addr.starts_with("127.0.0.1:") && !server.addr.ends_with(":0"),
             "{v}"
         );
-        assert_eq!(server.endpoint, format!("http://{}", server.addr), "{v}");
+        // https with `--tls-cert`.
+        assert!(
+            [
+                format!("http://{}", server.addr),
+                format!("https://{}", server.addr)
+            ]
+            .contains(&server.endpoint),
+            "{v}"
+        );
         server
     }
 

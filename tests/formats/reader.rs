@@ -202,8 +202,19 @@ pub struct Record<'a> {
 }
 
 pub fn parse_record<'a>(b: &'a [u8], magic: &[u8; 8], fixed: usize, n: usize) -> Record<'a> {
+    parse_record_version(b, magic, 1, fixed, n)
+}
+
+/// [`parse_record`] of a record of format `version`.
+pub fn parse_record_version<'a>(
+    b: &'a [u8],
+    magic: &[u8; 8],
+    version: u16,
+    fixed: usize,
+    n: usize,
+) -> Record<'a> {
     assert_eq!(&b[..8], magic, "magic");
-    assert_eq!(le16(b, 8), 1, "format version");
+    assert_eq!(le16(b, 8), version, "format version");
     let (body, sum) = b.split_at(b.len() - 32);
     assert_eq!(
         blake3::hash(body).as_bytes(),

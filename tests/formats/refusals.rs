@@ -184,10 +184,14 @@ fn volume_header_damaged_reserved_and_newer() {
     edit_record(&v, VOLUMES, &ids.volume, true, |b| b[13] = 0);
     v.ok(&describe);
 
-    edit_record(&v, VOLUMES, &ids.volume, false, |b| b[8] = 2);
-    says_newer(
+    // Format 2 is today's; 3 is newer.
+    edit_record(&v, VOLUMES, &ids.volume, false, |b| b[8] = 3);
+    says(
         &pool_fail(&v, &describe, NEWER),
-        &format!("the volume header of {}", ids.volume),
+        &[
+            &format!("the volume header of {}", ids.volume),
+            "was written by a newer cryptvol (format version 3; this one reads 1–2): upgrade cryptvol",
+        ],
     );
 }
 

@@ -11,12 +11,13 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::error::{Result, VolumeError};
 use super::header::VolumeHeader;
 use super::ids::{BLOCK_SIZE, SlotNo, VolumeId};
 use super::pool::{DataFile, Pool, Reserved};
+use super::remote::RemoteChunk;
 use crate::crypto::xts::Xts;
 
 const BS: usize = BLOCK_SIZE as usize;
@@ -108,6 +109,12 @@ pub struct OpenVolume {
     data: Arc<DataFile>,
     xts: Xts,
     map: RwLock<HashMap<u64, Entry>>,
+    /// Chunks still in the object store (lazy restore; `remote.rs`). A chunk is in `map`
+    /// or here, never both; both locks are taken together, `map` first.
+    remote: RwLock<HashMap<u64, RemoteChunk>>,
+    /// Chunks being fetched: one fetch per chunk, whoever asks (see `remote.rs`).
+    fetching: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
+    region: String,
     stripes: Vec<RwLock<()>>,
 }
 
@@ -133,6 +140,7 @@ impl OpenVolume {
                 },
             );
         }
+        let remote = pool.load_remote(header.id.as_str())?.into_iter().collect();
         Ok(OpenVolume {
             id: header.id.clone(),
             size: AtomicU64::new(header.size),
@@ -141,6 +149,9 @@ impl OpenVolume {
             pool,
             xts,
             map: RwLock::new(map),
+            remote: RwLock::new(remote),
+            fetching: Mutex::new(HashMap::new()),
+            region: header.region.to_string(),
             stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
         })
     }
@@ -207,9 +218,22 @@ impl OpenVolume {
             ),
             None => m.remove(&chunk),
         };
+        // A chunk that was remote (a whole-chunk write or discard of it, or its fetch)
+        // stops being remote in the same change.
+        let was_remote = self
+            .remote
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&chunk)
+            .is_some();
         drop(m);
-        self.pool
-            .remap(self.shift, self.id.as_str(), chunk, new, old);
+        if was_remote {
+            self.pool
+                .remap_remote(self.shift, self.id.as_str(), chunk, new);
+        } else {
+            self.pool
+                .remap(self.shift, self.id.as_str(), chunk, new, old);
+        }
     }
 
     fn stripe(&self, chunk: u64) -> &RwLock<()> {
@@ -292,7 +316,7 @@ impl OpenVolume {
             let out = &mut buf[done..done + n as usize];
             done += n as usize;
             let _g = self.stripe(chunk).read().unwrap_or_else(|p| p.into_inner());
-            let Some(e) = self.entry(chunk) else {
+            let Some(e) = self.resolve(chunk)? else {
                 out.fill(0);
                 continue;
             };
@@ -328,7 +352,14 @@ impl OpenVolume {
     /// a shared slot's ciphertext except `[skip0, skip1)` (about to be overwritten).
     /// Call with the chunk's stripe held for writing.
     fn own_slot(&self, chunk: u64, skip0: u64, skip1: u64) -> Result<Target> {
-        match self.entry(chunk) {
+        // A remote chunk is fetched first, unless all of it is about to be overwritten
+        // (its `remote` row then goes when the fresh slot is mapped, in `set_entry`).
+        let current = if skip0 == 0 && skip1 == self.chunk_size() {
+            self.entry(chunk)
+        } else {
+            self.resolve(chunk)?
+        };
+        match current {
             Some(e) if !e.shared => Ok(Target::InPlace(e.slot)),
             None => Ok(Target::Fresh {
                 new: self.pool.reserve(self.shift)?,
@@ -437,7 +468,7 @@ impl OpenVolume {
         self.check_range(off, len)?;
         let cs = self.chunk_size();
         for (chunk, in_chunk, n) in self.pieces(off, len) {
-            if self.entry(chunk).is_none() {
+            if self.entry(chunk).is_none() && !self.is_remote(chunk) {
                 continue;
             }
             if n == cs {
@@ -445,8 +476,11 @@ impl OpenVolume {
                     .stripe(chunk)
                     .write()
                     .unwrap_or_else(|p| p.into_inner());
-                if let Some(e) = self.entry(chunk) {
-                    self.set_entry(chunk, None, Some(e.slot));
+                // A remote chunk just stops being remote: it reads as zeros, no fetch.
+                match self.entry(chunk) {
+                    Some(e) => self.set_entry(chunk, None, Some(e.slot)),
+                    None if self.is_remote(chunk) => self.set_entry(chunk, None, None),
+                    None => {}
                 }
                 continue;
             }
@@ -491,5 +525,8 @@ impl OpenVolume {
     }
 }
 
+mod remote;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_remote;

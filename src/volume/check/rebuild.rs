@@ -7,8 +7,8 @@ use redb::{ReadableTable, TableHandle, WriteTransaction};
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::format_size;
 use crate::volume::tables::{
-    FREE, LEASES, MAPS, META, META_FORMAT, PENDING, POOL_FORMAT_V1, REFS, SNAPSHOTS, VOLUMES,
-    hwm_key,
+    FREE, LEASES, MAPS, META, META_FORMAT, PENDING, POOL_FORMAT_V1, REFS, REMOTE, SNAPSHOTS,
+    VOLUMES, hwm_key,
 };
 
 use super::OwnerRecords;
@@ -26,7 +26,9 @@ const MAX_FREED: u64 = 1 << 32;
 /// - every reference count is set to the number of map rows pointing at its slot;
 /// - `free` becomes every slot below the high-water mark that no map row points at; the
 ///   mark is first raised past any referenced slot;
-/// - leases on snapshots that do not exist are removed; a missing format marker is written.
+/// - leases on snapshots that do not exist are removed; a missing format marker is written;
+/// - `remote` rows of owners that do not exist, or of chunks that are also mapped (the
+///   local data wins), are removed.
 ///
 /// Slot numbers that owners with an unreadable record use are protected in every chunk
 /// size where they are below the mark or counted: their count is never lowered (and at
@@ -226,6 +228,19 @@ pub fn repair(w: &WriteTransaction, owners: &dyn OwnerRecords) -> Result<RepairR
             leases.remove((snap.as_str(), holder.as_str()))?;
             let mut f = Fix::new(FixAction::RemovedStaleLease, format!("held by {holder}"));
             f.object = Some(snap.clone());
+            fixes.push(f);
+        }
+    }
+
+    if !a.remote_drops.is_empty() {
+        let mut remote = w.open_table(REMOTE)?;
+        for (owner, chunk) in &a.remote_drops {
+            remote.remove((owner.as_str(), *chunk))?;
+            let mut f = Fix::new(
+                FixAction::DroppedRemoteRow,
+                format!("removed the remote row of chunk {chunk}"),
+            );
+            f.object = Some(owner.clone());
             fixes.push(f);
         }
     }

@@ -43,6 +43,12 @@ pub enum ProblemKind {
     PastHighWater,
     /// A `leases` row names a snapshot that does not exist.
     StaleLease,
+    /// A (owner, chunk) has both a `maps` row and a `remote` row.
+    MappedAndRemote,
+    /// `remote` rows whose owner has no volume, snapshot or pending record.
+    OrphanRemote,
+    /// A `remote` row does not decode.
+    BadRemoteRow,
 }
 
 impl ProblemKind {
@@ -61,6 +67,9 @@ impl ProblemKind {
             ProblemKind::LeakedSlot => "leaked-slot",
             ProblemKind::PastHighWater => "past-high-water",
             ProblemKind::StaleLease => "stale-lease",
+            ProblemKind::MappedAndRemote => "mapped-and-remote",
+            ProblemKind::OrphanRemote => "orphan-remote",
+            ProblemKind::BadRemoteRow => "bad-remote-row",
         }
     }
 
@@ -73,6 +82,7 @@ impl ProblemKind {
                 | ProblemKind::BadSnapshotRecord
                 | ProblemKind::BadPendingRecord
                 | ProblemKind::ChunkOutOfRange
+                | ProblemKind::BadRemoteRow
         )
     }
 }
@@ -296,6 +306,9 @@ pub enum FixAction {
     RaisedHighWater,
     /// Removed a lease on a snapshot that does not exist.
     RemovedStaleLease,
+    /// Removed a `remote` row: its chunk is mapped (the local data wins), or its owner
+    /// does not exist.
+    DroppedRemoteRow,
 }
 
 impl fmt::Display for FixAction {

@@ -8,7 +8,8 @@ use redb::{ReadTransaction, ReadableTable, TableHandle};
 use crate::volume::error::Result;
 use crate::volume::header::VolumeHeader;
 use crate::volume::tables::{
-    FREE, LEASES, MAPS, META, META_FORMAT, PENDING, POOL_FORMAT_V1, REFS, SNAPSHOTS, VOLUMES,
+    FREE, LEASES, MAPS, META, META_FORMAT, PENDING, POOL_FORMAT_V1, REFS, REMOTE, SNAPSHOTS,
+    VOLUMES,
 };
 
 use super::OwnerRecords;
@@ -28,6 +29,8 @@ pub(super) struct Model {
     pub(super) refs: BTreeMap<(u8, u64), u32>,
     pub(super) free: BTreeSet<(u8, u64)>,
     pub(super) leases: Vec<(String, String)>,
+    /// `remote` rows: (owner, chunk) → the row decodes (or why not).
+    pub(super) remote: BTreeMap<(String, u64), std::result::Result<(), String>>,
 }
 
 /// Loads a `Model` from a read or a write transaction (both have `list_tables` and
@@ -100,6 +103,16 @@ macro_rules! load_model {
                 m.leases.push((snap.to_string(), holder.to_string()));
             }
         }
+        if has(REMOTE.name()) {
+            for item in tx.open_table(REMOTE)?.iter()? {
+                let (k, v) = item?;
+                let (owner, chunk) = k.value();
+                let decoded = crate::volume::remote::RemoteChunk::decode(v.value(), "the row")
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                m.remote.insert((owner.to_string(), chunk), decoded);
+            }
+        }
         Result::<Model>::Ok(m)
     }};
 }
@@ -121,6 +134,8 @@ pub(super) struct Analysis {
     pub(super) unknown_format: bool,
     /// Owners with no record: their map rows.
     pub(super) orphans: BTreeMap<String, usize>,
+    /// `remote` rows to drop: of owners with no record, or of chunks also in `maps`.
+    pub(super) remote_drops: Vec<(String, u64)>,
     /// (shift, slot) → map rows of owners with a known geometry pointing at it.
     pub(super) used: BTreeMap<(u8, u64), u32>,
     /// Slot number → map rows of owners with an unknown geometry (any chunk size).
@@ -397,7 +412,59 @@ pub(super) fn analyze(m: &Model, owners: &dyn OwnerRecords) -> Analysis {
             );
         }
     }
+    analyze_remote(m, &geometry, &mut a);
     a
+}
+
+/// The `remote` rows: each owner exists, no chunk is both mapped and remote, every row
+/// decodes.
+fn analyze_remote(
+    m: &Model,
+    geometry: &BTreeMap<&str, (Geometry, &'static str)>,
+    a: &mut Analysis,
+) {
+    let mut orphans: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for ((owner, chunk), decoded) in &m.remote {
+        if !geometry.contains_key(owner.as_str()) {
+            orphans.entry(owner).or_default().push(*chunk);
+            a.remote_drops.push((owner.clone(), *chunk));
+            continue;
+        }
+        let mapped = m
+            .maps
+            .get(owner)
+            .is_some_and(|rows| rows.iter().any(|(c, _)| c == chunk));
+        if mapped {
+            let mut p = Problem::new(
+                ProblemKind::MappedAndRemote,
+                "both mapped and in the object store: the map row (local data) wins, the remote row is stale",
+            )
+            .object(owner);
+            p.chunk = Some(*chunk);
+            a.report_problems.push(p);
+            a.remote_drops.push((owner.clone(), *chunk));
+        } else if let Err(e) = decoded {
+            let mut p = Problem::new(
+                ProblemKind::BadRemoteRow,
+                format!("its remote row does not decode: {e}"),
+            )
+            .object(owner);
+            p.chunk = Some(*chunk);
+            a.report_problems.push(p);
+        }
+    }
+    for (owner, chunks) in orphans {
+        a.report_problems.push(
+            Problem::new(
+                ProblemKind::OrphanRemote,
+                format!(
+                    "{} but no volume or snapshot has this id",
+                    plural(chunks.len() as u64, "remote row", "remote rows")
+                ),
+            )
+            .object(owner),
+        );
+    }
 }
 
 /// Why a lease protects nothing, if it does not: its snapshot is gone, or its holder is a

@@ -30,14 +30,14 @@
 //! is loaded when the pool is opened, before any commit can free anything: loading it
 //! later raced with a commit's punch-then-release (the defect `allocator_window`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::{Pool, lock};
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::SlotNo;
-use crate::volume::tables::{FREE, MAPS, META, REFS, hwm_key};
+use crate::volume::tables::{FREE, MAPS, META, REFS, REMOTE, hwm_key};
 
 /// Allocation state of one chunk size, in memory.
 #[derive(Debug, Default)]
@@ -52,10 +52,13 @@ pub(super) struct Allocator {
 #[derive(Debug, Default)]
 pub(super) struct Dirty {
     /// (owner: a volume, or a copy in progress, chunk) → slot.
-    maps: HashMap<(String, u64), Option<u64>>,
-    refs: HashMap<(u8, u64), i64>,
+    pub(super) maps: HashMap<(String, u64), Option<u64>>,
+    pub(super) refs: HashMap<(u8, u64), i64>,
     /// New high-water marks per chunk size.
     hwm: HashMap<u8, u64>,
+    /// `remote` rows to drop: chunks fetched from the object store (their map row is in
+    /// `maps`, in the same commit) or discarded. Idempotent, unlike the counts.
+    pub(super) remote_drops: HashSet<(String, u64)>,
     /// A commit in doubt landed, but is not known to be durable: the next commit writes
     /// a transaction even with nothing else to write, and only when that one succeeds
     /// are the slots the landed commit freed released.
@@ -65,7 +68,11 @@ pub(super) struct Dirty {
 
 impl Dirty {
     fn is_empty(&self) -> bool {
-        self.maps.is_empty() && self.refs.is_empty() && self.hwm.is_empty() && !self.sync_landed
+        self.maps.is_empty()
+            && self.refs.is_empty()
+            && self.hwm.is_empty()
+            && self.remote_drops.is_empty()
+            && !self.sync_landed
     }
 
     /// Puts back what a failed commit took, under anything recorded since (which is newer).
@@ -80,6 +87,7 @@ impl Dirty {
             let e = self.hwm.entry(k).or_insert(v);
             *e = (*e).max(v);
         }
+        self.remote_drops.extend(older.remote_drops);
         self.sync_landed |= older.sync_landed;
         self.landed_freed.extend(older.landed_freed);
     }
@@ -346,6 +354,12 @@ impl Pool {
                     Some(s) => maps.insert((owner.as_str(), *chunk), *s)?,
                     None => maps.remove((owner.as_str(), *chunk))?,
                 };
+            }
+            if !d.remote_drops.is_empty() {
+                let mut remote = w.open_table(REMOTE)?;
+                for (owner, chunk) in &d.remote_drops {
+                    remote.remove((owner.as_str(), *chunk))?;
+                }
             }
             let mut refs = w.open_table(REFS)?;
             for (k, delta) in &d.refs {

@@ -29,6 +29,7 @@ use crate::sys::fsio;
 mod alloc;
 mod data;
 mod objects;
+mod remote;
 #[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]
@@ -37,6 +38,7 @@ pub(crate) use tests::assert_consistent as assert_consistent_for_tests;
 use alloc::PoolState;
 pub use alloc::Reserved;
 pub use data::DataFile;
+pub use remote::HYDRATE_BATCH;
 
 pub struct Pool {
     pub dir: PathBuf,
@@ -49,6 +51,9 @@ pub struct Pool {
     /// Serializes metadata transactions, so that a commit of block-level changes and an
     /// object operation (snapshot, delete) never interleave.
     commit_lock: Mutex<()>,
+    /// Fetches chunks that live in the object store (lazy restore); `None`: the region
+    /// has no snapshot store, and reading such a chunk is an error.
+    fetcher: RwLock<Option<Arc<dyn crate::volume::remote::ChunkFetcher>>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -94,6 +99,7 @@ impl Pool {
             files: RwLock::new(HashMap::new()),
             state: Mutex::new(PoolState::default()),
             commit_lock: Mutex::new(()),
+            fetcher: RwLock::new(None),
         };
         pool.load_allocators()?;
         Ok(pool)

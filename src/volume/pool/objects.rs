@@ -4,11 +4,13 @@
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
+use super::remote::{clone_remote, drop_remote, insert_remote};
 use super::{Pool, lock};
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::header::VolumeHeader;
 use crate::volume::ids::{SlotNo, SnapshotId, VolumeId};
 use crate::volume::record::named;
+use crate::volume::remote::RemoteChunk;
 use crate::volume::tables::{FREE, LEASES, MAPS, PENDING, REFS, SNAPSHOTS, VOLUMES};
 
 impl Pool {
@@ -33,12 +35,17 @@ impl Pool {
 
     /// Stores a new volume's header durably; fails if its id or name is taken.
     pub fn create_volume(&self, h: &VolumeHeader) -> Result<()> {
-        self.add_volume(h, None)
+        self.add_volume(h, None, &[])
     }
 
-    /// Stores a new volume, empty or (`share_from`) with every slot of that map shared,
-    /// in one transaction.
-    fn add_volume(&self, h: &VolumeHeader, share_from: Option<&SnapshotId>) -> Result<()> {
+    /// Stores a new volume, empty or (`share_from`) with every slot of that map shared
+    /// and its `remote` rows copied, or with the `remote` chunks given, in one transaction.
+    pub(super) fn add_volume(
+        &self,
+        h: &VolumeHeader,
+        share_from: Option<&SnapshotId>,
+        remote: &[(u64, RemoteChunk)],
+    ) -> Result<()> {
         let _c = lock(&self.commit_lock);
         if !h.name.is_empty()
             && let Some(other) = self.list_volumes()?.into_iter().find(|o| o.name == h.name)
@@ -69,7 +76,9 @@ impl Pool {
                 });
             }
             clone_map(&w, from.as_str(), h.id.as_str(), h.chunk_shift)?;
+            clone_remote(&w, from.as_str(), h.id.as_str())?;
         }
+        insert_remote(&w, h.id.as_str(), remote)?;
         w.commit()?;
         Ok(())
     }
@@ -102,6 +111,7 @@ impl Pool {
         let c = lock(&self.commit_lock);
         let w = self.begin_write()?;
         let freed = drop_map(&w, h.id.as_str(), h.chunk_shift)?;
+        drop_remote(&w, h.id.as_str())?;
         w.open_table(VOLUMES)?.remove(h.id.as_str())?;
         w.commit()?;
         drop(c);
@@ -139,6 +149,7 @@ impl Pool {
             snaps.insert(snap_id.as_str(), record)?;
         }
         clone_map(&w, vol.id.as_str(), snap_id.as_str(), vol.chunk_shift)?;
+        clone_remote(&w, vol.id.as_str(), snap_id.as_str())?;
         w.commit()?;
         Ok(())
     }
@@ -166,6 +177,7 @@ impl Pool {
             });
         }
         let freed = drop_map(&w, snap_id.as_str(), chunk_shift)?;
+        drop_remote(&w, snap_id.as_str())?;
         w.open_table(SNAPSHOTS)?.remove(snap_id.as_str())?;
         w.commit()?;
         drop(c);
@@ -175,7 +187,7 @@ impl Pool {
 
     /// A new volume sharing every slot of a snapshot (copy-on-write restore).
     pub fn restore_volume(&self, snap_id: &SnapshotId, h: &VolumeHeader) -> Result<()> {
-        self.add_volume(h, Some(snap_id))
+        self.add_volume(h, Some(snap_id), &[])
     }
 
     /// Records a copy in progress under `owner` (durably, before any chunk is copied).
@@ -265,6 +277,7 @@ impl Pool {
             w.open_table(LEASES)?.remove(l)?;
         }
         let freed = drop_map(&w, owner, chunk_shift)?;
+        drop_remote(&w, owner)?;
         w.commit()?;
         drop(c);
         self.release_freed(freed);

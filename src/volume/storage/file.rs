@@ -11,6 +11,9 @@ use std::sync::{Arc, OnceLock};
 use super::{BlockStore, PoolStorage, data_file_name};
 use crate::sys::fsio;
 
+/// The pool's metadata database, in the pool directory.
+pub const METADATA_FILE: &str = "meta.redb";
+
 #[derive(Debug)]
 pub struct FileStorage {
     dir: PathBuf,
@@ -72,7 +75,7 @@ impl PoolStorage for FileStorage {
     }
 
     fn metadata_path(&self) -> PathBuf {
-        self.dir.join("meta.redb")
+        self.dir.join(METADATA_FILE)
     }
 }
 

@@ -229,3 +229,61 @@ fn unreadable_records_and_rows_past_the_end_are_reported_and_their_slots_kept() 
     assert_eq!(read_all(pool, &c), c_data);
     assert_eq!(read_all(pool, &f.a), f.a_data);
 }
+
+/// `remote` rows (lazy restore): a chunk both mapped and remote, and rows of an owner
+/// that does not exist, are reported and dropped by repair; the data stays; a row that
+/// does not decode is only reported.
+#[test]
+fn remote_rows_mapped_twice_or_orphaned_are_found_and_dropped() {
+    use crate::volume::remote::RemoteChunk;
+    use crate::volume::tables::REMOTE;
+    let f = fixture();
+    let pool = &f.pool;
+    let a_id = f.a.id.as_str();
+    let row = RemoteChunk {
+        object: "chunk-0".into(),
+        blake3: [1; 32],
+        len: CHUNK as u32,
+    }
+    .encode();
+    let orphan = "vol-00000000000000dead";
+    // A volume with one remote chunk (chunk 6) is clean.
+    let lazy = VolumeHeader {
+        id: VolumeId::random(),
+        ..f.a.clone()
+    };
+    pool.restore_remote_volume(&lazy, &[(6, RemoteChunk::decode(&row, "row").unwrap())])
+        .unwrap();
+    let clean = pool.check(&HeaderOwners).unwrap();
+    assert!(clean.clean, "{clean}");
+    damage(pool, |w| {
+        let mut t = w.open_table(REMOTE).unwrap();
+        t.insert((a_id, 0), row.as_slice()).unwrap();
+        t.insert((orphan, 3), row.as_slice()).unwrap();
+        t.insert((orphan, 4), row.as_slice()).unwrap();
+        t.insert((lazy.id.as_str(), 7), &[1u8, 2, 3][..]).unwrap();
+    });
+    let r = pool.check(&HeaderOwners).unwrap();
+    let p = find(&r, ProblemKind::MappedAndRemote, Some(a_id), None);
+    assert_eq!(p.chunk, Some(0));
+    assert!(p.repairable);
+    let p = find(&r, ProblemKind::OrphanRemote, Some(orphan), None);
+    assert!(p.detail.starts_with("2 remote rows"), "{p}");
+    let p = find(&r, ProblemKind::BadRemoteRow, Some(lazy.id.as_str()), None);
+    assert!(!p.repairable);
+    assert_eq!(r.problems.len(), 3, "{r}");
+
+    let rep = pool.repair(&HeaderOwners).unwrap();
+    let dropped = rep
+        .fixes
+        .iter()
+        .filter(|x| x.action == FixAction::DroppedRemoteRow)
+        .count();
+    assert_eq!(dropped, 3, "{rep:?}");
+    let after = pool.check(&HeaderOwners).unwrap();
+    assert_eq!(after.problems.len(), 1, "{after}");
+    assert_eq!(after.problems[0].kind, ProblemKind::BadRemoteRow);
+    assert!(pool.load_remote(orphan).unwrap().is_empty());
+    assert!(pool.load_remote(a_id).unwrap().is_empty());
+    assert_eq!(read_all(pool, &f.a), f.a_data);
+}

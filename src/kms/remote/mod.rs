@@ -9,8 +9,7 @@
 //! published vectors, and against botocore through the compatibility suite). The HTTP
 //! client is ureq (blocking, rustls): the volume layer is synchronous.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -23,91 +22,26 @@ use super::backend::{DataKeySpec, KeyBackend};
 use super::context::EncryptionContext;
 use super::ids::KeyRef;
 use crate::aws::b64;
+use crate::aws::credentials::Credentials;
 use crate::aws::error::{AwsError, Result};
 use crate::aws::ids::Region;
 use crate::aws::sigv4;
 use crate::crypto::SecretBytes;
 
+pub mod tls;
+
 pub const ENDPOINT_ENV: &str = "CRYPTVOL_KMS_ENDPOINT";
 const TIMEOUT: Duration = Duration::from_secs(15);
-
-/// An access key to sign with.
-pub struct RemoteCredentials {
-    pub access_key_id: String,
-    pub secret_access_key: Zeroizing<String>,
-    pub session_token: Option<Zeroizing<String>>,
-}
-
-impl std::fmt::Debug for RemoteCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteCredentials")
-            .field("access_key_id", &self.access_key_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RemoteCredentials {
-    /// As the AWS CLI finds them: `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (and
-    /// `AWS_SESSION_TOKEN`), else the `AWS_PROFILE` (or `default`) section of
-    /// `AWS_SHARED_CREDENTIALS_FILE` (or `~/.aws/credentials`).
-    pub fn from_environment() -> Result<RemoteCredentials> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        if let (Some(id), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
-            return Ok(RemoteCredentials {
-                access_key_id: id,
-                secret_access_key: Zeroizing::new(secret),
-                session_token: var("AWS_SESSION_TOKEN").map(Zeroizing::new),
-            });
-        }
-        let profile = var("AWS_PROFILE").unwrap_or_else(|| "default".into());
-        let path = var("AWS_SHARED_CREDENTIALS_FILE")
-            .map(PathBuf::from)
-            .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".aws/credentials")));
-        let missing = || AwsError::RemoteCredentials {
-            message: format!(
-                "no credentials for the KMS endpoint: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add a [{profile}] section to ~/.aws/credentials (make a key with `cryptvol iam create-access-key` on the server)"
-            ),
-        };
-        let text = path
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .map(Zeroizing::new)
-            .ok_or_else(missing)?;
-        let section = ini_section(&text, &profile);
-        match (
-            section.get("aws_access_key_id"),
-            section.get("aws_secret_access_key"),
-        ) {
-            (Some(id), Some(secret)) => Ok(RemoteCredentials {
-                access_key_id: id.clone(),
-                secret_access_key: Zeroizing::new(secret.clone()),
-                session_token: section
-                    .get("aws_session_token")
-                    .map(|t| Zeroizing::new(t.clone())),
-            }),
-            _ => Err(missing()),
-        }
-    }
-}
-
-/// `key = value` pairs of one `[section]` of an INI file.
-fn ini_section(text: &str, section: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut inside = false;
-    for line in text.lines().map(str::trim) {
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            inside = name.trim() == section;
-        } else if inside && let Some((k, v)) = line.split_once('=') {
-            out.insert(k.trim().to_string(), v.trim().to_string());
-        }
-    }
-    out
-}
 
 pub struct RemoteKms {
     endpoint: String,
     host: String,
+    /// The region to sign for when the request names no key by ARN.
     region: Region,
-    creds: RemoteCredentials,
+    /// The region of the key that made the blobs Decrypt and ReEncrypt are given (the
+    /// volume header's key ARN), when known.
+    blob_region: Option<Region>,
+    creds: Credentials,
     agent: ureq::Agent,
 }
 
@@ -121,7 +55,16 @@ impl std::fmt::Debug for RemoteKms {
 }
 
 impl RemoteKms {
-    pub fn new(endpoint: &str, region: Region, creds: RemoteCredentials) -> Result<RemoteKms> {
+    /// A client of `endpoint`, signing with `creds` for `region` unless a request names a
+    /// key by ARN; with `ca_bundle`, https endpoints are trusted only if their certificate
+    /// chains to one of that PEM file's certificates (as the AWS CLI's `--ca-bundle`),
+    /// else to the bundled Mozilla roots.
+    pub fn new(
+        endpoint: &str,
+        region: Region,
+        creds: Credentials,
+        ca_bundle: Option<&Path>,
+    ) -> Result<RemoteKms> {
         let bad =
             |why: &str| AwsError::validation("--kms-endpoint", format!("'{endpoint}': {why}"));
         let (scheme, rest) = endpoint
@@ -134,18 +77,32 @@ impl RemoteKms {
         if host.is_empty() {
             return Err(bad("no host"));
         }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .timeout_global(Some(TIMEOUT))
-            .http_status_as_error(false)
-            .build()
-            .into();
+            .http_status_as_error(false);
+        if let Some(path) = ca_bundle {
+            config = config.tls_config(tls::with_ca_bundle(path)?);
+        }
         Ok(RemoteKms {
             endpoint: format!("{scheme}://{host}/"),
             host,
             region,
+            blob_region: None,
             creds,
-            agent,
+            agent: config.build().into(),
         })
+    }
+
+    /// Decrypt and ReEncrypt sign for the region of `key_arn` (the key the volume header
+    /// records), when it is an ARN.
+    pub fn with_blob_key(mut self, key_arn: &str) -> RemoteKms {
+        self.blob_region = arn_region(key_arn);
+        self
+    }
+
+    /// The region a request about `key` is signed for: the ARN's, else the default.
+    fn region_for<'a>(&'a self, key: Option<&'a KeyRef>) -> &'a Region {
+        key.and_then(KeyRef::region).unwrap_or(&self.region)
     }
 
     pub fn endpoint(&self) -> &str {
@@ -153,7 +110,7 @@ impl RemoteKms {
     }
 
     /// One request: sign, send, and turn AWS's error envelope into a `AwsError`.
-    fn call(&self, op: &str, body: &Value) -> Result<Value> {
+    fn call(&self, op: &str, body: &Value, region: &Region) -> Result<Value> {
         let payload = Zeroizing::new(serde_json::to_vec(body).expect("requests serialize"));
         let headers = vec![
             ("host".to_string(), self.host.clone()),
@@ -170,15 +127,11 @@ impl RemoteKms {
             headers: &headers,
             body: &payload,
         };
-        let creds = sigv4::Credentials {
-            access_key_id: &self.creds.access_key_id,
-            secret_access_key: &self.creds.secret_access_key,
-            session_token: self.creds.session_token.as_ref().map(|t| t.as_str()),
-        };
+        // The signer adds x-amz-security-token when the credentials have a session token.
         let signed = sigv4::sign(
             &parts,
-            &creds,
-            self.region.as_str(),
+            &self.creds.sigv4(),
+            region.as_str(),
             "kms",
             std::time::SystemTime::now(),
         );
@@ -192,7 +145,7 @@ impl RemoteKms {
         };
         let mut resp = req
             .send(&payload[..])
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| tls::transport_error(&self.endpoint, e))?;
         let status = resp.status().as_u16();
         let bytes = Zeroizing::new(
             resp.body_mut()
@@ -258,7 +211,20 @@ fn known(s: &str, options: &[&'static str]) -> &'static str {
         .unwrap_or("UNKNOWN")
 }
 
+/// The region of `arn:PARTITION:kms:REGION:ACCOUNT:...`, if it is one.
+fn arn_region(arn: &str) -> Option<Region> {
+    let mut parts = arn.split(':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("arn"), Some(_), Some("kms"), Some(region)) => Region::parse(region).ok(),
+        _ => None,
+    }
+}
+
 impl KeyBackend for RemoteKms {
+    fn endpoint(&self) -> Option<&str> {
+        Some(&self.endpoint)
+    }
+
     fn generate_data_key(
         &self,
         key: &KeyRef,
@@ -271,7 +237,7 @@ impl KeyBackend for RemoteKms {
             Some(name) => body["KeySpec"] = name.into(),
             None => body["NumberOfBytes"] = spec.len().into(),
         }
-        let mut v = self.call("GenerateDataKey", &body)?;
+        let mut v = self.call("GenerateDataKey", &body, self.region_for(Some(key)))?;
         let plaintext = SecretBytes::new(blob_field(&v, "Plaintext", &self.endpoint)?);
         if let Some(Value::String(s)) = v.get_mut("Plaintext") {
             zeroize::Zeroize::zeroize(s);
@@ -285,7 +251,8 @@ impl KeyBackend for RemoteKms {
 
     fn decrypt(&self, blob: &[u8], context: &EncryptionContext) -> Result<DecryptResponse> {
         let body = json!({ "CiphertextBlob": b64::encode(blob), "EncryptionContext": context_json(context) });
-        let mut v = self.call("Decrypt", &body)?;
+        let region = self.blob_region.as_ref().unwrap_or(&self.region);
+        let mut v = self.call("Decrypt", &body, region)?;
         let plaintext = SecretBytes::new(blob_field(&v, "Plaintext", &self.endpoint)?);
         if let Some(Value::String(s)) = v.get_mut("Plaintext") {
             zeroize::Zeroize::zeroize(s);
@@ -310,7 +277,11 @@ impl KeyBackend for RemoteKms {
             "DestinationKeyId": destination.to_string(),
             "DestinationEncryptionContext": context_json(destination_context),
         });
-        let v = self.call("ReEncrypt", &body)?;
+        let region = match &self.blob_region {
+            Some(r) => r,
+            None => self.region_for(Some(destination)),
+        };
+        let v = self.call("ReEncrypt", &body, region)?;
         Ok(ReEncryptResponse {
             ciphertext_blob: blob_field(&v, "CiphertextBlob", &self.endpoint)?,
             source_key_id: field(&v, "SourceKeyId", &self.endpoint)?.to_string(),
@@ -321,7 +292,11 @@ impl KeyBackend for RemoteKms {
     }
 
     fn describe_key(&self, key: &KeyRef) -> Result<KeyMetadata> {
-        let v = self.call("DescribeKey", &json!({ "KeyId": key.to_string() }))?;
+        let v = self.call(
+            "DescribeKey",
+            &json!({ "KeyId": key.to_string() }),
+            self.region_for(Some(key)),
+        )?;
         let m = &v["KeyMetadata"];
         let s = |name: &str| m[name].as_str().unwrap_or("").to_string();
         Ok(KeyMetadata {
@@ -352,31 +327,58 @@ impl KeyBackend for RemoteKms {
 mod tests {
     use super::*;
 
-    #[test]
-    fn ini_sections_and_endpoints() {
-        let text = "[default]\naws_access_key_id = A\naws_secret_access_key=B\n[other]\naws_access_key_id=C\n";
-        let d = ini_section(text, "default");
-        assert_eq!(d["aws_access_key_id"], "A");
-        assert_eq!(d["aws_secret_access_key"], "B");
-        assert_eq!(ini_section(text, "other").len(), 1);
-        let creds = || RemoteCredentials {
+    fn creds() -> Credentials {
+        Credentials {
             access_key_id: "A".into(),
             secret_access_key: Zeroizing::new("B".into()),
             session_token: None,
-        };
+            expiration: None,
+        }
+    }
+
+    #[test]
+    fn endpoints() {
         let r = Region::parse("local-1").unwrap();
-        let k = RemoteKms::new("http://127.0.0.1:9400", r.clone(), creds()).unwrap();
+        let k = RemoteKms::new("http://127.0.0.1:9400", r.clone(), creds(), None).unwrap();
         assert_eq!(k.host, "127.0.0.1:9400");
         assert_eq!(k.endpoint(), "http://127.0.0.1:9400/");
+        assert_eq!(KeyBackend::endpoint(&k), Some("http://127.0.0.1:9400/"));
         for (bad, why) in [
             ("ftp://x", "the scheme must be http or https"),
             ("127.0.0.1:9400", "use http://HOST:PORT or https://HOST"),
         ] {
             assert!(matches!(
-                RemoteKms::new(bad, r.clone(), creds()),
+                RemoteKms::new(bad, r.clone(), creds(), None),
                 Err(AwsError::Validation { field, message })
                     if field == "--kms-endpoint" && message.contains(why)
             ));
         }
+    }
+
+    /// A key named by ARN is signed for the ARN's region; Decrypt for the region of the
+    /// header's key ARN; anything else for the default.
+    #[test]
+    fn signing_regions() {
+        let r = Region::parse("local-1").unwrap();
+        let k = RemoteKms::new("http://h", r.clone(), creds(), None).unwrap();
+        let arn = "arn:aws:kms:eu-west-3:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let by_arn = KeyRef::parse(arn).unwrap();
+        assert_eq!(k.region_for(Some(&by_arn)).as_str(), "eu-west-3");
+        let by_id = KeyRef::parse("1234abcd-12ab-34cd-56ef-1234567890ab").unwrap();
+        assert_eq!(k.region_for(Some(&by_id)).as_str(), "local-1");
+        assert!(k.blob_region.is_none());
+        let k = k.with_blob_key(arn);
+        assert_eq!(
+            k.blob_region.as_ref().map(Region::as_str),
+            Some("eu-west-3")
+        );
+        assert_eq!(
+            arn_region("arn:aws-cn:kms:cn-north-1:1:key/x")
+                .unwrap()
+                .as_str(),
+            "cn-north-1"
+        );
+        assert!(arn_region("1234abcd-12ab-34cd-56ef-1234567890ab").is_none());
+        assert!(arn_region("arn:aws:s3:::bucket").is_none());
     }
 }

@@ -1,0 +1,312 @@
+//! The snapshot store from the command line: `region set-snapshot-store`, the flags that
+//! name a store for one command (`--snapshot-store`, `--s3-endpoint`, `--s3-region`),
+//! `snapshot archive` (run or resume an archive in the foreground), and the background
+//! archiver `snapshot create` starts.
+
+use std::process::{Command, Stdio};
+
+use clap::Subcommand;
+
+use super::Config;
+use super::exit::CliError;
+use crate::daemon::catalog;
+use crate::snapshot::archive::{self, ArchiveError, JobEnv, job};
+use crate::snapshot::catalog::Catalog;
+use crate::snapshot::store::{SnapshotStore, StoreConfig};
+
+/// A snapshot store named on the command line (else the region's own).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StoreArgs {
+    /// The snapshot store: s3://BUCKET/PREFIX [default: the region's, see `region set-snapshot-store`]
+    #[arg(long, value_name = "URL")]
+    pub snapshot_store: Option<String>,
+    /// An S3-compatible endpoint for the store (http://HOST:PORT) [default: AWS S3]
+    #[arg(long, value_name = "URL", requires = "snapshot_store")]
+    pub s3_endpoint: Option<String>,
+    /// The store's region, for signing [default: us-east-1]
+    #[arg(long, value_name = "REGION", requires = "snapshot_store")]
+    pub s3_region: Option<String>,
+}
+
+impl StoreArgs {
+    /// The store these flags name, or the region's, or None.
+    pub fn resolve(&self, cfg: &Config) -> Result<Option<StoreConfig>, CliError> {
+        match &self.snapshot_store {
+            Some(url) => Ok(Some(StoreConfig::new(
+                url,
+                self.s3_endpoint.as_deref(),
+                self.s3_region.as_deref(),
+            )?)),
+            None => Ok(archive::load_config(&cfg.region_dir())?),
+        }
+    }
+
+    /// As `resolve`, but a store is required.
+    pub fn require(&self, cfg: &Config) -> Result<SnapshotStore, CliError> {
+        let c = self.resolve(cfg)?.ok_or_else(|| ArchiveError::NoStore {
+            region: cfg.region.to_string(),
+        })?;
+        Ok(archive::open_store(&c, cfg.aws_profile.as_deref())?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegionCommand {
+    /// Archive this region's snapshots into an S3-compatible object store from now on
+    SetSnapshotStore {
+        /// s3://BUCKET/PREFIX
+        url: String,
+        /// An S3-compatible endpoint (http://HOST:PORT) [default: AWS S3]
+        #[arg(long, value_name = "URL")]
+        s3_endpoint: Option<String>,
+        /// The store's region, for signing [default: us-east-1]
+        #[arg(long, value_name = "REGION")]
+        s3_region: Option<String>,
+    },
+    /// The region's settings: its snapshot store, if any
+    Describe,
+}
+
+/// Checks that the store answers (so a typo fails now, not at the first snapshot).
+pub fn check_store(store: &StoreConfig, profile: Option<&str>) -> Result<(), CliError> {
+    archive::open_store(store, profile)?.list("snapshots")?;
+    Ok(())
+}
+
+pub fn run_region(cfg: &Config, cmd: RegionCommand) -> Result<(), CliError> {
+    let dir = cfg.region_dir();
+    dir.config()?;
+    match cmd {
+        RegionCommand::SetSnapshotStore {
+            url,
+            s3_endpoint,
+            s3_region,
+        } => {
+            let store = StoreConfig::new(&url, s3_endpoint.as_deref(), s3_region.as_deref())?;
+            check_store(&store, cfg.aws_profile.as_deref())?;
+            archive::save_config(&dir, &store)?;
+            cfg.print(
+                &serde_json::json!({ "Region": cfg.region.to_string(), "SnapshotStore": store }),
+                "Region",
+            )
+        }
+        RegionCommand::Describe => {
+            let store = archive::load_config(&dir)?;
+            cfg.print(
+                &serde_json::json!({ "Region": cfg.region.to_string(), "SnapshotStore": store }),
+                "Region",
+            )
+        }
+    }
+}
+
+/// `snapshot archive SNAP`: runs (or resumes) the archive in this process.
+pub fn run_archive(
+    cfg: &Config,
+    snapshot: &str,
+    max_bandwidth: Option<u64>,
+    customer_key: Option<&crate::crypto::SecretBytes>,
+    store_args: &StoreArgs,
+) -> Result<job::ArchiveStatus, CliError> {
+    let dir = cfg.region_dir();
+    let store = store_args.require(cfg)?;
+    let open = || catalog::open(&dir);
+    let kms = match customer_key {
+        Some(_) => None,
+        None => Some(cfg.volume_kms()?),
+    };
+    let env = JobEnv {
+        dir: &dir,
+        region: &cfg.region,
+        catalog: &open,
+        kms: kms.as_deref(),
+        customer_key,
+        now_ns: cfg.clock.now_nanos(),
+    };
+    Ok(archive::run_job(&env, &store, snapshot, max_bandwidth)?)
+}
+
+/// Starts `cryptvol snapshot archive SNAP` in the background (its own process group, so a
+/// Ctrl-C of the command that started it does not stop it), logging to the region's
+/// logs directory. The job's status file says how it goes.
+pub fn spawn_archiver(cfg: &Config, snapshot: &str) -> Result<(), CliError> {
+    let dir = cfg.region_dir();
+    let logs = dir.logs_dir();
+    crate::sys::fsio::create_private_dir(&logs)
+        .map_err(|e| crate::volume::VolumeError::io("cannot create", &logs, e))?;
+    let log_path = logs.join(format!("archive-{snapshot}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| crate::volume::VolumeError::io("cannot open", &log_path, e))?;
+    let err = log
+        .try_clone()
+        .map_err(|e| crate::volume::VolumeError::io("cannot open", &log_path, e))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| crate::volume::VolumeError::io("cannot find", "the cryptvol binary", e))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--data-dir").arg(&cfg.data_dir).args([
+        "--region",
+        cfg.region.as_str(),
+        "--output",
+        "json",
+    ]);
+    if let Some(p) = &cfg.profile {
+        cmd.args(["--profile", p]);
+    }
+    if let Some(e) = &cfg.kms_endpoint {
+        cmd.args(["--kms-endpoint", e]);
+    }
+    if let Some(p) = &cfg.aws_profile {
+        cmd.args(["--aws-profile", p]);
+    }
+    if let Some(f) = &cfg.passphrase.file {
+        cmd.arg("--passphrase-file").arg(f);
+    }
+    cmd.args(["snapshot", "archive", snapshot])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd.spawn()
+        .map_err(|e| crate::volume::VolumeError::io("cannot start", "the archiver", e))?;
+    Ok(())
+}
+
+/// Starts an archiver for every archive of the region that is pending with no process
+/// running it (one killed, or the machine restarted): archives resume by themselves.
+pub fn resume_stale(cfg: &Config) -> Result<(), CliError> {
+    let dir = cfg.region_dir();
+    for s in job::list(&dir) {
+        if s.state == job::ArchiveState::Pending && !job::is_running(&dir, &s.snapshot_id) {
+            spawn_archiver(cfg, &s.snapshot_id)?;
+        }
+    }
+    Ok(())
+}
+
+/// Cancels the archive of a snapshot about to be deleted: refused while a process runs
+/// it; otherwise its lease ends and what it registered in the store is released.
+pub fn cancel_archive(
+    cfg: &Config,
+    access: &dyn Catalog,
+    snapshot: &str,
+    lineage: &str,
+) -> Result<Option<archive::delete::DeleteStats>, CliError> {
+    let dir = cfg.region_dir();
+    let Some(status) = job::read(&dir, snapshot) else {
+        return Ok(None);
+    };
+    let Some(_lock) = job::try_lock(&dir, snapshot)? else {
+        return Err(ArchiveError::Busy {
+            snapshot: snapshot.to_string(),
+        }
+        .into());
+    };
+    let _ = status;
+    let stats = match archive::load_config(&dir)? {
+        Some(c) => Some(archive::delete::delete(
+            &archive::open_store(&c, cfg.aws_profile.as_deref())?,
+            lineage,
+            snapshot,
+        )?),
+        None => None,
+    };
+    access.release_lease(snapshot, &archive::lease_holder(snapshot))?;
+    Ok(stats)
+}
+
+/// A lazily restored volume's hold on the store's objects: `<region>/archive/<vol>.hold`
+/// names its lineage, so that hydrating or deleting it can release the hold.
+fn hold_path(cfg: &Config, volume: &str) -> std::path::PathBuf {
+    cfg.region_dir()
+        .archive_dir()
+        .join(format!("{volume}.hold"))
+}
+
+/// `volume create --from-snapshot SNAP` of a snapshot that is not in this region's pool
+/// but in the snapshot store: one KMS Decrypt of the snapshot's data key authenticates its
+/// manifest; the new volume's chunks stay in the store and are fetched on first read.
+pub fn restore_from_store(
+    cfg: &Config,
+    store_args: &StoreArgs,
+    snapshot: &str,
+    name: &str,
+    size: Option<u64>,
+    customer_key: Option<&crate::crypto::SecretBytes>,
+) -> Result<crate::volume::VolumeHeader, CliError> {
+    use crate::snapshot::archive::restore;
+    use crate::volume::{KeySource, lifecycle, remote::RemoteChunk};
+
+    let dir = cfg.region_dir();
+    let store = store_args.require(cfg)?;
+    let (bytes, head) = restore::fetch(&store, snapshot)?;
+    let rec = crate::snapshot::SnapshotRecord {
+        id: head.snapshot_id.clone(),
+        description: head.description.clone(),
+        created_ns: head.created_ns,
+        volume: head.volume.clone(),
+    };
+    let mut h = rec.restored_header(name, size, cfg.clock.now())?;
+    // The volume lives here now; its key stays where it was (and the header says where:
+    // the KMS endpoint used for this restore, if the snapshot's header named none).
+    h.region = cfg.region.clone();
+    if let KeySource::Kms { endpoint, .. } = &mut h.key
+        && endpoint.is_none()
+    {
+        endpoint.clone_from(&cfg.kms_endpoint);
+    }
+    catalog::open(&dir)?.refuse_taken_name(&h.name)?;
+    let kms = match h.key {
+        KeySource::Kms { .. } => Some(cfg.volume_kms_for(&h)?),
+        KeySource::Customer { .. } => None,
+    };
+    let kms = kms.as_deref();
+    let data_key = lifecycle::data_key(&head.volume, kms, customer_key)?;
+    let (_, entries) = restore::open(&bytes, snapshot, &data_key)?;
+    drop(data_key);
+    let lineage = head.volume.lineage.clone();
+    // Counted in the store before the volume relies on any object.
+    restore::hold_for_volume(&store, &lineage, h.id.as_str(), &entries)?;
+    let hold = hold_path(cfg, h.id.as_str());
+    crate::sys::fsio::create_private_dir(&dir.archive_dir())
+        .map_err(|e| crate::volume::VolumeError::io("cannot create", dir.archive_dir(), e))?;
+    crate::sys::fsio::write_atomic(&hold, lineage.as_bytes(), crate::sys::fsio::PRIVATE_FILE)
+        .map_err(|e| crate::volume::VolumeError::io("cannot write", &hold, e))?;
+    let chunks: Vec<(u64, RemoteChunk)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e.chunk,
+                RemoteChunk {
+                    object: e.object_key(&lineage),
+                    blake3: e.blake3,
+                    len: e.len,
+                },
+            )
+        })
+        .collect();
+    let made = lifecycle::with_volume_grant::<CliError, _>(&h, kms, || {
+        catalog::open(&dir)?.restore_remote_volume(&h, chunks)?;
+        Ok(())
+    });
+    if let Err(e) = made {
+        let _ = release_hold(cfg, h.id.as_str());
+        return Err(e);
+    }
+    Ok(h)
+}
+
+/// Ends a lazily restored volume's hold on the store (it was hydrated or deleted); a
+/// volume without a hold has nothing to release.
+pub fn release_hold(cfg: &Config, volume: &str) -> Result<(), CliError> {
+    let hold = hold_path(cfg, volume);
+    let Ok(lineage) = std::fs::read_to_string(&hold) else {
+        return Ok(());
+    };
+    let store = StoreArgs::default().require(cfg)?;
+    archive::delete::delete(&store, lineage.trim(), volume)?;
+    let _ = std::fs::remove_file(&hold);
+    Ok(())
+}

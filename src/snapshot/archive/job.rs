@@ -1,0 +1,145 @@
+//! The local record of each archive job: `<region>/archive/<snap>.json` (its state and
+//! progress, rewritten atomically as it goes) and `<snap>.lock` (flock'ed by the process
+//! that runs it). A job whose lock is free and whose state is pending was interrupted:
+//! running it again resumes it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::datadir::RegionDir;
+use crate::sys::fsio::{self, FileLock};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveState {
+    Pending,
+    Completed,
+    Error,
+}
+
+impl ArchiveState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchiveState::Pending => "pending",
+            ArchiveState::Completed => "completed",
+            ArchiveState::Error => "error",
+        }
+    }
+}
+
+/// What `snapshot describe` shows of an archive, and what a resumed run starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ArchiveStatus {
+    pub snapshot_id: String,
+    pub volume_id: String,
+    pub state: ArchiveState,
+    /// 0..=100, as EBS's `Progress`.
+    pub progress: u8,
+    /// Written chunks of the snapshot.
+    pub chunks: u64,
+    /// Of those, chunks whose bytes the store already held (unchanged since an earlier
+    /// archived snapshot of the lineage).
+    pub chunks_reused: u64,
+    /// Chunk objects uploaded by this snapshot's archive (all runs).
+    pub chunks_uploaded: u64,
+    pub bytes_uploaded: u64,
+    /// The volume's previous archived snapshot, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// `--max-bandwidth` of the job, bytes per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bandwidth: Option<u64>,
+    /// Why the last run stopped, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Nanoseconds since the epoch when the job started (orders a volume's archives).
+    pub started_ns: i64,
+    /// The process that runs (or last ran) the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+impl ArchiveStatus {
+    pub fn new(snapshot: &str, volume: &str, max_bandwidth: Option<u64>, now_ns: i64) -> Self {
+        ArchiveStatus {
+            snapshot_id: snapshot.to_string(),
+            volume_id: volume.to_string(),
+            state: ArchiveState::Pending,
+            progress: 0,
+            chunks: 0,
+            chunks_reused: 0,
+            chunks_uploaded: 0,
+            bytes_uploaded: 0,
+            parent: None,
+            max_bandwidth,
+            error: None,
+            started_ns: now_ns,
+            pid: None,
+        }
+    }
+}
+
+fn status_path(dir: &RegionDir, snapshot: &str) -> PathBuf {
+    dir.archive_dir().join(format!("{snapshot}.json"))
+}
+
+fn lock_path(dir: &RegionDir, snapshot: &str) -> PathBuf {
+    dir.archive_dir().join(format!("{snapshot}.lock"))
+}
+
+fn io_error(what: &'static str, path: &Path, e: std::io::Error) -> crate::volume::VolumeError {
+    crate::volume::VolumeError::io(what, path, e)
+}
+
+pub fn read(dir: &RegionDir, snapshot: &str) -> Option<ArchiveStatus> {
+    let bytes = std::fs::read(status_path(dir, snapshot)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+pub fn write(dir: &RegionDir, s: &ArchiveStatus) -> Result<(), crate::volume::VolumeError> {
+    let d = dir.archive_dir();
+    fsio::create_private_dir(&d).map_err(|e| io_error("cannot create", &d, e))?;
+    let p = status_path(dir, &s.snapshot_id);
+    let bytes = serde_json::to_vec_pretty(s).expect("status serializes");
+    fsio::write_atomic(&p, &bytes, fsio::PRIVATE_FILE).map_err(|e| io_error("cannot write", &p, e))
+}
+
+/// Forgets a job (its snapshot was deleted).
+pub fn remove(dir: &RegionDir, snapshot: &str) {
+    let _ = std::fs::remove_file(status_path(dir, snapshot));
+    let _ = std::fs::remove_file(lock_path(dir, snapshot));
+}
+
+/// Every job of the region.
+pub fn list(dir: &RegionDir) -> Vec<ArchiveStatus> {
+    let Ok(rd) = std::fs::read_dir(dir.archive_dir()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<ArchiveStatus> = rd
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            read(dir, name.strip_suffix(".json")?)
+        })
+        .collect();
+    out.sort_by_key(|s| (s.started_ns, s.snapshot_id.clone()));
+    out
+}
+
+/// The job's lock if no process runs it, else None.
+pub fn try_lock(
+    dir: &RegionDir,
+    snapshot: &str,
+) -> Result<Option<FileLock>, crate::volume::VolumeError> {
+    let d = dir.archive_dir();
+    fsio::create_private_dir(&d).map_err(|e| io_error("cannot create", &d, e))?;
+    let p = lock_path(dir, snapshot);
+    FileLock::try_exclusive(&p).map_err(|e| io_error("cannot lock", &p, e))
+}
+
+/// True when a process runs the job now.
+pub fn is_running(dir: &RegionDir, snapshot: &str) -> bool {
+    lock_path(dir, snapshot).exists() && matches!(try_lock(dir, snapshot), Ok(None))
+}

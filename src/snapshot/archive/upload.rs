@@ -1,0 +1,219 @@
+//! Uploading one snapshot: read every written chunk's ciphertext from the pool's data
+//! file (the snapshot is leased, so its slots stay as they are), hash it, count the
+//! snapshot's references in the lineage index, upload (in parallel, throttled) only the
+//! chunks whose bytes the store does not hold yet, then write the sealed manifest. Every
+//! step is safe to repeat, so a killed run resumes where its last index update left it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::ArchiveError;
+use super::index::{self, HolderState};
+use super::job::{ArchiveState, ArchiveStatus};
+use super::manifest::{self, ChunkEntry, ManifestHeader};
+use crate::aws::Region;
+use crate::crypto::SecretBytes;
+use crate::snapshot::SnapshotRecord;
+use crate::snapshot::store::SnapshotStore;
+use crate::snapshot::throttle::Throttle;
+use crate::volume::ids::{SlotNo, SnapshotId};
+use crate::volume::storage::file::read_full_at;
+
+/// Uploads in flight at once: S3 scales with parallel requests, and each holds one chunk.
+pub const PARALLEL_UPLOADS: usize = 8;
+/// Chunks uploaded between two saves of the uploaded marks in the index.
+const BATCH: usize = 16;
+
+pub struct Upload<'a> {
+    pub store: &'a SnapshotStore,
+    pub region: &'a Region,
+    pub record: &'a SnapshotRecord,
+    /// The snapshot's committed map, read under its lease.
+    pub map: Vec<(u64, SlotNo)>,
+    /// Its chunks that are still in the object store (a snapshot of a lazily restored
+    /// volume): their hashes are known, and their objects are copied if need be.
+    pub remote: Vec<(u64, crate::volume::remote::RemoteChunk)>,
+    /// The pool's data file for the snapshot's chunk size.
+    pub data_path: PathBuf,
+    pub data_key: &'a SecretBytes,
+    pub parent: Option<SnapshotId>,
+    pub max_bandwidth: Option<u64>,
+}
+
+/// Where a chunk's ciphertext is read from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// The pool's data file.
+    Slot(SlotNo),
+    /// An object of the store (a chunk the snapshot's volume never fetched).
+    Object(String),
+}
+
+fn read_chunk(
+    file: &File,
+    path: &std::path::Path,
+    slot: SlotNo,
+    shift: u8,
+) -> Result<Vec<u8>, ArchiveError> {
+    let mut buf = vec![0u8; 1 << shift];
+    read_full_at(file, &mut buf, slot.0 << shift)
+        .map_err(|e| crate::volume::VolumeError::io("cannot read", path, e))?;
+    Ok(buf)
+}
+
+/// Runs the upload; `report` gets the status as it changes (for the job's status file).
+pub fn run(
+    u: &Upload,
+    status: &mut ArchiveStatus,
+    report: &dyn Fn(&ArchiveStatus),
+) -> Result<(), ArchiveError> {
+    let rec = u.record;
+    let lineage = rec.volume.lineage.as_str();
+    let holder = rec.id.as_str();
+    let shift = rec.volume.chunk_shift;
+    let chunk_len = 1u32 << shift;
+    status.parent = u.parent.as_ref().map(|p| p.to_string());
+
+    // 1. Hash every written chunk (in slot order: the file is read front to back).
+    let mut by_slot = u.map.clone();
+    by_slot.sort_by_key(|(_, s)| *s);
+    let file =
+        if by_slot.is_empty() {
+            None
+        } else {
+            Some(File::open(&u.data_path).map_err(|e| {
+                crate::volume::VolumeError::io("cannot open", u.data_path.clone(), e)
+            })?)
+        };
+    let mut entries: Vec<(u64, Source, [u8; 32])> =
+        Vec::with_capacity(by_slot.len() + u.remote.len());
+    if let Some(f) = &file {
+        crate::sys::file::sequential(f);
+        for (c, s) in &by_slot {
+            let buf = read_chunk(f, &u.data_path, *s, shift)?;
+            entries.push((*c, Source::Slot(*s), *blake3::hash(&buf).as_bytes()));
+        }
+    }
+    for (c, rc) in &u.remote {
+        entries.push((*c, Source::Object(rc.object.clone()), rc.blake3));
+    }
+    entries.sort_by_key(|(c, _, _)| *c);
+    let hashes: BTreeSet<String> = entries.iter().map(|(_, _, h)| hex::encode(h)).collect();
+    status.chunks = entries.len() as u64;
+    report(status);
+
+    // 2. Count the snapshot's references before relying on (or uploading) any object.
+    index::save_refs(u.store, lineage, holder, &hashes)?;
+    let objects = index::update(u.store, lineage, |idx| {
+        index::hold(idx, holder, HolderState::Archiving, &hashes)
+    })?;
+
+    // 3. Upload what the store does not hold: one chunk per distinct hash.
+    let mut todo: BTreeMap<String, (u64, Source)> = BTreeMap::new();
+    for (_, s, h) in &entries {
+        let hx = hex::encode(h);
+        if let Some((generation, true)) = objects.get(&hx) {
+            todo.entry(hx).or_insert((*generation, s.clone()));
+        }
+    }
+    status.chunks_reused =
+        (hashes.len() as u64).saturating_sub(todo.len() as u64 + status.chunks_uploaded);
+    let total = todo.len() as u64 * chunk_len as u64;
+    let throttle = Throttle::new(u.max_bandwidth);
+    let file = file.map(Arc::new);
+    let mut done = 0u64;
+    let (start_chunks, start_bytes) = (status.chunks_uploaded, status.bytes_uploaded);
+    // In batches: between two, the uploaded marks are saved (what a resumed run skips)
+    // and the progress reported.
+    let todo: Vec<(String, (u64, Source))> = todo.into_iter().collect();
+    for batch in todo.chunks(BATCH) {
+        let jobs = batch.iter().map(|(hx, (generation, source))| {
+            let file = file.clone();
+            let key = manifest::object_key(lineage, &hex_to_hash(hx), *generation);
+            let (path, throttle) = (u.data_path.clone(), &throttle);
+            async move {
+                tokio::time::sleep(throttle.delay(chunk_len as u64)).await;
+                let buf = match (source, file) {
+                    (Source::Slot(slot), Some(f)) => {
+                        let slot = *slot;
+                        tokio::task::spawn_blocking(move || read_chunk(&f, &path, slot, shift))
+                            .await
+                            .map_err(|e| ArchiveError::Interrupted(e.to_string()))??
+                    }
+                    (Source::Object(object), _) => u
+                        .store
+                        .get_async(object)
+                        .await?
+                        .map(|f| f.bytes.to_vec())
+                        .unwrap_or_default(),
+                    (Source::Slot(_), None) => unreachable!("a data file when a slot is mapped"),
+                };
+                if &hex::encode(blake3::hash(&buf).as_bytes()) != hx {
+                    return Err(ArchiveError::Changed {
+                        snapshot: holder.to_string(),
+                    });
+                }
+                u.store.put_async(&key, Bytes::from(buf)).await?;
+                Ok::<(), ArchiveError>(())
+            }
+        });
+        u.store.run_parallel(PARALLEL_UPLOADS, jobs)?;
+        index::update(u.store, lineage, |idx| {
+            for (h, _) in batch {
+                if let Some(e) = idx.chunks.get_mut(h) {
+                    e.uploaded = true;
+                }
+            }
+        })?;
+        done += batch.len() as u64;
+        status.chunks_uploaded = start_chunks + done;
+        status.bytes_uploaded = start_bytes + done * chunk_len as u64;
+        status.progress = (done * chunk_len as u64 * 99 / total.max(1)) as u8;
+        report(status);
+    }
+
+    // 4. The manifest, then the holder is complete: the snapshot is restorable.
+    let list: Vec<ChunkEntry> = entries
+        .iter()
+        .map(|(c, _, h)| ChunkEntry {
+            chunk: *c,
+            blake3: *h,
+            generation: objects[&hex::encode(h)].0,
+            len: chunk_len,
+        })
+        .collect();
+    let header = ManifestHeader {
+        snapshot_id: rec.id.clone(),
+        parent: u.parent.clone(),
+        region: u.region.clone(),
+        description: rec.description.clone(),
+        created_ns: rec.created_ns,
+        volume: rec.volume.clone(),
+        chunk_count: list.len() as u64,
+    };
+    let sealed = manifest::seal(&header, &list, u.data_key);
+    // A manifest already there is this snapshot's own, from a run that died after
+    // writing it (ids are random): keep it.
+    u.store
+        .put_if_absent(&manifest::manifest_key(holder), Bytes::from(sealed))?;
+    index::update(u.store, lineage, |idx| {
+        if let Some(s) = idx.holders.get_mut(holder) {
+            *s = HolderState::Complete;
+        }
+    })?;
+    status.state = ArchiveState::Completed;
+    status.progress = 100;
+    status.error = None;
+    report(status);
+    Ok(())
+}
+
+fn hex_to_hash(hx: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hx, &mut out).expect("hashes we made are 64 hex digits");
+    out
+}

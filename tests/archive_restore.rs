@@ -1,0 +1,414 @@
+//! Restoring archived snapshots from the object store (moto's S3): on another "machine"
+//! (a data dir of another user, who cannot read the first one's, sharing nothing with it
+//! but the store and the first one's `kms serve`), lazily: the volume attaches at once,
+//! reads fetch chunks on first use, `volume hydrate` fetches the rest; and every edit,
+//! swap or truncation of a chunk object or a manifest is detected (an error, never data).
+//!
+//! Needs FUSE and moto's server from the test venv; without them the tests skip unless
+//! `CRYPTVOL_REQUIRE_MOUNT=1` or `CI=true`.
+
+mod common;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::mount::*;
+use common::store::*;
+use common::{Out, str_field};
+use serde_json::Value;
+
+/// A second machine: its own data dir, and its own mount namespace in which the first
+/// machine's data dir is hidden under an empty tmpfs. Every command (and so the region
+/// daemon it starts, and its FUSE mounts) runs in that namespace (`nsenter`).
+struct OtherMachine {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    holder: Child,
+    envs: Vec<(String, String)>,
+}
+
+impl OtherMachine {
+    fn new(hide: &Path, envs: &[(&str, &str)]) -> OtherMachine {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        std::fs::create_dir(root.join("mnt")).unwrap();
+        // The namespace lives as long as this process (and whatever is started in it).
+        let mut holder = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg("mount -t tmpfs -o size=1m,mode=0700 hidden \"$1\" && echo ready && exec sleep 3600")
+            .arg("sh")
+            .arg(hide)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("unshare a mount namespace");
+        let mut line = String::new();
+        std::io::BufReader::new(holder.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "could not make the second machine's namespace"
+        );
+        OtherMachine {
+            _tmp: tmp,
+            root,
+            holder,
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    /// `program ARGS` inside the namespace.
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg("-t")
+            .arg(self.holder.id().to_string())
+            .args(["-m", "--", program])
+            .env_remove("CRYPTVOL_DATA_DIR")
+            .env_remove("CRYPTVOL_REGION")
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        let o = self
+            .command(env!("CARGO_BIN_EXE_cryptvol"))
+            .arg("--data-dir")
+            .arg(self.data())
+            .args(args)
+            .output()
+            .expect("run cryptvol in the second machine's namespace");
+        Out {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    #[track_caller]
+    fn json(&self, args: &[&str]) -> Value {
+        self.run(args).ok().json()
+    }
+
+    /// `dd` of `len` bytes at `off` of `file`, in the namespace.
+    fn read(&self, file: &Path, off: u64, len: u64) -> Result<Vec<u8>, String> {
+        let o = self
+            .command("dd")
+            .arg(format!("if={}", file.display()))
+            .args(["bs=4096", "iflag=skip_bytes,count_bytes", "status=none"])
+            .arg(format!("skip={off}"))
+            .arg(format!("count={len}"))
+            .output()
+            .expect("run dd");
+        if o.status.success() {
+            Ok(o.stdout)
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).into_owned())
+        }
+    }
+
+    fn is_mounted(&self, dir: &Path) -> bool {
+        self.command("mountpoint")
+            .arg("-q")
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for OtherMachine {
+    fn drop(&mut self) {
+        let mnt = self.root.join("mnt");
+        if self.is_mounted(&mnt) {
+            let _ = self.run(&["detach", &mnt.to_string_lossy()]);
+        }
+        if self.is_mounted(&mnt) {
+            let _ = self.command("umount").arg("-l").arg(&mnt).status();
+        }
+        for pid in daemons_of(&self.data()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+/// A running `kms serve` of a data dir; killed on drop.
+struct KmsServer {
+    child: Child,
+    endpoint: String,
+}
+
+impl KmsServer {
+    fn start(data: &Path) -> KmsServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cryptvol"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(["kms", "serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start kms serve");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: Value = serde_json::from_str(&line).expect("kms serve's first line");
+        KmsServer {
+            endpoint: str_field(&v, "Endpoint"),
+            child,
+        }
+    }
+}
+
+impl Drop for KmsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn another_machine_restores_lazily_reads_what_was_written_and_hydrates_the_rest() {
+    needs!(Fuse);
+    let Some(s) = Store::new("machines") else {
+        return;
+    };
+    // Machine A: a region archiving into the store, a user with a key of its own, and
+    // A's KMS served to the network.
+    let a = machine(&s);
+    a.ok(&["iam", "create-user", "--user-name", "restorer"]);
+    let acct: Value =
+        serde_json::from_slice(&std::fs::read(a.data.join("account.json")).unwrap()).unwrap();
+    let user = format!(
+        "arn:aws:iam::{}:user/restorer",
+        str_field(&acct, "account_id")
+    );
+    let key = str_field(
+        &a.json(&["kms", "create-key", "--user", &user])["KeyMetadata"],
+        "Arn",
+    );
+    let ak = a.json(&["iam", "create-access-key", "--user-name", "restorer"]);
+    let (id, secret) = (
+        str_field(&ak["AccessKey"], "AccessKeyId"),
+        str_field(&ak["AccessKey"], "SecretAccessKey"),
+    );
+    a.add_secret(secret.as_bytes());
+    let vol = a.create(&["--size", "64M", "--kms-key", &key]);
+    let mut rng = Rng::new(11);
+    let data = rng.bytes(8 * MIB as usize);
+    write_volume(&a, &vol, &[(3 * MIB, &data)]);
+    let snap = str_field(&snapshot_create(&a, &s, &vol, &[]), "SnapshotId");
+    wait_completed(&a, &s, &snap);
+    let server = KmsServer::start(&a.data);
+
+    // Machine B: A's data dir does not exist for it.
+    let b = OtherMachine::new(
+        a.scratch(),
+        &[
+            ("AWS_ACCESS_KEY_ID", &id),
+            ("AWS_SECRET_ACCESS_KEY", &secret),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ],
+    );
+    let peek = b.command("ls").arg(&a.data).output().unwrap();
+    assert!(
+        !peek.status.success(),
+        "machine B can see machine A's data dir"
+    );
+    let mut init = vec!["init"];
+    let f = s.flags();
+    init.extend(f.iter().map(String::as_str));
+    b.json(&init);
+    let listed = b.json(&[
+        "snapshot",
+        "list",
+        "--snapshot-store",
+        &s.url,
+        "--s3-endpoint",
+        &s.moto.endpoint,
+    ]);
+    assert_eq!(
+        listed["Snapshots"][0]["SnapshotId"],
+        snap.as_str(),
+        "{listed:#}"
+    );
+
+    let restored = b.json(&[
+        "--kms-endpoint",
+        &server.endpoint,
+        "volume",
+        "create",
+        "--from-snapshot",
+        &snap,
+        "--name",
+        "copy",
+    ]);
+    let rvol = str_field(&restored, "VolumeId");
+    assert_eq!(restored["RemoteBytes"], 8 * MIB, "{restored:#}");
+    assert_eq!(
+        restored["AllocatedBytes"], 0,
+        "nothing fetched yet: {restored:#}"
+    );
+
+    // Attach at once (the header remembers the KMS endpoint: no flag), read one block.
+    let mnt = b.root.join("mnt");
+    b.run(&["attach", "copy", &mnt.to_string_lossy()]).ok();
+    let file = mnt.join("volume");
+    let got = b
+        .read(&file, 5 * MIB, 4096)
+        .expect("read the restored volume");
+    assert_bytes(
+        "first read",
+        5 * MIB,
+        &got,
+        &data[2 * MIB as usize..][..4096],
+    );
+    let d = b.json(&["volume", "describe", &rvol]);
+    assert_eq!(
+        d["RemoteBytes"],
+        7 * MIB,
+        "one chunk fetched by that read: {d:#}"
+    );
+    // Unwritten chunks read as zeros, with no fetch.
+    let zeros = b.read(&file, 40 * MIB, 4096).unwrap();
+    assert!(zeros.iter().all(|&x| x == 0));
+
+    // Hydrate the rest while attached; then everything reads back as written.
+    let h = b.json(&["volume", "hydrate", &rvol]);
+    assert_eq!(h["RemoteBytes"], 0, "{h:#}");
+    assert_eq!(h["BytesFetched"], 7 * MIB, "{h:#}");
+    let all = b.read(&file, 3 * MIB, 8 * MIB).unwrap();
+    assert_bytes("hydrated volume", 3 * MIB, &all, &data);
+    b.run(&["detach", &mnt.to_string_lossy()]).ok();
+    let out = b.run(&["pool", "check"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+}
+
+/// A region with one archived snapshot of 4 written chunks; returns (region, volume,
+/// snapshot, the data at offset 0).
+fn archived(s: &Store, seed: u64) -> (VolEnv, String, String, Vec<u8>) {
+    let a = machine(s);
+    let vol = a.create(&["--size", "16M"]);
+    let data = Rng::new(seed).bytes(4 * MIB as usize);
+    write_volume(&a, &vol, &[(0, &data)]);
+    let snap = str_field(&snapshot_create(&a, s, &vol, &[]), "SnapshotId");
+    wait_completed(&a, s, &snap);
+    (a, vol, snap, data)
+}
+
+/// The object key (in the bucket) of a snapshot's manifest.
+fn manifest_key(s: &Store, snap: &str) -> String {
+    format!(
+        "{}/snapshots/{snap}.manifest",
+        s.url.trim_start_matches(&format!("s3://{BUCKET}/"))
+    )
+}
+
+#[test]
+fn an_edited_swapped_or_truncated_manifest_refuses_the_restore() {
+    needs!(Fuse);
+    let Some(s) = Store::new("manifests") else {
+        return;
+    };
+    let (a, _, snap, _) = archived(&s, 21);
+    let (_, _, other, _) = archived(&s, 22);
+    let original = s.moto.get_object(BUCKET, &manifest_key(&s, &snap));
+    let mut edited = original.clone();
+    let at = edited.len() - 40;
+    edited[at] ^= 1;
+    let swapped = s.moto.get_object(BUCKET, &manifest_key(&s, &other));
+    let truncated = original[..original.len() - 56].to_vec();
+    // A fresh region restores (from the same store), so no local snapshot interferes.
+    let b = machine(&s);
+    for (what, bytes, says) in [
+        ("edited", &edited, "does not authenticate"),
+        ("swapped", &swapped, "stored as"),
+        ("truncated", &truncated, "truncated"),
+    ] {
+        s.moto.put_object(BUCKET, &manifest_key(&s, &snap), bytes);
+        let before = b.snapshot();
+        let err = run(&b, &s, &["volume", "create", "--from-snapshot", &snap]).fails(12);
+        assert!(err.contains(&snap) && err.contains(says), "{what}: {err}");
+        b.snapshot().assert_unchanged_since(&before, what);
+    }
+    // The original restores.
+    s.moto
+        .put_object(BUCKET, &manifest_key(&s, &snap), &original);
+    let v = json(&b, &s, &["volume", "create", "--from-snapshot", &snap]);
+    assert_eq!(v["RemoteBytes"], 4 * MIB, "{v:#}");
+    let _ = a;
+}
+
+#[test]
+fn an_edited_or_truncated_chunk_object_is_an_error_never_data() {
+    needs!(Fuse);
+    let Some(s) = Store::new("chunks") else {
+        return;
+    };
+    let (_a, _, snap, data) = archived(&s, 31);
+    let b = machine(&s);
+    let v = json(&b, &s, &["volume", "create", "--from-snapshot", &snap]);
+    let vol = str_field(&v, "VolumeId");
+    // Which object holds which chunk is sealed in the manifest; damage two of the four.
+    let objects = s.chunk_objects();
+    assert_eq!(objects.len(), 4);
+    let mut damaged = std::collections::HashSet::new();
+    for (i, (key, _)) in objects.iter().take(2).enumerate() {
+        let mut bytes = s.moto.get_object(BUCKET, key);
+        if i == 0 {
+            bytes[100] ^= 0x80;
+        } else {
+            bytes.truncate(bytes.len() / 2);
+        }
+        s.moto.put_object(BUCKET, key, &bytes);
+        damaged.insert(key.rsplit('/').next().unwrap().to_string());
+    }
+    let dir = b.dir("m");
+    let file = b.attach(&vol, &dir, &[]);
+    let f = open_rw(&file);
+    let (mut good, mut bad) = (0, 0);
+    for c in 0..4u64 {
+        let mut buf = vec![0u8; 4096];
+        match std::os::unix::fs::FileExt::read_at(&f, &mut buf, c * MIB) {
+            Ok(4096) => {
+                assert_bytes(
+                    "an intact chunk",
+                    c * MIB,
+                    &buf,
+                    &data[(c * MIB) as usize..][..4096],
+                );
+                good += 1;
+            }
+            Ok(n) => panic!("short read of {n} bytes from chunk {c}"),
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EIO), "chunk {c}: {e}");
+                bad += 1;
+            }
+        }
+    }
+    assert_eq!((good, bad), (2, 2));
+    drop(f);
+    b.detach(&dir);
+    // hydrate says which object is damaged, and why.
+    let err = run(&b, &s, &["volume", "hydrate", &vol]).fails(12);
+    assert!(
+        damaged.iter().any(|d| err.contains(d.as_str())) && err.contains("damaged"),
+        "{err}"
+    );
+    assert!(b.daemon_log().contains("damaged") || true);
+}
