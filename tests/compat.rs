@@ -857,3 +857,135 @@ fn boto3_and_aws_cli_drive_the_added_operations_and_checks() {
         "the refused 11th rotation is not in the trail"
     );
 }
+
+/// STS through boto3 and the AWS CLI (`tests/compat/sts_suite.py`): alice assumes a role
+/// whose trust policy names her (bob is refused) and gets a session token of her own; the
+/// temporary credentials then make the KMS calls the role allows and are denied the rest;
+/// expired, tampered and missing tokens are refused. The trail shows each role session
+/// as CloudTrail shows an AssumedRole caller, with no secret or token in it.
+#[test]
+fn sts_through_boto3_and_the_aws_cli_issues_credentials_kms_accepts() {
+    let Some((python, aws)) = compat_tools() else {
+        return;
+    };
+    let s = setup();
+    let env = &s.env;
+    let account = env.account();
+    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": format!("arn:aws:iam::{account}:user/alice")},
+        "Action": "sts:AssumeRole"}]});
+    let trust = format!(
+        "file://{}",
+        env.file(trust.to_string().as_bytes()).display()
+    );
+    let role = env.json(&[
+        "iam",
+        "create-role",
+        "--role-name",
+        "encryptor",
+        "--assume-role-policy-document",
+        &trust,
+    ]);
+    let role_arn = str_field(&role["Role"], "Arn");
+    let allow = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Action": ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"], "Resource": "*"}]});
+    let allow = format!(
+        "file://{}",
+        env.file(allow.to_string().as_bytes()).display()
+    );
+    env.ok(&[
+        "iam",
+        "put-role-policy",
+        "--role-name",
+        "encryptor",
+        "--policy-name",
+        "use",
+        "--policy-document",
+        &allow,
+    ]);
+    let key = env.create_key();
+    // Issued two hours ago (the clock moved back) for 15 minutes: expired.
+    let expired = env.json_env(
+        &as_(
+            "alice",
+            &[
+                "sts",
+                "assume-role",
+                "--role-arn",
+                &role_arn,
+                "--role-session-name",
+                "old",
+                "--duration-seconds",
+                "900",
+            ],
+        ),
+        &[(SKEW_ENV, "-7200")],
+    );
+    let server = Server::start(env);
+    let summary = run_suite(
+        &python,
+        "sts_suite.py",
+        &server,
+        &s,
+        &[
+            ("CV_AWS", aws.to_str().unwrap()),
+            ("CV_ROLE_ARN", role_arn.as_str()),
+            ("CV_KEY", key.as_str()),
+            ("CV_EXPIRED", &expired["Credentials"].to_string()),
+        ],
+    );
+    server.stop();
+    assert!(summary["checks"].as_u64().unwrap_or(0) >= 30, "{summary}");
+
+    let events = events_of(env, DEFAULT_REGION, "encryptor");
+    let session_ids: Vec<&str> = summary["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for session in ["boto3-session", "cli-session"] {
+        let arn = format!("arn:aws:sts::{account}:assumed-role/encryptor/{session}");
+        let mine: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["userIdentity"]["arn"] == arn.as_str())
+            .collect();
+        for op in ["Encrypt", "Decrypt", "GenerateDataKey"] {
+            assert!(
+                mine.iter()
+                    .any(|e| e["eventName"] == op && e.get("errorCode").is_none()),
+                "no {op} by {arn}: {mine:#?}"
+            );
+        }
+        assert!(
+            mine.iter().any(|e| e["eventName"] == "CreateKey"
+                && e["errorCode"] == "AccessDeniedException"),
+            "no denied CreateKey by {arn}"
+        );
+        for e in mine {
+            let id = &e["userIdentity"];
+            assert_eq!(id["type"], "AssumedRole", "{e:#}");
+            assert!(
+                session_ids.contains(&id["accessKeyId"].as_str().unwrap_or("")),
+                "{e:#}"
+            );
+            assert_eq!(
+                id["sessionContext"]["sessionIssuer"]["arn"],
+                role_arn.as_str(),
+                "{e:#}"
+            );
+            assert!(
+                id["sessionContext"]["attributes"]["creationDate"].is_string(),
+                "{e:#}"
+            );
+        }
+    }
+    let trail = env.ok(&["audit", "lookup"]);
+    let token = str_field(&expired["Credentials"], "SessionToken");
+    assert!(!trail.contains(&token), "a session token in the trail");
+    assert_no_secret(
+        "the audit trail",
+        trail.as_bytes(),
+        str_field(&expired["Credentials"], "SecretAccessKey").as_bytes(),
+    );
+}

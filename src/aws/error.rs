@@ -310,6 +310,7 @@ fn known_code(code: &str) -> &'static str {
         "MissingAuthenticationTokenException",
         "NotFoundException",
         "UnrecognizedClientException",
+        "ExpiredTokenException",
         "UnsupportedOperationException",
         "ValidationException",
         "DryRunOperationException",

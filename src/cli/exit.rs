@@ -252,6 +252,7 @@ fn kms_exit(e: &AwsError) -> Exit {
             | "InvalidGrantTokenException"
             | "InvalidGrantIdException" => Exit::InvalidValue,
             "UnrecognizedClientException"
+            | "ExpiredTokenException"
             | "InvalidSignatureException"
             | "IncompleteSignatureException"
             | "MissingAuthenticationTokenException" => Exit::WrongSecret,

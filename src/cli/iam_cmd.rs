@@ -43,11 +43,22 @@ pub enum IamCommand {
         #[arg(long)]
         access_key_id: String,
     },
+    /// Make an access key Active or Inactive (an inactive key, and every session issued
+    /// through it, is refused by `kms serve`)
+    UpdateAccessKey {
+        #[arg(long)]
+        user_name: String,
+        #[arg(long)]
+        access_key_id: String,
+        /// Active or Inactive
+        #[arg(long, value_parser = ["Active", "Inactive"])]
+        status: String,
+    },
     /// Create a role (the CLI acts as it with --profile role/NAME)
     CreateRole {
         #[arg(long)]
         role_name: String,
-        /// Trust policy (file://PATH or JSON); kept for reference, cryptvol has no STS
+        /// Trust policy (file://PATH or JSON): who may `sts assume-role` it [default: no one]
         #[arg(long)]
         assume_role_policy_document: Option<String>,
         #[arg(long, default_value = "")]
@@ -204,6 +215,14 @@ pub fn run(cfg: &Config, cmd: IamCommand) -> Result<(), CliError> {
             iam.allow("iam:DeleteAccessKey", User, &user_name)?;
             Ok(s.delete_access_key(&user_name, &access_key_id)?)
         }
+        UpdateAccessKey {
+            user_name,
+            access_key_id,
+            status,
+        } => {
+            iam.allow("iam:UpdateAccessKey", User, &user_name)?;
+            Ok(s.update_access_key(&user_name, &access_key_id, &status)?)
+        }
         CreateRole {
             role_name,
             assume_role_policy_document,
@@ -217,6 +236,9 @@ pub fn run(cfg: &Config, cmd: IamCommand) -> Result<(), CliError> {
                 serde_json::from_str::<serde_json::Value>(t).map_err(|e| {
                     CliError::bad("--assume-role-policy-document", format!("not JSON: {e}"))
                 })?;
+                // The trust policy decides `sts:AssumeRole`: a bad one is refused here.
+                crate::policy::Policy::parse(t, crate::policy::PolicyKind::Trust)
+                    .map_err(|e| CliError::bad("--assume-role-policy-document", e.to_string()))?;
             }
             cfg.print(
                 &s.create(Role, &role_name, &description, trust.as_deref())?,

@@ -18,6 +18,7 @@ pub mod output;
 mod pool_cmd;
 mod regions;
 mod snapshot_cmd;
+mod sts_cmd;
 mod volume_cmd;
 
 use std::path::PathBuf;
@@ -108,6 +109,9 @@ pub enum Command {
     /// Identities: users, roles and their policies (`--profile` acts as one)
     #[command(subcommand)]
     Iam(iam_cmd::IamCommand),
+    /// Temporary credentials (AWS STS): get-session-token, assume-role, get-caller-identity
+    #[command(subcommand)]
+    Sts(sts_cmd::StsCommand),
     /// The audit trail of every KMS call: verify, lookup, seal
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
@@ -309,6 +313,7 @@ fn run(cli: Cli, hardening: Result<(), String>) -> Result<(), CliError> {
         Command::Region(cmd) => archive_cmd::run_region(&cfg, cmd),
         Command::Kms(cmd) => kms_cmd::run(&cfg, cmd),
         Command::Iam(cmd) => iam_cmd::run(&cfg, cmd),
+        Command::Sts(cmd) => sts_cmd::run(&cfg, cmd),
         Command::Audit(cmd) => audit_cmd::run(&cfg, cmd),
         Command::Inspect(cmd) => inspect_cmd::run(&cfg, cmd),
         Command::Volume(cmd) => volume_cmd::run(&cfg, cmd),

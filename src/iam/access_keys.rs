@@ -104,6 +104,33 @@ impl IdentityStore {
         })
     }
 
+    /// Sets an access key's status (`Active` or `Inactive`), as IAM's UpdateAccessKey.
+    pub fn update_access_key(&self, user: &str, access_key_id: &str, status: &str) -> Result<()> {
+        if status != "Active" && status != "Inactive" {
+            return Err(AwsError::validation(
+                "status",
+                format!("'{status}' is not Active or Inactive"),
+            ));
+        }
+        self.mutate(|b, _| {
+            let u = b
+                .users
+                .get_mut(user)
+                .ok_or_else(|| no_such(EntityKind::User, user))?;
+            let k = u
+                .access_keys
+                .get_mut(access_key_id)
+                .ok_or_else(|| AwsError::NoSuchEntity {
+                    what: format!("access key {access_key_id} of user {user}"),
+                    hint: format!(
+                        ": list them with `cryptvol iam list-access-keys --user-name {user}`"
+                    ),
+                })?;
+            k.status = status.to_string();
+            Ok(())
+        })
+    }
+
     /// Every active access key with its owner and secret (for the KMS server, which keeps
     /// them in memory and re-reads them when iam.json changes).
     pub fn access_keys(

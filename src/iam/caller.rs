@@ -76,6 +76,7 @@ impl Caller {
                 name: service.to_string(),
             },
             policies: Vec::new(),
+            session: None,
         };
         let mut user_identity = identity.user_identity(None);
         let mut behalf = on_behalf_of.user_identity.clone();

@@ -33,6 +33,21 @@ pub struct Identity {
     pub account: AccountId,
     pub principal: Principal,
     pub policies: Vec<Policy>,
+    /// Set when the caller signed with temporary credentials (`cryptvol sts ...`).
+    pub session: Option<SessionContext>,
+}
+
+/// What a temporary credential adds to its identity: the role session's name and when
+/// the session began (CloudTrail's `sessionContext.attributes.creationDate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionContext {
+    /// The role session name (AssumeRole); `None` for a user's session (GetSessionToken).
+    pub role_session_name: Option<String>,
+    pub created: crate::sys::clock::UnixTime,
+    pub expires: crate::sys::clock::UnixTime,
+    /// The long-term identity and access key the session descends from (None for a
+    /// session made by other means).
+    pub origin: Option<super::sessions::Origin>,
 }
 
 impl Identity {
@@ -41,6 +56,7 @@ impl Identity {
             account,
             principal: Principal::Root,
             policies: Vec::new(),
+            session: None,
         }
     }
 
@@ -64,10 +80,21 @@ impl Identity {
             Principal::Root => root_arn(a),
             Principal::User { name, .. } => user_arn(a, name),
             Principal::Role { name, .. } => {
-                format!("arn:aws:sts::{a}:assumed-role/{name}/{CLI_ROLE_SESSION}")
+                format!(
+                    "arn:aws:sts::{a}:assumed-role/{name}/{}",
+                    self.session_name()
+                )
             }
             Principal::Service { name } => name.clone(),
         }
+    }
+
+    /// The role session's name: the one it was assumed with, or the CLI's.
+    pub fn session_name(&self) -> &str {
+        self.session
+            .as_ref()
+            .and_then(|s| s.role_session_name.as_deref())
+            .unwrap_or(CLI_ROLE_SESSION)
     }
 
     /// The ARN policies match against `Principal` and `aws:PrincipalArn` (a role session
@@ -110,7 +137,7 @@ impl Identity {
             }),
             Principal::Role { name, id } => serde_json::json!({
                 "type": "AssumedRole",
-                "principalId": format!("{id}:{CLI_ROLE_SESSION}"),
+                "principalId": format!("{id}:{}", self.session_name()),
                 "arn": self.arn(),
                 "accountId": a,
                 "sessionContext": { "sessionIssuer": {
@@ -125,6 +152,13 @@ impl Identity {
         };
         if let Some(k) = access_key_id {
             v["accessKeyId"] = serde_json::Value::String(k.to_string());
+        }
+        if let Some(s) = &self.session {
+            // CloudTrail's attributes of a call made with temporary credentials.
+            v["sessionContext"]["attributes"] = serde_json::json!({
+                "creationDate": crate::sys::clock::format_time(s.created),
+                "mfaAuthenticated": "false",
+            });
         }
         v
     }

@@ -8,12 +8,13 @@
 //!
 //! Files: `records` is the file's shape, `identity` the resolved principal and IAM's
 //! names, `store` the file's reads and changes, `access_keys` the sealed secrets,
-//! `caller` who makes a call and how.
+//! `caller` who makes a call and how, `sessions` STS's temporary credentials.
 
 mod access_keys;
 pub mod caller;
 mod identity;
 mod records;
+pub mod sessions;
 mod store;
 
 pub use caller::Caller;

@@ -45,7 +45,8 @@ pub struct RoleRecord {
     pub created: UnixTime,
     #[serde(default)]
     pub description: String,
-    /// Kept as given; cryptvol has no STS, so it is informational.
+    /// The trust policy (`AssumeRolePolicyDocument`), kept as given: who may assume the
+    /// role with `sts assume-role`. None trusts no one.
     #[serde(default)]
     pub assume_role_policy: Option<String>,
     #[serde(default)]

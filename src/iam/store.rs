@@ -159,6 +159,7 @@ impl IdentityStore {
             account: self.account.clone(),
             principal,
             policies,
+            session: None,
         })
     }
 

@@ -237,13 +237,13 @@ fn parse_statement(
             ));
         }
         (PolicyKind::Identity, None) => None,
-        (PolicyKind::Key, None) => {
+        (PolicyKind::Key | PolicyKind::Trust, None) => {
             return Err(PolicyError::at(
                 format!("{path}.Principal"),
                 "missing: a key policy statement must name a Principal (e.g. {\"AWS\": \"arn:aws:iam::ACCOUNT:root\"})",
             ));
         }
-        (PolicyKind::Key, Some((name, value))) => {
+        (PolicyKind::Key | PolicyKind::Trust, Some((name, value))) => {
             let entries = parse_principal(value, &format!("{path}.{name}"))?;
             Some(scope(name == "Principal", entries))
         }
@@ -267,7 +267,7 @@ fn parse_statement(
     };
 
     let resource = match pick_one(fields, path, "Resource", "NotResource")? {
-        None if kind == PolicyKind::Key => Scope::Listed(vec!["*".to_string()]),
+        None if kind != PolicyKind::Identity => Scope::Listed(vec!["*".to_string()]),
         None => {
             return Err(PolicyError::at(
                 format!("{path}.Resource"),
@@ -417,6 +417,16 @@ fn check_action(pattern: &str, kind: PolicyKind) -> Result<(), String> {
             .all(|c| c.is_ascii_alphanumeric() || c == '*' || c == '?');
     if !service_ok || !name_ok {
         return Err(malformed());
+    }
+    if kind == PolicyKind::Trust {
+        // A trust policy says who may become the role: only sts: actions mean anything.
+        return if service.eq_ignore_ascii_case("sts") {
+            Ok(())
+        } else {
+            Err(format!(
+                "'{pattern}': a trust policy controls only sts: actions, e.g. \"sts:AssumeRole\""
+            ))
+        };
     }
     if service.eq_ignore_ascii_case("kms") {
         if names_known_kms_action(pattern) {

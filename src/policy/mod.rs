@@ -41,6 +41,9 @@ pub enum PolicyKind {
     Key,
     /// An IAM identity policy: names no Principal, every statement names a Resource.
     Identity,
+    /// A role's trust policy (`AssumeRolePolicyDocument`): resource-based like a key
+    /// policy, every statement names a Principal, and it controls only `sts:` actions.
+    Trust,
 }
 
 /// A policy that cannot be accepted, with where (a JSON-ish path such as

@@ -20,7 +20,7 @@ use super::dispatch;
 use super::identities::IdentityCache;
 use super::ratelimit::{RATE_EXCEEDED, RateLimiter};
 use super::refusals::{Refusals, Refused};
-use crate::aws::sigv4::{self, RequestParts, Rules};
+use crate::aws::sigv4::{RequestParts, Rules};
 use crate::aws::{AwsError, Region};
 use crate::crypto::SecretBytes;
 use crate::datadir;
@@ -49,16 +49,17 @@ pub struct State {
     pub max_body: usize,
     body_timeout: Duration,
     pub body_budget: BodyBudget,
-    identities: IdentityCache,
+    pub(super) identities: IdentityCache,
     regions: RwLock<HashMap<String, Arc<EmbeddedKms>>>,
-    rates: RateLimiter,
-    refusals: Refusals,
+    pub(super) rates: RateLimiter,
+    pub(super) refusals: Refusals,
 }
 
-/// An HTTP answer: status, body (always JSON, in zeroizing memory).
+/// An HTTP answer: status, body (JSON, or XML for STS; in zeroizing memory).
 pub struct Answer {
     pub status: u16,
     pub body: Zeroizing<Vec<u8>>,
+    pub content_type: &'static str,
 }
 
 impl Answer {
@@ -71,6 +72,7 @@ impl Answer {
                 serde_json::to_vec(&json!({ "__type": code, "message": message }))
                     .expect("serializes"),
             ),
+            content_type: JSON_11,
         }
     }
 
@@ -82,10 +84,14 @@ impl Answer {
         Answer {
             status: 200,
             body: w.0,
+            content_type: JSON_11,
         }
     }
 
     pub fn code(&self) -> String {
+        if self.content_type != JSON_11 {
+            return super::sts::xml_field(&self.body, "Code");
+        }
         serde_json::from_slice::<Value>(&self.body)
             .ok()
             .and_then(|v| v["__type"].as_str().map(str::to_string))
@@ -93,6 +99,9 @@ impl Answer {
     }
 
     pub fn message(&self) -> String {
+        if self.content_type != JSON_11 {
+            return super::sts::xml_field(&self.body, "Message");
+        }
         serde_json::from_slice::<Value>(&self.body)
             .ok()
             .and_then(|v| v["message"].as_str().map(str::to_string))
@@ -121,14 +130,14 @@ pub struct Received {
 }
 
 impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    fn parts<'a>(&'a self, body: &'a [u8]) -> RequestParts<'a> {
+    pub(super) fn parts<'a>(&'a self, body: &'a [u8]) -> RequestParts<'a> {
         RequestParts {
             method: &self.method,
             path: &self.path,
@@ -196,7 +205,7 @@ impl State {
 
     /// The answer to a KMS error: AWS's code, the message for remote clients; an internal
     /// error's detail goes to stderr under the request id.
-    fn kms_error(&self, r: &Received, op: Option<&str>, e: &AwsError) -> Answer {
+    pub(super) fn kms_error(&self, r: &Received, op: Option<&str>, e: &AwsError) -> Answer {
         let code = e.aws_code();
         if code == "KMSInternalException" {
             eprintln!(
@@ -211,6 +220,9 @@ impl State {
 
     /// Handles one request whose body has been read (blocking: run off the reactor).
     pub fn handle(&self, r: Received) -> Answer {
+        if super::sts::is_sts(&r) {
+            return super::sts::handle(self, &r);
+        }
         let op = r
             .header("x-amz-target")
             .and_then(|t| t.strip_prefix(TARGET_PREFIX))
@@ -250,31 +262,18 @@ impl State {
                 ),
             );
         }
-        let keys = match self.identities.keys() {
-            Ok(k) => k,
-            Err(e) => return self.kms_error(&r, op, &e),
-        };
         let parts = r.parts(body);
         let now = Clock::from_env().now();
-        let verified = match sigv4::verify_with(&parts, now, &Rules::KMS, &mut |id| {
-            keys.get(id).map(|(_, secret)| secret.clone())
-        }) {
-            Ok(v) => v,
-            Err(e) => return refused(None, None, Answer::error(e.status, e.code, &e.message)),
-        };
-        let Some((identity, _)) = keys.get(&verified.access_key_id) else {
-            return refused(
-                None,
-                None,
-                Answer::error(
-                    400,
-                    "UnrecognizedClientException",
-                    "The security token included in the request is invalid.",
-                ),
-            );
-        };
+        let (verified, identity, rate_key) =
+            match self.identities.authenticate(&parts, now, &Rules::KMS) {
+                Ok(a) => (a.verified, a.identity, a.rate_key),
+                Err(Ok(e)) => {
+                    return refused(None, None, Answer::error(e.status, e.code, &e.message));
+                }
+                Err(Err(e)) => return self.kms_error(&r, op, &e),
+            };
         let caller = Caller::new(
-            (**identity).clone(),
+            (*identity).clone(),
             Some(verified.access_key_id.clone()),
             r.peer.ip().to_string(),
             Some(r.peer.ip().to_string()),
@@ -334,10 +333,7 @@ impl State {
                 answer,
             )
         };
-        if !self
-            .rates
-            .allow(&verified.access_key_id, &verified.region, op)
-        {
+        if !self.rates.allow(&rate_key, &verified.region, op) {
             // A throttled request is not counted: its record shares the refusal budget.
             return refused(
                 Some(&caller),

@@ -19,7 +19,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use super::ServeArgs;
 use super::body::{self, BodyError, InFlight, ZBody};
 use super::conn::{self, STOP_GRACE, Timeouts};
-use super::http::{Answer, JSON_11, Received, State};
+use super::http::{Answer, Received, State};
 use super::limits::{self, ConnLimit};
 use crate::aws::AwsError;
 
@@ -127,7 +127,7 @@ pub async fn respond(
         });
     let mut response = Response::builder()
         .status(answer.status)
-        .header("content-type", JSON_11)
+        .header("content-type", answer.content_type)
         .header("x-amzn-requestid", request_id.as_str());
     if close {
         // The body was not read to its end: this connection cannot carry another request.

@@ -6,6 +6,9 @@
 //! users (`cryptvol iam create-access-key`), and the region is the one in the signature's
 //! credential scope. The authenticated user is the caller that key policies, identity
 //! policies and the audit trail see, with the client's address as `sourceIPAddress`.
+//! Temporary credentials (`ASIA…` with `X-Amz-Security-Token`) authenticate as the user or
+//! role session their token names (`identities`), and the same port answers AWS STS's
+//! Query protocol (`sts`: GetCallerIdentity, GetSessionToken, AssumeRole).
 //!
 //! Layers: `listener` (TCP/TLS, the connection cap, shutdown) → `conn` (one connection
 //! and its timeouts) → `http` (SigV4, quotas, the AWS error envelope) → `dispatch` (one
@@ -23,6 +26,7 @@ mod limits;
 mod listener;
 mod ratelimit;
 mod refusals;
+mod sts;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

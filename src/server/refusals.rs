@@ -50,6 +50,11 @@ impl Refusals {
         }
     }
 
+    /// The region whose trail records what names no usable region.
+    pub fn home_region(&self) -> &str {
+        &self.home_region
+    }
+
     /// Records `r` (if the budget allows) and returns `answer` unchanged.
     pub fn record(&self, state: &State, r: &Refused, answer: Answer) -> Answer {
         let now = u64::try_from(self.clock.elapsed().as_nanos()).unwrap_or(u64::MAX);

@@ -44,7 +44,7 @@ mod tests;
 use std::fmt;
 
 pub use parse::{Claimed, MAX_CLAIMED_CHARS, claimed};
-pub use signing::{Rules, presign, sign, sign_with, verify, verify_with};
+pub use signing::{Rules, presign, sign, sign_with, verify, verify_session, verify_with};
 
 /// The only algorithm there is for SigV4 with HMAC.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
@@ -60,11 +60,13 @@ pub const MISSING_AUTHENTICATION_TOKEN: &str = "MissingAuthenticationTokenExcept
 pub const INCOMPLETE_SIGNATURE: &str = "IncompleteSignatureException";
 pub const INVALID_SIGNATURE: &str = "InvalidSignatureException";
 pub const UNRECOGNIZED_CLIENT: &str = "UnrecognizedClientException";
+pub const EXPIRED_TOKEN: &str = "ExpiredTokenException";
 
 const SIGNATURE_MISMATCH: &str = "The request signature we calculated does not match the \
      signature you provided. Check your AWS Secret Access Key and signing method. Consult the \
      service documentation for details.";
-const INVALID_TOKEN: &str = "The security token included in the request is invalid.";
+pub const INVALID_TOKEN: &str = "The security token included in the request is invalid.";
+pub const EXPIRED_TOKEN_MESSAGE: &str = "The security token included in the request is expired";
 const NO_DATE: &str =
     "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.";
 
@@ -154,7 +156,7 @@ pub struct AuthError {
 }
 
 impl AuthError {
-    fn new(code: &'static str, message: impl Into<String>) -> AuthError {
+    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> AuthError {
         AuthError {
             code,
             message: message.into(),

@@ -160,7 +160,7 @@ pub fn presign(
 ///
 /// Besides the signature itself: `host` and the date header must be signed, and so must
 /// `x-amz-target` when present (it chooses the operation); an `x-amz-content-sha256` header
-/// must be the body's hash; session tokens are refused (the server issues none).
+/// must be the body's hash; session tokens are refused ([`verify_session`] takes them).
 pub fn verify(
     parts: &RequestParts,
     now: i64,
@@ -196,6 +196,12 @@ impl Rules<'_> {
         service: Some("kms"),
         max_presigned_age_secs: MAX_CLOCK_SKEW_SECS,
     };
+
+    /// The STS endpoint of the same server: scoped to `sts`, otherwise as KMS.
+    pub const STS: Rules<'static> = Rules {
+        service: Some("sts"),
+        max_presigned_age_secs: MAX_CLOCK_SKEW_SECS,
+    };
 }
 
 /// [`verify`] under a service's [`Rules`].
@@ -204,6 +210,26 @@ pub fn verify_with(
     now: i64,
     rules: &Rules,
     secret_for: &mut dyn FnMut(&str) -> Option<Zeroizing<String>>,
+) -> Result<Verified, AuthError> {
+    verify_session(parts, now, rules, &mut |id, token| match token {
+        Some(_) => Err(AuthError::new(UNRECOGNIZED_CLIENT, INVALID_TOKEN)),
+        None => secret_for(id).ok_or_else(|| AuthError::new(UNRECOGNIZED_CLIENT, INVALID_TOKEN)),
+    })
+}
+
+/// The secret of an access key id and its session token, or why there is none.
+pub type SessionSecretFor<'a> =
+    dyn FnMut(&str, Option<&str>) -> Result<Zeroizing<String>, AuthError> + 'a;
+
+/// [`verify_with`] for a server that issues temporary credentials: `secret_for` gets the
+/// access key id and the request's session token (`X-Amz-Security-Token`, header or
+/// query), and answers the secret or its own refusal (an expired token, say). It is
+/// called only once the request is otherwise well formed and within its time window.
+pub fn verify_session(
+    parts: &RequestParts,
+    now: i64,
+    rules: &Rules,
+    secret_for: &mut SessionSecretFor,
 ) -> Result<Verified, AuthError> {
     let query = parse_query(parts.query);
     let auth = find_authentication(parts, &query)?;
@@ -254,13 +280,14 @@ pub fn verify_with(
         rules.max_presigned_age_secs,
     )?;
 
-    let token_in_query = query.iter().any(|(n, _)| n == b"X-Amz-Security-Token");
-    if token_in_query || header_value(parts.headers, "x-amz-security-token").is_some() {
-        return Err(AuthError::new(UNRECOGNIZED_CLIENT, INVALID_TOKEN));
-    }
-    let Some(secret) = secret_for(scope.access_key_id) else {
-        return Err(AuthError::new(UNRECOGNIZED_CLIENT, INVALID_TOKEN));
-    };
+    let token_in_query = query
+        .iter()
+        .find(|(n, _)| n == b"X-Amz-Security-Token")
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+    let token = Zeroizing::new(
+        token_in_query.or_else(|| header_value(parts.headers, "x-amz-security-token")),
+    );
+    let secret = secret_for(scope.access_key_id, token.as_deref())?;
 
     let body_hash = hex_sha256(parts.body);
     let declared_hash = header_value(parts.headers, "x-amz-content-sha256");

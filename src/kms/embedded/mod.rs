@@ -55,6 +55,7 @@ mod refused;
 mod resolve;
 mod rotation;
 mod session;
+pub mod sts_event;
 mod tags;
 mod usage;
 mod volume_service;
