@@ -238,16 +238,21 @@ fn bad_store_input_is_one_error_line_and_changes_nothing() {
         assert!(err.contains(says), "{url} {endpoint}: {err}");
         assert!(!e.data.exists(), "{url}: init left a data dir behind");
     }
-    // No credentials: one line, exit 7 or 6, nothing made.
+    // No credentials (none in the environment, no shared files): exit 7, nothing made.
+    let home = e.scratch().to_str().unwrap().to_string();
     let err = e
-        .run(&[
-            "init",
-            "--snapshot-store",
-            &s.url,
-            "--s3-endpoint",
-            &s.moto.endpoint,
-        ])
-        .fails(6);
+        .run_env(
+            &[
+                "init",
+                "--snapshot-store",
+                &s.url,
+                "--s3-endpoint",
+                &s.moto.endpoint,
+            ],
+            &[("HOME", home.as_str())],
+        )
+        .fails(7);
+    assert!(!e.data.exists());
     assert!(err.contains("credentials"), "{err}");
 
     // A region with a store: deleting or listing what is not there.
@@ -275,8 +280,27 @@ fn bad_store_input_is_one_error_line_and_changes_nothing() {
     )
     .fails(23);
     assert!(err.contains("no-such-bucket"), "{err}");
-    a.snapshot()
-        .assert_unchanged_since(&before, "failed snapshot delete and set-snapshot-store");
+    // A lazy restore reads from the region's own store only.
+    let err = run(
+        &a,
+        &s,
+        &[
+            "volume",
+            "create",
+            "--from-snapshot",
+            "snap-0123456789abcdef0",
+            "--snapshot-store",
+            &format!("s3://{BUCKET}/elsewhere"),
+            "--s3-endpoint",
+            &s.moto.endpoint,
+        ],
+    )
+    .fails(6);
+    assert!(err.contains("region set-snapshot-store"), "{err}");
+    a.snapshot().assert_unchanged_since(
+        &before,
+        "failed snapshot delete, set-snapshot-store and restore",
+    );
     let region = json(&a, &s, &["region", "describe"]);
     assert_eq!(region["SnapshotStore"]["Url"], s.url.as_str(), "{region:#}");
 }

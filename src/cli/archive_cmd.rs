@@ -249,6 +249,24 @@ pub fn restore_from_store(
     use crate::volume::{KeySource, lifecycle, remote::RemoteChunk};
 
     let dir = cfg.region_dir();
+    // The region daemon fetches a lazily restored volume's chunks from the region's own
+    // store: a snapshot in another store must be copied (`snapshot copy
+    // --source-snapshot-store`) or that store made the region's.
+    let own = archive::load_config(&dir)?;
+    if let (Some(named), own) = (store_args.resolve(cfg)?, &own)
+        && own.as_ref().map(|o| &o.url) != Some(&named.url)
+    {
+        return Err(CliError::bad(
+            "--snapshot-store",
+            format!(
+                "{}: a volume restored lazily reads from its region's snapshot store ({}); make it the region's with `cryptvol region set-snapshot-store {}`, or copy the snapshot into the region's store with `cryptvol snapshot copy {snapshot} --source-snapshot-store {}`",
+                named.url,
+                own.as_ref().map_or("none", |o| o.url.as_str()),
+                named.url,
+                named.url,
+            ),
+        ));
+    }
     let store = store_args.require(cfg)?;
     let (bytes, head) = restore::fetch(&store, snapshot)?;
     let rec = crate::snapshot::SnapshotRecord {
