@@ -142,6 +142,9 @@ pub struct Fetched {
 impl SnapshotStore {
     pub fn open(cfg: &StoreConfig, creds: StoreCredentials) -> Result<SnapshotStore, StoreError> {
         let (bucket, prefix) = cfg.bucket_and_prefix()?;
+        // reqwest's TLS has no crypto provider of its own here (see Cargo.toml): ring, as
+        // the server and the KMS client use. Installing twice is harmless.
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(&bucket)
             .with_region(cfg.region.as_deref().unwrap_or("us-east-1"))
