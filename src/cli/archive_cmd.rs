@@ -299,7 +299,7 @@ pub fn restore_from_store(
     }
     let lineage = head.volume.lineage.clone();
     // Counted in the store before the volume relies on any object.
-    restore::hold_for_volume(&store, &lineage, h.id.as_str(), &entries)?;
+    restore::hold_for_volume(&store, &lineage, snapshot, h.id.as_str(), &entries)?;
     let hold = hold_path(cfg, h.id.as_str());
     crate::sys::fsio::create_private_dir(&dir.archive_dir())
         .map_err(|e| crate::volume::VolumeError::io("cannot create", dir.archive_dir(), e))?;
@@ -323,22 +323,54 @@ pub fn restore_from_store(
         Ok(())
     });
     if let Err(e) = made {
-        let _ = release_hold(cfg, h.id.as_str());
+        // The volume was not made: its hold alone goes.
+        let _ = archive::delete::delete(&store, &lineage, h.id.as_str());
+        let _ = std::fs::remove_file(&hold);
         return Err(e);
     }
     Ok(h)
 }
 
-/// Ends a lazily restored volume's hold on the store (it was hydrated or deleted); a
-/// volume without a hold has nothing to release.
-pub fn release_hold(cfg: &Config, volume: &str) -> Result<(), CliError> {
-    let hold = hold_path(cfg, volume);
-    let Ok(lineage) = std::fs::read_to_string(&hold) else {
+/// Ends a lazily restored volume's hold on the store (it was hydrated or deleted), and
+/// any other hold of the region that nothing here reads through any more; a volume
+/// without a hold has nothing to release.
+///
+/// A hold covers more than its volume: a snapshot of a lazily restored volume, and a
+/// volume restored from that snapshot, share its `remote` rows (the same objects). So a
+/// hold is kept while any volume or snapshot of this pool still has a chunk in the store
+/// under the hold's lineage, and released by the delete or hydrate that ends the last.
+pub fn release_hold(cfg: &Config, access: &dyn Catalog, volume: &str) -> Result<(), CliError> {
+    let _ = volume;
+    let dir = cfg.region_dir().archive_dir();
+    let Ok(rd) = std::fs::read_dir(&dir) else {
         return Ok(());
     };
-    let store = StoreArgs::default().require(cfg)?;
-    archive::delete::delete(&store, lineage.trim(), volume)?;
-    let _ = std::fs::remove_file(&hold);
+    let mut holds: Vec<(String, String)> = rd
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let vol = name.strip_suffix(".hold")?.to_string();
+            let lineage = std::fs::read_to_string(e.path()).ok()?;
+            Some((vol, lineage.trim().to_string()))
+        })
+        .collect();
+    holds.sort();
+    if holds.is_empty() {
+        return Ok(());
+    }
+    let read_here = lineages_read_here(access)?;
+    let mut store = None;
+    for (vol, lineage) in holds {
+        if read_here.contains(&lineage) {
+            continue;
+        }
+        let s = match &store {
+            Some(s) => s,
+            None => store.insert(StoreArgs::default().require(cfg)?),
+        };
+        archive::delete::delete(s, &lineage, &vol)?;
+        let _ = std::fs::remove_file(hold_path(cfg, &vol));
+    }
     Ok(())
 }
 
@@ -387,4 +419,32 @@ pub fn copy_from_store(
         now_ns: cfg.clock.now_nanos(),
     };
     Ok(archive::copy::copy(&c, snapshot)?)
+}
+
+/// The lineages whose objects some volume or snapshot of this pool still reads.
+fn lineages_read_here(
+    access: &dyn Catalog,
+) -> Result<std::collections::BTreeSet<String>, CliError> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut add = |rows: Vec<(u64, crate::volume::remote::RemoteChunk)>| {
+        for (_, rc) in rows {
+            if let Some(l) = rc
+                .object
+                .strip_prefix("chunks/")
+                .and_then(|r| r.split_once('/'))
+            {
+                out.insert(l.0.to_string());
+            }
+        }
+    };
+    for h in access.list_volumes()? {
+        // An attached volume's fetches are committed later: ask it first.
+        if access.remote_bytes(&h.id)? > 0 {
+            add(access.load_remote(h.id.as_str())?);
+        }
+    }
+    for r in access.list_snapshots()? {
+        add(access.load_remote(r.id.as_str())?);
+    }
+    Ok(out)
 }

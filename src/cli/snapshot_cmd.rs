@@ -431,8 +431,7 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
             if !is_local && store.resolve(cfg)?.is_some() {
                 // Only in the store (archived elsewhere, or deleted here already).
                 let s = store.require(cfg)?;
-                let (_, h) = archive::restore::fetch(&s, &snapshot)?;
-                let stats = archive::delete::delete(&s, &h.volume.lineage, &snapshot)?;
+                let stats = archive::delete::delete_snapshot(&s, &snapshot)?;
                 return cfg.print(
                     &serde_json::json!({ "SnapshotId": snapshot, "Deleted": true, "Store": stats }),
                     "Snapshot",
@@ -458,6 +457,8 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
             }
             access.delete_snapshot(rec.id.as_str())?;
             job::remove(&region, rec.id.as_str());
+            // The last reader of a lazily restored volume's objects may have gone.
+            archive_cmd::release_hold(cfg, access.as_ref(), rec.id.as_str())?;
             let mut out = serde_json::json!({ "SnapshotId": rec.id.to_string(), "Deleted": true });
             if let Some(stats) = stats {
                 out["Store"] = serde_json::to_value(stats).expect("stats serialize");

@@ -310,7 +310,7 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
             let fetched = access.hydrate_volume(&h.id, &|_| true)?;
             // Everything is local now: the store's objects may go with their snapshots.
             if access.remote_bytes(&h.id)? == 0 {
-                super::archive_cmd::release_hold(cfg, h.id.as_str())?;
+                super::archive_cmd::release_hold(cfg, access.as_ref(), h.id.as_str())?;
             }
             let mut out =
                 serde_json::to_value(info(access.as_ref(), &h)?).expect("info serializes");
@@ -342,7 +342,7 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
             }
             access.delete_volume(&h.id)?;
             retire_volume_grant(cfg, &h);
-            super::archive_cmd::release_hold(cfg, h.id.as_str())?;
+            super::archive_cmd::release_hold(cfg, access.as_ref(), h.id.as_str())?;
             cfg.print(
                 &serde_json::json!({ "VolumeId": h.id.to_string(), "Deleted": true }),
                 "Volume",

@@ -105,6 +105,24 @@ impl StoreConfig {
         {
             return Err(self.bad(format!("'{prefix}' is not a key prefix")));
         }
+        // object_store percent-encodes some characters of a key (`~`, `#`, `%`, `*`,
+        // non-ASCII...): the objects would land under another prefix than the one named,
+        // and listings would not match it. Refuse such prefixes rather than guess.
+        if let Some(c) = prefix.split('/').find_map(|seg| {
+            (object_store::path::PathPart::from(seg).as_ref() != seg).then(|| {
+                seg.chars()
+                    .find(|c| {
+                        let mut b = [0u8; 4];
+                        let one = c.encode_utf8(&mut b);
+                        object_store::path::PathPart::from(&*one).as_ref() != one
+                    })
+                    .unwrap_or('?')
+            })
+        }) {
+            return Err(self.bad(format!(
+                "'{prefix}' is not a key prefix: '{c}' would be stored escaped; use letters, digits and !-_.'()/"
+            )));
+        }
         Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
     }
 }
@@ -137,6 +155,12 @@ impl std::fmt::Debug for SnapshotStore {
 pub struct Fetched {
     pub bytes: Bytes,
     pub etag: Option<String>,
+}
+
+/// What a bounded read found: the object, or the size of one too large to read.
+pub enum Bounded {
+    Fetched(Fetched),
+    TooLarge(u64),
 }
 
 impl SnapshotStore {
@@ -214,12 +238,38 @@ impl SnapshotStore {
     }
 
     pub async fn get_async(&self, key: &str) -> Result<Option<Fetched>, StoreError> {
+        Ok(self.get_limited(key, u64::MAX).await?.map(|b| match b {
+            Bounded::Fetched(f) => f,
+            Bounded::TooLarge(_) => unreachable!("no object is larger than u64::MAX bytes"),
+        }))
+    }
+
+    /// As `get`, but of an object of more than `max` bytes only its size is returned,
+    /// known from the answer's headers before any of its body is read: a huge object
+    /// where a chunk is expected must not be read into memory.
+    pub fn get_at_most(&self, key: &str, max: u64) -> Result<Option<Bounded>, StoreError> {
+        self.runtime.block_on(self.get_limited(key, max))
+    }
+
+    pub async fn get_at_most_async(
+        &self,
+        key: &str,
+        max: u64,
+    ) -> Result<Option<Bounded>, StoreError> {
+        self.get_limited(key, max).await
+    }
+
+    async fn get_limited(&self, key: &str, max: u64) -> Result<Option<Bounded>, StoreError> {
         let path = self.path(key);
         match self.s3.get(&path).await {
             Ok(r) => {
+                if r.meta.size > max {
+                    // Dropping the answer closes its body unread.
+                    return Ok(Some(Bounded::TooLarge(r.meta.size)));
+                }
                 let etag = r.meta.e_tag.clone();
                 let bytes = r.bytes().await.map_err(|e| self.fail("GET", key, e))?;
-                Ok(Some(Fetched { bytes, etag }))
+                Ok(Some(Bounded::Fetched(Fetched { bytes, etag })))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.fail("GET", key, e)),
@@ -389,6 +439,8 @@ mod tests {
             ("my-bucket".into(), "a/b".into())
         );
         assert_eq!(ok.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        let odd = StoreConfig::new("s3://bkt/a-b_c.d/(x)'!=+,@", None, None).unwrap();
+        assert_eq!(odd.bucket_and_prefix().unwrap().1, "a-b_c.d/(x)'!=+,@");
         let root = StoreConfig::new("s3://bkt", None, None).unwrap();
         assert_eq!(root.bucket_and_prefix().unwrap().1, "");
         for (url, why) in [
@@ -397,6 +449,12 @@ mod tests {
             ("s3://ab/x", "not a bucket name"),
             ("s3://bucket/../x", "not a key prefix"),
             ("s3://bucket/a//b", "not a key prefix"),
+            // Characters the S3 client would escape: the objects would not be where named.
+            ("s3://bucket/team~a", "not a key prefix"),
+            ("s3://bucket/a#1/b", "not a key prefix"),
+            ("s3://bucket/50%off", "not a key prefix"),
+            ("s3://bucket/équipe", "not a key prefix"),
+            ("s3://bucket/a*", "not a key prefix"),
         ] {
             let e = StoreConfig::new(url, None, None).unwrap_err().to_string();
             assert!(e.contains(why), "{url}: {e}");

@@ -24,6 +24,8 @@ pub fn delete(
     lineage: &str,
     holder: &str,
 ) -> Result<DeleteStats, ArchiveError> {
+    super::check_holder(holder)?;
+    super::check_lineage(lineage)?;
     if holder.starts_with("snap-") {
         store.delete(&manifest::manifest_key(holder))?;
     }
@@ -37,6 +39,31 @@ pub fn delete(
     store.delete(&index::refs_key(lineage, holder))?;
     stats.garbage_deleted = sweep(store, lineage)?;
     Ok(stats)
+}
+
+/// Deletes archived snapshot `snapshot` from the store, knowing only its id (another
+/// machine's snapshot, or one deleted here already). Its lineage is in its manifest; a
+/// delete killed after removing the manifest left the snapshot's chunk set
+/// (`refs/<lineage>/<snap>.json`), which names the lineage too, so a re-run completes it.
+pub fn delete_snapshot(store: &SnapshotStore, snapshot: &str) -> Result<DeleteStats, ArchiveError> {
+    let lineage = match super::restore::fetch(store, snapshot) {
+        Ok((_, h)) => h.volume.lineage,
+        Err(ArchiveError::NotInStore { snapshot, url }) => {
+            let tail = format!("/{snapshot}.json");
+            let found = store
+                .list("refs")?
+                .into_iter()
+                .filter_map(|k| {
+                    k.strip_prefix("refs/")?
+                        .strip_suffix(&tail)
+                        .map(str::to_string)
+                })
+                .find(|l| super::check_lineage(l).is_ok());
+            found.ok_or(ArchiveError::NotInStore { snapshot, url })?
+        }
+        Err(e) => return Err(e),
+    };
+    delete(store, &lineage, snapshot)
 }
 
 /// Removes objects under `chunks/<lineage>/` that the index does not name. Listed before

@@ -60,6 +60,51 @@ pub enum ArchiveError {
     NeedsCustomerKey { snapshot: String },
 }
 
+/// Checks a snapshot id given by a user before it names any local file or store key
+/// (`../x` would otherwise name a lock file outside the archive directory, or another
+/// object of the store).
+pub fn check_snapshot_id(snapshot: &str) -> Result<SnapshotId, ArchiveError> {
+    SnapshotId::parse(snapshot).ok_or_else(|| {
+        VolumeError::invalid(
+            "snapshot id",
+            format!(
+                "'{}' is not a snapshot id (snap- and 17 hex digits)",
+                snapshot.escape_debug()
+            ),
+        )
+        .into()
+    })
+}
+
+/// Checks a holder name read from the user or the store: a snapshot or volume id.
+pub fn check_holder(holder: &str) -> Result<(), ArchiveError> {
+    if SnapshotId::parse(holder).is_some() || crate::volume::ids::VolumeId::parse(holder).is_some()
+    {
+        return Ok(());
+    }
+    Err(VolumeError::invalid(
+        "snapshot id",
+        format!("'{}' is not a snapshot or volume id", holder.escape_debug()),
+    )
+    .into())
+}
+
+/// Checks a lineage read from a manifest header (checksummed, not authenticated): it
+/// names the index and the chunk prefix, so it must be a volume id, no path.
+pub fn check_lineage(lineage: &str) -> Result<(), ArchiveError> {
+    if crate::volume::ids::VolumeId::parse(lineage).is_some() {
+        return Ok(());
+    }
+    Err(VolumeError::Corrupt {
+        what: "snapshot manifest".into(),
+        detail: format!(
+            "its lineage '{}' is not a volume id",
+            lineage.escape_debug()
+        ),
+    }
+    .into())
+}
+
 /// The lease an archive job holds on its snapshot (the pool keeps the snapshot, and so
 /// the slots it reads, until the job ends).
 pub fn lease_holder(snapshot: &str) -> String {
@@ -133,6 +178,7 @@ pub fn run_job(
     snapshot: &str,
     max_bandwidth: Option<u64>,
 ) -> Result<ArchiveStatus, ArchiveError> {
+    check_snapshot_id(snapshot)?;
     let Some(_lock) = job::try_lock(env.dir, snapshot)? else {
         return Err(ArchiveError::Busy {
             snapshot: snapshot.to_string(),

@@ -36,6 +36,7 @@ pub fn fetch(
     store: &SnapshotStore,
     snapshot: &str,
 ) -> Result<(Vec<u8>, ManifestHeader), ArchiveError> {
+    super::check_snapshot_id(snapshot)?;
     let f = store
         .get(&manifest::manifest_key(snapshot))?
         .ok_or_else(|| ArchiveError::NotInStore {
@@ -59,18 +60,44 @@ pub fn open(
     })
 }
 
-/// Registers `volume` as a holder of every chunk of the snapshot it was restored from,
-/// so that deleting the snapshot keeps what the volume still reads from the store.
+/// Registers `volume` as a holder of every chunk of `snapshot` (whose authenticated
+/// chunk list is `entries`), so that deleting the snapshot keeps what the volume still
+/// reads from the store. In the same index change, the snapshot must still be a holder
+/// with these very objects: a delete that ran since its manifest was read released them
+/// (and may have removed them), and a hold taken then would count objects that are gone
+/// (new entries, under new generations, that nothing uploads).
 pub fn hold_for_volume(
     store: &SnapshotStore,
     lineage: &str,
+    snapshot: &str,
     volume: &str,
     entries: &[ChunkEntry],
 ) -> Result<(), ArchiveError> {
+    super::check_lineage(lineage)?;
     let hashes: BTreeSet<String> = entries.iter().map(|e| hex::encode(e.blake3)).collect();
     index::save_refs(store, lineage, volume, &hashes)?;
-    index::update(store, lineage, |idx| {
-        index::hold(idx, volume, HolderState::Restored, &hashes);
+    let held = index::update(store, lineage, |idx| {
+        let snapshot_holds = matches!(
+            idx.holders.get(snapshot),
+            Some(HolderState::Archiving | HolderState::Complete)
+        ) && entries.iter().all(|e| {
+            idx.chunks
+                .get(&hex::encode(e.blake3))
+                .is_some_and(|c| c.generation == e.generation && c.uploaded)
+        });
+        if snapshot_holds {
+            index::hold(idx, volume, HolderState::Restored, &hashes);
+        }
+        snapshot_holds
     })?;
+    if !held {
+        // Nothing was counted for the volume; its chunk set goes too.
+        let _ = index::update(store, lineage, |idx| index::release(idx, volume, &hashes));
+        let _ = store.delete(&index::refs_key(lineage, volume));
+        return Err(ArchiveError::NotInStore {
+            snapshot: snapshot.to_string(),
+            url: store.config().url.clone(),
+        });
+    }
     Ok(())
 }

@@ -18,7 +18,7 @@ use super::manifest::{self, ChunkEntry, ManifestHeader};
 use crate::aws::Region;
 use crate::crypto::SecretBytes;
 use crate::snapshot::SnapshotRecord;
-use crate::snapshot::store::SnapshotStore;
+use crate::snapshot::store::{Bounded, SnapshotStore, StoreError};
 use crate::snapshot::throttle::Throttle;
 use crate::volume::ids::{SlotNo, SnapshotId};
 use crate::volume::storage::file::read_full_at;
@@ -144,12 +144,13 @@ pub fn run(
                             .await
                             .map_err(|e| ArchiveError::Interrupted(e.to_string()))??
                     }
-                    (Source::Object(object), _) => u
-                        .store
-                        .get_async(object)
-                        .await?
-                        .map(|f| f.bytes.to_vec())
-                        .unwrap_or_default(),
+                    // Bounded: a huge object where a chunk is expected is not read.
+                    (Source::Object(object), _) => {
+                        match u.store.get_at_most_async(object, chunk_len as u64).await? {
+                            Some(Bounded::Fetched(f)) => f.bytes.to_vec(),
+                            _ => Vec::new(),
+                        }
+                    }
                     (Source::Slot(_), None) => unreachable!("a data file when a slot is mapped"),
                 };
                 if &hex::encode(blake3::hash(&buf).as_bytes()) != hx {
@@ -177,15 +178,27 @@ pub fn run(
     }
 
     // 4. The manifest, then the holder is complete: the snapshot is restorable.
+    // Every hash has its entry (this holder counts it) unless the index was damaged.
     let list: Vec<ChunkEntry> = entries
         .iter()
-        .map(|(c, _, h)| ChunkEntry {
-            chunk: *c,
-            blake3: *h,
-            generation: objects[&hex::encode(h)].0,
-            len: chunk_len,
+        .map(|(c, _, h)| {
+            let hx = hex::encode(h);
+            let (generation, _) = objects.get(&hx).ok_or_else(|| StoreError::Request {
+                url: u.store.config().url.clone(),
+                op: "GET",
+                key: index::index_key(lineage),
+                message: format!(
+                    "it lists {holder} as a holder but does not count its chunk {hx}: the snapshot store's index was damaged"
+                ),
+            })?;
+            Ok(ChunkEntry {
+                chunk: *c,
+                blake3: *h,
+                generation: *generation,
+                len: chunk_len,
+            })
         })
-        .collect();
+        .collect::<Result<_, ArchiveError>>()?;
     let header = ManifestHeader {
         snapshot_id: rec.id.clone(),
         parent: u.parent.clone(),
