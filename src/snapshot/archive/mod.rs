@@ -90,15 +90,18 @@ pub fn check_holder(holder: &str) -> Result<(), ArchiveError> {
 }
 
 /// Checks a lineage read from a manifest header (checksummed, not authenticated): it
-/// names the index and the chunk prefix, so it must be a volume id, no path.
+/// names the index and the chunk prefix, so it must be an id, no path: a volume's (the
+/// data key was made for it) or a snapshot's (a copy's new data key was made for it).
 pub fn check_lineage(lineage: &str) -> Result<(), ArchiveError> {
-    if crate::volume::ids::VolumeId::parse(lineage).is_some() {
+    if crate::volume::ids::VolumeId::parse(lineage).is_some()
+        || SnapshotId::parse(lineage).is_some()
+    {
         return Ok(());
     }
     Err(VolumeError::Corrupt {
         what: "snapshot manifest".into(),
         detail: format!(
-            "its lineage '{}' is not a volume id",
+            "its lineage '{}' is neither a volume nor a snapshot id",
             lineage.escape_debug()
         ),
     }
