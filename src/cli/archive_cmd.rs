@@ -214,6 +214,9 @@ pub fn cancel_archive(
         None => None,
     };
     access.release_lease(snapshot, &archive::lease_holder(snapshot))?;
+    // Forgotten while the lock is held: an archiver restarted by `snapshot list` in the
+    // meantime would otherwise find it pending and lease the snapshot again.
+    job::remove(&dir, snapshot);
     Ok(stats)
 }
 

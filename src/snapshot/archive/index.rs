@@ -122,7 +122,7 @@ pub fn update<T>(
 ) -> Result<T, StoreError> {
     let key = index_key(lineage);
     let mut backoff = std::time::Duration::from_millis(5);
-    loop {
+    for _ in 0..MAX_ATTEMPTS {
         let (mut idx, etag) = load(store, lineage)?;
         let out = change(&mut idx);
         let bytes = Bytes::from(serde_json::to_vec(&idx).expect("index serializes"));
@@ -136,7 +136,20 @@ pub fn update<T>(
         std::thread::sleep(backoff + std::time::Duration::from_micros(random_below(5000)));
         backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
     }
+    // Many machines at once can each win a turn well within this; a server that refuses
+    // every conditional write (or a store that is rewritten all the time) cannot.
+    Err(StoreError::Request {
+        url: store.config().url.clone(),
+        op: "PUT",
+        key,
+        message: format!(
+            "the index changed under every one of {MAX_ATTEMPTS} attempts to update it (is the server honouring If-Match?): try again"
+        ),
+    })
 }
+
+/// Compare-and-swap attempts before `update` gives up (about a minute with the backoff).
+const MAX_ATTEMPTS: u32 = 120;
 
 fn random_below(n: u64) -> u64 {
     let r: [u8; 8] = crate::crypto::random::array();

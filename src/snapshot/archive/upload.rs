@@ -148,7 +148,20 @@ pub fn run(
                     (Source::Object(object), _) => {
                         match u.store.get_at_most_async(object, chunk_len as u64).await? {
                             Some(Bounded::Fetched(f)) => f.bytes.to_vec(),
-                            _ => Vec::new(),
+                            found => {
+                                return Err(crate::volume::VolumeError::Corrupt {
+                                    what: format!(
+                                        "object {object} of {}",
+                                        u.store.config().url
+                                    ),
+                                    detail: if found.is_none() {
+                                        "it is missing: the snapshot this volume was restored from is damaged in the store".into()
+                                    } else {
+                                        "it is larger than a chunk: the snapshot this volume was restored from is damaged in the store".into()
+                                    },
+                                }
+                                .into());
+                            }
                         }
                     }
                     (Source::Slot(_), None) => unreachable!("a data file when a slot is mapped"),
