@@ -162,7 +162,8 @@ for _ in $(seq 600); do
   [ "$(cva snapshot describe "$lsnap" --query State --output text)" = completed ] && break; sleep 0.5
 done
 [ "$(cva snapshot describe "$lsnap" --query State --output text)" = completed ] || { echo "bench/archive.sh: the archive of $lsnap did not complete" >&2; exit 1; }
-cva kms serve --listen 127.0.0.1:0 >"$work/kms.out" 2>/dev/null &
+# Directly, not through cva: $! must be the server itself, for the teardown to stop it.
+"$CV" --data-dir "$A" kms serve --listen 127.0.0.1:0 >"$work/kms.out" 2>/dev/null &
 kms_pid=$!
 for _ in $(seq 100); do [ -s "$work/kms.out" ] && break; sleep 0.1; done
 kms_ep=$(head -1 "$work/kms.out" | field '["Endpoint"]')
