@@ -198,13 +198,21 @@ pub fn cancel_archive(
     let Some(status) = job::read(&dir, snapshot) else {
         return Ok(None);
     };
-    let Some(_lock) = job::try_lock(&dir, snapshot)? else {
-        return Err(ArchiveError::Busy {
-            snapshot: snapshot.to_string(),
+    // A completed job's process is only exiting: wait for it. A pending one that runs is
+    // refused.
+    let _lock = if status.state == job::ArchiveState::Completed {
+        job::lock(&dir, snapshot)?
+    } else {
+        match job::try_lock(&dir, snapshot)? {
+            Some(l) => l,
+            None => {
+                return Err(ArchiveError::Busy {
+                    snapshot: snapshot.to_string(),
+                }
+                .into());
+            }
         }
-        .into());
     };
-    let _ = status;
     let stats = match archive::load_config(&dir)? {
         Some(c) => Some(archive::delete::delete(
             &archive::open_store(&c, cfg.aws_profile.as_deref())?,

@@ -175,6 +175,7 @@ pub fn copy(c: &StoreCopy, source: &str) -> Result<ArchiveStatus, ArchiveError> 
         let _ = job::write(c.dir, s);
     };
     upload::run(&up, &mut status, &report)?;
+    job::write(c.dir, &status)?;
     let _ = std::fs::remove_file(&spool);
     let _ = std::fs::remove_file(record_path(c.dir, source));
     Ok(status)

@@ -139,6 +139,14 @@ pub fn try_lock(
     FileLock::try_exclusive(&p).map_err(|e| io_error("cannot lock", &p, e))
 }
 
+/// The job's lock, waiting for a process that holds it.
+pub fn lock(dir: &RegionDir, snapshot: &str) -> Result<FileLock, crate::volume::VolumeError> {
+    let d = dir.archive_dir();
+    fsio::create_private_dir(&d).map_err(|e| io_error("cannot create", &d, e))?;
+    let p = lock_path(dir, snapshot);
+    FileLock::exclusive(&p).map_err(|e| io_error("cannot lock", &p, e))
+}
+
 /// True when a process runs the job now.
 pub fn is_running(dir: &RegionDir, snapshot: &str) -> bool {
     lock_path(dir, snapshot).exists() && matches!(try_lock(dir, snapshot), Ok(None))

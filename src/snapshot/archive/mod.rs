@@ -232,8 +232,8 @@ pub fn run_job(
     };
     match upload::run(&up, &mut status, &report) {
         Ok(()) => {
-            job::write(env.dir, &status)?;
             (env.catalog)()?.release_lease(snapshot, &holder)?;
+            job::write(env.dir, &status)?;
             Ok(status)
         }
         Err(e) => {

@@ -231,10 +231,11 @@ pub fn run(
             *s = HolderState::Complete;
         }
     })?;
+    // The caller records the completed state once it has let go of what it holds (the
+    // snapshot's lease): a job shown completed has nothing left to do.
     status.state = ArchiveState::Completed;
     status.progress = 100;
     status.error = None;
-    report(status);
     Ok(())
 }
 
