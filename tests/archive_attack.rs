@@ -8,125 +8,12 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
-use common::moto::MotoServer;
 use common::mount::*;
 use common::store::*;
 use common::{Env, assert_one_error_line, str_field};
 use serde_json::Value;
-
-/// A running `kms serve` of a data dir; killed on drop.
-struct KmsServer {
-    child: Child,
-    endpoint: String,
-}
-
-impl KmsServer {
-    fn start(data: &Path) -> KmsServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cryptvol"))
-            .arg("--data-dir")
-            .arg(data)
-            .args(["kms", "serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start kms serve");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let v: Value = serde_json::from_str(&line).expect("kms serve's first line");
-        KmsServer {
-            endpoint: str_field(&v, "Endpoint"),
-            child,
-        }
-    }
-}
-
-impl Drop for KmsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A key of machine A usable from another data dir through A's `kms serve`.
-struct RemoteKey {
-    key: String,
-    id: String,
-    secret: String,
-    server: KmsServer,
-}
-
-impl RemoteKey {
-    fn new(a: &VolEnv) -> RemoteKey {
-        a.ok(&["iam", "create-user", "--user-name", "restorer"]);
-        let acct: Value =
-            serde_json::from_slice(&std::fs::read(a.data.join("account.json")).unwrap()).unwrap();
-        let user = format!(
-            "arn:aws:iam::{}:user/restorer",
-            str_field(&acct, "account_id")
-        );
-        let key = str_field(
-            &a.json(&["kms", "create-key", "--user", &user])["KeyMetadata"],
-            "Arn",
-        );
-        let ak = a.json(&["iam", "create-access-key", "--user-name", "restorer"]);
-        let secret = str_field(&ak["AccessKey"], "SecretAccessKey");
-        a.add_secret(secret.as_bytes());
-        RemoteKey {
-            key,
-            id: str_field(&ak["AccessKey"], "AccessKeyId"),
-            secret,
-            server: KmsServer::start(&a.data),
-        }
-    }
-
-    fn env(&self) -> Vec<(&str, &str)> {
-        vec![
-            ("AWS_ACCESS_KEY_ID", self.id.as_str()),
-            ("AWS_SECRET_ACCESS_KEY", self.secret.as_str()),
-            ("CRYPTVOL_KMS_ENDPOINT", self.server.endpoint.as_str()),
-        ]
-    }
-
-    /// Makes this process's environment (and so the daemons its attaches start) the
-    /// restoring machine's.
-    fn export(&self) {
-        // SAFETY: nextest runs each test in its own process; nothing else reads the
-        // environment concurrently here.
-        unsafe {
-            for (k, v) in self.env() {
-                std::env::set_var(k, v);
-            }
-        }
-    }
-}
-
-/// A volume of 4 written chunks under `k`'s key, snapshotted and archived; returns
-/// (volume, snapshot, the data at offset 0).
-fn archived(a: &VolEnv, s: &Store, k: &RemoteKey, seed: u64) -> (String, String, Vec<u8>) {
-    let vol = a.create(&["--size", "16M", "--kms-key", &k.key]);
-    let data = Rng::new(seed).bytes(4 * MIB as usize);
-    write_volume(a, &vol, &[(0, &data)]);
-    let snap = str_field(&snapshot_create(a, s, &vol, &[]), "SnapshotId");
-    wait_completed(a, s, &snap);
-    (vol, snap, data)
-}
-
-/// The store's prefix inside the bucket.
-fn prefix(s: &Store) -> String {
-    s.url
-        .trim_start_matches(&format!("s3://{BUCKET}/"))
-        .to_string()
-}
-
-fn manifest_key(s: &Store, snap: &str) -> String {
-    format!("{}/snapshots/{snap}.manifest", prefix(s))
-}
 
 /// Every object of the store (keys inside the bucket).
 fn all_objects(s: &Store) -> Vec<String> {
@@ -138,21 +25,6 @@ fn all_objects(s: &Store) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-fn delete_object(s: &Store, key: &str) {
-    let aws = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/compat-venv/bin/aws");
-    let out = Command::new(aws)
-        .args(["--endpoint-url", &s.moto.endpoint, "s3api", "delete-object"])
-        .args(["--bucket", BUCKET, "--key", key])
-        .envs(MotoServer::credentials())
-        .output()
-        .expect("run the aws CLI");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The lineage index of the store's only lineage.
@@ -402,7 +274,7 @@ fn a_store_delete_killed_after_removing_the_manifest_completes_when_run_again() 
     wait_completed(&a, &s, &snap);
     assert_eq!(s.chunk_objects().len(), 3);
     // What a `snapshot delete --snapshot-store` killed after its first step leaves.
-    delete_object(&s, &manifest_key(&s, &snap));
+    s.moto.delete_object(BUCKET, &manifest_key(&s, &snap));
     let b = Env::new();
     let flags = s.flags();
     let mut del = vec!["snapshot", "delete", snap.as_str()];

@@ -148,41 +148,6 @@ impl Drop for OtherMachine {
     }
 }
 
-/// A running `kms serve` of a data dir; killed on drop.
-struct KmsServer {
-    child: Child,
-    endpoint: String,
-}
-
-impl KmsServer {
-    fn start(data: &Path) -> KmsServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cryptvol"))
-            .arg("--data-dir")
-            .arg(data)
-            .args(["kms", "serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start kms serve");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let v: Value = serde_json::from_str(&line).expect("kms serve's first line");
-        KmsServer {
-            endpoint: str_field(&v, "Endpoint"),
-            child,
-        }
-    }
-}
-
-impl Drop for KmsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn another_machine_restores_lazily_reads_what_was_written_and_hydrates_the_rest() {
     needs!(Fuse);
@@ -338,67 +303,6 @@ fn fio_job(file: &Path, verify: bool) -> Vec<String> {
     v
 }
 
-/// A key of machine A for user `restorer`, that user's access key, and A's `kms serve`.
-struct RemoteKey {
-    key: String,
-    id: String,
-    secret: String,
-    server: KmsServer,
-}
-
-impl RemoteKey {
-    fn new(a: &VolEnv) -> RemoteKey {
-        a.ok(&["iam", "create-user", "--user-name", "restorer"]);
-        let acct: Value =
-            serde_json::from_slice(&std::fs::read(a.data.join("account.json")).unwrap()).unwrap();
-        let user = format!(
-            "arn:aws:iam::{}:user/restorer",
-            str_field(&acct, "account_id")
-        );
-        let key = str_field(
-            &a.json(&["kms", "create-key", "--user", &user])["KeyMetadata"],
-            "Arn",
-        );
-        let ak = a.json(&["iam", "create-access-key", "--user-name", "restorer"]);
-        let secret = str_field(&ak["AccessKey"], "SecretAccessKey");
-        a.add_secret(secret.as_bytes());
-        RemoteKey {
-            key,
-            id: str_field(&ak["AccessKey"], "AccessKeyId"),
-            secret,
-            server: KmsServer::start(&a.data),
-        }
-    }
-
-    /// The environment of a machine that restores with this key.
-    fn env(&self) -> Vec<(&str, &str)> {
-        vec![
-            ("AWS_ACCESS_KEY_ID", self.id.as_str()),
-            ("AWS_SECRET_ACCESS_KEY", self.secret.as_str()),
-            ("CRYPTVOL_KMS_ENDPOINT", self.server.endpoint.as_str()),
-        ]
-    }
-}
-
-/// A region with one archived snapshot of 4 written chunks under `k`'s key; returns
-/// (volume, snapshot, the data at offset 0).
-fn archived(a: &VolEnv, s: &Store, k: &RemoteKey, seed: u64) -> (String, String, Vec<u8>) {
-    let vol = a.create(&["--size", "16M", "--kms-key", &k.key]);
-    let data = Rng::new(seed).bytes(4 * MIB as usize);
-    write_volume(a, &vol, &[(0, &data)]);
-    let snap = str_field(&snapshot_create(a, s, &vol, &[]), "SnapshotId");
-    wait_completed(a, s, &snap);
-    (vol, snap, data)
-}
-
-/// The object key (in the bucket) of a snapshot's manifest.
-fn manifest_key(s: &Store, snap: &str) -> String {
-    format!(
-        "{}/snapshots/{snap}.manifest",
-        s.url.trim_start_matches(&format!("s3://{BUCKET}/"))
-    )
-}
-
 #[test]
 fn an_edited_swapped_or_truncated_manifest_refuses_the_restore() {
     needs!(Fuse);
@@ -474,13 +378,8 @@ fn an_edited_or_truncated_chunk_object_is_an_error_never_data() {
         damaged.insert(key.rsplit('/').next().unwrap().to_string());
     }
     let dir = b.dir("m");
-    // SAFETY: nextest runs each test in its own process; nothing else reads the
-    // environment concurrently here. (The attach helper runs with the test's environment.)
-    unsafe {
-        for (k, v) in &env {
-            std::env::set_var(k, v);
-        }
-    }
+    // The attach helper runs with the test's environment.
+    k.export();
     let file = b.attach(&vol, &dir, &[]);
     let f = open_rw(&file);
     let (mut good, mut bad) = (0, 0);

@@ -78,42 +78,41 @@ impl MotoServer {
 }
 
 impl MotoServer {
-    /// Creates a bucket with the venv's AWS CLI (S3 clients cannot be told to make one).
-    pub fn create_bucket(&self, bucket: &str) {
+    /// Runs the venv's AWS CLI against this server (`--endpoint-url` first); asserts
+    /// success and returns its stdout.
+    pub fn aws(&self, args: &[&str]) -> Vec<u8> {
         let aws = moto_binary().with_file_name("aws");
         let out = Command::new(&aws)
-            .args([
-                "--endpoint-url",
-                &self.endpoint,
-                "s3",
-                "mb",
-                &format!("s3://{bucket}"),
-            ])
+            .args(["--endpoint-url", &self.endpoint])
+            .args(args)
             .envs(Self::credentials())
             .output()
             .expect("run the aws CLI");
         assert!(
             out.status.success(),
-            "aws s3 mb {bucket}: {}",
+            "aws {}: {}",
+            args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         );
+        out.stdout
+    }
+
+    /// `s3api` with JSON output, parsed.
+    fn s3api(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["s3api"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--output", "json"]);
+        serde_json::from_slice(&self.aws(&all)).unwrap_or_default()
+    }
+
+    /// Creates a bucket (S3 clients cannot be told to make one).
+    pub fn create_bucket(&self, bucket: &str) {
+        self.aws(&["s3", "mb", &format!("s3://{bucket}")]);
     }
 
     /// Every object key under `s3://bucket/prefix` with its size.
     pub fn objects(&self, bucket: &str, prefix: &str) -> Vec<(String, u64)> {
-        let aws = moto_binary().with_file_name("aws");
-        let out = Command::new(&aws)
-            .args(["--endpoint-url", &self.endpoint, "s3api", "list-objects-v2"])
-            .args(["--bucket", bucket, "--prefix", prefix, "--output", "json"])
-            .envs(Self::credentials())
-            .output()
-            .expect("run the aws CLI");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let v = self.s3api(&["list-objects-v2", "--bucket", bucket, "--prefix", prefix]);
         v["Contents"]
             .as_array()
             .map(|a| {
@@ -132,28 +131,14 @@ impl MotoServer {
     /// One object's bytes (through a file: the CLI streams to it).
     pub fn get_object(&self, bucket: &str, key: &str) -> Vec<u8> {
         let tmp = tempfile::NamedTempFile::new().expect("temp file");
-        self.s3_cp(
-            &format!("s3://{bucket}/{key}"),
-            &tmp.path().to_string_lossy(),
-        );
+        let to = tmp.path().to_string_lossy().into_owned();
+        self.aws(&["s3", "cp", "--quiet", &format!("s3://{bucket}/{key}"), &to]);
         std::fs::read(tmp.path()).expect("read the object")
     }
 
     /// An object's ETag (a multipart upload's ends in `-<parts>`).
     pub fn etag(&self, bucket: &str, key: &str) -> String {
-        let aws = moto_binary().with_file_name("aws");
-        let out = Command::new(&aws)
-            .args(["--endpoint-url", &self.endpoint, "s3api", "head-object"])
-            .args(["--bucket", bucket, "--key", key, "--output", "json"])
-            .envs(Self::credentials())
-            .output()
-            .expect("run the aws CLI");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let v = self.s3api(&["head-object", "--bucket", bucket, "--key", key]);
         v["ETag"]
             .as_str()
             .unwrap_or_default()
@@ -165,32 +150,19 @@ impl MotoServer {
     pub fn put_object(&self, bucket: &str, key: &str, bytes: &[u8]) {
         let tmp = tempfile::NamedTempFile::new().expect("temp file");
         std::fs::write(tmp.path(), bytes).expect("write the temp file");
-        self.s3_cp(
-            &tmp.path().to_string_lossy(),
+        let from = tmp.path().to_string_lossy().into_owned();
+        self.aws(&[
+            "s3",
+            "cp",
+            "--quiet",
+            &from,
             &format!("s3://{bucket}/{key}"),
-        );
+        ]);
     }
 
-    fn s3_cp(&self, from: &str, to: &str) {
-        let aws = moto_binary().with_file_name("aws");
-        let out = Command::new(&aws)
-            .args([
-                "--endpoint-url",
-                &self.endpoint,
-                "s3",
-                "cp",
-                "--quiet",
-                from,
-                to,
-            ])
-            .envs(Self::credentials())
-            .output()
-            .expect("run the aws CLI");
-        assert!(
-            out.status.success(),
-            "aws s3 cp {from} {to}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    /// Deletes one object.
+    pub fn delete_object(&self, bucket: &str, key: &str) {
+        self.aws(&["s3api", "delete-object", "--bucket", bucket, "--key", key]);
     }
 
     /// The credentials the tests use with moto (which accepts any).

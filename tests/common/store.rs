@@ -7,6 +7,8 @@ use serde_json::Value;
 
 use super::moto::MotoServer;
 use super::mount::*;
+use super::server::KmsServer;
+use super::str_field;
 use super::{Env, Out};
 
 pub const BUCKET: &str = "cryptvol-snapshots";
@@ -107,4 +109,80 @@ pub fn snapshot_create(v: &VolEnv, s: &Store, vol: &str, extra: &[&str]) -> Valu
     let mut a = vec!["snapshot", "create", vol];
     a.extend_from_slice(extra);
     json(v, s, &a)
+}
+
+/// A key of machine A usable from another data dir through A's `kms serve`.
+pub struct RemoteKey {
+    pub key: String,
+    pub id: String,
+    pub secret: String,
+    pub server: KmsServer,
+}
+
+impl RemoteKey {
+    pub fn new(a: &VolEnv) -> RemoteKey {
+        a.ok(&["iam", "create-user", "--user-name", "restorer"]);
+        let acct: Value =
+            serde_json::from_slice(&std::fs::read(a.data.join("account.json")).unwrap()).unwrap();
+        let user = format!(
+            "arn:aws:iam::{}:user/restorer",
+            str_field(&acct, "account_id")
+        );
+        let key = str_field(
+            &a.json(&["kms", "create-key", "--user", &user])["KeyMetadata"],
+            "Arn",
+        );
+        let ak = a.json(&["iam", "create-access-key", "--user-name", "restorer"]);
+        let secret = str_field(&ak["AccessKey"], "SecretAccessKey");
+        a.add_secret(secret.as_bytes());
+        RemoteKey {
+            key,
+            id: str_field(&ak["AccessKey"], "AccessKeyId"),
+            secret,
+            server: KmsServer::start(a),
+        }
+    }
+
+    pub fn env(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", self.id.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret.as_str()),
+            ("CRYPTVOL_KMS_ENDPOINT", self.server.endpoint.as_str()),
+        ]
+    }
+
+    /// Makes this process's environment (and so the daemons its attaches start) the
+    /// restoring machine's.
+    pub fn export(&self) {
+        // SAFETY: nextest runs each test in its own process; nothing else reads the
+        // environment concurrently here.
+        unsafe {
+            for (k, v) in self.env() {
+                std::env::set_var(k, v);
+            }
+        }
+    }
+}
+
+/// A volume of 4 written chunks under `k`'s key, snapshotted and archived; returns
+/// (volume, snapshot, the data at offset 0).
+pub fn archived(a: &VolEnv, s: &Store, k: &RemoteKey, seed: u64) -> (String, String, Vec<u8>) {
+    let vol = a.create(&["--size", "16M", "--kms-key", &k.key]);
+    let data = Rng::new(seed).bytes(4 * MIB as usize);
+    write_volume(a, &vol, &[(0, &data)]);
+    let snap = str_field(&snapshot_create(a, s, &vol, &[]), "SnapshotId");
+    wait_completed(a, s, &snap);
+    (vol, snap, data)
+}
+
+/// The store's prefix inside the bucket.
+pub fn prefix(s: &Store) -> String {
+    s.url
+        .trim_start_matches(&format!("s3://{BUCKET}/"))
+        .to_string()
+}
+
+/// The key (in the bucket) of a snapshot's manifest.
+pub fn manifest_key(s: &Store, snap: &str) -> String {
+    format!("{}/snapshots/{snap}.manifest", prefix(s))
 }
