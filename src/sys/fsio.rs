@@ -94,28 +94,27 @@ pub struct FileLock {
 }
 
 impl FileLock {
-    /// Blocks until the lock on `path` (created 0600 if missing) is ours.
-    pub fn exclusive(path: &Path) -> io::Result<FileLock> {
-        let file = OpenOptions::new()
+    /// The lock file at `path`, created 0600 if missing.
+    fn open(path: &Path) -> io::Result<File> {
+        OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(PRIVATE_FILE)
-            .open(path)?;
+            .open(path)
+    }
+
+    /// Blocks until the lock on `path` (created 0600 if missing) is ours.
+    pub fn exclusive(path: &Path) -> io::Result<FileLock> {
+        let file = Self::open(path)?;
         file.lock()?;
         Ok(FileLock { _file: file })
     }
 
     /// The lock on `path` if nobody holds it, else None (does not wait).
     pub fn try_exclusive(path: &Path) -> io::Result<Option<FileLock>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(PRIVATE_FILE)
-            .open(path)?;
+        let file = Self::open(path)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(FileLock { _file: file })),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
@@ -128,6 +127,20 @@ impl FileLock {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_held_lock_is_not_taken_again_until_it_is_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("job.lock");
+        let held = FileLock::try_exclusive(&p).unwrap().expect("a free lock");
+        assert!(FileLock::try_exclusive(&p).unwrap().is_none());
+        drop(held);
+        assert!(FileLock::try_exclusive(&p).unwrap().is_some());
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
 
     #[test]
     fn write_atomic_replaces_and_leaves_no_temp() {
