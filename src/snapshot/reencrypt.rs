@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use super::throttle::Throttle;
 use crate::crypto::xts::Xts;
 use crate::volume::aligned::AlignedBuf;
 use crate::volume::block_io::is_written;
@@ -66,36 +67,6 @@ fn crypt_blocks(xts: &Xts, first_block: u64, buf: &mut [u8], written: &[bool], d
             } else {
                 xts.encrypt_units(first_block + i as u64, b);
             }
-        }
-    }
-}
-
-/// Keeps a copy at or under `--max-bandwidth` (plaintext bytes per second, over the
-/// whole run): a worker about to start a chunk ahead of that pace sleeps until the pace
-/// catches up.
-struct Throttle {
-    bytes_per_sec: Option<u64>,
-    start: std::time::Instant,
-    taken: AtomicU64,
-}
-
-impl Throttle {
-    fn new(bytes_per_sec: Option<u64>) -> Throttle {
-        Throttle {
-            bytes_per_sec: bytes_per_sec.filter(|r| *r > 0),
-            start: std::time::Instant::now(),
-            taken: AtomicU64::new(0),
-        }
-    }
-
-    fn take(&self, n: u64) {
-        let Some(rate) = self.bytes_per_sec else {
-            return;
-        };
-        let before = self.taken.fetch_add(n, Ordering::AcqRel);
-        let due = std::time::Duration::from_secs_f64(before as f64 / rate as f64);
-        if let Some(wait) = due.checked_sub(self.start.elapsed()) {
-            std::thread::sleep(wait);
         }
     }
 }
