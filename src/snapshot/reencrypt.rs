@@ -58,7 +58,13 @@ pub struct CopyStats {
 
 /// Decrypts (`decrypt`) or encrypts every written block of a chunk in place; `written`
 /// says which blocks hold data (holes stay holes).
-fn crypt_blocks(xts: &Xts, first_block: u64, buf: &mut [u8], written: &[bool], decrypt: bool) {
+pub(super) fn crypt_blocks(
+    xts: &Xts,
+    first_block: u64,
+    buf: &mut [u8],
+    written: &[bool],
+    decrypt: bool,
+) {
     for (i, w) in written.iter().enumerate() {
         if *w {
             let b = &mut buf[i * BS..(i + 1) * BS];

@@ -23,6 +23,7 @@ use crate::crypto::SecretBytes;
 use crate::datadir::RegionDir;
 use crate::kms::{DataKeySpec, KeyBackend, KeyRef};
 use crate::snapshot::SnapshotRecord;
+use crate::snapshot::reencrypt::crypt_blocks;
 use crate::snapshot::store::SnapshotStore;
 use crate::snapshot::throttle::Throttle;
 use crate::sys::fsio;
@@ -229,22 +230,23 @@ fn respool(
             }
             let mut buf = got.bytes.to_vec();
             let first = e.chunk * (chunk / BS) as u64;
-            let mut check = vec![0u8; BS];
-            for (i, b) in buf.chunks_mut(BS).enumerate() {
-                if !is_written(b) {
+            // Whole chunks through the batched XTS (as `reencrypt`): holes stay holes; what
+            // is written must decrypt under the new key to the source's plaintext.
+            let written: Vec<bool> = buf.chunks(BS).map(is_written).collect();
+            for (b, w) in buf.chunks_mut(BS).zip(&written) {
+                if !w {
                     b.fill(0);
-                    continue;
                 }
-                src.decrypt_units(first + i as u64, b);
-                check.copy_from_slice(b);
-                dst.encrypt_units(first + i as u64, b);
-                let mut again = b.to_vec();
-                dst.decrypt_units(first + i as u64, &mut again);
-                if again != check {
-                    return Err(ArchiveError::Changed {
-                        snapshot: c.source_store.config().url.clone(),
-                    });
-                }
+            }
+            crypt_blocks(src, first, &mut buf, &written, true);
+            let plain = buf.clone();
+            crypt_blocks(dst, first, &mut buf, &written, false);
+            let mut check = buf.clone();
+            crypt_blocks(dst, first, &mut check, &written, true);
+            if check != plain {
+                return Err(ArchiveError::Changed {
+                    snapshot: c.source_store.config().url.clone(),
+                });
             }
             file.write_all_at(&buf, e.chunk << shift)
                 .map_err(|err| io("cannot write", spool, err))?;
