@@ -288,3 +288,51 @@ fn a_store_delete_killed_after_removing_the_manifest_completes_when_run_again() 
     let err = run(&b, &s, &del).fails(3);
     assert!(err.contains("not in the snapshot store"), "{err}");
 }
+
+#[test]
+fn a_huge_source_object_refuses_a_copy_between_stores() {
+    needs!(Fuse);
+    let Some(s) = Store::new("bigsrc") else {
+        return;
+    };
+    let a = machine(&s);
+    let k = RemoteKey::new(&a);
+    let (_, snap, _) = archived(&a, &s, &k, 61);
+    // One chunk object replaced by 64 MiB: the copy must say so, not read it whole.
+    let (victim, _) = s.chunk_objects()[0].clone();
+    s.moto.put_object(BUCKET, &victim, &vec![7u8; 64 << 20]);
+    let b = Env::new();
+    let dst = format!("s3://{BUCKET}/bigdst");
+    b.run_env(
+        &[
+            "init",
+            "--snapshot-store",
+            &dst,
+            "--s3-endpoint",
+            &s.moto.endpoint,
+        ],
+        &s.env(),
+    )
+    .ok();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", k.id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", k.secret.as_str()),
+    ];
+    let err = b
+        .run_env(
+            &[
+                "snapshot",
+                "copy",
+                &snap,
+                "--source-snapshot-store",
+                &s.url,
+                "--source-s3-endpoint",
+                &s.moto.endpoint,
+                "--source-kms-endpoint",
+                &k.server.endpoint,
+            ],
+            &env,
+        )
+        .fails(12);
+    assert!(err.contains("larger than a chunk"), "{err}");
+}

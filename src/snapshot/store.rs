@@ -238,17 +238,20 @@ impl SnapshotStore {
     }
 
     pub async fn get_async(&self, key: &str) -> Result<Option<Fetched>, StoreError> {
-        Ok(self.get_limited(key, u64::MAX).await?.map(|b| match b {
-            Bounded::Fetched(f) => f,
-            Bounded::TooLarge(_) => unreachable!("no object is larger than u64::MAX bytes"),
-        }))
+        Ok(self
+            .get_at_most_async(key, u64::MAX)
+            .await?
+            .map(|b| match b {
+                Bounded::Fetched(f) => f,
+                Bounded::TooLarge(_) => unreachable!("no object is larger than u64::MAX bytes"),
+            }))
     }
 
     /// As `get`, but of an object of more than `max` bytes only its size is returned,
     /// known from the answer's headers before any of its body is read: a huge object
     /// where a chunk is expected must not be read into memory.
     pub fn get_at_most(&self, key: &str, max: u64) -> Result<Option<Bounded>, StoreError> {
-        self.runtime.block_on(self.get_limited(key, max))
+        self.runtime.block_on(self.get_at_most_async(key, max))
     }
 
     pub async fn get_at_most_async(
@@ -256,10 +259,6 @@ impl SnapshotStore {
         key: &str,
         max: u64,
     ) -> Result<Option<Bounded>, StoreError> {
-        self.get_limited(key, max).await
-    }
-
-    async fn get_limited(&self, key: &str, max: u64) -> Result<Option<Bounded>, StoreError> {
         let path = self.path(key);
         match self.s3.get(&path).await {
             Ok(r) => {

@@ -24,7 +24,7 @@ use crate::datadir::RegionDir;
 use crate::kms::{DataKeySpec, KeyBackend, KeyRef};
 use crate::snapshot::SnapshotRecord;
 use crate::snapshot::reencrypt::crypt_blocks;
-use crate::snapshot::store::SnapshotStore;
+use crate::snapshot::store::{Bounded, SnapshotStore};
 use crate::snapshot::throttle::Throttle;
 use crate::sys::fsio;
 use crate::volume::block_io::is_written;
@@ -220,11 +220,13 @@ fn respool(
                 }
                 .into()
             };
-            let got = c
-                .source_store
-                .get_async(&key)
-                .await?
-                .ok_or_else(|| bad("it is missing"))?;
+            // Sized from the answer's headers first: a huge object where a chunk is
+            // expected is refused, not read into memory.
+            let got = match c.source_store.get_at_most_async(&key, chunk as u64).await? {
+                Some(Bounded::Fetched(f)) => f,
+                Some(Bounded::TooLarge(_)) => return Err(bad("it is larger than a chunk")),
+                None => return Err(bad("it is missing")),
+            };
             if got.bytes.len() != chunk || blake3::hash(&got.bytes).as_bytes() != &e.blake3 {
                 return Err(bad("its bytes do not match the manifest"));
             }
