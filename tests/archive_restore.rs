@@ -501,3 +501,165 @@ fn a_copy_into_another_machines_store_reencrypts_every_chunk_under_its_key() {
     assert_bytes("the copy, restored on B", 0, &got, &data);
     b.run(&["detach", &mnt.to_string_lossy()]).ok();
 }
+
+/// `snapshot copy --destination-region R --destination-snapshot-store …` run on the source
+/// machine, of a snapshot whose archive is still pending: the copy waits for (or finishes)
+/// the archive, then re-encrypts every chunk under a new data key from R's KMS (another
+/// machine's `kms serve`, reached only through its endpoint) into R's store; R's machine
+/// restores it with its own KMS alone, and sees R in the manifest.
+#[test]
+fn a_copy_pushed_from_the_source_machine_lands_in_the_other_machines_store_under_its_key() {
+    needs!(Fuse);
+    let Some(s) = Store::new("src") else {
+        return;
+    };
+    let a = machine(&s);
+    let vol = a.create(&["--size", "16M"]);
+    let data = Rng::new(43).bytes(4 * MIB as usize);
+    write_volume(&a, &vol, &[(0, &data)]);
+    let snap = str_field(&snapshot_create(&a, &s, &vol, &[]), "SnapshotId");
+
+    // Machine B: region eu-west-1 archiving into its own prefix, its KMS served, a user
+    // of B's with a key of B's and an access key; A's data dir is hidden from it.
+    let dst_url = format!("s3://{BUCKET}/dst");
+    let mut b = OtherMachine::new(a.scratch(), &s.env());
+    let bj = |b: &OtherMachine, args: &[&str]| {
+        let mut all = vec!["--region", "eu-west-1"];
+        all.extend_from_slice(args);
+        b.json(&all)
+    };
+    bj(
+        &b,
+        &[
+            "init",
+            "--snapshot-store",
+            &dst_url,
+            "--s3-endpoint",
+            &s.moto.endpoint,
+        ],
+    );
+    bj(&b, &["iam", "create-user", "--user-name", "pusher"]);
+    let acct: Value =
+        serde_json::from_slice(&std::fs::read(b.data().join("account.json")).unwrap()).unwrap();
+    let user = format!(
+        "arn:aws:iam::{}:user/pusher",
+        str_field(&acct, "account_id")
+    );
+    let b_key = str_field(
+        &bj(&b, &["kms", "create-key", "--user", &user])["KeyMetadata"],
+        "Arn",
+    );
+    assert!(b_key.contains(":eu-west-1:"), "{b_key}");
+    let ak = bj(&b, &["iam", "create-access-key", "--user-name", "pusher"]);
+    let (id, secret) = (
+        str_field(&ak["AccessKey"], "AccessKeyId"),
+        str_field(&ak["AccessKey"], "SecretAccessKey"),
+    );
+    let mut serve = b.command(env!("CARGO_BIN_EXE_cryptvol"));
+    serve.arg("--data-dir").arg(b.data());
+    let b_kms = common::server::KmsServer::spawn(serve, &[], b.root.join("serve.stderr"));
+    // From now on B calls its own KMS with its own key (moto's S3 takes any).
+    b.envs.retain(|(k, _)| !k.starts_with("AWS_"));
+    b.envs.push(("AWS_ACCESS_KEY_ID".into(), id.clone()));
+    b.envs
+        .push(("AWS_SECRET_ACCESS_KEY".into(), secret.clone()));
+
+    // On A, with B's credentials (the store, moto, takes any).
+    let b_creds = [
+        ("AWS_ACCESS_KEY_ID", id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+    ];
+    let copied = a
+        .run_env(
+            &[
+                "snapshot",
+                "copy",
+                &snap,
+                "--destination-region",
+                "eu-west-1",
+                "--destination-snapshot-store",
+                &dst_url,
+                "--destination-s3-endpoint",
+                &s.moto.endpoint,
+                "--destination-kms-endpoint",
+                &b_kms.endpoint,
+                "--kms-key",
+                &b_key,
+            ],
+            &b_creds,
+        )
+        .ok()
+        .json();
+    assert_eq!(copied["State"], "completed", "{copied:#}");
+    assert_eq!(copied["Chunks"], 4, "{copied:#}");
+    let new = str_field(&copied, "SnapshotId");
+    assert_ne!(new, snap);
+    // The source's own archive was finished first, and is A's alone.
+    assert_eq!(describe(&a, &s, &snap)["State"], "completed");
+    assert_eq!(s.chunk_objects().len(), 4);
+
+    // Every object in B's prefix is new ciphertext.
+    let src: std::collections::HashSet<Vec<u8>> = s
+        .chunk_objects()
+        .iter()
+        .map(|(key, _)| s.moto.get_object(BUCKET, key))
+        .collect();
+    let dst = s.moto.objects(BUCKET, "dst/chunks/");
+    assert_eq!(dst.len(), 4, "{dst:?}");
+    for (key, _) in &dst {
+        assert!(
+            !src.contains(&s.moto.get_object(BUCKET, key)),
+            "{key} was not re-encrypted"
+        );
+    }
+    // A's region shows no snapshot of B's: the copy's job is kept apart.
+    let a_list = json(&a, &s, &["snapshot", "list"]);
+    assert_eq!(
+        a_list["Snapshots"].as_array().unwrap().len(),
+        1,
+        "{a_list:#}"
+    );
+
+    // B lists it under B's key and region, and restores it lazily.
+    let listed = bj(
+        &b,
+        &[
+            "snapshot",
+            "list",
+            "--snapshot-store",
+            &dst_url,
+            "--s3-endpoint",
+            &s.moto.endpoint,
+        ],
+    );
+    let shown = &listed["Snapshots"][0];
+    assert_eq!(shown["SnapshotId"], new.as_str(), "{listed:#}");
+    assert_eq!(shown["KmsKeyId"], b_key.as_str(), "{listed:#}");
+    assert_eq!(shown["Region"], "eu-west-1", "{listed:#}");
+    let v = bj(
+        &b,
+        &[
+            "volume",
+            "create",
+            "--from-snapshot",
+            &new,
+            "--name",
+            "pushed",
+        ],
+    );
+    assert_eq!(v["RemoteBytes"], 4 * MIB, "{v:#}");
+    let mnt = b.root.join("mnt");
+    b.run(&[
+        "--region",
+        "eu-west-1",
+        "attach",
+        "pushed",
+        &mnt.to_string_lossy(),
+    ])
+    .ok();
+    let got = b.read(&mnt.join("volume"), 0, 4 * MIB).unwrap();
+    assert_bytes("the pushed copy, restored on B", 0, &got, &data);
+    b.run(&["--region", "eu-west-1", "detach", &mnt.to_string_lossy()])
+        .ok();
+    drop(b_kms);
+}

@@ -408,6 +408,8 @@ fn copy_errors_leave_the_source_untouched() {
         8,
     );
     assert!(e.contains("cryptvol init"), "{e}");
+    // A region of another machine is reached through its store and KMS: the line says how.
+    assert!(e.contains("--destination-snapshot-store"), "{e}");
     fails(
         &v,
         &[

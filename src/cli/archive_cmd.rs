@@ -417,8 +417,9 @@ pub fn copy_from_store(
     let kms = cfg.volume_kms()?;
     let key =
         crate::kms::KeyRef::parse(kms_key.unwrap_or(crate::volume::lifecycle::DEFAULT_KMS_KEY))?;
+    let jobs = job::CopyJobs::new(&dir, &cfg.region, &store.config().url);
     let c = archive::copy::StoreCopy {
-        dir: &dir,
+        jobs: &jobs,
         region: &cfg.region,
         source_store: &source_store,
         source_kms: source_kms.as_deref(),
@@ -430,6 +431,105 @@ pub fn copy_from_store(
         now_ns: cfg.clock.now_nanos(),
     };
     Ok(archive::copy::copy(&c, snapshot)?)
+}
+
+/// Another machine's region, as a copy pushed there reaches it: its store and its KMS.
+pub struct Destination {
+    pub region: crate::aws::Region,
+    pub store: StoreArgs,
+    /// Its KMS [default: AWS KMS in that region].
+    pub kms_endpoint: Option<String>,
+    /// Credentials for its store and KMS [default: `--aws-profile`'s].
+    pub aws_profile: Option<String>,
+}
+
+/// `snapshot copy SNAP --destination-region R --destination-snapshot-store URL …`, run on
+/// the source's machine: the snapshot's archive in this region's store (finished first if
+/// it is still pending), its data key from this region's KMS, a new one from the
+/// destination's KMS, every chunk re-encrypted into the destination's store. The
+/// destination's machine restores it with `volume create --from-snapshot`.
+pub fn copy_to_store(
+    cfg: &Config,
+    dest: &Destination,
+    snapshot: &str,
+    kms_key: Option<&str>,
+    description: Option<String>,
+    max_bandwidth: Option<u64>,
+) -> Result<job::ArchiveStatus, CliError> {
+    let dir = cfg.region_dir();
+    let source_store = StoreArgs::default().require(cfg)?;
+    finish_archive(cfg, &dir, snapshot, max_bandwidth)?;
+    let (_, head) = archive::restore::fetch(&source_store, snapshot)?;
+    let source_kms = match head.volume.key {
+        crate::volume::KeySource::Kms { .. } => cfg.volume_kms_for(&head.volume)?,
+        crate::volume::KeySource::Customer { .. } => {
+            return Err(ArchiveError::NeedsCustomerKey {
+                snapshot: snapshot.to_string(),
+            }
+            .into());
+        }
+    };
+    // The destination as its own machine would be reached: its store and KMS with its
+    // credentials, requests signed for its region.
+    let mut dest_cfg = cfg.for_region(&dest.region);
+    if dest.aws_profile.is_some() {
+        dest_cfg.aws_profile.clone_from(&dest.aws_profile);
+    }
+    dest_cfg.kms_endpoint = Some(
+        dest.kms_endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://kms.{}.amazonaws.com", dest.region)),
+    );
+    let store = dest.store.require(&dest_cfg)?;
+    let kms = dest_cfg.volume_kms_signed_for_region()?;
+    let key =
+        crate::kms::KeyRef::parse(kms_key.unwrap_or(crate::volume::lifecycle::DEFAULT_KMS_KEY))?;
+    let jobs = job::CopyJobs::new(&dir, &dest.region, &store.config().url);
+    let c = archive::copy::StoreCopy {
+        jobs: &jobs,
+        region: &dest.region,
+        source_store: &source_store,
+        source_kms: Some(source_kms.as_ref()),
+        store: &store,
+        kms: &kms,
+        key: &key,
+        description,
+        max_bandwidth,
+        now_ns: cfg.clock.now_nanos(),
+    };
+    Ok(archive::copy::copy(&c, snapshot)?)
+}
+
+/// Makes sure a snapshot of this region is archived: waits for an archiver that runs it,
+/// or runs (resumes) its archive here. A snapshot this pool does not hold (one copied
+/// into the store, say) is left to the store to answer for.
+fn finish_archive(
+    cfg: &Config,
+    dir: &crate::datadir::RegionDir,
+    snapshot: &str,
+    max_bandwidth: Option<u64>,
+) -> Result<(), CliError> {
+    archive::check_snapshot_id(snapshot)?;
+    if !has_pool(cfg)
+        || catalog::open(dir)?
+            .snapshot(snapshot, cfg.region.as_str())
+            .is_err()
+    {
+        return Ok(());
+    }
+    let completed =
+        || job::read(dir, snapshot).is_some_and(|s| s.state == job::ArchiveState::Completed);
+    while !completed() {
+        // Wait for a background archiver (its lock), then finish what it left; one that
+        // took the lock in between is waited for again.
+        drop(job::lock(dir, snapshot)?);
+        match run_archive(cfg, snapshot, max_bandwidth, None, &StoreArgs::default()) {
+            Ok(_) => break,
+            Err(CliError::Archive(ArchiveError::Busy { .. })) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The lineages whose objects some volume or snapshot of this pool still reads.

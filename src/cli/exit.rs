@@ -87,6 +87,11 @@ pub enum CliError {
     /// Archiving to, restoring from or deleting in the snapshot store failed.
     #[error(transparent)]
     Archive(crate::snapshot::archive::ArchiveError),
+    /// `--destination-region` names a region this data dir does not have.
+    #[error(
+        "region {region} is not on this machine ({data_dir}): to copy into another machine's region, name its store and KMS with --destination-snapshot-store s3://BUCKET/PREFIX --destination-kms-endpoint URL; for a region here, run `cryptvol init --region {region}`"
+    )]
+    RegionElsewhere { region: String, data_dir: PathBuf },
     /// A flag's value is malformed.
     #[error("invalid {flag}: {message}")]
     BadArgument { flag: &'static str, message: String },
@@ -111,6 +116,7 @@ impl CliError {
             },
             CliError::OutputFile { .. } => Exit::Io,
             CliError::BadArgument { .. } => Exit::InvalidValue,
+            CliError::RegionElsewhere { .. } => Exit::Region,
             CliError::Audit(_) => Exit::Io,
             CliError::AuditTampered(_) => Exit::AuditTampered,
             CliError::PoolDamaged(_) => Exit::PoolDamaged,

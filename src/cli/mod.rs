@@ -277,6 +277,22 @@ impl Config {
         }
     }
 
+    /// The remote KMS at `--kms-endpoint` (required), signing for this config's region
+    /// whatever the profile's: the KMS of another machine's region, in a copy pushed there.
+    pub fn volume_kms_signed_for_region(&self) -> Result<RemoteKms, CliError> {
+        let endpoint = self
+            .kms_endpoint
+            .as_deref()
+            .ok_or_else(|| CliError::bad("--kms-endpoint", "a remote KMS needs an endpoint"))?;
+        let found = credentials::resolve_with_region(self.aws_profile.as_deref())?;
+        Ok(RemoteKms::new(
+            endpoint,
+            self.region.clone(),
+            found.credentials,
+            self.kms_ca_bundle.as_deref(),
+        )?)
+    }
+
     /// A client of the remote KMS at `endpoint`: credentials from the AWS chain
     /// (`--aws-profile`), signing for the profile's region, else `--region`.
     fn remote_kms(&self, endpoint: &str) -> Result<RemoteKms, CliError> {

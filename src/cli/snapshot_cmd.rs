@@ -16,6 +16,9 @@ use crate::snapshot::{self, SnapshotRecord, SnapshotUsage};
 use crate::volume::KeySource;
 use crate::volume::ids::format_size;
 
+// `Copy` carries both ends' flags; a command line is parsed once per process, so its
+// size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
     /// Take an instant, crash-consistent snapshot of a volume (filesystem-consistent when
@@ -90,6 +93,22 @@ pub enum SnapshotCommand {
         /// The KMS of the source's key [default: the endpoint its header records]
         #[arg(long, value_name = "URL", requires = "source_snapshot_store")]
         source_kms_endpoint: Option<String>,
+        /// Copy into another machine's region through its snapshot store (s3://BUCKET/PREFIX)
+        /// and its KMS: run it where the source snapshot is archived
+        #[arg(long, value_name = "URL", requires = "destination_region")]
+        destination_snapshot_store: Option<String>,
+        /// The destination store's S3-compatible endpoint
+        #[arg(long, value_name = "URL", requires = "destination_snapshot_store")]
+        destination_s3_endpoint: Option<String>,
+        /// The destination store's region, for signing [default: us-east-1]
+        #[arg(long, value_name = "REGION", requires = "destination_snapshot_store")]
+        destination_s3_region: Option<String>,
+        /// The destination region's KMS [default: https://kms.REGION.amazonaws.com]
+        #[arg(long, value_name = "URL", requires = "destination_snapshot_store")]
+        destination_kms_endpoint: Option<String>,
+        /// AWS profile for the destination's store and KMS [default: --aws-profile's]
+        #[arg(long, value_name = "NAME", requires = "destination_snapshot_store")]
+        destination_aws_profile: Option<String>,
     },
 }
 
@@ -282,6 +301,43 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
         }
         SnapshotCommand::Copy {
             snapshot,
+            destination_region: Some(destination_region),
+            kms_key,
+            description,
+            max_bandwidth,
+            destination_snapshot_store: Some(url),
+            destination_s3_endpoint,
+            destination_s3_region,
+            destination_kms_endpoint,
+            destination_aws_profile,
+            ..
+        } => {
+            let max_bandwidth = max_bandwidth
+                .as_deref()
+                .map(super::args::parse_rate)
+                .transpose()?;
+            let destination = archive_cmd::Destination {
+                region: crate::aws::Region::parse(&destination_region)?,
+                store: StoreArgs {
+                    snapshot_store: Some(url),
+                    s3_endpoint: destination_s3_endpoint,
+                    s3_region: destination_s3_region,
+                },
+                kms_endpoint: destination_kms_endpoint,
+                aws_profile: destination_aws_profile,
+            };
+            let status = archive_cmd::copy_to_store(
+                cfg,
+                &destination,
+                &snapshot,
+                kms_key.as_deref(),
+                description,
+                max_bandwidth,
+            )?;
+            cfg.print(&status, "SnapshotCopy")
+        }
+        SnapshotCommand::Copy {
+            snapshot,
             destination_region,
             kms_key,
             description,
@@ -297,6 +353,12 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
                 Some(r) => crate::aws::Region::parse(&r)?,
                 None => cfg.region.clone(),
             };
+            if !cfg.for_region(&dest).region_dir().is_initialized() {
+                return Err(CliError::RegionElsewhere {
+                    region: dest.to_string(),
+                    data_dir: cfg.data_dir.clone(),
+                });
+            }
             let ck = customer_key_file
                 .as_deref()
                 .map(super::volume_cmd::customer_key)

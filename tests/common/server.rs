@@ -44,9 +44,15 @@ impl KmsServer {
             cmd.env_remove(v);
         }
         cmd.envs(envs.iter().copied());
+        cmd.arg("--data-dir").arg(&env.data);
+        Self::spawn(cmd, args, stderr_path)
+    }
+
+    /// `cmd kms serve --listen 127.0.0.1:0 ARGS`: `cmd` is cryptvol with its data dir (or
+    /// a wrapper that runs it, e.g. in another mount namespace); its stderr goes to
+    /// `stderr_path`.
+    pub fn spawn(mut cmd: Command, args: &[&str], stderr_path: PathBuf) -> KmsServer {
         let child = cmd
-            .arg("--data-dir")
-            .arg(&env.data)
             .args(["kms", "serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())

@@ -4,11 +4,16 @@
 //! re-encrypts every chunk, reading only the source's *store*: the source region's files
 //! are never opened, and its machine may be anywhere.
 //!
-//! Chunks are re-encrypted into a local spool file (`<region>/archive/<new snap>.spool`,
-//! one slot per chunk index, sparse), then archived from it by `upload` as any snapshot:
-//! hashes first, references counted, uploads, manifest. A re-run resumes: the new snapshot
-//! id and its wrapped data key are kept in `<region>/archive/copy-<source snap>.json`, XTS
-//! is deterministic, so chunks re-encrypted again are the same bytes.
+//! The same copy also runs *from* the source's machine into another machine's store and
+//! KMS (a push): then the source is this machine's own store and KMS, and the destination
+//! is reached only through its store and its KMS endpoint, whose files are never opened.
+//!
+//! Chunks are re-encrypted into a local spool file (`<jobs>/<new snap>.spool`, one slot
+//! per chunk index, sparse), then archived from it by `upload` as any snapshot: hashes
+//! first, references counted, uploads, manifest. A re-run resumes: the new snapshot id
+//! and its wrapped data key are kept in `<jobs>/copy-<source snap>.json`, XTS is
+//! deterministic, so chunks re-encrypted again are the same bytes. `<jobs>` is the
+//! destination's [`CopyJobs`] directory, apart from the region's own archive jobs.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -16,11 +21,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::job::{self, ArchiveStatus};
+use super::job::{self, ArchiveStatus, CopyJobs, JobDir};
 use super::{ArchiveError, restore, upload};
 use crate::aws::{Region, b64};
 use crate::crypto::SecretBytes;
-use crate::datadir::RegionDir;
 use crate::kms::{DataKeySpec, KeyBackend, KeyRef};
 use crate::snapshot::SnapshotRecord;
 use crate::snapshot::reencrypt::crypt_blocks;
@@ -49,7 +53,9 @@ struct CopyRecord {
 }
 
 pub struct StoreCopy<'a> {
-    pub dir: &'a RegionDir,
+    /// Where this copy's job, record and spool live (on the machine that runs it).
+    pub jobs: &'a CopyJobs,
+    /// The destination region.
     pub region: &'a Region,
     pub source_store: &'a SnapshotStore,
     /// The KMS that made the source's data key (its region's endpoint).
@@ -62,18 +68,18 @@ pub struct StoreCopy<'a> {
     pub now_ns: i64,
 }
 
-fn record_path(dir: &RegionDir, source: &str) -> PathBuf {
-    dir.archive_dir().join(format!("copy-{source}.json"))
+fn record_path(jobs: &CopyJobs, source: &str) -> PathBuf {
+    jobs.jobs_dir().join(format!("copy-{source}.json"))
 }
 
 fn io(what: &'static str, p: &std::path::Path, e: std::io::Error) -> ArchiveError {
     VolumeError::io(what, p, e).into()
 }
 
-fn save(dir: &RegionDir, source: &str, r: &CopyRecord) -> Result<(), ArchiveError> {
-    let d = dir.archive_dir();
+fn save(jobs: &CopyJobs, source: &str, r: &CopyRecord) -> Result<(), ArchiveError> {
+    let d = jobs.jobs_dir();
     fsio::create_private_dir(&d).map_err(|e| io("cannot create", &d, e))?;
-    let p = record_path(dir, source);
+    let p = record_path(jobs, source);
     let bytes = serde_json::to_vec_pretty(r).expect("record serializes");
     fsio::write_atomic(&p, &bytes, fsio::PRIVATE_FILE).map_err(|e| io("cannot write", &p, e))
 }
@@ -81,7 +87,7 @@ fn save(dir: &RegionDir, source: &str, r: &CopyRecord) -> Result<(), ArchiveErro
 /// Runs (or resumes) the copy of `source` (a snapshot in the source store) into this
 /// region's store; returns the new snapshot's archive status.
 pub fn copy(c: &StoreCopy, source: &str) -> Result<ArchiveStatus, ArchiveError> {
-    let Some(_lock) = job::try_lock(c.dir, &format!("copy-{source}"))? else {
+    let Some(_lock) = job::try_lock(c.jobs, &format!("copy-{source}"))? else {
         return Err(ArchiveError::Busy {
             snapshot: source.to_string(),
         });
@@ -91,13 +97,13 @@ pub fn copy(c: &StoreCopy, source: &str) -> Result<ArchiveStatus, ArchiveError> 
     let (_, entries) = restore::open(&bytes, source, &src_key)?;
 
     // The new snapshot's id and data key: made once, kept for a resumed run.
-    let existing: Option<CopyRecord> = std::fs::read(record_path(c.dir, source))
+    let existing: Option<CopyRecord> = std::fs::read(record_path(c.jobs, source))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let (mut rec, dst_key) = match existing {
         Some(r) => {
             let wrapped = b64::decode(&r.wrapped).map_err(|_| VolumeError::Corrupt {
-                what: record_path(c.dir, source).display().to_string(),
+                what: record_path(c.jobs, source).display().to_string(),
                 detail: "the wrapped key is not base64".into(),
             })?;
             let ctx = lifecycle::lineage_context(&r.snapshot_id);
@@ -119,19 +125,19 @@ pub fn copy(c: &StoreCopy, source: &str) -> Result<ArchiveStatus, ArchiveError> 
                 endpoint: c.kms.endpoint().map(str::to_string),
                 spooled: false,
             };
-            save(c.dir, source, &r)?;
+            save(c.jobs, source, &r)?;
             (r, dk.plaintext)
         }
     };
     let new_id = SnapshotId::parse(&rec.snapshot_id).ok_or_else(|| VolumeError::Corrupt {
-        what: record_path(c.dir, source).display().to_string(),
+        what: record_path(c.jobs, source).display().to_string(),
         detail: "not a snapshot id".into(),
     })?;
-    let spool = c.dir.archive_dir().join(format!("{new_id}.spool"));
+    let spool = c.jobs.jobs_dir().join(format!("{new_id}.spool"));
     if !rec.spooled {
         respool(c, &head.volume, &entries, &src_key, &dst_key, &spool)?;
         rec.spooled = true;
-        save(c.dir, source, &rec)?;
+        save(c.jobs, source, &rec)?;
     }
     drop(src_key);
 
@@ -152,7 +158,7 @@ pub fn copy(c: &StoreCopy, source: &str) -> Result<ArchiveStatus, ArchiveError> 
         created_ns: c.now_ns,
         volume,
     };
-    let mut status = job::read(c.dir, new_id.as_str()).unwrap_or_else(|| {
+    let mut status = job::read(c.jobs, new_id.as_str()).unwrap_or_else(|| {
         ArchiveStatus::new(
             new_id.as_str(),
             head.volume.id.as_str(),
@@ -173,12 +179,12 @@ pub fn copy(c: &StoreCopy, source: &str) -> Result<ArchiveStatus, ArchiveError> 
         max_bandwidth: c.max_bandwidth,
     };
     let report = |s: &ArchiveStatus| {
-        let _ = job::write(c.dir, s);
+        let _ = job::write(c.jobs, s);
     };
     upload::run(&up, &mut status, &report)?;
-    job::write(c.dir, &status)?;
+    job::write(c.jobs, &status)?;
     let _ = std::fs::remove_file(&spool);
-    let _ = std::fs::remove_file(record_path(c.dir, source));
+    let _ = std::fs::remove_file(record_path(c.jobs, source));
     Ok(status)
 }
 
@@ -198,7 +204,7 @@ fn respool(
     let lineage = volume.lineage.as_str();
     let src = keys::xts_from_data_key(src_key)?;
     let dst = keys::xts_from_data_key(dst_key)?;
-    let d = c.dir.archive_dir();
+    let d = c.jobs.jobs_dir();
     fsio::create_private_dir(&d).map_err(|e| io("cannot create", &d, e))?;
     let file = OpenOptions::new()
         .create(true)

@@ -2,6 +2,10 @@
 //! progress, rewritten atomically as it goes) and `<snap>.lock` (flock'ed by the process
 //! that runs it). A job whose lock is free and whose state is pending was interrupted:
 //! running it again resumes it.
+//!
+//! Copies between stores keep their jobs apart, in `<region>/archive/copies/<dest>/`
+//! ([`CopyJobs`]): they are resumed by re-running the copy, never by the region's
+//! archiver, and a copy's snapshot is never taken for one of the region's own.
 
 use std::path::{Path, PathBuf};
 
@@ -81,25 +85,58 @@ impl ArchiveStatus {
     }
 }
 
-fn status_path(dir: &RegionDir, snapshot: &str) -> PathBuf {
-    dir.archive_dir().join(format!("{snapshot}.json"))
+/// A directory of jobs: the region's archives, or one destination's copies.
+pub trait JobDir {
+    fn jobs_dir(&self) -> PathBuf;
 }
 
-fn lock_path(dir: &RegionDir, snapshot: &str) -> PathBuf {
-    dir.archive_dir().join(format!("{snapshot}.lock"))
+impl JobDir for RegionDir {
+    fn jobs_dir(&self) -> PathBuf {
+        self.archive_dir()
+    }
+}
+
+/// The jobs of copies from this region's machine into one destination (a region and its
+/// store): `<region>/archive/copies/<dest region>-<hash of the store>/`. Their spools and
+/// copy records live there too.
+pub struct CopyJobs(PathBuf);
+
+impl CopyJobs {
+    pub fn new(dir: &RegionDir, destination: &crate::aws::Region, store_url: &str) -> CopyJobs {
+        let tag = blake3::hash(store_url.as_bytes()).to_hex();
+        CopyJobs(
+            dir.archive_dir()
+                .join("copies")
+                .join(format!("{destination}-{}", &tag[..12])),
+        )
+    }
+}
+
+impl JobDir for CopyJobs {
+    fn jobs_dir(&self) -> PathBuf {
+        self.0.clone()
+    }
+}
+
+fn status_path(dir: &impl JobDir, snapshot: &str) -> PathBuf {
+    dir.jobs_dir().join(format!("{snapshot}.json"))
+}
+
+fn lock_path(dir: &impl JobDir, snapshot: &str) -> PathBuf {
+    dir.jobs_dir().join(format!("{snapshot}.lock"))
 }
 
 fn io_error(what: &'static str, path: &Path, e: std::io::Error) -> crate::volume::VolumeError {
     crate::volume::VolumeError::io(what, path, e)
 }
 
-pub fn read(dir: &RegionDir, snapshot: &str) -> Option<ArchiveStatus> {
+pub fn read(dir: &impl JobDir, snapshot: &str) -> Option<ArchiveStatus> {
     let bytes = std::fs::read(status_path(dir, snapshot)).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
-pub fn write(dir: &RegionDir, s: &ArchiveStatus) -> Result<(), crate::volume::VolumeError> {
-    let d = dir.archive_dir();
+pub fn write(dir: &impl JobDir, s: &ArchiveStatus) -> Result<(), crate::volume::VolumeError> {
+    let d = dir.jobs_dir();
     fsio::create_private_dir(&d).map_err(|e| io_error("cannot create", &d, e))?;
     let p = status_path(dir, &s.snapshot_id);
     let bytes = serde_json::to_vec_pretty(s).expect("status serializes");
@@ -107,14 +144,14 @@ pub fn write(dir: &RegionDir, s: &ArchiveStatus) -> Result<(), crate::volume::Vo
 }
 
 /// Forgets a job (its snapshot was deleted).
-pub fn remove(dir: &RegionDir, snapshot: &str) {
+pub fn remove(dir: &impl JobDir, snapshot: &str) {
     let _ = std::fs::remove_file(status_path(dir, snapshot));
     let _ = std::fs::remove_file(lock_path(dir, snapshot));
 }
 
 /// Every job of the region.
-pub fn list(dir: &RegionDir) -> Vec<ArchiveStatus> {
-    let Ok(rd) = std::fs::read_dir(dir.archive_dir()) else {
+pub fn list(dir: &impl JobDir) -> Vec<ArchiveStatus> {
+    let Ok(rd) = std::fs::read_dir(dir.jobs_dir()) else {
         return Vec::new();
     };
     let mut out: Vec<ArchiveStatus> = rd
@@ -130,24 +167,24 @@ pub fn list(dir: &RegionDir) -> Vec<ArchiveStatus> {
 
 /// The job's lock if no process runs it, else None.
 pub fn try_lock(
-    dir: &RegionDir,
+    dir: &impl JobDir,
     snapshot: &str,
 ) -> Result<Option<FileLock>, crate::volume::VolumeError> {
-    let d = dir.archive_dir();
+    let d = dir.jobs_dir();
     fsio::create_private_dir(&d).map_err(|e| io_error("cannot create", &d, e))?;
     let p = lock_path(dir, snapshot);
     FileLock::try_exclusive(&p).map_err(|e| io_error("cannot lock", &p, e))
 }
 
 /// The job's lock, waiting for a process that holds it.
-pub fn lock(dir: &RegionDir, snapshot: &str) -> Result<FileLock, crate::volume::VolumeError> {
-    let d = dir.archive_dir();
+pub fn lock(dir: &impl JobDir, snapshot: &str) -> Result<FileLock, crate::volume::VolumeError> {
+    let d = dir.jobs_dir();
     fsio::create_private_dir(&d).map_err(|e| io_error("cannot create", &d, e))?;
     let p = lock_path(dir, snapshot);
     FileLock::exclusive(&p).map_err(|e| io_error("cannot lock", &p, e))
 }
 
 /// True when a process runs the job now.
-pub fn is_running(dir: &RegionDir, snapshot: &str) -> bool {
+pub fn is_running(dir: &impl JobDir, snapshot: &str) -> bool {
     lock_path(dir, snapshot).exists() && matches!(try_lock(dir, snapshot), Ok(None))
 }
