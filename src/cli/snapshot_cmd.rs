@@ -112,9 +112,10 @@ pub enum SnapshotCommand {
     },
 }
 
+/// What a snapshot's id, volume and description say, wherever it is listed from.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct SnapshotInfo {
+struct SnapshotFacts {
     snapshot_id: String,
     volume_id: String,
     volume_name: String,
@@ -125,6 +126,38 @@ struct SnapshotInfo {
     encrypted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     kms_key_id: Option<String>,
+}
+
+impl SnapshotFacts {
+    fn new(
+        id: &crate::volume::ids::SnapshotId,
+        volume: &crate::volume::VolumeHeader,
+        description: &str,
+        created_ns: i64,
+    ) -> Self {
+        SnapshotFacts {
+            snapshot_id: id.to_string(),
+            volume_id: volume.id.to_string(),
+            volume_name: volume.name.clone(),
+            description: description.to_string(),
+            start_time: created_ns.div_euclid(1_000_000_000),
+            volume_size: volume.size,
+            size: format_size(volume.size),
+            encrypted: true,
+            kms_key_id: match &volume.key {
+                KeySource::Kms { key_arn, .. } => Some(key_arn.clone()),
+                KeySource::Customer { .. } => None,
+            },
+        }
+    }
+}
+
+/// A snapshot of this region's pool.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SnapshotInfo {
+    #[serde(flatten)]
+    facts: SnapshotFacts,
     state: &'static str,
     /// How much of the archive is done, as EBS's `Progress` ("100%" when not archived).
     progress: String,
@@ -132,6 +165,19 @@ struct SnapshotInfo {
     archive: Option<ArchiveStatus>,
     #[serde(flatten)]
     usage: SnapshotUsage,
+}
+
+/// A snapshot as the store shows it (from its manifest's header): archived, so completed.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct StoredInfo {
+    #[serde(flatten)]
+    facts: SnapshotFacts,
+    state: &'static str,
+    progress: &'static str,
+    region: String,
+    parent_snapshot_id: Option<String>,
+    chunks: u64,
 }
 
 /// Snapshots of one volume, oldest first.
@@ -161,18 +207,7 @@ fn info(
     let map = access.load_map(r.id.as_str())?;
     let archive = job::read(&cfg.region_dir(), r.id.as_str());
     Ok(SnapshotInfo {
-        snapshot_id: r.id.to_string(),
-        volume_id: r.volume.id.to_string(),
-        volume_name: r.volume.name.clone(),
-        description: r.description.clone(),
-        start_time: r.created(),
-        volume_size: r.volume.size,
-        size: format_size(r.volume.size),
-        encrypted: true,
-        kms_key_id: match &r.volume.key {
-            KeySource::Kms { key_arn, .. } => Some(key_arn.clone()),
-            KeySource::Customer { .. } => None,
-        },
+        facts: SnapshotFacts::new(&r.id, &r.volume, &r.description, r.created_ns),
         state: archive.as_ref().map_or("completed", |a| a.state.as_str()),
         progress: format!("{}%", archive.as_ref().map_or(100, |a| a.progress)),
         archive,
@@ -180,27 +215,15 @@ fn info(
     })
 }
 
-/// A snapshot as the store shows it (from its manifest's header).
-fn stored_info(h: &ManifestHeader) -> serde_json::Value {
-    serde_json::json!({
-        "SnapshotId": h.snapshot_id.to_string(),
-        "VolumeId": h.volume.id.to_string(),
-        "VolumeName": h.volume.name,
-        "Description": h.description,
-        "StartTime": h.created_ns.div_euclid(1_000_000_000),
-        "VolumeSize": h.volume.size,
-        "Size": format_size(h.volume.size),
-        "Encrypted": true,
-        "KmsKeyId": match &h.volume.key {
-            KeySource::Kms { key_arn, .. } => Some(key_arn.clone()),
-            KeySource::Customer { .. } => None,
-        },
-        "State": "completed",
-        "Progress": "100%",
-        "Region": h.region.to_string(),
-        "ParentSnapshotId": h.parent.as_ref().map(|p| p.to_string()),
-        "Chunks": h.chunk_count,
-    })
+fn stored_info(h: &ManifestHeader) -> StoredInfo {
+    StoredInfo {
+        facts: SnapshotFacts::new(&h.snapshot_id, &h.volume, &h.description, h.created_ns),
+        state: "completed",
+        progress: "100%",
+        region: h.region.to_string(),
+        parent_snapshot_id: h.parent.as_ref().map(|p| p.to_string()),
+        chunks: h.chunk_count,
+    }
 }
 
 /// Runs `f` with the filesystem on `dir` frozen (FIFREEZE through fsfreeze(8)), so that
