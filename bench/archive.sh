@@ -168,11 +168,11 @@ kms_pid=$!
 for _ in $(seq 100); do [ -s "$work/kms.out" ] && break; sleep 0.1; done
 kms_ep=$(head -1 "$work/kms.out" | field '["Endpoint"]')
 # Machine B: its own data dir, the restorer's access key (moto takes any key for S3).
-cvb() {
-  AWS_ACCESS_KEY_ID=$(field '["AccessKey"]["AccessKeyId"]' <"$work/ak.json") \
-  AWS_SECRET_ACCESS_KEY=$(field '["AccessKey"]["SecretAccessKey"]' <"$work/ak.json") \
-    "$CV" --data-dir "$B" "$@"
-}
+# Read once, here: a python3 per command inside the timed commands, cold after
+# drop_caches, cost more than cryptvol itself.
+b_key=$(field '["AccessKey"]["AccessKeyId"]' <"$work/ak.json")
+b_secret=$(field '["AccessKey"]["SecretAccessKey"]' <"$work/ak.json")
+cvb() { AWS_ACCESS_KEY_ID=$b_key AWS_SECRET_ACCESS_KEY=$b_secret "$CV" --data-dir "$B" "$@"; }
 cvb init --snapshot-store s3://bench/lazy --s3-endpoint "$EP" >/dev/null
 creates=(); attaches=(); reads=(); firsts=(); hydrates=()
 for r in $(seq "$RUNS"); do
