@@ -63,8 +63,9 @@ impl LazyFetcher {
         Ok(s)
     }
 
-    /// True once the store's client is built (for tests).
-    pub fn is_open(&self) -> bool {
+    /// True once the store's client is built.
+    #[cfg(test)]
+    fn is_open(&self) -> bool {
         self.store
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -75,5 +76,41 @@ impl LazyFetcher {
 impl ChunkFetcher for LazyFetcher {
     fn fetch(&self, chunk: &RemoteChunk, buf: &mut [u8]) -> Result<(), VolumeError> {
         self.store()?.fetch(chunk, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::Region;
+
+    #[test]
+    fn the_store_is_opened_at_the_first_fetch_not_with_the_pool() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RegionDir::new(tmp.path(), &Region::parse("local-1").unwrap());
+        std::fs::create_dir_all(&dir.path).unwrap();
+        assert!(
+            for_region_lazy(&dir).unwrap().is_none(),
+            "no store, no fetcher"
+        );
+        // Nothing listens on the discard port: the fetch fails, the opening did not.
+        let cfg = StoreConfig::new("s3://bucket/p", Some("http://127.0.0.1:9"), None).unwrap();
+        archive::save_config(&dir, &cfg).unwrap();
+        let f = for_region_lazy(&dir)
+            .unwrap()
+            .expect("a fetcher for the store");
+        assert!(!f.is_open(), "the client is built at the first fetch");
+        let chunk = RemoteChunk {
+            object: "chunks/l/x".into(),
+            blake3: [0; 32],
+            len: 4096,
+        };
+        match f.fetch(&chunk, &mut [0u8; 4096]) {
+            Err(VolumeError::Remote {
+                kind: ErrorKind::Io,
+                message,
+            }) => assert!(!message.is_empty()),
+            other => panic!("expected an I/O error from the store, got {other:?}"),
+        }
     }
 }
