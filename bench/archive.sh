@@ -191,6 +191,11 @@ for r in $(seq "$RUNS"); do
   fetched=$(cvb volume hydrate "$vol" --output json | field '["BytesFetched"]')
   hydrates+=("$(ms "$t")")
   cvb detach "$work/mb" >/dev/null
+  # Each restore starts as the first did, with no daemon: it stops a few seconds after
+  # its last detach, and one still running would be found by the next create and attach.
+  for _ in $(seq 100); do
+    cvb status --query DaemonPid --output text 2>/dev/null | grep -qE '^[0-9]+$' || break; sleep 0.2
+  done
 done
 
 # --- report --------------------------------------------------------------------------
