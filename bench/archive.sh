@@ -168,11 +168,11 @@ kms_pid=$!
 for _ in $(seq 100); do [ -s "$work/kms.out" ] && break; sleep 0.1; done
 kms_ep=$(head -1 "$work/kms.out" | field '["Endpoint"]')
 # Machine B: its own data dir, the restorer's access key (moto takes any key for S3).
-cvb() {
-  AWS_ACCESS_KEY_ID=$(field '["AccessKey"]["AccessKeyId"]' <"$work/ak.json") \
-  AWS_SECRET_ACCESS_KEY=$(field '["AccessKey"]["SecretAccessKey"]' <"$work/ak.json") \
-    "$CV" --data-dir "$B" "$@"
-}
+# Read once, here: a python3 per command inside the timed commands, cold after
+# drop_caches, cost more than cryptvol itself.
+b_key=$(field '["AccessKey"]["AccessKeyId"]' <"$work/ak.json")
+b_secret=$(field '["AccessKey"]["SecretAccessKey"]' <"$work/ak.json")
+cvb() { AWS_ACCESS_KEY_ID=$b_key AWS_SECRET_ACCESS_KEY=$b_secret "$CV" --data-dir "$B" "$@"; }
 cvb init --snapshot-store s3://bench/lazy --s3-endpoint "$EP" >/dev/null
 creates=(); attaches=(); reads=(); firsts=(); hydrates=()
 for r in $(seq "$RUNS"); do
@@ -191,6 +191,11 @@ for r in $(seq "$RUNS"); do
   fetched=$(cvb volume hydrate "$vol" --output json | field '["BytesFetched"]')
   hydrates+=("$(ms "$t")")
   cvb detach "$work/mb" >/dev/null
+  # Each restore starts as the first did, with no daemon: it stops a few seconds after
+  # its last detach, and one still running would be found by the next create and attach.
+  for _ in $(seq 100); do
+    cvb status --query DaemonPid --output text 2>/dev/null | grep -qE '^[0-9]+$' || break; sleep 0.2
+  done
 done
 
 # --- report --------------------------------------------------------------------------

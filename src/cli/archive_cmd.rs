@@ -248,6 +248,11 @@ fn hold_path(cfg: &Config, volume: &str) -> std::path::PathBuf {
 /// `volume create --from-snapshot SNAP` of a snapshot that is not in this region's pool
 /// but in the snapshot store: one KMS Decrypt of the snapshot's data key authenticates its
 /// manifest; the new volume's chunks stay in the store and are fetched on first read.
+///
+/// `pool` is the region's catalog if the caller has it open (None: the region has no pool
+/// yet); it is let go before any request to the store or the KMS, so the pool is not held
+/// while they answer. Returns the new volume and the catalog that holds it (for the
+/// caller's answer: opening the pool costs a few syncs, so it is opened once more at most).
 pub fn restore_from_store(
     cfg: &Config,
     store_args: &StoreArgs,
@@ -255,7 +260,8 @@ pub fn restore_from_store(
     name: &str,
     size: Option<u64>,
     customer_key: Option<&crate::crypto::SecretBytes>,
-) -> Result<crate::volume::VolumeHeader, CliError> {
+    pool: Option<Box<dyn Catalog>>,
+) -> Result<(crate::volume::VolumeHeader, Box<dyn Catalog>), CliError> {
     use crate::snapshot::archive::restore;
     use crate::volume::{KeySource, lifecycle, remote::RemoteChunk};
 
@@ -278,6 +284,12 @@ pub fn restore_from_store(
             ),
         ));
     }
+    // A taken name is refused before the store is told of the volume (and before any
+    // request): the volume keeps its name, so the check needs nothing from the manifest.
+    if let Some(p) = &pool {
+        p.refuse_taken_name(name)?;
+    }
+    drop(pool);
     let store = store_args.require(cfg)?;
     let (bytes, head) = restore::fetch(&store, snapshot)?;
     let rec = crate::snapshot::SnapshotRecord {
@@ -303,11 +315,8 @@ pub fn restore_from_store(
     let data_key = lifecycle::data_key(&head.volume, kms, customer_key)?;
     let (_, entries) = restore::open(&bytes, snapshot, &data_key)?;
     drop(data_key);
-    // Checked after the manifest (a damaged one changes nothing here, not even an empty
-    // pool) and before the store is told of the volume.
-    if has_pool(cfg) {
-        catalog::open(&dir)?.refuse_taken_name(&h.name)?;
-    }
+    // The pool is made (if the region has none) only now: a damaged manifest changes
+    // nothing here, not even an empty pool.
     let lineage = head.volume.lineage.clone();
     // Counted in the store before the volume relies on any object.
     restore::hold_for_volume(&store, &lineage, snapshot, h.id.as_str(), &entries)?;
@@ -329,8 +338,11 @@ pub fn restore_from_store(
             )
         })
         .collect();
+    let mut access = None;
     let made = lifecycle::with_volume_grant::<CliError, _>(&h, kms, || {
-        catalog::open(&dir)?.restore_remote_volume(&h, chunks)?;
+        access
+            .insert(catalog::open(&dir)?)
+            .restore_remote_volume(&h, chunks)?;
         Ok(())
     });
     if let Err(e) = made {
@@ -339,7 +351,8 @@ pub fn restore_from_store(
         let _ = std::fs::remove_file(&hold);
         return Err(e);
     }
-    Ok(h)
+    let access = access.expect("a volume made was stored through the catalog opened for it");
+    Ok((h, access))
 }
 
 /// Ends a lazily restored volume's hold on the store (it was hydrated or deleted), and

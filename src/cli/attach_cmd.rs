@@ -169,7 +169,9 @@ fn spawn_daemon(cfg: &Config) -> Result<Client, CliError> {
             }
             .into());
         }
-        std::thread::sleep(Duration::from_millis(25));
+        // A connect to a socket that is not there yet costs microseconds; the daemon is
+        // up in tens of milliseconds, and every step of this wait adds to the attach.
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -177,23 +177,33 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                 .as_deref()
                 .map(super::args::parse_rate)
                 .transpose()?;
-            let here = super::archive_cmd::has_pool(cfg)
-                && catalog::open(&region)?.get_snapshot(&snap)?.is_some();
+            // Opened once here and handed on to a lazy restore (each opening of the pool
+            // costs syncs).
+            let pool = if super::archive_cmd::has_pool(cfg) {
+                Some(catalog::open(&region)?)
+            } else {
+                None
+            };
+            let here = match &pool {
+                Some(p) => p.get_snapshot(&snap)?.is_some(),
+                None => false,
+            };
             if !here && kms_key.is_none() && store.resolve(cfg)?.is_some() {
                 // Not in this pool: restored lazily from the snapshot store.
                 let ck = customer_key_file.as_deref().map(customer_key).transpose()?;
                 let name = name.as_deref().unwrap_or("");
-                let h = super::archive_cmd::restore_from_store(
+                let (h, access) = super::archive_cmd::restore_from_store(
                     cfg,
                     &store,
                     &snap,
                     name,
                     size,
                     ck.as_ref(),
+                    pool,
                 )?;
-                let access = catalog::open(&region)?;
                 return cfg.print(&info(access.as_ref(), &h)?, "Volume");
             }
+            drop(pool);
             let rec = catalog::open(&region)?.snapshot(&snap, cfg.region.as_str())?;
             let name = name.as_deref().unwrap_or("");
             let h = match kms_key {

@@ -386,10 +386,16 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
         .map_err(|e| VolumeError::io("cannot set mode of", &sock, e))?;
 
     let (tx, rx) = mpsc::channel();
+    // The store's client is built beside the first requests (an attach, its mount), not
+    // before them: the first read of a remote chunk usually finds it ready.
+    let fetcher = super::fetcher::for_region_lazy(&region)?;
+    if let Some(f) = fetcher.clone() {
+        std::thread::spawn(move || super::fetcher::warm(&f));
+    }
     let owner = PoolOwner::with_fetcher(
         pool,
         region.region.clone(),
-        super::fetcher::for_region(&region)?,
+        fetcher.map(|f| f as Arc<dyn crate::volume::remote::ChunkFetcher>),
     );
     let daemon = Arc::new(Daemon {
         region,
