@@ -134,6 +134,16 @@ pub fn copy(c: &StoreCopy, source: &str) -> Result<ArchiveStatus, ArchiveError> 
         detail: "not a snapshot id".into(),
     })?;
     let spool = c.jobs.jobs_dir().join(format!("{new_id}.spool"));
+    // A run killed after its copy completed (its status says so, written once the
+    // manifest was) but before it removed its record has only its cleanup left: its spool
+    // may be gone already, and uploading again would need it.
+    if let Some(done) = job::read(c.jobs, new_id.as_str())
+        .filter(|s| s.state == super::job::ArchiveState::Completed)
+    {
+        let _ = std::fs::remove_file(&spool);
+        let _ = std::fs::remove_file(record_path(c.jobs, source));
+        return Ok(done);
+    }
     if !rec.spooled {
         respool(c, &head.volume, &entries, &src_key, &dst_key, &spool)?;
         rec.spooled = true;
