@@ -92,6 +92,12 @@ pub fn copy(c: &StoreCopy, source: &str) -> Result<ArchiveStatus, ArchiveError> 
             snapshot: source.to_string(),
         });
     };
+    // The destination store must answer before anything is spooled: a store that is
+    // down or a bucket that does not exist would otherwise fail the upload only after
+    // the whole snapshot was re-encrypted into a local spool, left behind (a re-run with
+    // the right store is another copy, in another directory). A listing of one name is
+    // the cheapest request that fails for a missing bucket.
+    c.store.list(&super::manifest::manifest_key(source))?;
     let (bytes, head) = restore::fetch(c.source_store, source)?;
     let src_key = lifecycle::data_key(&head.volume, c.source_kms, None)?;
     let (_, entries) = restore::open(&bytes, source, &src_key)?;
