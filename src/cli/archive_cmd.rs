@@ -398,6 +398,7 @@ pub fn copy_from_store(
     max_bandwidth: Option<u64>,
 ) -> Result<job::ArchiveStatus, CliError> {
     let dir = cfg.region_dir();
+    check_key_region(kms_key, &cfg.region)?;
     let store = StoreArgs::default().require(cfg)?;
     let source_store = source.require(cfg)?;
     let (_, head) = archive::restore::fetch(&source_store, snapshot)?;
@@ -457,6 +458,7 @@ pub fn copy_to_store(
     max_bandwidth: Option<u64>,
 ) -> Result<job::ArchiveStatus, CliError> {
     let dir = cfg.region_dir();
+    check_key_region(kms_key, &dest.region)?;
     let source_store = StoreArgs::default().require(cfg)?;
     finish_archive(cfg, &dir, snapshot, max_bandwidth)?;
     let (_, head) = archive::restore::fetch(&source_store, snapshot)?;
@@ -498,6 +500,27 @@ pub fn copy_to_store(
         now_ns: cfg.clock.now_nanos(),
     };
     Ok(archive::copy::copy(&c, snapshot)?)
+}
+
+/// A copy's key named by an ARN must be of the region the copy lands in: AWS KMS answers
+/// an ARN of another region with NotFoundException ("Invalid arn"), and a KMS that served
+/// it anyway would make a snapshot whose manifest names one region and its key another.
+fn check_key_region(kms_key: Option<&str>, region: &crate::aws::Region) -> Result<(), CliError> {
+    use crate::kms::KeyRef;
+    let Some(k) = kms_key else {
+        return Ok(());
+    };
+    match KeyRef::parse(k)? {
+        KeyRef::KeyArn { region: r, .. } | KeyRef::AliasArn { region: r, .. } if &r != region => {
+            Err(CliError::bad(
+                "--kms-key",
+                format!(
+                    "{k} is a key of region {r}, not of {region}, where the copy lands: name a key of {region}, or copy into {r}"
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Makes sure a snapshot of this region is archived: waits for an archiver that runs it,
