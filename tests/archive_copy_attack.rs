@@ -347,7 +347,7 @@ fn a_push_killed_at_each_phase_resumes_to_one_snapshot_that_a_delete_frees_whole
         .unwrap()
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".spool") || n.starts_with("copy-"))
+        .filter(|n| n.ends_with(".spool") || (n.starts_with("copy-") && n.ends_with(".json")))
         .collect();
     assert!(left.is_empty(), "{left:?}");
 
@@ -565,12 +565,20 @@ fn a_push_of_a_customer_key_snapshot_is_refused_and_starts_no_archive() {
         &kf.to_string_lossy(),
     ]);
     let snap = str_field(&snapshot_create(&a, &s, &vol, &[]), "SnapshotId");
-    let err = a.fail_env(&strs(&b.push_args(&s, &snap, &[])), &b.creds(), 6);
+    let err = a
+        .run_env(&strs(&b.push_args(&s, &snap, &[])), &b.creds())
+        .fails(6);
     assert_one_error_line("push of a customer-key snapshot", &format!("{err}\n"));
     assert!(err.contains("customer-provided key"), "{err}");
     assert!(
         !err.contains("snapshot archive"),
         "the advice cannot help a copy: {err}"
+    );
+    let job = a.region().join(format!("archive/{snap}.json"));
+    assert!(
+        !job.exists(),
+        "an archive job was started: {}",
+        job.display()
     );
     let d = describe(&a, &s, &snap);
     assert_eq!(d["State"], "completed", "{d:#}");
