@@ -144,6 +144,9 @@ impl Dest {
     }
 }
 
+/// A file's path and bytes, as a run left it.
+type File = (PathBuf, Vec<u8>);
+
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -268,7 +271,7 @@ fn a_push_killed_at_each_phase_resumes_to_one_snapshot_that_a_delete_frees_whole
             &b.push_args(&s, &snap, &["--max-bandwidth", "2M"]),
             &b.creds(),
         );
-        let mut saved: Option<(PathBuf, Vec<u8>, Option<(PathBuf, Vec<u8>)>)> = None;
+        let mut saved: Option<(PathBuf, Vec<u8>, Option<File>)> = None;
         let done = wait_until(Duration::from_secs(60), || {
             let Some(d) = copies_dir(&a) else {
                 return false;
