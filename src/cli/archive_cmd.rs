@@ -411,6 +411,7 @@ pub fn copy_from_store(
     max_bandwidth: Option<u64>,
 ) -> Result<job::ArchiveStatus, CliError> {
     let dir = cfg.region_dir();
+    check_key_region(kms_key, &cfg.region)?;
     let store = StoreArgs::default().require(cfg)?;
     let source_store = source.require(cfg)?;
     let (_, head) = archive::restore::fetch(&source_store, snapshot)?;
@@ -420,12 +421,7 @@ pub fn copy_from_store(
     source_cfg.kms_endpoint = source_kms_endpoint.or_else(|| cfg.kms_endpoint.clone());
     let source_kms = match head.volume.key {
         crate::volume::KeySource::Kms { .. } => Some(source_cfg.volume_kms_for(&head.volume)?),
-        crate::volume::KeySource::Customer { .. } => {
-            return Err(ArchiveError::NeedsCustomerKey {
-                snapshot: snapshot.to_string(),
-            }
-            .into());
-        }
+        crate::volume::KeySource::Customer { .. } => return Err(customer_key_copy(snapshot)),
     };
     let kms = cfg.volume_kms()?;
     let key =
@@ -470,17 +466,13 @@ pub fn copy_to_store(
     max_bandwidth: Option<u64>,
 ) -> Result<job::ArchiveStatus, CliError> {
     let dir = cfg.region_dir();
+    check_key_region(kms_key, &dest.region)?;
     let source_store = StoreArgs::default().require(cfg)?;
     finish_archive(cfg, &dir, snapshot, max_bandwidth)?;
     let (_, head) = archive::restore::fetch(&source_store, snapshot)?;
     let source_kms = match head.volume.key {
         crate::volume::KeySource::Kms { .. } => cfg.volume_kms_for(&head.volume)?,
-        crate::volume::KeySource::Customer { .. } => {
-            return Err(ArchiveError::NeedsCustomerKey {
-                snapshot: snapshot.to_string(),
-            }
-            .into());
-        }
+        crate::volume::KeySource::Customer { .. } => return Err(customer_key_copy(snapshot)),
     };
     // The destination as its own machine would be reached: its store and KMS with its
     // credentials, requests signed for its region.
@@ -513,6 +505,39 @@ pub fn copy_to_store(
     Ok(archive::copy::copy(&c, snapshot)?)
 }
 
+/// A copy between stores unwraps its source's data key with a KMS: a customer-provided
+/// key cannot be used (`snapshot archive --customer-key-file`, the archive's way out,
+/// would not help). The way out is a volume under a KMS key.
+fn customer_key_copy(snapshot: &str) -> CliError {
+    CliError::bad(
+        "SNAPSHOT",
+        format!(
+            "snapshot {snapshot} is of a volume with a customer-provided key, and a copy between snapshot stores needs a data key from a KMS: restore it under a KMS key (`cryptvol volume create --from-snapshot {snapshot} --kms-key KEY --customer-key-file FILE`), then snapshot that volume and copy its snapshot"
+        ),
+    )
+}
+
+/// A copy's key named by an ARN must be of the region the copy lands in: AWS KMS answers
+/// an ARN of another region with NotFoundException ("Invalid arn"), and a KMS that served
+/// it anyway would make a snapshot whose manifest names one region and its key another.
+fn check_key_region(kms_key: Option<&str>, region: &crate::aws::Region) -> Result<(), CliError> {
+    use crate::kms::KeyRef;
+    let Some(k) = kms_key else {
+        return Ok(());
+    };
+    match KeyRef::parse(k)? {
+        KeyRef::KeyArn { region: r, .. } | KeyRef::AliasArn { region: r, .. } if &r != region => {
+            Err(CliError::bad(
+                "--kms-key",
+                format!(
+                    "{k} is a key of region {r}, not of {region}, where the copy lands: name a key of {region}, or copy into {r}"
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Makes sure a snapshot of this region is archived: waits for an archiver that runs it,
 /// or runs (resumes) its archive here. A snapshot this pool does not hold (one copied
 /// into the store, say) is left to the store to answer for.
@@ -523,12 +548,16 @@ fn finish_archive(
     max_bandwidth: Option<u64>,
 ) -> Result<(), CliError> {
     archive::check_snapshot_id(snapshot)?;
-    if !has_pool(cfg)
-        || catalog::open(dir)?
-            .snapshot(snapshot, cfg.region.as_str())
-            .is_err()
-    {
+    if !has_pool(cfg) {
         return Ok(());
+    }
+    let Ok(rec) = catalog::open(dir)?.snapshot(snapshot, cfg.region.as_str()) else {
+        return Ok(());
+    };
+    // Refused before its archive starts: without the key that archive would stay pending
+    // for ever (and be restarted by every `snapshot list`), and the copy could not use it.
+    if matches!(rec.volume.key, crate::volume::KeySource::Customer { .. }) {
+        return Err(customer_key_copy(snapshot));
     }
     let completed =
         || job::read(dir, snapshot).is_some_and(|s| s.state == job::ArchiveState::Completed);

@@ -231,6 +231,13 @@ impl SnapshotStore {
         // object_store's messages carry the whole retry chain; the first line of the
         // server's answer is what a user can act on.
         let message = match &e {
+            // A PUT, a LIST or the start of an upload does not need its object to
+            // exist: their 404 is the bucket's (NoSuchBucket).
+            object_store::Error::NotFound { .. }
+                if matches!(op, "PUT" | "LIST" | "CreateMultipartUpload") =>
+            {
+                "no such bucket: create it, or check the store's URL".to_string()
+            }
             object_store::Error::NotFound { .. } => "no such object".to_string(),
             _ => short(&e.to_string()),
         };

@@ -92,6 +92,12 @@ pub fn copy(c: &StoreCopy, source: &str) -> Result<ArchiveStatus, ArchiveError> 
             snapshot: source.to_string(),
         });
     };
+    // The destination store must answer before anything is spooled: a store that is
+    // down or a bucket that does not exist would otherwise fail the upload only after
+    // the whole snapshot was re-encrypted into a local spool, left behind (a re-run with
+    // the right store is another copy, in another directory). A listing of one name is
+    // the cheapest request that fails for a missing bucket.
+    c.store.list(&super::manifest::manifest_key(source))?;
     let (bytes, head) = restore::fetch(c.source_store, source)?;
     let src_key = lifecycle::data_key(&head.volume, c.source_kms, None)?;
     let (_, entries) = restore::open(&bytes, source, &src_key)?;
@@ -134,6 +140,16 @@ pub fn copy(c: &StoreCopy, source: &str) -> Result<ArchiveStatus, ArchiveError> 
         detail: "not a snapshot id".into(),
     })?;
     let spool = c.jobs.jobs_dir().join(format!("{new_id}.spool"));
+    // A run killed after its copy completed (its status says so, written once the
+    // manifest was) but before it removed its record has only its cleanup left: its spool
+    // may be gone already, and uploading again would need it.
+    if let Some(done) = job::read(c.jobs, new_id.as_str())
+        .filter(|s| s.state == super::job::ArchiveState::Completed)
+    {
+        let _ = std::fs::remove_file(&spool);
+        let _ = std::fs::remove_file(record_path(c.jobs, source));
+        return Ok(done);
+    }
     if !rec.spooled {
         respool(c, &head.volume, &entries, &src_key, &dst_key, &spool)?;
         rec.spooled = true;
