@@ -404,6 +404,8 @@ fn two_copies_of_one_snapshot_at_once() {
         .run_env(&strs(&b.push_args(&s, &snap, &[])), &b.creds())
         .fails(16);
     assert_one_error_line("the second copy", &format!("{err}\n"));
+    // The line is about the copy and its destination, not the source's archive.
+    assert!(err.contains("being copied into"), "{err}");
     // Another destination at the same time, and a pull into B's store from B.
     let other = a
         .run_env(&strs(&b2.push_args(&s, &snap, &[])), &b2.creds())

@@ -426,7 +426,7 @@ pub fn copy_from_store(
     let kms = cfg.volume_kms()?;
     let key =
         crate::kms::KeyRef::parse(kms_key.unwrap_or(crate::volume::lifecycle::DEFAULT_KMS_KEY))?;
-    let jobs = job::CopyJobs::new(&dir, &cfg.region, &store.config().url);
+    let jobs = job::CopyJobs::new(&dir, &cfg.region, store.config());
     let c = archive::copy::StoreCopy {
         jobs: &jobs,
         region: &cfg.region,
@@ -489,7 +489,7 @@ pub fn copy_to_store(
     let kms = dest_cfg.volume_kms_signed_for_region()?;
     let key =
         crate::kms::KeyRef::parse(kms_key.unwrap_or(crate::volume::lifecycle::DEFAULT_KMS_KEY))?;
-    let jobs = job::CopyJobs::new(&dir, &dest.region, &store.config().url);
+    let jobs = job::CopyJobs::new(&dir, &dest.region, store.config());
     let c = archive::copy::StoreCopy {
         jobs: &jobs,
         region: &dest.region,

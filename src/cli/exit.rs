@@ -174,7 +174,7 @@ fn archive_exit(e: &crate::snapshot::archive::ArchiveError) -> Exit {
         A::Kms(k) => kms_exit(k),
         A::NoStore { .. } => Exit::InvalidState,
         A::NotInStore { .. } => Exit::NotFound,
-        A::Busy { .. } => Exit::Busy,
+        A::Busy { .. } | A::CopyBusy { .. } => Exit::Busy,
         A::Changed { .. } => Exit::Corrupt,
         A::Interrupted(_) => Exit::Internal,
         A::NeedsCustomerKey { .. } => Exit::InvalidValue,

@@ -88,8 +88,9 @@ fn save(jobs: &CopyJobs, source: &str, r: &CopyRecord) -> Result<(), ArchiveErro
 /// region's store; returns the new snapshot's archive status.
 pub fn copy(c: &StoreCopy, source: &str) -> Result<ArchiveStatus, ArchiveError> {
     let Some(_lock) = job::try_lock(c.jobs, &format!("copy-{source}"))? else {
-        return Err(ArchiveError::Busy {
+        return Err(ArchiveError::CopyBusy {
             snapshot: source.to_string(),
+            destination: format!("{} ({})", c.store.config().url, c.region),
         });
     };
     // The destination store must answer before anything is spooled: a store that is

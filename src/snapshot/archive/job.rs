@@ -102,8 +102,17 @@ impl JobDir for RegionDir {
 pub struct CopyJobs(PathBuf);
 
 impl CopyJobs {
-    pub fn new(dir: &RegionDir, destination: &crate::aws::Region, store_url: &str) -> CopyJobs {
-        let tag = blake3::hash(store_url.as_bytes()).to_hex();
+    pub fn new(
+        dir: &RegionDir,
+        destination: &crate::aws::Region,
+        store: &crate::snapshot::store::StoreConfig,
+    ) -> CopyJobs {
+        // The same s3://B/P behind two endpoints is two stores.
+        let mut h = blake3::Hasher::new();
+        h.update(store.url.as_bytes());
+        h.update(b"\0");
+        h.update(store.endpoint.as_deref().unwrap_or("").as_bytes());
+        let tag = h.finalize().to_hex();
         CopyJobs(
             dir.archive_dir()
                 .join("copies")

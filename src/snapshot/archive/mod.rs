@@ -49,6 +49,13 @@ pub enum ArchiveError {
     )]
     Busy { snapshot: String },
     #[error(
+        "snapshot {snapshot} is being copied into {destination} by another process; wait for it to finish (its command prints the new snapshot), then run this copy again if you want a second one"
+    )]
+    CopyBusy {
+        snapshot: String,
+        destination: String,
+    },
+    #[error(
         "snapshot {snapshot} changed while it was archived: run `cryptvol pool check`, then `cryptvol snapshot archive {snapshot}`"
     )]
     Changed { snapshot: String },
