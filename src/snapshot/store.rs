@@ -318,7 +318,8 @@ impl SnapshotStore {
             key,
             bytes,
             PutMode::Update(UpdateVersion {
-                e_tag: Some(etag.to_string()),
+                // Unquoted: S3 and moto ignore the quotes, radosgw 16 compares verbatim.
+                e_tag: Some(etag.trim_matches('"').to_string()),
                 version: None,
             }),
         )
