@@ -16,7 +16,6 @@
 # the memstore: the objects of a run must fit in it.
 
 RGW_PKGS="ceph-mon ceph-osd radosgw ceph-common"
-RGW_MEM=${RGW_MEM:-6144}
 rgw_dir=''
 rgw_pids=()
 
@@ -84,7 +83,7 @@ mon data = $rgw_dir/mon
 [osd.0]
 osd data = $rgw_dir/osd
 osd objectstore = memstore
-memstore device bytes = $(( RGW_MEM * 1048576 ))
+memstore device bytes = $(( ${RGW_MEM:-6144} * 1048576 ))
 osd max object size = 1073741824
 [client.rgw.bench]
 rgw frontends = beast endpoint=127.0.0.1:$rgw_port
@@ -122,7 +121,7 @@ EOF
     --access-key="$RGW_ACCESS_KEY" --secret="$RGW_SECRET_KEY" >/dev/null ||
     rgw_fail "radosgw-admin user create failed" "$rgw_dir/log/client.admin.log" || return 1
   export RGW_EP RGW_ACCESS_KEY RGW_SECRET_KEY
-  rgw_log "up: $RGW_EP ($(ceph-osd --version | cut -d' ' -f1-3), memstore ${RGW_MEM} MiB)"
+  rgw_log "up: $RGW_EP ($(ceph-osd --version | cut -d' ' -f1-3), memstore ${RGW_MEM:-6144} MiB)"
 }
 
 radosgw_stop() {

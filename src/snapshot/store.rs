@@ -318,7 +318,7 @@ impl SnapshotStore {
             key,
             bytes,
             PutMode::Update(UpdateVersion {
-                // Unquoted: S3 and moto ignore the quotes, radosgw 16 compares verbatim.
+                // Unquoted: radosgw 16 compares it verbatim with its bare ETag; moto takes both.
                 e_tag: Some(etag.trim_matches('"').to_string()),
                 version: None,
             }),
