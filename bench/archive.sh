@@ -3,7 +3,8 @@
 #  - `snapshot archive` (foreground) of a volume with DATA MiB of random data written
 #    through `cryptvol attach`, against `aws s3 cp` of a file with the same plaintext and of
 #    the pool's data file (the same ciphertext the archive uploads), to the same server;
-#    RUNS rounds (a fresh server each round: moto keeps objects in memory), medians;
+#    RUNS rounds (moto: a fresh server each round, it keeps objects in memory; radosgw:
+#    one cluster, a fresh bucket each round), medians;
 #  - an incremental archive after rewriting 1 % of the chunks: time and bytes uploaded;
 #  - a lazy restore on a second data dir (using the first's `kms serve` and an access key,
 #    as another machine would): `volume create --from-snapshot` + `attach` + the first
@@ -12,10 +13,11 @@
 #
 #   sudo bash bench/archive.sh                      # DATA=2048 LAZY=64 RUNS=3, moto
 #   sudo DATA=512 RUNS=1 bash bench/archive.sh      # quicker
-#   sudo bash bench/archive.sh --server radosgw     # not available here: see docs/benchmarks.md
+#   sudo bash bench/archive.sh --server radosgw     # a one-node Ceph (bench/radosgw.sh)
 #
 # Needs root (FUSE, drop_caches) and moto's server with the aws CLI in target/compat-venv
-# (test.sh installs them). Everything lives in one temp dir under /var/tmp, torn down on exit.
+# (test.sh installs them); radosgw installs the Ceph packages it lacks. Everything lives in
+# one temp dir under /var/tmp, torn down on exit (the Ceph cluster too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -29,10 +31,8 @@ while [ $# -gt 0 ]; do
 done
 case $SERVER in
   moto) ;;
-  radosgw)
-    echo "bench/archive.sh: --server radosgw is not available: Debian 12's radosgw (Ceph 16) has no dbstore backend and needs a Ceph cluster (docs/benchmarks.md, \"Snapshot store\")" >&2
-    exit 2 ;;
-  *) echo "bench/archive.sh: unknown server $SERVER (known: moto)" >&2; exit 2 ;;
+  radosgw) . "$repo/bench/radosgw.sh" ;;
+  *) echo "bench/archive.sh: unknown server $SERVER (known: moto, radosgw)" >&2; exit 2 ;;
 esac
 DATA=${DATA:-2048}   # MiB written and archived
 LAZY=${LAZY:-64}     # MiB written over the 10 GiB volume that is restored lazily
@@ -60,7 +60,7 @@ cleanup() {
   mountpoint -q "$work/ma" && { "$CV" --data-dir "$A" detach "$work/ma" >/dev/null 2>&1 || umount -l "$work/ma"; }
   mountpoint -q "$work/mb" && { "$CV" --data-dir "$B" detach "$work/mb" >/dev/null 2>&1 || umount -l "$work/mb"; }
   [ -n "$kms_pid" ] && kill "$kms_pid" 2>/dev/null
-  [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null
+  stop_server
   for d in "$A" "$B"; do
     p=$("$CV" --data-dir "$d" status --query DaemonPid --output text 2>/dev/null | grep -E '^[0-9]+$')
     [ -n "$p" ] && kill "$p" 2>/dev/null
@@ -81,15 +81,47 @@ drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 cva() { "$CV" --data-dir "$A" "$@"; }
 
-# A fresh moto on a fixed port (the region's store URL stays valid across restarts).
+# start_server: an empty bucket `bench` at $EP. moto: a fresh server on a fixed port (the
+# region's store URL stays valid across restarts). radosgw: the cluster is started once;
+# later calls delete the bucket, collect its garbage at once (memstore keeps it in RAM)
+# and make it again.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 EP=http://127.0.0.1:$port
+server_desc=''
 start_server() {
-  [ -n "$moto_pid" ] && { kill "$moto_pid"; wait "$moto_pid" 2>/dev/null || true; }
-  "$MOTO" -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
-  moto_pid=$!
-  for _ in $(seq 100); do curl -s -o /dev/null "$EP" && break; sleep 0.1; done
+  case $SERVER in
+    moto)
+      [ -n "$moto_pid" ] && { kill "$moto_pid"; wait "$moto_pid" 2>/dev/null || true; }
+      "$MOTO" -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+      moto_pid=$!
+      for _ in $(seq 100); do curl -s -o /dev/null "$EP" && break; sleep 0.1; done
+      server_desc="moto $("$repo/target/compat-venv/bin/python" -c 'import moto; print(moto.__version__)' 2>/dev/null || echo '?') (moto_server, in memory)" ;;
+    radosgw)
+      if [ -z "$server_desc" ]; then
+        # Room for a round's objects (archive and both copies) with a margin.
+        RGW_MEM=${RGW_MEM:-$(( DATA * 4 + LAZY + 2048 ))} radosgw_start "$work/ceph" || exit 1
+        EP=$RGW_EP
+        export AWS_ACCESS_KEY_ID=$RGW_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$RGW_SECRET_KEY
+        server_desc="radosgw $(radosgw --version | cut -d' ' -f3) (beast; one ceph-mon, one ceph-osd with memstore, no cephx)"
+      else
+        "$AWS" --endpoint-url "$EP" s3 rb --force s3://bench >/dev/null
+        radosgw-admin -c "$work/ceph/ceph.conf" gc process --include-all >/dev/null 2>&1
+      fi ;;
+  esac
   "$AWS" --endpoint-url "$EP" s3 mb s3://bench >/dev/null
+}
+stop_server() {
+  [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null
+  [ "$SERVER" = radosgw ] && radosgw_stop
+  return 0
+}
+# The S3 server must take the access key cryptvol made (JSON in $1): machine B uses one key
+# for the KMS and the store. moto takes any key; radosgw's user gets this one too.
+server_add_key() {
+  [ "$SERVER" = radosgw ] || return 0
+  radosgw-admin -c "$work/ceph/ceph.conf" key create --uid=bench --key-type=s3 \
+    --access-key="$(field '["AccessKey"]["AccessKeyId"]' <"$1")" \
+    --secret="$(field '["AccessKey"]["SecretAccessKey"]' <"$1")" >/dev/null
 }
 aws_cp() { "$AWS" --endpoint-url "$EP" s3 cp --quiet "$1" "$2"; }
 
@@ -149,6 +181,7 @@ cva iam create-user --user-name restorer >/dev/null
 acct=$(field '["account_id"]' <"$A/account.json")
 key=$(cva kms create-key --user "arn:aws:iam::$acct:user/restorer" --output json | field '["KeyMetadata"]["Arn"]')
 cva iam create-access-key --user-name restorer --output json >"$work/ak.json"
+server_add_key "$work/ak.json"
 cva volume create --size 10G --name lazy --kms-key "$key" >/dev/null
 cva attach lazy "$work/ma" >/dev/null
 stride=$(( 10240 / LAZY ))
@@ -167,9 +200,9 @@ done
 kms_pid=$!
 for _ in $(seq 100); do [ -s "$work/kms.out" ] && break; sleep 0.1; done
 kms_ep=$(head -1 "$work/kms.out" | field '["Endpoint"]')
-# Machine B: its own data dir, the restorer's access key (moto takes any key for S3).
-# Read once, here: a python3 per command inside the timed commands, cold after
-# drop_caches, cost more than cryptvol itself.
+# Machine B: its own data dir, the restorer's access key (for the store too: see
+# server_add_key). Read once, here: a python3 per command inside the timed commands,
+# cold after drop_caches, cost more than cryptvol itself.
 b_key=$(field '["AccessKey"]["AccessKeyId"]' <"$work/ak.json")
 b_secret=$(field '["AccessKey"]["SecretAccessKey"]' <"$work/ak.json")
 cvb() { AWS_ACCESS_KEY_ID=$b_key AWS_SECRET_ACCESS_KEY=$b_secret "$CV" --data-dir "$B" "$@"; }
@@ -203,8 +236,7 @@ mbs() { python3 -c "print(f'{$1*1048576/1e6/($2/1000):.0f}')"; }
 secs() { python3 -c "print(', '.join(f'{int(x)/1000:.2f}' for x in '$*'.split()))"; }
 a_ms=$(median "${archives[@]}"); c_ms=$(median "${cps[@]}"); cc_ms=$(median "${cpcs[@]}")
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
-moto_v=$("$repo/target/compat-venv/bin/python" -c 'import moto; print(moto.__version__)' 2>/dev/null || echo '?')
-echo "Machine: $(nproc) vCPU $cpu, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r), load average $(cut -d" " -f1-3 /proc/loadavg) at the end; S3 server: moto $moto_v (moto_server, in memory) on 127.0.0.1; $("$AWS" --version 2>&1 | cut -d' ' -f1)"
+echo "Machine: $(nproc) vCPU $cpu, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r), load average $(cut -d" " -f1-3 /proc/loadavg) at the end; S3 server: $server_desc on 127.0.0.1; $("$AWS" --version 2>&1 | cut -d' ' -f1)"
 echo "Archive: ${DATA} MiB of random data, ${chunk_mib} MiB chunks; lazy restore: 10 GiB volume, ${LAZY} MiB written; median of ${RUNS}"
 echo
 echo "| measure | value |"

@@ -335,7 +335,8 @@ impl SnapshotStore {
             key,
             bytes,
             PutMode::Update(UpdateVersion {
-                e_tag: Some(etag.to_string()),
+                // Unquoted: radosgw 16 compares it verbatim with its bare ETag; moto takes both.
+                e_tag: Some(etag.trim_matches('"').to_string()),
                 version: None,
             }),
         )
