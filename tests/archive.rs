@@ -330,3 +330,60 @@ fn chunks_of_16_mib_go_up_in_parts() {
         );
     }
 }
+
+/// A store whose bucket was removed: the archive stops at its first write with "no such
+/// bucket" (exit 23) and stays pending for a later run; a delete's index update does not
+/// take the missing bucket for an index changed under it (and retry 120 times).
+#[test]
+fn an_archive_into_a_removed_bucket_says_so_at_once() {
+    needs!(Fuse);
+    let Some(s) = Store::new("gone") else {
+        return;
+    };
+    let a = machine(&s);
+    let vol = a.create(&["--size", "8M"]);
+    write_volume(&a, &vol, &[(0, &Rng::new(5).bytes(MIB as usize))]);
+    s.moto.aws(&["s3api", "delete-bucket", "--bucket", BUCKET]);
+    let snap = str_field(&snapshot_create(&a, &s, &vol, &[]), "SnapshotId");
+    // The job's own file (a `snapshot describe` would restart the archiver).
+    let job = a.region().join(format!("archive/{snap}.json"));
+    let status = || -> Value {
+        serde_json::from_slice(&std::fs::read(&job).unwrap_or_default()).unwrap_or(Value::Null)
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || status()["Error"].is_string()),
+        "{:#}",
+        status()
+    );
+    // Runs the archive here once the background archiver has let it go.
+    let archive_here = || {
+        let mut out = run(&a, &s, &["snapshot", "archive", &snap]);
+        for _ in 0..100 {
+            if out.code != 16 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            out = run(&a, &s, &["snapshot", "archive", &snap]);
+        }
+        out
+    };
+    let err = archive_here().fails(23);
+    assert!(err.contains("no such bucket"), "{err}");
+    assert!(!err.contains("attempts"), "{err}");
+    assert_eq!(status()["State"], "pending", "{:#}", status());
+    // With the bucket back, the same archive completes.
+    s.moto.create_bucket(BUCKET);
+    let done = archive_here().ok().json();
+    assert_eq!(done["State"], "completed", "{done:#}");
+    // The bucket emptied and removed under an archived snapshot: its delete says so (the
+    // index update's conditional write is answered 404), and the snapshot stays.
+    s.moto
+        .aws(&["s3", "rb", &format!("s3://{BUCKET}"), "--force"]);
+    let err = run(&a, &s, &["snapshot", "delete", &snap]).fails(23);
+    assert!(err.contains("no such bucket"), "{err}");
+    assert!(!err.contains("attempts"), "{err}");
+    assert_eq!(
+        json(&a, &s, &["snapshot", "list"])["Snapshots"][0]["SnapshotId"],
+        snap.as_str()
+    );
+}

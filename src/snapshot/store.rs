@@ -344,6 +344,7 @@ impl SnapshotStore {
 
     fn conditional(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<bool, StoreError> {
         let path = self.path(key);
+        let updating = matches!(mode, PutMode::Update(_));
         let opts = PutOptions {
             mode,
             ..Default::default()
@@ -359,8 +360,14 @@ impl SnapshotStore {
                     object_store::Error::AlreadyExists { .. }
                     | object_store::Error::Precondition { .. },
                 ) => Ok(false),
-                // If-Match on an object that is gone: it changed.
-                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                // If-Match on an object that is gone: it changed; unless the bucket is
+                // what is gone (a listing tells), which no retry would mend.
+                Err(object_store::Error::NotFound { .. }) if updating => {
+                    match self.s3.list_with_delimiter(Some(&path)).await {
+                        Ok(_) => Ok(false),
+                        Err(e) => Err(self.fail("PUT", key, e)),
+                    }
+                }
                 Err(e) => Err(self.fail("PUT", key, e)),
             }
         })
