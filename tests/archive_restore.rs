@@ -460,20 +460,7 @@ fn a_copy_into_another_machines_store_reencrypts_every_chunk_under_its_key() {
     let new = str_field(&copied, "SnapshotId");
     assert_ne!(new, snap);
 
-    // Every object in B's prefix is new ciphertext: none equals one of A's.
-    let src: std::collections::HashSet<Vec<u8>> = s
-        .chunk_objects()
-        .iter()
-        .map(|(key, _)| s.moto.get_object(BUCKET, key))
-        .collect();
-    let dst = s.moto.objects(BUCKET, "dst/chunks/");
-    assert_eq!(dst.len(), 4, "{dst:?}");
-    for (key, _) in &dst {
-        assert!(
-            !src.contains(&s.moto.get_object(BUCKET, key)),
-            "{key} was not re-encrypted"
-        );
-    }
+    assert_reencrypted(&s, "dst", 4);
     // B's snapshot names B's key and restores (lazily) with B's KMS alone.
     let listed = b.json(&[
         "snapshot",
@@ -598,20 +585,7 @@ fn a_copy_pushed_from_the_source_machine_lands_in_the_other_machines_store_under
     assert_eq!(describe(&a, &s, &snap)["State"], "completed");
     assert_eq!(s.chunk_objects().len(), 4);
 
-    // Every object in B's prefix is new ciphertext.
-    let src: std::collections::HashSet<Vec<u8>> = s
-        .chunk_objects()
-        .iter()
-        .map(|(key, _)| s.moto.get_object(BUCKET, key))
-        .collect();
-    let dst = s.moto.objects(BUCKET, "dst/chunks/");
-    assert_eq!(dst.len(), 4, "{dst:?}");
-    for (key, _) in &dst {
-        assert!(
-            !src.contains(&s.moto.get_object(BUCKET, key)),
-            "{key} was not re-encrypted"
-        );
-    }
+    assert_reencrypted(&s, "dst", 4);
     // A's region shows no snapshot of B's: the copy's job is kept apart.
     let a_list = json(&a, &s, &["snapshot", "list"]);
     assert_eq!(
@@ -662,4 +636,23 @@ fn a_copy_pushed_from_the_source_machine_lands_in_the_other_machines_store_under
     b.run(&["--region", "eu-west-1", "detach", &mnt.to_string_lossy()])
         .ok();
     drop(b_kms);
+}
+
+/// `n` chunk objects under `prefix/chunks/`, each new ciphertext: none equals one of the
+/// source store's.
+#[track_caller]
+fn assert_reencrypted(s: &Store, prefix: &str, n: usize) {
+    let src: std::collections::HashSet<Vec<u8>> = s
+        .chunk_objects()
+        .iter()
+        .map(|(key, _)| s.moto.get_object(BUCKET, key))
+        .collect();
+    let dst = s.moto.objects(BUCKET, &format!("{prefix}/chunks/"));
+    assert_eq!(dst.len(), n, "{dst:?}");
+    for (key, _) in &dst {
+        assert!(
+            !src.contains(&s.moto.get_object(BUCKET, key)),
+            "{key} was not re-encrypted"
+        );
+    }
 }

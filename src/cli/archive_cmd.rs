@@ -410,7 +410,6 @@ pub fn copy_from_store(
     description: Option<String>,
     max_bandwidth: Option<u64>,
 ) -> Result<job::ArchiveStatus, CliError> {
-    let dir = cfg.region_dir();
     check_key_region(kms_key, &cfg.region)?;
     let store = StoreArgs::default().require(cfg)?;
     let source_store = source.require(cfg)?;
@@ -419,27 +418,19 @@ pub fn copy_from_store(
     // one its header records.
     let mut source_cfg = cfg.for_region(&cfg.region);
     source_cfg.kms_endpoint = source_kms_endpoint.or_else(|| cfg.kms_endpoint.clone());
-    let source_kms = match head.volume.key {
-        crate::volume::KeySource::Kms { .. } => Some(source_cfg.volume_kms_for(&head.volume)?),
-        crate::volume::KeySource::Customer { .. } => return Err(customer_key_copy(snapshot)),
-    };
+    let source_kms = source_kms(&source_cfg, &head.volume, snapshot)?;
     let kms = cfg.volume_kms()?;
-    let key =
-        crate::kms::KeyRef::parse(kms_key.unwrap_or(crate::volume::lifecycle::DEFAULT_KMS_KEY))?;
-    let jobs = job::CopyJobs::new(&dir, &cfg.region, store.config());
-    let c = archive::copy::StoreCopy {
-        jobs: &jobs,
+    let c = StoreCopyArgs {
         region: &cfg.region,
         source_store: &source_store,
-        source_kms: source_kms.as_deref(),
+        source_kms: source_kms.as_ref(),
         store: &store,
         kms: kms.as_ref(),
-        key: &key,
+        kms_key,
         description,
         max_bandwidth,
-        now_ns: cfg.clock.now_nanos(),
     };
-    Ok(archive::copy::copy(&c, snapshot)?)
+    run_store_copy(cfg, &c, snapshot)
 }
 
 /// Another machine's region, as a copy pushed there reaches it: its store and its KMS.
@@ -470,10 +461,7 @@ pub fn copy_to_store(
     let source_store = StoreArgs::default().require(cfg)?;
     finish_archive(cfg, &dir, snapshot, max_bandwidth)?;
     let (_, head) = archive::restore::fetch(&source_store, snapshot)?;
-    let source_kms = match head.volume.key {
-        crate::volume::KeySource::Kms { .. } => cfg.volume_kms_for(&head.volume)?,
-        crate::volume::KeySource::Customer { .. } => return Err(customer_key_copy(snapshot)),
-    };
+    let source_kms = source_kms(cfg, &head.volume, snapshot)?;
     // The destination as its own machine would be reached: its store and KMS with its
     // credentials, requests signed for its region.
     let mut dest_cfg = cfg.for_region(&dest.region);
@@ -487,22 +475,69 @@ pub fn copy_to_store(
     );
     let store = dest.store.require(&dest_cfg)?;
     let kms = dest_cfg.volume_kms_signed_for_region()?;
-    let key =
-        crate::kms::KeyRef::parse(kms_key.unwrap_or(crate::volume::lifecycle::DEFAULT_KMS_KEY))?;
-    let jobs = job::CopyJobs::new(&dir, &dest.region, store.config());
-    let c = archive::copy::StoreCopy {
-        jobs: &jobs,
+    let c = StoreCopyArgs {
         region: &dest.region,
         source_store: &source_store,
-        source_kms: Some(source_kms.as_ref()),
+        source_kms: source_kms.as_ref(),
         store: &store,
         kms: &kms,
-        key: &key,
+        kms_key,
         description,
         max_bandwidth,
+    };
+    run_store_copy(cfg, &c, snapshot)
+}
+
+/// The two ends of a copy between stores, whichever machine runs it.
+struct StoreCopyArgs<'a> {
+    /// The destination region.
+    region: &'a crate::aws::Region,
+    source_store: &'a SnapshotStore,
+    source_kms: &'a dyn crate::kms::KeyBackend,
+    store: &'a SnapshotStore,
+    kms: &'a dyn crate::kms::KeyBackend,
+    kms_key: Option<&'a str>,
+    description: Option<String>,
+    max_bandwidth: Option<u64>,
+}
+
+/// Runs (or resumes) a copy between stores, its job kept in this region's
+/// `archive/copies/<destination>-<hash>/`.
+fn run_store_copy(
+    cfg: &Config,
+    c: &StoreCopyArgs,
+    snapshot: &str,
+) -> Result<job::ArchiveStatus, CliError> {
+    let key = crate::kms::KeyRef::parse(
+        c.kms_key
+            .unwrap_or(crate::volume::lifecycle::DEFAULT_KMS_KEY),
+    )?;
+    let jobs = job::CopyJobs::new(&cfg.region_dir(), c.region, c.store.config());
+    let copy = archive::copy::StoreCopy {
+        jobs: &jobs,
+        region: c.region,
+        source_store: c.source_store,
+        source_kms: Some(c.source_kms),
+        store: c.store,
+        kms: c.kms,
+        key: &key,
+        description: c.description.clone(),
+        max_bandwidth: c.max_bandwidth,
         now_ns: cfg.clock.now_nanos(),
     };
-    Ok(archive::copy::copy(&c, snapshot)?)
+    Ok(archive::copy::copy(&copy, snapshot)?)
+}
+
+/// The KMS that unwraps a stored snapshot's data key (its header's endpoint, or `cfg`'s).
+fn source_kms(
+    cfg: &Config,
+    volume: &crate::volume::VolumeHeader,
+    snapshot: &str,
+) -> Result<Box<dyn crate::kms::KeyBackend>, CliError> {
+    match volume.key {
+        crate::volume::KeySource::Kms { .. } => cfg.volume_kms_for(volume),
+        crate::volume::KeySource::Customer { .. } => Err(customer_key_copy(snapshot)),
+    }
 }
 
 /// A copy between stores unwraps its source's data key with a KMS: a customer-provided

@@ -137,6 +137,11 @@ impl PassphraseSource {
     }
 }
 
+/// `--max-bandwidth RATE` when given.
+pub fn parse_rate_opt(s: Option<&str>) -> Result<Option<u64>, CliError> {
+    s.map(parse_rate).transpose()
+}
+
 /// `--max-bandwidth RATE`: bytes per second with an optional K/M/G suffix (binary), > 0.
 pub fn parse_rate(s: &str) -> Result<u64, CliError> {
     match crate::volume::ids::parse_size(s) {

@@ -302,10 +302,7 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
             source_kms_endpoint,
             ..
         } => {
-            let max_bandwidth = max_bandwidth
-                .as_deref()
-                .map(super::args::parse_rate)
-                .transpose()?;
+            let max_bandwidth = super::args::parse_rate_opt(max_bandwidth.as_deref())?;
             let source = StoreArgs {
                 snapshot_store: Some(url),
                 s3_endpoint: source_s3_endpoint,
@@ -335,10 +332,7 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
             destination_aws_profile,
             ..
         } => {
-            let max_bandwidth = max_bandwidth
-                .as_deref()
-                .map(super::args::parse_rate)
-                .transpose()?;
+            let max_bandwidth = super::args::parse_rate_opt(max_bandwidth.as_deref())?;
             let destination = archive_cmd::Destination {
                 region: crate::aws::Region::parse(&destination_region)?,
                 store: StoreArgs {
@@ -368,10 +362,7 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
             max_bandwidth,
             ..
         } => {
-            let max_bandwidth = max_bandwidth
-                .as_deref()
-                .map(super::args::parse_rate)
-                .transpose()?;
+            let max_bandwidth = super::args::parse_rate_opt(max_bandwidth.as_deref())?;
             let dest = match destination_region {
                 Some(r) => crate::aws::Region::parse(&r)?,
                 None => cfg.region.clone(),
@@ -402,10 +393,7 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
             description,
             max_bandwidth,
         } => {
-            let max_bandwidth = max_bandwidth
-                .as_deref()
-                .map(super::args::parse_rate)
-                .transpose()?;
+            let max_bandwidth = super::args::parse_rate_opt(max_bandwidth.as_deref())?;
             let store = archive::load_config(&region)?;
             let access = open()?;
             let h = access.find(&volume, cfg.region.as_str())?;
@@ -479,10 +467,7 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
             customer_key_file,
             store,
         } => {
-            let max_bandwidth = max_bandwidth
-                .as_deref()
-                .map(super::args::parse_rate)
-                .transpose()?;
+            let max_bandwidth = super::args::parse_rate_opt(max_bandwidth.as_deref())?;
             let ck = customer_key_file
                 .as_deref()
                 .map(super::volume_cmd::customer_key)

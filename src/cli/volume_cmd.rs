@@ -173,10 +173,7 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
             ..
         } => {
             let size = size.as_deref().map(parse_size).transpose()?;
-            let max_bandwidth = max_bandwidth
-                .as_deref()
-                .map(super::args::parse_rate)
-                .transpose()?;
+            let max_bandwidth = super::args::parse_rate_opt(max_bandwidth.as_deref())?;
             // Opened once here and handed on to a lazy restore (each opening of the pool
             // costs syncs).
             let pool = if super::archive_cmd::has_pool(cfg) {
