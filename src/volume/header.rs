@@ -432,7 +432,8 @@ mod tests {
         record::push_field(&mut b, &[9; 32]);
         let e = VolumeHeader::decode(&record::seal(b)).unwrap_err();
         assert!(
-            e.to_string().contains("a customer key with a KMS key check"),
+            e.to_string()
+                .contains("a customer key with a KMS key check"),
             "{e}"
         );
     }

@@ -106,7 +106,10 @@ mod tests {
         let a = compute(&k, "vol-0123456789abcdef0");
         assert_eq!(a, compute(&k, "vol-0123456789abcdef0"));
         assert_ne!(a, compute(&k, "vol-0123456789abcdef1"));
-        assert_ne!(a, compute(&SecretBytes::random(64), "vol-0123456789abcdef0"));
+        assert_ne!(
+            a,
+            compute(&SecretBytes::random(64), "vol-0123456789abcdef0")
+        );
         assert!(matches(&k, "vol-0123456789abcdef0", &a));
         assert!(!matches(&k, "snap-0123456789abcdef0", &a));
         // Not the XTS key nor any other derivation of the same data key.
@@ -124,7 +127,7 @@ mod tests {
     }
 
     /// `compute(bytes 0..63, "vol-0123456789abcdef0")`.
-    const FIXED_CHECK: &str = "";
+    const FIXED_CHECK: &str = "94ed22dc182e2229fb354fdafe4c7b4ddc1699375cf8e60b5922eb0c3d35e59e";
 
     #[test]
     fn verify_refuses_a_wrong_key_and_names_the_volume_and_key() {
@@ -136,7 +139,10 @@ mod tests {
         assert!(matches!(e, VolumeError::WrongDataKey { .. }), "{e}");
         let msg = e.to_string();
         assert!(msg.contains("vol-0123456789abcdef0"), "{msg}");
-        assert!(msg.contains("arn:aws:kms:local-1:123456789012:key/k"), "{msg}");
+        assert!(
+            msg.contains("arn:aws:kms:local-1:123456789012:key/k"),
+            "{msg}"
+        );
         assert!(msg.contains("http://127.0.0.1:9/"), "{msg}");
         assert_eq!(e.kind(), crate::volume::error::ErrorKind::WrongDataKey);
         // A restored volume shares its snapshot's lineage: named with it.

@@ -169,10 +169,7 @@ pub fn copy(c: &StoreCopy, source: &str) -> Result<ArchiveStatus, ArchiveError> 
                 wrapped: b64::encode(&dk.ciphertext_blob),
                 endpoint: c.kms.endpoint().map(str::to_string),
                 spooled: false,
-                key_check: Some(b64::encode(&key_check::compute(
-                    &dk.plaintext,
-                    id.as_str(),
-                ))),
+                key_check: Some(b64::encode(&key_check::compute(&dk.plaintext, id.as_str()))),
             };
             save(c.jobs, source, &r)?;
             (r, dk.plaintext)
