@@ -237,7 +237,7 @@ fn v1_volume_and_snapshot_read_back_byte_for_byte() {
 /// this data dir's KMS), byte for byte as docs/formats.md says; the fixture's format-1
 /// header beside it still reads, and a resize rewrites it as format 2 with the same key.
 #[test]
-fn v2_volume_header_beside_a_v1_one() {
+fn v3_volume_header_beside_a_v1_one() {
     use redb::{ReadableDatabase, TableDefinition};
     const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");
     let (v, ids) = (fixture(), ids());
@@ -267,21 +267,41 @@ fn v2_volume_header_beside_a_v1_one() {
     };
     let before = rows();
     let old = reader::parse_record(&before[&ids.volume], b"CVVOLHDR", 22, 6);
-    let new = reader::parse_record_version(&before[&today], b"CVVOLHDR", 2, 22, 7);
+    let new = reader::parse_record_version(&before[&today], b"CVVOLHDR", 3, 22, 8);
     assert_eq!(new.fixed[0], 1, "a KMS data key");
     assert_eq!(new.fields[0], today.as_bytes());
     assert_eq!(new.fields[3], b"today");
     assert!(new.fields[4].ends_with(ids.key_id.as_bytes()));
     assert_eq!(new.fields[6], b"", "this data dir's KMS: no endpoint");
     assert_eq!(&new.fixed[2..6], &[0; 4]);
-    // The v1 volume reads (describe), and a resize writes its header as format 2 with
-    // everything else unchanged.
+    // The key check, computed as "Volume header" says from the data key in the blob.
+    let files = reader::Files {
+        data: v.data.clone(),
+    };
+    let blob = reader::parse_blob(new.fields[5]);
+    let material = files.version_material(&ids.key_id, blob.key_version);
+    let dek = reader::open_blob(&blob, &material, &[("cryptvol:lineage", &today)])
+        .expect("the data key opens with the lineage context");
+    let check_key = reader::derive(reader::CTX_DATA_KEY_CHECK, &[&dek]);
+    assert_eq!(
+        new.fields[7],
+        blake3::keyed_hash(&check_key, today.as_bytes()).as_bytes(),
+        "the key check"
+    );
+    assert_eq!(v.describe_vol(&today)["KeyCheck"], true);
+    // The v1 volume reads (describe; it has no key check), and a resize writes its header
+    // as format 3 with everything else unchanged and still no key check.
     assert_eq!(v.describe_vol(&ids.volume)["SizeBytes"], VOLUME_SIZE as u64);
+    assert_eq!(v.describe_vol(&ids.volume)["KeyCheck"], false);
     v.ok(&["volume", "resize", &ids.volume, "--size", "256K"]);
     let after = rows();
-    let resized = reader::parse_record_version(&after[&ids.volume], b"CVVOLHDR", 2, 22, 7);
+    let resized = reader::parse_record_version(&after[&ids.volume], b"CVVOLHDR", 3, 22, 8);
     assert_eq!(resized.fields[..6], old.fields[..6]);
     assert_eq!(resized.fields[6], b"");
+    assert_eq!(
+        resized.fields[7], b"",
+        "an old volume stays without a key check"
+    );
     assert_eq!(reader::le64(resized.fixed, 6), 256 << 10);
     v.assert_pool_clean(reader::REGION);
 }

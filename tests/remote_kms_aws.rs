@@ -170,7 +170,7 @@ fn moto_session_and_process_credentials_make_volumes_that_attach_without_the_end
     let vol = v.create(&["--kms-endpoint", &ep, "--size", "64M", "--kms-key", &key]);
     assert_eq!(str_field(&v.describe_vol(&vol), "KmsKeyId"), key);
     let h = v.json(&["inspect", "volume", &vol]);
-    assert_eq!(h["FormatVersion"], 2, "{h:#}");
+    assert_eq!(h["FormatVersion"], 3, "{h:#}");
     assert_eq!(h["KmsEndpoint"], format!("{ep}/"), "{h:#}");
     // Attach with no --kms-endpoint: the header's endpoint, signed for the key's region.
     write_and_read_back(&v, &vol, "env", &[], 1);
@@ -215,8 +215,8 @@ printf '{{"Version": 1, "AccessKeyId": "%s", "SecretAccessKey": "%s", "SessionTo
     assert_eq!(n, 3, "one run per create and per attach");
 }
 
-/// Rewrites a volume header as format 1 wrote it (six fields: no endpoint), as a volume
-/// made with `--kms-endpoint` before the header recorded it.
+/// Rewrites a volume header as format 1 wrote it (six fields: no endpoint, no key check),
+/// as a volume made with `--kms-endpoint` before the header recorded it.
 fn rewrite_as_v1(v: &VolEnv, vol: &str) {
     use redb::{ReadableDatabase, TableDefinition};
     const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");
@@ -226,16 +226,18 @@ fn rewrite_as_v1(v: &VolEnv, vol: &str) {
         let t = r.open_table(VOLUMES).unwrap();
         t.get(vol).unwrap().expect("the row").value().to_vec()
     };
-    assert_eq!(b[8], 2, "written as format 2");
-    // The last field (the endpoint, u16 length ‖ bytes) ends where the checksum starts.
+    assert_eq!(b[8], 3, "written as format 3");
+    // The last two fields (the endpoint and the key check, u16 length ‖ bytes) end where
+    // the checksum starts.
     b.truncate(b.len() - 32);
     let mut at = 32;
-    let mut last = at;
+    let mut starts = vec![];
     while at < b.len() {
-        last = at;
+        starts.push(at);
         at += 2 + u16::from_le_bytes([b[at], b[at + 1]]) as usize;
     }
-    b.truncate(last);
+    assert_eq!(starts.len(), 8, "eight fields");
+    b.truncate(starts[6]);
     b[8] = 1;
     let sum = *blake3::hash(&b).as_bytes();
     b.extend_from_slice(&sum);

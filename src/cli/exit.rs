@@ -43,6 +43,8 @@ pub enum Exit {
     DryRun = 22,
     /// The snapshot store (S3) did not answer, refused the request, or lacks the object.
     SnapshotStore = 23,
+    /// The KMS returned a data key that fails the volume header's key check.
+    WrongDataKey = 24,
 }
 
 impl From<Exit> for ExitCode {
@@ -188,6 +190,7 @@ fn volume_exit(k: ErrorKind) -> Exit {
         ErrorKind::Attached => Exit::InvalidState,
         ErrorKind::Invalid => Exit::InvalidValue,
         ErrorKind::WrongKey => Exit::WrongSecret,
+        ErrorKind::WrongDataKey => Exit::WrongDataKey,
         ErrorKind::NoSpace => Exit::NoSpace,
         ErrorKind::Io => Exit::Io,
         ErrorKind::Corrupt => Exit::Corrupt,

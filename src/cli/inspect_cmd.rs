@@ -34,6 +34,7 @@ fn header_json(h: &VolumeHeader) -> serde_json::Value {
             key_arn,
             wrapped,
             endpoint,
+            ..
         } => (
             "kms",
             Some(key_arn.clone()),
@@ -43,7 +44,7 @@ fn header_json(h: &VolumeHeader) -> serde_json::Value {
         KeySource::Customer { .. } => ("customer-provided", None, None, None),
     };
     serde_json::json!({
-        "FormatVersion": crate::volume::header::FORMAT_V2,
+        "FormatVersion": crate::volume::header::FORMAT_V3,
         "VolumeId": h.id.to_string(),
         "Lineage": h.lineage,
         "Region": h.region.to_string(),
@@ -55,6 +56,7 @@ fn header_json(h: &VolumeHeader) -> serde_json::Value {
         "KmsKeyId": arn,
         "KmsEndpoint": endpoint,
         "WrappedDataKey": wrapped,
+        "KeyCheck": crate::volume::key_check::has_check(h),
         "HeaderBytes": h.encode().len(),
     })
 }

@@ -263,6 +263,7 @@ impl Config {
             key_arn,
             wrapped,
             endpoint,
+            ..
         } = &h.key
         else {
             return self.volume_kms();

@@ -90,6 +90,9 @@ pub struct VolumeInfo {
     pub kms_key_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kms_key_version: Option<u32>,
+    /// The data key is checked at every unwrap (a customer key, or a KMS key whose header
+    /// has a key check); false for KMS volumes made before key checks.
+    pub key_check: bool,
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attached_at: Option<String>,
@@ -121,6 +124,7 @@ pub fn info(access: &dyn Catalog, h: &VolumeHeader) -> Result<VolumeInfo, CliErr
         key_source,
         kms_key_id: arn,
         kms_key_version: version,
+        key_check: crate::volume::key_check::has_check(h),
         state: if at.is_some() { "in-use" } else { "available" },
         attached_at: at,
         create_time: h.created,

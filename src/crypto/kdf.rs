@@ -26,6 +26,9 @@ pub const CTX_VOLUME_XTS: &str = "cryptvol 2026-11-29 volume aes-256-xts key v1"
 pub const CTX_CUSTOMER_DEK: &str = "cryptvol 2026-11-29 customer key to data key v1";
 /// Customer-provided key ‖ salt → 32-byte verifier kept in the volume header.
 pub const CTX_CUSTOMER_VERIFIER: &str = "cryptvol 2026-11-29 customer key verifier v1";
+/// Volume data key → the key of the key check kept in the volume header
+/// (`volume::key_check`): keyed blake3 of the volume's lineage id.
+pub const CTX_DATA_KEY_CHECK: &str = "cryptvol 2026-12-02 volume data key check v1";
 /// Root key ‖ region name → the key that authenticates the grant tokens a region issues.
 pub const CTX_GRANT_TOKEN: &str = "cryptvol 2026-11-29 kms grant token v1";
 

@@ -22,7 +22,7 @@ use crate::kms::{DataKeySpec, KeyBackend, KeyRef};
 use crate::sys::clock::Clock;
 use crate::volume::lifecycle::{self, DEFAULT_KMS_KEY, lineage_context};
 use crate::volume::pool;
-use crate::volume::{KeySource, VolumeError, VolumeHeader, keys};
+use crate::volume::{KeySource, VolumeError, VolumeHeader, key_check, keys};
 
 /// The regions a transfer works across, as its caller opens them.
 pub trait Regions {
@@ -56,7 +56,7 @@ pub trait Meter: Sync {
     fn finish(&self);
 }
 
-/// A fresh data key under `key` of `kms`, bound to `lineage`.
+/// A fresh data key under `key` of `kms`, bound to `lineage`, with its key check.
 fn new_data_key(
     kms: &dyn KeyBackend,
     key: &KeyRef,
@@ -72,6 +72,7 @@ fn new_data_key(
             key_arn: dk.key_id.clone(),
             wrapped: dk.ciphertext_blob.clone(),
             endpoint: kms.endpoint().map(String::from),
+            check: Some(key_check::compute(&dk.plaintext, lineage)),
         },
         dk.plaintext,
     ))

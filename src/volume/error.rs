@@ -46,6 +46,17 @@ pub enum VolumeError {
     #[error("the customer key does not open volume {id}: give the key file it was created with")]
     WrongCustomerKey { id: String },
 
+    /// The KMS answered Decrypt with a data key that does not match the header's key check.
+    #[error(
+        "the KMS {kms} returned a data key that is not the key of {what} (KMS key {key_arn}): nothing was read or written; check --kms-endpoint and that this KMS is the one that holds the volume's key"
+    )]
+    WrongDataKey {
+        /// `volume vol-…`, or the snapshot a copy makes.
+        what: String,
+        key_arn: String,
+        kms: String,
+    },
+
     #[error("volume {id} uses a customer-provided key: pass --customer-key-file FILE")]
     CustomerKeyRequired { id: String },
 
@@ -130,6 +141,8 @@ pub enum ErrorKind {
     NotAttached,
     Invalid,
     WrongKey,
+    /// A KMS returned a data key that fails the volume's key check.
+    WrongDataKey,
     NoSpace,
     Io,
     Corrupt,
@@ -155,6 +168,7 @@ impl VolumeError {
             VolumeError::WrongCustomerKey { .. } | VolumeError::CustomerKeyRequired { .. } => {
                 ErrorKind::WrongKey
             }
+            VolumeError::WrongDataKey { .. } => ErrorKind::WrongDataKey,
             VolumeError::NoSpace { .. } => ErrorKind::NoSpace,
             VolumeError::Io { .. } => ErrorKind::Io,
             VolumeError::Corrupt { .. } | VolumeError::Metadata(_) => ErrorKind::Corrupt,

@@ -12,6 +12,8 @@ pub const MAGIC: [u8; 8] = *b"CVVOLHDR";
 pub const FORMAT_V1: u16 = 1;
 /// Seven: the seventh is the URL of the remote KMS of the key (empty: this data dir's).
 pub const FORMAT_V2: u16 = 2;
+/// Eight: the eighth is the key check of a KMS data key (32 bytes; empty: not checked).
+pub const FORMAT_V3: u16 = 3;
 const FIXED_LEN: usize = 32;
 
 /// Smallest and largest chunk: 64 KiB .. 64 MiB (powers of two).
@@ -25,11 +27,13 @@ pub const MAX_SIZE: u64 = 64 << 40;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
     /// A data key from the KMS, wrapped under `key_arn` (`wrapped` is the KMS blob), by
-    /// the remote KMS at `endpoint`, or by this data dir's KMS (`None`).
+    /// the remote KMS at `endpoint`, or by this data dir's KMS (`None`). `check`: the key
+    /// check of the data key (`volume::key_check`), `None` in headers made before checks.
     Kms {
         key_arn: String,
         wrapped: Vec<u8>,
         endpoint: Option<String>,
+        check: Option<[u8; 32]>,
     },
     /// A key the user supplies at every attach; only a salted verifier is kept.
     Customer { salt: [u8; 16], verifier: [u8; 32] },
@@ -82,7 +86,7 @@ impl VolumeHeader {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = record::begin(&MAGIC, FORMAT_V2);
+        let mut out = record::begin(&MAGIC, FORMAT_V3);
         out.push(match self.key {
             KeySource::Kms { .. } => 1,
             KeySource::Customer { .. } => 2,
@@ -101,10 +105,12 @@ impl VolumeHeader {
                 key_arn,
                 wrapped,
                 endpoint,
+                check,
             } => {
                 record::push_field(&mut out, key_arn.as_bytes());
                 record::push_field(&mut out, wrapped);
                 record::push_field(&mut out, endpoint.as_deref().unwrap_or("").as_bytes());
+                record::push_field(&mut out, check.as_ref().map_or(&[][..], |c| &c[..]));
             }
             KeySource::Customer { salt, verifier } => {
                 record::push_field(&mut out, b"");
@@ -113,16 +119,19 @@ impl VolumeHeader {
                 sv[16..].copy_from_slice(verifier);
                 record::push_field(&mut out, &sv);
                 record::push_field(&mut out, b"");
+                record::push_field(&mut out, b"");
             }
         }
         record::seal(out)
     }
 
-    /// Reads format 2, and format 1 (whose KMS keys are all this data dir's KMS's).
+    /// Reads format 3, format 2 (no key checks) and format 1 (whose KMS keys are also all
+    /// this data dir's KMS's).
     pub fn decode(bytes: &[u8]) -> Result<VolumeHeader> {
         let version = match bytes.get(8..10) {
             Some(&[lo, hi]) if u16::from_le_bytes([lo, hi]) == FORMAT_V1 => FORMAT_V1,
-            _ => FORMAT_V2,
+            Some(&[lo, hi]) if u16::from_le_bytes([lo, hi]) == FORMAT_V2 => FORMAT_V2,
+            _ => FORMAT_V3,
         };
         let mut r = record::Reader::open(bytes, &MAGIC, version, FIXED_LEN - 10, "volume header")?;
         let fixed = r.fixed(FIXED_LEN - 10)?;
@@ -145,14 +154,26 @@ impl VolumeHeader {
             FORMAT_V1 => String::new(),
             _ => r.text()?,
         };
+        let check = match version {
+            FORMAT_V1 | FORMAT_V2 => None,
+            _ => match r.field()? {
+                [] => None,
+                c if c.len() == 32 => Some(<[u8; 32]>::try_from(c).expect("32")),
+                _ => return Err(r.corrupt("a key check that is not 32 bytes")),
+            },
+        };
         let key = match kind {
             1 => KeySource::Kms {
                 key_arn: arn,
                 wrapped: material,
                 endpoint: Some(endpoint).filter(|e| !e.is_empty()),
+                check,
             },
             2 if !endpoint.is_empty() => {
                 return Err(r.corrupt("a customer key with a KMS endpoint"));
+            }
+            2 if check.is_some() => {
+                return Err(r.corrupt("a customer key with a KMS key check"));
             }
             2 if material.len() == 48 => KeySource::Customer {
                 salt: material[..16].try_into().expect("16"),
@@ -194,8 +215,18 @@ mod tests {
                         .into(),
                 wrapped: vec![7; 140],
                 endpoint: None,
+                check: Some([9; 32]),
             },
         }
+    }
+
+    /// [`sample`] as a header made before key checks.
+    fn unchecked() -> VolumeHeader {
+        let mut h = sample();
+        if let KeySource::Kms { check, .. } = &mut h.key {
+            *check = None;
+        }
+        h
     }
 
     #[test]
@@ -203,14 +234,21 @@ mod tests {
         let h = sample();
         let b = h.encode();
         // docs/formats.md: 32 fixed + (2+21) id + (2+21) lineage + (2+7) region + (2+2) name
-        // + (2+73) ARN + (2+140) wrapped key + (2+0) endpoint + 32 checksum = 342 bytes.
-        assert_eq!(b.len(), 342);
+        // + (2+73) ARN + (2+140) wrapped key + (2+0) endpoint + (2+32) key check + 32
+        // checksum = 376 bytes; 344 without a key check (an empty eighth field).
+        assert_eq!(b.len(), 376);
         assert_eq!(VolumeHeader::decode(&b).unwrap(), h);
+        assert_eq!(unchecked().encode().len(), 344);
+        assert_eq!(
+            VolumeHeader::decode(&unchecked().encode()).unwrap(),
+            unchecked()
+        );
         let remote = VolumeHeader {
             key: KeySource::Kms {
                 key_arn: "arn:aws:kms:us-east-1:123456789012:key/k".into(),
                 wrapped: vec![1; 200],
                 endpoint: Some("https://kms.us-east-1.amazonaws.com/".into()),
+                check: Some([3; 32]),
             },
             ..h.clone()
         };
@@ -239,11 +277,11 @@ mod tests {
             ..sample()
         };
         let body: String = [
-            "4356564f4c48445202000210000000000000004000000000c086fd6a00000000",
+            "4356564f4c48445203000210000000000000004000000000c086fd6a00000000",
             "1500766f6c2d30313233343536373839616263646566301500766f6c2d303132",
             "333435363738396162636465663007006c6f63616c2d31020064620000300001",
             "0101010101010101010101010101010202020202020202020202020202020202",
-            "0202020202020202020202020202020000",
+            "02020202020202020202020202020200000000",
         ]
         .concat();
         let b = h.encode();
@@ -276,11 +314,11 @@ mod tests {
         );
 
         let mut b = sample().encode();
-        b[8] = 3;
+        b[8] = 4;
         let e = VolumeHeader::decode(&b).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "volume header was written by a newer cryptvol (format version 3; this one reads 1–2): upgrade cryptvol"
+            "volume header was written by a newer cryptvol (format version 4; this one reads 1–3): upgrade cryptvol"
         );
         assert_eq!(e.kind(), crate::volume::error::ErrorKind::NewerFormat);
         let e = record::named(e, "vol-0123456789abcdef0");
@@ -293,25 +331,36 @@ mod tests {
         assert_eq!(e.kind(), crate::volume::error::ErrorKind::Corrupt, "{e}");
     }
 
-    /// Format 1: the same bytes without the endpoint field. It still reads, as a key of
-    /// this data dir's KMS; the encoder writes format 2.
-    fn as_v1(h: &VolumeHeader) -> Vec<u8> {
+    /// Format 2: the same bytes without the key check field; format 1 without the endpoint
+    /// field either. Both still read (a key of this data dir's KMS, with no key check);
+    /// the encoder writes format 3.
+    fn as_v2(h: &VolumeHeader) -> Vec<u8> {
         let mut b = h.encode();
         b.truncate(b.len() - 32 - 2);
+        b[8] = 2;
+        record::seal(b)
+    }
+
+    fn as_v1(h: &VolumeHeader) -> Vec<u8> {
+        let mut b = h.encode();
+        b.truncate(b.len() - 32 - 2 - 2);
         b[8] = 1;
         record::seal(b)
     }
 
     #[test]
     fn format_1_reads_as_this_data_dirs_kms() {
-        let h = sample();
+        let h = unchecked();
         let v1 = as_v1(&h);
         assert_eq!(v1.len(), 340);
         assert_eq!(VolumeHeader::decode(&v1).unwrap(), h);
-        assert_eq!(VolumeHeader::decode(&v1).unwrap().encode()[8], 2);
+        assert_eq!(VolumeHeader::decode(&v1).unwrap().encode()[8], 3);
+        let v2 = as_v2(&h);
+        assert_eq!(v2.len(), 342);
+        assert_eq!(VolumeHeader::decode(&v2).unwrap(), h);
         // A v1 header with a seventh field is damaged (trailing bytes), and so is a v2
         // header without one (truncated).
-        let mut long = h.encode();
+        let mut long = as_v2(&h);
         long[8] = 1;
         let long = {
             long.truncate(long.len() - 32);
@@ -340,11 +389,50 @@ mod tests {
             ..h
         };
         let mut b = c.encode();
-        b.truncate(b.len() - 32 - 2);
+        b.truncate(b.len() - 32 - 2 - 2);
         record::push_field(&mut b, b"http://x/");
+        record::push_field(&mut b, b"");
         let e = VolumeHeader::decode(&record::seal(b)).unwrap_err();
         assert!(
             e.to_string().contains("a customer key with a KMS endpoint"),
+            "{e}"
+        );
+    }
+
+    /// Format 3's key check: 32 bytes or empty, and never for a customer key.
+    #[test]
+    fn key_check_field() {
+        let with_check = |check: &[u8]| {
+            let mut b = unchecked().encode();
+            b.truncate(b.len() - 32 - 2);
+            record::push_field(&mut b, check);
+            record::seal(b)
+        };
+        assert_eq!(
+            VolumeHeader::decode(&with_check(&[9; 32])).unwrap(),
+            sample()
+        );
+        for check in [&[9u8; 31][..], &[9u8; 33][..]] {
+            let e = VolumeHeader::decode(&with_check(check)).unwrap_err();
+            assert!(
+                e.to_string().contains("a key check that is not 32 bytes"),
+                "{e}"
+            );
+        }
+        let c = VolumeHeader {
+            key: KeySource::Customer {
+                salt: [1; 16],
+                verifier: [2; 32],
+            },
+            ..sample()
+        };
+        let mut b = c.encode();
+        b.truncate(b.len() - 32 - 2);
+        record::push_field(&mut b, &[9; 32]);
+        let e = VolumeHeader::decode(&record::seal(b)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("a customer key with a KMS key check"),
             "{e}"
         );
     }
@@ -356,6 +444,7 @@ mod tests {
                 key_arn: "arn:aws:kms:local-1:123456789012:key/k".into(),
                 wrapped: vec![7; 40],
                 endpoint: Some("http://kms:9400/".into()),
+                check: Some([5; 32]),
             },
             ..sample()
         }

@@ -64,6 +64,7 @@ pub fn new_header(
                 key_arn: dk.key_id.clone(),
                 wrapped: dk.ciphertext_blob.clone(),
                 endpoint: kms.endpoint().map(String::from),
+                check: Some(super::key_check::compute(&dk.plaintext, id.as_str())),
             }
         }
         KeyChoice::Customer(ck) => {
@@ -84,7 +85,8 @@ pub fn new_header(
 }
 
 /// The volume's data key: one KMS Decrypt as the caller, or a check of the customer key
-/// (snapshot copy and restore read a snapshot's key this way).
+/// (snapshot copy and restore read a snapshot's key this way). A KMS data key is checked
+/// against the header's key check, when it has one, before it is returned.
 pub fn data_key(
     h: &VolumeHeader,
     kms: Option<&dyn KeyBackend>,
@@ -119,6 +121,7 @@ fn unwrap(
             } else {
                 kms.decrypt(wrapped, &context)?
             };
+            super::key_check::verify(h, &out.plaintext)?;
             Ok(out.plaintext)
         }
         KeySource::Customer { salt, verifier } => {

@@ -8,6 +8,7 @@ pub mod check;
 pub mod error;
 pub mod header;
 pub mod ids;
+pub mod key_check;
 pub mod keys;
 pub mod lifecycle;
 pub mod pool;

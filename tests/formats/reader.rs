@@ -19,6 +19,7 @@ pub const CTX_ROOT_KEY_CHECK: &str = "cryptvol 2026-11-29 root key check v1";
 pub const CTX_BLOB_KEY: &str = "cryptvol 2026-11-29 kms blob message key v1";
 pub const CTX_AUDIT_CHAIN: &str = "cryptvol 2026-11-29 audit trail chain v1";
 pub const CTX_VOLUME_XTS: &str = "cryptvol 2026-11-29 volume aes-256-xts key v1";
+pub const CTX_DATA_KEY_CHECK: &str = "cryptvol 2026-12-02 volume data key check v1";
 
 pub const REGION: &str = "local-1";
 

@@ -33,7 +33,7 @@ use crate::snapshot::throttle::Throttle;
 use crate::sys::fsio;
 use crate::volume::block_io::is_written;
 use crate::volume::ids::{BLOCK_SIZE, SlotNo, SnapshotId};
-use crate::volume::{KeySource, VolumeError, keys, lifecycle};
+use crate::volume::{KeySource, VolumeError, key_check, keys, lifecycle};
 
 const BS: usize = BLOCK_SIZE as usize;
 
@@ -50,6 +50,10 @@ struct CopyRecord {
     endpoint: Option<String>,
     /// Every chunk is in the spool.
     spooled: bool,
+    /// The key check of the new data key (base64; `volume::key_check`), so that a resumed
+    /// run refuses another key from the KMS. Absent in records of older runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_check: Option<String>,
 }
 
 pub struct StoreCopy<'a> {
@@ -74,6 +78,39 @@ fn record_path(jobs: &CopyJobs, source: &str) -> PathBuf {
 
 fn io(what: &'static str, p: &std::path::Path, e: std::io::Error) -> ArchiveError {
     VolumeError::io(what, p, e).into()
+}
+
+/// A resumed copy's data key, unwrapped again, must be the one its first run made (its
+/// spool is encrypted under it). A record of an older run has no check: not checked.
+fn check_resumed_key(
+    r: &CopyRecord,
+    key: &SecretBytes,
+    path: &std::path::Path,
+) -> Result<(), VolumeError> {
+    let Some(check) = &r.key_check else {
+        return Ok(());
+    };
+    let check: [u8; key_check::CHECK_LEN] = b64::decode(check)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| VolumeError::Corrupt {
+            what: path.display().to_string(),
+            detail: "the key check is not 32 bytes of base64".into(),
+        })?;
+    if key_check::matches(key, &r.snapshot_id, &check) {
+        return Ok(());
+    }
+    Err(VolumeError::WrongDataKey {
+        what: format!(
+            "snapshot {} (the copy of {})",
+            r.snapshot_id, r.source_snapshot_id
+        ),
+        key_arn: r.key_arn.clone(),
+        kms: r
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| "of this data dir".to_string()),
+    })
 }
 
 fn save(jobs: &CopyJobs, source: &str, r: &CopyRecord) -> Result<(), ArchiveError> {
@@ -115,6 +152,7 @@ pub fn copy(c: &StoreCopy, source: &str) -> Result<ArchiveStatus, ArchiveError> 
             })?;
             let ctx = lifecycle::lineage_context(&r.snapshot_id);
             let key = c.kms.decrypt(&wrapped, &ctx)?.plaintext;
+            check_resumed_key(&r, &key, &record_path(c.jobs, source))?;
             (r, key)
         }
         None => {
@@ -131,6 +169,7 @@ pub fn copy(c: &StoreCopy, source: &str) -> Result<ArchiveStatus, ArchiveError> 
                 wrapped: b64::encode(&dk.ciphertext_blob),
                 endpoint: c.kms.endpoint().map(str::to_string),
                 spooled: false,
+                key_check: Some(b64::encode(&key_check::compute(&dk.plaintext, id.as_str()))),
             };
             save(c.jobs, source, &r)?;
             (r, dk.plaintext)
@@ -165,6 +204,7 @@ pub fn copy(c: &StoreCopy, source: &str) -> Result<ArchiveStatus, ArchiveError> 
         key_arn: rec.key_arn.clone(),
         wrapped: b64::decode(&rec.wrapped).unwrap_or_default(),
         endpoint: rec.endpoint.clone(),
+        check: Some(key_check::compute(&dst_key, new_id.as_str())),
     };
     let record = SnapshotRecord {
         id: new_id.clone(),
