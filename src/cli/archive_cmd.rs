@@ -586,8 +586,12 @@ fn finish_archive(
     if !has_pool(cfg) {
         return Ok(());
     }
-    let Ok(rec) = catalog::open(dir)?.snapshot(snapshot, cfg.region.as_str()) else {
-        return Ok(());
+    // Only "not here" sends the copy to the store; any other failure of the pool (busy,
+    // damaged) is the answer, not a reason to read a stale or missing archive.
+    let rec = match catalog::open(dir)?.snapshot(snapshot, cfg.region.as_str()) {
+        Ok(rec) => rec,
+        Err(e) if e.kind() == crate::volume::error::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
     };
     // Refused before its archive starts: without the key that archive would stay pending
     // for ever (and be restarted by every `snapshot list`), and the copy could not use it.
