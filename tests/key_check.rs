@@ -163,15 +163,8 @@ fn a_kms_that_returns_another_data_key_is_refused_at_attach_and_restore() {
     needs!(Fuse);
     // The key server: its own data dir, a user with an access key and a key for her.
     let kms_side = Env::init();
-    let user = kms_side.create_user("vols");
-    let key = str_field(
-        &kms_side.json(&["kms", "create-key", "--user", &user])["KeyMetadata"],
-        "Arn",
-    );
-    let ak = kms_side.json(&["iam", "create-access-key", "--user-name", "vols"]);
-    let id = str_field(&ak["AccessKey"], "AccessKeyId");
-    let secret = str_field(&ak["AccessKey"], "SecretAccessKey");
-    kms_side.add_secret(secret.as_bytes());
+    let common::server::KeyUser { key, id, secret } =
+        common::server::KeyUser::new(&kms_side, "vols");
     let server = KmsServer::start(&kms_side);
     let proxy = LyingProxy::start(&server.addr);
     let endpoint = proxy.endpoint.clone();

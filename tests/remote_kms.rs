@@ -74,22 +74,8 @@ fn a_volume_keyed_by_a_remote_kms_attaches_through_it_and_survives_its_absence()
     needs!(Fuse);
     // The key server: its own data dir, a user with an access key and a key for her.
     let kms_side = Env::init();
-    kms_side.ok(&["iam", "create-user", "--user-name", "vols"]);
-    let acct = {
-        let v: Value =
-            serde_json::from_slice(&std::fs::read(kms_side.data.join("account.json")).unwrap())
-                .unwrap();
-        str_field(&v, "account_id")
-    };
-    let user = format!("arn:aws:iam::{acct}:user/vols");
-    let key = str_field(
-        &kms_side.json(&["kms", "create-key", "--user", &user])["KeyMetadata"],
-        "Arn",
-    );
-    let ak = kms_side.json(&["iam", "create-access-key", "--user-name", "vols"]);
-    let id = str_field(&ak["AccessKey"], "AccessKeyId");
-    let secret = str_field(&ak["AccessKey"], "SecretAccessKey");
-    kms_side.add_secret(secret.as_bytes());
+    let common::server::KeyUser { key, id, secret } =
+        common::server::KeyUser::new(&kms_side, "vols");
     let mut server = Server::start(&kms_side.data, "127.0.0.1:0");
     let endpoint = server.endpoint.clone();
 

@@ -15,6 +15,33 @@ use serde_json::Value;
 
 use super::{Env, SKEW_ENV, str_field};
 
+/// A user of `env`'s KMS with a key of her own and an access key: what another data dir
+/// needs to use that key through `kms serve`. The secret is registered with `env` (never
+/// to appear in its output).
+pub struct KeyUser {
+    pub key: String,
+    pub id: String,
+    pub secret: String,
+}
+
+impl KeyUser {
+    pub fn new(env: &Env, name: &str) -> KeyUser {
+        let user = env.create_user(name);
+        let key = str_field(
+            &env.json(&["kms", "create-key", "--user", &user])["KeyMetadata"],
+            "Arn",
+        );
+        let ak = env.json(&["iam", "create-access-key", "--user-name", name]);
+        let secret = str_field(&ak["AccessKey"], "SecretAccessKey");
+        env.add_secret(secret.as_bytes());
+        KeyUser {
+            key,
+            id: str_field(&ak["AccessKey"], "AccessKeyId"),
+            secret,
+        }
+    }
+}
+
 pub struct KmsServer {
     child: Option<Child>,
     /// `127.0.0.1:PORT`

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::moto::MotoServer;
 use super::mount::*;
-use super::server::KmsServer;
+use super::server::{KeyUser, KmsServer};
 use super::str_field;
 use super::{Env, Out};
 
@@ -121,24 +121,11 @@ pub struct RemoteKey {
 
 impl RemoteKey {
     pub fn new(a: &VolEnv) -> RemoteKey {
-        a.ok(&["iam", "create-user", "--user-name", "restorer"]);
-        let acct: Value =
-            serde_json::from_slice(&std::fs::read(a.data.join("account.json")).unwrap()).unwrap();
-        let user = format!(
-            "arn:aws:iam::{}:user/restorer",
-            str_field(&acct, "account_id")
-        );
-        let key = str_field(
-            &a.json(&["kms", "create-key", "--user", &user])["KeyMetadata"],
-            "Arn",
-        );
-        let ak = a.json(&["iam", "create-access-key", "--user-name", "restorer"]);
-        let secret = str_field(&ak["AccessKey"], "SecretAccessKey");
-        a.add_secret(secret.as_bytes());
+        let u = KeyUser::new(a, "restorer");
         RemoteKey {
-            key,
-            id: str_field(&ak["AccessKey"], "AccessKeyId"),
-            secret,
+            key: u.key,
+            id: u.id,
+            secret: u.secret,
             server: KmsServer::start(a),
         }
     }
