@@ -163,22 +163,14 @@ fn a_kms_that_returns_another_data_key_is_refused_at_attach_and_restore() {
     needs!(Fuse);
     // The key server: its own data dir, a user with an access key and a key for her.
     let kms_side = Env::init();
-    let common::server::KeyUser { key, id, secret } =
-        common::server::KeyUser::new(&kms_side, "vols");
+    let user = common::server::KeyUser::new(&kms_side, "vols");
+    let key = user.key.clone();
     let server = KmsServer::start(&kms_side);
     let proxy = LyingProxy::start(&server.addr);
     let endpoint = proxy.endpoint.clone();
 
     let v = VolEnv::new();
-    v.add_secret(secret.as_bytes());
-    // SAFETY: nextest runs each test in its own process; nothing else reads the
-    // environment concurrently here.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", &id);
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", &secret);
-        std::env::set_var("CRYPTVOL_KMS_ENDPOINT", &endpoint);
-        std::env::set_var("AWS_CA_BUNDLE", v.scratch().join("missing.pem"));
-    }
+    user.export(&v, &endpoint);
     let vol = v.create(&["--size", "64M", "--kms-key", &key]);
     assert_eq!(v.describe_vol(&vol)["KeyCheck"], true);
     let dir = v.dir("a");

@@ -74,20 +74,16 @@ fn a_volume_keyed_by_a_remote_kms_attaches_through_it_and_survives_its_absence()
     needs!(Fuse);
     // The key server: its own data dir, a user with an access key and a key for her.
     let kms_side = Env::init();
-    let common::server::KeyUser { key, id, secret } =
-        common::server::KeyUser::new(&kms_side, "vols");
+    let user = common::server::KeyUser::new(&kms_side, "vols");
+    let (key, id) = (user.key.clone(), user.id.clone());
     let mut server = Server::start(&kms_side.data, "127.0.0.1:0");
     let endpoint = server.endpoint.clone();
 
     // The volume side: another data dir, which has never seen that key.
     let v = VolEnv::new();
-    v.add_secret(secret.as_bytes());
-    // SAFETY: nextest runs each test in its own process; nothing else reads the
-    // environment concurrently here.
+    user.export(&v, &endpoint);
+    // SAFETY: as in `export`.
     unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", &id);
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", &secret);
-        std::env::set_var("CRYPTVOL_KMS_ENDPOINT", &endpoint);
         // An http:// endpoint has no TLS: the CA bundle is not read (a missing one is no
         // error, and a system bundle is not parsed at every command).
         std::env::set_var("AWS_CA_BUNDLE", v.scratch().join("missing.pem"));

@@ -40,6 +40,20 @@ impl KeyUser {
             secret,
         }
     }
+
+    /// Makes this process's environment (and so every command and daemon it starts) call
+    /// the KMS at `endpoint` with this user's access key; `v`, the data dir that uses the
+    /// key, is told the secret too.
+    pub fn export(&self, v: &Env, endpoint: &str) {
+        v.add_secret(self.secret.as_bytes());
+        // SAFETY: nextest runs each test in its own process; nothing else reads the
+        // environment concurrently here.
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", &self.id);
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", &self.secret);
+            std::env::set_var("CRYPTVOL_KMS_ENDPOINT", endpoint);
+        }
+    }
 }
 
 pub struct KmsServer {
