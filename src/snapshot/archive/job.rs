@@ -197,3 +197,30 @@ pub fn lock(dir: &impl JobDir, snapshot: &str) -> Result<FileLock, crate::volume
 pub fn is_running(dir: &impl JobDir, snapshot: &str) -> bool {
     lock_path(dir, snapshot).exists() && matches!(try_lock(dir, snapshot), Ok(None))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::Region;
+    use crate::snapshot::store::StoreConfig;
+
+    /// Copies into two destinations never share a job dir: not two regions, and not the
+    /// same `s3://B/P` behind two endpoints (two different stores).
+    #[test]
+    fn copy_jobs_are_one_dir_per_destination_region_and_store() {
+        let dir = RegionDir::new(
+            std::path::Path::new("/d"),
+            &Region::parse("here-1").unwrap(),
+        );
+        let eu = Region::parse("eu-1").unwrap();
+        let us = Region::parse("us-1").unwrap();
+        let at = |e: &str| StoreConfig::new("s3://bucket/p", Some(e), None).unwrap();
+        let a = CopyJobs::new(&dir, &eu, &at("http://a:9000")).jobs_dir();
+        assert_eq!(a, CopyJobs::new(&dir, &eu, &at("http://a:9000")).jobs_dir());
+        assert_ne!(a, CopyJobs::new(&dir, &eu, &at("http://b:9000")).jobs_dir());
+        assert_ne!(a, CopyJobs::new(&dir, &us, &at("http://a:9000")).jobs_dir());
+        assert!(a.starts_with(dir.archive_dir().join("copies")), "{a:?}");
+        // Apart from the region's own jobs: a listing of those never sees a copy's.
+        assert_ne!(a.parent(), Some(dir.jobs_dir().as_path()));
+    }
+}
