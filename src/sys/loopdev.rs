@@ -3,6 +3,7 @@
 //! finding the devices bound to a file.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::tool::{ToolError, run};
 
@@ -30,8 +31,59 @@ pub fn loop_attach(file: &Path) -> Result<String> {
             &f,
         ],
     )?;
+    if let Err(e) = wait_for_size(&dev, file) {
+        let _ = loop_detach(&dev);
+        return Err(e);
+    }
     tune_loop(&dev);
     Ok(dev)
+}
+
+/// How long a fresh loop device may take to report its backing file's size.
+const SIZE_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits until `dev` reports the size of `file` (`/sys/block/NAME/size`, in 512-byte
+/// sectors). Under parallel load `mkfs.xfs` run at once on a fresh device was seen to read
+/// a size of 0 ("can't get size of data subvolume"); mkfs now starts only on a device that
+/// reports its whole file. A file of size 0 (or a device that never catches up) is an error
+/// naming both, never a filesystem made on a device of the wrong size.
+fn wait_for_size(dev: &str, file: &Path) -> Result<()> {
+    let fail = |message: String| ToolError {
+        tool: format!("losetup {}", file.display()),
+        message,
+    };
+    let want = std::fs::metadata(file)
+        .map_err(|e| fail(format!("cannot read the size of {}: {e}", file.display())))?
+        .len()
+        / 512;
+    if want == 0 {
+        return Err(fail(format!(
+            "{} is empty: a loop device needs a file of at least one 4 KiB block",
+            file.display()
+        )));
+    }
+    let name = Path::new(dev)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let knob = format!("/sys/block/{name}/size");
+    let started = Instant::now();
+    loop {
+        let got = std::fs::read_to_string(&knob)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if got == want {
+            return Ok(());
+        }
+        if started.elapsed() > SIZE_WAIT {
+            return Err(fail(format!(
+                "{dev} reports {got} sectors after {}s, its file has {want}; detach stale loop devices (losetup -D) and retry",
+                SIZE_WAIT.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Best effort: a loop device that keeps the default only runs slower.
@@ -63,4 +115,31 @@ pub fn loops_of(file: &Path) -> Vec<String> {
             .collect()
     })
     .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Before the wait, an empty file gave a device of size 0 and the failure surfaced
+    /// later as mkfs's "can't get size of data subvolume"; now attach itself refuses.
+    #[test]
+    fn an_empty_file_is_refused_before_mkfs_sees_a_device_of_size_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("empty");
+        std::fs::write(&file, b"").unwrap();
+        let err = wait_for_size("/dev/loop-none", &file).unwrap_err();
+        assert!(err.message.contains("is empty"), "{err}");
+    }
+
+    /// A device whose size never matches its file times out with both sizes named.
+    #[test]
+    fn a_device_that_never_reports_the_file_size_is_an_error_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, vec![0u8; 8192]).unwrap();
+        let err = wait_for_size("/dev/no-such-loop", &file).unwrap_err();
+        assert!(err.message.contains("reports 0 sectors"), "{err}");
+        assert!(err.message.contains("has 16"), "{err}");
+    }
 }
