@@ -266,6 +266,20 @@ impl Catalog for Client {
         })
     }
 
+    fn load_records(&self, owner: &str, shift: u8) -> Result<Vec<(u64, Vec<u8>)>> {
+        let rows: Vec<(u64, String)> = self.call(Request::LoadRecords {
+            owner: owner.to_string(),
+            shift,
+        })?;
+        rows.into_iter()
+            .map(|(c, r)| {
+                crate::aws::b64::decode(&r)
+                    .map(|b| (c, b))
+                    .map_err(|_| VolumeError::invalid("slot record", "not base64"))
+            })
+            .collect()
+    }
+
     fn integrity_errors(&self, id: &VolumeId) -> Result<u64> {
         self.call(Request::IntegrityErrors { volume: id.clone() })
     }

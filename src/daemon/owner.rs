@@ -513,6 +513,10 @@ impl Catalog for PoolOwner {
         v.verify()
     }
 
+    fn load_records(&self, owner: &str, shift: u8) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.pool.load_records(owner, shift)
+    }
+
     fn integrity_errors(&self, id: &VolumeId) -> Result<u64> {
         self.pool.integrity_errors(id.as_str())
     }

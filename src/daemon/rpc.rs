@@ -129,6 +129,11 @@ pub enum Request {
         volume: VolumeId,
         data_key: WireSecret,
     },
+    /// → Vec<(chunk, base64 slot record)>
+    LoadRecords {
+        owner: String,
+        shift: u8,
+    },
     /// → u64
     IntegrityErrors {
         volume: VolumeId,

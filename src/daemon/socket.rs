@@ -202,6 +202,13 @@ impl Daemon {
                 drop(data_key);
                 done_line(key.and_then(|k| o.verify_volume(&volume, &k)))
             }
+            Request::LoadRecords { owner, shift } => {
+                done_line(o.load_records(&owner, shift).map(|rows| {
+                    rows.into_iter()
+                        .map(|(c, r)| (c, crate::aws::b64::encode(&r)))
+                        .collect::<Vec<_>>()
+                }))
+            }
             Request::IntegrityErrors { volume } => done_line(o.integrity_errors(&volume)),
             Request::CheckPool => done_line(o.check_pool()),
             Request::RepairPool => done_line(o.repair_pool()),

@@ -73,6 +73,8 @@ pub trait Catalog {
     /// returning false stops it. Returns the bytes fetched by this run.
     fn hydrate_volume(&self, id: &VolumeId, progress: Progress) -> Result<u64>;
 
+    /// The slot record of every chunk an authenticated owner maps (encoded).
+    fn load_records(&self, owner: &str, shift: u8) -> Result<Vec<(u64, Vec<u8>)>>;
     /// `volume verify`: checks every block of an authenticated volume and its root, with
     /// its data key (attached or not).
     fn verify_volume(&self, id: &VolumeId, data_key: &SecretBytes) -> Result<VerifyReport>;

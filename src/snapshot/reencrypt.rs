@@ -9,7 +9,7 @@
 //! Progress is committed every `COMMIT_INTERVAL` under the copy's pending owner, so an
 //! interrupted copy resumes where its last commit left it (`done`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -22,6 +22,7 @@ use crate::volume::aligned::AlignedBuf;
 use crate::volume::block_io::is_written;
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::{BLOCK_SIZE, SlotNo};
+use crate::volume::integrity::{BlockTag, IntegrityKeys, SlotRecord, tweak};
 use crate::volume::pool::Pool;
 
 const BS: usize = BLOCK_SIZE as usize;
@@ -37,6 +38,9 @@ pub struct Source<'a> {
     pub xts: &'a Xts,
     /// `--max-bandwidth`: plaintext bytes per second, or unlimited.
     pub max_bandwidth: Option<u64>,
+    /// An authenticated source: each chunk's record, checked with these keys; its holes
+    /// are recorded, every other block is checked before it is decrypted.
+    pub auth: Option<(HashMap<u64, SlotRecord>, &'a IntegrityKeys)>,
 }
 
 pub struct Dest<'a> {
@@ -44,6 +48,9 @@ pub struct Dest<'a> {
     /// The pending owner the new map is recorded under.
     pub owner: String,
     pub xts: &'a Xts,
+    /// An authenticated destination: every block written gets a tag under these keys
+    /// (domain 0: the copy is the first volume of its new data key).
+    pub auth: Option<&'a IntegrityKeys>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -153,15 +160,43 @@ pub fn reencrypt(
             let first_block = c * blocks as u64;
             crate::volume::storage::file::read_full_at(file, plain, slot.0 << src.chunk_shift)
                 .map_err(|e| VolumeError::io("cannot read", &src.data_path, e))?;
-            for (b, w) in written.iter_mut().enumerate() {
-                let block = &mut plain[b * BS..(b + 1) * BS];
-                *w = is_written(block);
-                if !*w {
-                    // A hole (or a torn first write into one, which reads as a hole).
-                    block.fill(0);
+            match &src.auth {
+                None => {
+                    for (b, w) in written.iter_mut().enumerate() {
+                        let block = &mut plain[b * BS..(b + 1) * BS];
+                        *w = is_written(block);
+                        if !*w {
+                            // A hole (or a torn first write into one, which reads as a hole).
+                            block.fill(0);
+                        }
+                    }
+                    crypt_blocks(src.xts, first_block, plain, &written, true);
+                }
+                Some((records, keys)) => {
+                    let rec = records.get(&c).ok_or_else(|| VolumeError::Corrupt {
+                        what: format!("source chunk {c}"),
+                        detail: "it has no integrity record".into(),
+                    })?;
+                    for (b, w) in written.iter_mut().enumerate() {
+                        let block = &mut plain[b * BS..(b + 1) * BS];
+                        let tag = &rec.tags[b];
+                        *w = !tag.is_hole();
+                        if !*w {
+                            block.fill(0);
+                            continue;
+                        }
+                        let n = first_block + b as u64;
+                        if !keys.verify(rec.domain, n, tag, block) {
+                            return Err(VolumeError::BadBlock {
+                                volume: format!("the copy's source (chunk {c})"),
+                                block: n,
+                                detail: "its MAC does not match its ciphertext",
+                            });
+                        }
+                        src.xts.decrypt_units_at(tweak(rec.domain, n), block);
+                    }
                 }
             }
-            crypt_blocks(src.xts, first_block, plain, &written, true);
             hashes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -182,6 +217,21 @@ pub fn reencrypt(
             }
             let new = dst.pool.reserve(src.chunk_shift)?;
             let base = df.slot_offset(new.0);
+            // The destination's tags, recorded once the data is written.
+            let record = dst.auth.map(|keys| {
+                let mut r = SlotRecord::holes(0, blocks);
+                for (b, w) in written.iter().enumerate() {
+                    if *w {
+                        let n = first_block + b as u64;
+                        let generation = dst.pool.next_generation();
+                        r.tags[b] = BlockTag {
+                            generation,
+                            mac: keys.block_mac(0, n, generation, &enc[b * BS..(b + 1) * BS]),
+                        };
+                    }
+                }
+                std::sync::Arc::new(Mutex::new(r))
+            });
             let write = || -> Result<()> {
                 // Only written blocks: holes stay holes (and take no space).
                 let mut b = 0;
@@ -201,6 +251,9 @@ pub fn reencrypt(
             if let Err(e) = write() {
                 dst.pool.unreserve(src.chunk_shift, new);
                 return Err(e);
+            }
+            if let Some(r) = &record {
+                dst.pool.record_dirty(src.chunk_shift, new.0, r);
             }
             dst.pool
                 .remap(src.chunk_shift, &dst.owner, c, Some(new), None);
@@ -276,6 +329,10 @@ pub struct CopyJob {
     /// `--max-bandwidth` in bytes per second (absent: unlimited).
     #[serde(default)]
     pub max_bandwidth: Option<u64>,
+    /// An authenticated source: (chunk, its slot record, base64); the copy is then
+    /// authenticated too.
+    #[serde(default)]
+    pub source_records: Option<Vec<(u64, String)>>,
 }
 
 impl Drop for CopyJob {
@@ -313,6 +370,23 @@ pub fn run_job(
     let dst_key = crate::crypto::SecretBytes::new(b64_field("destination key", &job.dest_key)?);
     let src_xts = crate::volume::keys::xts_from_data_key(&src_key)?;
     let dst_xts = crate::volume::keys::xts_from_data_key(&dst_key)?;
+    let src_auth = IntegrityKeys::from_data_key(&src_key);
+    let dst_auth = IntegrityKeys::from_data_key(&dst_key);
+    let blocks = 1usize << (job.chunk_shift - 12);
+    let records = match &job.source_records {
+        None => None,
+        Some(rows) => {
+            let mut m = HashMap::new();
+            for (c, r) in rows {
+                m.insert(
+                    *c,
+                    SlotRecord::decode(&b64_field("source record", r)?, blocks)?,
+                );
+            }
+            Some(m)
+        }
+    };
+    let authenticated = records.is_some();
     let src = Source {
         data_path: job.source_data_path.clone(),
         map: job
@@ -323,11 +397,13 @@ pub fn run_job(
         chunk_shift: job.chunk_shift,
         xts: &src_xts,
         max_bandwidth: job.max_bandwidth,
+        auth: records.map(|r| (r, &src_auth)),
     };
     let dst = Dest {
         pool,
         owner: job.owner.clone(),
         xts: &dst_xts,
+        auth: authenticated.then_some(&dst_auth),
     };
     let stats = reencrypt(&src, &dst, &done, progress)?;
     let snap = job
@@ -340,6 +416,12 @@ pub fn run_job(
         .as_deref()
         .map(|s| b64_field("volume", s).and_then(|b| crate::volume::VolumeHeader::decode(&b)))
         .transpose()?;
-    pool.finish_pending(&job.owner, snap.as_deref(), vol.as_ref(), lease)?;
+    pool.finish_pending(
+        &job.owner,
+        snap.as_deref(),
+        vol.as_ref(),
+        lease,
+        authenticated.then_some((&dst_auth, job.chunk_shift)),
+    )?;
     Ok(stats)
 }

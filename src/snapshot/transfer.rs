@@ -133,6 +133,16 @@ fn run_copy<R: Regions + ?Sized>(
         finish_snapshot: finish_snapshot.map(|r| b64::encode(&r.encode())),
         finish_volume: finish_volume.map(|h| b64::encode(&h.encode())),
         max_bandwidth,
+        source_records: if rec.volume.integrity {
+            Some(
+                src.load_records(rec.id.as_str(), rec.volume.chunk_shift)?
+                    .into_iter()
+                    .map(|(c, r)| (c, b64::encode(&r)))
+                    .collect(),
+            )
+        } else {
+            None
+        },
     };
     let pb = env.progress(map.len() as u64 * chunk, &format!("{} → {owner}", rec.id));
     if let Some(pb) = &pb {
@@ -228,7 +238,6 @@ pub fn copy_snapshot<R: Regions + ?Sized>(
     }
     let src_access = env.catalog(&src_dir)?;
     let rec = src_access.snapshot(snapshot, here.as_str())?;
-    super::refuse_unauthenticated_copy(&rec, "copy")?;
     let dst_access_own;
     let dst: &dyn Catalog = if same_region {
         src_access.as_ref()
@@ -336,7 +345,6 @@ pub fn restore_rekeyed<R: Regions + ?Sized>(
     customer_key: Option<&SecretBytes>,
     max_bandwidth: Option<u64>,
 ) -> Result<VolumeHeader, R::Error> {
-    super::refuse_unauthenticated_copy(rec, "re-encrypt")?;
     let here = env.here();
     let dir = env.dir(here);
     let access = env.catalog(&dir)?;

@@ -200,6 +200,34 @@ impl Pool {
             .transpose()
     }
 
+    /// The record of every chunk `owner` maps, encoded (a copy of an authenticated
+    /// snapshot reads its source's tags with it). A mapped slot without one is tampering.
+    pub fn load_records(&self, owner: &str, shift: u8) -> Result<Vec<(u64, Vec<u8>)>> {
+        let r = self.db()?.begin_read()?;
+        let maps = r.open_table(MAPS)?;
+        let auth = match r.open_table(SLOT_AUTH) {
+            Ok(t) => Some(t),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = vec![];
+        for item in maps.range((owner, 0)..=(owner, u64::MAX))? {
+            let (k, v) = item?;
+            let (chunk, slot) = (k.value().1, v.value());
+            let bytes = auth
+                .as_ref()
+                .map(|t| t.get((shift, slot)))
+                .transpose()?
+                .flatten()
+                .ok_or_else(|| VolumeError::Tampered {
+                    volume: owner.to_string(),
+                    detail: format!("chunk {chunk} has no integrity record"),
+                })?;
+            out.push((chunk, bytes.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Opens an authenticated volume's records: reads its map and every record it points
     /// at, checks them against the stored root and the root against the anchor, and
     /// registers the volume so that every commit keeps its root and anchor. Returns the
@@ -438,6 +466,38 @@ pub(super) fn clone_root(w: &redb::WriteTransaction, from: &str, to: &str) -> Re
     if let Some(row) = row {
         t.insert(to, row.as_slice())?;
     }
+    Ok(())
+}
+
+/// Writes the first root of `owner` (a finished copy of an authenticated snapshot) from its
+/// map and records, in the transaction that makes it visible.
+pub(super) fn seal_root(
+    w: &redb::WriteTransaction,
+    owner: &str,
+    shift: u8,
+    keys: &IntegrityKeys,
+) -> Result<()> {
+    let mut root = Root {
+        generation: 1,
+        acc: [0; 32],
+    };
+    {
+        let maps = w.open_table(MAPS)?;
+        let auth = w.open_table(SLOT_AUTH)?;
+        for item in maps.range((owner, 0)..=(owner, u64::MAX))? {
+            let (k, v) = item?;
+            let chunk = k.value().1;
+            let rec = auth
+                .get((shift, v.value()))?
+                .ok_or_else(|| VolumeError::Corrupt {
+                    what: format!("the copy into {owner}"),
+                    detail: format!("chunk {chunk} was copied without its block tags"),
+                })?;
+            root.xor_leaf(&keys.leaf(chunk, rec.value()));
+        }
+    }
+    w.open_table(ROOTS)?
+        .insert(owner, root.encode(keys).as_slice())?;
     Ok(())
 }
 

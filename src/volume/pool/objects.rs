@@ -4,7 +4,7 @@
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::auth::{clone_root, drop_record, drop_root};
+use super::auth::{clone_root, drop_record, drop_root, seal_root};
 use super::remote::{clone_remote, drop_remote, insert_remote};
 use super::{Pool, lock};
 use crate::volume::error::{Result, VolumeError};
@@ -244,6 +244,7 @@ impl Pool {
         snapshot: Option<&[u8]>,
         volume: Option<&VolumeHeader>,
         lease: Option<(&str, &str)>,
+        root: Option<(&crate::volume::integrity::IntegrityKeys, u8)>,
     ) -> Result<()> {
         self.commit()?;
         let _c = lock(&self.commit_lock);
@@ -259,6 +260,9 @@ impl Pool {
         if let Some(h) = volume {
             w.open_table(VOLUMES)?
                 .insert(h.id.as_str(), h.encode().as_slice())?;
+        }
+        if let Some((keys, shift)) = root {
+            seal_root(&w, owner, shift, keys)?;
         }
         // The copy's lease on a source in this same pool ends with it, atomically.
         if let Some(l) = lease {
