@@ -304,6 +304,7 @@ fn restore_job(owner: &PoolOwner, rec: &SnapshotRecord, dest: &VolumeHeader) -> 
         source_key: key.clone(),
         dest_key: key,
         max_bandwidth: None,
+        source_records: None,
         finish_snapshot: None,
         finish_volume: Some(crate::aws::b64::encode(&dest.encode())),
     }
