@@ -50,11 +50,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use cryptvol::aws::Region;
+use cryptvol::crypto::SecretBytes;
 use cryptvol::crypto::xts::Xts;
 use cryptvol::daemon::owner::PoolOwner;
 use cryptvol::snapshot::catalog::Catalog;
 use cryptvol::snapshot::{SnapshotOwners, SnapshotRecord};
 use cryptvol::volume::ids::SnapshotId;
+use cryptvol::volume::integrity::IntegrityKeys;
+use cryptvol::volume::keys::VolumeKeys;
+use cryptvol::volume::pool::Rollback;
 use cryptvol::volume::storage::{CrashMode, FaultKind, SimDisk, SimStorage};
 use cryptvol::volume::{KeySource, OpenVolume, Pool, VolumeHeader, VolumeId};
 use proptest::prelude::*;
@@ -183,7 +187,31 @@ fn header(id: VolumeId, tag: u8, chunks: u64) -> VolumeHeader {
             salt: [tag; 16],
             verifier: [tag; 32],
         },
+        // Every other volume authenticated: the crash contract holds with integrity on.
+        integrity: tag % 2 == 1,
     }
+}
+
+/// The keys of a volume with key `tag`, as an attach derives them.
+fn keys(tag: u8) -> VolumeKeys {
+    VolumeKeys {
+        xts: xts(tag),
+        integrity: Arc::new(IntegrityKeys::from_data_key(&SecretBytes::new(vec![
+            tag;
+            64
+        ]))),
+    }
+}
+
+/// Opens a volume as an attach would (authenticated ones checked against their root).
+fn open_volume(pool: Arc<Pool>, h: &VolumeHeader, tag: u8) -> Result<OpenVolume, String> {
+    let k = keys(tag);
+    if h.integrity {
+        OpenVolume::open_authenticated(pool, h, k.xts, k.integrity, Rollback::Refuse)
+    } else {
+        OpenVolume::open(pool, h, k.xts)
+    }
+    .map_err(|e| format!("open {}: {e}", h.id))
 }
 
 // ---- the model ------------------------------------------------------------------------
@@ -489,7 +517,7 @@ impl Exec {
     fn attach(&mut self, id: &VolumeId, tag: u8) -> Result<(), String> {
         let v = self
             .owner
-            .attach(id, &[], xts(tag), Ok)
+            .attach(id, &[], keys(tag), Rollback::Refuse, Ok)
             .map_err(|e| e.to_string())?;
         self.attached.push((id.to_string(), v));
         Ok(())
@@ -878,6 +906,26 @@ fn read_snapshot(pool: &Pool, id: &str, sm: &SnapModel) -> Result<Vec<u8>, Strin
             .ok_or_else(|| format!("snapshot {id} maps chunk {chunk}, past its end"))?;
         df.read_at(buf, df.slot_offset(slot))
             .map_err(|e| e.to_string())?;
+        if sm.header.integrity {
+            // Every block checked against its tag; a hole reads as zeros.
+            let rec = pool
+                .load_slot_record(SHIFT, slot)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("snapshot {id}: slot {} has no record", slot.0))?;
+            let k = keys(sm.tag).integrity;
+            for (i, b) in buf.chunks_mut(BS as usize).enumerate() {
+                let block = chunk * BLOCKS_PER_CHUNK + i as u64;
+                let t = &rec.tags[i];
+                if t.is_hole() {
+                    b.fill(0);
+                } else if !k.verify(rec.domain, block, t, b) {
+                    return Err(format!("snapshot {id}: block {block} fails its tag"));
+                } else {
+                    xts.decrypt_units_at(cryptvol::volume::integrity::tweak(rec.domain, block), b);
+                }
+            }
+            continue;
+        }
         for (i, b) in buf.chunks_mut(BS as usize).enumerate() {
             if b.iter().any(|&x| x != 0) {
                 xts.decrypt_units(chunk * BLOCKS_PER_CHUNK + i as u64, b);
@@ -974,8 +1022,7 @@ fn check_recovered(
         if *h != vm.header {
             return Err(format!("{id}: the header changed: {h:?}"));
         }
-        let v = OpenVolume::open(pool.clone(), h, xts(vm.tag))
-            .map_err(|e| format!("open {id}: {e}"))?;
+        let v = open_volume(pool.clone(), h, vm.tag)?;
         let mut all = vec![0u8; h.size as usize];
         v.read(0, &mut all).map_err(|e| format!("read {id}: {e}"))?;
         check_volume(id, &all, vm, how, tally)?;
@@ -1006,7 +1053,7 @@ fn check_recovered(
             (h, 0xFF)
         }
     };
-    let v = OpenVolume::open(pool.clone(), &h, xts(tag)).map_err(|e| e.to_string())?;
+    let v = open_volume(pool.clone(), &h, tag)?;
     let data = stamped(tag, u32::MAX, 5000, 9000);
     v.write(5000, &data)
         .map_err(|e| format!("property 5: write: {e}"))?;
@@ -1409,7 +1456,7 @@ fn torn_write_into_a_hole_reads_as_zeros_or_data() {
         let after = disk.after_crash(CrashMode::TornWrites, seed);
         let pool = Arc::new(Pool::open_storage(Arc::new(SimStorage::new(DIR, after))).unwrap());
         let (id, vm) = model.vols.iter().next().unwrap();
-        let v = OpenVolume::open(pool, &vm.header, xts(vm.tag)).unwrap();
+        let v = open_volume(pool, &vm.header, vm.tag).unwrap();
         let mut got = vec![0u8; BS as usize];
         v.read(BS, &mut got).unwrap();
         let v = verdict(&got, &vm.blocks[1], || hole_plaintext(vm.tag, 1));

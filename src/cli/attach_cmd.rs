@@ -46,6 +46,10 @@ pub struct AttachArgs {
     /// The volume's customer-provided key
     #[arg(long, value_name = "FILE")]
     customer_key_file: Option<PathBuf>,
+    /// Attach an authenticated volume whose pool is older than its anchor (a pool restored
+    /// from a backup on purpose); the anchor then moves to the pool's state
+    #[arg(long)]
+    accept_rollback: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +68,10 @@ pub struct MountArgs {
     fs: FsType,
     #[arg(long, value_name = "FILE")]
     customer_key_file: Option<PathBuf>,
+    /// Attach an authenticated volume whose pool is older than its anchor (a pool restored
+    /// from a backup on purpose); the anchor then moves to the pool's state
+    #[arg(long)]
+    accept_rollback: bool,
 }
 
 fn log_dir(cfg: &Config) -> PathBuf {
@@ -71,7 +79,7 @@ fn log_dir(cfg: &Config) -> PathBuf {
 }
 
 /// The volume and its data key, unwrapped once (envelope encryption: one KMS call).
-fn unwrap_key(
+pub(super) fn unwrap_key(
     cfg: &Config,
     volume: &str,
     ck_file: Option<&Path>,
@@ -181,6 +189,7 @@ fn attach_via_daemon(
     h: &VolumeHeader,
     dir: &Path,
     dk: &SecretBytes,
+    accept_rollback: bool,
 ) -> Result<(), CliError> {
     let region = cfg.region_dir();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -193,6 +202,7 @@ fn attach_via_daemon(
             volume: h.id.clone(),
             dir: dir.to_path_buf(),
             data_key: WireSecret(b64::encode(dk.expose())),
+            accept_rollback,
         };
         // The key in the request is zeroized when the call drops it (`WireSecret`).
         let res = client.call::<()>(req);
@@ -260,11 +270,16 @@ pub fn attach(cfg: &Config, a: AttachArgs) -> Result<(), CliError> {
                 volume: h.id.clone(),
                 dir: dir.clone(),
                 data_key: dk,
+                rollback: if a.accept_rollback {
+                    crate::volume::pool::Rollback::Accept
+                } else {
+                    crate::volume::pool::Rollback::Refuse
+                },
             }),
         )?;
         return Ok(());
     }
-    attach_via_daemon(cfg, &h, &dir, &dk)?;
+    attach_via_daemon(cfg, &h, &dir, &dk, a.accept_rollback)?;
     let dir = dir.canonicalize().unwrap_or(dir);
     cfg.print(
         &AttachResult {
@@ -424,7 +439,7 @@ pub fn mount(cfg: &Config, m: MountArgs) -> Result<(), CliError> {
     // Record first, so that `unmount` can undo whatever part of this succeeds.
     mount::save_record(&region, &rec)?;
     let mut steps = || -> Result<(), CliError> {
-        attach_via_daemon(cfg, &h, &attach_dir, &dk)?;
+        attach_via_daemon(cfg, &h, &attach_dir, &dk, m.accept_rollback)?;
         let dev = crate::sys::loopdev::loop_attach(&attach_dir.join(FILE_NAME))?;
         rec.loop_device = Some(dev.clone());
         mount::save_record(&region, &rec)?;

@@ -45,6 +45,11 @@ pub enum Exit {
     SnapshotStore = 23,
     /// The KMS returned a data key that fails the volume header's key check.
     WrongDataKey = 24,
+    /// A block or the metadata of an authenticated volume fails its check (`volume verify`
+    /// found bad blocks, or attach found the metadata changed).
+    Integrity = 25,
+    /// An authenticated volume's pool is older than its anchor: `--accept-rollback`.
+    RolledBack = 26,
 }
 
 impl From<Exit> for ExitCode {
@@ -191,6 +196,8 @@ fn volume_exit(k: ErrorKind) -> Exit {
         ErrorKind::Invalid => Exit::InvalidValue,
         ErrorKind::WrongKey => Exit::WrongSecret,
         ErrorKind::WrongDataKey => Exit::WrongDataKey,
+        ErrorKind::Integrity => Exit::Integrity,
+        ErrorKind::RolledBack => Exit::RolledBack,
         ErrorKind::NoSpace => Exit::NoSpace,
         ErrorKind::Io => Exit::Io,
         ErrorKind::Corrupt => Exit::Corrupt,

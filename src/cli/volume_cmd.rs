@@ -46,6 +46,11 @@ pub enum VolumeCommand {
         /// Allocation unit of the thin pool, a power of two from 64K to 64M [default: 1M]
         #[arg(long)]
         chunk_size: Option<String>,
+        /// Authenticate every 4 KiB block: a changed, moved, replayed or zeroed block reads
+        /// as an I/O error, and a pool rolled back is refused at attach (a restore keeps its
+        /// snapshot's setting)
+        #[arg(long, conflicts_with = "from_snapshot")]
+        integrity: bool,
         /// With --from-snapshot: the store to restore from when the snapshot is not here
         #[command(flatten)]
         store: super::archive_cmd::StoreArgs,
@@ -54,6 +59,14 @@ pub enum VolumeCommand {
     List,
     /// Size, allocation, key and state of a volume
     Describe { volume: String },
+    /// Check every block of an authenticated volume (--integrity) and its root; exit 25 and
+    /// one line per bad block if any fails
+    Verify {
+        volume: String,
+        /// The volume's customer-provided key
+        #[arg(long, value_name = "FILE")]
+        customer_key_file: Option<PathBuf>,
+    },
     /// Fetch every chunk of a lazily restored volume from the snapshot store now
     Hydrate { volume: String },
     /// Grow a volume
@@ -69,6 +82,18 @@ pub enum VolumeCommand {
         #[arg(long)]
         yes: bool,
     },
+}
+
+/// What `volume verify` reports.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct VerifyOutput {
+    volume_id: String,
+    blocks_checked: u64,
+    bad_blocks: Vec<u64>,
+    root_ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root_problem: Option<String>,
 }
 
 /// What `describe` and `list` show, in the EBS DescribeVolumes spirit.
@@ -93,6 +118,10 @@ pub struct VolumeInfo {
     /// The data key is checked at every unwrap (a customer key, or a KMS key whose header
     /// has a key check); false for KMS volumes made before key checks.
     pub key_check: bool,
+    /// Every block is authenticated (`--integrity`).
+    pub integrity: bool,
+    /// Blocks of an authenticated volume that failed their check when read.
+    pub integrity_errors: u64,
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attached_at: Option<String>,
@@ -125,6 +154,12 @@ pub fn info(access: &dyn Catalog, h: &VolumeHeader) -> Result<VolumeInfo, CliErr
         kms_key_id: arn,
         kms_key_version: version,
         key_check: crate::volume::key_check::has_check(h),
+        integrity: h.integrity,
+        integrity_errors: if h.integrity {
+            access.integrity_errors(&h.id)?
+        } else {
+            0
+        },
         state: if at.is_some() { "in-use" } else { "available" },
         attached_at: at,
         create_time: h.created,
@@ -246,6 +281,7 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
             kms_key,
             customer_key_file,
             chunk_size,
+            integrity,
             ..
         } => {
             let size = size.expect("clap requires --size without --from-snapshot");
@@ -276,6 +312,7 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                     chunk_shift(&chunk_size)?
                 },
                 key,
+                integrity,
             };
             let access = catalog::open(&region)?;
             access.refuse_taken_name(&spec.name)?;
@@ -314,6 +351,44 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
             let h = access.find(&volume, cfg.region.as_str())?;
             let h = access.resize_volume(&h.id, parse_size(&size)?)?;
             cfg.print(&info(access.as_ref(), &h)?, "Volume")
+        }
+        VolumeCommand::Verify {
+            volume,
+            customer_key_file,
+        } => {
+            let (h, dk) =
+                super::attach_cmd::unwrap_key(cfg, &volume, customer_key_file.as_deref())?;
+            let access = catalog::open(&region)?;
+            let r = access.verify_volume(&h.id, &dk)?;
+            drop(dk);
+            let out = VerifyOutput {
+                volume_id: h.id.to_string(),
+                blocks_checked: r.blocks_checked,
+                bad_blocks: r.bad_blocks.clone(),
+                root_ok: r.root_ok,
+                root_problem: r.root_problem.clone(),
+            };
+            cfg.print(&out, "Verify")?;
+            for b in &r.bad_blocks {
+                eprintln!(
+                    "volume {}: block {b} (bytes {}..{}) fails its integrity check",
+                    h.id,
+                    b * crate::volume::BLOCK_SIZE,
+                    (b + 1) * crate::volume::BLOCK_SIZE
+                );
+            }
+            if r.bad_blocks.is_empty() && r.root_ok {
+                return Ok(());
+            }
+            Err(VolumeError::Tampered {
+                volume: h.id.to_string(),
+                detail: match (&r.root_problem, r.bad_blocks.len()) {
+                    (Some(p), 0) => p.clone(),
+                    (Some(p), n) => format!("{p}; and {n} blocks fail their check"),
+                    (None, n) => format!("{n} blocks fail their check"),
+                },
+            }
+            .into())
         }
         VolumeCommand::Hydrate { volume } => {
             let access = catalog::open(&region)?;

@@ -37,6 +37,14 @@ pub const CTX_GRANT_TOKEN: &str = "cryptvol 2026-11-29 kms grant token v1";
 pub const CTX_KEY_MATERIAL_ID: &str = "cryptvol 2026-11-29 key material id v1";
 /// Root key ‖ region name → the key that authenticates list paging markers.
 pub const CTX_LIST_MARKER: &str = "cryptvol 2026-11-29 list paging marker v1";
+/// An authenticated volume's keys, from its data key: the per-block MAC key, the key of the
+/// root over its MAC records, the key its anchor is sealed under.
+pub const CTX_BLOCK_MAC: &str = "cryptvol 2026-12-02 volume block mac v1";
+pub const CTX_INTEGRITY_ROOT: &str = "cryptvol 2026-12-02 volume integrity root v1";
+pub const CTX_ANCHOR_SEAL: &str = "cryptvol 2026-12-02 volume anchor seal v1";
+/// A volume's XTS tweak domain, from its id (volume::integrity::domain_of).
+pub const CTX_TWEAK_DOMAIN: &str = "cryptvol 2026-12-02 volume tweak domain v1";
+
 /// The key an archived snapshot's chunk list is sealed under, from its data key.
 pub const CTX_SNAPSHOT_MANIFEST: &str = "cryptvol 2026-12-01 snapshot manifest key v1";
 

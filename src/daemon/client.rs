@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+use crate::crypto::SecretBytes;
 use crate::datadir::RegionDir;
 use crate::snapshot::catalog::{Catalog, Progress};
 use crate::snapshot::reencrypt::{CopyJob, CopyStats};
 use crate::snapshot::{PendingCopy, SnapshotRecord};
+use crate::volume::VerifyReport;
 use crate::volume::check::{CheckReport, RepairReport};
 use crate::volume::error::{ErrorKind, Result};
 use crate::volume::ids::SlotNo;
@@ -255,6 +257,17 @@ impl Catalog for Client {
 
     fn hydrate_volume(&self, id: &VolumeId, progress: Progress) -> Result<u64> {
         self.call_with_progress(Request::HydrateVolume { volume: id.clone() }, progress)
+    }
+
+    fn verify_volume(&self, id: &VolumeId, data_key: &SecretBytes) -> Result<VerifyReport> {
+        self.call(Request::VerifyVolume {
+            volume: id.clone(),
+            data_key: WireSecret(crate::aws::b64::encode(data_key.expose())),
+        })
+    }
+
+    fn integrity_errors(&self, id: &VolumeId) -> Result<u64> {
+        self.call(Request::IntegrityErrors { volume: id.clone() })
     }
 
     fn check_pool(&self) -> Result<CheckReport> {

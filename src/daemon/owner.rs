@@ -20,14 +20,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::aws::Region;
-use crate::crypto::xts::Xts;
+use crate::crypto::SecretBytes;
 use crate::snapshot::catalog::{Catalog, Progress};
 use crate::snapshot::reencrypt::{CopyJob, CopyStats};
 use crate::snapshot::{PendingCopy, RegionOwners, SnapshotOwners, SnapshotRecord};
+use crate::volume::VerifyReport;
 use crate::volume::check::OwnerRecords;
 use crate::volume::check::{CheckReport, RepairReport};
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::{SlotNo, SnapshotId, format_size};
+use crate::volume::keys::VolumeKeys;
+use crate::volume::pool::Rollback;
 use crate::volume::remote::{ChunkFetcher, RemoteChunk};
 use crate::volume::{OpenVolume, Pool, VolumeHeader, VolumeId};
 
@@ -175,7 +178,8 @@ impl PoolOwner {
         &self,
         id: &VolumeId,
         also: &[&str],
-        xts: Xts,
+        keys: VolumeKeys,
+        rollback: Rollback,
         serve: impl FnOnce(Arc<OpenVolume>) -> Result<T>,
     ) -> Result<T> {
         let _repair = self.gate();
@@ -190,7 +194,17 @@ impl PoolOwner {
             });
         }
         let h = self.existing_volume(id)?;
-        let vol = Arc::new(OpenVolume::open(self.pool.clone(), &h, xts)?);
+        let vol = Arc::new(if h.integrity {
+            OpenVolume::open_authenticated(
+                self.pool.clone(),
+                &h,
+                keys.xts,
+                keys.integrity,
+                rollback,
+            )?
+        } else {
+            OpenVolume::open(self.pool.clone(), &h, keys.xts)?
+        });
         let out = serve(vol.clone())?;
         lock(&self.open).insert(id.clone(), vol);
         Ok(out)
@@ -475,6 +489,34 @@ impl Catalog for PoolOwner {
     /// attached (alongside its I/O), else straight into the pool (committed before the
     /// lock is released, so an attach in between loads what was fetched). Between
     /// batches the volume may be attached, detached, snapshotted or deleted.
+    fn verify_volume(&self, id: &VolumeId, data_key: &SecretBytes) -> Result<VerifyReport> {
+        let _g = self.locks.take(&[id.as_str()]);
+        let h = self.existing_volume(id)?;
+        if let Some(v) = self.open_volume(id) {
+            return v.verify();
+        }
+        if !h.integrity {
+            return Err(VolumeError::invalid(
+                "volume",
+                format!("{id} was created without --integrity: it has no block tags to verify"),
+            ));
+        }
+        let keys = VolumeKeys::from_data_key(data_key)?;
+        // Opened for the check only: a rolled-back pool is reported, not refused.
+        let v = OpenVolume::open_authenticated(
+            self.pool.clone(),
+            &h,
+            keys.xts,
+            keys.integrity,
+            Rollback::Report,
+        )?;
+        v.verify()
+    }
+
+    fn integrity_errors(&self, id: &VolumeId) -> Result<u64> {
+        self.pool.integrity_errors(id.as_str())
+    }
+
     fn hydrate_volume(&self, id: &VolumeId, progress: Progress) -> Result<u64> {
         let mut total = 0u64;
         loop {

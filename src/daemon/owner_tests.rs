@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::aws::Region;
+use crate::crypto::xts::Xts;
 use crate::snapshot::SnapshotRecord;
 use crate::volume::header::KeySource;
 use crate::volume::storage::FileStorage;
@@ -21,6 +22,16 @@ fn xts() -> Xts {
         *b = i as u8 ^ 0x5a;
     }
     Xts::new(&k).unwrap()
+}
+
+/// The keys an attach takes, for a volume without integrity (only `xts` is used).
+fn keys() -> VolumeKeys {
+    VolumeKeys {
+        xts: xts(),
+        integrity: Arc::new(crate::volume::integrity::IntegrityKeys::from_data_key(
+            &SecretBytes::new(vec![7; 64]),
+        )),
+    }
 }
 
 fn setup() -> (tempfile::TempDir, Arc<PoolOwner>, VolumeHeader) {
@@ -40,6 +51,7 @@ fn setup() -> (tempfile::TempDir, Arc<PoolOwner>, VolumeHeader) {
             salt: [0; 16],
             verifier: [0; 32],
         },
+        integrity: false,
     };
     owner.create_volume(&h).unwrap();
     (d, owner, h)
@@ -76,7 +88,7 @@ fn check_then_act_in_the_daemon_snapshot_during_attach() {
         let (owner, h, b) = (owner.clone(), h.clone(), in_attach.clone());
         std::thread::spawn(move || {
             owner
-                .attach(&h.id, &[], xts(), |vol| {
+                .attach(&h.id, &[], keys(), Rollback::Refuse, |vol| {
                     b.wait();
                     // Give the snapshot every chance to run inside the window.
                     std::thread::sleep(Duration::from_millis(200));
@@ -107,7 +119,9 @@ fn check_then_act_in_the_daemon_snapshot_during_attach() {
 #[test]
 fn check_then_act_in_the_daemon_attach_during_detach() {
     let (_d, owner, h) = setup();
-    let vol = owner.attach(&h.id, &[], xts(), Ok).unwrap();
+    let vol = owner
+        .attach(&h.id, &[], keys(), Rollback::Refuse, Ok)
+        .unwrap();
     vol.write(0, &[b'A'; 4096]).unwrap();
     vol.flush().unwrap();
     // Acknowledged but not yet fsynced: the detach's flush makes it durable.
@@ -127,7 +141,9 @@ fn check_then_act_in_the_daemon_attach_during_detach() {
         })
     };
     in_detach.wait();
-    let again = owner.attach(&h.id, &[], xts(), Ok).unwrap();
+    let again = owner
+        .attach(&h.id, &[], keys(), Rollback::Refuse, Ok)
+        .unwrap();
     detacher.join().unwrap();
     let mut got = vec![0u8; 4096];
     again.read(0, &mut got).unwrap();
@@ -147,7 +163,7 @@ fn check_then_act_in_the_daemon_delete_during_attach() {
     let attacher = {
         let (owner, h, b) = (owner.clone(), h.clone(), in_attach.clone());
         std::thread::spawn(move || {
-            owner.attach(&h.id, &[], xts(), |vol| {
+            owner.attach(&h.id, &[], keys(), Rollback::Refuse, |vol| {
                 b.wait();
                 std::thread::sleep(Duration::from_millis(200));
                 Ok(vol)
@@ -497,7 +513,7 @@ fn attack_repair_during_an_attach_hands_a_reserved_slot_out_twice() {
     let attacher = {
         let (owner, a) = (owner.clone(), a.clone());
         std::thread::spawn(move || {
-            owner.attach(&a.id, &[], xts(), |vol| {
+            owner.attach(&a.id, &[], keys(), Rollback::Refuse, |vol| {
                 vol.write(0, &[b'A'; 4096])?;
                 Ok(vol)
             })
@@ -576,7 +592,9 @@ fn hydrate_volume_detached_and_attached() {
     // Attached.
     let b = mk();
     owner.restore_remote_volume(&b, rows.clone()).unwrap();
-    let v = owner.attach(&b.id, &[], xts(), Ok).unwrap();
+    let v = owner
+        .attach(&b.id, &[], keys(), Rollback::Refuse, Ok)
+        .unwrap();
     let mut got = vec![0u8; chunk];
     v.read(5 << SHIFT, &mut got).unwrap();
     assert_eq!(got, want(5));

@@ -41,6 +41,9 @@ pub enum Request {
         volume: VolumeId,
         dir: PathBuf,
         data_key: WireSecret,
+        /// Attach an authenticated volume whose pool is older than its anchor.
+        #[serde(default)]
+        accept_rollback: bool,
     },
     /// → DetachReply
     Detach {
@@ -121,6 +124,15 @@ pub enum Request {
     },
     /// → u64 (bytes fetched), after `Frame::Progress` lines. Stops when this connection
     /// closes (what was fetched stays).
+    /// → VerifyReport
+    VerifyVolume {
+        volume: VolumeId,
+        data_key: WireSecret,
+    },
+    /// → u64
+    IntegrityErrors {
+        volume: VolumeId,
+    },
     HydrateVolume {
         volume: VolumeId,
     },

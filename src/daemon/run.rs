@@ -24,6 +24,7 @@ use crate::crypto::SecretBytes;
 use crate::datadir::RegionDir;
 use crate::sys::fsio;
 use crate::volume::error::Result;
+use crate::volume::pool::Rollback;
 use crate::volume::{Pool, VolumeError, VolumeId, keys};
 
 /// Worker threads per FUSE mount. Reads block in pread on the pool file, so the number
@@ -72,6 +73,7 @@ pub struct InitialAttach {
     pub volume: VolumeId,
     pub dir: PathBuf,
     pub data_key: SecretBytes,
+    pub rollback: Rollback,
 }
 
 pub(super) fn canonical(dir: &Path) -> Result<PathBuf> {
@@ -126,96 +128,99 @@ impl Daemon {
         volume: &VolumeId,
         dir: &Path,
         data_key: SecretBytes,
+        rollback: Rollback,
     ) -> Result<()> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(stopping_error());
         }
-        let xts = keys::xts_from_data_key(&data_key)?;
+        let keys = keys::VolumeKeys::from_data_key(&data_key)?;
         drop(data_key);
         let lock_id = dir_lock(dir);
-        let r = self.owner.attach(volume, &[&lock_id], xts, |vol| {
-            // Under the volume's and the directory's locks from here on.
-            let mine = |d: &Path| {
-                self.sessions()
-                    .iter()
-                    .find(|(_, a)| a.dir == d)
-                    .map(|(v, _)| v.clone())
-            };
-            if let Some(v) = mine(dir) {
-                return Err(VolumeError::Attached {
-                    id: v.to_string(),
-                    at: dir.display().to_string(),
-                    hint: "choose another directory".into(),
-                });
-            }
-            // A cryptvol mount here that is not one of ours: one of our region's is left by
-            // a daemon of ours that was killed (its kernel side is dead): clear it. One of
-            // another region's daemon is live unless the kernel says it is not connected.
-            if is_cryptvol_mount(dir) {
-                let other = super::fsname::owner_at(dir).and_then(|o| match o.region {
-                    Some(r) if r == self.region.region => None,
-                    _ => Some(o),
-                });
-                let dead =
-                    std::fs::metadata(dir).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
-                match other {
-                    Some(o) if !dead => {
-                        return Err(VolumeError::Attached {
-                            id: o.volume.clone(),
-                            at: format!(
-                                "{}{}",
-                                dir.display(),
-                                o.region
-                                    .map(|r| format!(" (region {r})"))
-                                    .unwrap_or_default()
-                            ),
-                            hint: "choose another directory, or detach it first".into(),
-                        });
-                    }
-                    _ => {
-                        let _ = unmount(dir, true);
+        let r = self
+            .owner
+            .attach(volume, &[&lock_id], keys, rollback, |vol| {
+                // Under the volume's and the directory's locks from here on.
+                let mine = |d: &Path| {
+                    self.sessions()
+                        .iter()
+                        .find(|(_, a)| a.dir == d)
+                        .map(|(v, _)| v.clone())
+                };
+                if let Some(v) = mine(dir) {
+                    return Err(VolumeError::Attached {
+                        id: v.to_string(),
+                        at: dir.display().to_string(),
+                        hint: "choose another directory".into(),
+                    });
+                }
+                // A cryptvol mount here that is not one of ours: one of our region's is left by
+                // a daemon of ours that was killed (its kernel side is dead): clear it. One of
+                // another region's daemon is live unless the kernel says it is not connected.
+                if is_cryptvol_mount(dir) {
+                    let other = super::fsname::owner_at(dir).and_then(|o| match o.region {
+                        Some(r) if r == self.region.region => None,
+                        _ => Some(o),
+                    });
+                    let dead = std::fs::metadata(dir)
+                        .is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
+                    match other {
+                        Some(o) if !dead => {
+                            return Err(VolumeError::Attached {
+                                id: o.volume.clone(),
+                                at: format!(
+                                    "{}{}",
+                                    dir.display(),
+                                    o.region
+                                        .map(|r| format!(" (region {r})"))
+                                        .unwrap_or_default()
+                                ),
+                                hint: "choose another directory, or detach it first".into(),
+                            });
+                        }
+                        _ => {
+                            let _ = unmount(dir, true);
+                        }
                     }
                 }
-            }
-            let dir = canonical(dir)?;
-            if let Some(v) = mine(&dir) {
-                return Err(VolumeError::Attached {
-                    id: v.to_string(),
-                    at: dir.display().to_string(),
-                    hint: "choose another directory".into(),
-                });
-            }
-            let config = {
-                let mut c = Config::default();
-                c.mount_options = vec![
-                    MountOption::FSName(super::fsname::format(&self.region.region, volume)),
-                    MountOption::Subtype("cryptvol".into()),
-                    MountOption::NoExec,
-                    MountOption::NoSuid,
-                    MountOption::NoDev,
-                ];
-                c.acl = SessionACL::Owner;
-                c.n_threads = Some(
-                    std::env::var("CRYPTVOL_FUSE_THREADS")
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(FUSE_THREADS),
+                let dir = canonical(dir)?;
+                if let Some(v) = mine(&dir) {
+                    return Err(VolumeError::Attached {
+                        id: v.to_string(),
+                        at: dir.display().to_string(),
+                        hint: "choose another directory".into(),
+                    });
+                }
+                let config = {
+                    let mut c = Config::default();
+                    c.mount_options = vec![
+                        MountOption::FSName(super::fsname::format(&self.region.region, volume)),
+                        MountOption::Subtype("cryptvol".into()),
+                        MountOption::NoExec,
+                        MountOption::NoSuid,
+                        MountOption::NoDev,
+                    ];
+                    c.acl = SessionACL::Owner;
+                    c.n_threads = Some(
+                        std::env::var("CRYPTVOL_FUSE_THREADS")
+                            .ok()
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(FUSE_THREADS),
+                    );
+                    c.clone_fd = true;
+                    c
+                };
+                let session = fuser::spawn_mount(VolumeFs::new(vol), &dir, &config)
+                    .map_err(|e| VolumeError::io("cannot mount FUSE at", &dir, e))?;
+                info!("attached {volume} at {}", dir.display());
+                self.sessions().insert(
+                    volume.clone(),
+                    Attachment {
+                        dir,
+                        session: Some(session),
+                    },
                 );
-                c.clone_fd = true;
-                c
-            };
-            let session = fuser::spawn_mount(VolumeFs::new(vol), &dir, &config)
-                .map_err(|e| VolumeError::io("cannot mount FUSE at", &dir, e))?;
-            info!("attached {volume} at {}", dir.display());
-            self.sessions().insert(
-                volume.clone(),
-                Attachment {
-                    dir,
-                    session: Some(session),
-                },
-            );
-            Ok(())
-        });
+                Ok(())
+            });
         match r {
             // Say where it is attached.
             Err(VolumeError::Attached { id, at, hint }) if at.is_empty() => {
@@ -409,7 +414,7 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
         }),
     });
     if let Some(i) = initial {
-        daemon.attach(&i.volume, &i.dir, i.data_key)?;
+        daemon.attach(&i.volume, &i.dir, i.data_key, i.rollback)?;
     }
     {
         let d = daemon.clone();

@@ -133,12 +133,18 @@ impl Daemon {
                 volume,
                 dir,
                 data_key,
+                accept_rollback,
             } => {
                 let key = crate::aws::b64::decode(&data_key.0)
                     .map(SecretBytes::new)
                     .map_err(|_| VolumeError::invalid("data key", "not base64"));
                 drop(data_key);
-                done_line(key.and_then(|k| self.attach(&volume, &dir, k)))
+                let rollback = if accept_rollback {
+                    crate::volume::pool::Rollback::Accept
+                } else {
+                    crate::volume::pool::Rollback::Refuse
+                };
+                done_line(key.and_then(|k| self.attach(&volume, &dir, k, rollback)))
             }
             // Answered by `serve_conn`, which may stop the daemon after it.
             Request::Detach { dir } => done_line(self.detach(&dir).map(|()| DetachReply {
@@ -189,6 +195,14 @@ impl Daemon {
                 }
                 done_line(r)
             }
+            Request::VerifyVolume { volume, data_key } => {
+                let key = crate::aws::b64::decode(&data_key.0)
+                    .map(SecretBytes::new)
+                    .map_err(|_| VolumeError::invalid("data key", "not base64"));
+                drop(data_key);
+                done_line(key.and_then(|k| o.verify_volume(&volume, &k)))
+            }
+            Request::IntegrityErrors { volume } => done_line(o.integrity_errors(&volume)),
             Request::CheckPool => done_line(o.check_pool()),
             Request::RepairPool => done_line(o.repair_pool()),
             Request::RunCopy { job } => done_line(o.run_copy(job, progress)),

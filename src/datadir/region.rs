@@ -51,6 +51,10 @@ impl RegionDir {
     pub fn pool_dir(&self) -> PathBuf {
         self.path.join("pool")
     }
+    /// Anchors of authenticated volumes (`volume::anchor`): outside the pool on purpose.
+    pub fn anchors_dir(&self) -> PathBuf {
+        self.path.join("anchors")
+    }
     /// The region daemon's run directory: socket, mount records, attach dirs.
     pub fn run_dir(&self) -> PathBuf {
         self.path.join("run")

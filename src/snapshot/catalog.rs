@@ -6,11 +6,12 @@
 
 use super::reencrypt::{CopyJob, CopyStats};
 use super::{PendingCopy, SnapshotRecord};
+use crate::crypto::SecretBytes;
 use crate::volume::check::{CheckReport, RepairReport};
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::SlotNo;
 use crate::volume::remote::RemoteChunk;
-use crate::volume::{VolumeHeader, VolumeId};
+use crate::volume::{VerifyReport, VolumeHeader, VolumeId};
 
 /// What a copy job reports while it runs; returning false cancels it.
 pub type Progress<'a> = &'a (dyn Fn(u64) -> bool + Sync);
@@ -71,6 +72,12 @@ pub trait Catalog {
     /// committing as it goes (an interrupted run resumes); `progress` gets bytes and
     /// returning false stops it. Returns the bytes fetched by this run.
     fn hydrate_volume(&self, id: &VolumeId, progress: Progress) -> Result<u64>;
+
+    /// `volume verify`: checks every block of an authenticated volume and its root, with
+    /// its data key (attached or not).
+    fn verify_volume(&self, id: &VolumeId, data_key: &SecretBytes) -> Result<VerifyReport>;
+    /// Blocks of an authenticated volume that failed their check when read.
+    fn integrity_errors(&self, id: &VolumeId) -> Result<u64>;
 
     /// `pool check`: the invariants of the committed metadata (online too).
     fn check_pool(&self) -> Result<CheckReport>;

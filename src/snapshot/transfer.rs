@@ -228,6 +228,7 @@ pub fn copy_snapshot<R: Regions + ?Sized>(
     }
     let src_access = env.catalog(&src_dir)?;
     let rec = src_access.snapshot(snapshot, here.as_str())?;
+    super::refuse_unauthenticated_copy(&rec, "copy")?;
     let dst_access_own;
     let dst: &dyn Catalog = if same_region {
         src_access.as_ref()
@@ -335,6 +336,7 @@ pub fn restore_rekeyed<R: Regions + ?Sized>(
     customer_key: Option<&SecretBytes>,
     max_bandwidth: Option<u64>,
 ) -> Result<VolumeHeader, R::Error> {
+    super::refuse_unauthenticated_copy(rec, "re-encrypt")?;
     let here = env.here();
     let dir = env.dir(here);
     let access = env.catalog(&dir)?;

@@ -125,6 +125,33 @@ pub enum VolumeError {
     )]
     NotHydrated { snapshot: String, chunks: u64 },
 
+    /// A block of an authenticated volume whose ciphertext fails its MAC: read as EIO.
+    #[error(
+        "volume {volume}: block {block} fails its integrity check ({detail}); the pool was changed outside cryptvol: restore the volume from a snapshot, or run `cryptvol volume verify {volume}` for every bad block"
+    )]
+    BadBlock {
+        volume: String,
+        block: u64,
+        detail: &'static str,
+    },
+
+    /// The metadata of an authenticated volume does not match its root.
+    #[error(
+        "volume {volume} fails its integrity check: {detail}; its pool was changed outside cryptvol: restore it from a snapshot"
+    )]
+    Tampered { volume: String, detail: String },
+
+    /// An authenticated volume's pool is older than its anchor.
+    #[error(
+        "volume {volume} was rolled back: its pool metadata is at generation {pool_generation}, its anchor at {anchor_generation} ({detail}); if you restored the pool from a backup on purpose, attach with --accept-rollback"
+    )]
+    RolledBack {
+        volume: String,
+        pool_generation: u64,
+        anchor_generation: u64,
+        detail: &'static str,
+    },
+
     /// An error the region daemon reported, with its class kept for the exit code.
     #[error("{message}")]
     Remote { kind: ErrorKind, message: String },
@@ -143,6 +170,10 @@ pub enum ErrorKind {
     WrongKey,
     /// A KMS returned a data key that fails the volume's key check.
     WrongDataKey,
+    /// A block or the metadata of an authenticated volume fails its check.
+    Integrity,
+    /// An authenticated volume's pool is older than its anchor.
+    RolledBack,
     NoSpace,
     Io,
     Corrupt,
@@ -169,6 +200,8 @@ impl VolumeError {
                 ErrorKind::WrongKey
             }
             VolumeError::WrongDataKey { .. } => ErrorKind::WrongDataKey,
+            VolumeError::BadBlock { .. } | VolumeError::Tampered { .. } => ErrorKind::Integrity,
+            VolumeError::RolledBack { .. } => ErrorKind::RolledBack,
             VolumeError::NoSpace { .. } => ErrorKind::NoSpace,
             VolumeError::Io { .. } => ErrorKind::Io,
             VolumeError::Corrupt { .. } | VolumeError::Metadata(_) => ErrorKind::Corrupt,

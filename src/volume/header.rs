@@ -14,6 +14,11 @@ pub const FORMAT_V1: u16 = 1;
 pub const FORMAT_V2: u16 = 2;
 /// Eight: the eighth is the key check of a KMS data key (32 bytes; empty: not checked).
 pub const FORMAT_V3: u16 = 3;
+/// Format 3 with a flags byte at offset 12: bit 0, an authenticated volume
+/// (`volume::integrity`). Written only when a flag is set, so older readers of every other
+/// volume are not turned away.
+pub const FORMAT_V4: u16 = 4;
+const FLAG_INTEGRITY: u8 = 1;
 const FIXED_LEN: usize = 32;
 
 /// Smallest and largest chunk: 64 KiB .. 64 MiB (powers of two).
@@ -51,6 +56,8 @@ pub struct VolumeHeader {
     pub chunk_shift: u8,
     pub created: i64,
     pub key: KeySource,
+    /// Every block is authenticated (`volume create --integrity`).
+    pub integrity: bool,
 }
 
 /// A volume name: up to 128 characters, no `/` or newline, not an id lookalike.
@@ -86,13 +93,15 @@ impl VolumeHeader {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = record::begin(&MAGIC, FORMAT_V3);
+        let flags = if self.integrity { FLAG_INTEGRITY } else { 0 };
+        let version = if flags != 0 { FORMAT_V4 } else { FORMAT_V3 };
+        let mut out = record::begin(&MAGIC, version);
         out.push(match self.key {
             KeySource::Kms { .. } => 1,
             KeySource::Customer { .. } => 2,
         });
         out.push(self.chunk_shift);
-        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&[flags, 0, 0, 0]);
         out.extend_from_slice(&self.size.to_le_bytes());
         out.extend_from_slice(&self.created.to_le_bytes());
         debug_assert_eq!(out.len(), FIXED_LEN);
@@ -131,12 +140,15 @@ impl VolumeHeader {
         let version = match bytes.get(8..10) {
             Some(&[lo, hi]) if u16::from_le_bytes([lo, hi]) == FORMAT_V1 => FORMAT_V1,
             Some(&[lo, hi]) if u16::from_le_bytes([lo, hi]) == FORMAT_V2 => FORMAT_V2,
-            _ => FORMAT_V3,
+            Some(&[lo, hi]) if u16::from_le_bytes([lo, hi]) == FORMAT_V3 => FORMAT_V3,
+            _ => FORMAT_V4,
         };
         let mut r = record::Reader::open(bytes, &MAGIC, version, FIXED_LEN - 10, "volume header")?;
         let fixed = r.fixed(FIXED_LEN - 10)?;
         let (kind, chunk_shift) = (fixed[0], fixed[1]);
-        if fixed[2..6] != [0; 4] {
+        let flags = if version == FORMAT_V4 { fixed[2] } else { 0 };
+        let reserved_from = if version == FORMAT_V4 { 3 } else { 2 };
+        if fixed[reserved_from..6].iter().any(|&b| b != 0) || flags & !FLAG_INTEGRITY != 0 {
             return Err(r.corrupt("reserved bytes 12..16 are not zero"));
         }
         if !(MIN_CHUNK_SHIFT..=MAX_CHUNK_SHIFT).contains(&chunk_shift) {
@@ -192,6 +204,7 @@ impl VolumeHeader {
             chunk_shift,
             created,
             key,
+            integrity: flags & FLAG_INTEGRITY != 0,
         })
     }
 }
@@ -217,6 +230,7 @@ mod tests {
                 endpoint: None,
                 check: Some([9; 32]),
             },
+            integrity: false,
         }
     }
 
@@ -313,12 +327,30 @@ mod tests {
             "{e}"
         );
 
+        // An authenticated volume's header is format 4, with its flag at byte 12; an
+        // unknown flag is damage.
+        let auth = VolumeHeader {
+            integrity: true,
+            ..sample()
+        };
+        let a = auth.encode();
+        assert_eq!(u16::from_le_bytes([a[8], a[9]]), FORMAT_V4);
+        assert_eq!(a[12], 1);
+        assert_eq!(VolumeHeader::decode(&a).unwrap(), auth);
+        let mut x = a.clone();
+        x[12] = 3;
+        assert!(matches!(
+            VolumeHeader::decode(&reseal(x)),
+            Err(VolumeError::Corrupt { .. })
+        ));
+        assert_eq!(sample().encode()[8], 3, "no flag: still format 3");
+
         let mut b = sample().encode();
-        b[8] = 4;
+        b[8] = 5;
         let e = VolumeHeader::decode(&b).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "volume header was written by a newer cryptvol (format version 4; this one reads 1–3): upgrade cryptvol"
+            "volume header was written by a newer cryptvol (format version 5; this one reads 1–4): upgrade cryptvol"
         );
         assert_eq!(e.kind(), crate::volume::error::ErrorKind::NewerFormat);
         let e = record::named(e, "vol-0123456789abcdef0");

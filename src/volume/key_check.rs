@@ -97,6 +97,7 @@ mod tests {
                 endpoint: Some("http://127.0.0.1:9/".into()),
                 check,
             },
+            integrity: false,
         }
     }
 

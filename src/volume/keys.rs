@@ -29,6 +29,25 @@ pub fn xts_from_data_key(data_key: &SecretBytes) -> Result<Xts> {
     })
 }
 
+/// Everything an open volume derives from its data key: the XTS engine, and the keys of
+/// its block tags (used only if the volume is authenticated).
+#[derive(Clone)]
+pub struct VolumeKeys {
+    pub xts: Xts,
+    pub integrity: std::sync::Arc<super::integrity::IntegrityKeys>,
+}
+
+impl VolumeKeys {
+    pub fn from_data_key(data_key: &SecretBytes) -> Result<VolumeKeys> {
+        Ok(VolumeKeys {
+            xts: xts_from_data_key(data_key)?,
+            integrity: std::sync::Arc::new(super::integrity::IntegrityKeys::from_data_key(
+                data_key,
+            )),
+        })
+    }
+}
+
 /// Checks the length of a customer-provided key: 32 or 64 bytes.
 pub fn check_customer_key(key: &SecretBytes) -> Result<()> {
     if key.len() == 32 || key.len() == 64 {

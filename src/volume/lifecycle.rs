@@ -27,6 +27,8 @@ pub struct NewVolume {
     pub name: String,
     pub chunk_shift: u8,
     pub key: KeyChoice,
+    /// Authenticate every block (`volume::integrity`).
+    pub integrity: bool,
 }
 
 pub fn lineage_context(lineage: &str) -> EncryptionContext {
@@ -81,6 +83,7 @@ pub fn new_header(
         chunk_shift: spec.chunk_shift,
         created: now,
         key,
+        integrity: spec.integrity,
     })
 }
 

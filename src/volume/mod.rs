@@ -3,11 +3,13 @@
 //! Reaches keys only through `kms::KeyBackend`; knows nothing of FUSE or the CLI.
 
 pub mod aligned;
+pub mod anchor;
 pub mod block_io;
 pub mod check;
 pub mod error;
 pub mod header;
 pub mod ids;
+pub mod integrity;
 pub mod key_check;
 pub mod keys;
 pub mod lifecycle;
@@ -19,7 +21,7 @@ pub mod tables;
 #[cfg(test)]
 pub(crate) mod test_support;
 
-pub use block_io::OpenVolume;
+pub use block_io::{OpenVolume, VerifyReport};
 pub use error::VolumeError;
 pub use header::{KeySource, VolumeHeader};
 pub use ids::{BLOCK_SIZE, VolumeId};

@@ -38,6 +38,15 @@ pub const LEASES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("l
 /// in `maps` or here, never both. Absent in pools made before it; created on first write.
 pub const REMOTE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("remote");
 
+/// (chunk shift, slot) → `volume::integrity::SlotRecord` of a slot of an authenticated
+/// volume: its tweak domain and each block's tag. Written in the commit that maps the slot,
+/// removed in the one that frees it; a slot's record never changes once committed.
+pub const SLOT_AUTH: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("slot_auth");
+/// Owner id → the root of an authenticated volume or snapshot (`volume::integrity::Root`).
+pub const ROOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("roots");
+/// Owner id → blocks of an authenticated volume that failed their check when read.
+pub const INTEGRITY_ERRORS: TableDefinition<&str, u64> = TableDefinition::new("integrity_errors");
+
 pub const META_FORMAT: &str = "format";
 pub const POOL_FORMAT_V1: u64 = 1;
 

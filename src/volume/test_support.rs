@@ -33,6 +33,7 @@ pub fn header_with_shift(size: u64, shift: u8) -> VolumeHeader {
             salt: [0; 16],
             verifier: [0; 32],
         },
+        integrity: false,
     }
 }
 

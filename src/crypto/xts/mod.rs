@@ -189,6 +189,19 @@ impl Xts {
         self.crypt(Direction::Decrypt, u128::from(first_unit), buf, DATA_UNIT);
     }
 
+    /// As [`Xts::encrypt_units`] with a full 128-bit first tweak: an authenticated volume's
+    /// tweak carries its domain in the high 64 bits (`volume::integrity::tweak`).
+    pub fn encrypt_units_at(&self, first_unit: u128, buf: &mut [u8]) {
+        assert_whole_units(buf);
+        self.crypt(Direction::Encrypt, first_unit, buf, DATA_UNIT);
+    }
+
+    /// The inverse of [`Xts::encrypt_units_at`].
+    pub fn decrypt_units_at(&self, first_unit: u128, buf: &mut [u8]) {
+        assert_whole_units(buf);
+        self.crypt(Direction::Decrypt, first_unit, buf, DATA_UNIT);
+    }
+
     /// The engine behind both public calls, for any unit length that is a non-zero multiple of
     /// 16 bytes (the IEEE vectors use 512-byte units). `buf.len()` must be a multiple of
     /// `unit_len`.

@@ -197,6 +197,7 @@ pub fn run_job(
     let holder = lease_holder(snapshot);
     let catalog = (env.catalog)()?;
     let rec = catalog.snapshot(snapshot, env.region.as_str())?;
+    crate::snapshot::refuse_unauthenticated_copy(&rec, "archive")?;
     let mut status = job::read(env.dir, snapshot).unwrap_or_else(|| {
         ArchiveStatus::new(snapshot, rec.volume.id.as_str(), max_bandwidth, env.now_ns)
     });

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use super::error::{Result, VolumeError};
 use super::header::VolumeHeader;
 use super::ids::{BLOCK_SIZE, SlotNo, VolumeId};
+use super::integrity::IntegrityKeys;
+use super::pool::Rollback;
 use super::pool::{DataFile, Pool, Reserved};
 use super::remote::RemoteChunk;
 use crate::crypto::xts::Xts;
@@ -31,6 +33,9 @@ struct Entry {
     /// Another map (a snapshot, a restored volume) may point at this slot: copy it before
     /// writing. May be stale in the safe direction only (true when no longer shared).
     shared: bool,
+    /// The pool epoch in which the chunk was mapped to this slot (0: before this open).
+    /// An authenticated volume writes in place only into a slot of the current epoch.
+    epoch: u64,
 }
 
 /// Where a write to a chunk goes.
@@ -116,6 +121,8 @@ pub struct OpenVolume {
     fetching: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
     region: String,
     stripes: Vec<RwLock<()>>,
+    /// Block tags of an authenticated volume (`auth.rs`).
+    auth: Option<auth::Auth>,
 }
 
 impl std::fmt::Debug for OpenVolume {
@@ -127,8 +134,52 @@ impl std::fmt::Debug for OpenVolume {
 }
 
 impl OpenVolume {
-    /// Loads the volume's map; `xts` comes from its data key (see `volume::keys`).
+    /// Loads the volume's map; `xts` comes from its data key (see `volume::keys`). An
+    /// authenticated volume needs [`OpenVolume::open_authenticated`].
     pub fn open(pool: Arc<Pool>, header: &VolumeHeader, xts: Xts) -> Result<OpenVolume> {
+        if header.integrity {
+            return Err(VolumeError::invalid(
+                "volume",
+                format!(
+                    "{} is authenticated: it opens with its integrity keys",
+                    header.id
+                ),
+            ));
+        }
+        OpenVolume::open_with(pool, header, xts, None)
+    }
+
+    /// Opens an authenticated volume: checks its map and tags against its root, and the
+    /// root against its anchor (if the pool keeps anchors: a region's pool does).
+    pub fn open_authenticated(
+        pool: Arc<Pool>,
+        header: &VolumeHeader,
+        xts: Xts,
+        keys: Arc<IntegrityKeys>,
+        rollback: Rollback,
+    ) -> Result<OpenVolume> {
+        let records = pool.open_integrity(
+            header.id.as_str(),
+            header.chunk_shift,
+            keys.clone(),
+            rollback,
+        )?;
+        let domain = crate::volume::integrity::domain_of(header);
+        let auth = auth::Auth::new(keys, domain, records);
+        let v = OpenVolume::open_with(pool.clone(), header, xts, Some(auth));
+        if v.is_err() {
+            // Not opened after all: stop keeping its root (an opened volume's Drop does).
+            pool.close_integrity(header.id.as_str());
+        }
+        v
+    }
+
+    fn open_with(
+        pool: Arc<Pool>,
+        header: &VolumeHeader,
+        xts: Xts,
+        auth: Option<auth::Auth>,
+    ) -> Result<OpenVolume> {
         let shift = header.chunk_shift;
         let mut map = HashMap::new();
         for (chunk, slot, refs) in pool.load_map_with_refcounts(header.id.as_str(), shift)? {
@@ -137,6 +188,7 @@ impl OpenVolume {
                 Entry {
                     slot,
                     shared: refs > 1,
+                    epoch: 0,
                 },
             );
         }
@@ -153,6 +205,7 @@ impl OpenVolume {
             fetching: Mutex::new(HashMap::new()),
             region: header.region.to_string(),
             stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
+            auth,
         })
     }
 
@@ -214,6 +267,7 @@ impl OpenVolume {
                 Entry {
                     slot: r.0,
                     shared: false,
+                    epoch: self.pool.epoch(),
                 },
             ),
             None => m.remove(&chunk),
@@ -271,6 +325,9 @@ impl OpenVolume {
     /// Reads and decrypts whole blocks of `slot` at `in_chunk` (block-aligned) into `buf`
     /// (a multiple of 4 KiB); never-written blocks read as zeros.
     fn read_blocks(&self, chunk: u64, slot: SlotNo, in_chunk: u64, buf: &mut [u8]) -> Result<()> {
+        if self.auth.is_some() {
+            return self.read_blocks_auth(chunk, slot, in_chunk, buf);
+        }
         // Small random reads: bring the surrounding 128 KiB of the slot into the page
         // cache too, in the background, so neighbouring blocks hit memory next time.
         if (buf.len() as u64) < PREFETCH {
@@ -359,15 +416,26 @@ impl OpenVolume {
         } else {
             self.resolve(chunk)?
         };
+        // An authenticated volume writes in place only into a slot no commit has seen.
+        let in_place =
+            |e: &Entry| !e.shared && (self.auth.is_none() || e.epoch == self.pool.epoch());
         match current {
-            Some(e) if !e.shared => Ok(Target::InPlace(e.slot)),
-            None => Ok(Target::Fresh {
-                new: self.pool.reserve(self.shift)?,
-                old: None,
-            }),
+            Some(e) if in_place(&e) => Ok(Target::InPlace(e.slot)),
+            None => {
+                let new = self.pool.reserve(self.shift)?;
+                if self.auth.is_some() {
+                    self.fresh_record(new.0);
+                }
+                Ok(Target::Fresh { new, old: None })
+            }
             Some(e) => {
                 let new = self.pool.reserve(self.shift)?;
-                if let Err(err) = self.copy_slot(e.slot, new.0, skip0, skip1) {
+                let copied = if self.auth.is_some() {
+                    self.copy_slot_auth(chunk, e.slot, new.0, skip0, skip1)
+                } else {
+                    self.copy_slot(e.slot, new.0, skip0, skip1)
+                };
+                if let Err(err) = copied {
                     self.pool.unreserve(self.shift, new);
                     return Err(err);
                 }
@@ -424,6 +492,8 @@ impl OpenVolume {
             .stripe(chunk)
             .write()
             .unwrap_or_else(|p| p.into_inner());
+        // After the stripe (a snapshot takes every stripe, then commits).
+        let _gate = self.auth.as_ref().map(|_| self.pool.write_gate());
         let target = self.own_slot(chunk, a0, a1)?;
         let slot = target.slot();
         let res = with_buf(&IO_BUF, (a1 - a0) as usize, |buf| -> Result<()> {
@@ -446,9 +516,14 @@ impl OpenVolume {
                 }
             }
             buf[head as usize..(head + n) as usize].copy_from_slice(piece);
-            let first_block = (chunk * self.chunk_size() + a0) / BLOCK_SIZE;
-            self.xts.encrypt_units(first_block, buf);
-            self.data.write_at(buf, self.data.slot_offset(slot) + a0)
+            match self.auth {
+                Some(_) => self.write_sealed(chunk, slot, a0, buf),
+                None => {
+                    let first_block = (chunk * self.chunk_size() + a0) / BLOCK_SIZE;
+                    self.xts.encrypt_units(first_block, buf);
+                    self.data.write_at(buf, self.data.slot_offset(slot) + a0)
+                }
+            }
         });
         match res {
             Ok(()) => {
@@ -504,11 +579,16 @@ impl OpenVolume {
                 .stripe(chunk)
                 .write()
                 .unwrap_or_else(|p| p.into_inner());
+            let _gate = self.auth.as_ref().map(|_| self.pool.write_gate());
             let target = self.own_slot(chunk, b0, b1)?;
-            match self
+            let punched = self
                 .data
                 .punch(self.data.slot_offset(target.slot()) + b0, b1 - b0)
-            {
+                .and_then(|()| match self.auth {
+                    Some(_) => self.hole_blocks(target.slot(), b0, b1),
+                    None => Ok(()),
+                });
+            match punched {
                 Ok(()) => self.commit_target(chunk, target),
                 Err(e) => {
                     self.abandon_target(target);
@@ -525,7 +605,17 @@ impl OpenVolume {
     }
 }
 
+impl Drop for OpenVolume {
+    fn drop(&mut self) {
+        if self.auth.is_some() {
+            self.pool.close_integrity(self.id.as_str());
+        }
+    }
+}
+
+mod auth;
 mod remote;
+pub use auth::VerifyReport;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -86,6 +86,7 @@ impl OpenVolume {
         Ok(Some(Entry {
             slot: new.0,
             shared: false,
+            epoch: self.pool.epoch(),
         }))
     }
 

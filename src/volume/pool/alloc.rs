@@ -34,9 +34,13 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use redb::{ReadableDatabase, ReadableTable};
 
+use std::sync::{Arc, Mutex};
+
+use super::auth::{AuthDirty, OwnerRoot, drop_record};
 use super::{Pool, lock};
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::SlotNo;
+use crate::volume::integrity::SlotRecord;
 use crate::volume::tables::{FREE, MAPS, META, REFS, REMOTE, hwm_key};
 
 /// Allocation state of one chunk size, in memory.
@@ -64,6 +68,8 @@ pub(super) struct Dirty {
     /// are the slots the landed commit freed released.
     sync_landed: bool,
     landed_freed: Vec<(u8, u64)>,
+    /// Records, roots and counts of authenticated volumes (`auth.rs`).
+    pub(super) auth: AuthDirty,
 }
 
 impl Dirty {
@@ -72,6 +78,7 @@ impl Dirty {
             && self.refs.is_empty()
             && self.hwm.is_empty()
             && self.remote_drops.is_empty()
+            && self.auth.is_empty()
             && !self.sync_landed
     }
 
@@ -90,6 +97,7 @@ impl Dirty {
         self.remote_drops.extend(older.remote_drops);
         self.sync_landed |= older.sync_landed;
         self.landed_freed.extend(older.landed_freed);
+        self.auth.merge_older(older.auth);
     }
 }
 
@@ -111,6 +119,10 @@ pub(super) struct PoolState {
     pub(super) alloc: HashMap<u8, Allocator>,
     pub(super) dirty: Dirty,
     pub(super) in_doubt: Option<InDoubt>,
+    /// Records of authenticated volumes' slots written since the last commit.
+    pub(super) live_auth: HashMap<(u8, u64), Arc<Mutex<SlotRecord>>>,
+    /// Open authenticated volumes, whose roots every commit keeps.
+    pub(super) owners: HashMap<String, OwnerRoot>,
 }
 
 /// A slot handed out by [`Pool::reserve`]: all zeros, owned by the caller until it is
@@ -250,12 +262,13 @@ impl Pool {
 
     /// Commits the pending changes (under the commit lock, with nothing in doubt).
     fn commit_pending(&self) -> Result<()> {
-        let dirty = std::mem::take(&mut lock(&self.state).dirty);
+        let mut dirty = self.take_dirty();
         let mut attempt = None;
         match self.commit_dirty(&dirty, &mut attempt) {
             Ok(mut freed) => {
                 freed.extend_from_slice(&dirty.landed_freed);
                 self.release_freed(freed);
+                self.write_anchors(&std::mem::take(&mut dirty.auth.anchors));
                 Ok(())
             }
             Err(e) => {
@@ -361,6 +374,7 @@ impl Pool {
                     remote.remove((owner.as_str(), *chunk))?;
                 }
             }
+            d.auth.write(&w, &mut meta)?;
             let mut refs = w.open_table(REFS)?;
             for (k, delta) in &d.refs {
                 let old = refs.get(*k)?.map(|v| v.value() as i64).unwrap_or(0);
@@ -379,6 +393,7 @@ impl Pool {
                     // last commit, it holds data and is reserved by no one.
                     refs.remove(*k)?;
                     free.insert(*k, ())?;
+                    drop_record(&w, k.0, k.1)?;
                     freed.push(*k);
                 } else {
                     refs.insert(*k, new as u32)?;

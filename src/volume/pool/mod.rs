@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use redb::{Database, ReadableDatabase};
@@ -27,6 +28,7 @@ use crate::datadir::RegionDir;
 use crate::sys::fsio;
 
 mod alloc;
+mod auth;
 mod data;
 mod objects;
 mod remote;
@@ -37,6 +39,7 @@ pub(crate) use tests::assert_consistent as assert_consistent_for_tests;
 
 use alloc::PoolState;
 pub use alloc::Reserved;
+pub use auth::Rollback;
 pub use data::DataFile;
 pub use remote::HYDRATE_BATCH;
 
@@ -54,6 +57,16 @@ pub struct Pool {
     /// Fetches chunks that live in the object store (lazy restore); `None`: the region
     /// has no snapshot store, and reading such a chunk is an error.
     fetcher: RwLock<Option<Arc<dyn crate::volume::remote::ChunkFetcher>>>,
+    /// Writes of authenticated volumes hold it shared, a commit's take exclusively
+    /// (`auth.rs`).
+    gate: RwLock<()>,
+    /// The current epoch: bumped by every commit's take.
+    epoch: AtomicU64,
+    /// The last write generation handed out.
+    next_gen: AtomicU64,
+    /// Where authenticated volumes' anchors live (`<region>/anchors`): outside the pool.
+    /// `None` for a pool on other storage (the simulated disk): no anchors.
+    anchors: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -81,7 +94,8 @@ impl Pool {
     pub fn open(region: &RegionDir) -> Result<Pool> {
         let dir = region.pool_dir();
         fsio::create_private_dir(&dir).map_err(|e| VolumeError::io("cannot create", &dir, e))?;
-        let pool = Pool::open_storage(Arc::new(FileStorage::new(dir)))?;
+        let mut pool = Pool::open_storage(Arc::new(FileStorage::new(dir)))?;
+        pool.anchors = Some(region.anchors_dir());
         fix_mode(&pool.db_path)?;
         Ok(pool)
     }
@@ -100,8 +114,13 @@ impl Pool {
             state: Mutex::new(PoolState::default()),
             commit_lock: Mutex::new(()),
             fetcher: RwLock::new(None),
+            gate: RwLock::new(()),
+            epoch: AtomicU64::new(1),
+            next_gen: AtomicU64::new(0),
+            anchors: None,
         };
         pool.load_allocators()?;
+        pool.load_generation()?;
         Ok(pool)
     }
 

@@ -4,6 +4,7 @@
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
+use super::auth::{clone_root, drop_record, drop_root};
 use super::remote::{clone_remote, drop_remote, insert_remote};
 use super::{Pool, lock};
 use crate::volume::error::{Result, VolumeError};
@@ -77,6 +78,7 @@ impl Pool {
             }
             clone_map(&w, from.as_str(), h.id.as_str(), h.chunk_shift)?;
             clone_remote(&w, from.as_str(), h.id.as_str())?;
+            clone_root(&w, from.as_str(), h.id.as_str())?;
         }
         insert_remote(&w, h.id.as_str(), remote)?;
         w.commit()?;
@@ -112,10 +114,17 @@ impl Pool {
         let w = self.begin_write()?;
         let freed = drop_map(&w, h.id.as_str(), h.chunk_shift)?;
         drop_remote(&w, h.id.as_str())?;
+        drop_root(&w, h.id.as_str())?;
         w.open_table(VOLUMES)?.remove(h.id.as_str())?;
         w.commit()?;
         drop(c);
         self.release_freed(freed);
+        if h.integrity
+            && let Some(a) = self.anchor(h.id.as_str())
+            && let Err(e) = a.remove()
+        {
+            tracing::warn!("volume {} deleted, but not its anchor: {e}", h.id);
+        }
         Ok(())
     }
 
@@ -150,6 +159,7 @@ impl Pool {
         }
         clone_map(&w, vol.id.as_str(), snap_id.as_str(), vol.chunk_shift)?;
         clone_remote(&w, vol.id.as_str(), snap_id.as_str())?;
+        clone_root(&w, vol.id.as_str(), snap_id.as_str())?;
         w.commit()?;
         Ok(())
     }
@@ -178,6 +188,7 @@ impl Pool {
         }
         let freed = drop_map(&w, snap_id.as_str(), chunk_shift)?;
         drop_remote(&w, snap_id.as_str())?;
+        drop_root(&w, snap_id.as_str())?;
         w.open_table(SNAPSHOTS)?.remove(snap_id.as_str())?;
         w.commit()?;
         drop(c);
@@ -415,6 +426,7 @@ fn drop_map(w: &WriteTransaction, owner: &str, shift: u8) -> Result<Vec<(u8, u64
         if old == 1 {
             refs.remove(k)?;
             free.insert(k, ())?;
+            drop_record(w, k.0, k.1)?;
             freed.push(k);
         } else {
             refs.insert(k, old - 1)?;

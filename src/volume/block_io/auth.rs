@@ -1,0 +1,377 @@
+//! The authenticated paths of an open volume (`volume create --integrity`): reading checks
+//! every block's tag, writing tags every block, and a write never lands in a slot a commit
+//! has seen (copy first; see `pool::auth` for why). A chunk copied from another tweak
+//! domain (a clone's first write to a chunk it shares with its source) is re-encrypted
+//! into the writer's domain, block by checked block.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::{BS, COPY_BUF, OpenVolume, with_buf};
+use crate::volume::error::{Result, VolumeError};
+use crate::volume::ids::{BLOCK_SIZE, SlotNo};
+use crate::volume::integrity::{BlockTag, IntegrityKeys, SlotRecord, tweak};
+
+/// The authentication state of an open volume.
+pub(super) struct Auth {
+    pub(super) keys: Arc<IntegrityKeys>,
+    /// The domain this volume writes in.
+    pub(super) domain: u64,
+    /// Records of the slots it maps (loaded and checked at open) and of fresh ones.
+    records: Mutex<HashMap<SlotNo, Arc<Mutex<SlotRecord>>>>,
+    /// Blocks found bad since open.
+    pub(super) bad: AtomicU64,
+}
+
+impl Auth {
+    pub(super) fn new(
+        keys: Arc<IntegrityKeys>,
+        domain: u64,
+        records: HashMap<SlotNo, SlotRecord>,
+    ) -> Auth {
+        Auth {
+            keys,
+            domain,
+            records: Mutex::new(
+                records
+                    .into_iter()
+                    .map(|(s, r)| (s, Arc::new(Mutex::new(r))))
+                    .collect(),
+            ),
+            bad: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What a verification found.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VerifyReport {
+    pub blocks_checked: u64,
+    pub bad_blocks: Vec<u64>,
+    /// The map and tags match the root, and the root its anchor's generation or newer.
+    pub root_ok: bool,
+    pub root_problem: Option<String>,
+}
+
+impl OpenVolume {
+    pub(super) fn auth(&self) -> Option<&Auth> {
+        self.auth.as_ref()
+    }
+
+    fn blocks_per_chunk(&self) -> usize {
+        (self.chunk_size() / BLOCK_SIZE) as usize
+    }
+
+    /// The record of a slot this volume maps.
+    pub(super) fn record(&self, slot: SlotNo) -> Result<Arc<Mutex<SlotRecord>>> {
+        let a = self.auth().expect("authenticated volume");
+        if let Some(r) = lock(&a.records).get(&slot) {
+            return Ok(r.clone());
+        }
+        let rec = self
+            .pool
+            .load_slot_record(self.shift, slot)?
+            .ok_or_else(|| VolumeError::Tampered {
+                volume: self.id.to_string(),
+                detail: format!("slot {} it maps has no integrity record", slot.0),
+            })?;
+        let rec = Arc::new(Mutex::new(rec));
+        lock(&a.records).insert(slot, rec.clone());
+        Ok(rec)
+    }
+
+    /// A fresh record for a slot just reserved.
+    fn new_record(&self, slot: SlotNo, rec: SlotRecord) -> Arc<Mutex<SlotRecord>> {
+        let a = self.auth().expect("authenticated volume");
+        let rec = Arc::new(Mutex::new(rec));
+        lock(&a.records).insert(slot, rec.clone());
+        self.pool.record_dirty(self.shift, slot, &rec);
+        rec
+    }
+
+    fn bad_block(&self, block: u64, detail: &'static str) -> VolumeError {
+        if let Some(a) = self.auth() {
+            a.bad.fetch_add(1, Ordering::Relaxed);
+        }
+        self.pool.count_bad_block(self.id.as_str());
+        tracing::error!(
+            volume = %self.id,
+            block,
+            "block fails its integrity check ({detail}): read as an I/O error"
+        );
+        VolumeError::BadBlock {
+            volume: self.id.to_string(),
+            block,
+            detail,
+        }
+    }
+
+    /// Reads and checks whole blocks of `slot` at `in_chunk` into `buf`, then decrypts
+    /// them; holes read as zeros. The first bad block fails the read (EIO).
+    pub(super) fn read_blocks_auth(
+        &self,
+        chunk: u64,
+        slot: SlotNo,
+        in_chunk: u64,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        let bad = self.check_blocks(chunk, slot, in_chunk, buf, true)?;
+        match bad.first() {
+            Some(&(block, detail)) => Err(self.bad_block(block, detail)),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads, checks and decrypts; returns the bad blocks (all of them, or the first when
+    /// `stop_at_first`). Bad blocks and holes are zeros in `buf`.
+    fn check_blocks(
+        &self,
+        chunk: u64,
+        slot: SlotNo,
+        in_chunk: u64,
+        buf: &mut [u8],
+        stop_at_first: bool,
+    ) -> Result<Vec<(u64, &'static str)>> {
+        let a = self.auth().expect("authenticated volume");
+        let first = (in_chunk / BLOCK_SIZE) as usize;
+        let n = buf.len() / BS;
+        let (domain, tags) = {
+            let r = self.record(slot)?;
+            let r = lock(&r);
+            (r.domain, r.tags[first..first + n].to_vec())
+        };
+        buf.fill(0);
+        if tags.iter().all(BlockTag::is_hole) {
+            return Ok(vec![]);
+        }
+        self.data
+            .read_at(buf, self.data.slot_offset(slot) + in_chunk)?;
+        let first_block = (chunk * self.chunk_size() + in_chunk) / BLOCK_SIZE;
+        let mut bad = vec![];
+        for (i, tag) in tags.iter().enumerate() {
+            let b = &mut buf[i * BS..(i + 1) * BS];
+            let block = first_block + i as u64;
+            if tag.is_hole() {
+                b.fill(0);
+                continue;
+            }
+            if !a.keys.verify(domain, block, tag, b) {
+                b.fill(0);
+                bad.push((block, "its MAC does not match its ciphertext"));
+                if stop_at_first {
+                    return Ok(bad);
+                }
+                continue;
+            }
+            a_decrypt(self, domain, block, b);
+        }
+        Ok(bad)
+    }
+
+    /// Encrypts whole blocks in this volume's domain, writes them into `slot` at
+    /// `in_chunk`, and only then records their tags. If the write fails, each block keeps
+    /// the tag that matches what the slot now holds (its old one if the write did not
+    /// reach it), so a failed write never leaves a block that fails its own check.
+    pub(super) fn write_sealed(
+        &self,
+        chunk: u64,
+        slot: SlotNo,
+        in_chunk: u64,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        let a = self.auth().expect("authenticated volume");
+        let rec = self.record(slot)?;
+        let first_block = (chunk * self.chunk_size() + in_chunk) / BLOCK_SIZE;
+        self.xts.encrypt_units_at(tweak(a.domain, first_block), buf);
+        let tags: Vec<BlockTag> = buf
+            .chunks_exact(BS)
+            .enumerate()
+            .map(|(i, b)| {
+                let generation = self.pool.next_generation();
+                BlockTag {
+                    generation,
+                    mac: a
+                        .keys
+                        .block_mac(a.domain, first_block + i as u64, generation, b),
+                }
+            })
+            .collect();
+        let written = self
+            .data
+            .write_at(buf, self.data.slot_offset(slot) + in_chunk);
+        let first = (in_chunk / BLOCK_SIZE) as usize;
+        match &written {
+            Ok(()) => {
+                let mut r = lock(&rec);
+                r.tags[first..first + tags.len()].copy_from_slice(&tags);
+            }
+            Err(_) => {
+                // What reached the slot is unknown: keep, per block, the tag it matches.
+                if self
+                    .data
+                    .read_at(buf, self.data.slot_offset(slot) + in_chunk)
+                    .is_ok()
+                {
+                    let mut r = lock(&rec);
+                    for (i, (t, b)) in tags.iter().zip(buf.chunks_exact(BS)).enumerate() {
+                        if a.keys.verify(a.domain, first_block + i as u64, t, b) {
+                            r.tags[first + i] = *t;
+                        }
+                    }
+                }
+            }
+        }
+        self.pool.record_dirty(self.shift, slot, &rec);
+        written
+    }
+
+    /// Makes blocks `[b0, b1)` of a slot this volume owns holes (a discard).
+    pub(super) fn hole_blocks(&self, slot: SlotNo, b0: u64, b1: u64) -> Result<()> {
+        let rec = self.record(slot)?;
+        {
+            let mut r = lock(&rec);
+            for t in &mut r.tags[(b0 / BLOCK_SIZE) as usize..(b1 / BLOCK_SIZE) as usize] {
+                *t = BlockTag::HOLE;
+            }
+        }
+        self.pool.record_dirty(self.shift, slot, &rec);
+        Ok(())
+    }
+
+    /// The record of a slot just reserved for a first write: all holes, in our domain.
+    pub(super) fn fresh_record(&self, slot: SlotNo) {
+        let domain = self.auth().expect("authenticated volume").domain;
+        self.new_record(slot, SlotRecord::holes(domain, self.blocks_per_chunk()));
+    }
+
+    /// Copy-on-write of an authenticated chunk: every block of `from` outside
+    /// `[skip0, skip1)` is checked and copied into `to` with its tag, re-encrypted into
+    /// this volume's domain (with a new tag) if `from` is in another.
+    pub(super) fn copy_slot_auth(
+        &self,
+        chunk: u64,
+        from: SlotNo,
+        to: SlotNo,
+        skip0: u64,
+        skip1: u64,
+    ) -> Result<()> {
+        let a = self.auth().expect("authenticated volume");
+        let src = {
+            let r = self.record(from)?;
+            let r = lock(&r);
+            r.clone()
+        };
+        let mut dst = SlotRecord::holes(a.domain, self.blocks_per_chunk());
+        let cs = self.chunk_size();
+        for (s, e) in [(0, skip0), (skip1, cs)] {
+            let mut pos = s;
+            while pos < e {
+                let n = (e - pos).min(256 << 10);
+                let first = (pos / BLOCK_SIZE) as usize;
+                let tags = &src.tags[first..first + (n / BLOCK_SIZE) as usize];
+                if tags.iter().all(BlockTag::is_hole) {
+                    pos += n;
+                    continue;
+                }
+                with_buf(&COPY_BUF, n as usize, |b| -> Result<()> {
+                    self.data.read_at(b, self.data.slot_offset(from) + pos)?;
+                    let first_block = (chunk * cs + pos) / BLOCK_SIZE;
+                    for (i, tag) in tags.iter().enumerate() {
+                        let blk = &mut b[i * BS..(i + 1) * BS];
+                        let block = first_block + i as u64;
+                        if tag.is_hole() {
+                            blk.fill(0);
+                            continue;
+                        }
+                        if !a.keys.verify(src.domain, block, tag, blk) {
+                            return Err(
+                                self.bad_block(block, "its MAC does not match its ciphertext")
+                            );
+                        }
+                        dst.tags[first + i] = if src.domain == a.domain {
+                            *tag
+                        } else {
+                            a_decrypt(self, src.domain, block, blk);
+                            self.xts.encrypt_units_at(tweak(a.domain, block), blk);
+                            let generation = self.pool.next_generation();
+                            BlockTag {
+                                generation,
+                                mac: a.keys.block_mac(a.domain, block, generation, blk),
+                            }
+                        };
+                    }
+                    self.data.write_at(b, self.data.slot_offset(to) + pos)
+                })?;
+                pos += n;
+            }
+        }
+        self.new_record(to, dst);
+        Ok(())
+    }
+
+    /// Checks every block this volume maps and its root; reads nothing else.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let Some(a) = self.auth() else {
+            return Err(VolumeError::invalid(
+                "volume",
+                format!(
+                    "{} was created without --integrity: it has no block tags to verify",
+                    self.id
+                ),
+            ));
+        };
+        let mut report = VerifyReport {
+            root_ok: true,
+            ..VerifyReport::default()
+        };
+        match self.pool.read_root(self.id.as_str(), self.shift, &a.keys) {
+            Ok((_, _, root)) => {
+                if let Some(p) = self
+                    .pool
+                    .rollback_problem(self.id.as_str(), &a.keys, &root)?
+                {
+                    report.root_ok = false;
+                    report.root_problem = Some(p);
+                }
+            }
+            Err(e @ VolumeError::Tampered { .. }) => {
+                report.root_ok = false;
+                report.root_problem = Some(e.to_string());
+            }
+            Err(e) => return Err(e),
+        }
+        let chunks: Vec<(u64, SlotNo)> = {
+            let m = self.map.read().unwrap_or_else(|p| p.into_inner());
+            let mut v: Vec<_> = m.iter().map(|(c, e)| (*c, e.slot)).collect();
+            v.sort();
+            v
+        };
+        let cs = self.chunk_size() as usize;
+        let mut buf = vec![0u8; cs];
+        for (chunk, _) in chunks {
+            let _g = self.stripe(chunk).read().unwrap_or_else(|p| p.into_inner());
+            let Some(e) = self.entry(chunk) else { continue };
+            let bad = self.check_blocks(chunk, e.slot, 0, &mut buf, false)?;
+            report.blocks_checked += (cs / BS) as u64;
+            for (block, detail) in bad {
+                let _ = self.bad_block(block, detail);
+                report.bad_blocks.push(block);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Blocks found bad since this volume was opened.
+    pub fn bad_blocks_seen(&self) -> u64 {
+        self.auth().map_or(0, |a| a.bad.load(Ordering::Relaxed))
+    }
+}
+
+fn a_decrypt(v: &OpenVolume, domain: u64, block: u64, b: &mut [u8]) {
+    v.xts.decrypt_units_at(tweak(domain, block), b);
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,455 @@
+//! The pool's side of authenticated volumes (`volume::integrity`): slot records, roots and
+//! anchors, committed with the maps.
+//!
+//! Crash safety needs one rule: a committed slot of an authenticated volume is never
+//! written again. A block overwritten in place would hold new ciphertext under the old
+//! committed tag until the next commit, and a crash in between would leave a block that
+//! fails its check. So a write goes in place only into a slot mapped since the last commit
+//! (its `epoch` is the current one); any other write copies the chunk into a fresh slot
+//! first, as after a snapshot. The `gate` makes the epoch exact: every write of an
+//! authenticated volume holds it shared from choosing its slot to recording its tag, and a
+//! commit takes it exclusively while it takes the pending changes and moves to the next
+//! epoch. So a write is wholly in the commit (its data synced, its tag written) or wholly
+//! after it (into a slot no commit has seen).
+//!
+//! Root: at the same moment the commit updates the root of each open authenticated volume
+//! whose map changed (one leaf per changed chunk, see `integrity`), writes it to `roots`,
+//! and after the transaction is durable writes the volume's anchor.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::{Pool, lock};
+use crate::volume::anchor::Anchor;
+use crate::volume::error::{Result, VolumeError};
+use crate::volume::ids::SlotNo;
+use crate::volume::integrity::{IntegrityKeys, Root, SlotRecord};
+use crate::volume::tables::{INTEGRITY_ERRORS, MAPS, META, ROOTS, SLOT_AUTH};
+
+/// `meta` key: the highest write generation handed out before the last commit.
+pub(super) const BLOCK_GENERATION: &str = "blockgen";
+
+/// An open authenticated volume, as the pool's commit sees it.
+pub(super) struct OwnerRoot {
+    shift: u8,
+    keys: Arc<IntegrityKeys>,
+    leaves: HashMap<u64, [u8; 32]>,
+    root: Root,
+    anchor: Option<Anchor>,
+}
+
+/// What a commit writes for authenticated volumes, taken with the maps.
+#[derive(Default, Debug)]
+pub(super) struct AuthDirty {
+    /// Records of slots written since the last commit, encoded.
+    pub(super) records: HashMap<(u8, u64), Vec<u8>>,
+    /// New roots, encoded.
+    pub(super) roots: HashMap<String, Vec<u8>>,
+    /// Anchors to write once the transaction is durable.
+    pub(super) anchors: Vec<(Anchor, Arc<IntegrityKeys>, Root)>,
+    /// Blocks found bad, per owner.
+    pub(super) errors: HashMap<String, u64>,
+    /// The write generation to store.
+    pub(super) generation: Option<u64>,
+}
+
+impl std::fmt::Debug for OwnerRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnerRoot")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthDirty {
+    pub(super) fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.roots.is_empty() && self.errors.is_empty()
+    }
+
+    /// Puts back what a failed commit took, under anything newer.
+    pub(super) fn merge_older(&mut self, older: AuthDirty) {
+        for (k, v) in older.records {
+            self.records.entry(k).or_insert(v);
+        }
+        for (k, v) in older.roots {
+            self.roots.entry(k).or_insert(v);
+        }
+        for (k, n) in older.errors {
+            *self.errors.entry(k).or_insert(0) += n;
+        }
+        self.generation = self.generation.max(older.generation);
+        let mut anchors = older.anchors;
+        anchors.append(&mut self.anchors);
+        self.anchors = anchors;
+    }
+
+    /// Writes the records, roots, counts and generation into the commit's transaction.
+    /// Records go in before the reference counts are applied, so a slot freed by the same
+    /// commit loses its record there.
+    pub(super) fn write(
+        &self,
+        w: &redb::WriteTransaction,
+        meta: &mut redb::Table<&str, u64>,
+    ) -> Result<()> {
+        if let Some(g) = self.generation {
+            let old = meta.get(BLOCK_GENERATION)?.map(|v| v.value()).unwrap_or(0);
+            meta.insert(BLOCK_GENERATION, g.max(old))?;
+        }
+        if !self.records.is_empty() {
+            let mut t = w.open_table(SLOT_AUTH)?;
+            for (k, v) in &self.records {
+                t.insert(*k, v.as_slice())?;
+            }
+        }
+        if !self.roots.is_empty() {
+            let mut t = w.open_table(ROOTS)?;
+            for (k, v) in &self.roots {
+                t.insert(k.as_str(), v.as_slice())?;
+            }
+        }
+        if !self.errors.is_empty() {
+            let mut t = w.open_table(INTEGRITY_ERRORS)?;
+            for (k, n) in &self.errors {
+                let old = t.get(k.as_str())?.map(|v| v.value()).unwrap_or(0);
+                t.insert(k.as_str(), old + n)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An authenticated volume's committed state: its records by slot, leaves by chunk, root.
+pub type OwnerState = (HashMap<SlotNo, SlotRecord>, HashMap<u64, [u8; 32]>, Root);
+
+/// How attach treats a pool older than the volume's anchor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollback {
+    Refuse,
+    /// Attach anyway and move the anchor to the pool's state (`--accept-rollback`).
+    Accept,
+    /// Neither refuse nor move the anchor (`volume verify` reports it instead).
+    Report,
+}
+
+impl Pool {
+    /// Takes the gate shared: held by a write of an authenticated volume from choosing its
+    /// slot to recording its tag (see the module doc).
+    pub fn write_gate(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current epoch: a slot mapped in it has not been seen by any commit.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// A fresh write generation (never 0).
+    pub fn next_generation(&self) -> u64 {
+        self.next_gen.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Records that `record`, the record of a slot written since the last commit, must be
+    /// committed with the maps (its current content is encoded when the commit takes it).
+    pub fn record_dirty(&self, shift: u8, slot: SlotNo, record: &Arc<Mutex<SlotRecord>>) {
+        lock(&self.state)
+            .live_auth
+            .insert((shift, slot.0), record.clone());
+    }
+
+    /// Counts a block of `owner` that failed its check.
+    pub fn count_bad_block(&self, owner: &str) {
+        *lock(&self.state)
+            .dirty
+            .auth
+            .errors
+            .entry(owner.to_string())
+            .or_insert(0) += 1;
+    }
+
+    /// Blocks of `owner` that failed their check, committed or not.
+    pub fn integrity_errors(&self, owner: &str) -> Result<u64> {
+        let pending = lock(&self.state)
+            .dirty
+            .auth
+            .errors
+            .get(owner)
+            .copied()
+            .unwrap_or(0);
+        let r = self.db()?.begin_read()?;
+        let committed = match r.open_table(INTEGRITY_ERRORS) {
+            Ok(t) => t.get(owner)?.map(|v| v.value()).unwrap_or(0),
+            Err(redb::TableError::TableDoesNotExist(_)) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(committed + pending)
+    }
+
+    /// The committed record of a slot.
+    pub fn load_slot_record(&self, shift: u8, slot: SlotNo) -> Result<Option<SlotRecord>> {
+        let r = self.db()?.begin_read()?;
+        let t = match r.open_table(SLOT_AUTH) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        t.get((shift, slot.0))?
+            .map(|v| SlotRecord::decode(v.value(), 1 << (shift - 12)))
+            .transpose()
+    }
+
+    /// Opens an authenticated volume's records: reads its map and every record it points
+    /// at, checks them against the stored root and the root against the anchor, and
+    /// registers the volume so that every commit keeps its root and anchor. Returns the
+    /// records by slot.
+    pub fn open_integrity(
+        &self,
+        owner: &str,
+        shift: u8,
+        keys: Arc<IntegrityKeys>,
+        rollback: Rollback,
+    ) -> Result<HashMap<SlotNo, SlotRecord>> {
+        let anchor = self.anchor(owner);
+        let (records, leaves, root) = self.read_root(owner, shift, &keys)?;
+        let mut reanchor = true;
+        if let Some(a) = &anchor
+            && let Some(anchored) = a.load(&keys)?
+        {
+            let problem = if anchored.generation > root.generation {
+                Some("the pool is older")
+            } else if anchored.generation == root.generation && anchored.acc != root.acc {
+                Some("the same generation holds other data")
+            } else {
+                None
+            };
+            match (problem, rollback) {
+                (Some(detail), Rollback::Refuse) => {
+                    return Err(VolumeError::RolledBack {
+                        volume: owner.to_string(),
+                        pool_generation: root.generation,
+                        anchor_generation: anchored.generation,
+                        detail,
+                    });
+                }
+                (Some(detail), Rollback::Accept) => tracing::warn!(
+                    "volume {owner}: accepting a pool rolled back from generation {} to {} ({detail})",
+                    anchored.generation,
+                    root.generation
+                ),
+                (Some(_), Rollback::Report) => reanchor = false,
+                (None, _) => reanchor = anchored != root,
+            }
+        }
+        if reanchor && let Some(a) = &anchor {
+            a.store(&keys, &root)?;
+        }
+        lock(&self.state).owners.insert(
+            owner.to_string(),
+            OwnerRoot {
+                shift,
+                keys,
+                leaves,
+                root,
+                anchor,
+            },
+        );
+        Ok(records)
+    }
+
+    /// Reads `owner`'s map, the records it points at and its stored root, and checks that
+    /// they agree (`Tampered` if not). Commits what is pending first.
+    pub fn read_root(&self, owner: &str, shift: u8, keys: &IntegrityKeys) -> Result<OwnerState> {
+        // Anything pending of this owner is committed first: the root read below is then
+        // the root of everything it maps.
+        self.commit()?;
+        let blocks = 1usize << (shift - 12);
+        let r = self.db()?.begin_read()?;
+        let maps = r.open_table(MAPS)?;
+        let stored = match r.open_table(ROOTS) {
+            Ok(t) => t.get(owner)?.map(|v| v.value().to_vec()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let auth = match r.open_table(SLOT_AUTH) {
+            Ok(t) => Some(t),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let mut records = HashMap::new();
+        let mut leaves = HashMap::new();
+        let mut acc = Root::default();
+        for item in maps.range((owner, 0)..=(owner, u64::MAX))? {
+            let (k, v) = item?;
+            let (chunk, slot) = (k.value().1, v.value());
+            let bytes = auth
+                .as_ref()
+                .map(|t| t.get((shift, slot)))
+                .transpose()?
+                .flatten()
+                .ok_or_else(|| VolumeError::Tampered {
+                    volume: owner.to_string(),
+                    detail: format!("chunk {chunk} has no integrity record"),
+                })?;
+            let leaf = keys.leaf(chunk, bytes.value());
+            acc.xor_leaf(&leaf);
+            leaves.insert(chunk, leaf);
+            records.insert(SlotNo(slot), SlotRecord::decode(bytes.value(), blocks)?);
+        }
+        let root = match stored {
+            Some(b) => Root::decode(&b, keys, owner)?,
+            None if leaves.is_empty() => Root::default(),
+            None => {
+                return Err(VolumeError::Tampered {
+                    volume: owner.to_string(),
+                    detail: "it has data but no root in the pool metadata".into(),
+                });
+            }
+        };
+        if root.acc != acc.acc {
+            return Err(VolumeError::Tampered {
+                volume: owner.to_string(),
+                detail: "its map and block tags do not match its root".into(),
+            });
+        }
+        Ok((records, leaves, root))
+    }
+
+    /// Whether `owner`'s pool state is older than its anchor: the problem, if any.
+    pub fn rollback_problem(
+        &self,
+        owner: &str,
+        keys: &IntegrityKeys,
+        root: &Root,
+    ) -> Result<Option<String>> {
+        let Some(a) = self.anchor(owner) else {
+            return Ok(None);
+        };
+        Ok(match a.load(keys)? {
+            Some(x) if x.generation > root.generation => Some(format!(
+                "rolled back: the pool is at generation {}, its anchor at {}",
+                root.generation, x.generation
+            )),
+            Some(x) if x.generation == root.generation && x.acc != root.acc => Some(format!(
+                "rolled back: generation {} holds other data than its anchor",
+                root.generation
+            )),
+            _ => None,
+        })
+    }
+
+    /// The anchor of a volume, if this pool keeps anchors.
+    pub fn anchor(&self, owner: &str) -> Option<Anchor> {
+        self.anchors.as_ref().map(|d| Anchor::new(d, owner))
+    }
+
+    /// Stops keeping `owner`'s root (its volume was closed, after its last commit).
+    pub fn close_integrity(&self, owner: &str) {
+        lock(&self.state).owners.remove(owner);
+    }
+
+    /// Takes the pending changes for a commit: under the gate, so no write of an
+    /// authenticated volume is half recorded; encodes the records written since the last
+    /// commit, updates the roots of the open volumes whose maps changed, and starts the
+    /// next epoch.
+    pub(super) fn take_dirty(&self) -> super::alloc::Dirty {
+        let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let mut st = lock(&self.state);
+        let mut d = std::mem::take(&mut st.dirty);
+        let live: Vec<_> = st.live_auth.drain().collect();
+        for (k, rec) in live {
+            d.auth
+                .records
+                .insert(k, rec.lock().unwrap_or_else(|p| p.into_inner()).encode());
+        }
+        if !st.owners.is_empty() {
+            let mut touched: Vec<String> = vec![];
+            for ((owner, chunk), slot) in &d.maps {
+                let Some(o) = st.owners.get_mut(owner) else {
+                    continue;
+                };
+                if let Some(old) = o.leaves.remove(chunk) {
+                    o.root.xor_leaf(&old);
+                }
+                if let Some(s) = slot {
+                    let bytes = match d.auth.records.get(&(o.shift, *s)) {
+                        Some(b) => Some(b.clone()),
+                        None => self
+                            .load_slot_record(o.shift, SlotNo(*s))
+                            .ok()
+                            .flatten()
+                            .map(|r| r.encode()),
+                    };
+                    if let Some(b) = bytes {
+                        let leaf = o.keys.leaf(*chunk, &b);
+                        o.root.xor_leaf(&leaf);
+                        o.leaves.insert(*chunk, leaf);
+                    }
+                }
+                if !touched.contains(owner) {
+                    touched.push(owner.clone());
+                }
+            }
+            for owner in touched {
+                let o = st.owners.get_mut(&owner).expect("touched owners are open");
+                o.root.generation += 1;
+                let row = o.root.encode(&o.keys);
+                let anchor = o.anchor.clone().map(|a| (a, o.keys.clone(), o.root));
+                d.auth.roots.insert(owner, row);
+                d.auth.anchors.extend(anchor);
+            }
+        }
+        if !d.auth.records.is_empty() || !d.auth.roots.is_empty() {
+            d.auth.generation = Some(self.next_gen.load(Ordering::Acquire));
+        }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        d
+    }
+
+    /// After a durable commit: anchors the roots it wrote. A failure only lets the anchor
+    /// lag (rollback to the commit before is then not detected); it is logged.
+    pub(super) fn write_anchors(&self, anchors: &[(Anchor, Arc<IntegrityKeys>, Root)]) {
+        for (a, keys, root) in anchors {
+            if let Err(e) = a.store(keys, root) {
+                tracing::warn!("cannot anchor generation {}: {e}", root.generation);
+            }
+        }
+    }
+
+    /// The write generation to start from: the highest one committed.
+    pub(super) fn load_generation(&self) -> Result<()> {
+        let r = self.db()?.begin_read()?;
+        let g = r
+            .open_table(META)?
+            .get(BLOCK_GENERATION)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        self.next_gen.store(g, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Copies `from`'s root row to `to` (a snapshot of an authenticated volume, or a volume
+/// restored from one: same map, same records, same root).
+pub(super) fn clone_root(w: &redb::WriteTransaction, from: &str, to: &str) -> Result<()> {
+    let mut t = w.open_table(ROOTS)?;
+    let row = t.get(from)?.map(|v| v.value().to_vec());
+    if let Some(row) = row {
+        t.insert(to, row.as_slice())?;
+    }
+    Ok(())
+}
+
+/// Forgets `owner`'s root and error count (it was deleted).
+pub(super) fn drop_root(w: &redb::WriteTransaction, owner: &str) -> Result<()> {
+    w.open_table(ROOTS)?.remove(owner)?;
+    w.open_table(INTEGRITY_ERRORS)?.remove(owner)?;
+    Ok(())
+}
+
+/// Forgets the record of a slot that a commit freed.
+pub(super) fn drop_record(w: &redb::WriteTransaction, shift: u8, slot: u64) -> Result<()> {
+    w.open_table(SLOT_AUTH)?.remove((shift, slot))?;
+    Ok(())
+}
