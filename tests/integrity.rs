@@ -475,6 +475,11 @@ fn pool_rolled_back(mode: Mode) {
         !is_mount_point(&dir),
         "{dir:?} is mounted after the refusal"
     );
+    // verify checks the root against the anchor too.
+    let out = v.run(&["volume", "verify", &vol, "--output", "json"]);
+    assert_ne!(out.code, 0, "verify of a rolled-back pool: {}", out.stdout);
+    let r = out.json();
+    assert_eq!(r["RootOk"], false, "verify of a rolled-back pool: {r:#}");
 
     let o = Opened::open_with(&v, &vol, mode, &["--accept-rollback"]);
     o.read_ok(0, &d_old, "the rolled-back pool after --accept-rollback");
