@@ -18,6 +18,9 @@ pub mod moto;
 /// A snapshot store in moto for the archive tests.
 pub mod store;
 
+/// The thin pool's files, read and tampered with while nothing runs.
+pub mod pool_peek;
+
 /// The one "nothing changed under the data dir" check.
 pub mod dir_state;
 pub use dir_state::DirState;
