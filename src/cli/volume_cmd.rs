@@ -84,6 +84,15 @@ pub enum VolumeCommand {
     },
 }
 
+/// "1 block fails its check", "3 blocks fail their check".
+fn blocks_fail(n: usize) -> String {
+    if n == 1 {
+        "1 block fails its check".into()
+    } else {
+        format!("{n} blocks fail their check")
+    }
+}
+
 /// What `volume verify` reports.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -371,7 +380,7 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
             cfg.print(&out, "Verify")?;
             for b in &r.bad_blocks {
                 eprintln!(
-                    "volume {}: block {b} (bytes {}..{}) fails its integrity check",
+                    "cryptvol: volume {}: block {b} (bytes {}..{}) fails its integrity check",
                     h.id,
                     b * crate::volume::BLOCK_SIZE,
                     (b + 1) * crate::volume::BLOCK_SIZE
@@ -384,8 +393,8 @@ pub fn run(cfg: &Config, cmd: VolumeCommand) -> Result<(), CliError> {
                 volume: h.id.to_string(),
                 detail: match (&r.root_problem, r.bad_blocks.len()) {
                     (Some(p), 0) => p.clone(),
-                    (Some(p), n) => format!("{p}; and {n} blocks fail their check"),
-                    (None, n) => format!("{n} blocks fail their check"),
+                    (Some(p), n) => format!("{p}; and {}", blocks_fail(n)),
+                    (None, n) => blocks_fail(n),
                 },
             }
             .into())
