@@ -7,6 +7,8 @@
 
 mod common;
 
+#[path = "formats/doc_integrity.rs"]
+mod doc_integrity;
 #[path = "formats/doc_kms.rs"]
 mod doc_kms;
 #[path = "formats/doc_pool.rs"]

@@ -184,13 +184,13 @@ fn volume_header_damaged_reserved_and_newer() {
     edit_record(&v, VOLUMES, &ids.volume, true, |b| b[13] = 0);
     v.ok(&describe);
 
-    // Format 3 is today's; 4 is newer.
-    edit_record(&v, VOLUMES, &ids.volume, false, |b| b[8] = 4);
+    // Formats 3 and 4 are today's; 5 is newer.
+    edit_record(&v, VOLUMES, &ids.volume, false, |b| b[8] = 5);
     says(
         &pool_fail(&v, &describe, NEWER),
         &[
             &format!("the volume header of {}", ids.volume),
-            "was written by a newer cryptvol (format version 4; this one reads 1–3): upgrade cryptvol",
+            "was written by a newer cryptvol (format version 5; this one reads 1–4): upgrade cryptvol",
         ],
     );
 }

@@ -1,0 +1,174 @@
+//! An authenticated volume's files, byte by byte as docs/formats.md ("Volume header" format
+//! 4, "Authenticated volumes") describes them, recomputed here from the data key with no
+//! cryptvol code: the header's flag, the slot record (domain, generations, MACs, holes),
+//! the root row (accumulator and tag) and the sealed anchor outside the pool.
+
+use redb::{ReadableDatabase, TableDefinition};
+use xts_mode::get_tweak_default;
+
+use super::common::mount::VolEnv;
+use super::common::pool_peek;
+use super::doc_pool::{MAPS, VOLUMES};
+use super::reader::*;
+use super::{fixture, ids};
+
+const SLOT_AUTH: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("slot_auth");
+const ROOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("roots");
+const CTX_BLOCK_MAC: &str = "cryptvol 2026-12-02 volume block mac v1";
+const CTX_ROOT: &str = "cryptvol 2026-12-02 volume integrity root v1";
+const CTX_ANCHOR: &str = "cryptvol 2026-12-02 volume anchor seal v1";
+
+fn keyed(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(key);
+    for p in parts {
+        h.update(p);
+    }
+    *h.finalize().as_bytes()
+}
+
+#[test]
+fn v4_authenticated_volume_header_records_root_and_anchor() {
+    crate::needs!(Fuse);
+    let (v, ids): (VolEnv, _) = (fixture(), ids());
+    let vol = v.create(&[
+        "--size",
+        "256K",
+        "--chunk-size",
+        "64K",
+        "--integrity",
+        "--name",
+        "auth",
+        "--kms-key",
+        &ids.alias,
+    ]);
+    // Block 1 written (twice: the second write lands after a commit, in a fresh slot).
+    let dir = v.dir("auth");
+    let file = v.attach(&vol, &dir, &[]);
+    let plain: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
+    for _ in 0..2 {
+        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &plain, 4096).unwrap();
+        f.sync_all().unwrap();
+    }
+    v.detach(&dir);
+    pool_peek::assert_pool_idle(&v);
+
+    let db = pool_peek::open_meta(&v);
+    let r = db.begin_read().unwrap();
+    let header = r
+        .open_table(VOLUMES)
+        .unwrap()
+        .get(vol.as_str())
+        .unwrap()
+        .unwrap()
+        .value()
+        .to_vec();
+    let h = parse_record_version(&header, b"CVVOLHDR", 4, 22, 8);
+    assert_eq!(h.fixed[2], 1, "byte 12: flags, bit 0 = authenticated");
+    assert_eq!(&h.fixed[3..6], &[0; 3], "bytes 13..16 reserved");
+    let files = Files {
+        data: v.data.clone(),
+    };
+    let blob = parse_blob(h.fields[5]);
+    let material = files.version_material(&ids.key_id, blob.key_version);
+    let dek = open_blob(&blob, &material, &[("cryptvol:lineage", &vol)]).expect("the data key");
+
+    // The map: one chunk (0), and its slot's record.
+    let maps: Vec<(u64, u64)> = r
+        .open_table(MAPS)
+        .unwrap()
+        .range((vol.as_str(), 0)..=(vol.as_str(), u64::MAX))
+        .unwrap()
+        .map(|i| {
+            let (k, s) = i.unwrap();
+            (k.value().1, s.value())
+        })
+        .collect();
+    assert_eq!(maps.len(), 1, "{maps:?}");
+    let (chunk, slot) = maps[0];
+    assert_eq!(chunk, 0);
+    let rec = r
+        .open_table(SLOT_AUTH)
+        .unwrap()
+        .get((16u8, slot))
+        .unwrap()
+        .unwrap()
+        .value()
+        .to_vec();
+    assert_eq!(rec.len(), 16 + 16 * 24, "16 bytes + 16 blocks × 24");
+    assert_eq!(rec[0], 1, "record version");
+    assert_eq!(&rec[1..8], &[0; 7]);
+    assert_eq!(
+        le64(&rec, 8),
+        0,
+        "the lineage's own volume writes in domain 0"
+    );
+    let tag = |b: usize| {
+        (
+            le64(&rec, 16 + b * 24),
+            &rec[16 + b * 24 + 8..16 + b * 24 + 24],
+        )
+    };
+    for b in [0, 2, 15] {
+        assert_eq!(tag(b).0, 0, "block {b} never written: a hole");
+    }
+    let (generation, mac) = tag(1);
+    assert!(generation > 0);
+    // The MAC of the ciphertext in the slot, and the ciphertext decrypts to what was written.
+    let data = std::fs::read(v.data.join("regions/local-1/pool/data-64k.pool")).unwrap();
+    let at = (slot * 65536 + 4096) as usize;
+    let ct = data[at..at + 4096].to_vec();
+    let mac_key = derive(CTX_BLOCK_MAC, &[&dek]);
+    let want = keyed(
+        &mac_key,
+        &[
+            &0u64.to_le_bytes(),
+            &1u64.to_le_bytes(),
+            &generation.to_le_bytes(),
+            &ct,
+        ],
+    );
+    assert_eq!(
+        mac,
+        &want[..16],
+        "MAC = keyed blake3(domain, block, generation, ciphertext)"
+    );
+    let mut p = ct.clone();
+    xts(&dek).decrypt_area(&mut p, 4096, 1, get_tweak_default);
+    assert!(p == plain, "tweak of domain 0 = the block number");
+
+    // The root: XOR of one leaf, and its tag.
+    let root = r
+        .open_table(ROOTS)
+        .unwrap()
+        .get(vol.as_str())
+        .unwrap()
+        .unwrap()
+        .value()
+        .to_vec();
+    assert_eq!(root.len(), 72);
+    let root_key = derive(CTX_ROOT, &[&dek]);
+    let leaf = keyed(&root_key, &[b"leaf", &chunk.to_le_bytes(), &rec]);
+    assert_eq!(
+        &root[8..40],
+        &leaf,
+        "accumulator of a one-chunk volume = its leaf"
+    );
+    assert_eq!(
+        &root[40..72],
+        &keyed(&root_key, &[b"root", &root[..8], &root[8..40]]),
+        "tag over generation and accumulator"
+    );
+    // The anchor: sealed under the anchor key, bound to the volume id, the same root.
+    let anchor = std::fs::read(v.data.join("regions/local-1/anchors").join(&vol)).unwrap();
+    assert_eq!(&anchor[..8], b"CVANCHR1");
+    assert_eq!(anchor.len(), 8 + 12 + 40 + 16);
+    let mut aad = b"cryptvol volume anchor v1\0".to_vec();
+    aad.extend_from_slice(vol.as_bytes());
+    let body = open_sealed(&derive(CTX_ANCHOR, &[&dek]), &aad, &anchor[8..]).expect("anchor opens");
+    assert_eq!(
+        &body[..],
+        &root[..40],
+        "anchor = generation and accumulator of the root"
+    );
+}
