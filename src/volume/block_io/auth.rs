@@ -22,6 +22,8 @@ pub(super) struct Auth {
     records: Mutex<HashMap<SlotNo, Arc<Mutex<SlotRecord>>>>,
     /// Blocks found bad since open.
     pub(super) bad: AtomicU64,
+    /// The pool's registration of this open (`Pool::close_integrity`).
+    pub(super) token: u64,
 }
 
 impl Auth {
@@ -29,6 +31,7 @@ impl Auth {
         keys: Arc<IntegrityKeys>,
         domain: u64,
         records: HashMap<SlotNo, SlotRecord>,
+        token: u64,
     ) -> Auth {
         Auth {
             keys,
@@ -40,6 +43,7 @@ impl Auth {
                     .collect(),
             ),
             bad: AtomicU64::new(0),
+            token,
         }
     }
 }

@@ -158,18 +158,18 @@ impl OpenVolume {
         keys: Arc<IntegrityKeys>,
         rollback: Rollback,
     ) -> Result<OpenVolume> {
-        let records = pool.open_integrity(
+        let (records, token) = pool.open_integrity(
             header.id.as_str(),
             header.chunk_shift,
             keys.clone(),
             rollback,
         )?;
         let domain = crate::volume::integrity::domain_of(header);
-        let auth = auth::Auth::new(keys, domain, records);
+        let auth = auth::Auth::new(keys, domain, records, token);
         let v = OpenVolume::open_with(pool.clone(), header, xts, Some(auth));
         if v.is_err() {
             // Not opened after all: stop keeping its root (an opened volume's Drop does).
-            pool.close_integrity(header.id.as_str());
+            pool.close_integrity(header.id.as_str(), token);
         }
         v
     }
@@ -607,8 +607,8 @@ impl OpenVolume {
 
 impl Drop for OpenVolume {
     fn drop(&mut self) {
-        if self.auth.is_some() {
-            self.pool.close_integrity(self.id.as_str());
+        if let Some(a) = &self.auth {
+            self.pool.close_integrity(self.id.as_str(), a.token);
         }
     }
 }

@@ -39,6 +39,8 @@ pub(super) struct OwnerRoot {
     leaves: HashMap<u64, [u8; 32]>,
     root: Root,
     anchor: Option<Anchor>,
+    /// Which open registered it: only that one's close unregisters it.
+    token: u64,
 }
 
 /// What a commit writes for authenticated volumes, taken with the maps.
@@ -231,14 +233,14 @@ impl Pool {
     /// Opens an authenticated volume's records: reads its map and every record it points
     /// at, checks them against the stored root and the root against the anchor, and
     /// registers the volume so that every commit keeps its root and anchor. Returns the
-    /// records by slot.
+    /// records by slot, and the token that [`Pool::close_integrity`] takes.
     pub fn open_integrity(
         &self,
         owner: &str,
         shift: u8,
         keys: Arc<IntegrityKeys>,
         rollback: Rollback,
-    ) -> Result<HashMap<SlotNo, SlotRecord>> {
+    ) -> Result<(HashMap<SlotNo, SlotRecord>, u64)> {
         let anchor = self.anchor(owner);
         let (records, leaves, root) = self.read_root(owner, shift, &keys)?;
         let mut reanchor = true;
@@ -273,6 +275,8 @@ impl Pool {
         if reanchor && let Some(a) = &anchor {
             a.store(&keys, &root)?;
         }
+        // Any number no other open has: one from the generation counter will do.
+        let token = self.next_generation();
         lock(&self.state).owners.insert(
             owner.to_string(),
             OwnerRoot {
@@ -281,9 +285,10 @@ impl Pool {
                 leaves,
                 root,
                 anchor,
+                token,
             },
         );
-        Ok(records)
+        Ok((records, token))
     }
 
     /// Reads `owner`'s map, the records it points at and its stored root, and checks that
@@ -372,9 +377,14 @@ impl Pool {
         self.anchors.as_ref().map(|d| Anchor::new(d, owner))
     }
 
-    /// Stops keeping `owner`'s root (its volume was closed, after its last commit).
-    pub fn close_integrity(&self, owner: &str) {
-        lock(&self.state).owners.remove(owner);
+    /// Stops keeping `owner`'s root (its volume was closed, after its last commit), if the
+    /// open that registered it is `token`'s: a volume closed late (its last reference
+    /// dropped after it was attached again) never unregisters the newer open.
+    pub fn close_integrity(&self, owner: &str, token: u64) {
+        let mut st = lock(&self.state);
+        if st.owners.get(owner).is_some_and(|o| o.token == token) {
+            st.owners.remove(owner);
+        }
     }
 
     /// Takes the pending changes for a commit: under the gate, so no write of an
