@@ -292,6 +292,42 @@ mod tests {
         assert_eq!(again.verify().unwrap().bad_blocks, Vec::<u64>::new());
     }
 
+    /// More chunks than the record cache holds: committed records are dropped and loaded
+    /// again, fresh ones never (they are the only copy until their commit).
+    #[test]
+    fn records_beyond_the_cache_are_dropped_and_reloaded_without_false_alarms() {
+        let d = tempfile::tempdir().unwrap();
+        let pool = Arc::new(Pool::open(&region(&d)).unwrap());
+        let mut h = header(16 << 20);
+        h.lineage = h.id.to_string();
+        h.integrity = true;
+        pool.create_volume(&h).unwrap();
+        let v = open(&pool, &h).unwrap();
+        let chunks = 200u64;
+        let per_chunk = (1u64 << h.chunk_shift) / BLOCK_SIZE;
+        for round in 0..2u8 {
+            for c in 0..chunks {
+                v.write(c * per_chunk * BLOCK_SIZE, &[c as u8 ^ round; 4096])
+                    .unwrap();
+                if c % 50 == 0 {
+                    v.flush().unwrap();
+                }
+            }
+            for c in 0..chunks {
+                let mut b = [0u8; 4096];
+                v.read(c * per_chunk * BLOCK_SIZE, &mut b).unwrap();
+                assert_eq!(b, [c as u8 ^ round; 4096], "chunk {c}, round {round}");
+            }
+        }
+        v.flush().unwrap();
+        assert_eq!(v.verify().unwrap().bad_blocks, Vec::<u64>::new());
+        drop(v);
+        let v = open(&pool, &h).unwrap();
+        let mut b = [0u8; 4096];
+        v.read(7 * per_chunk * BLOCK_SIZE, &mut b).unwrap();
+        assert_eq!(b, [7 ^ 1; 4096]);
+    }
+
     #[test]
     fn a_record_reads_back_and_refuses_a_wrong_length_version_or_reserved_byte() {
         let mut r = SlotRecord::holes(7, 16);

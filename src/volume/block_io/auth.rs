@@ -18,7 +18,9 @@ pub(super) struct Auth {
     pub(super) keys: Arc<IntegrityKeys>,
     /// The domain this volume writes in.
     pub(super) domain: u64,
-    /// Records of the slots it maps (loaded and checked at open) and of fresh ones.
+    /// Records of slots it read or wrote: the committed ones are loaded on first use (and
+    /// may be dropped again: they never change), the fresh ones live here and in the
+    /// pool's pending commit until it takes them.
     records: Mutex<HashMap<SlotNo, Arc<Mutex<SlotRecord>>>>,
     /// Blocks found bad since open.
     pub(super) bad: AtomicU64,
@@ -33,20 +35,30 @@ impl Auth {
         records: HashMap<SlotNo, SlotRecord>,
         token: u64,
     ) -> Auth {
+        // Up to the cache's size, the records read at open are kept (the first reads need
+        // no metadata lookup); a larger volume's are loaded as its chunks are used.
+        let records = if records.len() <= RECORD_CACHE {
+            records
+                .into_iter()
+                .map(|(s, r)| (s, Arc::new(Mutex::new(r))))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         Auth {
             keys,
             domain,
-            records: Mutex::new(
-                records
-                    .into_iter()
-                    .map(|(s, r)| (s, Arc::new(Mutex::new(r))))
-                    .collect(),
-            ),
+            records: Mutex::new(records),
             bad: AtomicU64::new(0),
             token,
         }
     }
 }
+
+/// Records an open volume keeps in memory before it drops committed ones: 4096 records of
+/// a 1 MiB chunk are 24 MiB, the tags of 4 GiB of data.
+/// (Unit tests use a small cache, so that they drop records.)
+const RECORD_CACHE: usize = if cfg!(test) { 64 } else { 4096 };
 
 /// What a verification found.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -81,7 +93,13 @@ impl OpenVolume {
                 detail: format!("slot {} it maps has no integrity record", slot.0),
             })?;
         let rec = Arc::new(Mutex::new(rec));
-        lock(&a.records).insert(slot, rec.clone());
+        let mut cache = lock(&a.records);
+        if cache.len() >= RECORD_CACHE {
+            // Only committed records go: nothing else holds them (a fresh one is also in
+            // the pool's pending commit), and they read back the same from the metadata.
+            cache.retain(|_, r| Arc::strong_count(r) > 1);
+        }
+        cache.insert(slot, rec.clone());
         Ok(rec)
     }
 

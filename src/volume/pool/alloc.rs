@@ -106,7 +106,7 @@ impl Dirty {
 pub(super) struct InDoubt {
     /// The number its transaction stored in `meta` "commit".
     seq: u64,
-    dirty: Dirty,
+    pub(super) dirty: Dirty,
     /// The slots its transaction freed.
     freed: Vec<(u8, u64)>,
 }

@@ -189,8 +189,26 @@ impl Pool {
         Ok(committed + pending)
     }
 
-    /// The committed record of a slot.
+    /// The record of a slot: the one a commit took but has not made durable yet (a failed
+    /// or doubtful commit's), else the committed one.
     pub fn load_slot_record(&self, shift: u8, slot: SlotNo) -> Result<Option<SlotRecord>> {
+        let blocks = 1usize << (shift - 12);
+        {
+            let st = lock(&self.state);
+            let pending = st.dirty.auth.records.get(&(shift, slot.0)).or_else(|| {
+                st.in_doubt
+                    .as_ref()
+                    .and_then(|d| d.dirty.auth.records.get(&(shift, slot.0)))
+            });
+            if let Some(b) = pending {
+                return SlotRecord::decode(b, blocks).map(Some);
+            }
+        }
+        self.load_committed_record(shift, slot)
+    }
+
+    /// The committed record of a slot (the metadata only: callable under the state lock).
+    fn load_committed_record(&self, shift: u8, slot: SlotNo) -> Result<Option<SlotRecord>> {
         let r = self.db()?.begin_read()?;
         let t = match r.open_table(SLOT_AUTH) {
             Ok(t) => t,
@@ -414,7 +432,7 @@ impl Pool {
                     let bytes = match d.auth.records.get(&(o.shift, *s)) {
                         Some(b) => Some(b.clone()),
                         None => self
-                            .load_slot_record(o.shift, SlotNo(*s))
+                            .load_committed_record(o.shift, SlotNo(*s))
                             .ok()
                             .flatten()
                             .map(|r| r.encode()),
