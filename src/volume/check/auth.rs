@@ -24,7 +24,7 @@ use redb::WriteTransaction;
 use super::OwnerRecords;
 use super::report::*;
 use super::scan::{Analysis, Geometry, Model};
-use crate::volume::error::Result;
+use crate::volume::error::{Result, VolumeError};
 use crate::volume::header::{MAX_CHUNK_SHIFT, MIN_CHUNK_SHIFT, VolumeHeader};
 use crate::volume::ids::format_size;
 use crate::volume::integrity::SlotRecord;
@@ -59,9 +59,17 @@ pub(super) fn decode_record(shift: u8, bytes: &[u8]) -> std::result::Result<(), 
     if !(MIN_CHUNK_SHIFT..=MAX_CHUNK_SHIFT).contains(&shift) {
         return Err(format!("its key's chunk shift {shift} is no chunk size"));
     }
+    // The decoder's own advice (run `volume verify`) is left to the problem's fix.
     SlotRecord::decode(bytes, 1usize << (shift - 12))
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| match e {
+            VolumeError::Corrupt { detail, .. } => detail
+                .split(": run `")
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            other => other.to_string(),
+        })
 }
 
 /// Reads `slot_auth`, `roots` and `integrity_errors` into an [`AuthRows`], inside
@@ -166,13 +174,9 @@ pub(super) fn analyze_auth(
             continue;
         };
         let fix = if *what == "volume" {
-            format!(
-                "run `cryptvol volume verify {id}` to see which blocks still check, or restore the volume from a snapshot"
-            )
+            format!("run `cryptvol volume verify {id}`, or restore the volume from a snapshot")
         } else {
-            format!(
-                "a volume restored from this {what} will not attach; run `cryptvol volume verify` on its volume, or restore from another snapshot"
-            )
+            "a volume restored from it will not attach: restore from another snapshot".to_string()
         };
         for &(chunk, slot) in rows {
             let (kind, why) = match m.auth.records.get(&(*shift, slot)) {
