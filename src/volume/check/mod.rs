@@ -22,8 +22,11 @@
 //! - `scan.rs`: the tables read into memory, the bookkeeping recomputed from the maps and
 //!   compared; [`check`].
 //! - `rebuild.rs`: [`repair`], the recomputed bookkeeping written back.
+//! - `auth.rs`: the tables of authenticated volumes (slot records, roots, error counts)
+//!   judged against the maps, and their orphan rows removed by repair.
 //! - `tests/`: a clean pool, damage found and repaired, damage only reported.
 
+mod auth;
 mod rebuild;
 mod report;
 mod scan;
@@ -56,6 +59,17 @@ pub trait OwnerRecords {
     /// finish). Holders in other regions cannot be judged from this pool.
     fn local_holder(&self, _holder: &str) -> bool {
         false
+    }
+    /// Whether a `snapshots` row is of an authenticated volume (`volume create
+    /// --integrity`), whose every mapped slot has a slot record. `None`: this
+    /// implementation cannot tell, and the snapshot counts as authenticated if it has a
+    /// `roots` row (only authenticated owners get one).
+    fn snapshot_authenticated(&self, _record: &[u8]) -> Option<bool> {
+        None
+    }
+    /// [`OwnerRecords::snapshot_authenticated`] for the object a `pending` row will become.
+    fn pending_authenticated(&self, _record: &[u8]) -> Option<bool> {
+        None
     }
 }
 

@@ -245,6 +245,8 @@ pub fn repair(w: &WriteTransaction, owners: &dyn OwnerRecords) -> Result<RepairR
         }
     }
 
+    super::auth::repair_auth(w, &m, &a, &freed, &mut fixes)?;
+
     let not_repaired = before
         .problems
         .iter()
@@ -254,6 +256,9 @@ pub fn repair(w: &WriteTransaction, owners: &dyn OwnerRecords) -> Result<RepairR
             p.detail.push_str(match p.kind {
                 ProblemKind::ChunkOutOfRange => {
                     " (not repaired: the row may be right and the size wrong; the slot stays referenced)"
+                }
+                ProblemKind::MissingSlotRecord | ProblemKind::BadSlotRecord => {
+                    " (not repaired: tags vouch for the data, they cannot be recomputed from it)"
                 }
                 _ => {
                     " (not repaired: a damaged record cannot be rebuilt; its slots are kept)"

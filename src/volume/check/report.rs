@@ -49,6 +49,19 @@ pub enum ProblemKind {
     OrphanRemote,
     /// A `remote` row does not decode.
     BadRemoteRow,
+    /// A `slot_auth` row of a slot no map row points at (free, past the high-water mark,
+    /// or uncounted): a record no block is checked against.
+    OrphanSlotRecord,
+    /// A slot mapped by an authenticated volume or snapshot has no `slot_auth` row: its
+    /// blocks cannot be checked, and the volume does not attach.
+    MissingSlotRecord,
+    /// A slot mapped by an authenticated volume or snapshot has a `slot_auth` row that does
+    /// not decode.
+    BadSlotRecord,
+    /// A `roots` row whose owner has no volume, snapshot or pending record.
+    OrphanRoot,
+    /// An `integrity_errors` row whose owner has no volume, snapshot or pending record.
+    OrphanIntegrityErrors,
 }
 
 impl ProblemKind {
@@ -70,6 +83,11 @@ impl ProblemKind {
             ProblemKind::MappedAndRemote => "mapped-and-remote",
             ProblemKind::OrphanRemote => "orphan-remote",
             ProblemKind::BadRemoteRow => "bad-remote-row",
+            ProblemKind::OrphanSlotRecord => "orphan-slot-record",
+            ProblemKind::MissingSlotRecord => "missing-slot-record",
+            ProblemKind::BadSlotRecord => "bad-slot-record",
+            ProblemKind::OrphanRoot => "orphan-root",
+            ProblemKind::OrphanIntegrityErrors => "orphan-integrity-errors",
         }
     }
 
@@ -83,6 +101,8 @@ impl ProblemKind {
                 | ProblemKind::BadPendingRecord
                 | ProblemKind::ChunkOutOfRange
                 | ProblemKind::BadRemoteRow
+                | ProblemKind::MissingSlotRecord
+                | ProblemKind::BadSlotRecord
         )
     }
 }
@@ -309,6 +329,12 @@ pub enum FixAction {
     /// Removed a `remote` row: its chunk is mapped (the local data wins), or its owner
     /// does not exist.
     DroppedRemoteRow,
+    /// Removed the `slot_auth` rows of slots no map row points at (after the repair).
+    DroppedSlotRecords,
+    /// Removed a `roots` row whose owner does not exist.
+    DroppedRoot,
+    /// Removed an `integrity_errors` row whose owner does not exist.
+    DroppedIntegrityErrors,
 }
 
 impl fmt::Display for FixAction {

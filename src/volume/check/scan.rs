@@ -31,6 +31,8 @@ pub(super) struct Model {
     pub(super) leases: Vec<(String, String)>,
     /// `remote` rows: (owner, chunk) → the row decodes (or why not).
     pub(super) remote: BTreeMap<(String, u64), std::result::Result<(), String>>,
+    /// `slot_auth`, `roots` and `integrity_errors` (authenticated volumes).
+    pub(super) auth: super::auth::AuthRows,
 }
 
 /// Loads a `Model` from a read or a write transaction (both have `list_tables` and
@@ -113,6 +115,7 @@ macro_rules! load_model {
                 m.remote.insert((owner.to_string(), chunk), decoded);
             }
         }
+        m.auth = $crate::volume::check::auth::load_auth!(tx, has);
         Result::<Model>::Ok(m)
     }};
 }
@@ -121,7 +124,7 @@ macro_rules! load_model {
 
 /// An owner's geometry: known from its record, or unknown (the record does not decode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Geometry {
+pub(super) enum Geometry {
     Known { shift: u8, size: u64 },
     Unknown,
 }
@@ -143,6 +146,8 @@ pub(super) struct Analysis {
     /// Every chunk size the pool knows of.
     pub(super) shifts: BTreeSet<u8>,
     pub(super) counts: Vec<ChunkSizeCounts>,
+    /// Rows of the authenticated volumes' tables to remove.
+    pub(super) auth_drops: super::auth::AuthDrops,
 }
 
 pub(super) fn analyze(m: &Model, owners: &dyn OwnerRecords) -> Analysis {
@@ -413,6 +418,7 @@ pub(super) fn analyze(m: &Model, owners: &dyn OwnerRecords) -> Analysis {
         }
     }
     analyze_remote(m, &geometry, &mut a);
+    super::auth::analyze_auth(m, owners, &geometry, &mut a);
     a
 }
 

@@ -1,7 +1,9 @@
 //! The checker's tests on real pools: `clean.rs` (what ordinary operations make, formats,
-//! reports), `repair.rs` (damage found, repaired, or only reported). The helpers and the
-//! damaged pool's fixture they share are here.
+//! reports), `repair.rs` (damage found, repaired, or only reported), `auth.rs` (the tables
+//! of authenticated volumes). The helpers and the damaged pool's fixture they share are
+//! here.
 
+mod auth;
 mod clean;
 mod repair;
 
