@@ -572,3 +572,35 @@ fn resize_while_attached_keeps_integrity() {
     v.read((3 << 20) - 4096, &mut b).unwrap();
     assert_eq!(seq_of(767, &b), 3);
 }
+
+/// `volume verify` of a detached volume opens it for the check only (as the daemon's owner
+/// does, reporting a rollback instead of refusing): it never changes the anchor, also when
+/// the anchor lags the pool by the commit a crash cut off.
+#[test]
+fn verify_of_a_detached_volume_never_changes_the_anchor() {
+    let d = tempfile::tempdir().unwrap();
+    let r = region(&d);
+    let h = auth_header(4 << 20);
+    let anchor = r.anchors_dir().join(h.id.as_str());
+    let lagging = {
+        let pool = new_pool(&r);
+        pool.create_volume(&h).unwrap();
+        let v = open_auth(&pool, &h).unwrap();
+        v.write(0, &block_of(0, 1)).unwrap();
+        v.flush().unwrap();
+        let before = std::fs::read(&anchor).unwrap();
+        v.write(4096, &block_of(1, 2)).unwrap();
+        v.flush().unwrap();
+        std::fs::write(&anchor, &before).unwrap();
+        before
+    };
+    let pool = new_pool(&r);
+    let v =
+        OpenVolume::open_authenticated(pool.clone(), &h, xts(), ikeys(), Rollback::Report).unwrap();
+    assert_clean(&v, "verify");
+    drop(v);
+    assert!(
+        std::fs::read(&anchor).unwrap() == lagging,
+        "verify of a detached volume rewrote its anchor"
+    );
+}
