@@ -619,4 +619,6 @@ pub use auth::VerifyReport;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_auth;
+#[cfg(test)]
 mod tests_remote;
