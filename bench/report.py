@@ -310,7 +310,7 @@ def render_md(res, png_name):
            "it down on any exit). Options via the environment: `QUICK=1` (one run of 2 s per "
            "job, 64 MiB files: a smoke test), `TARGETS=\"...\"`, `JOBS=\"...\"` (ids: "
            + ", ".join(f"`{j}`" for j in JOBS) + "), `SIZE`, `RUNTIME`, `RUNS_SEQ`, "
-           "`RUNS_RAND`, `MICRO=0` (skip the micro-benchmarks), `REPORT=0` (leave docs/ alone), "
+           "`RUNS_RAND`, `INT_CHUNK` (chunk size of the `-int` volumes), `MICRO=0` (skip the micro-benchmarks), `REPORT=0` (leave docs/ alone), "
            "`OUT` (default `target/bench`: raw fio JSON in `OUT/raw/`, figures in "
            "`OUT/results.json`).",
            "",
