@@ -39,6 +39,8 @@ SHORT = {
 }
 SEQ = ("seqW", "seqR")
 CRYPTVOL = ("cryptvol-attach", "cryptvol-mount", "cryptvol-mount-snap")
+# Authenticated (`volume create --integrity`) targets and the plain target each compares with.
+INTEGRITY = {"cryptvol-attach-int": "cryptvol-attach", "cryptvol-mount-int": "cryptvol-mount"}
 
 # Issue targets for `cryptvol mount`.
 GOCRYPTFS_MIN = {"randR4": 1.0}  # every other fio job: 1.5
@@ -46,6 +48,10 @@ GOCRYPTFS_DEFAULT = 1.5
 BINDFS_MIN = 0.7  # sequential jobs
 XTS_MIN = 0.9
 RSS_MAX_MIB = 100
+# Issue targets for authenticated volumes: against gocryptfs on every job, against the plain
+# volume on the sequential jobs.
+INT_GOCRYPTFS_MIN = 1.5
+INT_PLAIN_MIN = 0.8
 
 
 # --- fio JSON --------------------------------------------------------------------------
@@ -216,7 +222,21 @@ def targets_verdicts(res):
         r = min(xts["ratio_encrypt"], xts["ratio_decrypt"])
         out.append(("XTS (default backend) / openssl, worse of encrypt and decrypt",
                     f"≥ {XTS_MIN:.1f}x", fmt_ratio(r), r >= XTS_MIN))
-    rss = [res["fio"][t]["daemon_peak_rss_kib"] for t in CRYPTVOL
+    for t, plain in INTEGRITY.items():
+        if t not in res["fio"]:
+            continue
+        short = t.replace("cryptvol-", "")
+        for j in jobs:
+            r = ratio(res, t, "gocryptfs", j)
+            if r is not None:
+                out.append((f"{short} / gocryptfs, {JOBS[j]}", f"≥ {INT_GOCRYPTFS_MIN:.1f}x",
+                            fmt_ratio(r), r >= INT_GOCRYPTFS_MIN))
+        for j in jobs:
+            r = ratio(res, t, plain, j) if j in SEQ else None
+            if r is not None:
+                out.append((f"{short} / {plain.replace('cryptvol-', '')}, {JOBS[j]}",
+                            f"≥ {INT_PLAIN_MIN:.1f}x", fmt_ratio(r), r >= INT_PLAIN_MIN))
+    rss = [res["fio"][t]["daemon_peak_rss_kib"] for t in CRYPTVOL + tuple(INTEGRITY)
            if t in res["fio"] and res["fio"][t].get("daemon_peak_rss_kib")]
     if rss:
         mib = max(rss) / 1024
@@ -245,6 +265,11 @@ def notes(res):
             if len(runs) > 1 and min(runs) > 0 and max(runs) / min(runs) > 1.5:
                 n.append(f"Spread: `{t}` {SHORT[j]} runs were {', '.join(fmt_mbps(r) for r in runs)} "
                          "MB/s (more than 1.5x apart).")
+    loads = [(t, res["fio"][t]["load_before"]) for t in res["targets"]
+             if res["fio"].get(t, {}).get("load_before")]
+    if loads:
+        n.append("Load average (1, 5, 15 min) as each target was set up: "
+                 + "; ".join(f"`{t}` {la}" for t, la in loads) + ".")
     if "cryptvol-mount-snap" in res["fio"]:
         s = res["fio"]["cryptvol-mount-snap"].get("snapshots")
         n.append(f"`cryptvol-mount-snap` took {s} snapshots: one right after the layout, then one "
@@ -285,7 +310,7 @@ def render_md(res, png_name):
            "it down on any exit). Options via the environment: `QUICK=1` (one run of 2 s per "
            "job, 64 MiB files: a smoke test), `TARGETS=\"...\"`, `JOBS=\"...\"` (ids: "
            + ", ".join(f"`{j}`" for j in JOBS) + "), `SIZE`, `RUNTIME`, `RUNS_SEQ`, "
-           "`RUNS_RAND`, `MICRO=0` (skip the micro-benchmarks), `REPORT=0` (leave docs/ alone), "
+           "`RUNS_RAND`, `INT_CHUNK` (chunk size of the `-int` volumes), `MICRO=0` (skip the micro-benchmarks), `REPORT=0` (leave docs/ alone), "
            "`OUT` (default `target/bench`: raw fio JSON in `OUT/raw/`, figures in "
            "`OUT/results.json`).",
            "",
@@ -311,7 +336,9 @@ def render_md(res, png_name):
            "block size); `securefs` (defaults, `create` + `mount -b`); `cryptvol-attach` fio on "
            "the raw `DIR/volume` file; `cryptvol-mount` fio on a file in ext4 over a loop "
            "device (`cryptvol mount`); `cryptvol-mount-snap` the same with snapshots taken so "
-           "the writes pay copy-on-write. cryptvol volumes are 4 GiB, thin.",
+           "the writes pay copy-on-write; `cryptvol-attach-int` and `cryptvol-mount-int` as "
+           "`cryptvol-attach` and `cryptvol-mount` on a volume created with `--integrity` "
+           f"(chunk size {p.get('int_chunk', '1M')}). cryptvol volumes are 4 GiB, thin.",
            "",
            "### fio, MB/s (median)",
            "",
@@ -362,6 +389,36 @@ def render_md(res, png_name):
         out.append("cryptvol daemon peak RSS (VmHWM of the region daemon, read every second and "
                    "after every run): " + ", ".join(
                        f"{t} {k / 1024:.0f} MiB" if k else f"{t} –" for t, k in rss) + ".")
+        out.append("")
+
+    ints = [(t, b) for t, b in INTEGRITY.items() if t in res["fio"]]
+    if ints:
+        header, rows = ["job"], []
+        for t, b in ints:
+            short = t.replace("cryptvol-", "")
+            header += [f"{short} / gocryptfs", f"{short} / {b.replace('cryptvol-', '')}"]
+        header.append("target")
+        for j in jobs:
+            row = [JOBS[j]]
+            for t, b in ints:
+                r = ratio(res, t, "gocryptfs", j)
+                row.append(fmt_ratio(r) if r is None else
+                           f"**{fmt_ratio(r)}** {'met' if r >= INT_GOCRYPTFS_MIN else 'MISSED'}")
+                r = ratio(res, t, b, j)
+                if j in SEQ and r is not None:
+                    row.append(f"**{fmt_ratio(r)}** {'met' if r >= INT_PLAIN_MIN else 'MISSED'}")
+                else:
+                    row.append(fmt_ratio(r))
+            need = [f"≥ {INT_GOCRYPTFS_MIN:.1f}x gocryptfs"]
+            if j in SEQ:
+                need.append(f"≥ {INT_PLAIN_MIN:.1f}x plain volume")
+            row.append(", ".join(need))
+            rows.append(row)
+        out += ["### Authenticated volumes (`--integrity`), same run", "",
+                md_table(header, rows, "l" + "r" * (len(header) - 2) + "l"), ""]
+        rss = [(t, res["fio"][t].get("daemon_peak_rss_kib")) for t, _ in ints]
+        out.append("cryptvol daemon peak RSS: " + ", ".join(
+            f"{t} {k / 1024:.0f} MiB" if k else f"{t} –" for t, k in rss) + ".")
         out.append("")
 
     micro = res["micro"]
