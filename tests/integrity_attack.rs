@@ -390,7 +390,8 @@ fn edit_meta(v: &VolEnv, f: impl FnOnce(&redb::WriteTransaction)) {
         v.wait_no_daemon(Duration::from_secs(10)),
         "the daemon still runs"
     );
-    let db = redb::Database::open(v.pool_dir().join("meta.redb")).expect("open meta.redb");
+    // Retried for a moment: a daemon that has just exited may still hold the file.
+    let db = common::pool_peek::open_meta(v);
     let w = db.begin_write().unwrap();
     f(&w);
     w.commit().unwrap();

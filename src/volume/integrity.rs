@@ -223,9 +223,12 @@ impl Root {
     /// Reads a stored root and checks its tag.
     pub fn decode(bytes: &[u8], keys: &IntegrityKeys, owner: &str) -> Result<Root> {
         if bytes.len() != 72 {
-            return Err(VolumeError::Corrupt {
-                what: format!("the integrity root of {owner}"),
-                detail: format!("{} bytes instead of 72", bytes.len()),
+            return Err(VolumeError::Tampered {
+                volume: owner.to_string(),
+                detail: format!(
+                    "its root in the pool metadata is {} bytes, not 72",
+                    bytes.len()
+                ),
             });
         }
         let root = Root {

@@ -347,15 +347,11 @@ impl OpenVolume {
             root_ok: true,
             ..VerifyReport::default()
         };
-        match self.pool.read_root(self.id.as_str(), self.shift, &a.keys) {
-            Ok((_, _, root)) => {
-                if let Some(p) = self
-                    .pool
-                    .rollback_problem(self.id.as_str(), &a.keys, &root)?
-                {
-                    report.root_ok = false;
-                    report.root_problem = Some(p);
-                }
+        match self.pool.check_root(self.id.as_str(), self.shift, &a.keys) {
+            Ok(None) => {}
+            Ok(Some(p)) => {
+                report.root_ok = false;
+                report.root_problem = Some(p);
             }
             Err(e @ VolumeError::Tampered { .. }) => {
                 report.root_ok = false;

@@ -214,7 +214,11 @@ impl Pool {
 
     /// Gives back a reservation that was not mapped.
     pub fn unreserve(&self, shift: u8, slot: Reserved) {
-        if let Some(a) = lock(&self.state).alloc.get_mut(&shift) {
+        let mut st = lock(&self.state);
+        // A record made for it (a copy that failed half way) must not be committed for a
+        // free slot.
+        st.live_auth.remove(&(shift, slot.0.0));
+        if let Some(a) = st.alloc.get_mut(&shift) {
             a.free.insert(slot.0.0);
         }
     }

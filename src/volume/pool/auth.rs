@@ -290,6 +290,10 @@ impl Pool {
                 (None, _) => reanchor = anchored != root,
             }
         }
+        // `volume verify` only looks.
+        if rollback == Rollback::Report {
+            reanchor = false;
+        }
         if reanchor && let Some(a) = &anchor {
             a.store(&keys, &root)?;
         }
@@ -315,6 +319,16 @@ impl Pool {
         // Anything pending of this owner is committed first: the root read below is then
         // the root of everything it maps.
         self.commit()?;
+        self.read_root_uncommitted(owner, shift, keys)
+    }
+
+    /// [`Pool::read_root`] without the commit first.
+    fn read_root_uncommitted(
+        &self,
+        owner: &str,
+        shift: u8,
+        keys: &IntegrityKeys,
+    ) -> Result<OwnerState> {
         let blocks = 1usize << (shift - 12);
         let r = self.db()?.begin_read()?;
         let maps = r.open_table(MAPS)?;
@@ -346,7 +360,12 @@ impl Pool {
             let leaf = keys.leaf(chunk, bytes.value());
             acc.xor_leaf(&leaf);
             leaves.insert(chunk, leaf);
-            records.insert(SlotNo(slot), SlotRecord::decode(bytes.value(), blocks)?);
+            let rec =
+                SlotRecord::decode(bytes.value(), blocks).map_err(|e| VolumeError::Tampered {
+                    volume: owner.to_string(),
+                    detail: format!("the record of chunk {chunk} (slot {slot}): {e}"),
+                })?;
+            records.insert(SlotNo(slot), rec);
         }
         let root = match stored {
             Some(b) => Root::decode(&b, keys, owner)?,
@@ -367,8 +386,24 @@ impl Pool {
         Ok((records, leaves, root))
     }
 
+    /// `volume verify`'s check of the root: the map and tags against the stored root
+    /// (`Tampered` if not), then the root against the anchor, both read under the commit
+    /// lock, so that a commit running meanwhile (whose anchor follows its transaction)
+    /// cannot pair an older root with a newer anchor. Returns the rollback found, if any.
+    pub fn check_root(
+        &self,
+        owner: &str,
+        shift: u8,
+        keys: &IntegrityKeys,
+    ) -> Result<Option<String>> {
+        self.commit()?;
+        let _c = lock(&self.commit_lock);
+        let (_, _, root) = self.read_root_uncommitted(owner, shift, keys)?;
+        self.rollback_problem(owner, keys, &root)
+    }
+
     /// Whether `owner`'s pool state is older than its anchor: the problem, if any.
-    pub fn rollback_problem(
+    fn rollback_problem(
         &self,
         owner: &str,
         keys: &IntegrityKeys,
