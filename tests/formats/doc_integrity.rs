@@ -122,16 +122,16 @@ fn v4_authenticated_volume_header_records_root_and_anchor() {
     let want = keyed(
         &mac_key,
         &[
+            &ct,
             &0u64.to_le_bytes(),
             &1u64.to_le_bytes(),
             &generation.to_le_bytes(),
-            &ct,
         ],
     );
     assert_eq!(
         mac,
         &want[..16],
-        "MAC = keyed blake3(domain, block, generation, ciphertext)"
+        "MAC = keyed blake3(ciphertext, domain, block, generation)"
     );
     let mut p = ct.clone();
     xts(&dek).decrypt_area(&mut p, 4096, 1, get_tweak_default);

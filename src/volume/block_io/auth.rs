@@ -163,8 +163,8 @@ impl OpenVolume {
             let r = lock(&r);
             (r.domain, r.tags[first..first + n].to_vec())
         };
-        buf.fill(0);
         if tags.iter().all(BlockTag::is_hole) {
+            buf.fill(0);
             return Ok(vec![]);
         }
         self.data
@@ -306,14 +306,19 @@ impl OpenVolume {
                             blk.fill(0);
                             continue;
                         }
+                        // In the same domain the block moves with its tag, unchecked: a bad
+                        // one stays bad (and is found when read). Into another domain it is
+                        // decrypted, so it is checked first.
+                        if src.domain == a.domain {
+                            dst.tags[first + i] = *tag;
+                            continue;
+                        }
                         if !a.keys.verify(src.domain, block, tag, blk) {
                             return Err(
                                 self.bad_block(block, "its MAC does not match its ciphertext")
                             );
                         }
-                        dst.tags[first + i] = if src.domain == a.domain {
-                            *tag
-                        } else {
+                        dst.tags[first + i] = {
                             a_decrypt(self, src.domain, block, blk);
                             self.xts.encrypt_units_at(tweak(a.domain, block), blk);
                             let generation = self.pool.next_generation();
