@@ -414,11 +414,23 @@ impl Pool {
 
     /// Slots freed by a durable commit: return their space, then let them be reused.
     pub(super) fn release_freed(&self, freed: Vec<(u8, u64)>) {
-        for (shift, slot) in &freed {
-            if let Ok(df) = self.data_file(*shift) {
-                // Best effort: reservation punches again before reuse.
-                let _ = df.punch_slot(SlotNo(*slot));
+        // One punch per run of adjacent slots: on a filesystem mounted with `discard` each
+        // punch is a device discard that costs milliseconds whatever its length, and a
+        // commit after copy-on-write frees many neighbouring slots.
+        let mut sorted = freed.clone();
+        sorted.sort_unstable();
+        let mut i = 0;
+        while i < sorted.len() {
+            let (shift, first) = sorted[i];
+            let mut n = 1;
+            while i + n < sorted.len() && sorted[i + n] == (shift, first + n as u64) {
+                n += 1;
             }
+            if let Ok(df) = self.data_file(shift) {
+                // Best effort: reservation punches again before reuse.
+                let _ = df.punch(df.slot_offset(SlotNo(first)), (n as u64) << shift);
+            }
+            i += n;
         }
         let mut st = lock(&self.state);
         for (shift, slot) in freed {
