@@ -224,28 +224,10 @@ impl Pool {
     /// snapshot reads its source's tags with it). A mapped slot without one is tampering.
     pub fn load_records(&self, owner: &str, shift: u8) -> Result<Vec<(u64, Vec<u8>)>> {
         let r = self.db()?.begin_read()?;
-        let maps = r.open_table(MAPS)?;
-        let auth = match r.open_table(SLOT_AUTH) {
-            Ok(t) => Some(t),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
-        let mut out = vec![];
-        for item in maps.range((owner, 0)..=(owner, u64::MAX))? {
-            let (k, v) = item?;
-            let (chunk, slot) = (k.value().1, v.value());
-            let bytes = auth
-                .as_ref()
-                .map(|t| t.get((shift, slot)))
-                .transpose()?
-                .flatten()
-                .ok_or_else(|| VolumeError::Tampered {
-                    volume: owner.to_string(),
-                    detail: format!("chunk {chunk} has no integrity record"),
-                })?;
-            out.push((chunk, bytes.value().to_vec()));
-        }
-        Ok(out)
+        Ok(mapped_records(&r, owner, shift)?
+            .into_iter()
+            .map(|(chunk, _, bytes)| (chunk, bytes))
+            .collect())
     }
 
     /// Opens an authenticated volume's records: reads its map and every record it points
@@ -331,40 +313,22 @@ impl Pool {
     ) -> Result<OwnerState> {
         let blocks = 1usize << (shift - 12);
         let r = self.db()?.begin_read()?;
-        let maps = r.open_table(MAPS)?;
         let stored = match r.open_table(ROOTS) {
             Ok(t) => t.get(owner)?.map(|v| v.value().to_vec()),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
-        let auth = match r.open_table(SLOT_AUTH) {
-            Ok(t) => Some(t),
             Err(redb::TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(e.into()),
         };
         let mut records = HashMap::new();
         let mut leaves = HashMap::new();
         let mut acc = Root::default();
-        for item in maps.range((owner, 0)..=(owner, u64::MAX))? {
-            let (k, v) = item?;
-            let (chunk, slot) = (k.value().1, v.value());
-            let bytes = auth
-                .as_ref()
-                .map(|t| t.get((shift, slot)))
-                .transpose()?
-                .flatten()
-                .ok_or_else(|| VolumeError::Tampered {
-                    volume: owner.to_string(),
-                    detail: format!("chunk {chunk} has no integrity record"),
-                })?;
-            let leaf = keys.leaf(chunk, bytes.value());
+        for (chunk, slot, bytes) in mapped_records(&r, owner, shift)? {
+            let leaf = keys.leaf(chunk, &bytes);
             acc.xor_leaf(&leaf);
             leaves.insert(chunk, leaf);
-            let rec =
-                SlotRecord::decode(bytes.value(), blocks).map_err(|e| VolumeError::Tampered {
-                    volume: owner.to_string(),
-                    detail: format!("the record of chunk {chunk} (slot {slot}): {e}"),
-                })?;
+            let rec = SlotRecord::decode(&bytes, blocks).map_err(|e| VolumeError::Tampered {
+                volume: owner.to_string(),
+                detail: format!("the record of chunk {chunk} (slot {slot}): {e}"),
+            })?;
             records.insert(SlotNo(slot), rec);
         }
         let root = match stored {
@@ -519,6 +483,37 @@ impl Pool {
         self.next_gen.store(g, Ordering::Release);
         Ok(())
     }
+}
+
+/// Every (chunk, slot, record) `owner` maps, in chunk order; a mapped slot without a record
+/// is tampering.
+fn mapped_records(
+    r: &redb::ReadTransaction,
+    owner: &str,
+    shift: u8,
+) -> Result<Vec<(u64, u64, Vec<u8>)>> {
+    let maps = r.open_table(MAPS)?;
+    let auth = match r.open_table(SLOT_AUTH) {
+        Ok(t) => Some(t),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = vec![];
+    for item in maps.range((owner, 0)..=(owner, u64::MAX))? {
+        let (k, v) = item?;
+        let (chunk, slot) = (k.value().1, v.value());
+        let bytes = auth
+            .as_ref()
+            .map(|t| t.get((shift, slot)))
+            .transpose()?
+            .flatten()
+            .ok_or_else(|| VolumeError::Tampered {
+                volume: owner.to_string(),
+                detail: format!("chunk {chunk} has no integrity record"),
+            })?;
+        out.push((chunk, slot, bytes.value().to_vec()));
+    }
+    Ok(out)
 }
 
 /// Copies `from`'s root row to `to` (a snapshot of an authenticated volume, or a volume
