@@ -325,11 +325,35 @@ impl crate::volume::check::OwnerRecords for RegionOwners<'_> {
             .strip_prefix(self.0)
             .is_some_and(|rest| rest.starts_with('/'))
     }
+
+    fn snapshot_authenticated(&self, record: &[u8]) -> Option<bool> {
+        SnapshotOwners.snapshot_authenticated(record)
+    }
+
+    fn pending_authenticated(&self, record: &[u8]) -> Option<bool> {
+        SnapshotOwners.pending_authenticated(record)
+    }
 }
 
 /// How the pool checker (`volume::check`) reads the records this layer owns: snapshot
 /// records and copies in progress, as (chunk shift, size in bytes) of their maps.
 pub struct SnapshotOwners;
+
+impl SnapshotOwners {
+    /// The header of the object a `pending` row will become.
+    fn pending_header(record: &[u8]) -> Result<VolumeHeader> {
+        let b64 = |s: &str| {
+            crate::aws::b64::decode(s).map_err(|e| VolumeError::Corrupt {
+                what: "pending copy record".into(),
+                detail: e.to_string(),
+            })
+        };
+        match PendingCopy::decode(record)? {
+            PendingCopy::Restore { header, .. } => VolumeHeader::decode(&b64(&header)?),
+            PendingCopy::Copy { record, .. } => Ok(SnapshotRecord::decode(&b64(&record)?)?.volume),
+        }
+    }
+}
 
 impl crate::volume::check::OwnerRecords for SnapshotOwners {
     fn snapshot(&self, record: &[u8]) -> Result<(u8, u64)> {
@@ -338,21 +362,19 @@ impl crate::volume::check::OwnerRecords for SnapshotOwners {
     }
 
     fn pending(&self, record: &[u8]) -> Result<(u8, u64)> {
-        let b64 = |s: &str| {
-            crate::aws::b64::decode(s).map_err(|e| VolumeError::Corrupt {
-                what: "pending copy record".into(),
-                detail: e.to_string(),
-            })
-        };
-        match PendingCopy::decode(record)? {
-            PendingCopy::Restore { header, .. } => {
-                let h = VolumeHeader::decode(&b64(&header)?)?;
-                Ok((h.chunk_shift, h.size))
-            }
-            PendingCopy::Copy { record, .. } => {
-                let r = SnapshotRecord::decode(&b64(&record)?)?;
-                Ok((r.volume.chunk_shift, r.volume.size))
-            }
-        }
+        let h = Self::pending_header(record)?;
+        Ok((h.chunk_shift, h.size))
+    }
+
+    fn snapshot_authenticated(&self, record: &[u8]) -> Option<bool> {
+        SnapshotRecord::decode(record)
+            .ok()
+            .map(|r| r.volume.integrity)
+    }
+
+    /// A copy of an authenticated snapshot writes a record for every slot it fills
+    /// (`reencrypt`), so its rows are checked as the finished object's will be.
+    fn pending_authenticated(&self, record: &[u8]) -> Option<bool> {
+        Self::pending_header(record).ok().map(|h| h.integrity)
     }
 }
