@@ -9,6 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{BS, COPY_BUF, OpenVolume, with_buf};
+
+thread_local! {
+    /// The tags a read checks, copied out of the slot's record.
+    static TAGS: std::cell::RefCell<Vec<BlockTag>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::{BLOCK_SIZE, SlotNo};
 use crate::volume::integrity::{BlockTag, IntegrityKeys, SlotRecord, tweak};
@@ -146,7 +151,9 @@ impl OpenVolume {
     }
 
     /// Reads, checks and decrypts; returns the bad blocks (all of them, or the first when
-    /// `stop_at_first`). Bad blocks and holes are zeros in `buf`.
+    /// `stop_at_first`). Bad blocks and holes are zeros in `buf`. The tags are copied into
+    /// a per-thread buffer (no allocation, no lock held while hashing), and the good blocks
+    /// are decrypted in runs, as the plain path does.
     fn check_blocks(
         &self,
         chunk: u64,
@@ -158,43 +165,66 @@ impl OpenVolume {
         let a = self.auth().expect("authenticated volume");
         let first = (in_chunk / BLOCK_SIZE) as usize;
         let n = buf.len() / BS;
-        let (domain, tags) = {
-            let r = self.record(slot)?;
-            let r = lock(&r);
-            (r.domain, r.tags[first..first + n].to_vec())
-        };
-        if tags.iter().all(BlockTag::is_hole) {
-            buf.fill(0);
-            return Ok(vec![]);
-        }
-        self.data
-            .read_at(buf, self.data.slot_offset(slot) + in_chunk)?;
-        let first_block = (chunk * self.chunk_size() + in_chunk) / BLOCK_SIZE;
-        let mut bad = vec![];
-        for (i, tag) in tags.iter().enumerate() {
-            let b = &mut buf[i * BS..(i + 1) * BS];
-            let block = first_block + i as u64;
-            if tag.is_hole() {
-                b.fill(0);
-                continue;
+        let rec = self.record(slot)?;
+        TAGS.with(|t| {
+            let mut tags = t.borrow_mut();
+            tags.clear();
+            let domain = {
+                let r = lock(&rec);
+                tags.extend_from_slice(&r.tags[first..first + n]);
+                r.domain
+            };
+            if tags.iter().all(BlockTag::is_hole) {
+                buf.fill(0);
+                return Ok(vec![]);
             }
-            if !a.keys.verify(domain, block, tag, b) {
-                b.fill(0);
-                bad.push((block, "its MAC does not match its ciphertext"));
-                if stop_at_first {
-                    return Ok(bad);
+            self.data
+                .read_at(buf, self.data.slot_offset(slot) + in_chunk)?;
+            let first_block = (chunk * self.chunk_size() + in_chunk) / BLOCK_SIZE;
+            let mut bad = vec![];
+            let mut run: Option<usize> = None;
+            for i in 0..=n {
+                let good = i < n && {
+                    let b = &mut buf[i * BS..(i + 1) * BS];
+                    let block = first_block + i as u64;
+                    if tags[i].is_hole() {
+                        b.fill(0);
+                        false
+                    } else if a.keys.verify(domain, block, &tags[i], b) {
+                        true
+                    } else {
+                        b.fill(0);
+                        bad.push((block, "its MAC does not match its ciphertext"));
+                        if stop_at_first {
+                            return Ok(bad);
+                        }
+                        false
+                    }
+                };
+                match (good, run) {
+                    (true, None) => run = Some(i),
+                    (false, Some(s)) => {
+                        self.xts.decrypt_units_at(
+                            tweak(domain, first_block + s as u64),
+                            &mut buf[s * BS..i * BS],
+                        );
+                        run = None;
+                    }
+                    _ => {}
                 }
-                continue;
             }
-            a_decrypt(self, domain, block, b);
-        }
-        Ok(bad)
+            Ok(bad)
+        })
     }
 
     /// Encrypts whole blocks in this volume's domain, writes them into `slot` at
     /// `in_chunk`, and only then records their tags. If the write fails, each block keeps
     /// the tag that matches what the slot now holds (its old one if the write did not
     /// reach it), so a failed write never leaves a block that fails its own check.
+    ///
+    /// `slot` is the chunk's fresh slot of this commit epoch (`own_slot`): its record is
+    /// already in the commit being gathered, so the tags are written into it and nothing
+    /// else is registered.
     pub(super) fn write_sealed(
         &self,
         chunk: u64,
@@ -203,33 +233,37 @@ impl OpenVolume {
         buf: &mut [u8],
     ) -> Result<()> {
         let a = self.auth().expect("authenticated volume");
+        debug_assert!(self.pool.is_record_dirty(self.shift, slot));
         let rec = self.record(slot)?;
         let first_block = (chunk * self.chunk_size() + in_chunk) / BLOCK_SIZE;
         self.xts.encrypt_units_at(tweak(a.domain, first_block), buf);
-        let tags: Vec<BlockTag> = buf
-            .chunks_exact(BS)
-            .enumerate()
-            .map(|(i, b)| {
-                let generation = self.pool.next_generation();
-                BlockTag {
-                    generation,
-                    mac: a
-                        .keys
-                        .block_mac(a.domain, first_block + i as u64, generation, b),
-                }
-            })
-            .collect();
+        let n = buf.len() / BS;
+        let gen0 = self.pool.next_generations(n as u64);
+        let tag = |i: usize, b: &[u8]| BlockTag {
+            generation: gen0 + i as u64,
+            mac: a
+                .keys
+                .block_mac(a.domain, first_block + i as u64, gen0 + i as u64, b),
+        };
         let written = self
             .data
             .write_at(buf, self.data.slot_offset(slot) + in_chunk);
         let first = (in_chunk / BLOCK_SIZE) as usize;
         match &written {
+            // The stripe's write lock keeps every reader of this chunk out meanwhile.
             Ok(()) => {
                 let mut r = lock(&rec);
-                r.tags[first..first + tags.len()].copy_from_slice(&tags);
+                for (i, b) in buf.chunks_exact(BS).enumerate() {
+                    r.tags[first + i] = tag(i, b);
+                }
             }
             Err(_) => {
                 // What reached the slot is unknown: keep, per block, the tag it matches.
+                let tags: Vec<BlockTag> = buf
+                    .chunks_exact(BS)
+                    .enumerate()
+                    .map(|(i, b)| tag(i, b))
+                    .collect();
                 if self
                     .data
                     .read_at(buf, self.data.slot_offset(slot) + in_chunk)
@@ -244,7 +278,6 @@ impl OpenVolume {
                 }
             }
         }
-        self.pool.record_dirty(self.shift, slot, &rec);
         written
     }
 
@@ -257,7 +290,8 @@ impl OpenVolume {
                 *t = BlockTag::HOLE;
             }
         }
-        self.pool.record_dirty(self.shift, slot, &rec);
+        // A fresh slot of this epoch, as for `write_sealed`: already registered.
+        debug_assert!(self.pool.is_record_dirty(self.shift, slot));
         Ok(())
     }
 

@@ -150,7 +150,18 @@ impl Pool {
 
     /// A fresh write generation (never 0).
     pub fn next_generation(&self) -> u64 {
-        self.next_gen.fetch_add(1, Ordering::AcqRel) + 1
+        self.next_generations(1)
+    }
+
+    /// `n` fresh write generations in one step: the first of them (the others follow it).
+    pub fn next_generations(&self, n: u64) -> u64 {
+        self.next_gen.fetch_add(n, Ordering::AcqRel) + 1
+    }
+
+    /// Whether a slot's record is in the commit being gathered (for debug assertions of
+    /// the rule that a write in place only goes into such a slot).
+    pub fn is_record_dirty(&self, shift: u8, slot: SlotNo) -> bool {
+        lock(&self.state).live_auth.contains_key(&(shift, slot.0))
     }
 
     /// Records that `record`, the record of a slot written since the last commit, must be
