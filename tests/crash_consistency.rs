@@ -912,6 +912,20 @@ fn read_snapshot(pool: &Pool, id: &str, sm: &SnapModel) -> Result<Vec<u8>, Strin
                 .load_slot_record(SHIFT, slot)
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("snapshot {id}: slot {} has no record", slot.0))?;
+            // Blocks in the slot's second half are in the alternate file.
+            if !rec.all_in_first_half() {
+                let alt = pool.file(SHIFT, 1).map_err(|e| e.to_string())?;
+                for (s, e, half) in rec.half_runs(0, rec.tags.len()) {
+                    if half == 1 {
+                        let at = s * BS as usize;
+                        alt.read_at(
+                            &mut buf[at..e * BS as usize],
+                            alt.slot_offset(slot) + at as u64,
+                        )
+                        .map_err(|e| e.to_string())?;
+                    }
+                }
+            }
             let k = keys(sm.tag).integrity;
             for (i, b) in buf.chunks_mut(BS as usize).enumerate() {
                 let block = chunk * BLOCKS_PER_CHUNK + i as u64;

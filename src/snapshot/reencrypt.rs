@@ -84,6 +84,35 @@ pub(super) fn crypt_blocks(
     }
 }
 
+/// Reads the blocks of `slot` that its record places in the slot's second half (the
+/// source pool's alternate file) over `buf`, which holds the slot's first half.
+fn read_second_halves(
+    src: &Source,
+    alt: &mut Option<File>,
+    rec: &SlotRecord,
+    slot: SlotNo,
+    buf: &mut [u8],
+) -> Result<()> {
+    let path = src
+        .data_path
+        .with_file_name(crate::volume::storage::alt_file_name(src.chunk_shift));
+    if alt.is_none() {
+        *alt = Some(File::open(&path).map_err(|e| VolumeError::io("cannot open", &path, e))?);
+    }
+    let f = alt.as_ref().expect("opened above");
+    for (s, e, half) in rec.half_runs(0, rec.tags.len()) {
+        if half == 1 {
+            crate::volume::storage::file::read_full_at(
+                f,
+                &mut buf[s * BS..e * BS],
+                (slot.0 << src.chunk_shift) + (s * BS) as u64,
+            )
+            .map_err(|e| VolumeError::io("cannot read", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Copies every chunk of `src.map` not in `done`; `progress` gets the bytes of each chunk
 /// and returns false to cancel the copy (what was copied stays, for a later resume).
 pub fn reencrypt(
@@ -148,6 +177,9 @@ pub fn reencrypt(
         let enc = enc_buf.as_mut_slice();
         let mut check = vec![0u8; chunk];
         let mut written = vec![false; blocks];
+        // The source's alternate file (second halves of its slots), opened when a record
+        // first names it.
+        let mut alt: Option<File> = None;
         loop {
             if stop.load(Ordering::Acquire) {
                 return Ok(());
@@ -177,6 +209,9 @@ pub fn reencrypt(
                         what: format!("source chunk {c}"),
                         detail: "it has no integrity record".into(),
                     })?;
+                    if !rec.all_in_first_half() {
+                        read_second_halves(src, &mut alt, rec, slot, plain)?;
+                    }
                     for (b, w) in written.iter_mut().enumerate() {
                         let block = &mut plain[b * BS..(b + 1) * BS];
                         let tag = &rec.tags[b];

@@ -31,9 +31,13 @@ use crate::crypto::kdf::{
 pub const MAC_LEN: usize = 16;
 /// Bytes of one block's tag in a record: generation (8) and MAC.
 pub const TAG_LEN: usize = 8 + MAC_LEN;
-/// Bytes of a record before its tags: version, 7 reserved, domain.
+/// Bytes of a record before its halves map (version 2) or its tags (version 1): version,
+/// 7 reserved, domain.
 pub const RECORD_HEAD: usize = 16;
+/// A record whose blocks all lie in the slot's first half.
 pub const RECORD_VERSION: u8 = 1;
+/// A record with a halves map: some blocks lie in the slot's second half.
+pub const RECORD_VERSION_HALVES: u8 = 2;
 
 /// One block's tag; generation 0 is a hole.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,12 +57,33 @@ impl BlockTag {
     }
 }
 
-/// The tags of one slot and the tweak domain its blocks were encrypted in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The tags of one slot, the tweak domain its blocks were encrypted in, and which half of
+/// the slot holds each block.
+///
+/// Halves: every slot of an authenticated volume has two places for each block, in the
+/// pool's data file (half 0) and in its alternate file (half 1, sparse: only used once a
+/// block is overwritten). A write into a slot a commit has seen goes into the half the
+/// committed record does *not* name, and the next commit flips the block's bit; so the
+/// committed block and its tag stay intact until a commit names the new ones, and a crash
+/// in between finds each block where its committed record says, without the chunk having
+/// been copied.
+#[derive(Debug, Clone)]
 pub struct SlotRecord {
     pub domain: u64,
     pub tags: Vec<BlockTag>,
+    /// Bit `i` set: block `i` lies in half 1.
+    pub alt: Vec<u64>,
+    /// In memory only: which blocks were placed by the writes of which commit epochs not
+    /// yet known durable (see [`Moves`]).
+    pub moves: Moves,
 }
+
+impl PartialEq for SlotRecord {
+    fn eq(&self, o: &SlotRecord) -> bool {
+        self.domain == o.domain && self.tags == o.tags && self.alt == o.alt
+    }
+}
+impl Eq for SlotRecord {}
 
 impl SlotRecord {
     /// A slot of holes, for a chunk of `blocks` blocks.
@@ -66,16 +91,68 @@ impl SlotRecord {
         SlotRecord {
             domain,
             tags: vec![BlockTag::HOLE; blocks],
+            alt: vec![0; blocks.div_ceil(64)],
+            moves: Moves::default(),
         }
     }
 
-    /// docs/formats.md, "Slot record": version 1, 7 zero bytes, domain (u64 LE), then per
-    /// block its generation (u64 LE) and MAC (16 bytes).
+    /// The half (0 or 1) block `i` lies in.
+    pub fn half(&self, i: usize) -> usize {
+        ((self.alt[i / 64] >> (i % 64)) & 1) as usize
+    }
+
+    pub fn set_half(&mut self, i: usize, half: usize) {
+        let bit = 1u64 << (i % 64);
+        if half == 1 {
+            self.alt[i / 64] |= bit;
+        } else {
+            self.alt[i / 64] &= !bit;
+        }
+    }
+
+    /// True if every block lies in half 0.
+    pub fn all_in_first_half(&self) -> bool {
+        self.alt.iter().all(|w| *w == 0)
+    }
+
+    /// Runs `[start, end)` of blocks `first..first + n` lying in one half, in order.
+    pub fn half_runs(&self, first: usize, n: usize) -> Vec<(usize, usize, usize)> {
+        let mut out: Vec<(usize, usize, usize)> = vec![];
+        for i in first..first + n {
+            let h = self.half(i);
+            match out.last_mut() {
+                Some((_, end, hh)) if *hh == h => *end = i + 1,
+                _ => out.push((i, i + 1, h)),
+            }
+        }
+        out
+    }
+
+    /// docs/formats.md, "Slot record": version 1 (all blocks in half 0) or 2, 7 zero bytes,
+    /// domain (u64 LE); version 2 then the halves map (one bit per block, LE words); then
+    /// per block its generation (u64 LE) and MAC (16 bytes).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(RECORD_HEAD + self.tags.len() * TAG_LEN);
-        out.push(RECORD_VERSION);
+        let halves = !self.all_in_first_half();
+        let map_len = if halves {
+            self.tags.len().div_ceil(8)
+        } else {
+            0
+        };
+        let mut out = Vec::with_capacity(RECORD_HEAD + map_len + self.tags.len() * TAG_LEN);
+        out.push(if halves {
+            RECORD_VERSION_HALVES
+        } else {
+            RECORD_VERSION
+        });
         out.extend_from_slice(&[0; 7]);
         out.extend_from_slice(&self.domain.to_le_bytes());
+        if halves {
+            let mut map = Vec::with_capacity(self.alt.len() * 8);
+            for w in &self.alt {
+                map.extend_from_slice(&w.to_le_bytes());
+            }
+            out.extend_from_slice(&map[..map_len]);
+        }
         for t in &self.tags {
             out.extend_from_slice(&t.generation.to_le_bytes());
             out.extend_from_slice(&t.mac);
@@ -88,28 +165,109 @@ impl SlotRecord {
             what: "a slot record of the pool".into(),
             detail: format!("{detail}: run `cryptvol volume verify`"),
         };
-        if bytes.len() != RECORD_HEAD + blocks * TAG_LEN {
+        let map_len = match bytes.first() {
+            Some(&RECORD_VERSION) => 0,
+            Some(&RECORD_VERSION_HALVES) => blocks.div_ceil(8),
+            Some(v) => return Err(corrupt(format!("version {v}"))),
+            None => return Err(corrupt("an empty record".into())),
+        };
+        let want = RECORD_HEAD + map_len + blocks * TAG_LEN;
+        if bytes.len() != want {
             return Err(corrupt(format!(
-                "{} bytes where a chunk of {blocks} blocks has {}",
-                bytes.len(),
-                RECORD_HEAD + blocks * TAG_LEN
+                "{} bytes where a chunk of {blocks} blocks has {want}",
+                bytes.len()
             )));
-        }
-        if bytes[0] != RECORD_VERSION {
-            return Err(corrupt(format!("version {}", bytes[0])));
         }
         if bytes[1..8] != [0; 7] {
             return Err(corrupt("reserved bytes are not zero".into()));
         }
         let domain = u64::from_le_bytes(bytes[8..16].try_into().expect("8"));
-        let tags = bytes[RECORD_HEAD..]
-            .chunks_exact(TAG_LEN)
-            .map(|t| BlockTag {
-                generation: u64::from_le_bytes(t[..8].try_into().expect("8")),
-                mac: t[8..].try_into().expect("16"),
-            })
-            .collect();
-        Ok(SlotRecord { domain, tags })
+        let mut rec = SlotRecord::holes(domain, blocks);
+        for (i, b) in bytes[RECORD_HEAD..RECORD_HEAD + map_len].iter().enumerate() {
+            rec.alt[i / 8] |= u64::from(*b) << ((i % 8) * 8);
+        }
+        if map_len > 0 && rec.all_in_first_half() {
+            return Err(corrupt("a halves map with no block in half 1".into()));
+        }
+        for (t, b) in rec
+            .tags
+            .iter_mut()
+            .zip(bytes[RECORD_HEAD + map_len..].chunks_exact(TAG_LEN))
+        {
+            *t = BlockTag {
+                generation: u64::from_le_bytes(b[..8].try_into().expect("8")),
+                mac: b[8..].try_into().expect("16"),
+            };
+        }
+        Ok(rec)
+    }
+}
+
+/// Where a write may put each block of a slot whose record it holds: the in-memory part of
+/// the halves rule. For each commit epoch not yet known durable, the blocks placed by that
+/// epoch's writes (a fresh slot's record marks all of its blocks in the epoch it was made).
+///
+/// A block placed in the current epoch is rewritten where it is (no commit has named that
+/// place). A block placed in no epoch newer than the last durable commit goes to its other
+/// half. A block placed in an epoch whose commit has been taken but is not durable yet (in
+/// flight, failed or in doubt) has no free half: the committed state may name either one,
+/// so the write must copy the chunk into a fresh slot instead.
+#[derive(Debug, Clone, Default)]
+pub struct Moves {
+    epochs: Vec<(u64, Vec<u64>)>,
+}
+
+/// Where a write may put one block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Where it is: placed in this epoch already.
+    InPlace,
+    /// Into its other half.
+    Flip,
+    /// Nowhere in this slot: copy the chunk.
+    Copy,
+}
+
+impl Moves {
+    /// Forgets the epochs a durable commit covers.
+    pub fn prune(&mut self, durable: u64) {
+        self.epochs.retain(|(e, _)| *e > durable);
+    }
+
+    /// True while some placement is not known durable (the record must stay in memory:
+    /// the pool's copy of it may not say where the blocks are).
+    pub fn pending(&self, durable: u64) -> bool {
+        self.epochs.iter().any(|(e, _)| *e > durable)
+    }
+
+    pub fn placement(&self, i: usize, epoch: u64, durable: u64) -> Placement {
+        let bit = |w: &Vec<u64>| (w[i / 64] >> (i % 64)) & 1 == 1;
+        if self.epochs.iter().any(|(e, w)| *e == epoch && bit(w)) {
+            Placement::InPlace
+        } else if self
+            .epochs
+            .iter()
+            .any(|(e, w)| *e > durable && *e != epoch && bit(w))
+        {
+            Placement::Copy
+        } else {
+            Placement::Flip
+        }
+    }
+
+    /// Marks blocks `[b0, b1)` placed in `epoch`.
+    pub fn mark(&mut self, epoch: u64, b0: usize, b1: usize, blocks: usize) {
+        let pos = match self.epochs.iter().position(|(e, _)| *e == epoch) {
+            Some(p) => p,
+            None => {
+                self.epochs.push((epoch, vec![0; blocks.div_ceil(64)]));
+                self.epochs.len() - 1
+            }
+        };
+        let w = &mut self.epochs[pos].1;
+        for i in b0..b1 {
+            w[i / 64] |= 1 << (i % 64);
+        }
     }
 }
 

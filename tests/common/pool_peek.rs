@@ -93,7 +93,9 @@ pub fn auth_record(db: &Database, slot: u64) -> Result<Option<Vec<u8>>, String> 
 }
 
 /// Where the ciphertext of block `block` of `vol` lies: (data file, byte offset). Panics if
-/// the block's chunk has no slot (never written).
+/// the block's chunk has no slot (never written). A block of an authenticated volume lies
+/// in its slot's first half (the data file) or second half (`data-1024k.alt`), as its
+/// record's halves map says (docs/formats.md, "Slot record", version 2).
 #[track_caller]
 pub fn block_location(v: &VolEnv, vol: &str, block: u64) -> (PathBuf, u64) {
     let db = open_meta(v);
@@ -101,7 +103,16 @@ pub fn block_location(v: &VolEnv, vol: &str, block: u64) -> (PathBuf, u64) {
     let slot = slot_of(&db, vol, chunk)
         .unwrap_or_else(|| panic!("{vol}: chunk {chunk} (block {block}) has no slot in maps"));
     let off = slot * CHUNK + (block % BLOCKS_PER_CHUNK) * BLOCK;
-    (v.pool_data_file(), off)
+    let i = (block % BLOCKS_PER_CHUNK) as usize;
+    let in_second_half = matches!(
+        auth_record(&db, slot),
+        Ok(Some(r)) if r[0] == 2 && r[16 + i / 8] & (1 << (i % 8)) != 0
+    );
+    if in_second_half {
+        (v.pool_dir().join("data-1024k.alt"), off)
+    } else {
+        (v.pool_data_file(), off)
+    }
 }
 
 /// The 4 KiB of ciphertext of block `block` of `vol`, as the pool holds it.

@@ -41,7 +41,8 @@ fn v4_authenticated_volume_header_records_root_and_anchor() {
         "--kms-key",
         &ids.alias,
     ]);
-    // Block 1 written (twice: the second write lands after a commit, in a fresh slot).
+    // Block 1 written twice: the second write lands after a commit, in the slot's second
+    // half (the alternate file), and the record becomes version 2.
     let dir = v.dir("auth");
     let file = v.attach(&vol, &dir, &[]);
     let plain: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
@@ -95,18 +96,28 @@ fn v4_authenticated_volume_header_records_root_and_anchor() {
         .unwrap()
         .value()
         .to_vec();
-    assert_eq!(rec.len(), 16 + 16 * 24, "16 bytes + 16 blocks × 24");
-    assert_eq!(rec[0], 1, "record version");
+    assert_eq!(
+        rec.len(),
+        16 + 2 + 16 * 24,
+        "16 bytes + a halves map of 16 bits + 16 blocks × 24"
+    );
+    assert_eq!(rec[0], 2, "record version 2: a halves map");
     assert_eq!(&rec[1..8], &[0; 7]);
     assert_eq!(
         le64(&rec, 8),
         0,
         "the lineage's own volume writes in domain 0"
     );
+    assert_eq!(
+        &rec[16..18],
+        &[0b10, 0],
+        "only block 1 lies in the second half (bit 1 of the first byte)"
+    );
+    let tags = 18;
     let tag = |b: usize| {
         (
-            le64(&rec, 16 + b * 24),
-            &rec[16 + b * 24 + 8..16 + b * 24 + 24],
+            le64(&rec, tags + b * 24),
+            &rec[tags + b * 24 + 8..tags + b * 24 + 24],
         )
     };
     for b in [0, 2, 15] {
@@ -115,7 +126,7 @@ fn v4_authenticated_volume_header_records_root_and_anchor() {
     let (generation, mac) = tag(1);
     assert!(generation > 0);
     // The MAC of the ciphertext in the slot, and the ciphertext decrypts to what was written.
-    let data = std::fs::read(v.data.join("regions/local-1/pool/data-64k.pool")).unwrap();
+    let data = std::fs::read(v.data.join("regions/local-1/pool/data-64k.alt")).unwrap();
     let at = (slot * 65536 + 4096) as usize;
     let ct = data[at..at + 4096].to_vec();
     let mac_key = derive(CTX_BLOCK_MAC, &[&dek]);

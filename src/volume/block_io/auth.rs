@@ -1,12 +1,14 @@
 //! The authenticated paths of an open volume (`volume create --integrity`): reading checks
-//! every block's tag, writing tags every block, and a write never lands in a slot a commit
-//! has seen (copy first; see `pool::auth` for why). A chunk copied from another tweak
-//! domain (a clone's first write to a chunk it shares with its source) is re-encrypted
-//! into the writer's domain, block by checked block.
+//! every block's tag, writing tags every block, and a write never lands where a commit has
+//! seen a block: it goes into the block's other half (see `integrity::SlotRecord`), or, when
+//! a commit naming the block is still in flight, into a copy of the chunk (see
+//! `integrity::Moves`). A chunk copied from another tweak domain (a clone's first write to
+//! a chunk it shares with its source) is re-encrypted into the writer's domain, block by
+//! checked block.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::{BS, COPY_BUF, OpenVolume, with_buf};
 
@@ -16,7 +18,8 @@ thread_local! {
 }
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::{BLOCK_SIZE, SlotNo};
-use crate::volume::integrity::{BlockTag, IntegrityKeys, SlotRecord, tweak};
+use crate::volume::integrity::{BlockTag, IntegrityKeys, Placement, SlotRecord, tweak};
+use crate::volume::pool::DataFile;
 
 /// The authentication state of an open volume.
 pub(super) struct Auth {
@@ -31,6 +34,8 @@ pub(super) struct Auth {
     pub(super) bad: AtomicU64,
     /// The pool's registration of this open (`Pool::close_integrity`).
     pub(super) token: u64,
+    /// The pool's alternate file (the second halves), opened on first use.
+    alt: OnceLock<Arc<DataFile>>,
 }
 
 impl Auth {
@@ -56,6 +61,7 @@ impl Auth {
             records: Mutex::new(records),
             bad: AtomicU64::new(0),
             token,
+            alt: OnceLock::new(),
         }
     }
 }
@@ -100,17 +106,22 @@ impl OpenVolume {
         let rec = Arc::new(Mutex::new(rec));
         let mut cache = lock(&a.records);
         if cache.len() >= RECORD_CACHE {
-            // Only committed records go: nothing else holds them (a fresh one is also in
-            // the pool's pending commit), and they read back the same from the metadata.
-            cache.retain(|_, r| Arc::strong_count(r) > 1);
+            // Only durable records go: nothing else holds them (one written since the last
+            // commit is also in the pool's pending commit), and no placement of theirs
+            // waits for a commit, so they read back the same from the metadata.
+            let durable = self.pool.durable_epoch();
+            cache.retain(|_, r| Arc::strong_count(r) > 1 || lock(r).moves.pending(durable));
         }
         cache.insert(slot, rec.clone());
         Ok(rec)
     }
 
-    /// A fresh record for a slot just reserved.
-    fn new_record(&self, slot: SlotNo, rec: SlotRecord) -> Arc<Mutex<SlotRecord>> {
+    /// A fresh record for a slot just reserved: all its blocks are placed in this epoch
+    /// (no commit has seen the slot).
+    fn new_record(&self, slot: SlotNo, mut rec: SlotRecord) -> Arc<Mutex<SlotRecord>> {
         let a = self.auth().expect("authenticated volume");
+        let n = rec.tags.len();
+        rec.moves.mark(self.pool.epoch(), 0, n, n);
         let rec = Arc::new(Mutex::new(rec));
         lock(&a.records).insert(slot, rec.clone());
         self.pool.record_dirty(self.shift, slot, &rec);
@@ -169,17 +180,22 @@ impl OpenVolume {
         TAGS.with(|t| {
             let mut tags = t.borrow_mut();
             tags.clear();
-            let domain = {
+            let (domain, runs) = {
                 let r = lock(&rec);
                 tags.extend_from_slice(&r.tags[first..first + n]);
-                r.domain
+                let runs = (!r.all_in_first_half()).then(|| r.half_runs(first, n));
+                (r.domain, runs)
             };
             if tags.iter().all(BlockTag::is_hole) {
                 buf.fill(0);
                 return Ok(vec![]);
             }
-            self.data
-                .read_at(buf, self.data.slot_offset(slot) + in_chunk)?;
+            match runs {
+                None => self
+                    .data
+                    .read_at(buf, self.data.slot_offset(slot) + in_chunk)?,
+                Some(runs) => self.read_runs(slot, first, &runs, buf)?,
+            }
             let first_block = (chunk * self.chunk_size() + in_chunk) / BLOCK_SIZE;
             let mut bad = vec![];
             let mut run: Option<usize> = None;
@@ -217,14 +233,90 @@ impl OpenVolume {
         })
     }
 
-    /// Encrypts whole blocks in this volume's domain, writes them into `slot` at
-    /// `in_chunk`, and only then records their tags. If the write fails, each block keeps
-    /// the tag that matches what the slot now holds (its old one if the write did not
-    /// reach it), so a failed write never leaves a block that fails its own check.
-    ///
-    /// `slot` is the chunk's fresh slot of this commit epoch (`own_slot`): its record is
-    /// already in the commit being gathered, so the tags are written into it and nothing
-    /// else is registered.
+    /// The file holding half `half` of every slot (see `integrity::SlotRecord`).
+    fn half_file(&self, half: usize) -> Result<&DataFile> {
+        if half == 0 {
+            return Ok(&self.data);
+        }
+        let a = self.auth().expect("authenticated volume");
+        if a.alt.get().is_none() {
+            let f = self.pool.file(self.shift, 1)?;
+            let _ = a.alt.set(f);
+        }
+        Ok(a.alt.get().expect("set above"))
+    }
+
+    /// Reads blocks `first..` of `slot` into `buf`, each run from the half it lies in.
+    fn read_runs(
+        &self,
+        slot: SlotNo,
+        first: usize,
+        runs: &[(usize, usize, usize)],
+        buf: &mut [u8],
+    ) -> Result<()> {
+        for &(s, e, half) in runs {
+            let f = self.half_file(half)?;
+            f.read_at(
+                &mut buf[(s - first) * BS..(e - first) * BS],
+                f.slot_offset(slot) + (s * BS) as u64,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Whether a write of `[b0, b1)` (bytes in the chunk) can go into `slot` itself:
+    /// no block of it waits for a commit that has been taken but is not durable.
+    pub(super) fn placeable(&self, slot: SlotNo, b0: u64, b1: u64) -> Result<bool> {
+        let rec = self.record(slot)?;
+        let (epoch, durable) = (self.pool.epoch(), self.pool.durable_epoch());
+        let r = lock(&rec);
+        Ok(
+            ((b0 / BLOCK_SIZE) as usize..b1.div_ceil(BLOCK_SIZE) as usize)
+                .all(|i| r.moves.placement(i, epoch, durable) != Placement::Copy),
+        )
+    }
+
+    /// Where each of blocks `first..first + n` of a record goes: `(half, moved)`.
+    /// `placeable` said yes under the same stripe lock and gate, and the epoch cannot
+    /// change meanwhile (a newer durable epoch only frees more), so no block needs a copy.
+    fn placements(
+        &self,
+        slot: SlotNo,
+        r: &SlotRecord,
+        first: usize,
+        n: usize,
+    ) -> Result<Vec<(usize, bool)>> {
+        let (epoch, durable) = (self.pool.epoch(), self.pool.durable_epoch());
+        (first..first + n)
+            .map(|i| match r.moves.placement(i, epoch, durable) {
+                Placement::InPlace => Ok((r.half(i), false)),
+                Placement::Flip => Ok((1 - r.half(i), true)),
+                Placement::Copy => Err(VolumeError::Corrupt {
+                    what: format!("volume {}", self.id),
+                    detail: format!(
+                        "block {i} of slot {} was about to be overwritten where a commit in flight names it",
+                        slot.0
+                    ),
+                }),
+            })
+            .collect()
+    }
+
+    /// Registers a record whose blocks moved to their other half with the commit (a
+    /// fresh slot's is registered when it is made).
+    fn moved(&self, chunk: u64, slot: SlotNo, rec: &Arc<Mutex<SlotRecord>>, moved: bool) {
+        if moved {
+            self.pool
+                .record_moved(self.id.as_str(), chunk, self.shift, slot, rec);
+        }
+    }
+
+    /// Encrypts whole blocks in this volume's domain, writes each into the half of `slot`
+    /// no durable commit names for it (`integrity::Moves`), and only then records their
+    /// tags and halves. If the write fails, each block keeps the tag and half that match
+    /// what the slot now holds (the old ones if the write did not reach it: a moved
+    /// block's old half was not touched), so a failed write never leaves a block that
+    /// fails its own check.
     pub(super) fn write_sealed(
         &self,
         chunk: u64,
@@ -233,11 +325,12 @@ impl OpenVolume {
         buf: &mut [u8],
     ) -> Result<()> {
         let a = self.auth().expect("authenticated volume");
-        debug_assert!(self.pool.is_record_dirty(self.shift, slot));
         let rec = self.record(slot)?;
+        let first = (in_chunk / BLOCK_SIZE) as usize;
+        let n = buf.len() / BS;
+        let place = self.placements(slot, &lock(&rec), first, n)?;
         let first_block = (chunk * self.chunk_size() + in_chunk) / BLOCK_SIZE;
         self.xts.encrypt_units_at(tweak(a.domain, first_block), buf);
-        let n = buf.len() / BS;
         let gen0 = self.pool.next_generations(n as u64);
         let tag = |i: usize, b: &[u8]| BlockTag {
             generation: gen0 + i as u64,
@@ -245,53 +338,96 @@ impl OpenVolume {
                 .keys
                 .block_mac(a.domain, first_block + i as u64, gen0 + i as u64, b),
         };
-        let written = self
-            .data
-            .write_at(buf, self.data.slot_offset(slot) + in_chunk);
-        let first = (in_chunk / BLOCK_SIZE) as usize;
+        // Runs of blocks going to one half: one write each.
+        let mut written = Ok(());
+        let mut s = 0;
+        while s < n && written.is_ok() {
+            let mut e = s + 1;
+            while e < n && place[e].0 == place[s].0 {
+                e += 1;
+            }
+            written = self.half_file(place[s].0).and_then(|f| {
+                f.write_at(
+                    &buf[s * BS..e * BS],
+                    f.slot_offset(slot) + ((first + s) * BS) as u64,
+                )
+            });
+            s = e;
+        }
+        let epoch = self.pool.epoch();
         match &written {
             // The stripe's write lock keeps every reader of this chunk out meanwhile.
             Ok(()) => {
                 let mut r = lock(&rec);
+                let blocks = r.tags.len();
                 for (i, b) in buf.chunks_exact(BS).enumerate() {
                     r.tags[first + i] = tag(i, b);
+                    r.set_half(first + i, place[i].0);
                 }
+                r.moves.mark(epoch, first, first + n, blocks);
+                drop(r);
+                self.moved(chunk, slot, &rec, place.iter().any(|p| p.1));
             }
             Err(_) => {
-                // What reached the slot is unknown: keep, per block, the tag it matches.
-                let tags: Vec<BlockTag> = buf
-                    .chunks_exact(BS)
-                    .enumerate()
-                    .map(|(i, b)| tag(i, b))
-                    .collect();
-                if self
-                    .data
-                    .read_at(buf, self.data.slot_offset(slot) + in_chunk)
-                    .is_ok()
-                {
-                    let mut r = lock(&rec);
-                    for (i, (t, b)) in tags.iter().zip(buf.chunks_exact(BS)).enumerate() {
-                        if a.keys.verify(a.domain, first_block + i as u64, t, b) {
-                            r.tags[first + i] = *t;
-                        }
+                // What reached the slot is unknown: keep, per block, the tag (and half)
+                // it matches.
+                let mut any_moved = false;
+                let mut r = lock(&rec);
+                let blocks = r.tags.len();
+                for (i, b) in buf.chunks_exact_mut(BS).enumerate() {
+                    let t = tag(i, b);
+                    let landed = self.half_file(place[i].0).is_ok_and(|f| {
+                        f.read_at(b, f.slot_offset(slot) + ((first + i) * BS) as u64)
+                            .is_ok()
+                            && a.keys.verify(a.domain, first_block + i as u64, &t, b)
+                    });
+                    if landed {
+                        r.tags[first + i] = t;
+                        r.set_half(first + i, place[i].0);
+                        r.moves.mark(epoch, first + i, first + i + 1, blocks);
+                        any_moved |= place[i].1;
                     }
                 }
+                drop(r);
+                self.moved(chunk, slot, &rec, any_moved);
             }
         }
         written
     }
 
-    /// Makes blocks `[b0, b1)` of a slot this volume owns holes (a discard).
-    pub(super) fn hole_blocks(&self, slot: SlotNo, b0: u64, b1: u64) -> Result<()> {
+    /// Makes blocks `[b0, b1)` (bytes in the chunk) of a slot this volume owns holes (a
+    /// discard): each block's new place is punched (its other half if it moves, so the
+    /// committed one stays intact until the commit), and its tag becomes a hole.
+    pub(super) fn hole_blocks(&self, chunk: u64, slot: SlotNo, b0: u64, b1: u64) -> Result<()> {
         let rec = self.record(slot)?;
-        {
-            let mut r = lock(&rec);
-            for t in &mut r.tags[(b0 / BLOCK_SIZE) as usize..(b1 / BLOCK_SIZE) as usize] {
-                *t = BlockTag::HOLE;
+        let (first, n) = (
+            (b0 / BLOCK_SIZE) as usize,
+            ((b1 - b0) / BLOCK_SIZE) as usize,
+        );
+        let place = self.placements(slot, &lock(&rec), first, n)?;
+        let mut s = 0;
+        while s < n {
+            let mut e = s + 1;
+            while e < n && place[e].0 == place[s].0 {
+                e += 1;
             }
+            let f = self.half_file(place[s].0)?;
+            f.punch(
+                f.slot_offset(slot) + ((first + s) * BS) as u64,
+                ((e - s) * BS) as u64,
+            )?;
+            s = e;
         }
-        // A fresh slot of this epoch, as for `write_sealed`: already registered.
-        debug_assert!(self.pool.is_record_dirty(self.shift, slot));
+        let epoch = self.pool.epoch();
+        let mut r = lock(&rec);
+        let blocks = r.tags.len();
+        for (i, p) in place.iter().enumerate() {
+            r.tags[first + i] = BlockTag::HOLE;
+            r.set_half(first + i, p.0);
+        }
+        r.moves.mark(epoch, first, first + n, blocks);
+        drop(r);
+        self.moved(chunk, slot, &rec, place.iter().any(|p| p.1));
         Ok(())
     }
 
@@ -331,7 +467,12 @@ impl OpenVolume {
                     continue;
                 }
                 with_buf(&COPY_BUF, n as usize, |b| -> Result<()> {
-                    self.data.read_at(b, self.data.slot_offset(from) + pos)?;
+                    if src.all_in_first_half() {
+                        self.data.read_at(b, self.data.slot_offset(from) + pos)?;
+                    } else {
+                        let runs = src.half_runs(first, tags.len());
+                        self.read_runs(from, first, &runs, b)?;
+                    }
                     let first_block = (chunk * cs + pos) / BLOCK_SIZE;
                     for (i, tag) in tags.iter().enumerate() {
                         let blk = &mut b[i * BS..(i + 1) * BS];

@@ -33,9 +33,6 @@ struct Entry {
     /// Another map (a snapshot, a restored volume) may point at this slot: copy it before
     /// writing. May be stale in the safe direction only (true when no longer shared).
     shared: bool,
-    /// The pool epoch in which the chunk was mapped to this slot (0: before this open).
-    /// An authenticated volume writes in place only into a slot of the current epoch.
-    epoch: u64,
 }
 
 /// Where a write to a chunk goes.
@@ -188,7 +185,6 @@ impl OpenVolume {
                 Entry {
                     slot,
                     shared: refs > 1,
-                    epoch: 0,
                 },
             );
         }
@@ -267,7 +263,6 @@ impl OpenVolume {
                 Entry {
                     slot: r.0,
                     shared: false,
-                    epoch: self.pool.epoch(),
                 },
             ),
             None => m.remove(&chunk),
@@ -416,11 +411,14 @@ impl OpenVolume {
         } else {
             self.resolve(chunk)?
         };
-        // An authenticated volume writes in place only into a slot no commit has seen.
-        let in_place =
-            |e: &Entry| !e.shared && (self.auth.is_none() || e.epoch == self.pool.epoch());
+        // An authenticated volume writes into its own slot unless a block of the range
+        // waits for a commit in flight (`auth::placeable`): it then copies the chunk.
+        let in_place = match &current {
+            Some(e) if !e.shared => self.auth.is_none() || self.placeable(e.slot, skip0, skip1)?,
+            _ => false,
+        };
         match current {
-            Some(e) if in_place(&e) => Ok(Target::InPlace(e.slot)),
+            Some(e) if in_place => Ok(Target::InPlace(e.slot)),
             None => {
                 let new = self.pool.reserve(self.shift)?;
                 if self.auth.is_some() {
@@ -581,13 +579,12 @@ impl OpenVolume {
                 .unwrap_or_else(|p| p.into_inner());
             let _gate = self.auth.as_ref().map(|_| self.pool.write_gate());
             let target = self.own_slot(chunk, b0, b1)?;
-            let punched = self
-                .data
-                .punch(self.data.slot_offset(target.slot()) + b0, b1 - b0)
-                .and_then(|()| match self.auth {
-                    Some(_) => self.hole_blocks(target.slot(), b0, b1),
-                    None => Ok(()),
-                });
+            let punched = match self.auth {
+                Some(_) => self.hole_blocks(chunk, target.slot(), b0, b1),
+                None => self
+                    .data
+                    .punch(self.data.slot_offset(target.slot()) + b0, b1 - b0),
+            };
             match punched {
                 Ok(()) => self.commit_target(chunk, target),
                 Err(e) => {
@@ -620,5 +617,7 @@ pub use auth::VerifyReport;
 mod tests;
 #[cfg(test)]
 mod tests_auth;
+#[cfg(test)]
+mod tests_halves;
 #[cfg(test)]
 mod tests_remote;

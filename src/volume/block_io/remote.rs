@@ -86,7 +86,6 @@ impl OpenVolume {
         Ok(Some(Entry {
             slot: new.0,
             shared: false,
-            epoch: self.pool.epoch(),
         }))
     }
 

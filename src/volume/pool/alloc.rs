@@ -70,6 +70,8 @@ pub(super) struct Dirty {
     landed_freed: Vec<(u8, u64)>,
     /// Records, roots and counts of authenticated volumes (`auth.rs`).
     pub(super) auth: AuthDirty,
+    /// The epoch the take closed: once this commit is durable, so is every write of it.
+    pub(super) closed_epoch: u64,
 }
 
 impl Dirty {
@@ -270,6 +272,9 @@ impl Pool {
         let mut attempt = None;
         match self.commit_dirty(&dirty, &mut attempt) {
             Ok(mut freed) => {
+                // Also what a failed commit before took: it was merged into this one.
+                self.durable_epoch
+                    .fetch_max(dirty.closed_epoch, std::sync::atomic::Ordering::AcqRel);
                 freed.extend_from_slice(&dirty.landed_freed);
                 self.release_freed(freed);
                 self.write_anchors(&std::mem::take(&mut dirty.auth.anchors));
@@ -429,6 +434,11 @@ impl Pool {
             if let Ok(df) = self.data_file(shift) {
                 // Best effort: reservation punches again before reuse.
                 let _ = df.punch(df.slot_offset(SlotNo(first)), (n as u64) << shift);
+            }
+            // The second halves too (a new record never reads them before writing them:
+            // this only returns their space).
+            if let Some(alt) = self.alt_file_if_any(shift) {
+                let _ = alt.punch(alt.slot_offset(SlotNo(first)), (n as u64) << shift);
             }
             i += n;
         }

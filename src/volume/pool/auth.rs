@@ -48,6 +48,9 @@ pub(super) struct OwnerRoot {
 pub(super) struct AuthDirty {
     /// Records of slots written since the last commit, encoded.
     pub(super) records: HashMap<(u8, u64), Vec<u8>>,
+    /// Chunks whose record changed without their map row: (owner, chunk) → slot (a write
+    /// into a slot's other half). Their leaves change with the record.
+    pub(super) relinked: HashMap<(String, u64), u64>,
     /// New roots, encoded.
     pub(super) roots: HashMap<String, Vec<u8>>,
     /// Anchors to write once the transaction is durable.
@@ -78,6 +81,9 @@ impl AuthDirty {
         }
         for (k, v) in older.roots {
             self.roots.entry(k).or_insert(v);
+        }
+        for (k, v) in older.relinked {
+            self.relinked.entry(k).or_insert(v);
         }
         for (k, n) in older.errors {
             *self.errors.entry(k).or_insert(0) += n;
@@ -148,6 +154,11 @@ impl Pool {
         self.epoch.load(Ordering::Acquire)
     }
 
+    /// The newest epoch whose writes a commit has made durable (0: none yet).
+    pub fn durable_epoch(&self) -> u64 {
+        self.durable_epoch.load(Ordering::Acquire)
+    }
+
     /// A fresh write generation (never 0).
     pub fn next_generation(&self) -> u64 {
         self.next_generations(1)
@@ -170,6 +181,25 @@ impl Pool {
         lock(&self.state)
             .live_auth
             .insert((shift, slot.0), record.clone());
+    }
+
+    /// Records that the record of `slot`, which `owner` maps at `chunk`, changed without a
+    /// map change (a write into the slot's other half): the commit takes it, and `owner`'s
+    /// root gets the chunk's new leaf.
+    pub fn record_moved(
+        &self,
+        owner: &str,
+        chunk: u64,
+        shift: u8,
+        slot: SlotNo,
+        record: &Arc<Mutex<SlotRecord>>,
+    ) {
+        let mut st = lock(&self.state);
+        st.live_auth.insert((shift, slot.0), record.clone());
+        st.dirty
+            .auth
+            .relinked
+            .insert((owner.to_string(), chunk), slot.0);
     }
 
     /// Counts a block of `owner` that failed its check.
@@ -201,7 +231,9 @@ impl Pool {
     }
 
     /// The record of a slot: the one a commit took but has not made durable yet (a failed
-    /// or doubtful commit's), else the committed one.
+    /// or doubtful commit's), else the committed one. A record not durable yet comes with
+    /// all its blocks placed in the last closed epoch: until a commit succeeds, either of
+    /// a block's halves may be the one the metadata names, so none may be written.
     pub fn load_slot_record(&self, shift: u8, slot: SlotNo) -> Result<Option<SlotRecord>> {
         let blocks = 1usize << (shift - 12);
         {
@@ -212,7 +244,9 @@ impl Pool {
                     .and_then(|d| d.dirty.auth.records.get(&(shift, slot.0)))
             });
             if let Some(b) = pending {
-                return SlotRecord::decode(b, blocks).map(Some);
+                let mut rec = SlotRecord::decode(b, blocks)?;
+                rec.moves.mark(self.epoch() - 1, 0, blocks, blocks);
+                return Ok(Some(rec));
             }
         }
         self.load_committed_record(shift, slot)
@@ -431,7 +465,21 @@ impl Pool {
         }
         if !st.owners.is_empty() {
             let mut touched: Vec<String> = vec![];
-            for ((owner, chunk), slot) in &d.maps {
+            // Chunks whose leaf changes: remapped ones, and ones whose record changed in
+            // place (a write into a slot's other half).
+            let relinked = d
+                .auth
+                .relinked
+                .iter()
+                .filter(|(k, _)| !d.maps.contains_key(*k))
+                .map(|(k, s)| (k, Some(*s)));
+            let changes: Vec<_> = d
+                .maps
+                .iter()
+                .map(|(k, s)| (k, *s))
+                .chain(relinked)
+                .collect();
+            for ((owner, chunk), slot) in changes {
                 let Some(o) = st.owners.get_mut(owner) else {
                     continue;
                 };
@@ -439,10 +487,10 @@ impl Pool {
                     o.root.xor_leaf(&old);
                 }
                 if let Some(s) = slot {
-                    let bytes = match d.auth.records.get(&(o.shift, *s)) {
+                    let bytes = match d.auth.records.get(&(o.shift, s)) {
                         Some(b) => Some(b.clone()),
                         None => self
-                            .load_committed_record(o.shift, SlotNo(*s))
+                            .load_committed_record(o.shift, SlotNo(s))
                             .ok()
                             .flatten()
                             .map(|r| r.encode()),
@@ -469,7 +517,7 @@ impl Pool {
         if !d.auth.records.is_empty() || !d.auth.roots.is_empty() {
             d.auth.generation = Some(self.next_gen.load(Ordering::Acquire));
         }
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        d.closed_epoch = self.epoch.fetch_add(1, Ordering::AcqRel);
         d
     }
 

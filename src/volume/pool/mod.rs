@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use redb::{Database, ReadableDatabase};
 
 use super::error::{Result, VolumeError};
-use super::storage::{FileStorage, PoolStorage, data_file_name};
+use super::storage::{FileStorage, PoolStorage, alt_file_name, data_file_name};
 use super::tables::{
     FREE, LEASES, MAPS, META, META_FORMAT, PENDING, POOL_FORMAT_V1, REFS, SNAPSHOTS, VOLUMES,
 };
@@ -49,7 +49,8 @@ pub struct Pool {
     db_path: PathBuf,
     /// `None` after a failed reopen; the next use tries again.
     db: RwLock<Option<Arc<Database>>>,
-    files: RwLock<HashMap<u8, Arc<DataFile>>>,
+    /// By (chunk shift, half): half 1 is the alternate file.
+    files: RwLock<HashMap<(u8, u8), Arc<DataFile>>>,
     state: Mutex<PoolState>,
     /// Serializes metadata transactions, so that a commit of block-level changes and an
     /// object operation (snapshot, delete) never interleave.
@@ -62,6 +63,8 @@ pub struct Pool {
     gate: RwLock<()>,
     /// The current epoch: bumped by every commit's take.
     epoch: AtomicU64,
+    /// The newest epoch a successful commit closed: its writes, and all before, are durable.
+    durable_epoch: AtomicU64,
     /// The last write generation handed out.
     next_gen: AtomicU64,
     /// Where authenticated volumes' anchors live (`<region>/anchors`): outside the pool.
@@ -116,6 +119,7 @@ impl Pool {
             fetcher: RwLock::new(None),
             gate: RwLock::new(()),
             epoch: AtomicU64::new(1),
+            durable_epoch: AtomicU64::new(0),
             next_gen: AtomicU64::new(0),
             anchors: None,
         };
@@ -168,24 +172,52 @@ impl Pool {
 
     /// The data file of one chunk size, opened on first use.
     pub fn data_file(&self, chunk_shift: u8) -> Result<Arc<DataFile>> {
+        self.file(chunk_shift, 0)
+    }
+
+    /// The data file holding half `half` (0 or 1) of each slot of one chunk size: the data
+    /// file itself, or its alternate file (see `volume::integrity`), opened on first use.
+    pub fn file(&self, chunk_shift: u8, half: usize) -> Result<Arc<DataFile>> {
+        let key = (chunk_shift, half as u8);
         if let Some(f) = self
             .files
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&chunk_shift)
+            .get(&key)
         {
             return Ok(f.clone());
         }
         let mut files = self.files.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = files.get(&chunk_shift) {
+        if let Some(f) = files.get(&key) {
             return Ok(f.clone());
         }
-        let store = self.storage.data(chunk_shift).map_err(|e| {
-            VolumeError::io("cannot open", self.dir.join(data_file_name(chunk_shift)), e)
-        })?;
+        let (store, name) = if half == 0 {
+            (self.storage.data(chunk_shift), data_file_name(chunk_shift))
+        } else {
+            (self.storage.alt(chunk_shift), alt_file_name(chunk_shift))
+        };
+        let store = store.map_err(|e| VolumeError::io("cannot open", self.dir.join(name), e))?;
         let df = Arc::new(DataFile::new(store, chunk_shift));
-        files.insert(chunk_shift, df.clone());
+        files.insert(key, df.clone());
         Ok(df)
+    }
+
+    /// The alternate file of one chunk size if it exists (or is open): only pools with
+    /// authenticated volumes that overwrote a block have one.
+    pub(super) fn alt_file_if_any(&self, chunk_shift: u8) -> Option<Arc<DataFile>> {
+        let open = self
+            .files
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(chunk_shift, 1))
+            .cloned();
+        open.or_else(|| {
+            self.dir
+                .join(alt_file_name(chunk_shift))
+                .exists()
+                .then(|| self.file(chunk_shift, 1).ok())
+                .flatten()
+        })
     }
 
     /// Runs `f` in one write transaction with every other metadata change held off,

@@ -58,6 +58,12 @@ impl PoolStorage for Hooked {
             owner: self.clone(),
         }))
     }
+    fn alt(&self, chunk_shift: u8) -> io::Result<Arc<dyn BlockStore>> {
+        Ok(Arc::new(HookedFile {
+            inner: self.inner.alt(chunk_shift)?,
+            owner: self.clone(),
+        }))
+    }
     fn open_metadata(&self) -> Result<redb::Database, redb::DatabaseError> {
         self.inner.open_metadata()
     }
@@ -79,6 +85,7 @@ impl BlockStore for HookedFile {
         self.inner.punch(off, len)
     }
     fn sync_data(&self) -> io::Result<()> {
+        self.owner.call("sync", 0);
         self.inner.sync_data()
     }
     fn len(&self) -> io::Result<u64> {

@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use super::{BlockStore, PoolStorage, data_file_name};
+use super::{BlockStore, PoolStorage, alt_file_name, data_file_name};
 use crate::sys::fsio;
 
 /// The pool's metadata database, in the pool directory.
@@ -23,6 +23,29 @@ impl FileStorage {
     pub fn new(dir: PathBuf) -> FileStorage {
         FileStorage { dir }
     }
+
+    /// Opens a data file, creating it empty. A file just created has its directory entry
+    /// synced before it is used: its data is made durable by `sync_data` alone later, and a
+    /// crash must not lose the file that synced data lives in.
+    fn open_data(&self, name: String) -> io::Result<Arc<dyn BlockStore>> {
+        let path = self.dir.join(name);
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(fsio::PRIVATE_FILE)
+            .open(&path)?;
+        if !existed {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(Arc::new(DataFile {
+            path,
+            file,
+            direct: OnceLock::new(),
+        }))
+    }
 }
 
 impl PoolStorage for FileStorage {
@@ -31,19 +54,11 @@ impl PoolStorage for FileStorage {
     }
 
     fn data(&self, chunk_shift: u8) -> io::Result<Arc<dyn BlockStore>> {
-        let path = self.dir.join(data_file_name(chunk_shift));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(fsio::PRIVATE_FILE)
-            .open(&path)?;
-        Ok(Arc::new(DataFile {
-            path,
-            file,
-            direct: OnceLock::new(),
-        }))
+        self.open_data(data_file_name(chunk_shift))
+    }
+
+    fn alt(&self, chunk_shift: u8) -> io::Result<Arc<dyn BlockStore>> {
+        self.open_data(alt_file_name(chunk_shift))
     }
 
     /// redb's creation of a new file is not crash-atomic: it grows and syncs the file

@@ -54,6 +54,9 @@ pub trait PoolStorage: Send + Sync + Debug {
     fn dir(&self) -> &Path;
     /// The data file of one chunk size, created empty on first use.
     fn data(&self, chunk_shift: u8) -> io::Result<Arc<dyn BlockStore>>;
+    /// The alternate data file of one chunk size: the second half of each slot of an
+    /// authenticated volume (see `volume::integrity`), created empty on first use.
+    fn alt(&self, chunk_shift: u8) -> io::Result<Arc<dyn BlockStore>>;
     /// Opens (creating if needed) the metadata database. Fails with
     /// `DatabaseAlreadyOpen` when another owner holds it.
     fn open_metadata(&self) -> Result<redb::Database, redb::DatabaseError>;
@@ -64,4 +67,9 @@ pub trait PoolStorage: Send + Sync + Debug {
 /// The data file name of one chunk size in a pool directory.
 pub fn data_file_name(chunk_shift: u8) -> String {
     format!("data-{}k.pool", (1u64 << chunk_shift) >> 10)
+}
+
+/// The alternate data file name of one chunk size (the second halves of slots).
+pub fn alt_file_name(chunk_shift: u8) -> String {
+    format!("data-{}k.alt", (1u64 << chunk_shift) >> 10)
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::disk::{Call, SimDisk, SimFile, end_of};
-use crate::volume::storage::{BlockStore, PoolStorage, data_file_name};
+use crate::volume::storage::{BlockStore, PoolStorage, alt_file_name, data_file_name};
 /// The file holding the metadata database.
 pub(super) const META_FILE: &str = "meta.redb";
 
@@ -95,6 +95,12 @@ impl PoolStorage for SimStorage {
 
     fn data(&self, chunk_shift: u8) -> io::Result<Arc<dyn BlockStore>> {
         let name = data_file_name(chunk_shift);
+        let path = self.dir.join(&name);
+        Ok(Arc::new(self.disk.file_at(&name, path)?))
+    }
+
+    fn alt(&self, chunk_shift: u8) -> io::Result<Arc<dyn BlockStore>> {
+        let name = alt_file_name(chunk_shift);
         let path = self.dir.join(&name);
         Ok(Arc::new(self.disk.file_at(&name, path)?))
     }
