@@ -9,6 +9,9 @@
 /// Real FUSE, loop and kernel mounts: capability check, cleanup guard, I/O helpers.
 pub mod mount;
 
+/// Detaching a test's own loop devices, re-checked while held open.
+pub mod loops;
+
 /// A `kms serve` process for the server tests.
 pub mod server;
 

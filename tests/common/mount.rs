@@ -262,8 +262,9 @@ fn umount_lazy(dir: &Path) {
 
 /// A test's data dir (an [`Env`]) plus everything the test attached or mounted; dropping it
 /// tears all of that down: `cryptvol unmount`/`detach` first, then, for whatever is left,
-/// `umount -l`, `losetup -d`, SIGTERM/SIGKILL of the data dir's daemons, and finally any
-/// mount (tmpfs included) under the test's temp dir.
+/// `umount -l`, a detach of the loop devices re-checked per device (`loops`),
+/// SIGTERM/SIGKILL of the data dir's daemons, and finally any mount (tmpfs included) under
+/// the test's temp dir.
 pub struct VolEnv {
     pub env: Env,
     attached: RefCell<Vec<PathBuf>>,
@@ -499,7 +500,8 @@ impl VolEnv {
     }
 
     fn cleanup(&self) {
-        let root = self.scratch().to_path_buf();
+        // Canonical, as the kernel names mount points and loop backing files.
+        let root = canon(self.scratch());
         // 1. What the test mounted or attached, the way a user would undo it.
         for d in self.mounted.borrow().iter().rev() {
             if is_mount_point(d) || !records_empty(self) {
@@ -526,9 +528,9 @@ impl VolEnv {
         for m in left {
             umount_lazy(&m.mount_point);
         }
-        for (dev, _) in loops_under(&root) {
-            let _ = sh("losetup", &["--detach", &dev]);
-        }
+        // The listing only names candidates: each is detached only if, re-checked while
+        // held open, its backing file is still under our directory (see `loops`).
+        detach_our_loops(&root);
         // 3. The data dir's daemons: SIGTERM (flush and unmount), then SIGKILL.
         let mut pids = daemons_of(&self.data);
         if !pids.is_empty() {
@@ -559,13 +561,22 @@ impl VolEnv {
         for m in left {
             umount_lazy(&m.mount_point);
         }
-        for (dev, _) in loops_under(&root) {
-            let _ = sh("losetup", &["--detach", &dev]);
-        }
+        detach_our_loops(&root);
         for d in self.tmpfs.borrow().iter() {
             if is_mount_point(d) {
                 umount_lazy(d);
             }
+        }
+    }
+}
+
+/// Detaches the loop devices backed by files under `root`, and only those: a device the
+/// listing names but that another test has bound since is left alone.
+fn detach_our_loops(root: &Path) {
+    let candidates: Vec<String> = loops_under(root).into_iter().map(|(d, _)| d).collect();
+    for (dev, what) in super::loops::detach_all_under(&candidates, root) {
+        if let super::loops::Detach::Failed(e) = what {
+            eprintln!("warning: cannot detach {dev}: {e}");
         }
     }
 }
