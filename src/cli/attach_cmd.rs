@@ -481,10 +481,16 @@ fn undo_mount(cfg: &Config, rec: &MountRecord) -> Result<(), CliError> {
         crate::sys::filesystem::umount(&rec.dir)?;
     }
     let file = rec.attach_dir.join(FILE_NAME);
-    for dev in crate::sys::loopdev::loops_of(&file)
-        .into_iter()
-        .chain(rec.loop_device.clone())
+    // Only devices bound to our file: the record's device by name only if it still is (a
+    // crash's leftover record may name a device another mount has bound since).
+    let mut devs = crate::sys::loopdev::loops_of(&file);
+    if let Some(d) = &rec.loop_device
+        && !devs.contains(d)
+        && crate::sys::loopdev::backs(d, &file)
     {
+        devs.push(d.clone());
+    }
+    for dev in devs {
         let _ = crate::sys::loopdev::loop_detach(&dev);
     }
     // The kernel lets go of a detached loop device's file a moment later (it finishes the

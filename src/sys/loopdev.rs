@@ -101,6 +101,20 @@ pub fn loop_detach(dev: &str) -> Result<()> {
     run("losetup", &["--detach", dev]).map(|_| ())
 }
 
+/// True if loop device `dev` (`/dev/loopN`) is bound to `file` right now (its sysfs
+/// `backing_file`). A device named in a record from an earlier run may since have been
+/// released and bound by someone else: check before detaching it by name.
+pub fn backs(dev: &str, file: &Path) -> bool {
+    let Some(name) = Path::new(dev).file_name() else {
+        return false;
+    };
+    let sys = Path::new("/sys/block").join(name).join("loop/backing_file");
+    match (std::fs::read_to_string(sys), std::fs::canonicalize(file)) {
+        (Ok(b), Ok(f)) => Path::new(b.trim()) == f,
+        _ => false,
+    }
+}
+
 /// Loop devices currently backed by `file`.
 pub fn loops_of(file: &Path) -> Vec<String> {
     let f = file.to_string_lossy();

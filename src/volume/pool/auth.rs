@@ -1,19 +1,21 @@
 //! The pool's side of authenticated volumes (`volume::integrity`): slot records, roots and
 //! anchors, committed with the maps.
 //!
-//! Crash safety needs one rule: a committed slot of an authenticated volume is never
-//! written again. A block overwritten in place would hold new ciphertext under the old
-//! committed tag until the next commit, and a crash in between would leave a block that
-//! fails its check. So a write goes in place only into a slot mapped since the last commit
-//! (its `epoch` is the current one); any other write copies the chunk into a fresh slot
-//! first, as after a snapshot. The `gate` makes the epoch exact: every write of an
-//! authenticated volume holds it shared from choosing its slot to recording its tag, and a
-//! commit takes it exclusively while it takes the pending changes and moves to the next
-//! epoch. So a write is wholly in the commit (its data synced, its tag written) or wholly
-//! after it (into a slot no commit has seen).
+//! Crash safety needs one rule: a block a commit has seen is never overwritten where it
+//! lies. Overwritten in place, it would hold new ciphertext under the old committed tag
+//! until the next commit, and a crash in between would leave a block that fails its check.
+//! So the first write to a block in a commit epoch goes into the block's other half of the
+//! slot (`integrity::SlotRecord`), and the commit writes the record that names it
+//! (`record_moved`). A commit is taken at one instant and durable later: until it is
+//! (`durable_epoch`), the blocks it moved have no free half, and a write to one copies the
+//! chunk into a fresh slot (`integrity::Moves`). The `gate` makes the epochs exact: every
+//! write of an authenticated volume holds it shared from choosing its place to recording its
+//! tag, and a commit takes it exclusively while it takes the pending changes and moves to
+//! the next epoch. So a write is wholly in the commit (its data synced, its tag written) or
+//! wholly after it.
 //!
 //! Root: at the same moment the commit updates the root of each open authenticated volume
-//! whose map changed (one leaf per changed chunk, see `integrity`), writes it to `roots`,
+//! whose map or records changed (one leaf per changed chunk, see `integrity`), writes it to `roots`,
 //! and after the transaction is durable writes the volume's anchor.
 
 use std::collections::HashMap;
@@ -167,12 +169,6 @@ impl Pool {
     /// `n` fresh write generations in one step: the first of them (the others follow it).
     pub fn next_generations(&self, n: u64) -> u64 {
         self.next_gen.fetch_add(n, Ordering::AcqRel) + 1
-    }
-
-    /// Whether a slot's record is in the commit being gathered (for debug assertions of
-    /// the rule that a write in place only goes into such a slot).
-    pub fn is_record_dirty(&self, shift: u8, slot: SlotNo) -> bool {
-        lock(&self.state).live_auth.contains_key(&(shift, slot.0))
     }
 
     /// Records that `record`, the record of a slot written since the last commit, must be
