@@ -266,6 +266,13 @@ impl Catalog for Client {
         })
     }
 
+    fn load_domains(&self, owner: &str, shift: u8) -> Result<Vec<(u64, u64)>> {
+        self.call(Request::LoadDomains {
+            owner: owner.to_string(),
+            shift,
+        })
+    }
+
     fn load_records(&self, owner: &str, shift: u8) -> Result<Vec<(u64, Vec<u8>)>> {
         let rows: Vec<(u64, String)> = self.call(Request::LoadRecords {
             owner: owner.to_string(),

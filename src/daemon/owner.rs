@@ -517,6 +517,12 @@ impl Catalog for PoolOwner {
         self.pool.load_records(owner, shift)
     }
 
+    fn load_domains(&self, owner: &str, shift: u8) -> Result<Vec<(u64, u64)>> {
+        let mut v: Vec<_> = self.pool.load_domains(owner, shift)?.into_iter().collect();
+        v.sort_unstable();
+        Ok(v)
+    }
+
     fn integrity_errors(&self, id: &VolumeId) -> Result<u64> {
         self.pool.integrity_errors(id.as_str())
     }

@@ -305,6 +305,7 @@ fn restore_job(owner: &PoolOwner, rec: &SnapshotRecord, dest: &VolumeHeader) -> 
         dest_key: key,
         max_bandwidth: None,
         source_records: None,
+        source_domains: vec![],
         finish_snapshot: None,
         finish_volume: Some(crate::aws::b64::encode(&dest.encode())),
     }

@@ -129,6 +129,11 @@ pub enum Request {
         volume: VolumeId,
         data_key: WireSecret,
     },
+    /// → Vec<(chunk, tweak domain)> of the chunks not in domain 0
+    LoadDomains {
+        owner: String,
+        shift: u8,
+    },
     /// → Vec<(chunk, base64 slot record)>
     LoadRecords {
         owner: String,

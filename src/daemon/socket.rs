@@ -202,6 +202,7 @@ impl Daemon {
                 drop(data_key);
                 done_line(key.and_then(|k| o.verify_volume(&volume, &k)))
             }
+            Request::LoadDomains { owner, shift } => done_line(o.load_domains(&owner, shift)),
             Request::LoadRecords { owner, shift } => {
                 done_line(o.load_records(&owner, shift).map(|rows| {
                     rows.into_iter()

@@ -75,6 +75,8 @@ pub trait Catalog {
 
     /// The slot record of every chunk an authenticated owner maps (encoded).
     fn load_records(&self, owner: &str, shift: u8) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// The tweak domain of every chunk `owner` maps whose slot is not in domain 0.
+    fn load_domains(&self, owner: &str, shift: u8) -> Result<Vec<(u64, u64)>>;
     /// `volume verify`: checks every block of an authenticated volume and its root, with
     /// its data key (attached or not).
     fn verify_volume(&self, id: &VolumeId, data_key: &SecretBytes) -> Result<VerifyReport>;

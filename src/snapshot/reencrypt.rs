@@ -41,6 +41,8 @@ pub struct Source<'a> {
     /// An authenticated source: each chunk's record, checked with these keys; its holes
     /// are recorded, every other block is checked before it is decrypted.
     pub auth: Option<(HashMap<u64, SlotRecord>, &'a IntegrityKeys)>,
+    /// A plain source's chunks not in tweak domain 0, with their domain.
+    pub domains: HashMap<u64, u64>,
 }
 
 pub struct Dest<'a> {
@@ -72,13 +74,26 @@ pub(super) fn crypt_blocks(
     written: &[bool],
     decrypt: bool,
 ) {
+    crypt_blocks_at(xts, 0, first_block, buf, written, decrypt)
+}
+
+/// [`crypt_blocks`] in tweak domain `domain`.
+pub(super) fn crypt_blocks_at(
+    xts: &Xts,
+    domain: u64,
+    first_block: u64,
+    buf: &mut [u8],
+    written: &[bool],
+    decrypt: bool,
+) {
     for (i, w) in written.iter().enumerate() {
         if *w {
             let b = &mut buf[i * BS..(i + 1) * BS];
+            let t = tweak(domain, first_block + i as u64);
             if decrypt {
-                xts.decrypt_units(first_block + i as u64, b);
+                xts.decrypt_units_at(t, b);
             } else {
-                xts.encrypt_units(first_block + i as u64, b);
+                xts.encrypt_units_at(t, b);
             }
         }
     }
@@ -202,7 +217,8 @@ pub fn reencrypt(
                             block.fill(0);
                         }
                     }
-                    crypt_blocks(src.xts, first_block, plain, &written, true);
+                    let domain = src.domains.get(&c).copied().unwrap_or(0);
+                    crypt_blocks_at(src.xts, domain, first_block, plain, &written, true);
                 }
                 Some((records, keys)) => {
                     let rec = records.get(&c).ok_or_else(|| VolumeError::Corrupt {
@@ -368,6 +384,10 @@ pub struct CopyJob {
     /// authenticated too.
     #[serde(default)]
     pub source_records: Option<Vec<(u64, String)>>,
+    /// The tweak domain of each chunk of a plain source whose slot is not in domain 0 (a
+    /// snapshot of a restored volume).
+    #[serde(default)]
+    pub source_domains: Vec<(u64, u64)>,
 }
 
 impl Drop for CopyJob {
@@ -433,6 +453,7 @@ pub fn run_job(
         xts: &src_xts,
         max_bandwidth: job.max_bandwidth,
         auth: records.map(|r| (r, &src_auth)),
+        domains: job.source_domains.iter().copied().collect(),
     };
     let dst = Dest {
         pool,

@@ -133,6 +133,11 @@ fn run_copy<R: Regions + ?Sized>(
         finish_snapshot: finish_snapshot.map(|r| b64::encode(&r.encode())),
         finish_volume: finish_volume.map(|h| b64::encode(&h.encode())),
         max_bandwidth,
+        source_domains: if rec.volume.integrity {
+            vec![]
+        } else {
+            src.load_domains(rec.id.as_str(), rec.volume.chunk_shift)?
+        },
         source_records: if rec.volume.integrity {
             Some(
                 src.load_records(rec.id.as_str(), rec.volume.chunk_shift)?

@@ -42,6 +42,10 @@ pub const REMOTE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("re
 /// volume: its tweak domain and each block's tag. Written in the commit that maps the slot,
 /// removed in the one that frees it; a slot's record never changes once committed.
 pub const SLOT_AUTH: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("slot_auth");
+/// (chunk shift, slot) → tweak domain of a plain volume's slot not in domain 0 (a slot a
+/// restored volume filled; see `pool::domains`). Written in the commit that maps the slot,
+/// removed in the one that frees it. Absent in pools made before it.
+pub const SLOT_DOMAIN: TableDefinition<(u8, u64), u64> = TableDefinition::new("slot_domain");
 /// Owner id → the root of an authenticated volume or snapshot (`volume::integrity::Root`).
 pub const ROOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("roots");
 /// Owner id → blocks of an authenticated volume that failed their check when read.

@@ -198,6 +198,18 @@ pub fn run_job(
     let catalog = (env.catalog)()?;
     let rec = catalog.snapshot(snapshot, env.region.as_str())?;
     crate::snapshot::refuse_unauthenticated_copy(&rec, "archive")?;
+    if !catalog
+        .load_domains(snapshot, rec.volume.chunk_shift)?
+        .is_empty()
+    {
+        return Err(VolumeError::invalid(
+            "snapshot",
+            format!(
+                "{snapshot} holds blocks a restored volume wrote in its own tweak domain: cryptvol cannot yet archive them; copy it with `snapshot copy` instead"
+            ),
+        )
+        .into());
+    }
     let mut status = job::read(env.dir, snapshot).unwrap_or_else(|| {
         ArchiveStatus::new(snapshot, rec.volume.id.as_str(), max_bandwidth, env.now_ns)
     });

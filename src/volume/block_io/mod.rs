@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use super::error::{Result, VolumeError};
 use super::header::VolumeHeader;
 use super::ids::{BLOCK_SIZE, SlotNo, VolumeId};
-use super::integrity::IntegrityKeys;
+use super::integrity::{IntegrityKeys, tweak};
 use super::pool::Rollback;
 use super::pool::{DataFile, Pool, Reserved};
 use super::remote::RemoteChunk;
@@ -33,30 +33,33 @@ struct Entry {
     /// Another map (a snapshot, a restored volume) may point at this slot: copy it before
     /// writing. May be stale in the safe direction only (true when no longer shared).
     shared: bool,
+    /// The tweak domain the slot's blocks are encrypted in (`pool::domains`; an
+    /// authenticated volume reads it from the slot's record instead).
+    domain: u64,
 }
 
 /// Where a write to a chunk goes.
 #[derive(Debug, Clone, Copy)]
 enum Target {
-    /// The chunk's own slot, shared with no one: written in place.
-    InPlace(SlotNo),
-    /// A fresh reservation (first write, or copy-on-write of the shared slot `old`); it
-    /// replaces `old` in the map once written.
-    Fresh { new: Reserved, old: Option<SlotNo> },
+    /// The chunk's own slot, shared with no one: written in place (in its domain).
+    InPlace(Entry),
+    /// A fresh reservation (first write, or copy-on-write of the shared slot `old`),
+    /// written in the volume's domain; it replaces `old` in the map once written.
+    Fresh { new: Reserved, old: Option<Entry> },
 }
 
 impl Target {
     fn slot(self) -> SlotNo {
         match self {
-            Target::InPlace(s) => s,
+            Target::InPlace(e) => e.slot,
             Target::Fresh { new, .. } => new.0,
         }
     }
 
     /// Where the chunk's current content is (for partial blocks), if anywhere.
-    fn source(self) -> Option<SlotNo> {
+    fn source(self) -> Option<Entry> {
         match self {
-            Target::InPlace(s) => Some(s),
+            Target::InPlace(e) => Some(e),
             Target::Fresh { old, .. } => old,
         }
     }
@@ -120,6 +123,8 @@ pub struct OpenVolume {
     stripes: Vec<RwLock<()>>,
     /// Block tags of an authenticated volume (`auth.rs`).
     auth: Option<auth::Auth>,
+    /// The tweak domain this volume writes fresh slots in (`integrity::domain_of`).
+    domain: u64,
 }
 
 impl std::fmt::Debug for OpenVolume {
@@ -179,12 +184,19 @@ impl OpenVolume {
     ) -> Result<OpenVolume> {
         let shift = header.chunk_shift;
         let mut map = HashMap::new();
-        for (chunk, slot, refs) in pool.load_map_with_refcounts(header.id.as_str(), shift)? {
+        let rows = pool.load_map_with_refcounts(header.id.as_str(), shift)?;
+        let domains = if auth.is_some() {
+            HashMap::new()
+        } else {
+            pool.slot_domains(shift, &rows.iter().map(|r| r.1).collect::<Vec<_>>())?
+        };
+        for (chunk, slot, refs) in rows {
             map.insert(
                 chunk,
                 Entry {
                     slot,
                     shared: refs > 1,
+                    domain: domains.get(&slot).copied().unwrap_or(0),
                 },
             );
         }
@@ -202,6 +214,7 @@ impl OpenVolume {
             region: header.region.to_string(),
             stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
             auth,
+            domain: crate::volume::integrity::domain_of(header),
         })
     }
 
@@ -255,14 +268,15 @@ impl OpenVolume {
     /// Points `chunk` at `new` (a filled reservation) or at nothing, in memory and in the
     /// pool's pending metadata, as one change. Call with the chunk's stripe held for
     /// writing.
-    fn set_entry(&self, chunk: u64, new: Option<Reserved>, old: Option<SlotNo>) {
+    fn set_entry(&self, chunk: u64, new: Option<(Reserved, u64)>, old: Option<SlotNo>) {
         let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
         match new {
-            Some(r) => m.insert(
+            Some((r, domain)) => m.insert(
                 chunk,
                 Entry {
                     slot: r.0,
                     shared: false,
+                    domain,
                 },
             ),
             None => m.remove(&chunk),
@@ -278,10 +292,10 @@ impl OpenVolume {
         drop(m);
         if was_remote {
             self.pool
-                .remap_remote(self.shift, self.id.as_str(), chunk, new);
+                .remap_remote(self.shift, self.id.as_str(), chunk, new.map(|n| n.0));
         } else {
             self.pool
-                .remap(self.shift, self.id.as_str(), chunk, new, old);
+                .remap(self.shift, self.id.as_str(), chunk, new.map(|n| n.0), old);
         }
     }
 
@@ -319,7 +333,8 @@ impl OpenVolume {
 
     /// Reads and decrypts whole blocks of `slot` at `in_chunk` (block-aligned) into `buf`
     /// (a multiple of 4 KiB); never-written blocks read as zeros.
-    fn read_blocks(&self, chunk: u64, slot: SlotNo, in_chunk: u64, buf: &mut [u8]) -> Result<()> {
+    fn read_blocks(&self, chunk: u64, e: Entry, in_chunk: u64, buf: &mut [u8]) -> Result<()> {
+        let slot = e.slot;
         if self.auth.is_some() {
             return self.read_blocks_auth(chunk, slot, in_chunk, buf);
         }
@@ -350,8 +365,10 @@ impl OpenVolume {
             match (written, run_start) {
                 (true, None) => run_start = Some(i),
                 (false, Some(s)) => {
-                    self.xts
-                        .decrypt_units(first_block + s as u64, &mut buf[s * BS..i * BS]);
+                    self.xts.decrypt_units_at(
+                        tweak(e.domain, first_block + s as u64),
+                        &mut buf[s * BS..i * BS],
+                    );
                     run_start = None;
                 }
                 _ => {}
@@ -375,10 +392,10 @@ impl OpenVolume {
             let a0 = in_chunk / BLOCK_SIZE * BLOCK_SIZE;
             let a1 = (in_chunk + n).div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
             if a0 == in_chunk && a1 == in_chunk + n {
-                self.read_blocks(chunk, e.slot, a0, out)?;
+                self.read_blocks(chunk, e, a0, out)?;
             } else {
                 with_buf(&IO_BUF, (a1 - a0) as usize, |tmp| -> Result<()> {
-                    self.read_blocks(chunk, e.slot, a0, tmp)?;
+                    self.read_blocks(chunk, e, a0, tmp)?;
                     let s = (in_chunk - a0) as usize;
                     out.copy_from_slice(&tmp[s..s + n as usize]);
                     Ok(())
@@ -418,7 +435,7 @@ impl OpenVolume {
             _ => false,
         };
         match current {
-            Some(e) if in_place => Ok(Target::InPlace(e.slot)),
+            Some(e) if in_place => Ok(Target::InPlace(e)),
             None => {
                 let new = self.pool.reserve(self.shift)?;
                 if self.auth.is_some() {
@@ -431,22 +448,22 @@ impl OpenVolume {
                 let copied = if self.auth.is_some() {
                     self.copy_slot_auth(chunk, e.slot, new.0, skip0, skip1)
                 } else {
-                    self.copy_slot(e.slot, new.0, skip0, skip1)
+                    self.copy_slot(chunk, e, new.0, skip0, skip1)
                 };
                 if let Err(err) = copied {
                     self.pool.unreserve(self.shift, new);
                     return Err(err);
                 }
-                Ok(Target::Fresh {
-                    new,
-                    old: Some(e.slot),
-                })
+                Ok(Target::Fresh { new, old: Some(e) })
             }
         }
     }
 
-    fn copy_slot(&self, from: SlotNo, to: SlotNo, skip0: u64, skip1: u64) -> Result<()> {
+    /// Copies a plain slot's ciphertext except `[skip0, skip1)`; a slot in another domain
+    /// is re-encrypted into this volume's, block by written block.
+    fn copy_slot(&self, chunk: u64, from: Entry, to: SlotNo, skip0: u64, skip1: u64) -> Result<()> {
         let cs = self.chunk_size();
+        let reencrypt = from.domain != self.domain;
         for (s, e) in [(0, skip0), (skip1, cs)] {
             if e <= s {
                 continue;
@@ -456,7 +473,21 @@ impl OpenVolume {
             while pos < e {
                 let n = (e - pos).min(256 << 10);
                 with_buf(&COPY_BUF, n as usize, |b| -> Result<()> {
-                    self.data.read_at(b, self.data.slot_offset(from) + pos)?;
+                    self.data
+                        .read_at(b, self.data.slot_offset(from.slot) + pos)?;
+                    if reencrypt {
+                        let first_block = (chunk * cs + pos) / BLOCK_SIZE;
+                        for (i, blk) in b.chunks_exact_mut(BS).enumerate() {
+                            if is_written(blk) {
+                                let block = first_block + i as u64;
+                                self.xts.decrypt_units_at(tweak(from.domain, block), blk);
+                                self.xts.encrypt_units_at(tweak(self.domain, block), blk);
+                            } else {
+                                // A hole, or a torn first write that reads as one.
+                                blk.fill(0);
+                            }
+                        }
+                    }
                     if !is_zero(b) {
                         self.data.write_at(b, self.data.slot_offset(to) + pos)?;
                     }
@@ -471,7 +502,10 @@ impl OpenVolume {
     /// After writing into the target: a fresh slot replaces the old mapping.
     fn commit_target(&self, chunk: u64, t: Target) {
         if let Target::Fresh { new, old } = t {
-            self.set_entry(chunk, Some(new), old);
+            if self.auth.is_none() {
+                self.pool.set_slot_domain(self.shift, new.0, self.domain);
+            }
+            self.set_entry(chunk, Some((new, self.domain)), old.map(|e| e.slot));
         }
     }
 
@@ -518,7 +552,11 @@ impl OpenVolume {
                 Some(_) => self.write_sealed(chunk, slot, a0, buf),
                 None => {
                     let first_block = (chunk * self.chunk_size() + a0) / BLOCK_SIZE;
-                    self.xts.encrypt_units(first_block, buf);
+                    let domain = match target {
+                        Target::InPlace(e) => e.domain,
+                        Target::Fresh { .. } => self.domain,
+                    };
+                    self.xts.encrypt_units_at(tweak(domain, first_block), buf);
                     self.data.write_at(buf, self.data.slot_offset(slot) + a0)
                 }
             }

@@ -82,10 +82,13 @@ impl OpenVolume {
             .inspect_err(|e| {
                 tracing::error!("{e}");
             })?;
-        self.set_entry(chunk, Some(new), None);
+        // An archived chunk is in domain 0: a snapshot with slots in another domain is not
+        // archived (`snapshot::archive`).
+        self.set_entry(chunk, Some((new, 0)), None);
         Ok(Some(Entry {
             slot: new.0,
             shared: false,
+            domain: 0,
         }))
     }
 

@@ -70,6 +70,8 @@ pub(super) struct Dirty {
     landed_freed: Vec<(u8, u64)>,
     /// Records, roots and counts of authenticated volumes (`auth.rs`).
     pub(super) auth: AuthDirty,
+    /// Tweak domains (other than 0) of plain slots mapped since the last commit.
+    pub(super) domains: HashMap<(u8, u64), u64>,
     /// The epoch the take closed: once this commit is durable, so is every write of it.
     pub(super) closed_epoch: u64,
 }
@@ -81,6 +83,7 @@ impl Dirty {
             && self.hwm.is_empty()
             && self.remote_drops.is_empty()
             && self.auth.is_empty()
+            && self.domains.is_empty()
             && !self.sync_landed
     }
 
@@ -97,6 +100,9 @@ impl Dirty {
             *e = (*e).max(v);
         }
         self.remote_drops.extend(older.remote_drops);
+        for (k, v) in older.domains {
+            self.domains.entry(k).or_insert(v);
+        }
         self.sync_landed |= older.sync_landed;
         self.landed_freed.extend(older.landed_freed);
         self.auth.merge_older(older.auth);
@@ -384,6 +390,7 @@ impl Pool {
                 }
             }
             d.auth.write(&w, &mut meta)?;
+            super::domains::write_domains(&w, &d.domains)?;
             let mut refs = w.open_table(REFS)?;
             for (k, delta) in &d.refs {
                 let old = refs.get(*k)?.map(|v| v.value() as i64).unwrap_or(0);
@@ -403,6 +410,7 @@ impl Pool {
                     refs.remove(*k)?;
                     free.insert(*k, ())?;
                     drop_record(&w, k.0, k.1)?;
+                    super::domains::drop_domain(&w, k.0, k.1)?;
                     freed.push(*k);
                 } else {
                     refs.insert(*k, new as u32)?;

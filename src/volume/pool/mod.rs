@@ -30,6 +30,7 @@ use crate::sys::fsio;
 mod alloc;
 mod auth;
 mod data;
+mod domains;
 mod objects;
 mod remote;
 #[cfg(test)]
