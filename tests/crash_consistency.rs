@@ -932,7 +932,7 @@ fn read_snapshot(pool: &Pool, id: &str, sm: &SnapModel) -> Result<Vec<u8>, Strin
                 let t = &rec.tags[i];
                 if t.is_hole() {
                     b.fill(0);
-                } else if !k.verify(rec.domain, block, t, b) {
+                } else if !k.verify(rec.mac, rec.domain, block, t, b) {
                     return Err(format!("snapshot {id}: block {block} fails its tag"));
                 } else {
                     xts.decrypt_units_at(cryptvol::volume::integrity::tweak(rec.domain, block), b);

@@ -40,6 +40,8 @@ pub const CTX_LIST_MARKER: &str = "cryptvol 2026-11-29 list paging marker v1";
 /// An authenticated volume's keys, from its data key: the per-block MAC key, the key of the
 /// root over its MAC records, the key its anchor is sealed under.
 pub const CTX_BLOCK_MAC: &str = "cryptvol 2026-12-02 volume block mac v1";
+/// The keys of the POLYVAL-AES block MAC (48 bytes: POLYVAL key, then AES-256 key).
+pub const CTX_BLOCK_MAC_POLYVAL: &str = "cryptvol 2026-12-02 volume block mac polyval-aes v1";
 pub const CTX_INTEGRITY_ROOT: &str = "cryptvol 2026-12-02 volume integrity root v1";
 pub const CTX_ANCHOR_SEAL: &str = "cryptvol 2026-12-02 volume anchor seal v1";
 /// A volume's XTS tweak domain, from its id (volume::integrity::domain_of).

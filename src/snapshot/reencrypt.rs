@@ -237,7 +237,7 @@ pub fn reencrypt(
                             continue;
                         }
                         let n = first_block + b as u64;
-                        if !keys.verify(rec.domain, n, tag, block) {
+                        if !keys.verify(rec.mac, rec.domain, n, tag, block) {
                             return Err(VolumeError::BadBlock {
                                 volume: format!("the copy's source (chunk {c})"),
                                 block: n,
@@ -271,13 +271,14 @@ pub fn reencrypt(
             // The destination's tags, recorded once the data is written.
             let record = dst.auth.map(|keys| {
                 let mut r = SlotRecord::holes(0, blocks);
+                let alg = r.mac;
                 for (b, w) in written.iter().enumerate() {
                     if *w {
                         let n = first_block + b as u64;
                         let generation = dst.pool.next_generation();
                         r.tags[b] = BlockTag {
                             generation,
-                            mac: keys.block_mac(0, n, generation, &enc[b * BS..(b + 1) * BS]),
+                            mac: keys.block_mac(alg, 0, n, generation, &enc[b * BS..(b + 1) * BS]),
                         };
                     }
                 }

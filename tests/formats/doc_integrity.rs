@@ -14,9 +14,33 @@ use super::{fixture, ids};
 
 const SLOT_AUTH: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("slot_auth");
 const ROOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("roots");
-const CTX_BLOCK_MAC: &str = "cryptvol 2026-12-02 volume block mac v1";
+const CTX_BLOCK_MAC_POLYVAL: &str = "cryptvol 2026-12-02 volume block mac polyval-aes v1";
 const CTX_ROOT: &str = "cryptvol 2026-12-02 volume integrity root v1";
 const CTX_ANCHOR: &str = "cryptvol 2026-12-02 volume anchor seal v1";
+
+/// AES-256(K, POLYVAL(H, ct ‖ domain ‖ block ‖ generation ‖ 8·len(ct))), with H ‖ K the
+/// first 48 bytes of blake3's derive_key XOF of the data key (docs/formats.md, "Block MAC").
+fn polyval_aes(dek: &[u8], ct: &[u8], domain: u64, block: u64, generation: u64) -> [u8; 16] {
+    use aes::cipher::{BlockCipherEncrypt, KeyInit};
+    use polyval::universal_hash::UniversalHash;
+    let mut keys = [0u8; 48];
+    let mut h = blake3::Hasher::new_derive_key(CTX_BLOCK_MAC_POLYVAL);
+    h.update(dek);
+    h.finalize_xof().fill(&mut keys);
+    let hash_key: [u8; 16] = keys[..16].try_into().unwrap();
+    let mut p = polyval::Polyval::new(&hash_key.into());
+    let mut msg = ct.to_vec();
+    for x in [domain, block, generation, ct.len() as u64 * 8] {
+        msg.extend_from_slice(&x.to_le_bytes());
+    }
+    assert_eq!(msg.len() % 16, 0, "whole POLYVAL blocks, no padding");
+    p.update_padded(&msg);
+    let s: [u8; 16] = p.finalize().into();
+    let aes_key: [u8; 32] = keys[16..].try_into().unwrap();
+    let mut b = aes::Block::from(s);
+    aes::Aes256::new(&aes_key.into()).encrypt_block(&mut b);
+    b.into()
+}
 
 fn keyed(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
     let mut h = blake3::Hasher::new_keyed(key);
@@ -102,7 +126,8 @@ fn v4_authenticated_volume_header_records_root_and_anchor() {
         "16 bytes + a halves map of 16 bits + 16 blocks × 24"
     );
     assert_eq!(rec[0], 2, "record version 2: a halves map");
-    assert_eq!(&rec[1..8], &[0; 7]);
+    assert_eq!(rec[1], 1, "MAC algorithm 1: POLYVAL-AES");
+    assert_eq!(&rec[2..8], &[0; 6]);
     assert_eq!(
         le64(&rec, 8),
         0,
@@ -129,20 +154,10 @@ fn v4_authenticated_volume_header_records_root_and_anchor() {
     let data = std::fs::read(v.data.join("regions/local-1/pool/data-64k.alt")).unwrap();
     let at = (slot * 65536 + 4096) as usize;
     let ct = data[at..at + 4096].to_vec();
-    let mac_key = derive(CTX_BLOCK_MAC, &[&dek]);
-    let want = keyed(
-        &mac_key,
-        &[
-            &ct,
-            &0u64.to_le_bytes(),
-            &1u64.to_le_bytes(),
-            &generation.to_le_bytes(),
-        ],
-    );
     assert_eq!(
         mac,
-        &want[..16],
-        "MAC = keyed blake3(ciphertext, domain, block, generation)"
+        &polyval_aes(&dek, &ct, 0, 1, generation)[..],
+        "MAC = AES-256(POLYVAL(ciphertext, domain, block, generation, bit length))"
     );
     let mut p = ct.clone();
     xts(&dek).decrypt_area(&mut p, 4096, 1, get_tweak_default);

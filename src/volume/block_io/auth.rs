@@ -180,11 +180,11 @@ impl OpenVolume {
         TAGS.with(|t| {
             let mut tags = t.borrow_mut();
             tags.clear();
-            let (domain, runs) = {
+            let (alg, domain, runs) = {
                 let r = lock(&rec);
                 tags.extend_from_slice(&r.tags[first..first + n]);
                 let runs = (!r.all_in_first_half()).then(|| r.half_runs(first, n));
-                (r.domain, runs)
+                (r.mac, r.domain, runs)
             };
             if tags.iter().all(BlockTag::is_hole) {
                 buf.fill(0);
@@ -206,7 +206,7 @@ impl OpenVolume {
                     if tags[i].is_hole() {
                         b.fill(0);
                         false
-                    } else if a.keys.verify(domain, block, &tags[i], b) {
+                    } else if a.keys.verify(alg, domain, block, &tags[i], b) {
                         true
                     } else {
                         b.fill(0);
@@ -328,7 +328,10 @@ impl OpenVolume {
         let rec = self.record(slot)?;
         let first = (in_chunk / BLOCK_SIZE) as usize;
         let n = buf.len() / BS;
-        let place = self.placements(slot, &lock(&rec), first, n)?;
+        let (place, alg) = {
+            let r = lock(&rec);
+            (self.placements(slot, &r, first, n)?, r.mac)
+        };
         let first_block = (chunk * self.chunk_size() + in_chunk) / BLOCK_SIZE;
         self.xts.encrypt_units_at(tweak(a.domain, first_block), buf);
         let gen0 = self.pool.next_generations(n as u64);
@@ -336,7 +339,7 @@ impl OpenVolume {
             generation: gen0 + i as u64,
             mac: a
                 .keys
-                .block_mac(a.domain, first_block + i as u64, gen0 + i as u64, b),
+                .block_mac(alg, a.domain, first_block + i as u64, gen0 + i as u64, b),
         };
         // Runs of blocks going to one half: one write each.
         let mut written = Ok(());
@@ -379,7 +382,7 @@ impl OpenVolume {
                     let landed = self.half_file(place[i].0).is_ok_and(|f| {
                         f.read_at(b, f.slot_offset(slot) + ((first + i) * BS) as u64)
                             .is_ok()
-                            && a.keys.verify(a.domain, first_block + i as u64, &t, b)
+                            && a.keys.verify(alg, a.domain, first_block + i as u64, &t, b)
                     });
                     if landed {
                         r.tags[first + i] = t;
@@ -455,6 +458,11 @@ impl OpenVolume {
             r.clone()
         };
         let mut dst = SlotRecord::holes(a.domain, self.blocks_per_chunk());
+        // Within a domain the tags move unchanged, so the copy keeps the source's MAC;
+        // into another domain every block gets a new tag, with the current MAC.
+        if src.domain == a.domain {
+            dst.mac = src.mac;
+        }
         let cs = self.chunk_size();
         for (s, e) in [(0, skip0), (skip1, cs)] {
             let mut pos = s;
@@ -488,7 +496,7 @@ impl OpenVolume {
                             dst.tags[first + i] = *tag;
                             continue;
                         }
-                        if !a.keys.verify(src.domain, block, tag, blk) {
+                        if !a.keys.verify(src.mac, src.domain, block, tag, blk) {
                             return Err(
                                 self.bad_block(block, "its MAC does not match its ciphertext")
                             );
@@ -499,7 +507,7 @@ impl OpenVolume {
                             let generation = self.pool.next_generation();
                             BlockTag {
                                 generation,
-                                mac: a.keys.block_mac(a.domain, block, generation, blk),
+                                mac: a.keys.block_mac(dst.mac, a.domain, block, generation, blk),
                             }
                         };
                     }
