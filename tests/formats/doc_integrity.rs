@@ -187,14 +187,28 @@ fn v4_authenticated_volume_header_records_root_and_anchor() {
     );
     // The anchor: sealed under the anchor key, bound to the volume id, the same root.
     let anchor = std::fs::read(v.data.join("regions/local-1/anchors").join(&vol)).unwrap();
-    assert_eq!(&anchor[..8], b"CVANCHR1");
-    assert_eq!(anchor.len(), 8 + 12 + 40 + 16);
-    let mut aad = b"cryptvol volume anchor v1\0".to_vec();
-    aad.extend_from_slice(vol.as_bytes());
-    let body = open_sealed(&derive(CTX_ANCHOR, &[&dek]), &aad, &anchor[8..]).expect("anchor opens");
+    assert_eq!(&anchor[..8], b"CVANCHR2");
+    assert_eq!(anchor.len(), 3 * 4096);
+    assert!(anchor[8..4096].iter().all(|&b| b == 0), "header padding");
+    // Two records, each bound to its slot; the newer one is the root (the other one is
+    // the same or an older root: stores after the first overwrite the older record).
+    let mut records = vec![];
+    for slot in 0..2u8 {
+        let page = &anchor[(slot as usize + 1) * 4096..][..4096];
+        assert!(page[68..].iter().all(|&b| b == 0), "record {slot} padding");
+        let mut aad = b"cryptvol volume anchor v2\0".to_vec();
+        aad.push(slot);
+        aad.extend_from_slice(vol.as_bytes());
+        let body = open_sealed(&derive(CTX_ANCHOR, &[&dek]), &aad, &page[..68])
+            .expect("anchor record opens");
+        assert_eq!(body.len(), 40);
+        records.push(body);
+    }
+    records.sort_by_key(|b| le64(b, 0));
     assert_eq!(
-        &body[..],
+        &records[1][..],
         &root[..40],
         "anchor = generation and accumulator of the root"
     );
+    assert!(le64(&records[0], 0) <= le64(&root, 0));
 }
