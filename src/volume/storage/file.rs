@@ -19,6 +19,9 @@ pub struct FileStorage {
     dir: PathBuf,
 }
 
+/// Bytes of the metadata database's page cache.
+const METADATA_CACHE: usize = 16 << 20;
+
 impl FileStorage {
     pub fn new(dir: PathBuf) -> FileStorage {
         FileStorage { dir }
@@ -86,7 +89,12 @@ impl PoolStorage for FileStorage {
             let _ = std::fs::remove_file(&tmp);
             made.map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
         }
-        redb::Database::create(path)
+        // redb caches up to 1 GiB of pages by default; the pool's metadata (maps, slot
+        // records) is read on open and written at commits, so a small cache holds what
+        // is hot, and the daemon's memory stays bounded however much a volume writes.
+        redb::Builder::new()
+            .set_cache_size(METADATA_CACHE)
+            .create(path)
     }
 
     fn metadata_path(&self) -> PathBuf {
