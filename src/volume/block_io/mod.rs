@@ -656,6 +656,8 @@ mod tests;
 #[cfg(test)]
 mod tests_auth;
 #[cfg(test)]
+mod tests_domains;
+#[cfg(test)]
 mod tests_halves;
 #[cfg(test)]
 mod tests_remote;

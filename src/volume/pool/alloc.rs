@@ -390,7 +390,7 @@ impl Pool {
                 }
             }
             d.auth.write(&w, &mut meta)?;
-            super::domains::write_domains(&w, &d.domains)?;
+            super::domains::write_domains(&w, &d.domains, &d.refs)?;
             let mut refs = w.open_table(REFS)?;
             for (k, delta) in &d.refs {
                 let old = refs.get(*k)?.map(|v| v.value() as i64).unwrap_or(0);

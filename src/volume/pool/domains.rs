@@ -88,16 +88,28 @@ fn slot_domain(
     Ok(0)
 }
 
-/// Writes the domains of the slots a commit maps.
+/// Writes the domains of the slots a commit maps. A slot the commit maps (its count rises)
+/// with no domain recorded is in domain 0: any row left from an earlier life of the slot
+/// (which a checker's repair may free without dropping) goes.
 pub(super) fn write_domains(
     w: &redb::WriteTransaction,
     domains: &HashMap<(u8, u64), u64>,
+    refs: &HashMap<(u8, u64), i64>,
 ) -> Result<()> {
-    if !domains.is_empty() {
-        let mut t = w.open_table(SLOT_DOMAIN)?;
-        for (k, d) in domains {
-            t.insert(*k, *d)?;
-        }
+    let fresh_in_zero = refs
+        .iter()
+        .filter(|(k, delta)| **delta > 0 && !domains.contains_key(*k))
+        .map(|(k, _)| *k);
+    let mut fresh_in_zero = fresh_in_zero.peekable();
+    if domains.is_empty() && fresh_in_zero.peek().is_none() {
+        return Ok(());
+    }
+    let mut t = w.open_table(SLOT_DOMAIN)?;
+    for (k, d) in domains {
+        t.insert(*k, *d)?;
+    }
+    for k in fresh_in_zero {
+        t.remove(k)?;
     }
     Ok(())
 }

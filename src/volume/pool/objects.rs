@@ -431,6 +431,7 @@ fn drop_map(w: &WriteTransaction, owner: &str, shift: u8) -> Result<Vec<(u8, u64
             refs.remove(k)?;
             free.insert(k, ())?;
             drop_record(w, k.0, k.1)?;
+            super::domains::drop_domain(w, k.0, k.1)?;
             freed.push(k);
         } else {
             refs.insert(k, old - 1)?;
