@@ -18,7 +18,7 @@ thread_local! {
 }
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::{BLOCK_SIZE, SlotNo};
-use crate::volume::integrity::{BlockTag, IntegrityKeys, Placement, SlotRecord, tweak};
+use crate::volume::integrity::{BlockTag, IntegrityKeys, MacAlg, Placement, SlotRecord, tweak};
 use crate::volume::pool::DataFile;
 
 /// The authentication state of an open volume.
@@ -173,7 +173,6 @@ impl OpenVolume {
         buf: &mut [u8],
         stop_at_first: bool,
     ) -> Result<Vec<(u64, &'static str)>> {
-        let a = self.auth().expect("authenticated volume");
         let first = (in_chunk / BLOCK_SIZE) as usize;
         let n = buf.len() / BS;
         let rec = self.record(slot)?;
@@ -197,40 +196,69 @@ impl OpenVolume {
                 Some(runs) => self.read_runs(slot, first, &runs, buf)?,
             }
             let first_block = (chunk * self.chunk_size() + in_chunk) / BLOCK_SIZE;
-            let mut bad = vec![];
-            let mut run: Option<usize> = None;
-            for i in 0..=n {
-                let good = i < n && {
-                    let b = &mut buf[i * BS..(i + 1) * BS];
-                    let block = first_block + i as u64;
-                    if tags[i].is_hole() {
-                        b.fill(0);
-                        false
-                    } else if a.keys.verify(alg, domain, block, &tags[i], b) {
-                        true
-                    } else {
-                        b.fill(0);
-                        bad.push((block, "its MAC does not match its ciphertext"));
-                        if stop_at_first {
-                            return Ok(bad);
-                        }
-                        false
-                    }
-                };
-                match (good, run) {
-                    (true, None) => run = Some(i),
-                    (false, Some(s)) => {
-                        self.xts.decrypt_units_at(
-                            tweak(domain, first_block + s as u64),
-                            &mut buf[s * BS..i * BS],
-                        );
-                        run = None;
-                    }
-                    _ => {}
-                }
-            }
-            Ok(bad)
+            let part = |first: usize, tags: &[BlockTag], buf: &mut [u8]| {
+                self.check_part(
+                    alg,
+                    domain,
+                    first_block + first as u64,
+                    tags,
+                    buf,
+                    stop_at_first,
+                )
+            };
+            Ok(in_two(buf, &tags, part, |mut a, b| {
+                a.extend(b);
+                a
+            }))
         })
+    }
+
+    /// Checks and decrypts `buf` (blocks from `first_block` on) against `tags`: the good
+    /// blocks are decrypted in runs; bad ones and holes are zeros.
+    fn check_part(
+        &self,
+        alg: MacAlg,
+        domain: u64,
+        first_block: u64,
+        tags: &[BlockTag],
+        buf: &mut [u8],
+        stop_at_first: bool,
+    ) -> Vec<(u64, &'static str)> {
+        let a = self.auth().expect("authenticated volume");
+        let n = tags.len();
+        let mut bad = vec![];
+        let mut run: Option<usize> = None;
+        for i in 0..=n {
+            let good = i < n && {
+                let b = &mut buf[i * BS..(i + 1) * BS];
+                let block = first_block + i as u64;
+                if tags[i].is_hole() {
+                    b.fill(0);
+                    false
+                } else if a.keys.verify(alg, domain, block, &tags[i], b) {
+                    true
+                } else {
+                    b.fill(0);
+                    bad.push((block, "its MAC does not match its ciphertext"));
+                    if stop_at_first {
+                        return bad;
+                    }
+                    false
+                }
+            };
+            match (good, run) {
+                (true, None) => run = Some(i),
+                (false, Some(s)) => {
+                    self.xts.decrypt_units_at(
+                        tweak(domain, first_block + s as u64),
+                        &mut buf[s * BS..i * BS],
+                    );
+                    run = None;
+                }
+                _ => {}
+            }
+        }
+        bad
     }
 
     /// The file holding half `half` of every slot (see `integrity::SlotRecord`).
@@ -333,14 +361,22 @@ impl OpenVolume {
             (self.placements(slot, &r, first, n)?, r.mac)
         };
         let first_block = (chunk * self.chunk_size() + in_chunk) / BLOCK_SIZE;
-        self.xts.encrypt_units_at(tweak(a.domain, first_block), buf);
         let gen0 = self.pool.next_generations(n as u64);
-        let tag = |i: usize, b: &[u8]| BlockTag {
-            generation: gen0 + i as u64,
-            mac: a
-                .keys
-                .block_mac(alg, a.domain, first_block + i as u64, gen0 + i as u64, b),
+        // Encrypted and tagged before the write (a tag is recorded only once its block is
+        // written, below).
+        let mut new_tags = vec![BlockTag::HOLE; n];
+        let seal = |i0: usize, tags: &mut [BlockTag], buf: &mut [u8]| {
+            let b0 = first_block + i0 as u64;
+            self.xts.encrypt_units_at(tweak(a.domain, b0), buf);
+            for (i, (t, b)) in tags.iter_mut().zip(buf.chunks_exact(BS)).enumerate() {
+                let g = gen0 + (i0 + i) as u64;
+                *t = BlockTag {
+                    generation: g,
+                    mac: a.keys.block_mac(alg, a.domain, b0 + i as u64, g, b),
+                };
+            }
         };
+        in_two_mut(buf, &mut new_tags, seal);
         // Runs of blocks going to one half: one write each.
         let mut written = Ok(());
         let mut s = 0;
@@ -363,8 +399,8 @@ impl OpenVolume {
             Ok(()) => {
                 let mut r = lock(&rec);
                 let blocks = r.tags.len();
-                for (i, b) in buf.chunks_exact(BS).enumerate() {
-                    r.tags[first + i] = tag(i, b);
+                for (i, t) in new_tags.iter().enumerate() {
+                    r.tags[first + i] = *t;
                     r.set_half(first + i, place[i].0);
                 }
                 r.moves.mark(epoch, first, first + n, blocks);
@@ -378,7 +414,7 @@ impl OpenVolume {
                 let mut r = lock(&rec);
                 let blocks = r.tags.len();
                 for (i, b) in buf.chunks_exact_mut(BS).enumerate() {
-                    let t = tag(i, b);
+                    let t = new_tags[i];
                     let landed = self.half_file(place[i].0).is_ok_and(|f| {
                         f.read_at(b, f.slot_offset(slot) + ((first + i) * BS) as u64)
                             .is_ok()
@@ -572,6 +608,55 @@ impl OpenVolume {
     pub fn bad_blocks_seen(&self) -> u64 {
         self.auth().map_or(0, |a| a.bad.load(Ordering::Relaxed))
     }
+}
+
+/// Requests at least this large are checked or sealed by two threads: a sequential stream
+/// at queue depth 1 would otherwise leave the second core idle while one thread hashes.
+const PARALLEL_FROM: usize = 256 << 10;
+
+/// Runs `f(first block index, tags, blocks)` on `buf` split in two at a block boundary, one
+/// half on a scoped thread, if `buf` is large; else on all of it. Joins the results.
+fn in_two<R: Send>(
+    buf: &mut [u8],
+    tags: &[BlockTag],
+    f: impl Fn(usize, &[BlockTag], &mut [u8]) -> R + Sync,
+    join: impl FnOnce(R, R) -> R,
+) -> R {
+    if buf.len() < PARALLEL_FROM {
+        return f(0, tags, buf);
+    }
+    let half = tags.len() / 2;
+    let (b0, b1) = buf.split_at_mut(half * BS);
+    let (t0, t1) = tags.split_at(half);
+    std::thread::scope(|s| {
+        let other = s.spawn(|| f(half, t1, b1));
+        let mine = f(0, t0, b0);
+        let theirs = other
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        join(mine, theirs)
+    })
+}
+
+/// [`in_two`] over tags being filled in.
+fn in_two_mut(
+    buf: &mut [u8],
+    tags: &mut [BlockTag],
+    f: impl Fn(usize, &mut [BlockTag], &mut [u8]) + Sync,
+) {
+    if buf.len() < PARALLEL_FROM {
+        return f(0, tags, buf);
+    }
+    let half = tags.len() / 2;
+    let (b0, b1) = buf.split_at_mut(half * BS);
+    let (t0, t1) = tags.split_at_mut(half);
+    std::thread::scope(|s| {
+        let other = s.spawn(|| f(half, t1, b1));
+        f(0, t0, b0);
+        other
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+    })
 }
 
 fn a_decrypt(v: &OpenVolume, domain: u64, block: u64, b: &mut [u8]) {
