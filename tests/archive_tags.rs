@@ -317,3 +317,166 @@ fn a_format_1_manifest_still_restores() {
     );
     b.detach(&dir);
 }
+
+/// Another data dir with its own store (prefix `dst`) and KMS served, a user of its own
+/// with a key and an access key: where a copy is pushed.
+struct Other {
+    v: VolEnv,
+    url: String,
+    key: String,
+    id: String,
+    secret: String,
+    kms: common::server::KmsServer,
+}
+
+impl Other {
+    fn new(s: &Store) -> Other {
+        let url = format!("s3://{BUCKET}/dst");
+        let v = VolEnv::uninit();
+        json(
+            &v,
+            s,
+            &[
+                "init",
+                "--snapshot-store",
+                &url,
+                "--s3-endpoint",
+                &s.moto.endpoint,
+            ],
+        );
+        let user = v.create_user("pusher");
+        let key = str_field(
+            &v.json(&["kms", "create-key", "--user", &user])["KeyMetadata"],
+            "Arn",
+        );
+        let ak = v.json(&["iam", "create-access-key", "--user-name", "pusher"]);
+        let (id, secret) = (
+            str_field(&ak["AccessKey"], "AccessKeyId"),
+            str_field(&ak["AccessKey"], "SecretAccessKey"),
+        );
+        v.add_secret(secret.as_bytes());
+        let kms = common::server::KmsServer::start(&v);
+        Other {
+            v,
+            url,
+            key,
+            id,
+            secret,
+            kms,
+        }
+    }
+
+    fn creds(&self) -> [(&str, &str); 2] {
+        [
+            ("AWS_ACCESS_KEY_ID", self.id.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret.as_str()),
+        ]
+    }
+
+    /// `snapshot copy SNAP` run on `a`, pushed into this data dir's store under its key.
+    fn push(&self, a: &VolEnv, s: &Store, snap: &str) -> common::Out {
+        a.run_env(
+            &[
+                "snapshot",
+                "copy",
+                snap,
+                "--destination-region",
+                "local-1",
+                "--destination-snapshot-store",
+                &self.url,
+                "--destination-s3-endpoint",
+                &s.moto.endpoint,
+                "--destination-kms-endpoint",
+                &self.kms.endpoint,
+                "--kms-key",
+                &self.key,
+            ],
+            &self.creds(),
+        )
+    }
+}
+
+/// A copy of an authenticated snapshot pushed into another data dir's store, under that
+/// data dir's key: every block of the source checked against its tag, decrypted in its
+/// domain, and given a new tag under the new key; restored there, it reads back and
+/// verifies.
+#[test]
+fn a_copy_of_an_authenticated_snapshot_into_another_store_gets_tags_under_its_key() {
+    needs!(Fuse);
+    let Some(s) = Store::new("src") else {
+        return;
+    };
+    let a = machine(&s);
+    let vol = a.create(&["--size", "16M", "--integrity"]);
+    let mut rng = Rng::new(74);
+    let mut want = rng.bytes(3 * MIB as usize);
+    let over = rng.bytes(MIB as usize);
+    write_rounds(&a, &vol, &[&[(0, &want)], &[(MIB / 2, &over)]]);
+    want[(MIB / 2) as usize..][..over.len()].copy_from_slice(&over);
+    let snap = str_field(&snapshot_create(&a, &s, &vol, &[]), "SnapshotId");
+    wait_completed(&a, &s, &snap);
+
+    let o = Other::new(&s);
+    let copied = o.push(&a, &s, &snap).ok().json();
+    assert_eq!(copied["State"], "completed", "{copied:#}");
+    let new = str_field(&copied, "SnapshotId");
+
+    // B restores it with its own credentials (its key's KMS is the one the copy names).
+    let (b, creds) = (&o.v, o.creds());
+    let v = b
+        .run_env(&["volume", "create", "--from-snapshot", &new], &creds)
+        .ok()
+        .json();
+    let bvol = str_field(&v, "VolumeId");
+    assert_eq!(v["Integrity"], true, "{v:#}");
+    assert_eq!(v["RemoteBytes"], 3 * MIB, "{v:#}");
+    let h = b.run_env(&["volume", "hydrate", &bvol], &creds).ok().json();
+    assert_eq!(h["RemoteBytes"], 0, "{h:#}");
+    let r = assert_verifies(b, &creds, &bvol, "the copy, restored");
+    assert_eq!(r["BlocksChecked"], 3 * 256, "{r:#}");
+    // SAFETY: nextest runs each test in its own process; nothing else reads the
+    // environment concurrently here.
+    unsafe {
+        for (k, v) in creds {
+            std::env::set_var(k, v);
+        }
+    }
+    let dir = b.dir("m");
+    let file = b.attach(&bvol, &dir, &[]);
+    assert_bytes(
+        "the copy, restored",
+        0,
+        &read_at(&file, 0, want.len()),
+        &want,
+    );
+    b.detach(&dir);
+}
+
+/// A block whose ciphertext no longer matches its tag (changed in the pool before the
+/// archive read it: the archive carries ciphertext and tags as they are) stops a copy
+/// before it re-encrypts that block: exit 25, naming the snapshot and the chunk, and the
+/// destination gets no snapshot.
+#[test]
+fn a_source_block_that_fails_its_tag_stops_a_copy_with_exit_25() {
+    needs!(Fuse);
+    let Some(s) = Store::new("src") else {
+        return;
+    };
+    let a = machine(&s);
+    let vol = a.create(&["--size", "16M", "--integrity"]);
+    let data = Rng::new(75).bytes(2 * MIB as usize);
+    write_rounds(&a, &vol, &[&[(0, &data)]]);
+    common::pool_peek::flip_bit(&a, &vol, 256 + 44, 1000);
+    let snap = str_field(&snapshot_create(&a, &s, &vol, &[]), "SnapshotId");
+    wait_completed(&a, &s, &snap);
+
+    let o = Other::new(&s);
+    let err = o.push(&a, &s, &snap).fails(25);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&snap) && err.contains("chunk 1") && err.contains("block 300"),
+        "{err}"
+    );
+    let manifests = s.moto.objects(BUCKET, "dst/snapshots/");
+    assert!(manifests.is_empty(), "{manifests:?}");
+}

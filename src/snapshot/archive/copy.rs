@@ -368,7 +368,7 @@ fn respool(
                         let n = first + b as u64;
                         if !src_tags.verify(rec.domain, n, tag, &buf[b * BS..(b + 1) * BS]) {
                             return Err(VolumeError::Tampered {
-                                volume: format!("snapshot {source} in {}", c.source_store.config().url),
+                                volume: format!("{source} (the snapshot in {})", c.source_store.config().url),
                                 detail: format!(
                                     "block {n} of its chunk {} does not match its tag, so it is not copied",
                                     e.chunk
