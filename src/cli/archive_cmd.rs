@@ -263,7 +263,7 @@ pub fn restore_from_store(
     pool: Option<Box<dyn Catalog>>,
 ) -> Result<(crate::volume::VolumeHeader, Box<dyn Catalog>), CliError> {
     use crate::snapshot::archive::restore;
-    use crate::volume::{KeySource, lifecycle, remote::RemoteChunk};
+    use crate::volume::{KeySource, lifecycle};
 
     let dir = cfg.region_dir();
     // The region daemon fetches a lazily restored volume's chunks from the region's own
@@ -314,6 +314,9 @@ pub fn restore_from_store(
     let kms = kms.as_deref();
     let data_key = lifecycle::data_key(&head.volume, kms, customer_key)?;
     let (_, entries) = restore::open(&bytes, snapshot, &data_key)?;
+    let root = h
+        .integrity
+        .then(|| restore::first_root(&data_key, &entries));
     drop(data_key);
     // The pool is made (if the region has none) only now: a damaged manifest changes
     // nothing here, not even an empty pool.
@@ -325,24 +328,12 @@ pub fn restore_from_store(
         .map_err(|e| crate::volume::VolumeError::io("cannot create", dir.archive_dir(), e))?;
     crate::sys::fsio::write_atomic(&hold, lineage.as_bytes(), crate::sys::fsio::PRIVATE_FILE)
         .map_err(|e| crate::volume::VolumeError::io("cannot write", &hold, e))?;
-    let chunks: Vec<(u64, RemoteChunk)> = entries
-        .iter()
-        .map(|e| {
-            (
-                e.chunk,
-                RemoteChunk {
-                    object: e.object_key(&lineage),
-                    blake3: e.blake3,
-                    len: e.len,
-                },
-            )
-        })
-        .collect();
+    let chunks = restore::remote_rows(&entries, &lineage);
     let mut access = None;
     let made = lifecycle::with_volume_grant::<CliError, _>(&h, kms, || {
         access
             .insert(catalog::open(&dir)?)
-            .restore_remote_volume(&h, chunks)?;
+            .restore_remote_volume(&h, chunks, root)?;
         Ok(())
     });
     if let Err(e) = made {

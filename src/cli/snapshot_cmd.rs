@@ -406,9 +406,9 @@ pub fn run(cfg: &Config, cmd: SnapshotCommand) -> Result<(), CliError> {
                 None => access.create_snapshot(&h.id, &rec)?,
             }
             // With a snapshot store, the archive starts now, in the background: the
-            // snapshot is `pending` until it is complete, as in EBS. Archives do not yet
-            // carry an authenticated volume's block tags: its snapshots stay local.
-            if store.is_some() && matches!(h.key, KeySource::Kms { .. }) && !h.integrity {
+            // snapshot is `pending` until it is complete, as in EBS (an authenticated
+            // volume's too: the archive carries its block tags).
+            if store.is_some() && matches!(h.key, KeySource::Kms { .. }) {
                 let status = job::ArchiveStatus::new(
                     rec.id.as_str(),
                     h.id.as_str(),

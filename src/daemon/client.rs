@@ -238,10 +238,12 @@ impl Catalog for Client {
         &self,
         h: &VolumeHeader,
         chunks: Vec<(u64, RemoteChunk)>,
+        root: Option<Vec<u8>>,
     ) -> Result<()> {
         self.call(Request::RestoreRemoteVolume {
             header: h.clone(),
             chunks: remote_to_wire(chunks),
+            root: root.as_deref().map(crate::aws::b64::encode),
         })
     }
 

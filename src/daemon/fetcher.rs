@@ -104,6 +104,8 @@ mod tests {
             object: "chunks/l/x".into(),
             blake3: [0; 32],
             len: 4096,
+            domain: 0,
+            record: None,
         };
         match f.fetch(&chunk, &mut [0u8; 4096]) {
             Err(VolumeError::Remote {

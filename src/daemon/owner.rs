@@ -466,9 +466,11 @@ impl Catalog for PoolOwner {
         &self,
         h: &VolumeHeader,
         chunks: Vec<(u64, RemoteChunk)>,
+        root: Option<Vec<u8>>,
     ) -> Result<()> {
         let _g = self.locks.take(&[h.id.as_str()]);
-        self.pool.restore_remote_volume(h, &chunks)
+        self.pool
+            .restore_remote_authenticated(h, &chunks, root.as_deref())
     }
 
     fn remote_bytes(&self, id: &VolumeId) -> Result<u64> {

@@ -575,9 +575,9 @@ fn hydrate_volume_detached_and_attached() {
     };
     // Detached.
     let a = mk();
-    owner.restore_remote_volume(&a, rows.clone()).unwrap();
+    owner.restore_remote_volume(&a, rows.clone(), None).unwrap();
     assert!(matches!(
-        owner.restore_remote_volume(&a, rows.clone()),
+        owner.restore_remote_volume(&a, rows.clone(), None),
         Err(VolumeError::InvalidArgument { .. })
     ));
     assert_eq!(owner.remote_bytes(&a.id).unwrap(), 12 << SHIFT);
@@ -593,7 +593,7 @@ fn hydrate_volume_detached_and_attached() {
     assert_eq!(owner.remote_bytes(&a.id).unwrap(), 0);
     // Attached.
     let b = mk();
-    owner.restore_remote_volume(&b, rows.clone()).unwrap();
+    owner.restore_remote_volume(&b, rows.clone(), None).unwrap();
     let v = owner
         .attach(&b.id, &[], keys(), Rollback::Refuse, Ok)
         .unwrap();

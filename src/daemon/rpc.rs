@@ -19,7 +19,7 @@ use crate::volume::{VolumeError, VolumeHeader, VolumeId};
 
 /// The protocol version. A daemon refuses a request of another version with a message
 /// that says how to get going again (after an upgrade, an old daemon may still run).
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// What goes on the wire: the version and the request.
 #[derive(Debug, Serialize, Deserialize)]
@@ -113,6 +113,9 @@ pub enum Request {
     RestoreRemoteVolume {
         header: VolumeHeader,
         chunks: Vec<WireRemoteChunk>,
+        /// An authenticated volume's first root (base64 of the 72-byte `roots` row).
+        #[serde(default)]
+        root: Option<String>,
     },
     /// → u64
     RemoteBytes {
@@ -155,30 +158,43 @@ pub enum Request {
     },
 }
 
-/// A remote chunk on the wire, compactly: (chunk index, object key, blake3 in hex, length).
-pub type WireRemoteChunk = (u64, String, String, u32);
+/// A remote chunk on the wire, compactly: (chunk index, object key, blake3 in hex, length,
+/// tweak domain, slot record in base64 or null).
+pub type WireRemoteChunk = (u64, String, String, u32, u64, Option<String>);
 
 pub fn remote_to_wire(rows: Vec<(u64, RemoteChunk)>) -> Vec<WireRemoteChunk> {
     rows.into_iter()
         .map(|(c, rc)| {
             let hex = blake3::Hash::from(rc.blake3).to_hex().to_string();
-            (c, rc.object, hex, rc.len)
+            let record = rc.record.as_deref().map(crate::aws::b64::encode);
+            (c, rc.object, hex, rc.len, rc.domain, record)
         })
         .collect()
 }
 
 pub fn remote_from_wire(rows: Vec<WireRemoteChunk>) -> Result<Vec<(u64, RemoteChunk)>> {
     rows.into_iter()
-        .map(|(c, object, hex, len)| {
+        .map(|(c, object, hex, len, domain, record)| {
             let hash = blake3::Hash::from_hex(&hex).map_err(|_| {
                 VolumeError::invalid("remote chunk", format!("blake3 of {object} is not hex"))
             })?;
+            let record = record
+                .map(|r| crate::aws::b64::decode(&r))
+                .transpose()
+                .map_err(|_| {
+                    VolumeError::invalid(
+                        "remote chunk",
+                        format!("record of {object} is not base64"),
+                    )
+                })?;
             Ok((
                 c,
                 RemoteChunk {
                     object,
                     blake3: *hash.as_bytes(),
                     len,
+                    domain,
+                    record,
                 },
             ))
         })

@@ -181,9 +181,17 @@ impl Daemon {
             Request::ListPending => done_line(o.pending()),
             Request::BeginCopy { owner, pending } => done_line(o.begin_copy(&owner, &pending)),
             Request::AbandonPending { owner } => done_line(o.abandon_pending(&owner)),
-            Request::RestoreRemoteVolume { header, chunks } => done_line(
-                rpc::remote_from_wire(chunks).and_then(|c| o.restore_remote_volume(&header, c)),
-            ),
+            Request::RestoreRemoteVolume {
+                header,
+                chunks,
+                root,
+            } => done_line(rpc::remote_from_wire(chunks).and_then(|c| {
+                let root = root
+                    .map(|r| crate::aws::b64::decode(&r))
+                    .transpose()
+                    .map_err(|_| VolumeError::invalid("root", "not base64"))?;
+                o.restore_remote_volume(&header, c, root)
+            })),
             Request::RemoteBytes { volume } => done_line(o.remote_bytes(&volume)),
             Request::LoadRemote { owner } => {
                 done_line(o.load_remote(&owner).map(rpc::remote_to_wire))

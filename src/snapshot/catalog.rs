@@ -58,11 +58,13 @@ pub trait Catalog {
     fn run_copy(&self, job: CopyJob, progress: Progress) -> Result<CopyStats>;
 
     /// A new volume whose listed chunks live in the object store (lazy restore), in one
-    /// transaction; its id and name must be free. Reads fetch them on first use.
+    /// transaction; its id and name must be free. Reads fetch them on first use. `root`:
+    /// an authenticated volume's first root (`roots` row), over its chunks' records.
     fn restore_remote_volume(
         &self,
         h: &VolumeHeader,
         chunks: Vec<(u64, RemoteChunk)>,
+        root: Option<Vec<u8>>,
     ) -> Result<()>;
     /// Bytes of a volume still in the object store (0 once hydrated).
     fn remote_bytes(&self, id: &VolumeId) -> Result<u64>;

@@ -32,21 +32,6 @@ pub struct SnapshotRecord {
     pub volume: VolumeHeader,
 }
 
-/// Copies and archives of authenticated volumes' snapshots do not yet carry their block
-/// tags and root: refused rather than made without them.
-pub fn refuse_unauthenticated_copy(rec: &SnapshotRecord, what: &str) -> Result<()> {
-    if rec.volume.integrity {
-        return Err(VolumeError::invalid(
-            "snapshot",
-            format!(
-                "{} is of an authenticated volume (--integrity): cryptvol cannot yet {what} it with its block tags; restore it in this region with `volume create --from-snapshot {}`",
-                rec.id, rec.id
-            ),
-        ));
-    }
-    Ok(())
-}
-
 impl SnapshotRecord {
     pub fn new(volume: &VolumeHeader, description: &str, now_ns: i64) -> Result<SnapshotRecord> {
         if description.len() > 255 {

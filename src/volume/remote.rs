@@ -12,13 +12,17 @@ use super::error::{Result, VolumeError};
 
 /// One chunk of a volume that lives in the object store: the object's key (relative to
 /// the store's prefix), the blake3 of its bytes (the chunk's XTS ciphertext, as the pool
-/// would hold it: same data key, same tweaks = block numbers), and its length in bytes
-/// (= the chunk size).
+/// would hold it: same data key, tweaks `domain << 64 | block`), its length in bytes
+/// (= the chunk size), the tweak domain its blocks were encrypted in, and for an
+/// authenticated volume its slot record (encoded, every block in the slot's first half:
+/// the object holds the chunk assembled), which the fetched slot gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteChunk {
     pub object: String,
     pub blake3: [u8; 32],
     pub len: u32,
+    pub domain: u64,
+    pub record: Option<Vec<u8>>,
 }
 
 /// Fetches chunk objects: the lead implements it over S3.
@@ -28,8 +32,13 @@ pub trait ChunkFetcher: Send + Sync {
     fn fetch(&self, chunk: &RemoteChunk, buf: &mut [u8]) -> Result<(), VolumeError>;
 }
 
-/// Version byte of an encoded [`RemoteChunk`] (docs/formats.md, "Thin pool", `remote`).
+/// Version byte of an encoded [`RemoteChunk`] (docs/formats.md, "Thin pool", `remote`):
+/// a chunk in domain 0 without a record.
 pub const REMOTE_ROW_V1: u8 = 1;
+/// A chunk with a tweak domain and an optional slot record.
+pub const REMOTE_ROW_V2: u8 = 2;
+/// Bytes a version 2 row adds after the length: domain (8), record length (4).
+const V2_EXTRA: usize = 8 + 4;
 /// Longest object key accepted (S3's limit).
 pub const MAX_OBJECT_KEY: usize = 1024;
 /// Bytes before the object key: version, blake3, length.
@@ -39,13 +48,22 @@ const FIXED: usize = 1 + 32 + 4;
 pub const DAMAGED_FIX: &str = "the snapshot in the object store is damaged or was changed: restore the volume from another snapshot (or restore the object)";
 
 impl RemoteChunk {
-    /// The `remote` table's value: version 1, blake3 (32 bytes), length (u32 LE), object
-    /// key (UTF-8, the rest).
+    /// The `remote` table's value: version 1 (domain 0, no record), blake3 (32 bytes),
+    /// length (u32 LE), object key (UTF-8, the rest); or version 2, which puts the domain
+    /// (u64 LE), the record's length (u32 LE, 0: none) and the record between the length
+    /// and the object key.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(FIXED + self.object.len());
-        out.push(REMOTE_ROW_V1);
+        let v2 = self.domain != 0 || self.record.is_some();
+        let rec = self.record.as_deref().unwrap_or(&[]);
+        let mut out = Vec::with_capacity(FIXED + V2_EXTRA + rec.len() + self.object.len());
+        out.push(if v2 { REMOTE_ROW_V2 } else { REMOTE_ROW_V1 });
         out.extend_from_slice(&self.blake3);
         out.extend_from_slice(&self.len.to_le_bytes());
+        if v2 {
+            out.extend_from_slice(&self.domain.to_le_bytes());
+            out.extend_from_slice(&(rec.len() as u32).to_le_bytes());
+            out.extend_from_slice(rec);
+        }
         out.extend_from_slice(self.object.as_bytes());
         out
     }
@@ -56,29 +74,50 @@ impl RemoteChunk {
             what: what.to_string(),
             detail: format!("{detail}: run `cryptvol pool check`"),
         };
-        match b.first() {
+        let v2 = match b.first() {
             None => return Err(corrupt("the remote chunk row is empty")),
-            Some(&REMOTE_ROW_V1) => {}
+            Some(&REMOTE_ROW_V1) => false,
+            Some(&REMOTE_ROW_V2) => true,
             Some(&v) => {
                 return Err(VolumeError::NewerFormat {
                     what: what.to_string(),
                     found: v as u64,
-                    newest: REMOTE_ROW_V1 as u64,
+                    newest: REMOTE_ROW_V2 as u64,
                 });
             }
-        }
+        };
         if b.len() <= FIXED {
             return Err(corrupt("the remote chunk row is too short"));
         }
         let blake3: [u8; 32] = b[1..33].try_into().expect("32 bytes");
         let len = u32::from_le_bytes(b[33..37].try_into().expect("4 bytes"));
-        let object = std::str::from_utf8(&b[FIXED..])
+        let (domain, record, key) = if v2 {
+            let extra = b
+                .get(FIXED..FIXED + V2_EXTRA)
+                .ok_or_else(|| corrupt("the remote chunk row is too short"))?;
+            let domain = u64::from_le_bytes(extra[..8].try_into().expect("8 bytes"));
+            let rec_len = u32::from_le_bytes(extra[8..].try_into().expect("4 bytes")) as usize;
+            let start = FIXED + V2_EXTRA;
+            let rec = b
+                .get(start..start + rec_len)
+                .ok_or_else(|| corrupt("the remote chunk row's record is truncated"))?;
+            let record = (rec_len > 0).then(|| rec.to_vec());
+            (domain, record, &b[start + rec_len..])
+        } else {
+            (0, None, &b[FIXED..])
+        };
+        if key.is_empty() {
+            return Err(corrupt("the remote chunk row is too short"));
+        }
+        let object = std::str::from_utf8(key)
             .map_err(|_| corrupt("the object key is not UTF-8"))?
             .to_string();
         Ok(RemoteChunk {
             object,
             blake3,
             len,
+            domain,
+            record,
         })
     }
 
@@ -210,6 +249,8 @@ pub(crate) mod test_fetcher {
                 object: object.to_string(),
                 blake3: *blake3::hash(bytes).as_bytes(),
                 len: bytes.len() as u32,
+                domain: 0,
+                record: None,
             }
         }
     }
@@ -248,6 +289,8 @@ mod tests {
             object: "snap-1/chunks/000007".into(),
             blake3: [7; 32],
             len: 1 << 20,
+            domain: 0,
+            record: None,
         };
         let b = rc.encode();
         assert_eq!(b[0], 1);
@@ -256,7 +299,7 @@ mod tests {
         assert_eq!(&b[37..], rc.object.as_bytes());
         assert_eq!(RemoteChunk::decode(&b, "row").unwrap(), rc);
         let mut newer = b.clone();
-        newer[0] = 2;
+        newer[0] = 3;
         assert!(matches!(
             RemoteChunk::decode(&newer, "row"),
             Err(VolumeError::NewerFormat { .. })
@@ -268,5 +311,32 @@ mod tests {
         assert!(RemoteChunk::decode(&[], "row").is_err());
         assert!(rc.validate(1 << 20).is_ok());
         assert!(rc.validate(1 << 16).is_err());
+    }
+
+    #[test]
+    fn version_2_rows_carry_a_domain_and_a_record() {
+        let rc = RemoteChunk {
+            object: "chunks/vol-1/ab-01".into(),
+            blake3: [3; 32],
+            len: 1 << 16,
+            domain: 0x1234,
+            record: Some(vec![5; 40]),
+        };
+        let b = rc.encode();
+        assert_eq!(b[0], 2);
+        assert_eq!(&b[37..45], &0x1234u64.to_le_bytes());
+        assert_eq!(&b[45..49], &40u32.to_le_bytes());
+        assert_eq!(&b[49..89], &[5; 40]);
+        assert_eq!(&b[89..], rc.object.as_bytes());
+        assert_eq!(RemoteChunk::decode(&b, "row").unwrap(), rc);
+        // A domain alone, no record.
+        let plain = RemoteChunk {
+            record: None,
+            ..rc.clone()
+        };
+        assert_eq!(RemoteChunk::decode(&plain.encode(), "row").unwrap(), plain);
+        // A record longer than the row, or no object key after it.
+        assert!(RemoteChunk::decode(&b[..60], "row").is_err());
+        assert!(RemoteChunk::decode(&b[..89], "row").is_err());
     }
 }

@@ -27,12 +27,13 @@ use crate::aws::{Region, b64};
 use crate::crypto::SecretBytes;
 use crate::kms::{DataKeySpec, KeyBackend, KeyRef};
 use crate::snapshot::SnapshotRecord;
-use crate::snapshot::reencrypt::crypt_blocks;
+use crate::snapshot::reencrypt::{crypt_blocks, crypt_blocks_at};
 use crate::snapshot::store::{Bounded, SnapshotStore};
 use crate::snapshot::throttle::Throttle;
 use crate::sys::fsio;
 use crate::volume::block_io::is_written;
 use crate::volume::ids::{BLOCK_SIZE, SlotNo, SnapshotId};
+use crate::volume::integrity::{BlockTag, IntegrityKeys, SlotRecord};
 use crate::volume::{KeySource, VolumeError, key_check, keys, lifecycle};
 
 const BS: usize = BLOCK_SIZE as usize;
@@ -191,11 +192,25 @@ pub fn copy(c: &StoreCopy, source: &str) -> Result<ArchiveStatus, ArchiveError> 
         return Ok(done);
     }
     if !rec.spooled {
-        respool(c, &head.volume, &entries, &src_key, &dst_key, &spool)?;
+        respool(
+            c,
+            source,
+            &head.volume,
+            &entries,
+            &src_key,
+            &dst_key,
+            &spool,
+        )?;
         rec.spooled = true;
         save(c.jobs, source, &rec)?;
     }
     drop(src_key);
+    // An authenticated source's copy is authenticated too: new tags under the new key.
+    let records = if head.volume.integrity {
+        Some(spool_records(&head.volume, &entries, &dst_key, &spool)?)
+    } else {
+        None
+    };
 
     let mut volume = head.volume.clone();
     volume.lineage = new_id.to_string();
@@ -231,6 +246,8 @@ pub fn copy(c: &StoreCopy, source: &str) -> Result<ArchiveStatus, ArchiveError> 
         map: entries.iter().map(|e| (e.chunk, SlotNo(e.chunk))).collect(),
         remote: Vec::new(),
         data_path: spool.clone(),
+        domains: Default::default(),
+        records,
         data_key: &dst_key,
         parent: None,
         max_bandwidth: c.max_bandwidth,
@@ -245,11 +262,49 @@ pub fn copy(c: &StoreCopy, source: &str) -> Result<ArchiveStatus, ArchiveError> 
     Ok(status)
 }
 
-/// Fetches every source chunk, checks it, decrypts it with the source key and encrypts
-/// it with the new one (holes stay holes), checks the result decrypts back, and writes it
-/// at its chunk's place in the spool.
+/// The copy's slot records: for each chunk of an authenticated source, the source's holes
+/// stay holes and every other block gets a tag under the new key, in domain 0 (the copy
+/// is the first volume of its data key), over its ciphertext in the spool, with the
+/// source tag's generation (so a resumed copy makes the same records).
+fn spool_records(
+    volume: &crate::volume::VolumeHeader,
+    entries: &[super::manifest::ChunkEntry],
+    dst_key: &SecretBytes,
+    spool: &std::path::Path,
+) -> Result<std::collections::HashMap<u64, SlotRecord>, ArchiveError> {
+    let shift = volume.chunk_shift;
+    let blocks = 1usize << (shift - 12);
+    let keys = IntegrityKeys::from_data_key(dst_key);
+    let file = std::fs::File::open(spool).map_err(|e| io("cannot open", spool, e))?;
+    let mut buf = vec![0u8; 1 << shift];
+    let mut out = std::collections::HashMap::with_capacity(entries.len());
+    for e in entries {
+        let src = SlotRecord::decode(e.record.as_deref().unwrap_or(&[]), blocks)?;
+        file.read_exact_at(&mut buf, e.chunk << shift)
+            .map_err(|err| io("cannot read", spool, err))?;
+        let mut r = SlotRecord::holes(0, blocks);
+        let first = e.chunk * blocks as u64;
+        for (b, tag) in src.tags.iter().enumerate() {
+            if !tag.is_hole() {
+                let n = first + b as u64;
+                r.tags[b] = BlockTag {
+                    generation: tag.generation,
+                    mac: keys.block_mac(r.mac, 0, n, tag.generation, &buf[b * BS..(b + 1) * BS]),
+                };
+            }
+        }
+        out.insert(e.chunk, r);
+    }
+    Ok(out)
+}
+
+/// Fetches every source chunk, checks it (an authenticated source's tags too, before a
+/// block is decrypted), decrypts it with the source key in its tweak domain and encrypts
+/// it with the new one in domain 0 (holes stay holes), checks the result decrypts back,
+/// and writes it at its chunk's place in the spool.
 fn respool(
     c: &StoreCopy,
+    source: &str,
     volume: &crate::volume::VolumeHeader,
     entries: &[super::manifest::ChunkEntry],
     src_key: &SecretBytes,
@@ -261,6 +316,8 @@ fn respool(
     let lineage = volume.lineage.as_str();
     let src = keys::xts_from_data_key(src_key)?;
     let dst = keys::xts_from_data_key(dst_key)?;
+    let src_tags = IntegrityKeys::from_data_key(src_key);
+    let blocks = chunk / BS;
     let d = c.jobs.jobs_dir();
     fsio::create_private_dir(&d).map_err(|e| io("cannot create", &d, e))?;
     let file = OpenOptions::new()
@@ -272,7 +329,7 @@ fn respool(
         .map_err(|e| io("cannot open", spool, e))?;
     let throttle = Throttle::new(c.max_bandwidth);
     let jobs = entries.iter().map(|e| {
-        let (src, dst, file, throttle) = (&src, &dst, &file, &throttle);
+        let (src, dst, file, throttle, src_tags) = (&src, &dst, &file, &throttle, &src_tags);
         async move {
             tokio::time::sleep(throttle.delay(chunk as u64)).await;
             let key = e.object_key(lineage);
@@ -296,14 +353,40 @@ fn respool(
             let mut buf = got.bytes.to_vec();
             let first = e.chunk * (chunk / BS) as u64;
             // Whole chunks through the batched XTS (as `reencrypt`): holes stay holes; what
-            // is written must decrypt under the new key to the source's plaintext.
-            let written: Vec<bool> = buf.chunks(BS).map(is_written).collect();
+            // is written must decrypt under the new key to the source's plaintext. An
+            // authenticated source says which blocks are holes, and each other block must
+            // carry its tag before it is decrypted.
+            let written: Vec<bool> = match &e.record {
+                None => buf.chunks(BS).map(is_written).collect(),
+                Some(r) => {
+                    let rec = SlotRecord::decode(r, blocks)?;
+                    let mut w = vec![false; blocks];
+                    for (b, tag) in rec.tags.iter().enumerate() {
+                        if tag.is_hole() {
+                            continue;
+                        }
+                        let n = first + b as u64;
+                        if !src_tags.verify(rec.mac, rec.domain, n, tag, &buf[b * BS..(b + 1) * BS]) {
+                            return Err(VolumeError::Tampered {
+                                volume: format!("{source} (the snapshot in {})", c.source_store.config().url),
+                                detail: format!(
+                                    "block {n} of its chunk {} does not match its tag, so it is not copied",
+                                    e.chunk
+                                ),
+                            }
+                            .into());
+                        }
+                        w[b] = true;
+                    }
+                    w
+                }
+            };
             for (b, w) in buf.chunks_mut(BS).zip(&written) {
                 if !w {
                     b.fill(0);
                 }
             }
-            crypt_blocks(src, first, &mut buf, &written, true);
+            crypt_blocks_at(src, e.domain, first, &mut buf, &written, true);
             let plain = buf.clone();
             crypt_blocks(dst, first, &mut buf, &written, false);
             let mut check = buf.clone();

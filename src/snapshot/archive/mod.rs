@@ -27,6 +27,7 @@ use crate::snapshot::catalog::Catalog;
 use crate::snapshot::store::{SnapshotStore, StoreConfig, StoreCredentials, StoreError};
 use crate::sys::fsio;
 use crate::volume::ids::SnapshotId;
+use crate::volume::integrity::SlotRecord;
 use crate::volume::{VolumeError, lifecycle, pool};
 use job::{ArchiveState, ArchiveStatus};
 
@@ -197,19 +198,6 @@ pub fn run_job(
     let holder = lease_holder(snapshot);
     let catalog = (env.catalog)()?;
     let rec = catalog.snapshot(snapshot, env.region.as_str())?;
-    crate::snapshot::refuse_unauthenticated_copy(&rec, "archive")?;
-    if !catalog
-        .load_domains(snapshot, rec.volume.chunk_shift)?
-        .is_empty()
-    {
-        return Err(VolumeError::invalid(
-            "snapshot",
-            format!(
-                "{snapshot} holds blocks a restored volume wrote in its own tweak domain: cryptvol cannot yet archive them; copy it with `snapshot copy` instead"
-            ),
-        )
-        .into());
-    }
     let mut status = job::read(env.dir, snapshot).unwrap_or_else(|| {
         ArchiveStatus::new(snapshot, rec.volume.id.as_str(), max_bandwidth, env.now_ns)
     });
@@ -225,6 +213,20 @@ pub fn run_job(
     catalog.take_lease(snapshot, &holder)?;
     let map = catalog.load_map(snapshot)?;
     let remote = catalog.load_remote(snapshot)?;
+    // What the manifest carries besides the chunks: each chunk's tweak domain, and an
+    // authenticated snapshot's slot records (read under the lease, as the map).
+    let shift = rec.volume.chunk_shift;
+    let domains = catalog.load_domains(snapshot, shift)?.into_iter().collect();
+    let records = if rec.volume.integrity {
+        let blocks = 1usize << (shift - 12);
+        let mut m = std::collections::HashMap::new();
+        for (c, bytes) in catalog.load_records(snapshot, shift)? {
+            m.insert(c, SlotRecord::decode(&bytes, blocks)?);
+        }
+        Some(m)
+    } else {
+        None
+    };
     // The pool is not held while uploading: volumes may attach meanwhile; the lease
     // keeps this snapshot's slots as they are.
     drop(catalog);
@@ -243,6 +245,8 @@ pub fn run_job(
         map,
         remote,
         data_path: pool::data_path(&env.dir.pool_dir(), rec.volume.chunk_shift),
+        domains,
+        records,
         data_key: &data_key,
         parent: parent_of(env.dir, &status),
         max_bandwidth: status.max_bandwidth,

@@ -8,6 +8,8 @@ use super::index::{self, HolderState};
 use super::manifest::{self, ChunkEntry, ManifestHeader};
 use crate::crypto::SecretBytes;
 use crate::snapshot::store::SnapshotStore;
+use crate::volume::integrity::{IntegrityKeys, Root};
+use crate::volume::remote::RemoteChunk;
 
 /// Every snapshot in the store, oldest first (a manifest that does not decode is named
 /// in the error: the store holds something cryptvol did not write).
@@ -58,6 +60,44 @@ pub fn open(
     manifest::open(bytes, snapshot, data_key).map_err(|e| {
         crate::volume::record::named(e, &format!("snapshot {snapshot} in the store")).into()
     })
+}
+
+/// The `remote` rows of a volume restored lazily from a snapshot whose authenticated
+/// chunk list is `entries`: each chunk's object, hash, domain and record.
+pub fn remote_rows(entries: &[ChunkEntry], lineage: &str) -> Vec<(u64, RemoteChunk)> {
+    entries
+        .iter()
+        .map(|e| {
+            (
+                e.chunk,
+                RemoteChunk {
+                    object: e.object_key(lineage),
+                    blake3: e.blake3,
+                    len: e.len,
+                    domain: e.domain,
+                    record: e.record.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The first root (the pool's `roots` row) of a volume restored lazily from an
+/// authenticated snapshot: generation 1 over every chunk's (chunk, record) leaf, as its
+/// pool computes it over `remote` rows, under keys from the snapshot's data key. Made
+/// here, from the authenticated chunk list, so the pool's copy of the records is bound to
+/// it from the start.
+pub fn first_root(data_key: &SecretBytes, entries: &[ChunkEntry]) -> Vec<u8> {
+    let keys = IntegrityKeys::from_data_key(data_key);
+    let mut root = Root {
+        generation: 1,
+        acc: [0; 32],
+    };
+    for e in entries {
+        let rec = e.record.as_deref().unwrap_or(&[]);
+        root.xor_leaf(&keys.leaf(e.chunk, rec));
+    }
+    root.encode(&keys)
 }
 
 /// Registers `volume` as a holder of every chunk of `snapshot` (whose authenticated

@@ -1,10 +1,12 @@
 //! Uploading one snapshot: read every written chunk's ciphertext from the pool's data
-//! file (the snapshot is leased, so its slots stay as they are), hash it, count the
+//! file (the snapshot is leased, so its slots stay as they are; an authenticated slot's
+//! blocks that its record places in the second half come from the alternate file, so the
+//! object holds the chunk assembled), hash it, count the
 //! snapshot's references in the lineage index, upload (in parallel, throttled) only the
 //! chunks whose bytes the store does not hold yet, then write the sealed manifest. Every
 //! step is safe to repeat, so a killed run resumes where its last index update left it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +22,8 @@ use crate::crypto::SecretBytes;
 use crate::snapshot::SnapshotRecord;
 use crate::snapshot::store::{Bounded, SnapshotStore, StoreError};
 use crate::snapshot::throttle::Throttle;
-use crate::volume::ids::{SlotNo, SnapshotId};
+use crate::volume::ids::{BLOCK_SIZE, SlotNo, SnapshotId};
+use crate::volume::integrity::SlotRecord;
 use crate::volume::storage::file::read_full_at;
 
 /// Uploads in flight at once: S3 scales with parallel requests, and each holds one chunk.
@@ -37,8 +40,13 @@ pub struct Upload<'a> {
     /// Its chunks that are still in the object store (a snapshot of a lazily restored
     /// volume): their hashes are known, and their objects are copied if need be.
     pub remote: Vec<(u64, crate::volume::remote::RemoteChunk)>,
-    /// The pool's data file for the snapshot's chunk size.
+    /// The pool's data file for the snapshot's chunk size (its alternate file, the second
+    /// halves of authenticated slots, is beside it).
     pub data_path: PathBuf,
+    /// The tweak domain of each mapped chunk not in domain 0 (a plain snapshot's).
+    pub domains: HashMap<u64, u64>,
+    /// An authenticated snapshot's slot record of every mapped chunk (None: plain).
+    pub records: Option<HashMap<u64, SlotRecord>>,
     pub data_key: &'a SecretBytes,
     pub parent: Option<SnapshotId>,
     pub max_bandwidth: Option<u64>,
@@ -47,22 +55,70 @@ pub struct Upload<'a> {
 /// Where a chunk's ciphertext is read from.
 #[derive(Debug, Clone)]
 enum Source {
-    /// The pool's data file.
-    Slot(SlotNo),
+    /// The pool's data file (and, for the blocks of an authenticated slot that its record
+    /// places in the second half, the alternate file).
+    Slot(SlotNo, Option<Arc<SlotRecord>>),
     /// An object of the store (a chunk the snapshot's volume never fetched).
     Object(String),
 }
 
+/// The pool's files a chunk is read from.
+struct Files {
+    data: File,
+    data_path: PathBuf,
+    /// The alternate file, opened when some record places a block in it.
+    alt: Option<(File, PathBuf)>,
+}
+
+/// Reads a slot's chunk as its record places it (every block in the first half without
+/// a record).
 fn read_chunk(
-    file: &File,
-    path: &std::path::Path,
+    f: &Files,
     slot: SlotNo,
     shift: u8,
+    rec: Option<&SlotRecord>,
 ) -> Result<Vec<u8>, ArchiveError> {
     let mut buf = vec![0u8; 1 << shift];
-    read_full_at(file, &mut buf, slot.0 << shift)
-        .map_err(|e| crate::volume::VolumeError::io("cannot read", path, e))?;
+    read_full_at(&f.data, &mut buf, slot.0 << shift)
+        .map_err(|e| crate::volume::VolumeError::io("cannot read", &f.data_path, e))?;
+    if let Some(rec) = rec.filter(|r| !r.all_in_first_half()) {
+        let (alt, path) = f.alt.as_ref().expect("opened when a record has halves");
+        let bs = BLOCK_SIZE as usize;
+        for (s, e, half) in rec.half_runs(0, rec.tags.len()) {
+            if half == 1 {
+                read_full_at(
+                    alt,
+                    &mut buf[s * bs..e * bs],
+                    (slot.0 << shift) + (s * bs) as u64,
+                )
+                .map_err(|e| crate::volume::VolumeError::io("cannot read", path, e))?;
+            }
+        }
+    }
     Ok(buf)
+}
+
+/// A record as the manifest carries it: every block in the first half (the object holds
+/// the chunk assembled), encoded.
+fn assembled(rec: &SlotRecord) -> Vec<u8> {
+    let mut r = rec.clone();
+    r.alt.iter_mut().for_each(|w| *w = 0);
+    r.encode()
+}
+
+/// The record of mapped chunk `c` of an authenticated snapshot.
+fn record_of<'r>(
+    records: &'r HashMap<u64, SlotRecord>,
+    holder: &str,
+    c: u64,
+) -> Result<&'r SlotRecord, ArchiveError> {
+    records.get(&c).ok_or_else(|| {
+        crate::volume::VolumeError::Tampered {
+            volume: holder.to_string(),
+            detail: format!("chunk {c} has no integrity record"),
+        }
+        .into()
+    })
 }
 
 /// Runs the upload; `report` gets the status as it changes (for the job's status file).
@@ -77,32 +133,87 @@ pub fn run(
     let shift = rec.volume.chunk_shift;
     let chunk_len = 1u32 << shift;
     status.parent = u.parent.as_ref().map(|p| p.to_string());
+    if u.records.is_some() != rec.volume.integrity {
+        return Err(crate::volume::VolumeError::invalid(
+            "snapshot",
+            format!("{holder}: the block tags must come with an authenticated snapshot only"),
+        )
+        .into());
+    }
 
     // 1. Hash every written chunk (in slot order: the file is read front to back).
     let mut by_slot = u.map.clone();
     by_slot.sort_by_key(|(_, s)| *s);
-    let file =
-        if by_slot.is_empty() {
-            None
+    let open = |p: &std::path::Path| {
+        File::open(p).map_err(|e| crate::volume::VolumeError::io("cannot open", p, e))
+    };
+    let file = if by_slot.is_empty() {
+        None
+    } else {
+        let halves = u
+            .records
+            .as_ref()
+            .is_some_and(|r| r.values().any(|r| !r.all_in_first_half()));
+        let alt = if halves {
+            let p = u
+                .data_path
+                .with_file_name(crate::volume::storage::alt_file_name(shift));
+            Some((open(&p)?, p))
         } else {
-            Some(File::open(&u.data_path).map_err(|e| {
-                crate::volume::VolumeError::io("cannot open", u.data_path.clone(), e)
-            })?)
+            None
         };
-    let mut entries: Vec<(u64, Source, [u8; 32])> =
-        Vec::with_capacity(by_slot.len() + u.remote.len());
+        Some(Files {
+            data: open(&u.data_path)?,
+            data_path: u.data_path.clone(),
+            alt,
+        })
+    };
+    let mut entries: Vec<Entry> = Vec::with_capacity(by_slot.len() + u.remote.len());
     if let Some(f) = &file {
-        crate::sys::file::sequential(f);
+        crate::sys::file::sequential(&f.data);
         for (c, s) in &by_slot {
-            let buf = read_chunk(f, &u.data_path, *s, shift)?;
-            entries.push((*c, Source::Slot(*s), *blake3::hash(&buf).as_bytes()));
+            let rec = match &u.records {
+                Some(r) => Some(Arc::new(record_of(r, holder, *c)?.clone())),
+                None => None,
+            };
+            let buf = read_chunk(f, *s, shift, rec.as_deref())?;
+            entries.push(Entry {
+                chunk: *c,
+                hash: *blake3::hash(&buf).as_bytes(),
+                domain: match &rec {
+                    Some(r) => r.domain,
+                    None => u.domains.get(c).copied().unwrap_or(0),
+                },
+                record: rec.as_deref().map(assembled),
+                source: Source::Slot(*s, rec),
+            });
         }
     }
     for (c, rc) in &u.remote {
-        entries.push((*c, Source::Object(rc.object.clone()), rc.blake3));
+        // A remote row's record goes into the manifest as it is: it must be one of this
+        // chunk size, in its row's domain, all in the first half.
+        let fits = match &rc.record {
+            Some(r) => SlotRecord::decode(r, (chunk_len as u64 / BLOCK_SIZE) as usize)
+                .is_ok_and(|r| r.domain == rc.domain && r.all_in_first_half()),
+            None => true,
+        };
+        if u.records.is_some() != rc.record.is_some() || !fits {
+            return Err(crate::volume::VolumeError::Tampered {
+                volume: holder.to_string(),
+                detail: format!("the slot record of its remote chunk {c} does not fit it"),
+            }
+            .into());
+        }
+        entries.push(Entry {
+            chunk: *c,
+            source: Source::Object(rc.object.clone()),
+            hash: rc.blake3,
+            domain: rc.domain,
+            record: rc.record.clone(),
+        });
     }
-    entries.sort_by_key(|(c, _, _)| *c);
-    let hashes: BTreeSet<String> = entries.iter().map(|(_, _, h)| hex::encode(h)).collect();
+    entries.sort_by_key(|e| e.chunk);
+    let hashes: BTreeSet<String> = entries.iter().map(|e| hex::encode(e.hash)).collect();
     status.chunks = entries.len() as u64;
     report(status);
 
@@ -114,10 +225,10 @@ pub fn run(
 
     // 3. Upload what the store does not hold: one chunk per distinct hash.
     let mut todo: BTreeMap<String, (u64, Source)> = BTreeMap::new();
-    for (_, s, h) in &entries {
-        let hx = hex::encode(h);
+    for e in &entries {
+        let hx = hex::encode(e.hash);
         if let Some((generation, true)) = objects.get(&hx) {
-            todo.entry(hx).or_insert((*generation, s.clone()));
+            todo.entry(hx).or_insert((*generation, e.source.clone()));
         }
     }
     status.chunks_reused =
@@ -134,15 +245,17 @@ pub fn run(
         let jobs = batch.iter().map(|(hx, (generation, source))| {
             let file = file.clone();
             let key = manifest::object_key(lineage, &hex_to_hash(hx), *generation);
-            let (path, throttle) = (u.data_path.clone(), &throttle);
+            let throttle = &throttle;
             async move {
                 tokio::time::sleep(throttle.delay(chunk_len as u64)).await;
                 let buf = match (source, file) {
-                    (Source::Slot(slot), Some(f)) => {
-                        let slot = *slot;
-                        tokio::task::spawn_blocking(move || read_chunk(&f, &path, slot, shift))
-                            .await
-                            .map_err(|e| ArchiveError::Interrupted(e.to_string()))??
+                    (Source::Slot(slot, rec), Some(f)) => {
+                        let (slot, rec) = (*slot, rec.clone());
+                        tokio::task::spawn_blocking(move || {
+                            read_chunk(&f, slot, shift, rec.as_deref())
+                        })
+                        .await
+                        .map_err(|e| ArchiveError::Interrupted(e.to_string()))??
                     }
                     // Bounded: a huge object where a chunk is expected is not read.
                     (Source::Object(object), _) => {
@@ -164,7 +277,9 @@ pub fn run(
                             }
                         }
                     }
-                    (Source::Slot(_), None) => unreachable!("a data file when a slot is mapped"),
+                    (Source::Slot(..), None) => {
+                        unreachable!("a data file when a slot is mapped")
+                    }
                 };
                 if &hex::encode(blake3::hash(&buf).as_bytes()) != hx {
                     return Err(ArchiveError::Changed {
@@ -194,8 +309,8 @@ pub fn run(
     // Every hash has its entry (this holder counts it) unless the index was damaged.
     let list: Vec<ChunkEntry> = entries
         .iter()
-        .map(|(c, _, h)| {
-            let hx = hex::encode(h);
+        .map(|e| {
+            let hx = hex::encode(e.hash);
             let (generation, _) = objects.get(&hx).ok_or_else(|| StoreError::Request {
                 url: u.store.config().url.clone(),
                 op: "GET",
@@ -205,10 +320,12 @@ pub fn run(
                 ),
             })?;
             Ok(ChunkEntry {
-                chunk: *c,
-                blake3: *h,
+                chunk: e.chunk,
+                blake3: e.hash,
                 generation: *generation,
                 len: chunk_len,
+                domain: e.domain,
+                record: e.record.clone(),
             })
         })
         .collect::<Result<_, ArchiveError>>()?;
@@ -237,6 +354,16 @@ pub fn run(
     status.progress = 100;
     status.error = None;
     Ok(())
+}
+
+/// One chunk of the snapshot: where its bytes are, their blake3, and what the manifest
+/// says of it besides.
+struct Entry {
+    chunk: u64,
+    source: Source,
+    hash: [u8; 32],
+    domain: u64,
+    record: Option<Vec<u8>>,
 }
 
 fn hex_to_hash(hx: &str) -> [u8; 32] {

@@ -118,7 +118,7 @@ impl OpenVolume {
 
     /// A fresh record for a slot just reserved: all its blocks are placed in this epoch
     /// (no commit has seen the slot).
-    fn new_record(&self, slot: SlotNo, mut rec: SlotRecord) -> Arc<Mutex<SlotRecord>> {
+    pub(super) fn new_record(&self, slot: SlotNo, mut rec: SlotRecord) -> Arc<Mutex<SlotRecord>> {
         let a = self.auth().expect("authenticated volume");
         let n = rec.tags.len();
         rec.moves.mark(self.pool.epoch(), 0, n, n);
@@ -293,11 +293,16 @@ impl OpenVolume {
     }
 
     /// Whether a write of `[b0, b1)` (bytes in the chunk) can go into `slot` itself:
-    /// no block of it waits for a commit that has been taken but is not durable.
+    /// the slot is in this volume's domain (one in another, a chunk fetched from an archive
+    /// say, is copied into it), and no block of it waits for a commit that has been taken
+    /// but is not durable.
     pub(super) fn placeable(&self, slot: SlotNo, b0: u64, b1: u64) -> Result<bool> {
         let rec = self.record(slot)?;
         let (epoch, durable) = (self.pool.epoch(), self.pool.durable_epoch());
         let r = lock(&rec);
+        if r.domain != self.auth().expect("authenticated volume").domain {
+            return Ok(false);
+        }
         Ok(
             ((b0 / BLOCK_SIZE) as usize..b1.div_ceil(BLOCK_SIZE) as usize)
                 .all(|i| r.moves.placement(i, epoch, durable) != Placement::Copy),

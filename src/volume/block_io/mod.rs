@@ -430,8 +430,14 @@ impl OpenVolume {
         };
         // An authenticated volume writes into its own slot unless a block of the range
         // waits for a commit in flight (`auth::placeable`): it then copies the chunk.
+        // A plain volume writes in place only into a slot of its own domain (one of
+        // another domain, fetched from an archive or filled by an older cryptvol, is
+        // copied into it first).
         let in_place = match &current {
-            Some(e) if !e.shared => self.auth.is_none() || self.placeable(e.slot, skip0, skip1)?,
+            Some(e) if !e.shared => match self.auth {
+                Some(_) => self.placeable(e.slot, skip0, skip1)?,
+                None => e.domain == self.domain,
+            },
             _ => false,
         };
         match current {

@@ -76,19 +76,56 @@ impl OpenVolume {
             owner: self.id.as_str(),
             region: &self.region,
         };
+        // An authenticated volume's chunk comes with its slot record (checked before
+        // anything is fetched); a plain one's with its domain alone.
+        let record = self
+            .pool
+            .fetched_record(self.shift, at, chunk, rc)
+            .and_then(|r| match (r, self.auth.is_some()) {
+                (r, true) if r.is_some() => Ok(r),
+                (None, false) => Ok(None),
+                (_, authenticated) => Err(VolumeError::Tampered {
+                    volume: self.id.to_string(),
+                    detail: format!(
+                        "its remote chunk {chunk} {} a slot record",
+                        if authenticated { "lacks" } else { "has" }
+                    ),
+                }),
+            })
+            .inspect_err(|e| tracing::error!("{e}"))?;
         let new = self
             .pool
             .fetch_remote(self.shift, at, chunk, rc)
             .inspect_err(|e| {
                 tracing::error!("{e}");
             })?;
-        // An archived chunk is in domain 0: a snapshot with slots in another domain is not
-        // archived (`snapshot::archive`).
-        self.set_entry(chunk, Some((new, 0)), None);
+        // The slot's record (or domain) first, then its map row: a commit between the two
+        // only records them early. The fetched chunk stays in the domain it was written
+        // in; every read of an authenticated one checks its tags as usual.
+        match record {
+            Some(rec) => {
+                self.new_record(new.0, rec);
+            }
+            None => self.pool.set_slot_domain(self.shift, new.0, rc.domain),
+        }
+        self.set_entry(chunk, Some((new, rc.domain)), None);
+        // A chunk of another domain is never written in place: the first write copies it
+        // into this volume's domain (as a slot shared with a snapshot is), so this volume
+        // and the one that wrote the archived chunk never share a key and tweak.
+        let foreign = rc.domain != self.domain;
+        if foreign
+            && let Some(e) = self
+                .map
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&chunk)
+        {
+            e.shared = true;
+        }
         Ok(Some(Entry {
             slot: new.0,
-            shared: false,
-            domain: 0,
+            shared: foreign,
+            domain: rc.domain,
         }))
     }
 

@@ -372,6 +372,17 @@ impl Pool {
             })?;
             records.insert(SlotNo(slot), rec);
         }
+        // Chunks still in the object store count with the record their row carries (the
+        // same leaf once fetched).
+        for (chunk, record) in super::remote::remote_records(&r, owner)? {
+            let bytes = record.ok_or_else(|| VolumeError::Tampered {
+                volume: owner.to_string(),
+                detail: format!("its remote chunk {chunk} has no integrity record"),
+            })?;
+            let leaf = keys.leaf(chunk, &bytes);
+            acc.xor_leaf(&leaf);
+            leaves.insert(chunk, leaf);
+        }
         let root = match stored {
             Some(b) => Root::decode(&b, keys, owner)?,
             None if leaves.is_empty() => Root::default(),

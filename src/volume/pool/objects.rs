@@ -36,16 +36,18 @@ impl Pool {
 
     /// Stores a new volume's header durably; fails if its id or name is taken.
     pub fn create_volume(&self, h: &VolumeHeader) -> Result<()> {
-        self.add_volume(h, None, &[])
+        self.add_volume(h, None, &[], None)
     }
 
     /// Stores a new volume, empty or (`share_from`) with every slot of that map shared
-    /// and its `remote` rows copied, or with the `remote` chunks given, in one transaction.
+    /// and its `remote` rows copied, or with the `remote` chunks given (and `root`, the
+    /// first root of an authenticated one), in one transaction.
     pub(super) fn add_volume(
         &self,
         h: &VolumeHeader,
         share_from: Option<&SnapshotId>,
         remote: &[(u64, RemoteChunk)],
+        root: Option<&[u8]>,
     ) -> Result<()> {
         let _c = lock(&self.commit_lock);
         if !h.name.is_empty()
@@ -80,7 +82,7 @@ impl Pool {
             clone_remote(&w, from.as_str(), h.id.as_str())?;
             clone_root(&w, from.as_str(), h.id.as_str())?;
         }
-        insert_remote(&w, h.id.as_str(), remote)?;
+        insert_remote(&w, h.id.as_str(), remote, root)?;
         w.commit()?;
         Ok(())
     }
@@ -198,7 +200,7 @@ impl Pool {
 
     /// A new volume sharing every slot of a snapshot (copy-on-write restore).
     pub fn restore_volume(&self, snap_id: &SnapshotId, h: &VolumeHeader) -> Result<()> {
-        self.add_volume(h, Some(snap_id), &[])
+        self.add_volume(h, Some(snap_id), &[], None)
     }
 
     /// Records a copy in progress under `owner` (durably, before any chunk is copied).

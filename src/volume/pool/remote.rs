@@ -14,8 +14,9 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use super::{Pool, Reserved, lock};
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::header::VolumeHeader;
+use crate::volume::integrity::SlotRecord;
 use crate::volume::remote::{ChunkFetcher, FetchFor, RemoteChunk, fetch_checked};
-use crate::volume::tables::REMOTE;
+use crate::volume::tables::{REMOTE, ROOTS};
 
 /// A hydrate commits after this many chunks (what is fetched stays) and lets other
 /// operations on the volume in between.
@@ -42,10 +43,47 @@ impl Pool {
         h: &VolumeHeader,
         chunks: &[(u64, RemoteChunk)],
     ) -> Result<()> {
+        self.restore_remote_authenticated(h, chunks, None)
+    }
+
+    /// [`Pool::restore_remote_volume`] with, for an authenticated volume, its first root
+    /// (the `roots` row over its chunks' records, made by who holds its key): such a
+    /// volume needs it and a record for every chunk, a plain one takes neither.
+    pub fn restore_remote_authenticated(
+        &self,
+        h: &VolumeHeader,
+        chunks: &[(u64, RemoteChunk)],
+        root: Option<&[u8]>,
+    ) -> Result<()> {
         let count = h.size.div_ceil(h.chunk_size());
         let mut seen = std::collections::HashSet::new();
+        if h.integrity != root.is_some() {
+            return Err(VolumeError::invalid(
+                "remote volume",
+                format!(
+                    "{} {}: its first root must come with it exactly when it is authenticated",
+                    h.id,
+                    if h.integrity {
+                        "is authenticated but has no root"
+                    } else {
+                        "is not authenticated but has a root"
+                    }
+                ),
+            ));
+        }
         for (c, rc) in chunks {
             rc.validate(h.chunk_size())?;
+            if h.integrity != rc.record.is_some() {
+                return Err(VolumeError::invalid(
+                    "remote chunk",
+                    format!(
+                        "chunk {c} (object {}) of volume {} {} a slot record",
+                        rc.object,
+                        h.id,
+                        if h.integrity { "lacks" } else { "has" }
+                    ),
+                ));
+            }
             if *c >= count {
                 return Err(VolumeError::invalid(
                     "remote chunk",
@@ -62,7 +100,7 @@ impl Pool {
                 ));
             }
         }
-        self.add_volume(h, None, chunks)
+        self.add_volume(h, None, chunks, root)
     }
 
     /// The committed `remote` rows of a volume or snapshot: chunk → object.
@@ -124,15 +162,46 @@ impl Pool {
         Ok(new)
     }
 
+    /// The slot record a fetched chunk gets: the one its row carries (an authenticated
+    /// volume's), checked to decode for the chunk size and to name the row's domain.
+    pub fn fetched_record(
+        &self,
+        shift: u8,
+        at: FetchFor,
+        chunk: u64,
+        rc: &RemoteChunk,
+    ) -> Result<Option<SlotRecord>> {
+        let Some(bytes) = &rc.record else {
+            return Ok(None);
+        };
+        let rec = SlotRecord::decode(bytes, 1usize << (shift - 12)).map_err(|e| {
+            VolumeError::Tampered {
+                volume: at.owner.to_string(),
+                detail: format!("the record of its remote chunk {chunk}: {e}"),
+            }
+        })?;
+        if rec.domain != rc.domain || !rec.all_in_first_half() {
+            return Err(VolumeError::Tampered {
+                volume: at.owner.to_string(),
+                detail: format!(
+                    "the record of its remote chunk {chunk} does not match the chunk's row"
+                ),
+            });
+        }
+        Ok(Some(rec))
+    }
+
     /// Records, as one change, that `(owner, chunk)` is no longer remote: it maps to `new`
     /// (a filled reservation: a fetch, or a write of the whole chunk), or to nothing (a
     /// discard). Both land in the same commit.
     pub fn remap_remote(&self, shift: u8, owner: &str, chunk: u64, new: Option<Reserved>) {
         let mut st = lock(&self.state);
+        // A discard records the chunk unmapped too (there is no map row to remove): the
+        // commit then takes the chunk's leaf out of an authenticated owner's root.
+        st.dirty
+            .maps
+            .insert((owner.to_string(), chunk), new.map(|n| n.0.0));
         if let Some(n) = new {
-            st.dirty
-                .maps
-                .insert((owner.to_string(), chunk), Some(n.0.0));
             *st.dirty.refs.entry((shift, n.0.0)).or_insert(0) += 1;
         }
         st.dirty.remote_drops.insert((owner.to_string(), chunk));
@@ -156,9 +225,29 @@ impl Pool {
         let mut done = 0u64;
         let mut cancelled = false;
         for (chunk, rc) in todo.iter().take(batch) {
-            let r = self.fetch_remote(h.chunk_shift, at, *chunk, rc);
+            let r = self
+                .fetch_remote(h.chunk_shift, at, *chunk, rc)
+                .and_then(
+                    |new| match self.fetched_record(h.chunk_shift, at, *chunk, rc) {
+                        Ok(rec) => Ok((new, rec)),
+                        Err(e) => {
+                            self.unreserve(h.chunk_shift, new);
+                            Err(e)
+                        }
+                    },
+                );
             match r {
-                Ok(new) => {
+                Ok((new, rec)) => {
+                    // The slot's domain (or record) first, then its map row: a commit
+                    // between the two only records them early.
+                    match rec {
+                        Some(rec) => self.record_dirty(
+                            h.chunk_shift,
+                            new.0,
+                            &Arc::new(std::sync::Mutex::new(rec)),
+                        ),
+                        None => self.set_slot_domain(h.chunk_shift, new.0, rc.domain),
+                    }
                     self.remap_remote(h.chunk_shift, h.id.as_str(), *chunk, Some(new));
                     done += rc.len as u64;
                     if !progress(rc.len as u64) {
@@ -209,12 +298,17 @@ pub(super) fn drop_remote(w: &WriteTransaction, owner: &str) -> Result<()> {
     Ok(())
 }
 
-/// Stores a new volume's `remote` rows (in the transaction that stores its header).
+/// Stores a new volume's `remote` rows and, for an authenticated one, its first root (in
+/// the transaction that stores its header).
 pub(super) fn insert_remote(
     w: &WriteTransaction,
     owner: &str,
     chunks: &[(u64, RemoteChunk)],
+    root: Option<&[u8]>,
 ) -> Result<()> {
+    if let Some(r) = root {
+        w.open_table(ROOTS)?.insert(owner, r)?;
+    }
     if chunks.is_empty() {
         return Ok(());
     }
@@ -223,4 +317,25 @@ pub(super) fn insert_remote(
         t.insert((owner, *c), rc.encode().as_slice())?;
     }
     Ok(())
+}
+
+/// The record each `remote` row of `owner` carries (None: a plain volume's row), in chunk
+/// order: an authenticated owner's root covers them.
+pub(super) fn remote_records(
+    r: &redb::ReadTransaction,
+    owner: &str,
+) -> Result<Vec<(u64, Option<Vec<u8>>)>> {
+    let t = match r.open_table(REMOTE) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = vec![];
+    for item in t.range((owner, 0)..=(owner, u64::MAX))? {
+        let (k, v) = item?;
+        let chunk = k.value().1;
+        let what = format!("remote row of {owner} chunk {chunk}");
+        out.push((chunk, RemoteChunk::decode(v.value(), &what)?.record));
+    }
+    Ok(out)
 }

@@ -244,6 +244,8 @@ fn remote_rows_mapped_twice_or_orphaned_are_found_and_dropped() {
         object: "chunk-0".into(),
         blake3: [1; 32],
         len: CHUNK as u32,
+        domain: 0,
+        record: None,
     }
     .encode();
     let orphan = "vol-00000000000000dead";
