@@ -660,6 +660,8 @@ pub use auth::VerifyReport;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_attack_b;
+#[cfg(test)]
 mod tests_auth;
 #[cfg(test)]
 mod tests_domains;
