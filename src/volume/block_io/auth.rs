@@ -408,6 +408,7 @@ impl OpenVolume {
                     r.tags[first + i] = *t;
                     r.set_half(first + i, place[i].0);
                 }
+                r.moves.prune(self.pool.durable_epoch());
                 r.moves.mark(epoch, first, first + n, blocks);
                 drop(r);
                 self.moved(chunk, slot, &rec, place.iter().any(|p| p.1));
@@ -469,6 +470,7 @@ impl OpenVolume {
             r.tags[first + i] = BlockTag::HOLE;
             r.set_half(first + i, p.0);
         }
+        r.moves.prune(self.pool.durable_epoch());
         r.moves.mark(epoch, first, first + n, blocks);
         drop(r);
         self.moved(chunk, slot, &rec, place.iter().any(|p| p.1));
