@@ -196,20 +196,7 @@ impl OpenVolume {
                 Some(runs) => self.read_runs(slot, first, &runs, buf)?,
             }
             let first_block = (chunk * self.chunk_size() + in_chunk) / BLOCK_SIZE;
-            let part = |first: usize, tags: &[BlockTag], buf: &mut [u8]| {
-                self.check_part(
-                    alg,
-                    domain,
-                    first_block + first as u64,
-                    tags,
-                    buf,
-                    stop_at_first,
-                )
-            };
-            Ok(in_two(buf, &tags, part, |mut a, b| {
-                a.extend(b);
-                a
-            }))
+            Ok(self.check_part(alg, domain, first_block, &tags, buf, stop_at_first))
         })
     }
 
@@ -370,18 +357,16 @@ impl OpenVolume {
         // Encrypted and tagged before the write (a tag is recorded only once its block is
         // written, below).
         let mut new_tags = vec![BlockTag::HOLE; n];
-        let seal = |i0: usize, tags: &mut [BlockTag], buf: &mut [u8]| {
-            let b0 = first_block + i0 as u64;
-            self.xts.encrypt_units_at(tweak(a.domain, b0), buf);
-            for (i, (t, b)) in tags.iter_mut().zip(buf.chunks_exact(BS)).enumerate() {
-                let g = gen0 + (i0 + i) as u64;
-                *t = BlockTag {
-                    generation: g,
-                    mac: a.keys.block_mac(alg, a.domain, b0 + i as u64, g, b),
-                };
-            }
-        };
-        in_two_mut(buf, &mut new_tags, seal);
+        self.xts.encrypt_units_at(tweak(a.domain, first_block), buf);
+        for (i, (t, b)) in new_tags.iter_mut().zip(buf.chunks_exact(BS)).enumerate() {
+            let g = gen0 + i as u64;
+            *t = BlockTag {
+                generation: g,
+                mac: a
+                    .keys
+                    .block_mac(alg, a.domain, first_block + i as u64, g, b),
+            };
+        }
         // Runs of blocks going to one half: one write each.
         let mut written = Ok(());
         let mut s = 0;
@@ -615,55 +600,6 @@ impl OpenVolume {
     pub fn bad_blocks_seen(&self) -> u64 {
         self.auth().map_or(0, |a| a.bad.load(Ordering::Relaxed))
     }
-}
-
-/// Requests at least this large are checked or sealed by two threads: a sequential stream
-/// at queue depth 1 would otherwise leave the second core idle while one thread hashes.
-const PARALLEL_FROM: usize = 256 << 10;
-
-/// Runs `f(first block index, tags, blocks)` on `buf` split in two at a block boundary, one
-/// half on a scoped thread, if `buf` is large; else on all of it. Joins the results.
-fn in_two<R: Send>(
-    buf: &mut [u8],
-    tags: &[BlockTag],
-    f: impl Fn(usize, &[BlockTag], &mut [u8]) -> R + Sync,
-    join: impl FnOnce(R, R) -> R,
-) -> R {
-    if buf.len() < PARALLEL_FROM {
-        return f(0, tags, buf);
-    }
-    let half = tags.len() / 2;
-    let (b0, b1) = buf.split_at_mut(half * BS);
-    let (t0, t1) = tags.split_at(half);
-    std::thread::scope(|s| {
-        let other = s.spawn(|| f(half, t1, b1));
-        let mine = f(0, t0, b0);
-        let theirs = other
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        join(mine, theirs)
-    })
-}
-
-/// [`in_two`] over tags being filled in.
-fn in_two_mut(
-    buf: &mut [u8],
-    tags: &mut [BlockTag],
-    f: impl Fn(usize, &mut [BlockTag], &mut [u8]) + Sync,
-) {
-    if buf.len() < PARALLEL_FROM {
-        return f(0, tags, buf);
-    }
-    let half = tags.len() / 2;
-    let (b0, b1) = buf.split_at_mut(half * BS);
-    let (t0, t1) = tags.split_at_mut(half);
-    std::thread::scope(|s| {
-        let other = s.spawn(|| f(half, t1, b1));
-        f(0, t0, b0);
-        other
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
-    })
 }
 
 fn a_decrypt(v: &OpenVolume, domain: u64, block: u64, b: &mut [u8]) {
