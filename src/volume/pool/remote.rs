@@ -105,20 +105,7 @@ impl Pool {
 
     /// The committed `remote` rows of a volume or snapshot: chunk → object.
     pub fn load_remote(&self, owner: &str) -> Result<Vec<(u64, RemoteChunk)>> {
-        let r = self.db()?.begin_read()?;
-        let t = match r.open_table(REMOTE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
-            Err(e) => return Err(e.into()),
-        };
-        let mut out = vec![];
-        for item in t.range((owner, 0)..=(owner, u64::MAX))? {
-            let (k, v) = item?;
-            let chunk = k.value().1;
-            let what = format!("remote row of {owner} chunk {chunk}");
-            out.push((chunk, RemoteChunk::decode(v.value(), &what)?));
-        }
-        Ok(out)
+        read_remote(&self.db()?.begin_read()?, owner)
     }
 
     /// Bytes of a volume's (or snapshot's) committed map still in the object store.
@@ -325,6 +312,14 @@ pub(super) fn remote_records(
     r: &redb::ReadTransaction,
     owner: &str,
 ) -> Result<Vec<(u64, Option<Vec<u8>>)>> {
+    Ok(read_remote(r, owner)?
+        .into_iter()
+        .map(|(c, rc)| (c, rc.record))
+        .collect())
+}
+
+/// The `remote` rows of `owner` in one read transaction, in chunk order.
+fn read_remote(r: &redb::ReadTransaction, owner: &str) -> Result<Vec<(u64, RemoteChunk)>> {
     let t = match r.open_table(REMOTE) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
@@ -335,7 +330,7 @@ pub(super) fn remote_records(
         let (k, v) = item?;
         let chunk = k.value().1;
         let what = format!("remote row of {owner} chunk {chunk}");
-        out.push((chunk, RemoteChunk::decode(v.value(), &what)?.record));
+        out.push((chunk, RemoteChunk::decode(v.value(), &what)?));
     }
     Ok(out)
 }
