@@ -103,9 +103,9 @@ fn attack_control_socket_bad_input_is_refused_cleanly() {
     let d = start_daemon(&v);
     let (k, m) = err_of(&raw(&d.sock, b"{not json\n"));
     assert_eq!(k, "invalid", "{m}");
-    let (k, m) = err_of(&raw(&d.sock, b"{\"v\":2,\"request\":{\"op\":\"rm_rf\"}}\n"));
+    let (k, m) = err_of(&raw(&d.sock, b"{\"v\":3,\"request\":{\"op\":\"rm_rf\"}}\n"));
     assert_eq!(k, "invalid", "{m}");
-    let (k, m) = err_of(&raw(&d.sock, b"{\"v\":1,\"request\":{\"op\":\"ping\"}}\n"));
+    let (k, m) = err_of(&raw(&d.sock, b"{\"v\":2,\"request\":{\"op\":\"ping\"}}\n"));
     assert_eq!(k, "busy", "{m}");
     assert!(m.contains("protocol"), "{m}");
     // Unknown fields of an op with fields are refused (deny_unknown_fields). (An op
@@ -113,30 +113,30 @@ fn attack_control_socket_bad_input_is_refused_cleanly() {
     // variants do; see finding 6.)
     let (k, m) = err_of(&raw(
         &d.sock,
-        b"{\"v\":2,\"request\":{\"op\":\"get_volume\",\"volume\":\"vol-00000000000000000\",\"x\":1}}\n",
+        b"{\"v\":3,\"request\":{\"op\":\"get_volume\",\"volume\":\"vol-00000000000000000\",\"x\":1}}\n",
     ));
     assert_eq!(k, "invalid", "{m}");
     // Resize to a hostile size of a volume that does not exist / with a negative size.
     let (k, _) = err_of(&raw(
         &d.sock,
-        b"{\"v\":2,\"request\":{\"op\":\"resize_volume\",\"volume\":\"vol-00000000000000000\",\"size\":18446744073709551615}}\n",
+        b"{\"v\":3,\"request\":{\"op\":\"resize_volume\",\"volume\":\"vol-00000000000000000\",\"size\":18446744073709551615}}\n",
     ));
     assert_eq!(k, "not_found");
     let (k, _) = err_of(&raw(
         &d.sock,
-        b"{\"v\":2,\"request\":{\"op\":\"resize_volume\",\"volume\":\"vol-00000000000000000\",\"size\":-1}}\n",
+        b"{\"v\":3,\"request\":{\"op\":\"resize_volume\",\"volume\":\"vol-00000000000000000\",\"size\":-1}}\n",
     ));
     assert_eq!(k, "invalid");
     // A stalled half line does not block a ping.
     let mut stalled = UnixStream::connect(&d.sock).unwrap();
-    stalled.write_all(b"{\"v\":2,\"requ").unwrap();
-    let pong = raw(&d.sock, b"{\"v\":2,\"request\":{\"op\":\"ping\"}}\n");
+    stalled.write_all(b"{\"v\":3,\"requ").unwrap();
+    let pong = raw(&d.sock, b"{\"v\":3,\"request\":{\"op\":\"ping\"}}\n");
     assert!(pong[0]["done"]["Ok"].is_u64(), "{pong:?}");
     drop(stalled);
 }
 
-/// The version is checked only after the whole request parsed as a protocol-2
-/// `Request`: a newer client whose request has an op (or a field) protocol 2 does not
+/// The version is checked only after the whole request parsed as a current-protocol
+/// `Request`: a newer client whose request has an op (or a field) the current protocol does not
 /// know gets "invalid control request: malformed: unknown variant ..." instead of the
 /// documented `busy` refusal that says to detach everything and retry.
 #[test]
@@ -145,11 +145,11 @@ fn attack_control_newer_protocol_gets_the_version_refusal() {
     let d = start_daemon(&v);
     let (k, m) = err_of(&raw(
         &d.sock,
-        b"{\"v\":3,\"request\":{\"op\":\"attach_many\",\"volumes\":[]}}\n",
+        b"{\"v\":4,\"request\":{\"op\":\"attach_many\",\"volumes\":[]}}\n",
     ));
     assert_eq!(
         k, "busy",
-        "a protocol-3 request must get the version refusal: {m}"
+        "a protocol-4 request must get the version refusal: {m}"
     );
     assert!(m.contains("protocol"), "{m}");
 }

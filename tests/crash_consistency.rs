@@ -899,6 +899,7 @@ fn read_snapshot(pool: &Pool, id: &str, sm: &SnapModel) -> Result<Vec<u8>, Strin
     let xts = xts(sm.tag);
     let mut out = vec![0u8; sm.header.size as usize];
     let df = pool.data_file(SHIFT).map_err(|e| e.to_string())?;
+    let domains = pool.load_domains(id, SHIFT).map_err(|e| e.to_string())?;
     for (chunk, slot) in pool.load_map(id).map_err(|e| e.to_string())? {
         let at = (chunk * CHUNK) as usize;
         let buf = out
@@ -940,9 +941,12 @@ fn read_snapshot(pool: &Pool, id: &str, sm: &SnapModel) -> Result<Vec<u8>, Strin
             }
             continue;
         }
+        // A plain slot filled by a restored volume is in that volume's tweak domain.
+        let domain = domains.get(&chunk).copied().unwrap_or(0);
         for (i, b) in buf.chunks_mut(BS as usize).enumerate() {
             if b.iter().any(|&x| x != 0) {
-                xts.decrypt_units(chunk * BLOCKS_PER_CHUNK + i as u64, b);
+                let block = chunk * BLOCKS_PER_CHUNK + i as u64;
+                xts.decrypt_units_at(cryptvol::volume::integrity::tweak(domain, block), b);
             }
         }
     }
