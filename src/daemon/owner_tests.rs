@@ -424,7 +424,9 @@ fn attack_abandon_pending_with_a_wrong_chunk_shift_frees_another_volumes_slot() 
         .begin_pending(dest.id.as_str(), &pending.encode())
         .unwrap();
     let r = owner.pool.reserve(SHIFT).unwrap();
-    owner.pool.remap(SHIFT, dest.id.as_str(), 0, Some(r), None);
+    owner
+        .pool
+        .remap(SHIFT, dest.id.as_str(), 0, Some(r), None, 0);
     owner.pool.commit().unwrap();
     // A control-socket client names the wrong chunk size.
     // The chunk size now comes from the copy's record, not from the caller.

@@ -308,7 +308,7 @@ pub fn reencrypt(
                 dst.pool.record_dirty(src.chunk_shift, new.0, r);
             }
             dst.pool
-                .remap(src.chunk_shift, &dst.owner, c, Some(new), None);
+                .remap(src.chunk_shift, &dst.owner, c, Some(new), None, 0);
             copied.fetch_add(1, Ordering::AcqRel);
             if !progress(chunk as u64) {
                 return Err(VolumeError::Cancelled {

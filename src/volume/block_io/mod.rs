@@ -290,12 +290,18 @@ impl OpenVolume {
             .remove(&chunk)
             .is_some();
         drop(m);
+        // An authenticated slot's domain is in its record: no `slot_domain` row.
+        let domain = match (new, &self.auth) {
+            (Some((_, d)), None) => d,
+            _ => 0,
+        };
+        let new = new.map(|n| n.0);
         if was_remote {
             self.pool
-                .remap_remote(self.shift, self.id.as_str(), chunk, new.map(|n| n.0));
+                .remap_remote(self.shift, self.id.as_str(), chunk, new, domain);
         } else {
             self.pool
-                .remap(self.shift, self.id.as_str(), chunk, new.map(|n| n.0), old);
+                .remap(self.shift, self.id.as_str(), chunk, new, old, domain);
         }
     }
 
@@ -508,9 +514,6 @@ impl OpenVolume {
     /// After writing into the target: a fresh slot replaces the old mapping.
     fn commit_target(&self, chunk: u64, t: Target) {
         if let Target::Fresh { new, old } = t {
-            if self.auth.is_none() {
-                self.pool.set_slot_domain(self.shift, new.0, self.domain);
-            }
             self.set_entry(chunk, Some((new, self.domain)), old.map(|e| e.slot));
         }
     }

@@ -102,11 +102,8 @@ impl OpenVolume {
         // The slot's record (or domain) first, then its map row: a commit between the two
         // only records them early. The fetched chunk stays in the domain it was written
         // in; every read of an authenticated one checks its tags as usual.
-        match record {
-            Some(rec) => {
-                self.new_record(new.0, rec);
-            }
-            None => self.pool.set_slot_domain(self.shift, new.0, rc.domain),
+        if let Some(rec) = record {
+            self.new_record(new.0, rec);
         }
         self.set_entry(chunk, Some((new, rc.domain)), None);
         // A chunk of another domain is never written in place: the first write copies it

@@ -140,3 +140,44 @@ fn a_reused_slot_is_read_in_its_new_volumes_domain() {
     s.read(0, &mut got).unwrap();
     assert_eq!(got, vec![0x66; BS]);
 }
+
+/// A `slot_domain` row left for a free slot (a checker's repair frees slots without
+/// dropping it): the lineage's own volume (domain 0) that reuses the slot must read it in
+/// domain 0, so mapping the slot clears the row in the same commit.
+#[test]
+fn a_stale_domain_row_of_a_reused_slot_is_cleared_when_it_is_mapped() {
+    let d = tempfile::tempdir().unwrap();
+    let r = region(&d);
+    let h = lineage_header(4 << 20);
+    let slot = {
+        let pool = Arc::new(Pool::open(&r).unwrap());
+        pool.create_volume(&h).unwrap();
+        let v = OpenVolume::open(pool.clone(), &h, xts()).unwrap();
+        v.write(0, &[0x77; BS]).unwrap();
+        v.flush().unwrap();
+        let slot = pool.load_map(h.id.as_str()).unwrap()[0].1;
+        v.discard(0, 1 << SHIFT).unwrap();
+        v.flush().unwrap();
+        slot
+    };
+    {
+        let db = redb::Database::open(r.pool_dir().join("meta.redb")).unwrap();
+        let w = db.begin_write().unwrap();
+        w.open_table(crate::volume::tables::SLOT_DOMAIN)
+            .unwrap()
+            .insert((SHIFT, slot.0), 12345u64)
+            .unwrap();
+        w.commit().unwrap();
+    }
+    let pool = Arc::new(Pool::open(&r).unwrap());
+    let v = OpenVolume::open(pool.clone(), &h, xts()).unwrap();
+    v.write(0, &[0x88; BS]).unwrap();
+    v.flush().unwrap();
+    assert_eq!(pool.load_map(h.id.as_str()).unwrap()[0].1, slot, "reused");
+    assert!(pool.load_domains(h.id.as_str(), SHIFT).unwrap().is_empty());
+    drop(v);
+    let v = OpenVolume::open(pool.clone(), &h, xts()).unwrap();
+    let mut got = vec![0u8; BS];
+    v.read(0, &mut got).unwrap();
+    assert_eq!(got, vec![0x88; BS]);
+}

@@ -70,7 +70,7 @@ pub(super) struct Dirty {
     landed_freed: Vec<(u8, u64)>,
     /// Records, roots and counts of authenticated volumes (`auth.rs`).
     pub(super) auth: AuthDirty,
-    /// Tweak domains (other than 0) of plain slots mapped since the last commit.
+    /// Tweak domains of the slots mapped since the last commit (0: no `slot_domain` row).
     pub(super) domains: HashMap<(u8, u64), u64>,
     /// The epoch the take closed: once this commit is durable, so is every write of it.
     pub(super) closed_epoch: u64,
@@ -232,7 +232,10 @@ impl Pool {
     }
 
     /// Records, as one change, that `(owner, chunk)` now maps to `new` (a reservation,
-    /// or nothing) instead of `old`: the map row and both reference counts.
+    /// or nothing) instead of `old`: the map row, both reference counts, and the tweak
+    /// domain `new`'s blocks were written in (`pool::domains`; 0 for an authenticated
+    /// slot, whose record carries it). One change, so a commit never takes the domain of
+    /// a slot without its map row, or the other way round.
     pub fn remap(
         &self,
         shift: u8,
@@ -240,9 +243,13 @@ impl Pool {
         chunk: u64,
         new: Option<Reserved>,
         old: Option<SlotNo>,
+        domain: u64,
     ) {
         let new = new.map(|r| r.0);
         let mut st = lock(&self.state);
+        if let Some(n) = new {
+            st.dirty.domains.insert((shift, n.0), domain);
+        }
         st.dirty
             .maps
             .insert((owner.to_string(), chunk), new.map(|s| s.0));
@@ -390,7 +397,7 @@ impl Pool {
                 }
             }
             d.auth.write(&w, &mut meta)?;
-            super::domains::write_domains(&w, &d.domains, &d.refs)?;
+            super::domains::write_domains(&w, &d.domains)?;
             let mut refs = w.open_table(REFS)?;
             for (k, delta) in &d.refs {
                 let old = refs.get(*k)?.map(|v| v.value() as i64).unwrap_or(0);

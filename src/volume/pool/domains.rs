@@ -10,24 +10,13 @@ use std::collections::HashMap;
 
 use redb::ReadableDatabase;
 
-use super::{Pool, lock};
+use super::Pool;
 use crate::volume::error::Result;
 use crate::volume::ids::SlotNo;
 use crate::volume::integrity::SlotRecord;
 use crate::volume::tables::{MAPS, SLOT_AUTH, SLOT_DOMAIN};
 
 impl Pool {
-    /// Records that plain slot `slot`, just filled, is in `domain` (committed with its
-    /// map row; nothing is recorded for domain 0).
-    pub fn set_slot_domain(&self, shift: u8, slot: SlotNo, domain: u64) {
-        if domain != 0 {
-            lock(&self.state)
-                .dirty
-                .domains
-                .insert((shift, slot.0), domain);
-        }
-    }
-
     /// The domain of every chunk `owner` maps whose slot is not in domain 0 (from its
     /// `slot_domain` row or its record), committed state.
     pub fn load_domains(&self, owner: &str, shift: u8) -> Result<HashMap<u64, u64>> {
@@ -88,28 +77,23 @@ fn slot_domain(
     Ok(0)
 }
 
-/// Writes the domains of the slots a commit maps. A slot the commit maps (its count rises)
-/// with no domain recorded is in domain 0: any row left from an earlier life of the slot
-/// (which a checker's repair may free without dropping) goes.
+/// Writes the domains of the slots a commit maps: a row for a domain other than 0, and no
+/// row for 0 (one left from an earlier life of the slot, which a checker's repair may
+/// free without dropping, goes).
 pub(super) fn write_domains(
     w: &redb::WriteTransaction,
     domains: &HashMap<(u8, u64), u64>,
-    refs: &HashMap<(u8, u64), i64>,
 ) -> Result<()> {
-    let fresh_in_zero = refs
-        .iter()
-        .filter(|(k, delta)| **delta > 0 && !domains.contains_key(*k))
-        .map(|(k, _)| *k);
-    let mut fresh_in_zero = fresh_in_zero.peekable();
-    if domains.is_empty() && fresh_in_zero.peek().is_none() {
+    if domains.is_empty() {
         return Ok(());
     }
     let mut t = w.open_table(SLOT_DOMAIN)?;
     for (k, d) in domains {
-        t.insert(*k, *d)?;
-    }
-    for k in fresh_in_zero {
-        t.remove(k)?;
+        if *d == 0 {
+            t.remove(*k)?;
+        } else {
+            t.insert(*k, *d)?;
+        }
     }
     Ok(())
 }

@@ -181,8 +181,19 @@ impl Pool {
     /// Records, as one change, that `(owner, chunk)` is no longer remote: it maps to `new`
     /// (a filled reservation: a fetch, or a write of the whole chunk), or to nothing (a
     /// discard). Both land in the same commit.
-    pub fn remap_remote(&self, shift: u8, owner: &str, chunk: u64, new: Option<Reserved>) {
+    /// `domain`: as for [`Pool::remap`].
+    pub fn remap_remote(
+        &self,
+        shift: u8,
+        owner: &str,
+        chunk: u64,
+        new: Option<Reserved>,
+        domain: u64,
+    ) {
         let mut st = lock(&self.state);
+        if let Some(n) = new {
+            st.dirty.domains.insert((shift, n.0.0), domain);
+        }
         // A discard records the chunk unmapped too (there is no map row to remove): the
         // commit then takes the chunk's leaf out of an authenticated owner's root.
         st.dirty
@@ -225,17 +236,20 @@ impl Pool {
                 );
             match r {
                 Ok((new, rec)) => {
-                    // The slot's domain (or record) first, then its map row: a commit
-                    // between the two only records them early.
-                    match rec {
-                        Some(rec) => self.record_dirty(
-                            h.chunk_shift,
-                            new.0,
-                            &Arc::new(std::sync::Mutex::new(rec)),
-                        ),
-                        None => self.set_slot_domain(h.chunk_shift, new.0, rc.domain),
-                    }
-                    self.remap_remote(h.chunk_shift, h.id.as_str(), *chunk, Some(new));
+                    // The slot's record first, then its map row and domain (as one
+                    // change): a commit between the two only records the record early.
+                    let domain = match rec {
+                        Some(rec) => {
+                            self.record_dirty(
+                                h.chunk_shift,
+                                new.0,
+                                &Arc::new(std::sync::Mutex::new(rec)),
+                            );
+                            0
+                        }
+                        None => rc.domain,
+                    };
+                    self.remap_remote(h.chunk_shift, h.id.as_str(), *chunk, Some(new), domain);
                     done += rc.len as u64;
                     if !progress(rc.len as u64) {
                         cancelled = true;

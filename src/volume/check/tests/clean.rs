@@ -34,7 +34,7 @@ fn a_header_under_another_id_and_a_pending_copy_are_judged() {
     let p = header(2 * CHUNK);
     pool.begin_pending(p.id.as_str(), &p.encode()).unwrap();
     let s = pool.reserve(SHIFT).unwrap();
-    pool.remap(SHIFT, p.id.as_str(), 1, Some(s), None);
+    pool.remap(SHIFT, p.id.as_str(), 1, Some(s), None, 0);
     pool.commit().unwrap();
     let r = pool.check(&HeaderOwners).unwrap();
     assert!(r.is_clean(), "{r}");
