@@ -5,8 +5,9 @@
 //! - Every 4 KiB block written to an authenticated volume gets a tag: a write generation
 //!   (never 0) and a 16-byte MAC over (ciphertext, tweak domain, block number, generation):
 //!   POLYVAL-AES (a POLYVAL hash encrypted with AES-256, as AES-GCM-SIV's tag; the records of
-//!   this version) or keyed BLAKE3 (records made before it). The record says which. A slot's tags, with its domain, are one record in the pool metadata
-//!   (`slot_auth`), committed in the same transaction as the map row that points at it. A
+//!   this version) or keyed BLAKE3 (records made before it). The record says which. A
+//!   slot's tags, with its domain, are one record in the pool metadata (`slot_auth`),
+//!   committed in the same transaction as the map row that points at it. A
 //!   tag of generation 0 is a hole: the block reads as zeros whatever bytes the slot holds,
 //!   so a hole is recorded, never inferred from zero ciphertext.
 //! - Tweak domain: the XTS tweak of a block is `domain << 64 | block number`. The volume a
