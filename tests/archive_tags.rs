@@ -487,6 +487,11 @@ fn a_source_block_that_fails_its_tag_stops_a_copy_with_exit_25() {
         err.contains(&snap) && err.contains("chunk 1") && err.contains("block 300"),
         "{err}"
     );
+    // It says what to do about a source snapshot, not about a volume.
+    assert!(
+        err.contains("copy another snapshot") && !err.contains("restore it from a snapshot"),
+        "{err}"
+    );
     let manifests = s.moto.objects(BUCKET, "dst/snapshots/");
     assert!(manifests.is_empty(), "{manifests:?}");
 }

@@ -141,6 +141,18 @@ pub enum VolumeError {
     )]
     Tampered { volume: String, detail: String },
 
+    /// A block of an authenticated snapshot being copied out of a snapshot store fails its
+    /// tag: the copy stops before it writes anything of it.
+    #[error(
+        "snapshot {snapshot} in {store}: block {block} of chunk {chunk} fails its integrity check, so it was not copied; the archived snapshot was changed in the store: archive {snapshot} again from its region, or copy another snapshot"
+    )]
+    BadSourceBlock {
+        snapshot: String,
+        store: String,
+        chunk: u64,
+        block: u64,
+    },
+
     /// An authenticated volume's pool is older than its anchor.
     #[error(
         "volume {volume} was rolled back: its pool metadata is at generation {pool_generation}, its anchor at {anchor_generation} ({detail}); if you restored the pool from a backup on purpose, attach with --accept-rollback"
@@ -200,7 +212,9 @@ impl VolumeError {
                 ErrorKind::WrongKey
             }
             VolumeError::WrongDataKey { .. } => ErrorKind::WrongDataKey,
-            VolumeError::BadBlock { .. } | VolumeError::Tampered { .. } => ErrorKind::Integrity,
+            VolumeError::BadBlock { .. }
+            | VolumeError::BadSourceBlock { .. }
+            | VolumeError::Tampered { .. } => ErrorKind::Integrity,
             VolumeError::RolledBack { .. } => ErrorKind::RolledBack,
             VolumeError::NoSpace { .. } => ErrorKind::NoSpace,
             VolumeError::Io { .. } => ErrorKind::Io,

@@ -366,13 +366,13 @@ fn respool(
                             continue;
                         }
                         let n = first + b as u64;
-                        if !src_tags.verify(rec.mac, rec.domain, n, tag, &buf[b * BS..(b + 1) * BS]) {
-                            return Err(VolumeError::Tampered {
-                                volume: format!("{source} (the snapshot in {})", c.source_store.config().url),
-                                detail: format!(
-                                    "block {n} of its chunk {} does not match its tag, so it is not copied",
-                                    e.chunk
-                                ),
+                        if !src_tags.verify(rec.mac, rec.domain, n, tag, &buf[b * BS..(b + 1) * BS])
+                        {
+                            return Err(VolumeError::BadSourceBlock {
+                                snapshot: source.to_string(),
+                                store: c.source_store.config().url.to_string(),
+                                chunk: e.chunk,
+                                block: n,
                             }
                             .into());
                         }
