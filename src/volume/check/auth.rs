@@ -10,6 +10,8 @@
 //!   the slot holds now would vouch for whatever is there.
 //! - Every `roots` and `integrity_errors` row names an existing owner (repair removes the
 //!   others).
+//! - A `slot_domain` row (`pool::domains`, plain slots of restored volumes) belongs to a
+//!   slot a map row points at, like a record; repair removes the others.
 //!
 //! Which owners are authenticated: a volume whose header says so; a snapshot or a copy in
 //! progress when [`OwnerRecords`] says so or, when it cannot tell, when it has a `roots`
@@ -28,7 +30,7 @@ use crate::volume::error::{Result, VolumeError};
 use crate::volume::header::{MAX_CHUNK_SHIFT, MIN_CHUNK_SHIFT, VolumeHeader};
 use crate::volume::ids::format_size;
 use crate::volume::integrity::SlotRecord;
-use crate::volume::tables::{INTEGRITY_ERRORS, ROOTS, SLOT_AUTH};
+use crate::volume::tables::{INTEGRITY_ERRORS, ROOTS, SLOT_AUTH, SLOT_DOMAIN};
 
 /// Problems of one kind and owner listed one by one; past this many they are summed up in
 /// one more (a lost table would otherwise print a line per chunk).
@@ -40,6 +42,8 @@ pub(super) struct AuthRows {
     /// `slot_auth`: (chunk shift, slot) → the row decodes as a record of that chunk size
     /// (or why not). The records themselves are not kept: a pool holds many.
     pub(super) records: BTreeMap<(u8, u64), std::result::Result<(), String>>,
+    /// Keys of `slot_domain` rows.
+    pub(super) domains: BTreeSet<(u8, u64)>,
     /// Owners of `roots` rows.
     pub(super) roots: BTreeSet<String>,
     /// Owners of `integrity_errors` rows.
@@ -50,6 +54,7 @@ pub(super) struct AuthRows {
 #[derive(Debug, Default)]
 pub(super) struct AuthDrops {
     pub(super) records: BTreeSet<(u8, u64)>,
+    pub(super) domains: BTreeSet<(u8, u64)>,
     pub(super) roots: Vec<String>,
     pub(super) errors: Vec<String>,
 }
@@ -76,7 +81,7 @@ pub(super) fn decode_record(shift: u8, bytes: &[u8]) -> std::result::Result<(), 
 /// `load_model!` (same `tx` and `has`; absent tables are empty).
 macro_rules! load_auth {
     ($tx:expr, $has:expr) => {{
-        use $crate::volume::tables::{INTEGRITY_ERRORS, ROOTS, SLOT_AUTH};
+        use $crate::volume::tables::{INTEGRITY_ERRORS, ROOTS, SLOT_AUTH, SLOT_DOMAIN};
         let mut rows = $crate::volume::check::auth::AuthRows::default();
         if $has(SLOT_AUTH.name()) {
             for item in $tx.open_table(SLOT_AUTH)?.iter()? {
@@ -84,6 +89,11 @@ macro_rules! load_auth {
                 let (shift, slot) = k.value();
                 let decoded = $crate::volume::check::auth::decode_record(shift, v.value());
                 rows.records.insert((shift, slot), decoded);
+            }
+        }
+        if $has(SLOT_DOMAIN.name()) {
+            for item in $tx.open_table(SLOT_DOMAIN)?.iter()? {
+                rows.domains.insert(item?.0.value());
             }
         }
         if $has(ROOTS.name()) {
@@ -226,6 +236,20 @@ pub(super) fn analyze_auth(
         );
         a.auth_drops.records.insert((shift, slot));
     }
+    // Likewise every tweak domain row (`pool::domains`).
+    for &(shift, slot) in &m.auth.domains {
+        if a.used.contains_key(&(shift, slot)) || a.pinned.contains_key(&slot) {
+            continue;
+        }
+        out.push(
+            Problem::new(
+                ProblemKind::OrphanSlotDomain,
+                "a tweak domain row, but no map row points at the slot",
+            )
+            .slot(shift, slot),
+        );
+        a.auth_drops.domains.insert((shift, slot));
+    }
 
     // Roots and error counts of owners that exist.
     let tables = [
@@ -285,6 +309,25 @@ pub(super) fn repair_auth(
             f.chunk_size = Some(chunk_bytes(shift));
             fixes.push(f);
         }
+    }
+    let mut domains = a.auth_drops.domains.clone();
+    domains.extend(freed.iter().filter(|k| m.auth.domains.contains(k)));
+    if !domains.is_empty() {
+        let mut t = w.open_table(SLOT_DOMAIN)?;
+        for &k in &domains {
+            t.remove(k)?;
+        }
+        fixes.push(Fix::new(
+            FixAction::DroppedSlotDomains,
+            format!(
+                "removed {} of slots that no map row points at",
+                plural(
+                    domains.len() as u64,
+                    "tweak domain row",
+                    "tweak domain rows"
+                )
+            ),
+        ));
     }
     if !a.auth_drops.roots.is_empty() {
         let mut t = w.open_table(ROOTS)?;

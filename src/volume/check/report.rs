@@ -52,6 +52,9 @@ pub enum ProblemKind {
     /// A `slot_auth` row of a slot no map row points at (free, past the high-water mark,
     /// or uncounted): a record no block is checked against.
     OrphanSlotRecord,
+    /// A `slot_domain` row of a slot no map row points at (harmless: mapping the slot
+    /// again rewrites or clears it; reported so the tables stay what formats.md says).
+    OrphanSlotDomain,
     /// A slot mapped by an authenticated volume or snapshot has no `slot_auth` row: its
     /// blocks cannot be checked, and the volume does not attach.
     MissingSlotRecord,
@@ -84,6 +87,7 @@ impl ProblemKind {
             ProblemKind::OrphanRemote => "orphan-remote",
             ProblemKind::BadRemoteRow => "bad-remote-row",
             ProblemKind::OrphanSlotRecord => "orphan-slot-record",
+            ProblemKind::OrphanSlotDomain => "orphan-slot-domain",
             ProblemKind::MissingSlotRecord => "missing-slot-record",
             ProblemKind::BadSlotRecord => "bad-slot-record",
             ProblemKind::OrphanRoot => "orphan-root",
@@ -331,6 +335,8 @@ pub enum FixAction {
     DroppedRemoteRow,
     /// Removed the `slot_auth` rows of slots no map row points at (after the repair).
     DroppedSlotRecords,
+    /// Removed the `slot_domain` rows of slots no map row points at (after the repair).
+    DroppedSlotDomains,
     /// Removed a `roots` row whose owner does not exist.
     DroppedRoot,
     /// Removed an `integrity_errors` row whose owner does not exist.

@@ -7,7 +7,7 @@ use super::*;
 use crate::crypto::SecretBytes;
 use crate::volume::integrity::IntegrityKeys;
 use crate::volume::pool::Rollback;
-use crate::volume::tables::{INTEGRITY_ERRORS, ROOTS, SLOT_AUTH, SNAPSHOTS};
+use crate::volume::tables::{INTEGRITY_ERRORS, ROOTS, SLOT_AUTH, SLOT_DOMAIN, SNAPSHOTS};
 use std::collections::BTreeMap;
 
 /// Also says which snapshots are authenticated (from the header the test stores as the
@@ -424,4 +424,44 @@ fn many_missing_records_are_summed_up_per_owner() {
     let last = r.problems.last().unwrap();
     assert_eq!(last.object.as_deref(), Some(h.id.as_str()));
     assert_eq!(last.detail, "and 8 more like the above");
+}
+
+/// `slot_domain` rows (`pool::domains`): those of mapped slots (the plain volume `c` is a
+/// clone: its lineage is another volume's, so its slots have rows) are not orphans; a row
+/// of a free slot is found and removed, and `c` still reads its data.
+#[test]
+fn orphan_domain_rows_are_found_and_removed() {
+    let f = auth_fixture();
+    let pool = &f.pool;
+    let c_data = read_all(pool, &f.c);
+    let mapped = pool.load_domains(f.c.id.as_str(), SHIFT).unwrap();
+    assert_eq!(mapped.len(), 2, "c's two chunks are in its own domain");
+    assert!(pool.check(&HeaderOwners).unwrap().is_clean());
+    let free = free_slots(pool);
+    damage(pool, |w| {
+        w.open_table(SLOT_DOMAIN)
+            .unwrap()
+            .insert((SHIFT, free[0]), 99u64)
+            .unwrap();
+    });
+    let r = pool.check(&HeaderOwners).unwrap();
+    let p = find(&r, ProblemKind::OrphanSlotDomain, None, Some(free[0]));
+    assert!(p.repairable, "{p}");
+    let orphans = r
+        .problems
+        .iter()
+        .filter(|p| p.kind == ProblemKind::OrphanSlotDomain)
+        .count();
+    assert_eq!(orphans, 1, "{r}");
+    assert!(r.to_string().contains("orphan-slot-domain"), "{r}");
+    let rep = pool.repair(&HeaderOwners).unwrap();
+    assert!(rep.after.is_clean(), "{rep}");
+    assert!(
+        rep.fixes
+            .iter()
+            .any(|x| x.action == FixAction::DroppedSlotDomains),
+        "{rep}"
+    );
+    assert_eq!(pool.load_domains(f.c.id.as_str(), SHIFT).unwrap(), mapped);
+    assert_eq!(read_all(pool, &f.c), c_data);
 }
