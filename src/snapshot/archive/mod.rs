@@ -216,7 +216,12 @@ pub fn run_job(
     // What the manifest carries besides the chunks: each chunk's tweak domain, and an
     // authenticated snapshot's slot records (read under the lease, as the map).
     let shift = rec.volume.chunk_shift;
-    let domains = catalog.load_domains(snapshot, shift)?.into_iter().collect();
+    // (An authenticated snapshot's domains are in its records.)
+    let domains = if rec.volume.integrity {
+        Default::default()
+    } else {
+        catalog.load_domains(snapshot, shift)?.into_iter().collect()
+    };
     let records = if rec.volume.integrity {
         let blocks = 1usize << (shift - 12);
         let mut m = std::collections::HashMap::new();

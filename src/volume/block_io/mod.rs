@@ -184,19 +184,13 @@ impl OpenVolume {
     ) -> Result<OpenVolume> {
         let shift = header.chunk_shift;
         let mut map = HashMap::new();
-        let rows = pool.load_map_with_refcounts(header.id.as_str(), shift)?;
-        let domains = if auth.is_some() {
-            HashMap::new()
-        } else {
-            pool.slot_domains(shift, &rows.iter().map(|r| r.1).collect::<Vec<_>>())?
-        };
-        for (chunk, slot, refs) in rows {
+        for m in pool.load_map_with_refcounts(header.id.as_str(), shift)? {
             map.insert(
-                chunk,
+                m.chunk,
                 Entry {
-                    slot,
-                    shared: refs > 1,
-                    domain: domains.get(&slot).copied().unwrap_or(0),
+                    slot: m.slot,
+                    shared: m.refs > 1,
+                    domain: m.domain,
                 },
             );
         }

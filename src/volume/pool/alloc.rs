@@ -133,6 +133,17 @@ pub(super) struct PoolState {
     pub(super) owners: HashMap<String, OwnerRoot>,
 }
 
+/// A chunk of an owner's committed map, as opening a volume needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MappedSlot {
+    pub chunk: u64,
+    pub slot: SlotNo,
+    /// Map rows pointing at the slot (more than 1: shared with a snapshot or a clone).
+    pub refs: u32,
+    /// The slot's tweak domain (`domains`).
+    pub domain: u64,
+}
+
 /// A slot handed out by [`Pool::reserve`]: all zeros, owned by the caller until it is
 /// mapped with [`Pool::remap`] or given back with [`Pool::unreserve`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -465,22 +476,29 @@ impl Pool {
         }
     }
 
-    /// The committed map of `owner` with each slot's reference count, in one read
-    /// transaction (opening a volume needs both).
-    pub fn load_map_with_refcounts(
-        &self,
-        owner: &str,
-        shift: u8,
-    ) -> Result<Vec<(u64, SlotNo, u32)>> {
+    /// The committed map of `owner` with each slot's reference count and tweak domain
+    /// (`domains`; 0 for an authenticated slot, whose record carries it), in one read
+    /// transaction (opening a volume needs all three).
+    pub fn load_map_with_refcounts(&self, owner: &str, shift: u8) -> Result<Vec<MappedSlot>> {
         let r = self.db()?.begin_read()?;
         let maps = r.open_table(MAPS)?;
         let refs = r.open_table(REFS)?;
+        let domains = super::read_table(&r, crate::volume::tables::SLOT_DOMAIN)?;
         let mut out = vec![];
         for item in maps.range((owner, 0)..=(owner, u64::MAX))? {
             let (k, v) = item?;
             let slot = v.value();
-            let count = refs.get((shift, slot))?.map(|c| c.value()).unwrap_or(0);
-            out.push((k.value().1, SlotNo(slot), count));
+            let refs = refs.get((shift, slot))?.map(|c| c.value()).unwrap_or(0);
+            let domain = match &domains {
+                Some(t) => t.get((shift, slot))?.map(|d| d.value()).unwrap_or(0),
+                None => 0,
+            };
+            out.push(MappedSlot {
+                chunk: k.value().1,
+                slot: SlotNo(slot),
+                refs,
+                domain,
+            });
         }
         Ok(out)
     }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::{Pool, lock};
+use super::{Pool, lock, read_table};
 use crate::volume::anchor::Anchor;
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::SlotNo;
@@ -218,10 +218,9 @@ impl Pool {
             .copied()
             .unwrap_or(0);
         let r = self.db()?.begin_read()?;
-        let committed = match r.open_table(INTEGRITY_ERRORS) {
-            Ok(t) => t.get(owner)?.map(|v| v.value()).unwrap_or(0),
-            Err(redb::TableError::TableDoesNotExist(_)) => 0,
-            Err(e) => return Err(e.into()),
+        let committed = match read_table(&r, INTEGRITY_ERRORS)? {
+            Some(t) => t.get(owner)?.map(|v| v.value()).unwrap_or(0),
+            None => 0,
         };
         Ok(committed + pending)
     }
@@ -251,10 +250,8 @@ impl Pool {
     /// The committed record of a slot (the metadata only: callable under the state lock).
     fn load_committed_record(&self, shift: u8, slot: SlotNo) -> Result<Option<SlotRecord>> {
         let r = self.db()?.begin_read()?;
-        let t = match r.open_table(SLOT_AUTH) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let Some(t) = read_table(&r, SLOT_AUTH)? else {
+            return Ok(None);
         };
         t.get((shift, slot.0))?
             .map(|v| SlotRecord::decode(v.value(), 1 << (shift - 12)))
@@ -354,10 +351,9 @@ impl Pool {
     ) -> Result<OwnerState> {
         let blocks = 1usize << (shift - 12);
         let r = self.db()?.begin_read()?;
-        let stored = match r.open_table(ROOTS) {
-            Ok(t) => t.get(owner)?.map(|v| v.value().to_vec()),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(e.into()),
+        let stored = match read_table(&r, ROOTS)? {
+            Some(t) => t.get(owner)?.map(|v| v.value().to_vec()),
+            None => None,
         };
         let mut records = HashMap::new();
         let mut leaves = HashMap::new();
@@ -559,11 +555,7 @@ fn mapped_records(
     shift: u8,
 ) -> Result<Vec<(u64, u64, Vec<u8>)>> {
     let maps = r.open_table(MAPS)?;
-    let auth = match r.open_table(SLOT_AUTH) {
-        Ok(t) => Some(t),
-        Err(redb::TableError::TableDoesNotExist(_)) => None,
-        Err(e) => return Err(e.into()),
-    };
+    let auth = read_table(r, SLOT_AUTH)?;
     let mut out = vec![];
     for item in maps.range((owner, 0)..=(owner, u64::MAX))? {
         let (k, v) = item?;

@@ -39,7 +39,7 @@ pub(crate) mod tests;
 pub(crate) use tests::assert_consistent as assert_consistent_for_tests;
 
 use alloc::PoolState;
-pub use alloc::Reserved;
+pub use alloc::{MappedSlot, Reserved};
 pub use auth::Rollback;
 pub use data::DataFile;
 pub use remote::HYDRATE_BATCH;
@@ -252,6 +252,19 @@ fn open_db(storage: &dyn PoolStorage) -> Result<Database> {
         Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => {
             Err(VolumeError::io("cannot open", &path, e))
         }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A table of a read transaction, or `None` where the pool was made before it existed
+/// (tables are created on first write).
+pub(super) fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    r: &redb::ReadTransaction,
+    t: redb::TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>> {
+    match r.open_table(t) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

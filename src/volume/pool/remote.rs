@@ -334,10 +334,8 @@ pub(super) fn remote_records(
 
 /// The `remote` rows of `owner` in one read transaction, in chunk order.
 fn read_remote(r: &redb::ReadTransaction, owner: &str) -> Result<Vec<(u64, RemoteChunk)>> {
-    let t = match r.open_table(REMOTE) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
-        Err(e) => return Err(e.into()),
+    let Some(t) = super::read_table(r, REMOTE)? else {
+        return Ok(vec![]);
     };
     let mut out = vec![];
     for item in t.range((owner, 0)..=(owner, u64::MAX))? {
