@@ -35,7 +35,7 @@ pub const MAC_LEN: usize = 16;
 /// Bytes of one block's tag in a record: generation (8) and MAC.
 pub const TAG_LEN: usize = 8 + MAC_LEN;
 /// Bytes of a record before its halves map (version 2) or its tags (version 1): version,
-/// 7 reserved, domain.
+/// MAC algorithm, 6 reserved, domain.
 pub const RECORD_HEAD: usize = 16;
 /// A record whose blocks all lie in the slot's first half.
 pub const RECORD_VERSION: u8 = 1;
@@ -132,17 +132,9 @@ impl SlotRecord {
         self.alt.iter().all(|w| *w == 0)
     }
 
-    /// Runs `[start, end)` of blocks `first..first + n` lying in one half, in order.
-    pub fn half_runs(&self, first: usize, n: usize) -> Vec<(usize, usize, usize)> {
-        let mut out: Vec<(usize, usize, usize)> = vec![];
-        for i in first..first + n {
-            let h = self.half(i);
-            match out.last_mut() {
-                Some((_, end, hh)) if *hh == h => *end = i + 1,
-                _ => out.push((i, i + 1, h)),
-            }
-        }
-        out
+    /// Runs `(start, end, half)` of blocks `first..first + n` lying in one half, in order.
+    pub fn half_runs(&self, first: usize, n: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+        runs(n, move |i| self.half(first + i)).map(move |(s, e, h)| (first + s, first + e, h))
     }
 
     /// docs/formats.md, "Slot record": version 1 (all blocks in half 0) or 2, the MAC
@@ -225,6 +217,28 @@ impl SlotRecord {
         }
         Ok(rec)
     }
+}
+
+/// Runs `(start, end, value)` of `0..n` over which `value_of` does not change, in order (the
+/// blocks of one read, write or punch that lie in one half of a slot).
+pub fn runs(
+    n: usize,
+    value_of: impl Fn(usize) -> usize,
+) -> impl Iterator<Item = (usize, usize, usize)> {
+    let mut s = 0;
+    std::iter::from_fn(move || {
+        if s >= n {
+            return None;
+        }
+        let v = value_of(s);
+        let mut e = s + 1;
+        while e < n && value_of(e) == v {
+            e += 1;
+        }
+        let run = (s, e, v);
+        s = e;
+        Some(run)
+    })
 }
 
 /// Where a write may put each block of a slot whose record it holds: the in-memory part of

@@ -11,15 +11,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::{BS, COPY_BUF, OpenVolume, with_buf};
-
-thread_local! {
-    /// The tags a read checks, copied out of the slot's record.
-    static TAGS: std::cell::RefCell<Vec<BlockTag>> = const { std::cell::RefCell::new(Vec::new()) };
-}
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::{BLOCK_SIZE, SlotNo};
-use crate::volume::integrity::{BlockTag, IntegrityKeys, MacAlg, Placement, SlotRecord, tweak};
+use crate::volume::integrity::{
+    BlockTag, IntegrityKeys, MacAlg, Placement, SlotRecord, runs, tweak,
+};
 use crate::volume::pool::DataFile;
+
+/// Per-block working state of one read or write, reused by each thread: the block path
+/// allocates nothing, and holds no record lock while it hashes or does I/O.
+#[derive(Default)]
+struct Scratch {
+    /// The tags a read checks (copied out of the record) or a write makes.
+    tags: Vec<BlockTag>,
+    /// The half each block is read from or written to (empty: all in half 0).
+    halves: Vec<u8>,
+    /// Per block of a write: it moves to its other half.
+    moved: Vec<bool>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
 
 /// The authentication state of an open volume.
 pub(super) struct Auth {
@@ -176,27 +189,37 @@ impl OpenVolume {
         let first = (in_chunk / BLOCK_SIZE) as usize;
         let n = buf.len() / BS;
         let rec = self.record(slot)?;
-        TAGS.with(|t| {
-            let mut tags = t.borrow_mut();
-            tags.clear();
-            let (alg, domain, runs) = {
+        SCRATCH.with(|sc| {
+            let sc = &mut *sc.borrow_mut();
+            sc.tags.clear();
+            sc.halves.clear();
+            let (alg, domain) = {
                 let r = lock(&rec);
-                tags.extend_from_slice(&r.tags[first..first + n]);
-                let runs = (!r.all_in_first_half()).then(|| r.half_runs(first, n));
-                (r.mac, r.domain, runs)
+                sc.tags.extend_from_slice(&r.tags[first..first + n]);
+                if !r.all_in_first_half() {
+                    sc.halves
+                        .extend((first..first + n).map(|i| r.half(i) as u8));
+                }
+                (r.mac, r.domain)
             };
-            if tags.iter().all(BlockTag::is_hole) {
+            if sc.tags.iter().all(BlockTag::is_hole) {
                 buf.fill(0);
                 return Ok(vec![]);
             }
-            match runs {
-                None => self
-                    .data
-                    .read_at(buf, self.data.slot_offset(slot) + in_chunk)?,
-                Some(runs) => self.read_runs(slot, first, &runs, buf)?,
+            if sc.halves.is_empty() {
+                self.data
+                    .read_at(buf, self.data.slot_offset(slot) + in_chunk)?;
+            } else {
+                let halves = &sc.halves;
+                let by_half = runs(n, |i| halves[i] as usize);
+                self.read_runs(
+                    slot,
+                    by_half.map(|(s, e, h)| (first + s, first + e, h)),
+                    buf,
+                )?;
             }
             let first_block = (chunk * self.chunk_size() + in_chunk) / BLOCK_SIZE;
-            Ok(self.check_part(alg, domain, first_block, &tags, buf, stop_at_first))
+            Ok(self.check_part(alg, domain, first_block, &sc.tags, buf, stop_at_first))
         })
     }
 
@@ -261,20 +284,44 @@ impl OpenVolume {
         Ok(a.alt.get().expect("set above"))
     }
 
-    /// Reads blocks `first..` of `slot` into `buf`, each run from the half it lies in.
+    /// Reads runs `(start, end, half)` of blocks of `slot` (block indexes in the chunk,
+    /// in order, from the first block `buf` holds) into `buf`, each from its half.
     fn read_runs(
         &self,
         slot: SlotNo,
-        first: usize,
-        runs: &[(usize, usize, usize)],
+        runs: impl Iterator<Item = (usize, usize, usize)>,
         buf: &mut [u8],
     ) -> Result<()> {
-        for &(s, e, half) in runs {
+        let mut runs = runs.peekable();
+        let Some(&(first, _, _)) = runs.peek() else {
+            return Ok(());
+        };
+        for (s, e, half) in runs {
             let f = self.half_file(half)?;
             f.read_at(
                 &mut buf[(s - first) * BS..(e - first) * BS],
                 f.slot_offset(slot) + (s * BS) as u64,
             )?;
+        }
+        Ok(())
+    }
+
+    /// Writes (`punch` false) or punches runs of `buf`'s blocks, each into the half
+    /// `halves` names for it; `first` is the first block's index in the chunk.
+    fn put_runs(
+        &self,
+        slot: SlotNo,
+        first: usize,
+        halves: &[u8],
+        buf: Option<&[u8]>,
+    ) -> Result<()> {
+        for (s, e, half) in runs(halves.len(), |i| halves[i] as usize) {
+            let f = self.half_file(half)?;
+            let at = f.slot_offset(slot) + ((first + s) * BS) as u64;
+            match buf {
+                Some(b) => f.write_at(&b[s * BS..e * BS], at)?,
+                None => f.punch(at, ((e - s) * BS) as u64)?,
+            }
         }
         Ok(())
     }
@@ -296,39 +343,39 @@ impl OpenVolume {
         )
     }
 
-    /// Where each of blocks `first..first + n` of a record goes: `(half, moved)`.
-    /// `placeable` said yes under the same stripe lock and gate, and the epoch cannot
-    /// change meanwhile (a newer durable epoch only frees more), so no block needs a copy.
+    /// Where each of blocks `first..first + n` of a record goes: its half into
+    /// `sc.halves`, whether it moves into `sc.moved`. `placeable` said yes under the same
+    /// stripe lock and gate, and the epoch cannot change meanwhile (a newer durable epoch
+    /// only frees more), so no block needs a copy.
     fn placements(
         &self,
         slot: SlotNo,
         r: &SlotRecord,
         first: usize,
         n: usize,
-    ) -> Result<Vec<(usize, bool)>> {
+        sc: &mut Scratch,
+    ) -> Result<()> {
         let (epoch, durable) = (self.pool.epoch(), self.pool.durable_epoch());
-        (first..first + n)
-            .map(|i| match r.moves.placement(i, epoch, durable) {
-                Placement::InPlace => Ok((r.half(i), false)),
-                Placement::Flip => Ok((1 - r.half(i), true)),
-                Placement::Copy => Err(VolumeError::Corrupt {
-                    what: format!("volume {}", self.id),
-                    detail: format!(
-                        "block {i} of slot {} was about to be overwritten where a commit in flight names it",
-                        slot.0
-                    ),
-                }),
-            })
-            .collect()
-    }
-
-    /// Registers a record whose blocks moved to their other half with the commit (a
-    /// fresh slot's is registered when it is made).
-    fn moved(&self, chunk: u64, slot: SlotNo, rec: &Arc<Mutex<SlotRecord>>, moved: bool) {
-        if moved {
-            self.pool
-                .record_moved(self.id.as_str(), chunk, self.shift, slot, rec);
+        sc.halves.clear();
+        sc.moved.clear();
+        for i in first..first + n {
+            let (half, moved) = match r.moves.placement(i, epoch, durable) {
+                Placement::InPlace => (r.half(i), false),
+                Placement::Flip => (1 - r.half(i), true),
+                Placement::Copy => {
+                    return Err(VolumeError::Corrupt {
+                        what: format!("volume {}", self.id),
+                        detail: format!(
+                            "block {i} of slot {} was about to be overwritten where a commit in flight names it",
+                            slot.0
+                        ),
+                    });
+                }
+            };
+            sc.halves.push(half as u8);
+            sc.moved.push(moved);
         }
+        Ok(())
     }
 
     /// Encrypts whole blocks in this volume's domain, writes each into the half of `slot`
@@ -348,81 +395,60 @@ impl OpenVolume {
         let rec = self.record(slot)?;
         let first = (in_chunk / BLOCK_SIZE) as usize;
         let n = buf.len() / BS;
-        let (place, alg) = {
-            let r = lock(&rec);
-            (self.placements(slot, &r, first, n)?, r.mac)
-        };
-        let first_block = (chunk * self.chunk_size() + in_chunk) / BLOCK_SIZE;
-        let gen0 = self.pool.next_generations(n as u64);
-        // Encrypted and tagged before the write (a tag is recorded only once its block is
-        // written, below).
-        let mut new_tags = vec![BlockTag::HOLE; n];
-        self.xts.encrypt_units_at(tweak(a.domain, first_block), buf);
-        for (i, (t, b)) in new_tags.iter_mut().zip(buf.chunks_exact(BS)).enumerate() {
-            let g = gen0 + i as u64;
-            *t = BlockTag {
-                generation: g,
-                mac: a
-                    .keys
-                    .block_mac(alg, a.domain, first_block + i as u64, g, b),
+        SCRATCH.with(|sc| {
+            let sc = &mut *sc.borrow_mut();
+            let alg = {
+                let r = lock(&rec);
+                self.placements(slot, &r, first, n, sc)?;
+                r.mac
             };
-        }
-        // Runs of blocks going to one half: one write each.
-        let mut written = Ok(());
-        let mut s = 0;
-        while s < n && written.is_ok() {
-            let mut e = s + 1;
-            while e < n && place[e].0 == place[s].0 {
-                e += 1;
-            }
-            written = self.half_file(place[s].0).and_then(|f| {
-                f.write_at(
-                    &buf[s * BS..e * BS],
-                    f.slot_offset(slot) + ((first + s) * BS) as u64,
-                )
-            });
-            s = e;
-        }
-        let epoch = self.pool.epoch();
-        match &written {
+            let first_block = (chunk * self.chunk_size() + in_chunk) / BLOCK_SIZE;
+            let gen0 = self.pool.next_generations(n as u64);
+            // Encrypted and tagged before the write (a tag is recorded only once its block
+            // is written, below).
+            self.xts.encrypt_units_at(tweak(a.domain, first_block), buf);
+            sc.tags.clear();
+            sc.tags
+                .extend(buf.chunks_exact(BS).enumerate().map(|(i, b)| {
+                    let g = gen0 + i as u64;
+                    BlockTag {
+                        generation: g,
+                        mac: a
+                            .keys
+                            .block_mac(alg, a.domain, first_block + i as u64, g, b),
+                    }
+                }));
+            let written = self.put_runs(slot, first, &sc.halves, Some(buf));
             // The stripe's write lock keeps every reader of this chunk out meanwhile.
-            Ok(()) => {
-                let mut r = lock(&rec);
-                let blocks = r.tags.len();
-                for (i, t) in new_tags.iter().enumerate() {
-                    r.tags[first + i] = *t;
-                    r.set_half(first + i, place[i].0);
-                }
-                r.moves.prune(self.pool.durable_epoch());
-                r.moves.mark(epoch, first, first + n, blocks);
-                drop(r);
-                self.moved(chunk, slot, &rec, place.iter().any(|p| p.1));
-            }
-            Err(_) => {
-                // What reached the slot is unknown: keep, per block, the tag (and half)
-                // it matches.
-                let mut any_moved = false;
-                let mut r = lock(&rec);
-                let blocks = r.tags.len();
-                for (i, b) in buf.chunks_exact_mut(BS).enumerate() {
-                    let t = new_tags[i];
-                    let landed = self.half_file(place[i].0).is_ok_and(|f| {
+            let epoch = self.pool.epoch();
+            let mut any_moved = false;
+            let mut r = lock(&rec);
+            let blocks = r.tags.len();
+            r.moves.prune(self.pool.durable_epoch());
+            for (i, b) in buf.chunks_exact_mut(BS).enumerate() {
+                let (t, half) = (sc.tags[i], sc.halves[i] as usize);
+                // After a failed write what reached the slot is unknown: each block keeps
+                // the tag (and half) it matches.
+                let landed = written.is_ok()
+                    || self.half_file(half).is_ok_and(|f| {
                         f.read_at(b, f.slot_offset(slot) + ((first + i) * BS) as u64)
                             .is_ok()
                             && a.keys.verify(alg, a.domain, first_block + i as u64, &t, b)
                     });
-                    if landed {
-                        r.tags[first + i] = t;
-                        r.set_half(first + i, place[i].0);
-                        r.moves.mark(epoch, first + i, first + i + 1, blocks);
-                        any_moved |= place[i].1;
-                    }
+                if landed {
+                    r.tags[first + i] = t;
+                    r.set_half(first + i, half);
+                    r.moves.mark(epoch, first + i, first + i + 1, blocks);
+                    any_moved |= sc.moved[i];
                 }
-                drop(r);
-                self.moved(chunk, slot, &rec, any_moved);
             }
-        }
-        written
+            drop(r);
+            if any_moved {
+                self.pool
+                    .record_moved(self.id.as_str(), chunk, self.shift, slot, &rec);
+            }
+            written
+        })
     }
 
     /// Makes blocks `[b0, b1)` (bytes in the chunk) of a slot this volume owns holes (a
@@ -434,32 +460,26 @@ impl OpenVolume {
             (b0 / BLOCK_SIZE) as usize,
             ((b1 - b0) / BLOCK_SIZE) as usize,
         );
-        let place = self.placements(slot, &lock(&rec), first, n)?;
-        let mut s = 0;
-        while s < n {
-            let mut e = s + 1;
-            while e < n && place[e].0 == place[s].0 {
-                e += 1;
+        SCRATCH.with(|sc| {
+            let sc = &mut *sc.borrow_mut();
+            self.placements(slot, &lock(&rec), first, n, sc)?;
+            self.put_runs(slot, first, &sc.halves, None)?;
+            let epoch = self.pool.epoch();
+            let mut r = lock(&rec);
+            let blocks = r.tags.len();
+            for (i, half) in sc.halves.iter().enumerate() {
+                r.tags[first + i] = BlockTag::HOLE;
+                r.set_half(first + i, *half as usize);
             }
-            let f = self.half_file(place[s].0)?;
-            f.punch(
-                f.slot_offset(slot) + ((first + s) * BS) as u64,
-                ((e - s) * BS) as u64,
-            )?;
-            s = e;
-        }
-        let epoch = self.pool.epoch();
-        let mut r = lock(&rec);
-        let blocks = r.tags.len();
-        for (i, p) in place.iter().enumerate() {
-            r.tags[first + i] = BlockTag::HOLE;
-            r.set_half(first + i, p.0);
-        }
-        r.moves.prune(self.pool.durable_epoch());
-        r.moves.mark(epoch, first, first + n, blocks);
-        drop(r);
-        self.moved(chunk, slot, &rec, place.iter().any(|p| p.1));
-        Ok(())
+            r.moves.prune(self.pool.durable_epoch());
+            r.moves.mark(epoch, first, first + n, blocks);
+            drop(r);
+            if sc.moved.iter().any(|m| *m) {
+                self.pool
+                    .record_moved(self.id.as_str(), chunk, self.shift, slot, &rec);
+            }
+            Ok(())
+        })
     }
 
     /// The record of a slot just reserved for a first write: all holes, in our domain.
@@ -503,12 +523,7 @@ impl OpenVolume {
                     continue;
                 }
                 with_buf(&COPY_BUF, n as usize, |b| -> Result<()> {
-                    if src.all_in_first_half() {
-                        self.data.read_at(b, self.data.slot_offset(from) + pos)?;
-                    } else {
-                        let runs = src.half_runs(first, tags.len());
-                        self.read_runs(from, first, &runs, b)?;
-                    }
+                    self.read_runs(from, src.half_runs(first, tags.len()), b)?;
                     let first_block = (chunk * cs + pos) / BLOCK_SIZE;
                     for (i, tag) in tags.iter().enumerate() {
                         let blk = &mut b[i * BS..(i + 1) * BS];
@@ -530,7 +545,7 @@ impl OpenVolume {
                             );
                         }
                         dst.tags[first + i] = {
-                            a_decrypt(self, src.domain, block, blk);
+                            self.xts.decrypt_units_at(tweak(src.domain, block), blk);
                             self.xts.encrypt_units_at(tweak(a.domain, block), blk);
                             let generation = self.pool.next_generation();
                             BlockTag {
@@ -600,10 +615,6 @@ impl OpenVolume {
     pub fn bad_blocks_seen(&self) -> u64 {
         self.auth().map_or(0, |a| a.bad.load(Ordering::Relaxed))
     }
-}
-
-fn a_decrypt(v: &OpenVolume, domain: u64, block: u64, b: &mut [u8]) {
-    v.xts.decrypt_units_at(tweak(domain, block), b);
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -99,29 +99,20 @@ impl OpenVolume {
             .inspect_err(|e| {
                 tracing::error!("{e}");
             })?;
-        // The slot's record (or domain) first, then its map row: a commit between the two
-        // only records them early. The fetched chunk stays in the domain it was written
-        // in; every read of an authenticated one checks its tags as usual.
+        // The slot's record first, then its map row with its domain (one change, in
+        // `set_entry`): a commit between the two only records the record early. The
+        // fetched chunk stays in the domain it was written in; every read of an
+        // authenticated one checks its tags as usual. A chunk of another domain than this
+        // volume's is never written in place (`own_slot` copies it into this volume's
+        // domain first, as a slot shared with a snapshot), so this volume and the one
+        // that wrote the archived chunk never share a key and tweak.
         if let Some(rec) = record {
             self.new_record(new.0, rec);
         }
         self.set_entry(chunk, Some((new, rc.domain)), None);
-        // A chunk of another domain is never written in place: the first write copies it
-        // into this volume's domain (as a slot shared with a snapshot is), so this volume
-        // and the one that wrote the archived chunk never share a key and tweak.
-        let foreign = rc.domain != self.domain;
-        if foreign
-            && let Some(e) = self
-                .map
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_mut(&chunk)
-        {
-            e.shared = true;
-        }
         Ok(Some(Entry {
             slot: new.0,
-            shared: foreign,
+            shared: false,
             domain: rc.domain,
         }))
     }

@@ -181,3 +181,59 @@ fn a_stale_domain_row_of_a_reused_slot_is_cleared_when_it_is_mapped() {
     v.read(0, &mut got).unwrap();
     assert_eq!(got, vec![0x88; BS]);
 }
+
+/// A slot of another domain that the clone alone maps (its source and the snapshot are
+/// deleted, so nothing shares it): the clone's write must not go in place under the
+/// source's tweaks; it copies the chunk into its own domain first.
+#[test]
+fn a_clone_never_writes_in_place_into_a_slot_of_another_domain() {
+    let d = tempfile::tempdir().unwrap();
+    let r = region(&d);
+    let pool = Arc::new(Pool::open(&r).unwrap());
+    let src = lineage_header(4 << 20);
+    pool.create_volume(&src).unwrap();
+    let s = OpenVolume::open(pool.clone(), &src, xts()).unwrap();
+    s.write(0, &[0x11; 2 * BS]).unwrap();
+    s.flush().unwrap();
+    let snap = SnapshotId::random();
+    {
+        let _quiet = s.quiesce();
+        pool.create_snapshot(&src, &snap, b"snapshot record")
+            .unwrap();
+    }
+    drop(s);
+    let mut clone = header_with_shift(4 << 20, SHIFT);
+    clone.lineage = src.lineage.clone();
+    pool.restore_volume(&snap, &clone).unwrap();
+    pool.delete_snapshot(&snap, SHIFT).unwrap();
+    pool.delete_volume(&src).unwrap();
+    let source_slot = pool.load_map(clone.id.as_str()).unwrap()[0].1;
+    assert_eq!(
+        pool.refcount(SHIFT, source_slot).unwrap(),
+        1,
+        "the clone's alone"
+    );
+    let c = OpenVolume::open(pool.clone(), &clone, xts()).unwrap();
+    c.write(BLOCK_SIZE, &[0x22; BS]).unwrap();
+    c.flush().unwrap();
+    assert_ne!(
+        pool.load_map(clone.id.as_str()).unwrap()[0].1,
+        source_slot,
+        "copied into a slot of the clone's domain"
+    );
+    let mut in_source_domain = vec![0x22u8; BS];
+    xts().encrypt_units_at(crate::volume::integrity::tweak(0, 1), &mut in_source_domain);
+    let mut in_clone_domain = vec![0x22u8; BS];
+    let domain = crate::volume::integrity::domain_of(&clone);
+    xts().encrypt_units_at(
+        crate::volume::integrity::tweak(domain, 1),
+        &mut in_clone_domain,
+    );
+    let raw = raw_block(&pool, clone.id.as_str(), 1);
+    assert_ne!(raw, in_source_domain, "not under the source's tweak");
+    assert_eq!(raw, in_clone_domain, "under the clone's own tweak");
+    let mut got = vec![0u8; 2 * BS];
+    c.read(0, &mut got).unwrap();
+    assert_eq!(&got[..BS], &[0x11; BS][..], "the kept block, re-encrypted");
+    assert_eq!(&got[BS..], &[0x22; BS][..]);
+}
