@@ -24,7 +24,9 @@ fn pattern(block: u64) -> Vec<u8> {
         .collect()
 }
 
-/// An integrity volume with `BLOCKS` written, and a snapshot of it.
+/// An integrity volume with `BLOCKS` written, and a snapshot of it. Each block is written
+/// twice with an fsync between, so its data lies in its slot's second half (the pool's
+/// alternate file): a copy that read only the first half would find the older data.
 fn source(v: &VolEnv) -> (String, String) {
     let vol = v.create(&["--size", "64M", "--integrity", "--name", "src"]);
     let dir = v.dir("src");
@@ -33,6 +35,10 @@ fn source(v: &VolEnv) -> (String, String) {
         .write(true)
         .open(dir.join("volume"))
         .unwrap();
+    for b in BLOCKS {
+        f.write_all_at(&pattern(b ^ 0xff), b * BLOCK).unwrap();
+    }
+    f.sync_all().unwrap();
     for b in BLOCKS {
         f.write_all_at(&pattern(b), b * BLOCK).unwrap();
     }

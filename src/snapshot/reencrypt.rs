@@ -115,17 +115,8 @@ fn read_second_halves(
         *alt = Some(File::open(&path).map_err(|e| VolumeError::io("cannot open", &path, e))?);
     }
     let f = alt.as_ref().expect("opened above");
-    for (s, e, half) in rec.half_runs(0, rec.tags.len()) {
-        if half == 1 {
-            crate::volume::storage::file::read_full_at(
-                f,
-                &mut buf[s * BS..e * BS],
-                (slot.0 << src.chunk_shift) + (s * BS) as u64,
-            )
-            .map_err(|e| VolumeError::io("cannot read", &path, e))?;
-        }
-    }
-    Ok(())
+    rec.read_second_halves(f, slot.0 << src.chunk_shift, buf)
+        .map_err(|e| VolumeError::io("cannot read", &path, e))
 }
 
 /// Copies every chunk of `src.map` not in `done`; `progress` gets the bytes of each chunk

@@ -137,6 +137,29 @@ impl SlotRecord {
         runs(n, move |i| self.half(first + i)).map(move |(s, e, h)| (first + s, first + e, h))
     }
 
+    /// Reads over `buf` (the slot's chunk, read from its first half) the blocks this record
+    /// places in the second half, from `alt` (the pool's alternate file) at `at` (the
+    /// slot's offset): for readers of a pool's files outside an open volume (copies,
+    /// archives).
+    pub fn read_second_halves(
+        &self,
+        alt: &std::fs::File,
+        at: u64,
+        buf: &mut [u8],
+    ) -> std::io::Result<()> {
+        const BS: usize = super::ids::BLOCK_SIZE as usize;
+        for (s, e, half) in self.half_runs(0, self.tags.len()) {
+            if half == 1 {
+                super::storage::file::read_full_at(
+                    alt,
+                    &mut buf[s * BS..e * BS],
+                    at + (s * BS) as u64,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     /// docs/formats.md, "Slot record": version 1 (all blocks in half 0) or 2, the MAC
     /// algorithm, 6 zero bytes, domain (u64 LE); version 2 then the halves map (one bit per
     /// block, LE words); then per block its generation (u64 LE) and MAC (16 bytes).

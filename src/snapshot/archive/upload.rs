@@ -83,17 +83,8 @@ fn read_chunk(
         .map_err(|e| crate::volume::VolumeError::io("cannot read", &f.data_path, e))?;
     if let Some(rec) = rec.filter(|r| !r.all_in_first_half()) {
         let (alt, path) = f.alt.as_ref().expect("opened when a record has halves");
-        let bs = BLOCK_SIZE as usize;
-        for (s, e, half) in rec.half_runs(0, rec.tags.len()) {
-            if half == 1 {
-                read_full_at(
-                    alt,
-                    &mut buf[s * bs..e * bs],
-                    (slot.0 << shift) + (s * bs) as u64,
-                )
-                .map_err(|e| crate::volume::VolumeError::io("cannot read", path, e))?;
-            }
-        }
+        rec.read_second_halves(alt, slot.0 << shift, &mut buf)
+            .map_err(|e| crate::volume::VolumeError::io("cannot read", path, e))?;
     }
     Ok(buf)
 }
