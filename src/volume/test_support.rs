@@ -48,3 +48,32 @@ pub fn region(d: &tempfile::TempDir) -> RegionDir {
     std::fs::create_dir_all(&r.path).unwrap();
     r
 }
+
+/// The integrity keys of the authenticated volumes of the unit tests (one fixed data key).
+pub fn integrity_keys() -> std::sync::Arc<crate::volume::integrity::IntegrityKeys> {
+    std::sync::Arc::new(crate::volume::integrity::IntegrityKeys::from_data_key(
+        &crate::crypto::SecretBytes::new((0..64u8).map(|i| i ^ 0xa5).collect()),
+    ))
+}
+
+/// A new authenticated volume that is its own lineage (tweak domain 0), in `SHIFT` chunks.
+pub fn auth_header(size: u64) -> VolumeHeader {
+    let mut h = header_with_shift(size, SHIFT);
+    h.lineage = h.id.to_string();
+    h.integrity = true;
+    h
+}
+
+/// Opens an authenticated volume with [`integrity_keys`], refusing a rolled-back pool.
+pub fn open_auth(
+    pool: &std::sync::Arc<crate::volume::Pool>,
+    h: &VolumeHeader,
+) -> crate::volume::error::Result<crate::volume::OpenVolume> {
+    crate::volume::OpenVolume::open_authenticated(
+        pool.clone(),
+        h,
+        xts(),
+        integrity_keys(),
+        crate::volume::pool::Rollback::Refuse,
+    )
+}

@@ -8,7 +8,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::crypto::SecretBytes;
 use crate::volume::header::VolumeHeader;
 use crate::volume::integrity::{RECORD_HEAD, RECORD_VERSION_HALVES};
 use crate::volume::storage::{BlockStore, CrashMode, FaultKind, PoolStorage, SimDisk, SimStorage};
@@ -17,23 +16,6 @@ use crate::volume::test_support::*;
 use redb::ReadableTable;
 
 const DIR: &str = "/sim/pool";
-
-fn ikeys() -> Arc<IntegrityKeys> {
-    Arc::new(IntegrityKeys::from_data_key(&SecretBytes::new(
-        (0..64u8).map(|i| i.wrapping_mul(7) ^ 0x3c).collect(),
-    )))
-}
-
-fn auth_header(size: u64) -> VolumeHeader {
-    let mut h = header_with_shift(size, SHIFT);
-    h.lineage = h.id.to_string();
-    h.integrity = true;
-    h
-}
-
-fn open_auth(pool: &Arc<Pool>, h: &VolumeHeader) -> Result<OpenVolume> {
-    OpenVolume::open_authenticated(pool.clone(), h, xts(), ikeys(), Rollback::Refuse)
-}
 
 /// Blocks per chunk at `SHIFT`.
 const PER_CHUNK: u64 = (1 << SHIFT) / BLOCK_SIZE;
@@ -499,7 +481,7 @@ fn a_blake3_record_with_halves_keeps_verifying_through_moves_and_copies() {
     {
         let rec = v.record(slot).unwrap();
         let mut rec = rec.lock().unwrap();
-        let k = ikeys();
+        let k = integrity_keys();
         rec.mac = crate::volume::integrity::MacAlg::Blake3;
         let mut ct = vec![0u8; BS];
         for b in 0..4usize {

@@ -6,7 +6,6 @@
 use std::sync::atomic::AtomicBool;
 
 use super::*;
-use crate::crypto::SecretBytes;
 use crate::datadir::RegionDir;
 use crate::volume::header::VolumeHeader;
 use crate::volume::ids::SnapshotId;
@@ -14,25 +13,6 @@ use crate::volume::integrity::{MAC_LEN, RECORD_HEAD};
 use crate::volume::tables::{ROOTS, SLOT_AUTH};
 use crate::volume::test_support::*;
 use redb::ReadableTable;
-
-/// The integrity keys every volume of these tests derives (one data key per lineage).
-fn ikeys() -> Arc<IntegrityKeys> {
-    Arc::new(IntegrityKeys::from_data_key(&SecretBytes::new(
-        (0..64u8).map(|i| i ^ 0xa5).collect(),
-    )))
-}
-
-/// A new authenticated volume that is its own lineage (tweak domain 0).
-fn auth_header(size: u64) -> VolumeHeader {
-    let mut h = header_with_shift(size, SHIFT);
-    h.lineage = h.id.to_string();
-    h.integrity = true;
-    h
-}
-
-fn open_auth(pool: &Arc<Pool>, h: &VolumeHeader) -> Result<OpenVolume> {
-    OpenVolume::open_authenticated(pool.clone(), h, xts(), ikeys(), Rollback::Refuse)
-}
 
 fn new_pool(r: &RegionDir) -> Arc<Pool> {
     Arc::new(Pool::open(r).unwrap())
@@ -596,7 +576,8 @@ fn verify_of_a_detached_volume_never_changes_the_anchor() {
     };
     let pool = new_pool(&r);
     let v =
-        OpenVolume::open_authenticated(pool.clone(), &h, xts(), ikeys(), Rollback::Report).unwrap();
+        OpenVolume::open_authenticated(pool.clone(), &h, xts(), integrity_keys(), Rollback::Report)
+            .unwrap();
     assert_clean(&v, "verify");
     drop(v);
     assert!(

@@ -5,28 +5,8 @@
 //! then either half may be the one the metadata ends up naming.
 
 use super::*;
-use crate::crypto::SecretBytes;
-use crate::volume::header::VolumeHeader;
 use crate::volume::pool::tests::hooked;
 use crate::volume::test_support::*;
-
-fn ikeys() -> Arc<IntegrityKeys> {
-    Arc::new(IntegrityKeys::from_data_key(&SecretBytes::new(vec![
-        0x5a;
-        64
-    ])))
-}
-
-fn auth_header(size: u64) -> VolumeHeader {
-    let mut h = header_with_shift(size, SHIFT);
-    h.lineage = h.id.to_string();
-    h.integrity = true;
-    h
-}
-
-fn open_auth(pool: &Arc<Pool>, h: &VolumeHeader) -> Result<OpenVolume> {
-    OpenVolume::open_authenticated(pool.clone(), h, xts(), ikeys(), Rollback::Refuse)
-}
 
 fn block(fill: u8) -> Vec<u8> {
     vec![fill; BS]
