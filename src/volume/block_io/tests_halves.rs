@@ -153,3 +153,38 @@ fn a_write_during_the_commit_that_moved_its_block_copies_the_chunk() {
     let rep = v.verify().unwrap();
     assert!(rep.root_ok && rep.bad_blocks.is_empty(), "{rep:?}");
 }
+
+/// Bytes the file at `path` takes on disk (its allocated blocks; holes take none).
+fn allocated(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// A slot freed (its chunk discarded whole) gives back the space of its second half too,
+/// not only of the data file's.
+#[test]
+fn a_freed_slot_returns_the_space_of_its_second_half() {
+    let d = tempfile::tempdir().unwrap();
+    let r = region(&d);
+    let pool = Arc::new(Pool::open(&r).unwrap());
+    let h = auth_header(4 << 20);
+    pool.create_volume(&h).unwrap();
+    let v = open_auth(&pool, &h).unwrap();
+    let chunk = vec![0x31u8; 1 << SHIFT];
+    v.write(0, &chunk).unwrap();
+    v.flush().unwrap();
+    // Every block rewritten after the commit: all of them move to the second half.
+    v.write(0, &vec![0x32u8; 1 << SHIFT]).unwrap();
+    v.flush().unwrap();
+    let alt = r
+        .pool_dir()
+        .join(crate::volume::storage::alt_file_name(SHIFT));
+    assert!(
+        allocated(&alt) >= 1 << SHIFT,
+        "the second half holds the chunk: {} bytes",
+        allocated(&alt)
+    );
+    v.discard(0, 1 << SHIFT).unwrap();
+    v.flush().unwrap();
+    assert_eq!(allocated(&alt), 0, "freed with its slot");
+}
