@@ -80,18 +80,7 @@ impl OpenVolume {
         // anything is fetched); a plain one's with its domain alone.
         let record = self
             .pool
-            .fetched_record(self.shift, at, chunk, rc)
-            .and_then(|r| match (r, self.auth.is_some()) {
-                (r, true) if r.is_some() => Ok(r),
-                (None, false) => Ok(None),
-                (_, authenticated) => Err(VolumeError::Tampered {
-                    volume: self.id.to_string(),
-                    detail: format!(
-                        "its remote chunk {chunk} {} a slot record",
-                        if authenticated { "lacks" } else { "has" }
-                    ),
-                }),
-            })
+            .fetched_record(self.shift, at, chunk, rc, self.auth.is_some())
             .inspect_err(|e| tracing::error!("{e}"))?;
         let new = self
             .pool

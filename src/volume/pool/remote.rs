@@ -149,17 +149,29 @@ impl Pool {
         Ok(new)
     }
 
-    /// The slot record a fetched chunk gets: the one its row carries (an authenticated
-    /// volume's), checked to decode for the chunk size and to name the row's domain.
+    /// The slot record a fetched chunk gets: the one its row carries, which an
+    /// authenticated volume's row must have and a plain one's must not, checked to decode
+    /// for the chunk size and to name the row's domain. Checked before anything is fetched.
     pub fn fetched_record(
         &self,
         shift: u8,
         at: FetchFor,
         chunk: u64,
         rc: &RemoteChunk,
+        authenticated: bool,
     ) -> Result<Option<SlotRecord>> {
-        let Some(bytes) = &rc.record else {
-            return Ok(None);
+        let bytes = match (&rc.record, authenticated) {
+            (None, false) => return Ok(None),
+            (Some(b), true) => b,
+            (_, authenticated) => {
+                return Err(VolumeError::Tampered {
+                    volume: at.owner.to_string(),
+                    detail: format!(
+                        "its remote chunk {chunk} {} a slot record",
+                        if authenticated { "lacks" } else { "has" }
+                    ),
+                });
+            }
         };
         let rec = SlotRecord::decode(bytes, 1usize << (shift - 12)).map_err(|e| {
             VolumeError::Tampered {
@@ -224,16 +236,11 @@ impl Pool {
         let mut cancelled = false;
         for (chunk, rc) in todo.iter().take(batch) {
             let r = self
-                .fetch_remote(h.chunk_shift, at, *chunk, rc)
-                .and_then(
-                    |new| match self.fetched_record(h.chunk_shift, at, *chunk, rc) {
-                        Ok(rec) => Ok((new, rec)),
-                        Err(e) => {
-                            self.unreserve(h.chunk_shift, new);
-                            Err(e)
-                        }
-                    },
-                );
+                .fetched_record(h.chunk_shift, at, *chunk, rc, h.integrity)
+                .and_then(|rec| {
+                    let new = self.fetch_remote(h.chunk_shift, at, *chunk, rc)?;
+                    Ok((new, rec))
+                });
             match r {
                 Ok((new, rec)) => {
                     // The slot's record first, then its map row and domain (as one
