@@ -394,3 +394,35 @@ fn a_crash_during_a_hydrate_leaves_each_chunk_remote_or_local() {
         while let Ok((_, true)) = pool.hydrate_detached(&l.h, 2, &|_| true) {}
     });
 }
+
+/// A plain volume's remote row that carries a slot record (a row an authenticated volume's
+/// restore would have) is refused before anything is fetched, whether a read of the
+/// attached volume or a hydrate of the detached one fetches it.
+#[test]
+fn a_plain_volumes_row_with_a_record_is_refused_by_both_fetch_paths() {
+    let l = lazy(2, 0..2);
+    let (_disk, pool) = restored(&l);
+    // Restore refuses such rows; someone who can write the pool puts them there.
+    let record = crate::volume::integrity::SlotRecord::holes(0, (CHUNK / BLOCK_SIZE) as usize);
+    pool.rewrite_metadata(|w| {
+        let mut t = w.open_table(crate::volume::tables::REMOTE)?;
+        for (c, rc) in &l.rows {
+            let mut rc = rc.clone();
+            rc.record = Some(record.encode());
+            t.insert((l.h.id.as_str(), *c), rc.encode().as_slice())?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let err = pool.hydrate_detached(&l.h, 8, &|_| true).unwrap_err();
+    assert!(
+        matches!(&err, VolumeError::Tampered { detail, .. } if detail.contains("has a slot record")),
+        "{err}"
+    );
+    assert_eq!(pool.remote_bytes(l.h.id.as_str()).unwrap(), 2 * CHUNK);
+    let v = OpenVolume::open(pool.clone(), &l.h, xts()).unwrap();
+    let mut b = vec![0u8; BS];
+    let err = v.read(0, &mut b).unwrap_err();
+    assert!(matches!(err, VolumeError::Tampered { .. }), "{err}");
+    assert_eq!(v.remote_bytes(), 2 * CHUNK, "nothing fetched");
+}
