@@ -210,6 +210,9 @@ impl OpenVolume {
                 self.data
                     .read_at(buf, self.data.slot_offset(slot) + in_chunk)?;
             } else {
+                // Blocks in the second half: that file's neighbourhood too (the first
+                // half's was asked for by `read_blocks`).
+                self.prefetch_around(self.half_file(1)?, slot, in_chunk, buf.len());
                 let halves = &sc.halves;
                 let by_half = runs(n, |i| halves[i] as usize);
                 self.read_runs(

@@ -335,17 +335,9 @@ impl OpenVolume {
     /// (a multiple of 4 KiB); never-written blocks read as zeros.
     fn read_blocks(&self, chunk: u64, e: Entry, in_chunk: u64, buf: &mut [u8]) -> Result<()> {
         let slot = e.slot;
+        self.prefetch_around(&self.data, slot, in_chunk, buf.len());
         if self.auth.is_some() {
             return self.read_blocks_auth(chunk, slot, in_chunk, buf);
-        }
-        // Small random reads: bring the surrounding 128 KiB of the slot into the page
-        // cache too, in the background, so neighbouring blocks hit memory next time.
-        if (buf.len() as u64) < PREFETCH {
-            let start = (in_chunk / PREFETCH) * PREFETCH;
-            self.data.prefetch(
-                self.data.slot_offset(slot) + start,
-                PREFETCH.min(self.chunk_size() - start),
-            );
         }
         self.data
             .read_at(buf, self.data.slot_offset(slot) + in_chunk)?;
@@ -375,6 +367,18 @@ impl OpenVolume {
             }
         }
         Ok(())
+    }
+
+    /// Small random reads: brings the surrounding 128 KiB of the slot in `file` into the
+    /// page cache too, in the background, so neighbouring blocks hit memory next time.
+    fn prefetch_around(&self, file: &DataFile, slot: SlotNo, in_chunk: u64, len: usize) {
+        if (len as u64) < PREFETCH {
+            let start = (in_chunk / PREFETCH) * PREFETCH;
+            file.prefetch(
+                file.slot_offset(slot) + start,
+                PREFETCH.min(self.chunk_size() - start),
+            );
+        }
     }
 
     /// Reads `buf.len()` bytes at `off`.
