@@ -1,6 +1,7 @@
 //! Block MAC throughput of authenticated volumes on 4096-byte blocks, beside the XTS engine
-//! the same blocks go through: POLYVAL-AES (every new slot record), keyed BLAKE3 (older
-//! records), and our default XTS engine, one block per call as the block path calls them.
+//! the same blocks go through: POLYVAL-AES (every new slot record), POLYVAL alone on our
+//! backend and on the `polyval` crate's, keyed BLAKE3 (older records), and our default XTS
+//! engine, one block per call as the block path calls them.
 //!
 //! Run pinned to one core: `taskset -c 0 cargo bench --bench block_mac`. Three rounds per
 //! contestant, in turn; each figure is the median. `BENCH_SECS` sets one round (default 1 s).
@@ -12,6 +13,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use cryptvol::crypto::SecretBytes;
+use cryptvol::crypto::polyval::Polyval;
 use cryptvol::crypto::xts::{DATA_UNIT, Xts};
 use cryptvol::volume::integrity::{IntegrityKeys, MacAlg};
 
@@ -61,8 +63,24 @@ fn main() {
             }
         }
     };
+    let (ours, reference) = (Polyval::new(&[5; 16]), Polyval::with_crate(&[5; 16]));
+    let ours_name = format!("POLYVAL alone, ours ({})", ours.backend_name());
+    let polyval = |p: &'static Polyval| {
+        move |_: u64, b: &mut [u8]| {
+            for block in b.chunks_exact(DATA_UNIT) {
+                black_box(p.hash(&[block]));
+            }
+        }
+    };
+    let (ours, reference): (&'static Polyval, &'static Polyval) =
+        (Box::leak(Box::new(ours)), Box::leak(Box::new(reference)));
     let mut contestants: Vec<(&str, Op)> = vec![
         ("POLYVAL-AES block MAC", Box::new(mac(MacAlg::PolyvalAes))),
+        (ours_name.as_str(), Box::new(polyval(ours))),
+        (
+            "POLYVAL alone, polyval crate 0.7",
+            Box::new(polyval(reference)),
+        ),
         ("keyed BLAKE3 block MAC", Box::new(mac(MacAlg::Blake3))),
         (
             "XTS encrypt (default engine), 1 block per call",

@@ -8,6 +8,7 @@
 pub mod aead;
 pub mod hardening;
 pub mod kdf;
+pub mod polyval;
 pub mod random;
 pub mod secret;
 pub mod xts;

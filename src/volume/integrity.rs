@@ -29,6 +29,7 @@ use crate::crypto::kdf::{
     self, CTX_ANCHOR_SEAL, CTX_BLOCK_MAC, CTX_BLOCK_MAC_POLYVAL, CTX_INTEGRITY_ROOT,
     CTX_TWEAK_DOMAIN,
 };
+use crate::crypto::polyval::Polyval;
 
 /// Bytes of a block MAC.
 pub const MAC_LEN: usize = 16;
@@ -351,9 +352,8 @@ pub fn tweak(domain: u64, block: u64) -> u128 {
 /// An authenticated volume's keys, derived from its data key; zeroized on drop.
 pub struct IntegrityKeys {
     mac: Zeroizing<[u8; 32]>,
-    /// POLYVAL-AES: the hash, keyed (cloned for each MAC), and the AES-256 key schedule;
-    /// both zeroized on drop.
-    polyval: polyval::Polyval,
+    /// POLYVAL-AES: the hash, keyed, and the AES-256 key schedule; both zeroized on drop.
+    polyval: Polyval,
     mac_aes: aes::Aes256,
     root: Zeroizing<[u8; 32]>,
     anchor: Zeroizing<[u8; 32]>,
@@ -378,7 +378,7 @@ impl IntegrityKeys {
         let aes_key: &[u8; 32] = pa[16..].try_into().expect("32 bytes");
         use aes::cipher::KeyInit;
         IntegrityKeys {
-            polyval: polyval::Polyval::new(&polyval::Key::from(*hash_key)),
+            polyval: Polyval::new(hash_key),
             mac_aes: aes::Aes256::new(&aes::cipher::Array(*aes_key)),
             mac: k(CTX_BLOCK_MAC),
             root: k(CTX_INTEGRITY_ROOT),
@@ -408,16 +408,12 @@ impl IntegrityKeys {
     /// AES-GCM-SIV's tag). No nonce: the same input always gives the same tag.
     fn polyval_aes(&self, domain: u64, block: u64, generation: u64, ct: &[u8]) -> [u8; MAC_LEN] {
         use aes::cipher::BlockCipherEncrypt;
-        use polyval::universal_hash::UniversalHash;
-        let mut p = self.polyval.clone();
-        p.update_padded(ct);
         let mut tail = [0u8; 32];
         tail[..8].copy_from_slice(&domain.to_le_bytes());
         tail[8..16].copy_from_slice(&block.to_le_bytes());
         tail[16..24].copy_from_slice(&generation.to_le_bytes());
         tail[24..].copy_from_slice(&(ct.len() as u64 * 8).to_le_bytes());
-        p.update_padded(&tail);
-        let mut s = aes::Block::from(<[u8; 16]>::from(p.finalize()));
+        let mut s = aes::Block::from(self.polyval.hash(&[ct, &tail]));
         self.mac_aes.encrypt_block(&mut s);
         s.into()
     }
