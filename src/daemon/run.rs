@@ -32,6 +32,14 @@ use crate::volume::{Pool, VolumeError, VolumeId, keys};
 /// depth 16 went from 57 MB/s (2 threads) and 189 (4) to 279 (16); writes are within
 /// noise. `CRYPTVOL_FUSE_THREADS` overrides it for tuning.
 pub(super) const FUSE_THREADS: usize = 16;
+/// Worker threads per FUSE mount of an authenticated volume. Each thread keeps buffers as
+/// large as the largest request it served (fuser's receive buffer, our 1 MiB I/O buffer,
+/// the reply), and an authenticated request is slower, so more threads are busy at once
+/// and touch theirs: with 16 the daemon's peak RSS over the fio suite was 124 MiB, with 8
+/// it is 77 MiB (plain volumes: about 60 MiB with 16). Its reads are CPU-bound (MAC and
+/// XTS) on 2 cores: random 4 KiB reads at queue depth 16 and with 4 jobs measured the same
+/// with 8 and 16 threads, within run-to-run noise (docs/benchmarks.md).
+pub(super) const FUSE_THREADS_AUTHENTICATED: usize = 8;
 /// How often dirty metadata is committed without an fsync (bounds work lost in a crash).
 pub(super) const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 /// The longest request line the daemon reads.
@@ -204,7 +212,11 @@ impl Daemon {
                         std::env::var("CRYPTVOL_FUSE_THREADS")
                             .ok()
                             .and_then(|v| v.parse().ok())
-                            .unwrap_or(FUSE_THREADS),
+                            .unwrap_or(if vol.is_authenticated() {
+                                FUSE_THREADS_AUTHENTICATED
+                            } else {
+                                FUSE_THREADS
+                            }),
                     );
                     c.clone_fd = true;
                     c

@@ -212,6 +212,11 @@ impl OpenVolume {
         })
     }
 
+    /// Whether every block is authenticated (`volume create --integrity`).
+    pub fn is_authenticated(&self) -> bool {
+        self.auth.is_some()
+    }
+
     pub fn size(&self) -> u64 {
         self.size.load(Ordering::Acquire)
     }
