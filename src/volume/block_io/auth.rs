@@ -79,6 +79,10 @@ impl Auth {
     }
 }
 
+/// Blocks encrypted then tagged (or checked then decrypted) together: 16 KiB, half of the
+/// L1 data cache of the CPUs we measure on.
+const FUSED: usize = 4;
+
 /// Records an open volume keeps in memory before it drops committed ones: 4096 records of
 /// a 1 MiB chunk are 24 MiB, the tags of 4 GiB of data.
 /// (Unit tests use a small cache, so that they drop records.)
@@ -259,7 +263,17 @@ impl OpenVolume {
                     false
                 }
             };
+            // A run ends at a bad block or a hole, or at FUSED blocks: those were just
+            // read by the MAC and are still in the L1 cache for the decryption.
+            let full = run.is_some_and(|s| i - s == FUSED);
             match (good, run) {
+                (true, Some(s)) if full => {
+                    self.xts.decrypt_units_at(
+                        tweak(domain, first_block + s as u64),
+                        &mut buf[s * BS..i * BS],
+                    );
+                    run = Some(i);
+                }
                 (true, None) => run = Some(i),
                 (false, Some(s)) => {
                     self.xts.decrypt_units_at(
@@ -408,19 +422,23 @@ impl OpenVolume {
             let first_block = (chunk * self.chunk_size() + in_chunk) / BLOCK_SIZE;
             let gen0 = self.pool.next_generations(n as u64);
             // Encrypted and tagged before the write (a tag is recorded only once its block
-            // is written, below).
-            self.xts.encrypt_units_at(tweak(a.domain, first_block), buf);
+            // is written, below), a few blocks at a time: the MAC reads each block while
+            // the encryption has just left it in the L1 cache.
             sc.tags.clear();
-            sc.tags
-                .extend(buf.chunks_exact(BS).enumerate().map(|(i, b)| {
-                    let g = gen0 + i as u64;
-                    BlockTag {
+            for (gi, group) in buf.chunks_mut(FUSED * BS).enumerate() {
+                let g0 = gi * FUSED;
+                self.xts
+                    .encrypt_units_at(tweak(a.domain, first_block + g0 as u64), group);
+                for (j, b) in group.chunks_exact(BS).enumerate() {
+                    let (i, g) = (g0 + j, gen0 + (g0 + j) as u64);
+                    sc.tags.push(BlockTag {
                         generation: g,
                         mac: a
                             .keys
                             .block_mac(alg, a.domain, first_block + i as u64, g, b),
-                    }
-                }));
+                    });
+                }
+            }
             let written = self.put_runs(slot, first, &sc.halves, Some(buf));
             // The stripe's write lock keeps every reader of this chunk out meanwhile.
             let epoch = self.pool.epoch();
