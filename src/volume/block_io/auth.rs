@@ -216,7 +216,9 @@ impl OpenVolume {
             } else {
                 // Blocks in the second half: that file's neighbourhood too (the first
                 // half's was asked for by `read_blocks`).
-                self.prefetch_around(self.half_file(1)?, slot, in_chunk, buf.len());
+                if sc.halves.contains(&1) {
+                    self.prefetch_around(self.half_file(1)?, slot, in_chunk, buf.len());
+                }
                 let halves = &sc.halves;
                 let by_half = runs(n, |i| halves[i] as usize);
                 self.read_runs(
