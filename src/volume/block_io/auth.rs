@@ -206,19 +206,23 @@ impl OpenVolume {
                 }
                 (r.mac, r.domain)
             };
+            // Empty: every block of this read lies in the first half.
+            if !sc.halves.contains(&1) {
+                sc.halves.clear();
+            }
             if sc.tags.iter().all(BlockTag::is_hole) {
                 buf.fill(0);
                 return Ok(vec![]);
+            }
+            // Read-ahead in each file this read reads from.
+            if sc.halves.is_empty() || sc.halves.contains(&0) {
+                self.prefetch_around(&self.data, slot, in_chunk, buf.len());
             }
             if sc.halves.is_empty() {
                 self.data
                     .read_at(buf, self.data.slot_offset(slot) + in_chunk)?;
             } else {
-                // Blocks in the second half: that file's neighbourhood too (the first
-                // half's was asked for by `read_blocks`).
-                if sc.halves.contains(&1) {
-                    self.prefetch_around(self.half_file(1)?, slot, in_chunk, buf.len());
-                }
+                self.prefetch_around(self.half_file(1)?, slot, in_chunk, buf.len());
                 let halves = &sc.halves;
                 let by_half = runs(n, |i| halves[i] as usize);
                 self.read_runs(
@@ -267,24 +271,17 @@ impl OpenVolume {
             };
             // A run ends at a bad block or a hole, or at FUSED blocks: those were just
             // read by the MAC and are still in the L1 cache for the decryption.
-            let full = run.is_some_and(|s| i - s == FUSED);
-            match (good, run) {
-                (true, Some(s)) if full => {
-                    self.xts.decrypt_units_at(
-                        tweak(domain, first_block + s as u64),
-                        &mut buf[s * BS..i * BS],
-                    );
-                    run = Some(i);
-                }
-                (true, None) => run = Some(i),
-                (false, Some(s)) => {
-                    self.xts.decrypt_units_at(
-                        tweak(domain, first_block + s as u64),
-                        &mut buf[s * BS..i * BS],
-                    );
-                    run = None;
-                }
-                _ => {}
+            if let Some(s) = run
+                && (!good || i - s == FUSED)
+            {
+                self.xts.decrypt_units_at(
+                    tweak(domain, first_block + s as u64),
+                    &mut buf[s * BS..i * BS],
+                );
+                run = None;
+            }
+            if good && run.is_none() {
+                run = Some(i);
             }
         }
         bad

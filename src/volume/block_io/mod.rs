@@ -340,10 +340,10 @@ impl OpenVolume {
     /// (a multiple of 4 KiB); never-written blocks read as zeros.
     fn read_blocks(&self, chunk: u64, e: Entry, in_chunk: u64, buf: &mut [u8]) -> Result<()> {
         let slot = e.slot;
-        self.prefetch_around(&self.data, slot, in_chunk, buf.len());
         if self.auth.is_some() {
             return self.read_blocks_auth(chunk, slot, in_chunk, buf);
         }
+        self.prefetch_around(&self.data, slot, in_chunk, buf.len());
         self.data
             .read_at(buf, self.data.slot_offset(slot) + in_chunk)?;
         let first_block = (chunk * self.chunk_size() + in_chunk) / BLOCK_SIZE;
