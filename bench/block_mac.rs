@@ -8,9 +8,11 @@
 
 #[path = "common/machine.rs"]
 mod machine;
+#[path = "common/rounds.rs"]
+mod rounds;
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cryptvol::crypto::SecretBytes;
 use cryptvol::crypto::polyval::Polyval;
@@ -23,21 +25,6 @@ const ROUNDS: usize = 3;
 
 /// One contestant: what it does to a 1 MiB buffer of blocks, given the call's number.
 type Op<'a> = Box<dyn FnMut(u64, &mut [u8]) + 'a>;
-
-/// GB/s of `op` over `buf`, one time-based round after a short warm-up.
-fn round_gbps(buf: &mut [u8], round: Duration, op: &mut dyn FnMut(u64, &mut [u8])) -> f64 {
-    let warm = Instant::now();
-    while warm.elapsed() < round / 8 {
-        op(0, buf);
-    }
-    let start = Instant::now();
-    let mut calls = 0u64;
-    while start.elapsed() < round {
-        op(calls, black_box(&mut *buf));
-        calls += 1;
-    }
-    (calls as usize * buf.len()) as f64 / start.elapsed().as_secs_f64() / 1e9
-}
 
 fn main() {
     let round = Duration::from_secs_f64(
@@ -95,7 +82,7 @@ fn main() {
     let mut results = vec![vec![]; contestants.len()];
     for _ in 0..ROUNDS {
         for ((_, op), r) in contestants.iter_mut().zip(results.iter_mut()) {
-            r.push(round_gbps(&mut buf, round, op.as_mut()));
+            r.push(rounds::round_gbps(&mut buf, round, op.as_mut()));
         }
     }
     println!();

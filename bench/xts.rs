@@ -10,10 +10,11 @@
 
 #[path = "common/machine.rs"]
 mod machine;
+#[path = "common/rounds.rs"]
+mod rounds;
 
-use std::hint::black_box;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aes::Aes256;
 use aes::cipher::{Array, KeyInit};
@@ -31,26 +32,6 @@ fn secs(var: &str, default: f64) -> f64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
-}
-
-/// One time-based round over a 1 MiB buffer, in GB/s (10^9 bytes per second, as openssl's
-/// "1000s of bytes").
-fn round_gbps(buf: &mut [u8], round: Duration, op: &mut dyn FnMut(u64, &mut [u8])) -> f64 {
-    let units = (buf.len() / DATA_UNIT) as u64;
-    // Warm-up: settle caches and clocks for this engine.
-    let warm = Instant::now();
-    while warm.elapsed() < round / 8 {
-        op(0, buf);
-    }
-    let start = Instant::now();
-    let mut calls = 0u64;
-    while start.elapsed() < round {
-        for _ in 0..4 {
-            op(calls * units + (1 << 33), black_box(&mut *buf));
-            calls += 1;
-        }
-    }
-    (calls as usize * buf.len()) as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -175,8 +156,15 @@ fn main() {
     let mut ossl_error = None;
     for _ in 0..ROUNDS {
         for ((_, enc, dec), (re, rd)) in contestants.iter_mut().zip(results.iter_mut()) {
-            re.push(round_gbps(&mut buf, round, enc.as_mut()));
-            rd.push(round_gbps(&mut buf, round, dec.as_mut()));
+            // Each call's first unit number: a fresh 1 MiB of units, past 2^32 so that
+            // the tweak's high bytes are not all zero.
+            let units = (buf.len() / DATA_UNIT) as u64;
+            re.push(rounds::round_gbps(&mut buf, round, &mut |c, b| {
+                enc(c * units + (1 << 33), b)
+            }));
+            rd.push(rounds::round_gbps(&mut buf, round, &mut |c, b| {
+                dec(c * units + (1 << 33), b)
+            }));
         }
         if ossl_error.is_none() {
             match (openssl(false, openssl_secs), openssl(true, openssl_secs)) {
