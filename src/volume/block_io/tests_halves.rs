@@ -188,3 +188,44 @@ fn a_freed_slot_returns_the_space_of_its_second_half() {
     v.flush().unwrap();
     assert_eq!(allocated(&alt), 0, "freed with its slot");
 }
+
+/// A small read of an authenticated volume asks for read-ahead in the file it reads from,
+/// as a plain volume's does: the data file for a block in its first half, the second-halves
+/// file for a moved block, and nothing for a hole (before, the authenticated path asked for
+/// none, and random reads through ext4 ran at half a plain volume's speed).
+#[test]
+fn small_authenticated_reads_ask_for_read_ahead_in_the_file_they_read() {
+    let d = tempfile::tempdir().unwrap();
+    let r = region(&d);
+    let h = auth_header(4 << 20);
+    let storage = hooked(&r.pool_dir());
+    std::fs::create_dir_all(r.pool_dir()).unwrap();
+    let pool = Arc::new(Pool::open_storage(Arc::new(storage.clone())).unwrap());
+    pool.create_volume(&h).unwrap();
+    let v = open_auth(&pool, &h).unwrap();
+    v.write(0, &block(1)).unwrap();
+    v.write(BLOCK_SIZE, &block(1)).unwrap();
+    v.flush().unwrap();
+    v.write(BLOCK_SIZE, &block(2)).unwrap();
+    let slot = v.entry(0).unwrap().slot;
+    assert_eq!((half_of(&v, slot, 0), half_of(&v, slot, 1)), (0, 1));
+    let seen = Arc::new(Mutex::new(Vec::<&'static str>::new()));
+    let log = seen.clone();
+    storage.set(Some(Arc::new(move |what, _| {
+        if what.starts_with("prefetch") {
+            log.lock().unwrap().push(what);
+        }
+    })));
+    let take = |b: u64| {
+        let got = read_block(&v, b);
+        (got, std::mem::take(&mut *seen.lock().unwrap()))
+    };
+    assert_eq!(
+        take(0),
+        (block(1), vec!["prefetch"]),
+        "a block in the first half"
+    );
+    assert_eq!(take(1), (block(2), vec!["prefetch-alt"]), "a moved block");
+    assert_eq!(take(2), (vec![0u8; BS], vec![]), "a hole of a mapped chunk");
+    storage.set(None);
+}

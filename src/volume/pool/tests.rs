@@ -34,6 +34,8 @@ impl std::fmt::Debug for Hooked {
 struct HookedFile {
     inner: Arc<dyn BlockStore>,
     owner: Hooked,
+    /// The second-halves file (its read-ahead is reported as "prefetch-alt").
+    alt: bool,
 }
 
 impl Hooked {
@@ -56,12 +58,14 @@ impl PoolStorage for Hooked {
         Ok(Arc::new(HookedFile {
             inner: self.inner.data(chunk_shift)?,
             owner: self.clone(),
+            alt: false,
         }))
     }
     fn alt(&self, chunk_shift: u8) -> io::Result<Arc<dyn BlockStore>> {
         Ok(Arc::new(HookedFile {
             inner: self.inner.alt(chunk_shift)?,
             owner: self.clone(),
+            alt: true,
         }))
     }
     fn open_metadata(&self) -> Result<redb::Database, redb::DatabaseError> {
@@ -90,6 +94,11 @@ impl BlockStore for HookedFile {
     }
     fn len(&self) -> io::Result<u64> {
         self.inner.len()
+    }
+    fn prefetch(&self, off: u64, len: u64) {
+        self.owner
+            .call(if self.alt { "prefetch-alt" } else { "prefetch" }, off);
+        self.inner.prefetch(off, len)
     }
     fn path(&self) -> &Path {
         self.inner.path()
