@@ -204,7 +204,7 @@ impl Filesystem for VolumeFs {
         let res = self
             .vol
             .write(offset, data)
-            .and_then(|()| if sync { self.vol.flush() } else { Ok(()) });
+            .and_then(|()| if sync { self.vol.fsync() } else { Ok(()) });
         match res {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => {
@@ -233,7 +233,7 @@ impl Filesystem for VolumeFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.vol.flush() {
+        match self.vol.fsync() {
             Ok(()) => reply.ok(),
             Err(e) => {
                 warn!("fsync: {e}");

@@ -646,9 +646,16 @@ impl OpenVolume {
         Ok(())
     }
 
-    /// fsync: everything written so far becomes durable.
+    /// Everything written so far becomes durable, in the pool's metadata database (a
+    /// detach, `cryptvol sync`).
     pub fn flush(&self) -> Result<()> {
         self.pool.commit()
+    }
+
+    /// fsync of the volume file: everything written so far becomes durable; an
+    /// authenticated volume's overwrites may go to the pool's tag journal (`Pool::sync`).
+    pub fn fsync(&self) -> Result<()> {
+        self.pool.sync()
     }
 }
 

@@ -37,6 +37,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use std::sync::{Arc, Mutex};
 
 use super::auth::{AuthDirty, OwnerRoot, drop_record};
+use super::journal::{Overlay, write_overlay};
 use super::{Pool, lock};
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::SlotNo;
@@ -77,6 +78,20 @@ pub(super) struct Dirty {
 }
 
 impl Dirty {
+    /// Only records, roots and the write generation changed: what the tag journal may
+    /// commit (every one of them is a value, not a delta, so an entry applied twice does
+    /// no harm). Error counts are deltas; they go to the metadata.
+    fn journalable(&self) -> bool {
+        self.maps.is_empty()
+            && self.refs.is_empty()
+            && self.hwm.is_empty()
+            && self.remote_drops.is_empty()
+            && self.domains.is_empty()
+            && !self.sync_landed
+            && self.landed_freed.is_empty()
+            && self.auth.errors.is_empty()
+    }
+
     fn is_empty(&self) -> bool {
         self.maps.is_empty()
             && self.refs.is_empty()
@@ -131,6 +146,9 @@ pub(super) struct PoolState {
     pub(super) live_auth: HashMap<(u8, u64), Arc<Mutex<SlotRecord>>>,
     /// Open authenticated volumes, whose roots every commit keeps.
     pub(super) owners: HashMap<String, OwnerRoot>,
+    /// Records and roots committed through the tag journal, not yet folded into the
+    /// metadata (`journal.rs`): committed state, read before the database.
+    pub(super) journaled: super::journal::Overlay,
 }
 
 /// A chunk of an owner's committed map, as opening a volume needs it.
@@ -274,10 +292,25 @@ impl Pool {
         }
     }
 
-    /// Makes everything written and recorded so far durable. See the module doc.
+    /// Makes everything written and recorded so far durable, in the metadata database
+    /// (folding the tag journal into it). See the module doc.
     pub fn commit(&self) -> Result<()> {
+        self.commit_with(false)
+    }
+
+    /// An fsync of a volume: makes everything written and recorded so far durable, like
+    /// [`Pool::commit`], but a commit that only changed slot records (an authenticated
+    /// volume's overwrites) goes to the tag journal instead of a metadata transaction
+    /// (`journal.rs`).
+    pub fn sync(&self) -> Result<()> {
+        self.commit_with(true)
+    }
+
+    fn commit_with(&self, journal: bool) -> Result<()> {
         let _one_at_a_time = lock(&self.commit_lock);
-        let r = self.resolve_in_doubt().and_then(|()| self.commit_pending());
+        let r = self
+            .resolve_in_doubt()
+            .and_then(|()| self.commit_pending(journal));
         if let Err(e) = &r
             && matches!(
                 e,
@@ -290,15 +323,46 @@ impl Pool {
         r
     }
 
-    /// Commits the pending changes (under the commit lock, with nothing in doubt).
-    fn commit_pending(&self) -> Result<()> {
+    /// Commits the pending changes (under the commit lock, with nothing in doubt): to the
+    /// journal if `journal` allows and the changes are records only, else in a metadata
+    /// transaction that folds the journal.
+    fn commit_pending(&self, journal: bool) -> Result<()> {
         let mut dirty = self.take_dirty();
+        if journal && dirty.journalable() {
+            let r = self.sync_data().and_then(|()| {
+                if dirty.auth.records.is_empty() && dirty.auth.roots.is_empty() {
+                    Ok(true)
+                } else {
+                    self.append_to_journal(&dirty.auth)
+                }
+            });
+            match r {
+                Ok(true) => {
+                    self.durable_epoch
+                        .fetch_max(dirty.closed_epoch, std::sync::atomic::Ordering::AcqRel);
+                    self.write_anchors(&std::mem::take(&mut dirty.auth.anchors));
+                    return Ok(());
+                }
+                // Full or unusable: fold below (the data is synced already).
+                Ok(false) => {}
+                Err(e) => {
+                    // Nothing of it is known durable: its records are pending again (and a
+                    // failed append leaves the journal unusable, so they are folded).
+                    lock(&self.state).dirty.merge_older(dirty);
+                    return Err(e);
+                }
+            }
+        }
+        let (overlay, fold_seq) = self.fold_content();
         let mut attempt = None;
-        match self.commit_dirty(&dirty, &mut attempt) {
+        match self.commit_dirty(&dirty, &overlay, fold_seq, &mut attempt) {
             Ok(mut freed) => {
                 // Also what a failed commit before took: it was merged into this one.
                 self.durable_epoch
                     .fetch_max(dirty.closed_epoch, std::sync::atomic::Ordering::AcqRel);
+                if !overlay.is_empty() || fold_seq.is_some() {
+                    self.fold_done(fold_seq);
+                }
                 freed.extend_from_slice(&dirty.landed_freed);
                 self.release_freed(freed);
                 self.write_anchors(&std::mem::take(&mut dirty.auth.anchors));
@@ -367,10 +431,12 @@ impl Pool {
     fn commit_dirty(
         &self,
         d: &Dirty,
+        overlay: &Overlay,
+        fold_seq: Option<u64>,
         attempt: &mut Option<(u64, Vec<(u8, u64)>)>,
     ) -> Result<Vec<(u8, u64)>> {
         self.sync_data()?;
-        if d.is_empty() {
+        if d.is_empty() && overlay.is_empty() && fold_seq.is_none() {
             return Ok(vec![]);
         }
         let w = self.begin_write()?;
@@ -407,6 +473,7 @@ impl Pool {
                     remote.remove((owner.as_str(), *chunk))?;
                 }
             }
+            write_overlay(&w, &mut meta, overlay, fold_seq)?;
             d.auth.write(&w, &mut meta)?;
             super::domains::write_domains(&w, &d.domains)?;
             let mut refs = w.open_table(REFS)?;

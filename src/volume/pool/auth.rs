@@ -243,11 +243,15 @@ impl Pool {
                 rec.moves.mark(self.epoch() - 1, 0, blocks, blocks);
                 return Ok(Some(rec));
             }
+            if let Some(b) = st.journaled.records.get(&(shift, slot.0)) {
+                return SlotRecord::decode(b, blocks).map(Some);
+            }
         }
         self.load_committed_record(shift, slot)
     }
 
-    /// The committed record of a slot (the metadata only: callable under the state lock).
+    /// The record of a slot in the metadata database (callable under the state lock; the
+    /// caller looks in the journal's overlay first, `PoolState::journaled`).
     fn load_committed_record(&self, shift: u8, slot: SlotNo) -> Result<Option<SlotRecord>> {
         let r = self.db()?.begin_read()?;
         let Some(t) = read_table(&r, SLOT_AUTH)? else {
@@ -459,6 +463,8 @@ impl Pool {
     pub(super) fn take_dirty(&self) -> super::alloc::Dirty {
         let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let mut st = lock(&self.state);
+        // Disjoint borrows of its fields below.
+        let st = &mut *st;
         let mut d = std::mem::take(&mut st.dirty);
         let live: Vec<_> = st.live_auth.drain().collect();
         for (k, rec) in live {
@@ -490,7 +496,12 @@ impl Pool {
                     o.root.xor_leaf(&old);
                 }
                 if let Some(s) = slot {
-                    let bytes = match d.auth.records.get(&(o.shift, s)) {
+                    let bytes = match d
+                        .auth
+                        .records
+                        .get(&(o.shift, s))
+                        .or_else(|| st.journaled.records.get(&(o.shift, s)))
+                    {
                         Some(b) => Some(b.clone()),
                         None => self
                             .load_committed_record(o.shift, SlotNo(s))

@@ -31,6 +31,7 @@ mod alloc;
 mod auth;
 mod data;
 mod domains;
+mod journal;
 mod objects;
 mod remote;
 #[cfg(test)]
@@ -56,6 +57,8 @@ pub struct Pool {
     /// Serializes metadata transactions, so that a commit of block-level changes and an
     /// object operation (snapshot, delete) never interleave.
     commit_lock: Mutex<()>,
+    /// The tag journal (`journal.rs`): used under the commit lock.
+    journal: Mutex<journal::JournalState>,
     /// Fetches chunks that live in the object store (lazy restore); `None`: the region
     /// has no snapshot store, and reading such a chunk is an error.
     fetcher: RwLock<Option<Arc<dyn crate::volume::remote::ChunkFetcher>>>,
@@ -117,6 +120,7 @@ impl Pool {
             files: RwLock::new(HashMap::new()),
             state: Mutex::new(PoolState::default()),
             commit_lock: Mutex::new(()),
+            journal: Mutex::new(journal::JournalState::default()),
             fetcher: RwLock::new(None),
             gate: RwLock::new(()),
             epoch: AtomicU64::new(1),
@@ -124,6 +128,7 @@ impl Pool {
             next_gen: AtomicU64::new(0),
             anchors: None,
         };
+        pool.replay_journal()?;
         pool.load_allocators()?;
         pool.load_generation()?;
         Ok(pool)

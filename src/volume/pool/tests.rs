@@ -68,6 +68,16 @@ impl PoolStorage for Hooked {
             alt: true,
         }))
     }
+    /// The journal is not hooked (the hooks watch the data files).
+    fn journal(&self) -> io::Result<Arc<dyn BlockStore>> {
+        self.inner.journal()
+    }
+    fn has_journal(&self) -> bool {
+        self.inner.has_journal()
+    }
+    fn journal_capacity(&self) -> u64 {
+        self.inner.journal_capacity()
+    }
     fn open_metadata(&self) -> Result<redb::Database, redb::DatabaseError> {
         self.inner.open_metadata()
     }

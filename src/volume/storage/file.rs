@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use super::{BlockStore, PoolStorage, alt_file_name, data_file_name};
+use super::{BlockStore, JOURNAL_FILE, PoolStorage, alt_file_name, data_file_name};
 use crate::sys::fsio;
 
 /// The pool's metadata database, in the pool directory.
@@ -62,6 +62,14 @@ impl PoolStorage for FileStorage {
 
     fn alt(&self, chunk_shift: u8) -> io::Result<Arc<dyn BlockStore>> {
         self.open_data(alt_file_name(chunk_shift))
+    }
+
+    fn journal(&self) -> io::Result<Arc<dyn BlockStore>> {
+        self.open_data(JOURNAL_FILE.to_string())
+    }
+
+    fn has_journal(&self) -> bool {
+        self.dir.join(JOURNAL_FILE).exists()
     }
 
     /// redb's creation of a new file is not crash-atomic: it grows and syncs the file

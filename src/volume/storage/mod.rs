@@ -57,12 +57,30 @@ pub trait PoolStorage: Send + Sync + Debug {
     /// The alternate data file of one chunk size: the second half of each slot of an
     /// authenticated volume (see `volume::integrity`), created empty on first use.
     fn alt(&self, chunk_shift: u8) -> io::Result<Arc<dyn BlockStore>>;
+    /// The tag journal of authenticated volumes (`volume::pool::journal`), created empty on
+    /// first use.
+    fn journal(&self) -> io::Result<Arc<dyn BlockStore>>;
+    /// Whether the tag journal exists (a pool that never journaled has none, and opening
+    /// it read-only must not create one).
+    fn has_journal(&self) -> bool;
+    /// The tag journal's size: a commit that does not fit in what is left of it is folded
+    /// into the metadata instead.
+    fn journal_capacity(&self) -> u64 {
+        JOURNAL_CAPACITY
+    }
     /// Opens (creating if needed) the metadata database. Fails with
     /// `DatabaseAlreadyOpen` when another owner holds it.
     fn open_metadata(&self) -> Result<redb::Database, redb::DatabaseError>;
     /// Where the metadata lives (for messages).
     fn metadata_path(&self) -> PathBuf;
 }
+
+/// The tag journal's file name in a pool directory.
+pub const JOURNAL_FILE: &str = "tags.journal";
+
+/// The tag journal's size on real files: 32 MiB holds some 160 commits of 32 records of
+/// 1 MiB chunks (6 KiB each) between two folds.
+pub const JOURNAL_CAPACITY: u64 = 32 << 20;
 
 /// The data file name of one chunk size in a pool directory.
 pub fn data_file_name(chunk_shift: u8) -> String {

@@ -7,7 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::disk::{Call, SimDisk, SimFile, end_of};
-use crate::volume::storage::{BlockStore, PoolStorage, alt_file_name, data_file_name};
+use crate::volume::storage::{
+    BlockStore, JOURNAL_FILE, PoolStorage, alt_file_name, data_file_name,
+};
+
+/// The simulated tag journal's size: a few commits fill it, so crash tests fold often.
+pub const SIM_JOURNAL_CAPACITY: u64 = 64 << 10;
 /// The file holding the metadata database.
 pub(super) const META_FILE: &str = "meta.redb";
 
@@ -103,6 +108,20 @@ impl PoolStorage for SimStorage {
         let name = alt_file_name(chunk_shift);
         let path = self.dir.join(&name);
         Ok(Arc::new(self.disk.file_at(&name, path)?))
+    }
+
+    fn journal(&self) -> io::Result<Arc<dyn BlockStore>> {
+        let path = self.dir.join(JOURNAL_FILE);
+        Ok(Arc::new(self.disk.file_at(JOURNAL_FILE, path)?))
+    }
+
+    fn has_journal(&self) -> bool {
+        self.disk.file_names().iter().any(|n| n == JOURNAL_FILE)
+    }
+
+    /// Small, so that the simulated tests fill it and fold often.
+    fn journal_capacity(&self) -> u64 {
+        SIM_JOURNAL_CAPACITY
     }
 
     fn open_metadata(&self) -> Result<redb::Database, redb::DatabaseError> {
