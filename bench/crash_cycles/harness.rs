@@ -3,8 +3,8 @@
 //! `tests/crash_cycles.rs` (the debug build, 20 cycles, in CI).
 //!
 //! One cycle:
-//! 1. the writer volumes are attached (after a crash: re-attached, which clears the dead
-//!    FUSE mount the killed daemon left);
+//! 1. the writer volumes (every other one authenticated, `--integrity`) are attached (after
+//!    a crash: re-attached, which clears the dead FUSE mount the killed daemon left);
 //! 2. one writer per volume writes stamped 4 KiB blocks (block number, generation,
 //!    blake3) at random blocks of `DIR/volume` with O_DIRECT, fsyncs after a random
 //!    number of writes, and appends every write it issues and every fsync that was
@@ -1116,9 +1116,13 @@ impl Harness<'_> {
         let nblocks = self.cfg.volume_mib * (1 << 20) / BLOCK;
         for i in 0..self.cfg.volumes {
             let name = format!("w{i}");
-            let run = self
-                .cli
-                .run(&["volume", "create", "--size", &size, "--name", &name]);
+            // Every other writer volume is authenticated: its fsyncs go to the pool's tag
+            // journal, which the kill -9 must not lose either.
+            let mut args = vec!["volume", "create", "--size", &size, "--name", &name];
+            if i % 2 == 1 {
+                args.push("--integrity");
+            }
+            let run = self.cli.run(&args);
             let id = run
                 .json()
                 .and_then(|j| j["VolumeId"].as_str().map(str::to_string))
