@@ -308,6 +308,13 @@ impl Pool {
 
     fn commit_with(&self, journal: bool) -> Result<()> {
         let _one_at_a_time = lock(&self.commit_lock);
+        self.commit_locked(journal)
+    }
+
+    /// [`Pool::commit`] (`journal` false) or [`Pool::sync`], the commit lock held by the
+    /// caller: what it reads of the metadata next is then the state of this commit, with
+    /// no journaled commit after it.
+    pub(super) fn commit_locked(&self, journal: bool) -> Result<()> {
         let r = self
             .resolve_in_doubt()
             .and_then(|()| self.commit_pending(journal));

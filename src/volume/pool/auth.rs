@@ -340,9 +340,11 @@ impl Pool {
     /// Reads `owner`'s map, the records it points at and its stored root, and checks that
     /// they agree (`Tampered` if not). Commits what is pending first.
     pub fn read_root(&self, owner: &str, shift: u8, keys: &IntegrityKeys) -> Result<OwnerState> {
-        // Anything pending of this owner is committed first: the root read below is then
-        // the root of everything it maps.
-        self.commit()?;
+        // Anything pending of this owner is committed first, and the tag journal folded,
+        // under the commit lock: the root read below is then the root of everything it
+        // maps, and no journaled commit (which the metadata would not show) slips in.
+        let _c = lock(&self.commit_lock);
+        self.commit_locked(false)?;
         self.read_root_uncommitted(owner, shift, keys)
     }
 
@@ -412,8 +414,10 @@ impl Pool {
         shift: u8,
         keys: &IntegrityKeys,
     ) -> Result<Option<String>> {
-        self.commit()?;
+        // Folded and read under one hold of the commit lock: a journaled commit between
+        // the two would advance the anchor past the root the metadata holds.
         let _c = lock(&self.commit_lock);
+        self.commit_locked(false)?;
         let (_, _, root) = self.read_root_uncommitted(owner, shift, keys)?;
         self.rollback_problem(owner, keys, &root)
     }
