@@ -37,6 +37,8 @@ mod remote;
 #[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]
+mod tests_journal_attack;
+#[cfg(test)]
 pub(crate) use tests::assert_consistent as assert_consistent_for_tests;
 
 use alloc::PoolState;

@@ -1,0 +1,146 @@
+//! Attacks on the tag journal (`journal.rs`): its error paths and the metadata readers
+//! that run beside journaled fsyncs.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::*;
+use crate::volume::OpenVolume;
+use crate::volume::storage::BlockStore;
+use crate::volume::test_support::*;
+
+/// A block that says which write put it there.
+fn block(seq: u8) -> Vec<u8> {
+    vec![seq; 4096]
+}
+
+/// The real files, but the journal lies on a nearly full filesystem: a write that would
+/// take it past `room` bytes fails with ENOSPC (the data files and the metadata database
+/// have room: an overwrite needs no new space).
+#[derive(Debug, Clone)]
+struct JournalOutOfRoom {
+    inner: Arc<dyn PoolStorage>,
+    room: u64,
+    /// Bytes the journal file holds on the disk (what its writes allocated).
+    allocated: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+struct OutOfRoomFile {
+    inner: Arc<dyn BlockStore>,
+    room: u64,
+    allocated: Arc<AtomicU64>,
+}
+
+impl PoolStorage for JournalOutOfRoom {
+    fn dir(&self) -> &Path {
+        self.inner.dir()
+    }
+    fn data(&self, chunk_shift: u8) -> io::Result<Arc<dyn BlockStore>> {
+        self.inner.data(chunk_shift)
+    }
+    fn alt(&self, chunk_shift: u8) -> io::Result<Arc<dyn BlockStore>> {
+        self.inner.alt(chunk_shift)
+    }
+    fn journal(&self) -> io::Result<Arc<dyn BlockStore>> {
+        Ok(Arc::new(OutOfRoomFile {
+            inner: self.inner.journal()?,
+            room: self.room,
+            allocated: self.allocated.clone(),
+        }))
+    }
+    fn has_journal(&self) -> bool {
+        self.inner.has_journal()
+    }
+    fn open_metadata(&self) -> Result<redb::Database, redb::DatabaseError> {
+        self.inner.open_metadata()
+    }
+    fn metadata_path(&self) -> PathBuf {
+        self.inner.metadata_path()
+    }
+}
+
+impl BlockStore for OutOfRoomFile {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        self.inner.read_at(buf, off)
+    }
+    fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        let end = off + buf.len() as u64;
+        if end > self.room {
+            // What fits is written (and takes the space), then the disk is full.
+            if off < self.room {
+                let n = (self.room - off) as usize;
+                self.inner.write_at(&buf[..n], off)?;
+                self.allocated.fetch_max(self.room, Ordering::SeqCst);
+            }
+            return Err(io::Error::from_raw_os_error(28));
+        }
+        self.allocated.fetch_max(end, Ordering::SeqCst);
+        self.inner.write_at(buf, off)
+    }
+    fn punch(&self, off: u64, len: u64) -> io::Result<()> {
+        // Space from `off` on is given back (the only punch a journal sees is of its tail).
+        if off + len >= self.allocated.load(Ordering::SeqCst) {
+            self.allocated.fetch_min(off, Ordering::SeqCst);
+        }
+        self.inner.punch(off, len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn path(&self) -> &Path {
+        self.inner.path()
+    }
+}
+
+/// Defect: the journal's first lay-out (zeros up to its 32 MiB) failing with ENOSPC made
+/// the fsync fail, and, the journal staying "usable", every later fsync of an overwrite
+/// tried the lay-out again and failed again, while a fold (a metadata transaction, which
+/// needs no new data space for an overwrite) would have made it durable: on a nearly
+/// full filesystem an authenticated volume's fsyncs kept returning ENOSPC, and the zeros
+/// the lay-out wrote before failing kept the little room left.
+#[test]
+fn journal_layout_out_of_space_folds_instead_of_failing_every_fsync() {
+    let d = tempfile::tempdir().unwrap();
+    let allocated = Arc::new(AtomicU64::new(0));
+    let storage = JournalOutOfRoom {
+        inner: Arc::new(FileStorage::new(d.path().to_path_buf())),
+        room: 256 << 10,
+        allocated: allocated.clone(),
+    };
+    let h = auth_header(16 << SHIFT);
+    {
+        let pool = Arc::new(Pool::open_storage(Arc::new(storage.clone())).unwrap());
+        pool.create_volume(&h).unwrap();
+        let v = open_auth(&pool, &h).unwrap();
+        v.write(0, &block(1)).unwrap();
+        v.write(4096, &block(1)).unwrap();
+        v.flush().unwrap();
+        // Overwrites of blocks a commit has seen: their fsync is a journaled commit.
+        for seq in 2..6u8 {
+            v.write(0, &block(seq)).unwrap();
+            v.fsync().unwrap_or_else(|e| {
+                panic!("fsync {seq}: {e} (the journal could not be laid out: fold instead)")
+            });
+        }
+        v.write(4096, &block(9)).unwrap();
+        v.fsync().unwrap();
+        assert!(
+            allocated.load(Ordering::SeqCst) == 0,
+            "a lay-out that failed keeps {} bytes of a full filesystem",
+            allocated.load(Ordering::SeqCst)
+        );
+    }
+    // Acknowledged: after a restart the volume reads the last fsynced blocks.
+    let pool = Arc::new(Pool::open_storage(Arc::new(storage)).unwrap());
+    let v = open_auth(&pool, &h).unwrap();
+    let mut b = vec![0u8; 8192];
+    v.read(0, &mut b).unwrap();
+    assert_eq!(&b[..4096], block(5).as_slice());
+    assert_eq!(&b[4096..], block(9).as_slice());
+}
