@@ -360,9 +360,7 @@ impl Pool {
                 // Also what a failed commit before took: it was merged into this one.
                 self.durable_epoch
                     .fetch_max(dirty.closed_epoch, std::sync::atomic::Ordering::AcqRel);
-                if !overlay.is_empty() || fold_seq.is_some() {
-                    self.fold_done(fold_seq);
-                }
+                self.fold_done(fold_seq);
                 freed.extend_from_slice(&dirty.landed_freed);
                 self.release_freed(freed);
                 self.write_anchors(&std::mem::take(&mut dirty.auth.anchors));

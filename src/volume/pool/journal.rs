@@ -270,8 +270,14 @@ impl Journal {
     /// in what is left, nothing was written (fold instead). On an error the journal is
     /// unusable until the next fold.
     pub(super) fn append(&mut self, entry: &mut Entry) -> Result<Option<u64>> {
-        if !self.laid_out {
-            self.lay_out()?;
+        if !self.laid_out
+            && let Err(e) = self.lay_out()
+        {
+            // No entry was written: the commit folds instead (its data is synced and a
+            // fold needs no room in this file). Tried again after the next fold.
+            tracing::warn!("tag journal: {e}: committing to the metadata database instead");
+            self.usable = false;
+            return Ok(None);
         }
         let path = self.store.path().to_path_buf();
         let io = |what: &'static str, e| VolumeError::io(what, &path, e);
@@ -294,8 +300,8 @@ impl Journal {
         Ok(Some(entry.seq))
     }
 
-    /// A fold that stored `seq` (from [`Journal::to_fold`]) is durable: the next entry
-    /// goes to the start again.
+    /// A fold that stored `seq` (from [`Journal::to_fold`], or the number stored already
+    /// when it had none to store) is durable: the next entry goes to the start again.
     pub(super) fn folded(&mut self, seq: u64) {
         self.stored = self.stored.max(seq);
         if self.next_seq - 1 == self.stored {
@@ -306,7 +312,8 @@ impl Journal {
 
     /// Writes zeros up to the capacity, once: appends then overwrite allocated blocks,
     /// and their syncs have no filesystem metadata to commit. (Zeros never parse as an
-    /// entry: a crash here loses nothing.)
+    /// entry: a crash here loses nothing.) A failure (a full filesystem) gives back what
+    /// this call wrote: the zeros must not keep the room the metadata database needs.
     fn lay_out(&mut self) -> Result<()> {
         let path = self.store.path().to_path_buf();
         let io = |what: &'static str, e| VolumeError::io(what, &path, e);
@@ -315,14 +322,22 @@ impl Journal {
             let zeros = vec![0u8; LAYOUT_STEP as usize];
             // From a page boundary: a partial last page is rewritten whole.
             at -= at % PAGE;
-            while at < self.capacity {
-                let n = LAYOUT_STEP.min(self.capacity - at) as usize;
-                self.store
-                    .write_at(&zeros[..n], at)
-                    .map_err(|e| io("cannot write", e))?;
-                at += n as u64;
+            let start = at;
+            let r = (|| {
+                while at < self.capacity {
+                    let n = LAYOUT_STEP.min(self.capacity - at) as usize;
+                    self.store
+                        .write_at(&zeros[..n], at)
+                        .map_err(|e| io("cannot write", e))?;
+                    at += n as u64;
+                }
+                self.store.sync_data().map_err(|e| io("cannot sync", e))
+            })();
+            if r.is_err() {
+                // Best effort; only zeros (and no entry) lie there.
+                let _ = self.store.punch(start, self.capacity - start);
             }
-            self.store.sync_data().map_err(|e| io("cannot sync", e))?;
+            r?;
         }
         self.laid_out = true;
         Ok(())
@@ -458,12 +473,15 @@ impl Pool {
     /// of it, and the journal starts over.
     pub(super) fn fold_done(&self, seq: Option<u64>) {
         lock(&self.state).journaled = Overlay::default();
+        let mut j = lock(&self.journal);
         if let Some(seq) = seq {
-            let mut j = lock(&self.journal);
             j.folded = j.folded.max(seq);
-            if let Some(w) = j.writer.as_mut() {
-                w.folded(seq);
-            }
+        }
+        // Also with no number to store: a writer that could not lay its file out is
+        // usable again (it tries once more).
+        let folded = j.folded;
+        if let Some(w) = j.writer.as_mut() {
+            w.folded(seq.unwrap_or(folded));
         }
     }
 }
