@@ -413,6 +413,8 @@ impl Pool {
         keys: &IntegrityKeys,
     ) -> Result<Option<String>> {
         self.commit()?;
+        #[cfg(test)]
+        self.in_test_window();
         let _c = lock(&self.commit_lock);
         let (_, _, root) = self.read_root_uncommitted(owner, shift, keys)?;
         self.rollback_problem(owner, keys, &root)

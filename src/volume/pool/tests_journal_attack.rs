@@ -144,3 +144,51 @@ fn journal_layout_out_of_space_folds_instead_of_failing_every_fsync() {
     assert_eq!(&b[..4096], block(5).as_slice());
     assert_eq!(&b[4096..], block(9).as_slice());
 }
+
+/// Defect: `volume verify` of an attached volume (`Pool::check_root`) folds the journal
+/// with a commit, then takes the commit lock to read the root and the anchor; an fsync
+/// that lands in between appends the volume's new root to the journal and moves its
+/// anchor on, and verify, reading the root from the metadata database only, pairs the
+/// older root with the newer anchor: it reports "rolled back" on a volume that is not.
+/// (The window is entered on purpose: the fsync runs there, and is waited for a while.)
+#[test]
+fn verify_during_a_journaled_fsync_reports_no_rollback() {
+    let d = tempfile::tempdir().unwrap();
+    let r = region(&d);
+    let pool = Arc::new(Pool::open(&r).unwrap());
+    let h = auth_header(16 << SHIFT);
+    pool.create_volume(&h).unwrap();
+    let v = Arc::new(open_auth(&pool, &h).unwrap());
+    v.write(0, &block(1)).unwrap();
+    v.flush().unwrap();
+    let once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (v, once) = (v.clone(), once.clone());
+        *lock(&pool.test_window) = Some(Arc::new(move || {
+            if once.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            // Another thread overwrites a block and fsyncs (a journaled commit).
+            let (tx, rx) = std::sync::mpsc::channel();
+            let v = v.clone();
+            std::thread::spawn(move || {
+                v.write(0, &block(2)).unwrap();
+                tx.send(v.fsync()).unwrap();
+            });
+            if let Ok(r) = rx.recv_timeout(std::time::Duration::from_millis(500)) {
+                r.unwrap();
+            }
+        }));
+    }
+    let rep = v.verify().unwrap();
+    *lock(&pool.test_window) = None;
+    assert!(once.load(Ordering::SeqCst), "the window was entered");
+    assert!(
+        rep.root_ok && rep.root_problem.is_none() && rep.bad_blocks.is_empty(),
+        "verify during an fsync reported a problem that is not there: {rep:?}"
+    );
+    // The fsync is durable either way; verify again once it is surely done.
+    v.fsync().unwrap();
+    let rep = v.verify().unwrap();
+    assert!(rep.root_ok, "{rep:?}");
+}
