@@ -308,6 +308,13 @@ impl Pool {
 
     fn commit_with(&self, journal: bool) -> Result<()> {
         let _one_at_a_time = lock(&self.commit_lock);
+        self.commit_locked(journal)
+    }
+
+    /// [`Pool::commit_with`] under the commit lock, which the caller holds: a reader of
+    /// the metadata that must see everything committed (no journal entry newer than what
+    /// it reads) commits and reads under one hold of the lock.
+    pub(super) fn commit_locked(&self, journal: bool) -> Result<()> {
         let r = self
             .resolve_in_doubt()
             .and_then(|()| self.commit_pending(journal));

@@ -341,8 +341,10 @@ impl Pool {
     /// they agree (`Tampered` if not). Commits what is pending first.
     pub fn read_root(&self, owner: &str, shift: u8, keys: &IntegrityKeys) -> Result<OwnerState> {
         // Anything pending of this owner is committed first: the root read below is then
-        // the root of everything it maps.
-        self.commit()?;
+        // the root of everything it maps (under one hold of the commit lock, so that no
+        // journaled commit leaves a newer root in the journal meanwhile).
+        let _c = lock(&self.commit_lock);
+        self.commit_locked(false)?;
         self.read_root_uncommitted(owner, shift, keys)
     }
 
@@ -412,10 +414,12 @@ impl Pool {
         shift: u8,
         keys: &IntegrityKeys,
     ) -> Result<Option<String>> {
-        self.commit()?;
+        // One hold of the lock from the fold to the read: a journaled commit in between
+        // would leave the newest root in the journal and its anchor ahead of the metadata.
+        let _c = lock(&self.commit_lock);
+        self.commit_locked(false)?;
         #[cfg(test)]
         self.in_test_window();
-        let _c = lock(&self.commit_lock);
         let (_, _, root) = self.read_root_uncommitted(owner, shift, keys)?;
         self.rollback_problem(owner, keys, &root)
     }
