@@ -304,3 +304,66 @@ fn a_journal_from_another_pool_is_not_applied() {
     v.read(0, &mut buf).unwrap();
     assert_eq!(buf, block(1));
 }
+
+/// Snapshot and pending records are volume headers here.
+struct HeaderOwners;
+impl crate::volume::check::OwnerRecords for HeaderOwners {
+    fn snapshot(&self, record: &[u8]) -> Result<(u8, u64)> {
+        let h = crate::volume::header::VolumeHeader::decode(record)?;
+        Ok((h.chunk_shift, h.size))
+    }
+    fn pending(&self, record: &[u8]) -> Result<(u8, u64)> {
+        self.snapshot(record)
+    }
+}
+
+/// A hostile entry with a valid checksum and the next number: a record of the wrong
+/// length for a slot an authenticated volume maps, a record for a free slot, a root of
+/// no volume. The pool opens, the authenticated volume refuses to attach (Tampered), the
+/// plain volume reads its data, and `pool check` names the damaged record.
+#[test]
+fn a_hostile_entry_is_refused_at_attach_and_reported_by_check() {
+    let d = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn PoolStorage> = Arc::new(FileStorage::new(d.path().to_path_buf()));
+    let ha = auth_header(16 << SHIFT);
+    let hp = header(16 << SHIFT);
+    let (auth_slot, plain_slot) = {
+        let pool = Arc::new(Pool::open_storage(storage.clone()).unwrap());
+        pool.create_volume(&ha).unwrap();
+        pool.create_volume(&hp).unwrap();
+        let v = open_auth(&pool, &ha).unwrap();
+        v.write(0, &block(1)).unwrap();
+        v.flush().unwrap();
+        let p = crate::volume::OpenVolume::open(pool.clone(), &hp, xts()).unwrap();
+        p.write(0, &block(3)).unwrap();
+        p.flush().unwrap();
+        (
+            pool.load_map(ha.id.as_str()).unwrap()[0].1,
+            pool.load_map(hp.id.as_str()).unwrap()[0].1,
+        )
+    };
+    assert_ne!(auth_slot, plain_slot);
+    let mut e = journal::Entry {
+        seq: 0,
+        generation: Some(5),
+        records: vec![
+            ((SHIFT, auth_slot.0), vec![1, 2, 3]),
+            ((SHIFT, 999), vec![0; 64]),
+        ],
+        roots: vec![("vol-00000000000000bad".into(), vec![0; 48])],
+    };
+    let mut j = journal::Journal::new(storage.journal().unwrap(), 1 << 20, 0);
+    assert_eq!(j.append(&mut e).unwrap(), Some(1));
+    let pool = Arc::new(Pool::open_storage(storage).unwrap());
+    match open_auth(&pool, &ha) {
+        Err(crate::volume::error::VolumeError::Tampered { .. }) => {}
+        Err(e) => panic!("attach refused, but not as tampering: {e}"),
+        Ok(_) => panic!("a volume whose record was replaced attached"),
+    }
+    let p = crate::volume::OpenVolume::open(pool.clone(), &hp, xts()).unwrap();
+    let mut b = vec![0u8; 4096];
+    p.read(0, &mut b).unwrap();
+    assert_eq!(b, block(3));
+    let rep = pool.check(&HeaderOwners).unwrap();
+    assert!(!rep.clean, "check reports the damaged record: {rep:?}");
+}
