@@ -334,6 +334,9 @@ fn a_hostile_entry_is_refused_at_attach_and_reported_by_check() {
         let v = open_auth(&pool, &ha).unwrap();
         v.write(0, &block(1)).unwrap();
         v.flush().unwrap();
+        // One journaled fsync: the pool has a journal (and its number).
+        v.write(0, &block(2)).unwrap();
+        v.fsync().unwrap();
         let p = crate::volume::OpenVolume::open(pool.clone(), &hp, xts()).unwrap();
         p.write(0, &block(3)).unwrap();
         p.flush().unwrap();
@@ -352,8 +355,16 @@ fn a_hostile_entry_is_refused_at_attach_and_reported_by_check() {
         ],
         roots: vec![("vol-00000000000000bad".into(), vec![0; 48])],
     };
-    let mut j = journal::Journal::new(storage.journal().unwrap(), 1 << 20, 0);
-    assert_eq!(j.append(&mut e).unwrap(), Some(1));
+    // Written as this pool's (a hostile writer can read its journal number).
+    let (folded, pool_no) = {
+        let pool = Pool::open_storage(storage.clone()).unwrap();
+        let r = pool.db().unwrap().begin_read().unwrap();
+        let meta = r.open_table(META).unwrap();
+        let get = |k| meta.get(k).unwrap().map(|v| v.value()).unwrap_or(0);
+        (get(journal::JOURNAL_FOLDED), get(journal::JOURNAL_POOL))
+    };
+    let mut j = journal::Journal::new(storage.journal().unwrap(), 32 << 20, folded, pool_no);
+    assert_eq!(j.append(&mut e).unwrap(), Some(folded + 1));
     let pool = Arc::new(Pool::open_storage(storage).unwrap());
     match open_auth(&pool, &ha) {
         Err(crate::volume::error::VolumeError::Tampered { .. }) => {}
