@@ -341,10 +341,10 @@ impl Pool {
     /// they agree (`Tampered` if not). Commits what is pending first.
     pub fn read_root(&self, owner: &str, shift: u8, keys: &IntegrityKeys) -> Result<OwnerState> {
         // Anything pending of this owner is committed first: the root read below is then
-        // the root of everything it maps (under one hold of the commit lock, so that no
-        // journaled commit leaves a newer root in the journal meanwhile).
-        let _c = lock(&self.commit_lock);
-        self.commit_locked(false)?;
+        // the root of everything it maps. (Outside the commit lock: reading every record
+        // of a large volume must not hold off the pool's other commits. The owner is not
+        // open, so no journaled commit of its records can come in between.)
+        self.commit()?;
         self.read_root_uncommitted(owner, shift, keys)
     }
 
