@@ -311,9 +311,9 @@ impl Pool {
         self.commit_locked(journal)
     }
 
-    /// [`Pool::commit`] (`journal` false) or [`Pool::sync`], the commit lock held by the
-    /// caller: what it reads of the metadata next is then the state of this commit, with
-    /// no journaled commit after it.
+    /// [`Pool::commit_with`] under the commit lock, which the caller holds: a reader of
+    /// the metadata that must see everything committed (no journal entry newer than what
+    /// it reads) commits and reads under one hold of the lock.
     pub(super) fn commit_locked(&self, journal: bool) -> Result<()> {
         let r = self
             .resolve_in_doubt()
@@ -367,9 +367,7 @@ impl Pool {
                 // Also what a failed commit before took: it was merged into this one.
                 self.durable_epoch
                     .fetch_max(dirty.closed_epoch, std::sync::atomic::Ordering::AcqRel);
-                if !overlay.is_empty() || fold_seq.is_some() {
-                    self.fold_done(fold_seq);
-                }
+                self.fold_done(fold_seq);
                 freed.extend_from_slice(&dirty.landed_freed);
                 self.release_freed(freed);
                 self.write_anchors(&std::mem::take(&mut dirty.auth.anchors));

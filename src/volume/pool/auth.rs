@@ -340,11 +340,11 @@ impl Pool {
     /// Reads `owner`'s map, the records it points at and its stored root, and checks that
     /// they agree (`Tampered` if not). Commits what is pending first.
     pub fn read_root(&self, owner: &str, shift: u8, keys: &IntegrityKeys) -> Result<OwnerState> {
-        // Anything pending of this owner is committed first, and the tag journal folded,
-        // under the commit lock: the root read below is then the root of everything it
-        // maps, and no journaled commit (which the metadata would not show) slips in.
-        let _c = lock(&self.commit_lock);
-        self.commit_locked(false)?;
+        // Anything pending of this owner is committed first: the root read below is then
+        // the root of everything it maps. (Outside the commit lock: reading every record
+        // of a large volume must not hold off the pool's other commits. The owner is not
+        // open, so no journaled commit of its records can come in between.)
+        self.commit()?;
         self.read_root_uncommitted(owner, shift, keys)
     }
 
@@ -414,10 +414,12 @@ impl Pool {
         shift: u8,
         keys: &IntegrityKeys,
     ) -> Result<Option<String>> {
-        // Folded and read under one hold of the commit lock: a journaled commit between
-        // the two would advance the anchor past the root the metadata holds.
+        // One hold of the lock from the fold to the read: a journaled commit in between
+        // would leave the newest root in the journal and its anchor ahead of the metadata.
         let _c = lock(&self.commit_lock);
         self.commit_locked(false)?;
+        #[cfg(test)]
+        self.in_test_window();
         let (_, _, root) = self.read_root_uncommitted(owner, shift, keys)?;
         self.rollback_problem(owner, keys, &root)
     }

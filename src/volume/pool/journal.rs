@@ -39,6 +39,10 @@ use crate::volume::tables::{META, REFS, ROOTS, SLOT_AUTH, VOLUMES};
 
 /// `meta` key: the last sequence number whose entry the metadata holds.
 pub(super) const JOURNAL_FOLDED: &str = "journalfolded";
+/// `meta` key: the pool's journal number (random, not 0), stored before its first entry
+/// and covered by every entry's checksum: an entry of another pool (whose numbers start
+/// at 1 too) is no entry of this one.
+pub(super) const JOURNAL_POOL: &str = "journalpool";
 
 const MAGIC: &[u8; 8] = b"CVTAGJ01";
 /// For messages.
@@ -87,7 +91,7 @@ pub(super) struct Entry {
 impl Entry {
     /// formats.md, "Tag journal": the head, then the payload (generation, records, roots),
     /// zero-padded to whole pages.
-    pub(super) fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self, pool: u64) -> Vec<u8> {
         let mut p = Vec::new();
         p.extend_from_slice(&self.generation.unwrap_or(0).to_le_bytes());
         p.extend_from_slice(&(self.records.len() as u32).to_le_bytes());
@@ -108,7 +112,7 @@ impl Entry {
         head[..8].copy_from_slice(MAGIC);
         head[8..16].copy_from_slice(&self.seq.to_le_bytes());
         head[16..20].copy_from_slice(&(p.len() as u32).to_le_bytes());
-        let sum = checksum(&head[..24], &p);
+        let sum = checksum(&head[..24], pool, &p);
         head[24..].copy_from_slice(&sum);
         let mut out = Vec::with_capacity(padded(HEAD + p.len()) as usize);
         out.extend_from_slice(&head);
@@ -154,9 +158,10 @@ fn padded(n: usize) -> u64 {
     (n as u64).div_ceil(PAGE) * PAGE
 }
 
-fn checksum(head: &[u8], payload: &[u8]) -> [u8; 32] {
+fn checksum(head: &[u8], pool: u64, payload: &[u8]) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(head);
+    h.update(&pool.to_le_bytes());
     h.update(payload);
     *h.finalize().as_bytes()
 }
@@ -188,7 +193,7 @@ impl Reader<'_> {
 /// The entries after `folded`, in order, as a replay applies them. Stops at the first
 /// entry that is missing, torn, or of another sequence number; an entry whose checksum
 /// holds but whose content does not parse is damage (or tampering), an error.
-pub(super) fn replay(store: &dyn BlockStore, folded: u64) -> Result<Vec<Entry>> {
+pub(super) fn replay(store: &dyn BlockStore, folded: u64, pool: u64) -> Result<Vec<Entry>> {
     let io = |e| VolumeError::io("cannot read", store.path(), e);
     let end = store.len().map_err(io)?;
     let mut out = Vec::new();
@@ -204,7 +209,7 @@ pub(super) fn replay(store: &dyn BlockStore, folded: u64) -> Result<Vec<Entry>> 
         }
         let mut payload = vec![0u8; len as usize];
         store.read_at(&mut payload, pos + HEAD as u64).map_err(io)?;
-        if checksum(&head[..24], &payload) != head[24..] {
+        if checksum(&head[..24], pool, &payload) != head[24..] {
             break;
         }
         let entry = Entry::decode_payload(seq, &payload).map_err(|detail| VolumeError::Corrupt {
@@ -238,12 +243,19 @@ pub(super) struct Journal {
     usable: bool,
     /// The last number the metadata holds as folded.
     stored: u64,
+    /// The pool's journal number (`JOURNAL_POOL`).
+    pool: u64,
 }
 
 impl Journal {
     /// A writer after `folded`, the last number the metadata holds: the next entry is
     /// `folded + 1`, at the start of the file.
-    pub(super) fn new(store: Arc<dyn BlockStore>, capacity: u64, folded: u64) -> Journal {
+    pub(super) fn new(
+        store: Arc<dyn BlockStore>,
+        capacity: u64,
+        folded: u64,
+        pool: u64,
+    ) -> Journal {
         Journal {
             store,
             capacity,
@@ -252,6 +264,7 @@ impl Journal {
             laid_out: false,
             usable: true,
             stored: folded,
+            pool,
         }
     }
 
@@ -270,13 +283,19 @@ impl Journal {
     /// in what is left, nothing was written (fold instead). On an error the journal is
     /// unusable until the next fold.
     pub(super) fn append(&mut self, entry: &mut Entry) -> Result<Option<u64>> {
-        if !self.laid_out {
-            self.lay_out()?;
+        if !self.laid_out
+            && let Err(e) = self.lay_out()
+        {
+            // No entry was written: the commit folds instead (its data is synced and a
+            // fold needs no room in this file). Tried again after the next fold.
+            tracing::warn!("tag journal: {e}: committing to the metadata database instead");
+            self.usable = false;
+            return Ok(None);
         }
         let path = self.store.path().to_path_buf();
         let io = |what: &'static str, e| VolumeError::io(what, &path, e);
         entry.seq = self.next_seq;
-        let bytes = entry.encode();
+        let bytes = entry.encode(self.pool);
         if self.pos + bytes.len() as u64 > self.capacity {
             return Ok(None);
         }
@@ -294,8 +313,8 @@ impl Journal {
         Ok(Some(entry.seq))
     }
 
-    /// A fold that stored `seq` (from [`Journal::to_fold`]) is durable: the next entry
-    /// goes to the start again.
+    /// A fold that stored `seq` (from [`Journal::to_fold`], or the number stored already
+    /// when it had none to store) is durable: the next entry goes to the start again.
     pub(super) fn folded(&mut self, seq: u64) {
         self.stored = self.stored.max(seq);
         if self.next_seq - 1 == self.stored {
@@ -306,7 +325,8 @@ impl Journal {
 
     /// Writes zeros up to the capacity, once: appends then overwrite allocated blocks,
     /// and their syncs have no filesystem metadata to commit. (Zeros never parse as an
-    /// entry: a crash here loses nothing.)
+    /// entry: a crash here loses nothing.) A failure (a full filesystem) gives back what
+    /// this call wrote: the zeros must not keep the room the metadata database needs.
     fn lay_out(&mut self) -> Result<()> {
         let path = self.store.path().to_path_buf();
         let io = |what: &'static str, e| VolumeError::io(what, &path, e);
@@ -315,14 +335,22 @@ impl Journal {
             let zeros = vec![0u8; LAYOUT_STEP as usize];
             // From a page boundary: a partial last page is rewritten whole.
             at -= at % PAGE;
-            while at < self.capacity {
-                let n = LAYOUT_STEP.min(self.capacity - at) as usize;
-                self.store
-                    .write_at(&zeros[..n], at)
-                    .map_err(|e| io("cannot write", e))?;
-                at += n as u64;
+            let start = at;
+            let r = (|| {
+                while at < self.capacity {
+                    let n = LAYOUT_STEP.min(self.capacity - at) as usize;
+                    self.store
+                        .write_at(&zeros[..n], at)
+                        .map_err(|e| io("cannot write", e))?;
+                    at += n as u64;
+                }
+                self.store.sync_data().map_err(|e| io("cannot sync", e))
+            })();
+            if r.is_err() {
+                // Best effort; only zeros (and no entry) lie there.
+                let _ = self.store.punch(start, self.capacity - start);
             }
-            self.store.sync_data().map_err(|e| io("cannot sync", e))?;
+            r?;
         }
         self.laid_out = true;
         Ok(())
@@ -335,6 +363,8 @@ pub(super) struct JournalState {
     pub(super) writer: Option<Journal>,
     /// The last number the metadata holds as folded (read at open).
     pub(super) folded: u64,
+    /// The pool's journal number, once stored (read at open).
+    pub(super) pool: Option<u64>,
 }
 
 impl Pool {
@@ -344,22 +374,26 @@ impl Pool {
     /// applied: a transaction that freed or deleted them would have folded the journal
     /// first, so such an entry is not the pool's (it is logged).
     pub(super) fn replay_journal(&self) -> Result<()> {
-        let folded = {
+        let (folded, pool) = {
             let r = self.db()?.begin_read()?;
-            r.open_table(META)?
-                .get(JOURNAL_FOLDED)?
-                .map(|v| v.value())
-                .unwrap_or(0)
+            let meta = r.open_table(META)?;
+            let folded = meta.get(JOURNAL_FOLDED)?.map(|v| v.value()).unwrap_or(0);
+            (folded, meta.get(JOURNAL_POOL)?.map(|v| v.value()))
         };
-        lock(&self.journal).folded = folded;
-        if !self.storage.has_journal() {
-            return Ok(());
+        {
+            let mut j = lock(&self.journal);
+            j.folded = folded;
+            j.pool = pool;
         }
+        // Without a journal number this pool never journaled: a file there is not its own.
+        let Some(pool) = pool.filter(|_| self.storage.has_journal()) else {
+            return Ok(());
+        };
         let store = self
             .storage
             .journal()
             .map_err(|e| VolumeError::io("cannot open", self.dir.join(JOURNAL_NAME), e))?;
-        let entries = replay(store.as_ref(), folded)?;
+        let entries = replay(store.as_ref(), folded, pool)?;
         let Some(last) = entries.last().map(|e| e.seq) else {
             return Ok(());
         };
@@ -418,11 +452,28 @@ impl Pool {
         let mut j = lock(&self.journal);
         let folded = j.folded;
         if j.writer.is_none() {
+            let pool = match j.pool {
+                Some(p) => p,
+                None => {
+                    // Stored before the first entry: replay knows its entries by it.
+                    let p = u64::from_le_bytes(crate::crypto::random::array()).max(1);
+                    let w = self.begin_write()?;
+                    w.open_table(META)?.insert(JOURNAL_POOL, p)?;
+                    w.commit()?;
+                    j.pool = Some(p);
+                    p
+                }
+            };
             let store = self
                 .storage
                 .journal()
                 .map_err(|e| VolumeError::io("cannot open", self.dir.join(JOURNAL_NAME), e))?;
-            j.writer = Some(Journal::new(store, self.storage.journal_capacity(), folded));
+            j.writer = Some(Journal::new(
+                store,
+                self.storage.journal_capacity(),
+                folded,
+                pool,
+            ));
         }
         let writer = j.writer.as_mut().expect("made above");
         if !writer.usable() {
@@ -458,12 +509,15 @@ impl Pool {
     /// of it, and the journal starts over.
     pub(super) fn fold_done(&self, seq: Option<u64>) {
         lock(&self.state).journaled = Overlay::default();
+        let mut j = lock(&self.journal);
         if let Some(seq) = seq {
-            let mut j = lock(&self.journal);
             j.folded = j.folded.max(seq);
-            if let Some(w) = j.writer.as_mut() {
-                w.folded(seq);
-            }
+        }
+        // Also with no number to store: a writer that could not lay its file out is
+        // usable again (it tries once more).
+        let folded = j.folded;
+        if let Some(w) = j.writer.as_mut() {
+            w.folded(seq.unwrap_or(folded));
         }
     }
 }

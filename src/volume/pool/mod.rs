@@ -37,6 +37,8 @@ mod remote;
 #[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]
+mod tests_journal_attack;
+#[cfg(test)]
 pub(crate) use tests::assert_consistent as assert_consistent_for_tests;
 
 use alloc::PoolState;
@@ -74,6 +76,9 @@ pub struct Pool {
     /// Where authenticated volumes' anchors live (`<region>/anchors`): outside the pool.
     /// `None` for a pool on other storage (the simulated disk): no anchors.
     anchors: Option<PathBuf>,
+    /// Tests: called where a metadata reader's window lies (`tests_journal_attack.rs`).
+    #[cfg(test)]
+    pub(super) test_window: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -81,6 +86,17 @@ impl std::fmt::Debug for Pool {
         f.debug_struct("Pool")
             .field("dir", &self.dir)
             .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// Tests: runs the hook set in `test_window`, if any.
+    #[cfg(test)]
+    pub(super) fn in_test_window(&self) {
+        let h = lock(&self.test_window).clone();
+        if let Some(h) = h {
+            h();
+        }
     }
 }
 
@@ -127,6 +143,8 @@ impl Pool {
             durable_epoch: AtomicU64::new(0),
             next_gen: AtomicU64::new(0),
             anchors: None,
+            #[cfg(test)]
+            test_window: Mutex::new(None),
         };
         pool.replay_journal()?;
         pool.load_allocators()?;

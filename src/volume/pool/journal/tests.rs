@@ -5,6 +5,9 @@ use std::sync::Arc;
 use super::*;
 use crate::volume::storage::sim::{CrashMode, FaultKind, SimDisk};
 
+/// The pool number the entries of these tests are written for.
+const POOL: u64 = 0x5eed_0001;
+
 fn entry(n: u8) -> Entry {
     Entry {
         seq: 0,
@@ -35,19 +38,19 @@ fn append_all(j: &mut Journal, ns: &[u8]) -> Vec<Entry> {
 #[test]
 fn entries_replay_in_order_with_their_content() {
     let disk = SimDisk::new();
-    let mut j = Journal::new(store(&disk), 64 << 10, 0);
+    let mut j = Journal::new(store(&disk), 64 << 10, 0, POOL);
     let written = append_all(&mut j, &[1, 2, 3]);
     assert_eq!(written.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
-    assert_eq!(replay(store(&disk).as_ref(), 0).unwrap(), written);
+    assert_eq!(replay(store(&disk).as_ref(), 0, POOL).unwrap(), written);
     // Synced: a crash that drops everything volatile keeps them.
     let after = disk.after_crash(CrashMode::DropVolatile, 1);
-    assert_eq!(replay(store(&after).as_ref(), 0).unwrap(), written);
+    assert_eq!(replay(store(&after).as_ref(), 0, POOL).unwrap(), written);
 }
 
 #[test]
 fn a_fold_starts_over_and_older_entries_are_never_replayed() {
     let disk = SimDisk::new();
-    let mut j = Journal::new(store(&disk), 64 << 10, 0);
+    let mut j = Journal::new(store(&disk), 64 << 10, 0, POOL);
     append_all(&mut j, &[1, 2, 3]);
     assert_eq!(j.to_fold(), Some(3));
     j.folded(3);
@@ -55,24 +58,24 @@ fn a_fold_starts_over_and_older_entries_are_never_replayed() {
     // Entry 4 lands at the start, over entry 1; entries 2 and 3 lie behind it.
     let four = append_all(&mut j, &[4]);
     assert_eq!(four[0].seq, 4);
-    assert_eq!(replay(store(&disk).as_ref(), 3).unwrap(), four);
+    assert_eq!(replay(store(&disk).as_ref(), 3, POOL).unwrap(), four);
     // Everything folded: nothing to replay.
-    assert!(replay(store(&disk).as_ref(), 4).unwrap().is_empty());
+    assert!(replay(store(&disk).as_ref(), 4, POOL).unwrap().is_empty());
 }
 
 #[test]
 fn replay_stops_at_a_torn_entry() {
     let disk = SimDisk::new();
-    let mut j = Journal::new(store(&disk), 64 << 10, 0);
+    let mut j = Journal::new(store(&disk), 64 << 10, 0, POOL);
     let written = append_all(&mut j, &[1, 2, 3]);
     // Damage one byte of entry 2's payload: its checksum fails, and entry 3 behind it is
     // not applied either (it would skip 2).
     let s = store(&disk);
-    let at = written[0].encode().len() as u64 + HEAD as u64 + 20;
+    let at = written[0].encode(POOL).len() as u64 + HEAD as u64 + 20;
     let mut b = [0u8; 1];
     s.read_at(&mut b, at).unwrap();
     s.write_at(&[b[0] ^ 1], at).unwrap();
-    assert_eq!(replay(s.as_ref(), 0).unwrap(), written[..1]);
+    assert_eq!(replay(s.as_ref(), 0, POOL).unwrap(), written[..1]);
 }
 
 #[test]
@@ -86,12 +89,12 @@ fn an_entry_in_flight_at_a_crash_is_all_or_nothing() {
     ] {
         for seed in 0..20 {
             let disk = SimDisk::new();
-            let mut j = Journal::new(store(&disk), 64 << 10, 0);
+            let mut j = Journal::new(store(&disk), 64 << 10, 0, POOL);
             let one = append_all(&mut j, &[1]);
             // The next sync is entry 2's.
             disk.arm_crash_at_sync(disk.sync_count() + 1);
             assert!(j.append(&mut entry(2)).is_err());
-            let got = replay(store(&disk.after_crash(mode, seed)).as_ref(), 0).unwrap();
+            let got = replay(store(&disk.after_crash(mode, seed)).as_ref(), 0, POOL).unwrap();
             assert_eq!(got[..1], one[..], "{mode:?} seed {seed}");
             assert!(got.len() <= 2, "{mode:?} seed {seed}");
             if got.len() == 2 {
@@ -106,19 +109,19 @@ fn an_entry_in_flight_at_a_crash_is_all_or_nothing() {
 #[test]
 fn an_entry_that_does_not_fit_is_refused_without_writing() {
     let disk = SimDisk::new();
-    let one = entry(1).encode().len() as u64;
-    let mut j = Journal::new(store(&disk), 2 * one, 0);
+    let one = entry(1).encode(POOL).len() as u64;
+    let mut j = Journal::new(store(&disk), 2 * one, 0, POOL);
     let written = append_all(&mut j, &[1, 2]);
     assert_eq!(j.append(&mut entry(3)).unwrap(), None);
     // Its number was not used: the next entry after a fold is 3.
     assert_eq!(j.to_fold(), Some(2));
-    assert_eq!(replay(store(&disk).as_ref(), 0).unwrap(), written);
+    assert_eq!(replay(store(&disk).as_ref(), 0, POOL).unwrap(), written);
 }
 
 #[test]
 fn a_failed_append_makes_the_journal_unusable_until_a_fold_stores_its_number() {
     let disk = SimDisk::new();
-    let mut j = Journal::new(store(&disk), 64 << 10, 0);
+    let mut j = Journal::new(store(&disk), 64 << 10, 0, POOL);
     append_all(&mut j, &[1]);
     disk.fail_at(disk.op_count() + 1, FaultKind::Eio);
     assert!(j.append(&mut entry(2)).is_err());
@@ -129,7 +132,7 @@ fn a_failed_append_makes_the_journal_unusable_until_a_fold_stores_its_number() {
     assert!(j.usable());
     let three = append_all(&mut j, &[3]);
     assert_eq!(three[0].seq, 3);
-    assert_eq!(replay(store(&disk).as_ref(), 2).unwrap(), three);
+    assert_eq!(replay(store(&disk).as_ref(), 2, POOL).unwrap(), three);
 }
 
 #[test]
@@ -142,20 +145,20 @@ fn a_valid_checksum_over_a_payload_that_does_not_parse_is_an_error() {
     head[..8].copy_from_slice(MAGIC);
     head[8..16].copy_from_slice(&1u64.to_le_bytes());
     head[16..20].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    let sum = checksum(&head[..24], &payload);
+    let sum = checksum(&head[..24], POOL, &payload);
     head[24..].copy_from_slice(&sum);
     s.write_at(&head, 0).unwrap();
     s.write_at(&payload, HEAD as u64).unwrap();
-    let e = replay(s.as_ref(), 0).unwrap_err().to_string();
+    let e = replay(s.as_ref(), 0, POOL).unwrap_err().to_string();
     assert!(e.contains("tag journal") && e.contains("entry 1"), "{e}");
 }
 
 #[test]
 fn the_layout_writes_zeros_to_the_capacity_once() {
     let disk = SimDisk::new();
-    let mut j = Journal::new(store(&disk), 64 << 10, 0);
+    let mut j = Journal::new(store(&disk), 64 << 10, 0, POOL);
     append_all(&mut j, &[1]);
     assert_eq!(store(&disk).len().unwrap(), 64 << 10);
     // Zeros are no entry.
-    assert!(replay(store(&disk).as_ref(), 1).unwrap().is_empty());
+    assert!(replay(store(&disk).as_ref(), 1, POOL).unwrap().is_empty());
 }
