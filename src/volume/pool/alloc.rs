@@ -148,7 +148,10 @@ pub(super) struct PoolState {
     pub(super) owners: HashMap<String, OwnerRoot>,
     /// Records and roots committed through the tag journal, not yet folded into the
     /// metadata (`journal.rs`): committed state, read before the database.
-    pub(super) journaled: super::journal::Overlay,
+    /// Shared with a fold in flight, which writes it without copying it (`Arc::make_mut`
+    /// copies only if an append came while a fold holds it: both run under the commit
+    /// lock, so none does).
+    pub(super) journaled: Arc<super::journal::Overlay>,
 }
 
 /// A chunk of an owner's committed map, as opening a volume needs it.
@@ -340,7 +343,7 @@ impl Pool {
                 if dirty.auth.records.is_empty() && dirty.auth.roots.is_empty() {
                     Ok(true)
                 } else {
-                    self.append_to_journal(&dirty.auth)
+                    self.append_to_journal(&mut dirty.auth)
                 }
             });
             match r {

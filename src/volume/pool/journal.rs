@@ -448,7 +448,7 @@ impl Pool {
     /// Appends a journaled commit's records, roots and generation (after its data was
     /// synced). `Ok(false)`: the journal cannot take it (full, or unusable after a failure):
     /// the caller folds instead. On success the overlay holds them.
-    pub(super) fn append_to_journal(&self, auth: &super::auth::AuthDirty) -> Result<bool> {
+    pub(super) fn append_to_journal(&self, auth: &mut super::auth::AuthDirty) -> Result<bool> {
         let mut j = lock(&self.journal);
         let folded = j.folded;
         if j.writer.is_none() {
@@ -479,25 +479,36 @@ impl Pool {
         if !writer.usable() {
             return Ok(false);
         }
+        // Moved, not copied (a commit's records are some 200 KB): into the overlay once
+        // durable, back into the commit if not.
         let mut entry = Entry {
             seq: 0,
             generation: auth.generation,
-            records: auth.records.iter().map(|(k, v)| (*k, v.clone())).collect(),
-            roots: auth
-                .roots
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            records: auth.records.drain().collect(),
+            roots: auth.roots.drain().collect(),
         };
-        if writer.append(&mut entry)?.is_none() {
-            return Ok(false);
+        let put_back = |auth: &mut super::auth::AuthDirty, entry: Entry| {
+            auth.records.extend(entry.records);
+            auth.roots.extend(entry.roots);
+        };
+        match writer.append(&mut entry) {
+            Ok(Some(_)) => {
+                Arc::make_mut(&mut lock(&self.state).journaled).absorb(entry);
+                Ok(true)
+            }
+            Ok(None) => {
+                put_back(auth, entry);
+                Ok(false)
+            }
+            Err(e) => {
+                put_back(auth, entry);
+                Err(e)
+            }
         }
-        lock(&self.state).journaled.absorb(entry);
-        Ok(true)
     }
 
     /// What a fold must write: the overlay, and the number to store as folded (if any).
-    pub(super) fn fold_content(&self) -> (Overlay, Option<u64>) {
+    pub(super) fn fold_content(&self) -> (Arc<Overlay>, Option<u64>) {
         let seq = lock(&self.journal)
             .writer
             .as_ref()
@@ -508,7 +519,7 @@ impl Pool {
     /// A fold that wrote `overlay` and stored `seq` is durable: the metadata now holds all
     /// of it, and the journal starts over.
     pub(super) fn fold_done(&self, seq: Option<u64>) {
-        lock(&self.state).journaled = Overlay::default();
+        lock(&self.state).journaled = Arc::default();
         let mut j = lock(&self.journal);
         if let Some(seq) = seq {
             j.folded = j.folded.max(seq);
