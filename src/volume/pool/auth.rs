@@ -104,22 +104,7 @@ impl AuthDirty {
         w: &redb::WriteTransaction,
         meta: &mut redb::Table<&str, u64>,
     ) -> Result<()> {
-        if let Some(g) = self.generation {
-            let old = meta.get(BLOCK_GENERATION)?.map(|v| v.value()).unwrap_or(0);
-            meta.insert(BLOCK_GENERATION, g.max(old))?;
-        }
-        if !self.records.is_empty() {
-            let mut t = w.open_table(SLOT_AUTH)?;
-            for (k, v) in &self.records {
-                t.insert(*k, v.as_slice())?;
-            }
-        }
-        if !self.roots.is_empty() {
-            let mut t = w.open_table(ROOTS)?;
-            for (k, v) in &self.roots {
-                t.insert(k.as_str(), v.as_slice())?;
-            }
-        }
+        write_auth_rows(w, meta, &self.records, &self.roots, self.generation)?;
         if !self.errors.is_empty() {
             let mut t = w.open_table(INTEGRITY_ERRORS)?;
             for (k, n) in &self.errors {
@@ -562,6 +547,35 @@ impl Pool {
         self.next_gen.store(g, Ordering::Release);
         Ok(())
     }
+}
+
+/// Writes slot records and roots into a transaction (replacing what the rows held) and
+/// raises the stored write generation to `generation`: what a commit, a fold of the tag
+/// journal and its replay write alike.
+pub(super) fn write_auth_rows(
+    w: &redb::WriteTransaction,
+    meta: &mut redb::Table<&str, u64>,
+    records: &HashMap<(u8, u64), Vec<u8>>,
+    roots: &HashMap<String, Vec<u8>>,
+    generation: Option<u64>,
+) -> Result<()> {
+    if let Some(g) = generation {
+        let old = meta.get(BLOCK_GENERATION)?.map(|v| v.value()).unwrap_or(0);
+        meta.insert(BLOCK_GENERATION, g.max(old))?;
+    }
+    if !records.is_empty() {
+        let mut t = w.open_table(SLOT_AUTH)?;
+        for (k, v) in records {
+            t.insert(*k, v.as_slice())?;
+        }
+    }
+    if !roots.is_empty() {
+        let mut t = w.open_table(ROOTS)?;
+        for (k, v) in roots {
+            t.insert(k.as_str(), v.as_slice())?;
+        }
+    }
+    Ok(())
 }
 
 /// Every (chunk, slot, record) `owner` maps, in chunk order; a mapped slot without a record

@@ -32,10 +32,11 @@ use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable};
 
+use super::auth::write_auth_rows;
 use super::{Pool, lock};
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::storage::BlockStore;
-use crate::volume::tables::{META, REFS, ROOTS, SLOT_AUTH, VOLUMES};
+use crate::volume::tables::{META, REFS, VOLUMES};
 
 /// `meta` key: the last sequence number whose entry the metadata holds.
 pub(super) const JOURNAL_FOLDED: &str = "journalfolded";
@@ -404,36 +405,32 @@ impl Pool {
         let w = self.begin_write()?;
         {
             let refs = w.open_table(REFS)?;
-            let mut auth = w.open_table(SLOT_AUTH)?;
-            for (k, bytes) in &all.records {
+            let mut foreign = vec![];
+            for k in all.records.keys() {
                 if refs.get(*k)?.is_none() {
                     tracing::warn!(
                         "tag journal: not applying the record of slot {} (chunk size 2^{}): no map points at it",
                         k.1,
                         k.0
                     );
-                    continue;
+                    foreign.push(*k);
                 }
-                auth.insert(*k, bytes.as_slice())?;
+            }
+            for k in foreign {
+                all.records.remove(&k);
             }
             let volumes = w.open_table(VOLUMES)?;
-            let mut roots = w.open_table(ROOTS)?;
-            for (owner, bytes) in &all.roots {
+            let mut unknown = vec![];
+            for owner in all.roots.keys() {
                 if volumes.get(owner.as_str())?.is_none() {
                     tracing::warn!("tag journal: not applying a root of {owner}: no such volume");
-                    continue;
+                    unknown.push(owner.clone());
                 }
-                roots.insert(owner.as_str(), bytes.as_slice())?;
             }
-            let mut meta = w.open_table(META)?;
-            if let Some(g) = all.generation {
-                let old = meta
-                    .get(super::auth::BLOCK_GENERATION)?
-                    .map(|v| v.value())
-                    .unwrap_or(0);
-                meta.insert(super::auth::BLOCK_GENERATION, g.max(old))?;
+            for owner in unknown {
+                all.roots.remove(&owner);
             }
-            meta.insert(JOURNAL_FOLDED, last)?;
+            write_overlay(&w, &mut w.open_table(META)?, &all, Some(last))?;
         }
         w.commit()?;
         tracing::info!(
@@ -542,25 +539,13 @@ pub(super) fn write_overlay(
     overlay: &Overlay,
     seq: Option<u64>,
 ) -> Result<()> {
-    if !overlay.records.is_empty() {
-        let mut t = w.open_table(SLOT_AUTH)?;
-        for (k, v) in &overlay.records {
-            t.insert(*k, v.as_slice())?;
-        }
-    }
-    if !overlay.roots.is_empty() {
-        let mut t = w.open_table(ROOTS)?;
-        for (k, v) in &overlay.roots {
-            t.insert(k.as_str(), v.as_slice())?;
-        }
-    }
-    if let Some(g) = overlay.generation {
-        let old = meta
-            .get(super::auth::BLOCK_GENERATION)?
-            .map(|v| v.value())
-            .unwrap_or(0);
-        meta.insert(super::auth::BLOCK_GENERATION, g.max(old))?;
-    }
+    write_auth_rows(
+        w,
+        meta,
+        &overlay.records,
+        &overlay.roots,
+        overlay.generation,
+    )?;
     if let Some(seq) = seq {
         meta.insert(JOURNAL_FOLDED, seq)?;
     }
