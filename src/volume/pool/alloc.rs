@@ -132,6 +132,10 @@ pub(super) struct InDoubt {
     pub(super) dirty: Dirty,
     /// The slots its transaction freed.
     freed: Vec<(u8, u64)>,
+    /// It folded the tag journal, storing this number (if any): if it landed, the overlay
+    /// it wrote is in the metadata and must go (written again by a later fold, it would
+    /// replace the newer records the same transaction wrote after it).
+    fold: Option<Option<u64>>,
 }
 
 /// `meta` key: the number of the last block-level commit transaction.
@@ -380,7 +384,15 @@ impl Pool {
                 let mut st = lock(&self.state);
                 match attempt {
                     // The transaction's commit failed: it may have landed all the same.
-                    Some((seq, freed)) => st.in_doubt = Some(InDoubt { seq, dirty, freed }),
+                    Some((seq, freed)) => {
+                        let fold = (!overlay.is_empty() || fold_seq.is_some()).then_some(fold_seq);
+                        st.in_doubt = Some(InDoubt {
+                            seq,
+                            dirty,
+                            freed,
+                            fold,
+                        });
+                    }
                     // It never got that far: nothing of it is in the metadata.
                     None => st.dirty.merge_older(dirty),
                 }
@@ -407,6 +419,12 @@ impl Pool {
                 st.dirty.sync_landed = true;
                 st.dirty.landed_freed.extend(d.freed);
                 st.dirty.landed_freed.extend(d.dirty.landed_freed);
+                drop(st);
+                // And the journal it folded is folded (no entry was appended since: every
+                // commit settles what is in doubt first).
+                if let Some(fold_seq) = d.fold {
+                    self.fold_done(fold_seq);
+                }
                 Ok(())
             }
             Ok(_) => {
