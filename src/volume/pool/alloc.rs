@@ -92,14 +92,9 @@ impl Dirty {
             && self.auth.errors.is_empty()
     }
 
+    /// Nothing to write: no change a journal could take, and none it could not.
     fn is_empty(&self) -> bool {
-        self.maps.is_empty()
-            && self.refs.is_empty()
-            && self.hwm.is_empty()
-            && self.remote_drops.is_empty()
-            && self.auth.is_empty()
-            && self.domains.is_empty()
-            && !self.sync_landed
+        self.journalable() && self.auth.is_empty()
     }
 
     /// Puts back what a failed commit took, under anything recorded since (which is newer).

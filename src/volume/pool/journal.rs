@@ -93,31 +93,45 @@ impl Entry {
     /// formats.md, "Tag journal": the head, then the payload (generation, records, roots),
     /// zero-padded to whole pages.
     pub(super) fn encode(&self, pool: u64) -> Vec<u8> {
-        let mut p = Vec::new();
-        p.extend_from_slice(&self.generation.unwrap_or(0).to_le_bytes());
-        p.extend_from_slice(&(self.records.len() as u32).to_le_bytes());
+        // One buffer, head first (filled in once the payload's length and checksum are
+        // known): an entry is some 200 KB for fio's 32 writes, not worth a second copy.
+        let size = 8
+            + 4
+            + self
+                .records
+                .iter()
+                .map(|(_, b)| 13 + b.len())
+                .sum::<usize>()
+            + 4
+            + self
+                .roots
+                .iter()
+                .map(|(o, b)| 6 + o.len() + b.len())
+                .sum::<usize>();
+        let mut out = Vec::with_capacity(padded(HEAD + size) as usize);
+        out.resize(HEAD, 0);
+        out.extend_from_slice(&self.generation.unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&(self.records.len() as u32).to_le_bytes());
         for ((shift, slot), bytes) in &self.records {
-            p.push(*shift);
-            p.extend_from_slice(&slot.to_le_bytes());
-            p.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            p.extend_from_slice(bytes);
+            out.push(*shift);
+            out.extend_from_slice(&slot.to_le_bytes());
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(bytes);
         }
-        p.extend_from_slice(&(self.roots.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.roots.len() as u32).to_le_bytes());
         for (owner, bytes) in &self.roots {
-            p.extend_from_slice(&(owner.len() as u16).to_le_bytes());
-            p.extend_from_slice(owner.as_bytes());
-            p.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            p.extend_from_slice(bytes);
+            out.extend_from_slice(&(owner.len() as u16).to_le_bytes());
+            out.extend_from_slice(owner.as_bytes());
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(bytes);
         }
-        let mut head = [0u8; HEAD];
+        let len = out.len() - HEAD;
+        let (head, payload) = out.split_at_mut(HEAD);
         head[..8].copy_from_slice(MAGIC);
         head[8..16].copy_from_slice(&self.seq.to_le_bytes());
-        head[16..20].copy_from_slice(&(p.len() as u32).to_le_bytes());
-        let sum = checksum(&head[..24], pool, &p);
+        head[16..20].copy_from_slice(&(len as u32).to_le_bytes());
+        let sum = checksum(&head[..24], pool, payload);
         head[24..].copy_from_slice(&sum);
-        let mut out = Vec::with_capacity(padded(HEAD + p.len()) as usize);
-        out.extend_from_slice(&head);
-        out.extend_from_slice(&p);
         out.resize(padded(out.len()) as usize, 0);
         out
     }
