@@ -1577,23 +1577,8 @@ fn a_failed_commit_that_landed_is_not_applied_twice() {
         ],
         salt: 0,
     };
-    let syncn = *probe(&template, &case).unwrap().syncs.end();
-    // The last sync is the flush's redb commit: fail it.
-    let call = io_call_of_sync(&template, &case, syncn);
-    let disk = fresh(&template);
-    let mut exec = Exec::new(disk.clone());
-    exec.faulted = true;
-    disk.fail_at(call, FaultKind::Eio);
-    exec.run(&case).unwrap();
-    assert_eq!(exec.errors.len(), 1, "the flush fails: {:?}", exec.errors);
-    exec.owner.commit().unwrap();
-    exec.model.durable();
-    let mut tally = Tally::default();
-    exec.check_live(&mut tally).unwrap();
-    let model = exec.model.clone();
-    drop(exec);
-    let strict = Recovery { torn_ok: false };
-    check_recovered(fresh(&disk), &model, strict, &mut tally).unwrap();
+    // The last sync is the flush's redb commit.
+    fail_the_last_sync_then_commit(&template, &case, FaultKind::Eio);
 }
 
 /// Regression test for the defect `journaled_fsyncs_with_a_fault_at_random_io_calls` found
@@ -1637,15 +1622,26 @@ fn a_landed_fold_is_not_written_again_over_newer_records() {
         ],
         salt: 0,
     };
-    let syncn = *probe(&template, &case).unwrap().syncs.end();
-    // The last sync is the fold's redb commit: fail it (its pages stay in the page cache).
-    let call = io_call_of_sync(&template, &case, syncn);
-    let disk = fresh(&template);
+    // The last sync is the fold's redb commit (its pages stay in the page cache).
+    fail_the_last_sync_then_commit(&template, &case, FaultKind::NoSpace);
+}
+
+/// Runs `case` with its last sync failing with `kind` (the one step that fails), commits
+/// once more, and checks that the volumes read what they should, live and after a restart.
+fn fail_the_last_sync_then_commit(template: &SimDisk, case: &Case, kind: FaultKind) {
+    let syncn = *probe(template, case).unwrap().syncs.end();
+    let call = io_call_of_sync(template, case, syncn);
+    let disk = fresh(template);
     let mut exec = Exec::new(disk.clone());
     exec.faulted = true;
-    disk.fail_at(call, FaultKind::NoSpace);
-    exec.run(&case).unwrap();
-    assert_eq!(exec.errors.len(), 1, "the fold fails: {:?}", exec.errors);
+    disk.fail_at(call, kind);
+    exec.run(case).unwrap();
+    assert_eq!(
+        exec.errors.len(),
+        1,
+        "the last step fails: {:?}",
+        exec.errors
+    );
     exec.owner.commit().unwrap();
     exec.model.durable();
     let mut tally = Tally::default();
