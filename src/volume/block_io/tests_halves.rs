@@ -154,6 +154,54 @@ fn a_write_during_the_commit_that_moved_its_block_copies_the_chunk() {
     assert!(rep.root_ok && rep.bad_blocks.is_empty(), "{rep:?}");
 }
 
+/// A commit with a large backlog of writes syncs it before its take, so that writes during
+/// that (long) sync still go where they would have gone, not into copies of their chunks.
+/// Before, the commit took first and then synced everything: every chunk written during
+/// the sync of seconds of sequential writes was copied into a fresh slot, and the pool
+/// file grew by the copies (by half the volume's size in a 5-second fio run).
+#[test]
+fn a_commit_syncs_a_large_backlog_before_its_take_so_writes_meanwhile_are_not_copied() {
+    let d = tempfile::tempdir().unwrap();
+    let r = region(&d);
+    let h = auth_header(16 << 20);
+    let storage = hooked(&r.pool_dir());
+    let backlog = vec![0x41u8; 12 << 20];
+    {
+        std::fs::create_dir_all(r.pool_dir()).unwrap();
+        let pool = Arc::new(Pool::open_storage(Arc::new(storage.clone())).unwrap());
+        pool.create_volume(&h).unwrap();
+        let v = Arc::new(open_auth(&pool, &h).unwrap());
+        v.write(0, &backlog).unwrap();
+        v.flush().unwrap();
+        let slot = v.entry(0).unwrap().slot;
+        // Every block moves to its other half: a backlog above the commit's threshold.
+        v.write(0, &backlog).unwrap();
+        let in_hook = v.clone();
+        let once = std::sync::atomic::AtomicBool::new(false);
+        storage.set(Some(Arc::new(move |what, _| {
+            if what == "sync" && !once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                // The commit's first sync: before its take, block 0 placed in this epoch.
+                in_hook.write(0, &block(3)).unwrap();
+                assert_eq!(
+                    in_hook.entry(0).unwrap().slot,
+                    slot,
+                    "a write during the sync of the backlog went into a copy of its chunk"
+                );
+            }
+        })));
+        v.flush().unwrap();
+        storage.set(None);
+        assert_eq!(read_block(&v, 0), block(3));
+    }
+    // Taken after the write in the hook: the commit made it durable.
+    let pool = Arc::new(Pool::open(&r).unwrap());
+    let v = open_auth(&pool, &h).unwrap();
+    assert_eq!(read_block(&v, 0), block(3));
+    assert_eq!(read_block(&v, 1), block(0x41));
+    let rep = v.verify().unwrap();
+    assert!(rep.root_ok && rep.bad_blocks.is_empty(), "{rep:?}");
+}
+
 /// Bytes the file at `path` takes on disk (its allocated blocks; holes take none).
 fn allocated(path: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;

@@ -135,6 +135,9 @@ pub(super) struct InDoubt {
 
 /// `meta` key: the number of the last block-level commit transaction.
 const COMMIT_SEQ: &str = "commit";
+/// A commit with at least this much unsynced data writes it back before its take (an
+/// fsync after a few small writes does not: one sync is cheaper than two).
+const PRESYNC_BYTES: u64 = 8 << 20;
 
 #[derive(Debug, Default)]
 pub(super) struct PoolState {
@@ -336,6 +339,15 @@ impl Pool {
     /// journal if `journal` allows and the changes are records only, else in a metadata
     /// transaction that folds the journal.
     fn commit_pending(&self, journal: bool) -> Result<()> {
+        // Write back the bulk of a large backlog before the take. From the take until the
+        // commit is durable, a write to a block the commit names cannot overwrite it and
+        // copies its whole chunk into a fresh slot (`integrity::Moves`): with seconds of
+        // sequential writes pending, that window was the sync of all of them, and the
+        // copies cost authenticated volumes some 10% of their sequential write speed.
+        // Synced here, the sync after the take only has what came in meanwhile.
+        if self.unsynced_bytes() >= PRESYNC_BYTES {
+            self.sync_data()?;
+        }
         let mut dirty = self.take_dirty();
         if journal && dirty.journalable() {
             let r = self.sync_data().and_then(|()| {
@@ -431,6 +443,16 @@ impl Pool {
                 Err(e)
             }
         }
+    }
+
+    /// Bytes written to the data files since their last sync.
+    fn unsynced_bytes(&self) -> u64 {
+        self.files
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|f| f.unsynced_bytes())
+            .sum()
     }
 
     pub(super) fn sync_data(&self) -> Result<()> {

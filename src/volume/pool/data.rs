@@ -9,7 +9,7 @@
 //! returned) finds the flag raised and syncs.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::SlotNo;
@@ -21,6 +21,9 @@ pub struct DataFile {
     pub chunk_shift: u8,
     /// Written or punched since the last successful sync.
     dirty: AtomicBool,
+    /// Bytes written since the last sync began (approximate: only a commit's choice to
+    /// write back ahead of its take reads it).
+    unsynced: AtomicU64,
 }
 
 impl DataFile {
@@ -29,6 +32,7 @@ impl DataFile {
             store,
             chunk_shift,
             dirty: AtomicBool::new(false),
+            unsynced: AtomicU64::new(0),
         }
     }
 
@@ -50,6 +54,7 @@ impl DataFile {
         let r = self.store.write_at(buf, off);
         // Even a failed write may have changed part of the range.
         self.dirty.store(true, Ordering::Release);
+        self.unsynced.fetch_add(buf.len() as u64, Ordering::Relaxed);
         r.map_err(|e| VolumeError::io("cannot write", self.path(), e))
     }
 
@@ -58,6 +63,7 @@ impl DataFile {
     pub fn write_direct(&self, buf: &[u8], off: u64) -> Result<()> {
         let r = self.store.write_direct(buf, off);
         self.dirty.store(true, Ordering::Release);
+        self.unsynced.fetch_add(buf.len() as u64, Ordering::Relaxed);
         r.map_err(|e| VolumeError::io("cannot write", self.path(), e))
     }
 
@@ -87,6 +93,7 @@ impl DataFile {
 
     /// fdatasync if anything was written since the last sync.
     pub(super) fn sync_if_dirty(&self) -> Result<()> {
+        self.unsynced.store(0, Ordering::Relaxed);
         if self.dirty.swap(false, Ordering::AcqRel)
             && let Err(e) = self.store.sync_data()
         {
@@ -94,6 +101,11 @@ impl DataFile {
             return Err(VolumeError::io("cannot sync", self.path(), e));
         }
         Ok(())
+    }
+
+    /// Bytes written since the last sync began.
+    pub(super) fn unsynced_bytes(&self) -> u64 {
+        self.unsynced.load(Ordering::Relaxed)
     }
 
     /// Test hook for the flag's ordering (see the module doc).
