@@ -138,6 +138,21 @@ impl SlotRecord {
         runs(n, move |i| self.half(first + i)).map(move |(s, e, h)| (first + s, first + e, h))
     }
 
+    /// Whether blocks `first..first + n` hold a written block (not a hole) in the first
+    /// half, and one in the second.
+    pub fn halves_in(&self, first: usize, n: usize) -> (bool, bool) {
+        let mut seen = (false, false);
+        for i in first..first + n {
+            if !self.tags[i].is_hole() {
+                match self.half(i) {
+                    0 => seen.0 = true,
+                    _ => seen.1 = true,
+                }
+            }
+        }
+        seen
+    }
+
     /// Reads over `buf` (the slot's chunk, read from its first half) the blocks this record
     /// places in the second half, from `alt` (the pool's alternate file) at `at` (the
     /// slot's offset): for readers of a pool's files outside an open volume (copies,

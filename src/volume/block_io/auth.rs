@@ -197,14 +197,17 @@ impl OpenVolume {
             let sc = &mut *sc.borrow_mut();
             sc.tags.clear();
             sc.halves.clear();
-            let (alg, domain) = {
+            let (alg, domain, window) = {
                 let r = lock(&rec);
                 sc.tags.extend_from_slice(&r.tags[first..first + n]);
                 if !r.all_in_first_half() {
                     sc.halves
                         .extend((first..first + n).map(|i| r.half(i) as u8));
                 }
-                (r.mac, r.domain)
+                let window = self
+                    .prefetch_window(in_chunk, buf.len())
+                    .map(|(b, len)| r.halves_in(b, len));
+                (r.mac, r.domain, window)
             };
             // Empty: every block of this read lies in the first half.
             if !sc.halves.contains(&1) {
@@ -214,15 +217,23 @@ impl OpenVolume {
                 buf.fill(0);
                 return Ok(vec![]);
             }
-            // Read-ahead in each file this read reads from.
-            if sc.halves.is_empty() || sc.halves.contains(&0) {
-                self.prefetch_around(&self.data, slot, in_chunk, buf.len());
+            // A small read's read-ahead, in each file that holds a written block of the
+            // window around it: its neighbours are read next as often as on a plain
+            // volume, whichever half they lie in. (Asking only the file this read reads
+            // from left the other half's neighbours to miss one by one: random reads
+            // through ext4 ran 20 µs slower once overwrites had spread the blocks.)
+            if let Some((in_first, in_second)) = window {
+                if in_first {
+                    self.prefetch_around(&self.data, slot, in_chunk, buf.len());
+                }
+                if in_second {
+                    self.prefetch_around(self.half_file(1)?, slot, in_chunk, buf.len());
+                }
             }
             if sc.halves.is_empty() {
                 self.data
                     .read_at(buf, self.data.slot_offset(slot) + in_chunk)?;
             } else {
-                self.prefetch_around(self.half_file(1)?, slot, in_chunk, buf.len());
                 let halves = &sc.halves;
                 let by_half = runs(n, |i| halves[i] as usize);
                 self.read_runs(

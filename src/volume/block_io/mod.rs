@@ -377,13 +377,22 @@ impl OpenVolume {
     /// Small random reads: brings the surrounding 128 KiB of the slot in `file` into the
     /// page cache too, in the background, so neighbouring blocks hit memory next time.
     fn prefetch_around(&self, file: &DataFile, slot: SlotNo, in_chunk: u64, len: usize) {
-        if (len as u64) < PREFETCH {
-            let start = (in_chunk / PREFETCH) * PREFETCH;
+        if let Some((first, blocks)) = self.prefetch_window(in_chunk, len) {
             file.prefetch(
-                file.slot_offset(slot) + start,
-                PREFETCH.min(self.chunk_size() - start),
+                file.slot_offset(slot) + (first * BS) as u64,
+                (blocks * BS) as u64,
             );
         }
+    }
+
+    /// The blocks (first, count) of the chunk that a read of `len` bytes at `in_chunk`
+    /// brings in by read-ahead: the 128 KiB around it, for a small read; none otherwise.
+    fn prefetch_window(&self, in_chunk: u64, len: usize) -> Option<(usize, usize)> {
+        ((len as u64) < PREFETCH).then(|| {
+            let start = (in_chunk / PREFETCH) * PREFETCH;
+            let len = PREFETCH.min(self.chunk_size() - start);
+            ((start / BLOCK_SIZE) as usize, (len / BLOCK_SIZE) as usize)
+        })
     }
 
     /// Reads `buf.len()` bytes at `off`.
