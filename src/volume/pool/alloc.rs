@@ -136,8 +136,9 @@ pub(super) struct InDoubt {
 /// `meta` key: the number of the last block-level commit transaction.
 const COMMIT_SEQ: &str = "commit";
 /// A commit with at least this much unsynced data writes it back before its take (an
-/// fsync after a few small writes does not: one sync is cheaper than two).
-const PRESYNC_BYTES: u64 = 8 << 20;
+/// fsync after a few small writes does not: one sync is cheaper than two). Unit tests use
+/// a small one, so that their simulated crashes and races meet both kinds of commit.
+const PRESYNC_BYTES: u64 = if cfg!(test) { 64 << 10 } else { 8 << 20 };
 
 #[derive(Debug, Default)]
 pub(super) struct PoolState {
