@@ -5,7 +5,8 @@
 //! then either half may be the one the metadata ends up naming.
 
 use super::*;
-use crate::volume::pool::tests::hooked;
+use crate::datadir::RegionDir;
+use crate::volume::pool::tests::{Hooked, hooked};
 use crate::volume::test_support::*;
 
 fn block(fill: u8) -> Vec<u8> {
@@ -22,6 +23,26 @@ fn half_of(v: &OpenVolume, slot: SlotNo, i: usize) -> usize {
     let r = v.record(slot).unwrap();
     let r = r.lock().unwrap();
     r.half(i)
+}
+
+/// A new pool of region `r`, its data files hooked, holding volume `h` (authenticated),
+/// attached. The pool lives as long as the volume.
+fn hooked_volume(r: &RegionDir, h: &VolumeHeader) -> (Hooked, Arc<OpenVolume>) {
+    let storage = hooked(&r.pool_dir());
+    std::fs::create_dir_all(r.pool_dir()).unwrap();
+    let pool = Arc::new(Pool::open_storage(Arc::new(storage.clone())).unwrap());
+    pool.create_volume(h).unwrap();
+    (storage, Arc::new(open_auth(&pool, h).unwrap()))
+}
+
+/// Runs `f` inside the first data-file sync from now on (a commit's), once.
+fn on_first_sync(storage: &Hooked, f: impl Fn() + Send + Sync + 'static) {
+    let once = std::sync::atomic::AtomicBool::new(false);
+    storage.set(Some(Arc::new(move |what, _| {
+        if what == "sync" && !once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            f();
+        }
+    })));
 }
 
 /// Before the halves, every first write to a chunk after a commit copied the whole chunk
@@ -114,12 +135,8 @@ fn a_write_during_the_commit_that_moved_its_block_copies_the_chunk() {
     let d = tempfile::tempdir().unwrap();
     let r = region(&d);
     let h = auth_header(4 << 20);
-    let storage = hooked(&r.pool_dir());
     {
-        std::fs::create_dir_all(r.pool_dir()).unwrap();
-        let pool = Arc::new(Pool::open_storage(Arc::new(storage.clone())).unwrap());
-        pool.create_volume(&h).unwrap();
-        let v = Arc::new(open_auth(&pool, &h).unwrap());
+        let (storage, v) = hooked_volume(&r, &h);
         v.write(0, &block(1)).unwrap();
         v.flush().unwrap();
         let slot = v.entry(0).unwrap().slot;
@@ -127,21 +144,18 @@ fn a_write_during_the_commit_that_moved_its_block_copies_the_chunk() {
         v.write(0, &block(2)).unwrap();
         assert_eq!(half_of(&v, slot, 0), 1);
         let in_hook = v.clone();
-        let once = std::sync::atomic::AtomicBool::new(false);
-        storage.set(Some(Arc::new(move |what, _| {
-            if what == "sync" && !once.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                // Inside the commit, after its take: block 0's move is not durable.
-                in_hook.write(0, &block(3)).unwrap();
-                assert_ne!(
-                    in_hook.entry(0).unwrap().slot,
-                    slot,
-                    "the write went into a copy of the chunk"
-                );
-                assert_eq!(read_block(&in_hook, 0), block(3));
-                // The commit dies here: nothing after this point reaches the metadata.
-                panic!("simulated crash inside the commit");
-            }
-        })));
+        on_first_sync(&storage, move || {
+            // Inside the commit, after its take: block 0's move is not durable.
+            in_hook.write(0, &block(3)).unwrap();
+            assert_ne!(
+                in_hook.entry(0).unwrap().slot,
+                slot,
+                "the write went into a copy of the chunk"
+            );
+            assert_eq!(read_block(&in_hook, 0), block(3));
+            // The commit dies here: nothing after this point reaches the metadata.
+            panic!("simulated crash inside the commit");
+        });
         let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| v.flush()));
         assert!(died.is_err(), "the hook ran inside the commit");
         storage.set(None);
@@ -164,31 +178,24 @@ fn a_commit_syncs_a_large_backlog_before_its_take_so_writes_meanwhile_are_not_co
     let d = tempfile::tempdir().unwrap();
     let r = region(&d);
     let h = auth_header(16 << 20);
-    let storage = hooked(&r.pool_dir());
     let backlog = vec![0x41u8; 12 << 20];
     {
-        std::fs::create_dir_all(r.pool_dir()).unwrap();
-        let pool = Arc::new(Pool::open_storage(Arc::new(storage.clone())).unwrap());
-        pool.create_volume(&h).unwrap();
-        let v = Arc::new(open_auth(&pool, &h).unwrap());
+        let (storage, v) = hooked_volume(&r, &h);
         v.write(0, &backlog).unwrap();
         v.flush().unwrap();
         let slot = v.entry(0).unwrap().slot;
         // Every block moves to its other half: a backlog above the commit's threshold.
         v.write(0, &backlog).unwrap();
         let in_hook = v.clone();
-        let once = std::sync::atomic::AtomicBool::new(false);
-        storage.set(Some(Arc::new(move |what, _| {
-            if what == "sync" && !once.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                // The commit's first sync: before its take, block 0 placed in this epoch.
-                in_hook.write(0, &block(3)).unwrap();
-                assert_eq!(
-                    in_hook.entry(0).unwrap().slot,
-                    slot,
-                    "a write during the sync of the backlog went into a copy of its chunk"
-                );
-            }
-        })));
+        on_first_sync(&storage, move || {
+            // The commit's first sync: before its take, block 0 placed in this epoch.
+            in_hook.write(0, &block(3)).unwrap();
+            assert_eq!(
+                in_hook.entry(0).unwrap().slot,
+                slot,
+                "a write during the sync of the backlog went into a copy of its chunk"
+            );
+        });
         v.flush().unwrap();
         storage.set(None);
         assert_eq!(read_block(&v, 0), block(3));
@@ -249,11 +256,7 @@ fn small_authenticated_reads_ask_for_read_ahead_in_each_file_holding_their_neigh
     let d = tempfile::tempdir().unwrap();
     let r = region(&d);
     let h = auth_header(4 << 20);
-    let storage = hooked(&r.pool_dir());
-    std::fs::create_dir_all(r.pool_dir()).unwrap();
-    let pool = Arc::new(Pool::open_storage(Arc::new(storage.clone())).unwrap());
-    pool.create_volume(&h).unwrap();
-    let v = open_auth(&pool, &h).unwrap();
+    let (storage, v) = hooked_volume(&r, &h);
     // Window 0 (blocks 0..32): block 0 in the first half, block 1 moved to the second.
     // Window 1 (blocks 32..64): block 40 in the first half only.
     for b in [0, 1, 40] {
