@@ -226,8 +226,10 @@ impl OpenVolume {
                 if in_first {
                     self.prefetch_around(&self.data, slot, in_chunk, buf.len());
                 }
-                if in_second {
-                    self.prefetch_around(self.half_file(1)?, slot, in_chunk, buf.len());
+                // Advice only: a second-halves file that cannot be opened fails the reads
+                // that need it (below), not one that only has a neighbour there.
+                if in_second && let Ok(alt) = self.half_file(1) {
+                    self.prefetch_around(alt, slot, in_chunk, buf.len());
                 }
             }
             if sc.halves.is_empty() {

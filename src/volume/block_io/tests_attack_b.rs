@@ -712,3 +712,145 @@ fn writers_flushes_verifies_and_snapshots_race_without_a_bad_block() {
         );
     }
 }
+
+/// A commit with a backlog above the unit tests' pre-sync threshold (64 KiB) syncs its data
+/// twice, before and after its take. A crash at each sync point of such a flush, with
+/// writes arriving during every sync (before the take: placed in this epoch, in place or
+/// flipped; after it: into copies), in every crash mode: every block reads a value written
+/// to it since its last flushed one, every flushed write survives, and the root matches.
+#[test]
+fn a_crash_at_each_sync_of_a_presynced_commit_with_writes_during_each_sync() {
+    let chunks = 8u64;
+    let blocks = chunks * PER_CHUNK;
+    let template = SimDisk::new();
+    let h = auth_header(chunks << SHIFT);
+    {
+        let (pool, _) = sim_pool(&template);
+        pool.create_volume(&h).unwrap();
+        let v = open_auth(&pool, &h).unwrap();
+        for b in 0..blocks {
+            v.write(b * BLOCK_SIZE, &stamp(b, 1)).unwrap();
+        }
+        v.flush().unwrap();
+    }
+    let mut n = 1;
+    loop {
+        let disk = template.after_crash(CrashMode::DropVolatile, 0);
+        let (pool, st) = sim_pool(&disk);
+        let v = Arc::new(open_auth(&pool, &h).unwrap());
+        let model = Arc::new(Mutex::new(Model::new(blocks as usize)));
+        {
+            let mut m = model.lock().unwrap();
+            for b in 0..blocks {
+                m.push(b as usize, stamp(b, 1), true);
+            }
+            m.durable = m.acked();
+        }
+        // A backlog of every block moved to its other half: 512 KiB.
+        for b in 0..blocks {
+            let r = v.write(b * BLOCK_SIZE, &stamp(b, 2));
+            model
+                .lock()
+                .unwrap()
+                .push(b as usize, stamp(b, 2), r.is_ok());
+        }
+        // At every data sync: a write to a block of the backlog, and one to a block the
+        // hook wrote before.
+        let cell: Arc<Mutex<Option<Hook>>> = Arc::new(Mutex::new(None));
+        let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let hook: Hook = {
+            let (hv, hm, hst, hcell, hcount) = (
+                v.clone(),
+                model.clone(),
+                st.clone(),
+                cell.clone(),
+                count.clone(),
+            );
+            Arc::new(move || {
+                let i = hcount.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                for b in [(i * 5) % blocks, 0] {
+                    let val = stamp(b, 1000 + i);
+                    let r = hv.write(b * BLOCK_SIZE, &val);
+                    hm.lock().unwrap().push(b as usize, val, r.is_ok());
+                }
+                let again = hcell.lock().unwrap().clone();
+                *hst.hook.lock().unwrap() = again.map(HookBox);
+            })
+        };
+        *cell.lock().unwrap() = Some(hook.clone());
+        *st.hook.lock().unwrap() = Some(HookBox(hook));
+        disk.arm_crash_at_sync(disk.sync_count() + n);
+        let acked = model.lock().unwrap().acked();
+        let r = v.flush();
+        cell.lock().unwrap().take();
+        st.hook.lock().unwrap().take();
+        if r.is_ok() {
+            model.lock().unwrap().durable = acked;
+        }
+        let past_the_end = !disk.is_crashed();
+        if past_the_end {
+            disk.crash_now();
+        }
+        drop(v);
+        drop(pool);
+        let m = model.lock().unwrap();
+        for (i, mode) in CrashMode::ALL.into_iter().enumerate() {
+            let after = disk.after_crash(mode, n * 7 + i as u64);
+            check_after(&after, &h, &m, &format!("crash at sync {n}, {mode:?}"));
+        }
+        if past_the_end {
+            assert!(n > 3, "a pre-synced commit syncs more than twice");
+            break;
+        }
+        n += 1;
+    }
+}
+
+/// A pre-sync (the commit's sync ahead of its take) that fails takes nothing: the flush
+/// reports the error, a crash then finds the last flushed values, and the next flush
+/// commits the whole backlog.
+#[test]
+fn a_failed_presync_reports_the_error_and_the_next_flush_commits_the_backlog() {
+    let chunks = 8u64;
+    let blocks = chunks * PER_CHUNK;
+    let disk = SimDisk::new();
+    let h = auth_header(chunks << SHIFT);
+    let (pool, _) = sim_pool(&disk);
+    pool.create_volume(&h).unwrap();
+    let v = open_auth(&pool, &h).unwrap();
+    let mut m = Model::new(blocks as usize);
+    for seq in 1..=2 {
+        for b in 0..blocks {
+            v.write(b * BLOCK_SIZE, &stamp(b, seq)).unwrap();
+            m.push(b as usize, stamp(b, seq), true);
+        }
+        if seq == 1 {
+            v.flush().unwrap();
+            m.durable = m.acked();
+        }
+    }
+    for kind in [FaultKind::Eio, FaultKind::NoSpace] {
+        disk.fail_at(disk.op_count() + 1, kind);
+        assert!(v.flush().is_err(), "{kind:?}: the failed sync is reported");
+        disk.clear_faults();
+        for mode in CrashMode::ALL {
+            check_after(
+                &disk.after_crash(mode, 1),
+                &h,
+                &m,
+                &format!("{kind:?} {mode:?}"),
+            );
+        }
+    }
+    let acked = m.acked();
+    v.flush().unwrap();
+    m.durable = acked;
+    for mode in CrashMode::ALL {
+        check_after(
+            &disk.after_crash(mode, 2),
+            &h,
+            &m,
+            &format!("after {mode:?}"),
+        );
+    }
+}
