@@ -563,6 +563,8 @@ struct StatusEntry {
     loop_device: Option<String>,
     size: u64,
     allocated_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fuse_transport: Option<String>,
 }
 
 pub fn status(cfg: &Config) -> Result<(), CliError> {
@@ -583,6 +585,7 @@ pub fn status(cfg: &Config) -> Result<(), CliError> {
                 loop_device: m.and_then(|m| m.loop_device.clone()),
                 size: a.size,
                 allocated_bytes: a.allocated_bytes,
+                fuse_transport: a.fuse_transport,
             }
         })
         .collect();

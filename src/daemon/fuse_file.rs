@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -20,7 +21,7 @@ use crate::volume::{BLOCK_SIZE, OpenVolume};
 pub const FILE_NAME: &str = "volume";
 const ROOT: INodeNo = INodeNo(1);
 const FILE: INodeNo = INodeNo(2);
-const TTL: Duration = Duration::from_secs(1);
+pub(super) const TTL: Duration = Duration::from_secs(1);
 /// Largest request the kernel sends (it caps FUSE requests at 1 MiB anyway).
 pub const MAX_IO: u32 = 1 << 20;
 
@@ -32,8 +33,11 @@ thread_local! {
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+#[derive(Clone)]
 pub struct VolumeFs {
     vol: Arc<OpenVolume>,
+    /// Ask the kernel for FUSE over io_uring at INIT (`fuse_ring` then serves requests).
+    pub(super) ring: bool,
     uid: u32,
     gid: u32,
     mounted_at: SystemTime,
@@ -43,6 +47,7 @@ impl VolumeFs {
     pub fn new(vol: Arc<OpenVolume>) -> Self {
         VolumeFs {
             vol,
+            ring: false,
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
             mounted_at: SystemTime::now(),
@@ -77,6 +82,154 @@ impl VolumeFs {
             flags: 0,
         }
     }
+    /// LOOKUP: the one name in the root.
+    pub(super) fn lookup_file(&self, parent: INodeNo, name: &[u8]) -> Result<FileAttr, Errno> {
+        if parent == ROOT && name == FILE_NAME.as_bytes() {
+            Ok(self.attr(FILE))
+        } else {
+            Err(Errno::ENOENT)
+        }
+    }
+
+    /// GETATTR.
+    pub(super) fn getattr_of(&self, ino: INodeNo) -> Result<FileAttr, Errno> {
+        match ino {
+            ROOT | FILE => Ok(self.attr(ino)),
+            _ => Err(Errno::ENOENT),
+        }
+    }
+
+    /// SETATTR: the size is the volume's: change it with `cryptvol volume resize`, never by
+    /// truncate (which would silently lose or invent data); other changes are ignored.
+    pub(super) fn setattr_of(&self, ino: INodeNo, size: Option<u64>) -> Result<FileAttr, Errno> {
+        if let Some(s) = size
+            && (ino != FILE || s != self.vol.size())
+        {
+            return Err(Errno::EPERM);
+        }
+        self.getattr_of(ino)
+    }
+
+    /// OPEN: no page cache in front of us (the loop device or the application above has
+    /// its own), and writers in parallel instead of queued on the inode lock.
+    pub(super) fn open_flags(&self, ino: INodeNo) -> Result<FopenFlags, Errno> {
+        if ino != FILE {
+            return Err(Errno::EISDIR);
+        }
+        Ok(FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES)
+    }
+
+    /// READ into `buf` (at most its length); returns the bytes read, fewer at the end.
+    pub(super) fn read_into(
+        &self,
+        ino: INodeNo,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Errno> {
+        if ino != FILE {
+            return Err(Errno::EISDIR);
+        }
+        let end = offset.saturating_add(buf.len() as u64).min(self.vol.size());
+        let len = end.saturating_sub(offset) as usize;
+        self.vol.read(offset, &mut buf[..len]).map_err(|e| {
+            warn!("read {offset}+{len}: {e}");
+            errno::of(&e)
+        })?;
+        Ok(len)
+    }
+
+    /// WRITE; `open_flags` are the file's: opened O_SYNC/O_DSYNC, each write is durable
+    /// before it is acknowledged.
+    pub(super) fn write_at(
+        &self,
+        ino: INodeNo,
+        offset: u64,
+        data: &[u8],
+        open_flags: i32,
+    ) -> Result<u32, Errno> {
+        if ino != FILE {
+            return Err(Errno::EISDIR);
+        }
+        let sync = open_flags & (libc::O_SYNC | libc::O_DSYNC) != 0;
+        self.vol
+            .write(offset, data)
+            .and_then(|()| if sync { self.vol.fsync() } else { Ok(()) })
+            .map_err(|e| {
+                warn!("write {offset}+{}: {e}", data.len());
+                errno::of(&e)
+            })?;
+        Ok(data.len() as u32)
+    }
+
+    /// FSYNC: commits everything written so far.
+    pub(super) fn fsync_all(&self) -> Result<(), Errno> {
+        self.vol.fsync().map_err(|e| {
+            warn!("fsync: {e}");
+            errno::of(&e)
+        })
+    }
+
+    /// FALLOCATE: punch-hole and zero-range discard; plain allocation only refuses growth.
+    pub(super) fn fallocate_range(
+        &self,
+        ino: INodeNo,
+        offset: u64,
+        length: u64,
+        mode: i32,
+    ) -> Result<(), Errno> {
+        if ino != FILE {
+            return Err(Errno::EISDIR);
+        }
+        let size = self.vol.size();
+        debug!("fallocate mode {mode:#x} {offset}+{length}");
+        if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) != 0 {
+            // Both leave zeros; neither may grow the file.
+            let end = offset.saturating_add(length).min(size);
+            if offset >= end {
+                return Ok(());
+            }
+            self.vol
+                .discard(offset, end - offset)
+                .map_err(|e| errno::of(&e))
+        } else if mode & !FALLOC_FL_KEEP_SIZE == 0 {
+            // Thin volumes allocate on write.
+            if offset.saturating_add(length) > size && mode & FALLOC_FL_KEEP_SIZE == 0 {
+                return Err(Errno::EFBIG);
+            }
+            Ok(())
+        } else {
+            Err(Errno::EOPNOTSUPP)
+        }
+    }
+
+    /// READDIR from `offset`: the root's three entries (inode, next offset, type, name).
+    pub(super) fn dir_entries(
+        &self,
+        ino: INodeNo,
+        offset: u64,
+    ) -> Result<Vec<(INodeNo, u64, FileType, &'static str)>, Errno> {
+        if ino != ROOT {
+            return Err(Errno::ENOTDIR);
+        }
+        let entries = [
+            (ROOT, FileType::Directory, "."),
+            (ROOT, FileType::Directory, ".."),
+            (FILE, FileType::RegularFile, FILE_NAME),
+        ];
+        Ok(entries
+            .iter()
+            .enumerate()
+            .skip(offset as usize)
+            .map(|(i, (ino, kind, name))| (*ino, (i + 1) as u64, *kind, *name))
+            .collect())
+    }
+
+    /// STATFS: (blocks, free, block size).
+    pub(super) fn statfs_of(&self) -> (u64, u64, u32) {
+        let blocks = self.vol.size() / BLOCK_SIZE;
+        let used = self.vol.allocated_bytes() / BLOCK_SIZE;
+        (blocks, blocks.saturating_sub(used), BLOCK_SIZE as u32)
+    }
 }
 
 impl Filesystem for VolumeFs {
@@ -87,6 +240,14 @@ impl Filesystem for VolumeFs {
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO) {
             warn!("kernel lacks FUSE capabilities {missing:?}");
         }
+        // Requests over io_uring queues (`fuse_ring`), where the kernel offers them.
+        if self.ring
+            && config
+                .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
+                .is_err()
+        {
+            debug!("the kernel does not offer FUSE over io_uring");
+        }
         let _ = config.set_max_write(MAX_IO);
         let _ = config.set_max_readahead(MAX_IO);
         let _ = config.set_max_background(64);
@@ -94,17 +255,16 @@ impl Filesystem for VolumeFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        if parent == ROOT && name == FILE_NAME {
-            reply.entry(&TTL, &self.attr(FILE), Generation(0));
-        } else {
-            reply.error(Errno::ENOENT);
+        match self.lookup_file(parent, name.as_bytes()) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(e),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match ino {
-            ROOT | FILE => reply.attr(&TTL, &self.attr(ino)),
-            _ => reply.error(Errno::ENOENT),
+        match self.getattr_of(ino) {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -127,28 +287,17 @@ impl Filesystem for VolumeFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        // The size is the volume's: change it with `cryptvol volume resize`, never by
-        // truncate (which would silently lose or invent data).
-        if let Some(s) = size
-            && (ino != FILE || s != self.vol.size())
-        {
-            reply.error(Errno::EPERM);
-            return;
+        match self.setattr_of(ino, size) {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(e),
         }
-        reply.attr(&TTL, &self.attr(ino));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        if ino != FILE {
-            reply.error(Errno::EISDIR);
-            return;
+        match self.open_flags(ino) {
+            Ok(f) => reply.opened(FileHandle(0), f),
+            Err(e) => reply.error(e),
         }
-        // No page cache in front of us (the loop device or the application above has its
-        // own), and writers in parallel instead of queued on the inode lock.
-        reply.opened(
-            FileHandle(0),
-            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
-        );
     }
 
     fn read(
@@ -162,23 +311,15 @@ impl Filesystem for VolumeFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        if ino != FILE {
-            reply.error(Errno::EISDIR);
-            return;
-        }
-        let end = offset.saturating_add(size as u64).min(self.vol.size());
-        let len = end.saturating_sub(offset) as usize;
         READ_BUF.with(|b| {
             let mut b = b.borrow_mut();
-            if b.len() < len {
-                b.resize(len, 0);
+            let want = (size as usize).min(MAX_IO as usize);
+            if b.len() < want {
+                b.resize(want, 0);
             }
-            match self.vol.read(offset, &mut b[..len]) {
-                Ok(()) => reply.data(&b[..len]),
-                Err(e) => {
-                    warn!("read {offset}+{len}: {e}");
-                    reply.error(errno::of(&e));
-                }
+            match self.read_into(ino, offset, &mut b[..want]) {
+                Ok(n) => reply.data(&b[..n]),
+                Err(e) => reply.error(e),
             }
         });
     }
@@ -195,22 +336,9 @@ impl Filesystem for VolumeFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        if ino != FILE {
-            reply.error(Errno::EISDIR);
-            return;
-        }
-        // A file opened O_SYNC/O_DSYNC: each write is durable before it is acknowledged.
-        let sync = flags.0 & (libc::O_SYNC | libc::O_DSYNC) != 0;
-        let res = self
-            .vol
-            .write(offset, data)
-            .and_then(|()| if sync { self.vol.fsync() } else { Ok(()) });
-        match res {
-            Ok(()) => reply.written(data.len() as u32),
-            Err(e) => {
-                warn!("write {offset}+{}: {e}", data.len());
-                reply.error(errno::of(&e));
-            }
+        match self.write_at(ino, offset, data, flags.0) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -233,12 +361,9 @@ impl Filesystem for VolumeFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.vol.fsync() {
+        match self.fsync_all() {
             Ok(()) => reply.ok(),
-            Err(e) => {
-                warn!("fsync: {e}");
-                reply.error(errno::of(&e));
-            }
+            Err(e) => reply.error(e),
         }
     }
 
@@ -252,34 +377,9 @@ impl Filesystem for VolumeFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        if ino != FILE {
-            reply.error(Errno::EISDIR);
-            return;
-        }
-        let size = self.vol.size();
-        let res = if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) != 0 {
-            // Both leave zeros; neither may grow the file.
-            let end = offset.saturating_add(length).min(size);
-            if offset >= end {
-                Ok(())
-            } else {
-                self.vol.discard(offset, end - offset)
-            }
-        } else if mode & !FALLOC_FL_KEEP_SIZE == 0 {
-            // Plain allocation: thin volumes allocate on write; only refuse growth.
-            if offset.saturating_add(length) > size && mode & FALLOC_FL_KEEP_SIZE == 0 {
-                reply.error(Errno::EFBIG);
-                return;
-            }
-            Ok(())
-        } else {
-            reply.error(Errno::EOPNOTSUPP);
-            return;
-        };
-        debug!("fallocate mode {mode:#x} {offset}+{length}");
-        match res {
+        match self.fallocate_range(ino, offset, length, mode) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno::of(&e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -291,37 +391,22 @@ impl Filesystem for VolumeFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        if ino != ROOT {
-            reply.error(Errno::ENOTDIR);
-            return;
-        }
-        let entries = [
-            (ROOT, FileType::Directory, "."),
-            (ROOT, FileType::Directory, ".."),
-            (FILE, FileType::RegularFile, FILE_NAME),
-        ];
-        for (i, (ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
-            if reply.add(*ino, (i + 1) as u64, *kind, name) {
-                break;
+        match self.dir_entries(ino, offset) {
+            Ok(entries) => {
+                for (ino, next, kind, name) in entries {
+                    if reply.add(ino, next, kind, name) {
+                        break;
+                    }
+                }
+                reply.ok();
             }
+            Err(e) => reply.error(e),
         }
-        reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let blocks = self.vol.size() / BLOCK_SIZE;
-        let used = self.vol.allocated_bytes() / BLOCK_SIZE;
-        let free = blocks.saturating_sub(used);
-        reply.statfs(
-            blocks,
-            free,
-            free,
-            2,
-            0,
-            BLOCK_SIZE as u32,
-            255,
-            BLOCK_SIZE as u32,
-        );
+        let (blocks, free, bsize) = self.statfs_of();
+        reply.statfs(blocks, free, free, 2, 0, bsize, 255, bsize);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {

@@ -13,7 +13,8 @@
 //!   `snapshot::catalog::Catalog`);
 //! - `fetcher`: the chunk fetcher of lazily restored volumes, built from the region's
 //!   config;
-//! - `fuse_file`: the FUSE filesystem exposing a volume as one file; `errno`: volume errors
+//! - `fuse_file`: the FUSE filesystem exposing a volume as one file; `fuse_ring`: the same
+//!   requests over io_uring queues where the kernel offers them; `errno`: volume errors
 //!   as errno values; `fsname`: the source its mounts carry (region and volume);
 //! - `mount`: the records of `cryptvol mount` (loop device, filesystem, mount point).
 
@@ -23,6 +24,7 @@ pub mod errno;
 pub mod fetcher;
 pub mod fsname;
 pub mod fuse_file;
+pub mod fuse_ring;
 pub mod mount;
 pub mod owner;
 pub mod rpc;

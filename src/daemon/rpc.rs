@@ -258,6 +258,10 @@ pub struct AttachedInfo {
     pub dir: PathBuf,
     pub size: u64,
     pub allocated_bytes: u64,
+    /// How the kernel's requests reach the daemon: "io_uring" once the ring has answered
+    /// one, else "/dev/fuse" (absent from a daemon older than the ring).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuse_transport: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 //! after flushing and unmounting everything.
 
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use nix::sys::signal::{SigSet, Signal};
 use tracing::{error, info, warn};
 
 use super::fuse_file::VolumeFs;
+use super::fuse_ring::{self, Rings};
 use super::owner::PoolOwner;
 use super::rpc::{AttachedInfo, DaemonStatus};
 use crate::crypto::SecretBytes;
@@ -40,6 +42,12 @@ pub(super) const FUSE_THREADS: usize = 16;
 /// XTS) on 2 cores: random 4 KiB reads at queue depth 16 and with 4 jobs measured the same
 /// with 8 and 16 threads, within run-to-run noise (docs/benchmarks.md).
 pub(super) const FUSE_THREADS_AUTHENTICATED: usize = 8;
+
+/// Serve requests over io_uring queues where the kernel has them (`fuse_ring::enable`);
+/// `CRYPTVOL_FUSE_RING=0` keeps them on `/dev/fuse` and leaves the kernel's switch alone.
+fn use_ring() -> bool {
+    std::env::var("CRYPTVOL_FUSE_RING").map_or(true, |v| v != "0") && fuse_ring::enable()
+}
 /// How often dirty metadata is committed without an fsync (bounds work lost in a crash).
 pub(super) const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 /// The longest request line the daemon reads.
@@ -52,6 +60,8 @@ pub(super) const IDLE_EXIT: Duration = Duration::from_secs(3);
 pub(super) struct Attachment {
     pub(super) dir: PathBuf,
     pub(super) session: Option<BackgroundSession>,
+    /// The io_uring queues serving it, if the kernel offers them (`fuse_ring`).
+    pub(super) rings: Option<Rings>,
 }
 
 pub(super) enum Event {
@@ -221,14 +231,28 @@ impl Daemon {
                     c.clone_fd = true;
                     c
                 };
-                let session = fuser::spawn_mount(VolumeFs::new(vol), &dir, &config)
+                let mut fs = VolumeFs::new(vol);
+                fs.ring = use_ring();
+                let ring_fs = Arc::new(fs.clone());
+                let mounted = fuser::Session::new(fs, &dir, &config)
                     .map_err(|e| VolumeError::io("cannot mount FUSE at", &dir, e))?;
+                let rings = if ring_fs.ring {
+                    Rings::start(mounted.as_fd(), ring_fs)
+                        .inspect_err(|e| warn!("FUSE over io_uring for {volume}: {e}"))
+                        .ok()
+                } else {
+                    None
+                };
+                let session = mounted
+                    .spawn()
+                    .map_err(|e| VolumeError::io("cannot serve FUSE at", &dir, e))?;
                 info!("attached {volume} at {}", dir.display());
                 self.sessions().insert(
                     volume.clone(),
                     Attachment {
                         dir,
                         session: Some(session),
+                        rings,
                     },
                 );
                 Ok(())
@@ -277,6 +301,9 @@ impl Daemon {
         {
             warn!("FUSE session of {volume}: {e}");
         }
+        if let Some(r) = a.rings.take() {
+            r.stop(!force);
+        }
         info!("detached {volume} from {}", a.dir.display());
         Ok(())
     }
@@ -312,6 +339,14 @@ impl Daemon {
                         dir: a.dir.clone(),
                         size: vol.size(),
                         allocated_bytes: vol.allocated_bytes(),
+                        fuse_transport: Some(
+                            if a.rings.as_ref().is_some_and(|r| r.served() > 0) {
+                                "io_uring"
+                            } else {
+                                "/dev/fuse"
+                            }
+                            .into(),
+                        ),
                     })
                 })
                 .collect(),

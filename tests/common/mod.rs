@@ -51,6 +51,7 @@ const SCRUBBED_ENV: &[&str] = &[
     "CRYPTVOL_REGION",
     "CRYPTVOL_DATA_DIR",
     "CRYPTVOL_PASSPHRASE_FILE",
+    "CRYPTVOL_FUSE_RING",
     SKEW_ENV,
 ];
 

@@ -19,6 +19,9 @@ use cryptvol::sys::mountinfo::{self, MountEntry};
 
 use super::{Env, Out, str_field};
 
+/// The kernel's switch for FUSE over io_uring.
+pub const FUSE_RING_KNOB: &str = "/sys/module/fuse/parameters/enable_uring";
+
 /// Set to 1 (CI does) to make a missing capability a test failure instead of a skip.
 pub const REQUIRE_ENV: &str = "CRYPTVOL_REQUIRE_MOUNT";
 
@@ -40,6 +43,9 @@ pub enum Need {
     Loop,
     /// A program on PATH (or in /sbin, /usr/sbin): mkfs.ext4, mkfs.xfs, fio, ...
     Tool(&'static str),
+    /// FUSE over io_uring: a kernel built with it (its `fuse.enable_uring` switch) and root
+    /// to turn it on.
+    FuseRing,
 }
 
 fn is_root() -> bool {
@@ -82,6 +88,15 @@ fn missing(need: Need) -> Option<String> {
             }
         }
         Need::Tool(t) => which(t).is_none().then(|| format!("{t} is not installed")),
+        Need::FuseRing => {
+            if !Path::new(FUSE_RING_KNOB).exists() {
+                Some(format!(
+                    "the kernel has no FUSE over io_uring ({FUSE_RING_KNOB})"
+                ))
+            } else {
+                (!is_root()).then(|| "turning FUSE over io_uring on needs root".to_string())
+            }
+        }
     }
 }
 
@@ -385,11 +400,23 @@ impl VolEnv {
 
     /// Runs `attach VOL DIR EXTRA...` (remembering DIR for cleanup, whatever happens).
     pub fn attach_run(&self, vol: &str, dir: &Path, extra: &[&str]) -> Out {
+        self.attach_run_env(vol, dir, extra, &[])
+    }
+
+    /// [`Self::attach_run`] with extra environment variables (the daemon it starts keeps
+    /// them).
+    pub fn attach_run_env(
+        &self,
+        vol: &str,
+        dir: &Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Out {
         self.attached.borrow_mut().push(dir.to_path_buf());
         let d = dir.to_string_lossy();
         let mut a = vec!["attach", vol, &d];
         a.extend_from_slice(extra);
-        self.run(&a)
+        self.run_env(&a, envs)
     }
 
     /// `cryptvol pool check` of `region` (online through its daemon, or offline) is clean:

@@ -1,0 +1,361 @@
+//! FUSE over io_uring (Linux 6.14 and later): the kernel hands requests to ring entries
+//! we registered, one queue per CPU, and takes each reply and the next request in one
+//! `io_uring_enter` (`FUSE_IO_URING_CMD_COMMIT_AND_FETCH`) instead of a `read` and a
+//! `writev` on `/dev/fuse`. A request is served on the CPU that issued it, so the loop
+//! device's worker, the daemon and the completion meet on one core: through ext4 on a
+//! loop device this cuts the task switches that bound small I/O on two CPUs
+//! (docs/benchmarks.md, "FUSE over io_uring").
+//!
+//! fuser still mounts, answers INIT (where `VolumeFs::ring` asks for the ring), and serves
+//! whatever comes through `/dev/fuse`: every request until all queues are registered, and
+//! FORGET and INTERRUPT always. Requests on the ring go to the same `VolumeFs` operations
+//! (`dispatch`). The kernel offers the ring only when root has set the `fuse` module's
+//! `enable_uring` parameter; without it, or if a queue cannot register, requests keep
+//! flowing through `/dev/fuse` and nothing else changes.
+//!
+//! Lifetime: the kernel writes requests into our buffers until it completes the entry's
+//! command. An unmount ends the connection and completes every parked command with an
+//! error, and only then are the buffers freed; a queue told to stop while its commands are
+//! still with the kernel (a lazy unmount at shutdown) leaks its buffers instead.
+
+// The ring shares memory with the kernel: registering buffers and writing raw SQEs cannot
+// be done without `unsafe`. Each block says what keeps it sound; the crypto hot path and
+// this module are the crate's only exceptions to `deny(unsafe_code)`.
+#![allow(unsafe_code)]
+
+mod abi;
+mod dispatch;
+#[cfg(test)]
+mod tests;
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use tracing::{debug, info, warn};
+
+use super::fuse_file::{MAX_IO, VolumeFs};
+
+/// Threads per queue, each with its own io_uring: a request that waits on the disk (a read
+/// the page cache misses, a sync) holds only its thread, as with `/dev/fuse` threads.
+const THREADS: usize = 4;
+/// Entries per thread: requests one thread holds at once.
+const DEPTH: usize = 2;
+/// The `user_data` of the poll on the queue's wake-up eventfd.
+const WAKE: u64 = u64::MAX;
+/// How long `stop` waits for an ended connection to complete its queues' commands.
+const STOP_WAIT: Duration = Duration::from_secs(2);
+/// Where root turns the kernel's side on.
+pub const ENABLE_KNOB: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// True if the kernel will offer FUSE over io_uring at INIT, after turning its switch on
+/// if it is off and we may (root). The switch only lets a FUSE server that asks at INIT
+/// use the ring; servers that do not ask are unaffected.
+pub fn enable() -> bool {
+    let on = || std::fs::read_to_string(ENABLE_KNOB).is_ok_and(|v| matches!(v.trim(), "Y" | "1"));
+    if on() {
+        return true;
+    }
+    if !std::path::Path::new(ENABLE_KNOB).exists() {
+        debug!("this kernel has no FUSE over io_uring ({ENABLE_KNOB})");
+        return false;
+    }
+    match std::fs::write(ENABLE_KNOB, "1") {
+        Ok(()) => {
+            info!("turned on FUSE over io_uring ({ENABLE_KNOB} = 1)");
+            on()
+        }
+        Err(e) => {
+            debug!("cannot turn on FUSE over io_uring ({ENABLE_KNOB}): {e}");
+            false
+        }
+    }
+}
+
+/// The queues of one mount; `stop` ends them.
+pub struct Rings {
+    queues: Vec<(OwnedFd, JoinHandle<()>)>,
+    /// Requests answered on the ring so far.
+    served: Arc<AtomicU64>,
+}
+
+/// One registered entry: the header area and the payload the kernel writes a request into
+/// and reads the reply from, and the iovecs that named them at REGISTER. Boxed so that
+/// their addresses never move while the kernel holds them.
+struct Entry {
+    header: Box<[u8]>,
+    payload: Box<[u8]>,
+    iov: [libc::iovec; 2],
+    /// With the kernel (registered or committed, not yet completed).
+    pending: bool,
+}
+
+impl Rings {
+    /// Starts one queue per possible CPU on the connection of `dev` (the session's
+    /// `/dev/fuse` descriptor). Registration completes in the background: a queue whose
+    /// kernel refuses it logs once and ends, and requests stay on `/dev/fuse`.
+    pub fn start(dev: BorrowedFd, fs: Arc<VolumeFs>) -> std::io::Result<Rings> {
+        let cpus = possible_cpus();
+        let mut queues = Vec::with_capacity(cpus);
+        let served = Arc::new(AtomicU64::new(0));
+        let online = online_cpus();
+        // A CPU that is offline issues nothing; its queue needs one entry only because the
+        // kernel starts using the ring when every possible CPU's queue has one.
+        let threads = |q: usize| if online.contains(&q) { THREADS } else { 1 };
+        for (qid, t) in (0..cpus).flat_map(|q| (0..threads(q)).map(move |t| (q, t))) {
+            let dev = dev.try_clone_to_owned()?;
+            // SAFETY: eventfd(2) returns a new descriptor or -1.
+            let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+            if wake < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: `wake` is ours alone.
+            let wake = unsafe { OwnedFd::from_raw_fd(wake) };
+            let wake_raw = wake.as_raw_fd();
+            let fs = fs.clone();
+            let counter = served.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("fuse-ring-{qid}.{t}"))
+                .spawn(move || {
+                    if let Err(e) = run_queue(qid as u16, dev, wake_raw, &fs, &counter) {
+                        warn!("FUSE ring queue {qid}: {e}; requests stay on /dev/fuse");
+                    }
+                })?;
+            queues.push((wake, thread));
+        }
+        info!("FUSE over io_uring: {cpus} queues, {THREADS} threads of {DEPTH} entries each");
+        Ok(Rings { queues, served })
+    }
+
+    /// Requests the ring has answered: none means `/dev/fuse` serves this mount still
+    /// (queues registering, or refused).
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Ends every queue. After an unmount the kernel has already completed their commands
+    /// and the threads are gone or going; the wake-up ends a queue still waiting.
+    /// `join`: wait for the threads (a plain unmount), giving the kernel's completions up
+    /// to `STOP_WAIT` to arrive so that the buffers are freed, not leaked.
+    pub fn stop(self, join: bool) {
+        if join {
+            let started = std::time::Instant::now();
+            while started.elapsed() < STOP_WAIT && self.queues.iter().any(|(_, t)| !t.is_finished())
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        for (wake, _) in &self.queues {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes to our eventfd.
+            unsafe { libc::write(wake.as_raw_fd(), one.as_ptr().cast(), 8) };
+        }
+        for (wake, thread) in self.queues {
+            if join {
+                let _ = thread.join();
+            }
+            drop(wake);
+        }
+    }
+}
+
+/// CPUs online now (`/sys/devices/system/cpu/online`: "0-3,6"); all possible ones if
+/// unreadable.
+fn online_cpus() -> Vec<usize> {
+    let parse = |s: &str| -> Option<Vec<usize>> {
+        let mut v = Vec::new();
+        for r in s.trim().split(',') {
+            let mut ends = r.split('-').map(|n| n.parse::<usize>());
+            let a = ends.next()?.ok()?;
+            let b = ends.next().transpose().ok()?.unwrap_or(a);
+            v.extend(a..=b.min(a + 4096));
+        }
+        Some(v)
+    };
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|s| parse(&s))
+        .unwrap_or_else(|| (0..possible_cpus()).collect())
+}
+
+/// CPUs the kernel may run a requester on: it makes one queue for each
+/// (`num_possible_cpus`), and uses the ring only once every one is registered.
+fn possible_cpus() -> usize {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|s| {
+            s.trim()
+                .split(',')
+                .filter_map(|r| r.split('-').next_back()?.parse::<usize>().ok())
+                .max()
+        })
+        .map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |max| max + 1,
+        )
+}
+
+fn run_queue(
+    qid: u16,
+    dev: OwnedFd,
+    wake: RawFd,
+    fs: &VolumeFs,
+    served: &AtomicU64,
+) -> std::io::Result<()> {
+    pin_to(qid as usize);
+    let mut ring: IoUring<squeue::Entry128, cqueue::Entry> = IoUring::builder()
+        .setup_cqsize(2 * DEPTH as u32 + 2)
+        .build(DEPTH as u32 + 1)?;
+    let payload_len = MAX_IO as usize;
+    let mut entries: Vec<Entry> = (0..DEPTH)
+        .map(|_| {
+            let mut header = vec![0u8; abi::HEADER_SZ].into_boxed_slice();
+            let mut payload = vec![0u8; payload_len].into_boxed_slice();
+            let iov = [
+                libc::iovec {
+                    iov_base: header.as_mut_ptr().cast(),
+                    iov_len: header.len(),
+                },
+                libc::iovec {
+                    iov_base: payload.as_mut_ptr().cast(),
+                    iov_len: payload.len(),
+                },
+            ];
+            Entry {
+                header,
+                payload,
+                iov,
+                pending: false,
+            }
+        })
+        .collect();
+    let fd = dev.as_raw_fd();
+    for (i, e) in entries.iter_mut().enumerate() {
+        push(&mut ring, register(fd, qid, e, i))?;
+    }
+    let poll = opcode::PollAdd::new(types::Fd(wake), libc::POLLIN as u32)
+        .build()
+        .user_data(WAKE);
+    push(&mut ring, squeue::Entry128::from(poll))?;
+    let result = serve(&mut ring, fd, qid, &mut entries, fs, served);
+    if entries.iter().any(|e| e.pending) {
+        // The kernel may still write into these: never free them.
+        debug!("FUSE ring queue {qid}: leaving its buffers to the kernel");
+        std::mem::forget(entries);
+    }
+    drop(dev);
+    result
+}
+
+/// The REGISTER of entry `i`, naming its two buffers.
+fn register(fd: RawFd, qid: u16, e: &mut Entry, i: usize) -> squeue::Entry128 {
+    e.pending = true;
+    let sqe = abi::ring_cmd_sqe(
+        fd,
+        abi::CMD_REGISTER,
+        qid,
+        0,
+        e.iov.as_ptr() as u64,
+        i as u64,
+    );
+    // SAFETY: `Entry128` is `#[repr(C)]` over `struct io_uring_sqe` and 64 more bytes, for
+    // which every bit pattern is valid; `ring_cmd_sqe` lays out that struct.
+    unsafe { std::mem::transmute::<[u8; 128], squeue::Entry128>(sqe) }
+}
+
+fn commit(fd: RawFd, qid: u16, e: &mut Entry, i: usize) -> squeue::Entry128 {
+    e.pending = true;
+    let commit_id = abi::u64_at(&e.header, abi::ENT_COMMIT_ID);
+    let sqe = abi::ring_cmd_sqe(fd, abi::CMD_COMMIT_AND_FETCH, qid, commit_id, 0, i as u64);
+    // SAFETY: as in `register`.
+    unsafe { std::mem::transmute::<[u8; 128], squeue::Entry128>(sqe) }
+}
+
+fn push(ring: &mut IoUring<squeue::Entry128>, sqe: squeue::Entry128) -> std::io::Result<()> {
+    // SAFETY: every buffer an SQE names lives in an `Entry` that outlives its command.
+    let full = unsafe { ring.submission().push(&sqe).is_err() };
+    if full {
+        ring.submit()?;
+        // SAFETY: as above.
+        unsafe { ring.submission().push(&sqe) }
+            .map_err(|_| std::io::Error::other("submission queue full"))?;
+    }
+    Ok(())
+}
+
+fn serve(
+    ring: &mut IoUring<squeue::Entry128>,
+    fd: RawFd,
+    qid: u16,
+    entries: &mut [Entry],
+    fs: &VolumeFs,
+    served: &AtomicU64,
+) -> std::io::Result<()> {
+    let mut failed = None;
+    loop {
+        match ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+        let done: Vec<(u64, i32)> = ring
+            .completion()
+            .map(|c| (c.user_data(), c.result()))
+            .collect();
+        for (ud, res) in done {
+            if ud == WAKE {
+                return Ok(());
+            }
+            let i = ud as usize;
+            let Some(e) = entries.get_mut(i) else {
+                continue;
+            };
+            e.pending = false;
+            match res {
+                0 => {
+                    dispatch::serve(fs, &mut e.header, &mut e.payload);
+                    served.fetch_add(1, Ordering::Relaxed);
+                    push(ring, commit(fd, qid, e, i))?;
+                }
+                // Not initialised yet (INIT still on its way): register again shortly.
+                r if r == -libc::EAGAIN || r == -libc::EINTR => {
+                    std::thread::sleep(Duration::from_millis(2));
+                    push(ring, register(fd, qid, e, i))?;
+                }
+                // The connection ended (unmount, abort): this entry is done.
+                r if r == -libc::ENOTCONN || r == -libc::ECONNABORTED || r == -libc::ECANCELED => {
+                    if entries.iter().all(|e| !e.pending) {
+                        return Ok(());
+                    }
+                }
+                // Refused (a kernel without the ring, a malformed entry): keep waiting
+                // until every other entry is back, then report the first refusal.
+                r => {
+                    failed.get_or_insert(r);
+                }
+            }
+            if let Some(r) = failed
+                && entries.iter().all(|e| !e.pending)
+            {
+                return Err(std::io::Error::from_raw_os_error(-r));
+            }
+        }
+    }
+}
+
+/// Runs this thread on CPU `cpu` only: the kernel puts a request on the queue of the CPU
+/// that issued it, so the wake-up stays on that CPU.
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity(0) touch only it
+    // and this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            debug!("cannot pin a FUSE ring thread to CPU {cpu}");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! FUSE over io_uring (`daemon/fuse_ring`): where the kernel has it, the daemon turns it on
+//! and the kernel's requests reach the volume through ring entries instead of `/dev/fuse`.
+//! These tests check, through real mounts, that the ring serves (`status` says so, and the
+//! queue threads exist), that what goes through it is what comes back (raw file and ext4 on
+//! a loop device, over a reattach and a remount), that detaching ends its queues, and that
+//! `CRYPTVOL_FUSE_RING=0` keeps the old transport.
+//!
+//! Needs root, FUSE and a kernel with FUSE over io_uring (6.14+); without them the tests
+//! skip, unless `CRYPTVOL_REQUIRE_MOUNT=1` (CI), which makes them fail.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::mount::*;
+
+/// The daemon's threads that serve ring queues (`fuse-ring-Q.T`).
+fn ring_threads(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|t| t.ok())
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .filter(|c| c.starts_with("fuse-ring"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// `status`'s transport for the volume attached at `dir`.
+fn transport(v: &VolEnv, dir: &Path) -> String {
+    let st = v.status();
+    let dir = canon(dir);
+    st["Volumes"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|e| e["AttachedAt"].as_str() == Some(dir.to_str().unwrap_or_default()))
+        })
+        .and_then(|e| e["FuseTransport"].as_str())
+        .unwrap_or_else(|| panic!("no FuseTransport for {dir:?} in {st:#}"))
+        .to_string()
+}
+
+/// Writes a seeded pattern of big, small and unaligned pieces (O_DIRECT and buffered).
+fn write_pattern(file: &Path, seed: u64) -> Vec<(u64, Vec<u8>)> {
+    let mut rng = Rng::new(seed);
+    let mut pieces = Vec::new();
+    let direct = open_direct(file);
+    for (off, len) in [(0, MIB), (3 * MIB, 4 * KIB), (5 * MIB + 8 * KIB, 256 * KIB)] {
+        let mut buf = AlignedBuf::new(len as usize);
+        rng.fill(buf.as_mut_slice());
+        pwrite(&direct, off, buf.as_slice());
+        pieces.push((off, buf.as_slice().to_vec()));
+    }
+    let buffered = open_rw(file);
+    let odd = rng.bytes(5000);
+    pwrite(&buffered, 7 * MIB + 123, &odd);
+    pieces.push((7 * MIB + 123, odd));
+    buffered.sync_all().expect("fsync through the ring");
+    pieces
+}
+
+fn check_pattern(file: &Path, pieces: &[(u64, Vec<u8>)]) {
+    let f = open_rw(file);
+    for (off, want) in pieces {
+        assert_bytes("through the ring", *off, &pread(&f, *off, want.len()), want);
+    }
+    assert_zeros("never written", 2 * MIB, &pread(&f, 2 * MIB, 64 * 1024));
+}
+
+#[test]
+fn attach_serves_over_io_uring_and_detach_ends_its_queues() {
+    needs!(Fuse, Root, FuseRing);
+    let v = VolEnv::new();
+    let a = v.create(&["--size", "64M", "--name", "a"]);
+    let b = v.create(&["--size", "64M", "--name", "b", "--integrity"]);
+    let (da, db) = (v.dir("a"), v.dir("b"));
+    let fa = v.attach(&a, &da, &[]);
+    let fb = v.attach(&b, &db, &[]);
+    let pa = write_pattern(&fa, 1);
+    let pb = write_pattern(&fb, 2);
+    check_pattern(&fa, &pa);
+    check_pattern(&fb, &pb);
+    assert_eq!(transport(&v, &da), "io_uring");
+    assert_eq!(transport(&v, &db), "io_uring");
+    assert_eq!(
+        std::fs::read_to_string(FUSE_RING_KNOB).unwrap().trim(),
+        "Y",
+        "the daemon turned the kernel's switch on"
+    );
+
+    let pid = v.daemon_pid().expect("a daemon while attached");
+    let both = ring_threads(pid);
+    assert!(
+        both >= 2 && both.is_multiple_of(2),
+        "{both} ring threads for two volumes"
+    );
+    v.detach(&db);
+    assert!(
+        wait_until(Duration::from_secs(10), || ring_threads(pid) == both / 2),
+        "detaching b left {} ring threads (had {both})",
+        ring_threads(pid)
+    );
+    check_pattern(&fa, &pa);
+
+    // What went through the ring was committed: it is there after a reattach.
+    v.detach(&da);
+    let fb = v.attach(&b, &db, &[]);
+    check_pattern(&fb, &pb);
+    v.detach(&db);
+    let r = v.json(&["volume", "verify", &b, "--output", "json"]);
+    assert_eq!(r["BadBlocks"], serde_json::json!([]), "{r:#}");
+    assert_eq!(r["RootOk"], true, "{r:#}");
+}
+
+#[test]
+fn ext4_on_a_loop_device_over_the_ring_keeps_its_files_across_a_remount() {
+    needs!(Fuse, Root, Loop, FuseRing, Tool("mkfs.ext4"));
+    let v = VolEnv::new();
+    let vol = v.create(&["--size", "256M", "--name", "m", "--integrity"]);
+    let dir = v.dir("m");
+    v.mount(&vol, &dir, "ext4");
+    let mut rng = Rng::new(7);
+    let files: Vec<(String, Vec<u8>)> = (0..12)
+        .map(|i| (format!("f{i}"), rng.bytes(1000 + 37_000 * i)))
+        .collect();
+    for (name, data) in &files {
+        std::fs::write(dir.join(name), data).unwrap();
+    }
+    sh_ok("sync", &[]);
+    let st = v.status();
+    let entry = &st["Volumes"][0];
+    assert_eq!(entry["FuseTransport"], "io_uring", "{st:#}");
+    v.unmount(&dir);
+    v.mount(&vol, &dir, "ext4");
+    for (name, data) in &files {
+        let got = std::fs::read(dir.join(name)).unwrap();
+        assert!(got == *data, "{name} differs after a remount");
+    }
+    v.unmount(&dir);
+}
+
+#[test]
+fn with_the_ring_turned_off_requests_stay_on_dev_fuse() {
+    needs!(Fuse);
+    let v = VolEnv::new();
+    let a = v.create(&["--size", "64M", "--name", "a"]);
+    let d = v.dir("a");
+    v.attach_run_env(&a, &d, &[], &[("CRYPTVOL_FUSE_RING", "0")])
+        .ok();
+    let file = canon(&d).join("volume");
+    let p = write_pattern(&file, 3);
+    check_pattern(&file, &p);
+    assert_eq!(transport(&v, &d), "/dev/fuse");
+    let pid = v.daemon_pid().expect("a daemon while attached");
+    assert_eq!(ring_threads(pid), 0, "no ring queues when turned off");
+    v.detach(&d);
+}
