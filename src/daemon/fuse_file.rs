@@ -147,18 +147,45 @@ impl VolumeFs {
         data: &[u8],
         open_flags: i32,
     ) -> Result<u32, Errno> {
+        self.write_with(ino, offset, data.len(), open_flags, |v| {
+            v.write(offset, data)
+        })
+    }
+
+    /// WRITE from a buffer the caller is done with (a ring entry's payload): whole blocks
+    /// are encrypted in it, without a copy (`OpenVolume::write_consuming`).
+    pub(super) fn write_consuming(
+        &self,
+        ino: INodeNo,
+        offset: u64,
+        data: &mut [u8],
+        open_flags: i32,
+    ) -> Result<u32, Errno> {
+        let len = data.len();
+        self.write_with(ino, offset, len, open_flags, |v| {
+            v.write_consuming(offset, data)
+        })
+    }
+
+    fn write_with(
+        &self,
+        ino: INodeNo,
+        offset: u64,
+        len: usize,
+        open_flags: i32,
+        write: impl FnOnce(&OpenVolume) -> crate::volume::error::Result<()>,
+    ) -> Result<u32, Errno> {
         if ino != FILE {
             return Err(Errno::EISDIR);
         }
         let sync = open_flags & (libc::O_SYNC | libc::O_DSYNC) != 0;
-        self.vol
-            .write(offset, data)
+        write(&self.vol)
             .and_then(|()| if sync { self.vol.fsync() } else { Ok(()) })
             .map_err(|e| {
-                warn!("write {offset}+{}: {e}", data.len());
+                warn!("write {offset}+{len}: {e}");
                 errno::of(&e)
             })?;
-        Ok(data.len() as u32)
+        Ok(len as u32)
     }
 
     /// FSYNC: commits everything written so far.

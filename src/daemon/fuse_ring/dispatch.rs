@@ -84,7 +84,7 @@ fn answer(
             if size > in_len {
                 return Err(Errno::EINVAL);
             }
-            let n = fs.write_at(ino, offset, &payload[..size], flags as i32)?;
+            let n = fs.write_consuming(ino, offset, &mut payload[..size], flags as i32)?;
             // struct fuse_write_out: size, padding.
             let mut o = Out::new(payload);
             o.u32(n).u32(0);

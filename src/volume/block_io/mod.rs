@@ -435,6 +435,26 @@ impl OpenVolume {
         Ok(())
     }
 
+    /// Writes `data` at `off` as [`Self::write`] does, but may encrypt whole blocks in
+    /// `data` itself instead of copying them into a buffer of its own first: on return
+    /// `data` holds ciphertext, or anything. For a caller whose buffer is done with once
+    /// written (a FUSE ring entry's payload); the copy was a sixth of the daemon's time on
+    /// sequential writes.
+    pub fn write_consuming(&self, off: u64, data: &mut [u8]) -> Result<()> {
+        self.check_range(off, data.len() as u64)?;
+        let mut done = 0usize;
+        for (chunk, in_chunk, n) in self.pieces(off, data.len() as u64) {
+            let piece = &mut data[done..done + n as usize];
+            done += n as usize;
+            if in_chunk % BLOCK_SIZE == 0 && n % BLOCK_SIZE == 0 {
+                self.write_blocks_in(chunk, in_chunk, piece)?;
+            } else {
+                self.write_piece(chunk, in_chunk, piece)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Gives a chunk a slot of its own that it may write: allocates on first write, copies
     /// a shared slot's ciphertext except `[skip0, skip1)` (about to be overwritten).
     /// Call with the chunk's stripe held for writing.
@@ -537,6 +557,53 @@ impl OpenVolume {
         }
     }
 
+    /// Whole blocks `[in_chunk, in_chunk + buf.len())` of `chunk`, encrypted (and sealed)
+    /// in `buf` itself.
+    fn write_blocks_in(&self, chunk: u64, in_chunk: u64, buf: &mut [u8]) -> Result<()> {
+        let (a0, a1) = (in_chunk, in_chunk + buf.len() as u64);
+        let _g = self
+            .stripe(chunk)
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        // After the stripe (a snapshot takes every stripe, then commits).
+        let _gate = self.auth.as_ref().map(|_| self.pool.write_gate());
+        let target = self.own_slot(chunk, a0, a1)?;
+        let res = self.seal_and_store(chunk, a0, &target, buf);
+        self.settle(chunk, target, res)
+    }
+
+    /// Encrypts (and, on an authenticated volume, tags) the whole blocks in `buf` that
+    /// start at `a0` of `chunk`, and writes them where `target` says.
+    fn seal_and_store(&self, chunk: u64, a0: u64, target: &Target, buf: &mut [u8]) -> Result<()> {
+        let slot = target.slot();
+        match self.auth {
+            Some(_) => self.write_sealed(chunk, slot, a0, buf),
+            None => {
+                let first_block = (chunk * self.chunk_size() + a0) / BLOCK_SIZE;
+                let domain = match target {
+                    Target::InPlace(e) => e.domain,
+                    Target::Fresh { .. } => self.domain,
+                };
+                self.xts.encrypt_units_at(tweak(domain, first_block), buf);
+                self.data.write_at(buf, self.data.slot_offset(slot) + a0)
+            }
+        }
+    }
+
+    /// Keeps the slot `target` gave a write that succeeded, gives it back if it failed.
+    fn settle(&self, chunk: u64, target: Target, res: Result<()>) -> Result<()> {
+        match res {
+            Ok(()) => {
+                self.commit_target(chunk, target);
+                Ok(())
+            }
+            Err(e) => {
+                self.abandon_target(target);
+                Err(e)
+            }
+        }
+    }
+
     fn write_piece(&self, chunk: u64, in_chunk: u64, piece: &[u8]) -> Result<()> {
         let n = piece.len() as u64;
         let a0 = in_chunk / BLOCK_SIZE * BLOCK_SIZE;
@@ -548,7 +615,6 @@ impl OpenVolume {
         // After the stripe (a snapshot takes every stripe, then commits).
         let _gate = self.auth.as_ref().map(|_| self.pool.write_gate());
         let target = self.own_slot(chunk, a0, a1)?;
-        let slot = target.slot();
         let res = with_buf(&IO_BUF, (a1 - a0) as usize, |buf| -> Result<()> {
             // Partial first or last block: start from what is there now (in the slot we
             // write to, or in the shared slot we copy from).
@@ -569,29 +635,9 @@ impl OpenVolume {
                 }
             }
             buf[head as usize..(head + n) as usize].copy_from_slice(piece);
-            match self.auth {
-                Some(_) => self.write_sealed(chunk, slot, a0, buf),
-                None => {
-                    let first_block = (chunk * self.chunk_size() + a0) / BLOCK_SIZE;
-                    let domain = match target {
-                        Target::InPlace(e) => e.domain,
-                        Target::Fresh { .. } => self.domain,
-                    };
-                    self.xts.encrypt_units_at(tweak(domain, first_block), buf);
-                    self.data.write_at(buf, self.data.slot_offset(slot) + a0)
-                }
-            }
+            self.seal_and_store(chunk, a0, &target, buf)
         });
-        match res {
-            Ok(()) => {
-                self.commit_target(chunk, target);
-                Ok(())
-            }
-            Err(e) => {
-                self.abandon_target(target);
-                Err(e)
-            }
-        }
+        self.settle(chunk, target, res)
     }
 
     /// Makes [off, off+len) read as zeros and frees what it can: whole chunks are unmapped,
