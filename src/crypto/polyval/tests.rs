@@ -32,7 +32,8 @@ fn rfc8452_gcm_siv_polyval_vector() {
     }
 }
 
-/// The wide backend against the crate: random keys, every length from 0 to 40 blocks, the
+/// The wide backends (512- and 256-bit) against the crate: random keys, every length from 0
+/// to 40 blocks (whole groups of 8 and 16 and what is left), the
 /// MAC's own shape (4 KiB then 32 bytes) and longer, inputs split at random block boundaries
 /// (so parts of odd length too).
 #[test]
@@ -49,6 +50,8 @@ fn the_fast_backend_matches_the_crate() {
         let mut h = [0u8; 16];
         h.iter_mut().for_each(|b| *b = next() as u8);
         let (fast, reference) = (Polyval::new(&h), Polyval::with_crate(&h));
+        #[cfg(target_arch = "x86_64")]
+        let narrow = Polyval::with_256(&h);
         // The MAC's shape, the direct path's limit and one past it (the chained path), and
         // short inputs of every length.
         let blocks = match round % 4 {
@@ -66,10 +69,23 @@ fn the_fast_backend_matches_the_crate() {
         let want = reference.hash(&[&data]);
         assert_eq!(fast.hash(&parts), want, "{blocks} blocks cut at {cut}");
         assert_eq!(fast.hash(&[&data]), want, "{blocks} blocks");
+        #[cfg(target_arch = "x86_64")]
+        if let Some(n) = &narrow {
+            assert_eq!(
+                n.hash(&parts),
+                want,
+                "256-bit: {blocks} blocks cut at {cut}"
+            );
+        }
     }
     // On this project's machines the wide backend is the one under test.
     if std::env::var_os("CRYPTVOL_REQUIRE_MOUNT").is_some() && is_x86_feature_detected_all() {
-        assert_eq!(fast_seen, "vpclmulqdq");
+        let want = if is_x86_feature_detected!("avx512f") {
+            "vpclmulqdq-512"
+        } else {
+            "vpclmulqdq"
+        };
+        assert_eq!(fast_seen, want);
     }
 }
 
