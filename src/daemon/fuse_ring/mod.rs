@@ -99,8 +99,11 @@ impl Rings {
     /// kernel refuses it logs once and ends, and requests stay on `/dev/fuse`.
     pub fn start(dev: BorrowedFd, fs: Arc<VolumeFs>) -> std::io::Result<Rings> {
         let cpus = possible_cpus();
-        let mut queues = Vec::with_capacity(cpus);
-        let served = Arc::new(AtomicU64::new(0));
+        // Built first, so that an error below drops it and ends the queues already started.
+        let mut rings = Rings {
+            queues: Vec::with_capacity(cpus),
+            served: Arc::new(AtomicU64::new(0)),
+        };
         let online = online_cpus();
         // A CPU that is offline issues nothing; its queue needs one entry only because the
         // kernel starts using the ring when every possible CPU's queue has one.
@@ -116,7 +119,7 @@ impl Rings {
             let wake = unsafe { OwnedFd::from_raw_fd(wake) };
             let wake_raw = wake.as_raw_fd();
             let fs = fs.clone();
-            let counter = served.clone();
+            let counter = rings.served.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("fuse-ring-{qid}.{t}"))
                 .spawn(move || {
@@ -124,10 +127,10 @@ impl Rings {
                         warn!("FUSE ring queue {qid}: {e}; requests stay on /dev/fuse");
                     }
                 })?;
-            queues.push((wake, thread));
+            rings.queues.push((wake, thread));
         }
         info!("FUSE over io_uring: {cpus} queues, {THREADS} threads of {DEPTH} entries each");
-        Ok(Rings { queues, served })
+        Ok(rings)
     }
 
     /// Requests the ring has answered: none means `/dev/fuse` serves this mount still
@@ -140,7 +143,7 @@ impl Rings {
     /// and the threads are gone or going; the wake-up ends a queue still waiting.
     /// `join`: wait for the threads (a plain unmount), giving the kernel's completions up
     /// to `STOP_WAIT` to arrive so that the buffers are freed, not leaked.
-    pub fn stop(self, join: bool) {
+    pub fn stop(mut self, join: bool) {
         if join {
             let started = std::time::Instant::now();
             while started.elapsed() < STOP_WAIT && self.queues.iter().any(|(_, t)| !t.is_finished())
@@ -148,17 +151,29 @@ impl Rings {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        for (wake, _) in &self.queues {
-            let one = 1u64.to_ne_bytes();
-            // SAFETY: writes 8 bytes to our eventfd.
-            unsafe { libc::write(wake.as_raw_fd(), one.as_ptr().cast(), 8) };
-        }
-        for (wake, thread) in self.queues {
+        self.wake_all();
+        for (wake, thread) in std::mem::take(&mut self.queues) {
             if join {
                 let _ = thread.join();
             }
             drop(wake);
         }
+    }
+
+    fn wake_all(&self) {
+        for (wake, _) in &self.queues {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes to our eventfd.
+            unsafe { libc::write(wake.as_raw_fd(), one.as_ptr().cast(), 8) };
+        }
+    }
+}
+
+/// Rings dropped without `stop` (an attach that failed after starting them): the queues
+/// are told to end, not waited for.
+impl Drop for Rings {
+    fn drop(&mut self) {
+        self.wake_all();
     }
 }
 
