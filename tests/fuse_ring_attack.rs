@@ -527,3 +527,58 @@ fn kill_9_and_sigterm_during_ring_io_keep_what_was_promised() {
     drop(f);
     v.detach(&dir);
 }
+
+/// Reads the first block of `file` in a thread; None if it has not answered in 10 s (an
+/// unserved mount hangs: the thread is then left behind, blocked).
+fn read_answers(file: &Path) -> Option<std::io::Result<usize>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let file = file.to_path_buf();
+    std::thread::spawn(move || {
+        let r = File::open(&file).and_then(|f| f.read_at(&mut [0u8; 4096], 0));
+        let _ = tx.send(r);
+    });
+    rx.recv_timeout(Duration::from_secs(10)).ok()
+}
+
+/// Under the usual soft descriptor limit (1024, what a login shell passes on), a daemon
+/// serving 30 volumes serves every one of them. Each mount holds a descriptor per FUSE
+/// thread (16, `clone_fd`) and, over the ring, 3 per queue thread (its `/dev/fuse`
+/// duplicate, eventfd and io_uring: 24 on two CPUs): about 40 a volume, so the 26th
+/// volume's threads could not start and every access to it hung.
+#[test]
+fn thirty_volumes_under_a_1024_descriptor_limit_are_all_served() {
+    needs!(Fuse, Root, FuseRing);
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    // This test's process only (nextest runs each test in its own): the CLI and the
+    // daemon it starts inherit the limit.
+    setrlimit(Resource::RLIMIT_NOFILE, 1024.min(hard), hard).unwrap();
+    let v = VolEnv::new();
+    let mut files = Vec::new();
+    for i in 0..30 {
+        let name = format!("v{i}");
+        let vol = v.create(&["--size", "16M", "--name", &name]);
+        // Not `attach`, whose check that the file exists would hang on an unserved mount.
+        let dir = v.dir(&name);
+        v.attach_run(&vol, &dir, &[]).ok();
+        files.push(dir.join("volume"));
+    }
+    let unserved: Vec<String> = files
+        .iter()
+        .filter_map(|f| match read_answers(f) {
+            Some(Ok(4096)) => None,
+            Some(r) => Some(format!("{f:?}: {r:?}")),
+            None => Some(format!("{f:?}: no answer")),
+        })
+        .collect();
+    let pid = v.daemon_pid().expect("a daemon");
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    assert!(
+        unserved.is_empty(),
+        "{} of 30 volumes unserved (daemon holds {fds} descriptors): {unserved:#?}",
+        unserved.len()
+    );
+    for i in 0..30 {
+        v.detach(&v.dir(&format!("v{i}")));
+    }
+}
