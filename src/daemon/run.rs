@@ -404,8 +404,24 @@ impl Daemon {
     }
 }
 
+/// Raises the soft limit on open descriptors to the hard one. Each attached volume holds one
+/// per FUSE thread (`clone_fd`) and, over the ring, three per queue thread (its `/dev/fuse`
+/// duplicate, eventfd and io_uring): about 40 on two CPUs. Under the soft limit a login
+/// shell passes on (1024) the 26th volume's threads could not start, and every access to it
+/// hung (tests/fuse_ring_attack.rs, `thirty_volumes_under_a_1024_descriptor_limit_...`).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+    }
+}
+
 /// Runs the daemon of `region` until the last volume is detached or a signal arrives.
 pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
+    raise_open_file_limit();
     // Block the stop signals in every thread; one thread waits for them.
     let mut stop_signals = SigSet::empty();
     for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
