@@ -77,7 +77,9 @@ pub fn enable() -> bool {
 
 /// The queues of one mount; `stop` ends them.
 pub struct Rings {
-    queues: Vec<(OwnedFd, JoinHandle<()>)>,
+    threads: Vec<JoinHandle<()>>,
+    /// One eventfd for every queue thread of the mount: each polls it, one write wakes all.
+    wake: Arc<OwnedFd>,
     /// Requests answered on the ring so far.
     served: Arc<AtomicU64>,
 }
@@ -99,35 +101,37 @@ impl Rings {
     /// kernel refuses it logs once and ends, and requests stay on `/dev/fuse`.
     pub fn start(dev: BorrowedFd, fs: Arc<VolumeFs>) -> std::io::Result<Rings> {
         let cpus = possible_cpus();
+        // SAFETY: eventfd(2) returns a new descriptor or -1.
+        let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if wake < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         // Built first, so that an error below drops it and ends the queues already started.
         let mut rings = Rings {
-            queues: Vec::with_capacity(cpus),
+            threads: Vec::new(),
+            // SAFETY: `wake` is a new descriptor, ours alone.
+            wake: Arc::new(unsafe { OwnedFd::from_raw_fd(wake) }),
             served: Arc::new(AtomicU64::new(0)),
         };
+        // One duplicate of the connection for all the queues (every thread's ring names it
+        // in its SQEs): descriptors per mount stay near one per thread.
+        let dev = Arc::new(dev.try_clone_to_owned()?);
         let online = online_cpus();
         // A CPU that is offline issues nothing; its queue needs one entry only because the
         // kernel starts using the ring when every possible CPU's queue has one.
         let threads = |q: usize| if online.contains(&q) { THREADS } else { 1 };
         for (qid, t) in (0..cpus).flat_map(|q| (0..threads(q)).map(move |t| (q, t))) {
-            let dev = dev.try_clone_to_owned()?;
-            // SAFETY: eventfd(2) returns a new descriptor or -1.
-            let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-            if wake < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // SAFETY: `wake` is ours alone.
-            let wake = unsafe { OwnedFd::from_raw_fd(wake) };
-            let wake_raw = wake.as_raw_fd();
+            let (dev, wake) = (dev.clone(), rings.wake.clone());
             let fs = fs.clone();
             let counter = rings.served.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("fuse-ring-{qid}.{t}"))
                 .spawn(move || {
-                    if let Err(e) = run_queue(qid as u16, dev, wake_raw, &fs, &counter) {
+                    if let Err(e) = run_queue(qid as u16, &dev, &wake, &fs, &counter) {
                         warn!("FUSE ring queue {qid}: {e}; requests stay on /dev/fuse");
                     }
                 })?;
-            rings.queues.push((wake, thread));
+            rings.threads.push(thread);
         }
         info!("FUSE over io_uring: {cpus} queues, {THREADS} threads of {DEPTH} entries each");
         Ok(rings)
@@ -146,26 +150,23 @@ impl Rings {
     pub fn stop(mut self, join: bool) {
         if join {
             let started = std::time::Instant::now();
-            while started.elapsed() < STOP_WAIT && self.queues.iter().any(|(_, t)| !t.is_finished())
-            {
+            while started.elapsed() < STOP_WAIT && self.threads.iter().any(|t| !t.is_finished()) {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
         self.wake_all();
-        for (wake, thread) in std::mem::take(&mut self.queues) {
+        for thread in std::mem::take(&mut self.threads) {
             if join {
                 let _ = thread.join();
             }
-            drop(wake);
         }
     }
 
     fn wake_all(&self) {
-        for (wake, _) in &self.queues {
-            let one = 1u64.to_ne_bytes();
-            // SAFETY: writes 8 bytes to our eventfd.
-            unsafe { libc::write(wake.as_raw_fd(), one.as_ptr().cast(), 8) };
-        }
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes to our eventfd; it stays readable, so every queue's poll
+        // sees it, even one armed later.
+        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), 8) };
     }
 }
 
@@ -215,11 +216,12 @@ fn possible_cpus() -> usize {
 
 fn run_queue(
     qid: u16,
-    dev: OwnedFd,
-    wake: RawFd,
+    dev: &OwnedFd,
+    wake: &OwnedFd,
     fs: &VolumeFs,
     served: &AtomicU64,
 ) -> std::io::Result<()> {
+    let wake = wake.as_raw_fd();
     pin_to(qid as usize);
     let mut ring: IoUring<squeue::Entry128, cqueue::Entry> = IoUring::builder()
         .setup_cqsize(2 * DEPTH as u32 + 2)
@@ -261,7 +263,6 @@ fn run_queue(
         debug!("FUSE ring queue {qid}: leaving its buffers to the kernel");
         std::mem::forget(entries);
     }
-    drop(dev);
     result
 }
 
@@ -320,10 +321,23 @@ fn serve(
             .completion()
             .map(|c| (c.user_data(), c.result()))
             .collect();
-        for (ud, res) in done {
-            if ud == WAKE {
-                return Ok(());
+        // Told to stop: the requests of this batch are still answered and their commits
+        // sent, or their callers would wait for the daemon's exit.
+        let stopping = done.iter().any(|(ud, _)| *ud == WAKE);
+        if stopping {
+            for (ud, res) in done.into_iter().filter(|(ud, _)| *ud != WAKE) {
+                if let Some(e) = entries.get_mut(ud as usize)
+                    && std::mem::replace(&mut e.pending, false)
+                    && res == 0
+                {
+                    dispatch::serve(fs, &mut e.header, &mut e.payload);
+                    push(ring, commit(fd, qid, e, ud as usize))?;
+                }
             }
+            ring.submit()?;
+            return Ok(());
+        }
+        for (ud, res) in done {
             let i = ud as usize;
             let Some(e) = entries.get_mut(i) else {
                 continue;
