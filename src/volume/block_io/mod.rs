@@ -48,6 +48,26 @@ enum Target {
     Fresh { new: Reserved, old: Option<Entry> },
 }
 
+/// The data of a write: borrowed (copied into a buffer of the volume's before it is
+/// encrypted), or given up by its caller (`write_consuming`: encrypted where it is).
+enum Piece<'a> {
+    Copied(&'a [u8]),
+    InPlace(&'a mut [u8]),
+}
+
+impl Piece<'_> {
+    fn len(&self) -> usize {
+        self.bytes().len()
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Copied(b) => b,
+            Piece::InPlace(b) => b,
+        }
+    }
+}
+
 impl Target {
     fn slot(self) -> SlotNo {
         match self {
@@ -430,7 +450,7 @@ impl OpenVolume {
         for (chunk, in_chunk, n) in self.pieces(off, data.len() as u64) {
             let piece = &data[done..done + n as usize];
             done += n as usize;
-            self.write_piece(chunk, in_chunk, piece)?;
+            self.write_piece(chunk, in_chunk, Piece::Copied(piece))?;
         }
         Ok(())
     }
@@ -446,11 +466,7 @@ impl OpenVolume {
         for (chunk, in_chunk, n) in self.pieces(off, data.len() as u64) {
             let piece = &mut data[done..done + n as usize];
             done += n as usize;
-            if in_chunk % BLOCK_SIZE == 0 && n % BLOCK_SIZE == 0 {
-                self.write_blocks_in(chunk, in_chunk, piece)?;
-            } else {
-                self.write_piece(chunk, in_chunk, piece)?;
-            }
+            self.write_piece(chunk, in_chunk, Piece::InPlace(piece))?;
         }
         Ok(())
     }
@@ -557,10 +573,13 @@ impl OpenVolume {
         }
     }
 
-    /// Whole blocks `[in_chunk, in_chunk + buf.len())` of `chunk`, encrypted (and sealed)
-    /// in `buf` itself.
-    fn write_blocks_in(&self, chunk: u64, in_chunk: u64, buf: &mut [u8]) -> Result<()> {
-        let (a0, a1) = (in_chunk, in_chunk + buf.len() as u64);
+    /// Writes `piece` at `in_chunk` of `chunk`: whole blocks of an `InPlace` piece are
+    /// encrypted (and sealed) where they are; anything else goes through a buffer of whole
+    /// blocks, its partial first and last blocks completed from what is there now.
+    fn write_piece(&self, chunk: u64, in_chunk: u64, piece: Piece) -> Result<()> {
+        let n = piece.len() as u64;
+        let a0 = in_chunk / BLOCK_SIZE * BLOCK_SIZE;
+        let a1 = (in_chunk + n).div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
         let _g = self
             .stripe(chunk)
             .write()
@@ -568,8 +587,45 @@ impl OpenVolume {
         // After the stripe (a snapshot takes every stripe, then commits).
         let _gate = self.auth.as_ref().map(|_| self.pool.write_gate());
         let target = self.own_slot(chunk, a0, a1)?;
-        let res = self.seal_and_store(chunk, a0, &target, buf);
-        self.settle(chunk, target, res)
+        let res = match piece {
+            Piece::InPlace(buf) if a0 == in_chunk && a1 == in_chunk + n => {
+                self.seal_and_store(chunk, a0, &target, buf)
+            }
+            piece => with_buf(&IO_BUF, (a1 - a0) as usize, |buf| -> Result<()> {
+                // Partial first or last block: start from what is there now (in the slot
+                // we write to, or in the shared slot we copy from).
+                let src = target.source();
+                let head = in_chunk - a0;
+                let tail = a1 - (in_chunk + n);
+                if head > 0 {
+                    match src {
+                        Some(s) => self.read_blocks(chunk, s, a0, &mut buf[..BS])?,
+                        None => buf[..BS].fill(0),
+                    }
+                }
+                if tail > 0 && (a1 - a0 > BLOCK_SIZE || head == 0) {
+                    let l = buf.len();
+                    match src {
+                        Some(s) => {
+                            self.read_blocks(chunk, s, a1 - BLOCK_SIZE, &mut buf[l - BS..])?
+                        }
+                        None => buf[l - BS..].fill(0),
+                    }
+                }
+                buf[head as usize..(head + n) as usize].copy_from_slice(piece.bytes());
+                self.seal_and_store(chunk, a0, &target, buf)
+            }),
+        };
+        match res {
+            Ok(()) => {
+                self.commit_target(chunk, target);
+                Ok(())
+            }
+            Err(e) => {
+                self.abandon_target(target);
+                Err(e)
+            }
+        }
     }
 
     /// Encrypts (and, on an authenticated volume, tags) the whole blocks in `buf` that
@@ -588,56 +644,6 @@ impl OpenVolume {
                 self.data.write_at(buf, self.data.slot_offset(slot) + a0)
             }
         }
-    }
-
-    /// Keeps the slot `target` gave a write that succeeded, gives it back if it failed.
-    fn settle(&self, chunk: u64, target: Target, res: Result<()>) -> Result<()> {
-        match res {
-            Ok(()) => {
-                self.commit_target(chunk, target);
-                Ok(())
-            }
-            Err(e) => {
-                self.abandon_target(target);
-                Err(e)
-            }
-        }
-    }
-
-    fn write_piece(&self, chunk: u64, in_chunk: u64, piece: &[u8]) -> Result<()> {
-        let n = piece.len() as u64;
-        let a0 = in_chunk / BLOCK_SIZE * BLOCK_SIZE;
-        let a1 = (in_chunk + n).div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
-        let _g = self
-            .stripe(chunk)
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        // After the stripe (a snapshot takes every stripe, then commits).
-        let _gate = self.auth.as_ref().map(|_| self.pool.write_gate());
-        let target = self.own_slot(chunk, a0, a1)?;
-        let res = with_buf(&IO_BUF, (a1 - a0) as usize, |buf| -> Result<()> {
-            // Partial first or last block: start from what is there now (in the slot we
-            // write to, or in the shared slot we copy from).
-            let src = target.source();
-            let head = in_chunk - a0;
-            let tail = a1 - (in_chunk + n);
-            if head > 0 {
-                match src {
-                    Some(s) => self.read_blocks(chunk, s, a0, &mut buf[..BS])?,
-                    None => buf[..BS].fill(0),
-                }
-            }
-            if tail > 0 && (a1 - a0 > BLOCK_SIZE || head == 0) {
-                let l = buf.len();
-                match src {
-                    Some(s) => self.read_blocks(chunk, s, a1 - BLOCK_SIZE, &mut buf[l - BS..])?,
-                    None => buf[l - BS..].fill(0),
-                }
-            }
-            buf[head as usize..(head + n) as usize].copy_from_slice(piece);
-            self.seal_and_store(chunk, a0, &target, buf)
-        });
-        self.settle(chunk, target, res)
     }
 
     /// Makes [off, off+len) read as zeros and frees what it can: whole chunks are unmapped,
@@ -668,7 +674,7 @@ impl OpenVolume {
             let zero_edge = |s: u64, e: u64| -> Result<()> {
                 if e > s {
                     let zeros = vec![0u8; (e - s) as usize];
-                    self.write_piece(chunk, s, &zeros)?;
+                    self.write_piece(chunk, s, Piece::Copied(&zeros))?;
                 }
                 Ok(())
             };
