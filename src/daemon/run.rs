@@ -43,11 +43,6 @@ pub(super) const FUSE_THREADS: usize = 16;
 /// with 8 and 16 threads, within run-to-run noise (docs/benchmarks.md).
 pub(super) const FUSE_THREADS_AUTHENTICATED: usize = 8;
 
-/// Serve requests over io_uring queues where the kernel has them (`fuse_ring::enable`);
-/// `CRYPTVOL_FUSE_RING=0` keeps them on `/dev/fuse` and leaves the kernel's switch alone.
-fn use_ring() -> bool {
-    std::env::var("CRYPTVOL_FUSE_RING").map_or(true, |v| v != "0") && fuse_ring::enable()
-}
 /// How often dirty metadata is committed without an fsync (bounds work lost in a crash).
 pub(super) const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 /// The longest request line the daemon reads.
@@ -340,7 +335,7 @@ impl Daemon {
                         size: vol.size(),
                         allocated_bytes: vol.allocated_bytes(),
                         fuse_transport: Some(
-                            if a.rings.as_ref().is_some_and(|r| r.served() > 0) {
+                            if a.rings.as_ref().is_some_and(Rings::serving) {
                                 "io_uring"
                             } else {
                                 "/dev/fuse"
@@ -404,11 +399,17 @@ impl Daemon {
     }
 }
 
+/// Serve requests over io_uring queues where the kernel has them (`fuse_ring::enable`);
+/// `CRYPTVOL_FUSE_RING=0` keeps them on `/dev/fuse` and leaves the kernel's switch alone.
+fn use_ring() -> bool {
+    std::env::var("CRYPTVOL_FUSE_RING").map_or(true, |v| v != "0") && fuse_ring::enable()
+}
+
 /// Raises the soft limit on open descriptors to the hard one. Each attached volume holds one
-/// per FUSE thread (`clone_fd`) and, over the ring, three per queue thread (its `/dev/fuse`
-/// duplicate, eventfd and io_uring): about 40 on two CPUs. Under the soft limit a login
-/// shell passes on (1024) the 26th volume's threads could not start, and every access to it
-/// hung (tests/fuse_ring_attack.rs, `thirty_volumes_under_a_1024_descriptor_limit_...`).
+/// per FUSE thread (`clone_fd`) and, over the ring, one per queue thread (its io_uring) and
+/// two more (a `/dev/fuse` duplicate and the wake-up eventfd): about 26 on two CPUs. Under
+/// the soft limit a login shell passes on (1024), with three per queue thread as first
+/// written, the 26th volume's threads could not start, and every access to it hung (tests/fuse_ring_attack.rs, `thirty_volumes_under_a_1024_descriptor_limit_...`).
 fn raise_open_file_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)

@@ -30,7 +30,7 @@ mod tests;
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -80,8 +80,8 @@ pub struct Rings {
     threads: Vec<JoinHandle<()>>,
     /// One eventfd for every queue thread of the mount: each polls it, one write wakes all.
     wake: Arc<OwnedFd>,
-    /// Requests answered on the ring so far.
-    served: Arc<AtomicU64>,
+    /// Set once the ring has answered a request (until then `/dev/fuse` serves).
+    served: Arc<AtomicBool>,
 }
 
 /// One registered entry: the header area and the payload the kernel writes a request into
@@ -111,7 +111,7 @@ impl Rings {
             threads: Vec::new(),
             // SAFETY: `wake` is a new descriptor, ours alone.
             wake: Arc::new(unsafe { OwnedFd::from_raw_fd(wake) }),
-            served: Arc::new(AtomicU64::new(0)),
+            served: Arc::new(AtomicBool::new(false)),
         };
         // One duplicate of the connection for all the queues (every thread's ring names it
         // in its SQEs): descriptors per mount stay near one per thread.
@@ -137,9 +137,9 @@ impl Rings {
         Ok(rings)
     }
 
-    /// Requests the ring has answered: none means `/dev/fuse` serves this mount still
-    /// (queues registering, or refused).
-    pub fn served(&self) -> u64 {
+    /// True once the ring has answered a request; until then `/dev/fuse` serves this
+    /// mount (queues registering, or refused).
+    pub fn serving(&self) -> bool {
         self.served.load(Ordering::Relaxed)
     }
 
@@ -219,7 +219,7 @@ fn run_queue(
     dev: &OwnedFd,
     wake: &OwnedFd,
     fs: &VolumeFs,
-    served: &AtomicU64,
+    served: &AtomicBool,
 ) -> std::io::Result<()> {
     let wake = wake.as_raw_fd();
     pin_to(qid as usize);
@@ -308,36 +308,26 @@ fn serve(
     qid: u16,
     entries: &mut [Entry],
     fs: &VolumeFs,
-    served: &AtomicU64,
+    served: &AtomicBool,
 ) -> std::io::Result<()> {
     let mut failed = None;
+    let mut done: Vec<(u64, i32)> = Vec::with_capacity(2 * DEPTH + 2);
     loop {
         match ring.submit_and_wait(1) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             Err(e) => return Err(e),
         }
-        let done: Vec<(u64, i32)> = ring
-            .completion()
-            .map(|c| (c.user_data(), c.result()))
-            .collect();
+        done.clear();
+        done.extend(ring.completion().map(|c| (c.user_data(), c.result())));
         // Told to stop: the requests of this batch are still answered and their commits
         // sent, or their callers would wait for the daemon's exit.
-        let stopping = done.iter().any(|(ud, _)| *ud == WAKE);
-        if stopping {
-            for (ud, res) in done.into_iter().filter(|(ud, _)| *ud != WAKE) {
-                if let Some(e) = entries.get_mut(ud as usize)
-                    && std::mem::replace(&mut e.pending, false)
-                    && res == 0
-                {
-                    dispatch::serve(fs, &mut e.header, &mut e.payload);
-                    push(ring, commit(fd, qid, e, ud as usize))?;
-                }
+        let mut stopping = false;
+        for &(ud, res) in &done {
+            if ud == WAKE {
+                stopping = true;
+                continue;
             }
-            ring.submit()?;
-            return Ok(());
-        }
-        for (ud, res) in done {
             let i = ud as usize;
             let Some(e) = entries.get_mut(i) else {
                 continue;
@@ -346,31 +336,36 @@ fn serve(
             match res {
                 0 => {
                     dispatch::serve(fs, &mut e.header, &mut e.payload);
-                    served.fetch_add(1, Ordering::Relaxed);
+                    // Once per queue, not per request: all queues of a mount share it.
+                    if !served.load(Ordering::Relaxed) {
+                        served.store(true, Ordering::Relaxed);
+                    }
                     push(ring, commit(fd, qid, e, i))?;
                 }
                 // Not initialised yet (INIT still on its way): register again shortly.
-                r if r == -libc::EAGAIN || r == -libc::EINTR => {
+                r if (r == -libc::EAGAIN || r == -libc::EINTR) && !stopping => {
                     std::thread::sleep(Duration::from_millis(2));
                     push(ring, register(fd, qid, e, i))?;
                 }
-                // The connection ended (unmount, abort): this entry is done.
-                r if r == -libc::ENOTCONN || r == -libc::ECONNABORTED || r == -libc::ECANCELED => {
-                    if entries.iter().all(|e| !e.pending) {
-                        return Ok(());
-                    }
-                }
+                // The connection ended (unmount, abort), or we are stopping: done.
+                r if r == -libc::ENOTCONN
+                    || r == -libc::ECONNABORTED
+                    || r == -libc::ECANCELED
+                    || r == -libc::EAGAIN
+                    || r == -libc::EINTR => {}
                 // Refused (a kernel without the ring, a malformed entry): keep waiting
                 // until every other entry is back, then report the first refusal.
                 r => {
                     failed.get_or_insert(r);
                 }
             }
-            if let Some(r) = failed
-                && entries.iter().all(|e| !e.pending)
-            {
-                return Err(std::io::Error::from_raw_os_error(-r));
-            }
+        }
+        if stopping {
+            ring.submit()?;
+            return Ok(());
+        }
+        if entries.iter().all(|e| !e.pending) {
+            return failed.map_or(Ok(()), |r| Err(std::io::Error::from_raw_os_error(-r)));
         }
     }
 }
