@@ -15,33 +15,6 @@ use std::time::Duration;
 
 use common::mount::*;
 
-/// The daemon's threads that serve ring queues (`fuse-ring-Q.T`).
-fn ring_threads(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| {
-            d.filter_map(|t| t.ok())
-                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-                .filter(|c| c.starts_with("fuse-ring"))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
-/// `status`'s transport for the volume attached at `dir`.
-fn transport(v: &VolEnv, dir: &Path) -> String {
-    let st = v.status();
-    let dir = canon(dir);
-    st["Volumes"]
-        .as_array()
-        .and_then(|a| {
-            a.iter()
-                .find(|e| e["AttachedAt"].as_str() == Some(dir.to_str().unwrap_or_default()))
-        })
-        .and_then(|e| e["FuseTransport"].as_str())
-        .unwrap_or_else(|| panic!("no FuseTransport for {dir:?} in {st:#}"))
-        .to_string()
-}
-
 /// Writes a seeded pattern of big, small and unaligned pieces (O_DIRECT and buffered).
 fn write_pattern(file: &Path, seed: u64) -> Vec<(u64, Vec<u8>)> {
     let mut rng = Rng::new(seed);
@@ -77,7 +50,24 @@ fn attach_serves_over_io_uring_and_detach_ends_its_queues() {
     let b = v.create(&["--size", "64M", "--name", "b", "--integrity"]);
     let (da, db) = (v.dir("a"), v.dir("b"));
     let fa = v.attach(&a, &da, &[]);
+    let pid = v.daemon_pid().expect("a daemon while attached");
+    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let fuser_threads = || {
+        thread_names(pid)
+            .iter()
+            .filter(|c| c.starts_with("fuser"))
+            .count()
+    };
+    let (fds0, fuser0, ring0) = (fds(), fuser_threads(), ring_threads(pid));
     let fb = v.attach(&b, &db, &[]);
+    // A mount's ring costs one descriptor per queue thread (its io_uring) and two more
+    // (one `/dev/fuse` duplicate and one wake-up eventfd), not three per thread.
+    let ring_added = ring_threads(pid) - ring0;
+    let fd_added = fds() - fds0;
+    assert!(
+        ring_added > 0 && fd_added <= (fuser_threads() - fuser0) + ring_added + 3,
+        "attaching b added {fd_added} descriptors for {ring_added} ring threads"
+    );
     let pa = write_pattern(&fa, 1);
     let pb = write_pattern(&fb, 2);
     check_pattern(&fa, &pa);
@@ -90,7 +80,6 @@ fn attach_serves_over_io_uring_and_detach_ends_its_queues() {
         "the daemon turned the kernel's switch on"
     );
 
-    let pid = v.daemon_pid().expect("a daemon while attached");
     let both = ring_threads(pid);
     assert!(
         both >= 2 && both.is_multiple_of(2),

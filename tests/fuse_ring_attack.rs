@@ -18,24 +18,6 @@ use std::time::Duration;
 
 use common::mount::*;
 
-/// The daemon's threads that serve ring queues (`fuse-ring-Q.T`).
-fn ring_threads(pid: i32) -> usize {
-    thread_names(pid)
-        .iter()
-        .filter(|c| c.starts_with("fuse-ring"))
-        .count()
-}
-
-fn thread_names(pid: i32) -> Vec<String> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| {
-            d.filter_map(|t| t.ok())
-                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// A field of /proc/PID/status in kB (VmRSS).
 fn status_kb(pid: i32, field: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -43,21 +25,6 @@ fn status_kb(pid: i32, field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
-/// `status`'s transport for the volume attached at `dir`.
-fn transport(v: &VolEnv, dir: &Path) -> String {
-    let st = v.status();
-    let dir = canon(dir);
-    st["Volumes"]
-        .as_array()
-        .and_then(|a| {
-            a.iter()
-                .find(|e| e["AttachedAt"].as_str() == Some(dir.to_str().unwrap_or_default()))
-        })
-        .and_then(|e| e["FuseTransport"].as_str())
-        .unwrap_or_else(|| panic!("no FuseTransport for {dir:?} in {st:#}"))
-        .to_string()
 }
 
 /// An outcome as text: the value, or the errno's number.
@@ -455,6 +422,23 @@ fn background_writes(file: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHan
 /// volume attaches again and is served over the ring, and what was fsynced is there.
 /// Then SIGTERM while the ring serves writes: the daemon flushes and exits, and a write
 /// it acknowledged (not fsynced) is there after a reattach.
+/// Sends `sig` to the daemon while a thread writes to `file` over the ring, waits for the
+/// daemon to exit, then stops the writer; returns the bytes it wrote.
+fn signal_daemon_during_writes(v: &VolEnv, file: &Path, sig: nix::sys::signal::Signal) -> u64 {
+    let pid = v.daemon_pid().expect("a daemon");
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = background_writes(file, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || !process_alive(pid)),
+        "the daemon did not exit on {sig}; threads: {:?}",
+        thread_names(pid)
+    );
+    stop.store(true, Ordering::Release);
+    w.join().unwrap()
+}
+
 #[test]
 fn kill_9_and_sigterm_during_ring_io_keep_what_was_promised() {
     needs!(Fuse, Root, FuseRing);
@@ -467,18 +451,8 @@ fn kill_9_and_sigterm_during_ring_io_keep_what_was_promised() {
     pwrite(&f, 3 * MIB, &synced);
     f.sync_all().unwrap();
     drop(f);
-    let pid = v.daemon_pid().expect("a daemon");
-    let stop = Arc::new(AtomicBool::new(false));
-    let w = background_writes(&file, stop.clone());
-    std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || !process_alive(pid)));
     // The writer's next request fails on the dead connection: it returns.
-    let wrote = w.join().unwrap();
+    let wrote = signal_daemon_during_writes(&v, &file, nix::sys::signal::Signal::SIGKILL);
     assert!(wrote > 0, "the writer wrote before the kill");
     let file = v.attach(&vol, &dir, &[]);
     let f = open_rw(&file);
@@ -494,22 +468,7 @@ fn kill_9_and_sigterm_during_ring_io_keep_what_was_promised() {
     let acked = Rng::new(2).bytes(MIB as usize);
     pwrite(&f, 5 * MIB, &acked);
     drop(f);
-    let pid = v.daemon_pid().expect("a daemon");
-    let stop = Arc::new(AtomicBool::new(false));
-    let w = background_writes(&file, stop.clone());
-    std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(30), || !process_alive(pid)),
-        "the daemon did not exit on SIGTERM; threads: {:?}",
-        thread_names(pid)
-    );
-    stop.store(true, Ordering::Release);
-    w.join().unwrap();
+    signal_daemon_during_writes(&v, &file, nix::sys::signal::Signal::SIGTERM);
     let file = v.attach(&vol, &dir, &[]);
     let f = open_rw(&file);
     assert_bytes(

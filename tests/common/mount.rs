@@ -20,7 +20,7 @@ use cryptvol::sys::mountinfo::{self, MountEntry};
 use super::{Env, Out, str_field};
 
 /// The kernel's switch for FUSE over io_uring.
-pub const FUSE_RING_KNOB: &str = "/sys/module/fuse/parameters/enable_uring";
+pub use cryptvol::daemon::fuse_ring::ENABLE_KNOB as FUSE_RING_KNOB;
 
 /// Set to 1 (CI does) to make a missing capability a test failure instead of a skip.
 pub const REQUIRE_ENV: &str = "CRYPTVOL_REQUIRE_MOUNT";
@@ -867,4 +867,40 @@ pub fn file_contains(path: &Path, needle: &[u8]) -> bool {
         carry = (needle.len() - 1).min(have);
         buf.copy_within(have - carry..have, 0);
     }
+}
+
+// ---- FUSE over io_uring -----------------------------------------------------------------
+
+/// The names of the threads of process `pid` (`/proc/PID/task/*/comm`).
+pub fn thread_names(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|t| t.ok())
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The daemon's threads that serve ring queues (`fuse-ring-Q.T`).
+pub fn ring_threads(pid: i32) -> usize {
+    thread_names(pid)
+        .iter()
+        .filter(|c| c.starts_with("fuse-ring"))
+        .count()
+}
+
+/// `status`'s `FuseTransport` for the volume attached at `dir`.
+pub fn transport(v: &VolEnv, dir: &Path) -> String {
+    let st = v.status();
+    let dir = canon(dir);
+    st["Volumes"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|e| e["AttachedAt"].as_str() == Some(dir.to_str().unwrap_or_default()))
+        })
+        .and_then(|e| e["FuseTransport"].as_str())
+        .unwrap_or_else(|| panic!("no FuseTransport for {dir:?} in {st:#}"))
+        .to_string()
 }
