@@ -411,12 +411,12 @@ fn use_ring() -> bool {
 /// the soft limit a login shell passes on (1024), with three per queue thread as first
 /// written, the 26th volume's threads could not start, and every access to it hung (tests/fuse_ring_attack.rs, `thirty_volumes_under_a_1024_descriptor_limit_...`).
 fn raise_open_file_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
-    {
-        warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+    match crate::sys::process::raise_open_files(u64::MAX) {
+        Ok((soft, hard)) if soft < hard => {
+            warn!("the open-file limit stays at {soft} (hard {hard})")
+        }
+        Ok(_) => {}
+        Err(e) => warn!("cannot raise the open-file limit: {e}"),
     }
 }
 

@@ -154,19 +154,9 @@ async fn answer_busy(mut stream: TcpStream, response: Vec<u8>) {
 /// Raises RLIMIT_NOFILE for `max_connections`; returns the cap that fits (lower than asked
 /// when the hard limit is too low, with a warning on stderr).
 pub fn fit_descriptor_limit(max_connections: usize) -> usize {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let need = max_connections as u64 + REFUSING as u64 + RESERVED_FDS;
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+    let Ok((have, hard)) = crate::sys::process::raise_open_files(need) else {
         return max_connections;
-    };
-    if soft >= need {
-        return max_connections;
-    }
-    let raised = need.min(hard);
-    let have = if setrlimit(Resource::RLIMIT_NOFILE, raised, hard).is_ok() {
-        raised
-    } else {
-        soft
     };
     if have >= need {
         return max_connections;

@@ -8,7 +8,8 @@
 //! - [`tool`]: running an external tool, its stderr as the error;
 //! - [`loopdev`], [`filesystem`], [`unmount`]: losetup; blkid, mkfs, mount, umount,
 //!   fsfreeze; unmounting FUSE (umount2 or fusermount3);
-//! - [`file`]: punching holes and read-ahead advice.
+//! - [`file`]: punching holes and read-ahead advice;
+//! - [`process`]: the CPUs (possible, online), pinning a thread, the open-file limit.
 
 pub mod clock;
 pub mod file;
@@ -16,5 +17,6 @@ pub mod filesystem;
 pub mod fsio;
 pub mod loopdev;
 pub mod mountinfo;
+pub mod process;
 pub mod tool;
 pub mod unmount;

@@ -28,16 +28,18 @@ mod dispatch;
 #[cfg(test)]
 mod tests;
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use tracing::{debug, info, warn};
 
 use super::fuse_file::{MAX_IO, VolumeFs};
+use crate::sys::process;
 
 /// Threads per queue, each with its own io_uring: a request that waits on the disk (a read
 /// the page cache misses, a sync) holds only its thread, as with `/dev/fuse` threads.
@@ -79,7 +81,7 @@ pub fn enable() -> bool {
 pub struct Rings {
     threads: Vec<JoinHandle<()>>,
     /// One eventfd for every queue thread of the mount: each polls it, one write wakes all.
-    wake: Arc<OwnedFd>,
+    wake: Arc<EventFd>,
     /// Set once the ring has answered a request (until then `/dev/fuse` serves).
     served: Arc<AtomicBool>,
 }
@@ -100,23 +102,18 @@ impl Rings {
     /// `/dev/fuse` descriptor). Registration completes in the background: a queue whose
     /// kernel refuses it logs once and ends, and requests stay on `/dev/fuse`.
     pub fn start(dev: BorrowedFd, fs: Arc<VolumeFs>) -> std::io::Result<Rings> {
-        let cpus = possible_cpus();
-        // SAFETY: eventfd(2) returns a new descriptor or -1.
-        let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-        if wake < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        let cpus = process::possible_cpus();
+        let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC).map_err(std::io::Error::from)?;
         // Built first, so that an error below drops it and ends the queues already started.
         let mut rings = Rings {
             threads: Vec::new(),
-            // SAFETY: `wake` is a new descriptor, ours alone.
-            wake: Arc::new(unsafe { OwnedFd::from_raw_fd(wake) }),
+            wake: Arc::new(wake),
             served: Arc::new(AtomicBool::new(false)),
         };
         // One duplicate of the connection for all the queues (every thread's ring names it
         // in its SQEs): descriptors per mount stay near one per thread.
         let dev = Arc::new(dev.try_clone_to_owned()?);
-        let online = online_cpus();
+        let online = process::online_cpus();
         // A CPU that is offline issues nothing; its queue needs one entry only because the
         // kernel starts using the ring when every possible CPU's queue has one.
         let threads = |q: usize| if online.contains(&q) { THREADS } else { 1 };
@@ -163,10 +160,8 @@ impl Rings {
     }
 
     fn wake_all(&self) {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writes 8 bytes to our eventfd; it stays readable, so every queue's poll
-        // sees it, even one armed later.
-        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), 8) };
+        // It stays readable, so every queue's poll sees it, even one armed later.
+        let _ = self.wake.write(1);
     }
 }
 
@@ -178,51 +173,19 @@ impl Drop for Rings {
     }
 }
 
-/// CPUs online now (`/sys/devices/system/cpu/online`: "0-3,6"); all possible ones if
-/// unreadable.
-fn online_cpus() -> Vec<usize> {
-    let parse = |s: &str| -> Option<Vec<usize>> {
-        let mut v = Vec::new();
-        for r in s.trim().split(',') {
-            let mut ends = r.split('-').map(|n| n.parse::<usize>());
-            let a = ends.next()?.ok()?;
-            let b = ends.next().transpose().ok()?.unwrap_or(a);
-            v.extend(a..=b.min(a + 4096));
-        }
-        Some(v)
-    };
-    std::fs::read_to_string("/sys/devices/system/cpu/online")
-        .ok()
-        .and_then(|s| parse(&s))
-        .unwrap_or_else(|| (0..possible_cpus()).collect())
-}
-
-/// CPUs the kernel may run a requester on: it makes one queue for each
-/// (`num_possible_cpus`), and uses the ring only once every one is registered.
-fn possible_cpus() -> usize {
-    std::fs::read_to_string("/sys/devices/system/cpu/possible")
-        .ok()
-        .and_then(|s| {
-            s.trim()
-                .split(',')
-                .filter_map(|r| r.split('-').next_back()?.parse::<usize>().ok())
-                .max()
-        })
-        .map_or_else(
-            || std::thread::available_parallelism().map_or(1, |n| n.get()),
-            |max| max + 1,
-        )
-}
-
 fn run_queue(
     qid: u16,
     dev: &OwnedFd,
-    wake: &OwnedFd,
+    wake: &EventFd,
     fs: &VolumeFs,
     served: &AtomicBool,
 ) -> std::io::Result<()> {
     let wake = wake.as_raw_fd();
-    pin_to(qid as usize);
+    // The kernel puts a request on the queue of the CPU that issued it: pinned, the
+    // wake-up stays on that CPU.
+    if let Err(e) = process::pin_current_thread(qid as usize) {
+        debug!("cannot pin a FUSE ring thread to CPU {qid}: {e}");
+    }
     let mut ring: IoUring<squeue::Entry128, cqueue::Entry> = IoUring::builder()
         .setup_cqsize(2 * DEPTH as u32 + 2)
         .build(DEPTH as u32 + 1)?;
@@ -366,20 +329,6 @@ fn serve(
         }
         if entries.iter().all(|e| !e.pending) {
             return failed.map_or(Ok(()), |r| Err(std::io::Error::from_raw_os_error(-r)));
-        }
-    }
-}
-
-/// Runs this thread on CPU `cpu` only: the kernel puts a request on the queue of the CPU
-/// that issued it, so the wake-up stays on that CPU.
-fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity(0) touch only it
-    // and this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            debug!("cannot pin a FUSE ring thread to CPU {cpu}");
         }
     }
 }
