@@ -37,6 +37,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use std::sync::{Arc, Mutex};
 
 use super::auth::{AuthDirty, OwnerRoot, drop_record};
+use super::data::{DataFile, Written};
 use super::journal::{Overlay, write_overlay};
 use super::{Pool, lock};
 use crate::volume::error::{Result, VolumeError};
@@ -350,14 +351,11 @@ impl Pool {
             self.sync_data()?;
         }
         let mut dirty = self.take_dirty();
+        // After the take: every write it names has returned, so its range is among these.
+        // Whatever covers this commit (an entry carrying them, or a data sync) covers them.
+        let written = self.take_written();
         if journal && dirty.journalable() {
-            let r = self.sync_data().and_then(|()| {
-                if dirty.auth.records.is_empty() && dirty.auth.roots.is_empty() {
-                    Ok(true)
-                } else {
-                    self.append_to_journal(&mut dirty.auth)
-                }
-            });
+            let r = self.commit_to_journal(&mut dirty.auth, &written);
             match r {
                 Ok(true) => {
                     self.durable_epoch
@@ -370,6 +368,7 @@ impl Pool {
                 Err(e) => {
                     // Nothing of it is known durable: its records are pending again (and a
                     // failed append leaves the journal unusable, so they are folded).
+                    self.lose_written();
                     lock(&self.state).dirty.merge_older(dirty);
                     return Err(e);
                 }
@@ -389,6 +388,7 @@ impl Pool {
                 Ok(())
             }
             Err(e) => {
+                self.lose_written();
                 let mut st = lock(&self.state);
                 match attempt {
                     // The transaction's commit failed: it may have landed all the same.
@@ -405,6 +405,38 @@ impl Pool {
                     None => st.dirty.merge_older(dirty),
                 }
                 Err(e)
+            }
+        }
+    }
+
+    /// A journaled commit (an fsync whose changes are slot records only, or none): one
+    /// append and one sync where it can. `Ok(false)`: the journal cannot take it, fold.
+    ///
+    /// - No records, and no entry since the last fold or data sync carried blocks: a sync
+    ///   of the data files is all it needs (a plain volume's fsync).
+    /// - Nothing to record and nothing written since the last entry: already durable.
+    /// - Few blocks written since the journal last covered the data files: the entry
+    ///   carries them and nothing else is synced (one device flush instead of two or three;
+    ///   the files are synced by the next fold).
+    /// - Else the data files are synced, then the entry says so.
+    fn commit_to_journal(
+        &self,
+        auth: &mut super::auth::AuthDirty,
+        written: &[((u8, u8), Arc<DataFile>, Written)],
+    ) -> Result<bool> {
+        let records = !(auth.records.is_empty() && auth.roots.is_empty());
+        if !records && !lock(&self.journal).blocks_outstanding {
+            self.sync_data()?;
+            return Ok(true);
+        }
+        if !records && written.iter().all(|(_, _, w)| w.is_empty()) {
+            return Ok(true);
+        }
+        match self.carried_blocks(written)? {
+            Some(blocks) => self.append_to_journal(auth, Some(blocks)),
+            None => {
+                self.sync_data()?;
+                self.append_to_journal(auth, None)
             }
         }
     }

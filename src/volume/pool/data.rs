@@ -8,8 +8,8 @@
 //! write is in flight syncs or not, and the write's own fsync (which comes after the write
 //! returned) finds the flag raised and syncs.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::ids::SlotNo;
@@ -24,6 +24,64 @@ pub struct DataFile {
     /// Bytes written since the last sync began (approximate: only a commit's choice to
     /// write back ahead of its take reads it).
     unsynced: AtomicU64,
+    /// Ranges written or punched since the journal last covered this file.
+    written: Mutex<Written>,
+    /// Held shared by every write and punch, exclusively by [`DataFile::read_whole`]: a
+    /// range an entry carries is read back with no write half done in it (an entry must
+    /// not make a block durable torn between two writes).
+    io: RwLock<()>,
+}
+
+/// Most bytes of written ranges a file keeps track of: beyond it an fsync syncs the file
+/// (its entry would cost more to write than the sync it saves).
+pub(super) const WRITTEN_BYTES_MAX: u64 = 1 << 20;
+/// Most ranges a file keeps track of.
+const WRITTEN_RANGES_MAX: usize = 1024;
+
+/// The ranges written (`hole` false) or punched since the journal last covered a file, in
+/// the order they happened; `overflow` when there were more than it keeps, or a cover
+/// failed (the next cover must then sync the file).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct Written {
+    pub(super) ranges: Vec<Range>,
+    pub(super) bytes: u64,
+    pub(super) overflow: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Range {
+    pub(super) off: u64,
+    pub(super) len: u64,
+    pub(super) hole: bool,
+}
+
+impl Written {
+    fn note(&mut self, off: u64, len: u64, hole: bool) {
+        if self.overflow || len == 0 {
+            return;
+        }
+        if let Some(last) = self.ranges.last_mut()
+            && last.hole == hole
+            && last.off + last.len == off
+        {
+            last.len += len;
+        } else {
+            self.ranges.push(Range { off, len, hole });
+        }
+        if !hole {
+            self.bytes += len;
+        }
+        if self.bytes > WRITTEN_BYTES_MAX || self.ranges.len() > WRITTEN_RANGES_MAX {
+            *self = Written {
+                overflow: true,
+                ..Written::default()
+            };
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.ranges.is_empty() && !self.overflow
+    }
 }
 
 impl DataFile {
@@ -33,6 +91,8 @@ impl DataFile {
             chunk_shift,
             dirty: AtomicBool::new(false),
             unsynced: AtomicU64::new(0),
+            written: Mutex::default(),
+            io: RwLock::new(()),
         }
     }
 
@@ -51,20 +111,30 @@ impl DataFile {
     }
 
     pub fn write_at(&self, buf: &[u8], off: u64) -> Result<()> {
+        let _io = self.io.read().unwrap_or_else(|p| p.into_inner());
         let r = self.store.write_at(buf, off);
         // Even a failed write may have changed part of the range.
         self.dirty.store(true, Ordering::Release);
         self.unsynced.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.note_written(off, buf.len() as u64, false);
         r.map_err(|e| VolumeError::io("cannot write", self.path(), e))
     }
 
     /// A bulk write of page-aligned `buf` (from an `AlignedBuf`) that bypasses the page
     /// cache where it can (see `BlockStore::write_direct`).
     pub fn write_direct(&self, buf: &[u8], off: u64) -> Result<()> {
+        let _io = self.io.read().unwrap_or_else(|p| p.into_inner());
         let r = self.store.write_direct(buf, off);
         self.dirty.store(true, Ordering::Release);
         self.unsynced.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.note_written(off, buf.len() as u64, false);
         r.map_err(|e| VolumeError::io("cannot write", self.path(), e))
+    }
+
+    /// Reads with no write or punch of this file in flight (see `io`).
+    pub(super) fn read_whole(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        let _io = self.io.write().unwrap_or_else(|p| p.into_inner());
+        self.read_at(buf, off)
     }
 
     /// Asks the kernel to start reading a range into the page cache (no wait).
@@ -75,8 +145,10 @@ impl DataFile {
     /// Turns a byte range into a hole: it then reads as zeros (which we treat as unwritten
     /// blocks) and its disk space is returned to the filesystem.
     pub fn punch(&self, off: u64, len: u64) -> Result<()> {
+        let _io = self.io.read().unwrap_or_else(|p| p.into_inner());
         let r = self.store.punch(off, len);
         self.dirty.store(true, Ordering::Release);
+        self.note_written(off, len, true);
         r.map_err(|e| VolumeError::io("cannot punch a hole in", self.path(), e))
     }
 
@@ -101,6 +173,28 @@ impl DataFile {
             return Err(VolumeError::io("cannot sync", self.path(), e));
         }
         Ok(())
+    }
+
+    fn note_written(&self, off: u64, len: u64, hole: bool) {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note(off, len, hole);
+    }
+
+    /// Takes the ranges written since the last take: the caller's cover (a journal entry
+    /// holding them, or a sync of this file) now answers for them.
+    pub(super) fn take_written(&self) -> Written {
+        std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A cover of ranges taken failed: the next one must sync this file.
+    pub(super) fn lose_written(&self) {
+        let mut w = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        *w = Written {
+            overflow: true,
+            ..Written::default()
+        };
     }
 
     /// Bytes written since the last sync began.

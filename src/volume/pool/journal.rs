@@ -7,9 +7,15 @@
 //! sync plus one B-tree page per touched record: it made fsync-heavy jobs 0.7x as fast as
 //! on a plain volume. An append to this file costs one small sequential write and its sync.
 //!
-//! Protocol (formats.md, "Tag journal"): a journaled commit syncs the data files first, then
-//! appends one entry (its records, whole, the new roots and the write generation) and syncs
-//! the journal; the commit is durable when that sync returns. Entries carry consecutive
+//! Protocol (formats.md, "Tag journal"): a journaled commit appends one entry (its records,
+//! whole, the new roots and the write generation) and syncs the journal; the commit is
+//! durable when that sync returns. Before it, either the data files were synced (the entry
+//! says so), or the entry carries the ranges written since the journal last covered them
+//! (`entry.rs`): then the fsync is one device flush, and the next fold syncs the files. A
+//! replay writes back the ranges of the entries after the last data-synced one only: those
+//! before it were on disk by its sync, and newer acknowledged writes may lie over them. For
+//! the same reason a bare data sync (a plain volume's fsync) is not allowed while an entry
+//! with blocks is outstanding (`commit_to_journal` in `alloc.rs`). Entries carry consecutive
 //! sequence numbers and a blake3 checksum. A *fold* is an ordinary metadata transaction
 //! that also writes every record and root journaled since the last fold and stores the last
 //! sequence number handed out (`meta` "journalfolded"); once it is durable the next entry
@@ -33,10 +39,15 @@ use std::sync::Arc;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::auth::write_auth_rows;
+use super::data::Written;
 use super::{Pool, lock};
 use crate::volume::error::{Result, VolumeError};
 use crate::volume::storage::BlockStore;
 use crate::volume::tables::{META, REFS, VOLUMES};
+
+mod entry;
+pub(super) use entry::{Block, Content, Entry};
+use entry::{HEAD, MAGIC, MAGIC_V1, PAGE, checksum, padded};
 
 /// `meta` key: the last sequence number whose entry the metadata holds.
 pub(super) const JOURNAL_FOLDED: &str = "journalfolded";
@@ -45,13 +56,8 @@ pub(super) const JOURNAL_FOLDED: &str = "journalfolded";
 /// at 1 too) is no entry of this one.
 pub(super) const JOURNAL_POOL: &str = "journalpool";
 
-const MAGIC: &[u8; 8] = b"CVTAGJ01";
 /// For messages.
 const JOURNAL_NAME: &str = crate::volume::storage::JOURNAL_FILE;
-/// magic, sequence number, payload length, 4 zero bytes, blake3 of the rest.
-const HEAD: usize = 8 + 8 + 4 + 4 + 32;
-/// Entries start on page boundaries: a torn write damages one entry only.
-const PAGE: u64 = 4096;
 /// Zeros written per call while the file is laid out.
 const LAYOUT_STEP: u64 = 1 << 20;
 
@@ -80,131 +86,6 @@ impl Overlay {
     }
 }
 
-/// One journal entry, decoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Entry {
-    pub(super) seq: u64,
-    pub(super) generation: Option<u64>,
-    pub(super) records: Vec<((u8, u64), Vec<u8>)>,
-    pub(super) roots: Vec<(String, Vec<u8>)>,
-}
-
-impl Entry {
-    /// formats.md, "Tag journal": the head, then the payload (generation, records, roots),
-    /// zero-padded to whole pages.
-    pub(super) fn encode(&self, pool: u64) -> Vec<u8> {
-        // One buffer, head first (filled in once the payload's length and checksum are
-        // known): an entry is some 200 KB for fio's 32 writes, not worth a second copy.
-        let size = 8
-            + 4
-            + self
-                .records
-                .iter()
-                .map(|(_, b)| 13 + b.len())
-                .sum::<usize>()
-            + 4
-            + self
-                .roots
-                .iter()
-                .map(|(o, b)| 6 + o.len() + b.len())
-                .sum::<usize>();
-        let mut out = Vec::with_capacity(padded(HEAD + size) as usize);
-        out.resize(HEAD, 0);
-        out.extend_from_slice(&self.generation.unwrap_or(0).to_le_bytes());
-        out.extend_from_slice(&(self.records.len() as u32).to_le_bytes());
-        for ((shift, slot), bytes) in &self.records {
-            out.push(*shift);
-            out.extend_from_slice(&slot.to_le_bytes());
-            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            out.extend_from_slice(bytes);
-        }
-        out.extend_from_slice(&(self.roots.len() as u32).to_le_bytes());
-        for (owner, bytes) in &self.roots {
-            out.extend_from_slice(&(owner.len() as u16).to_le_bytes());
-            out.extend_from_slice(owner.as_bytes());
-            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            out.extend_from_slice(bytes);
-        }
-        let len = out.len() - HEAD;
-        let (head, payload) = out.split_at_mut(HEAD);
-        head[..8].copy_from_slice(MAGIC);
-        head[8..16].copy_from_slice(&self.seq.to_le_bytes());
-        head[16..20].copy_from_slice(&(len as u32).to_le_bytes());
-        let sum = checksum(&head[..24], pool, payload);
-        head[24..].copy_from_slice(&sum);
-        out.resize(padded(out.len()) as usize, 0);
-        out
-    }
-
-    fn decode_payload(seq: u64, p: &[u8]) -> std::result::Result<Entry, String> {
-        let mut r = Reader { b: p, at: 0 };
-        let generation = Some(r.u64()?).filter(|g| *g != 0);
-        let n = r.u32()?;
-        let mut records = Vec::new();
-        for _ in 0..n {
-            let shift = r.take(1)?[0];
-            let slot = r.u64()?;
-            let len = r.u32()? as usize;
-            records.push(((shift, slot), r.take(len)?.to_vec()));
-        }
-        let n = r.u32()?;
-        let mut roots = Vec::new();
-        for _ in 0..n {
-            let len = u16::from_le_bytes(r.take(2)?.try_into().expect("2")) as usize;
-            let owner = std::str::from_utf8(r.take(len)?)
-                .map_err(|_| "an owner name that is not UTF-8".to_string())?
-                .to_string();
-            let len = r.u32()? as usize;
-            roots.push((owner, r.take(len)?.to_vec()));
-        }
-        if r.at != p.len() {
-            return Err(format!("{} bytes after the roots", p.len() - r.at));
-        }
-        Ok(Entry {
-            seq,
-            generation,
-            records,
-            roots,
-        })
-    }
-}
-
-fn padded(n: usize) -> u64 {
-    (n as u64).div_ceil(PAGE) * PAGE
-}
-
-fn checksum(head: &[u8], pool: u64, payload: &[u8]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    h.update(head);
-    h.update(&pool.to_le_bytes());
-    h.update(payload);
-    *h.finalize().as_bytes()
-}
-
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> std::result::Result<&[u8], String> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|e| *e <= self.b.len())
-            .ok_or_else(|| format!("it ends at byte {} inside a field", self.b.len()))?;
-        let s = &self.b[self.at..end];
-        self.at = end;
-        Ok(s)
-    }
-    fn u32(&mut self) -> std::result::Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
-    }
-    fn u64(&mut self) -> std::result::Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
-    }
-}
-
 /// The entries after `folded`, in order, as a replay applies them. Stops at the first
 /// entry that is missing, torn, or of another sequence number; an entry whose checksum
 /// holds but whose content does not parse is damage (or tampering), an error.
@@ -219,7 +100,8 @@ pub(super) fn replay(store: &dyn BlockStore, folded: u64, pool: u64) -> Result<V
         store.read_at(&mut head, pos).map_err(io)?;
         let seq = u64::from_le_bytes(head[8..16].try_into().expect("8"));
         let len = u32::from_le_bytes(head[16..20].try_into().expect("4")) as u64;
-        if &head[..8] != MAGIC || seq != expect || len > end - pos - HEAD as u64 {
+        let v2 = &head[..8] == MAGIC;
+        if !(v2 || &head[..8] == MAGIC_V1) || seq != expect || len > end - pos - HEAD as u64 {
             break;
         }
         let mut payload = vec![0u8; len as usize];
@@ -227,7 +109,7 @@ pub(super) fn replay(store: &dyn BlockStore, folded: u64, pool: u64) -> Result<V
         if checksum(&head[..24], pool, &payload) != head[24..] {
             break;
         }
-        let entry = Entry::decode_payload(seq, &payload).map_err(|detail| VolumeError::Corrupt {
+        let entry = Entry::decode_payload(seq, v2, &payload).map_err(|detail| VolumeError::Corrupt {
             what: format!("the tag journal {}", store.path().display()),
             detail: format!(
                 "entry {seq} at byte {pos} has a valid checksum but {detail}: restore the pool from a backup"
@@ -380,7 +262,14 @@ pub(super) struct JournalState {
     pub(super) folded: u64,
     /// The pool's journal number, once stored (read at open).
     pub(super) pool: Option<u64>,
+    /// An entry carrying blocks may have been appended since the last fold or entry
+    /// written after a data sync: until one of those, every durable point must be an entry
+    /// (a replay would write those blocks over what a bare data sync made durable since).
+    pub(super) blocks_outstanding: bool,
 }
+
+/// Most bytes of blocks one entry carries; a commit with more syncs the data files.
+pub(super) const ENTRY_BLOCKS_MAX: u64 = 1 << 20;
 
 impl Pool {
     /// At open, before anything reads the metadata: applies the entries journaled after
@@ -412,6 +301,20 @@ impl Pool {
         let Some(last) = entries.last().map(|e| e.seq) else {
             return Ok(());
         };
+        // The blocks of the entries after the last one written after a data sync, in
+        // order: what those entries stood for instead of a sync. (The blocks of entries
+        // before it were on disk by its sync, and writing them again could undo an
+        // acknowledged write made since.) Durable before the fold stops their replay.
+        let since_sync = entries
+            .iter()
+            .rposition(|e| e.data_synced)
+            .map_or(0, |i| i + 1);
+        let blocks: Vec<&Block> = entries[since_sync..]
+            .iter()
+            .flat_map(|e| &e.blocks)
+            .collect();
+        let written_back = blocks.len();
+        self.write_back(&blocks)?;
         let mut all = Overlay::default();
         for e in entries {
             all.absorb(e);
@@ -448,18 +351,111 @@ impl Pool {
         }
         w.commit()?;
         tracing::info!(
-            "tag journal: applied entries {}..={last} ({} records)",
+            "tag journal: applied entries {}..={last} ({} records, {written_back} ranges of data written back)",
             folded + 1,
             all.records.len()
         );
         lock(&self.journal).folded = last;
+        // Folded: nothing written so far needs an entry.
+        self.take_written();
         Ok(())
     }
 
-    /// Appends a journaled commit's records, roots and generation (after its data was
-    /// synced). `Ok(false)`: the journal cannot take it (full, or unusable after a failure):
-    /// the caller folds instead. On success the overlay holds them.
-    pub(super) fn append_to_journal(&self, auth: &mut super::auth::AuthDirty) -> Result<bool> {
+    /// Replay: writes (or punches) `blocks` into their data files in order, then syncs
+    /// the files it touched.
+    fn write_back(&self, blocks: &[&Block]) -> Result<()> {
+        let mut touched: Vec<Arc<super::DataFile>> = vec![];
+        for b in blocks {
+            let f = self.file(b.shift, b.half as usize)?;
+            match &b.content {
+                Content::Bytes(v) => f.write_at(v, b.off)?,
+                Content::Punched(n) => f.punch(b.off, *n)?,
+            }
+            if !touched.iter().any(|t| Arc::ptr_eq(t, &f)) {
+                touched.push(f);
+            }
+        }
+        for f in touched {
+            f.sync_if_dirty()?;
+        }
+        Ok(())
+    }
+
+    /// Takes every data file's ranges written since the last take (`DataFile::take_written`),
+    /// with the file's chunk shift and half.
+    pub(super) fn take_written(&self) -> Vec<((u8, u8), Arc<super::DataFile>, Written)> {
+        let files: Vec<_> = self
+            .files
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, f)| (*k, f.clone()))
+            .collect();
+        files
+            .into_iter()
+            .map(|(k, f)| {
+                let w = f.take_written();
+                (k, f, w)
+            })
+            .collect()
+    }
+
+    /// A cover of ranges [`Pool::take_written`] took failed: the next journaled commit
+    /// syncs the data files instead of carrying blocks.
+    pub(super) fn lose_written(&self) {
+        for f in self
+            .files
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            f.lose_written();
+        }
+    }
+
+    /// The blocks an entry carries for `written`, read back from the data files (the page
+    /// cache, mostly); `None` when there are too many to carry (or a file lost track of
+    /// its ranges): the commit syncs the data files instead.
+    pub(super) fn carried_blocks(
+        &self,
+        written: &[((u8, u8), Arc<super::DataFile>, Written)],
+    ) -> Result<Option<Vec<Block>>> {
+        if written.iter().any(|(_, _, w)| w.overflow)
+            || written.iter().map(|(_, _, w)| w.bytes).sum::<u64>() > ENTRY_BLOCKS_MAX
+        {
+            return Ok(None);
+        }
+        let mut blocks = vec![];
+        for ((shift, half), f, w) in written {
+            for r in &w.ranges {
+                let content = if r.hole {
+                    Content::Punched(r.len)
+                } else {
+                    let mut v = vec![0u8; r.len as usize];
+                    f.read_whole(&mut v, r.off)?;
+                    Content::Bytes(v)
+                };
+                blocks.push(Block {
+                    shift: *shift,
+                    half: *half,
+                    off: r.off,
+                    content,
+                });
+            }
+        }
+        Ok(Some(blocks))
+    }
+
+    /// Appends a journaled commit's records, roots and generation, with `blocks` (what
+    /// was written since the journal last covered the data files), or with `None` after
+    /// the caller synced the data files. `Ok(false)`: the journal cannot take it (full, or
+    /// unusable after a failure): the caller folds instead. On success the overlay holds
+    /// the records and roots.
+    pub(super) fn append_to_journal(
+        &self,
+        auth: &mut super::auth::AuthDirty,
+        blocks: Option<Vec<Block>>,
+    ) -> Result<bool> {
         let mut j = lock(&self.journal);
         let folded = j.folded;
         if j.writer.is_none() {
@@ -486,17 +482,24 @@ impl Pool {
                 pool,
             ));
         }
-        let writer = j.writer.as_mut().expect("made above");
-        if !writer.usable() {
+        if !j.writer.as_ref().expect("made above").usable() {
             return Ok(false);
         }
         // Moved, not copied (a commit's records are some 200 KB): into the overlay once
         // durable, back into the commit if not.
+        let data_synced = blocks.is_none();
+        if !data_synced {
+            // Before the append: a failed one may be on disk all the same.
+            j.blocks_outstanding = true;
+        }
+        let writer = j.writer.as_mut().expect("made above");
         let mut entry = Entry {
             seq: 0,
             generation: auth.generation,
             records: auth.records.drain().collect(),
             roots: auth.roots.drain().collect(),
+            data_synced,
+            blocks: blocks.unwrap_or_default(),
         };
         let put_back = |auth: &mut super::auth::AuthDirty, entry: Entry| {
             auth.records.extend(entry.records);
@@ -504,6 +507,9 @@ impl Pool {
         };
         match writer.append(&mut entry) {
             Ok(Some(_)) => {
+                if data_synced {
+                    j.blocks_outstanding = false;
+                }
                 Arc::make_mut(&mut lock(&self.state).journaled).absorb(entry);
                 Ok(true)
             }
@@ -532,6 +538,9 @@ impl Pool {
     pub(super) fn fold_done(&self, seq: Option<u64>) {
         lock(&self.state).journaled = Arc::default();
         let mut j = lock(&self.journal);
+        // The fold synced the data files before its transaction: no entry's blocks are
+        // replayed any more.
+        j.blocks_outstanding = false;
         if let Some(seq) = seq {
             j.folded = j.folded.max(seq);
         }

@@ -39,6 +39,8 @@ pub(crate) mod tests;
 #[cfg(test)]
 mod tests_journal_attack;
 #[cfg(test)]
+mod tests_journal_blocks;
+#[cfg(test)]
 pub(crate) use tests::assert_consistent as assert_consistent_for_tests;
 
 use alloc::PoolState;

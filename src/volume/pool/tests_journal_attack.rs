@@ -354,6 +354,8 @@ fn a_hostile_entry_is_refused_at_attach_and_reported_by_check() {
             ((SHIFT, 999), vec![0; 64]),
         ],
         roots: vec![("vol-00000000000000bad".into(), vec![0; 48])],
+        data_synced: true,
+        blocks: vec![],
     };
     // Written as this pool's (a hostile writer can read its journal number).
     let (folded, pool_no) = {

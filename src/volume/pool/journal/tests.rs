@@ -17,6 +17,26 @@ fn entry(n: u8) -> Entry {
             ((16, 7), vec![n ^ 0xff; 9]),
         ],
         roots: vec![(format!("vol-{n}"), vec![n; 48])],
+        // Odd entries carry blocks (a written range and a hole), even ones follow a sync.
+        data_synced: n.is_multiple_of(2),
+        blocks: if !n.is_multiple_of(2) {
+            vec![
+                Block {
+                    shift: 20,
+                    half: 1,
+                    off: u64::from(n) << 20,
+                    content: Content::Bytes(vec![n; 8192]),
+                },
+                Block {
+                    shift: 16,
+                    half: 0,
+                    off: 7 << 16,
+                    content: Content::Punched(4096),
+                },
+            ]
+        } else {
+            vec![]
+        },
     }
 }
 
@@ -161,4 +181,74 @@ fn the_layout_writes_zeros_to_the_capacity_once() {
     assert_eq!(store(&disk).len().unwrap(), 64 << 10);
     // Zeros are no entry.
     assert!(replay(store(&disk).as_ref(), 1, POOL).unwrap().is_empty());
+}
+
+/// `e` (data synced, no blocks) as version 1 wrote it: no flags byte, no block count.
+fn encode_v1(e: &Entry, pool: u64) -> Vec<u8> {
+    assert!(e.data_synced && e.blocks.is_empty());
+    let v2 = e.encode(pool);
+    let len = u32::from_le_bytes(v2[16..20].try_into().unwrap()) as usize;
+    let p2 = &v2[HEAD..HEAD + len];
+    let mut payload = p2[..8].to_vec();
+    payload.extend_from_slice(&p2[9..len - 4]);
+    let mut out = vec![0u8; HEAD];
+    out[..8].copy_from_slice(entry::MAGIC_V1);
+    out[8..16].copy_from_slice(&e.seq.to_le_bytes());
+    out[16..20].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    let sum = checksum(&out[..24], pool, &payload);
+    out[24..HEAD].copy_from_slice(&sum);
+    out.extend_from_slice(&payload);
+    out.resize(padded(out.len()) as usize, 0);
+    out
+}
+
+/// A pool's journal written by the version before blocks rode in entries still replays
+/// (an upgrade right after a crash keeps the fsyncs acknowledged before it), and entries
+/// of both versions replay in one run.
+#[test]
+fn version_1_entries_still_replay() {
+    let disk = SimDisk::new();
+    let s = store(&disk);
+    let mut one = entry(2);
+    one.seq = 1;
+    let bytes = encode_v1(&one, POOL);
+    s.write_at(&bytes, 0).unwrap();
+    let mut j = Journal::new(store(&disk), 64 << 10, 0, POOL);
+    // The writer does not know of entry 1: place entry 2 behind it as it would have.
+    j.pos = bytes.len() as u64;
+    j.next_seq = 2;
+    j.laid_out = true;
+    let mut two = entry(3);
+    j.append(&mut two).unwrap().unwrap();
+    assert_eq!(replay(s.as_ref(), 0, POOL).unwrap(), vec![one, two]);
+}
+
+/// Entries whose checksum holds but whose blocks make no sense are damage: replay refuses
+/// them with the journal named, rather than writing where they point.
+#[test]
+fn blocks_that_make_no_sense_are_an_error_not_a_write() {
+    type Damage = Box<dyn Fn(&mut Entry)>;
+    let cases: Vec<(&str, Damage)> = vec![
+        ("half 2", Box::new(|e| e.blocks[0].half = 2)),
+        ("chunk size 2^70", Box::new(|e| e.blocks[0].shift = 70)),
+        (
+            "past 2^52 bytes",
+            Box::new(|e| e.blocks[0].off = u64::MAX - 10),
+        ),
+        ("blocks after a sync", Box::new(|e| e.data_synced = true)),
+    ];
+    for (what, damage) in cases {
+        let disk = SimDisk::new();
+        let mut j = Journal::new(store(&disk), 64 << 10, 0, POOL);
+        let mut e = entry(1);
+        damage(&mut e);
+        j.append(&mut e).unwrap().unwrap();
+        let err = replay(store(&disk).as_ref(), 0, POOL)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tag journal") && err.contains("entry 1"),
+            "{what}: {err}"
+        );
+    }
 }
