@@ -489,7 +489,13 @@ impl OpenVolume {
         // copied into it first).
         let in_place = match &current {
             Some(e) if !e.shared => match self.auth {
-                Some(_) => self.placeable(e.slot, skip0, skip1)?,
+                // A block of the range moved by a commit in flight: wait for its end
+                // rather than copy the chunk (`Pool::wait_for_commit_in_flight`).
+                Some(_) => {
+                    self.placeable(e.slot, skip0, skip1)?
+                        || (self.pool.wait_for_commit_in_flight()
+                            && self.placeable(e.slot, skip0, skip1)?)
+                }
                 None => e.domain == self.domain,
             },
             _ => false,

@@ -322,6 +322,15 @@ impl Pool {
     /// the metadata that must see everything committed (no journal entry newer than what
     /// it reads) commits and reads under one hold of the lock.
     pub(super) fn commit_locked(&self, journal: bool) -> Result<()> {
+        // Durable, failed or even panicked, this commit is over when this returns: writes
+        // waiting for it look again (`Pool::wait_for_commit_in_flight`).
+        struct EndInFlight<'a>(&'a Pool);
+        impl Drop for EndInFlight<'_> {
+            fn drop(&mut self) {
+                self.0.end_in_flight();
+            }
+        }
+        let _end = EndInFlight(self);
         let r = self
             .resolve_in_doubt()
             .and_then(|()| self.commit_pending(journal));

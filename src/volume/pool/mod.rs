@@ -73,6 +73,11 @@ pub struct Pool {
     epoch: AtomicU64,
     /// The newest epoch a successful commit closed: its writes, and all before, are durable.
     durable_epoch: AtomicU64,
+    /// Whether a commit is between its take and its end, and how many have ended; writes
+    /// that would copy a chunk only because of that commit wait for its end instead
+    /// (`auth.rs`, [`Pool::wait_for_commit_in_flight`]).
+    in_flight: Mutex<auth::InFlight>,
+    in_flight_ended: std::sync::Condvar,
     /// The last write generation handed out.
     next_gen: AtomicU64,
     /// Where authenticated volumes' anchors live (`<region>/anchors`): outside the pool.
@@ -143,6 +148,8 @@ impl Pool {
             gate: RwLock::new(()),
             epoch: AtomicU64::new(1),
             durable_epoch: AtomicU64::new(0),
+            in_flight: Mutex::default(),
+            in_flight_ended: std::sync::Condvar::new(),
             next_gen: AtomicU64::new(0),
             anchors: None,
             #[cfg(test)]
