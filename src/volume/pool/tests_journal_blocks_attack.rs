@@ -93,6 +93,7 @@ struct Ledger {
 /// as it (never as an older copy an entry carried).
 #[test]
 fn racing_writers_fsyncs_folds_and_verifies_then_a_crash() {
+    let mut blocks_seen = false;
     for k in [4u64, 9, 17, 30, 55, 90, u64::MAX] {
         let disk = SimDisk::new();
         let (pool, ha, hp) = mapped(Arc::new(SimStorage::new("/pool", disk.clone())));
@@ -112,6 +113,7 @@ fn racing_writers_fsyncs_folds_and_verifies_then_a_crash() {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let verify_bad = Arc::new(AtomicU64::new(0));
+        let outstanding = Arc::new(AtomicBool::new(false));
         std::thread::scope(|s| {
             let mut writers = vec![];
             for (vi, v) in [a.clone(), p.clone()].into_iter().enumerate() {
@@ -149,17 +151,21 @@ fn racing_writers_fsyncs_folds_and_verifies_then_a_crash() {
                     }));
                 }
             }
-            let (pool2, a2, stop2, disk2, bad2) = (
+            let (pool2, a2, stop2, disk2, bad2, out2) = (
                 pool.clone(),
                 a.clone(),
                 stop.clone(),
                 disk.clone(),
                 verify_bad.clone(),
+                outstanding.clone(),
             );
             s.spawn(move || {
                 let mut n = 0u64;
                 while !stop2.load(Ordering::Acquire) && !disk2.is_crashed() {
                     n += 1;
+                    if lock(&pool2.journal).blocks_outstanding {
+                        out2.store(true, Ordering::Relaxed);
+                    }
                     let _ = if n.is_multiple_of(3) {
                         pool2.sync()
                     } else {
@@ -185,6 +191,7 @@ fn racing_writers_fsyncs_folds_and_verifies_then_a_crash() {
             0,
             "crash at sync {k}: verify found bad blocks while running"
         );
+        blocks_seen |= outstanding.load(Ordering::Relaxed);
         drop((a, p));
         let written: Vec<HashMap<u64, u8>> = ledgers
             .iter()
@@ -230,6 +237,10 @@ fn racing_writers_fsyncs_folds_and_verifies_then_a_crash() {
             assert!(rep.root_ok && rep.bad_blocks.is_empty(), "{how}: {rep:?}");
         });
     }
+    assert!(
+        blocks_seen,
+        "no entry carried blocks while the threads raced"
+    );
 }
 
 /// Fsyncs whose entries carry blocks of both volumes, with folds when the journal (64 KiB
@@ -262,6 +273,10 @@ fn a_replay_crashed_at_each_of_its_syncs_then_run_again() {
         outstanding_seen |= lock(&pool.journal).blocks_outstanding;
     }
     assert!(outstanding_seen, "no entry carried blocks");
+    assert!(
+        lock(&pool.journal).folded > 0,
+        "the journal filled and was folded at least once"
+    );
     drop((a, p));
     let check = |d: &SimDisk, how: &str| {
         let pool = open(d);
