@@ -91,7 +91,12 @@ impl Overlay {
 /// holds but whose content does not parse is damage (or tampering), an error.
 pub(super) fn replay(store: &dyn BlockStore, folded: u64, pool: u64) -> Result<Vec<Entry>> {
     let io = |e| VolumeError::io("cannot read", store.path(), e);
-    let end = store.len().map_err(io)?;
+    // No journal is written past the largest capacity: what lies beyond is no entry, and a
+    // head there (or a length reaching there) must not make replay read gigabytes.
+    let end = store
+        .len()
+        .map_err(io)?
+        .min(crate::volume::storage::JOURNAL_CAPACITY);
     let mut out = Vec::new();
     let mut pos = 0u64;
     let mut expect = folded + 1;
@@ -477,7 +482,10 @@ impl Pool {
                 .map_err(|e| VolumeError::io("cannot open", self.dir.join(JOURNAL_NAME), e))?;
             j.writer = Some(Journal::new(
                 store,
-                self.storage.journal_capacity(),
+                // Replay reads no further (`replay`).
+                self.storage
+                    .journal_capacity()
+                    .min(crate::volume::storage::JOURNAL_CAPACITY),
                 folded,
                 pool,
             ));

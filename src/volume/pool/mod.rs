@@ -41,6 +41,8 @@ mod tests_journal_attack;
 #[cfg(test)]
 mod tests_journal_blocks;
 #[cfg(test)]
+mod tests_journal_blocks_attack;
+#[cfg(test)]
 pub(crate) use tests::assert_consistent as assert_consistent_for_tests;
 
 use alloc::PoolState;
