@@ -64,7 +64,8 @@ pub trait PoolStorage: Send + Sync + Debug {
     /// it read-only must not create one).
     fn has_journal(&self) -> bool;
     /// The tag journal's size: a commit that does not fit in what is left of it is folded
-    /// into the metadata instead.
+    /// into the metadata instead. At most [`JOURNAL_CAPACITY`]: replay reads no further
+    /// (a larger value is clamped to it).
     fn journal_capacity(&self) -> u64 {
         JOURNAL_CAPACITY
     }
