@@ -222,7 +222,23 @@ impl OpenVolume {
             // volume, whichever half they lie in. (Asking only the file this read reads
             // from left the other half's neighbours to miss one by one: random reads
             // through ext4 ran 20 µs slower once overwrites had spread the blocks.)
-            if let Some((in_first, in_second)) = window {
+            //
+            // Unless the page cache holds what this read wants: then it is read from there
+            // and no advice is given (an fadvise per cached 4 KiB read cost random reads
+            // through `mount` 13 %). Tried for a small read from one half only.
+            let one_half = match sc.halves.first() {
+                None => Some(0),
+                Some(&h) if sc.halves.iter().all(|&x| x == h) => Some(h as usize),
+                Some(_) => None,
+            };
+            let cached = match (window, one_half) {
+                (Some(_), Some(h)) => {
+                    let f = self.half_file(h)?;
+                    f.read_cached(buf, f.slot_offset(slot) + in_chunk)
+                }
+                _ => false,
+            };
+            if let Some((in_first, in_second)) = window.filter(|_| !cached) {
                 if in_first {
                     self.prefetch_around(&self.data, slot, in_chunk, buf.len());
                 }
@@ -232,7 +248,9 @@ impl OpenVolume {
                     self.prefetch_around(alt, slot, in_chunk, buf.len());
                 }
             }
-            if sc.halves.is_empty() {
+            if cached {
+                // Read above.
+            } else if sc.halves.is_empty() {
                 self.data
                     .read_at(buf, self.data.slot_offset(slot) + in_chunk)?;
             } else {

@@ -363,9 +363,11 @@ impl OpenVolume {
         if self.auth.is_some() {
             return self.read_blocks_auth(chunk, slot, in_chunk, buf);
         }
-        self.prefetch_around(&self.data, slot, in_chunk, buf.len());
-        self.data
-            .read_at(buf, self.data.slot_offset(slot) + in_chunk)?;
+        let at = self.data.slot_offset(slot) + in_chunk;
+        match self.around(&self.data, slot, in_chunk, buf.len()) {
+            Some(around) => self.data.read_around(buf, at, around)?,
+            None => self.data.read_at(buf, at)?,
+        }
         let first_block = (chunk * self.chunk_size() + in_chunk) / BLOCK_SIZE;
         let mut run_start: Option<usize> = None;
         let nblocks = buf.len() / BS;
@@ -397,12 +399,26 @@ impl OpenVolume {
     /// Small random reads: brings the surrounding 128 KiB of the slot in `file` into the
     /// page cache too, in the background, so neighbouring blocks hit memory next time.
     fn prefetch_around(&self, file: &DataFile, slot: SlotNo, in_chunk: u64, len: usize) {
-        if let Some((first, blocks)) = self.prefetch_window(in_chunk, len) {
-            file.prefetch(
+        if let Some((off, len)) = self.around(file, slot, in_chunk, len) {
+            file.prefetch(off, len);
+        }
+    }
+
+    /// The bytes of `file` (offset, length) a small read of `len` bytes at `in_chunk` of
+    /// `slot` asks to be read ahead; none for a large read.
+    fn around(
+        &self,
+        file: &DataFile,
+        slot: SlotNo,
+        in_chunk: u64,
+        len: usize,
+    ) -> Option<(u64, u64)> {
+        self.prefetch_window(in_chunk, len).map(|(first, blocks)| {
+            (
                 file.slot_offset(slot) + (first * BS) as u64,
                 (blocks * BS) as u64,
-            );
-        }
+            )
+        })
     }
 
     /// The blocks (first, count) of the chunk that a read of `len` bytes at `in_chunk`

@@ -137,6 +137,23 @@ impl DataFile {
         self.read_at(buf, off)
     }
 
+    /// A small read: from the page cache if it holds all of it (no read-ahead advice then:
+    /// an `fadvise` per cached 4 KiB read cost random reads through `mount` 13 %);
+    /// otherwise asks for `around` (offset, length) to be read ahead, then reads.
+    pub fn read_around(&self, buf: &mut [u8], off: u64, around: (u64, u64)) -> Result<()> {
+        if self.store.read_cached(buf, off) {
+            return Ok(());
+        }
+        self.prefetch(around.0, around.1);
+        self.read_at(buf, off)
+    }
+
+    /// Whether the page cache holds all of `buf`'s range: then it is read (see
+    /// [`DataFile::read_around`]).
+    pub fn read_cached(&self, buf: &mut [u8], off: u64) -> bool {
+        self.store.read_cached(buf, off)
+    }
+
     /// Asks the kernel to start reading a range into the page cache (no wait).
     pub fn prefetch(&self, off: u64, len: u64) {
         self.store.prefetch(off, len);

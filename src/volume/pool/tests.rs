@@ -22,6 +22,9 @@ type Hook = Arc<dyn Fn(&'static str, u64) + Send + Sync>;
 pub(crate) struct Hooked {
     inner: Arc<dyn PoolStorage>,
     hook: Arc<Mutex<Option<Hook>>>,
+    /// Whether reads may be served from the page cache (`BlockStore::read_cached`, which
+    /// skips read-ahead advice); off by default, so that reads always ask for it.
+    cached: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Hooked {
@@ -47,6 +50,10 @@ impl Hooked {
     }
     pub(crate) fn set(&self, h: Option<Hook>) {
         *self.hook.lock().unwrap() = h;
+    }
+    /// Lets reads be served from the page cache (see `cached`).
+    pub(crate) fn serve_cached(&self, on: bool) {
+        self.cached.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -110,6 +117,10 @@ impl BlockStore for HookedFile {
             .call(if self.alt { "prefetch-alt" } else { "prefetch" }, off);
         self.inner.prefetch(off, len)
     }
+    fn read_cached(&self, buf: &mut [u8], off: u64) -> bool {
+        self.owner.cached.load(std::sync::atomic::Ordering::SeqCst)
+            && self.inner.read_cached(buf, off)
+    }
     fn path(&self) -> &Path {
         self.inner.path()
     }
@@ -119,6 +130,7 @@ pub(crate) fn hooked(dir: &Path) -> Hooked {
     Hooked {
         inner: Arc::new(FileStorage::new(dir.to_path_buf())),
         hook: Arc::new(Mutex::new(None)),
+        cached: Arc::default(),
     }
 }
 

@@ -184,6 +184,10 @@ impl BlockStore for DataFile {
         crate::sys::file::will_need(&self.file, off, len);
     }
 
+    fn read_cached(&self, buf: &mut [u8], off: u64) -> bool {
+        crate::sys::file::read_cached(&self.file, buf, off)
+    }
+
     fn path(&self) -> &Path {
         &self.path
     }

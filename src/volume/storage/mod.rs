@@ -44,6 +44,12 @@ pub trait BlockStore: Send + Sync + Debug {
     fn len(&self) -> io::Result<u64>;
     /// A hint that `[off, off+len)` will be read soon. No effect on correctness.
     fn prefetch(&self, _off: u64, _len: u64) {}
+    /// Reads all of `buf` at `off` if that costs no wait for the device (the page cache
+    /// holds it); false: the caller reads with `read_at` (and may prefetch first). What a
+    /// false leaves in `buf` is unspecified. Stores without a cache always say false.
+    fn read_cached(&self, _buf: &mut [u8], _off: u64) -> bool {
+        false
+    }
     /// Where this store lives (for messages).
     fn path(&self) -> &Path;
 }
