@@ -765,3 +765,5 @@ mod tests_domains;
 mod tests_halves;
 #[cfg(test)]
 mod tests_remote;
+#[cfg(test)]
+mod tests_wait_attack;
