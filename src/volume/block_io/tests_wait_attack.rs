@@ -443,3 +443,89 @@ fn many_writers_waiting_on_a_commit_whose_sync_fails_all_wake_and_copy() {
     let rep = v.verify().unwrap();
     assert!(rep.root_ok && rep.bad_blocks.is_empty(), "{rep:?}");
 }
+
+/// Small reads whose range the page cache holds only in part (every other page of the
+/// data files dropped, on disk and on tmpfs): a short `RWF_NOWAIT` read must fall back to
+/// a whole read, on a plain and on an authenticated volume, and in either half.
+#[test]
+fn small_reads_of_ranges_the_page_cache_holds_in_part_read_right() {
+    for base in [std::env::temp_dir(), std::path::PathBuf::from("/dev/shm")] {
+        if !base.is_dir() {
+            continue;
+        }
+        for auth in [false, true] {
+            let d = tempfile::tempdir_in(&base).unwrap();
+            let r = region(&d);
+            let pool = Arc::new(Pool::open(&r).unwrap());
+            let h = if auth {
+                auth_header(1 << 20)
+            } else {
+                header(1 << 20)
+            };
+            pool.create_volume(&h).unwrap();
+            let v = if auth {
+                open_auth(&pool, &h).unwrap()
+            } else {
+                OpenVolume::open(pool.clone(), &h, xts()).unwrap()
+            };
+            let blocks = 64u64;
+            for b in 0..blocks {
+                v.write(b * BLOCK_SIZE, &content(b, 1)).unwrap();
+            }
+            v.flush().unwrap();
+            // Half of them again: on an authenticated volume they move to the second half.
+            for b in (0..blocks).step_by(2) {
+                v.write(b * BLOCK_SIZE, &content(b, 2)).unwrap();
+            }
+            v.flush().unwrap();
+            let want = |b: u64| content(b, if b.is_multiple_of(2) { 2 } else { 1 });
+            for round in 0..4 {
+                // Drop every other page of every data file (clean after the commit).
+                for e in std::fs::read_dir(r.pool_dir()).unwrap() {
+                    let p = e.unwrap().path();
+                    if !p.to_string_lossy().ends_with(".pool") {
+                        continue;
+                    }
+                    let f = std::fs::File::open(&p).unwrap();
+                    let len = f.metadata().unwrap().len();
+                    let mut off = (round % 2) * 4096;
+                    while off < len {
+                        nix::fcntl::posix_fadvise(
+                            &f,
+                            off as i64,
+                            4096,
+                            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+                        )
+                        .unwrap();
+                        off += 8192;
+                    }
+                }
+                for b in 0..blocks - 1 {
+                    let mut two = vec![0u8; 2 * BS];
+                    v.read(b * BLOCK_SIZE, &mut two).unwrap();
+                    assert_eq!(two[..BS], want(b), "round {round}, block {b} (auth {auth})");
+                    assert_eq!(
+                        two[BS..],
+                        want(b + 1),
+                        "round {round}, block {} (auth {auth})",
+                        b + 1
+                    );
+                    let mut part = vec![0u8; 3000];
+                    v.read(b * BLOCK_SIZE + 2500, &mut part).unwrap();
+                    let mut joined = want(b);
+                    joined.extend(want(b + 1));
+                    assert_eq!(
+                        part,
+                        joined[2500..5500],
+                        "round {round}, partial at block {b}"
+                    );
+                }
+            }
+            if auth {
+                let rep = v.verify().unwrap();
+                assert!(rep.root_ok && rep.bad_blocks.is_empty(), "{rep:?}");
+                assert_eq!(v.bad_blocks_seen(), 0);
+            }
+        }
+    }
+}
