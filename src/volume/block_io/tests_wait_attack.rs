@@ -529,3 +529,61 @@ fn small_reads_of_ranges_the_page_cache_holds_in_part_read_right() {
         }
     }
 }
+
+/// While eight writers wait on a commit that succeeds, object operations that commit queue
+/// behind it: a verify (its `check_root` commits under the commit lock, then reads every
+/// block under its chunk's lock), a snapshot (quiesce, commit) and that snapshot's delete
+/// (commit, then frees). All of them finish, the writers move their blocks in place, and
+/// the pool reopens verified, with the snapshot gone.
+#[test]
+fn verify_snapshot_and_delete_queued_behind_waiting_writers_complete() {
+    let d = tempfile::tempdir().unwrap();
+    let r = region(&d);
+    let h = auth_header(4 << 20);
+    let n = 8;
+    {
+        let (storage, v) = hooked_volume(&r, &h);
+        let slots = moved_blocks(&v, n);
+        let ops: Handles = Arc::new(Mutex::new(vec![]));
+        let (q, vq, hq) = (ops.clone(), v.clone(), h.clone());
+        let writers = writers_during_commit(&storage, &v, n, 3, move || {
+            let v = vq.clone();
+            q.lock().unwrap().push(std::thread::spawn(move || {
+                let rep = v.verify().unwrap();
+                assert!(rep.root_ok, "{rep:?}");
+            }));
+            let (v, h) = (vq.clone(), hq.clone());
+            q.lock().unwrap().push(std::thread::spawn(move || {
+                let id = crate::volume::ids::SnapshotId::random();
+                {
+                    let _q = v.quiesce();
+                    v.pool.create_snapshot(&h, &id, b"r").unwrap();
+                    v.mark_all_shared();
+                }
+                v.pool.delete_snapshot(&id, h.chunk_shift).unwrap();
+            }));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        });
+        v.flush().unwrap();
+        storage.set(None);
+        join(&writers);
+        join(&ops);
+        for c in 0..n {
+            assert_eq!(read_block(&v, c * v.chunk_size() / BLOCK_SIZE), block(3));
+        }
+        // The writers ran before the snapshot could quiesce: in place, no copy.
+        let moved_in_place = (0..n)
+            .filter(|&c| v.entry(c).unwrap().slot == slots[c as usize])
+            .count();
+        assert_eq!(moved_in_place, n as usize);
+        v.flush().unwrap();
+    }
+    let pool = Arc::new(Pool::open(&r).unwrap());
+    assert!(pool.list_snapshots().unwrap().is_empty());
+    let v = open_auth(&pool, &h).unwrap();
+    for c in 0..n {
+        assert_eq!(read_block(&v, c * v.chunk_size() / BLOCK_SIZE), block(3));
+    }
+    let rep = v.verify().unwrap();
+    assert!(rep.root_ok && rep.bad_blocks.is_empty(), "{rep:?}");
+}
