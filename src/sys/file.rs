@@ -18,20 +18,22 @@ pub fn punch_hole(file: &File, off: u64, len: u64) -> io::Result<()> {
 }
 
 /// Reads all of `buf` at `off` if the page cache holds it, without waiting for any I/O
-/// (`preadv2` with `RWF_NOWAIT`); false if it does not (or the filesystem cannot say, or
-/// the file ends first): the caller reads the usual way. What a false leaves in `buf` is
-/// unspecified.
-pub fn read_cached(file: &File, buf: &mut [u8], off: u64) -> bool {
+/// (`preadv2` with `RWF_NOWAIT`). `Ok(false)`: it does not, or only part of it, or the file
+/// ends first; an error: the call failed (`EOPNOTSUPP`: the filesystem cannot read without
+/// waiting, as tmpfs here). Either way the caller reads the usual way; what it leaves in
+/// `buf` is unspecified.
+pub fn read_cached(file: &File, buf: &mut [u8], off: u64) -> io::Result<bool> {
     let want = buf.len();
-    matches!(
-        rustix::io::preadv2(
-            file,
-            &mut [io::IoSliceMut::new(buf)],
-            off,
-            rustix::io::ReadWriteFlags::NOWAIT,
-        ),
-        Ok(n) if n == want
-    )
+    match rustix::io::preadv2(
+        file,
+        &mut [io::IoSliceMut::new(buf)],
+        off,
+        rustix::io::ReadWriteFlags::NOWAIT,
+    ) {
+        Ok(n) => Ok(n == want),
+        Err(e) if e == rustix::io::Errno::AGAIN => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Best effort: tells the kernel `len` bytes at `off` will be read soon.
@@ -59,7 +61,8 @@ mod tests {
     /// the file (short) and after the pages are dropped (they would need the disk): false.
     #[test]
     fn read_cached_reads_what_the_page_cache_holds_and_nothing_else() {
-        let d = tempfile::tempdir().unwrap();
+        // On a disk: a tmpfs cannot read without waiting (EOPNOTSUPP).
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
         let path = d.path().join("f");
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -71,15 +74,18 @@ mod tests {
         let data: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
         f.write_all_at(&data, 0).unwrap();
         let mut buf = vec![0u8; 4096];
-        assert!(read_cached(&f, &mut buf, 4096));
+        assert!(read_cached(&f, &mut buf, 4096).unwrap());
         assert_eq!(buf, data[4096..]);
-        assert!(!read_cached(&f, &mut buf, 6144), "ends past the file");
+        assert!(
+            !read_cached(&f, &mut buf, 6144).unwrap(),
+            "ends past the file"
+        );
         f.sync_all().unwrap();
         posix_fadvise(&f, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
         // Dropped pages may come back at once on some filesystems (tmpfs keeps them):
         // there the read is from memory and must be right.
         let mut again = vec![0u8; 4096];
-        if read_cached(&f, &mut again, 0) {
+        if read_cached(&f, &mut again, 0).unwrap() {
             assert_eq!(again, data[..4096]);
         }
     }

@@ -47,6 +47,7 @@ impl FileStorage {
             path,
             file,
             direct: OnceLock::new(),
+            nowait: std::sync::atomic::AtomicBool::new(true),
         }))
     }
 }
@@ -137,6 +138,9 @@ struct DataFile {
     /// A second descriptor with O_DIRECT for bulk copies (`None`: the filesystem refuses
     /// O_DIRECT, e.g. tmpfs; buffered writes are used instead).
     direct: OnceLock<Option<File>>,
+    /// False once the filesystem refused `RWF_NOWAIT` (tmpfs does): reads then skip the
+    /// attempt instead of paying a failing call each.
+    nowait: std::sync::atomic::AtomicBool,
 }
 
 impl BlockStore for DataFile {
@@ -185,10 +189,61 @@ impl BlockStore for DataFile {
     }
 
     fn read_cached(&self, buf: &mut [u8], off: u64) -> bool {
-        crate::sys::file::read_cached(&self.file, buf, off)
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.nowait.load(Relaxed) {
+            return false;
+        }
+        match crate::sys::file::read_cached(&self.file, buf, off) {
+            Ok(read) => read,
+            Err(e) => {
+                if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                    self.nowait.store(false, Relaxed);
+                }
+                false
+            }
+        }
     }
 
     fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a filesystem that cannot read without waiting (tmpfs), the first attempt fails
+    /// and the file stops trying (each small read would pay a failing call); on a disk it
+    /// keeps reading from the page cache.
+    #[test]
+    fn a_file_where_nowait_reads_are_refused_stops_trying_them() {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (base, refused) in [("/dev/shm", true), ("/var/tmp", false)] {
+            let d = tempfile::tempdir_in(base).unwrap();
+            let path = d.path().join("data");
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .unwrap();
+            let f = DataFile {
+                path,
+                file,
+                direct: OnceLock::new(),
+                nowait: std::sync::atomic::AtomicBool::new(true),
+            };
+            f.write_at(&[7u8; 8192], 0).unwrap();
+            let mut buf = [0u8; 4096];
+            assert_eq!(f.read_cached(&mut buf, 0), !refused, "{base}: first read");
+            assert_eq!(f.nowait.load(Relaxed), !refused, "{base}: still trying");
+            if !refused {
+                assert_eq!(buf, [7u8; 4096]);
+            }
+            f.read_at(&mut buf, 4096).unwrap();
+            assert_eq!(buf, [7u8; 4096], "{base}: the usual read");
+        }
     }
 }
