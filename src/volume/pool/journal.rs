@@ -367,41 +367,26 @@ impl Pool {
     }
 
     /// Replay: writes (or punches) `blocks` into their data files in order, then syncs
-    /// the files it touched.
+    /// them (`Pool::sync_data`: the files written since their last sync).
     fn write_back(&self, blocks: &[&Block]) -> Result<()> {
-        let mut touched: Vec<Arc<super::DataFile>> = vec![];
         for b in blocks {
             let f = self.file(b.shift, b.half as usize)?;
             match &b.content {
                 Content::Bytes(v) => f.write_at(v, b.off)?,
                 Content::Punched(n) => f.punch(b.off, *n)?,
             }
-            if !touched.iter().any(|t| Arc::ptr_eq(t, &f)) {
-                touched.push(f);
-            }
         }
-        for f in touched {
-            f.sync_if_dirty()?;
-        }
-        Ok(())
+        self.sync_data()
     }
 
     /// Takes every data file's ranges written since the last take (`DataFile::take_written`),
     /// with the file's chunk shift and half.
     pub(super) fn take_written(&self) -> Vec<((u8, u8), Arc<super::DataFile>, Written)> {
-        let files: Vec<_> = self
-            .files
+        self.files
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(k, f)| (*k, f.clone()))
-            .collect();
-        files
-            .into_iter()
-            .map(|(k, f)| {
-                let w = f.take_written();
-                (k, f, w)
-            })
+            .map(|(k, f)| (*k, f.clone(), f.take_written()))
             .collect()
     }
 
