@@ -377,17 +377,22 @@ impl OpenVolume {
     /// the slot is in this volume's domain (one in another, a chunk fetched from an archive
     /// say, is copied into it), and no block of it waits for a commit that has been taken
     /// but is not durable.
+    ///
+    /// A block waiting for a commit in flight waits for that commit's end
+    /// (`Pool::wait_for_commit_in_flight`) and is looked at again: once the commit is
+    /// durable it has a free half, and the chunk is copied only if the commit failed.
     pub(super) fn placeable(&self, slot: SlotNo, b0: u64, b1: u64) -> Result<bool> {
         let rec = self.record(slot)?;
-        let (epoch, durable) = (self.pool.epoch(), self.pool.durable_epoch());
-        let r = lock(&rec);
-        if r.domain != self.auth().expect("authenticated volume").domain {
+        if lock(&rec).domain != self.auth().expect("authenticated volume").domain {
             return Ok(false);
         }
-        Ok(
+        let free = || {
+            let (epoch, durable) = (self.pool.epoch(), self.pool.durable_epoch());
+            let r = lock(&rec);
             ((b0 / BLOCK_SIZE) as usize..b1.div_ceil(BLOCK_SIZE) as usize)
-                .all(|i| r.moves.placement(i, epoch, durable) != Placement::Copy),
-        )
+                .all(|i| r.moves.placement(i, epoch, durable) != Placement::Copy)
+        };
+        Ok(free() || (self.pool.wait_for_commit_in_flight() && free()))
     }
 
     /// Where each of blocks `first..first + n` of a record goes: its half into

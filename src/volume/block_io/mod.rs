@@ -499,19 +499,14 @@ impl OpenVolume {
             self.resolve(chunk)?
         };
         // An authenticated volume writes into its own slot unless a block of the range
-        // waits for a commit in flight (`auth::placeable`): it then copies the chunk.
+        // waits for a commit in flight that fails (`auth::placeable`): it then copies the
+        // chunk.
         // A plain volume writes in place only into a slot of its own domain (one of
         // another domain, fetched from an archive or filled by an older cryptvol, is
         // copied into it first).
         let in_place = match &current {
             Some(e) if !e.shared => match self.auth {
-                // A block of the range moved by a commit in flight: wait for its end
-                // rather than copy the chunk (`Pool::wait_for_commit_in_flight`).
-                Some(_) => {
-                    self.placeable(e.slot, skip0, skip1)?
-                        || (self.pool.wait_for_commit_in_flight()
-                            && self.placeable(e.slot, skip0, skip1)?)
-                }
+                Some(_) => self.placeable(e.slot, skip0, skip1)?,
                 None => e.domain == self.domain,
             },
             _ => false,
