@@ -131,13 +131,7 @@ fn many_writers_waiting_on_a_commit_that_panics_all_wake_and_copy() {
         }
         v.flush().unwrap();
     }
-    let pool = Arc::new(Pool::open(&r).unwrap());
-    let v = open_auth(&pool, &h).unwrap();
-    for c in 0..n {
-        assert_eq!(read_block(&v, c * v.chunk_size() / BLOCK_SIZE), block(3));
-    }
-    let rep = v.verify().unwrap();
-    assert!(rep.root_ok && rep.bad_blocks.is_empty(), "{rep:?}");
+    reopened_reads_block_3_in_each_chunk(&r, &h, n);
 }
 
 /// Eight writers wait on a commit that succeeds, while a snapshot's quiesce (every stripe,
@@ -177,8 +171,14 @@ fn a_quiesce_and_commit_queued_behind_waiting_writers_completes() {
         }
         v.flush().unwrap();
     }
-    let pool = Arc::new(Pool::open(&r).unwrap());
-    let v = open_auth(&pool, &h).unwrap();
+    reopened_reads_block_3_in_each_chunk(&r, &h, n);
+}
+
+/// The pool of `r` opened again: the first block of each of the first `n` chunks of `h`
+/// reads `3`, and `verify` is clean.
+fn reopened_reads_block_3_in_each_chunk(r: &RegionDir, h: &VolumeHeader, n: u64) {
+    let pool = Arc::new(Pool::open(r).unwrap());
+    let v = open_auth(&pool, h).unwrap();
     for c in 0..n {
         assert_eq!(read_block(&v, c * v.chunk_size() / BLOCK_SIZE), block(3));
     }
@@ -441,13 +441,7 @@ fn many_writers_waiting_on_a_commit_whose_sync_fails_all_wake_and_copy() {
         v.flush().unwrap();
         assert_eq!(v.bad_blocks_seen(), 0);
     }
-    let pool = Arc::new(Pool::open(&r).unwrap());
-    let v = open_auth(&pool, &h).unwrap();
-    for c in 0..n {
-        assert_eq!(read_block(&v, c * v.chunk_size() / BLOCK_SIZE), block(3));
-    }
-    let rep = v.verify().unwrap();
-    assert!(rep.root_ok && rep.bad_blocks.is_empty(), "{rep:?}");
+    reopened_reads_block_3_in_each_chunk(&r, &h, n);
 }
 
 /// Small reads whose range the page cache holds only in part (every other page of the

@@ -154,7 +154,7 @@ impl Pool {
     /// per commit at 2.5 GB/s). Waiting is safe with the gate held shared: the commit
     /// needs neither the gate nor any stripe after its take, and the next commit cannot
     /// take before this one ends (the commit lock).
-    pub fn wait_for_commit_in_flight(&self) -> bool {
+    pub(crate) fn wait_for_commit_in_flight(&self) -> bool {
         let mut f = lock(&self.in_flight);
         // A write from inside the commit itself (a hook of the tests; nothing in the daemon
         // writes while it commits) would wait for itself: it copies.
