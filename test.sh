@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # System packages the tests use; installed when missing (needs root, as in CI).
-packages=(fuse3 fio e2fsprogs xfsprogs openssl)
+packages=(fuse3 fio e2fsprogs xfsprogs openssl softhsm2)
 # tests/compat.rs runs the real AWS CLI and boto3 from a venv (below): Debian's python3
 # makes venvs only with python3-venv.
 command -v python3 >/dev/null && python3 -c 'import ensurepip, venv' >/dev/null 2>&1 \
@@ -50,6 +50,15 @@ if [ -f "$compat_venv/.pins" ]; then
   export CRYPTVOL_COMPAT_AWS="$compat_venv/bin/aws"
   export CRYPTVOL_COMPAT_MOTO="$compat_venv/bin/moto_server"
 fi
+
+# A SoftHSM2 token directory for this run (the PKCS#11 tests make their tokens in it);
+# a fresh one each time, removed on exit.
+softhsm_dir="$(mktemp -d)"
+trap 'rm -rf "$softhsm_dir"' EXIT
+mkdir "$softhsm_dir/tokens"
+printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
+  "$softhsm_dir/tokens" >"$softhsm_dir/softhsm2.conf"
+export SOFTHSM2_CONF="$softhsm_dir/softhsm2.conf"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,0 +1,189 @@
+//! RFC 7512 `pkcs11:` URIs, the standard way to name a token and an object in it:
+//! `pkcs11:token=cryptvol;object=root-key?module-path=/usr/lib/softhsm/libsofthsm2.so`.
+//!
+//! Path attributes (before `?`, separated by `;`): `token` (label), `slot-id`, `object`
+//! (label), `id` (bytes), and the informational `type`, `serial`, `model`, `manufacturer`
+//! and `library-*`, which are accepted and not used. Query attributes (after `?`,
+//! separated by `&`): `module-path`, `pin-source` (a file holding the PIN) and `pin-value`.
+//! Values are percent-decoded. Anything else is refused rather than silently ignored, so a
+//! typo never selects a different token.
+
+use std::path::PathBuf;
+
+use super::HsmError;
+use super::token::{ObjectRef, TokenSelector};
+
+/// A parsed `pkcs11:` URI. The PIN, if the URI holds one, is kept as a secret.
+#[derive(Debug, Default)]
+pub struct Pkcs11Uri {
+    pub token: Option<String>,
+    pub slot_id: Option<u64>,
+    pub object: Option<String>,
+    pub id: Option<Vec<u8>>,
+    pub module_path: Option<PathBuf>,
+    pub pin_source: Option<PathBuf>,
+    pub pin_value: Option<secrecy::SecretString>,
+}
+
+const IGNORED_PATH_ATTRS: &[&str] = &[
+    "type",
+    "serial",
+    "model",
+    "manufacturer",
+    "library-manufacturer",
+    "library-description",
+    "library-version",
+    "slot-description",
+    "slot-manufacturer",
+];
+
+impl Pkcs11Uri {
+    pub fn parse(text: &str) -> Result<Pkcs11Uri, HsmError> {
+        let shown = redact(text);
+        let bad = |why: &str| HsmError::BadUri(shown.clone(), why.to_string());
+        let rest = text
+            .strip_prefix("pkcs11:")
+            .ok_or_else(|| bad("it does not start with pkcs11:"))?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut uri = Pkcs11Uri::default();
+        for attr in path.split(';').filter(|a| !a.is_empty()) {
+            let (name, value) = attr
+                .split_once('=')
+                .ok_or_else(|| bad(&format!("attribute {attr:?} has no '='")))?;
+            let value = decode(value).map_err(|e| bad(&e))?;
+            match name {
+                "token" => set(
+                    &mut uri.token,
+                    text_value(value).map_err(|e| bad(&e))?,
+                    name,
+                )
+                .map_err(|e| bad(&e))?,
+                "object" => set(
+                    &mut uri.object,
+                    text_value(value).map_err(|e| bad(&e))?,
+                    name,
+                )
+                .map_err(|e| bad(&e))?,
+                "id" => set(&mut uri.id, value, name).map_err(|e| bad(&e))?,
+                "slot-id" => {
+                    let n = text_value(value)
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .ok_or_else(|| bad("slot-id is not a decimal number"))?;
+                    set(&mut uri.slot_id, n, name).map_err(|e| bad(&e))?
+                }
+                n if IGNORED_PATH_ATTRS.contains(&n) => {}
+                n => return Err(bad(&format!("unknown attribute {n:?}"))),
+            }
+        }
+        for attr in query.split('&').filter(|a| !a.is_empty()) {
+            let (name, value) = attr
+                .split_once('=')
+                .ok_or_else(|| bad(&format!("query attribute {:?} has no '='", attr_name(attr))))?;
+            let value = decode(value).map_err(|e| bad(&e))?;
+            match name {
+                "module-path" => {
+                    let p = PathBuf::from(text_value(value).map_err(|e| bad(&e))?);
+                    if !p.is_absolute() {
+                        return Err(bad("module-path must be absolute"));
+                    }
+                    set(&mut uri.module_path, p, name).map_err(|e| bad(&e))?
+                }
+                "pin-source" => {
+                    let s = text_value(value).map_err(|e| bad(&e))?;
+                    let p = PathBuf::from(s.strip_prefix("file:").unwrap_or(&s));
+                    set(&mut uri.pin_source, p, name).map_err(|e| bad(&e))?
+                }
+                "pin-value" => {
+                    let s = zeroize::Zeroizing::new(value);
+                    let s = std::str::from_utf8(&s).map_err(|_| bad("pin-value is not UTF-8"))?;
+                    if uri.pin_value.is_some() {
+                        return Err(bad("pin-value is given twice"));
+                    }
+                    uri.pin_value = Some(s.into());
+                }
+                n => return Err(bad(&format!("unknown query attribute {n:?}"))),
+            }
+        }
+        if uri.token.is_some() && uri.slot_id.is_some() {
+            return Err(bad("give token or slot-id, not both"));
+        }
+        Ok(uri)
+    }
+
+    /// The token this URI names, if it names one.
+    pub fn token_selector(&self) -> Option<TokenSelector> {
+        match (&self.token, self.slot_id) {
+            (Some(label), _) => Some(TokenSelector::Label(label.clone())),
+            (None, Some(slot)) => Some(TokenSelector::Slot(slot)),
+            (None, None) => None,
+        }
+    }
+
+    /// The object this URI names, if it names one (the id wins over the label).
+    pub fn object_ref(&self) -> Option<ObjectRef> {
+        match (&self.id, &self.object) {
+            (Some(id), _) => Some(ObjectRef::Id(id.clone())),
+            (None, Some(label)) => Some(ObjectRef::Label(label.clone())),
+            (None, None) => None,
+        }
+    }
+}
+
+fn attr_name(attr: &str) -> &str {
+    attr.split('=').next().unwrap_or(attr)
+}
+
+/// The URI as it may be shown in an error: a `pin-value` is replaced by `***`.
+pub fn redact(text: &str) -> String {
+    match text.split_once('?') {
+        None => text.to_string(),
+        Some((path, query)) => {
+            let q: Vec<String> = query
+                .split('&')
+                .map(|a| {
+                    if attr_name(a) == "pin-value" {
+                        "pin-value=***".to_string()
+                    } else {
+                        a.to_string()
+                    }
+                })
+                .collect();
+            format!("{path}?{}", q.join("&"))
+        }
+    }
+}
+
+fn set<T>(slot: &mut Option<T>, value: T, name: &str) -> Result<(), String> {
+    if slot.is_some() {
+        return Err(format!("{name} is given twice"));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn text_value(bytes: Vec<u8>) -> Result<String, String> {
+    String::from_utf8(bytes).map_err(|_| "a value is not UTF-8".to_string())
+}
+
+/// Percent-decoding (RFC 3986 section 2.1).
+fn decode(value: &str) -> Result<Vec<u8>, String> {
+    let b = value.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| "a '%' is not followed by two hex digits".to_string())?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
