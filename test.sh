@@ -59,6 +59,9 @@ mkdir "$softhsm_dir/tokens"
 printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
   "$softhsm_dir/tokens" >"$softhsm_dir/softhsm2.conf"
 export SOFTHSM2_CONF="$softhsm_dir/softhsm2.conf"
+# The token every PKCS#11 test uses (src/kms/hsm/test_token.rs has its label and PINs).
+softhsm2-util --init-token --free --label cryptvol-test --so-pin cv-so-pin-12 \
+  --pin cv-user-pin-1 >/dev/null
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

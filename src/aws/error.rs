@@ -191,11 +191,37 @@ pub enum AwsError {
     #[error("{message}")]
     NotAuthorized { message: String },
 
-    /// A `CustomKeyStoreId`: cryptvol has no custom key stores.
+    /// A `CustomKeyStoreId` or `CustomKeyStoreName` that names no store of the region.
     #[error(
-        "custom key store {id} does not exist: cryptvol has no custom key stores (leave out CustomKeyStoreId)"
+        "custom key store {id} does not exist (list them with `cryptvol kms describe-custom-key-stores`)"
     )]
     CustomKeyStoreNotFound { id: String },
+
+    /// A custom key store operation AWS refuses with one of its custom key store
+    /// exceptions (`code`): wrong connection state, name or token in use, keys left.
+    #[error("{message}")]
+    CustomKeyStore { code: &'static str, message: String },
+
+    /// A key's custom key store is connected but its token cannot be reached now (module,
+    /// token or PIN): AWS's KMSInvalidStateException, with the token's error.
+    #[error(
+        "key {key_arn} is in custom key store {store}, whose token cannot be reached: {problem} (then disconnect and connect the store: `cryptvol kms disconnect-custom-key-store` / `connect-custom-key-store --custom-key-store-id {store}`)"
+    )]
+    KeyStoreUnavailable {
+        key_arn: String,
+        store: String,
+        problem: String,
+    },
+
+    /// A connected custom key store whose token cannot be reached (AWS: FAILED).
+    #[error(
+        "custom key store {store} is FAILED ({code}): {problem} (fix it, then `cryptvol kms disconnect-custom-key-store` and `connect-custom-key-store --custom-key-store-id {store}`)"
+    )]
+    KeyStoreFailed {
+        store: String,
+        code: &'static str,
+        problem: String,
+    },
 
     /// A member that breaks the API model's constraints, with AWS's own message
     /// ("1 validation error detected: ...").
@@ -250,6 +276,9 @@ impl AwsError {
             InvalidMarker { .. } => "InvalidMarkerException",
             NotAuthorized { .. } => "NotAuthorizedException",
             CustomKeyStoreNotFound { .. } => "CustomKeyStoreNotFoundException",
+            CustomKeyStore { code, .. } => code,
+            KeyStoreUnavailable { .. } => "KMSInvalidStateException",
+            KeyStoreFailed { .. } => "CustomKeyStoreInvalidStateException",
             InvalidInput { .. } => "ValidationException",
             InvalidKeyId { .. } => "NotFoundException",
         }
@@ -318,6 +347,13 @@ fn known_code(code: &str) -> &'static str {
         "InvalidMarkerException",
         "NotAuthorizedException",
         "CustomKeyStoreNotFoundException",
+        "CustomKeyStoreInvalidStateException",
+        "CustomKeyStoreNameInUseException",
+        "CustomKeyStoreHasCMKsException",
+        "CloudHsmClusterInUseException",
+        "CloudHsmClusterNotFoundException",
+        "CloudHsmClusterNotRelatedException",
+        "CloudHsmClusterInvalidConfigurationException",
     ];
     CODES
         .iter()

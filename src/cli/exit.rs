@@ -50,6 +50,8 @@ pub enum Exit {
     Integrity = 25,
     /// An authenticated volume's pool is older than its anchor: `--accept-rollback`.
     RolledBack = 26,
+    /// A custom key store's token cannot be reached: module, token or PIN.
+    KeyStore = 27,
 }
 
 impl From<Exit> for ExitCode {
@@ -254,6 +256,8 @@ fn kms_exit(e: &AwsError) -> Exit {
         Tag { .. } | InvalidMarker { .. } | InvalidInput { .. } => Exit::InvalidValue,
         NotAuthorized { .. } => Exit::AccessDenied,
         CustomKeyStoreNotFound { .. } | InvalidKeyId { .. } => Exit::NotFound,
+        KeyStoreUnavailable { .. } | KeyStoreFailed { .. } => Exit::KeyStore,
+        CustomKeyStore { code, .. } => custom_key_store_exit(code),
         Remote { .. } => match e.aws_code() {
             "AccessDeniedException" => Exit::AccessDenied,
             "NotFoundException" => Exit::NotFound,
@@ -278,8 +282,23 @@ fn kms_exit(e: &AwsError) -> Exit {
             "TagException" | "InvalidMarkerException" => Exit::InvalidValue,
             "NotAuthorizedException" => Exit::AccessDenied,
             "CustomKeyStoreNotFoundException" => Exit::NotFound,
+            code if code.starts_with("CustomKeyStore") || code.starts_with("CloudHsm") => {
+                custom_key_store_exit(code)
+            }
             _ => Exit::Internal,
         },
+    }
+}
+
+/// Exit codes of the custom key store exceptions.
+fn custom_key_store_exit(code: &str) -> Exit {
+    match code {
+        "CustomKeyStoreNameInUseException" | "CloudHsmClusterInUseException" => Exit::AlreadyExists,
+        "CustomKeyStoreNotFoundException" | "CloudHsmClusterNotFoundException" => Exit::NotFound,
+        "CloudHsmClusterNotRelatedException" | "CloudHsmClusterInvalidConfigurationException" => {
+            Exit::InvalidValue
+        }
+        _ => Exit::InvalidState,
     }
 }
 

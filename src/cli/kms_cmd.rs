@@ -13,6 +13,7 @@ use super::exit::CliError;
 
 mod aliases;
 mod crypto;
+mod custom_key_stores;
 mod keys;
 mod policies;
 
@@ -89,6 +90,18 @@ pub enum KmsCommand {
     RetireGrant(super::grant_cmd::RetireGrantArgs),
     /// Delete a grant (needs kms:RevokeGrant)
     RevokeGrant(super::grant_cmd::RevokeGrantArgs),
+    /// Create a custom key store: a PKCS#11 token (HSM) that makes and holds its keys
+    CreateCustomKeyStore(custom_key_stores::CreateArgs),
+    /// List custom key stores with their connection state
+    DescribeCustomKeyStores(custom_key_stores::DescribeArgs),
+    /// Rename a custom key store, or (disconnected) change its token or PIN
+    UpdateCustomKeyStore(custom_key_stores::UpdateArgs),
+    /// Delete a disconnected custom key store that has no keys
+    DeleteCustomKeyStore(custom_key_stores::StoreIdArgs),
+    /// Log in to a custom key store's token so its keys can be used
+    ConnectCustomKeyStore(custom_key_stores::StoreIdArgs),
+    /// Stop using a custom key store's token; its keys refuse every use until connected
+    DisconnectCustomKeyStore(custom_key_stores::StoreIdArgs),
 }
 
 // `--key-id` alone: the flag of the commands that take only a key. (A plain comment: a
@@ -167,5 +180,11 @@ pub fn run(cfg: &Config, cmd: KmsCommand) -> Result<(), CliError> {
         ListRetirableGrants(a) => super::grant_cmd::list_retirable(cfg, &kms, c, a),
         RetireGrant(a) => super::grant_cmd::retire(&kms, c, a),
         RevokeGrant(a) => super::grant_cmd::revoke(&kms, c, a),
+        CreateCustomKeyStore(a) => custom_key_stores::create(cfg, &kms, c, a),
+        DescribeCustomKeyStores(a) => custom_key_stores::describe(cfg, &kms, c, a),
+        UpdateCustomKeyStore(a) => custom_key_stores::update(&kms, c, a),
+        DeleteCustomKeyStore(a) => custom_key_stores::delete(&kms, c, a),
+        ConnectCustomKeyStore(a) => custom_key_stores::connect(&kms, c, a),
+        DisconnectCustomKeyStore(a) => custom_key_stores::disconnect(&kms, c, a),
     }
 }

@@ -40,6 +40,30 @@ pub struct KeyMetadata {
     /// The current version's `KeyMaterialId` (64 hex digits).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_key_material_id: Option<String>,
+    /// For a key in a custom key store: the store's id and its token as a `pkcs11:` URI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_key_store_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_hsm_cluster_id: Option<String>,
+}
+
+/// One custom key store as DescribeCustomKeyStores lists it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CustomKeyStoresListEntry {
+    pub custom_key_store_id: String,
+    pub custom_key_store_name: String,
+    /// The store's token as a `pkcs11:` URI (module and token).
+    pub cloud_hsm_cluster_id: String,
+    pub custom_key_store_type: &'static str,
+    /// CONNECTED, DISCONNECTED or FAILED.
+    pub connection_state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_error_code: Option<&'static str>,
+    pub creation_date: UnixTime,
+    /// Why the store is FAILED, for the CLI's message; not part of AWS's answer.
+    #[serde(skip)]
+    pub problem: Option<String>,
 }
 
 #[derive(Debug, Serialize)]

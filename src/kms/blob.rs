@@ -8,6 +8,7 @@
 //! nonce and a CMK version can seal any number of blobs, as AWS KMS does with HKDF.
 
 use super::context::EncryptionContext;
+use super::hsm::{HsmError, ObjectRef, Token};
 use super::ids::KeyId;
 use crate::aws::ids::Region;
 use crate::crypto::{self, Key256, NONCE_LEN, OpenError, SecretBytes, TAG_LEN, kdf};
@@ -80,10 +81,47 @@ pub fn seal(
     context: &EncryptionContext,
     plaintext: &[u8],
 ) -> Vec<u8> {
+    let (mut out, aad, salt, nonce) = start(region, key_id, key_version, context, plaintext.len());
+    let header_len = out.len();
+    out.extend_from_slice(plaintext);
+    let key = kdf::derive(kdf::CTX_BLOB_KEY, material, &salt);
+    let tag = crypto::aead::seal_in_place(&key, &nonce, &aad, &mut out[header_len..]);
+    out.extend_from_slice(&tag);
+    out
+}
+
+/// Seals `plaintext` with AES-256-GCM run inside a token, under the key object `object`
+/// that is the CMK version's material (a key in a custom key store). The layout is the
+/// same as [`seal`]'s; the salt is random and authenticated but derives nothing, since
+/// the token's key is used directly (docs/formats.md, docs/security.md).
+#[allow(clippy::too_many_arguments)]
+pub fn seal_in_token(
+    region: &Region,
+    key_id: &KeyId,
+    key_version: u32,
+    token: &Token,
+    object: &ObjectRef,
+    context: &EncryptionContext,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, HsmError> {
+    let (mut out, aad, _salt, nonce) = start(region, key_id, key_version, context, plaintext.len());
+    let sealed = token.encrypt_gcm(object, &nonce, &aad, plaintext)?;
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// The header of a new blob (random salt and nonce), and its AAD: header then context.
+fn start(
+    region: &Region,
+    key_id: &KeyId,
+    key_version: u32,
+    context: &EncryptionContext,
+    plaintext_len: usize,
+) -> (Vec<u8>, Vec<u8>, [u8; SALT_LEN], [u8; NONCE_LEN]) {
     let salt: [u8; SALT_LEN] = crypto::random::array();
     let nonce: [u8; NONCE_LEN] = crypto::random::array();
     let r = region.as_str().as_bytes();
-    let mut out = Vec::with_capacity(blob_len(r.len(), plaintext.len()));
+    let mut out = Vec::with_capacity(blob_len(r.len(), plaintext_len));
     out.extend_from_slice(&MAGIC);
     out.push(FORMAT_V1);
     out.push(r.len() as u8);
@@ -92,17 +130,10 @@ pub fn seal(
     out.extend_from_slice(&key_version.to_le_bytes());
     out.extend_from_slice(&salt);
     out.extend_from_slice(&nonce);
-    let header_len = out.len();
-
-    let mut aad = Vec::with_capacity(header_len + 64);
+    let mut aad = Vec::with_capacity(out.len() + 64);
     aad.extend_from_slice(&out);
     context.encode_into(&mut aad);
-
-    out.extend_from_slice(plaintext);
-    let key = kdf::derive(kdf::CTX_BLOB_KEY, material, &salt);
-    let tag = crypto::aead::seal_in_place(&key, &nonce, &aad, &mut out[header_len..]);
-    out.extend_from_slice(&tag);
-    out
+    (out, aad, salt, nonce)
 }
 
 /// Whether `blob` is another KMS's ciphertext (AWS KMS's own, say) rather than a
@@ -182,6 +213,23 @@ impl ParsedBlob<'_> {
         let mut buf = SecretBytes::new(self.ciphertext.to_vec());
         crypto::aead::open_in_place(&key, &self.header.nonce, &aad, buf.expose_mut(), &self.tag)?;
         Ok(buf)
+    }
+
+    /// Authenticates and decrypts inside the token holding the version's key object
+    /// (what [`seal_in_token`] made).
+    pub fn open_in_token(
+        &self,
+        token: &Token,
+        object: &ObjectRef,
+        context: &EncryptionContext,
+    ) -> Result<SecretBytes, HsmError> {
+        let mut aad = Vec::with_capacity(self.header_bytes.len() + 64);
+        aad.extend_from_slice(self.header_bytes);
+        context.encode_into(&mut aad);
+        let mut sealed = Vec::with_capacity(self.ciphertext.len() + TAG_LEN);
+        sealed.extend_from_slice(self.ciphertext);
+        sealed.extend_from_slice(&self.tag);
+        token.decrypt_gcm(object, &self.header.nonce, &aad, &sealed)
     }
 }
 

@@ -88,6 +88,25 @@ impl Keystore {
             origin,
             sealed,
             material_id: Some(hex::encode(crate::crypto::random::array::<32>())),
+            token_object: None,
+        }
+    }
+
+    /// A version whose material is the AES key object `object` (its `CKA_ID`) in a custom
+    /// key store's token: nothing to seal or keep here.
+    pub fn token_version(
+        number: u32,
+        created: i64,
+        origin: super::model::VersionOrigin,
+        object: &[u8],
+    ) -> KeyVersion {
+        KeyVersion {
+            number,
+            created,
+            origin,
+            sealed: Vec::new(),
+            material_id: Some(hex::encode(crate::crypto::random::array::<32>())),
+            token_object: Some(hex::encode(object)),
         }
     }
 
@@ -174,6 +193,16 @@ impl Keystore {
                 return Err(format!("key {id} has no versions or a mismatched id"));
             }
             for v in &key.versions {
+                if v.token_object.is_some() {
+                    // The material is in the token; a sealed part would be a contradiction.
+                    if !v.sealed.is_empty() || key.custom_key_store_id.is_none() {
+                        return Err(format!(
+                            "key {id} version {} names a token object but is not a custom key store key",
+                            v.number
+                        ));
+                    }
+                    continue;
+                }
                 let m =
                     crypto::aead::open_secret(&version_key, &version_aad(id, v.number), &v.sealed)
                         .map_err(|_| format!("key {id} version {} does not unseal", v.number))?;
@@ -264,6 +293,7 @@ mod tests {
                 policy: None,
                 policy_principals: Default::default(),
                 versions: vec![v],
+                custom_key_store_id: None,
             },
         );
         (ks, id)

@@ -67,6 +67,11 @@ pub struct KeyVersion {
     /// number at load (`Keystore::load`), stored with the next write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub material_id: Option<String>,
+    /// For a key in a custom key store: the `CKA_ID` (hex) of the AES key object in the
+    /// token that is this version's material; `sealed` is then empty, since the material
+    /// never leaves the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_object: Option<String>,
 }
 
 impl KeyVersion {
@@ -112,6 +117,10 @@ pub struct KeyRecord {
     pub policy_principals: BTreeMap<String, String>,
     /// Oldest first; the last is current. Never empty.
     pub versions: Vec<KeyVersion>,
+    /// The custom key store (`cks-...`) whose token holds this key's material; None for
+    /// keys whose material the keystore seals (`Origin` AWS_KMS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_key_store_id: Option<String>,
 }
 
 impl KeyRecord {
@@ -157,6 +166,65 @@ pub struct KeystoreBody {
     /// Each key's live grants, oldest first (absent in keystores written before grants).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub grants: BTreeMap<KeyId, Vec<GrantRecord>>,
+    /// Custom key stores by id (`cks-...`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom_key_stores: BTreeMap<String, CustomKeyStoreRecord>,
+}
+
+/// Whether a custom key store is meant to be connected. AWS's `ConnectionState` is
+/// DISCONNECTED, or CONNECTED while its token can be reached and FAILED while it cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreConnection {
+    Connected,
+    Disconnected,
+}
+
+/// The crypto user's PIN of a custom key store's token. Stored in the keystore body,
+/// which the root key seals; zeroized when dropped, never shown.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StorePassword(zeroize::Zeroizing<String>);
+
+impl StorePassword {
+    pub fn new(pin: String) -> Self {
+        StorePassword(zeroize::Zeroizing::new(pin))
+    }
+
+    pub fn char_len(&self) -> usize {
+        self.0.chars().count()
+    }
+
+    /// The PIN as PKCS#11 takes it (a zeroizing copy).
+    pub fn auth_pin(&self) -> cryptoki::types::AuthPin {
+        self.0.as_str().into()
+    }
+}
+
+impl std::fmt::Debug for StorePassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StorePassword(***)")
+    }
+}
+
+/// A custom key store (AWS's `CustomKeyStoresListEntry`, type AWS_CLOUDHSM): a PKCS#11
+/// token whose AES key objects are the material of the store's keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomKeyStoreRecord {
+    pub id: String,
+    pub name: String,
+    pub created: UnixTime,
+    pub token: crate::kms::hsm::TokenSpec,
+    pub password: StorePassword,
+    pub connection: StoreConnection,
+    /// Incremented at every connect and disconnect, so that every process drops the
+    /// sessions it opened before a disconnect or a change of password.
+    #[serde(default)]
+    pub epoch: u64,
+    /// `CKA_ID`s (hex) of objects of deleted keys that the token could not destroy when the
+    /// keys were deleted (it was unreachable); destroyed at the next use of the store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects_to_destroy: Vec<String>,
 }
 
 impl KeystoreBody {
@@ -168,6 +236,7 @@ impl KeystoreBody {
             aliases: BTreeMap::new(),
             deleted_keys: BTreeMap::new(),
             grants: BTreeMap::new(),
+            custom_key_stores: BTreeMap::new(),
         }
     }
 

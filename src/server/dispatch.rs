@@ -53,7 +53,7 @@ pub const OPERATIONS: &[&str] = &[
 ];
 
 pub fn is_operation(op: &str) -> bool {
-    OPERATIONS.contains(&op)
+    OPERATIONS.contains(&op) || super::custom_key_stores::OPERATIONS.contains(&op)
 }
 
 pub enum Failure {
@@ -143,6 +143,8 @@ struct CreateKey {
     customer_master_key_spec: Option<String>,
     #[serde(default)]
     origin: Option<String>,
+    #[serde(default)]
+    custom_key_store_id: Option<String>,
     #[serde(default)]
     policy: Option<String>,
     #[serde(default)]
@@ -315,7 +317,6 @@ fn check_create(r: &CreateKey) -> Result<(), Failure> {
         &r.customer_master_key_spec,
         "SYMMETRIC_DEFAULT",
     )?;
-    only("Origin", &r.origin, "AWS_KMS")?;
     if r.multi_region {
         return Err(Failure::Kms(AwsError::Unsupported {
             message: "multi-Region keys are not offered: copy snapshots between regions instead"
@@ -344,6 +345,8 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
                         .collect(),
                     policy: r.policy,
                     bypass_lockout_check: r.bypass_policy_lockout_safety_check,
+                    origin: r.origin,
+                    custom_key_store_id: r.custom_key_store_id,
                 },
             )?;
             json!({ "KeyMetadata": meta })
@@ -548,6 +551,9 @@ pub fn call(kms: &EmbeddedKms, caller: &Caller, op: &str, body: &Value) -> Resul
         }
         "CreateGrant" | "ListGrants" | "ListRetirableGrants" | "RetireGrant" | "RevokeGrant" => {
             super::grants::call(kms, c, op, body)?
+        }
+        op if super::custom_key_stores::OPERATIONS.contains(&op) => {
+            super::custom_key_stores::call(kms, c, op, body)?
         }
         other => {
             return Err(Failure::Input {

@@ -18,6 +18,7 @@
 
 mod body;
 mod conn;
+mod custom_key_stores;
 mod dispatch;
 mod grants;
 mod http;

@@ -316,7 +316,7 @@ pub fn generate_data_key_without_plaintext(
 pub struct GenerateRandomArgs {
     #[arg(long, value_name = "N")]
     number_of_bytes: Option<i64>,
-    /// Refused: cryptvol has no custom key stores
+    /// Random bytes from this connected custom key store's token
     #[arg(long)]
     custom_key_store_id: Option<String>,
 }

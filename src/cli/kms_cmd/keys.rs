@@ -30,6 +30,12 @@ pub struct CreateKeyArgs {
     /// Accept a policy that would stop you from changing the policy again
     #[arg(long)]
     bypass_policy_lockout_safety_check: bool,
+    /// AWS_KMS (default), or AWS_CLOUDHSM with --custom-key-store-id
+    #[arg(long, value_name = "ORIGIN")]
+    origin: Option<String>,
+    /// Make the key inside this custom key store's token (with --origin AWS_CLOUDHSM)
+    #[arg(long, value_name = "CKS-ID")]
+    custom_key_store_id: Option<String>,
 }
 
 pub fn create_key(
@@ -45,6 +51,8 @@ pub fn create_key(
         admin,
         user,
         bypass_policy_lockout_safety_check,
+        origin,
+        custom_key_store_id,
     } = a;
     let tags = tags.iter().map(|t| tag(t)).collect::<Result<Vec<_>, _>>()?;
     let policy =
@@ -62,6 +70,8 @@ pub fn create_key(
             tags,
             policy,
             bypass_lockout_check: bypass_policy_lockout_safety_check,
+            origin,
+            custom_key_store_id,
         },
     )?;
     cfg.print(&serde_json::json!({ "KeyMetadata": meta }), "CreateKey")

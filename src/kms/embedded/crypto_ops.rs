@@ -15,18 +15,31 @@ use crate::kms::ids::{KeyId, KeyRef};
 use crate::kms::keystore::Keystore;
 use crate::kms::model::*;
 impl EmbeddedKms {
+    /// Seals under the current version of `k`: in process, or inside the token of its
+    /// custom key store.
     fn seal_under(
         &self,
         ks: &Keystore,
         k: &KeyRecord,
         ctx: &EncryptionContext,
         plaintext: &[u8],
-    ) -> Vec<u8> {
+        operation: &str,
+    ) -> Result<Vec<u8>> {
+        if k.custom_key_store_id.is_some() {
+            return self.seal_in_store(ks, k, ctx, plaintext, operation);
+        }
         let v = k.current_version();
         let material = ks
             .material(&k.id, v.number)
             .expect("loaded keystores hold every version");
-        blob::seal(&self.dir.region, &k.id, v.number, material, ctx, plaintext)
+        Ok(blob::seal(
+            &self.dir.region,
+            &k.id,
+            v.number,
+            material,
+            ctx,
+            plaintext,
+        ))
     }
 
     pub fn encrypt(
@@ -98,7 +111,7 @@ impl EmbeddedKms {
             let k = self.resolve_authorized(ks, r, caller, call, "kms:Encrypt", Some(ctx))?;
             self.require_enabled(k, "Encrypt")?;
             Ok(EncryptResponse {
-                ciphertext_blob: self.seal_under(ks, k, ctx, plaintext),
+                ciphertext_blob: self.seal_under(ks, k, ctx, plaintext, "Encrypt")?,
                 key_id: self.arn(&k.id),
                 encryption_algorithm: SYMMETRIC_DEFAULT,
             })
@@ -150,6 +163,21 @@ impl EmbeddedKms {
             }
         }
         self.require_enabled(k, operation)?;
+        if k.custom_key_store_id.is_some() {
+            let v = k
+                .versions
+                .iter()
+                .find(|v| v.number == h.key_version)
+                .ok_or_else(|| AwsError::InvalidCiphertext {
+                    reason: format!(
+                        "names version {} of key {}, which that key does not have",
+                        h.key_version,
+                        self.arn(&k.id)
+                    ),
+                })?;
+            let plain = self.open_in_store(ks, k, v, &parsed, ctx, operation)?;
+            return Ok((k.id, plain));
+        }
         let material =
             ks.material(&k.id, h.key_version)
                 .ok_or_else(|| AwsError::InvalidCiphertext {
@@ -256,7 +284,13 @@ impl EmbeddedKms {
             )?;
             self.require_enabled(k, "ReEncrypt")?;
             Ok(ReEncryptResponse {
-                ciphertext_blob: self.seal_under(ks, k, destination_ctx, plain.expose()),
+                ciphertext_blob: self.seal_under(
+                    ks,
+                    k,
+                    destination_ctx,
+                    plain.expose(),
+                    "ReEncrypt",
+                )?,
                 source_key_id: self.arn(&src),
                 key_id: self.arn(&k.id),
                 source_encryption_algorithm: SYMMETRIC_DEFAULT,
@@ -286,7 +320,7 @@ impl EmbeddedKms {
             let k = self.resolve_authorized(ks, r, caller, call, &action, Some(ctx))?;
             self.require_enabled(k, call.name)?;
             let plaintext = SecretBytes::random(n);
-            let blob = self.seal_under(ks, k, ctx, plaintext.expose());
+            let blob = self.seal_under(ks, k, ctx, plaintext.expose(), call.name)?;
             Ok((k.id, plaintext, blob))
         })
     }

@@ -10,6 +10,7 @@ use crate::iam::caller::Caller;
 use crate::kms::api::*;
 use crate::kms::event::Call;
 use crate::kms::ids::{KeyId, KeyRef};
+use crate::kms::keystore::Keystore;
 use crate::kms::model::*;
 use crate::sys::clock::format_time;
 /// CreateKey's inputs.
@@ -19,10 +20,18 @@ pub struct CreateKeyRequest {
     pub tags: Vec<(String, String)>,
     pub policy: Option<String>,
     pub bypass_lockout_check: bool,
+    /// `Origin`: AWS_KMS (the default) or AWS_CLOUDHSM (with `custom_key_store_id`).
+    pub origin: Option<String>,
+    /// The custom key store whose token makes and holds the key's material.
+    pub custom_key_store_id: Option<String>,
 }
 
 impl EmbeddedKms {
-    fn metadata(&self, k: &KeyRecord) -> KeyMetadata {
+    fn metadata(&self, ks: &Keystore, k: &KeyRecord) -> KeyMetadata {
+        let store = k
+            .custom_key_store_id
+            .as_ref()
+            .and_then(|id| ks.body.custom_key_stores.get(id));
         KeyMetadata {
             aws_account_id: self.account.to_string(),
             key_id: k.id.to_string(),
@@ -34,7 +43,11 @@ impl EmbeddedKms {
             key_state: k.state.as_str(),
             deletion_date: k.deletion_date,
             pending_deletion_window_in_days: k.pending_window_days,
-            origin: "AWS_KMS",
+            origin: if k.custom_key_store_id.is_some() {
+                "AWS_CLOUDHSM"
+            } else {
+                "AWS_KMS"
+            },
             key_manager: match k.manager {
                 KeyManager::Customer => "CUSTOMER",
                 KeyManager::Aws => "AWS",
@@ -44,6 +57,8 @@ impl EmbeddedKms {
             encryption_algorithms: vec![SYMMETRIC_DEFAULT],
             multi_region: false,
             current_key_material_id: Some(k.current_version().material_id().to_string()),
+            custom_key_store_id: k.custom_key_store_id.clone(),
+            cloud_hsm_cluster_id: store.map(|s| s.token.uri()),
         }
     }
 
@@ -57,6 +72,12 @@ impl EmbeddedKms {
             .param("bypassPolicyLockoutSafetyCheck", req.bypass_lockout_check);
         if let Some(p) = &req.policy {
             call = call.param("policy", p.as_str());
+        }
+        if let Some(o) = &req.origin {
+            call = call.param("origin", o.as_str());
+        }
+        if let Some(id) = &req.custom_key_store_id {
+            call = call.param("customKeyStoreId", id.as_str());
         }
         if !req.tags.is_empty() {
             call = call.param(
@@ -87,6 +108,7 @@ impl EmbeddedKms {
         )?;
         let description = &req.description;
         checks::check_description(description)?;
+        let store_id = check_origin(req)?;
         checks::check_tags(&req.tags)?;
         let tag_map: std::collections::BTreeMap<_, _> = req.tags.iter().cloned().collect();
         let id = KeyId::random();
@@ -100,7 +122,13 @@ impl EmbeddedKms {
         }
         self.mutate(Some(caller), call, |ks, now, call| {
             call.resource(&self.arn(&id));
-            let v = ks.new_version(&self.root, &id, 1, now, VersionOrigin::Initial);
+            let v = match store_id {
+                None => ks.new_version(&self.root, &id, 1, now, VersionOrigin::Initial),
+                Some(sid) => {
+                    let store = self.connected_store(ks, sid)?;
+                    self.new_token_version(store, &id, 1, now, VersionOrigin::Initial)?
+                }
+            };
             let rec = KeyRecord {
                 id,
                 description: description.to_string(),
@@ -118,8 +146,9 @@ impl EmbeddedKms {
                 policy: req.policy.clone(),
                 policy_principals: principals,
                 versions: vec![v],
+                custom_key_store_id: store_id.map(str::to_string),
             };
-            let meta = self.metadata(&rec);
+            let meta = self.metadata(ks, &rec);
             call.respond(serde_json::json!({ "keyMetadata": {
                 "keyId": meta.key_id, "arn": meta.arn, "keyState": meta.key_state,
                 "keyManager": meta.key_manager, "description": meta.description,
@@ -129,13 +158,38 @@ impl EmbeddedKms {
         })
     }
 
+    /// Store `id`, which must be CONNECTED (to create a key in it).
+    fn connected_store<'a>(&self, ks: &'a Keystore, id: &str) -> Result<&'a CustomKeyStoreRecord> {
+        let s = ks
+            .body
+            .custom_key_stores
+            .get(id)
+            .ok_or_else(|| AwsError::CustomKeyStoreNotFound { id: id.to_string() })?;
+        let problem = match s.connection {
+            StoreConnection::Disconnected => Some("DISCONNECTED".to_string()),
+            StoreConnection::Connected => self
+                .store_token(s)
+                .err()
+                .map(|e| format!("FAILED ({}: {e})", e.connection_error_code())),
+        };
+        match problem {
+            None => Ok(s),
+            Some(p) => Err(AwsError::CustomKeyStore {
+                code: "CustomKeyStoreInvalidStateException",
+                message: format!(
+                    "custom key store {id} is {p}: keys are created only in a CONNECTED store (`cryptvol kms connect-custom-key-store --custom-key-store-id {id}`)"
+                ),
+            }),
+        }
+    }
+
     pub fn describe_key(&self, caller: &Caller, r: &KeyRef) -> Result<KeyMetadata> {
         let mut call = Call::new("DescribeKey", true).param("keyId", r.to_string());
         let out = self.ensure_managed(r).and_then(|()| {
             self.read(|ks, _| {
                 let k =
                     self.resolve_authorized(ks, r, caller, &mut call, "kms:DescribeKey", None)?;
-                Ok(self.metadata(k))
+                Ok(self.metadata(ks, k))
             })
         });
         self.finish(caller, call, out)
@@ -278,9 +332,20 @@ impl EmbeddedKms {
                 for key in keys.values_mut() {
                     if let Some(vs) = key.get_mut("versions").and_then(|v| v.as_array_mut()) {
                         for v in vs {
-                            v["sealed"] = serde_json::json!("<60 bytes sealed>");
+                            if v.get("token_object").is_none() {
+                                v["sealed"] = serde_json::json!("<60 bytes sealed>");
+                            }
                         }
                     }
+                }
+            }
+            // A store's PIN is a secret: never shown.
+            if let Some(stores) = body
+                .get_mut("custom_key_stores")
+                .and_then(|s| s.as_object_mut())
+            {
+                for store in stores.values_mut() {
+                    store["password"] = serde_json::json!("<hidden>");
                 }
             }
             Ok(serde_json::json!({
@@ -288,5 +353,29 @@ impl EmbeddedKms {
                 "body": body,
             }))
         })
+    }
+}
+
+/// The custom key store a CreateKey names, checked against its `Origin` as AWS does.
+fn check_origin(req: &CreateKeyRequest) -> Result<Option<&str>> {
+    match (req.origin.as_deref(), req.custom_key_store_id.as_deref()) {
+        (None | Some("AWS_KMS"), None) => Ok(None),
+        (Some("AWS_CLOUDHSM"), Some(id)) => Ok(Some(id)),
+        (Some("AWS_CLOUDHSM"), None) => Err(AwsError::InvalidInput {
+            message: "Origin AWS_CLOUDHSM needs a CustomKeyStoreId: name the custom key store that makes the key".into(),
+        }),
+        (_, Some(_)) => Err(AwsError::InvalidInput {
+            message: "a key in a custom key store needs Origin AWS_CLOUDHSM".into(),
+        }),
+        (Some(o @ ("EXTERNAL" | "EXTERNAL_KEY_STORE")), None) => Err(AwsError::Unsupported {
+            message: format!(
+                "Origin {o} is not offered: cryptvol keys are made by the KMS (AWS_KMS) or in a PKCS#11 token (AWS_CLOUDHSM)"
+            ),
+        }),
+        (Some(o), None) => Err(AwsError::InvalidInput {
+            message: format!(
+                "1 validation error detected: Value '{o}' at 'origin' failed to satisfy constraint: Member must satisfy enum value set: [EXTERNAL_KEY_STORE, AWS_CLOUDHSM, AWS_KMS, EXTERNAL]"
+            ),
+        }),
     }
 }

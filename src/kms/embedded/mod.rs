@@ -40,13 +40,17 @@
 //! - `usage.rs`: `kms usage`, the month's metered requests and their price.
 //! - `volume_service.rs`: the volume service's grant on a volume's key, and attaching through it.
 //! - `session.rs`: [`Session`], the KMS as a `KeyBackend` for the volume layer.
+//! - `custom_key_stores.rs`: Create/Describe/Update/Delete/Connect/DisconnectCustomKeyStore;
+//!   `hsm_keys.rs` the work on keys whose material is in a store's PKCS#11 token.
 
 mod aliases;
 mod authz;
 mod checks;
 mod crypto_ops;
+mod custom_key_stores;
 mod dry_run;
 mod grants;
+mod hsm_keys;
 mod keys;
 mod ops;
 mod paging;
@@ -60,6 +64,7 @@ mod tags;
 mod usage;
 mod volume_service;
 
+pub use custom_key_stores::{CreateCustomKeyStoreRequest, UpdateCustomKeyStoreRequest};
 pub use grants::{
     CreateGrantRequest, CreateGrantResponse, GrantConstraintsInput, GrantListEntry,
     ListGrantsRequest, ListGrantsResponse, MAX_GRANTS_PER_KEY, RetireGrantRequest,
@@ -123,6 +128,8 @@ pub struct EmbeddedKms {
     identities: IdentityStore,
     audit: AuditLog,
     meter: Meter,
+    /// This process's connections to the region's custom key stores.
+    tokens: hsm_keys::TokenCache,
 }
 
 impl std::fmt::Debug for EmbeddedKms {
@@ -166,6 +173,7 @@ impl EmbeddedKms {
             identities: IdentityStore::new(&dir.data_dir, account.clone()),
             audit: AuditLog::new(dir.audit_dir(), audit_key),
             meter: Meter::new(&dir),
+            tokens: Default::default(),
             policies,
             account,
             dir,
@@ -264,7 +272,9 @@ impl EmbeddedKms {
         let path = self.dir.keystore_path();
         let mut ks = Keystore::load(&path, &self.root, &self.dir.region)?;
         let now = self.clock.now();
-        let housekept = housekeep(&mut ks, &self.root, now);
+        let housekept = housekeep(&mut ks, &self.root, now, &|store, objects| {
+            self.destroy_token_objects(store, objects)
+        });
         let out = f(&mut ks, now, call);
         for (name, id) in &housekept {
             let e = event::service_event(
@@ -359,7 +369,16 @@ impl EmbeddedKms {
 
 /// Applies due deletions and rotations; returns the service events they make
 /// (`DeleteKey`, `RotateKey`, as CloudTrail names them).
-fn housekeep(ks: &mut Keystore, root: &Key256, now: UnixTime) -> Vec<(&'static str, KeyId)> {
+///
+/// A deleted key of a custom key store has its token objects destroyed here, before the
+/// keystore without it is written: a crash in between leaves a key past its deletion date
+/// whose objects are gone, which the next housekeeping deletes again.
+fn housekeep(
+    ks: &mut Keystore,
+    root: &Key256,
+    now: UnixTime,
+    destroy_objects: &dyn Fn(&mut CustomKeyStoreRecord, Vec<String>),
+) -> Vec<(&'static str, KeyId)> {
     let mut events = Vec::new();
     let due_deletions: Vec<KeyId> = ks
         .body
@@ -375,6 +394,14 @@ fn housekeep(ks: &mut Keystore, root: &Key256, now: UnixTime) -> Vec<(&'static s
         ks.body.aliases.retain(|_, a| a.target != id);
         ks.body.grants.remove(&id);
         ks.destroy_material(&id);
+        if let Some(store) = k
+            .custom_key_store_id
+            .as_ref()
+            .and_then(|s| ks.body.custom_key_stores.get_mut(s))
+        {
+            let objects = k.versions.iter().filter_map(|v| v.token_object.clone());
+            destroy_objects(store, objects.collect());
+        }
         ks.body.deleted_keys.insert(
             id,
             DeletedKey {
@@ -410,3 +437,6 @@ mod tests;
 
 #[cfg(test)]
 mod ops_tests;
+
+#[cfg(test)]
+mod custom_key_store_tests;

@@ -41,8 +41,9 @@ fn check_random(req: &GenerateRandomRequest) -> Result<usize> {
 }
 
 impl EmbeddedKms {
-    /// GenerateRandom: `NumberOfBytes` random bytes from the system's CSPRNG. No key is
-    /// involved, so only identity policies can allow it (kms:GenerateRandom).
+    /// GenerateRandom: `NumberOfBytes` random bytes from the system's CSPRNG, or from the
+    /// token of the custom key store named (which must be connected). No key is involved,
+    /// so only identity policies can allow it (kms:GenerateRandom).
     pub fn generate_random(
         &self,
         caller: &Caller,
@@ -59,15 +60,15 @@ impl EmbeddedKms {
             .authorize(caller, "kms:GenerateRandom", None, None, &[])
             .and_then(|()| {
                 let n = check_random(req)?;
-                if let Some(id) = &req.custom_key_store_id {
-                    return Err(AwsError::CustomKeyStoreNotFound { id: id.clone() });
-                }
                 if req.recipient {
                     return Err(AwsError::Unsupported {
                         message: "Recipient (a Nitro enclave attestation) is not offered: cryptvol runs no enclaves; leave it out to get the plaintext".into(),
                     });
                 }
-                Ok(SecretBytes::random(n))
+                match &req.custom_key_store_id {
+                    Some(id) => self.store_random(id, n),
+                    None => Ok(SecretBytes::random(n)),
+                }
             });
         self.finish(caller, call, out)
     }

@@ -40,7 +40,7 @@ pub struct Page<T> {
 /// documents 1..100 for ListAliases and 1..50 for ListResourceTags; a larger Limit gets
 /// that many).
 #[derive(Debug, Clone, Copy)]
-enum Listing {
+pub(super) enum Listing {
     Keys,
     Aliases,
     Tags,
@@ -48,6 +48,8 @@ enum Listing {
     /// ListGrants and ListRetirableGrants (grants.rs cuts their pages itself).
     Grants,
     RetirableGrants,
+    /// DescribeCustomKeyStores.
+    CustomKeyStores,
 }
 
 impl Listing {
@@ -59,19 +61,24 @@ impl Listing {
             Listing::Rotations => 4,
             Listing::Grants => 5,
             Listing::RetirableGrants => 6,
+            Listing::CustomKeyStores => 7,
         }
     }
 
     fn default_limit(self) -> usize {
         match self {
-            Listing::Keys | Listing::Rotations => 100,
+            Listing::Keys | Listing::Rotations | Listing::CustomKeyStores => 100,
             Listing::Aliases | Listing::Tags | Listing::Grants | Listing::RetirableGrants => 50,
         }
     }
 
     fn max_limit(self) -> usize {
         match self {
-            Listing::Keys | Listing::Rotations | Listing::Grants | Listing::RetirableGrants => 1000,
+            Listing::Keys
+            | Listing::Rotations
+            | Listing::Grants
+            | Listing::RetirableGrants
+            | Listing::CustomKeyStores => 1000,
             Listing::Aliases => 100,
             Listing::Tags => 50,
         }
@@ -145,7 +152,7 @@ impl EmbeddedKms {
     }
 
     /// Cuts the page after the marker's cursor out of `items` (sorted by cursor).
-    fn cut<T>(
+    pub(super) fn cut<T>(
         &self,
         listing: Listing,
         scope: &str,
@@ -180,7 +187,7 @@ impl EmbeddedKms {
         })
     }
 
-    fn paged_call(name: &'static str, p: &Paging) -> Call {
+    pub(super) fn paged_call(name: &'static str, p: &Paging) -> Call {
         let mut call = Call::new(name, true);
         if let Some(l) = p.limit {
             call = call.param("limit", l);
@@ -352,7 +359,7 @@ fn grant_listing(retirable: bool) -> Listing {
     }
 }
 
-fn page_json(field: &str, page: Page<Value>) -> Value {
+pub(super) fn page_json(field: &str, page: Page<Value>) -> Value {
     let mut v = json!({ field: page.items, "Truncated": page.next_marker.is_some() });
     if let Some(m) = page.next_marker {
         v["NextMarker"] = Value::String(m);

@@ -181,6 +181,7 @@ impl EmbeddedKms {
                     policy: None,
                     policy_principals: Default::default(),
                     versions: vec![v],
+                    custom_key_store_id: None,
                 },
             );
             ks.body.aliases.insert(

@@ -30,6 +30,17 @@ impl EmbeddedKms {
                 ));
             }
             self.refuse_managed(k, "given a rotation setting (it is always rotated yearly)")?;
+            if let Some(store) = &k.custom_key_store_id {
+                // As AWS: a key whose material a token holds is not rotated on a timer
+                // (the token may be absent when the time comes); rotate it on demand.
+                return Err(AwsError::Unsupported {
+                    message: format!(
+                        "key {} is in custom key store {store}: automatic rotation is not offered for such keys; rotate it with `cryptvol kms rotate-key-on-demand --key-id {}`",
+                        self.arn(&k.id),
+                        self.arn(&k.id)
+                    ),
+                });
+            }
             self.require_enabled(k, "EnableKeyRotation")?;
             let period = period_days.unwrap_or(k.rotation.period_days);
             if !k.rotation.enabled {
@@ -83,7 +94,8 @@ impl EmbeddedKms {
         self.finish(caller, call, out)
     }
 
-    /// Adds a new key version now; the automatic schedule is unchanged, as in AWS.
+    /// Adds a new key version now; the automatic schedule is unchanged, as in AWS. For a
+    /// key in a custom key store the version is made in the store's token.
     pub fn rotate_key_on_demand(&self, caller: &Caller, r: &KeyRef) -> Result<KeyIdResponse> {
         let mut call = Call::new("RotateKeyOnDemand", false).param("keyId", r.to_string());
         let out = self.mutate(Some(caller), &mut call, |ks, now, call| {
@@ -93,7 +105,16 @@ impl EmbeddedKms {
             checks::check_on_demand_limit(k, &self.arn(&k.id))?;
             let id = k.id;
             let number = k.current_version().number + 1;
-            let v = ks.new_version(&self.root, &id, number, now, VersionOrigin::OnDemand);
+            let v = match k.custom_key_store_id.clone() {
+                None => ks.new_version(&self.root, &id, number, now, VersionOrigin::OnDemand),
+                Some(sid) => {
+                    // The new version is a new object in the token; the old objects stay
+                    // and keep decrypting what they sealed.
+                    self.key_token(ks, k, "RotateKeyOnDemand")?;
+                    let store = &ks.body.custom_key_stores[&sid];
+                    self.new_token_version(store, &id, number, now, VersionOrigin::OnDemand)?
+                }
+            };
             self.existing_mut(ks, &id)?.versions.push(v);
             Ok(KeyIdResponse {
                 key_id: self.arn(&id),

@@ -1,7 +1,6 @@
-//! A SoftHSM2 token for tests, one per test process, in the token directory of the
-//! `SOFTHSM2_CONF` that test.sh makes for the run (PKCS#11 initialises a module once per
-//! process, so the token must exist before the process first loads the module; the
-//! OnceLock below makes it first). Without SoftHSM2 or that variable the tests fail when
+//! The SoftHSM2 token of the tests, in the token directory of the `SOFTHSM2_CONF` that
+//! test.sh makes for the run (PKCS#11 initialises a module once per process, so the token
+//! must exist before a process first loads the module). Without SoftHSM2 or that variable the tests fail when
 //! `CRYPTVOL_REQUIRE_MOUNT=1` (CI) and are skipped with a message otherwise.
 
 use std::path::PathBuf;
@@ -14,6 +13,8 @@ use super::token::{TokenSelector, TokenSpec};
 pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 pub const USER_PIN: &str = "cv-user-pin-1";
 pub const SO_PIN: &str = "cv-so-pin-12";
+/// The label of the shared test token (test.sh makes it with these PINs).
+pub const TEST_TOKEN_LABEL: &str = "cryptvol-test";
 
 pub struct TestToken {
     pub spec: TokenSpec,
@@ -46,13 +47,32 @@ pub fn test_token() -> Option<&'static TestToken> {
 }
 
 fn make_token() -> TestToken {
-    let label = format!("cvtest-{}", std::process::id());
-    let out = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", &label])
-        .args(["--so-pin", SO_PIN, "--pin", USER_PIN])
+    // One token for every test process: test.sh makes it before the tests start, since
+    // softhsm2-util cannot make a token while other processes are writing theirs (it reads
+    // every token of the directory). Outside test.sh the first process makes it, under a
+    // lock; each test uses its own object ids and its own region, so they share it safely.
+    let label = TEST_TOKEN_LABEL.to_string();
+    let conf = std::env::var_os("SOFTHSM2_CONF").expect("checked");
+    let mut lock_path = conf.clone();
+    lock_path.push(".lock");
+    let _turn = crate::sys::fsio::FileLock::exclusive(std::path::Path::new(&lock_path))
+        .expect("lock beside SOFTHSM2_CONF");
+    let slots = Command::new("softhsm2-util")
+        .arg("--show-slots")
         .output()
         .expect("softhsm2-util runs");
-    assert!(out.status.success(), "{out:?}");
+    let listed = String::from_utf8_lossy(&slots.stdout);
+    if !listed
+        .lines()
+        .any(|l| l.trim() == format!("Label:            {label}"))
+    {
+        let out = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", &label])
+            .args(["--so-pin", SO_PIN, "--pin", USER_PIN])
+            .output()
+            .expect("softhsm2-util runs");
+        assert!(out.status.success(), "{out:?}");
+    }
     TestToken {
         spec: TokenSpec {
             module: PathBuf::from(SOFTHSM_MODULE),

@@ -244,3 +244,42 @@ fn uris_parse_percent_decode_and_refuse_what_they_cannot_honour() {
     let u = Pkcs11Uri::parse("pkcs11:token=x?pin-value=hunter22").unwrap();
     assert!(!format!("{u:?}").contains("hunter22"));
 }
+
+#[test]
+fn a_token_spec_round_trips_through_its_uri() {
+    for spec in [
+        TokenSpec {
+            module: PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
+            token: TokenSelector::Label("my token;x=1?&%".into()),
+        },
+        TokenSpec {
+            module: PathBuf::from("/opt/hsm/lib p11.so"),
+            token: TokenSelector::Slot(7),
+        },
+    ] {
+        let uri = spec.uri();
+        assert!(uri.starts_with("pkcs11:"), "{uri}");
+        assert_eq!(TokenSpec::from_uri(&uri).unwrap(), spec, "{uri}");
+    }
+    for bad in [
+        "pkcs11:token=x",
+        "pkcs11:object=x?module-path=/m.so",
+        "pkcs11:token=x?module-path=/m.so&pin-value=1234567",
+    ] {
+        assert!(TokenSpec::from_uri(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn probe_finds_the_token_without_a_pin() {
+    let Some(t) = test_token() else { return };
+    token::probe(&t.spec).unwrap();
+    let other = TokenSpec {
+        module: t.spec.module.clone(),
+        token: TokenSelector::Label("absent".into()),
+    };
+    assert!(matches!(
+        token::probe(&other),
+        Err(HsmError::TokenNotFound { .. })
+    ));
+}

@@ -171,7 +171,7 @@ impl Token {
     }
 
     /// Logs the process out of the token (every session of this process on it).
-    pub fn logout(self) {
+    pub fn logout(&self) {
         let mut logins = logins().lock().unwrap_or_else(|p| p.into_inner());
         if let Ok(s) = self.session() {
             let _ = s.logout();
@@ -448,6 +448,13 @@ impl Token {
             .map_err(|e| self.device("C_GenerateRandom", e))?;
         Ok(out)
     }
+}
+
+/// Checks that the module may be loaded and holds the token, without logging in (what
+/// creating a custom key store checks; the PIN is checked when it connects).
+pub fn probe(spec: &TokenSpec) -> Result<(), HsmError> {
+    let ctx = modules::load(&spec.module)?;
+    find_slot(&ctx, spec).map(|_| ())
 }
 
 fn find_slot(ctx: &Pkcs11, spec: &TokenSpec) -> Result<Slot, HsmError> {

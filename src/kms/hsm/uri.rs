@@ -187,3 +187,50 @@ fn decode(value: &str) -> Result<Vec<u8>, String> {
     }
     Ok(out)
 }
+
+impl super::TokenSpec {
+    /// The spec as a `pkcs11:` URI (AWS's `CloudHsmClusterId` of a custom key store):
+    /// `pkcs11:token=LABEL?module-path=PATH` or `pkcs11:slot-id=N?module-path=PATH`.
+    pub fn uri(&self) -> String {
+        let token = match &self.token {
+            TokenSelector::Label(l) => format!("token={}", encode(l)),
+            TokenSelector::Slot(s) => format!("slot-id={s}"),
+        };
+        format!(
+            "pkcs11:{token}?module-path={}",
+            encode(&self.module.to_string_lossy())
+        )
+    }
+
+    /// The token a URI names, with its module; both must be there.
+    pub fn from_uri(text: &str) -> Result<super::TokenSpec, HsmError> {
+        let uri = Pkcs11Uri::parse(text)?;
+        let bad = |why: &str| HsmError::BadUri(redact(text), why.to_string());
+        if uri.pin_value.is_some() || uri.pin_source.is_some() {
+            return Err(bad(
+                "a key store's URI holds no PIN: give it as the key store password",
+            ));
+        }
+        Ok(super::TokenSpec {
+            token: uri
+                .token_selector()
+                .ok_or_else(|| bad("it names no token (token= or slot-id=)"))?,
+            module: uri
+                .module_path
+                .ok_or_else(|| bad("it names no module (?module-path=)"))?,
+        })
+    }
+}
+
+/// Percent-encoding of everything but RFC 3986's unreserved characters and '/'.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -315,13 +315,21 @@ impl KeyBackend for RemoteKms {
             pending_deletion_window_in_days: m["PendingDeletionWindowInDays"]
                 .as_u64()
                 .map(|d| d as u32),
-            origin: "AWS_KMS",
+            origin: match s("Origin").as_str() {
+                "" => "AWS_KMS",
+                o => known(
+                    o,
+                    &["AWS_KMS", "AWS_CLOUDHSM", "EXTERNAL", "EXTERNAL_KEY_STORE"],
+                ),
+            },
             key_manager: known(&s("KeyManager"), &["CUSTOMER", "AWS"]),
             customer_master_key_spec: SYMMETRIC_DEFAULT,
             key_spec: SYMMETRIC_DEFAULT,
             encryption_algorithms: vec![SYMMETRIC_DEFAULT],
             multi_region: m["MultiRegion"].as_bool().unwrap_or(false),
             current_key_material_id: m["CurrentKeyMaterialId"].as_str().map(String::from),
+            custom_key_store_id: m["CustomKeyStoreId"].as_str().map(String::from),
+            cloud_hsm_cluster_id: m["CloudHsmClusterId"].as_str().map(String::from),
         })
     }
 }
