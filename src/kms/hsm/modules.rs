@@ -10,11 +10,14 @@
 //! symlinks.
 //!
 //! PKCS#11 allows one `C_Initialize` per module per process, so each module is loaded and
-//! initialised once and kept for the life of the process.
+//! initialised once and kept while anything uses it. A module may read its tokens only at
+//! `C_Initialize` (SoftHSM2 does, and misses a token whose file another process is
+//! rewriting at that moment, as every login does): [`reload_if_unused`] lets a caller that
+//! did not find its token look again with a fresh initialisation.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -84,13 +87,15 @@ pub fn check_allowed(path: &Path) -> Result<PathBuf, HsmError> {
     }
 }
 
-fn loaded() -> &'static Mutex<HashMap<PathBuf, Pkcs11>> {
-    static LOADED: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+type Loaded = Mutex<HashMap<PathBuf, Arc<Pkcs11>>>;
+
+fn loaded() -> &'static Loaded {
+    static LOADED: OnceLock<Loaded> = OnceLock::new();
     LOADED.get_or_init(Default::default)
 }
 
 /// The initialised context of module `path`, loading it on first use.
-pub fn load(path: &Path) -> Result<Pkcs11, HsmError> {
+pub fn load(path: &Path) -> Result<Arc<Pkcs11>, HsmError> {
     let real = check_allowed(path)?;
     let mut map = loaded().lock().unwrap_or_else(|p| p.into_inner());
     if let Some(ctx) = map.get(&real) {
@@ -105,6 +110,29 @@ pub fn load(path: &Path) -> Result<Pkcs11, HsmError> {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(e) => return Err(broken(e.to_string())),
     }
+    let ctx = Arc::new(ctx);
     map.insert(real, ctx.clone());
     Ok(ctx)
+}
+
+/// Finalises module `path` if no token of it is in use in this process, so that the next
+/// [`load`] initialises it afresh. False if something still uses it.
+pub fn reload_if_unused(path: &Path) -> bool {
+    let Ok(real) = path.canonicalize() else {
+        return false;
+    };
+    let mut map = loaded().lock().unwrap_or_else(|p| p.into_inner());
+    let Some(ctx) = map.remove(&real) else {
+        return true;
+    };
+    match Arc::try_unwrap(ctx) {
+        Ok(ctx) => {
+            let _ = ctx.finalize();
+            true
+        }
+        Err(ctx) => {
+            map.insert(real, ctx);
+            false
+        }
+    }
 }

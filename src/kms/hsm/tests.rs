@@ -283,3 +283,23 @@ fn probe_finds_the_token_without_a_pin() {
         Err(HsmError::TokenNotFound { .. })
     ));
 }
+
+#[test]
+fn a_module_is_initialised_afresh_only_when_no_token_of_it_is_in_use() {
+    let Some(t) = test_token() else { return };
+    let tok = Token::connect(&t.spec, &user_pin()).unwrap();
+    assert!(
+        !modules::reload_if_unused(&t.spec.module),
+        "finalised a module with a live session"
+    );
+    // The token still works after the refused reload.
+    let id = fresh_id();
+    tok.generate_aes256(&id, "cryptvol-test", KeyUse::Cmk)
+        .unwrap();
+    tok.logout();
+    drop(tok);
+    assert!(modules::reload_if_unused(&t.spec.module));
+    // The next connect initialises it again and logs in again.
+    let again = Token::connect(&t.spec, &user_pin()).unwrap();
+    assert!(again.exists(&ObjectRef::Id(id)).unwrap());
+}

@@ -84,7 +84,7 @@ pub(super) const POOL_MAX: usize = 16;
 
 /// A token this process is logged in to.
 pub struct Token {
-    ctx: Pkcs11,
+    ctx: std::sync::Arc<Pkcs11>,
     pub(super) slot: Slot,
     spec: TokenSpec,
     pub(super) sessions: Mutex<Vec<Session>>,
@@ -114,14 +114,13 @@ fn pin_hash(pin: &AuthPin) -> [u8; 32] {
 impl Token {
     /// Loads the module (if allowed), finds the token and logs the crypto user in.
     pub fn connect(spec: &TokenSpec, pin: &AuthPin) -> Result<Token, HsmError> {
-        let ctx = modules::load(&spec.module)?;
+        let (ctx, slot) = find_slot_retrying(spec)?;
         let name = spec.to_string();
         let device = |operation: &'static str, e: CkError| HsmError::Device {
             token: name.clone(),
             operation,
             why: e.to_string(),
         };
-        let slot = find_slot(&ctx, spec)?;
         let info = ctx
             .get_token_info(slot)
             .map_err(|e| device("C_GetTokenInfo", e))?;
@@ -453,8 +452,33 @@ impl Token {
 /// Checks that the module may be loaded and holds the token, without logging in (what
 /// creating a custom key store checks; the PIN is checked when it connects).
 pub fn probe(spec: &TokenSpec) -> Result<(), HsmError> {
-    let ctx = modules::load(&spec.module)?;
-    find_slot(&ctx, spec).map(|_| ())
+    find_slot_retrying(spec).map(|_| ())
+}
+
+/// How often a token that is not in the slot list is looked for again, with a fresh
+/// initialisation of its module, before it counts as missing.
+const SLOT_ATTEMPTS: u32 = 5;
+
+/// The module's context and the token's slot. A token another process was rewriting when
+/// this process initialised the module is missing from its slot list (SoftHSM2), so a
+/// missing token is looked for again after re-initialising the module, when nothing in
+/// this process is using it (about half a second in all for a token that is really absent).
+fn find_slot_retrying(spec: &TokenSpec) -> Result<(std::sync::Arc<Pkcs11>, Slot), HsmError> {
+    let mut attempt = 1;
+    loop {
+        let ctx = modules::load(&spec.module)?;
+        let missing = match find_slot(&ctx, spec) {
+            Ok(slot) => return Ok((ctx, slot)),
+            Err(e @ HsmError::TokenNotFound { .. }) => e,
+            Err(e) => return Err(e),
+        };
+        drop(ctx);
+        if attempt == SLOT_ATTEMPTS || !modules::reload_if_unused(&spec.module) {
+            return Err(missing);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(40 * attempt as u64));
+        attempt += 1;
+    }
 }
 
 fn find_slot(ctx: &Pkcs11, spec: &TokenSpec) -> Result<Slot, HsmError> {
