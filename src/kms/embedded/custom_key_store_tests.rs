@@ -411,3 +411,35 @@ fn bad_store_requests_get_aws_errors_and_change_nothing() {
         .unwrap_err();
     assert_eq!(e.aws_code(), "UnsupportedOperationException", "{e}");
 }
+
+#[test]
+fn stores_of_two_regions_on_one_token_in_one_process_do_not_disconnect_each_other() {
+    let Some(t) = test_token() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let (ra, rb) = (
+        Region::parse("test-1").unwrap(),
+        Region::parse("test-2").unwrap(),
+    );
+    crate::kms::init::init(d.path(), &ra, None, 0).unwrap();
+    crate::kms::init::init(d.path(), &rb, None, 0).unwrap();
+    // One process serving both regions, as `kms serve` does.
+    let (a, b) = (open(&d, &ra, Clock::System), open(&d, &rb, Clock::System));
+    let (sa, sb) = (
+        create_store(&a, t, "a", USER_PIN).unwrap(),
+        create_store(&b, t, "b", USER_PIN).unwrap(),
+    );
+    a.connect_custom_key_store(&root(&a), &sa).unwrap();
+    b.connect_custom_key_store(&root(&b), &sb).unwrap();
+    let (ka, kb) = (hsm_key(&a, &sa).unwrap(), hsm_key(&b, &sb).unwrap());
+    let blob_b = b.encrypt(&root(&b), &kb, b"b's", &ctx()).unwrap();
+    a.encrypt(&root(&a), &ka, b"a's", &ctx()).unwrap();
+    a.disconnect_custom_key_store(&root(&a), &sa).unwrap();
+    // Region b's key still works: a's disconnect closed a's sessions only.
+    let out = b
+        .decrypt(&root(&b), &blob_b.ciphertext_blob, &ctx(), None)
+        .unwrap();
+    assert_eq!(out.plaintext.expose(), b"b's");
+    b.encrypt(&root(&b), &kb, b"more", &ctx()).unwrap();
+    let e = a.encrypt(&root(&a), &ka, b"x", &ctx()).unwrap_err();
+    assert_eq!(e.aws_code(), "KMSInvalidStateException", "{e}");
+}

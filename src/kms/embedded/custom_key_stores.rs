@@ -426,7 +426,7 @@ impl EmbeddedKms {
                     let id = hex::decode(h).unwrap_or_default();
                     Ok::<bool, HsmError>(all && t.exists(&ObjectRef::Id(id))?)
                 });
-                t.logout();
+                drop(t);
                 found
             });
             match related {

@@ -31,11 +31,12 @@ impl TokenCache {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Forgets store `id`'s token and logs this process out of it.
+    /// Forgets store `id`'s token. Its sessions close when the last call using them ends;
+    /// PKCS#11 logs the process out of the token when its last session there closes. No
+    /// explicit logout: another region's store on the same token (one process serves many
+    /// regions) keeps its own sessions, and with them the login.
     pub(super) fn drop_store(&self, id: &str) {
-        if let Some((_, t)) = self.lock().remove(id) {
-            t.logout();
-        }
+        self.lock().remove(id);
     }
 }
 
@@ -70,11 +71,9 @@ impl EmbeddedKms {
             match cache.get(&s.id) {
                 Some((epoch, t)) if *epoch == s.epoch => return Ok(t.clone()),
                 Some(_) => {
-                    // Connected before a disconnect or a password change: log out first,
-                    // since PKCS#11 keeps one login per token per process.
-                    if let Some((_, old)) = cache.remove(&s.id) {
-                        old.logout();
-                    }
+                    // Connected before a disconnect or a password change: close those
+                    // sessions first (and with the last of them, the old login).
+                    cache.remove(&s.id);
                 }
                 None => {}
             }
