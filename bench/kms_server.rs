@@ -1,12 +1,22 @@
-//! KMS server throughput: SigV4-signed Decrypt requests per second over loopback, many
-//! keep-alive connections, against `cryptvol kms serve` (release build) on this machine.
+//! KMS server throughput: SigV4-signed GenerateDataKey and Decrypt requests per second over
+//! loopback, many keep-alive connections, against `cryptvol kms serve` (release build) on
+//! this machine; on an embedded key and, in the same run, on a key in a custom key store
+//! (AWS_CLOUDHSM) whose material lives in a SoftHSM2 token made by the bench
+//! (bench/common/softhsm.rs).
 //!
 //! Run: `cargo bench --bench kms_server` (env BENCH_SECS, BENCH_CONNS). Client and server
 //! share the machine's cores, as they would on one host; the client signs every request
 //! (SigV4), the server verifies it, authorizes it, records it in the audit trail and
-//! meters it. Target: at least 10,000 Decrypt/s on 2 cores.
+//! meters it. Target: at least 10,000 Decrypt/s on 2 cores on the embedded key; none for
+//! the token's key, whose figures are reported as measured.
+
+#[path = "common/machine.rs"]
+mod machine;
+#[path = "common/softhsm.rs"]
+mod softhsm;
 
 use std::io::BufRead;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +26,7 @@ use cryptvol::aws::b64;
 use cryptvol::aws::sigv4::{self, Credentials, RequestParts};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cryptvol");
+const CONTEXT: &str = "cryptvol:lineage=vol-0123456789abcdef0";
 
 struct Server(Child);
 
@@ -29,11 +40,14 @@ impl Drop for Server {
     }
 }
 
-fn cli(data: &std::path::Path, args: &[&str]) -> serde_json::Value {
+/// `cryptvol --data-dir DATA ARGS` with the bench's token configuration (the CLI loads
+/// the module when it reaches the token).
+fn cli(data: &Path, token: &softhsm::BenchToken, args: &[&str]) -> serde_json::Value {
     let out = Command::new(BIN)
         .arg("--data-dir")
         .arg(data)
         .args(args)
+        .env("SOFTHSM2_CONF", &token.conf)
         .output()
         .expect("run cryptvol");
     assert!(
@@ -48,6 +62,102 @@ fn cli(data: &std::path::Path, args: &[&str]) -> serde_json::Value {
     }
 }
 
+fn field(v: &serde_json::Value, outer: &str, name: &str) -> String {
+    v[outer][name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {outer}.{name} in {v}"))
+        .to_string()
+}
+
+/// Where the client threads send their requests, and as whom.
+struct Target {
+    endpoint: String,
+    host: String,
+    id: String,
+    secret: String,
+    conns: usize,
+    warm: Duration,
+    run: Duration,
+}
+
+impl Target {
+    /// Requests per second of `operation` with `body`, each signed anew, from `conns`
+    /// threads with one keep-alive connection each; after `warm`, counted for `run`.
+    fn rate(&self, operation: &str, body: &serde_json::Value) -> (f64, u64, f64) {
+        let body = serde_json::to_vec(body).unwrap();
+        let done = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = (0..self.conns)
+            .map(|_| {
+                let (endpoint, host, body, id, secret) = (
+                    self.endpoint.clone(),
+                    self.host.clone(),
+                    body.clone(),
+                    self.id.clone(),
+                    self.secret.clone(),
+                );
+                let target = format!("TrentService.{operation}");
+                let (done, stop) = (done.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .build()
+                        .into();
+                    let headers = vec![
+                        ("host".to_string(), host.clone()),
+                        (
+                            "content-type".to_string(),
+                            "application/x-amz-json-1.1".to_string(),
+                        ),
+                        ("x-amz-target".to_string(), target),
+                    ];
+                    let creds = Credentials {
+                        access_key_id: &id,
+                        secret_access_key: &secret,
+                        session_token: None,
+                    };
+                    while !stop.load(Ordering::Relaxed) {
+                        let parts = RequestParts {
+                            method: "POST",
+                            path: "/",
+                            query: "",
+                            headers: &headers,
+                            body: &body,
+                        };
+                        let signed = sigv4::sign(
+                            &parts,
+                            &creds,
+                            "local-1",
+                            "kms",
+                            std::time::SystemTime::now(),
+                        );
+                        let mut req = agent.post(&endpoint);
+                        for (k, v) in headers.iter().skip(1).chain(signed.iter()) {
+                            req = req.header(k.as_str(), v.as_str());
+                        }
+                        let mut resp = req.send(&body[..]).expect("request");
+                        let status = resp.status().as_u16();
+                        let text = resp.body_mut().read_to_string().unwrap_or_default();
+                        assert_eq!(status, 200, "{text}");
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(self.warm);
+        let start_count = done.load(Ordering::Relaxed);
+        let start = Instant::now();
+        std::thread::sleep(self.run);
+        let n = done.load(Ordering::Relaxed) - start_count;
+        let elapsed = start.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().expect("client thread");
+        }
+        (n as f64 / elapsed, n, elapsed)
+    }
+}
+
 fn main() {
     let secs: f64 = std::env::var("BENCH_SECS")
         .ok()
@@ -57,62 +167,88 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(16);
+    let token = softhsm::BenchToken::make();
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    cli(&data, &["init"]);
-    cli(&data, &["iam", "create-user", "--user-name", "bench"]);
+    let cv = |args: &[&str]| cli(&data, &token, args);
+    cv(&["init"]);
+    cv(&["iam", "create-user", "--user-name", "bench"]);
     let policy = dir.path().join("p.json");
     std::fs::write(
         &policy,
         r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:*","Resource":"*"}]}"#,
     )
     .unwrap();
-    cli(
-        &data,
-        &[
-            "iam",
-            "put-user-policy",
-            "--user-name",
-            "bench",
-            "--policy-name",
-            "all",
-            "--policy-document",
-            &format!("file://{}", policy.display()),
-        ],
+    cv(&[
+        "iam",
+        "put-user-policy",
+        "--user-name",
+        "bench",
+        "--policy-name",
+        "all",
+        "--policy-document",
+        &format!("file://{}", policy.display()),
+    ]);
+    let key = cv(&["iam", "create-access-key", "--user-name", "bench"]);
+    let id = field(&key, "AccessKey", "AccessKeyId");
+    let secret = field(&key, "AccessKey", "SecretAccessKey");
+    let cmk = field(&cv(&["kms", "create-key"]), "KeyMetadata", "KeyId");
+    // The key in the token: a custom key store on the bench's token, connected.
+    let pin = dir.path().join("pin");
+    std::fs::write(&pin, softhsm::USER_PIN).unwrap();
+    let store = cv(&[
+        "kms",
+        "create-custom-key-store",
+        "--custom-key-store-name",
+        "bench",
+        "--cloud-hsm-cluster-id",
+        &token.uri,
+        "--key-store-password-file",
+        pin.to_str().unwrap(),
+    ])["CustomKeyStoreId"]
+        .as_str()
+        .expect("CustomKeyStoreId")
+        .to_string();
+    cv(&[
+        "kms",
+        "connect-custom-key-store",
+        "--custom-key-store-id",
+        &store,
+    ]);
+    let hsm_cmk = field(
+        &cv(&[
+            "kms",
+            "create-key",
+            "--origin",
+            "AWS_CLOUDHSM",
+            "--custom-key-store-id",
+            &store,
+        ]),
+        "KeyMetadata",
+        "KeyId",
     );
-    let key = cli(&data, &["iam", "create-access-key", "--user-name", "bench"]);
-    let id = key["AccessKey"]["AccessKeyId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let secret = key["AccessKey"]["SecretAccessKey"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let cmk = cli(&data, &["kms", "create-key"])["KeyMetadata"]["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let dk = cli(
-        &data,
-        &[
+    let blob_of = |cmk: &str| {
+        let dk = cv(&[
             "kms",
             "generate-data-key-without-plaintext",
             "--key-id",
-            &cmk,
+            cmk,
             "--number-of-bytes",
             "64",
             "--encryption-context",
-            "cryptvol:lineage=vol-0123456789abcdef0",
-        ],
-    );
-    let blob = dk["CiphertextBlob"].as_str().unwrap().to_string();
-    assert!(b64::decode(&blob).is_ok());
+            CONTEXT,
+        ]);
+        let blob = dk["CiphertextBlob"].as_str().unwrap().to_string();
+        assert!(b64::decode(&blob).is_ok());
+        blob
+    };
+    let blobs = [blob_of(&cmk), blob_of(&hsm_cmk)];
 
     let mut child = Command::new(BIN)
         .arg("--data-dir")
         .arg(&data)
         .args(["kms", "serve", "--listen", "127.0.0.1:0"])
+        .env("SOFTHSM2_CONF", &token.conf)
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the server");
@@ -122,94 +258,66 @@ fn main() {
         .unwrap();
     let _server = Server(child);
     let hello: serde_json::Value = serde_json::from_str(&line).expect("listening line");
-    let endpoint = hello["Endpoint"].as_str().unwrap().to_string();
-    let host = hello["Listening"].as_str().unwrap().to_string();
-
-    let body = serde_json::to_vec(&serde_json::json!({
-        "CiphertextBlob": blob,
-        "EncryptionContext": {"cryptvol:lineage": "vol-0123456789abcdef0"},
-    }))
-    .unwrap();
-    let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let warm = Duration::from_millis(500);
-    let run = Duration::from_secs_f64(secs);
-    let threads: Vec<_> = (0..conns)
-        .map(|_| {
-            let (endpoint, host, body, id, secret) = (
-                endpoint.clone(),
-                host.clone(),
-                body.clone(),
-                id.clone(),
-                secret.clone(),
-            );
-            let (done, stop) = (done.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .build()
-                    .into();
-                let headers = vec![
-                    ("host".to_string(), host.clone()),
-                    (
-                        "content-type".to_string(),
-                        "application/x-amz-json-1.1".to_string(),
-                    ),
-                    (
-                        "x-amz-target".to_string(),
-                        "TrentService.Decrypt".to_string(),
-                    ),
-                ];
-                let creds = Credentials {
-                    access_key_id: &id,
-                    secret_access_key: &secret,
-                    session_token: None,
-                };
-                while !stop.load(Ordering::Relaxed) {
-                    let parts = RequestParts {
-                        method: "POST",
-                        path: "/",
-                        query: "",
-                        headers: &headers,
-                        body: &body,
-                    };
-                    let signed = sigv4::sign(
-                        &parts,
-                        &creds,
-                        "local-1",
-                        "kms",
-                        std::time::SystemTime::now(),
-                    );
-                    let mut req = agent.post(&endpoint);
-                    for (k, v) in headers.iter().skip(1).chain(signed.iter()) {
-                        req = req.header(k.as_str(), v.as_str());
-                    }
-                    let mut resp = req.send(&body[..]).expect("request");
-                    let status = resp.status().as_u16();
-                    let text = resp.body_mut().read_to_string().unwrap_or_default();
-                    assert_eq!(status, 200, "{text}");
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(warm);
-    let start_count = done.load(Ordering::Relaxed);
-    let start = Instant::now();
-    std::thread::sleep(run);
-    let n = done.load(Ordering::Relaxed) - start_count;
-    let elapsed = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().expect("client thread");
-    }
-    let rate = n as f64 / elapsed;
+    let target = Target {
+        endpoint: hello["Endpoint"].as_str().unwrap().to_string(),
+        host: hello["Listening"].as_str().unwrap().to_string(),
+        id,
+        secret,
+        conns,
+        warm: Duration::from_millis(500),
+        run: Duration::from_secs_f64(secs),
+    };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "Decrypt over loopback, SigV4, {conns} keep-alive connections, {cpus} CPUs: {rate:.0} req/s ({n} in {elapsed:.1} s)"
+        "CPU: {}; cores allowed: {}; client and server on the same {cpus} CPUs; 0.5 s warm-up, then {secs} s per figure",
+        machine::cpu(),
+        machine::cores_allowed(),
     );
+    println!(
+        "load average before the run: {} (other busy processes lower every figure)",
+        machine::load_average()
+    );
+    println!(
+        "custom key store: {} token ({})",
+        softhsm::version(),
+        token.uri
+    );
+    let context = serde_json::json!({"cryptvol:lineage": "vol-0123456789abcdef0"});
+    let mut rows = vec![];
+    for (what, cmk, blob) in [
+        ("embedded key", &cmk, &blobs[0]),
+        ("key in the token", &hsm_cmk, &blobs[1]),
+    ] {
+        let mut figures = vec![];
+        for (op, body) in [
+            (
+                "GenerateDataKey",
+                serde_json::json!({"KeyId": cmk, "NumberOfBytes": 64, "EncryptionContext": context}),
+            ),
+            (
+                "Decrypt",
+                serde_json::json!({"CiphertextBlob": blob, "EncryptionContext": context}),
+            ),
+        ] {
+            let (rate, n, elapsed) = target.rate(op, &body);
+            println!(
+                "{op} over loopback, SigV4, {conns} keep-alive connections, {what}: {rate:.0} req/s ({n} in {elapsed:.1} s)"
+            );
+            figures.push(rate);
+        }
+        rows.push(figures);
+    }
     println!();
-    println!("| connections | Decrypt req/s | target |");
-    println!("|--:|--:|--:|");
-    println!("| {conns} | {rate:.0} | ≥ 10,000 |");
+    println!("| key | connections | GenerateDataKey req/s | Decrypt req/s | target (Decrypt) |");
+    println!("|---|--:|--:|--:|--:|");
+    println!(
+        "| embedded | {conns} | {:.0} | {:.0} | ≥ 10,000 |",
+        rows[0][0], rows[0][1]
+    );
+    println!(
+        "| custom key store ({}) | {conns} | {:.0} | {:.0} | – |",
+        softhsm::version(),
+        rows[1][0],
+        rows[1][1]
+    );
 }

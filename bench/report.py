@@ -109,19 +109,49 @@ def collect_micro(raw):
         m = re.search(r"load average before the run: (.*?) \(", text)
         xts["load_before"] = m.group(1) if m else None
         micro["xts"] = xts
+    # kms_ops and kms_server: one table row per key, "embedded" and then the key in a
+    # custom key store, "custom key store (SoftHSM2 VERSION)".
     p = os.path.join(raw, "micro-kms_ops.txt")
     if os.path.exists(p):
-        rows = [r for r in md_rows(open(p).read()) if num(r[0]) is not None]
-        if rows:
-            micro["kms_ops"] = {"generate_data_key_per_s": num(rows[-1][0]),
-                                "decrypt_per_s": num(rows[-1][1])}
+        rows = kms_rows(open(p).read(), 3)
+        if "embedded" in rows:
+            e = rows["embedded"]
+            micro["kms_ops"] = {"generate_data_key_per_s": num(e[1]), "decrypt_per_s": num(e[2])}
+            if "hsm" in rows:
+                h = rows["hsm"]
+                micro["kms_ops"]["hsm"] = {"token": hsm_token(h[0]), "generate_data_key_per_s": num(h[1]),
+                                           "decrypt_per_s": num(h[2])}
     p = os.path.join(raw, "micro-kms_server.txt")
     if os.path.exists(p):
-        rows = [r for r in md_rows(open(p).read()) if num(r[0]) is not None]
-        if rows:
-            micro["kms_server"] = {"connections": int(num(rows[-1][0])),
-                                   "decrypt_req_per_s": num(rows[-1][1])}
+        rows = kms_rows(open(p).read(), 4)
+        if "embedded" in rows:
+            e = rows["embedded"]
+            micro["kms_server"] = {"connections": int(num(e[1])), "generate_data_key_req_per_s": num(e[2]),
+                                   "decrypt_req_per_s": num(e[3])}
+            if "hsm" in rows:
+                h = rows["hsm"]
+                micro["kms_server"]["hsm"] = {"token": hsm_token(h[0]), "generate_data_key_req_per_s": num(h[2]),
+                                              "decrypt_req_per_s": num(h[3])}
     return micro
+
+
+def kms_rows(text, width):
+    """The rows of a KMS bench's table by key: "embedded" and "hsm" (a custom key store)."""
+    out = {}
+    for r in md_rows(text):
+        if len(r) < width or num(r[1]) is None:
+            continue
+        if r[0] == "embedded":
+            out["embedded"] = r
+        elif r[0].startswith("custom key store"):
+            out["hsm"] = r
+    return out
+
+
+def hsm_token(label):
+    """"custom key store (SoftHSM2 2.6.1)" -> "SoftHSM2 2.6.1"."""
+    m = re.search(r"\((.*)\)", label)
+    return m.group(1) if m else label
 
 
 def read(raw, name, default=None):
@@ -310,7 +340,8 @@ def render_md(res, png_name):
            "it down on any exit). Options via the environment: `QUICK=1` (one run of 2 s per "
            "job, 64 MiB files: a smoke test), `TARGETS=\"...\"`, `JOBS=\"...\"` (ids: "
            + ", ".join(f"`{j}`" for j in JOBS) + "), `SIZE`, `RUNTIME`, `RUNS_SEQ`, "
-           "`RUNS_RAND`, `INT_CHUNK` (chunk size of the `-int` volumes), `MICRO=0` (skip the micro-benchmarks), `REPORT=0` (leave docs/ alone), "
+           "`RUNS_RAND`, `INT_CHUNK` (chunk size of the `-int` volumes), `MICRO=0` (skip the micro-benchmarks; "
+           "or a list of them: `xts block_mac kms_ops kms_server`), `TARGETS=none` (no fio), `REPORT=0` (leave docs/ alone), "
            "`OUT` (default `target/bench`: raw fio JSON in `OUT/raw/`, figures in "
            "`OUT/results.json`).",
            "",
@@ -444,15 +475,31 @@ def render_md(res, png_name):
         s = micro.get("kms_server")
         if k or s:
             rows = []
+
+            def add(bench, key, figures, unit):
+                for op, v in figures:
+                    if v is not None:
+                        rows.append([bench, key, op, f"{v:,.0f} {unit}"])
+                        bench = key = ""
+
             if k:
-                rows.append(["`taskset -c 0 cargo bench --bench kms_ops` (in process, one core)",
-                             "GenerateDataKey", f"{k['generate_data_key_per_s']:,.0f} ops/s"])
-                rows.append(["", "Decrypt", f"{k['decrypt_per_s']:,.0f} ops/s"])
+                add("`taskset -c 0 cargo bench --bench kms_ops` (in process, one core)", "embedded",
+                    [("GenerateDataKey", k["generate_data_key_per_s"]), ("Decrypt", k["decrypt_per_s"])], "ops/s")
+                h = k.get("hsm")
+                if h:
+                    add("", f"custom key store ({h['token']})",
+                        [("GenerateDataKey", h["generate_data_key_per_s"]), ("Decrypt", h["decrypt_per_s"])],
+                        "ops/s")
             if s:
-                rows.append([f"`cargo bench --bench kms_server` (SigV4 over loopback, "
-                             f"{s['connections']} connections)", "Decrypt",
-                             f"{s['decrypt_req_per_s']:,.0f} req/s"])
-            out += [md_table(["bench", "operation", "rate"], rows, "llr"), ""]
+                add(f"`cargo bench --bench kms_server` (SigV4 over loopback, {s['connections']} connections)",
+                    "embedded", [("GenerateDataKey", s.get("generate_data_key_req_per_s")),
+                                 ("Decrypt", s["decrypt_req_per_s"])], "req/s")
+                h = s.get("hsm")
+                if h:
+                    add("", f"custom key store ({h['token']})",
+                        [("GenerateDataKey", h["generate_data_key_req_per_s"]),
+                         ("Decrypt", h["decrypt_req_per_s"])], "req/s")
+            out += [md_table(["bench", "key", "operation", "rate"], rows, "lllr"), ""]
 
     verdicts = targets_verdicts(res)
     if verdicts:

@@ -15,6 +15,9 @@ pub mod loops;
 /// A `kms serve` process for the server tests.
 pub mod server;
 
+/// The real AWS clients (boto3, the AWS CLI) and their suites against `kms serve`.
+pub mod compat;
+
 /// moto's server: a real S3 / KMS / STS endpoint.
 pub mod moto;
 
