@@ -75,6 +75,31 @@ pub enum AwsError {
     )]
     WrongRootKey { region: String, path: PathBuf },
 
+    /// The region's root key is sealed in a PKCS#11 token that cannot be used now.
+    #[error("region {region}: its root key is sealed in a PKCS#11 token: {error}{hint}")]
+    RootKeyToken {
+        region: String,
+        error: crate::kms::hsm::HsmError,
+        /// Where the fix is, when the token's own message does not say (the PIN file).
+        hint: String,
+    },
+
+    /// The `pin-source` file of a region's root-key token cannot be read.
+    #[error(
+        "region {region}: cannot read the PIN file {path} (the pin-source of its root-key token): {source}: create it (mode 0600) holding the token's user PIN"
+    )]
+    PinSource {
+        region: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// This process opened the region before its root key was rotated and cannot open the
+    /// new one by itself (a passphrase it was not given).
+    #[error("the root key of region {region} was rotated since this process opened it: restart it")]
+    RootKeyRotated { region: String },
+
     #[error("cannot read the passphrase file {path}: {source}: check --passphrase-file")]
     PassphraseFile {
         path: PathBuf,
@@ -251,6 +276,9 @@ impl AwsError {
             Unsupported { .. } => "UnsupportedOperationException",
             WrongPassphrase { .. }
             | WrongRootKey { .. }
+            | RootKeyToken { .. }
+            | PinSource { .. }
+            | RootKeyRotated { .. }
             | PassphraseRequired { .. }
             | PassphraseFile { .. }
             | RegionNotInitialized { .. }

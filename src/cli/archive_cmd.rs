@@ -65,6 +65,8 @@ pub enum RegionCommand {
     },
     /// The region's settings: its snapshot store, if any
     Describe,
+    /// Replace the region's root key with a fresh one and re-seal the keystore under it
+    RotateRootKey(super::root_key_cmd::RotateArgs),
 }
 
 /// Checks that the store answers (so a typo fails now, not at the first snapshot).
@@ -90,6 +92,7 @@ pub fn run_region(cfg: &Config, cmd: RegionCommand) -> Result<(), CliError> {
                 "Region",
             )
         }
+        RegionCommand::RotateRootKey(args) => super::root_key_cmd::run(cfg, args),
         RegionCommand::Describe => {
             let store = archive::load_config(&dir)?;
             cfg.print(

@@ -230,6 +230,16 @@ fn kms_exit(e: &AwsError) -> Exit {
             Exit::NotFound
         }
         Io { .. } | PassphraseFile { .. } => Exit::Io,
+        RootKeyToken { error, .. } => match error {
+            crate::kms::hsm::HsmError::PinIncorrect { .. }
+            | crate::kms::hsm::HsmError::PinLocked { .. }
+            | crate::kms::hsm::HsmError::UserNotInitialized { .. } => Exit::WrongSecret,
+            crate::kms::hsm::HsmError::BadUri(..) => Exit::InvalidValue,
+            _ => Exit::KeyStore,
+        },
+        PinSource { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Exit::NotFound,
+        PinSource { .. } => Exit::Io,
+        RootKeyRotated { .. } => Exit::InvalidState,
         Corrupt { .. } => Exit::Corrupt,
         NewerFormat { .. } => Exit::NewerFormat,
         AccessDenied { .. } => Exit::AccessDenied,

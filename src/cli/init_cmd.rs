@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::Config;
 use super::args::passphrase_from_file;
 use super::exit::CliError;
-use crate::datadir::RootKeySource;
+use crate::datadir::NewRoot;
 use crate::snapshot::store::StoreConfig;
 
 #[derive(Serialize)]
@@ -29,6 +29,10 @@ pub struct InitArgs {
     /// The store's region, for signing [default: us-east-1]
     #[arg(long, value_name = "REGION", requires = "snapshot_store")]
     s3_region: Option<String>,
+    /// Seal the root key with an AES key in a PKCS#11 token (made if missing):
+    /// pkcs11:token=T;object=O?module-path=/path/lib.so&pin-source=file:/path/pin
+    #[arg(long, value_name = "URI")]
+    root_key: Option<String>,
 }
 
 pub fn run(cfg: &Config, args: InitArgs) -> Result<(), CliError> {
@@ -47,14 +51,22 @@ pub fn run(cfg: &Config, args: InitArgs) -> Result<(), CliError> {
         .as_deref()
         .map(passphrase_from_file)
         .transpose()?;
-    let out = crate::kms::init::init(&cfg.data_dir, &cfg.region, passphrase, cfg.clock.now())?;
+    let kind = match (args.root_key, passphrase) {
+        (Some(_), Some(_)) => {
+            return Err(CliError::bad(
+                "--root-key",
+                "give either --root-key or --passphrase-file, not both",
+            ));
+        }
+        (Some(uri), None) => NewRoot::Pkcs11(uri),
+        (None, Some(p)) => NewRoot::Passphrase(p),
+        (None, None) => NewRoot::File,
+    };
+    let out = crate::kms::init::init_with(&cfg.data_dir, &cfg.region, kind, cfg.clock.now())?;
     if let Some(store) = &store {
         crate::snapshot::archive::save_config(&out.dir, store)?;
     }
-    let root_key = match &out.config.root_key {
-        RootKeySource::File => format!("key file {}", out.dir.root_key_path().display()),
-        RootKeySource::Passphrase { .. } => "passphrase (Argon2id)".to_string(),
-    };
+    let root_key = out.config.root_key.describe(&out.dir);
     cfg.print(
         &InitResult {
             region: out.config.region.to_string(),

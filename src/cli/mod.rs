@@ -17,6 +17,7 @@ mod kms_ops;
 pub mod output;
 mod pool_cmd;
 mod regions;
+mod root_key_cmd;
 mod snapshot_cmd;
 mod sts_cmd;
 mod volume_cmd;

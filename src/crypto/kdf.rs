@@ -35,6 +35,9 @@ pub const CTX_GRANT_TOKEN: &str = "cryptvol 2026-11-29 kms grant token v1";
 /// Root key ‖ key id ‖ version number → the `KeyMaterialId` of a key version
 /// written before random ids were stored (src/kms/keystore.rs).
 pub const CTX_KEY_MATERIAL_ID: &str = "cryptvol 2026-11-29 key material id v1";
+/// Root key → the key that seals a rotated region's derivation key (its first root key)
+/// inside the keystore (src/kms/keystore.rs, `derivation_key`).
+pub const CTX_DERIVATION_KEY_SEAL: &str = "cryptvol 2026-12-03 region derivation key seal v1";
 /// Root key ‖ region name → the key that authenticates list paging markers.
 pub const CTX_LIST_MARKER: &str = "cryptvol 2026-11-29 list paging marker v1";
 /// An authenticated volume's keys, from its data key: the per-block MAC key, the key of the

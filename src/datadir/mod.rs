@@ -18,13 +18,14 @@
 //! ```
 //!
 //! Files: `region` has a region's paths, `root_key` its config (`region.json`) and how its
-//! root key is opened.
+//! root key is opened, `root_pkcs11` a root key sealed by a key in a PKCS#11 token.
 
 mod region;
 pub(crate) mod root_key;
+pub mod root_pkcs11;
 
 pub use region::RegionDir;
-pub use root_key::{RegionConfig, RootKeySource, read_passphrase_file};
+pub use root_key::{MadeRoot, NewRoot, RegionConfig, RootKeySource, read_passphrase_file};
 
 use std::path::{Path, PathBuf};
 

@@ -28,6 +28,25 @@ pub enum RootKeySource {
         salt: Vec<u8>,
         cost: Argon2Cost,
     },
+    /// A random key sealed by an AES key object in a PKCS#11 token (`root_pkcs11`).
+    Pkcs11 {
+        /// The RFC 7512 URI given to init (never with a pin-value).
+        uri: String,
+        /// nonce ‖ ciphertext ‖ tag of the root key, made inside the token.
+        #[serde(with = "crate::aws::b64")]
+        sealed_root: Vec<u8>,
+    },
+}
+
+impl RootKeySource {
+    /// How the root is kept, in a few words for the CLI's output.
+    pub fn describe(&self, dir: &RegionDir) -> String {
+        match self {
+            RootKeySource::File => format!("key file {}", dir.root_key_path().display()),
+            RootKeySource::Passphrase { .. } => "passphrase (Argon2id)".to_string(),
+            RootKeySource::Pkcs11 { uri, .. } => format!("PKCS#11 token ({uri})"),
+        }
+    }
 }
 
 /// `region.json`: a region's public facts.
@@ -132,9 +151,85 @@ impl RegionDir {
                 }
                 key
             }
+            RootKeySource::Pkcs11 { uri, sealed_root } => {
+                let key = super::root_pkcs11::unseal_root(
+                    &self.region,
+                    uri,
+                    sealed_root,
+                    &self.config_path(),
+                )?;
+                if check_value(&key) != cfg.root_key_check {
+                    return Err(AwsError::Corrupt {
+                        path: self.config_path(),
+                        what: "the root the token unsealed fails root_key_check".into(),
+                    });
+                }
+                key
+            }
         };
         Ok(root)
     }
+}
+
+/// The kind of root key to make (`init`, `region rotate-root-key`).
+pub enum NewRoot {
+    /// Random, kept in `root.key`.
+    File,
+    /// Argon2id of this passphrase with a fresh salt.
+    Passphrase(SecretBytes),
+    /// Random, sealed by the object a `pkcs11:` URI names (created if missing).
+    Pkcs11(String),
+}
+
+/// A new root key and how it is kept; `object` says whether a token object was made.
+pub struct MadeRoot {
+    pub root: Key256,
+    pub source: RootKeySource,
+    pub object: Option<super::root_pkcs11::ObjectOutcome>,
+}
+
+/// Makes a root key of the kind asked for region `region`. A key file is not written here:
+/// the caller places it.
+pub fn make_root(region: &crate::aws::ids::Region, kind: NewRoot) -> Result<MadeRoot> {
+    Ok(match kind {
+        NewRoot::File => MadeRoot {
+            root: Key256::generate(),
+            source: RootKeySource::File,
+            object: None,
+        },
+        NewRoot::Passphrase(p) => {
+            if p.is_empty() {
+                return Err(AwsError::validation(
+                    "passphrase",
+                    "the passphrase file is empty",
+                ));
+            }
+            let salt: [u8; 16] = crate::crypto::random::array();
+            let cost = Argon2Cost::DEFAULT;
+            let root = kdf::passphrase_key(&p, &salt, cost)
+                .map_err(|e| AwsError::validation("Argon2id parameters", e.to_string()))?;
+            MadeRoot {
+                root,
+                source: RootKeySource::Passphrase {
+                    salt: salt.to_vec(),
+                    cost,
+                },
+                object: None,
+            }
+        }
+        NewRoot::Pkcs11(text) => {
+            let uri = super::root_pkcs11::parse_root_uri(region, &text)?;
+            let (root, sealed_root, outcome) = super::root_pkcs11::seal_new_root(region, &uri)?;
+            MadeRoot {
+                root,
+                source: RootKeySource::Pkcs11 {
+                    uri: uri.text,
+                    sealed_root,
+                },
+                object: Some(outcome),
+            }
+        }
+    })
 }
 
 /// A passphrase from a file: the whole file less one trailing newline (`\n` or `\r\n`,

@@ -5,14 +5,13 @@ use std::path::Path;
 
 use crate::aws::error::{AwsError, Result};
 use crate::aws::ids::Region;
-use crate::crypto::kdf::{self, Argon2Cost};
-use crate::crypto::{Key256, SecretBytes};
+use crate::crypto::SecretBytes;
 use crate::sys::clock::UnixTime;
 use crate::sys::fsio;
 
 use super::keystore::Keystore;
 use super::model::KeystoreBody;
-use crate::datadir::root_key::{CONFIG_FORMAT_V1, check_value};
+use crate::datadir::root_key::{CONFIG_FORMAT_V1, NewRoot, check_value, make_root};
 use crate::datadir::{RegionConfig, RegionDir, RootKeySource, account_id};
 
 /// What `init` found or made.
@@ -34,12 +33,35 @@ pub fn init(
     passphrase: Option<SecretBytes>,
     now: UnixTime,
 ) -> Result<InitOutcome> {
+    let kind = match passphrase {
+        Some(p) => NewRoot::Passphrase(p),
+        None => NewRoot::File,
+    };
+    init_with(data_dir, region, kind, now)
+}
+
+/// [`init`] with any kind of root key (`--root-key pkcs11:...`). On an existing region the
+/// kind is not compared: the region opens with the root it has.
+pub fn init_with(
+    data_dir: &Path,
+    region: &Region,
+    kind: NewRoot,
+    now: UnixTime,
+) -> Result<InitOutcome> {
+    if let NewRoot::Pkcs11(uri) = &kind {
+        // A URI with a PIN in it is refused even when the region exists already.
+        crate::datadir::root_pkcs11::parse_root_uri(region, uri)?;
+    }
     let dir = RegionDir::new(data_dir, region);
     let regions = crate::datadir::DataDir::new(data_dir).regions_dir();
     fsio::create_private_dir(&regions).map_err(|e| AwsError::io("cannot create", &regions, e))?;
     if dir.is_initialized() {
+        crate::kms::root_rotation::recover(&dir)?;
         let config = dir.config()?;
-        let mut pass = passphrase;
+        let mut pass = match kind {
+            NewRoot::Passphrase(p) => Some(p),
+            _ => None,
+        };
         let mut ask = || {
             pass.take().ok_or_else(|| AwsError::PassphraseRequired {
                 region: region.to_string(),
@@ -54,28 +76,8 @@ pub fn init(
         });
     }
     let account = account_id(data_dir)?;
-    let (root, source) = match passphrase {
-        Some(p) => {
-            if p.is_empty() {
-                return Err(AwsError::validation(
-                    "passphrase",
-                    "the passphrase file is empty",
-                ));
-            }
-            let salt: [u8; 16] = crate::crypto::random::array();
-            let cost = Argon2Cost::DEFAULT;
-            let key = kdf::passphrase_key(&p, &salt, cost)
-                .map_err(|e| AwsError::validation("Argon2id parameters", e.to_string()))?;
-            (
-                key,
-                RootKeySource::Passphrase {
-                    salt: salt.to_vec(),
-                    cost,
-                },
-            )
-        }
-        None => (Key256::generate(), RootKeySource::File),
-    };
+    let made = make_root(region, kind)?;
+    let (root, source) = (made.root, made.source);
     let config = RegionConfig {
         format: CONFIG_FORMAT_V1,
         region: region.clone(),

@@ -32,6 +32,8 @@ pub struct Keystore {
     /// Incremented on every write; lets a reader see that the file changed.
     pub generation: u64,
     materials: HashMap<(KeyId, u32), Key256>,
+    /// The unsealed `body.derivation_key`, if the root was ever rotated.
+    derivation: Option<Key256>,
 }
 
 impl std::fmt::Debug for Keystore {
@@ -53,12 +55,22 @@ fn version_aad(id: &KeyId, number: u32) -> Vec<u8> {
     aad
 }
 
+/// AAD of the sealed derivation key: "region-derivation-key" || region name.
+fn derivation_aad(region: &Region) -> Vec<u8> {
+    [
+        b"region-derivation-key".as_slice(),
+        region.as_str().as_bytes(),
+    ]
+    .concat()
+}
+
 impl Keystore {
     pub fn new(body: KeystoreBody) -> Self {
         Keystore {
             body,
             generation: 0,
             materials: HashMap::new(),
+            derivation: None,
         }
     }
 
@@ -107,6 +119,39 @@ impl Keystore {
             sealed: Vec::new(),
             material_id: Some(hex::encode(crate::crypto::random::array::<32>())),
             token_object: Some(hex::encode(object)),
+        }
+    }
+
+    /// The key the region's audit chain, grant tokens, paging markers and legacy material
+    /// ids are derived from: the region's first root key, which stays the same across
+    /// root-key rotations so that those stay valid (docs/security.md says what that costs).
+    pub fn derivation_key(&self, root: &Key256) -> Key256 {
+        self.derivation.clone().unwrap_or_else(|| root.clone())
+    }
+
+    /// Re-seals everything sealed under `old` (every version's material and the derivation
+    /// key) under `new`, for a root-key rotation; the next [`Keystore::save`] with `new`
+    /// writes it. Material ids are already filled in the body, so they are kept as they are.
+    pub fn reseal(&mut self, old: &Key256, new: &Key256) {
+        let derivation = self.derivation_key(old);
+        let region = self.body.region.clone();
+        self.body.derivation_key = Some(super::model::SealedSecret(crypto::aead::seal_secret(
+            &kdf::derive(kdf::CTX_DERIVATION_KEY_SEAL, new, b""),
+            &derivation_aad(&region),
+            derivation.expose(),
+        )));
+        self.derivation = Some(derivation);
+        let version_key = kdf::derive(kdf::CTX_KEY_VERSION_SEAL, new, b"");
+        for (id, key) in self.body.keys.iter_mut() {
+            for v in key.versions.iter_mut() {
+                if let Some(m) = self.materials.get(&(*id, v.number)) {
+                    v.sealed = crypto::aead::seal_secret(
+                        &version_key,
+                        &version_aad(id, v.number),
+                        m.expose(),
+                    );
+                }
+            }
         }
     }
 
@@ -185,7 +230,22 @@ impl Keystore {
                 body.region
             ));
         }
-        fill_material_ids(&mut body, root);
+        let derivation = match &body.derivation_key {
+            None => None,
+            Some(sealed) => {
+                let k = crypto::aead::open_secret(
+                    &kdf::derive(kdf::CTX_DERIVATION_KEY_SEAL, root, b""),
+                    &derivation_aad(region),
+                    &sealed.0,
+                )
+                .map_err(|_| "the derivation key does not unseal".to_string())?;
+                Some(
+                    Key256::from_slice(k.expose())
+                        .ok_or_else(|| "the derivation key is not 32 bytes".to_string())?,
+                )
+            }
+        };
+        fill_material_ids(&mut body, derivation.as_ref().unwrap_or(root));
         let version_key = kdf::derive(kdf::CTX_KEY_VERSION_SEAL, root, b"");
         let mut materials = HashMap::new();
         for (id, key) in &body.keys {
@@ -215,6 +275,7 @@ impl Keystore {
             body,
             generation,
             materials,
+            derivation,
         })
     }
 

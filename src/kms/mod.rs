@@ -19,6 +19,7 @@ pub mod keystore;
 pub mod metering;
 pub mod model;
 pub mod remote;
+pub mod root_rotation;
 
 pub use backend::{DataKeySpec, KeyBackend};
 pub use context::EncryptionContext;

@@ -169,6 +169,11 @@ pub struct KeystoreBody {
     /// Custom key stores by id (`cks-...`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub custom_key_stores: BTreeMap<String, CustomKeyStoreRecord>,
+    /// Written by the first root-key rotation: the region's first root key, from which its
+    /// audit chain, grant tokens, paging markers and legacy material ids are derived, sealed
+    /// under the current root (keystore.rs). Absent: the current root is that key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derivation_key: Option<SealedSecret>,
 }
 
 /// Whether a custom key store is meant to be connected. AWS's `ConnectionState` is
@@ -227,6 +232,10 @@ pub struct CustomKeyStoreRecord {
     pub objects_to_destroy: Vec<String>,
 }
 
+/// A secret sealed with `crypto::aead::seal_secret` (nonce ‖ ciphertext ‖ tag), base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedSecret(#[serde(with = "crate::aws::b64")] pub Vec<u8>);
+
 impl KeystoreBody {
     pub fn empty(region: Region, account_id: AccountId) -> Self {
         KeystoreBody {
@@ -237,6 +246,7 @@ impl KeystoreBody {
             deleted_keys: BTreeMap::new(),
             grants: BTreeMap::new(),
             custom_key_stores: BTreeMap::new(),
+            derivation_key: None,
         }
     }
 

@@ -16,7 +16,7 @@ impl EmbeddedKms {
     fn grant_token_key(&self) -> crate::crypto::Key256 {
         kdf::derive(
             kdf::CTX_GRANT_TOKEN,
-            &self.root,
+            &self.derivation,
             self.dir.region.as_str().as_bytes(),
         )
     }

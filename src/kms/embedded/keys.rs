@@ -123,7 +123,7 @@ impl EmbeddedKms {
         self.mutate(Some(caller), call, |ks, now, call| {
             call.resource(&self.arn(&id));
             let v = match store_id {
-                None => ks.new_version(&self.root, &id, 1, now, VersionOrigin::Initial),
+                None => ks.new_version(&self.root()?, &id, 1, now, VersionOrigin::Initial),
                 Some(sid) => {
                     let store = self.connected_store(ks, sid)?;
                     self.new_token_version(store, &id, 1, now, VersionOrigin::Initial)?

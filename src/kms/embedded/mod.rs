@@ -121,7 +121,11 @@ struct PolicyCache {
 pub struct EmbeddedKms {
     dir: RegionDir,
     account: AccountId,
-    root: Key256,
+    /// The region's root key; replaced when another process rotated it (`reopen_root`).
+    root: RwLock<Key256>,
+    /// What the audit chain, grant tokens and paging markers are derived from: the region's
+    /// first root key, unchanged by root-key rotations (`Keystore::derivation_key`).
+    derivation: Key256,
     clock: Clock,
     state: RwLock<Loaded>,
     policies: PolicyCache,
@@ -168,7 +172,12 @@ impl EmbeddedKms {
             ))?,
             by_key: RwLock::new(HashMap::new()),
         };
-        let audit_key = kdf::derive(kdf::CTX_AUDIT_CHAIN, &root, dir.region.as_str().as_bytes());
+        let derivation = ks.derivation_key(&root);
+        let audit_key = kdf::derive(
+            kdf::CTX_AUDIT_CHAIN,
+            &derivation,
+            dir.region.as_str().as_bytes(),
+        );
         let kms = EmbeddedKms {
             identities: IdentityStore::new(&dir.data_dir, account.clone()),
             audit: AuditLog::new(dir.audit_dir(), audit_key),
@@ -177,7 +186,8 @@ impl EmbeddedKms {
             policies,
             account,
             dir,
-            root,
+            root: RwLock::new(root),
+            derivation,
             clock,
             state: RwLock::new(Loaded {
                 next_due: ks.body.next_due(),
@@ -197,9 +207,47 @@ impl EmbeddedKms {
         clock: Clock,
     ) -> Result<Self> {
         let dir = RegionDir::new(data_dir, region);
+        // A rotation that a crash interrupted after its commit point is finished first.
+        super::root_rotation::recover(&dir)?;
         let cfg = dir.config()?;
         let root = dir.open_root_key(&cfg, passphrase)?;
         Self::open(dir, root, clock)
+    }
+
+    /// The region's root key as this process knows it.
+    fn root(&self) -> Result<Key256> {
+        Ok(self
+            .root
+            .read()
+            .map_err(|_| internal_lock_poisoned())?
+            .clone())
+    }
+
+    /// Loads the keystore; if it no longer opens because another process rotated the root
+    /// key since this one opened the region, opens the new root (a key file or a token;
+    /// a passphrase this process was not given makes it [`AwsError::RootKeyRotated`]) and
+    /// loads again. A keystore that fails for any other reason is reported as it is.
+    fn load_keystore(&self) -> Result<Keystore> {
+        let path = self.dir.keystore_path();
+        let root = self.root()?;
+        let err = match Keystore::load(&path, &root, &self.dir.region) {
+            Ok(ks) => return Ok(ks),
+            Err(e) => e,
+        };
+        super::root_rotation::recover(&self.dir)?;
+        let cfg = self.dir.config()?;
+        if cfg.root_key_check == crate::datadir::root_key::check_value(&root) {
+            return Err(err);
+        }
+        let region = self.dir.region.to_string();
+        let new_root = self.dir.open_root_key(&cfg, &mut || {
+            Err(AwsError::RootKeyRotated {
+                region: region.clone(),
+            })
+        })?;
+        let ks = Keystore::load(&path, &new_root, &self.dir.region)?;
+        *self.root.write().map_err(|_| internal_lock_poisoned())? = new_root;
+        Ok(ks)
     }
 
     pub fn region(&self) -> &Region {
@@ -238,7 +286,7 @@ impl EmbeddedKms {
             st.stamp != now_stamp
         };
         if stale {
-            let ks = Keystore::load(&path, &self.root, &self.dir.region)?;
+            let ks = self.load_keystore()?;
             let mut st = self.state.write().map_err(|_| internal_lock_poisoned())?;
             *st = Loaded {
                 next_due: ks.body.next_due(),
@@ -270,9 +318,10 @@ impl EmbeddedKms {
         let _lock = FileLock::exclusive(&lock_path)
             .map_err(|e| AwsError::io("cannot lock", &lock_path, e))?;
         let path = self.dir.keystore_path();
-        let mut ks = Keystore::load(&path, &self.root, &self.dir.region)?;
+        let mut ks = self.load_keystore()?;
+        let root = self.root()?;
         let now = self.clock.now();
-        let housekept = housekeep(&mut ks, &self.root, now, &|store, objects| {
+        let housekept = housekeep(&mut ks, &root, now, &|store, objects| {
             self.destroy_token_objects(store, objects)
         });
         let out = f(&mut ks, now, call);
@@ -290,7 +339,7 @@ impl EmbeddedKms {
             self.record(c, call, out.as_ref().map(|_| ()))?;
         }
         if out.is_ok() || !housekept.is_empty() {
-            ks.save(&path, &self.root)?;
+            ks.save(&path, &root)?;
         }
         let mut st = self.state.write().map_err(|_| internal_lock_poisoned())?;
         *st = Loaded {

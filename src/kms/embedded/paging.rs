@@ -116,7 +116,7 @@ impl EmbeddedKms {
     fn marker_tag(&self, listing: Listing, scope: &str, cursor: &str) -> [u8; TAG_LEN] {
         let key = kdf::derive(
             kdf::CTX_LIST_MARKER,
-            &self.root,
+            &self.derivation,
             self.dir.region.as_str().as_bytes(),
         );
         let mut h = blake3::Hasher::new_keyed(key.expose());

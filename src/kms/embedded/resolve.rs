@@ -159,7 +159,7 @@ impl EmbeddedKms {
                 return Ok(());
             }
             let id = KeyId::random();
-            let v = ks.new_version(&self.root, &id, 1, now, VersionOrigin::Initial);
+            let v = ks.new_version(&self.root()?, &id, 1, now, VersionOrigin::Initial);
             ks.body.keys.insert(
                 id,
                 KeyRecord {

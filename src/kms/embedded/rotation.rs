@@ -106,7 +106,7 @@ impl EmbeddedKms {
             let id = k.id;
             let number = k.current_version().number + 1;
             let v = match k.custom_key_store_id.clone() {
-                None => ks.new_version(&self.root, &id, number, now, VersionOrigin::OnDemand),
+                None => ks.new_version(&self.root()?, &id, number, now, VersionOrigin::OnDemand),
                 Some(sid) => {
                     // The new version is a new object in the token; the old objects stay
                     // and keep decrypting what they sealed.
