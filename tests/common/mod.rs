@@ -27,6 +27,9 @@ pub mod store;
 /// The thin pool's files, read and tampered with while nothing runs.
 pub mod pool_peek;
 
+/// SoftHSM2 tokens for regions whose root key is in a PKCS#11 token.
+pub mod hsm;
+
 /// The one "nothing changed under the data dir" check.
 pub mod dir_state;
 pub use dir_state::DirState;

@@ -547,7 +547,7 @@ fn listing_pages_and_deleted_keys_take_their_grants() {
     w.kms.schedule_key_deletion(&root, &w.key, Some(7)).unwrap();
     let later = EmbeddedKms::open(
         w.kms.dir.clone(),
-        crate::crypto::Key256::from_bytes(*w.kms.root.expose()),
+        w.kms.root().unwrap(),
         Clock::Skewed(8 * DAY),
     )
     .unwrap();

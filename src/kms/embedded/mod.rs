@@ -489,3 +489,6 @@ mod ops_tests;
 
 #[cfg(test)]
 mod custom_key_store_tests;
+
+#[cfg(test)]
+mod root_rotation_tests;

@@ -1,0 +1,76 @@
+//! SoftHSM2 tokens for tests of regions whose root key is in a PKCS#11 token. Each call
+//! makes a new token (its own label) in the token directory of `SOFTHSM2_CONF` (test.sh
+//! makes one per run). Without SoftHSM2 or that variable, tests fail when
+//! `CRYPTVOL_REQUIRE_MOUNT=1` (CI) and are skipped with a message otherwise.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub const USER_PIN: &str = "cv-root-pin-1";
+const SO_PIN: &str = "cv-so-pin-12";
+
+pub struct TestToken {
+    pub label: String,
+    /// A 0600 file holding the user PIN (the URIs' pin-source).
+    pub pin_file: PathBuf,
+}
+
+impl TestToken {
+    /// `pkcs11:token=<label>;object=<object>?module-path=...&pin-source=file:<pin file>`.
+    pub fn uri(&self, object: &str) -> String {
+        format!(
+            "pkcs11:token={};object={object}?module-path={SOFTHSM_MODULE}&pin-source=file:{}",
+            self.label,
+            self.pin_file.display()
+        )
+    }
+}
+
+/// A fresh token whose PIN file is in `scratch`, or None (skip) without SoftHSM2.
+pub fn token(scratch: &Path) -> Option<TestToken> {
+    let missing = if !Path::new(SOFTHSM_MODULE).exists() {
+        Some(format!(
+            "SoftHSM2 ({SOFTHSM_MODULE}) is not installed: apt-get install softhsm2"
+        ))
+    } else if std::env::var_os("SOFTHSM2_CONF").is_none() {
+        Some("SOFTHSM2_CONF is not set: run the tests through test.sh".to_string())
+    } else {
+        None
+    };
+    if let Some(why) = missing {
+        assert!(
+            std::env::var_os("CRYPTVOL_REQUIRE_MOUNT").is_none_or(|v| v != "1"),
+            "{why}"
+        );
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    static N: AtomicU32 = AtomicU32::new(0);
+    let label = format!(
+        "cvroot-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let out = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", &label])
+        .args(["--so-pin", SO_PIN, "--pin", USER_PIN])
+        .output()
+        .expect("softhsm2-util runs");
+    assert!(out.status.success(), "{out:?}");
+    let pin_file = scratch.join(format!("{label}.pin"));
+    std::fs::write(&pin_file, format!("{USER_PIN}\n")).unwrap();
+    Some(TestToken { label, pin_file })
+}
+
+/// Destroys the secret key labelled `object` in the token (as an administrator would).
+pub fn destroy_object(t: &TestToken, object: &str) {
+    let out = Command::new("pkcs11-tool")
+        .args(["--module", SOFTHSM_MODULE, "--token-label", &t.label])
+        .args(["--login", "--pin", USER_PIN, "--delete-object"])
+        .args(["--type", "secrkey", "--label", object])
+        .output()
+        .expect("pkcs11-tool runs");
+    assert!(out.status.success(), "{out:?}");
+}
