@@ -3,6 +3,9 @@
 //! crashes at each step, and `kms create-key` racing a rotation.
 
 mod common;
+#[path = "formats/reader.rs"]
+#[allow(dead_code)]
+mod reader;
 
 use std::path::{Path, PathBuf};
 
@@ -395,7 +398,7 @@ fn a_crash_at_each_step_of_an_hsm_rotation_loses_nothing() {
     let Some(t) = hsm::token(scratch.path()) else {
         return;
     };
-    crash_at_each_step(&[], |env| {
+    crash_at_each_step(&[], STEPS, |env| {
         env.ok(&[
             "init",
             "--root-key",
@@ -450,4 +453,75 @@ fn create_keys_racing_rotations_are_not_lost() {
         assert!(keys.contains(k.as_str()), "{k} lost: {keys}");
     }
     assert_eq!(env.json(&["audit", "verify"])["Valid"], true);
+}
+
+/// docs/formats.md, "Root-key rotation": read with the independent reader, not cryptvol's
+/// code. After a rotation the keystore opens under the new root.key; its `derivation_key`
+/// opens to the region's first root; the CMK version material is unchanged, re-sealed; and
+/// region.json's check value is the new root's.
+#[test]
+fn doc_a_rotated_keystore_byte_by_byte() {
+    use reader::*;
+    const CTX_DERIVATION_KEY_SEAL: &str = "cryptvol 2026-12-03 region derivation key seal v1";
+    let env = Env::init();
+    let first: [u8; 32] = std::fs::read(region_file(&env, "root.key"))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let key = env.create_key();
+    let open_body = |root: &[u8; 32]| -> Value {
+        let b = env.keystore_bytes(DEFAULT_REGION);
+        let n = le32(&b, 32) as usize;
+        let plain = gcm_open(
+            &derive(CTX_KEYSTORE_SEAL, &[root]),
+            &b[20..32],
+            &b[..36],
+            &b[36..36 + n + 16],
+        )
+        .expect("the keystore opens under this root");
+        serde_json::from_slice(&plain).unwrap()
+    };
+    let material = |body: &Value, root: &[u8; 32]| -> Vec<u8> {
+        let v = &body["keys"][key.as_str()]["versions"][0];
+        let mut aad = b"cmk-version".to_vec();
+        aad.extend_from_slice(&uuid_bytes(&key));
+        aad.extend_from_slice(&1u32.to_le_bytes());
+        open_sealed(
+            &derive(CTX_KEY_VERSION_SEAL, &[root]),
+            &aad,
+            &unb64(v["sealed"].as_str().unwrap()),
+        )
+        .expect("the version opens under this root")
+    };
+    let before = open_body(&first);
+    assert!(before.get("derivation_key").is_none(), "{before:#}");
+    let m1 = material(&before, &first);
+
+    env.ok(ROTATE);
+    env.ok(ROTATE);
+    let now: [u8; 32] = std::fs::read(region_file(&env, "root.key"))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    assert_ne!(now, first);
+    let after = open_body(&now);
+    assert_eq!(material(&after, &now), m1, "the material is unchanged");
+    let aad = [
+        b"region-derivation-key".as_slice(),
+        DEFAULT_REGION.as_bytes(),
+    ]
+    .concat();
+    let d = open_sealed(
+        &derive(CTX_DERIVATION_KEY_SEAL, &[&now]),
+        &aad,
+        &unb64(after["derivation_key"].as_str().unwrap()),
+    )
+    .expect("derivation_key opens under the current root");
+    assert_eq!(d, first, "two rotations later, still the first root");
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(region_file(&env, "region.json")).unwrap()).unwrap();
+    assert_eq!(
+        unb64(cfg["root_key_check"].as_str().unwrap()),
+        derive(CTX_ROOT_KEY_CHECK, &[&now])[..16]
+    );
 }

@@ -211,3 +211,72 @@ pub fn unseal_root(
         what: "the sealed root does not open to 32 bytes".into(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region() -> Region {
+        Region::parse("local-1").unwrap()
+    }
+
+    fn refused(uri: &str) -> String {
+        match parse_root_uri(&region(), uri) {
+            Err(e @ AwsError::RootKeyToken { .. }) => e.to_string(),
+            other => panic!("{uri}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_root_uri_needs_module_token_object_and_pin_file_and_no_pin() {
+        let ok = "pkcs11:token=t;object=o?module-path=/m.so&pin-source=file:/p";
+        let u = parse_root_uri(&region(), ok).unwrap();
+        assert_eq!(u.text, ok);
+        assert_eq!(u.object, ObjectRef::Label("o".into()));
+        assert_eq!(u.label, "o");
+        assert_eq!(u.pin_source, PathBuf::from("/p"));
+        // By id: the label of an object init makes names the region.
+        let u = parse_root_uri(
+            &region(),
+            "pkcs11:token=t;id=%01%02?module-path=/m.so&pin-source=/p",
+        )
+        .unwrap();
+        assert_eq!(u.object, ObjectRef::Id(vec![1, 2]));
+        assert_eq!(u.label, "cryptvol-root-local-1");
+
+        let e = refused("pkcs11:token=t;object=o?module-path=/m.so&pin-value=s3cret-pin");
+        assert!(e.contains("pin-source") && !e.contains("s3cret-pin"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        for (uri, says) in [
+            ("pkcs11:token=t;object=o?pin-source=/p", "module-path"),
+            ("pkcs11:object=o?module-path=/m.so&pin-source=/p", "token"),
+            ("pkcs11:token=t?module-path=/m.so&pin-source=/p", "object"),
+            ("pkcs11:token=t;object=o?module-path=/m.so", "pin-source"),
+            (
+                "pkcs11:token=t;object=o;colour=red?module-path=/m.so",
+                "colour",
+            ),
+        ] {
+            let e = refused(uri);
+            assert!(e.contains(says), "{uri}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_pin_file_is_read_less_one_newline_and_its_absence_names_it() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pin");
+        std::fs::write(&p, "1234\r\n").unwrap();
+        let source = PathBuf::from(format!("file:{}", p.display()));
+        let pin = read_pin(&region(), &source).unwrap();
+        assert_eq!(secrecy::ExposeSecret::expose_secret(&pin), "1234");
+        std::fs::remove_file(&p).unwrap();
+        match read_pin(&region(), &source) {
+            Err(AwsError::PinSource { path, source, .. }) => {
+                assert_eq!(path, p);
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
