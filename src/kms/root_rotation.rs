@@ -43,11 +43,25 @@ pub const STEPS: &[&str] = &[
     "config-installed",
 ];
 
-fn crash_point(step: &str) {
+fn crash_point(step: &str) -> Result<()> {
     if cfg!(debug_assertions) && std::env::var(CRASH_ENV).is_ok_and(|s| s == step) {
         eprintln!("{CRASH_ENV}: stopping at {step}");
         std::process::abort();
     }
+    #[cfg(test)]
+    if STOP_AT.with(|s| s.get()) == Some(step) {
+        // A crash that unit tests survive: nothing after this point runs.
+        return Err(AwsError::Unsupported {
+            message: format!("test: stopped at {step}"),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Unit tests: the step at which [`rotate`] stops as if the process died there.
+    pub static STOP_AT: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
 }
 
 fn stage_dir(dir: &RegionDir) -> PathBuf {
@@ -141,12 +155,12 @@ fn install(dir: &RegionDir, new: &RegionConfig) -> Result<()> {
         // Any root.key left is the old root's: the new one is not a file.
         shred(&dir.root_key_path())?;
     }
-    crash_point("root-key-installed");
+    crash_point("root-key-installed")?;
     rename_if_staged(&stage.join("keystore.cvks"), &dir.keystore_path())?;
-    crash_point("keystore-installed");
+    crash_point("keystore-installed")?;
     rename_if_staged(&stage.join("region.json"), &dir.config_path())?;
     fsio::fsync_dir(&dir.path).map_err(io("cannot sync", &dir.path))?;
-    crash_point("config-installed");
+    crash_point("config-installed")?;
     std::fs::remove_dir_all(&stage).map_err(io("cannot remove", &stage))?;
     fsio::fsync_dir(&dir.path).map_err(io("cannot sync", &dir.path))
 }
@@ -211,11 +225,11 @@ pub fn rotate(
     let p = stage.join("region.json");
     fsio::write_atomic(&p, &cfg_bytes, 0o644).map_err(io("cannot write", &p))?;
     fsio::fsync_dir(&stage).map_err(io("cannot sync", &stage))?;
-    crash_point("staged");
+    crash_point("staged")?;
     // 2. Commit.
     let p = stage.join(COMMITTED);
     fsio::write_atomic(&p, &cfg_bytes, 0o644).map_err(io("cannot write", &p))?;
-    crash_point("committed");
+    crash_point("committed")?;
     // 3. Install.
     install(dir, &new_cfg)?;
     Ok(Rotated {

@@ -227,14 +227,17 @@ impl EmbeddedKms {
     /// key since this one opened the region, opens the new root (a key file or a token;
     /// a passphrase this process was not given makes it [`AwsError::RootKeyRotated`]) and
     /// loads again. A keystore that fails for any other reason is reported as it is.
-    fn load_keystore(&self) -> Result<Keystore> {
+    /// `locked`: the caller holds the keystore lock (and has run `recover_locked`).
+    fn load_keystore(&self, locked: bool) -> Result<Keystore> {
         let path = self.dir.keystore_path();
         let root = self.root()?;
         let err = match Keystore::load(&path, &root, &self.dir.region) {
             Ok(ks) => return Ok(ks),
             Err(e) => e,
         };
-        super::root_rotation::recover(&self.dir)?;
+        if !locked {
+            super::root_rotation::recover(&self.dir)?;
+        }
         let cfg = self.dir.config()?;
         if cfg.root_key_check == crate::datadir::root_key::check_value(&root) {
             return Err(err);
@@ -286,7 +289,7 @@ impl EmbeddedKms {
             st.stamp != now_stamp
         };
         if stale {
-            let ks = self.load_keystore()?;
+            let ks = self.load_keystore(false)?;
             let mut st = self.state.write().map_err(|_| internal_lock_poisoned())?;
             *st = Loaded {
                 next_due: ks.body.next_due(),
@@ -317,8 +320,11 @@ impl EmbeddedKms {
         let lock_path = self.dir.lock_path();
         let _lock = FileLock::exclusive(&lock_path)
             .map_err(|e| AwsError::io("cannot lock", &lock_path, e))?;
+        // A rotation that committed and then crashed is installed before anything is read:
+        // a write under the old root now would be lost when it is.
+        super::root_rotation::recover_locked(&self.dir)?;
         let path = self.dir.keystore_path();
-        let mut ks = self.load_keystore()?;
+        let mut ks = self.load_keystore(true)?;
         let root = self.root()?;
         let now = self.clock.now();
         let housekept = housekeep(&mut ks, &root, now, &|store, objects| {

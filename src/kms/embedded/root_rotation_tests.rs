@@ -71,3 +71,39 @@ fn a_region_opened_before_a_rotation_keeps_working_and_deriving_the_same_keys() 
     // The rotation itself is in the trail.
     assert!(report.events >= 4, "{report:?}");
 }
+
+/// A rotation that stops after its commit point, before installing: a process that opened
+/// the region before it writes next. The write must land in the keystore that is installed,
+/// not in the old one that the install then replaces.
+#[test]
+fn a_write_after_a_rotation_stopped_past_its_commit_is_not_lost() {
+    for step in ["committed", "root-key-installed", "keystore-installed"] {
+        let d = tempfile::tempdir().unwrap();
+        let r = Region::parse("test-1").unwrap();
+        crate::kms::init::init(d.path(), &r, None, 0).unwrap();
+        let kms =
+            EmbeddedKms::open_region(d.path(), &r, &mut no_passphrase, Clock::System).unwrap();
+        let caller = Caller::local(Identity::root(kms.account().clone()));
+        let a = kms
+            .create_key(&caller, &CreateKeyRequest::default())
+            .unwrap()
+            .key_id;
+        let dir = RegionDir::new(d.path(), &r);
+        root_rotation::STOP_AT.with(|s| s.set(Some(step)));
+        let stopped = root_rotation::rotate(&dir, &mut no_passphrase, None, 0);
+        root_rotation::STOP_AT.with(|s| s.set(None));
+        assert!(stopped.is_err(), "{step}");
+        let b = kms
+            .create_key(&caller, &CreateKeyRequest::default())
+            .unwrap()
+            .key_id;
+        let again =
+            EmbeddedKms::open_region(d.path(), &r, &mut no_passphrase, Clock::System).unwrap();
+        let ids: Vec<String> = again
+            .read(|ks, _| Ok(ks.body.keys.keys().map(|k| k.to_string()).collect()))
+            .unwrap();
+        assert!(ids.contains(&a) && ids.contains(&b), "{step}: {ids:?}");
+        assert!(!dir.path.join(".root-rotation").exists(), "{step}");
+        assert!(again.audit_log().verify().unwrap().valid, "{step}");
+    }
+}
