@@ -525,3 +525,39 @@ fn doc_a_rotated_keystore_byte_by_byte() {
         derive(CTX_ROOT_KEY_CHECK, &[&now])[..16]
     );
 }
+
+/// A volume of a token-root region attaches through the region daemon (which opens the
+/// region with the PIN file, without a terminal), and still attaches with its data after a
+/// rotation of the root key to a key file and back to the token.
+#[test]
+fn a_volume_of_an_hsm_root_region_attaches_before_and_after_rotations() {
+    needs!(Fuse);
+    let v = common::mount::VolEnv::uninit();
+    let Some(t) = hsm::token(v.scratch()) else {
+        return;
+    };
+    v.ok(&["init", "--root-key", &t.uri("vol-root")]);
+    let vol = v.create(&["--size", "64M", "--name", "hv"]);
+    let dir = v.dir("hv");
+    let data = pattern(1 << 20, 7);
+    let path = v.attach(&vol, &dir, &[]);
+    {
+        use std::io::Write;
+        // The volume file has a fixed size: write in place, no truncation.
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all(&data).unwrap();
+        f.sync_all().unwrap();
+    }
+    v.ok(&["detach", dir.to_str().unwrap()]);
+    for how in [&["--key-file"][..], &["--root-key", &t.uri("vol-root")][..]] {
+        v.ok(&[ROTATE, how].concat());
+        let path = v.attach(&vol, &dir, &[]);
+        let back = std::fs::read(&path).unwrap();
+        assert_eq!(
+            &back[..data.len()],
+            &data[..],
+            "after rotate-root-key {how:?}"
+        );
+        v.ok(&["detach", dir.to_str().unwrap()]);
+    }
+}
