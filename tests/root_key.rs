@@ -561,3 +561,104 @@ fn a_volume_of_an_hsm_root_region_attaches_before_and_after_rotations() {
         v.ok(&["detach", dir.to_str().unwrap()]);
     }
 }
+
+/// `kms serve` opens a token-root region without a terminal (the PIN from its file), serves
+/// a volume's GenerateDataKey for another data dir, and after a rotation of the root key
+/// (same object, new root) keeps serving without a restart: it opens the new root itself.
+#[test]
+fn kms_serve_opens_an_hsm_root_region_and_follows_a_rotation() {
+    let kms_side = Env::new();
+    let Some(t) = hsm::token(kms_side.scratch()) else {
+        return;
+    };
+    kms_side.ok(&["init", "--root-key", &t.uri("serve-root")]);
+    let user = common::server::KeyUser::new(&kms_side, "vols");
+    let server = common::server::KmsServer::start(&kms_side);
+    let v = Env::init();
+    v.add_secret(user.secret.as_bytes());
+    let missing_ca = v.scratch().join("missing.pem");
+    let envs = [
+        ("AWS_ACCESS_KEY_ID", user.id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", user.secret.as_str()),
+        ("CRYPTVOL_KMS_ENDPOINT", server.endpoint.as_str()),
+        ("AWS_CA_BUNDLE", missing_ca.to_str().unwrap()),
+    ];
+    let create = |name: &str| {
+        v.run_env(
+            &[
+                "volume",
+                "create",
+                "--size",
+                "64M",
+                "--name",
+                name,
+                "--kms-key",
+                &user.key,
+            ],
+            &envs,
+        )
+        .ok()
+    };
+    create("before");
+    kms_side.ok(ROTATE);
+    create("after");
+    let events = kms_side.json(&["audit", "lookup", "--principal", "vols"]);
+    let n = events["Events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["eventName"] == "GenerateDataKey")
+        .count();
+    assert_eq!(n, 2, "{events:#}");
+    server.stop();
+}
+
+/// A key of a custom key store (material in a token, its PIN sealed in the keystore body)
+/// still encrypts and decrypts after the root key is rotated: the store's record and the
+/// version's object id are re-sealed with the rest of the body.
+#[test]
+fn a_custom_key_store_key_survives_a_root_key_rotation() {
+    let env = Env::init();
+    let Some(t) = hsm::token(env.scratch()) else {
+        return;
+    };
+    env.add_secret(hsm::USER_PIN.as_bytes());
+    let out = env.json(&[
+        "kms",
+        "create-custom-key-store",
+        "--custom-key-store-name",
+        "rk",
+        "--pkcs11-module",
+        hsm::SOFTHSM_MODULE,
+        "--token-label",
+        &t.label,
+        "--key-store-password-file",
+        t.pin_file.to_str().unwrap(),
+    ]);
+    let store = str_field(&out, "CustomKeyStoreId");
+    env.ok(&[
+        "kms",
+        "connect-custom-key-store",
+        "--custom-key-store-id",
+        &store,
+    ]);
+    let key = env.json(&[
+        "kms",
+        "create-key",
+        "--origin",
+        "AWS_CLOUDHSM",
+        "--custom-key-store-id",
+        &store,
+    ]);
+    let key = str_field(&key["KeyMetadata"], "KeyId");
+    let blob = env.encrypt(&key, b"in the token", None);
+    for how in [
+        &[][..],
+        &["--root-key", &t.uri("root-beside-the-store")][..],
+    ] {
+        env.ok(&[ROTATE, how].concat());
+        assert_eq!(env.decrypt(&blob, None), b"in the token", "{how:?}");
+        let again = env.encrypt(&key, b"after", None);
+        assert_eq!(env.decrypt(&again, None), b"after");
+    }
+}
