@@ -121,7 +121,7 @@ struct PolicyCache {
 pub struct EmbeddedKms {
     dir: RegionDir,
     account: AccountId,
-    /// The region's root key; replaced when another process rotated it (`reopen_root`).
+    /// The region's root key; replaced when another process rotated it (`load_keystore`).
     root: RwLock<Key256>,
     /// What the audit chain, grant tokens and paging markers are derived from: the region's
     /// first root key, unchanged by root-key rotations (`Keystore::derivation_key`).
