@@ -75,8 +75,9 @@ pub fn init_with(
             dir,
         });
     }
-    let account = account_id(data_dir)?;
+    // The root first: a token that fails leaves no account.json behind.
     let made = make_root(region, kind)?;
+    let account = account_id(data_dir)?;
     let (root, source) = (made.root, made.source);
     let config = RegionConfig {
         format: CONFIG_FORMAT_V1,
