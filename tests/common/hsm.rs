@@ -53,11 +53,34 @@ pub fn token(scratch: &Path) -> Option<TestToken> {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     );
-    let out = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", &label])
-        .args(["--so-pin", SO_PIN, "--pin", USER_PIN])
-        .output()
-        .expect("softhsm2-util runs");
+    // softhsm2-util picks a free slot without a lock, and it reads every token of the
+    // directory first: it fails while another test process logs in to a token (SoftHSM2
+    // rewrites a token's file at every login). Makers take turns under a lock beside
+    // SOFTHSM2_CONF and try again after such a failure.
+    let conf = std::env::var_os("SOFTHSM2_CONF").expect("checked above");
+    let mut lock_path = conf;
+    lock_path.push(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .expect("lock file beside SOFTHSM2_CONF");
+    lock.lock().expect("lock beside SOFTHSM2_CONF");
+    let mut attempt = 0;
+    let out = loop {
+        let out = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", &label])
+            .args(["--so-pin", SO_PIN, "--pin", USER_PIN])
+            .output()
+            .expect("softhsm2-util runs");
+        attempt += 1;
+        if out.status.success() || attempt == 20 {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
+    };
+    drop(lock);
     assert!(out.status.success(), "{out:?}");
     let pin_file = scratch.join(format!("{label}.pin"));
     std::fs::write(&pin_file, format!("{USER_PIN}\n")).unwrap();
