@@ -381,15 +381,9 @@ fn a_crash_at_each_step_of_a_passphrase_rotation_loses_nothing() {
     let pass = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(pass.path(), "crash passphrase").unwrap();
     let p = pass.path().to_str().unwrap().to_string();
-    // The steps where the passphrase matters (Argon2id makes each open slow in tests);
-    // every step is covered by the key-file and token tests.
-    crash_at_each_step(
-        &["--passphrase-file", &p],
-        &["staged", "committed", "keystore-installed"],
-        |env| {
-            env.ok(&["--passphrase-file", &p, "init"]);
-        },
-    );
+    crash_at_each_step(&["--passphrase-file", &p], STEPS, |env| {
+        env.ok(&["--passphrase-file", &p, "init"]);
+    });
 }
 
 #[test]
