@@ -329,3 +329,170 @@ fn wrong_pins_missing_modules_and_tokens_get_one_line_and_their_exit_codes() {
         .fails(4);
     assert!(e.contains("DISCONNECTED"), "{e}");
 }
+
+/// A pkcs11 URI for a region root object in the test token, with its PIN file.
+fn root_uri(v: &VolEnv, object: &str) -> String {
+    let pin = v.file(format!("{PIN}\n").as_bytes());
+    format!(
+        "pkcs11:token={TOKEN};object={object}?module-path={MODULE}&pin-source=file:{}",
+        pin.display()
+    )
+}
+
+#[test]
+fn a_snapshot_under_a_token_key_is_copied_to_a_token_root_region_under_its_own_token_key() {
+    if !softhsm_ready() || !require_mount_support(&[Need::Fuse]) {
+        return;
+    }
+    let v = VolEnv::new();
+    v.add_secret(PIN.as_bytes());
+    // Region local-1: a key in a custom key store wraps the volume.
+    let store = connected_store(&v, "hsm-src");
+    let key = str_field(
+        &v.json(&[
+            "kms",
+            "create-key",
+            "--origin",
+            "AWS_CLOUDHSM",
+            "--custom-key-store-id",
+            &store,
+        ])["KeyMetadata"],
+        "KeyId",
+    );
+    let vol = v.create(&["--size", "16M", "--kms-key", &key]);
+    let d = v.dir("src");
+    let f = v.attach(&vol, &d, &[]);
+    let data = pattern(300 * 1024, 11);
+    {
+        let file = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+        file.write_all_at(&data, 1 << 20).unwrap();
+        file.sync_all().unwrap();
+    }
+    v.detach(&d);
+    let snap = str_field(&v.json(&["snapshot", "create", &vol]), "SnapshotId");
+
+    // Region eu-1: its root key is sealed by an object in the token, and it has a custom
+    // key store of its own on the same token.
+    let object = format!("root-{}", std::process::id());
+    v.ok(&[
+        "--region",
+        "eu-1",
+        "init",
+        "--root-key",
+        &root_uri(&v, &object),
+    ]);
+    assert!(
+        !v.region_dir("eu-1").join("root.key").exists(),
+        "a token-root region wrote a root.key"
+    );
+    let pin = v.file(format!("{PIN}\n").as_bytes());
+    let pin = pin.to_string_lossy();
+    let dest_store = str_field(
+        &v.json(&[
+            "--region",
+            "eu-1",
+            "kms",
+            "create-custom-key-store",
+            "--custom-key-store-name",
+            "hsm-dst",
+            "--pkcs11-module",
+            MODULE,
+            "--token-label",
+            TOKEN,
+            "--key-store-password-file",
+            &pin,
+        ]),
+        "CustomKeyStoreId",
+    );
+    v.ok(&[
+        "--region",
+        "eu-1",
+        "kms",
+        "connect-custom-key-store",
+        "--custom-key-store-id",
+        &dest_store,
+    ]);
+    let dest_key = str_field(
+        &v.json(&[
+            "--region",
+            "eu-1",
+            "kms",
+            "create-key",
+            "--origin",
+            "AWS_CLOUDHSM",
+            "--custom-key-store-id",
+            &dest_store,
+        ])["KeyMetadata"],
+        "Arn",
+    );
+    let copy = v.json(&[
+        "snapshot",
+        "copy",
+        &snap,
+        "--destination-region",
+        "eu-1",
+        "--kms-key",
+        &dest_key,
+    ]);
+    let copied = str_field(&copy, "SnapshotId");
+    let restored = str_field(
+        &v.json(&[
+            "--region",
+            "eu-1",
+            "volume",
+            "create",
+            "--from-snapshot",
+            &copied,
+        ]),
+        "VolumeId",
+    );
+    let d2 = v.dir("dst");
+    let out = v
+        .run(&[
+            "--region",
+            "eu-1",
+            "attach",
+            &restored,
+            &d2.to_string_lossy(),
+        ])
+        .ok()
+        .json();
+    let file = std::path::PathBuf::from(str_field(&out, "File"));
+    let mut back = vec![0u8; data.len()];
+    std::fs::File::open(&file)
+        .unwrap()
+        .read_exact_at(&mut back, 1 << 20)
+        .unwrap();
+    assert_eq!(
+        back, data,
+        "the copy in the token-root region reads what was written"
+    );
+    v.run(&["--region", "eu-1", "detach", &d2.to_string_lossy()])
+        .ok();
+    // The copy's data key is wrapped by eu-1's token key: disconnecting eu-1's store stops
+    // a new attach there, while local-1's store (same token) keeps its volume attachable.
+    v.ok(&[
+        "--region",
+        "eu-1",
+        "kms",
+        "disconnect-custom-key-store",
+        "--custom-key-store-id",
+        &dest_store,
+    ]);
+    v.run(&[
+        "--region",
+        "eu-1",
+        "attach",
+        &restored,
+        &d2.to_string_lossy(),
+    ])
+    .fails(4);
+    let f = v.attach(&vol, &d, &[]);
+    let mut back = vec![0u8; data.len()];
+    std::fs::File::open(&f)
+        .unwrap()
+        .read_exact_at(&mut back, 1 << 20)
+        .unwrap();
+    assert_eq!(back, data);
+    v.detach(&d);
+}
