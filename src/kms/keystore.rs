@@ -104,6 +104,12 @@ impl Keystore {
         }
     }
 
+    /// The `CKA_ID` of version `number` of key `id` in its custom key store's token: the
+    /// key id's 16 bytes, then the number (big-endian).
+    pub fn token_object_id_of(id: &KeyId, number: u32) -> Vec<u8> {
+        token_object_id(id, number)
+    }
+
     /// A version whose material is the AES key object `object` (its `CKA_ID`) in a custom
     /// key store's token: nothing to seal or keep here.
     pub fn token_version(
@@ -252,12 +258,28 @@ impl Keystore {
             if key.versions.is_empty() || &key.id != id {
                 return Err(format!("key {id} has no versions or a mismatched id"));
             }
+            if let Some(store) = &key.custom_key_store_id
+                && !body.custom_key_stores.contains_key(store)
+            {
+                return Err(format!(
+                    "key {id} is in custom key store {store}, which does not exist"
+                ));
+            }
             for v in &key.versions {
-                if v.token_object.is_some() {
+                if let Some(object) = &v.token_object {
                     // The material is in the token; a sealed part would be a contradiction.
                     if !v.sealed.is_empty() || key.custom_key_store_id.is_none() {
                         return Err(format!(
                             "key {id} version {} names a token object but is not a custom key store key",
+                            v.number
+                        ));
+                    }
+                    // A version names its own object and no other: one naming another
+                    // key's object would use that material, and its key's deletion would
+                    // shred the other key's object in the token.
+                    if *object != hex::encode(token_object_id(id, v.number)) {
+                        return Err(format!(
+                            "key {id} version {} names token object {object}, not its own",
                             v.number
                         ));
                     }
@@ -271,6 +293,25 @@ impl Keystore {
                 materials.insert((*id, v.number), m);
             }
         }
+        // Objects waiting to be destroyed are those of deleted keys: one of a live key
+        // would be shredded at the store's next connection.
+        for store in body.custom_key_stores.values() {
+            for object in &store.objects_to_destroy {
+                let live = hex::decode(object)
+                    .ok()
+                    .filter(|b| b.len() == 20)
+                    .is_some_and(|b| {
+                        let k = KeyId::from_bytes(b[..16].try_into().expect("20 bytes"));
+                        body.keys.contains_key(&k)
+                    });
+                if live {
+                    return Err(format!(
+                        "custom key store {} lists object {object} of a live key for destruction",
+                        store.id
+                    ));
+                }
+            }
+        }
         Ok(Keystore {
             body,
             generation,
@@ -280,8 +321,11 @@ impl Keystore {
     }
 
     fn encode(&self, root: &Key256, generation: u64) -> Vec<u8> {
-        // The body holds only sealed material, so this buffer is not secret.
-        let body = serde_json::to_vec(&self.body).expect("keystore body serialises");
+        // Key material is sealed in the body, but a custom key store's PIN is in it in the
+        // clear (the whole body is sealed below): the buffer is zeroized when dropped.
+        let body = zeroize::Zeroizing::new(
+            serde_json::to_vec(&self.body).expect("keystore body serialises"),
+        );
         let nonce: [u8; NONCE_LEN] = crypto::random::array();
         let mut out = Vec::with_capacity(HEADER_LEN + body.len() + TAG_LEN);
         out.extend_from_slice(&MAGIC);
@@ -308,6 +352,12 @@ impl Keystore {
         self.generation = next;
         Ok(())
     }
+}
+
+fn token_object_id(id: &KeyId, number: u32) -> Vec<u8> {
+    let mut out = id.as_bytes().to_vec();
+    out.extend_from_slice(&number.to_be_bytes());
+    out
 }
 
 /// Gives every version written before `material_id` was kept a stable one: a keyed hash

@@ -37,6 +37,7 @@ struct Create {
     custom_key_store_name: String,
     cloud_hsm_cluster_id: Option<String>,
     trust_anchor_certificate: Option<String>,
+    #[serde(default, deserialize_with = "secret")]
     key_store_password: Option<zeroize::Zeroizing<String>>,
     custom_key_store_type: Option<String>,
 }
@@ -56,6 +57,7 @@ struct Update {
     custom_key_store_id: String,
     new_custom_key_store_name: Option<String>,
     cloud_hsm_cluster_id: Option<String>,
+    #[serde(default, deserialize_with = "secret")]
     key_store_password: Option<zeroize::Zeroizing<String>>,
 }
 
@@ -63,6 +65,21 @@ struct Update {
 #[serde(rename_all = "PascalCase")]
 struct StoreOnly {
     custom_key_store_id: String,
+}
+
+/// `KeyStorePassword`, whose value is never in an error: serde's type error quotes the
+/// value it got (`invalid type: integer \`12345678\``), and a PIN sent as a JSON number
+/// would be echoed to the caller and into the server's log.
+fn secret<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<zeroize::Zeroizing<String>>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(zeroize::Zeroizing::new(s))),
+        Some(_) => Err(serde::de::Error::custom(
+            "KeyStorePassword must be a string (its value is not shown)",
+        )),
+    }
 }
 
 fn password(p: Option<zeroize::Zeroizing<String>>) -> Option<StorePassword> {

@@ -18,6 +18,8 @@
 
 mod body;
 mod conn;
+#[cfg(test)]
+mod custom_key_store_attack_tests;
 mod custom_key_stores;
 mod dispatch;
 mod grants;

@@ -264,6 +264,7 @@ fn a_disconnected_store_refuses_its_keys_and_reconnecting_resumes_in_another_pro
 #[test]
 fn a_wrong_pin_leaves_the_store_failed_until_it_is_disconnected_and_fixed() {
     let Some(t) = test_token() else { return };
+    let _alone = crate::kms::hsm::test_token::alone();
     let (d, r) = setup();
     let kms = open(&d, &r, Clock::System);
     let c = root(&kms);

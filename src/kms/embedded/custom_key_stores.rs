@@ -18,6 +18,7 @@ use crate::aws::error::{AwsError, Result};
 use crate::iam::caller::Caller;
 use crate::kms::api::CustomKeyStoresListEntry;
 use crate::kms::event::Call;
+use crate::kms::hsm::uri::redact;
 use crate::kms::hsm::{HsmError, ObjectRef, TokenSpec, token};
 use crate::kms::keystore::Keystore;
 use crate::kms::model::*;
@@ -61,7 +62,8 @@ fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name.chars().count() > 256 {
         return Err(AwsError::InvalidInput {
             message: format!(
-                "1 validation error detected: Value '{name}' at 'customKeyStoreName' failed to satisfy constraint: Member must have length between 1 and 256"
+                "1 validation error detected: Value '{}' at 'customKeyStoreName' failed to satisfy constraint: Member must have length between 1 and 256",
+                name.chars().take(300).collect::<String>().escape_debug()
             ),
         });
     }
@@ -90,16 +92,24 @@ fn token_of(cluster: &str) -> Result<TokenSpec> {
     token::probe(&spec).map_err(|e| {
         store_error(
             "CloudHsmClusterNotFoundException",
-            format!("the token {cluster} cannot be used: {e}"),
+            format!("the token {} cannot be used: {e}", redact(cluster)),
         )
     })?;
     Ok(spec)
 }
 
-/// Whether two specs name the same token (modules compared after resolving symlinks).
+/// Whether two specs name the same token (modules compared after resolving symlinks). A
+/// label and a slot id can name one token, so different selectors are compared by the
+/// tokens' serial numbers when both can be reached.
 fn same_token(a: &TokenSpec, b: &TokenSpec) -> bool {
     let real = |s: &TokenSpec| s.module.canonicalize().unwrap_or_else(|_| s.module.clone());
-    a.token == b.token && real(a) == real(b)
+    if real(a) != real(b) {
+        return false;
+    }
+    if a.token == b.token {
+        return true;
+    }
+    matches!((token::serial(a), token::serial(b)), (Ok(x), Ok(y)) if x == y)
 }
 
 fn new_store_id() -> String {
@@ -127,7 +137,8 @@ impl EmbeddedKms {
                 req.store_type.as_deref().unwrap_or("AWS_CLOUDHSM"),
             );
         if let Some(c) = &req.cluster {
-            call = call.param("cloudHsmClusterId", c.as_str());
+            // A URI may carry a PIN (pin-value, refused below): never in the audit trail.
+            call = call.param("cloudHsmClusterId", redact(c));
         }
         let checked = self
             .authorize(caller, "kms:CreateCustomKeyStore", None, None, &[])
@@ -353,7 +364,8 @@ impl EmbeddedKms {
             call = call.param("newCustomKeyStoreName", n.as_str());
         }
         if let Some(c) = &req.cluster {
-            call = call.param("cloudHsmClusterId", c.as_str());
+            // As in create: a PIN in the URI never reaches the audit trail.
+            call = call.param("cloudHsmClusterId", redact(c));
         }
         let checked = self
             .authorize(caller, "kms:UpdateCustomKeyStore", None, None, &[])
@@ -415,6 +427,17 @@ impl EmbeddedKms {
         {
             return Err(invalid_state(format!(
                 "custom key store {id} must be DISCONNECTED to change its password or token: run `cryptvol kms disconnect-custom-key-store --custom-key-store-id {id}` first"
+            )));
+        }
+        // AWS renames a store that is not DISCONNECTED only while it is CONNECTED: a FAILED
+        // one is disconnected first.
+        if req.new_name.is_some()
+            && s.connection == StoreConnection::Connected
+            && let Err(e) = self.store_token(s)
+        {
+            return Err(invalid_state(format!(
+                "custom key store {id} is FAILED ({}: {e}): rename it once it is CONNECTED, or disconnect it first",
+                e.connection_error_code()
             )));
         }
         if let Some(spec) = &spec

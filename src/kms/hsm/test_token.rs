@@ -3,9 +3,10 @@
 //! must exist before a process first loads the module). Without SoftHSM2 or that variable the tests fail when
 //! `CRYPTVOL_REQUIRE_MOUNT=1` (CI) and are skipped with a message otherwise.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::token::{TokenSelector, TokenSpec};
 
@@ -21,8 +22,31 @@ pub struct TestToken {
     pub label: String,
 }
 
+/// Tests of one process share its login to the token (PKCS#11 login is per process), so
+/// a test that needs the process logged out (a wrong PIN is INVALID_CREDENTIALS only then;
+/// a module is finalised only when no token of it is in use) runs [`alone`]: every test
+/// that takes the token holds this lock shared until its thread ends.
+static LOGIN_STATE: RwLock<()> = RwLock::new(());
+
+thread_local! {
+    static SHARING: RefCell<Option<RwLockReadGuard<'static, ()>>> = const { RefCell::new(None) };
+}
+
+/// Waits until no other test of the process uses the token, and keeps it so until the
+/// guard is dropped (at the end of the test).
+pub fn alone() -> RwLockWriteGuard<'static, ()> {
+    SHARING.with(|s| s.borrow_mut().take());
+    LOGIN_STATE.write().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The process's test token, or None (skip) when SoftHSM2 is not set up outside CI.
 pub fn test_token() -> Option<&'static TestToken> {
+    SHARING.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.is_none() {
+            *s = Some(LOGIN_STATE.read().unwrap_or_else(|p| p.into_inner()));
+        }
+    });
     static TOKEN: OnceLock<Option<TestToken>> = OnceLock::new();
     TOKEN
         .get_or_init(|| {

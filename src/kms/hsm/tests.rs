@@ -114,6 +114,7 @@ fn a_destroyed_key_is_gone_for_every_session_and_a_second_destroy_says_so() {
 #[test]
 fn wrong_pin_missing_token_missing_and_unlisted_modules_are_named_errors() {
     let Some(t) = test_token() else { return };
+    let _alone = super::test_token::alone();
     // Wrong PIN first, before any login of this process.
     let e = Token::connect(&t.spec, &"wrong-pin-000".into()).unwrap_err();
     assert!(matches!(e, HsmError::PinIncorrect { .. }), "{e}");
@@ -287,6 +288,7 @@ fn probe_finds_the_token_without_a_pin() {
 #[test]
 fn a_module_is_initialised_afresh_only_when_no_token_of_it_is_in_use() {
     let Some(t) = test_token() else { return };
+    let _alone = super::test_token::alone();
     let tok = Token::connect(&t.spec, &user_pin()).unwrap();
     assert!(
         !modules::reload_if_unused(&t.spec.module),

@@ -89,6 +89,14 @@ pub struct Token {
     spec: TokenSpec,
     pub(super) sessions: Mutex<Vec<Session>>,
     handles: Mutex<HashMap<ObjectRef, ObjectHandle>>,
+    /// Whether this `Token` still counts among the users of the process's login.
+    logged_in: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.logout();
+    }
 }
 
 impl fmt::Debug for Token {
@@ -97,8 +105,18 @@ impl fmt::Debug for Token {
     }
 }
 
-/// (module, slot) → keyed hash of the PIN the process logged in with.
-type Logins = Mutex<HashMap<(PathBuf, u64), [u8; 32]>>;
+#[cfg(test)]
+thread_local! {
+    /// C_Login calls made by this thread (tests count the PIN tries a FAILED store makes).
+    pub static LOGIN_ATTEMPTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// (module, slot) → keyed hash of the PIN the process logged in with, and how many
+/// `Token`s use that login. PKCS#11 login is per token per process, so one `Token`'s
+/// logout would log out every other user of the token in the process (another region's
+/// store on the same token under `kms serve`, a second `EmbeddedKms` of the region):
+/// `C_Logout` runs only when the last of them logs out.
+type Logins = Mutex<HashMap<(PathBuf, u64), ([u8; 32], usize)>>;
 
 fn logins() -> &'static Logins {
     static LOGINS: OnceLock<Logins> = OnceLock::new();
@@ -136,15 +154,16 @@ impl Token {
         let key = (spec.module.clone(), slot.id());
         let hash = pin_hash(pin);
         let mut logins = logins().lock().unwrap_or_else(|p| p.into_inner());
+        #[cfg(test)]
+        LOGIN_ATTEMPTS.with(|n| n.set(n.get() + 1));
         match session.login(UserType::User, Some(pin)) {
             Ok(()) => {
-                logins.insert(key, hash);
+                logins.insert(key, (hash, 1));
             }
-            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
-                if logins.get(&key) != Some(&hash) {
-                    return Err(HsmError::LoggedInWithAnotherPin { token: name });
-                }
-            }
+            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => match logins.get_mut(&key) {
+                Some((h, users)) if *h == hash => *users += 1,
+                _ => return Err(HsmError::LoggedInWithAnotherPin { token: name }),
+            },
             Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
                 return Err(HsmError::PinIncorrect { token: name });
             }
@@ -162,6 +181,7 @@ impl Token {
             spec: spec.clone(),
             sessions: Mutex::new(vec![session]),
             handles: Mutex::new(HashMap::new()),
+            logged_in: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -169,13 +189,31 @@ impl Token {
         &self.spec
     }
 
-    /// Logs the process out of the token (every session of this process on it).
+    /// Stops using the process's login to the token; the process logs out (every session
+    /// of it on the token) when no other `Token` on the same token uses the login. Once per
+    /// `Token`; dropping it does the same.
     pub fn logout(&self) {
-        let mut logins = logins().lock().unwrap_or_else(|p| p.into_inner());
-        if let Ok(s) = self.session() {
-            let _ = s.logout();
+        if !self
+            .logged_in
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
         }
-        logins.remove(&(self.spec.module.clone(), self.slot.id()));
+        let mut logins = logins().lock().unwrap_or_else(|p| p.into_inner());
+        let key = (self.spec.module.clone(), self.slot.id());
+        let last = match logins.get_mut(&key) {
+            Some((_, users)) if *users > 1 => {
+                *users -= 1;
+                false
+            }
+            _ => true,
+        };
+        if last {
+            if let Ok(s) = self.session() {
+                let _ = s.logout();
+            }
+            logins.remove(&key);
+        }
     }
 
     fn name(&self) -> String {
@@ -391,6 +429,41 @@ impl Token {
         Ok(())
     }
 
+    /// Whether `id` is an AES-256 key that was generated inside the token and never left
+    /// it (CKA_LOCAL, CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE), for encryption and
+    /// decryption: what [`Token::generate_aes256`] makes. Nobody can know the value of such
+    /// a key, so one left by a write that never happened (a crash between generating the
+    /// object and writing the keystore) may be taken as the new version it was made for.
+    pub fn is_generated_aes256(&self, id: &[u8]) -> Result<bool, HsmError> {
+        use cryptoki::object::AttributeType as A;
+        let object = ObjectRef::Id(id.to_vec());
+        let wanted = [
+            A::Local,
+            A::AlwaysSensitive,
+            A::NeverExtractable,
+            A::Sensitive,
+            A::Extractable,
+            A::Encrypt,
+            A::Decrypt,
+            A::ValueLen,
+        ];
+        let attrs = self.with_object(&object, "C_GetAttributeValue", |s, h| {
+            s.get_attributes(h, &wanted)
+        })?;
+        let ok = attrs.iter().all(|a| match a {
+            Attribute::Local(b)
+            | Attribute::AlwaysSensitive(b)
+            | Attribute::NeverExtractable(b)
+            | Attribute::Sensitive(b)
+            | Attribute::Encrypt(b)
+            | Attribute::Decrypt(b) => *b,
+            Attribute::Extractable(b) => !*b,
+            Attribute::ValueLen(n) => usize::from(*n) == 32,
+            _ => false,
+        });
+        Ok(ok && attrs.len() == wanted.len())
+    }
+
     /// AES-256-GCM inside the token: returns ciphertext followed by the 16-byte tag.
     pub fn encrypt_gcm(
         &self,
@@ -453,6 +526,18 @@ impl Token {
 /// creating a custom key store checks; the PIN is checked when it connects).
 pub fn probe(spec: &TokenSpec) -> Result<(), HsmError> {
     find_slot_retrying(spec).map(|_| ())
+}
+
+/// The serial number of the token `spec` names (what tells two spellings of one token
+/// apart from two tokens: a label and a slot id may name the same one).
+pub fn serial(spec: &TokenSpec) -> Result<String, HsmError> {
+    let (ctx, slot) = find_slot_retrying(spec)?;
+    let info = ctx.get_token_info(slot).map_err(|e| HsmError::Device {
+        token: spec.to_string(),
+        operation: "C_GetTokenInfo",
+        why: e.to_string(),
+    })?;
+    Ok(info.serial_number().trim_end().to_string())
 }
 
 /// How often a token that is not in the slot list is looked for again, with a fresh

@@ -52,12 +52,15 @@ impl Pkcs11Uri {
                 .ok_or_else(|| bad(&format!("attribute {attr:?} has no '='")))?;
             let value = decode(value).map_err(|e| bad(&e))?;
             match name {
-                "token" => set(
-                    &mut uri.token,
-                    text_value(value).map_err(|e| bad(&e))?,
-                    name,
-                )
-                .map_err(|e| bad(&e))?,
+                "token" => {
+                    let label = text_value(value).map_err(|e| bad(&e))?;
+                    // CK_TOKEN_INFO's label is 32 bytes: a longer one names no token, and
+                    // would be repeated in full by every error about it.
+                    if label.len() > 32 {
+                        return Err(bad("a token label is at most 32 bytes (PKCS#11)"));
+                    }
+                    set(&mut uri.token, label, name).map_err(|e| bad(&e))?
+                }
                 "object" => set(
                     &mut uri.object,
                     text_value(value).map_err(|e| bad(&e))?,
@@ -86,6 +89,11 @@ impl Pkcs11Uri {
                     let p = PathBuf::from(text_value(value).map_err(|e| bad(&e))?);
                     if !p.is_absolute() {
                         return Err(bad("module-path must be absolute"));
+                    }
+                    // No file worth loading has one, and it would split the errors and
+                    // audit records that show the path.
+                    if p.to_string_lossy().chars().any(char::is_control) {
+                        return Err(bad("module-path holds a control character"));
                     }
                     set(&mut uri.module_path, p, name).map_err(|e| bad(&e))?
                 }
@@ -134,25 +142,45 @@ fn attr_name(attr: &str) -> &str {
     attr.split('=').next().unwrap_or(attr)
 }
 
-/// The URI as it may be shown in an error: a `pin-value` is replaced by `***`.
+/// The URI as it may be shown in an error or recorded in the audit trail: the value of a
+/// `pin-value` attribute, wherever it is (a misplaced one in the path too, and whatever
+/// case or percent-encoding its name has), is replaced by `***`; control characters are
+/// escaped, so the text stays on one line; and it is cut at [`SHOWN_MAX`] characters.
 pub fn redact(text: &str) -> String {
-    match text.split_once('?') {
-        None => text.to_string(),
-        Some((path, query)) => {
-            let q: Vec<String> = query
-                .split('&')
-                .map(|a| {
-                    if attr_name(a) == "pin-value" {
-                        "pin-value=***".to_string()
-                    } else {
-                        a.to_string()
-                    }
-                })
-                .collect();
-            format!("{path}?{}", q.join("&"))
+    let hide = |part: &str, sep: char| -> String {
+        part.split(sep)
+            .map(|a| {
+                let name = decode(attr_name(a)).unwrap_or_default();
+                if name.eq_ignore_ascii_case(b"pin-value") {
+                    "pin-value=***".to_string()
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(&sep.to_string())
+    };
+    let shown = match text.split_once('?') {
+        None => hide(text, ';'),
+        Some((path, query)) => format!("{}?{}", hide(path, ';'), hide(query, '&')),
+    };
+    let mut out = String::new();
+    for (n, c) in shown.chars().enumerate() {
+        if n == SHOWN_MAX {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
         }
     }
+    out
 }
+
+/// How much of a URI an error shows.
+pub const SHOWN_MAX: usize = 300;
 
 fn set<T>(slot: &mut Option<T>, value: T, name: &str) -> Result<(), String> {
     if slot.is_some() {
