@@ -163,30 +163,23 @@ impl EmbeddedKms {
             }
         }
         self.require_enabled(k, operation)?;
+        let no_version = || AwsError::InvalidCiphertext {
+            reason: format!(
+                "names version {} of key {}, which that key does not have",
+                h.key_version,
+                self.arn(&k.id)
+            ),
+        };
         if k.custom_key_store_id.is_some() {
             let v = k
                 .versions
                 .iter()
                 .find(|v| v.number == h.key_version)
-                .ok_or_else(|| AwsError::InvalidCiphertext {
-                    reason: format!(
-                        "names version {} of key {}, which that key does not have",
-                        h.key_version,
-                        self.arn(&k.id)
-                    ),
-                })?;
+                .ok_or_else(no_version)?;
             let plain = self.open_in_store(ks, k, v, &parsed, ctx, operation)?;
             return Ok((k.id, plain));
         }
-        let material =
-            ks.material(&k.id, h.key_version)
-                .ok_or_else(|| AwsError::InvalidCiphertext {
-                    reason: format!(
-                        "names version {} of key {}, which that key does not have",
-                        h.key_version,
-                        self.arn(&k.id)
-                    ),
-                })?;
+        let material = ks.material(&k.id, h.key_version).ok_or_else(no_version)?;
         let plain = parsed.open(material, ctx).map_err(|_| AwsError::InvalidCiphertext {
             reason: format!(
                 "does not authenticate under key {}: it was altered, or the encryption context differs from the one it was encrypted with",

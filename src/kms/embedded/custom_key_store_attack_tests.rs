@@ -6,9 +6,10 @@ use std::cell::Cell;
 
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
 
+use super::test_support::*;
 use super::*;
 use crate::kms::hsm::test_token::{TestToken, USER_PIN, test_token};
-use crate::kms::hsm::{ObjectRef, Token, TokenSelector, modules};
+use crate::kms::hsm::{ObjectRef, TokenSelector, modules};
 use crate::kms::ids::KeyRef;
 
 thread_local! {
@@ -22,22 +23,6 @@ pub(super) fn fail_this_save() -> bool {
 
 fn fail_next_save() {
     FAIL_SAVE.with(|f| f.set(true));
-}
-
-fn setup() -> (tempfile::TempDir, Region) {
-    let d = tempfile::tempdir().unwrap();
-    let r = Region::parse("test-1").unwrap();
-    crate::kms::init::init(d.path(), &r, None, 0).unwrap();
-    (d, r)
-}
-
-fn open(d: &tempfile::TempDir, r: &Region, clock: Clock) -> EmbeddedKms {
-    let mut no = || -> Result<SecretBytes> { panic!("key-file region asks no passphrase") };
-    EmbeddedKms::open_region(d.path(), r, &mut no, clock).unwrap()
-}
-
-fn root(kms: &EmbeddedKms) -> Caller {
-    Caller::local(crate::iam::Identity::root(kms.account().clone()))
 }
 
 fn create_store(kms: &EmbeddedKms, t: &TestToken, name: &str) -> String {
@@ -59,18 +44,6 @@ fn connected_store(kms: &EmbeddedKms, t: &TestToken) -> String {
     store
 }
 
-fn hsm_key(kms: &EmbeddedKms, store: &str) -> Result<KeyRef> {
-    let meta = kms.create_key(
-        &root(kms),
-        &CreateKeyRequest {
-            origin: Some("AWS_CLOUDHSM".into()),
-            custom_key_store_id: Some(store.into()),
-            ..Default::default()
-        },
-    )?;
-    Ok(KeyRef::parse(&meta.key_id).unwrap())
-}
-
 fn key_id(r: &KeyRef) -> KeyId {
     let s = r.to_string();
     KeyId::parse(&s[s.len() - 36..]).unwrap()
@@ -86,11 +59,6 @@ fn roundtrip(kms: &EmbeddedKms, key: &KeyRef) -> Result<()> {
     let plain = kms.decrypt(&c, &ct, &ctx(), None)?;
     assert_eq!(plain.plaintext.expose(), b"attack");
     Ok(())
-}
-
-/// The token as another process would see it.
-fn token(t: &TestToken) -> Token {
-    Token::connect(&t.spec, &USER_PIN.into()).unwrap()
 }
 
 fn exists(t: &TestToken, object: Vec<u8>) -> bool {

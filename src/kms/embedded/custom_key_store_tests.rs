@@ -1,29 +1,14 @@
 //! Custom key stores against a real SoftHSM2 token: the store lifecycle and its connection
 //! rules, keys whose material the token makes and keeps, and their AWS errors.
 
+use super::test_support::*;
 use super::*;
 use crate::kms::backend::DataKeySpec;
 use crate::kms::blob;
 use crate::kms::context::EncryptionContext;
+use crate::kms::hsm::ObjectRef;
 use crate::kms::hsm::test_token::{TestToken, USER_PIN, test_token};
-use crate::kms::hsm::{ObjectRef, Token};
 use crate::kms::ids::KeyRef;
-
-fn setup() -> (tempfile::TempDir, Region) {
-    let d = tempfile::tempdir().unwrap();
-    let r = Region::parse("test-1").unwrap();
-    crate::kms::init::init(d.path(), &r, None, 0).unwrap();
-    (d, r)
-}
-
-fn open(d: &tempfile::TempDir, r: &Region, clock: Clock) -> EmbeddedKms {
-    let mut no = || -> Result<SecretBytes> { panic!("key-file region asks no passphrase") };
-    EmbeddedKms::open_region(d.path(), r, &mut no, clock).unwrap()
-}
-
-fn root(kms: &EmbeddedKms) -> Caller {
-    Caller::local(crate::iam::Identity::root(kms.account().clone()))
-}
 
 fn create_store(kms: &EmbeddedKms, t: &TestToken, name: &str, pin: &str) -> Result<String> {
     kms.create_custom_key_store(
@@ -35,18 +20,6 @@ fn create_store(kms: &EmbeddedKms, t: &TestToken, name: &str, pin: &str) -> Resu
             ..Default::default()
         },
     )
-}
-
-fn hsm_key(kms: &EmbeddedKms, store: &str) -> Result<KeyRef> {
-    let meta = kms.create_key(
-        &root(kms),
-        &CreateKeyRequest {
-            origin: Some("AWS_CLOUDHSM".into()),
-            custom_key_store_id: Some(store.into()),
-            ..Default::default()
-        },
-    )?;
-    Ok(KeyRef::parse(&meta.key_id).unwrap())
 }
 
 fn state(kms: &EmbeddedKms, store: &str) -> (String, Option<&'static str>) {
@@ -61,11 +34,6 @@ fn state(kms: &EmbeddedKms, store: &str) -> (String, Option<&'static str>) {
 
 fn ctx() -> EncryptionContext {
     EncryptionContext::single("purpose", "test")
-}
-
-/// The token as a second, independent process would see it.
-fn token(t: &TestToken) -> Token {
-    Token::connect(&t.spec, &USER_PIN.into()).unwrap()
 }
 
 #[test]

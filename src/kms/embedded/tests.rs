@@ -1,27 +1,11 @@
 //! Unit tests of the embedded KMS: rotation, deletion, concurrency, policies, audit.
 
+use super::test_support::*;
 use super::*;
 use crate::kms::backend::{DataKeySpec, KeyBackend};
 use crate::kms::blob;
 use crate::kms::context::EncryptionContext;
 use crate::kms::ids::KeyRef;
-
-fn setup() -> (tempfile::TempDir, Region) {
-    let d = tempfile::tempdir().unwrap();
-    let r = Region::parse("test-1").unwrap();
-    crate::kms::init::init(d.path(), &r, None, 0).unwrap();
-    (d, r)
-}
-
-fn open(d: &tempfile::TempDir, r: &Region, clock: Clock) -> EmbeddedKms {
-    let mut no = || -> Result<SecretBytes> { panic!("key-file region asks no passphrase") };
-    EmbeddedKms::open_region(d.path(), r, &mut no, clock).unwrap()
-}
-
-/// The account root, calling from this machine.
-fn root(kms: &EmbeddedKms) -> Caller {
-    Caller::local(crate::iam::Identity::root(kms.account().clone()))
-}
 
 fn key_req(description: &str) -> CreateKeyRequest {
     CreateKeyRequest {
