@@ -14,17 +14,13 @@ use std::path::Path;
 use std::process::Command;
 
 use common::compat::*;
-use common::mount::REQUIRE_ENV;
 use common::server::KmsServer as Server;
 use common::*;
 use serde_json::Value;
 
-/// The shared test token (src/kms/hsm/test_token.rs): its label, user PIN and SO PIN.
-const TOKEN_LABEL: &str = "cryptvol-test";
-const USER_PIN: &str = "cv-user-pin-1";
-const SO_PIN: &str = "cv-so-pin-12";
-/// Debian's softhsm2 module, which the package registers with p11-kit.
-const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+use common::hsm::{
+    SHARED_PIN as USER_PIN, SHARED_SO_PIN as SO_PIN, SHARED_TOKEN as TOKEN_LABEL, SOFTHSM_MODULE,
+};
 /// A PIN of valid length (7..32) that is not the token's.
 const WRONG_PIN: &str = "wrong-pin-0";
 
@@ -32,23 +28,10 @@ const WRONG_PIN: &str = "wrong-pin-0";
 /// makes it; outside test.sh the first process makes it, under the same lock as the unit
 /// tests). None (after a note) when SoftHSM2 or SOFTHSM2_CONF is missing and not required.
 fn test_token_uri() -> Option<String> {
-    let conf = std::env::var_os("SOFTHSM2_CONF").filter(|c| !c.is_empty());
-    let missing = if !Path::new(SOFTHSM_MODULE).exists() {
-        Some(format!(
-            "SoftHSM2 ({SOFTHSM_MODULE}) is not installed: apt-get install softhsm2"
-        ))
-    } else if conf.is_none() {
-        Some("SOFTHSM2_CONF is not set: run the tests through test.sh, which makes a token directory".to_string())
-    } else {
-        None
-    };
-    if let Some(why) = missing {
-        let required = std::env::var("CI").is_ok_and(|v| v == "true")
-            || std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1");
-        assert!(!required, "{why}");
-        eprintln!("note: skipping: {why}");
+    if !common::hsm::ready() {
         return None;
     }
+    let conf = std::env::var_os("SOFTHSM2_CONF");
     let mut lock = conf.expect("checked");
     lock.push(".lock");
     let _turn = cryptvol::sys::fsio::FileLock::exclusive(Path::new(&lock))

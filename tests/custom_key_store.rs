@@ -17,31 +17,7 @@ use common::str_field;
 use cryptvol::crypto::Key256;
 use cryptvol::kms::hsm::{ObjectRef, Token, TokenSelector, TokenSpec};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-const TOKEN: &str = "cryptvol-test";
-const PIN: &str = "cv-user-pin-1";
-
-/// Whether SoftHSM2 and test.sh's token are there (a failure in CI, a skip elsewhere).
-fn softhsm_ready() -> bool {
-    let missing = if !Path::new(MODULE).exists() {
-        Some("SoftHSM2 is not installed (apt-get install softhsm2)")
-    } else if std::env::var_os("SOFTHSM2_CONF").is_none() {
-        Some("SOFTHSM2_CONF is not set: run the tests through test.sh")
-    } else {
-        None
-    };
-    match missing {
-        None => true,
-        Some(why) => {
-            assert!(
-                std::env::var_os("CRYPTVOL_REQUIRE_MOUNT").is_none_or(|v| v != "1"),
-                "{why}"
-            );
-            eprintln!("skipped: {why}");
-            false
-        }
-    }
-}
+use common::hsm::{SHARED_PIN as PIN, SHARED_TOKEN as TOKEN, SOFTHSM_MODULE as MODULE};
 
 fn spec() -> TokenSpec {
     TokenSpec {
@@ -116,7 +92,7 @@ fn data_dir_files(dir: &Path, out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
 #[test]
 fn a_volume_wrapped_by_a_key_in_the_token_lives_through_disconnects_and_its_key_stays_in_the_token()
 {
-    if !softhsm_ready() || !require_mount_support(&[Need::Fuse]) {
+    if !common::hsm::ready() || !require_mount_support(&[Need::Fuse]) {
         return;
     }
     let v = VolEnv::new();
@@ -232,7 +208,7 @@ fn uuid_bytes(id: &str) -> [u8; 16] {
 
 #[test]
 fn wrong_pins_missing_modules_and_tokens_get_one_line_and_their_exit_codes() {
-    if !softhsm_ready() {
+    if !common::hsm::ready() {
         return;
     }
     let v = VolEnv::new();
@@ -341,7 +317,7 @@ fn root_uri(v: &VolEnv, object: &str) -> String {
 
 #[test]
 fn a_snapshot_under_a_token_key_is_copied_to_a_token_root_region_under_its_own_token_key() {
-    if !softhsm_ready() || !require_mount_support(&[Need::Fuse]) {
+    if !common::hsm::ready() || !require_mount_support(&[Need::Fuse]) {
         return;
     }
     let v = VolEnv::new();

@@ -7,30 +7,14 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::mount::{file_contains, files_under};
 use common::str_field;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-const TOKEN: &str = "cryptvol-test";
-const PIN: &str = "cv-user-pin-1";
-
-fn softhsm_ready() -> bool {
-    let ready = Path::new(MODULE).exists() && std::env::var_os("SOFTHSM2_CONF").is_some();
-    if !ready {
-        assert!(
-            std::env::var_os("CRYPTVOL_REQUIRE_MOUNT").is_none_or(|v| v != "1"),
-            "SoftHSM2 or SOFTHSM2_CONF is missing: run the tests through test.sh"
-        );
-        eprintln!("skipped: SoftHSM2 or SOFTHSM2_CONF is missing");
-    }
-    ready
-}
+use common::hsm::{SHARED_PIN as PIN, SHARED_TOKEN as TOKEN, SOFTHSM_MODULE as MODULE};
 
 #[test]
 fn the_store_pin_is_in_no_output_error_audit_record_or_file() {
-    if !softhsm_ready() {
+    if !common::hsm::ready() {
         return;
     }
     let v = common::Env::init();
