@@ -19,7 +19,7 @@ use crate::iam::caller::Caller;
 use crate::kms::api::CustomKeyStoresListEntry;
 use crate::kms::event::Call;
 use crate::kms::hsm::uri::redact;
-use crate::kms::hsm::{HsmError, ObjectRef, TokenSpec, token};
+use crate::kms::hsm::{HsmError, ObjectRef, TokenSpec, slots};
 use crate::kms::keystore::Keystore;
 use crate::kms::model::*;
 
@@ -89,7 +89,7 @@ fn token_of(cluster: &str) -> Result<TokenSpec> {
             "CloudHsmClusterId: {e} (cryptvol names a token as pkcs11:token=LABEL?module-path=/path/to/module.so)"
         ),
     })?;
-    token::probe(&spec).map_err(|e| {
+    slots::probe(&spec).map_err(|e| {
         store_error(
             "CloudHsmClusterNotFoundException",
             format!("the token {} cannot be used: {e}", redact(cluster)),
@@ -109,7 +109,7 @@ fn same_token(a: &TokenSpec, b: &TokenSpec) -> bool {
     if a.token == b.token {
         return true;
     }
-    matches!((token::serial(a), token::serial(b)), (Ok(x), Ok(y)) if x == y)
+    matches!((slots::serial(a), slots::serial(b)), (Ok(x), Ok(y)) if x == y)
 }
 
 fn new_store_id() -> String {

@@ -5,6 +5,8 @@
 //! - [`modules`]: which module files may be loaded (a `dlopen` runs the module's code, so
 //!   only modules the machine's administrator registered) and the process-wide registry
 //!   that loads and initialises each module once, as PKCS#11 requires.
+//! - [`spec`]: the names of a token and of an object in it; [`slots`]: finding a token's
+//!   slot (looking again when another process hid it), and the checks without a login.
 //! - [`token`]: a logged-in token: AES-256 keys generated inside it as sensitive,
 //!   non-extractable objects, AES-GCM run inside it, objects destroyed in it.
 //!
@@ -13,6 +15,8 @@
 //! `secrecy::SecretString` (zeroized on drop) and is never in an error.
 
 pub mod modules;
+pub mod slots;
+pub mod spec;
 pub mod token;
 pub mod uri;
 
@@ -23,7 +27,8 @@ mod tests;
 
 use std::path::PathBuf;
 
-pub use token::{KeyUse, ObjectRef, Token, TokenSelector, TokenSpec};
+pub use spec::{KeyUse, ObjectRef, TokenSelector, TokenSpec};
+pub use token::Token;
 pub use uri::Pkcs11Uri;
 
 /// Why a token could not be reached or could not do what was asked.

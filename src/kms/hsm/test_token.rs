@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::token::{TokenSelector, TokenSpec};
+use super::spec::{TokenSelector, TokenSpec};
 
 /// Debian's softhsm2 module (registered with p11-kit by the package).
 pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";

@@ -274,13 +274,13 @@ fn a_token_spec_round_trips_through_its_uri() {
 #[test]
 fn probe_finds_the_token_without_a_pin() {
     let Some(t) = test_token() else { return };
-    token::probe(&t.spec).unwrap();
+    slots::probe(&t.spec).unwrap();
     let other = TokenSpec {
         module: t.spec.module.clone(),
         token: TokenSelector::Label("absent".into()),
     };
     assert!(matches!(
-        token::probe(&other),
+        slots::probe(&other),
         Err(HsmError::TokenNotFound { .. })
     ));
 }

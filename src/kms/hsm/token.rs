@@ -21,63 +21,10 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use secrecy::ExposeSecret;
 
-use super::{HsmError, modules};
+use super::HsmError;
+use super::slots::find_slot_retrying;
+use super::spec::{KeyUse, ObjectRef, TokenSpec};
 use crate::crypto::{NONCE_LEN, SecretBytes, TAG_LEN};
-
-/// Which token of a module: by label (as `softhsm2-util --init-token --label`) or slot id.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum TokenSelector {
-    Label(String),
-    Slot(u64),
-}
-
-impl fmt::Display for TokenSelector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TokenSelector::Label(l) => write!(f, "{l:?}"),
-            TokenSelector::Slot(s) => write!(f, "in slot {s}"),
-        }
-    }
-}
-
-/// A module and a token in it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TokenSpec {
-    pub module: PathBuf,
-    pub token: TokenSelector,
-}
-
-impl fmt::Display for TokenSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} of module {}", self.token, self.module.display())
-    }
-}
-
-/// An object in a token: by `CKA_ID` (cryptvol's keys) or `CKA_LABEL` (a URI's `object=`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ObjectRef {
-    Id(Vec<u8>),
-    Label(String),
-}
-
-impl fmt::Display for ObjectRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ObjectRef::Id(id) => write!(f, "id={}", hex::encode(id)),
-            ObjectRef::Label(l) => write!(f, "label={l:?}"),
-        }
-    }
-}
-
-/// What a generated key is for. Both encrypt and decrypt with AES-GCM and nothing else:
-/// no wrap, sign or derive, so the token refuses any other use of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyUse {
-    /// A CMK version in a custom key store.
-    Cmk,
-    /// A region's root key, which seals the keystore.
-    RootKey,
-}
 
 /// Sessions kept open per token; more callers than this open and close their own.
 pub(super) const POOL_MAX: usize = 16;
@@ -520,72 +467,4 @@ impl Token {
             .map_err(|e| self.device("C_GenerateRandom", e))?;
         Ok(out)
     }
-}
-
-/// Checks that the module may be loaded and holds the token, without logging in (what
-/// creating a custom key store checks; the PIN is checked when it connects).
-pub fn probe(spec: &TokenSpec) -> Result<(), HsmError> {
-    find_slot_retrying(spec).map(|_| ())
-}
-
-/// The serial number of the token `spec` names (what tells two spellings of one token
-/// apart from two tokens: a label and a slot id may name the same one).
-pub fn serial(spec: &TokenSpec) -> Result<String, HsmError> {
-    let (ctx, slot) = find_slot_retrying(spec)?;
-    let info = ctx.get_token_info(slot).map_err(|e| HsmError::Device {
-        token: spec.to_string(),
-        operation: "C_GetTokenInfo",
-        why: e.to_string(),
-    })?;
-    Ok(info.serial_number().trim_end().to_string())
-}
-
-/// How often a token that is not in the slot list is looked for again, with a fresh
-/// initialisation of its module, before it counts as missing.
-const SLOT_ATTEMPTS: u32 = 5;
-
-/// The module's context and the token's slot. A token another process was rewriting when
-/// this process initialised the module is missing from its slot list (SoftHSM2), so a
-/// missing token is looked for again after re-initialising the module, when nothing in
-/// this process is using it (about half a second in all for a token that is really absent).
-fn find_slot_retrying(spec: &TokenSpec) -> Result<(std::sync::Arc<Pkcs11>, Slot), HsmError> {
-    let mut attempt = 1;
-    loop {
-        let ctx = modules::load(&spec.module)?;
-        let missing = match find_slot(&ctx, spec) {
-            Ok(slot) => return Ok((ctx, slot)),
-            Err(e @ HsmError::TokenNotFound { .. }) => e,
-            Err(e) => return Err(e),
-        };
-        drop(ctx);
-        if attempt == SLOT_ATTEMPTS || !modules::reload_if_unused(&spec.module) {
-            return Err(missing);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(40 * attempt as u64));
-        attempt += 1;
-    }
-}
-
-fn find_slot(ctx: &Pkcs11, spec: &TokenSpec) -> Result<Slot, HsmError> {
-    let missing = || HsmError::TokenNotFound {
-        module: spec.module.clone(),
-        token: spec.token.to_string(),
-    };
-    let slots = ctx.get_slots_with_token().map_err(|e| HsmError::Device {
-        token: spec.to_string(),
-        operation: "C_GetSlotList",
-        why: e.to_string(),
-    })?;
-    for slot in slots {
-        let matches = match &spec.token {
-            TokenSelector::Slot(id) => slot.id() == *id,
-            TokenSelector::Label(label) => ctx
-                .get_token_info(slot)
-                .is_ok_and(|i| i.label().trim_end() == label.as_str()),
-        };
-        if matches {
-            return Ok(slot);
-        }
-    }
-    Err(missing())
 }

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use super::HsmError;
-use super::token::{ObjectRef, TokenSelector};
+use super::spec::{ObjectRef, TokenSelector};
 
 /// A parsed `pkcs11:` URI. The PIN, if the URI holds one, is kept as a secret.
 #[derive(Debug, Default)]
