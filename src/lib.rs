@@ -23,6 +23,7 @@ pub mod crypto;
 pub mod daemon;
 pub mod datadir;
 pub mod format_version;
+pub mod hsm;
 pub mod iam;
 pub mod kms;
 pub mod policy;

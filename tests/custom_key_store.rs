@@ -15,7 +15,7 @@ use std::path::Path;
 use common::mount::*;
 use common::str_field;
 use cryptvol::crypto::Key256;
-use cryptvol::kms::hsm::{ObjectRef, Token, TokenSelector, TokenSpec};
+use cryptvol::hsm::{ObjectRef, Token, TokenSelector, TokenSpec};
 
 use common::hsm::{SHARED_PIN as PIN, SHARED_TOKEN as TOKEN, SOFTHSM_MODULE as MODULE};
 

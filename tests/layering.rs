@@ -15,6 +15,7 @@ use reader::{FoundPath, paths_of};
 const LAYERS: &[&[&str]] = &[
     &["crypto", "format_version"],
     &["policy", "sys"],
+    &["hsm"],
     &["aws"],
     &["datadir"],
     &["iam", "audit"],

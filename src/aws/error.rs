@@ -79,7 +79,7 @@ pub enum AwsError {
     #[error("region {region}: its root key is sealed in a PKCS#11 token: {error}{hint}")]
     RootKeyToken {
         region: String,
-        error: crate::kms::hsm::HsmError,
+        error: crate::hsm::HsmError,
         /// Where the fix is, when the token's own message does not say (the PIN file).
         hint: String,
     },

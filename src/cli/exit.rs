@@ -231,10 +231,10 @@ fn kms_exit(e: &AwsError) -> Exit {
         }
         Io { .. } | PassphraseFile { .. } => Exit::Io,
         RootKeyToken { error, .. } => match error {
-            crate::kms::hsm::HsmError::PinIncorrect { .. }
-            | crate::kms::hsm::HsmError::PinLocked { .. }
-            | crate::kms::hsm::HsmError::UserNotInitialized { .. } => Exit::WrongSecret,
-            crate::kms::hsm::HsmError::BadUri(..) => Exit::InvalidValue,
+            crate::hsm::HsmError::PinIncorrect { .. }
+            | crate::hsm::HsmError::PinLocked { .. }
+            | crate::hsm::HsmError::UserNotInitialized { .. } => Exit::WrongSecret,
+            crate::hsm::HsmError::BadUri(..) => Exit::InvalidValue,
             _ => Exit::KeyStore,
         },
         PinSource { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Exit::NotFound,

@@ -17,7 +17,7 @@ use cryptoki::types::AuthPin;
 use crate::aws::error::{AwsError, Result};
 use crate::aws::ids::Region;
 use crate::crypto::{Key256, NONCE_LEN, TAG_LEN};
-use crate::kms::hsm::{HsmError, KeyUse, ObjectRef, Pkcs11Uri, Token, TokenSpec};
+use crate::hsm::{HsmError, KeyUse, ObjectRef, Pkcs11Uri, Token, TokenSpec};
 
 /// Binds a sealed root to its purpose; the region name follows it.
 pub const ROOT_AAD: &[u8] = b"cryptvol region root key v1\0";
@@ -39,7 +39,7 @@ pub struct RootUri {
 fn bad(region: &Region, uri: &str, why: &str) -> AwsError {
     AwsError::RootKeyToken {
         region: region.to_string(),
-        error: HsmError::BadUri(crate::kms::hsm::uri::redact(uri), why.to_string()),
+        error: HsmError::BadUri(crate::hsm::uri::redact(uri), why.to_string()),
         hint: String::new(),
     }
 }

@@ -8,10 +8,10 @@
 //! nonce and a CMK version can seal any number of blobs, as AWS KMS does with HKDF.
 
 use super::context::EncryptionContext;
-use super::hsm::{HsmError, ObjectRef, Token};
 use super::ids::KeyId;
 use crate::aws::ids::Region;
 use crate::crypto::{self, Key256, NONCE_LEN, OpenError, SecretBytes, TAG_LEN, kdf};
+use crate::hsm::{HsmError, ObjectRef, Token};
 
 pub const MAGIC: [u8; 3] = *b"CVK";
 pub const FORMAT_V1: u8 = 1;

@@ -12,7 +12,6 @@ pub mod blob;
 pub mod context;
 pub mod embedded;
 pub mod event;
-pub mod hsm;
 pub mod ids;
 pub mod init;
 pub mod keystore;

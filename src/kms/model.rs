@@ -219,7 +219,7 @@ pub struct CustomKeyStoreRecord {
     pub id: String,
     pub name: String,
     pub created: UnixTime,
-    pub token: crate::kms::hsm::TokenSpec,
+    pub token: crate::hsm::TokenSpec,
     pub password: StorePassword,
     pub connection: StoreConnection,
     /// Incremented at every connect and disconnect, so that every process drops the

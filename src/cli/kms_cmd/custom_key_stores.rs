@@ -13,11 +13,11 @@ use crate::cli::Config;
 use crate::cli::args::read_file;
 use crate::cli::exit::CliError;
 use crate::cli::kms_ops::PageArgs;
+use crate::hsm::{TokenSelector, TokenSpec};
 use crate::iam::caller::Caller;
 use crate::kms::embedded::{
     CreateCustomKeyStoreRequest, EmbeddedKms, Paging, UpdateCustomKeyStoreRequest,
 };
-use crate::kms::hsm::{TokenSelector, TokenSpec};
 use crate::kms::model::StorePassword;
 
 /// The token and PIN flags shared by create and update.

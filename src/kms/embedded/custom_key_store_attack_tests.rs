@@ -8,8 +8,8 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass};
 
 use super::test_support::*;
 use super::*;
-use crate::kms::hsm::test_token::{TestToken, USER_PIN, test_token};
-use crate::kms::hsm::{ObjectRef, TokenSelector, modules};
+use crate::hsm::test_token::{TestToken, USER_PIN, test_token};
+use crate::hsm::{ObjectRef, TokenSelector, modules};
 use crate::kms::ids::KeyRef;
 
 thread_local! {
@@ -133,7 +133,7 @@ fn a_crash_between_making_the_object_and_writing_the_keystore_does_not_wedge_rot
         .generate_aes256(
             &hsm_keys::object_id(&id, 2),
             "crashed",
-            crate::kms::hsm::KeyUse::Cmk,
+            crate::hsm::KeyUse::Cmk,
         )
         .unwrap();
     kms.rotate_key_on_demand(&root(&kms), &key)
@@ -774,7 +774,7 @@ fn a_failed_store_is_renamed_only_once_disconnected_as_aws() {
 fn a_wrong_pin_is_tried_once_per_connection_not_at_every_call() {
     let Some(t) = test_token() else { return };
     // No other login in the process, so the wrong PIN reaches C_Login.
-    let _alone = crate::kms::hsm::test_token::alone();
+    let _alone = crate::hsm::test_token::alone();
     let (d, r) = setup();
     let kms = open(&d, &r, Clock::System);
     let c = root(&kms);
@@ -789,7 +789,7 @@ fn a_wrong_pin_is_tried_once_per_connection_not_at_every_call() {
             },
         )
         .unwrap();
-    let tries = || crate::kms::hsm::token::LOGIN_ATTEMPTS.with(|n| n.get());
+    let tries = || crate::hsm::token::LOGIN_ATTEMPTS.with(|n| n.get());
     let before = tries();
     kms.connect_custom_key_store(&c, &store).unwrap();
     for _ in 0..5 {

@@ -3,11 +3,11 @@
 
 use super::test_support::*;
 use super::*;
+use crate::hsm::ObjectRef;
+use crate::hsm::test_token::{TestToken, USER_PIN, test_token};
 use crate::kms::backend::DataKeySpec;
 use crate::kms::blob;
 use crate::kms::context::EncryptionContext;
-use crate::kms::hsm::ObjectRef;
-use crate::kms::hsm::test_token::{TestToken, USER_PIN, test_token};
 use crate::kms::ids::KeyRef;
 
 fn create_store(kms: &EmbeddedKms, t: &TestToken, name: &str, pin: &str) -> Result<String> {
@@ -232,7 +232,7 @@ fn a_disconnected_store_refuses_its_keys_and_reconnecting_resumes_in_another_pro
 #[test]
 fn a_wrong_pin_leaves_the_store_failed_until_it_is_disconnected_and_fixed() {
     let Some(t) = test_token() else { return };
-    let _alone = crate::kms::hsm::test_token::alone();
+    let _alone = crate::hsm::test_token::alone();
     let (d, r) = setup();
     let kms = open(&d, &r, Clock::System);
     let c = root(&kms);

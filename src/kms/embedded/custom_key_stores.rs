@@ -15,11 +15,11 @@ use serde_json::{Value, json};
 use super::EmbeddedKms;
 use super::paging::{Listing, Paging, page_json};
 use crate::aws::error::{AwsError, Result};
+use crate::hsm::uri::redact;
+use crate::hsm::{HsmError, ObjectRef, TokenSpec, slots};
 use crate::iam::caller::Caller;
 use crate::kms::api::CustomKeyStoresListEntry;
 use crate::kms::event::Call;
-use crate::kms::hsm::uri::redact;
-use crate::kms::hsm::{HsmError, ObjectRef, TokenSpec, slots};
 use crate::kms::keystore::Keystore;
 use crate::kms::model::*;
 
@@ -444,7 +444,7 @@ impl EmbeddedKms {
             && !objects.is_empty()
         {
             let pin = req.password.as_ref().unwrap_or(&s.password).auth_pin();
-            let related = crate::kms::hsm::Token::connect(spec, &pin).and_then(|t| {
+            let related = crate::hsm::Token::connect(spec, &pin).and_then(|t| {
                 let found = objects.iter().try_fold(true, |all, h| {
                     let id = hex::decode(h).unwrap_or_default();
                     Ok::<bool, HsmError>(all && t.exists(&ObjectRef::Id(id))?)

@@ -3,8 +3,8 @@
 //! and the token as another process sees it.
 
 use super::*;
-use crate::kms::hsm::Token;
-use crate::kms::hsm::test_token::{TestToken, USER_PIN};
+use crate::hsm::Token;
+use crate::hsm::test_token::{TestToken, USER_PIN};
 use crate::kms::ids::KeyRef;
 
 /// A data dir with region test-1 (key-file root).
