@@ -190,13 +190,20 @@ fn a_daemon_killed_or_terminated_while_writers_wait_reattaches_clean() {
         let writer = {
             let (f, stop) = (f.clone(), stop.clone());
             std::thread::spawn(move || {
+                // The source buffer is page-aligned, so the kernel splits each 1 MiB write
+                // into FUSE requests at block boundaries. From a buffer at an odd address it
+                // splits where the buffer's pages end (1 MiB - 448 bytes, then 448 bytes):
+                // a daemon that dies between the two leaves that block half-written, as any
+                // write(2) cut short may (docs/security.md, "Torn writes").
+                let mut buf = AlignedBuf::new(MIB as usize);
                 let mut written = 0u64;
                 'outer: for pass in 1.. {
                     let mut off = 0;
                     while off < STREAM {
+                        buf.as_mut_slice()
+                            .copy_from_slice(&pattern(pass, off, MIB as usize));
                         if stop.load(Ordering::SeqCst)
-                            || f.write_all_at(&pattern(pass, off, MIB as usize), off)
-                                .is_err()
+                            || f.write_all_at(buf.as_slice(), off).is_err()
                         {
                             break 'outer;
                         }
