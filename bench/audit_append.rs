@@ -14,7 +14,7 @@ mod machine;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cryptvol::audit::{AuditLog, DEFAULT_MAX_FILE_BYTES};
+use cryptvol::audit::{AuditLog, ChainKeys, DEFAULT_MAX_FILE_BYTES};
 use cryptvol::crypto::Key256;
 use serde_json::{Value, json};
 
@@ -137,8 +137,11 @@ fn main() {
     let log = |max: u64| {
         move || {
             let d = tempfile::tempdir().expect("temp dir");
-            let log = AuditLog::new(d.path().join("audit"), Key256::from_bytes([0x42; 32]))
-                .with_max_file_bytes(max);
+            let log = AuditLog::new(
+                d.path().join("audit"),
+                ChainKeys::single(Key256::from_bytes([0x42; 32])),
+            )
+            .with_max_file_bytes(max);
             (d, log)
         }
     };

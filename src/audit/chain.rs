@@ -1,5 +1,6 @@
 //! One line of the log: the caller's event object with the chain member
-//! `"cryptvolChain":{"seq":N,"prev":"<hex>","hash":"<hex>"}` appended as its last member,
+//! `"cryptvolChain":{"seq":N,"prev":"<hex>","hash":"<hex>"}` (then `,"keyEpoch":E` when the
+//! line is under a chain key after a root-key rotation, E ≥ 1) appended as its last member,
 //! and the keyed hash that links it to the event before it (format in the parent module).
 //!
 //! This file only turns bytes into lines and back; it does no I/O and never parses the
@@ -13,8 +14,10 @@ pub(super) type Hash = [u8; 32];
 /// The `prev` of event 1.
 pub(super) const GENESIS: Hash = [0; 32];
 
-/// Domain separation for event hashes.
+/// Domain separation for event hashes under the region's first chain key (epoch 0)...
 const EVENT_CONTEXT: &[u8] = b"cryptvol audit event v1";
+/// ...and under a successor (epoch ≥ 1), whose hash also covers the epoch.
+const EVENT_CONTEXT_EPOCH: &[u8] = b"cryptvol audit event v2";
 
 /// What precedes the chain member in a non-empty object. A `"` inside a JSON string is always
 /// escaped, so these bytes only occur where a member named `cryptvolChain` starts, and since
@@ -23,11 +26,18 @@ const MEMBER_AFTER_COMMA: &[u8] = b",\"cryptvolChain\":{";
 /// The line of an empty event `{}` has no comma before the member.
 const MEMBER_ALONE: &[u8] = b"{\"cryptvolChain\":{";
 
-/// `hash = keyed_blake3(mac_key, "cryptvol audit event v1" || seq u64 LE || prev || event)`,
-/// where `event = head || "}"` (`head` is the event's compact JSON without its closing brace).
-pub(super) fn event_hash(key: &Key256, seq: u64, prev: &Hash, head: &[u8]) -> Hash {
+/// Epoch 0: `hash = keyed_blake3(mac_key, "cryptvol audit event v1" || seq u64 LE || prev ||
+/// event)`; epoch E ≥ 1: `keyed_blake3(mac_key_E, "cryptvol audit event v2" || E u32 LE ||
+/// seq u64 LE || prev || event)`, where `event = head || "}"` (`head` is the event's compact
+/// JSON without its closing brace).
+pub(super) fn event_hash(key: &Key256, epoch: u32, seq: u64, prev: &Hash, head: &[u8]) -> Hash {
     let mut h = blake3::Hasher::new_keyed(key.expose());
-    h.update(EVENT_CONTEXT);
+    if epoch == 0 {
+        h.update(EVENT_CONTEXT);
+    } else {
+        h.update(EVENT_CONTEXT_EPOCH);
+        h.update(&epoch.to_le_bytes());
+    }
     h.update(&seq.to_le_bytes());
     h.update(prev);
     h.update(head);
@@ -36,11 +46,17 @@ pub(super) fn event_hash(key: &Key256, seq: u64, prev: &Hash, head: &[u8]) -> Ha
 }
 
 /// Turns `buf`, the compact JSON of an event object (so it ends with `}`), into its log line
-/// ending in `\n`; returns the event's hash.
-pub(super) fn make_line(buf: &mut Vec<u8>, key: &Key256, seq: u64, prev: &Hash) -> Hash {
+/// under chain key `epoch` (`key`), ending in `\n`; returns the event's hash.
+pub(super) fn make_line(
+    buf: &mut Vec<u8>,
+    key: &Key256,
+    epoch: u32,
+    seq: u64,
+    prev: &Hash,
+) -> Hash {
     debug_assert_eq!(buf.last(), Some(&b'}'));
     buf.pop();
-    let hash = event_hash(key, seq, prev, buf);
+    let hash = event_hash(key, epoch, seq, prev, buf);
     if buf.len() > 1 {
         buf.push(b',');
     }
@@ -50,7 +66,12 @@ pub(super) fn make_line(buf: &mut Vec<u8>, key: &Key256, seq: u64, prev: &Hash) 
     buf.extend_from_slice(hex::encode(prev).as_bytes());
     buf.extend_from_slice(b"\",\"hash\":\"");
     buf.extend_from_slice(hex::encode(hash).as_bytes());
-    buf.extend_from_slice(b"\"}}\n");
+    buf.push(b'"');
+    if epoch != 0 {
+        buf.extend_from_slice(b",\"keyEpoch\":");
+        buf.extend_from_slice(epoch.to_string().as_bytes());
+    }
+    buf.extend_from_slice(b"}}\n");
     hash
 }
 
@@ -62,6 +83,8 @@ pub(super) struct Line<'a> {
     pub seq: u64,
     pub prev: Hash,
     pub hash: Hash,
+    /// The chain key's epoch (0 when the member has no `keyEpoch`).
+    pub epoch: u32,
 }
 
 impl Line<'_> {
@@ -90,8 +113,7 @@ pub(super) fn parse_line(line: &[u8]) -> Result<Line<'_>, &'static str> {
     if head.first() != Some(&b'{') {
         return Err("it is not a JSON object");
     }
-    const BAD: &str =
-        "its cryptvolChain member is not {\"seq\":N,\"prev\":\"<64 hex>\",\"hash\":\"<64 hex>\"}";
+    const BAD: &str = "its cryptvolChain member is not {\"seq\":N,\"prev\":\"<64 hex>\",\"hash\":\"<64 hex>\"} (with \",\"keyEpoch\":E\" after a root-key rotation)";
     let rest = member.strip_prefix(b"\"seq\":").ok_or(BAD)?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     let seq = std::str::from_utf8(&rest[..digits])
@@ -102,14 +124,27 @@ pub(super) fn parse_line(line: &[u8]) -> Result<Line<'_>, &'static str> {
     let prev = parse_hex(rest.get(..64).ok_or(BAD)?).ok_or(BAD)?;
     let rest = rest[64..].strip_prefix(b"\",\"hash\":\"").ok_or(BAD)?;
     let hash = parse_hex(rest.get(..64).ok_or(BAD)?).ok_or(BAD)?;
-    if &rest[64..] != b"\"}}" {
-        return Err(BAD);
-    }
+    let rest = &rest[64..];
+    let epoch = if rest == b"\"}}" {
+        0
+    } else {
+        // One spelling only: no leading zero, and no `"keyEpoch":0` (epoch 0 has no member).
+        let digits = rest
+            .strip_prefix(b"\",\"keyEpoch\":")
+            .and_then(|r| r.strip_suffix(b"}}"))
+            .filter(|d| !d.is_empty() && d[0] != b'0' && d.iter().all(u8::is_ascii_digit))
+            .ok_or(BAD)?;
+        std::str::from_utf8(digits)
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok())
+            .ok_or(BAD)?
+    };
     Ok(Line {
         head,
         seq,
         prev,
         hash,
+        epoch,
     })
 }
 
@@ -139,8 +174,12 @@ mod tests {
     }
 
     fn line_of(event: &serde_json::Value, seq: u64, prev: &Hash) -> (Vec<u8>, Hash) {
+        line_at(event, 0, seq, prev)
+    }
+
+    fn line_at(event: &serde_json::Value, epoch: u32, seq: u64, prev: &Hash) -> (Vec<u8>, Hash) {
         let mut buf = serde_json::to_vec(event).unwrap();
-        let h = make_line(&mut buf, &key(), seq, prev);
+        let h = make_line(&mut buf, &key(), epoch, seq, prev);
         (buf, h)
     }
 
@@ -155,8 +194,35 @@ mod tests {
         let l = parse_line(body).unwrap();
         assert_eq!((l.seq, l.prev, l.hash), (3, [9; 32], h));
         assert_eq!(l.event_bytes(), serde_json::to_vec(&ev).unwrap());
-        assert_eq!(event_hash(&key(), 3, &[9; 32], l.head), h);
+        assert_eq!(event_hash(&key(), 0, 3, &[9; 32], l.head), h);
+        assert_eq!(l.epoch, 0);
+        assert!(!line.windows(8).any(|w| w == b"keyEpoch"));
         assert_eq!(l.event_id().as_deref(), Some("e1"));
+    }
+
+    /// A line under a successor key names its epoch, and its hash covers it: the same
+    /// event, seq and prev under the same key hash differently at another epoch.
+    #[test]
+    fn epoch_lines_round_trip_and_bind_their_epoch() {
+        let ev = serde_json::json!({"eventName": "Decrypt"});
+        let (line, h) = line_at(&ev, 7, 4, &[1; 32]);
+        let body = &line[..line.len() - 1];
+        assert!(
+            body.ends_with(b"\",\"keyEpoch\":7}}"),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(v["cryptvolChain"]["keyEpoch"], 7);
+        let l = parse_line(body).unwrap();
+        assert_eq!((l.epoch, l.seq, l.hash), (7, 4, h));
+        assert_ne!(event_hash(&key(), 8, 4, &[1; 32], l.head), h);
+        assert_ne!(event_hash(&key(), 0, 4, &[1; 32], l.head), h);
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        for bad in [":07}}", ":0}}", ":}}", ":7x}}", ":99999999999}}"] {
+            let t = text.replace(":7}}", bad);
+            assert!(parse_line(t.as_bytes()).is_err(), "{bad} was accepted");
+        }
     }
 
     #[test]
@@ -199,12 +265,13 @@ mod tests {
             ),
             seq in 1u64..u64::MAX,
             prev in proptest::array::uniform32(proptest::num::u8::ANY),
+            epoch in proptest::prop_oneof![proptest::strategy::Just(0u32), 1u32..=u32::MAX],
         ) {
             let ev = serde_json::to_value(&members).unwrap();
-            let (line, h) = line_of(&ev, seq, &prev);
+            let (line, h) = line_at(&ev, epoch, seq, &prev);
             proptest::prop_assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
             let l = parse_line(&line[..line.len() - 1]).unwrap();
-            proptest::prop_assert_eq!((l.seq, l.prev, l.hash), (seq, prev, h));
+            proptest::prop_assert_eq!((l.seq, l.prev, l.hash, l.epoch), (seq, prev, h, epoch));
             proptest::prop_assert_eq!(l.event_bytes(), serde_json::to_vec(&ev).unwrap());
         }
     }

@@ -23,6 +23,11 @@ pub enum AuditError {
     NotAnObject,
 
     #[error(
+        "the audit log in {dir} continues under chain key {epoch}, which this process does not have: the region's root key was rotated; reopen the region (restart this command or server)"
+    )]
+    ChainKeyUnknown { dir: PathBuf, epoch: u32 },
+
+    #[error(
         "the time {now} (unix seconds) is outside the years 0000..9999 that log file names can hold: check the clock"
     )]
     TimeOutOfRange { now: i64 },

@@ -28,6 +28,11 @@
 //!   last, an event whose encryption context has a key named `cryptvolChain` is no problem.
 //!
 //! The MAC key comes from the region root key: without it nobody can rewrite the chain.
+//! A root-key rotation gives the chain a successor key (a new *key epoch*, [`ChainKeys`]);
+//! a line under epoch E ≥ 1 ends its member with `,"keyEpoch":E` and its hash is
+//! `BLAKE3-keyed(mac_key_E, "cryptvol audit event v2" || E as u32 LE || seq || prev ||
+//! event)`. Epochs never go back along the chain, and a digest is keyed under the epoch of
+//! its file's last event.
 //!
 //! # Digests
 //!
@@ -66,6 +71,7 @@ mod chain;
 mod digest;
 mod error;
 mod events;
+mod keys;
 mod names;
 mod tail;
 mod verify;
@@ -79,10 +85,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 pub use error::AuditError;
+pub use keys::ChainKeys;
 pub use verify::{Problem, ProblemKind, VerifyReport};
 pub use writer::SealSummary;
 
-use crate::crypto::Key256;
 use crate::sys::fsio::FileLock;
 use error::{Result, io};
 use writer::{Config, Writer};
@@ -107,16 +113,22 @@ impl std::fmt::Debug for AuditLog {
 }
 
 impl AuditLog {
-    /// A log kept in `dir`; nothing is read or created until the first call.
-    pub fn new(dir: PathBuf, mac_key: Key256) -> AuditLog {
+    /// A log kept in `dir`, chained under `keys`; nothing is read or created until the
+    /// first call.
+    pub fn new(dir: PathBuf, keys: ChainKeys) -> AuditLog {
         AuditLog {
             cfg: Config {
                 dir,
-                key: mac_key,
                 max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             },
-            writer: Mutex::new(Writer::default()),
+            writer: Mutex::new(Writer::new(keys)),
         }
+    }
+
+    /// Replaces the chain keys (after a root-key rotation added one): the next append is
+    /// under the newest.
+    pub fn set_keys(&self, keys: ChainKeys) {
+        self.writer().keys = keys;
     }
 
     /// Seals files once they reach `n` bytes (instead of 16 MiB).
@@ -133,7 +145,7 @@ impl AuditLog {
         // A panic while holding the lock leaves a state we cannot trust: start afresh.
         self.writer.lock().unwrap_or_else(|poisoned| {
             let mut w = poisoned.into_inner();
-            *w = Writer::default();
+            w.reset();
             w
         })
     }
@@ -193,7 +205,8 @@ impl AuditLog {
             }
             Err(e) => return Err(io("lock", &path)(e)),
         };
-        verify::verify(dir, &self.cfg.key)
+        let keys = self.writer().keys.clone();
+        verify::verify(dir, &keys)
     }
 
     /// All events in seq order, without the chain member, each with its seq. A line that is not an event is an error naming the file and

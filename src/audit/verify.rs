@@ -11,8 +11,8 @@ use serde::Serialize;
 use super::chain::{self, GENESIS, Hash};
 use super::digest::Digest;
 use super::error::{Result, io};
+use super::keys::ChainKeys;
 use super::names::{self, Entry};
-use crate::crypto::Key256;
 
 /// The outcome of [`AuditLog::verify`](super::AuditLog::verify).
 #[derive(Debug, Clone, Serialize)]
@@ -62,26 +62,35 @@ pub enum ProblemKind {
     DigestMismatch,
     /// A file or line cannot be read as an audit event or digest.
     Unreadable,
+    /// An event is under a chain key the region does not have, or under an older one than
+    /// the event before it; or no event is under the newest chain key (events logged after
+    /// a root-key rotation were removed).
+    ChainKey,
 }
 
-/// Checks the log in `dir` with `key`.
-pub(super) fn verify(dir: &Path, key: &Key256) -> Result<VerifyReport> {
+/// Checks the log in `dir` with the chain `keys`.
+pub(super) fn verify(dir: &Path, keys: &ChainKeys) -> Result<VerifyReport> {
     let entries = match names::list(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(io("list", dir)(e)),
     };
     let mut v = Verifier {
-        key,
+        keys,
+        epoch: 0,
         expected: 1,
         prev: GENESIS,
         prev_digest: None,
         events: 0,
     };
-    let problem = entries.iter().enumerate().find_map(|(i, e)| {
-        let is_newest = i + 1 == entries.len();
-        v.check_entry(dir, e, is_newest)
-    });
+    let problem = entries
+        .iter()
+        .enumerate()
+        .find_map(|(i, e)| {
+            let is_newest = i + 1 == entries.len();
+            v.check_entry(dir, e, is_newest)
+        })
+        .or_else(|| v.newest_key_unused(&entries));
     Ok(VerifyReport {
         valid: problem.is_none(),
         files: entries.iter().filter(|e| e.has_log).count(),
@@ -94,7 +103,9 @@ pub(super) fn verify(dir: &Path, key: &Key256) -> Result<VerifyReport> {
 
 /// The chain as verified so far.
 struct Verifier<'k> {
-    key: &'k Key256,
+    keys: &'k ChainKeys,
+    /// Chain key epoch of event `expected - 1` (0 before the first).
+    epoch: u32,
     /// Seq the next event must have.
     expected: u64,
     /// Hash of event `expected - 1`.
@@ -131,6 +142,28 @@ fn events_range(first: u64, last: u64) -> String {
 }
 
 impl Verifier<'_> {
+    /// Every root-key rotation logs its end under the key it made, so a log whose last
+    /// event is under an older key lost events from its end (or the rotation was killed
+    /// between its commit and that event: then the next event logged fixes it).
+    fn newest_key_unused(&self, entries: &[Entry]) -> Option<Problem> {
+        let newest = self.keys.latest_epoch();
+        if self.epoch >= newest {
+            return None;
+        }
+        let file = entries.last().map_or("", |e| e.log_name.as_str());
+        Some(problem(
+            ProblemKind::ChainKey,
+            Some(self.expected),
+            file,
+            None,
+            format!(
+                "the region has audit chain key {newest} (made by a root-key rotation) but the log ends at event {} under key {}: events logged after the rotation were removed, or the rotation was killed before it logged its end (then the next KMS command logs under the new key and this goes away)",
+                self.expected - 1,
+                self.epoch
+            ),
+        ))
+    }
+
     fn check_entry(&mut self, dir: &Path, e: &Entry, is_newest: bool) -> Option<Problem> {
         let digest_name = e.digest_name();
         if !e.has_log {
@@ -308,7 +341,38 @@ impl Verifier<'_> {
                     ),
                 ));
             }
-            if chain::event_hash(self.key, l.seq, &l.prev, l.head) != l.hash {
+            let Some(key) = self.keys.get(l.epoch) else {
+                let mut p = problem(
+                    ProblemKind::ChainKey,
+                    Some(want),
+                    name,
+                    Some(line_no),
+                    String::new(),
+                );
+                p.event_id = l.event_id();
+                p.message = format!(
+                    "event {want} ({at}) is under audit chain key {}, which this region does not have (its newest is {}): the line was altered, or the keystore is older than the log",
+                    l.epoch,
+                    self.keys.latest_epoch()
+                );
+                return Some(p);
+            };
+            if l.epoch < self.epoch {
+                let mut p = problem(
+                    ProblemKind::ChainKey,
+                    Some(want),
+                    name,
+                    Some(line_no),
+                    String::new(),
+                );
+                p.event_id = l.event_id();
+                p.message = format!(
+                    "event {want} ({at}) is under audit chain key {} after events under key {}: the chain never goes back to a key a root-key rotation replaced (someone holding the old root key wrote it)",
+                    l.epoch, self.epoch
+                );
+                return Some(p);
+            }
+            if chain::event_hash(key, l.epoch, l.seq, &l.prev, l.head) != l.hash {
                 let mut p = problem(
                     ProblemKind::Altered,
                     Some(want),
@@ -344,6 +408,7 @@ impl Verifier<'_> {
                 return Some(p);
             }
             self.prev = l.hash;
+            self.epoch = l.epoch;
             self.expected += 1;
             self.events += 1;
         }
@@ -375,7 +440,11 @@ impl Verifier<'_> {
             Ok(d) => d,
             Err(why) => return mismatch(format!("digest {digest_name} cannot be read: {why}")),
         };
-        if !d.is_authentic(self.key) {
+        let authentic = self
+            .keys
+            .get(self.epoch)
+            .is_some_and(|key| d.is_authentic(key));
+        if !authentic {
             return mismatch(format!(
                 "digest {digest_name} was altered (or made with another key): its digestHash does not match its contents"
             ));

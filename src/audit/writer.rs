@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use super::chain::{self, GENESIS, Hash};
 use super::digest::{DIGEST_VERSION, Digest, DigestBody};
 use super::error::{AuditError, Result, io};
+use super::keys::ChainKeys;
 use super::names::{self, Entry};
 use super::tail;
-use crate::crypto::Key256;
 use crate::sys::clock::format_time;
 use crate::sys::fsio::{self, PRIVATE_FILE};
 
@@ -30,7 +30,6 @@ const SEALED_FILE: u32 = 0o400;
 /// Where and how a log is kept.
 pub(super) struct Config {
     pub dir: PathBuf,
-    pub key: Key256,
     pub max_file_bytes: u64,
 }
 
@@ -61,15 +60,18 @@ struct Cache {
     active: Option<Active>,
     next_seq: u64,
     last_hash: Hash,
+    /// The chain key epoch of the last event (0 when there is none).
+    last_epoch: u32,
 }
 
 /// The mutable part of an `AuditLog`, behind its mutex.
-#[derive(Default)]
 pub(super) struct Writer {
     /// The open `.lock` file; flock is per open file, so each `AuditLog` has its own.
     lock: Option<File>,
     /// `None` until first use and after any error: the next call resyncs.
     cache: Option<Cache>,
+    /// The chain keys this process knows (more arrive with `AuditLog::set_keys`).
+    pub keys: ChainKeys,
 }
 
 /// Releases the flock on drop.
@@ -82,13 +84,27 @@ impl Drop for Flock<'_> {
 }
 
 impl Writer {
+    pub fn new(keys: ChainKeys) -> Writer {
+        Writer {
+            lock: None,
+            cache: None,
+            keys,
+        }
+    }
+
+    /// Forgets the open lock file and the cached state (after a panic), keeping the keys.
+    pub fn reset(&mut self) {
+        self.lock = None;
+        self.cache = None;
+    }
+
     /// Runs `f` holding the directory's exclusive lock; any error invalidates the cache.
     fn locked<T>(
         &mut self,
         cfg: &Config,
-        f: impl FnOnce(&mut Option<Cache>, &Config) -> Result<T>,
+        f: impl FnOnce(&mut Option<Cache>, &Config, &ChainKeys) -> Result<T>,
     ) -> Result<T> {
-        let Writer { lock, cache } = self;
+        let Writer { lock, cache, keys } = self;
         let lock_file = match lock.take() {
             Some(f) => f,
             None => open_lock_file(cfg)?,
@@ -98,7 +114,7 @@ impl Writer {
             .lock()
             .map_err(io("lock", &cfg.dir.join(names::LOCK_FILE)))?;
         let _held = Flock(lock_file);
-        let result = f(cache, cfg);
+        let result = f(cache, cfg, keys);
         if result.is_err() {
             *cache = None;
         }
@@ -108,8 +124,15 @@ impl Writer {
     /// Appends one line made from `buf` (an event object's compact JSON); returns its seq.
     pub fn append(&mut self, cfg: &Config, mut buf: Vec<u8>, now: i64) -> Result<u64> {
         let day = names::day_of(now);
-        self.locked(cfg, |cache, cfg| {
+        self.locked(cfg, |cache, cfg, keys| {
             let c = current(cache, cfg)?;
+            // The newest key we know, unless the log already went further (another process
+            // rotated the root and logged under the new key): never back along the chain.
+            let epoch = c.last_epoch.max(keys.latest_epoch());
+            let key = keys.get(epoch).ok_or_else(|| AuditError::ChainKeyUnknown {
+                dir: cfg.dir.clone(),
+                epoch,
+            })?;
             if let Some(a) = &c.active
                 && (a.day != day || a.size >= cfg.max_file_bytes)
             {
@@ -118,7 +141,7 @@ impl Writer {
                     fs::remove_file(&a.path).map_err(io("remove empty log file", &a.path))?;
                     c.active = None;
                 } else {
-                    seal_active(c, cfg, now)?;
+                    seal_active(c, cfg, keys, now)?;
                 }
             }
             let a = match &mut c.active {
@@ -126,23 +149,24 @@ impl Writer {
                 None => c.active.insert(create_log(cfg, day, c.next_seq, now)?),
             };
             let seq = c.next_seq;
-            let hash = chain::make_line(&mut buf, &cfg.key, seq, &c.last_hash);
+            let hash = chain::make_line(&mut buf, key, epoch, seq, &c.last_hash);
             a.file
                 .write_all(&buf)
                 .map_err(io("append to audit log", &a.path))?;
             a.size += buf.len() as u64;
             c.next_seq += 1;
             c.last_hash = hash;
+            c.last_epoch = epoch;
             Ok(seq)
         })
     }
 
     /// Seals the active file if it holds events.
     pub fn seal(&mut self, cfg: &Config, now: i64) -> Result<Option<SealSummary>> {
-        self.locked(cfg, |cache, cfg| {
+        self.locked(cfg, |cache, cfg, keys| {
             let c = current(cache, cfg)?;
             match &c.active {
-                Some(a) if a.size > 0 => seal_active(c, cfg, now).map(Some),
+                Some(a) if a.size > 0 => seal_active(c, cfg, keys, now).map(Some),
                 _ => Ok(None),
             }
         })
@@ -150,7 +174,7 @@ impl Writer {
 
     /// Makes the active file's appended events durable.
     pub fn sync(&mut self, cfg: &Config) -> Result<()> {
-        self.locked(cfg, |cache, cfg| {
+        self.locked(cfg, |cache, cfg, _| {
             let c = current(cache, cfg)?;
             if let Some(a) = &c.active {
                 a.file.sync_data().map_err(io("sync", &a.path))?;
@@ -199,14 +223,16 @@ fn resync(cfg: &Config) -> Result<Cache> {
             active: None,
             next_seq: 1,
             last_hash: GENESIS,
+            last_epoch: 0,
         });
     };
     if !newest.has_log || newest.has_digest {
-        let (next_seq, last_hash) = chain_end(cfg, &entries)?;
+        let (next_seq, last_hash, last_epoch) = chain_end(cfg, &entries)?;
         return Ok(Cache {
             active: None,
             next_seq,
             last_hash,
+            last_epoch,
         });
     }
     let path = cfg.dir.join(&newest.log_name);
@@ -234,7 +260,9 @@ fn resync(cfg: &Config) -> Result<Cache> {
             meta.size() - size
         );
     }
-    let (next_seq, last_hash) = match tail::last_line(&file, size).map_err(io("read", &path))? {
+    let (next_seq, last_hash, last_epoch) = match tail::last_line(&file, size)
+        .map_err(io("read", &path))?
+    {
         Some(line) => {
             let l = chain::parse_line(&line).map_err(|why| AuditError::Corrupt {
                 path: path.clone(),
@@ -242,7 +270,7 @@ fn resync(cfg: &Config) -> Result<Cache> {
                     "its last line is not an audit event ({why}), so the chain cannot continue: move the file aside (keep it as evidence) to continue from the previous file"
                 ),
             })?;
-            (l.seq.saturating_add(1), l.hash)
+            (l.seq.saturating_add(1), l.hash, l.epoch)
         }
         None => {
             let end = chain_end(cfg, older)?;
@@ -253,6 +281,7 @@ fn resync(cfg: &Config) -> Result<Cache> {
                     active: None,
                     next_seq: end.0,
                     last_hash: end.1,
+                    last_epoch: end.2,
                 });
             }
             end
@@ -269,26 +298,36 @@ fn resync(cfg: &Config) -> Result<Cache> {
         }),
         next_seq,
         last_hash,
+        last_epoch,
     })
 }
 
-/// The next seq and the last hash after the newest of `entries`: from its digest, or else
-/// from its last line; (1, zeros) when there are none.
-fn chain_end(cfg: &Config, entries: &[Entry]) -> Result<(u64, Hash)> {
+/// The next seq, the last hash and the last event's key epoch after the newest of
+/// `entries`: seq and hash from its digest, or else from its last line, which also gives
+/// the epoch (0 when the file is gone); (1, zeros, 0) when there are none.
+fn chain_end(cfg: &Config, entries: &[Entry]) -> Result<(u64, Hash, u32)> {
     let Some(e) = entries.last() else {
-        return Ok((1, GENESIS));
+        return Ok((1, GENESIS, 0));
     };
+    let path = cfg.dir.join(&e.log_name);
     if e.has_digest {
-        let path = cfg.dir.join(e.digest_name());
-        let end = fs::read(&path)
+        let digest = cfg.dir.join(e.digest_name());
+        let end = fs::read(&digest)
             .ok()
             .and_then(|b| Digest::parse(&b).ok())
             .and_then(|d| d.chain_end());
         if let Some((last, hash)) = end {
-            return Ok((last.saturating_add(1), hash));
+            let epoch = File::open(&path)
+                .ok()
+                .and_then(|f| {
+                    let size = f.metadata().ok()?.size();
+                    tail::last_line(&f, size).ok().flatten()
+                })
+                .and_then(|line| chain::parse_line(&line).ok().map(|l| l.epoch))
+                .unwrap_or(0);
+            return Ok((last.saturating_add(1), hash, epoch));
         }
     }
-    let path = cfg.dir.join(&e.log_name);
     let damaged = |message: &str| AuditError::Corrupt {
         path: path.clone(),
         message: format!(
@@ -306,7 +345,7 @@ fn chain_end(cfg: &Config, entries: &[Entry]) -> Result<(u64, Hash)> {
         .map_err(io("read", &path))?
         .ok_or_else(|| damaged("it is sealed but empty"))?;
     let l = chain::parse_line(&line).map_err(|_| damaged("its last line is not an audit event"))?;
-    Ok((l.seq.saturating_add(1), l.hash))
+    Ok((l.seq.saturating_add(1), l.hash, l.epoch))
 }
 
 /// Creates the log file whose first event is `seq`.
@@ -346,8 +385,15 @@ fn create_log(cfg: &Config, day: i64, seq: u64, now: i64) -> Result<Active> {
 }
 
 /// Seals the active file: fsync, make it read-only (which tells cached writers), write its
-/// digest atomically. Leaves no active file; the next append creates one.
-fn seal_active(c: &mut Cache, cfg: &Config, now: i64) -> Result<SealSummary> {
+/// digest atomically, keyed under the chain key of the file's last event. Leaves no active
+/// file; the next append creates one.
+fn seal_active(c: &mut Cache, cfg: &Config, keys: &ChainKeys, now: i64) -> Result<SealSummary> {
+    let key = keys
+        .get(c.last_epoch)
+        .ok_or_else(|| AuditError::ChainKeyUnknown {
+            dir: cfg.dir.clone(),
+            epoch: c.last_epoch,
+        })?;
     let Some(a) = c.active.take() else {
         return Err(AuditError::Corrupt {
             path: cfg.dir.clone(),
@@ -371,7 +417,7 @@ fn seal_active(c: &mut Cache, cfg: &Config, now: i64) -> Result<SealSummary> {
         previous_digest_hash: previous,
         sealed_at: format_time(now),
     };
-    let (text, hash) = body.encode(&cfg.key);
+    let (text, hash) = body.encode(key);
     let digest_name = names::digest_name(&a.name);
     let digest_path = cfg.dir.join(&digest_name);
     fsio::write_atomic(&digest_path, &text, PRIVATE_FILE)

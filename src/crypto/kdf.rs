@@ -38,6 +38,9 @@ pub const CTX_KEY_MATERIAL_ID: &str = "cryptvol 2026-11-29 key material id v1";
 /// Root key → the key that seals a rotated region's derivation key (its first root key)
 /// inside the keystore (src/kms/keystore.rs, `derivation_key`).
 pub const CTX_DERIVATION_KEY_SEAL: &str = "cryptvol 2026-12-03 region derivation key seal v1";
+/// Root key → the key that seals the audit chain's successor keys (one per root-key
+/// rotation) inside the keystore (src/kms/keystore.rs, `audit_chain_keys`).
+pub const CTX_AUDIT_CHAIN_KEY_SEAL: &str = "cryptvol 2026-12-03 audit chain key seal v1";
 /// Root key ‖ region name → the key that authenticates list paging markers.
 pub const CTX_LIST_MARKER: &str = "cryptvol 2026-11-29 list paging marker v1";
 /// An authenticated volume's keys, from its data key: the per-block MAC key, the key of the

@@ -34,6 +34,8 @@ pub struct Keystore {
     materials: HashMap<(KeyId, u32), Key256>,
     /// The unsealed `body.derivation_key`, if the root was ever rotated.
     derivation: Option<Key256>,
+    /// The unsealed `body.audit_chain_keys` (epochs 1, 2, ...).
+    audit_successors: Vec<Key256>,
 }
 
 impl std::fmt::Debug for Keystore {
@@ -55,6 +57,17 @@ fn version_aad(id: &KeyId, number: u32) -> Vec<u8> {
     aad
 }
 
+/// AAD of an audit chain successor key: "region-audit-chain-key" || region name || epoch
+/// (u32 LE), so keys cannot be moved between regions or epochs.
+fn audit_key_aad(region: &Region, epoch: u32) -> Vec<u8> {
+    [
+        b"region-audit-chain-key".as_slice(),
+        region.as_str().as_bytes(),
+        &epoch.to_le_bytes(),
+    ]
+    .concat()
+}
+
 /// AAD of the sealed derivation key: "region-derivation-key" || region name.
 fn derivation_aad(region: &Region) -> Vec<u8> {
     [
@@ -71,7 +84,19 @@ impl Keystore {
             generation: 0,
             materials: HashMap::new(),
             derivation: None,
+            audit_successors: Vec::new(),
         }
+    }
+
+    /// The keys of the region's audit chain: epoch 0 derived from the derivation key, then
+    /// one successor per root-key rotation.
+    pub fn audit_chain_keys(&self, root: &Key256) -> crate::audit::ChainKeys {
+        let first = kdf::derive(
+            kdf::CTX_AUDIT_CHAIN,
+            &self.derivation_key(root),
+            self.body.region.as_str().as_bytes(),
+        );
+        crate::audit::ChainKeys::new(first, self.audit_successors.iter().cloned())
     }
 
     /// Material of one version, if the key and version exist.
@@ -147,6 +172,20 @@ impl Keystore {
             derivation.expose(),
         )));
         self.derivation = Some(derivation);
+        // The audit chain gets a successor: whoever kept the old root cannot extend the
+        // chain after the rotation. The earlier keys stay, sealed anew, to verify the past.
+        self.audit_successors.push(Key256::generate());
+        let audit_seal = kdf::derive(kdf::CTX_AUDIT_CHAIN_KEY_SEAL, new, b"");
+        self.body.audit_chain_keys = (1u32..)
+            .zip(&self.audit_successors)
+            .map(|(epoch, k)| {
+                super::model::SealedSecret(crypto::aead::seal_secret(
+                    &audit_seal,
+                    &audit_key_aad(&region, epoch),
+                    k.expose(),
+                ))
+            })
+            .collect();
         let version_key = kdf::derive(kdf::CTX_KEY_VERSION_SEAL, new, b"");
         for (id, key) in self.body.keys.iter_mut() {
             for v in key.versions.iter_mut() {
@@ -251,6 +290,16 @@ impl Keystore {
                 )
             }
         };
+        let audit_seal = kdf::derive(kdf::CTX_AUDIT_CHAIN_KEY_SEAL, root, b"");
+        let audit_successors = (1u32..)
+            .zip(&body.audit_chain_keys)
+            .map(|(epoch, sealed)| {
+                crypto::aead::open_secret(&audit_seal, &audit_key_aad(region, epoch), &sealed.0)
+                    .ok()
+                    .and_then(|k| Key256::from_slice(k.expose()))
+                    .ok_or_else(|| format!("audit chain key {epoch} does not unseal"))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         fill_material_ids(&mut body, derivation.as_ref().unwrap_or(root));
         let version_key = kdf::derive(kdf::CTX_KEY_VERSION_SEAL, root, b"");
         let mut materials = HashMap::new();
@@ -317,6 +366,7 @@ impl Keystore {
             generation,
             materials,
             derivation,
+            audit_successors,
         })
     }
 

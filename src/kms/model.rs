@@ -174,6 +174,11 @@ pub struct KeystoreBody {
     /// under the current root (keystore.rs). Absent: the current root is that key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub derivation_key: Option<SealedSecret>,
+    /// The audit chain's successor keys, one added by each root-key rotation (epoch 1,
+    /// 2, ...; epoch 0 is derived from the derivation key), sealed under the current root
+    /// (keystore.rs). Absent in a region never rotated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit_chain_keys: Vec<SealedSecret>,
 }
 
 /// Whether a custom key store is meant to be connected. AWS's `ConnectionState` is
@@ -247,6 +252,7 @@ impl KeystoreBody {
             grants: BTreeMap::new(),
             custom_key_stores: BTreeMap::new(),
             derivation_key: None,
+            audit_chain_keys: Vec::new(),
         }
     }
 

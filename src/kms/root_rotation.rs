@@ -2,10 +2,12 @@
 //!
 //! What is sealed by the root is re-sealed under the new one: the keystore file and every
 //! CMK version's material inside it (the material itself is unchanged, so every blob and
-//! volume keeps opening). What is *derived* from the root (audit chain, grant tokens, paging
-//! markers, legacy material ids) is derived from the region's first root key, which the
-//! keystore keeps sealed under the current root after a rotation (`Keystore::reseal`), so
-//! the audit trail verifies across a rotation and issued tokens stay valid.
+//! volume keeps opening). What is *derived* from the root (grant tokens, paging markers,
+//! legacy material ids, the audit chain's first key) is derived from the region's first
+//! root key, which the keystore keeps sealed under the current root after a rotation
+//! (`Keystore::reseal`), so issued tokens stay valid. The audit chain gets a random
+//! successor key, sealed in the keystore: the events after the rotation are under it, so
+//! whoever kept the old root cannot extend the chain, and the events before still verify.
 //!
 //! Protocol, under the keystore lock (as every keystore writer holds it):
 //! 1. stage the new `root.key` (key-file roots), `keystore.cvks` and `region.json` in
@@ -14,15 +16,18 @@
 //!    the directory. Before this point the region is the old one (a rerun removes the stage);
 //!    after it, the new one: whoever opens the region first finishes step 3 ([`recover`]);
 //! 3. install: overwrite and replace the old `root.key` (or remove it), rename the keystore,
-//!    then region.json into place, fsync, remove the stage.
+//!    then region.json into place, fsync, remove the stage;
+//! 4. log the rotation's end under the audit chain's new key (killed before that, the next
+//!    event any process logs with the new keystore is the first under it).
 //!
 //! Every step of 3 is idempotent (a rename whose source is gone was done), so a crash at
 //! any point leaves a region that opens with the old root (before 2) or the new one.
 
 use std::path::{Path, PathBuf};
 
+use crate::audit::ChainKeys;
 use crate::aws::error::{AwsError, Result};
-use crate::crypto::{Key256, SecretBytes, kdf};
+use crate::crypto::SecretBytes;
 use crate::datadir::root_key::{NewRoot, check_value, make_root};
 use crate::datadir::root_pkcs11::ObjectOutcome;
 use crate::datadir::{RegionConfig, RegionDir, RootKeySource};
@@ -209,7 +214,12 @@ pub fn rotate(
         root_key_check: check_value(&made.root),
         ..cfg.clone()
     };
-    record(dir, &ks, &old, &new_cfg, now_nanos)?;
+    let epoch = ks.audit_chain_keys(&old).latest_epoch() + 1;
+    let details = serde_json::json!({
+        "newRootKeySource": new_cfg.root_key.describe(dir),
+        "auditChainKeyEpoch": epoch,
+    });
+    record(dir, &ks, ks.audit_chain_keys(&old), details, now_nanos)?;
 
     // 1. Stage.
     let stage = stage_dir(dir);
@@ -232,6 +242,17 @@ pub fn rotate(
     crash_point("committed")?;
     // 3. Install.
     install(dir, &new_cfg)?;
+    // 4. The first event under the new chain key. The rotation stands whatever happens here.
+    let details = serde_json::json!({ "completed": true, "auditChainKeyEpoch": epoch });
+    if let Err(e) = record(
+        dir,
+        &ks,
+        ks.audit_chain_keys(&made.root),
+        details,
+        now_nanos,
+    ) {
+        tracing::warn!("the root key was rotated, but its end was not logged: {e}");
+    }
     Ok(Rotated {
         old_source: cfg.root_key.describe(dir),
         new_source: new_cfg.root_key.describe(dir),
@@ -240,21 +261,17 @@ pub fn rotate(
     })
 }
 
-/// Records the rotation in the audit trail before anything changes, as every keystore
-/// change is (the chain's key is unchanged by the rotation).
+/// Records a `RotateRootKey` service event: before anything changes, as every keystore
+/// change is (under the chain keys the region has), and after the install (under the keys
+/// with the new successor, which makes it the first event under it).
 fn record(
     dir: &RegionDir,
     ks: &Keystore,
-    old: &Key256,
-    new: &RegionConfig,
+    keys: ChainKeys,
+    details: serde_json::Value,
     now_nanos: i64,
 ) -> Result<()> {
-    let key = kdf::derive(
-        kdf::CTX_AUDIT_CHAIN,
-        &ks.derivation_key(old),
-        dir.region.as_str().as_bytes(),
-    );
-    let log = crate::audit::AuditLog::new(dir.audit_dir(), key);
+    let log = crate::audit::AuditLog::new(dir.audit_dir(), keys);
     let arn = format!("arn:aws:kms:{}:{}:root-key", dir.region, ks.body.account_id);
     let mut e = crate::kms::event::service_event(
         "RotateRootKey",
@@ -263,8 +280,7 @@ fn record(
         &ks.body.account_id,
         now_nanos,
     );
-    e["serviceEventDetails"] =
-        serde_json::json!({ "newRootKeySource": new.root_key.describe(dir) });
+    e["serviceEventDetails"] = details;
     log.append(&e, now_nanos / 1_000_000_000)
         .and_then(|_| log.sync())
         .map(|_| ())

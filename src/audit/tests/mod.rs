@@ -2,6 +2,7 @@
 //! leftovers included. Rotation, sealing and writers racing through one or several
 //! `AuditLog`s are in `writers.rs`.
 
+mod epochs;
 mod writers;
 
 use std::fs;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::crypto::Key256;
 
 /// 2026-11-29T01:00:00Z.
 const T0: i64 = 1_795_910_400 + 3600;
@@ -23,7 +25,7 @@ fn key() -> Key256 {
 }
 
 fn open(dir: &Path) -> AuditLog {
-    AuditLog::new(dir.join("audit"), key())
+    AuditLog::new(dir.join("audit"), ChainKeys::single(key()))
 }
 
 fn ev(i: u64) -> Value {
@@ -372,7 +374,10 @@ fn removed_middle_digest_is_detected() {
 fn wrong_mac_key_is_altered_at_seq_1() {
     let d = tempfile::tempdir().unwrap();
     append_n(&open(d.path()), 1..=3, T0);
-    let other = AuditLog::new(d.path().join("audit"), Key256::from_bytes([1; 32]));
+    let other = AuditLog::new(
+        d.path().join("audit"),
+        ChainKeys::single(Key256::from_bytes([1; 32])),
+    );
     let p = problem(&other);
     assert_eq!((p.kind, p.seq), (ProblemKind::Altered, Some(1)));
 }

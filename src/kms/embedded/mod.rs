@@ -84,10 +84,10 @@ use super::ids::{KeyId, key_arn};
 use super::keystore::Keystore;
 use super::metering::{self, Meter};
 use super::model::*;
-use crate::audit::AuditLog;
+use crate::audit::{AuditError, AuditLog};
 use crate::aws::error::{AwsError, Result};
 use crate::aws::ids::{AccountId, Region};
-use crate::crypto::{Key256, SecretBytes, kdf};
+use crate::crypto::{Key256, SecretBytes};
 use crate::datadir::RegionDir;
 use crate::iam::IdentityStore;
 use crate::iam::caller::Caller;
@@ -175,14 +175,9 @@ impl EmbeddedKms {
             by_key: RwLock::new(HashMap::new()),
         };
         let derivation = ks.derivation_key(&root);
-        let audit_key = kdf::derive(
-            kdf::CTX_AUDIT_CHAIN,
-            &derivation,
-            dir.region.as_str().as_bytes(),
-        );
         let kms = EmbeddedKms {
             identities: IdentityStore::new(&dir.data_dir, account.clone()),
-            audit: AuditLog::new(dir.audit_dir(), audit_key),
+            audit: AuditLog::new(dir.audit_dir(), ks.audit_chain_keys(&root)),
             meter: Meter::new(&dir),
             tokens: Default::default(),
             fresh_objects: Default::default(),
@@ -235,7 +230,10 @@ impl EmbeddedKms {
         let path = self.dir.keystore_path();
         let root = self.root()?;
         let err = match Keystore::load(&path, &root, &self.dir.region) {
-            Ok(ks) => return Ok(ks),
+            Ok(ks) => {
+                self.audit.set_keys(ks.audit_chain_keys(&root));
+                return Ok(ks);
+            }
             Err(e) => e,
         };
         if !locked {
@@ -252,6 +250,8 @@ impl EmbeddedKms {
             })
         })?;
         let ks = Keystore::load(&path, &new_root, &self.dir.region)?;
+        // The rotation gave the audit chain a successor key: log under it from now on.
+        self.audit.set_keys(ks.audit_chain_keys(&new_root));
         *self.root.write().map_err(|_| internal_lock_poisoned())? = new_root;
         Ok(ks)
     }
@@ -394,13 +394,27 @@ impl EmbeddedKms {
     // ---- audit and metering ---------------------------------------------------------
 
     fn append(&self, e: &serde_json::Value) -> Result<()> {
-        self.audit
-            .append(e, self.clock.now())
-            .map(|_| ())
-            .map_err(|err| AwsError::AuditFailed {
-                path: self.dir.audit_dir(),
-                message: err.to_string(),
-            })
+        self.audited(|| self.audit.append(e, self.clock.now()))
+    }
+
+    /// Runs one append; when the log went on under a chain key this process does not have
+    /// (another process rotated the root key), reloads the keystore, which brings the key,
+    /// and tries once more.
+    fn audited(
+        &self,
+        mut append: impl FnMut() -> std::result::Result<u64, AuditError>,
+    ) -> Result<()> {
+        let out = match append() {
+            Err(AuditError::ChainKeyUnknown { .. }) => {
+                self.load_keystore(false)?;
+                append()
+            }
+            out => out,
+        };
+        out.map(|_| ()).map_err(|err| AwsError::AuditFailed {
+            path: self.dir.audit_dir(),
+            message: err.to_string(),
+        })
     }
 
     /// Appends the call's event with its outcome.
@@ -410,22 +424,19 @@ impl EmbeddedKms {
         call: &mut Call,
         outcome: Result<(), &AwsError>,
     ) -> Result<()> {
-        let e = call.encode(
-            caller,
-            &self.dir.region,
-            &self.account,
-            outcome,
-            self.clock.now_nanos(),
-        );
         call.recorded = true;
         refused::note_recorded();
-        self.audit
-            .append_encoded(e, self.clock.now())
-            .map(|_| ())
-            .map_err(|err| AwsError::AuditFailed {
-                path: self.dir.audit_dir(),
-                message: err.to_string(),
-            })
+        let call = &*call;
+        self.audited(|| {
+            let e = call.encode(
+                caller,
+                &self.dir.region,
+                &self.account,
+                outcome,
+                self.clock.now_nanos(),
+            );
+            self.audit.append_encoded(e, self.clock.now())
+        })
     }
 
     /// Ends a call: records it if that has not happened yet (a failure to record replaces

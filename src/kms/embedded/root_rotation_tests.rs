@@ -107,3 +107,89 @@ fn a_write_after_a_rotation_stopped_past_its_commit_is_not_lost() {
         assert!(again.audit_log().verify().unwrap().valid, "{step}");
     }
 }
+
+fn last_epoch(dir: &RegionDir) -> u64 {
+    let mut names: Vec<_> = std::fs::read_dir(dir.audit_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    names.sort();
+    let text = std::fs::read_to_string(names.last().unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    v["cryptvolChain"]["keyEpoch"].as_u64().unwrap_or(0)
+}
+
+/// Each rotation gives the audit chain a successor key: a process that opened the region
+/// before logs its next event under it, everything verifies across two rotations, and
+/// whoever kept the first root key can derive the chain's first key but cannot cut the
+/// events after the rotation and write on under it without `verify` saying so.
+#[test]
+fn the_audit_chain_gets_a_successor_key_the_old_root_cannot_extend() {
+    let d = tempfile::tempdir().unwrap();
+    let r = Region::parse("test-1").unwrap();
+    crate::kms::init::init(d.path(), &r, None, 0).unwrap();
+    let kms = EmbeddedKms::open_region(d.path(), &r, &mut no_passphrase, Clock::System).unwrap();
+    let caller = Caller::local(Identity::root(kms.account().clone()));
+    let a = KeyRef::parse(
+        &kms.create_key(&caller, &CreateKeyRequest::default())
+            .unwrap()
+            .key_id,
+    )
+    .unwrap();
+    let ctx = EncryptionContext::default();
+    let dir = RegionDir::new(d.path(), &r);
+    assert_eq!(last_epoch(&dir), 0);
+    let first_root = kms.root().unwrap();
+
+    for epoch in 1..=2u64 {
+        let now = Clock::System.now_nanos();
+        root_rotation::rotate(&dir, &mut no_passphrase, None, now).unwrap();
+        // The rotation's own last event is the first under the new key.
+        assert_eq!(last_epoch(&dir), epoch);
+        // A process that opened the region before the rotation (read-only call) follows.
+        kms.encrypt(&caller, &a, b"x", &ctx).unwrap();
+        assert_eq!(last_epoch(&dir), epoch);
+        let again =
+            EmbeddedKms::open_region(d.path(), &r, &mut no_passphrase, Clock::System).unwrap();
+        let report = again.audit_log().verify().unwrap();
+        assert!(report.valid, "after rotation {epoch}: {report:?}");
+        let ks = again
+            .read(|ks, _| Ok(ks.body.audit_chain_keys.len()))
+            .unwrap();
+        assert_eq!(ks as u64, epoch);
+    }
+
+    // The holder of the first root cuts everything logged since the first rotation's end
+    // and writes on under the chain's first key.
+    let files: Vec<_> = std::fs::read_dir(dir.audit_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.contains("\"keyEpoch\""))
+        .collect();
+    std::fs::write(&files[0], kept.join("\n") + "\n").unwrap();
+    let first_key = crate::crypto::kdf::derive(
+        crate::crypto::kdf::CTX_AUDIT_CHAIN,
+        &first_root,
+        r.as_str().as_bytes(),
+    );
+    let forger =
+        crate::audit::AuditLog::new(dir.audit_dir(), crate::audit::ChainKeys::single(first_key));
+    forger
+        .append(
+            &serde_json::json!({"eventName": "Decrypt"}),
+            Clock::System.now(),
+        )
+        .unwrap();
+    let again = EmbeddedKms::open_region(d.path(), &r, &mut no_passphrase, Clock::System).unwrap();
+    let report = again.audit_log().verify().unwrap();
+    let p = report.problem.expect("the cut is found");
+    assert_eq!(p.kind, crate::audit::ProblemKind::ChainKey, "{p:?}");
+    assert!(p.message.contains("chain key 2"), "{}", p.message);
+}
