@@ -512,6 +512,75 @@ fn doc_a_rotated_keystore_byte_by_byte() {
     )
     .expect("derivation_key opens under the current root");
     assert_eq!(d, first, "two rotations later, still the first root");
+
+    // Two rotations, two audit chain successor keys, both sealed under the current root.
+    const CTX_AUDIT_CHAIN: &str = "cryptvol 2026-11-29 audit trail chain v1";
+    const CTX_AUDIT_CHAIN_KEY_SEAL: &str = "cryptvol 2026-12-03 audit chain key seal v1";
+    let sealed = after["audit_chain_keys"]
+        .as_array()
+        .expect("audit_chain_keys");
+    assert_eq!(sealed.len(), 2, "{after:#}");
+    let mut chain_keys =
+        vec![derive(CTX_AUDIT_CHAIN, &[&first, DEFAULT_REGION.as_bytes()]).to_vec()];
+    for (epoch, k) in (1u32..).zip(sealed) {
+        let aad = [
+            b"region-audit-chain-key".as_slice(),
+            DEFAULT_REGION.as_bytes(),
+            &epoch.to_le_bytes(),
+        ]
+        .concat();
+        let key = open_sealed(
+            &derive(CTX_AUDIT_CHAIN_KEY_SEAL, &[&now]),
+            &aad,
+            &unb64(k.as_str().unwrap()),
+        )
+        .expect("an audit chain key opens under the current root");
+        assert!(!chain_keys.contains(&key), "epoch {epoch} repeats a key");
+        chain_keys.push(key);
+    }
+    // Every event hashes as formats.md says, under the key of its keyEpoch, and the epochs
+    // go 0, then 1, then 2 (each rotation's last event is the first under its key).
+    let audit = region_file(&env, "audit");
+    let mut logs: Vec<_> = std::fs::read_dir(&audit)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    logs.sort();
+    let mut epochs = Vec::new();
+    let mut prev = [0u8; 32];
+    for log in logs {
+        for line in std::fs::read_to_string(&log).unwrap().lines() {
+            let at = line.rfind(",\"cryptvolChain\":{").expect("a chain member");
+            let event = [&line.as_bytes()[..at], b"}"].concat();
+            let chain: Value =
+                serde_json::from_str::<Value>(line).unwrap()["cryptvolChain"].clone();
+            let seq = chain["seq"].as_u64().unwrap();
+            let epoch = chain["keyEpoch"].as_u64().unwrap_or(0) as u32;
+            assert_eq!(hex::decode(chain["prev"].as_str().unwrap()).unwrap(), prev);
+            let key: [u8; 32] = chain_keys[epoch as usize].clone().try_into().unwrap();
+            let mut h = blake3::Hasher::new_keyed(&key);
+            if epoch == 0 {
+                h.update(b"cryptvol audit event v1");
+            } else {
+                h.update(b"cryptvol audit event v2");
+                h.update(&epoch.to_le_bytes());
+            }
+            h.update(&seq.to_le_bytes());
+            h.update(&prev);
+            h.update(&event);
+            prev = *h.finalize().as_bytes();
+            assert_eq!(
+                chain["hash"].as_str().unwrap(),
+                hex::encode(prev),
+                "event {seq}"
+            );
+            if epochs.last() != Some(&epoch) {
+                epochs.push(epoch);
+            }
+        }
+    }
+    assert_eq!(epochs, [0, 1, 2]);
     let cfg: Value =
         serde_json::from_slice(&std::fs::read(region_file(&env, "region.json")).unwrap()).unwrap();
     assert_eq!(
