@@ -673,6 +673,28 @@ fn kms_serve_opens_an_hsm_root_region_and_follows_a_rotation() {
         .filter(|e| e["eventName"] == "GenerateDataKey")
         .count();
     assert_eq!(n, 2, "{events:#}");
+    // The server, opened before the rotation, logged its second call under the chain's
+    // new key (an event under the old one after the switch would not verify).
+    let report = kms_side.json(&["audit", "verify"]);
+    assert_eq!(report["Valid"], true, "{report:#}");
+    let audit = region_file(&kms_side, "audit");
+    let mut text = String::new();
+    let mut logs: Vec<_> = std::fs::read_dir(&audit)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    logs.sort();
+    for log in logs {
+        text += &std::fs::read_to_string(log).unwrap();
+    }
+    let epochs: Vec<u64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["eventName"] == "GenerateDataKey")
+        .map(|e| e["cryptvolChain"]["keyEpoch"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(epochs, [0, 1]);
     server.stop();
 }
 
