@@ -74,6 +74,11 @@ impl RegionDir {
     pub fn logs_dir(&self) -> PathBuf {
         self.path.join("logs")
     }
+    /// Per custom key store, the PIN its token refused (`<id>.pin-refused`), so that no
+    /// process tries that PIN again (an HSM locks its user after a few wrong ones).
+    pub fn pin_refusals_dir(&self) -> PathBuf {
+        self.path.join("custom-key-stores")
+    }
     /// The region's snapshot store (`s3://...` and its endpoint), if it has one.
     pub fn snapshot_store_file(&self) -> PathBuf {
         self.path.join("snapshot-store.json")

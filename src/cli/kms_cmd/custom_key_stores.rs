@@ -13,6 +13,7 @@ use crate::cli::Config;
 use crate::cli::args::read_file;
 use crate::cli::exit::CliError;
 use crate::cli::kms_ops::PageArgs;
+use crate::hsm::uri::redact;
 use crate::hsm::{TokenSelector, TokenSpec};
 use crate::iam::caller::Caller;
 use crate::kms::embedded::{
@@ -20,8 +21,9 @@ use crate::kms::embedded::{
 };
 use crate::kms::model::StorePassword;
 
-/// The token and PIN flags shared by create and update.
-#[derive(Debug, clap::Args)]
+/// The token and PIN flags shared by create and update. `Debug` is written out so that it
+/// never shows the PIN.
+#[derive(clap::Args)]
 pub struct TokenArgs {
     /// The token as an RFC 7512 URI: pkcs11:token=LABEL?module-path=/path/to/module.so
     #[arg(long, value_name = "PKCS11-URI", conflicts_with = "pkcs11_module")]
@@ -42,6 +44,25 @@ pub struct TokenArgs {
     /// A file holding the crypto user's PIN (one line)
     #[arg(long, value_name = "PATH")]
     key_store_password_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for TokenArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenArgs")
+            .field(
+                "cloud_hsm_cluster_id",
+                &self.cloud_hsm_cluster_id.as_deref().map(redact),
+            )
+            .field("pkcs11_module", &self.pkcs11_module)
+            .field("token_label", &self.token_label)
+            .field("slot", &self.slot)
+            .field(
+                "key_store_password",
+                &self.key_store_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("key_store_password_file", &self.key_store_password_file)
+            .finish()
+    }
 }
 
 impl TokenArgs {
@@ -186,5 +207,34 @@ pub fn connect(kms: &EmbeddedKms, c: &Caller, a: StoreIdArgs) -> Result<(), CliE
             problem: s.problem.unwrap_or_default(),
         }
         .into()),
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        token: super::TokenArgs,
+    }
+
+    /// A PIN given on the command line (or inside a URI) never shows in `{:?}`.
+    #[test]
+    fn debug_never_shows_the_pin() {
+        let w = Wrap::parse_from([
+            "x",
+            "--cloud-hsm-cluster-id",
+            "pkcs11:token=t?module-path=/m.so&pin-value=uri-pin-77",
+            "--key-store-password",
+            "flag-pin-88",
+        ]);
+        let text = format!("{:?}", w.token);
+        assert!(
+            !text.contains("uri-pin-77") && !text.contains("flag-pin-88"),
+            "{text}"
+        );
+        assert!(text.contains("<redacted>"), "{text}");
     }
 }

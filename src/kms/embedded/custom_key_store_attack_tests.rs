@@ -807,6 +807,31 @@ fn a_wrong_pin_is_tried_once_per_connection_not_at_every_call() {
         made <= 1,
         "{made} logins with a wrong PIN: a real HSM locks its user after a few"
     );
+    // Another process (each CLI command is one) does not try that PIN again either.
+    for _ in 0..3 {
+        let other = open(&d, &r, Clock::System);
+        let (entries, _) = other
+            .describe_custom_key_stores(&c, Some(&store), None, &Paging::default())
+            .unwrap();
+        assert_eq!(entries[0].connection_state, "FAILED");
+        assert_eq!(
+            entries[0].connection_error_code,
+            Some("INVALID_CREDENTIALS")
+        );
+        hsm_key(&other, &store).unwrap_err();
+    }
+    let made = tries() - before;
+    assert!(made <= 1, "{made} logins with a wrong PIN across processes");
+    let note = std::fs::read_to_string(
+        RegionDir::new(d.path(), &r)
+            .pin_refusals_dir()
+            .join(format!("{store}.pin-refused")),
+    )
+    .unwrap();
+    assert!(
+        note.contains("INVALID_CREDENTIALS") && !note.contains("wrong-pin-42"),
+        "{note}"
+    );
     // Disconnect, a new PIN, connect: tried again, and it works.
     kms.disconnect_custom_key_store(&c, &store).unwrap();
     kms.update_custom_key_store(

@@ -522,6 +522,10 @@ impl EmbeddedKms {
                     Ok(())
                 })
             });
+        if out.is_ok() {
+            self.tokens.drop_store(id);
+            self.forget_refusal(id);
+        }
         self.finish(caller, call, out)
     }
 
