@@ -87,6 +87,16 @@ pub struct Rotated {
     pub keys_resealed: usize,
 }
 
+/// Whether a rotation committed since `read` was read from region.json (its install may
+/// be in progress): a failure to open the region with `read` is then no proof of a wrong
+/// key, and the caller opens it again.
+pub fn moved_on(dir: &RegionDir, read: &RegionConfig) -> bool {
+    stage_dir(dir).join(COMMITTED).exists()
+        || dir
+            .config()
+            .is_ok_and(|now| now.root_key_check != read.root_key_check)
+}
+
 /// Finishes a rotation that committed but did not install (a crash), taking the lock.
 /// Cheap when there is none: one stat.
 pub fn recover(dir: &RegionDir) -> Result<()> {

@@ -205,11 +205,32 @@ impl EmbeddedKms {
         clock: Clock,
     ) -> Result<Self> {
         let dir = RegionDir::new(data_dir, region);
-        // A rotation that a crash interrupted after its commit point is finished first.
-        super::root_rotation::recover(&dir)?;
-        let cfg = dir.config()?;
-        let root = dir.open_root_key(&cfg, passphrase)?;
-        Self::open(dir, root, clock)
+        // Asked once, even if a rotation running meanwhile makes us open the region again.
+        let mut given: Option<SecretBytes> = None;
+        let mut ask = || -> Result<SecretBytes> {
+            if let Some(p) = &given {
+                return Ok(p.clone());
+            }
+            let p = passphrase()?;
+            given = Some(p.clone());
+            Ok(p)
+        };
+        let mut tries = 0;
+        loop {
+            // A rotation that a crash interrupted after its commit point is finished first.
+            super::root_rotation::recover(&dir)?;
+            let cfg = dir.config()?;
+            let opened = dir
+                .open_root_key(&cfg, &mut ask)
+                .and_then(|root| Self::open(dir.clone(), root, clock));
+            match opened {
+                // A rotation installed its files between our reads of region.json,
+                // root.key and the keystore (they are renamed one by one): read them again
+                // (recover waits for an install in progress).
+                Err(_) if tries < 8 && super::root_rotation::moved_on(&dir, &cfg) => tries += 1,
+                opened => return opened,
+            }
+        }
     }
 
     /// The region's root key as this process knows it.
