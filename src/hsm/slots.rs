@@ -33,9 +33,10 @@ pub fn serial(spec: &TokenSpec) -> Result<String, HsmError> {
 const SLOT_ATTEMPTS: u32 = 5;
 
 /// The module's context and the token's slot. A token another process was rewriting when
-/// this process initialised the module is missing from its slot list (SoftHSM2), so a
-/// missing token is looked for again after re-initialising the module, when nothing in
-/// this process is using it (about half a second in all for a token that is really absent).
+/// this process initialised the module, or is rewriting now, is missing from its slot list
+/// (SoftHSM2's file store), so a missing token is looked for again: after re-initialising
+/// the module when nothing in this process is using it, else as the module is (about half
+/// a second in all for a token that is really absent).
 pub(super) fn find_slot_retrying(spec: &TokenSpec) -> Result<(Arc<Pkcs11>, Slot), HsmError> {
     let mut attempt = 1;
     loop {
@@ -46,9 +47,11 @@ pub(super) fn find_slot_retrying(spec: &TokenSpec) -> Result<(Arc<Pkcs11>, Slot)
             Err(e) => return Err(e),
         };
         drop(ctx);
-        if attempt == SLOT_ATTEMPTS || !modules::reload_if_unused(&spec.module) {
+        if attempt == SLOT_ATTEMPTS {
             return Err(missing);
         }
+        // In use here (another store's or region's connection): asked again as it is.
+        let _ = modules::reload_if_unused(&spec.module);
         std::thread::sleep(std::time::Duration::from_millis(40 * attempt as u64));
         attempt += 1;
     }
