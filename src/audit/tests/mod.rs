@@ -2,6 +2,7 @@
 //! leftovers included. Rotation, sealing and writers racing through one or several
 //! `AuditLog`s are in `writers.rs`.
 
+mod epoch_attack;
 mod epochs;
 mod writers;
 

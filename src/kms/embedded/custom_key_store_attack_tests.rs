@@ -847,3 +847,123 @@ fn a_wrong_pin_is_tried_once_per_connection_not_at_every_call() {
     let key = hsm_key(&kms, &store).unwrap();
     roundtrip(&kms, &key).unwrap();
 }
+
+/// `<id>.pin-refused` is not authenticated: garbage, a record for another epoch or with an
+/// unknown code, or one naming another token costs one more try (and is replaced by a
+/// true record), never an error text taken from the file. The file is 0600 in a 0700
+/// directory and holds no PIN. A reconnect (same PIN) or a new PIN is tried again by every
+/// process, and deleting the store deletes the record.
+#[test]
+fn a_recorded_pin_refusal_is_honoured_only_for_its_store_epoch_and_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(t) = test_token() else { return };
+    let _alone = crate::hsm::test_token::alone();
+    let (d, r) = setup();
+    let kms = open(&d, &r, Clock::System);
+    let c = root(&kms);
+    let store = kms
+        .create_custom_key_store(
+            &c,
+            &CreateCustomKeyStoreRequest {
+                name: "refused".into(),
+                cluster: Some(t.spec.uri()),
+                password: Some(StorePassword::new("wrong-pin-43".into())),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let tries = || crate::hsm::token::LOGIN_ATTEMPTS.with(|n| n.get());
+    let start = tries();
+    kms.connect_custom_key_store(&c, &store).unwrap();
+    // A fresh process's view of the store: its state, and the logins it made.
+    let as_other_process = || {
+        let before = tries();
+        let other = open(&d, &r, Clock::System);
+        let (entries, _) = other
+            .describe_custom_key_stores(&c, Some(&store), None, &Paging::default())
+            .unwrap();
+        let e = &entries[0];
+        let state = (e.connection_state.to_string(), e.connection_error_code);
+        let err = hsm_key(&other, &store).map(|_| ()).err();
+        (state, err.map(|e| e.to_string()), tries() - before)
+    };
+    let dir = RegionDir::new(d.path(), &r).pin_refusals_dir();
+    let file = dir.join(format!("{store}.pin-refused"));
+    let failed = ("FAILED".to_string(), Some("INVALID_CREDENTIALS"));
+
+    let (state, _, _) = as_other_process();
+    assert_eq!((state, tries() - start), (failed.clone(), 1));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&dir), mode(&file)), (0o700, 0o600));
+    let genuine = std::fs::read_to_string(&file).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&genuine).unwrap();
+    let mut members: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+    members.sort();
+    assert_eq!(members, ["code", "epoch", "token"]);
+    assert!(!genuine.contains("wrong-pin-43") && !genuine.contains(USER_PIN));
+    assert_eq!(v["epoch"], 1);
+    // The genuine record: no more tries.
+    let (state, _, n) = as_other_process();
+    assert_eq!((state, n), (failed.clone(), 0));
+
+    let hostile = [
+        b"\x00\xffnot json".to_vec(),
+        br#"{"epoch":0,"code":"INVALID_CREDENTIALS","token":"x"}"#.to_vec(),
+        genuine.replace("INVALID_CREDENTIALS", "NOPE").into_bytes(),
+        serde_json::to_vec(&serde_json::json!({
+            "epoch": 1,
+            "code": "INVALID_CREDENTIALS",
+            "token": "evil\ntoken: call 555-0100 to unlock",
+        }))
+        .unwrap(),
+    ];
+    for bytes in hostile {
+        std::fs::write(&file, &bytes).unwrap();
+        let (state, err, n) = as_other_process();
+        let shown = String::from_utf8_lossy(&bytes);
+        assert_eq!((state, n), (failed.clone(), 1), "{shown}");
+        let err = err.unwrap();
+        assert!(!err.contains("evil") && !err.contains('\n'), "{err}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), genuine, "{shown}");
+    }
+
+    // Reconnected with the same PIN (someone fixed the token): every process tries again.
+    kms.disconnect_custom_key_store(&c, &store).unwrap();
+    let start = tries();
+    kms.connect_custom_key_store(&c, &store).unwrap();
+    let (state, _, _) = as_other_process();
+    assert_eq!((state, tries() - start), (failed.clone(), 1));
+    let (_, _, n) = as_other_process();
+    assert_eq!(n, 0);
+
+    // A new PIN: tried, and it works in another process despite the old record.
+    kms.disconnect_custom_key_store(&c, &store).unwrap();
+    kms.update_custom_key_store(
+        &c,
+        &UpdateCustomKeyStoreRequest {
+            id: store.clone(),
+            password: Some(StorePassword::new(USER_PIN.into())),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    kms.connect_custom_key_store(&c, &store).unwrap();
+    let other = open(&d, &r, Clock::System);
+    let (entries, _) = other
+        .describe_custom_key_stores(&c, Some(&store), None, &Paging::default())
+        .unwrap();
+    assert_eq!(
+        (
+            entries[0].connection_state,
+            entries[0].connection_error_code
+        ),
+        ("CONNECTED", None)
+    );
+    drop(other);
+
+    // Deleted: its record goes with it.
+    kms.disconnect_custom_key_store(&c, &store).unwrap();
+    assert!(file.exists());
+    kms.delete_custom_key_store(&c, &store).unwrap();
+    assert!(!file.exists());
+}

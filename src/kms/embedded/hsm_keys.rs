@@ -181,11 +181,14 @@ impl EmbeddedKms {
     }
 
     /// The refusal another process (or an earlier run) recorded for this store's PIN at
-    /// its current epoch.
+    /// its current epoch. The file is not authenticated: one that names another token
+    /// than the store's is not ours (it would put its text in our errors), and is ignored.
     fn refused_elsewhere(&self, s: &CustomKeyStoreRecord) -> Option<HsmError> {
         let bytes = std::fs::read(self.refusal_path(&s.id)).ok()?;
         let r: PinRefusal = serde_json::from_slice(&bytes).ok()?;
-        (r.epoch == s.epoch).then(|| r.error()).flatten()
+        (r.epoch == s.epoch && r.token == s.token.to_string())
+            .then(|| r.error())
+            .flatten()
     }
 
     /// Records a refused PIN for every process; a failure to record costs only one more

@@ -571,3 +571,6 @@ mod root_rotation_tests;
 
 #[cfg(test)]
 mod custom_key_store_attack_tests;
+
+#[cfg(test)]
+mod root_rotation_attack_tests;
