@@ -123,6 +123,22 @@ fn assert_old_root_refused(env: &Env, global: &[&str], b: &Before) {
     );
 }
 
+/// Every line of the region's audit trail, oldest first (log files sort by first seq).
+fn audit_lines(env: &Env) -> Vec<String> {
+    let mut logs: Vec<_> = std::fs::read_dir(region_file(env, "audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    logs.sort();
+    logs.iter()
+        .flat_map(|log| {
+            let text = std::fs::read_to_string(log).unwrap();
+            text.lines().map(str::to_owned).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
@@ -540,44 +556,35 @@ fn doc_a_rotated_keystore_byte_by_byte() {
     }
     // Every event hashes as formats.md says, under the key of its keyEpoch, and the epochs
     // go 0, then 1, then 2 (each rotation's last event is the first under its key).
-    let audit = region_file(&env, "audit");
-    let mut logs: Vec<_> = std::fs::read_dir(&audit)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    logs.sort();
     let mut epochs = Vec::new();
     let mut prev = [0u8; 32];
-    for log in logs {
-        for line in std::fs::read_to_string(&log).unwrap().lines() {
-            let at = line.rfind(",\"cryptvolChain\":{").expect("a chain member");
-            let event = [&line.as_bytes()[..at], b"}"].concat();
-            let chain: Value =
-                serde_json::from_str::<Value>(line).unwrap()["cryptvolChain"].clone();
-            let seq = chain["seq"].as_u64().unwrap();
-            let epoch = chain["keyEpoch"].as_u64().unwrap_or(0) as u32;
-            assert_eq!(hex::decode(chain["prev"].as_str().unwrap()).unwrap(), prev);
-            let key: [u8; 32] = chain_keys[epoch as usize].clone().try_into().unwrap();
-            let mut h = blake3::Hasher::new_keyed(&key);
-            if epoch == 0 {
-                h.update(b"cryptvol audit event v1");
-            } else {
-                h.update(b"cryptvol audit event v2");
-                h.update(&epoch.to_le_bytes());
-            }
-            h.update(&seq.to_le_bytes());
-            h.update(&prev);
-            h.update(&event);
-            prev = *h.finalize().as_bytes();
-            assert_eq!(
-                chain["hash"].as_str().unwrap(),
-                hex::encode(prev),
-                "event {seq}"
-            );
-            if epochs.last() != Some(&epoch) {
-                epochs.push(epoch);
-            }
+    for line in audit_lines(&env) {
+        let line = line.as_str();
+        let at = line.rfind(",\"cryptvolChain\":{").expect("a chain member");
+        let event = [&line.as_bytes()[..at], b"}"].concat();
+        let chain: Value = serde_json::from_str::<Value>(line).unwrap()["cryptvolChain"].clone();
+        let seq = chain["seq"].as_u64().unwrap();
+        let epoch = chain["keyEpoch"].as_u64().unwrap_or(0) as u32;
+        assert_eq!(hex::decode(chain["prev"].as_str().unwrap()).unwrap(), prev);
+        let key: [u8; 32] = chain_keys[epoch as usize].clone().try_into().unwrap();
+        let mut h = blake3::Hasher::new_keyed(&key);
+        if epoch == 0 {
+            h.update(b"cryptvol audit event v1");
+        } else {
+            h.update(b"cryptvol audit event v2");
+            h.update(&epoch.to_le_bytes());
+        }
+        h.update(&seq.to_le_bytes());
+        h.update(&prev);
+        h.update(&event);
+        prev = *h.finalize().as_bytes();
+        assert_eq!(
+            chain["hash"].as_str().unwrap(),
+            hex::encode(prev),
+            "event {seq}"
+        );
+        if epochs.last() != Some(&epoch) {
+            epochs.push(epoch);
         }
     }
     assert_eq!(epochs, [0, 1, 2]);
@@ -677,19 +684,8 @@ fn kms_serve_opens_an_hsm_root_region_and_follows_a_rotation() {
     // new key (an event under the old one after the switch would not verify).
     let report = kms_side.json(&["audit", "verify"]);
     assert_eq!(report["Valid"], true, "{report:#}");
-    let audit = region_file(&kms_side, "audit");
-    let mut text = String::new();
-    let mut logs: Vec<_> = std::fs::read_dir(&audit)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    logs.sort();
-    for log in logs {
-        text += &std::fs::read_to_string(log).unwrap();
-    }
-    let epochs: Vec<u64> = text
-        .lines()
+    let epochs: Vec<u64> = audit_lines(&kms_side)
+        .iter()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|e| e["eventName"] == "GenerateDataKey")
         .map(|e| e["cryptvolChain"]["keyEpoch"].as_u64().unwrap_or(0))

@@ -341,71 +341,47 @@ impl Verifier<'_> {
                     ),
                 ));
             }
+            // A problem on this line, naming its eventID when it has one.
+            let on_line = |kind: ProblemKind, message: &dyn Fn(&str) -> String| {
+                let event_id = l.event_id();
+                let id = event_id
+                    .as_ref()
+                    .map_or(String::new(), |id| format!("eventID {id}, "));
+                let mut p = problem(kind, Some(want), name, Some(line_no), message(&id));
+                p.event_id = event_id;
+                p
+            };
             let Some(key) = self.keys.get(l.epoch) else {
-                let mut p = problem(
-                    ProblemKind::ChainKey,
-                    Some(want),
-                    name,
-                    Some(line_no),
-                    String::new(),
-                );
-                p.event_id = l.event_id();
-                p.message = format!(
-                    "event {want} ({at}) is under audit chain key {}, which this region does not have (its newest is {}): the line was altered, or the keystore is older than the log",
-                    l.epoch,
-                    self.keys.latest_epoch()
-                );
-                return Some(p);
+                return Some(on_line(ProblemKind::ChainKey, &|id| {
+                    format!(
+                        "event {want} ({id}{at}) is under audit chain key {}, which this region does not have (its newest is {}): the line was altered, or the keystore is older than the log",
+                        l.epoch,
+                        self.keys.latest_epoch()
+                    )
+                }));
             };
             if l.epoch < self.epoch {
-                let mut p = problem(
-                    ProblemKind::ChainKey,
-                    Some(want),
-                    name,
-                    Some(line_no),
-                    String::new(),
-                );
-                p.event_id = l.event_id();
-                p.message = format!(
-                    "event {want} ({at}) is under audit chain key {} after events under key {}: the chain never goes back to a key a root-key rotation replaced (someone holding the old root key wrote it)",
-                    l.epoch, self.epoch
-                );
-                return Some(p);
+                return Some(on_line(ProblemKind::ChainKey, &|id| {
+                    format!(
+                        "event {want} ({id}{at}) is under audit chain key {} after events under key {}: the chain never goes back to a key a root-key rotation replaced (someone holding the old root key wrote it)",
+                        l.epoch, self.epoch
+                    )
+                }));
             }
             if chain::event_hash(key, l.epoch, l.seq, &l.prev, l.head) != l.hash {
-                let mut p = problem(
-                    ProblemKind::Altered,
-                    Some(want),
-                    name,
-                    Some(line_no),
-                    String::new(),
-                );
-                p.event_id = l.event_id();
-                p.message = format!(
-                    "event {want} ({}{at}) was altered: its hash does not match its contents",
-                    p.event_id
-                        .as_ref()
-                        .map_or(String::new(), |id| format!("eventID {id}, "))
-                );
-                return Some(p);
+                return Some(on_line(ProblemKind::Altered, &|id| {
+                    format!(
+                        "event {want} ({id}{at}) was altered: its hash does not match its contents"
+                    )
+                }));
             }
             if l.prev != self.prev {
-                let mut p = problem(
-                    ProblemKind::Altered,
-                    Some(want),
-                    name,
-                    Some(line_no),
-                    String::new(),
-                );
-                p.event_id = l.event_id();
-                p.message = format!(
-                    "event {want} ({}{at}) does not link to event {}: the chain is broken (an event before it was replaced, or the log was restarted)",
-                    p.event_id
-                        .as_ref()
-                        .map_or(String::new(), |id| format!("eventID {id}, ")),
-                    want.saturating_sub(1)
-                );
-                return Some(p);
+                return Some(on_line(ProblemKind::Altered, &|id| {
+                    format!(
+                        "event {want} ({id}{at}) does not link to event {}: the chain is broken (an event before it was replaced, or the log was restarted)",
+                        want.saturating_sub(1)
+                    )
+                }));
             }
             self.prev = l.hash;
             self.epoch = l.epoch;

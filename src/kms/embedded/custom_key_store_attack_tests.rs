@@ -778,17 +778,7 @@ fn a_wrong_pin_is_tried_once_per_connection_not_at_every_call() {
     let (d, r) = setup();
     let kms = open(&d, &r, Clock::System);
     let c = root(&kms);
-    let store = kms
-        .create_custom_key_store(
-            &c,
-            &CreateCustomKeyStoreRequest {
-                name: "wrong-pin".into(),
-                cluster: Some(t.spec.uri()),
-                password: Some(StorePassword::new("wrong-pin-42".into())),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let store = store_with_pin(&kms, t, "wrong-pin", "wrong-pin-42");
     let tries = || crate::hsm::token::LOGIN_ATTEMPTS.with(|n| n.get());
     let before = tries();
     kms.connect_custom_key_store(&c, &store).unwrap();
@@ -833,17 +823,7 @@ fn a_wrong_pin_is_tried_once_per_connection_not_at_every_call() {
         "{note}"
     );
     // Disconnect, a new PIN, connect: tried again, and it works.
-    kms.disconnect_custom_key_store(&c, &store).unwrap();
-    kms.update_custom_key_store(
-        &c,
-        &UpdateCustomKeyStoreRequest {
-            id: store.clone(),
-            password: Some(StorePassword::new(USER_PIN.into())),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    kms.connect_custom_key_store(&c, &store).unwrap();
+    fix_pin(&kms, &store);
     let key = hsm_key(&kms, &store).unwrap();
     roundtrip(&kms, &key).unwrap();
 }
@@ -861,17 +841,7 @@ fn a_recorded_pin_refusal_is_honoured_only_for_its_store_epoch_and_token() {
     let (d, r) = setup();
     let kms = open(&d, &r, Clock::System);
     let c = root(&kms);
-    let store = kms
-        .create_custom_key_store(
-            &c,
-            &CreateCustomKeyStoreRequest {
-                name: "refused".into(),
-                cluster: Some(t.spec.uri()),
-                password: Some(StorePassword::new("wrong-pin-43".into())),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let store = store_with_pin(&kms, t, "refused", "wrong-pin-43");
     let tries = || crate::hsm::token::LOGIN_ATTEMPTS.with(|n| n.get());
     let start = tries();
     kms.connect_custom_key_store(&c, &store).unwrap();
@@ -937,17 +907,7 @@ fn a_recorded_pin_refusal_is_honoured_only_for_its_store_epoch_and_token() {
     assert_eq!(n, 0);
 
     // A new PIN: tried, and it works in another process despite the old record.
-    kms.disconnect_custom_key_store(&c, &store).unwrap();
-    kms.update_custom_key_store(
-        &c,
-        &UpdateCustomKeyStoreRequest {
-            id: store.clone(),
-            password: Some(StorePassword::new(USER_PIN.into())),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    kms.connect_custom_key_store(&c, &store).unwrap();
+    fix_pin(&kms, &store);
     let other = open(&d, &r, Clock::System);
     let (entries, _) = other
         .describe_custom_key_stores(&c, Some(&store), None, &Paging::default())

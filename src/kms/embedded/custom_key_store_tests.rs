@@ -250,17 +250,7 @@ fn a_wrong_pin_leaves_the_store_failed_until_it_is_disconnected_and_fixed() {
     let e = kms.connect_custom_key_store(&c, &store).unwrap_err();
     assert_eq!(e.aws_code(), "CustomKeyStoreInvalidStateException", "{e}");
     assert!(e.to_string().contains("disconnect"), "{e}");
-    kms.disconnect_custom_key_store(&c, &store).unwrap();
-    kms.update_custom_key_store(
-        &c,
-        &UpdateCustomKeyStoreRequest {
-            id: store.clone(),
-            password: Some(StorePassword::new(USER_PIN.into())),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    kms.connect_custom_key_store(&c, &store).unwrap();
+    fix_pin(&kms, &store);
     assert_eq!(state(&kms, &store), ("CONNECTED".into(), None));
     let key = hsm_key(&kms, &store).unwrap();
     kms.encrypt(&c, &key, b"ok", &ctx()).unwrap();

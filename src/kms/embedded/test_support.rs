@@ -42,3 +42,34 @@ pub fn hsm_key(kms: &EmbeddedKms, store: &str) -> Result<KeyRef> {
 pub fn token(t: &TestToken) -> Token {
     Token::connect(&t.spec, &USER_PIN.into()).unwrap()
 }
+
+/// A store named `name` on the test token, created (not connected) with PIN `pin`.
+pub fn store_with_pin(kms: &EmbeddedKms, t: &TestToken, name: &str, pin: &str) -> String {
+    kms.create_custom_key_store(
+        &root(kms),
+        &CreateCustomKeyStoreRequest {
+            name: name.into(),
+            cluster: Some(t.spec.uri()),
+            password: Some(StorePassword::new(pin.into())),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// What AWS asks of a FAILED store with a wrong PIN: disconnect it, give it the right PIN,
+/// connect it again.
+pub fn fix_pin(kms: &EmbeddedKms, store: &str) {
+    let c = root(kms);
+    kms.disconnect_custom_key_store(&c, store).unwrap();
+    kms.update_custom_key_store(
+        &c,
+        &UpdateCustomKeyStoreRequest {
+            id: store.to_string(),
+            password: Some(StorePassword::new(USER_PIN.into())),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    kms.connect_custom_key_store(&c, store).unwrap();
+}
