@@ -10,52 +10,15 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::compat::*;
 use common::server::KmsServer as Server;
 use common::*;
 use serde_json::Value;
 
-use common::hsm::{
-    SHARED_PIN as USER_PIN, SHARED_SO_PIN as SO_PIN, SHARED_TOKEN as TOKEN_LABEL, SOFTHSM_MODULE,
-};
+use common::hsm::SHARED_PIN as USER_PIN;
+
 /// A PIN of valid length (7..32) that is not the token's.
 const WRONG_PIN: &str = "wrong-pin-0";
-
-/// The test token's URI, once it exists in the run's SoftHSM2 token directory (test.sh
-/// makes it; outside test.sh the first process makes it, under the same lock as the unit
-/// tests). None (after a note) when SoftHSM2 or SOFTHSM2_CONF is missing and not required.
-fn test_token_uri() -> Option<String> {
-    if !common::hsm::ready() {
-        return None;
-    }
-    let conf = std::env::var_os("SOFTHSM2_CONF");
-    let mut lock = conf.expect("checked");
-    lock.push(".lock");
-    let _turn = cryptvol::sys::fsio::FileLock::exclusive(Path::new(&lock))
-        .expect("lock beside SOFTHSM2_CONF");
-    let slots = Command::new("softhsm2-util")
-        .arg("--show-slots")
-        .output()
-        .expect("softhsm2-util runs");
-    let listed = String::from_utf8_lossy(&slots.stdout);
-    if !listed
-        .lines()
-        .any(|l| l.trim() == format!("Label:            {TOKEN_LABEL}"))
-    {
-        let out = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", TOKEN_LABEL])
-            .args(["--so-pin", SO_PIN, "--pin", USER_PIN])
-            .output()
-            .expect("softhsm2-util runs");
-        assert!(out.status.success(), "{out:?}");
-    }
-    Some(format!(
-        "pkcs11:token={TOKEN_LABEL}?module-path={SOFTHSM_MODULE}"
-    ))
-}
 
 /// The events named `name` among `events`.
 fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
@@ -72,7 +35,7 @@ fn boto3_and_the_aws_cli_drive_custom_key_stores_on_a_pkcs11_token() {
     let Some((python, aws)) = compat_tools() else {
         return;
     };
-    let Some(uri) = test_token_uri() else {
+    let Some(uri) = common::hsm::shared_token_uri() else {
         return;
     };
     let s = setup();

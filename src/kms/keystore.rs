@@ -129,12 +129,6 @@ impl Keystore {
         }
     }
 
-    /// The `CKA_ID` of version `number` of key `id` in its custom key store's token: the
-    /// key id's 16 bytes, then the number (big-endian).
-    pub fn token_object_id_of(id: &KeyId, number: u32) -> Vec<u8> {
-        token_object_id(id, number)
-    }
-
     /// A version whose material is the AES key object `object` (its `CKA_ID`) in a custom
     /// key store's token: nothing to seal or keep here.
     pub fn token_version(
@@ -404,7 +398,9 @@ impl Keystore {
     }
 }
 
-fn token_object_id(id: &KeyId, number: u32) -> Vec<u8> {
+/// The `CKA_ID` of version `number` of key `id` in its custom key store's token: the key
+/// id's 16 bytes, then the number (big-endian).
+pub fn token_object_id(id: &KeyId, number: u32) -> Vec<u8> {
     let mut out = id.as_bytes().to_vec();
     out.extend_from_slice(&number.to_be_bytes());
     out

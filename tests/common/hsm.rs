@@ -68,6 +68,27 @@ pub fn token(scratch: &Path) -> Option<TestToken> {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     );
+    init_token(&label, SO_PIN, USER_PIN, false);
+    let pin_file = scratch.join(format!("{label}.pin"));
+    std::fs::write(&pin_file, format!("{USER_PIN}\n")).unwrap();
+    Some(TestToken { label, pin_file })
+}
+
+/// The URI of the run's shared token (`SHARED_TOKEN`), made here if test.sh did not make it
+/// (a run outside test.sh), or None (skip) without SoftHSM2.
+pub fn shared_token_uri() -> Option<String> {
+    if !ready() {
+        return None;
+    }
+    init_token(SHARED_TOKEN, SHARED_SO_PIN, SHARED_PIN, true);
+    Some(format!(
+        "pkcs11:token={SHARED_TOKEN}?module-path={SOFTHSM_MODULE}"
+    ))
+}
+
+/// Initialises token `label` in a free slot (`unless_listed`: only if no token has that
+/// label yet).
+fn init_token(label: &str, so_pin: &str, user_pin: &str, unless_listed: bool) {
     // softhsm2-util picks a free slot without a lock, and it reads every token of the
     // directory first: it fails while another test process logs in to a token (SoftHSM2
     // rewrites a token's file at every login). Makers take turns under a lock beside
@@ -82,11 +103,23 @@ pub fn token(scratch: &Path) -> Option<TestToken> {
         .open(&lock_path)
         .expect("lock file beside SOFTHSM2_CONF");
     lock.lock().expect("lock beside SOFTHSM2_CONF");
+    if unless_listed {
+        let slots = Command::new("softhsm2-util")
+            .arg("--show-slots")
+            .output()
+            .expect("softhsm2-util runs");
+        let listed = String::from_utf8_lossy(&slots.stdout)
+            .lines()
+            .any(|l| l.trim() == format!("Label:            {label}"));
+        if listed {
+            return;
+        }
+    }
     let mut attempt = 0;
     let out = loop {
         let out = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", &label])
-            .args(["--so-pin", SO_PIN, "--pin", USER_PIN])
+            .args(["--init-token", "--free", "--label", label])
+            .args(["--so-pin", so_pin, "--pin", user_pin])
             .output()
             .expect("softhsm2-util runs");
         attempt += 1;
@@ -97,9 +130,6 @@ pub fn token(scratch: &Path) -> Option<TestToken> {
     };
     drop(lock);
     assert!(out.status.success(), "{out:?}");
-    let pin_file = scratch.join(format!("{label}.pin"));
-    std::fs::write(&pin_file, format!("{USER_PIN}\n")).unwrap();
-    Some(TestToken { label, pin_file })
 }
 
 /// Destroys the secret key labelled `object` in the token (as an administrator would).

@@ -108,10 +108,7 @@ impl FreshObjects {
     }
 }
 
-/// The `CKA_ID` of version `number` of key `id`.
-pub fn object_id(id: &KeyId, number: u32) -> Vec<u8> {
-    Keystore::token_object_id_of(id, number)
-}
+pub use crate::kms::keystore::token_object_id as object_id;
 
 fn object_of(k: &KeyRecord, v: &KeyVersion) -> Result<ObjectRef> {
     v.token_object
