@@ -232,9 +232,18 @@ pub fn make_root(region: &crate::aws::ids::Region, kind: NewRoot) -> Result<Made
     })
 }
 
-/// A passphrase from a file: the whole file less one trailing newline (`\n` or `\r\n`,
-/// as gocryptfs `-passfile`), so `echo secret > f` and editors' final newlines both work.
-/// Shared by the CLI and `kms serve`, so a region opens the same way in both.
+/// A secret file's content less one trailing newline (`\n` or `\r\n`, as gocryptfs
+/// `-passfile`), so `echo secret > f` and editors' final newlines both work: the rule for
+/// passphrase, PIN and key-store-password files alike.
+pub fn without_line_end(bytes: &[u8]) -> &[u8] {
+    match bytes.strip_suffix(b"\n") {
+        Some(rest) => rest.strip_suffix(b"\r").unwrap_or(rest),
+        None => bytes,
+    }
+}
+
+/// A passphrase from a file ([`without_line_end`]). Shared by the CLI and `kms serve`, so a
+/// region opens the same way in both.
 pub fn read_passphrase_file(path: &Path) -> Result<SecretBytes> {
     let mut bytes =
         SecretBytes::new(
@@ -243,13 +252,9 @@ pub fn read_passphrase_file(path: &Path) -> Result<SecretBytes> {
                 source,
             })?,
         );
+    let len = without_line_end(bytes.expose()).len();
     let v = bytes.expose_mut();
-    if v.last() == Some(&b'\n') {
-        v.pop();
-        if v.last() == Some(&b'\r') {
-            v.pop();
-        }
-    }
+    v.truncate(len);
     if v.is_empty() {
         return Err(AwsError::validation(
             "--passphrase-file",

@@ -87,7 +87,7 @@ pub fn parse_root_uri(region: &Region, text: &str) -> Result<RootUri> {
 }
 
 /// The PIN in `path` (a `file:` URI or a plain path): the whole file less one trailing
-/// newline.
+/// newline (`without_line_end`).
 fn read_pin(region: &Region, source: &Path) -> Result<AuthPin> {
     let path = match source.to_str().and_then(|s| s.strip_prefix("file:")) {
         Some(rest) => PathBuf::from(rest),
@@ -100,10 +100,7 @@ fn read_pin(region: &Region, source: &Path) -> Result<AuthPin> {
             source,
         }
     })?);
-    let mut v = bytes.expose();
-    if let Some(rest) = v.strip_suffix(b"\n") {
-        v = rest.strip_suffix(b"\r").unwrap_or(rest);
-    }
+    let v = super::root_key::without_line_end(bytes.expose());
     let text = std::str::from_utf8(v).map_err(|_| AwsError::PinSource {
         region: region.to_string(),
         path: path.clone(),

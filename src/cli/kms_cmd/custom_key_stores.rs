@@ -87,14 +87,14 @@ impl TokenArgs {
             return Ok(None);
         };
         let bytes = zeroize::Zeroizing::new(read_file(path)?);
-        let text = std::str::from_utf8(&bytes).map_err(|_| {
+        let line = crate::datadir::root_key::without_line_end(&bytes);
+        let text = std::str::from_utf8(line).map_err(|_| {
             CliError::bad(
                 "--key-store-password-file",
                 format!("{} is not UTF-8 text", path.display()),
             )
         })?;
-        let pin = text.strip_suffix('\n').unwrap_or(text);
-        Ok(Some(StorePassword::new(pin.to_string())))
+        Ok(Some(StorePassword::new(text.to_string())))
     }
 }
 
