@@ -27,6 +27,7 @@ pub mod hsm;
 pub mod iam;
 pub mod kms;
 pub mod policy;
+pub mod secrets;
 pub mod server;
 pub mod snapshot;
 pub mod sys;

@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["datadir"],
     &["iam", "audit"],
     &["kms"],
-    &["volume"],
+    &["volume", "secrets"],
     &["snapshot"],
     &["daemon"],
     &["server"],

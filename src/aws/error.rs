@@ -256,7 +256,39 @@ pub enum AwsError {
     /// A `KeyId` that is none of key id, key ARN, alias name or alias ARN.
     #[error("Invalid keyId '{key_id}'")]
     InvalidKeyId { key_id: String },
+
+    /// A Secrets Manager operation refused with one of its exceptions (`code`, one of
+    /// [`SECRETS_CODES`]): ResourceNotFoundException, InvalidRequestException, ...
+    #[error("{message}")]
+    Secrets { code: &'static str, message: String },
+
+    /// A secret's rotation command failed at one of its four steps: AWSCURRENT is where
+    /// it was. AWS reports a failed rotation function as InvalidRequestException.
+    #[error(
+        "rotation of secret {secret_arn} failed at {step}: {message} (AWSCURRENT is unchanged; fix the rotation command, then `cryptvol secretsmanager rotate-secret --secret-id {secret_arn}`)"
+    )]
+    RotationFailed {
+        secret_arn: String,
+        step: &'static str,
+        message: String,
+    },
 }
+
+/// The exceptions of AWS Secrets Manager that cryptvol returns (`AwsError::Secrets`).
+pub const SECRETS_CODES: &[&str] = &[
+    "ResourceNotFoundException",
+    "ResourceExistsException",
+    "InvalidRequestException",
+    "InvalidParameterException",
+    "InvalidNextTokenException",
+    "LimitExceededException",
+    "MalformedPolicyDocumentException",
+    "PublicPolicyException",
+    "PreconditionNotMetException",
+    "EncryptionFailure",
+    "DecryptionFailure",
+    "InternalServiceError",
+];
 
 impl AwsError {
     /// The AWS KMS exception name for this error (`__type` on the wire).
@@ -309,6 +341,8 @@ impl AwsError {
             KeyStoreFailed { .. } => "CustomKeyStoreInvalidStateException",
             InvalidInput { .. } => "ValidationException",
             InvalidKeyId { .. } => "NotFoundException",
+            Secrets { code, .. } => code,
+            RotationFailed { .. } => "InvalidRequestException",
         }
     }
 
@@ -385,6 +419,7 @@ fn known_code(code: &str) -> &'static str {
     ];
     CODES
         .iter()
+        .chain(SECRETS_CODES)
         .find(|c| **c == code)
         .copied()
         .unwrap_or("KMSInternalException")

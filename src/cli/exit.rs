@@ -52,6 +52,8 @@ pub enum Exit {
     RolledBack = 26,
     /// A custom key store's token cannot be reached: module, token or PIN.
     KeyStore = 27,
+    /// A secret's rotation command failed at one of its steps (AWSCURRENT unchanged).
+    RotationFailed = 28,
 }
 
 impl From<Exit> for ExitCode {
@@ -268,6 +270,8 @@ fn kms_exit(e: &AwsError) -> Exit {
         CustomKeyStoreNotFound { .. } | InvalidKeyId { .. } => Exit::NotFound,
         KeyStoreUnavailable { .. } | KeyStoreFailed { .. } => Exit::KeyStore,
         CustomKeyStore { code, .. } => custom_key_store_exit(code),
+        Secrets { code, .. } => secrets_exit(code),
+        RotationFailed { .. } => Exit::RotationFailed,
         Remote { .. } => match e.aws_code() {
             "AccessDeniedException" => Exit::AccessDenied,
             "NotFoundException" => Exit::NotFound,
@@ -295,6 +299,7 @@ fn kms_exit(e: &AwsError) -> Exit {
             code if code.starts_with("CustomKeyStore") || code.starts_with("CloudHsm") => {
                 custom_key_store_exit(code)
             }
+            code if crate::aws::error::SECRETS_CODES.contains(&code) => secrets_exit(code),
             _ => Exit::Internal,
         },
     }
@@ -315,5 +320,22 @@ fn custom_key_store_exit(code: &str) -> Exit {
 impl From<crate::sys::tool::ToolError> for CliError {
     fn from(e: crate::sys::tool::ToolError) -> Self {
         VolumeError::from(e).into()
+    }
+}
+
+/// Exit codes of Secrets Manager's exceptions.
+fn secrets_exit(code: &str) -> Exit {
+    match code {
+        "ResourceNotFoundException" => Exit::NotFound,
+        "ResourceExistsException" => Exit::AlreadyExists,
+        "InvalidRequestException" | "LimitExceededException" | "PreconditionNotMetException" => {
+            Exit::InvalidState
+        }
+        "InvalidParameterException"
+        | "InvalidNextTokenException"
+        | "MalformedPolicyDocumentException"
+        | "PublicPolicyException" => Exit::InvalidValue,
+        "EncryptionFailure" | "DecryptionFailure" => Exit::InvalidCiphertext,
+        _ => Exit::Internal,
     }
 }
