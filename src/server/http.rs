@@ -20,6 +20,7 @@ use super::dispatch;
 use super::identities::IdentityCache;
 use super::ratelimit::{RATE_EXCEEDED, RateLimiter};
 use super::refusals::{Refusals, Refused};
+use super::secrets;
 use crate::aws::sigv4::{RequestParts, Rules};
 use crate::aws::{AwsError, Region};
 use crate::crypto::SecretBytes;
@@ -28,6 +29,7 @@ use crate::iam::Caller;
 use crate::iam::IdentityStore;
 use crate::kms::EmbeddedKms;
 use crate::kms::embedded::recorded_on_this_thread;
+use crate::secrets::SecretsManager;
 use crate::sys::clock::Clock;
 
 pub const JSON_11: &str = "application/x-amz-json-1.1";
@@ -51,6 +53,8 @@ pub struct State {
     pub body_budget: BodyBudget,
     pub(super) identities: IdentityCache,
     regions: RwLock<HashMap<String, Arc<EmbeddedKms>>>,
+    /// Each region's Secrets Manager, on its KMS, opened on first use and kept.
+    secrets: RwLock<HashMap<String, Arc<SecretsManager>>>,
     pub(super) rates: RateLimiter,
     pub(super) refusals: Refusals,
 }
@@ -77,7 +81,7 @@ impl Answer {
     }
 
     /// The response, serialized into zeroizing memory; then its strings are wiped.
-    fn ok(mut v: Value) -> Answer {
+    pub(super) fn ok(mut v: Value) -> Answer {
         let mut w = ZeroizingWriter::with_capacity(512);
         serde_json::to_writer(&mut w, &v).expect("serializes");
         zeroize_strings(&mut v);
@@ -107,6 +111,20 @@ impl Answer {
             .and_then(|v| v["message"].as_str().map(str::to_string))
             .unwrap_or_default()
     }
+}
+
+/// A lock a panicking request left poisoned.
+fn poisoned<T>(_: T) -> AwsError {
+    AwsError::Unsupported {
+        message: "an earlier request panicked; restart the server".into(),
+    }
+}
+
+/// The service an `X-Amz-Target` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Service {
+    Kms,
+    SecretsManager,
 }
 
 /// The HTTP status AWS KMS uses for an exception.
@@ -165,6 +183,7 @@ impl State {
             body_budget: BodyBudget::new(limits.max_body.max(64 << 20)),
             identities: IdentityCache::new(IdentityStore::new(data_dir, account)),
             regions: RwLock::new(HashMap::new()),
+            secrets: RwLock::new(HashMap::new()),
             rates: RateLimiter::new(limits.crypto_rate, limits.management_rate),
             refusals: Refusals::new(limits.refused_audit_rate, home_region.to_string()),
         })
@@ -172,11 +191,6 @@ impl State {
 
     /// The region's KMS, opened on first use and kept.
     pub(super) fn kms(&self, name: &str) -> Result<Arc<EmbeddedKms>, AwsError> {
-        fn poisoned<T>(_: T) -> AwsError {
-            AwsError::Unsupported {
-                message: "an earlier request panicked; restart the server".into(),
-            }
-        }
         // Every request looks its region up: a shared lock, exclusive only to open one.
         if let Some(k) = self.regions.read().map_err(poisoned)?.get(name) {
             return Ok(k.clone());
@@ -203,6 +217,31 @@ impl State {
         Ok(kms)
     }
 
+    /// The region's Secrets Manager (on the region's KMS), opened on first use and kept.
+    pub(super) fn secrets(&self, name: &str) -> Result<Arc<SecretsManager>, AwsError> {
+        if let Some(s) = self.secrets.read().map_err(poisoned)?.get(name) {
+            return Ok(s.clone());
+        }
+        let kms = self.kms(name)?;
+        let mut secrets = self.secrets.write().map_err(poisoned)?;
+        if let Some(s) = secrets.get(name) {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(SecretsManager::open(kms)?);
+        secrets.insert(name.to_string(), s.clone());
+        Ok(s)
+    }
+
+    /// The regions opened so far (by requests, or by [`State::kms`] otherwise), sorted.
+    pub(super) fn opened_regions(&self) -> Vec<String> {
+        let mut names: Vec<String> = match self.regions.read() {
+            Ok(r) => r.keys().cloned().collect(),
+            Err(p) => p.into_inner().keys().cloned().collect(),
+        };
+        names.sort();
+        names
+    }
+
     /// The answer to a KMS error: AWS's code, the message for remote clients; an internal
     /// error's detail goes to stderr under the request id.
     pub(super) fn kms_error(&self, r: &Received, op: Option<&str>, e: &AwsError) -> Answer {
@@ -223,11 +262,20 @@ impl State {
         if super::sts::is_sts(&r) {
             return super::sts::handle(self, &r);
         }
-        let op = r
-            .header("x-amz-target")
-            .and_then(|t| t.strip_prefix(TARGET_PREFIX))
-            .map(str::to_string);
-        let op = op.as_deref();
+        let target = r.header("x-amz-target");
+        let (service, op) = match target.and_then(|t| t.strip_prefix(secrets::TARGET_PREFIX)) {
+            Some(op) => (Service::SecretsManager, Some(op)),
+            None => (
+                Service::Kms,
+                target.and_then(|t| t.strip_prefix(TARGET_PREFIX)),
+            ),
+        };
+        // Each service's requests are signed for it (credential scope): `kms` or
+        // `secretsmanager`, never the other.
+        let rules = match service {
+            Service::Kms => &Rules::KMS,
+            Service::SecretsManager => &secrets::RULES,
+        };
         let refused = |caller: Option<&Caller>, region: Option<&str>, answer: Answer| {
             self.refusals.record(
                 self,
@@ -264,14 +312,14 @@ impl State {
         }
         let parts = r.parts(body);
         let now = Clock::from_env().now();
-        let (verified, identity, rate_key) =
-            match self.identities.authenticate(&parts, now, &Rules::KMS) {
-                Ok(a) => (a.verified, a.identity, a.rate_key),
-                Err(Ok(e)) => {
-                    return refused(None, None, Answer::error(e.status, e.code, &e.message));
-                }
-                Err(Err(e)) => return self.kms_error(&r, op, &e),
-            };
+        let (verified, identity, rate_key) = match self.identities.authenticate(&parts, now, rules)
+        {
+            Ok(a) => (a.verified, a.identity, a.rate_key),
+            Err(Ok(e)) => {
+                return refused(None, None, Answer::error(e.status, e.code, &e.message));
+            }
+            Err(Err(e)) => return self.kms_error(&r, op, &e),
+        };
         let caller = Caller::new(
             (*identity).clone(),
             Some(verified.access_key_id.clone()),
@@ -288,18 +336,23 @@ impl State {
                 Answer::error(
                     400,
                     "UnknownOperationException",
-                    "missing or foreign X-Amz-Target: expected TrentService.<Operation>",
+                    "missing or foreign X-Amz-Target: expected TrentService.<Operation> or \
+                     secretsmanager.<Operation>",
                 ),
             );
         };
-        if !dispatch::is_operation(op) {
+        let (known, of) = match service {
+            Service::Kms => (dispatch::is_operation(op), "this KMS"),
+            Service::SecretsManager => (secrets::is_operation(op), "this Secrets Manager"),
+        };
+        if !known {
             return refused(
                 Some(&caller),
                 region,
                 Answer::error(
                     400,
                     "UnknownOperationException",
-                    &format!("{op} is not an operation of this KMS"),
+                    &format!("{op} is not an operation of {of}"),
                 ),
             );
         }
@@ -333,7 +386,11 @@ impl State {
                 answer,
             )
         };
-        if !self.rates.allow(&rate_key, &verified.region, op) {
+        let rate_class = match service {
+            Service::Kms => op.to_string(),
+            Service::SecretsManager => secrets::rate_class(op),
+        };
+        if !self.rates.allow(&rate_key, &verified.region, &rate_class) {
             // A throttled request is not counted: its record shares the refusal budget.
             return refused(
                 Some(&caller),
@@ -364,14 +421,22 @@ impl State {
             }
         };
         let recorded_before = recorded_on_this_thread();
-        let result = dispatch::call(&kms, &caller, op, &request);
+        let result = match service {
+            Service::Kms => dispatch::call(&kms, &caller, op, &request),
+            Service::SecretsManager => {
+                secrets::call(self, &verified.region, &caller, op, &request, &r.request_id)
+            }
+        };
         zeroize_strings(&mut request);
         match result {
             Ok(v) => Answer::ok(v),
             Err(dispatch::Failure::Kms(e)) => {
-                let answer = self.kms_error(&r, Some(op), &e);
+                let answer = match service {
+                    Service::Kms => self.kms_error(&r, Some(op), &e),
+                    Service::SecretsManager => secrets::error_answer(&r, op, &e),
+                };
                 if recorded_on_this_thread() == recorded_before {
-                    // Refused before the KMS operation ran (a malformed key id, context...).
+                    // Refused before the operation ran (a malformed key id, context...).
                     counted(answer)
                 } else {
                     answer

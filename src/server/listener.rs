@@ -1,7 +1,8 @@
 //! Sockets: TCP (and TLS with rustls) connections served by hyper (HTTP/1.1 and HTTP/2)
 //! up to the connection cap, request bodies read up to the limit within the body
 //! timeout, and a clean stop on SIGTERM or SIGINT: stop accepting, let requests in flight
-//! finish (10 s at most), then drop the KMS so that pending usage counts are written.
+//! finish (10 s at most) and a run of due secret rotations (`rotations`) too, then drop
+//! the KMS so that pending usage counts are written.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -230,6 +231,7 @@ pub fn run(state: State, args: &ServeArgs) -> Result<(), AwsError> {
             })
         );
         let (stop_tx, stop_rx) = watch::channel(false);
+        let rotations = tokio::spawn(super::rotations::run(state.clone(), stop_rx.clone()));
         let stop = shutdown_signal();
         tokio::pin!(stop);
         let mut accept_log = Throttled {
@@ -291,6 +293,8 @@ pub fn run(state: State, args: &ServeArgs) -> Result<(), AwsError> {
         drop(listener);
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(STOP_GRACE + Duration::from_secs(1), limit.drained()).await;
+        // A run of due rotations in progress finishes before the regions are dropped.
+        let _ = rotations.await;
         Ok::<(), AwsError>(())
     })?;
     // Dropping the state drops every region's KMS, which writes pending usage counts.

@@ -29,6 +29,8 @@ mod limits;
 mod listener;
 mod ratelimit;
 mod refusals;
+mod rotations;
+mod secrets;
 mod sts;
 
 use std::path::{Path, PathBuf};

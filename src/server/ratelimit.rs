@@ -33,6 +33,12 @@ pub const CRYPTOGRAPHIC_OPERATIONS: &[&str] = &[
     "VerifyMac",
 ];
 
+/// Operations with a quota of their own at the cryptographic rate rather than the
+/// management one: reading a secret's value is a data-plane call, as a Decrypt (AWS's
+/// GetSecretValue quota is thousands per second too). Named by their quota class
+/// (`secrets::rate_class`).
+pub const READ_OPERATIONS: &[&str] = &["secretsmanager.GetSecretValue"];
+
 /// AWS's message for every throttled request.
 pub const RATE_EXCEEDED: &str = "Rate exceeded";
 
@@ -101,7 +107,9 @@ impl RateLimiter {
         u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Counts one request of `operation` by `access_key_id` in `region`; false: throttle it.
+    /// Counts one request of `operation` (a KMS operation, or another service's quota
+    /// class such as `secretsmanager.GetSecretValue`) by `access_key_id` in `region`;
+    /// false: throttle it.
     pub fn allow(&self, access_key_id: &str, region: &str, operation: &str) -> bool {
         let crypto = CRYPTOGRAPHIC_OPERATIONS.contains(&operation);
         let class = if crypto { "crypto" } else { operation };
@@ -113,7 +121,7 @@ impl RateLimiter {
         {
             return b.take(now);
         }
-        let rate = if crypto {
+        let rate = if crypto || READ_OPERATIONS.contains(&operation) {
             self.crypto_rate
         } else {
             self.management_rate
@@ -157,5 +165,15 @@ mod tests {
         assert!(l.allow("AKIA1", "r-1", "ListKeys"));
         assert!(!l.allow("AKIA1", "r-1", "ListKeys"));
         assert!(l.allow("AKIA1", "r-1", "DescribeKey"));
+        // Secrets Manager's: their own quotas, apart from KMS's of the same name; reading a
+        // value at the cryptographic rate, without taking from KMS's cryptographic quota.
+        assert!(l.allow("AKIA1", "r-1", "TagResource"));
+        assert!(!l.allow("AKIA1", "r-1", "TagResource"));
+        assert!(l.allow("AKIA1", "r-1", "secretsmanager.TagResource"));
+        assert!(!l.allow("AKIA1", "r-1", "secretsmanager.TagResource"));
+        assert!(l.allow("AKIA1", "r-1", "secretsmanager.GetSecretValue"));
+        assert!(l.allow("AKIA1", "r-1", "secretsmanager.GetSecretValue"));
+        assert!(!l.allow("AKIA1", "r-1", "secretsmanager.GetSecretValue"));
+        assert!(!l.allow("AKIA1", "r-1", "Decrypt"));
     }
 }
