@@ -206,6 +206,17 @@ pub struct RequestBody {
     _budget: Option<OwnedSemaphorePermit>,
 }
 
+#[cfg(test)]
+impl RequestBody {
+    /// A body outside any budget (the handler's tests).
+    pub fn unbudgeted(bytes: Vec<u8>) -> RequestBody {
+        RequestBody {
+            bytes: Zeroizing::new(bytes),
+            _budget: None,
+        }
+    }
+}
+
 /// Reads a whole body, at most `limit` bytes, within `timeout` (waiting for budget
 /// counts against it too).
 pub async fn collect(

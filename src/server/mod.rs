@@ -31,6 +31,8 @@ mod ratelimit;
 mod refusals;
 mod rotations;
 mod secrets;
+#[cfg(test)]
+mod secrets_tests;
 mod sts;
 
 use std::path::{Path, PathBuf};
