@@ -113,6 +113,45 @@ pub fn run_suite(
     s: &Setup,
     extra: &[(&str, &str)],
 ) -> Value {
+    let run = run_suite_unchecked(python, script, server, s, extra);
+    assert!(
+        run.success,
+        "{script} failed ({}) after {:.1} s\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- kms serve stderr ---\n{}",
+        run.status,
+        run.seconds,
+        run.stdout,
+        run.stderr,
+        server.stderr()
+    );
+    let summary = run
+        .summary
+        .unwrap_or_else(|| panic!("{script}: the last line is not JSON: {}", run.stdout));
+    if !run.stderr.is_empty() {
+        eprintln!("--- {script} stderr ---\n{}", run.stderr);
+    }
+    eprintln!("{script}: {summary}");
+    summary
+}
+
+/// What a suite script did: its exit, its output, and its summary if its last stdout
+/// line is JSON (a suite may print one on failure too).
+pub struct SuiteRun {
+    pub success: bool,
+    pub status: std::process::ExitStatus,
+    pub seconds: f64,
+    pub stdout: String,
+    pub stderr: String,
+    pub summary: Option<Value>,
+}
+
+/// Runs a suite script, failed or not (for a test that checks more after a failure).
+pub fn run_suite_unchecked(
+    python: &Path,
+    script: &str,
+    server: &Server,
+    s: &Setup,
+    extra: &[(&str, &str)],
+) -> SuiteRun {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/compat")
         .join(script);
@@ -141,23 +180,16 @@ pub fn run_suite(
     cmd.envs(extra.iter().copied());
     let started = Instant::now();
     let out = cmd.output().expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{script} failed ({}) after {:.1} s\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n--- kms serve stderr ---\n{}",
-        out.status,
-        started.elapsed().as_secs_f64(),
-        server.stderr()
-    );
-    let last = stdout.lines().last().unwrap_or("");
-    let summary: Value = serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("{script}: the last line is not JSON ({e}): {stdout}"));
-    if !stderr.is_empty() {
-        eprintln!("--- {script} stderr ---\n{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let summary = serde_json::from_str(stdout.lines().last().unwrap_or("")).ok();
+    SuiteRun {
+        success: out.status.success(),
+        status: out.status,
+        seconds: started.elapsed().as_secs_f64(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stdout,
+        summary,
     }
-    eprintln!("{script}: {summary}");
-    summary
 }
 
 /// Events of `principal` in `region`, after the server has stopped.
