@@ -191,15 +191,17 @@ fn boto3_and_the_aws_cli_drive_secrets_manager() {
         )
     });
     let files = files_under(&s.env.data);
-    problems.check(files.len() > 10, || format!("only {files:?} in the data dir"));
+    problems.check(files.len() > 10, || {
+        format!("only {files:?} in the data dir")
+    });
     for v in &values {
-        problems.0.extend(leak("kms serve's stderr", log.as_bytes(), v));
+        problems
+            .0
+            .extend(leak("kms serve's stderr", log.as_bytes(), v));
         problems.0.extend(leak("kms serve's stdout", &stdout, v));
         for f in &files {
             let bytes = std::fs::read(f).unwrap();
-            problems
-                .0
-                .extend(leak(&f.display().to_string(), &bytes, v));
+            problems.0.extend(leak(&f.display().to_string(), &bytes, v));
         }
     }
 
@@ -243,7 +245,9 @@ fn boto3_and_the_aws_cli_drive_secrets_manager() {
             let ok = e["userIdentity"]["accessKeyId"] == s.alice.id.as_str()
                 && e["sourceIPAddress"] == "127.0.0.1"
                 && e["awsRegion"] == DEFAULT_REGION;
-            problems.check(ok, || format!("{name}: the caller is not alice's key: {e:#}"));
+            problems.check(ok, || {
+                format!("{name}: the caller is not alice's key: {e:#}")
+            });
         }
     }
     let db = summary["db_secret"].as_str().unwrap_or("").to_string();
@@ -263,10 +267,9 @@ fn boto3_and_the_aws_cli_drive_secrets_manager() {
         }),
         || format!("no GetSecretValue of bob's denied: {denied:#?}"),
     );
-    problems.check(
-        denied.iter().any(|e| e.get("errorCode").is_none()),
-        || format!("bob's allowed reads are not in the trail: {denied:#?}"),
-    );
+    problems.check(denied.iter().any(|e| e.get("errorCode").is_none()), || {
+        format!("bob's allowed reads are not in the trail: {denied:#?}")
+    });
     let rotate = by("alice", "RotateSecret");
     problems.check(
         rotate

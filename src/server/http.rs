@@ -20,6 +20,7 @@ use super::dispatch;
 use super::identities::IdentityCache;
 use super::ratelimit::{RATE_EXCEEDED, RateLimiter};
 use super::refusals::{Refusals, Refused};
+use super::rotations::Rotations;
 use super::secrets;
 use crate::aws::sigv4::{RequestParts, Rules};
 use crate::aws::{AwsError, Region};
@@ -53,8 +54,10 @@ pub struct State {
     pub body_budget: BodyBudget,
     pub(super) identities: IdentityCache,
     regions: RwLock<HashMap<String, Arc<EmbeddedKms>>>,
-    /// Each region's Secrets Manager, on its KMS, opened on first use and kept.
+    /// Each region's Secrets Manager, on its KMS, opened with it and kept.
     secrets: RwLock<HashMap<String, Arc<SecretsManager>>>,
+    /// The due rotations of each opened region.
+    pub(super) rotations: Rotations,
     pub(super) rates: RateLimiter,
     pub(super) refusals: Refusals,
 }
@@ -184,6 +187,7 @@ impl State {
             identities: IdentityCache::new(IdentityStore::new(data_dir, account)),
             regions: RwLock::new(HashMap::new()),
             secrets: RwLock::new(HashMap::new()),
+            rotations: Rotations::new(),
             rates: RateLimiter::new(limits.crypto_rate, limits.management_rate),
             refusals: Refusals::new(limits.refused_audit_rate, home_region.to_string()),
         })
@@ -214,32 +218,37 @@ impl State {
             Clock::from_env(),
         )?);
         regions.insert(name.to_string(), kms.clone());
+        drop(regions);
+        // Every opened region runs its due secret rotations.
+        if let Err(e) = self.open_secrets(name, kms.clone()) {
+            eprintln!("kms serve: region {name}: no Secrets Manager, no due rotations: {e}");
+        }
         Ok(kms)
     }
 
-    /// The region's Secrets Manager (on the region's KMS), opened on first use and kept.
+    /// The region's Secrets Manager (on the region's KMS), opened with it and kept.
     pub(super) fn secrets(&self, name: &str) -> Result<Arc<SecretsManager>, AwsError> {
         if let Some(s) = self.secrets.read().map_err(poisoned)?.get(name) {
             return Ok(s.clone());
         }
         let kms = self.kms(name)?;
+        self.open_secrets(name, kms)
+    }
+
+    /// Opens the Secrets Manager of `name` on its `kms` (once) and starts its rotations.
+    fn open_secrets(
+        &self,
+        name: &str,
+        kms: Arc<EmbeddedKms>,
+    ) -> Result<Arc<SecretsManager>, AwsError> {
         let mut secrets = self.secrets.write().map_err(poisoned)?;
         if let Some(s) = secrets.get(name) {
             return Ok(s.clone());
         }
         let s = Arc::new(SecretsManager::open(kms)?);
         secrets.insert(name.to_string(), s.clone());
+        self.rotations.start(name, s.clone());
         Ok(s)
-    }
-
-    /// The regions opened so far (by requests, or by [`State::kms`] otherwise), sorted.
-    pub(super) fn opened_regions(&self) -> Vec<String> {
-        let mut names: Vec<String> = match self.regions.read() {
-            Ok(r) => r.keys().cloned().collect(),
-            Err(p) => p.into_inner().keys().cloned().collect(),
-        };
-        names.sort();
-        names
     }
 
     /// The answer to a KMS error: AWS's code, the message for remote clients; an internal
@@ -430,11 +439,12 @@ impl State {
         zeroize_strings(&mut request);
         match result {
             Ok(v) => Answer::ok(v),
+            // Secrets Manager records every call it answers, failed or not.
+            Err(dispatch::Failure::Kms(e)) if service == Service::SecretsManager => {
+                secrets::error_answer(&r, op, &e)
+            }
             Err(dispatch::Failure::Kms(e)) => {
-                let answer = match service {
-                    Service::Kms => self.kms_error(&r, Some(op), &e),
-                    Service::SecretsManager => secrets::error_answer(&r, op, &e),
-                };
+                let answer = self.kms_error(&r, Some(op), &e);
                 if recorded_on_this_thread() == recorded_before {
                     // Refused before the operation ran (a malformed key id, context...).
                     counted(answer)

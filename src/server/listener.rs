@@ -215,7 +215,8 @@ pub fn run(state: State, args: &ServeArgs) -> Result<(), AwsError> {
         .build()
         .map_err(|e| io_error("cannot start the runtime for", "kms serve", e))?;
     let state = Arc::new(state);
-    rt.block_on(async move {
+    let rotations = state.clone();
+    let served = rt.block_on(async move {
         let listener = TcpListener::bind(&args.listen)
             .await
             .map_err(|e| io_error("cannot listen on", &args.listen, e))?;
@@ -231,7 +232,14 @@ pub fn run(state: State, args: &ServeArgs) -> Result<(), AwsError> {
             })
         );
         let (stop_tx, stop_rx) = watch::channel(false);
-        let rotations = tokio::spawn(super::rotations::run(state.clone(), stop_rx.clone()));
+        // The home region's due secret rotations start now (others' when opened).
+        let st = state.clone();
+        tokio::task::spawn_blocking(move || {
+            let home = st.refusals.home_region().to_string();
+            if let Err(e) = st.secrets(&home) {
+                eprintln!("kms serve: no due secret rotations in {home}: {e}");
+            }
+        });
         let stop = shutdown_signal();
         tokio::pin!(stop);
         let mut accept_log = Throttled {
@@ -293,10 +301,12 @@ pub fn run(state: State, args: &ServeArgs) -> Result<(), AwsError> {
         drop(listener);
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(STOP_GRACE + Duration::from_secs(1), limit.drained()).await;
-        // A run of due rotations in progress finishes before the regions are dropped.
-        let _ = rotations.await;
         Ok::<(), AwsError>(())
-    })?;
+    });
+    // A rotation in progress finishes before the regions are dropped.
+    rotations.rotations.stop();
+    drop(rotations);
+    served?;
     // Dropping the state drops every region's KMS, which writes pending usage counts.
     drop(rt);
     Ok(())

@@ -8,11 +8,14 @@
 //! policies and the audit trail see, with the client's address as `sourceIPAddress`.
 //! Temporary credentials (`ASIA…` with `X-Amz-Security-Token`) authenticate as the user or
 //! role session their token names (`identities`), and the same port answers AWS STS's
-//! Query protocol (`sts`: GetCallerIdentity, GetSessionToken, AssumeRole).
+//! Query protocol (`sts`: GetCallerIdentity, GetSessionToken, AssumeRole), and AWS Secrets
+//! Manager's (`secrets`: `X-Amz-Target: secretsmanager.<Operation>`, signed for
+//! `secretsmanager`, answered by the region's `crate::secrets::SecretsManager`). Every
+//! region the server opens runs its due secret rotations until it stops (`rotations`).
 //!
 //! Layers: `listener` (TCP/TLS, the connection cap, shutdown) → `conn` (one connection
 //! and its timeouts) → `http` (SigV4, quotas, the AWS error envelope) → `dispatch` (one
-//! operation → one `EmbeddedKms` call). KMS calls are blocking (file locks, appends), so
+//! operation → one `EmbeddedKms` call; `secrets`: one `SecretsManager` call). KMS calls are blocking (file locks, appends), so
 //! they run on tokio's blocking pool. Bodies live in zeroizing memory (`body`); refusals
 //! are audited within a budget (`refusals`); quotas are token buckets (`ratelimit`).
 

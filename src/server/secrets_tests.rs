@@ -33,6 +33,11 @@ fn server(management_rate: u32) -> Server {
     let account = crate::datadir::read_account_id(dir.path()).unwrap();
     let store = IdentityStore::new(dir.path(), account);
     store.create(EntityKind::User, "alice", "", None).unwrap();
+    let all = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["kms:*", "secretsmanager:*"], "Resource": "*"}]});
+    store
+        .put_policy(EntityKind::User, "alice", "all", &all.to_string())
+        .unwrap();
     let k = store.create_access_key("alice").unwrap();
     let limits = Limits {
         max_body: 1 << 20,
@@ -125,8 +130,34 @@ fn each_service_is_signed_for_itself() {
     let a = s.call("TrentService.ListKeys", "{}", "kms");
     assert!(!AUTH_CODES.contains(&a.code().as_str()), "{}", a.message());
     let a = s.sm("ListSecrets", json!({}));
-    assert!(!AUTH_CODES.contains(&a.code().as_str()), "{}", a.message());
+    assert_eq!(a.status, 200, "{}", a.message());
     assert_eq!(a.content_type, JSON_11);
+}
+
+#[test]
+fn a_value_goes_in_and_comes_out_in_aws_json() {
+    let s = server(1000);
+    let a = s.sm(
+        "CreateSecret",
+        json!({"Name": "db", "SecretString": "hunter2-hunter2", "ClientRequestToken": "t".repeat(32)}),
+    );
+    assert_eq!(a.status, 200, "{}", a.message());
+    let created: Value = serde_json::from_slice(&a.body).unwrap();
+    assert_eq!(created["VersionId"], "t".repeat(32));
+    let a = s.sm("GetSecretValue", json!({"SecretId": "db"}));
+    assert_eq!(a.status, 200, "{}", a.message());
+    let got: Value = serde_json::from_slice(&a.body).unwrap();
+    assert_eq!(got["SecretString"], "hunter2-hunter2");
+    assert_eq!(got["ARN"], created["ARN"]);
+    assert!(got["CreatedDate"].is_number(), "{got}");
+    // A Secrets Manager exception: 400 with AWS's envelope.
+    let a = s.sm("GetSecretValue", json!({"SecretId": "nope"}));
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (400, "ResourceNotFoundException")
+    );
+    let v: Value = serde_json::from_slice(&a.body).unwrap();
+    assert_eq!(v.as_object().unwrap().len(), 2, "{v}");
 }
 
 #[test]
@@ -267,4 +298,20 @@ fn internal_failures_are_internal_service_errors_without_detail() {
         (a.status, a.code().as_str()),
         (400, "AccessDeniedException")
     );
+}
+
+#[test]
+fn every_opened_region_runs_its_due_rotations_until_the_server_stops() {
+    let s = server(1000);
+    assert!(s.state.rotations.regions().is_empty());
+    let a = s.sm("ListSecrets", json!({}));
+    assert_eq!(a.status, 200, "{}", a.message());
+    // KMS's requests open the region too; one loop per region, however it was opened.
+    let a = s.call("TrentService.ListKeys", "{}", "kms");
+    assert_eq!(a.status, 200, "{}", a.message());
+    assert_eq!(s.state.rotations.regions(), vec![REGION.to_string()]);
+    let started = std::time::Instant::now();
+    s.state.rotations.stop();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(s.state.rotations.regions().is_empty());
 }
