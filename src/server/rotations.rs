@@ -44,6 +44,7 @@ impl Rotations {
     }
 
     /// The regions whose loop runs, in the order they started.
+    #[cfg(test)]
     pub fn regions(&self) -> Vec<String> {
         let loops = self.loops.lock().unwrap_or_else(|p| p.into_inner());
         loops.iter().map(|(r, _)| r.clone()).collect()
