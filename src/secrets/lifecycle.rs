@@ -227,12 +227,20 @@ impl SecretsManager {
                 "replication to other regions is not supported: copy the secret with CreateSecret in the other region",
             ));
         }
+        // Authorized on the ARN the secret will have, as AWS does (a policy may name
+        // `secret:NAME-*`).
+        let arn = format!(
+            "arn:aws:secretsmanager:{}:{}:secret:{name}-{}",
+            self.kms.region(),
+            self.kms.account(),
+            arn_suffix()
+        );
         self.change(c, |body, now| {
             super::access::authorize(
                 &self.kms,
                 c.caller,
                 "secretsmanager:CreateSecret",
-                &self.arn_for_unknown(name),
+                &arn,
                 None,
             )?;
             if let Some(existing) = body.secrets.values().find(|s| s.name == name) {
@@ -254,12 +262,6 @@ impl SecretsManager {
                     "The operation failed because the secret {name} already exists."
                 )));
             }
-            let arn = format!(
-                "arn:aws:secretsmanager:{}:{}:secret:{name}-{}",
-                self.kms.region(),
-                self.kms.account(),
-                arn_suffix()
-            );
             let mut s = SecretRecord {
                 arn: arn.clone(),
                 name: name.to_string(),
@@ -282,7 +284,7 @@ impl SecretsManager {
                 self.add_version(c, body, &mut s, &vid, v, &[super::model::AWSCURRENT], now)?;
                 out["VersionId"] = vid.into();
             }
-            body.secrets.insert(arn, s);
+            body.secrets.insert(arn.clone(), s);
             Ok(out)
         })
     }
