@@ -278,15 +278,29 @@ impl SecretsManager {
             };
             let mut out = json!({"ARN": arn, "Name": name});
             if let Some(v) = &value {
-                let vid = token
-                    .map(str::to_string)
-                    .unwrap_or_else(crate::kms::event::fast_uuid);
-                self.add_version(c, body, &mut s, &vid, v, &[super::model::AWSCURRENT], now)?;
-                out["VersionId"] = vid.into();
+                out["VersionId"] = self.add_current(c, body, &mut s, token, v, now)?.into();
             }
             body.secrets.insert(arn.clone(), s);
             Ok(out)
         })
+    }
+
+    /// A new version of `s` with `value` under AWSCURRENT; its id is `token` or a new
+    /// UUID.
+    fn add_current(
+        &self,
+        c: &Call,
+        body: &mut super::model::StoreBody,
+        s: &mut SecretRecord,
+        token: Option<&str>,
+        value: &Plain,
+        now: i64,
+    ) -> Result<String, AwsError> {
+        let vid = token
+            .map(str::to_string)
+            .unwrap_or_else(crate::kms::event::fast_uuid);
+        self.add_version(c, body, s, &vid, value, &[super::model::AWSCURRENT], now)?;
+        Ok(vid)
     }
 
     pub(super) fn describe_secret(&self, c: &Call, r: &Request) -> Result<Value, AwsError> {
@@ -324,11 +338,7 @@ impl SecretsManager {
             }
             let mut out = arn_name(&s);
             if let Some(v) = &value {
-                let vid = token
-                    .map(str::to_string)
-                    .unwrap_or_else(crate::kms::event::fast_uuid);
-                self.add_version(c, body, &mut s, &vid, v, &[super::model::AWSCURRENT], now)?;
-                out["VersionId"] = vid.into();
+                out["VersionId"] = self.add_current(c, body, &mut s, token, v, now)?.into();
             }
             s.last_changed = now;
             body.secrets.insert(arn, s);
