@@ -187,6 +187,15 @@ pub(super) fn metadata(s: &SecretRecord, versions_member: &str, region: &str) ->
         times(s.rotation.next_rotation.filter(|_| s.rotation.enabled)),
     );
     put("DeletedDate", times(s.deletion.map(|d| d.requested)));
+    // Not AWS's: the local command that rotates the secret (AWS names a Lambda ARN here).
+    put(
+        "RotationCommand",
+        s.rotation
+            .command
+            .clone()
+            .map(Value::from)
+            .unwrap_or(Value::Null),
+    );
     if let Some(rules) = &s.rotation.rules {
         let mut r = serde_json::Map::new();
         if let Some(d) = rules.automatically_after_days {
