@@ -12,6 +12,12 @@
 //! - no secret value the suite stored is in the server's stdout or stderr, or in any file
 //!   of the data dir, in any spelling (raw, hex, base64).
 //!
+//! A second test has `kms serve` run due rotations: two secrets of a region, set up (as
+//! the CLI does) with a local rotation command, fall due; the first request to that
+//! region opens it and its rotations run: one rotates through the AWS CLI against the
+//! server (as a Lambda would), the other fails with a value on its stderr, which the
+//! server's log must not repeat.
+//!
 //! The suite reports every failed check (it goes on after one), and so does this test:
 //! it checks the trail and the data dir even when the suite failed, and fails at the end
 //! with everything that went wrong. Without the venv it skips, unless CI=true or
@@ -93,7 +99,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 /// Where `text` holds `secret` in some spelling (raw, hex, base64...), as
 /// `assert_no_secret` looks for it, without panicking.
-fn leak(what: &str, text: &[u8], secret: &[u8]) -> Option<String> {
+fn leak_of(what: &str, text: &[u8], secret: &[u8]) -> Option<String> {
     if text.windows(secret.len()).any(|w| w == secret) {
         return Some(format!("{what}: a secret value's raw bytes"));
     }
@@ -197,11 +203,13 @@ fn boto3_and_the_aws_cli_drive_secrets_manager() {
     for v in &values {
         problems
             .0
-            .extend(leak("kms serve's stderr", log.as_bytes(), v));
-        problems.0.extend(leak("kms serve's stdout", &stdout, v));
+            .extend(leak_of("kms serve's stderr", log.as_bytes(), v));
+        problems.0.extend(leak_of("kms serve's stdout", &stdout, v));
         for f in &files {
             let bytes = std::fs::read(f).unwrap();
-            problems.0.extend(leak(&f.display().to_string(), &bytes, v));
+            problems
+                .0
+                .extend(leak_of(&f.display().to_string(), &bytes, v));
         }
     }
 
@@ -361,5 +369,268 @@ fn boto3_and_the_aws_cli_drive_secrets_manager() {
         "{} problems:\n\n{}\n\n--- kms serve stderr ---\n{log}",
         problems.0.len(),
         problems.0.join("\n\n")
+    );
+}
+
+// ---- due rotations while the server runs ----------------------------------------------
+
+/// The rotation command of [`kms_serve_runs_due_rotations_and_logs_no_value`]: a
+/// Lambda-like rotation through the AWS CLI against the server itself (alice's access
+/// key, from the server's environment): createSecret puts `$CV_NEW_VALUE` under
+/// AWSPENDING with the token, finishSecret moves AWSCURRENT to it. With `fail` it writes
+/// `$CV_LEAK` on stderr at setSecret and exits 3.
+fn rotation_script(dir: &Path, name: &str, fail: bool) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let failing = if fail {
+        r#"[ "$1" = setSecret ] && { echo "the database refused $CV_LEAK" >&2; exit 3; }"#
+    } else {
+        ""
+    };
+    let body = format!(
+        r#"#!/bin/sh
+set -e
+echo "$1 $2 $3" >> "$CV_STEPS"
+{failing}
+ep=$(cat "$CV_ENDPOINT_FILE")
+sm() {{ "$CV_AWS" --endpoint-url "$ep" --region "$CRYPTVOL_REGION" --output text secretsmanager "$@"; }}
+case "$1" in
+  createSecret)
+    sm put-secret-value --secret-id "$2" --client-request-token "$3" \
+      --secret-string "$CV_NEW_VALUE" --version-stages AWSPENDING >/dev/null ;;
+  finishSecret)
+    cur=$(sm list-secret-version-ids --secret-id "$2" \
+      --query "Versions[?contains(VersionStages, 'AWSCURRENT')].VersionId")
+    sm update-secret-version-stage --secret-id "$2" --version-stage AWSCURRENT \
+      --move-to-version-id "$3" --remove-from-version-id "$cur" >/dev/null ;;
+esac
+"#
+    );
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// Polls `f` every 200 ms for up to 60 s.
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn kms_serve_runs_due_rotations_and_logs_no_value() {
+    use cryptvol::aws::Region;
+    use cryptvol::secrets::{SecretsManager, Via};
+    use cryptvol::sys::clock::Clock;
+
+    let Some((_, aws)) = compat_tools() else {
+        return;
+    };
+    let s = setup();
+    let all = json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "secretsmanager:*", "Resource": "*"}],
+    });
+    s.env.put_user_policy("alice", "secretsmanager-all", &all);
+    let scratch = s.env.path("rotation");
+    std::fs::create_dir(&scratch).unwrap();
+    let ok_cmd = rotation_script(&scratch, "rotate.sh", false);
+    let fail_cmd = rotation_script(&scratch, "rotate-fails.sh", true);
+    let rand = |tag: &str| format!("sm-{tag}-{}", uuid::Uuid::new_v4().simple());
+    let (old, new, failing_old, leak) = (rand("old"), rand("new"), rand("fold"), rand("leak"));
+
+    // Two secrets in the other region with a daily rotation by a local command (which only
+    // the CLI may set: here the library, as the CLI does), set up two days ago so that
+    // both are due: the server runs them when that region opens.
+    let (arn, failing_arn, old_version) = {
+        let region = Region::parse(OTHER_REGION).unwrap();
+        let mut no = || -> Result<cryptvol::crypto::SecretBytes, cryptvol::aws::AwsError> {
+            panic!("no passphrase")
+        };
+        let kms = cryptvol::kms::EmbeddedKms::open_region(
+            &s.env.data,
+            &region,
+            &mut no,
+            Clock::Skewed(-2 * DAY),
+        )
+        .unwrap();
+        let root =
+            cryptvol::iam::Caller::local(cryptvol::iam::Identity::root(kms.account().clone()));
+        let sm = SecretsManager::open(std::sync::Arc::new(kms)).unwrap();
+        let call = |op: &str, req: Value| {
+            sm.call(&root, op, &req, Via::Cli)
+                .unwrap_or_else(|e| panic!("{op}: {e}"))
+        };
+        let a = call(
+            "CreateSecret",
+            json!({"Name": "rotating", "SecretString": old}),
+        );
+        let f = call(
+            "CreateSecret",
+            json!({"Name": "failing", "SecretString": failing_old}),
+        );
+        for (id, cmd) in [("rotating", &ok_cmd), ("failing", &fail_cmd)] {
+            call(
+                "RotateSecret",
+                json!({"SecretId": id, "RotationCommand": cmd, "RotateImmediately": false,
+                       "RotationRules": {"AutomaticallyAfterDays": 1}}),
+            );
+        }
+        (
+            str_field(&a, "ARN"),
+            str_field(&f, "ARN"),
+            str_field(&a, "VersionId"),
+        )
+    };
+
+    let endpoint_file = scratch.join("endpoint");
+    let steps = scratch.join("steps");
+    let aws_str = aws.to_str().unwrap();
+    let server = Server::start_with(
+        &s.env,
+        &[],
+        &[
+            ("AWS_ACCESS_KEY_ID", s.alice.id.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", s.alice.secret.as_str()),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_MAX_ATTEMPTS", "1"),
+            ("AWS_PAGER", ""),
+            ("CV_AWS", aws_str),
+            ("CV_ENDPOINT_FILE", endpoint_file.to_str().unwrap()),
+            ("CV_STEPS", steps.to_str().unwrap()),
+            ("CV_NEW_VALUE", new.as_str()),
+            ("CV_LEAK", leak.as_str()),
+        ],
+    );
+    std::fs::write(&endpoint_file, &server.endpoint).unwrap();
+    let cli = |args: &[&str]| -> Value {
+        let out = Command::new(&aws)
+            .args(["--endpoint-url", &server.endpoint, "--region", OTHER_REGION])
+            .args(["--output", "json", "secretsmanager"])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", &s.alice.id)
+            .env("AWS_SECRET_ACCESS_KEY", &s.alice.secret)
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .env("AWS_PAGER", "")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "aws secretsmanager {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // The first request to the other region opens it, and with it its rotations.
+    let listed = cli(&["list-secrets"]);
+    assert_eq!(
+        listed["SecretList"].as_array().unwrap().len(),
+        2,
+        "{listed}"
+    );
+
+    let described = wait_for("the rotation of 'rotating'", || {
+        let d = cli(&["describe-secret", "--secret-id", "rotating"]);
+        d.get("LastRotatedDate").is_some().then_some(d)
+    });
+    let got = cli(&["get-secret-value", "--secret-id", "rotating"]);
+    assert_eq!(got["SecretString"], new.as_str(), "{got}");
+    let token = str_field(&got, "VersionId");
+    assert_ne!(token, old_version);
+    assert_eq!(
+        described["VersionIdsToStages"],
+        json!({ token.clone(): ["AWSCURRENT"], old_version.clone(): ["AWSPREVIOUS"] }),
+        "{described}"
+    );
+    let previous = cli(&[
+        "get-secret-value",
+        "--secret-id",
+        &arn,
+        "--version-stage",
+        "AWSPREVIOUS",
+    ]);
+    assert_eq!(previous["SecretString"], old.as_str());
+    let next = described["NextRotationDate"].as_f64().unwrap_or(0.0) as i64;
+    assert!(
+        (now() + DAY - 120..=now() + DAY + 120).contains(&next),
+        "NextRotationDate {next}, want a day from now: {described}"
+    );
+
+    // The failing one: one line in the log naming it, without the command's output.
+    let line = wait_for("the failed rotation in the server's log", || {
+        server
+            .stderr()
+            .lines()
+            .find(|l| l.contains(&failing_arn))
+            .map(str::to_string)
+    });
+    let failed = cli(&["describe-secret", "--secret-id", "failing"]);
+    assert!(failed.get("LastRotatedDate").is_none(), "{failed}");
+    let still = cli(&["get-secret-value", "--secret-id", "failing"]);
+    assert_eq!(still["SecretString"], failing_old.as_str());
+    let log = server.stderr();
+    server.stop();
+    eprintln!("the failed rotation's log line: {line}");
+    let ran = std::fs::read_to_string(&steps).unwrap();
+    let steps_of = |of: &str| -> Vec<String> {
+        ran.lines()
+            .filter(|l| l.split(' ').nth(1) == Some(of))
+            .map(|l| l.split(' ').next().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(
+        steps_of(&arn),
+        ["createSecret", "setSecret", "testSecret", "finishSecret"],
+        "{ran}"
+    );
+    assert_eq!(
+        steps_of(&failing_arn),
+        ["createSecret", "setSecret"],
+        "{ran}"
+    );
+    assert!(
+        ran.lines()
+            .all(|l| l.ends_with(&token) || l.contains(&failing_arn)),
+        "{ran}"
+    );
+
+    // The trail: both outcomes, as root on this machine; no value in the log or any file.
+    let events = trail(&s.env, OTHER_REGION);
+    let outcome = |name: &str, of: &str| {
+        events.iter().find(|e| {
+            e["eventName"] == name
+                && e["eventSource"] == SECRETS_SOURCE
+                && e.to_string().contains(of)
+        })
+    };
+    let ok = outcome("RotationSucceeded", &arn).expect("no RotationSucceeded");
+    assert_eq!(ok["userIdentity"]["type"], "Root", "{ok}");
+    let ko = outcome("RotationFailed", &failing_arn).expect("no RotationFailed");
+    assert!(ko.to_string().contains("setSecret"), "{ko}");
+    let mut leaks = vec![];
+    for v in [&old, &new, &failing_old, &leak] {
+        leaks.extend(leak_of("kms serve's stderr", log.as_bytes(), v.as_bytes()));
+        for f in files_under(&s.env.data) {
+            leaks.extend(leak_of(
+                &f.display().to_string(),
+                &std::fs::read(&f).unwrap(),
+                v.as_bytes(),
+            ));
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "{leaks:#?}\n--- kms serve stderr ---\n{log}"
     );
 }

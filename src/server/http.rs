@@ -247,7 +247,8 @@ impl State {
         }
         let s = Arc::new(SecretsManager::open(kms)?);
         secrets.insert(name.to_string(), s.clone());
-        self.rotations.start(name, s.clone());
+        self.rotations
+            .start(name, &self.identities.store().account, s.clone());
         Ok(s)
     }
 
