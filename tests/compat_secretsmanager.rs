@@ -302,6 +302,14 @@ fn boto3_and_the_aws_cli_drive_secrets_manager() {
         eprintln!("note: the refused Secrets Manager request is recorded as {unknown_sources:?}");
     }
 
+    // The trail's requestID is the response's x-amzn-requestid.
+    let rid = summary["cmk_create_request_id"].as_str().unwrap_or("");
+    problems.check(
+        sm.iter()
+            .any(|e| e["requestID"] == rid && e["eventName"] == "CreateSecret"),
+        || format!("no CreateSecret with the requestID {rid:?} the client got"),
+    );
+
     // The customer managed key: a GenerateDataKey for each version written, a Decrypt for
     // reads, each with the secret's ARN and the version's id as encryption context.
     let cmk = summary["cmk"].as_str().unwrap_or("").to_string();

@@ -235,6 +235,8 @@ def create_and_get(sm, ex):
         check(isinstance(g["CreatedDate"], datetime.datetime) and before <= g["CreatedDate"] <= now(),
               f"get_secret_value: CreatedDate {g['CreatedDate']!r}")
     eq(sm.get_secret_value(SecretId=arn, VersionStage="AWSCURRENT")["SecretString"], v1, "by stage AWSCURRENT")
+    partial = arn[:-7]
+    eq(sm.get_secret_value(SecretId=partial)["SecretString"], v1, f"by the partial ARN {partial}")
     eq(sm.get_secret_value(SecretId=arn, VersionId=t1)["SecretString"], v1, "by version id")
     eq(sm.get_secret_value(SecretId=arn, VersionId=t1, VersionStage="AWSCURRENT")["VersionId"], t1,
        "by version id and its stage")
@@ -259,6 +261,13 @@ def create_and_get(sm, ex):
     raises(ex.ResourceNotFoundException, "the duplicate created nothing", sm.describe_secret,
            SecretId="app/both")
     eq(sm.get_secret_value(SecretId=arn)["SecretString"], v1, "the duplicate left the value")
+
+    step("create_secret: names and sizes AWS refuses")
+    for what, kw in (("a name with a space", {"Name": "bad name", "SecretString": "x" * 12}),
+                     ("a name of 513 characters", {"Name": "n" * 513, "SecretString": "x" * 12}),
+                     ("a SecretString over 65536 bytes", {"Name": "app/huge", "SecretString": "x" * 65537})):
+        raises((ex.InvalidParameterException, "ValidationException"), what, raw.create_secret, **kw)
+    raises(ex.ResourceNotFoundException, "the huge secret was not made", sm.describe_secret, SecretId="app/huge")
 
     step("create_secret with no value: a secret without versions")
     r = sm.create_secret(Name="app/empty", Description="no value yet")
@@ -680,7 +689,7 @@ def customer_key(sm, ex):
     d = sm.describe_secret(SecretId=arn)
     check(d.get("KmsKeyId") in (key, key_arn), f"describe_secret: KmsKeyId {d.get('KmsKeyId')!r}, want {key_arn}")
     eq(sm.get_secret_value(SecretId=arn)["SecretString"], v, "the value under the customer key")
-    OUT.update(cmk_secret=arn, cmk_versions=[t])
+    OUT.update(cmk_secret=arn, cmk_versions=[t], cmk_create_request_id=r["ResponseMetadata"]["RequestId"])
     step("put_secret_value under the customer key, then the key disabled")
     t2, v2 = str(uuid.uuid4()), value("cmk-2")
     sm.put_secret_value(SecretId=arn, SecretString=v2, ClientRequestToken=t2)
@@ -692,6 +701,11 @@ def customer_key(sm, ex):
            SecretId=arn, SecretString=value("cmk-disabled"))
     kms.enable_key(KeyId=key)
     eq(sm.get_secret_value(SecretId=arn)["SecretString"], v2, "the value with the key enabled again")
+    step("the managed key alias/aws/secretsmanager: only through Secrets Manager")
+    aliases = [a["AliasName"] for a in kms.list_aliases()["Aliases"]]
+    check("alias/aws/secretsmanager" in aliases, f"no alias/aws/secretsmanager after secrets were made: {aliases}")
+    raises("AccessDeniedException", "a direct GenerateDataKey on alias/aws/secretsmanager", kms.generate_data_key,
+           KeyId="alias/aws/secretsmanager", KeySpec="AES_256")
     step("a secret under the key's alias")
     r = sm.create_secret(Name="cmk/by-alias", SecretString=value("cmk-alias"), KmsKeyId="alias/secrets-cmk")
     check(sm.get_secret_value(SecretId=r["ARN"])["SecretString"].startswith("sm-cmk-alias-"), "by alias")
