@@ -296,11 +296,13 @@ fn boto3_and_the_aws_cli_drive_secrets_manager() {
             .any(|e| e["errorCode"] == "UnknownOperationException"),
         || format!("the unknown operation is not in the trail: {unknown:#?}"),
     );
-    // A refusal record has one eventSource, KMS's (`kms::embedded::Refusal` names none).
-    let unknown_sources: Vec<&Value> = unknown.iter().map(|e| &e["eventSource"]).collect();
-    if unknown_sources.iter().any(|s| **s != SECRETS_SOURCE) {
-        eprintln!("note: the refused Secrets Manager request is recorded as {unknown_sources:?}");
-    }
+    // In Secrets Manager's name: the caller was known.
+    problems.check(
+        unknown.iter().all(|e| {
+            e["eventSource"] == SECRETS_SOURCE && e["userIdentity"]["userName"] == "alice"
+        }),
+        || format!("the unknown operation is not alice's Secrets Manager event: {unknown:#?}"),
+    );
 
     // The trail's requestID is the response's x-amzn-requestid.
     let rid = summary["cmk_create_request_id"].as_str().unwrap_or("");

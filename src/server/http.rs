@@ -286,6 +286,10 @@ impl State {
             Service::Kms => &Rules::KMS,
             Service::SecretsManager => &secrets::RULES,
         };
+        let event_source = match service {
+            Service::Kms => None,
+            Service::SecretsManager => Some(crate::secrets::EVENT_SOURCE),
+        };
         let refused = |caller: Option<&Caller>, region: Option<&str>, answer: Answer| {
             self.refusals.record(
                 self,
@@ -295,6 +299,7 @@ impl State {
                     caller,
                     region,
                     counted: false,
+                    event_source,
                 },
                 answer,
             )
@@ -392,6 +397,7 @@ impl State {
                     caller: Some(&caller),
                     region,
                     counted: true,
+                    event_source,
                 },
                 answer,
             )

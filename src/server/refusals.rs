@@ -12,6 +12,12 @@
 //! still answered but only counted, and the next record carries the count
 //! (`additionalEventData.refusalsNotRecorded`). The bucket is checked before anything
 //! costly: an unknown region is not even looked for on disk without a token.
+//!
+//! A refusal of another service's request (Secrets Manager's) whose caller is known is
+//! recorded in that service's name, as its answered calls are (`eventSource`
+//! secretsmanager.amazonaws.com); one whose signature did not verify is recorded as KMS's
+//! refusals are, since who sent it, and so for which service, is not known. The count of
+//! records left out is carried by the next KMS-style record.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,6 +26,7 @@ use super::ratelimit::Bucket;
 use crate::aws::sigv4::{self, RequestParts};
 use crate::iam::Caller;
 use crate::kms::embedded::Refusal;
+use crate::kms::embedded::sts_event::ServiceCall;
 
 pub struct Refusals {
     bucket: Bucket,
@@ -38,6 +45,19 @@ pub struct Refused<'a> {
     pub region: Option<&'a str>,
     /// Whether the request counted against its access key's quota.
     pub counted: bool,
+    /// The `eventSource` of a service other than KMS the request was for.
+    pub event_source: Option<&'a str>,
+}
+
+/// The operation a request named, as an event's `eventName`: AWS's names are letters and
+/// digits (a client's other text is not recorded), cut to a bounded length.
+fn event_name(operation: Option<&str>) -> String {
+    match operation {
+        Some(op) if !op.is_empty() && op.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            op.chars().take(256).collect()
+        }
+        _ => "Unknown".to_string(),
+    }
 }
 
 impl Refusals {
@@ -85,6 +105,27 @@ impl Refusals {
         };
         let code = answer.code();
         let message = answer.message();
+        if let (Some(event_source), Some(caller)) = (r.event_source, r.caller) {
+            let call = ServiceCall {
+                event_source,
+                operation: &event_name(r.operation),
+                caller,
+                request_parameters: serde_json::Value::Null,
+                response_elements: serde_json::Value::Null,
+                resources: Vec::new(),
+                read_only: false,
+                error: Some((&code, message)),
+                request_id: &rx.request_id,
+            };
+            if let Err(e) = kms.record_service_call(&call) {
+                self.not_recorded.fetch_add(1, Ordering::Relaxed);
+                eprintln!(
+                    "kms serve: request {}: the refusal could not be recorded: {e}",
+                    rx.request_id
+                );
+            }
+            return answer;
+        }
         let source_ip = rx.peer.ip().to_string();
         let suppressed = self.not_recorded.swap(0, Ordering::Relaxed);
         let refusal = Refusal {

@@ -315,3 +315,58 @@ fn every_opened_region_runs_its_due_rotations_until_the_server_stops() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert!(s.state.rotations.regions().is_empty());
 }
+
+/// Every event of the test region's trail.
+fn trail(s: &Server) -> Vec<Value> {
+    let dir = s._dir.path().join("regions").join(REGION).join("audit");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<Value>>()
+        })
+        .collect()
+}
+
+#[test]
+fn refusals_of_a_known_caller_are_recorded_as_secrets_manager_events() {
+    let s = server(1000);
+    s.sm("GetSecretValues", json!({"SecretId": "x"}));
+    s.sm(
+        "RotateSecret",
+        json!({"SecretId": "x", "RotationCommand": "/bin/true"}),
+    );
+    s.call("secretsmanager.Get-Secret<Value>", "{}", "secretsmanager");
+    // Signed for the wrong service: nobody is known, so it is KMS's kind of refusal.
+    s.call("secretsmanager.ListSecrets", "{}", "kms");
+    let events = trail(&s);
+    let refused = |name: &str, code: &str| {
+        events
+            .iter()
+            .find(|e| e["eventName"] == name && e["errorCode"] == code)
+            .unwrap_or_else(|| panic!("no {name} refused with {code}: {events:#?}"))
+    };
+    for (name, code) in [
+        ("GetSecretValues", "UnknownOperationException"),
+        ("RotateSecret", "InvalidParameterException"),
+        ("Unknown", "UnknownOperationException"),
+    ] {
+        let e = refused(name, code);
+        assert_eq!(e["eventSource"], crate::secrets::EVENT_SOURCE, "{e}");
+        assert_eq!(e["userIdentity"]["userName"], "alice", "{e}");
+        assert_eq!(e["requestID"], "test-request", "{e}");
+        assert!(!e.to_string().contains("/bin/true"), "{e}");
+    }
+    let e = refused("ListSecrets", "InvalidSignatureException");
+    assert_eq!(e["eventSource"], "kms.amazonaws.com", "{e}");
+    assert_eq!(e["userIdentity"]["type"], "Unknown", "{e}");
+}

@@ -182,6 +182,7 @@ pub fn handle(state: &State, r: &Received) -> Answer {
             caller,
             region: None,
             counted: false,
+            event_source: None,
         };
         state.refusals.record(state, &refusal, answer)
     };
@@ -234,6 +235,7 @@ pub fn handle(state: &State, r: &Received) -> Answer {
             caller: Some(&caller),
             region: None,
             counted: true,
+            event_source: None,
         };
         state.refusals.record(state, &refusal, answer)
     };
