@@ -6,7 +6,9 @@
 //! `InternalServiceError`, 500, with a message that tells nothing of this machine) and
 //! one refusal of our own: the non-AWS member `RotationCommand` (a program for this
 //! machine to run) is refused whatever the operation, before the call, though the core
-//! refuses it too for [`Via::Server`].
+//! refuses it too for [`Via::Server`]. Nor does it go out: DescribeSecret and ListSecrets
+//! show the CLI a secret's command, a path on this machine, which remote clients are
+//! never told (their clients would drop the unknown member anyway).
 //!
 //! Request and response bodies carry secret values; they live in the same zeroizing
 //! memory as KMS's (`body`), and the parsed request's strings are wiped after the call.
@@ -67,7 +69,22 @@ pub fn call(
         });
     }
     let secrets: Arc<SecretsManager> = state.secrets(region)?;
-    Ok(secrets.call(caller, op, request, Via::Server { request_id })?)
+    let mut answer = secrets.call(caller, op, request, Via::Server { request_id })?;
+    without_local_members(&mut answer);
+    Ok(answer)
+}
+
+/// Removes the local-only member from a response: from a secret's description and from
+/// each entry of a list.
+fn without_local_members(answer: &mut Value) {
+    if let Some(o) = answer.as_object_mut() {
+        o.remove(LOCAL_ONLY_MEMBER);
+    }
+    if let Some(list) = answer.get_mut("SecretList").and_then(Value::as_array_mut) {
+        for entry in list.iter_mut().filter_map(Value::as_object_mut) {
+            entry.remove(LOCAL_ONLY_MEMBER);
+        }
+    }
 }
 
 /// The answer to a failed Secrets Manager call: its exception with status 400, or for an

@@ -370,3 +370,48 @@ fn refusals_of_a_known_caller_are_recorded_as_secrets_manager_events() {
     assert_eq!(e["eventSource"], "kms.amazonaws.com", "{e}");
     assert_eq!(e["userIdentity"]["type"], "Unknown", "{e}");
 }
+
+#[test]
+fn a_rotation_command_set_on_this_machine_is_not_shown_to_remote_clients() {
+    let s = server(1000);
+    let a = s.sm(
+        "CreateSecret",
+        json!({"Name": "db", "SecretString": "v-v-v-v-v-v-v-v"}),
+    );
+    assert_eq!(a.status, 200, "{}", a.message());
+    // As the CLI sets it.
+    let sm = s.state.secrets(REGION).unwrap();
+    let root = crate::iam::Caller::local(crate::iam::Identity::root(
+        s.state.identities.store().account.clone(),
+    ));
+    let set = sm.call(
+        &root,
+        "RotateSecret",
+        &json!({"SecretId": "db", "RotationCommand": "/opt/local/rotate-db",
+                "RotateImmediately": false, "RotationRules": {"AutomaticallyAfterDays": 7}}),
+        crate::secrets::Via::Cli,
+    );
+    set.unwrap();
+    let local = sm
+        .call(
+            &root,
+            "DescribeSecret",
+            &json!({"SecretId": "db"}),
+            crate::secrets::Via::Cli,
+        )
+        .unwrap();
+    for (op, body) in [
+        ("DescribeSecret", json!({"SecretId": "db"})),
+        ("ListSecrets", json!({})),
+    ] {
+        let a = s.sm(op, body);
+        assert_eq!(a.status, 200, "{op}: {}", a.message());
+        let text = String::from_utf8_lossy(&a.body);
+        assert!(!text.contains("/opt/local"), "{op}: {text}");
+        assert!(text.contains("RotationEnabled"), "{op}: {text}");
+    }
+    // The CLI still sees it, if the core shows it there.
+    if local.get("RotationCommand").is_some() {
+        assert_eq!(local["RotationCommand"], "/opt/local/rotate-db");
+    }
+}
