@@ -2068,3 +2068,92 @@ fn deprecated_versions_younger_than_a_day_are_kept() {
     );
     assert_eq!(versions.len(), 103);
 }
+
+/// "You can rotate a secret as often as every four hours" (RotationRulesType): a cron
+/// that fires every 15 minutes or every hour is refused as rate(1 hours) is.
+#[test]
+fn cron_schedules_more_often_than_every_four_hours_are_refused() {
+    let f = fixture();
+    f.ok("CreateSecret", json!({"Name": "s", "SecretString": "v1"}));
+    for expr in ["cron(0/15 * * * ? *)", "cron(0 * * * ? *)"] {
+        let r = f.call(
+            "RotateSecret",
+            json!({"SecretId": "s", "RotationCommand": "/bin/true", "RotateImmediately": false,
+                "RotationRules": {"ScheduleExpression": expr}}),
+        );
+        assert_eq!(code_of(&r), "InvalidParameterException", "{expr}: {r:?}");
+    }
+}
+
+/// The rotation command calls back "as the caller" through `CRYPTVOL_PROFILE`, but only
+/// the root and users are mapped: for a role the variable is not set, and the CLI's
+/// default profile is the account root. A role allowed only RotateSecret thus has the
+/// command's callbacks (PutSecretValue, UpdateSecretVersionStage) run as root.
+#[test]
+fn a_rotation_started_by_a_role_does_not_call_back_as_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture();
+    f.ok("CreateSecret", json!({"Name": "r", "SecretString": "v1"}));
+    let log = f.dir.path().join("profile.log");
+    let cmd = f.dir.path().join("rotate.sh");
+    std::fs::write(
+        &cmd,
+        format!(
+            "#!/bin/sh\necho \"profile=${{CRYPTVOL_PROFILE-unset}}\" >> {}\nexit 1\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cmd, std::fs::Permissions::from_mode(0o755)).unwrap();
+    f.ok(
+        "RotateSecret",
+        json!({"SecretId": "r", "RotationCommand": cmd, "RotateImmediately": false}),
+    );
+    let store = crate::iam::IdentityStore::new(f.dir.path(), f.kms.account().clone());
+    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": format!("arn:aws:iam::{}:root", f.kms.account().as_str())},
+        "Action": "sts:AssumeRole"}]})
+    .to_string();
+    store
+        .create(crate::iam::EntityKind::Role, "rotator", "", Some(&trust))
+        .unwrap();
+    store
+        .put_policy(
+            crate::iam::EntityKind::Role,
+            "rotator",
+            "p",
+            &json!({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "secretsmanager:RotateSecret", "Resource": "*"}]})
+            .to_string(),
+        )
+        .unwrap();
+    let role =
+        crate::iam::caller::Caller::local(store.resolve_profile(Some("role/rotator")).unwrap());
+    let r = f.as_user(&role, "RotateSecret", json!({"SecretId": "r"}));
+    assert!(r.is_err(), "the command fails at createSecret: {r:?}");
+    let seen = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        seen.trim(),
+        "profile=role/rotator",
+        "the role's rotation ran its callbacks with this profile (unset = root)"
+    );
+}
+
+/// secretsmanager:SecretId is "the SecretID value in the request" (AWS's condition keys):
+/// a Deny on the name the caller uses must apply. Here the key holds the secret's ARN, so
+/// a Deny written for the name never matches.
+#[test]
+fn condition_key_secret_id_is_the_id_in_the_request() {
+    let f = fixture();
+    f.ok("CreateSecret", json!({"Name": "db", "SecretString": "v"}));
+    let u = user(
+        &f,
+        "u",
+        json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*"},
+            {"Effect": "Deny", "Action": "secretsmanager:GetSecretValue", "Resource": "*",
+                "Condition": {"StringEquals": {"secretsmanager:SecretId": "db"}}}]}),
+    );
+    let r = f.as_user(&u, "GetSecretValue", json!({"SecretId": "db"}));
+    assert_eq!(code_of(&r), "AccessDeniedException", "{r:?}");
+}
