@@ -2217,3 +2217,50 @@ fn a_killed_writer_leaves_no_stale_copy_of_the_store() {
         assert!(left.is_empty(), "after kill {round}: {left:?}");
     }
 }
+
+/// A resource policy names a user by ARN, but AWS binds it to the user's unique id when
+/// it is put (as this KMS does for key policies, `policy_principals`): a user deleted and
+/// created again under the same name is someone else and must not inherit the access.
+#[test]
+fn a_resource_policy_does_not_admit_a_recreated_user_of_the_same_name() {
+    let f = fixture();
+    f.ok("CreateSecret", json!({"Name": "s", "SecretString": "v"}));
+    let store = crate::iam::IdentityStore::new(f.dir.path(), f.kms.account().clone());
+    let kind = crate::iam::EntityKind::User;
+    store.create(kind, "alice", "", None).unwrap();
+    let alice = crate::iam::caller::Caller::local(store.resolve_profile(Some("alice")).unwrap());
+    let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": alice.identity.arn()},
+        "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]});
+    f.ok(
+        "PutResourcePolicy",
+        json!({"SecretId": "s", "ResourcePolicy": policy.to_string()}),
+    );
+    assert_eq!(
+        code_of(&f.as_user(&alice, "GetSecretValue", json!({"SecretId": "s"}))),
+        "ok"
+    );
+    store.delete(kind, "alice").unwrap();
+    store.create(kind, "alice", "", None).unwrap();
+    let other = crate::iam::caller::Caller::local(store.resolve_profile(Some("alice")).unwrap());
+    assert_ne!(other.identity.unique_id(), alice.identity.unique_id());
+    let r = f.as_user(&other, "GetSecretValue", json!({"SecretId": "s"}));
+    assert_eq!(code_of(&r), "AccessDeniedException", "{r:?}");
+}
+
+/// A resource policy naming a user of the account that does not exist is refused as AWS
+/// refuses it (MalformedPolicyDocumentException, an invalid principal): otherwise whoever
+/// later creates that user inherits the access.
+#[test]
+fn a_resource_policy_naming_a_user_that_does_not_exist_is_refused() {
+    let f = fixture();
+    f.ok("CreateSecret", json!({"Name": "s", "SecretString": "v"}));
+    let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": format!("arn:aws:iam::{}:user/ghost", f.kms.account().as_str())},
+        "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]});
+    let r = f.call(
+        "PutResourcePolicy",
+        json!({"SecretId": "s", "ResourcePolicy": policy.to_string()}),
+    );
+    assert_eq!(code_of(&r), "MalformedPolicyDocumentException", "{r:?}");
+}
