@@ -2264,3 +2264,44 @@ fn a_resource_policy_naming_a_user_that_does_not_exist_is_refused() {
     );
     assert_eq!(code_of(&r), "MalformedPolicyDocumentException", "{r:?}");
 }
+
+/// BlockPublicPolicy must refuse a policy that lets everyone in, however it is written:
+/// an Allow with NotPrincipal (everyone but one) or a Principal "*" whose Condition every
+/// caller meets. AWS checks the policy's meaning (PublicPolicyException); here only a
+/// literal "*" without a Condition is caught, and the NotPrincipal policy then lets a user
+/// with no permission at all read the value.
+#[test]
+fn block_public_policy_catches_every_way_of_saying_everyone() {
+    let f = fixture();
+    f.ok("CreateSecret", json!({"Name": "s", "SecretString": "v"}));
+    let account = f.kms.account().as_str().to_string();
+    let nobody = no_permission_user(&f, "nobody");
+    let policies = [
+        json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+            "NotPrincipal": {"AWS": format!("arn:aws:iam::{account}:user/someone-else")},
+            "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]}),
+        json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*",
+            "Action": "secretsmanager:GetSecretValue", "Resource": "*",
+            "Condition": {"StringLike": {"aws:PrincipalArn": "*"}}}]}),
+    ];
+    let mut problems = Vec::new();
+    for p in policies {
+        let r = f.call(
+            "PutResourcePolicy",
+            json!({"SecretId": "s", "ResourcePolicy": p.to_string(), "BlockPublicPolicy": true}),
+        );
+        if code_of(&r) == "ok" {
+            let read = f.as_user(&nobody, "GetSecretValue", json!({"SecretId": "s"}));
+            problems.push(format!(
+                "accepted {p}; then a user with no permission reads: {}",
+                code_of(&read)
+            ));
+        } else if !matches!(
+            code_of(&r),
+            "PublicPolicyException" | "MalformedPolicyDocumentException"
+        ) {
+            problems.push(format!("{p}: {r:?}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
