@@ -2305,3 +2305,47 @@ fn block_public_policy_catches_every_way_of_saying_everyone() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The managed key alias/aws/secretsmanager is made on first use: the first uses, at
+/// once from several processes, must all succeed and share one key.
+#[test]
+fn race_first_use_of_the_managed_key_makes_one_key() {
+    let f = fixture();
+    let others = [reopen(&f), reopen(&f), reopen(&f)];
+    let sms: Vec<&SecretsManager> = std::iter::once(&f.sm).chain(others.iter()).collect();
+    let root = &f.root;
+    let outcomes = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for (t, sm) in sms.iter().enumerate() {
+            let outcomes = &outcomes;
+            s.spawn(move || {
+                let r = sm.call(
+                    root,
+                    "CreateSecret",
+                    &json!({"Name": format!("first{t}"), "SecretString": "v"}),
+                    Via::Cli,
+                );
+                outcomes.lock().unwrap().push(match r {
+                    Ok(_) => "ok".to_string(),
+                    Err(e) => format!("{} {e}", e.aws_code()),
+                });
+            });
+        }
+    });
+    let outcomes = outcomes.into_inner().unwrap();
+    assert!(outcomes.iter().all(|o| o == "ok"), "{outcomes:#?}");
+    let mut keys = std::collections::BTreeSet::new();
+    for t in 0..sms.len() {
+        let v = f.ok(
+            "ListSecretVersionIds",
+            json!({"SecretId": format!("first{t}")}),
+        );
+        keys.insert(
+            v["Versions"][0]["KmsKeyIds"][0]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(keys.len(), 1, "{keys:?}");
+}
