@@ -2349,3 +2349,30 @@ fn race_first_use_of_the_managed_key_makes_one_key() {
     }
     assert_eq!(keys.len(), 1, "{keys:?}");
 }
+
+/// A NextToken is bound to nothing: one given by ListSecretVersionIds of a secret, or by
+/// ListSecrets with other filters, is taken by ListSecrets as an offset into its own
+/// list. AWS refuses a token from another listing (InvalidNextTokenException).
+#[test]
+fn a_next_token_from_another_listing_is_refused() {
+    let f = fixture();
+    f.ok(
+        "CreateSecret",
+        json!({"Name": "v", "SecretString": "1", "ClientRequestToken": token(1)}),
+    );
+    f.ok(
+        "PutSecretValue",
+        json!({"SecretId": "v", "SecretString": "2", "ClientRequestToken": token(2)}),
+    );
+    for n in ["a", "b"] {
+        f.ok("CreateSecret", json!({"Name": n, "SecretString": "x"}));
+    }
+    let versions = f.ok(
+        "ListSecretVersionIds",
+        json!({"SecretId": "v", "MaxResults": 1}),
+    );
+    let foreign = versions["NextToken"].clone();
+    assert!(foreign.is_string(), "{versions}");
+    let r = f.call("ListSecrets", json!({"NextToken": foreign}));
+    assert_eq!(code_of(&r), "InvalidNextTokenException", "{r:?}");
+}
