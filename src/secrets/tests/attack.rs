@@ -2376,3 +2376,31 @@ fn a_next_token_from_another_listing_is_refused() {
     let r = f.call("ListSecrets", json!({"NextToken": foreign}));
     assert_eq!(code_of(&r), "InvalidNextTokenException", "{r:?}");
 }
+
+/// A version left under AWSPENDING (by a rotation that failed, or a PutSecretValue) that
+/// is not AWSCURRENT: AWS refuses a new RotateSecret ("A previous rotation isn't
+/// complete", InvalidRequestException) and keeps that version's label. Here the label is
+/// silently taken off the pending version and the rotation runs.
+#[test]
+fn rotate_secret_with_a_pending_version_left_is_refused() {
+    let f = fixture();
+    f.ok(
+        "CreateSecret",
+        json!({"Name": "s", "SecretString": "1", "ClientRequestToken": token(1)}),
+    );
+    f.ok(
+        "PutSecretValue",
+        json!({"SecretId": "s", "SecretString": "2", "ClientRequestToken": token(2), "VersionStages": ["AWSPENDING"]}),
+    );
+    let r = f.call(
+        "RotateSecret",
+        json!({"SecretId": "s", "RotationCommand": "/bin/true", "ClientRequestToken": token(3)}),
+    );
+    let versions = all_versions(&f.sm, &f.root, "s");
+    assert_eq!(
+        versions[&token(2)],
+        ["AWSPENDING"],
+        "the pending version lost its label; RotateSecret gave {r:?}"
+    );
+    assert_eq!(code_of(&r), "InvalidRequestException", "{r:?}");
+}
