@@ -756,6 +756,61 @@ def protocol(sm, ex):
     eq((st, err.get("__type")), (400, "UnrecognizedClientException"), f"an unknown access key: {err!r}")
 
 
+def concurrency(sm, ex):
+    """Clients at once on one secret: each answer is whole, and the labels end consistent."""
+    from concurrent.futures import ThreadPoolExecutor
+    clients = [client() for _ in range(8)]
+
+    def create(i):
+        try:
+            return clients[i].create_secret(Name="race/one", SecretString=value(f"race-create-{i}"))["ARN"]
+        except ClientError as e:
+            return e.response["Error"]["Code"]
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(create, range(8)))
+    arns = [g for g in got if g.startswith("arn:")]
+    eq((len(arns), sorted(g for g in got if not g.startswith("arn:"))), (1, ["ResourceExistsException"] * 7),
+       f"8 creates of one name at once: {got!r}")
+    if not arns:
+        return
+    arn = arns[0]
+    tokens = [str(uuid.uuid4()) for _ in range(8)]
+    vals = [value(f"race-put-{i}") for i in range(8)]
+
+    def put(i):
+        r = clients[i].put_secret_value(SecretId=arn, SecretString=vals[i], ClientRequestToken=tokens[i])
+        return r["VersionId"]
+
+    with ThreadPoolExecutor(8) as pool:
+        eq(sorted(pool.map(put, range(8))), sorted(tokens), "8 puts at once: their versions")
+    st = stages(sm, arn)
+    current = [k for k, v in st.items() if "AWSCURRENT" in v]
+    previous = [k for k, v in st.items() if "AWSPREVIOUS" in v]
+    check(len(current) == 1 and len(previous) == 1 and current != previous,
+          f"after 8 puts at once: one AWSCURRENT, one AWSPREVIOUS: {st!r}")
+    if current:
+        eq(sm.get_secret_value(SecretId=arn)["SecretString"], vals[tokens.index(current[0])]
+           if current[0] in tokens else None, "the current value is the current version's")
+    all_versions = sm.list_secret_version_ids(SecretId=arn, IncludeDeprecated=True)["Versions"]
+    eq(len(all_versions), 9, "versions after 8 puts at once")
+    for i in (0, 5):
+        eq(sm.get_secret_value(SecretId=arn, VersionId=tokens[i])["SecretString"], vals[i],
+           f"version {i} holds its own value")
+    t, v = str(uuid.uuid4()), value("race-same")
+
+    def same(i):
+        try:
+            return clients[i].put_secret_value(SecretId=arn, SecretString=v, ClientRequestToken=t)["VersionId"]
+        except ClientError as e:
+            return e.response["Error"]["Code"]
+
+    with ThreadPoolExecutor(8) as pool:
+        eq(list(pool.map(same, range(8))), [t] * 8, "8 puts of one token and value at once: one version")
+    eq(len(sm.list_secret_version_ids(SecretId=arn, IncludeDeprecated=True)["Versions"]), 10,
+       "one version more after the 8 identical puts")
+
+
 def aws_cli(sm, ex):
     step("aws secretsmanager create-secret, get-secret-value")
     v1, t1 = value("cli-1"), str(uuid.uuid4())
@@ -881,6 +936,7 @@ def main():
         ("a customer managed KMS key", customer_key),
         ("rotate_secret", rotation),
         ("the protocol", protocol),
+        ("clients at once", concurrency),
         ("the AWS CLI", aws_cli),
     ]
     for name, fn in steps:
