@@ -8,7 +8,7 @@
 //! call's access key and the client's address. Without the tools they skip, unless CI=true
 //! or CRYPTVOL_REQUIRE_MOUNT=1 makes that a failure. The client harness (tools, data dir,
 //! suite runner, trail checks) is tests/common/compat.rs, shared with
-//! tests/compat_custom_key_stores.rs.
+//! tests/compat_custom_key_stores.rs and tests/compat_secretsmanager.rs.
 //!
 //! The raw tests write HTTP/1.1 by hand on a TcpStream: what no SDK sends (no signature,
 //! GET, a body over the limit, garbage) gets an AWS-shaped error, and the server keeps
