@@ -250,7 +250,8 @@ fn boto3_and_the_aws_cli_drive_secrets_manager() {
             format!("no {name} by alice from {SECRETS_SOURCE} in the trail")
         });
         for e in mine {
-            let ok = e["userIdentity"]["accessKeyId"] == s.alice.id.as_str()
+            let key = &e["userIdentity"]["accessKeyId"];
+            let ok = (*key == s.alice.id.as_str() || *key == summary["session_key"])
                 && e["sourceIPAddress"] == "127.0.0.1"
                 && e["awsRegion"] == DEFAULT_REGION;
             problems.check(ok, || {
@@ -258,6 +259,13 @@ fn boto3_and_the_aws_cli_drive_secrets_manager() {
             });
         }
     }
+    let session_reads = by("alice", "GetSecretValue")
+        .into_iter()
+        .filter(|e| e["userIdentity"]["accessKeyId"] == summary["session_key"])
+        .count();
+    problems.check(session_reads > 0, || {
+        "no GetSecretValue with alice's session credentials".to_string()
+    });
     let db = summary["db_secret"].as_str().unwrap_or("").to_string();
     let gets = by("alice", "GetSecretValue");
     problems.check(

@@ -708,6 +708,11 @@ def customer_key(sm, ex):
     check("alias/aws/secretsmanager" in aliases, f"no alias/aws/secretsmanager after secrets were made: {aliases}")
     raises("AccessDeniedException", "a direct GenerateDataKey on alias/aws/secretsmanager", kms.generate_data_key,
            KeyId="alias/aws/secretsmanager", KeySpec="AES_256")
+    step("bob may use Secrets Manager but not the customer key: no value for him")
+    bob = client(E["CV_DENIED_AK"], E["CV_DENIED_SK"])
+    eq(bob.describe_secret(SecretId=arn)["ARN"], arn, "bob describes the secret under the customer key")
+    raises(("AccessDeniedException", ex.DecryptionFailure), "bob's get_secret_value without kms:Decrypt",
+           bob.get_secret_value, SecretId=arn)
     step("a secret under the key's alias")
     r = sm.create_secret(Name="cmk/by-alias", SecretString=value("cmk-alias"), KmsKeyId="alias/secrets-cmk")
     check(sm.get_secret_value(SecretId=r["ARN"])["SecretString"].startswith("sm-cmk-alias-"), "by alias")
@@ -752,6 +757,20 @@ def protocol(sm, ex):
     eq((st, err.get("__type")), (400, "InvalidSignatureException"), f"KMS signed for secretsmanager: {err!r}")
     st, ok, _ = raw_call("TrentService.ListKeys", {}, service="kms")
     eq(st, 200, f"KMS on the same port: {ok!r}")
+    step("temporary credentials from the same port's STS sign Secrets Manager requests")
+    sts = client(service="sts")
+    c = sts.get_session_token(DurationSeconds=900)["Credentials"]
+    OUT["session_key"] = c["AccessKeyId"]
+    temp = boto3.session.Session().client(
+        "secretsmanager", endpoint_url=E["CV_ENDPOINT"], region_name=REGION,
+        aws_access_key_id=c["AccessKeyId"], aws_secret_access_key=c["SecretAccessKey"],
+        aws_session_token=c["SessionToken"], config=Config(retries={"total_max_attempts": 1}))
+    eq(temp.get_secret_value(SecretId=S["db"])["SecretString"], S["v4"], "a read with session credentials")
+    bad = boto3.session.Session().client(
+        "secretsmanager", endpoint_url=E["CV_ENDPOINT"], region_name=REGION,
+        aws_access_key_id=c["AccessKeyId"], aws_secret_access_key=c["SecretAccessKey"],
+        aws_session_token=c["SessionToken"][:-4] + "AAAA", config=Config(retries={"total_max_attempts": 1}))
+    raises("UnrecognizedClientException", "a tampered session token", bad.get_secret_value, SecretId=S["db"])
     st, err, _ = raw_call("secretsmanager.ListSecrets", {}, ak="AKIAUNKNOWNKEY000001", sk="x" * 40)
     eq((st, err.get("__type")), (400, "UnrecognizedClientException"), f"an unknown access key: {err!r}")
 
