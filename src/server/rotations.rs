@@ -91,9 +91,11 @@ fn run_due(region: &str, manager: &SecretsManager, root: &Caller) {
     match manager.rotate_due(root, Via::Cli) {
         Ok(reports) => {
             for r in reports.iter().filter(|r| r.error.is_some()) {
+                // Not run at all when another process (the region daemon) is rotating it.
                 eprintln!(
-                    "kms serve: the due rotation of secret {} to version {} failed: the \
-                     RotationFailed event of {region}'s trail names the step",
+                    "kms serve: the due rotation of secret {} to version {} did not complete \
+                     (a step that failed is named by the RotationFailed event of {region}'s \
+                     trail)",
                     r.arn, r.version_id
                 );
             }
