@@ -42,6 +42,10 @@ pub const CTX_DERIVATION_KEY_SEAL: &str = "cryptvol 2026-12-03 region derivation
 /// rotation) inside the keystore (src/kms/keystore.rs, `audit_chain_keys`).
 pub const CTX_AUDIT_CHAIN_KEY_SEAL: &str = "cryptvol 2026-12-03 audit chain key seal v1";
 /// Root key ‖ region name → the key that authenticates list paging markers.
+/// The seal of a region's Secrets Manager store (secrets/store.cvsm).
+pub const CTX_SECRETS_STORE_SEAL: &str = "cryptvol 2026-12-03 secrets manager store seal v1";
+/// A secret version's value digest (idempotent requests compare values by it).
+pub const CTX_SECRET_VALUE_DIGEST: &str = "cryptvol 2026-12-03 secret value digest v1";
 pub const CTX_LIST_MARKER: &str = "cryptvol 2026-11-29 list paging marker v1";
 /// An authenticated volume's keys, from its data key: the per-block MAC key, the key of the
 /// root over its MAC records, the key its anchor is sealed under.

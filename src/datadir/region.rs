@@ -48,6 +48,11 @@ impl RegionDir {
         self.path.join("usage.lock")
     }
     /// The thin pool: `meta.redb` and the data files.
+    /// Secrets Manager's sealed store and its lock (`crate::secrets`).
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.path.join("secrets")
+    }
+
     pub fn pool_dir(&self) -> PathBuf {
         self.path.join("pool")
     }

@@ -100,7 +100,12 @@ impl Caller {
     /// The same caller, acting through the volume service of `region` (as EBS calls KMS
     /// on a user's behalf).
     pub fn via_volumes(&self, region: &Region) -> Caller {
-        let via = volume_service(region);
+        self.via(volume_service(region))
+    }
+
+    /// The same caller, acting through the AWS service `via` (`kms:ViaService`, CloudTrail's
+    /// `invokedBy`), as a service calls KMS with its user's credentials.
+    pub fn via(&self, via: String) -> Caller {
         let mut user_identity = self.user_identity.clone();
         user_identity["invokedBy"] = serde_json::Value::String(via.clone());
         Caller {

@@ -62,6 +62,33 @@ pub const KMS_ACTIONS: &[&str] = &[
     "kms:VerifyMac",
 ];
 
+/// Every Secrets Manager API action, as AWS spells it.
+pub const SECRETS_ACTIONS: &[&str] = &[
+    "secretsmanager:BatchGetSecretValue",
+    "secretsmanager:CancelRotateSecret",
+    "secretsmanager:CreateSecret",
+    "secretsmanager:DeleteResourcePolicy",
+    "secretsmanager:DeleteSecret",
+    "secretsmanager:DescribeSecret",
+    "secretsmanager:GetRandomPassword",
+    "secretsmanager:GetResourcePolicy",
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:ListSecretVersionIds",
+    "secretsmanager:ListSecrets",
+    "secretsmanager:PutResourcePolicy",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:RemoveRegionsFromReplication",
+    "secretsmanager:ReplicateSecretToRegions",
+    "secretsmanager:RestoreSecret",
+    "secretsmanager:RotateSecret",
+    "secretsmanager:StopReplicationToReplica",
+    "secretsmanager:TagResource",
+    "secretsmanager:UntagResource",
+    "secretsmanager:UpdateSecret",
+    "secretsmanager:UpdateSecretVersionStage",
+    "secretsmanager:ValidateResourcePolicy",
+];
+
 /// "Allow access for Key Administrators" in AWS's console template: manage the key, never
 /// use it for cryptography.
 pub const ADMIN_ACTIONS: &[&str] = &[
@@ -103,6 +130,17 @@ pub(crate) fn names_known_kms_action(pattern: &str) -> bool {
             .iter()
             .any(|action| action.eq_ignore_ascii_case(pattern))
     }
+}
+
+/// Whether a `secretsmanager:` pattern names at least one real action.
+pub(crate) fn names_known_secrets_action(pattern: &str) -> bool {
+    SECRETS_ACTIONS.iter().any(|action| {
+        if has_wildcard(pattern) {
+            glob_match(pattern, action, Case::Insensitive)
+        } else {
+            action.eq_ignore_ascii_case(pattern)
+        }
+    })
 }
 
 /// "Allow attachment of persistent resources" in AWS's console template: grants, only for

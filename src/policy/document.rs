@@ -237,13 +237,13 @@ fn parse_statement(
             ));
         }
         (PolicyKind::Identity, None) => None,
-        (PolicyKind::Key | PolicyKind::Trust, None) => {
+        (PolicyKind::Key | PolicyKind::Trust | PolicyKind::Secret, None) => {
             return Err(PolicyError::at(
                 format!("{path}.Principal"),
                 "missing: a key policy statement must name a Principal (e.g. {\"AWS\": \"arn:aws:iam::ACCOUNT:root\"})",
             ));
         }
-        (PolicyKind::Key | PolicyKind::Trust, Some((name, value))) => {
+        (PolicyKind::Key | PolicyKind::Trust | PolicyKind::Secret, Some((name, value))) => {
             let entries = parse_principal(value, &format!("{path}.{name}"))?;
             Some(scope(name == "Principal", entries))
         }
@@ -426,6 +426,18 @@ fn check_action(pattern: &str, kind: PolicyKind) -> Result<(), String> {
             Err(format!(
                 "'{pattern}': a trust policy controls only sts: actions, e.g. \"sts:AssumeRole\""
             ))
+        };
+    }
+    if kind == PolicyKind::Secret {
+        // A secret's resource policy governs the secret: only secretsmanager: actions.
+        return if !service.eq_ignore_ascii_case("secretsmanager") {
+            Err(format!(
+                "'{pattern}': a secret's resource policy controls only secretsmanager: actions, e.g. \"secretsmanager:GetSecretValue\""
+            ))
+        } else if super::actions::names_known_secrets_action(pattern) {
+            Ok(())
+        } else {
+            Err(format!("'{pattern}' is not a Secrets Manager action"))
         };
     }
     if service.eq_ignore_ascii_case("kms") {

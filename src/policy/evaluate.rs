@@ -86,6 +86,40 @@ pub fn evaluate(
     }
 }
 
+/// Decides `req` on a resource whose policy is an alternative to identity policies, as
+/// AWS does for a secret (and S3, SQS...) within one account: an explicit Deny in either
+/// refuses; otherwise an Allow in either admits, the account root always; a resource
+/// policy statement naming the account (`arn:aws:iam::ACCOUNT:root`) delegates to the
+/// identity policies as in a key policy.
+pub fn evaluate_resource_based(
+    resource_policy: Option<&Policy>,
+    identity_policies: &[Policy],
+    req: &AccessRequest,
+) -> Decision {
+    if let Some(policy) = resource_policy
+        && strongest_grant(policy, Effect::Deny, req).is_some()
+    {
+        return Decision::DenyExplicitInKeyPolicy;
+    }
+    if identity_policies
+        .iter()
+        .any(|p| strongest_grant(p, Effect::Deny, req).is_some())
+    {
+        return Decision::DenyExplicitInIdentityPolicy;
+    }
+    let resource_allows = resource_policy
+        .and_then(|p| strongest_grant(p, Effect::Allow, req))
+        .is_some_and(|g| g == Grant::Direct);
+    let identity_allows = identity_policies
+        .iter()
+        .any(|p| strongest_grant(p, Effect::Allow, req).is_some());
+    if req.caller.is_root || resource_allows || identity_allows {
+        Decision::Allow
+    } else {
+        Decision::NoIdentityPolicyAllow
+    }
+}
+
 /// The strongest way any statement of `effect` in `policy` applies to `req`.
 fn strongest_grant(policy: &Policy, effect: Effect, req: &AccessRequest) -> Option<Grant> {
     policy

@@ -25,11 +25,15 @@ mod wildcard;
 #[cfg(test)]
 mod tests;
 
-pub use actions::{ADMIN_ACTIONS, KMS_ACTIONS, PERSISTENT_RESOURCE_ACTIONS, USAGE_ACTIONS};
+pub use actions::{
+    ADMIN_ACTIONS, KMS_ACTIONS, PERSISTENT_RESOURCE_ACTIONS, SECRETS_ACTIONS, USAGE_ACTIONS,
+};
 pub use document::Policy;
-pub use evaluate::{Decision, evaluate};
+pub use evaluate::{Decision, evaluate, evaluate_resource_based};
 pub use request::{AccessRequest, ConditionValues, Requester};
-pub use templates::{default_key_policy, least_privilege_key_policy, managed_key_policy};
+pub use templates::{
+    default_key_policy, least_privilege_key_policy, managed_key_policy, secrets_managed_key_policy,
+};
 
 /// AWS's limit on a key policy document.
 pub const MAX_POLICY_BYTES: usize = 32 * 1024;
@@ -41,6 +45,9 @@ pub enum PolicyKind {
     Key,
     /// An IAM identity policy: names no Principal, every statement names a Resource.
     Identity,
+    /// A secret's resource policy (Secrets Manager): resource-based like a key policy,
+    /// every statement names a Principal, and it controls only `secretsmanager:` actions.
+    Secret,
     /// A role's trust policy (`AssumeRolePolicyDocument`): resource-based like a key
     /// policy, every statement names a Principal, and it controls only `sts:` actions.
     Trust,

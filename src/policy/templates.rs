@@ -156,12 +156,38 @@ pub fn least_privilege_key_policy(account: &str, admins: &[String], users: &[Str
 /// The policy AWS gives the managed key `alias/aws/ebs`: anyone in the account may use it
 /// through EBS (EC2 in `region`), and the account may read its metadata directly.
 pub fn managed_key_policy(account: &str, region: &str) -> String {
+    service_managed_key_policy(
+        account,
+        &format!("ec2.{region}.amazonaws.com"),
+        "auto-ebs-2",
+        "Allow access through EBS for all principals in the account that are authorized to use EBS",
+    )
+}
+
+/// The policy AWS gives the managed key `alias/aws/secretsmanager`: anyone in the account
+/// may use it through Secrets Manager in `region`, and read its metadata directly.
+pub fn secrets_managed_key_policy(account: &str, region: &str) -> String {
+    service_managed_key_policy(
+        account,
+        &format!("secretsmanager.{region}.amazonaws.com"),
+        "auto-secretsmanager-2",
+        "Allow access through AWS Secrets Manager for all principals in the account that are authorized to use AWS Secrets Manager",
+    )
+}
+
+/// An AWS managed key's policy: use only through `via_service`, metadata to the account.
+fn service_managed_key_policy(
+    account: &str,
+    via_service: &str,
+    id: &'static str,
+    sid: &'static str,
+) -> String {
     render(&Document {
         version: VERSION,
-        id: "auto-ebs-2",
+        id,
         statement: vec![
             Statement {
-                sid: "Allow access through EBS for all principals in the account that are authorized to use EBS",
+                sid,
                 effect: "Allow",
                 principal: AwsPrincipal {
                     aws: OneOrMany::One("*".to_string()),
@@ -177,7 +203,7 @@ pub fn managed_key_policy(account: &str, region: &str) -> String {
                 resource: "*",
                 condition: Some(Condition::StringEquals(ViaService {
                     caller_account: account.to_string(),
-                    via_service: format!("ec2.{region}.amazonaws.com"),
+                    via_service: via_service.to_string(),
                 })),
             },
             Statement {

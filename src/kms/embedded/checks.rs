@@ -177,6 +177,7 @@ pub fn check_on_demand_limit(k: &KeyRecord, arn: &str) -> Result<()> {
 /// it as a call the service made (`userIdentity.type` AWSService), not the user.
 pub fn managed_key_event(
     key_arn: &str,
+    description: &str,
     region: &Region,
     account: &AccountId,
     now_nanos: i64,
@@ -187,7 +188,7 @@ pub fn managed_key_event(
     e["requestParameters"] = serde_json::json!({
         "keyUsage": "ENCRYPT_DECRYPT",
         "keySpec": "SYMMETRIC_DEFAULT",
-        "description": "Default key that protects my EBS volumes when no other key is defined",
+        "description": description,
     });
     e
 }

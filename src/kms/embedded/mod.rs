@@ -64,6 +64,7 @@ mod tags;
 mod usage;
 mod volume_service;
 
+pub use authz::condition_values;
 pub use custom_key_stores::{CreateCustomKeyStoreRequest, UpdateCustomKeyStoreRequest};
 pub use grants::{
     CreateGrantRequest, CreateGrantResponse, GrantConstraintsInput, GrantListEntry,
@@ -96,7 +97,19 @@ use crate::sys::clock::Clock;
 use crate::sys::fsio::{FileLock, FileStamp};
 
 /// Aliases of AWS managed keys that cryptvol creates on first use.
-pub const MANAGED_ALIASES: &[&str] = &["alias/aws/ebs"];
+pub const MANAGED_ALIASES: &[&str] = &["alias/aws/ebs", SECRETS_MANAGED_ALIAS];
+
+/// The managed key of Secrets Manager: the default key of a secret.
+pub const SECRETS_MANAGED_ALIAS: &str = "alias/aws/secretsmanager";
+
+/// AWS's description of the managed key behind `alias`.
+fn managed_key_description(alias: &str) -> &'static str {
+    if alias == SECRETS_MANAGED_ALIAS {
+        "Default key that protects my Secrets Manager data when no other key is defined"
+    } else {
+        "Default key that protects my EBS volumes when no other key is defined"
+    }
+}
 
 /// AWS's limits, which we keep so that scripts written for AWS behave the same here.
 pub const MAX_PLAINTEXT: usize = 4096;

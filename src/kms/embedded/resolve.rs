@@ -164,9 +164,7 @@ impl EmbeddedKms {
                 id,
                 KeyRecord {
                     id,
-                    description:
-                        "Default key that protects my EBS volumes when no other key is defined"
-                            .into(),
+                    description: super::managed_key_description(alias.as_str()).into(),
                     created: now,
                     state: KeyState::Enabled,
                     manager: KeyManager::Aws,
@@ -178,7 +176,14 @@ impl EmbeddedKms {
                         period_days: DEFAULT_ROTATION_PERIOD_DAYS,
                         next_rotation: Some(now + DEFAULT_ROTATION_PERIOD_DAYS as i64 * DAY),
                     },
-                    policy: None,
+                    // EBS's key uses the built-in managed policy; another service's key
+                    // keeps its own (usable only through that service).
+                    policy: (alias.as_str() == super::SECRETS_MANAGED_ALIAS).then(|| {
+                        crate::policy::secrets_managed_key_policy(
+                            self.account.as_str(),
+                            self.dir.region.as_str(),
+                        )
+                    }),
                     policy_principals: Default::default(),
                     versions: vec![v],
                     custom_key_store_id: None,
@@ -195,6 +200,7 @@ impl EmbeddedKms {
             // Recorded before the keystore is written, as every change is.
             self.append(&checks::managed_key_event(
                 &self.arn(&id),
+                super::managed_key_description(alias.as_str()),
                 &self.dir.region,
                 &self.account,
                 self.clock.now_nanos(),

@@ -1,0 +1,184 @@
+//! ListSecrets: every secret the caller may list, filtered (`Filters`: name, description,
+//! tag-key, tag-value, primary-region, owning-service, all; values are case-sensitive
+//! prefixes, `!` negates; several values of one key: any; several keys: all), sorted by
+//! creation, in pages (`MaxResults`, `NextToken`). Also the paging of version lists.
+
+use serde_json::{Value, json};
+
+use super::errors::validation;
+use super::lifecycle::metadata;
+use super::model::SecretRecord;
+use super::request::Request;
+use super::{Call, SecretsManager};
+use crate::aws::AwsError;
+
+const TOKEN_PREFIX: &str = "cvsm-page-v1:";
+const FILTER_KEYS: &[&str] = &[
+    "description",
+    "name",
+    "tag-key",
+    "tag-value",
+    "primary-region",
+    "owning-service",
+    "all",
+];
+
+/// One page of `items` from `token` (an offset we gave out), at most `max` (default 100).
+pub fn page(
+    items: Vec<Value>,
+    max: Option<i64>,
+    token: Option<&str>,
+) -> Result<(Vec<Value>, Option<String>), AwsError> {
+    let start = match token {
+        None => 0,
+        Some(t) => crate::aws::b64::decode(t)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| {
+                s.strip_prefix(TOKEN_PREFIX)
+                    .and_then(|n| n.parse::<usize>().ok())
+            })
+            .ok_or_else(|| AwsError::Secrets {
+                code: "InvalidNextTokenException",
+                message: "The NextToken value is not valid: give one an earlier page returned"
+                    .into(),
+            })?,
+    };
+    let max = max.unwrap_or(100) as usize;
+    let end = (start + max).min(items.len());
+    let next = (end < items.len())
+        .then(|| crate::aws::b64::encode(format!("{TOKEN_PREFIX}{end}").as_bytes()));
+    let out = items
+        .into_iter()
+        .skip(start)
+        .take(end.saturating_sub(start))
+        .collect();
+    Ok((out, next))
+}
+
+struct Filter {
+    key: String,
+    values: Vec<String>,
+}
+
+fn filters_of(r: &Request) -> Result<Vec<Filter>, AwsError> {
+    let Some(v) = r.get("Filters") else {
+        return Ok(Vec::new());
+    };
+    let items = v
+        .as_array()
+        .ok_or_else(|| validation("Filters", "must be a list of {Key, Values}"))?;
+    items
+        .iter()
+        .map(|f| {
+            let key = f["Key"]
+                .as_str()
+                .ok_or_else(|| validation("Filters", "each filter needs a Key"))?;
+            if !FILTER_KEYS.contains(&key) {
+                return Err(validation(
+                    "Filters",
+                    format!(
+                        "unknown filter key '{key}': use one of {}",
+                        FILTER_KEYS.join(", ")
+                    ),
+                ));
+            }
+            let values = f["Values"]
+                .as_array()
+                .ok_or_else(|| {
+                    validation("Filters", format!("filter {key} needs a list of Values"))
+                })?
+                .iter()
+                .map(|x| x.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| validation("Filters", "Values must be strings"))?;
+            if values.is_empty() || values.len() > 10 {
+                return Err(validation(
+                    "Filters",
+                    format!("filter {key} takes 1 to 10 Values"),
+                ));
+            }
+            Ok(Filter {
+                key: key.to_string(),
+                values,
+            })
+        })
+        .collect()
+}
+
+/// Whether `s` passes filter `f` in `region`.
+fn passes(s: &SecretRecord, f: &Filter, region: &str) -> bool {
+    let fields = |key: &str| -> Vec<&str> {
+        match key {
+            "name" => vec![s.name.as_str()],
+            "description" => s.description.as_deref().into_iter().collect(),
+            "tag-key" => s.tags.iter().map(|t| t.key.as_str()).collect(),
+            "tag-value" => s.tags.iter().map(|t| t.value.as_str()).collect(),
+            "primary-region" => vec![region],
+            "owning-service" => vec![],
+            _ => Vec::new(),
+        }
+    };
+    let candidates: Vec<&str> = if f.key == "all" {
+        [
+            "name",
+            "description",
+            "tag-key",
+            "tag-value",
+            "primary-region",
+        ]
+        .iter()
+        .flat_map(|k| fields(k))
+        .collect()
+    } else {
+        fields(&f.key)
+    };
+    let (negated, positive): (Vec<&String>, Vec<&String>) =
+        f.values.iter().partition(|v| v.starts_with('!'));
+    let hit = |prefix: &str| candidates.iter().any(|c| c.starts_with(prefix));
+    let positive_ok = positive.is_empty() || positive.iter().any(|v| hit(v));
+    let negated_ok = negated.iter().all(|v| !hit(&v[1..]));
+    positive_ok && negated_ok
+}
+
+impl SecretsManager {
+    pub(super) fn list_secrets(&self, c: &Call, r: &Request) -> Result<Value, AwsError> {
+        let max = r.int("MaxResults", 1, 100)?;
+        let token = r.str("NextToken")?;
+        let include_deleted = r.bool("IncludePlannedDeletion")?.unwrap_or(false);
+        let filters = filters_of(r)?;
+        let descending = match r.str("SortOrder")? {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(other) => {
+                return Err(validation(
+                    "SortOrder",
+                    format!("'{other}' is not asc or desc"),
+                ));
+            }
+        };
+        super::access::authorize(&self.kms, c.caller, "secretsmanager:ListSecrets", "*", None)?;
+        let body = self.load()?;
+        let region = self.kms.region().as_str();
+        let mut secrets: Vec<&SecretRecord> = body
+            .secrets
+            .values()
+            .filter(|s| include_deleted || s.deletion.is_none())
+            .filter(|s| filters.iter().all(|f| passes(s, f, region)))
+            .collect();
+        secrets.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
+        if descending {
+            secrets.reverse();
+        }
+        let items = secrets
+            .into_iter()
+            .map(|s| metadata(s, "SecretVersionsToStages", region))
+            .collect();
+        let (items, next) = page(items, max, token)?;
+        let mut out = json!({ "SecretList": items });
+        if let Some(n) = next {
+            out["NextToken"] = n.into();
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,409 @@
+//! Rotation: RotateSecret, CancelRotateSecret, and the rotations that fall due.
+//!
+//! AWS rotates with a Lambda function; here the function is a local executable (set only
+//! through the CLI: a network client must not choose a program this machine runs). For
+//! each of AWS's four steps it is run as `CMD <Step> <SecretARN> <ClientRequestToken>`,
+//! with the same in `CRYPTVOL_ROTATION_STEP`, `CRYPTVOL_SECRET_ID`,
+//! `CRYPTVOL_CLIENT_REQUEST_TOKEN`, and `CRYPTVOL_DATA_DIR`/`CRYPTVOL_REGION`/
+//! `CRYPTVOL_PROFILE` so that it calls `cryptvol secretsmanager ...` back as a Lambda
+//! calls the API (createSecret puts the new value under AWSPENDING with the token,
+//! finishSecret moves AWSCURRENT to it). Exit status 0 is success. The store is not
+//! locked while the command runs; a per-secret lock keeps two rotations of one secret
+//! apart.
+//!
+//! After finishSecret, AWSCURRENT must be on the token's version; then AWSPENDING is
+//! removed and LastRotatedDate and NextRotationDate are set. A failed step leaves
+//! AWSCURRENT where it was and is reported (RotationFailed, exit 28), and recorded in the
+//! trail as AWS records it (`RotationFailed` / `RotationSucceeded`), without the
+//! command's output, which is the user's to read and might hold a value.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::errors::{self, validation};
+use super::lifecycle::arn_name;
+use super::model::{AWSCURRENT, AWSPENDING, RotationRules};
+use super::request::Request;
+use super::schedule::next_due;
+use super::{Call, RotationReport, SecretsManager, Via};
+use crate::aws::AwsError;
+use crate::iam::Principal;
+use crate::iam::caller::Caller;
+use crate::sys::fsio::FileLock;
+
+/// AWS's four steps, in order.
+pub const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
+
+/// How long one step may run before it is killed and the rotation fails.
+const STEP_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn rules_of(r: &Request) -> Result<Option<RotationRules>, AwsError> {
+    let Some(v) = r.get("RotationRules") else {
+        return Ok(None);
+    };
+    let o = v
+        .as_object()
+        .ok_or_else(|| validation("RotationRules", "must be an object"))?;
+    for k in o.keys() {
+        if !["AutomaticallyAfterDays", "Duration", "ScheduleExpression"].contains(&k.as_str()) {
+            return Err(validation("RotationRules", format!("unknown member {k}")));
+        }
+    }
+    let days = match o.get("AutomaticallyAfterDays") {
+        None | Some(Value::Null) => None,
+        Some(d) => Some(
+            d.as_u64()
+                .and_then(|d| u32::try_from(d).ok())
+                .ok_or_else(|| {
+                    validation(
+                        "RotationRules.AutomaticallyAfterDays",
+                        "must be a whole number",
+                    )
+                })?,
+        ),
+    };
+    let text = |k: &str| -> Result<Option<String>, AwsError> {
+        match o.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(validation(
+                &format!("RotationRules.{k}"),
+                "must be a string",
+            )),
+        }
+    };
+    let rules = RotationRules {
+        automatically_after_days: days,
+        duration: text("Duration")?,
+        schedule_expression: text("ScheduleExpression")?,
+    };
+    next_due(&rules, 0)?;
+    Ok(Some(rules))
+}
+
+/// The `--profile` the command's callbacks act as: the caller's.
+fn profile_of(caller: &Caller) -> Option<String> {
+    match &caller.identity.principal {
+        Principal::Root => Some("root".into()),
+        Principal::User { name, .. } => Some(name.clone()),
+        _ => None,
+    }
+}
+
+impl SecretsManager {
+    pub(super) fn rotate_secret(&self, c: &Call, r: &Request) -> Result<Value, AwsError> {
+        let id = r.required_str("SecretId")?;
+        let token = r.str_len("ClientRequestToken", 32, 64)?;
+        if r.has("RotationLambdaARN") {
+            return Err(errors::invalid_parameter(
+                "RotationLambdaARN: cryptvol rotates with a local command, not a Lambda function; set it on this machine with `cryptvol secretsmanager rotate-secret --rotation-command PATH`",
+            ));
+        }
+        let command = r.str("RotationCommand")?;
+        if command.is_some() && !matches!(c.via, Via::Cli) {
+            return Err(errors::invalid_parameter(
+                "RotationCommand can be set only through the local CLI (`cryptvol secretsmanager rotate-secret --rotation-command PATH`), never over the network",
+            ));
+        }
+        if let Some(cmd) = command
+            && !Path::new(cmd).is_absolute()
+        {
+            return Err(validation(
+                "RotationCommand",
+                format!("'{cmd}' must be an absolute path"),
+            ));
+        }
+        let rules = rules_of(r)?;
+        let now_rotate = r.bool("RotateImmediately")?.unwrap_or(true);
+        let token = token
+            .map(str::to_string)
+            .unwrap_or_else(crate::kms::event::fast_uuid);
+        let answer = self.change(c, |body, now| {
+            let arn = self.authorized_arn(c, body, id, "secretsmanager:RotateSecret")?;
+            let s = body.secrets.get_mut(&arn).expect("found above");
+            if s.deletion.is_some() {
+                return Err(errors::marked_for_deletion(&arn));
+            }
+            if let Some(cmd) = command {
+                s.rotation.command = Some(cmd.to_string());
+            }
+            if s.rotation.command.is_none() {
+                return Err(errors::invalid_request(format!(
+                    "secret {arn} has no rotation command: give one with `cryptvol secretsmanager rotate-secret --secret-id {arn} --rotation-command PATH`"
+                )));
+            }
+            if let Some(rules) = &rules {
+                s.rotation.rules = Some(rules.clone());
+            }
+            s.rotation.enabled = true;
+            if !now_rotate {
+                let from = s.rotation.last_rotated.unwrap_or(now);
+                s.rotation.next_rotation = match &s.rotation.rules {
+                    Some(rules) => next_due(rules, from)?,
+                    None => None,
+                };
+            }
+            s.last_changed = now;
+            let mut out = arn_name(s);
+            if now_rotate {
+                out["VersionId"] = token.clone().into();
+            }
+            Ok(out)
+        })?;
+        if now_rotate {
+            let arn = answer["ARN"].as_str().unwrap_or_default().to_string();
+            self.rotate_now(c.caller, c.via, &arn, &token)?;
+        }
+        Ok(answer)
+    }
+
+    pub(super) fn cancel_rotate_secret(&self, c: &Call, r: &Request) -> Result<Value, AwsError> {
+        let id = r.required_str("SecretId")?;
+        self.change(c, |body, now| {
+            let arn = self.authorized_arn(c, body, id, "secretsmanager:CancelRotateSecret")?;
+            let s = body.secrets.get_mut(&arn).expect("found above");
+            if s.deletion.is_some() {
+                return Err(errors::marked_for_deletion(&arn));
+            }
+            s.rotation.enabled = false;
+            s.rotation.next_rotation = None;
+            s.last_changed = now;
+            let mut out = arn_name(s);
+            if let Some((vid, _)) = s.version_with(AWSPENDING) {
+                out["VersionId"] = vid.clone().into();
+            }
+            Ok(out)
+        })
+    }
+
+    /// Runs the four steps for `arn` with `token` now.
+    fn rotate_now(
+        &self,
+        caller: &Caller,
+        via: Via,
+        arn: &str,
+        token: &str,
+    ) -> Result<(), AwsError> {
+        let dir = self.kms.region_dir().secrets_dir();
+        let lock_path = dir.join(format!(
+            "rotation-{}.lock",
+            &blake3::hash(arn.as_bytes()).to_hex()[..16]
+        ));
+        let _lock = FileLock::try_exclusive(&lock_path)
+            .map_err(|e| AwsError::io("lock", &lock_path, e))?
+            .ok_or_else(|| {
+                errors::invalid_request(format!(
+                    "a rotation of secret {arn} is already in progress: wait for it to end"
+                ))
+            })?;
+        let command = self.clear_stale_pending(arn, token)?;
+        let failed = |step: &'static str, message: String| {
+            let e = AwsError::RotationFailed {
+                secret_arn: arn.to_string(),
+                step,
+                message,
+            };
+            self.record_rotation(caller, via, arn, token, Some(step));
+            e
+        };
+        for step in STEPS {
+            if let Err(why) = self.run_step(caller, &command, step, arn, token) {
+                return Err(failed(step, why));
+            }
+        }
+        let finished = self.store.mutate(self.now(), |body| {
+            let Some(s) = body.secrets.get_mut(arn) else {
+                return Ok(false);
+            };
+            let on_token = s
+                .versions
+                .get(token)
+                .is_some_and(|v| v.stages.iter().any(|x| x == AWSCURRENT));
+            if !on_token {
+                return Ok(false);
+            }
+            if let Some(v) = s.versions.get_mut(token) {
+                v.stages.retain(|x| x != AWSPENDING);
+            }
+            let now = self.kms.clock().now();
+            s.rotation.last_rotated = Some(now);
+            s.rotation.next_rotation = match &s.rotation.rules {
+                Some(rules) if s.rotation.enabled => next_due(rules, now)?,
+                _ => None,
+            };
+            s.last_changed = now;
+            Ok(true)
+        })?;
+        if !finished {
+            return Err(failed(
+                "finishSecret",
+                format!(
+                    "after finishSecret, AWSCURRENT is not on version {token}: the command must move it there (update-secret-version-stage --version-stage AWSCURRENT --move-to-version-id {token} --remove-from-version-id <current version>)"
+                ),
+            ));
+        }
+        self.record_rotation(caller, via, arn, token, None);
+        Ok(())
+    }
+
+    /// The secret's command, after removing AWSPENDING from a version a failed rotation
+    /// left it on (not the token's: a retry with the same token goes on from there).
+    fn clear_stale_pending(&self, arn: &str, token: &str) -> Result<String, AwsError> {
+        self.store.mutate(self.now(), |body| {
+            let s = body
+                .secrets
+                .get_mut(arn)
+                .ok_or_else(|| errors::not_found(arn))?;
+            for (vid, v) in s.versions.iter_mut() {
+                if vid != token && !v.stages.iter().any(|x| x == AWSCURRENT) {
+                    v.stages.retain(|x| x != AWSPENDING);
+                }
+            }
+            s.rotation.command.clone().ok_or_else(|| {
+                errors::invalid_request(format!("secret {arn} has no rotation command"))
+            })
+        })
+    }
+
+    /// Runs one step; Err is why it failed (the last line the command wrote on stderr).
+    fn run_step(
+        &self,
+        caller: &Caller,
+        command: &str,
+        step: &str,
+        arn: &str,
+        token: &str,
+    ) -> Result<(), String> {
+        let dir = self.kms.region_dir();
+        let mut cmd = Command::new(command);
+        cmd.args([step, arn, token])
+            .env("CRYPTVOL_ROTATION_STEP", step)
+            .env("CRYPTVOL_SECRET_ID", arn)
+            .env("CRYPTVOL_CLIENT_REQUEST_TOKEN", token)
+            .env(crate::datadir::DATA_DIR_ENV, &dir.data_dir)
+            .env(crate::datadir::REGION_ENV, dir.region.as_str())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(p) = profile_of(caller) {
+            cmd.env("CRYPTVOL_PROFILE", p);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run the rotation command {command}: {e}"))?;
+        let mut stderr = child.stderr.take().expect("piped");
+        let reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = stderr.read_to_end(&mut buf);
+            buf
+        });
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) if Instant::now() > deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break Err(format!(
+                        "{step} ran longer than {} s and was killed",
+                        STEP_TIMEOUT.as_secs()
+                    ));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => break Err(format!("cannot wait for the rotation command: {e}")),
+            }
+        };
+        let err = reader.join().unwrap_or_default();
+        let status = status?;
+        if status.success() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&err);
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
+        Err(format!(
+            "{command} {step} exited with {status}{}",
+            if last.is_empty() {
+                String::new()
+            } else {
+                format!(": {last}")
+            }
+        ))
+    }
+
+    /// The trail's RotationSucceeded or RotationFailed event (`failed_at`: the step).
+    fn record_rotation(
+        &self,
+        caller: &Caller,
+        via: Via,
+        arn: &str,
+        token: &str,
+        failed_at: Option<&'static str>,
+    ) {
+        let call = Call {
+            caller,
+            operation: if failed_at.is_some() {
+                "RotationFailed"
+            } else {
+                "RotationSucceeded"
+            },
+            via,
+            request_id: crate::kms::event::fast_uuid(),
+            request_parameters: json!({"secretId": arn, "clientRequestToken": token}),
+            recorded: Default::default(),
+        };
+        let outcome = match failed_at {
+            None => Ok(json!({"ARN": arn, "VersionId": token})),
+            Some(step) => Err(errors::invalid_request(format!(
+                "the rotation failed at {step}"
+            ))),
+        };
+        if let Err(e) = self.record(&call, outcome.as_ref()) {
+            eprintln!("cryptvol: secret {arn}: the rotation's event could not be recorded: {e}");
+        }
+    }
+
+    /// Rotates every secret whose rotation is enabled and due.
+    pub(super) fn run_due_rotations(
+        &self,
+        caller: &Caller,
+        via: Via,
+    ) -> Result<Vec<RotationReport>, AwsError> {
+        let now = self.now();
+        let due: Vec<(String, String)> = self
+            .load()?
+            .secrets
+            .values()
+            .filter(|s| {
+                s.deletion.is_none()
+                    && s.rotation.enabled
+                    && s.rotation.command.is_some()
+                    && s.rotation.next_rotation.is_some_and(|t| t <= now)
+            })
+            .map(|s| (s.arn.clone(), s.name.clone()))
+            .collect();
+        let mut reports = Vec::new();
+        for (arn, name) in due {
+            let token = crate::kms::event::fast_uuid();
+            let error = self
+                .rotate_now(caller, via, &arn, &token)
+                .err()
+                .map(|e| e.to_string());
+            reports.push(RotationReport {
+                arn,
+                name,
+                version_id: token,
+                error,
+            });
+        }
+        Ok(reports)
+    }
+}

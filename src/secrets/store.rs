@@ -1,0 +1,97 @@
+//! The region's Secrets Manager store: one file, `secrets/store.cvsm`, sealed with
+//! AES-256-GCM under a key the region's KMS derives for it, so names, tags and policies
+//! are private and no byte of it can be changed unnoticed (docs/formats.md). The values
+//! inside are sealed once more, each under its own KMS data key (`envelope.rs`).
+//!
+//! Lock discipline as the keystore's: every change is a read-modify-write under
+//! `secrets/store.lock` (flock), written atomically (temp file, fsync, rename, fsync the
+//! directory), so a crash leaves the old store or the new one. Readers need no lock.
+//! Secrets whose recovery window has ended are dropped on every read and write.
+
+use std::path::PathBuf;
+
+use zeroize::Zeroizing;
+
+use super::model::StoreBody;
+use crate::aws::AwsError;
+use crate::crypto::Key256;
+use crate::crypto::aead;
+use crate::sys::clock::UnixTime;
+use crate::sys::fsio::{self, FileLock};
+
+const MAGIC: &[u8; 8] = b"CVSM\x00\x00\x00\x01";
+
+pub struct Store {
+    dir: PathBuf,
+    key: Key256,
+    /// Associated data of the seal: the magic and the region, so a store cannot be moved
+    /// to another region's directory.
+    aad: Vec<u8>,
+}
+
+impl Store {
+    pub fn new(dir: PathBuf, key: Key256, region: &str) -> Store {
+        let mut aad = MAGIC.to_vec();
+        aad.extend_from_slice(region.as_bytes());
+        Store { dir, key, aad }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("store.cvsm")
+    }
+
+    /// The store as it is now (empty if none was written), without expired secrets.
+    pub fn load(&self, now: UnixTime) -> Result<StoreBody, AwsError> {
+        let path = self.path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(StoreBody::default()),
+            Err(e) => return Err(AwsError::io("read", &path, e)),
+        };
+        let corrupt = |what: &str| AwsError::Corrupt {
+            path: path.clone(),
+            what: what.to_string(),
+        };
+        let sealed = bytes
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or_else(|| corrupt("not a cryptvol Secrets Manager store (bad magic)"))?;
+        let plain = aead::open_secret(&self.key, &self.aad, sealed).map_err(|_| {
+            corrupt("does not authenticate under this region's key: it was altered or belongs to another region")
+        })?;
+        let mut body: StoreBody = serde_json::from_slice(plain.expose())
+            .map_err(|e| corrupt(&format!("its content does not parse: {e}")))?;
+        purge_expired(&mut body, now);
+        Ok(body)
+    }
+
+    /// Applies `change` to the store under its lock and writes the result, unless
+    /// `change` fails (then nothing is written).
+    pub fn mutate<T>(
+        &self,
+        now: UnixTime,
+        change: impl FnOnce(&mut StoreBody) -> Result<T, AwsError>,
+    ) -> Result<T, AwsError> {
+        fsio::create_private_dir(&self.dir).map_err(|e| AwsError::io("create", &self.dir, e))?;
+        let lock_path = self.dir.join("store.lock");
+        let _lock =
+            FileLock::exclusive(&lock_path).map_err(|e| AwsError::io("lock", &lock_path, e))?;
+        let mut body = self.load(now)?;
+        let out = change(&mut body)?;
+        self.write(&body)?;
+        Ok(out)
+    }
+
+    fn write(&self, body: &StoreBody) -> Result<(), AwsError> {
+        let plain = Zeroizing::new(serde_json::to_vec(body).expect("the store serializes"));
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&aead::seal_secret(&self.key, &self.aad, &plain));
+        let path = self.path();
+        fsio::write_atomic(&path, &bytes, 0o600).map_err(|e| AwsError::io("write", &path, e))
+    }
+}
+
+/// Drops the secrets whose recovery window has ended: they no longer exist.
+fn purge_expired(body: &mut StoreBody, now: UnixTime) {
+    body.secrets
+        .retain(|_, s| s.deletion.is_none_or(|d| d.date > now));
+}
