@@ -746,7 +746,8 @@ fn update_secret_version_stage_moves_labels() {
         3,
         "ResourceNotFoundException",
     );
-    // An unknown version.
+    // An unknown version (AWS documents no exception for it; the core says
+    // InvalidParameterException).
     refused(
         &env,
         &[
@@ -758,8 +759,8 @@ fn update_secret_version_stage_moves_labels() {
             "--move-to-version-id",
             "11111111-1111-1111-1111-111111111111",
         ],
-        3,
-        "ResourceNotFoundException",
+        6,
+        "InvalidParameterException",
     );
 }
 
@@ -1978,7 +1979,7 @@ fn a_customer_key_the_user_may_not_use_is_access_denied() {
         "ck-s3cr3t-value"
     );
     let _ = c;
-    // A key that does not exist.
+    // A key that does not exist: the value cannot be encrypted.
     refused(
         &env,
         &[
@@ -1990,8 +1991,8 @@ fn a_customer_key_the_user_may_not_use_is_access_denied() {
             "--kms-key-id",
             "11111111-2222-3333-4444-555555555555",
         ],
-        3,
-        "ResourceNotFoundException",
+        5,
+        "EncryptionFailure",
     );
 }
 
@@ -2131,4 +2132,69 @@ fn no_value_is_written_in_the_clear() {
         assert!(files.iter().any(|f| f.starts_with(&log)));
     }
     env.ok(&["audit", "verify"]);
+}
+
+/// `rotate-due` runs stored commands; a caller who may not rotate a secret must not make
+/// it run (AWS's scheduled rotations are the service's, not any caller's).
+#[test]
+fn rotate_due_by_a_caller_who_may_not_rotate_runs_nothing() {
+    let env = Env::init();
+    create(&env, "s", "due-s3cr3t-old", &[]);
+    let cmd = rotation_command(&env, "rotate.sh", "due-s3cr3t-new", None);
+    env.json(&sm(&[
+        "rotate-secret",
+        "--secret-id",
+        "s",
+        "--rotation-command",
+        cmd.to_str().unwrap(),
+        "--rotation-rules",
+        "AutomaticallyAfterDays=1",
+        "--no-rotate-immediately",
+    ]));
+    env.create_user("bob");
+    let later = skew_days(2);
+    let out = env.run_env(
+        &sm_as("bob", &["rotate-due"]),
+        &[(SKEW_ENV, later.as_str())],
+    );
+    assert!(
+        step_log(&env, "rotate.sh").is_empty(),
+        "bob, with no policy, made the rotation command run: {out:?}"
+    );
+    assert!(
+        out.code == 18 || (out.code == 0 && out.json() == json!({"Rotations": []})),
+        "{out:?}"
+    );
+    assert_eq!(current_string(&env, "s"), "due-s3cr3t-old");
+}
+
+/// AWS (RotateSecret, RotateImmediately): "If you don't immediately rotate the secret,
+/// Secrets Manager tests the rotation configuration by running the testSecret step of the
+/// Lambda rotation function." A command that fails testSecret is refused at once.
+#[test]
+fn no_rotate_immediately_still_tests_the_command() {
+    let env = Env::init();
+    create(&env, "s", "rot-s3cr3t-old", &[]);
+    let bad = rotation_command(&env, "bad.sh", "rot-s3cr3t-new", Some("testSecret"));
+    let out = env.run(&sm(&[
+        "rotate-secret",
+        "--secret-id",
+        "s",
+        "--rotation-command",
+        bad.to_str().unwrap(),
+        "--rotation-rules",
+        "AutomaticallyAfterDays=1",
+        "--no-rotate-immediately",
+    ]));
+    let steps: Vec<String> = step_log(&env, "bad.sh")
+        .into_iter()
+        .map(|l| l[0].clone())
+        .collect();
+    assert!(
+        steps.contains(&"testSecret".to_string()),
+        "testSecret was not run: {steps:?}, {out:?}"
+    );
+    let line = out.fails(28);
+    assert!(line.contains("testSecret"), "{line}");
+    assert_eq!(current_string(&env, "s"), "rot-s3cr3t-old");
 }
