@@ -2198,3 +2198,45 @@ fn no_rotate_immediately_still_tests_the_command() {
     assert!(line.contains("testSecret"), "{line}");
     assert_eq!(current_string(&env, "s"), "rot-s3cr3t-old");
 }
+
+/// The example rotation command of docs/cli.md ("Rotation") works as printed.
+#[test]
+fn the_rotation_command_of_the_docs_rotates() {
+    let env = Env::init();
+    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md"))
+        .expect("docs/cli.md");
+    let start = docs
+        .find("#!/bin/sh\n# /usr/local/bin/rotate-db")
+        .expect("the example rotation command in docs/cli.md");
+    let len = docs[start..].find("```").expect("the end of the example");
+    let body = &docs[start..start + len];
+    let cmd = script(&env, "rotate-db", body.strip_prefix("#!/bin/sh\n").unwrap());
+    let c = create(&env, "prod/db", "docs-s3cr3t-old", &[]);
+    let old = str_field(&c, "VersionId");
+    // `cryptvol` on the PATH, as the example expects.
+    let bin_dir = cryptvol_bin().parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let r = env.json_env(
+        &sm(&[
+            "rotate-secret",
+            "--secret-id",
+            "prod/db",
+            "--rotation-command",
+            cmd.to_str().unwrap(),
+            "--rotation-rules",
+            "AutomaticallyAfterDays=30",
+        ]),
+        &[("PATH", path.as_str())],
+    );
+    let token = str_field(&r, "VersionId");
+    let st = stages(&env, "prod/db");
+    assert_eq!(st[&token], labels(&["AWSCURRENT"]), "{st:?}");
+    assert_eq!(st[&old], labels(&["AWSPREVIOUS"]), "{st:?}");
+    let new = current_string(&env, "prod/db");
+    assert_eq!(new.len(), 32, "{new}");
+    assert!(new.chars().all(|c| c.is_ascii_alphanumeric()), "{new}");
+}
