@@ -420,6 +420,35 @@ fn raise_open_file_limit() {
     }
 }
 
+/// How often the daemon runs the region's due secret rotations.
+const ROTATION_CHECK: Duration = Duration::from_secs(60);
+
+/// Runs the region's due secret rotations while the daemon is up. The daemon opens the
+/// region's KMS itself: a region whose root key needs a passphrase cannot be opened here,
+/// and its rotations are left to `kms serve` or `secretsmanager rotate-due`.
+fn start_due_rotations(daemon: &Arc<Daemon>) {
+    let mut no_passphrase = || -> std::result::Result<SecretBytes, crate::aws::AwsError> {
+        Err(crate::aws::AwsError::PassphraseRequired {
+            region: daemon.region.region.to_string(),
+        })
+    };
+    let kms = crate::kms::EmbeddedKms::open_region(
+        &daemon.region.data_dir,
+        &daemon.region.region,
+        &mut no_passphrase,
+        crate::sys::clock::Clock::from_env(),
+    );
+    match kms.and_then(|k| crate::secrets::SecretsManager::open(Arc::new(k))) {
+        Ok(sm) => {
+            let d = daemon.clone();
+            crate::secrets::spawn_due_rotations(Arc::new(sm), ROTATION_CHECK, move || {
+                !d.stopping.load(Ordering::Acquire)
+            });
+        }
+        Err(e) => info!("due secret rotations are not run by this daemon: {e}"),
+    }
+}
+
 /// Runs the daemon of `region` until the last volume is detached or a signal arrives.
 pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
     raise_open_file_limit();
@@ -513,6 +542,7 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
             }
         });
     }
+    start_due_rotations(&daemon);
     {
         let d = daemon.clone();
         std::thread::spawn(move || {

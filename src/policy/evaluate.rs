@@ -57,16 +57,8 @@ pub fn evaluate(
     identity_policies: &[Policy],
     req: &AccessRequest,
 ) -> Decision {
-    if let Some(policy) = key_policy
-        && strongest_grant(policy, Effect::Deny, req).is_some()
-    {
-        return Decision::DenyExplicitInKeyPolicy;
-    }
-    if identity_policies
-        .iter()
-        .any(|p| strongest_grant(p, Effect::Deny, req).is_some())
-    {
-        return Decision::DenyExplicitInIdentityPolicy;
+    if let Some(deny) = explicit_deny(key_policy, identity_policies, req) {
+        return deny;
     }
     let identity_allows = || {
         identity_policies
@@ -96,16 +88,8 @@ pub fn evaluate_resource_based(
     identity_policies: &[Policy],
     req: &AccessRequest,
 ) -> Decision {
-    if let Some(policy) = resource_policy
-        && strongest_grant(policy, Effect::Deny, req).is_some()
-    {
-        return Decision::DenyExplicitInKeyPolicy;
-    }
-    if identity_policies
-        .iter()
-        .any(|p| strongest_grant(p, Effect::Deny, req).is_some())
-    {
-        return Decision::DenyExplicitInIdentityPolicy;
+    if let Some(deny) = explicit_deny(resource_policy, identity_policies, req) {
+        return deny;
     }
     let resource_allows = resource_policy
         .and_then(|p| strongest_grant(p, Effect::Allow, req))
@@ -118,6 +102,21 @@ pub fn evaluate_resource_based(
     } else {
         Decision::NoIdentityPolicyAllow
     }
+}
+
+/// An explicit Deny in the resource's policy or an identity policy, which always wins.
+fn explicit_deny(
+    resource_policy: Option<&Policy>,
+    identity_policies: &[Policy],
+    req: &AccessRequest,
+) -> Option<Decision> {
+    if resource_policy.is_some_and(|p| strongest_grant(p, Effect::Deny, req).is_some()) {
+        return Some(Decision::DenyExplicitInKeyPolicy);
+    }
+    identity_policies
+        .iter()
+        .any(|p| strongest_grant(p, Effect::Deny, req).is_some())
+        .then_some(Decision::DenyExplicitInIdentityPolicy)
 }
 
 /// The strongest way any statement of `effect` in `policy` applies to `req`.

@@ -187,6 +187,15 @@ pub(super) fn metadata(s: &SecretRecord, versions_member: &str, region: &str) ->
         times(s.rotation.next_rotation.filter(|_| s.rotation.enabled)),
     );
     put("DeletedDate", times(s.deletion.map(|d| d.requested)));
+    // Not AWS's: the local command that rotates the secret (AWS names a Lambda ARN here).
+    put(
+        "RotationCommand",
+        s.rotation
+            .command
+            .clone()
+            .map(Value::from)
+            .unwrap_or(Value::Null),
+    );
     if let Some(rules) = &s.rotation.rules {
         let mut r = serde_json::Map::new();
         if let Some(d) = rules.automatically_after_days {
@@ -227,12 +236,20 @@ impl SecretsManager {
                 "replication to other regions is not supported: copy the secret with CreateSecret in the other region",
             ));
         }
+        // Authorized on the ARN the secret will have, as AWS does (a policy may name
+        // `secret:NAME-*`).
+        let arn = format!(
+            "arn:aws:secretsmanager:{}:{}:secret:{name}-{}",
+            self.kms.region(),
+            self.kms.account(),
+            arn_suffix()
+        );
         self.change(c, |body, now| {
             super::access::authorize(
                 &self.kms,
                 c.caller,
                 "secretsmanager:CreateSecret",
-                &self.arn_for_unknown(name),
+                &arn,
                 None,
             )?;
             if let Some(existing) = body.secrets.values().find(|s| s.name == name) {
@@ -254,12 +271,6 @@ impl SecretsManager {
                     "The operation failed because the secret {name} already exists."
                 )));
             }
-            let arn = format!(
-                "arn:aws:secretsmanager:{}:{}:secret:{name}-{}",
-                self.kms.region(),
-                self.kms.account(),
-                arn_suffix()
-            );
             let mut s = SecretRecord {
                 arn: arn.clone(),
                 name: name.to_string(),
@@ -276,15 +287,29 @@ impl SecretsManager {
             };
             let mut out = json!({"ARN": arn, "Name": name});
             if let Some(v) = &value {
-                let vid = token
-                    .map(str::to_string)
-                    .unwrap_or_else(crate::kms::event::fast_uuid);
-                self.add_version(c, body, &mut s, &vid, v, &[super::model::AWSCURRENT], now)?;
-                out["VersionId"] = vid.into();
+                out["VersionId"] = self.add_current(c, body, &mut s, token, v, now)?.into();
             }
-            body.secrets.insert(arn, s);
+            body.secrets.insert(arn.clone(), s);
             Ok(out)
         })
+    }
+
+    /// A new version of `s` with `value` under AWSCURRENT; its id is `token` or a new
+    /// UUID.
+    fn add_current(
+        &self,
+        c: &Call,
+        body: &mut super::model::StoreBody,
+        s: &mut SecretRecord,
+        token: Option<&str>,
+        value: &Plain,
+        now: i64,
+    ) -> Result<String, AwsError> {
+        let vid = token
+            .map(str::to_string)
+            .unwrap_or_else(crate::kms::event::fast_uuid);
+        self.add_version(c, body, s, &vid, value, &[super::model::AWSCURRENT], now)?;
+        Ok(vid)
     }
 
     pub(super) fn describe_secret(&self, c: &Call, r: &Request) -> Result<Value, AwsError> {
@@ -322,11 +347,7 @@ impl SecretsManager {
             }
             let mut out = arn_name(&s);
             if let Some(v) = &value {
-                let vid = token
-                    .map(str::to_string)
-                    .unwrap_or_else(crate::kms::event::fast_uuid);
-                self.add_version(c, body, &mut s, &vid, v, &[super::model::AWSCURRENT], now)?;
-                out["VersionId"] = vid.into();
+                out["VersionId"] = self.add_current(c, body, &mut s, token, v, now)?.into();
             }
             s.last_changed = now;
             body.secrets.insert(arn, s);

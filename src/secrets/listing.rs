@@ -1,7 +1,7 @@
 //! ListSecrets: every secret the caller may list, filtered (`Filters`: name, description,
 //! tag-key, tag-value, primary-region, owning-service, all; values are case-sensitive
 //! prefixes, `!` negates; several values of one key: any; several keys: all), sorted by
-//! creation, in pages (`MaxResults`, `NextToken`). Also the paging of version lists.
+//! creation (or `SortBy`: name, last-changed-date, last-accessed-date), in pages (`MaxResults`, `NextToken`). Also the paging of version lists.
 
 use serde_json::{Value, json};
 
@@ -166,7 +166,22 @@ impl SecretsManager {
             .filter(|s| include_deleted || s.deletion.is_none())
             .filter(|s| filters.iter().all(|f| passes(s, f, region)))
             .collect();
-        secrets.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
+        match r.str("SortBy")? {
+            None | Some("created-date") => secrets.sort_by_key(|s| (s.created, s.name.clone())),
+            Some("name") => secrets.sort_by_key(|s| s.name.clone()),
+            Some("last-changed-date") => secrets.sort_by_key(|s| (s.last_changed, s.name.clone())),
+            Some("last-accessed-date") => {
+                secrets.sort_by_key(|s| (s.last_accessed, s.name.clone()))
+            }
+            Some(other) => {
+                return Err(validation(
+                    "SortBy",
+                    format!(
+                        "'{other}' is not one of created-date, last-accessed-date, last-changed-date, name"
+                    ),
+                ));
+            }
+        }
         if descending {
             secrets.reverse();
         }

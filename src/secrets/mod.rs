@@ -52,7 +52,7 @@ use model::{SecretRecord, StoreBody};
 use request::Request;
 use store::Store;
 
-pub use rotation::STEPS as ROTATION_STEPS;
+pub use rotation::{STEPS as ROTATION_STEPS, spawn_due_rotations};
 
 /// Every operation [`SecretsManager::call`] answers, as AWS names them.
 pub const OPERATIONS: &[&str] = &[

@@ -407,3 +407,34 @@ impl SecretsManager {
         Ok(reports)
     }
 }
+
+/// Runs due rotations as the account root every `every` on a thread of its own, for as
+/// long as `keep_going` says (the region daemon and `kms serve` run one per region).
+/// Failures are logged to stderr without any value (the reports carry none).
+pub fn spawn_due_rotations(
+    sm: std::sync::Arc<SecretsManager>,
+    every: Duration,
+    keep_going: impl Fn() -> bool + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let root = Caller::local(crate::iam::Identity::root(sm.kms.account().clone()));
+        while keep_going() {
+            match sm.rotate_due(&root, Via::Cli) {
+                Ok(reports) => {
+                    for r in reports.iter().filter(|r| r.error.is_some()) {
+                        eprintln!(
+                            "cryptvol: due rotation of secret {} failed: {}",
+                            r.arn,
+                            r.error.as_deref().unwrap_or("")
+                        );
+                    }
+                }
+                Err(e) => eprintln!("cryptvol: due secret rotations: {e}"),
+            }
+            let until = Instant::now() + every;
+            while Instant::now() < until && keep_going() {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    })
+}
