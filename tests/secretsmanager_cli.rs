@@ -1239,6 +1239,32 @@ fn list_secrets_pages() {
     asc.reverse();
     assert_eq!(asc, desc);
 
+    // By name, both ways.
+    let by_name = |o: &str| -> Vec<String> {
+        env.json(&sm(&[
+            "list-secrets",
+            "--sort-by",
+            "name",
+            "--sort-order",
+            o,
+        ]))["SecretList"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| str_field(s, "Name"))
+            .collect()
+    };
+    assert_eq!(by_name("asc"), all);
+    let mut rev = all.clone();
+    rev.reverse();
+    assert_eq!(by_name("desc"), rev);
+    refused(
+        &env,
+        &["list-secrets", "--sort-by", "colour"],
+        6,
+        "InvalidParameterException",
+    );
+
     // --max-results out of range.
     for n in ["0", "101"] {
         refused(
@@ -1426,6 +1452,7 @@ fn rotation_with_a_local_command_succeeds() {
     let d = describe(&env, "db");
     assert_eq!(d["RotationEnabled"], true, "{d:#}");
     assert_eq!(d["RotationRules"]["AutomaticallyAfterDays"], 10, "{d:#}");
+    assert_eq!(d["RotationCommand"], cmd.to_str().unwrap(), "{d:#}");
     let last = unix_time(&d["LastRotatedDate"]);
     assert!((last - t0).abs() <= 120, "{d:#}");
     let next = unix_time(&d["NextRotationDate"]);

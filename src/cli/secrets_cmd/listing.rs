@@ -120,9 +120,12 @@ pub struct ListSecretsArgs {
     /// tag-value, primary-region, owning-service or all; !V negates), or a JSON list
     #[arg(long, num_args = 1.., value_name = "Key=K,Values=V")]
     filters: Vec<String>,
-    /// asc or desc, by creation date
+    /// asc or desc [default: asc]
     #[arg(long, value_name = "ORDER")]
     sort_order: Option<String>,
+    /// created-date (the default), name, last-changed-date or last-accessed-date
+    #[arg(long, value_name = "FIELD")]
+    sort_by: Option<String>,
     #[command(flatten)]
     page: PageArgs,
 }
@@ -134,7 +137,8 @@ pub fn list_secrets(s: &Session<'_>, a: ListSecretsArgs) -> Result<(), CliError>
             "IncludePlannedDeletion",
             either(a.include_planned_deletion, a.no_include_planned_deletion),
         )
-        .opt("SortOrder", a.sort_order);
+        .opt("SortOrder", a.sort_order)
+        .opt("SortBy", a.sort_by);
     let r = if filters.is_empty() {
         r
     } else {
