@@ -2267,3 +2267,52 @@ fn the_rotation_command_of_the_docs_rotates() {
     assert_eq!(new.len(), 32, "{new}");
     assert!(new.chars().all(|c| c.is_ascii_alphanumeric()), "{new}");
 }
+
+/// In a region opened with a passphrase, the rotation command's callbacks can open it too:
+/// the contract says they can call `cryptvol secretsmanager …` back, and a passphrase
+/// given as `--passphrase-file` (not in the environment) must reach them.
+#[test]
+fn rotation_callbacks_open_a_passphrase_region() {
+    let env = Env::new();
+    let pass = env.file(b"a long enough passphrase for p-1\n");
+    let pass = pass.to_str().unwrap();
+    env.json(&["--region", "p-1", "--passphrase-file", pass, "init"]);
+    let with = |args: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["--region", "p-1", "--passphrase-file", pass]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.push("secretsmanager".into());
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |args: &[&str]| {
+        let a = with(args);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        env.run(&a)
+    };
+    run(&[
+        "create-secret",
+        "--name",
+        "s",
+        "--secret-string",
+        "pass-s3cr3t-old",
+    ])
+    .ok();
+    let cmd = rotation_command(&env, "rotate.sh", "pass-s3cr3t-new", None);
+    let out = run(&[
+        "rotate-secret",
+        "--secret-id",
+        "s",
+        "--rotation-command",
+        cmd.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let v = run(&["get-secret-value", "--secret-id", "s"]).ok().json();
+    assert!(
+        str_field(&v, "SecretString").starts_with("pass-s3cr3t-new-"),
+        "{v:#}"
+    );
+    let log = step_log(&env, "rotate.sh");
+    assert!(log.iter().all(|l| l[7] == "p-1"), "{log:?}");
+}
