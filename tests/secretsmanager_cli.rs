@@ -540,6 +540,24 @@ fn errors_have_aws_exceptions_and_exit_codes() {
     ] {
         refused(&env, &args, 4, "InvalidRequestException");
     }
+    for args in [
+        vec!["rotate-secret", "--secret-id", "app"],
+        vec![
+            "tag-resource",
+            "--secret-id",
+            "app",
+            "--tags",
+            "Key=a,Value=b",
+        ],
+    ] {
+        refused(&env, &args, 4, "InvalidRequestException");
+    }
+    refused(
+        &env,
+        &["cancel-rotate-secret", "--secret-id", "nope"],
+        3,
+        "ResourceNotFoundException",
+    );
     // A name scheduled for deletion is not free.
     refused(
         &env,
@@ -1833,6 +1851,19 @@ fn resource_policies_are_put_read_validated_and_deleted() {
         "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]
     })
     .to_string();
+    let v = env.json(&sm(&[
+        "validate-resource-policy",
+        "--resource-policy",
+        &public,
+    ]));
+    assert_eq!(v["PolicyValidationPassed"], false, "{v:#}");
+    assert!(
+        !v["ValidationErrors"]
+            .as_array()
+            .expect("ValidationErrors")
+            .is_empty(),
+        "{v:#}"
+    );
     refused(
         &env,
         &[
