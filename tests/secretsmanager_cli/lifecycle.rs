@@ -539,3 +539,27 @@ fn output_formats_and_queries() {
     let out = env.ok(&sm(&["list-secrets", "--query", "SecretList[].Name"]));
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!(["s"]));
 }
+
+/// A secret may be created without a value: it has no version until one is put.
+#[test]
+fn a_secret_created_without_a_value_has_no_version_until_one_is_put() {
+    let env = Env::init();
+    let c = env.json(&sm(&["create-secret", "--name", "empty"]));
+    assert!(c.get("VersionId").is_none(), "{c:#}");
+    assert_eq!(describe(&env, "empty")["VersionIdsToStages"], json!({}));
+    refused(
+        &env,
+        &["get-secret-value", "--secret-id", "empty"],
+        3,
+        "ResourceNotFoundException",
+    );
+    refused(
+        &env,
+        &["put-secret-value", "--secret-id", "empty"],
+        6,
+        "InvalidParameterException",
+    );
+    let v = put(&env, "empty", "first-value", &[]);
+    assert_eq!(stages(&env, "empty")[&v], labels(&["AWSCURRENT"]));
+    assert_eq!(current_string(&env, "empty"), "first-value");
+}

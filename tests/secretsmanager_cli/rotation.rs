@@ -540,3 +540,75 @@ fn rotation_callbacks_open_a_passphrase_region() {
     let log = step_log(&env, "rotate.sh");
     assert!(log.iter().all(|l| l[7] == "p-1"), "{log:?}");
 }
+
+/// `--rotation-rules` in its three spellings reaches the schedule: days, `rate()` and a
+/// `cron()` whose commas stay in the expression, with a Duration.
+#[test]
+fn rotation_rules_shorthand_and_json_set_the_schedule() {
+    let env = Env::init();
+    create(&env, "s", "rules-s3cr3t", &[]);
+    let cmd = rotation_command(&env, "rotate.sh", "rules-s3cr3t-new", None);
+    let cmd = cmd.to_str().unwrap();
+    let rules = |r: &str| -> Value {
+        env.json(&sm(&[
+            "rotate-secret",
+            "--secret-id",
+            "s",
+            "--rotation-command",
+            cmd,
+            "--rotation-rules",
+            r,
+            "--no-rotate-immediately",
+        ]));
+        describe(&env, "s")
+    };
+    let t0 = now();
+    let d = rules(r#"{"AutomaticallyAfterDays": 5}"#);
+    assert_eq!(d["RotationRules"]["AutomaticallyAfterDays"], 5, "{d:#}");
+    assert!(
+        (unix_time(&d["NextRotationDate"]) - (t0 + 5 * DAY)).abs() <= DAY,
+        "{d:#}"
+    );
+
+    let d = rules("ScheduleExpression=rate(3 days)");
+    assert_eq!(
+        d["RotationRules"]["ScheduleExpression"], "rate(3 days)",
+        "{d:#}"
+    );
+    assert!(
+        (unix_time(&d["NextRotationDate"]) - (t0 + 3 * DAY)).abs() <= DAY,
+        "{d:#}"
+    );
+
+    let d = rules("ScheduleExpression=cron(0 16 1,15 * ? *),Duration=2h");
+    assert_eq!(
+        d["RotationRules"]["ScheduleExpression"], "cron(0 16 1,15 * ? *)",
+        "{d:#}"
+    );
+    assert_eq!(d["RotationRules"]["Duration"], "2h", "{d:#}");
+    let next = d["NextRotationDate"].as_str().expect("NextRotationDate");
+    // The 1st or the 15th of a month, from 16:00 UTC (within the 2 h window).
+    // RFC 3339 in UTC: YYYY-MM-DDTHH:MM:SSZ.
+    let day: u32 = next[8..10].parse().unwrap();
+    let hour: u32 = next[11..13].parse().unwrap();
+    assert!(next.ends_with('Z'), "{next}");
+    assert!([1, 15].contains(&day), "{next}");
+    assert!(hour == 16 || hour == 17, "{next}");
+    let n = unix_time(&d["NextRotationDate"]);
+    assert!(n > t0 && n <= t0 + 17 * DAY, "{next}");
+    assert_eq!(step_log(&env, "rotate.sh").len(), 0, "nothing rotated yet");
+
+    // Rules the service refuses.
+    for bad in [
+        "AutomaticallyAfterDays=0",
+        "AutomaticallyAfterDays=1001",
+        "ScheduleExpression=every day",
+    ] {
+        refused(
+            &env,
+            &["rotate-secret", "--secret-id", "s", "--rotation-rules", bad],
+            6,
+            "InvalidParameterException",
+        );
+    }
+}
