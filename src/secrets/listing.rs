@@ -1,6 +1,6 @@
 //! ListSecrets: every secret the caller may list, filtered (`Filters`: name, description,
-//! tag-key, tag-value, primary-region, owning-service, all; values are case-sensitive
-//! prefixes, `!` negates; several values of one key: any; several keys: all), sorted by
+//! tag-key, tag-value, primary-region, owning-service, all; values are prefixes,
+//! case-sensitive except for description and all (each word of the value), `!` negates; several values of one key: any; several keys: all), sorted by
 //! creation (or `SortBy`: name, last-changed-date, last-accessed-date), in pages (`MaxResults`, `NextToken`). Also the paging of version lists.
 
 use serde_json::{Value, json};
@@ -135,7 +135,28 @@ fn passes(s: &SecretRecord, f: &Filter, region: &str) -> bool {
     };
     let (negated, positive): (Vec<&String>, Vec<&String>) =
         f.values.iter().partition(|v| v.starts_with('!'));
-    let hit = |prefix: &str| candidates.iter().any(|c| c.starts_with(prefix));
+    // As AWS documents them: description and all ignore case; all matches each word of
+    // the value against any attribute; the others are case-sensitive prefixes.
+    let fold = f.key == "description" || f.key == "all";
+    let hit = |value: &str| {
+        let words: Vec<String> = if f.key == "all" {
+            value.split_whitespace().map(str::to_lowercase).collect()
+        } else if fold {
+            vec![value.to_lowercase()]
+        } else {
+            vec![value.to_string()]
+        };
+        !words.is_empty()
+            && words.iter().all(|w| {
+                candidates.iter().any(|c| {
+                    if fold {
+                        c.to_lowercase().starts_with(w.as_str())
+                    } else {
+                        c.starts_with(w.as_str())
+                    }
+                })
+            })
+    };
     let positive_ok = positive.is_empty() || positive.iter().any(|v| hit(v));
     let negated_ok = negated.iter().all(|v| !hit(&v[1..]));
     positive_ok && negated_ok
