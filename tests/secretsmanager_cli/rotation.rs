@@ -612,3 +612,85 @@ fn rotation_rules_shorthand_and_json_set_the_schedule() {
         );
     }
 }
+
+/// The region daemon (started by an attach) runs due rotations by itself; a failed one is
+/// in its log, with no value there or anywhere else in the data dir.
+#[test]
+fn the_region_daemon_runs_due_rotations_and_logs_no_value() {
+    crate::needs!(Fuse);
+    let v = crate::common::mount::VolEnv::new();
+    let env: &Env = &v;
+    let good = create(env, "good", "daemon-s3cr3t-old", &[]);
+    create(env, "bad", "daemon-s3cr3t-bad-old", &[]);
+    env.add_secret(b"daemon-s3cr3t-old");
+    env.add_secret(b"daemon-s3cr3t-bad-old");
+    let ok_cmd = rotation_command(env, "ok.sh", "daemon-s3cr3t-new", None);
+    let bad_cmd = rotation_command(env, "bad.sh", "daemon-s3cr3t-bad-new", Some("setSecret"));
+    for (name, cmd) in [("good", &ok_cmd), ("bad", &bad_cmd)] {
+        env.json(&sm(&[
+            "rotate-secret",
+            "--secret-id",
+            name,
+            "--rotation-command",
+            cmd.to_str().unwrap(),
+            "--rotation-rules",
+            "AutomaticallyAfterDays=1",
+            "--no-rotate-immediately",
+        ]));
+    }
+    // The daemon keeps the attach's environment: two days on, both are due.
+    let vol = v.create(&["--size", "64M"]);
+    let dir = v.dir("mnt");
+    let later = skew_days(2);
+    v.attach_run_env(&vol, &dir, &[], &[(SKEW_ENV, later.as_str())])
+        .ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let rotated = loop {
+        let g = get(env, "good", &[]);
+        if g["VersionId"] != good["VersionId"] {
+            break g;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not rotate the due secret in 60 s; its log: {}",
+            v.daemon_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let new = str_field(&rotated, "SecretString");
+    assert!(new.starts_with("daemon-s3cr3t-new-"), "{new}");
+    env.add_secret(new.as_bytes());
+    // The callbacks act as the root, the daemon's identity.
+    let log = step_log(env, "ok.sh");
+    assert!(log.iter().all(|l| l[8] == "root"), "{log:?}");
+    // The failed one is logged, naming the step; AWSCURRENT unchanged.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !v.daemon_log().contains("setSecret") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed rotation in the daemon's log: {}",
+            v.daemon_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(current_string(env, "bad"), "daemon-s3cr3t-bad-old");
+    v.detach(&dir);
+
+    let daemon_log = v.daemon_log();
+    let mut files = Vec::new();
+    files_under(&env.data, &mut files);
+    for value in [
+        b"daemon-s3cr3t-old".as_slice(),
+        b"daemon-s3cr3t-bad-old",
+        new.as_bytes(),
+    ] {
+        assert_no_secret("daemon.log", daemon_log.as_bytes(), value);
+        for f in &files {
+            assert_no_secret(
+                &f.display().to_string(),
+                &std::fs::read(f).unwrap_or_default(),
+                value,
+            );
+        }
+    }
+}
