@@ -1,6 +1,7 @@
 //! The secrets core in one process: a fresh key-file region, its root as caller.
 
 mod access;
+mod attack;
 mod lifecycle;
 mod rotation;
 
