@@ -78,12 +78,27 @@ pub(super) fn tags_of(r: &Request, member: &str) -> Result<Vec<Tag>, AwsError> {
     let items = v
         .as_array()
         .ok_or_else(|| validation(member, "must be a list of {Key, Value}"))?;
+    if items.len() > MAX_TAGS {
+        return Err(errors::limit(format!(
+            "a request carries at most {MAX_TAGS} tags, not {}",
+            items.len()
+        )));
+    }
     let mut out: Vec<Tag> = Vec::new();
     for item in items {
         let key = item["Key"]
             .as_str()
             .ok_or_else(|| validation(member, "each tag needs a string Key"))?;
-        let value = item["Value"].as_str().unwrap_or("");
+        let value = match &item["Value"] {
+            Value::Null => "",
+            Value::String(v) => v.as_str(),
+            _ => {
+                return Err(validation(
+                    member,
+                    format!("the Value of tag '{key}' must be a string"),
+                ));
+            }
+        };
         check_tag(key, value)?;
         out.retain(|t| t.key != key);
         out.push(Tag {
@@ -245,12 +260,17 @@ impl SecretsManager {
             arn_suffix()
         );
         self.change(c, |body, now| {
+            let target = super::access::Target {
+                resource: &arn,
+                shown: &self.arn_for_unknown(name),
+                secret: None,
+            };
             super::access::authorize(
                 &self.kms,
                 c.caller,
                 "secretsmanager:CreateSecret",
-                &arn,
-                None,
+                &target,
+                &c.conditions,
             )?;
             if let Some(existing) = body.secrets.values().find(|s| s.name == name) {
                 if existing.deletion.is_some() {
@@ -282,6 +302,7 @@ impl SecretsManager {
                 deletion: None,
                 tags,
                 policy: None,
+                policy_principals: Default::default(),
                 rotation: Rotation::default(),
                 versions: Default::default(),
             };
@@ -395,7 +416,17 @@ impl SecretsManager {
             )));
         }
         self.change(c, |body, now| {
-            let arn = self.authorized_arn(c, body, id, "secretsmanager:DeleteSecret")?;
+            let arn = match self.authorized_arn(c, body, id, "secretsmanager:DeleteSecret") {
+                // AWS: a forced delete of a secret that does not exist is not an error.
+                Err(e) if force && e.aws_code() == "ResourceNotFoundException" => {
+                    return Ok(json!({
+                        "ARN": self.arn_for_unknown(id),
+                        "Name": id,
+                        "DeletionDate": now,
+                    }));
+                }
+                other => other?,
+            };
             if force {
                 let s = body.secrets.remove(&arn).expect("found above");
                 let mut out = arn_name(&s);

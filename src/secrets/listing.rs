@@ -12,7 +12,7 @@ use super::request::Request;
 use super::{Call, SecretsManager};
 use crate::aws::AwsError;
 
-const TOKEN_PREFIX: &str = "cvsm-page-v1:";
+const TOKEN_PREFIX: &str = "cvsm-page-v2:";
 const FILTER_KEYS: &[&str] = &[
     "description",
     "name",
@@ -23,37 +23,62 @@ const FILTER_KEYS: &[&str] = &[
     "all",
 ];
 
-/// One page of `items` from `token` (an offset we gave out), at most `max` (default 100).
+/// One page of `items` (in the order they are listed, each with a sort key that grows,
+/// or with `descending` falls, along that order): the items after the one a `token` of
+/// the same listing (`kind`) ended on, at most `max` (default 100). The token names that
+/// item's key, not an offset, so an item removed between pages makes none skipped.
 pub fn page(
-    items: Vec<Value>,
+    kind: &str,
+    descending: bool,
+    items: Vec<(String, Value)>,
     max: Option<i64>,
     token: Option<&str>,
 ) -> Result<(Vec<Value>, Option<String>), AwsError> {
-    let start = match token {
-        None => 0,
-        Some(t) => crate::aws::b64::decode(t)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| {
-                s.strip_prefix(TOKEN_PREFIX)
-                    .and_then(|n| n.parse::<usize>().ok())
-            })
-            .ok_or_else(|| AwsError::Secrets {
-                code: "InvalidNextTokenException",
-                message: "The NextToken value is not valid: give one an earlier page returned"
-                    .into(),
-            })?,
+    let invalid = || {
+        AwsError::Secrets {
+        code: "InvalidNextTokenException",
+        message: "The NextToken value is not valid: give the NextToken the previous page of this same listing returned".into(),
+    }
+    };
+    let after = match token {
+        None => None,
+        Some(t) => {
+            let text = crate::aws::b64::decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(invalid)?;
+            let rest = text.strip_prefix(TOKEN_PREFIX).ok_or_else(invalid)?;
+            let (token_kind, key) = rest.split_once('\n').ok_or_else(invalid)?;
+            if token_kind != kind {
+                return Err(invalid());
+            }
+            Some(key.to_string())
+        }
     };
     let max = max.unwrap_or(100) as usize;
-    let end = (start + max).min(items.len());
-    let next = (end < items.len())
-        .then(|| crate::aws::b64::encode(format!("{TOKEN_PREFIX}{end}").as_bytes()));
+    let start = match &after {
+        None => 0,
+        Some(a) => items
+            .iter()
+            .position(|(k, _)| if descending { k < a } else { k > a })
+            .unwrap_or(items.len()),
+    };
+    let end = start.saturating_add(max).min(items.len());
+    let next = (end < items.len() && end > start).then(|| {
+        crate::aws::b64::encode(format!("{TOKEN_PREFIX}{kind}\n{}", items[end - 1].0).as_bytes())
+    });
     let out = items
         .into_iter()
         .skip(start)
-        .take(end.saturating_sub(start))
+        .take(end - start)
+        .map(|(_, v)| v)
         .collect();
     Ok((out, next))
+}
+
+/// A time as a sort key: fixed width, so keys compare as the times do.
+pub fn time_key(t: i64) -> String {
+    format!("{:020}", (t as i128 - i64::MIN as i128) as u64)
 }
 
 struct Filter {
@@ -146,16 +171,24 @@ fn passes(s: &SecretRecord, f: &Filter, region: &str) -> bool {
         } else {
             vec![value.to_string()]
         };
-        !words.is_empty()
-            && words.iter().all(|w| {
-                candidates.iter().any(|c| {
-                    if fold {
-                        c.to_lowercase().starts_with(w.as_str())
-                    } else {
-                        c.starts_with(w.as_str())
-                    }
+        // `all` matches a word at the start of any word of any attribute.
+        let targets: Vec<String> = if f.key == "all" {
+            candidates
+                .iter()
+                .flat_map(|c| {
+                    std::iter::once(c.to_lowercase())
+                        .chain(c.split_whitespace().map(str::to_lowercase))
                 })
-            })
+                .collect()
+        } else if fold {
+            candidates.iter().map(|c| c.to_lowercase()).collect()
+        } else {
+            candidates.iter().map(|c| c.to_string()).collect()
+        };
+        !words.is_empty()
+            && words
+                .iter()
+                .all(|w| targets.iter().any(|t| t.starts_with(w.as_str())))
     };
     let positive_ok = positive.is_empty() || positive.iter().any(|v| hit(v));
     let negated_ok = negated.iter().all(|v| !hit(&v[1..]));
@@ -178,39 +211,47 @@ impl SecretsManager {
                 ));
             }
         };
-        super::access::authorize(&self.kms, c.caller, "secretsmanager:ListSecrets", "*", None)?;
+        self.authorized_account(c, "secretsmanager:ListSecrets")?;
         let body = self.load()?;
         let region = self.kms.region().as_str();
-        let mut secrets: Vec<&SecretRecord> = body
+        let secrets: Vec<&SecretRecord> = body
             .secrets
             .values()
             .filter(|s| include_deleted || s.deletion.is_none())
             .filter(|s| filters.iter().all(|f| passes(s, f, region)))
             .collect();
-        match r.str("SortBy")? {
-            None | Some("created-date") => secrets.sort_by_key(|s| (s.created, s.name.clone())),
-            Some("name") => secrets.sort_by_key(|s| s.name.clone()),
-            Some("last-changed-date") => secrets.sort_by_key(|s| (s.last_changed, s.name.clone())),
-            Some("last-accessed-date") => {
-                secrets.sort_by_key(|s| (s.last_accessed, s.name.clone()))
-            }
-            Some(other) => {
-                return Err(validation(
-                    "SortBy",
-                    format!(
-                        "'{other}' is not one of created-date, last-accessed-date, last-changed-date, name"
-                    ),
-                ));
-            }
-        }
-        if descending {
-            secrets.reverse();
-        }
-        let items = secrets
+        let sort_by = r.str("SortBy")?.unwrap_or("created-date");
+        let key = |s: &SecretRecord| -> Result<String, AwsError> {
+            let time = |t: i64| format!("{}\u{0}{}", time_key(t), s.name);
+            Ok(match sort_by {
+                "created-date" => time(s.created),
+                "name" => s.name.clone(),
+                "last-changed-date" => time(s.last_changed),
+                "last-accessed-date" => time(s.last_accessed.unwrap_or(i64::MIN)),
+                other => {
+                    return Err(validation(
+                        "SortBy",
+                        format!(
+                            "'{other}' is not one of created-date, last-accessed-date, last-changed-date, name"
+                        ),
+                    ));
+                }
+            })
+        };
+        let mut keyed = secrets
             .into_iter()
-            .map(|s| metadata(s, "SecretVersionsToStages", region))
+            .map(|s| Ok((key(s)?, s)))
+            .collect::<Result<Vec<_>, AwsError>>()?;
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        if descending {
+            keyed.reverse();
+        }
+        let items = keyed
+            .into_iter()
+            .map(|(k, s)| (k, metadata(s, "SecretVersionsToStages", region)))
             .collect();
-        let (items, next) = page(items, max, token)?;
+        let kind = format!("secrets {sort_by} {descending} {include_deleted}");
+        let (items, next) = page(&kind, descending, items, max, token)?;
         let mut out = json!({ "SecretList": items });
         if let Some(n) = next {
             out["NextToken"] = n.into();

@@ -131,6 +131,8 @@ struct Call<'a> {
     via: Via<'a>,
     request_id: String,
     request_parameters: Value,
+    /// The request's condition keys (`access::request_conditions`).
+    conditions: access::Conditions,
     recorded: Cell<bool>,
 }
 
@@ -167,6 +169,21 @@ impl SecretsManager {
                 "{operation} is not an operation of Secrets Manager"
             )));
         };
+        let parsed = Request::new(request);
+        let mut conditions = parsed
+            .as_ref()
+            .map(access::request_conditions)
+            .unwrap_or_default();
+        if let Ok(r) = &parsed
+            && operation == "PutResourcePolicy"
+            && !r.has("BlockPublicPolicy")
+        {
+            // Without BlockPublicPolicy, public policies are blocked: its key is true.
+            conditions.push((
+                "secretsmanager:BlockPublicPolicy".into(),
+                vec!["true".into()],
+            ));
+        }
         let call = Call {
             caller,
             operation,
@@ -176,9 +193,10 @@ impl SecretsManager {
                 Via::Cli => crate::kms::event::fast_uuid(),
             },
             request_parameters: request_parameters(request),
+            conditions,
             recorded: Cell::new(false),
         };
-        let result = Request::new(request).and_then(|r| self.dispatch(&call, &r));
+        let result = parsed.and_then(|r| self.dispatch(&call, &r));
         if !call.recorded.get() {
             let recorded = self.record(&call, result.as_ref());
             if let (Ok(_), Err(e)) = (&result, recorded) {
@@ -295,8 +313,23 @@ impl SecretsManager {
         let resource = found
             .map(|s| s.arn.clone())
             .unwrap_or_else(|| self.arn_for_unknown(id));
-        access::authorize(&self.kms, c.caller, action, &resource, found)?;
+        let target = access::Target {
+            resource: &resource,
+            shown: &self.arn_for_unknown(id),
+            secret: found,
+        };
+        access::authorize(&self.kms, c.caller, action, &target, &c.conditions)?;
         found.ok_or_else(|| errors::not_found(id))
+    }
+
+    /// Authorizes an action on no secret in particular (`*`): ListSecrets and the like.
+    fn authorized_account(&self, c: &Call, action: &str) -> Result<(), AwsError> {
+        let target = access::Target {
+            resource: "*",
+            shown: "*",
+            secret: None,
+        };
+        access::authorize(&self.kms, c.caller, action, &target, &c.conditions)
     }
 
     /// As [`Self::authorized`], for a change: the record's ARN (the key to `body.secrets`).
@@ -345,9 +378,26 @@ fn request_parameters(request: &Value) -> Value {
     let out: serde_json::Map<String, Value> = members
         .iter()
         .filter(|(k, _)| k.as_str() != "SecretString" && k.as_str() != "SecretBinary")
-        .map(|(k, v)| (camel(k), v.clone()))
+        .map(|(k, v)| (camel(k), bounded(v, 8)))
         .collect();
     Value::Object(out)
+}
+
+/// `v` with what lies deeper than `depth` levels replaced by a note: no request member
+/// (Secrets Manager's nest three deep at most) can make an event too deep to read back.
+fn bounded(v: &Value, depth: usize) -> Value {
+    match v {
+        Value::Array(_) | Value::Object(_) if depth == 0 => {
+            Value::from("(nested too deep; left out)")
+        }
+        Value::Array(a) => a.iter().map(|x| bounded(x, depth - 1)).collect(),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), bounded(x, depth - 1)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 /// CloudTrail's `responseElements` of a change: what names the secret and version.

@@ -36,6 +36,9 @@ pub struct SecretRecord {
     pub deletion: Option<Deletion>,
     pub tags: Vec<Tag>,
     pub policy: Option<String>,
+    /// The unique id of each IAM principal the policy names, when it was put.
+    #[serde(default)]
+    pub policy_principals: BTreeMap<String, String>,
     pub rotation: Rotation,
     pub versions: BTreeMap<String, VersionRecord>,
 }

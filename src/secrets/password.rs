@@ -81,13 +81,7 @@ impl SecretsManager {
                 classes.len()
             )));
         }
-        super::access::authorize(
-            &self.kms,
-            c.caller,
-            "secretsmanager:GetRandomPassword",
-            "*",
-            None,
-        )?;
+        self.authorized_account(c, "secretsmanager:GetRandomPassword")?;
         let password = generate(length, &classes, each);
         Ok(json!({ "RandomPassword": password.as_str() }))
     }

@@ -3,8 +3,9 @@
 //! language the KMS uses (`PolicyKind::Secret`: every statement names a Principal, only
 //! `secretsmanager:` actions) and evaluated by `access.rs`.
 //!
-//! A policy that allows everyone (`"Principal": "*"` or `{"AWS": "*"}`) without a
-//! Condition grants broad access: PutResourcePolicy refuses it with PublicPolicyException
+//! A policy that allows everyone (`"Principal": "*"` or `{"AWS": "*"}`) unless a
+//! Condition pins it to named principals, or everyone but some (`NotPrincipal`), grants
+//! broad access: PutResourcePolicy refuses it with PublicPolicyException
 //! unless `BlockPublicPolicy` is false, and ValidateResourcePolicy reports it.
 
 use serde_json::{Value, json};
@@ -17,7 +18,47 @@ use super::{Call, SecretsManager};
 use crate::aws::AwsError;
 use crate::policy::MAX_POLICY_BYTES;
 
-/// Whether the policy text has an Allow statement open to everyone without a Condition.
+/// Condition keys that pin a statement to named principals when compared for equality
+/// with values free of wildcards: such a statement does not grant broad access.
+const PINNING_KEYS: &[&str] = &[
+    "aws:principalaccount",
+    "aws:principalarn",
+    "aws:principalorgid",
+    "aws:sourceaccount",
+    "aws:sourcearn",
+    "aws:userid",
+    "aws:username",
+];
+
+/// Whether a statement's Condition pins it to named principals.
+fn pinned(condition: Option<&Value>) -> bool {
+    let Some(Value::Object(ops)) = condition else {
+        return false;
+    };
+    ops.iter().any(|(op, keys)| {
+        let equality = matches!(
+            op.as_str(),
+            "StringEquals" | "ArnEquals" | "StringEqualsIgnoreCase"
+        );
+        equality
+            && keys.as_object().is_some_and(|keys| {
+                keys.iter().any(|(k, v)| {
+                    let values: Vec<&Value> = match v {
+                        Value::Array(a) => a.iter().collect(),
+                        one => vec![one],
+                    };
+                    PINNING_KEYS.contains(&k.to_ascii_lowercase().as_str())
+                        && !values.is_empty()
+                        && values
+                            .iter()
+                            .all(|x| x.as_str().is_some_and(|x| !x.contains(['*', '?'])))
+                })
+            })
+    })
+}
+
+/// Whether the policy grants broad access: an Allow for everyone (`*`) not pinned by a
+/// Condition to named principals, or an Allow for everyone but some (`NotPrincipal`).
 fn grants_broad_access(text: &str) -> bool {
     let Ok(doc) = serde_json::from_str::<Value>(text) else {
         return false;
@@ -34,9 +75,9 @@ fn grants_broad_access(text: &str) -> bool {
     };
     statements.iter().any(|s| {
         s["Effect"] == "Allow"
-            && s.get("Condition")
-                .is_none_or(|c| c.as_object().is_none_or(|o| o.is_empty()))
-            && (is_star(&s["Principal"]) || is_star(&s["Principal"]["AWS"]))
+            && (s.get("NotPrincipal").is_some()
+                || ((is_star(&s["Principal"]) || is_star(&s["Principal"]["AWS"]))
+                    && !pinned(s.get("Condition"))))
     })
 }
 
@@ -56,7 +97,14 @@ impl SecretsManager {
         let id = r.required_str("SecretId")?;
         let text = policy_text(r)?;
         let block_public = r.bool("BlockPublicPolicy")?.unwrap_or(true);
-        parse_policy(text)?;
+        let parsed = parse_policy(text)?;
+        let principals = self
+            .kms
+            .policy_principal_ids(&parsed)
+            .map_err(|e| AwsError::Secrets {
+                code: "MalformedPolicyDocumentException",
+                message: format!("the resource policy is not valid: {e}"),
+            })?;
         if block_public && grants_broad_access(text) {
             return Err(AwsError::Secrets {
                 code: "PublicPolicyException",
@@ -70,6 +118,7 @@ impl SecretsManager {
                 return Err(errors::marked_for_deletion(&arn));
             }
             s.policy = Some(text.to_string());
+            s.policy_principals = principals;
             s.last_changed = now;
             Ok(arn_name(s))
         })
@@ -92,6 +141,7 @@ impl SecretsManager {
             let arn = self.authorized_arn(c, body, id, "secretsmanager:DeleteResourcePolicy")?;
             let s = body.secrets.get_mut(&arn).expect("found above");
             if s.policy.take().is_some() {
+                s.policy_principals.clear();
                 s.last_changed = now;
             }
             Ok(arn_name(s))
@@ -109,13 +159,7 @@ impl SecretsManager {
                 let body = self.load()?;
                 self.authorized(c, &body, id, "secretsmanager:ValidateResourcePolicy")?;
             }
-            None => super::access::authorize(
-                &self.kms,
-                c.caller,
-                "secretsmanager:ValidateResourcePolicy",
-                "*",
-                None,
-            )?,
+            None => self.authorized_account(c, "secretsmanager:ValidateResourcePolicy")?,
         }
         let mut problems = Vec::new();
         if let Err(e) = parse_policy(text) {

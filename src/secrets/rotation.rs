@@ -11,6 +11,11 @@
 //! locked while the command runs; a per-secret lock keeps two rotations of one secret
 //! apart.
 //!
+//! A rotation left unfinished (AWSPENDING on a version that is not AWSCURRENT) must be
+//! retried with its token (due rotations do that) or its label removed; RotateSecret
+//! with another token is refused, as AWS refuses it. A caller the CLI cannot act as (a
+//! service) does not run a command.
+//!
 //! After finishSecret, AWSCURRENT must be on the token's version; then AWSPENDING is
 //! removed and LastRotatedDate and NextRotationDate are set. A failed step leaves
 //! AWSCURRENT where it was and is reported (RotationFailed, exit 28), and recorded in the
@@ -81,17 +86,68 @@ fn rules_of(r: &Request) -> Result<Option<RotationRules>, AwsError> {
         duration: text("Duration")?,
         schedule_expression: text("ScheduleExpression")?,
     };
+    if let Some(d) = &rules.duration {
+        check_duration(d, &rules)?;
+    }
     next_due(&rules, 0)?;
     Ok(Some(rules))
 }
 
-/// The `--profile` the command's callbacks act as: the caller's.
+/// A rotation window, `Nh` with N from 1 to 24 (AWS's form; with a `rate(N hours)`
+/// schedule no longer than N hours).
+fn check_duration(d: &str, rules: &RotationRules) -> Result<(), AwsError> {
+    let hours = d
+        .strip_suffix('h')
+        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| (1..=24).contains(n))
+        .ok_or_else(|| {
+            validation(
+                "RotationRules.Duration",
+                format!("'{d}' must be a number of hours from 1 to 24 followed by h, e.g. 3h"),
+            )
+        })?;
+    let rate_hours = rules
+        .schedule_expression
+        .as_deref()
+        .and_then(|e| e.strip_prefix("rate("))
+        .and_then(|e| {
+            e.strip_suffix(" hours)")
+                .or_else(|| e.strip_suffix(" hour)"))
+        })
+        .and_then(|n| n.trim().parse::<u32>().ok());
+    if let Some(r) = rate_hours
+        && hours > r
+    {
+        return Err(validation(
+            "RotationRules.Duration",
+            format!("a window of {hours} h would run into the next rotation, {r} h later"),
+        ));
+    }
+    Ok(())
+}
+
+/// The `--profile` the command's callbacks act as: the caller's (`root`, a user's name,
+/// `role/NAME`); None for a caller the CLI cannot act as, whose rotation does not run.
 fn profile_of(caller: &Caller) -> Option<String> {
     match &caller.identity.principal {
         Principal::Root => Some("root".into()),
         Principal::User { name, .. } => Some(name.clone()),
-        _ => None,
+        Principal::Role { name, .. } => Some(format!("role/{name}")),
+        Principal::Service { .. } => None,
     }
+}
+
+/// The version an unfinished rotation left AWSPENDING on (not AWSCURRENT's, not `token`).
+fn unfinished(s: &super::model::SecretRecord, token: &str) -> Option<String> {
+    s.versions
+        .iter()
+        .find(|(vid, v)| {
+            vid.as_str() != token
+                && v.stages.iter().any(|x| x == AWSPENDING)
+                && !v.stages.iter().any(|x| x == AWSCURRENT)
+        })
+        .map(|(vid, _)| vid.clone())
 }
 
 impl SecretsManager {
@@ -122,6 +178,12 @@ impl SecretsManager {
         let token = token
             .map(str::to_string)
             .unwrap_or_else(crate::kms::event::fast_uuid);
+        if token.starts_with('-') {
+            return Err(validation(
+                "ClientRequestToken",
+                "must not begin with '-' (the rotation command takes it as an argument)",
+            ));
+        }
         let answer = self.change(c, |body, now| {
             let arn = self.authorized_arn(c, body, id, "secretsmanager:RotateSecret")?;
             let s = body.secrets.get_mut(&arn).expect("found above");
@@ -134,6 +196,13 @@ impl SecretsManager {
             if s.rotation.command.is_none() {
                 return Err(errors::invalid_request(format!(
                     "secret {arn} has no rotation command: give one with `cryptvol secretsmanager rotate-secret --secret-id {arn} --rotation-command PATH`"
+                )));
+            }
+            if now_rotate
+                && let Some(pending) = unfinished(s, &token)
+            {
+                return Err(errors::invalid_request(format!(
+                    "A previous rotation of secret {arn} isn't complete: version {pending} still has AWSPENDING (retry it with ClientRequestToken {pending}, or remove the label with UpdateSecretVersionStage)"
                 )));
             }
             if let Some(rules) = &rules {
@@ -200,7 +269,7 @@ impl SecretsManager {
                     "a rotation of secret {arn} is already in progress: wait for it to end"
                 ))
             })?;
-        let command = self.clear_stale_pending(arn, token)?;
+        let command = self.command_of(arn)?;
         let failed = |step: &'static str, message: String| {
             let e = AwsError::RotationFailed {
                 secret_arn: arn.to_string(),
@@ -250,23 +319,17 @@ impl SecretsManager {
         Ok(())
     }
 
-    /// The secret's command, after removing AWSPENDING from a version a failed rotation
-    /// left it on (not the token's: a retry with the same token goes on from there).
-    fn clear_stale_pending(&self, arn: &str, token: &str) -> Result<String, AwsError> {
-        self.store.mutate(self.now(), |body| {
-            let s = body
-                .secrets
-                .get_mut(arn)
-                .ok_or_else(|| errors::not_found(arn))?;
-            for (vid, v) in s.versions.iter_mut() {
-                if vid != token && !v.stages.iter().any(|x| x == AWSCURRENT) {
-                    v.stages.retain(|x| x != AWSPENDING);
-                }
-            }
-            s.rotation.command.clone().ok_or_else(|| {
-                errors::invalid_request(format!("secret {arn} has no rotation command"))
-            })
-        })
+    /// The secret's rotation command.
+    fn command_of(&self, arn: &str) -> Result<String, AwsError> {
+        let body = self.load()?;
+        let s = body
+            .secrets
+            .get(arn)
+            .ok_or_else(|| errors::not_found(arn))?;
+        s.rotation
+            .command
+            .clone()
+            .ok_or_else(|| errors::invalid_request(format!("secret {arn} has no rotation command")))
     }
 
     /// Runs one step; Err is why it failed (the last line the command wrote on stderr).
@@ -289,9 +352,13 @@ impl SecretsManager {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if let Some(p) = profile_of(caller) {
-            cmd.env("CRYPTVOL_PROFILE", p);
-        }
+        let profile = profile_of(caller).ok_or_else(|| {
+            format!(
+                "{} cannot run a rotation command (no CLI profile acts as it)",
+                caller.identity.arn()
+            )
+        })?;
+        cmd.env("CRYPTVOL_PROFILE", profile);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot run the rotation command {command}: {e}"))?;
@@ -358,6 +425,7 @@ impl SecretsManager {
             via,
             request_id: crate::kms::event::fast_uuid(),
             request_parameters: json!({"secretId": arn, "clientRequestToken": token}),
+            conditions: Vec::new(),
             recorded: Default::default(),
         };
         let outcome = match failed_at {
@@ -378,7 +446,7 @@ impl SecretsManager {
         via: Via,
     ) -> Result<Vec<RotationReport>, AwsError> {
         let now = self.now();
-        let due: Vec<(String, String)> = self
+        let due: Vec<(String, String, String)> = self
             .load()?
             .secrets
             .values()
@@ -388,11 +456,14 @@ impl SecretsManager {
                     && s.rotation.command.is_some()
                     && s.rotation.next_rotation.is_some_and(|t| t <= now)
             })
-            .map(|s| (s.arn.clone(), s.name.clone()))
+            .map(|s| {
+                // A rotation left unfinished is retried with its own token, as AWS does.
+                let token = unfinished(s, "").unwrap_or_else(crate::kms::event::fast_uuid);
+                (s.arn.clone(), s.name.clone(), token)
+            })
             .collect();
         let mut reports = Vec::new();
-        for (arn, name) in due {
-            let token = crate::kms::event::fast_uuid();
+        for (arn, name, token) in due {
             let error = self
                 .rotate_now(caller, via, &arn, &token)
                 .err()

@@ -2,7 +2,8 @@
 //! `AutomaticallyAfterDays` (1 to 1000), or a `ScheduleExpression` `rate(N days)` (1 to
 //! 1000), `rate(N hours)` (4 to 23), or `cron(minutes hours day-of-month month
 //! day-of-week year)` in UTC with `*`, `?`, numbers, `a-b`, `a,b`, `x/step`, and the
-//! names JAN..DEC and SUN..SAT (day-of-week 1 = Sunday). `L`, `W` and `#` are refused.
+//! names JAN..DEC and SUN..SAT (day-of-week 1 = Sunday); `?` in exactly one of the day
+//! fields; no two rotations less than four hours apart. `L`, `W` and `#` are refused.
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -58,9 +59,21 @@ fn expression_next(expr: &str, from: i64) -> Result<i64, AwsError> {
     }
     if let Some(inner) = expr.strip_prefix("cron(").and_then(|s| s.strip_suffix(')')) {
         let cron = Cron::parse(inner).map_err(|e| bad(&e))?;
-        return cron
+        let next = cron
             .next_after(from)
-            .ok_or_else(|| bad("it names no time in the next five years"));
+            .ok_or_else(|| bad("it names no time in the next five years"))?;
+        // AWS rotates a secret at most every four hours.
+        let mut t = next;
+        for _ in 0..48 {
+            match cron.next_after(t) {
+                Some(n) if n - t < 4 * 3600 => {
+                    return Err(bad("it rotates more often than every four hours"));
+                }
+                Some(n) => t = n,
+                None => break,
+            }
+        }
+        return Ok(next);
     }
     Err(bad("use rate(...) or cron(...)"))
 }
@@ -111,7 +124,11 @@ fn field(text: &str, name: &str, min: u32, max: u32, names: &[&str]) -> Result<F
     };
     let mut set = Vec::new();
     for part in text.split(',') {
-        if part.contains(['L', 'W', '#']) && !names.iter().any(|n| n.eq_ignore_ascii_case(part)) {
+        let special = part.split(['-', '/']).any(|atom| {
+            atom.contains(['L', 'W', '#', 'l', 'w'])
+                && !names.iter().any(|n| n.eq_ignore_ascii_case(atom))
+        });
+        if special || part.contains('#') {
             return Err(format!("'{part}': L, W and # are not supported"));
         }
         let (range, step) = match part.split_once('/') {
@@ -150,6 +167,9 @@ impl Cron {
             return Err(
                 "cron() takes six fields: minutes hours day-of-month month day-of-week year".into(),
             );
+        }
+        if (f[2] == "?") == (f[4] == "?") {
+            return Err("give ? in exactly one of day-of-month and day-of-week".into());
         }
         Ok(Cron {
             minutes: field(f[0], "minutes", 0, 59, &[])?,
@@ -254,11 +274,12 @@ mod tests {
             next_due(&rules("cron(30 8 1 * ? *)"), NOW).unwrap(),
             Some(jan1.as_second())
         );
-        // Every 15 minutes → 13:45.
+        // Every 4 hours from 02:30 → 14:30; every 15 minutes is too often.
         assert_eq!(
-            next_due(&rules("cron(0/15 * * * ? *)"), NOW).unwrap(),
-            Some(day + 13 * 3600 + 45 * 60)
+            next_due(&rules("cron(30 2/4 * * ? *)"), NOW).unwrap(),
+            Some(day + 14 * 3600 + 30 * 60)
         );
+        assert!(next_due(&rules("cron(0/15 * * * ? *)"), NOW).is_err());
     }
 
     #[test]

@@ -45,7 +45,16 @@ impl Store {
         let path = self.path();
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(StoreBody::default()),
+            // The lock file is made with the first store: without it, there never was one.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.lock_path().exists() => {
+                return Ok(StoreBody::default());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(AwsError::Corrupt {
+                    path,
+                    what: "is missing, though this region had a Secrets Manager store (secrets/store.lock): restore it from a backup, or remove store.lock to start with no secrets".into(),
+                });
+            }
             Err(e) => return Err(AwsError::io("read", &path, e)),
         };
         let corrupt = |what: &str| AwsError::Corrupt {
@@ -72,13 +81,42 @@ impl Store {
         change: impl FnOnce(&mut StoreBody) -> Result<T, AwsError>,
     ) -> Result<T, AwsError> {
         fsio::create_private_dir(&self.dir).map_err(|e| AwsError::io("create", &self.dir, e))?;
-        let lock_path = self.dir.join("store.lock");
+        let lock_path = self.lock_path();
+        let first = !lock_path.exists();
         let _lock =
             FileLock::exclusive(&lock_path).map_err(|e| AwsError::io("lock", &lock_path, e))?;
-        let mut body = self.load(now)?;
+        self.remove_stale_copies();
+        let mut body = if first && !self.path().exists() {
+            // Written at once, so the lock file never stands without a store.
+            let empty = StoreBody::default();
+            self.write(&empty)?;
+            empty
+        } else {
+            self.load(now)?
+        };
         let out = change(&mut body)?;
         self.write(&body)?;
         Ok(out)
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.dir.join("store.lock")
+    }
+
+    /// Removes the temporary copies a writer killed mid-write left (under the lock no
+    /// writer is running): each is a whole sealed store, versions since deleted included.
+    fn remove_stale_copies(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(".store.cvsm.tmp-")
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     fn write(&self, body: &StoreBody) -> Result<(), AwsError> {

@@ -2,8 +2,9 @@
 //! ListSecretVersionIds, UpdateSecretVersionStage.
 //!
 //! Each label is on at most one version. Moving AWSCURRENT puts AWSPREVIOUS on the version
-//! it left. A version with no label is deprecated; beyond [`MAX_DEPRECATED`] of them the
-//! oldest are dropped, as AWS does. A version's id is the request's ClientRequestToken,
+//! it left; the first version of a secret is always AWSCURRENT. A version with no label is
+//! deprecated; beyond [`MAX_DEPRECATED`] of them the oldest that are more than a day old
+//! are dropped, as AWS does. A version's id is the request's ClientRequestToken,
 //! and a retry with the same token and value changes nothing.
 
 use serde_json::{Value, json};
@@ -64,12 +65,13 @@ fn attach_stage(s: &mut SecretRecord, stage: &str, vid: &str) -> Result<(), AwsE
     Ok(())
 }
 
-/// Drops the oldest deprecated (unlabelled) versions beyond [`MAX_DEPRECATED`].
-fn drop_old_deprecated(s: &mut SecretRecord) {
+/// Drops the oldest deprecated (unlabelled) versions beyond [`MAX_DEPRECATED`]; a version
+/// less than a day old is kept, as AWS keeps it.
+fn drop_old_deprecated(s: &mut SecretRecord, now: i64) {
     let mut deprecated: Vec<(u64, String)> = s
         .versions
         .iter()
-        .filter(|(_, v)| v.stages.is_empty())
+        .filter(|(_, v)| v.stages.is_empty() && v.created <= now - DAY)
         .map(|(id, v)| (v.seq, id.clone()))
         .collect();
     if deprecated.len() <= MAX_DEPRECATED {
@@ -131,10 +133,14 @@ impl SecretsManager {
             },
         );
         body.next_seq += 1;
+        // The first version of a secret is AWSCURRENT whatever else it is given.
+        if s.version_with(AWSCURRENT).is_none() && !stages.contains(&AWSCURRENT) {
+            attach_stage(s, AWSCURRENT, vid)?;
+        }
         for stage in stages {
             attach_stage(s, stage, vid)?;
         }
-        drop_old_deprecated(s);
+        drop_old_deprecated(s, now);
         Ok(())
     }
 
@@ -219,6 +225,15 @@ impl SecretsManager {
         let stages: Vec<&str> = r
             .strings("VersionStages")?
             .unwrap_or_else(|| vec![AWSCURRENT]);
+        if stages.is_empty() || stages.len() > MAX_STAGES_PER_VERSION {
+            return Err(validation(
+                "VersionStages",
+                format!(
+                    "must list 1 to {MAX_STAGES_PER_VERSION} labels, not {}",
+                    stages.len()
+                ),
+            ));
+        }
         for s in &stages {
             check_stage(s)?;
         }
@@ -248,7 +263,7 @@ impl SecretsManager {
         let deprecated = r.bool("IncludeDeprecated")?.unwrap_or(false);
         let body = self.load()?;
         let s = self.authorized(c, &body, id, "secretsmanager:ListSecretVersionIds")?;
-        let items: Vec<Value> = s
+        let items: Vec<(String, Value)> = s
             .versions_newest_first()
             .into_iter()
             .filter(|(_, v)| deprecated || !v.stages.is_empty())
@@ -262,10 +277,11 @@ impl SecretsManager {
                 if let Some(t) = v.last_accessed {
                     e["LastAccessedDate"] = times(Some(t));
                 }
-                e
+                (format!("{:020}", v.seq), e)
             })
             .collect();
-        let (items, next) = page(items, max, token)?;
+        let kind = format!("versions {} {deprecated}", s.arn);
+        let (items, next) = page(&kind, true, items, max, token)?;
         let mut out = arn_name(s);
         out["Versions"] = Value::Array(items);
         if let Some(n) = next {
@@ -339,7 +355,7 @@ impl SecretsManager {
                     }
                 }
             }
-            drop_old_deprecated(&mut s);
+            drop_old_deprecated(&mut s, now);
             s.last_changed = now;
             let out = arn_name(&s);
             body.secrets.insert(arn, s);

@@ -318,6 +318,14 @@ impl EmbeddedKms {
         text: &str,
     ) -> Result<(Policy, BTreeMap<String, String>)> {
         let p = Policy::parse(text, PolicyKind::Key).map_err(AwsError::from_policy)?;
+        let ids = self.policy_principal_ids(&p)?;
+        Ok((p, ids))
+    }
+
+    /// The unique id of every IAM principal a resource-based policy names (so a principal
+    /// deleted and created again under the same name is not admitted by it), after
+    /// checking each exists, as AWS refuses a policy naming a principal that does not.
+    pub fn policy_principal_ids(&self, p: &Policy) -> Result<BTreeMap<String, String>> {
         let body = self.identities.load()?;
         let ids = p
             .principal_arns()
@@ -335,6 +343,6 @@ impl EmbeddedKms {
                 });
             }
         }
-        Ok((p, ids))
+        Ok(ids)
     }
 }
