@@ -139,8 +139,9 @@ pub fn script(env: &Env, name: &str, body: &str) -> PathBuf {
 /// A rotation command as AWS's Lambda template does it: createSecret puts
 /// `<new_prefix>-<token>` under AWSPENDING with the token, testSecret reads AWSPENDING
 /// back, finishSecret moves AWSCURRENT to the token. Each call is logged, one line of
-/// `args|env` per step, in `<name>.log`; with `fail_at`, that step writes two stderr
-/// lines and exits 3.
+/// `args|env` per step, in `<name>.log`; each step writes a line on standard output (which
+/// must never reach the CLI's); with `fail_at`, that step writes two stderr lines and
+/// exits 3.
 pub fn rotation_command(env: &Env, name: &str, new_prefix: &str, fail_at: Option<&str>) -> PathBuf {
     let log = env.path(&format!("{name}.log"));
     let fail_at = fail_at.unwrap_or("none");
@@ -148,6 +149,7 @@ pub fn rotation_command(env: &Env, name: &str, new_prefix: &str, fail_at: Option
         r#"CV='{bin}'
 echo "$1|$2|$3|$CRYPTVOL_ROTATION_STEP|$CRYPTVOL_SECRET_ID|$CRYPTVOL_CLIENT_REQUEST_TOKEN|$CRYPTVOL_DATA_DIR|$CRYPTVOL_REGION|$CRYPTVOL_PROFILE" >> '{log}'
 new='{new_prefix}'-"$3"
+echo "the command's standard output, which no one prints"
 if [ "$1" = '{fail_at}' ]; then
   echo "an earlier line" >&2
   echo "$1: the new password does not work" >&2
