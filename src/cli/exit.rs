@@ -92,6 +92,10 @@ pub enum CliError {
     /// `pool check` found problems; the report is printed, this is its summary.
     #[error("{0}")]
     PoolDamaged(String),
+    /// `secretsmanager rotate-due`: a rotation failed; the reports are printed, this is
+    /// the summary.
+    #[error("{0}")]
+    RotationsFailed(String),
     /// Another process holds what the command needs.
     #[error("{0}")]
     Busy(String),
@@ -131,6 +135,7 @@ impl CliError {
             CliError::Audit(_) => Exit::Io,
             CliError::AuditTampered(_) => Exit::AuditTampered,
             CliError::PoolDamaged(_) => Exit::PoolDamaged,
+            CliError::RotationsFailed(_) => Exit::RotationFailed,
             CliError::Busy(_) => Exit::Busy,
             CliError::Archive(e) => archive_exit(e),
         }

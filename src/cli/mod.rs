@@ -18,6 +18,7 @@ pub mod output;
 mod pool_cmd;
 mod regions;
 mod root_key_cmd;
+mod secrets_cmd;
 mod snapshot_cmd;
 mod sts_cmd;
 mod volume_cmd;
@@ -107,6 +108,10 @@ pub enum Command {
     /// Key management: customer master keys, data keys, rotation, aliases
     #[command(subcommand)]
     Kms(kms_cmd::KmsCommand),
+    /// Secrets Manager: secrets encrypted under the region's KMS keys, their versions,
+    /// resource policies and rotation
+    #[command(subcommand)]
+    Secretsmanager(secrets_cmd::SecretsCommand),
     /// Identities: users, roles and their policies (`--profile` acts as one)
     #[command(subcommand)]
     Iam(iam_cmd::IamCommand),
@@ -330,6 +335,7 @@ fn run(cli: Cli, hardening: Result<(), String>) -> Result<(), CliError> {
         Command::Init(args) => init_cmd::run(&cfg, args),
         Command::Region(cmd) => archive_cmd::run_region(&cfg, cmd),
         Command::Kms(cmd) => kms_cmd::run(&cfg, cmd),
+        Command::Secretsmanager(cmd) => secrets_cmd::run(&cfg, cmd),
         Command::Iam(cmd) => iam_cmd::run(&cfg, cmd),
         Command::Sts(cmd) => sts_cmd::run(&cfg, cmd),
         Command::Audit(cmd) => audit_cmd::run(&cfg, cmd),
