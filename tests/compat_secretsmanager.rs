@@ -12,8 +12,8 @@
 //! - no secret value the suite stored is in the server's stdout or stderr, or in any file
 //!   of the data dir, in any spelling (raw, hex, base64).
 //!
-//! A second test has `kms serve` run due rotations: two secrets of a region, set up (as
-//! the CLI does) with a local rotation command, fall due; the first request to that
+//! A second test has `kms serve` run due rotations: two secrets of a region, set up with
+//! a local rotation command by the CLI, fall due; the first request to that
 //! region opens it and its rotations run: one rotates through the AWS CLI against the
 //! server (as a Lambda would), the other fails with a value on its stderr, which the
 //! server's log must not repeat.
@@ -443,10 +443,6 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 #[test]
 fn kms_serve_runs_due_rotations_and_logs_no_value() {
-    use cryptvol::aws::Region;
-    use cryptvol::secrets::{SecretsManager, Via};
-    use cryptvol::sys::clock::Clock;
-
     let Some((_, aws)) = compat_tools() else {
         return;
     };
@@ -462,50 +458,52 @@ fn kms_serve_runs_due_rotations_and_logs_no_value() {
     let fail_cmd = rotation_script(&scratch, "rotate-fails.sh", true);
     let rand = |tag: &str| format!("sm-{tag}-{}", uuid::Uuid::new_v4().simple());
     let (old, new, failing_old, leak) = (rand("old"), rand("new"), rand("fold"), rand("leak"));
+    for v in [&old, &new, &failing_old, &leak] {
+        s.env.add_secret(v.as_bytes());
+    }
 
     // Two secrets in the other region with a daily rotation by a local command (which only
-    // the CLI may set: here the library, as the CLI does), set up two days ago so that
-    // both are due: the server runs them when that region opens.
-    let (arn, failing_arn, old_version) = {
-        let region = Region::parse(OTHER_REGION).unwrap();
-        let mut no = || -> Result<cryptvol::crypto::SecretBytes, cryptvol::aws::AwsError> {
-            panic!("no passphrase")
-        };
-        let kms = cryptvol::kms::EmbeddedKms::open_region(
-            &s.env.data,
-            &region,
-            &mut no,
-            Clock::Skewed(-2 * DAY),
-        )
-        .unwrap();
-        let root =
-            cryptvol::iam::Caller::local(cryptvol::iam::Identity::root(kms.account().clone()));
-        let sm = SecretsManager::open(std::sync::Arc::new(kms)).unwrap();
-        let call = |op: &str, req: Value| {
-            sm.call(&root, op, &req, Via::Cli)
-                .unwrap_or_else(|e| panic!("{op}: {e}"))
-        };
-        let a = call(
-            "CreateSecret",
-            json!({"Name": "rotating", "SecretString": old}),
-        );
-        let f = call(
-            "CreateSecret",
-            json!({"Name": "failing", "SecretString": failing_old}),
-        );
-        for (id, cmd) in [("rotating", &ok_cmd), ("failing", &fail_cmd)] {
-            call(
-                "RotateSecret",
-                json!({"SecretId": id, "RotationCommand": cmd, "RotateImmediately": false,
-                       "RotationRules": {"AutomaticallyAfterDays": 1}}),
-            );
-        }
-        (
-            str_field(&a, "ARN"),
-            str_field(&f, "ARN"),
-            str_field(&a, "VersionId"),
-        )
+    // the CLI may set), set up two days ago so that both are due: the server runs them
+    // when that region opens.
+    let two_days_ago = (-2 * DAY).to_string();
+    let past = [(SKEW_ENV, two_days_ago.as_str())];
+    let cli_sm = |args: &[&str]| -> Value {
+        let mut all = vec!["--region", OTHER_REGION, "secretsmanager"];
+        all.extend_from_slice(args);
+        s.env.json_env(&all, &past)
     };
+    let value_file = |v: &str| format!("file://{}", s.env.file(v.as_bytes()).display());
+    let a = cli_sm(&[
+        "create-secret",
+        "--name",
+        "rotating",
+        "--secret-string",
+        &value_file(&old),
+    ]);
+    let f = cli_sm(&[
+        "create-secret",
+        "--name",
+        "failing",
+        "--secret-string",
+        &value_file(&failing_old),
+    ]);
+    for (id, cmd) in [("rotating", &ok_cmd), ("failing", &fail_cmd)] {
+        cli_sm(&[
+            "rotate-secret",
+            "--secret-id",
+            id,
+            "--rotation-command",
+            cmd,
+            "--rotation-rules",
+            "AutomaticallyAfterDays=1",
+            "--no-rotate-immediately",
+        ]);
+    }
+    let (arn, failing_arn, old_version) = (
+        str_field(&a, "ARN"),
+        str_field(&f, "ARN"),
+        str_field(&a, "VersionId"),
+    );
 
     let endpoint_file = scratch.join("endpoint");
     let steps = scratch.join("steps");
