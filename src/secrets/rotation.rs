@@ -548,7 +548,7 @@ impl SecretsManager {
 
 /// Runs due rotations as the account root every `every` on a thread of its own, for as
 /// long as `keep_going` says (the region daemon and `kms serve` run one per region).
-/// Failures are logged to stderr without any value (the reports carry none).
+/// Failures are logged to stderr by secret and version only.
 pub fn spawn_due_rotations(
     sm: std::sync::Arc<SecretsManager>,
     every: Duration,
@@ -559,11 +559,12 @@ pub fn spawn_due_rotations(
         while keep_going() {
             match sm.rotate_due(&root, Via::Cli) {
                 Ok(reports) => {
+                    // The reason ends with the command's last stderr line, which may hold
+                    // a value: a log names the secret and version only.
                     for r in reports.iter().filter(|r| r.error.is_some()) {
                         eprintln!(
-                            "cryptvol: due rotation of secret {} failed: {}",
-                            r.arn,
-                            r.error.as_deref().unwrap_or("")
+                            "cryptvol: due rotation of secret {} (version {}) failed: run `cryptvol secretsmanager rotate-secret --secret-id {}` to see why",
+                            r.arn, r.version_id, r.arn
                         );
                     }
                 }
