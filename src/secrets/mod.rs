@@ -115,6 +115,9 @@ pub struct RotationReport {
     /// None when it succeeded; else the step that failed and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The step that failed, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<&'static str>,
 }
 
 /// The Secrets Manager of one region.

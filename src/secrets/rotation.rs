@@ -531,15 +531,18 @@ impl SecretsManager {
             {
                 continue;
             }
-            let error = self
-                .rotate_now(caller, via, &arn, &token)
-                .err()
-                .map(|e| e.to_string());
+            let outcome = self.rotate_now(caller, via, &arn, &token).err();
+            let failed_step = match &outcome {
+                Some(AwsError::RotationFailed { step, .. }) => Some(*step),
+                _ => None,
+            };
+            let error = outcome.map(|e| e.to_string());
             reports.push(RotationReport {
                 arn,
                 name,
                 version_id: token,
                 error,
+                failed_step,
             });
         }
         Ok(reports)
@@ -563,8 +566,11 @@ pub fn spawn_due_rotations(
                     // a value: a log names the secret and version only.
                     for r in reports.iter().filter(|r| r.error.is_some()) {
                         eprintln!(
-                            "cryptvol: due rotation of secret {} (version {}) failed: run `cryptvol secretsmanager rotate-secret --secret-id {}` to see why",
-                            r.arn, r.version_id, r.arn
+                            "cryptvol: due rotation of secret {} (version {}) failed at {}: run `cryptvol secretsmanager rotate-secret --secret-id {}` to see why",
+                            r.arn,
+                            r.version_id,
+                            r.failed_step.unwrap_or("its start"),
+                            r.arn
                         );
                     }
                 }
