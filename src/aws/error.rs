@@ -265,12 +265,15 @@ pub enum AwsError {
     /// A secret's rotation command failed at one of its four steps: AWSCURRENT is where
     /// it was. AWS reports a failed rotation function as InvalidRequestException.
     #[error(
-        "rotation of secret {secret_arn} failed at {step}: {message} (AWSCURRENT is unchanged; fix the rotation command, then `cryptvol secretsmanager rotate-secret --secret-id {secret_arn}`)"
+        "rotation of secret {secret_arn} failed at {step}: {message} (AWSCURRENT is unchanged; fix the rotation command, then `cryptvol secretsmanager rotate-secret --secret-id {secret_arn}{retry}`)"
     )]
     RotationFailed {
         secret_arn: String,
         step: &'static str,
         message: String,
+        /// What the retry adds (` --client-request-token T`: an unfinished rotation is
+        /// retried with its token), or nothing.
+        retry: String,
     },
 }
 

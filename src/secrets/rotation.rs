@@ -251,6 +251,7 @@ impl SecretsManager {
                     secret_arn: arn,
                     step: "testSecret",
                     message: why,
+                    retry: String::new(),
                 });
             }
         }
@@ -302,6 +303,7 @@ impl SecretsManager {
                 secret_arn: arn.to_string(),
                 step,
                 message,
+                retry: format!(" --client-request-token {token}"),
             };
             self.record_rotation(caller, via, arn, token, Some(step));
             e
