@@ -407,6 +407,9 @@ fn rotation_script(dir: &Path, name: &str, fail: bool) -> String {
     let body = format!(
         r#"#!/bin/sh
 set -e
+# Set up with RotateImmediately false, the rotation is tested (testSecret alone) before
+# the server and its variables exist: that test passes.
+[ "$1" = testSecret ] && [ -z "$CV_STEPS" ] && exit 0
 echo "$1 $2 $3" >> "$CV_STEPS"
 {failing}
 ep=$(cat "$CV_ENDPOINT_FILE")

@@ -87,7 +87,12 @@ pub fn run(cfg: &Config, cmd: SecretsCommand) -> Result<(), CliError> {
     use SecretsCommand::*;
     let kms = cfg.kms()?;
     let caller = cfg.caller(&kms)?;
-    let sm = SecretsManager::open(Arc::new(kms))?;
+    let mut sm = SecretsManager::open(Arc::new(kms))?;
+    if let Some(file) = &cfg.passphrase.file {
+        // A rotation command's callbacks open this region with the same passphrase file.
+        let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+        sm = sm.with_command_env("CRYPTVOL_PASSPHRASE_FILE", file);
+    }
     let s = Session {
         cfg,
         sm: &sm,

@@ -122,6 +122,9 @@ pub struct SecretsManager {
     kms: Arc<EmbeddedKms>,
     store: Store,
     store_key: Key256,
+    /// Variables given to rotation commands besides their own (the passphrase file of a
+    /// passphrase region, so their callbacks can open it).
+    command_env: Vec<(String, std::ffi::OsString)>,
 }
 
 /// One call in progress: who, what, and whether its event is already in the trail.
@@ -148,7 +151,14 @@ impl SecretsManager {
             kms,
             store,
             store_key,
+            command_env: Vec::new(),
         })
+    }
+
+    /// Gives rotation commands `key=value` in their environment.
+    pub fn with_command_env(mut self, key: &str, value: impl Into<std::ffi::OsString>) -> Self {
+        self.command_env.push((key.to_string(), value.into()));
+        self
     }
 
     fn now(&self) -> i64 {

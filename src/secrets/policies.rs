@@ -6,7 +6,7 @@
 //! A policy that allows everyone (`"Principal": "*"` or `{"AWS": "*"}`) unless a
 //! Condition pins it to named principals, or everyone but some (`NotPrincipal`), grants
 //! broad access: PutResourcePolicy refuses it with PublicPolicyException
-//! unless `BlockPublicPolicy` is false, and ValidateResourcePolicy reports it.
+//! when `BlockPublicPolicy` is true (false by default, as AWS), and ValidateResourcePolicy reports it.
 
 use serde_json::{Value, json};
 
@@ -96,7 +96,8 @@ impl SecretsManager {
     pub(super) fn put_resource_policy(&self, c: &Call, r: &Request) -> Result<Value, AwsError> {
         let id = r.required_str("SecretId")?;
         let text = policy_text(r)?;
-        let block_public = r.bool("BlockPublicPolicy")?.unwrap_or(true);
+        // AWS: "By default, public policies aren't blocked."
+        let block_public = r.bool("BlockPublicPolicy")?.unwrap_or(false);
         let parsed = parse_policy(text)?;
         let principals = self
             .kms

@@ -16,6 +16,11 @@
 //! with another token is refused, as AWS refuses it. A caller the CLI cannot act as (a
 //! service) does not run a command.
 //!
+//! `RotateImmediately: false` saves the schedule and runs testSecret alone on an
+//! AWSPENDING copy of the current value (removed after), as AWS tests a rotation set up
+//! for later. Due rotations run only for a caller allowed
+//! `secretsmanager:RotateSecret` on the secret.
+//!
 //! After finishSecret, AWSCURRENT must be on the token's version; then AWSPENDING is
 //! removed and LastRotatedDate and NextRotationDate are set. A failed step leaves
 //! AWSCURRENT where it was and is reported (RotationFailed, exit 28), and recorded in the
@@ -223,9 +228,31 @@ impl SecretsManager {
             }
             Ok(out)
         })?;
+        let arn = answer["ARN"].as_str().unwrap_or_default().to_string();
         if now_rotate {
-            let arn = answer["ARN"].as_str().unwrap_or_default().to_string();
             self.rotate_now(c.caller, c.via, &arn, &token)?;
+        } else {
+            // As AWS: a rotation set up to run later is tested now, by testSecret alone
+            // on an AWSPENDING copy of the current value, which is removed after.
+            let command = self.command_of(&arn)?;
+            let copied = self.pending_copy(c, &arn, &token)?;
+            let tested = self.run_step(c.caller, &command, "testSecret", &arn, &token);
+            if copied {
+                self.store.mutate(self.now(), |body| {
+                    if let Some(s) = body.secrets.get_mut(&arn) {
+                        s.versions.remove(&token);
+                    }
+                    Ok(())
+                })?;
+            }
+            if let Err(why) = tested {
+                self.record_rotation(c.caller, c.via, &arn, &token, Some("testSecret"));
+                return Err(AwsError::RotationFailed {
+                    secret_arn: arn,
+                    step: "testSecret",
+                    message: why,
+                });
+            }
         }
         Ok(answer)
     }
@@ -319,6 +346,25 @@ impl SecretsManager {
         Ok(())
     }
 
+    /// Makes version `token` of `arn` an AWSPENDING copy of its AWSCURRENT value, for a
+    /// test of the rotation; false when the secret has no value yet.
+    fn pending_copy(&self, c: &Call, arn: &str, token: &str) -> Result<bool, AwsError> {
+        self.store.mutate(self.now(), |body| {
+            let mut s = body
+                .secrets
+                .get(arn)
+                .cloned()
+                .ok_or_else(|| errors::not_found(arn))?;
+            let Some((vid, v)) = s.version_with(AWSCURRENT) else {
+                return Ok(false);
+            };
+            let plain = super::envelope::open(&self.kms, c.caller, arn, vid, &v.sealed)?;
+            self.add_version(c, body, &mut s, token, &plain, &[AWSPENDING], self.now())?;
+            body.secrets.insert(arn.to_string(), s);
+            Ok(true)
+        })
+    }
+
     /// The secret's rotation command.
     fn command_of(&self, arn: &str) -> Result<String, AwsError> {
         let body = self.load()?;
@@ -352,6 +398,9 @@ impl SecretsManager {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        for (k, v) in &self.command_env {
+            cmd.env(k, v);
+        }
         let profile = profile_of(caller).ok_or_else(|| {
             format!(
                 "{} cannot run a rotation command (no CLI profile acts as it)",
@@ -463,7 +512,25 @@ impl SecretsManager {
             })
             .collect();
         let mut reports = Vec::new();
+        let call = Call {
+            caller,
+            operation: "RotateSecret",
+            via,
+            request_id: crate::kms::event::fast_uuid(),
+            request_parameters: Value::Null,
+            conditions: Vec::new(),
+            recorded: Default::default(),
+        };
+        let body = self.load()?;
         for (arn, name, token) in due {
+            // Only a caller who may rotate the secret runs its command; the others' due
+            // rotations are not theirs to run or to hear of.
+            if self
+                .authorized(&call, &body, &arn, "secretsmanager:RotateSecret")
+                .is_err()
+            {
+                continue;
+            }
             let error = self
                 .rotate_now(caller, via, &arn, &token)
                 .err()

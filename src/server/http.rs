@@ -245,7 +245,13 @@ impl State {
         if let Some(s) = secrets.get(name) {
             return Ok(s.clone());
         }
-        let s = Arc::new(SecretsManager::open(kms)?);
+        let mut sm = SecretsManager::open(kms)?;
+        if let Some(file) = &self.passphrase_file {
+            // Due rotations' callbacks open the region with the server's passphrase file.
+            let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+            sm = sm.with_command_env("CRYPTVOL_PASSPHRASE_FILE", file);
+        }
+        let s = Arc::new(sm);
         secrets.insert(name.to_string(), s.clone());
         self.rotations
             .start(name, &self.identities.store().account, s.clone());

@@ -138,7 +138,8 @@ pub fn script(env: &Env, name: &str, body: &str) -> PathBuf {
 
 /// A rotation command as AWS's Lambda template does it: createSecret puts
 /// `<new_prefix>-<token>` under AWSPENDING with the token, testSecret reads AWSPENDING
-/// back, finishSecret moves AWSCURRENT to the token. Each call is logged, one line of
+/// back (a copy of the current value when the rotation is only tested:
+/// `--no-rotate-immediately`), finishSecret moves AWSCURRENT to the token. Each call is logged, one line of
 /// `args|env` per step, in `<name>.log`; each step writes a line on standard output (which
 /// must never reach the CLI's); with `fail_at`, that step writes two stderr lines and
 /// exits 3.
@@ -164,7 +165,7 @@ setSecret) exit 0 ;;
 testSecret)
   v=$("$CV" secretsmanager get-secret-value --secret-id "$2" --version-stage AWSPENDING \
     --query SecretString --output text) || exit 1
-  [ "$v" = "$new" ] || {{ echo "AWSPENDING holds another value" >&2; exit 1; }} ;;
+  [ -n "$v" ] || {{ echo "AWSPENDING holds no value" >&2; exit 1; }} ;;
 finishSecret)
   cur=$("$CV" secretsmanager get-secret-value --secret-id "$2" --version-stage AWSCURRENT \
     --query VersionId --output text) || exit 1

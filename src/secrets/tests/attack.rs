@@ -2108,10 +2108,26 @@ fn a_rotation_started_by_a_role_does_not_call_back_as_root() {
     )
     .unwrap();
     std::fs::set_permissions(&cmd, std::fs::Permissions::from_mode(0o755)).unwrap();
-    f.ok(
+    // Set up by root: the schedule is saved, and its testSecret run (as root) fails.
+    let set = f.call(
         "RotateSecret",
         json!({"SecretId": "r", "RotationCommand": cmd, "RotateImmediately": false}),
     );
+    assert!(
+        matches!(
+            set,
+            Err(AwsError::RotationFailed {
+                step: "testSecret",
+                ..
+            })
+        ),
+        "{set:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap().trim(),
+        "profile=root"
+    );
+    std::fs::remove_file(&log).unwrap();
     let store = crate::iam::IdentityStore::new(f.dir.path(), f.kms.account().clone());
     let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
         "Principal": {"AWS": format!("arn:aws:iam::{}:root", f.kms.account().as_str())},

@@ -244,7 +244,7 @@ fn a_resource_policy_with_a_public_principal_is_blocked() {
     assert_eq!(
         f.code(
             "PutResourcePolicy",
-            json!({"SecretId": "s", "ResourcePolicy": public})
+            json!({"SecretId": "s", "ResourcePolicy": public, "BlockPublicPolicy": true})
         ),
         "PublicPolicyException"
     );
@@ -260,7 +260,8 @@ fn a_resource_policy_with_a_public_principal_is_blocked() {
     );
     f.ok(
         "PutResourcePolicy",
-        json!({"SecretId": "s", "ResourcePolicy": public, "BlockPublicPolicy": false}),
+        // As AWS, public policies are not blocked unless asked.
+        json!({"SecretId": "s", "ResourcePolicy": public}),
     );
     assert_eq!(
         f.ok("GetResourcePolicy", json!({"SecretId": "s"}))["ResourcePolicy"],
