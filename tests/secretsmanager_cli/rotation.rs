@@ -453,6 +453,36 @@ fn no_rotate_immediately_still_tests_the_command() {
     let line = out.fails(28);
     assert!(line.contains("testSecret"), "{line}");
     assert_eq!(current_string(&env, "s"), "rot-s3cr3t-old");
+    // The schedule is kept; the test's AWSPENDING copy is gone again.
+    assert_eq!(describe(&env, "s")["RotationEnabled"], true);
+    let before = version_ids(&env, "s", &["--include-deprecated"]);
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    // A command that passes: testSecret alone ran, on a copy of the current value,
+    // nothing rotated and nothing left behind; the schedule is set.
+    let good = rotation_command(&env, "good.sh", "rot-s3cr3t-new", None);
+    let r = env.json(&sm(&[
+        "rotate-secret",
+        "--secret-id",
+        "s",
+        "--rotation-command",
+        good.to_str().unwrap(),
+        "--rotation-rules",
+        "AutomaticallyAfterDays=1",
+        "--no-rotate-immediately",
+    ]));
+    assert!(r.get("VersionId").is_none(), "{r:#}");
+    let steps: Vec<String> = step_log(&env, "good.sh")
+        .into_iter()
+        .map(|l| l[0].clone())
+        .collect();
+    assert_eq!(steps, ["testSecret"]);
+    assert_eq!(version_ids(&env, "s", &["--include-deprecated"]), before);
+    assert_eq!(current_string(&env, "s"), "rot-s3cr3t-old");
+    let d = describe(&env, "s");
+    assert_eq!(d["RotationEnabled"], true, "{d:#}");
+    assert!(d.get("LastRotatedDate").is_none(), "{d:#}");
+    unix_time(&d["NextRotationDate"]);
 }
 
 /// The example rotation command of docs/cli.md ("Rotation") works as printed.
