@@ -116,6 +116,14 @@ fn a_rotation_that_fails_at_test_secret_leaves_awscurrent() {
         "only the last stderr line: {line}"
     );
     assert!(line.contains(&arn), "{line}");
+    // Another token is refused while this rotation is unfinished.
+    let other = refused(
+        &env,
+        &["rotate-secret", "--secret-id", "db"],
+        4,
+        "InvalidRequestException",
+    );
+    assert!(other.contains(token), "{other}");
 
     let steps: Vec<String> = step_log(&env, "bad.sh")
         .into_iter()
@@ -144,6 +152,12 @@ fn a_rotation_that_fails_at_test_secret_leaves_awscurrent() {
         format!("rot-s3cr3t-new-{token}")
     );
     assert_eq!(stages(&env, "db")[&old], labels(&["AWSPREVIOUS"]));
+    // The way out the failure names must be that retry, with its token (another token
+    // is refused, above).
+    assert!(
+        line.contains(&format!("--client-request-token {token}")),
+        "the line must say how to retry, with the token: {line}"
+    );
 }
 
 #[test]
