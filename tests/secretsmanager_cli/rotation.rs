@@ -116,6 +116,14 @@ fn a_rotation_that_fails_at_test_secret_leaves_awscurrent() {
         "only the last stderr line: {line}"
     );
     assert!(line.contains(&arn), "{line}");
+    // Another token is refused while this rotation is unfinished.
+    let other = refused(
+        &env,
+        &["rotate-secret", "--secret-id", "db"],
+        4,
+        "InvalidRequestException",
+    );
+    assert!(other.contains(token), "{other}");
 
     let steps: Vec<String> = step_log(&env, "bad.sh")
         .into_iter()
@@ -144,6 +152,12 @@ fn a_rotation_that_fails_at_test_secret_leaves_awscurrent() {
         format!("rot-s3cr3t-new-{token}")
     );
     assert_eq!(stages(&env, "db")[&old], labels(&["AWSPREVIOUS"]));
+    // The way out the failure names must be that retry, with its token (another token
+    // is refused, above).
+    assert!(
+        line.contains(&format!("--client-request-token {token}")),
+        "the line must say how to retry, with the token: {line}"
+    );
 }
 
 #[test]
@@ -453,6 +467,36 @@ fn no_rotate_immediately_still_tests_the_command() {
     let line = out.fails(28);
     assert!(line.contains("testSecret"), "{line}");
     assert_eq!(current_string(&env, "s"), "rot-s3cr3t-old");
+    // The schedule is kept; the test's AWSPENDING copy is gone again.
+    assert_eq!(describe(&env, "s")["RotationEnabled"], true);
+    let before = version_ids(&env, "s", &["--include-deprecated"]);
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    // A command that passes: testSecret alone ran, on a copy of the current value,
+    // nothing rotated and nothing left behind; the schedule is set.
+    let good = rotation_command(&env, "good.sh", "rot-s3cr3t-new", None);
+    let r = env.json(&sm(&[
+        "rotate-secret",
+        "--secret-id",
+        "s",
+        "--rotation-command",
+        good.to_str().unwrap(),
+        "--rotation-rules",
+        "AutomaticallyAfterDays=1",
+        "--no-rotate-immediately",
+    ]));
+    assert!(r.get("VersionId").is_none(), "{r:#}");
+    let steps: Vec<String> = step_log(&env, "good.sh")
+        .into_iter()
+        .map(|l| l[0].clone())
+        .collect();
+    assert_eq!(steps, ["testSecret"]);
+    assert_eq!(version_ids(&env, "s", &["--include-deprecated"]), before);
+    assert_eq!(current_string(&env, "s"), "rot-s3cr3t-old");
+    let d = describe(&env, "s");
+    assert_eq!(d["RotationEnabled"], true, "{d:#}");
+    assert!(d.get("LastRotatedDate").is_none(), "{d:#}");
+    unix_time(&d["NextRotationDate"]);
 }
 
 /// The example rotation command of docs/cli.md ("Rotation") works as printed.

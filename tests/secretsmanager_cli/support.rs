@@ -137,12 +137,12 @@ pub fn script(env: &Env, name: &str, body: &str) -> PathBuf {
 }
 
 /// A rotation command as AWS's Lambda template does it: createSecret puts
-/// `<new_prefix>-<token>` under AWSPENDING with the token, testSecret reads AWSPENDING
-/// back (a copy of the current value when the rotation is only tested:
-/// `--no-rotate-immediately`), finishSecret moves AWSCURRENT to the token. Each call is logged, one line of
-/// `args|env` per step, in `<name>.log`; each step writes a line on standard output (which
-/// must never reach the CLI's); with `fail_at`, that step writes two stderr lines and
-/// exits 3.
+/// `<new_prefix>-<token>` under AWSPENDING with the token, testSecret reads AWSPENDING back
+/// (that value after this command's createSecret of the token; when the rotation is only
+/// tested, `--no-rotate-immediately`, a copy of the current value), finishSecret moves
+/// AWSCURRENT to the token. Each call is logged, one line of `args|env` per step, in
+/// `<name>.log`; each step writes a line on standard output (which must never reach the
+/// CLI's); with `fail_at`, that step writes two stderr lines and exits 3.
 pub fn rotation_command(env: &Env, name: &str, new_prefix: &str, fail_at: Option<&str>) -> PathBuf {
     let log = env.path(&format!("{name}.log"));
     let fail_at = fail_at.unwrap_or("none");
@@ -158,6 +158,7 @@ if [ "$1" = '{fail_at}' ]; then
 fi
 case "$1" in
 createSecret)
+  echo "$3" > '{log}.created'
   "$CV" secretsmanager get-secret-value --secret-id "$2" --version-id "$3" >/dev/null 2>&1 && exit 0
   exec "$CV" secretsmanager put-secret-value --secret-id "$2" --client-request-token "$3" \
     --secret-string "$new" --version-stages AWSPENDING >/dev/null ;;
@@ -165,7 +166,11 @@ setSecret) exit 0 ;;
 testSecret)
   v=$("$CV" secretsmanager get-secret-value --secret-id "$2" --version-stage AWSPENDING \
     --query SecretString --output text) || exit 1
-  [ -n "$v" ] || {{ echo "AWSPENDING holds no value" >&2; exit 1; }} ;;
+  if [ "$(cat '{log}.created' 2>/dev/null)" = "$3" ]; then
+    [ "$v" = "$new" ] || {{ echo "AWSPENDING holds another value" >&2; exit 1; }}
+  else
+    [ -n "$v" ] || {{ echo "AWSPENDING holds no value" >&2; exit 1; }}
+  fi ;;
 finishSecret)
   cur=$("$CV" secretsmanager get-secret-value --secret-id "$2" --version-stage AWSCURRENT \
     --query VersionId --output text) || exit 1
