@@ -21,10 +21,13 @@
 //! - `listing.rs`: ListSecrets (filters, paging).
 //! - `policies.rs`: Put/Get/Delete/ValidateResourcePolicy.
 //! - `password.rs`: GetRandomPassword.
-//! - `rotation.rs`: RotateSecret, CancelRotateSecret, due rotations; `schedule.rs` when
-//!   the next one is due (days, `rate()`, `cron()`).
+//! - `rotation.rs`: RotateSecret, CancelRotateSecret, the four steps;
+//!   `rotation_command.rs` running the command for one step; `due.rs` the rotations
+//!   whose time has come; `schedule.rs` RotationRules and when the next one is due
+//!   (days, `rate()`, `cron()`).
 
 mod access;
+mod due;
 mod envelope;
 mod errors;
 mod lifecycle;
@@ -34,6 +37,7 @@ mod password;
 mod policies;
 mod request;
 mod rotation;
+mod rotation_command;
 mod schedule;
 mod store;
 mod versions;
@@ -52,7 +56,8 @@ use model::{SecretRecord, StoreBody};
 use request::Request;
 use store::Store;
 
-pub use rotation::{STEPS as ROTATION_STEPS, spawn_due_rotations};
+pub use due::spawn_due_rotations;
+pub use rotation::STEPS as ROTATION_STEPS;
 
 /// Every operation [`SecretsManager::call`] answers, as AWS names them.
 pub const OPERATIONS: &[&str] = &[

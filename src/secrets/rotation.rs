@@ -27,124 +27,25 @@
 //! trail as AWS records it (`RotationFailed` / `RotationSucceeded`), without the
 //! command's output, which is the user's to read and might hold a value.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use super::errors::{self, validation};
 use super::lifecycle::arn_name;
-use super::model::{AWSCURRENT, AWSPENDING, RotationRules};
+use super::model::{AWSCURRENT, AWSPENDING};
 use super::request::Request;
-use super::schedule::next_due;
-use super::{Call, RotationReport, SecretsManager, Via};
+use super::schedule::{next_due, rules_of};
+use super::{Call, SecretsManager, Via};
 use crate::aws::AwsError;
-use crate::iam::Principal;
 use crate::iam::caller::Caller;
 use crate::sys::fsio::FileLock;
 
 /// AWS's four steps, in order.
 pub const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
 
-/// How long one step may run before it is killed and the rotation fails.
-const STEP_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn rules_of(r: &Request) -> Result<Option<RotationRules>, AwsError> {
-    let Some(v) = r.get("RotationRules") else {
-        return Ok(None);
-    };
-    let o = v
-        .as_object()
-        .ok_or_else(|| validation("RotationRules", "must be an object"))?;
-    for k in o.keys() {
-        if !["AutomaticallyAfterDays", "Duration", "ScheduleExpression"].contains(&k.as_str()) {
-            return Err(validation("RotationRules", format!("unknown member {k}")));
-        }
-    }
-    let days = match o.get("AutomaticallyAfterDays") {
-        None | Some(Value::Null) => None,
-        Some(d) => Some(
-            d.as_u64()
-                .and_then(|d| u32::try_from(d).ok())
-                .ok_or_else(|| {
-                    validation(
-                        "RotationRules.AutomaticallyAfterDays",
-                        "must be a whole number",
-                    )
-                })?,
-        ),
-    };
-    let text = |k: &str| -> Result<Option<String>, AwsError> {
-        match o.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(validation(
-                &format!("RotationRules.{k}"),
-                "must be a string",
-            )),
-        }
-    };
-    let rules = RotationRules {
-        automatically_after_days: days,
-        duration: text("Duration")?,
-        schedule_expression: text("ScheduleExpression")?,
-    };
-    if let Some(d) = &rules.duration {
-        check_duration(d, &rules)?;
-    }
-    next_due(&rules, 0)?;
-    Ok(Some(rules))
-}
-
-/// A rotation window, `Nh` with N from 1 to 24 (AWS's form; with a `rate(N hours)`
-/// schedule no longer than N hours).
-fn check_duration(d: &str, rules: &RotationRules) -> Result<(), AwsError> {
-    let hours = d
-        .strip_suffix('h')
-        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-        .and_then(|n| n.parse::<u32>().ok())
-        .filter(|n| (1..=24).contains(n))
-        .ok_or_else(|| {
-            validation(
-                "RotationRules.Duration",
-                format!("'{d}' must be a number of hours from 1 to 24 followed by h, e.g. 3h"),
-            )
-        })?;
-    let rate_hours = rules
-        .schedule_expression
-        .as_deref()
-        .and_then(|e| e.strip_prefix("rate("))
-        .and_then(|e| {
-            e.strip_suffix(" hours)")
-                .or_else(|| e.strip_suffix(" hour)"))
-        })
-        .and_then(|n| n.trim().parse::<u32>().ok());
-    if let Some(r) = rate_hours
-        && hours > r
-    {
-        return Err(validation(
-            "RotationRules.Duration",
-            format!("a window of {hours} h would run into the next rotation, {r} h later"),
-        ));
-    }
-    Ok(())
-}
-
-/// The `--profile` the command's callbacks act as: the caller's (`root`, a user's name,
-/// `role/NAME`); None for a caller the CLI cannot act as, whose rotation does not run.
-fn profile_of(caller: &Caller) -> Option<String> {
-    match &caller.identity.principal {
-        Principal::Root => Some("root".into()),
-        Principal::User { name, .. } => Some(name.clone()),
-        Principal::Role { name, .. } => Some(format!("role/{name}")),
-        Principal::Service { .. } => None,
-    }
-}
-
 /// The version an unfinished rotation left AWSPENDING on (not AWSCURRENT's, not `token`).
-fn unfinished(s: &super::model::SecretRecord, token: &str) -> Option<String> {
+pub(super) fn unfinished(s: &super::model::SecretRecord, token: &str) -> Option<String> {
     s.versions
         .iter()
         .find(|(vid, v)| {
@@ -278,7 +179,7 @@ impl SecretsManager {
     }
 
     /// Runs the four steps for `arn` with `token` now.
-    fn rotate_now(
+    pub(super) fn rotate_now(
         &self,
         caller: &Caller,
         via: Via,
@@ -380,83 +281,6 @@ impl SecretsManager {
             .ok_or_else(|| errors::invalid_request(format!("secret {arn} has no rotation command")))
     }
 
-    /// Runs one step; Err is why it failed (the last line the command wrote on stderr).
-    fn run_step(
-        &self,
-        caller: &Caller,
-        command: &str,
-        step: &str,
-        arn: &str,
-        token: &str,
-    ) -> Result<(), String> {
-        let dir = self.kms.region_dir();
-        let mut cmd = Command::new(command);
-        cmd.args([step, arn, token])
-            .env("CRYPTVOL_ROTATION_STEP", step)
-            .env("CRYPTVOL_SECRET_ID", arn)
-            .env("CRYPTVOL_CLIENT_REQUEST_TOKEN", token)
-            .env(crate::datadir::DATA_DIR_ENV, &dir.data_dir)
-            .env(crate::datadir::REGION_ENV, dir.region.as_str())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in &self.command_env {
-            cmd.env(k, v);
-        }
-        let profile = profile_of(caller).ok_or_else(|| {
-            format!(
-                "{} cannot run a rotation command (no CLI profile acts as it)",
-                caller.identity.arn()
-            )
-        })?;
-        cmd.env("CRYPTVOL_PROFILE", profile);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot run the rotation command {command}: {e}"))?;
-        let mut stderr = child.stderr.take().expect("piped");
-        let reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = stderr.read_to_end(&mut buf);
-            buf
-        });
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Ok(status),
-                Ok(None) if Instant::now() > deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break Err(format!(
-                        "{step} ran longer than {} s and was killed",
-                        STEP_TIMEOUT.as_secs()
-                    ));
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Err(e) => break Err(format!("cannot wait for the rotation command: {e}")),
-            }
-        };
-        let err = reader.join().unwrap_or_default();
-        let status = status?;
-        if status.success() {
-            return Ok(());
-        }
-        let text = String::from_utf8_lossy(&err);
-        let last = text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim();
-        Err(format!(
-            "{command} {step} exited with {status}{}",
-            if last.is_empty() {
-                String::new()
-            } else {
-                format!(": {last}")
-            }
-        ))
-    }
-
     /// The trail's RotationSucceeded or RotationFailed event (`failed_at`: the step).
     fn record_rotation(
         &self,
@@ -489,99 +313,4 @@ impl SecretsManager {
             eprintln!("cryptvol: secret {arn}: the rotation's event could not be recorded: {e}");
         }
     }
-
-    /// Rotates every secret whose rotation is enabled and due.
-    pub(super) fn run_due_rotations(
-        &self,
-        caller: &Caller,
-        via: Via,
-    ) -> Result<Vec<RotationReport>, AwsError> {
-        let now = self.now();
-        let due: Vec<(String, String, String)> = self
-            .load()?
-            .secrets
-            .values()
-            .filter(|s| {
-                s.deletion.is_none()
-                    && s.rotation.enabled
-                    && s.rotation.command.is_some()
-                    && s.rotation.next_rotation.is_some_and(|t| t <= now)
-            })
-            .map(|s| {
-                // A rotation left unfinished is retried with its own token, as AWS does.
-                let token = unfinished(s, "").unwrap_or_else(crate::kms::event::fast_uuid);
-                (s.arn.clone(), s.name.clone(), token)
-            })
-            .collect();
-        let mut reports = Vec::new();
-        let call = Call {
-            caller,
-            operation: "RotateSecret",
-            via,
-            request_id: crate::kms::event::fast_uuid(),
-            request_parameters: Value::Null,
-            conditions: Vec::new(),
-            recorded: Default::default(),
-        };
-        let body = self.load()?;
-        for (arn, name, token) in due {
-            // Only a caller who may rotate the secret runs its command; the others' due
-            // rotations are not theirs to run or to hear of.
-            if self
-                .authorized(&call, &body, &arn, "secretsmanager:RotateSecret")
-                .is_err()
-            {
-                continue;
-            }
-            let outcome = self.rotate_now(caller, via, &arn, &token).err();
-            let failed_step = match &outcome {
-                Some(AwsError::RotationFailed { step, .. }) => Some(*step),
-                _ => None,
-            };
-            let error = outcome.map(|e| e.to_string());
-            reports.push(RotationReport {
-                arn,
-                name,
-                version_id: token,
-                error,
-                failed_step,
-            });
-        }
-        Ok(reports)
-    }
-}
-
-/// Runs due rotations as the account root every `every` on a thread of its own, for as
-/// long as `keep_going` says (the region daemon and `kms serve` run one per region).
-/// Failures are logged to stderr by secret and version only.
-pub fn spawn_due_rotations(
-    sm: std::sync::Arc<SecretsManager>,
-    every: Duration,
-    keep_going: impl Fn() -> bool + Send + 'static,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let root = Caller::local(crate::iam::Identity::root(sm.kms.account().clone()));
-        while keep_going() {
-            match sm.rotate_due(&root, Via::Cli) {
-                Ok(reports) => {
-                    // The reason ends with the command's last stderr line, which may hold
-                    // a value: a log names the secret and version only.
-                    for r in reports.iter().filter(|r| r.error.is_some()) {
-                        eprintln!(
-                            "cryptvol: due rotation of secret {} (version {}) failed at {}: run `cryptvol secretsmanager rotate-secret --secret-id {}` to see why",
-                            r.arn,
-                            r.version_id,
-                            r.failed_step.unwrap_or("its start"),
-                            r.arn
-                        );
-                    }
-                }
-                Err(e) => eprintln!("cryptvol: due secret rotations: {e}"),
-            }
-            let until = Instant::now() + every;
-            while Instant::now() < until && keep_going() {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    })
 }

@@ -4,12 +4,15 @@
 //! day-of-week year)` in UTC with `*`, `?`, numbers, `a-b`, `a,b`, `x/step`, and the
 //! names JAN..DEC and SUN..SAT (day-of-week 1 = Sunday); `?` in exactly one of the day
 //! fields; no two rotations less than four hours apart. `L`, `W` and `#` are refused.
+//! Also the RotationRules of a request (`Duration`: `Nh`, 1 to 24).
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
+use serde_json::Value;
 
 use super::errors::{invalid_parameter, validation};
 use super::model::RotationRules;
+use super::request::Request;
 use crate::aws::AwsError;
 use crate::kms::model::DAY;
 
@@ -209,6 +212,88 @@ impl Cron {
         }
         None
     }
+}
+
+/// The `RotationRules` of a request, checked.
+pub fn rules_of(r: &Request) -> Result<Option<RotationRules>, AwsError> {
+    let Some(v) = r.get("RotationRules") else {
+        return Ok(None);
+    };
+    let o = v
+        .as_object()
+        .ok_or_else(|| validation("RotationRules", "must be an object"))?;
+    for k in o.keys() {
+        if !["AutomaticallyAfterDays", "Duration", "ScheduleExpression"].contains(&k.as_str()) {
+            return Err(validation("RotationRules", format!("unknown member {k}")));
+        }
+    }
+    let days = match o.get("AutomaticallyAfterDays") {
+        None | Some(Value::Null) => None,
+        Some(d) => Some(
+            d.as_u64()
+                .and_then(|d| u32::try_from(d).ok())
+                .ok_or_else(|| {
+                    validation(
+                        "RotationRules.AutomaticallyAfterDays",
+                        "must be a whole number",
+                    )
+                })?,
+        ),
+    };
+    let text = |k: &str| -> Result<Option<String>, AwsError> {
+        match o.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(validation(
+                &format!("RotationRules.{k}"),
+                "must be a string",
+            )),
+        }
+    };
+    let rules = RotationRules {
+        automatically_after_days: days,
+        duration: text("Duration")?,
+        schedule_expression: text("ScheduleExpression")?,
+    };
+    if let Some(d) = &rules.duration {
+        check_duration(d, &rules)?;
+    }
+    next_due(&rules, 0)?;
+    Ok(Some(rules))
+}
+
+/// A rotation window, `Nh` with N from 1 to 24 (AWS's form; with a `rate(N hours)`
+/// schedule no longer than N hours).
+fn check_duration(d: &str, rules: &RotationRules) -> Result<(), AwsError> {
+    let hours = d
+        .strip_suffix('h')
+        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| (1..=24).contains(n))
+        .ok_or_else(|| {
+            validation(
+                "RotationRules.Duration",
+                format!("'{d}' must be a number of hours from 1 to 24 followed by h, e.g. 3h"),
+            )
+        })?;
+    let rate_hours = rules
+        .schedule_expression
+        .as_deref()
+        .and_then(|e| e.strip_prefix("rate("))
+        .and_then(|e| {
+            e.strip_suffix(" hours)")
+                .or_else(|| e.strip_suffix(" hour)"))
+        })
+        .and_then(|n| n.trim().parse::<u32>().ok());
+    if let Some(r) = rate_hours
+        && hours > r
+    {
+        return Err(validation(
+            "RotationRules.Duration",
+            format!("a window of {hours} h would run into the next rotation, {r} h later"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
