@@ -315,6 +315,7 @@ fn rotate_due_runs_the_rotations_whose_time_has_come() {
     assert_eq!(rep["ARN"], due["ARN"]);
     assert_eq!(rep["Name"], "due");
     assert!(rep.get("Error").is_none_or(Value::is_null), "{v:#}");
+    assert!(rep.get("FailedStep").is_none(), "{v:#}");
     let token = str_field(rep, "VersionId");
     assert_eq!(
         current_string(&env, "due"),
@@ -346,6 +347,7 @@ fn rotate_due_runs_the_rotations_whose_time_has_come() {
     let failed: Vec<&Value> = reports.iter().filter(|r| r["Name"] == "later").collect();
     assert_eq!(failed.len(), 1, "{v:#}");
     assert!(str_field(failed[0], "Error").contains("setSecret"), "{v:#}");
+    assert_eq!(failed[0]["FailedStep"], "setSecret", "{v:#}");
     assert_eq!(current_string(&env, "later"), "later-s3cr3t-old");
 }
 
