@@ -454,8 +454,7 @@ impl SecretsManager {
     pub(super) fn restore_secret(&self, c: &Call, r: &Request) -> Result<Value, AwsError> {
         let id = r.required_str("SecretId")?;
         self.change(c, |body, now| {
-            let arn = self.authorized_arn(c, body, id, "secretsmanager:RestoreSecret")?;
-            let s = body.secrets.get_mut(&arn).expect("found above");
+            let s = self.authorized_mut(c, body, id, "secretsmanager:RestoreSecret")?;
             if s.deletion.take().is_some() {
                 s.last_changed = now;
             }
@@ -470,11 +469,7 @@ impl SecretsManager {
         }
         let tags = tags_of(r, "Tags")?;
         self.change(c, |body, now| {
-            let arn = self.authorized_arn(c, body, id, "secretsmanager:TagResource")?;
-            let s = body.secrets.get_mut(&arn).expect("found above");
-            if s.deletion.is_some() {
-                return Err(errors::marked_for_deletion(&arn));
-            }
+            let s = self.live_mut(c, body, id, "secretsmanager:TagResource")?;
             merge_tags(&mut s.tags, tags)?;
             s.last_changed = now;
             Ok(arn_name(s))
@@ -488,11 +483,7 @@ impl SecretsManager {
             .strings("TagKeys")?
             .ok_or_else(|| validation("TagKeys", "is required"))?;
         self.change(c, |body, now| {
-            let arn = self.authorized_arn(c, body, id, "secretsmanager:UntagResource")?;
-            let s = body.secrets.get_mut(&arn).expect("found above");
-            if s.deletion.is_some() {
-                return Err(errors::marked_for_deletion(&arn));
-            }
+            let s = self.live_mut(c, body, id, "secretsmanager:UntagResource")?;
             s.tags.retain(|t| !keys.contains(&t.key.as_str()));
             s.last_changed = now;
             Ok(arn_name(s))

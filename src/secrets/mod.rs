@@ -340,6 +340,35 @@ impl SecretsManager {
         found.ok_or_else(|| errors::not_found(id))
     }
 
+    /// As [`Self::authorized`], for a change to the secret in `body`.
+    fn authorized_mut<'b>(
+        &self,
+        c: &Call,
+        body: &'b mut StoreBody,
+        id: &str,
+        action: &str,
+    ) -> Result<&'b mut SecretRecord, AwsError> {
+        let arn = self.authorized_arn(c, body, id, action)?;
+        body.secrets
+            .get_mut(&arn)
+            .ok_or_else(|| errors::not_found(id))
+    }
+
+    /// As [`Self::authorized_mut`], refusing a secret scheduled for deletion.
+    fn live_mut<'b>(
+        &self,
+        c: &Call,
+        body: &'b mut StoreBody,
+        id: &str,
+        action: &str,
+    ) -> Result<&'b mut SecretRecord, AwsError> {
+        let s = self.authorized_mut(c, body, id, action)?;
+        if s.deletion.is_some() {
+            return Err(errors::marked_for_deletion(&s.arn));
+        }
+        Ok(s)
+    }
+
     /// Authorizes an action on no secret in particular (`*`): ListSecrets and the like.
     fn authorized_account(&self, c: &Call, action: &str) -> Result<(), AwsError> {
         let target = access::Target {

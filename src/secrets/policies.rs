@@ -11,7 +11,7 @@
 use serde_json::{Value, json};
 
 use super::access::parse_policy;
-use super::errors::{self, validation};
+use super::errors::validation;
 use super::lifecycle::arn_name;
 use super::request::Request;
 use super::{Call, SecretsManager};
@@ -113,11 +113,7 @@ impl SecretsManager {
             });
         }
         self.change(c, |body, now| {
-            let arn = self.authorized_arn(c, body, id, "secretsmanager:PutResourcePolicy")?;
-            let s = body.secrets.get_mut(&arn).expect("found above");
-            if s.deletion.is_some() {
-                return Err(errors::marked_for_deletion(&arn));
-            }
+            let s = self.live_mut(c, body, id, "secretsmanager:PutResourcePolicy")?;
             s.policy = Some(text.to_string());
             s.policy_principals = principals;
             s.last_changed = now;
@@ -139,8 +135,7 @@ impl SecretsManager {
     pub(super) fn delete_resource_policy(&self, c: &Call, r: &Request) -> Result<Value, AwsError> {
         let id = r.required_str("SecretId")?;
         self.change(c, |body, now| {
-            let arn = self.authorized_arn(c, body, id, "secretsmanager:DeleteResourcePolicy")?;
-            let s = body.secrets.get_mut(&arn).expect("found above");
+            let s = self.authorized_mut(c, body, id, "secretsmanager:DeleteResourcePolicy")?;
             if s.policy.take().is_some() {
                 s.policy_principals.clear();
                 s.last_changed = now;

@@ -91,11 +91,8 @@ impl SecretsManager {
             ));
         }
         let answer = self.change(c, |body, now| {
-            let arn = self.authorized_arn(c, body, id, "secretsmanager:RotateSecret")?;
-            let s = body.secrets.get_mut(&arn).expect("found above");
-            if s.deletion.is_some() {
-                return Err(errors::marked_for_deletion(&arn));
-            }
+            let s = self.live_mut(c, body, id, "secretsmanager:RotateSecret")?;
+            let arn = s.arn.clone();
             if let Some(cmd) = command {
                 s.rotation.command = Some(cmd.to_string());
             }
@@ -162,11 +159,7 @@ impl SecretsManager {
     pub(super) fn cancel_rotate_secret(&self, c: &Call, r: &Request) -> Result<Value, AwsError> {
         let id = r.required_str("SecretId")?;
         self.change(c, |body, now| {
-            let arn = self.authorized_arn(c, body, id, "secretsmanager:CancelRotateSecret")?;
-            let s = body.secrets.get_mut(&arn).expect("found above");
-            if s.deletion.is_some() {
-                return Err(errors::marked_for_deletion(&arn));
-            }
+            let s = self.live_mut(c, body, id, "secretsmanager:CancelRotateSecret")?;
             s.rotation.enabled = false;
             s.rotation.next_rotation = None;
             s.last_changed = now;

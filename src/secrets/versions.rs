@@ -188,25 +188,23 @@ impl SecretsManager {
             })?;
             out["SecretString"] = text.into();
         }
-        self.note_access(&s.arn, vid)?;
+        self.note_access(s, vid)?;
         Ok(out)
     }
 
     /// LastAccessedDate, kept to the day as AWS keeps it: written once a day at most.
-    fn note_access(&self, arn: &str, vid: &str) -> Result<(), AwsError> {
+    /// `s` is the secret as the read found it, so a fresh date costs no second load.
+    fn note_access(&self, s: &SecretRecord, vid: &str) -> Result<(), AwsError> {
         let today = midnight(self.now());
-        let body = self.load()?;
-        let fresh = body.secrets.get(arn).is_some_and(|s| {
-            s.last_accessed == Some(today)
-                && s.versions
-                    .get(vid)
-                    .is_some_and(|v| v.last_accessed == Some(today))
-        });
+        let fresh = s.last_accessed == Some(today)
+            && s.versions
+                .get(vid)
+                .is_some_and(|v| v.last_accessed == Some(today));
         if fresh {
             return Ok(());
         }
         self.store.mutate(self.now(), |body| {
-            if let Some(s) = body.secrets.get_mut(arn) {
+            if let Some(s) = body.secrets.get_mut(&s.arn) {
                 s.last_accessed = Some(today);
                 if let Some(v) = s.versions.get_mut(vid) {
                     v.last_accessed = Some(today);

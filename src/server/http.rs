@@ -253,8 +253,7 @@ impl State {
         }
         let s = Arc::new(sm);
         secrets.insert(name.to_string(), s.clone());
-        self.rotations
-            .start(name, &self.identities.store().account, s.clone());
+        self.rotations.start(name, s.clone());
         Ok(s)
     }
 

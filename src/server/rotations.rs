@@ -5,25 +5,19 @@
 //! with the server, which waits for a rotation in progress (four steps that should not be
 //! cut short) before it drops the regions.
 //!
-//! A failed rotation is one line on stderr naming the secret and the version it was to
-//! make; not the reason, which ends with the last line the rotation command wrote on its
-//! stderr (a value, for all the server knows). The step is in the trail's RotationFailed
-//! event, and the command's own output is the command's to log.
+//! A failed rotation is one line on stderr naming the secret, the version and the step;
+//! not the reason, which ends with the last line the rotation command wrote on its stderr
+//! (a value, for all the server knows).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::aws::ids::AccountId;
-use crate::iam::{Caller, Identity};
-use crate::secrets::{SecretsManager, Via};
+use crate::secrets::{SecretsManager, spawn_due_rotations};
 
 /// How often each region looks for due rotations (as the region daemon).
 pub const PERIOD: Duration = Duration::from_secs(60);
-
-/// How soon a loop notices that the server stops, between two runs.
-const STOP_POLL: Duration = Duration::from_millis(200);
 
 /// The rotation loops of the opened regions.
 pub struct Rotations {
@@ -39,25 +33,15 @@ impl Rotations {
         }
     }
 
-    /// Starts `region`'s loop on `manager` as `account`'s root, unless it runs already or
-    /// the server stops.
-    pub fn start(&self, region: &str, account: &AccountId, manager: Arc<SecretsManager>) {
+    /// Starts `region`'s loop on `manager` (`secrets::spawn_due_rotations`, the region
+    /// daemon's loop, as the account's root), unless it runs already or the server stops.
+    pub fn start(&self, region: &str, manager: Arc<SecretsManager>) {
         let mut loops = self.loops.lock().unwrap_or_else(|p| p.into_inner());
         if !self.running.load(Ordering::Acquire) || loops.iter().any(|(r, _)| r == region) {
             return;
         }
         let running = self.running.clone();
-        let root = Caller::local(Identity::root(account.clone()));
-        let name = region.to_string();
-        let handle = std::thread::spawn(move || {
-            while running.load(Ordering::Acquire) {
-                run_due(&name, &manager, &root);
-                let until = Instant::now() + PERIOD;
-                while Instant::now() < until && running.load(Ordering::Acquire) {
-                    std::thread::sleep(STOP_POLL);
-                }
-            }
-        });
+        let handle = spawn_due_rotations(manager, PERIOD, move || running.load(Ordering::Acquire));
         loops.push((region.to_string(), handle));
     }
 
@@ -83,24 +67,5 @@ impl Rotations {
 impl Default for Rotations {
     fn default() -> Self {
         Rotations::new()
-    }
-}
-
-/// One look for due rotations in `region`; failures to stderr, without their reason.
-fn run_due(region: &str, manager: &SecretsManager, root: &Caller) {
-    match manager.rotate_due(root, Via::Cli) {
-        Ok(reports) => {
-            for r in reports.iter().filter(|r| r.error.is_some()) {
-                // Not run at all when another process (the region daemon) is rotating it.
-                eprintln!(
-                    "kms serve: the due rotation of secret {} to version {} did not complete \
-                     (a step that failed is named by the RotationFailed event of {region}'s \
-                     trail)",
-                    r.arn, r.version_id
-                );
-            }
-        }
-        // Errors of the store or the trail: paths and codes, never a value.
-        Err(e) => eprintln!("kms serve: due secret rotations in {region}: {e}"),
     }
 }
