@@ -79,7 +79,7 @@ impl SecretsManager {
                 format!("'{cmd}' must be an absolute path"),
             ));
         }
-        let rules = rules_of(r)?;
+        let rules = rules_of(r, self.now())?;
         let now_rotate = r.bool("RotateImmediately")?.unwrap_or(true);
         let token = token
             .map(str::to_string)

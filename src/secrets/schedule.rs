@@ -214,8 +214,8 @@ impl Cron {
     }
 }
 
-/// The `RotationRules` of a request, checked.
-pub fn rules_of(r: &Request) -> Result<Option<RotationRules>, AwsError> {
+/// The `RotationRules` of a request, checked against the schedule from `now`.
+pub fn rules_of(r: &Request, now: i64) -> Result<Option<RotationRules>, AwsError> {
     let Some(v) = r.get("RotationRules") else {
         return Ok(None);
     };
@@ -256,19 +256,19 @@ pub fn rules_of(r: &Request) -> Result<Option<RotationRules>, AwsError> {
         schedule_expression: text("ScheduleExpression")?,
     };
     if let Some(d) = &rules.duration {
-        check_duration(d, &rules)?;
+        check_duration(d, &rules, now)?;
     }
-    next_due(&rules, 0)?;
+    next_due(&rules, now)?;
     Ok(Some(rules))
 }
 
-/// A rotation window, `Nh` with N from 1 to 24 (AWS's form; with a `rate(N hours)`
-/// schedule no longer than N hours).
-fn check_duration(d: &str, rules: &RotationRules) -> Result<(), AwsError> {
+/// A rotation window, `Nh` with N from 1 to 24 (AWS's form), no longer than the time
+/// between two rotations of the schedule (which `next_due` gives, for any expression).
+fn check_duration(d: &str, rules: &RotationRules, now: i64) -> Result<(), AwsError> {
     let hours = d
         .strip_suffix('h')
         .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-        .and_then(|n| n.parse::<u32>().ok())
+        .and_then(|n| n.parse::<i64>().ok())
         .filter(|n| (1..=24).contains(n))
         .ok_or_else(|| {
             validation(
@@ -276,21 +276,17 @@ fn check_duration(d: &str, rules: &RotationRules) -> Result<(), AwsError> {
                 format!("'{d}' must be a number of hours from 1 to 24 followed by h, e.g. 3h"),
             )
         })?;
-    let rate_hours = rules
-        .schedule_expression
-        .as_deref()
-        .and_then(|e| e.strip_prefix("rate("))
-        .and_then(|e| {
-            e.strip_suffix(" hours)")
-                .or_else(|| e.strip_suffix(" hour)"))
-        })
-        .and_then(|n| n.trim().parse::<u32>().ok());
-    if let Some(r) = rate_hours
-        && hours > r
+    let first = next_due(rules, now)?;
+    let second = first.map(|t| next_due(rules, t)).transpose()?.flatten();
+    if let (Some(a), Some(b)) = (first, second)
+        && hours * 3600 > b - a
     {
         return Err(validation(
             "RotationRules.Duration",
-            format!("a window of {hours} h would run into the next rotation, {r} h later"),
+            format!(
+                "a window of {hours} h would run into the next rotation, {} h later",
+                (b - a) / 3600
+            ),
         ));
     }
     Ok(())

@@ -158,7 +158,8 @@ pub struct UpdateSecretArgs {
     client_request_token: Option<String>,
     #[arg(long)]
     description: Option<String>,
-    /// Encrypt new versions under this key (id, ARN or alias)
+    /// Encrypt new versions under this key (id, ARN or alias); the labelled versions are
+    /// sealed again under it
     #[arg(long, value_name = "KEY")]
     kms_key_id: Option<String>,
     #[command(flatten)]

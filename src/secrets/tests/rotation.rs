@@ -102,3 +102,27 @@ fn a_finish_step_that_does_not_move_awscurrent_fails_the_rotation() {
         false
     );
 }
+
+#[test]
+fn rules_are_checked_from_now_and_a_window_fits_between_two_rotations() {
+    let f = fixture();
+    f.ok("CreateSecret", json!({"Name": "r", "SecretString": "v1"}));
+    let cmd = script(f.dir.path(), "exit 0");
+    // A schedule naming a year to come is accepted (it was checked from 1970 before).
+    let next_year = 1971 + f.kms.clock().now() / 31_556_952;
+    let r = f.call(
+        "RotateSecret",
+        json!({"SecretId": "r", "RotationCommand": cmd, "RotateImmediately": false,
+               "RotationRules": {"ScheduleExpression": format!("cron(0 12 1 6 ? {next_year})")}}),
+    );
+    assert!(r.is_ok(), "{r:?}");
+    // Every 6 hours from midnight: a 7 h window runs into the next rotation, 6 h fits.
+    for (duration, ok) in [("7h", false), ("6h", true)] {
+        let r = f.call(
+            "RotateSecret",
+            json!({"SecretId": "r", "RotateImmediately": false,
+                   "RotationRules": {"ScheduleExpression": "cron(0 0/6 * * ? *)", "Duration": duration}}),
+        );
+        assert_eq!(r.is_ok(), ok, "{duration}: {r:?}");
+    }
+}
