@@ -268,3 +268,22 @@ fn a_resource_policy_with_a_public_principal_is_blocked() {
         public
     );
 }
+
+/// A change the trail cannot record is not made: the event is written before the store.
+#[test]
+fn a_change_the_trail_cannot_record_is_not_made() {
+    let f = fixture();
+    let audit = f.kms.region_dir().audit_dir();
+    let _ = std::fs::remove_dir_all(&audit);
+    std::fs::write(&audit, b"not a directory").unwrap();
+    let e = f
+        .call("CreateSecret", json!({"Name": "unrecorded"}))
+        .unwrap_err();
+    assert_eq!(e.aws_code(), "KMSInternalException", "{e}");
+    std::fs::remove_file(&audit).unwrap();
+    std::fs::create_dir(&audit).unwrap();
+    assert_eq!(
+        f.code("DescribeSecret", json!({"SecretId": "unrecorded"})),
+        "ResourceNotFoundException"
+    );
+}
