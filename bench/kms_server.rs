@@ -4,7 +4,8 @@
 //! (AWS_CLOUDHSM) whose material lives in a SoftHSM2 token made by the bench
 //! (bench/common/softhsm.rs).
 //!
-//! Run: `cargo bench --bench kms_server` (env BENCH_SECS, BENCH_CONNS). Client and server
+//! Run: `cargo bench --bench kms_server` (env BENCH_SECS, BENCH_CONNS; BENCH_KEYS=embedded
+//! for the embedded key alone; CRYPTVOL_BENCH_BIN to serve with another build's binary). Client and server
 //! share the machine's cores, as they would on one host; the client signs every request
 //! (SigV4), the server verifies it, authorizes it, records it in the audit trail and
 //! meters it. Target: at least 10,000 Decrypt/s on 2 cores on the embedded key; none for
@@ -26,6 +27,12 @@ use cryptvol::aws::b64;
 use cryptvol::aws::sigv4::{self, Credentials, RequestParts};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cryptvol");
+
+/// The server binary: this build's, or `CRYPTVOL_BENCH_BIN` (to run another build's server
+/// under the same client, e.g. before and after a change, alternately).
+fn bin() -> String {
+    std::env::var("CRYPTVOL_BENCH_BIN").unwrap_or_else(|_| BIN.to_string())
+}
 const CONTEXT: &str = "cryptvol:lineage=vol-0123456789abcdef0";
 
 struct Server(Child);
@@ -43,7 +50,7 @@ impl Drop for Server {
 /// `cryptvol --data-dir DATA ARGS` with the bench's token configuration (the CLI loads
 /// the module when it reaches the token).
 fn cli(data: &Path, token: &softhsm::BenchToken, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .arg("--data-dir")
         .arg(data)
         .args(args)
@@ -244,7 +251,7 @@ fn main() {
     };
     let blobs = [blob_of(&cmk), blob_of(&hsm_cmk)];
 
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .arg("--data-dir")
         .arg(&data)
         .args(["kms", "serve", "--listen", "127.0.0.1:0"])
@@ -284,10 +291,16 @@ fn main() {
     );
     let context = serde_json::json!({"cryptvol:lineage": "vol-0123456789abcdef0"});
     let mut rows = vec![];
+    // BENCH_KEYS=embedded skips the token's key (quicker rounds when tuning).
+    let keys = std::env::var("BENCH_KEYS").unwrap_or_default();
     for (what, cmk, blob) in [
         ("embedded key", &cmk, &blobs[0]),
         ("key in the token", &hsm_cmk, &blobs[1]),
     ] {
+        if keys == "embedded" && what != "embedded key" {
+            rows.push(vec![0.0, 0.0]);
+            continue;
+        }
         let mut figures = vec![];
         for (op, body) in [
             (

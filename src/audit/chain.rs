@@ -60,19 +60,38 @@ pub(super) fn make_line(
     if buf.len() > 1 {
         buf.push(b',');
     }
+    // Written straight into `buf` (no String per number or hash: this is every KMS call).
+    let mut hex = [0u8; 64];
     buf.extend_from_slice(b"\"cryptvolChain\":{\"seq\":");
-    buf.extend_from_slice(seq.to_string().as_bytes());
+    push_decimal(buf, seq);
     buf.extend_from_slice(b",\"prev\":\"");
-    buf.extend_from_slice(hex::encode(prev).as_bytes());
+    hex::encode_to_slice(prev, &mut hex).expect("64 hex digits for 32 bytes");
+    buf.extend_from_slice(&hex);
     buf.extend_from_slice(b"\",\"hash\":\"");
-    buf.extend_from_slice(hex::encode(hash).as_bytes());
+    hex::encode_to_slice(hash, &mut hex).expect("64 hex digits for 32 bytes");
+    buf.extend_from_slice(&hex);
     buf.push(b'"');
     if epoch != 0 {
         buf.extend_from_slice(b",\"keyEpoch\":");
-        buf.extend_from_slice(epoch.to_string().as_bytes());
+        push_decimal(buf, epoch.into());
     }
     buf.extend_from_slice(b"}}\n");
     hash
+}
+
+/// Appends `n` in decimal (as `to_string` writes it).
+fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
 }
 
 /// A line split into the event and its chain member (not yet checked against the key).
@@ -222,6 +241,25 @@ mod tests {
         for bad in [":07}}", ":0}}", ":}}", ":7x}}", ":99999999999}}"] {
             let t = text.replace(":7}}", bad);
             assert!(parse_line(t.as_bytes()).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn decimals_are_written_as_to_string_writes_them() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            123_456_789,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut buf = b"x".to_vec();
+            push_decimal(&mut buf, n);
+            assert_eq!(buf, format!("x{n}").into_bytes());
         }
     }
 

@@ -33,6 +33,34 @@ pub enum AuditError {
     TimeOutOfRange { now: i64 },
 }
 
+impl AuditError {
+    /// A copy for each of the callers of a group commit that failed together (an I/O
+    /// error's copy keeps its kind and message).
+    pub(super) fn duplicate(&self) -> AuditError {
+        match self {
+            AuditError::Io {
+                action,
+                path,
+                source,
+            } => AuditError::Io {
+                action,
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            AuditError::Corrupt { path, message } => AuditError::Corrupt {
+                path: path.clone(),
+                message: message.clone(),
+            },
+            AuditError::NotAnObject => AuditError::NotAnObject,
+            AuditError::ChainKeyUnknown { dir, epoch } => AuditError::ChainKeyUnknown {
+                dir: dir.clone(),
+                epoch: *epoch,
+            },
+            AuditError::TimeOutOfRange { now } => AuditError::TimeOutOfRange { now: *now },
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, AuditError>;
 
 /// `map_err` helper: `.map_err(io("open", &path))`.

@@ -49,7 +49,10 @@
 //!
 //! An append is: serialise, flock, fstat the active file and compare (size, mode, link
 //! count) with the cached state, one `write(2)` of the whole line (O_APPEND), unlock. No fsync (call
-//! [`AuditLog::sync`]), no directory listing. When the stat differs (another process
+//! [`AuditLog::sync`]), no directory listing. Concurrent callers share it (group commit,
+//! `AuditLog::commit`): events queued while one caller writes go out together in the next
+//! `write(2)`, in queue order, and each caller returns only once the write carrying its
+//! line did; a write that fails fails all its callers and is cut back to the line before. When the stat differs (another process
 //! appended, sealed or rotated) the state is read back from the files (`resync`): the newest
 //! file's last line, read backwards in chunks, or the previous digest. A torn last line (a
 //! crash mid-write, or a failed write) is cut off by the next resync, with a warning; after
@@ -78,11 +81,13 @@ mod verify;
 mod writer;
 
 #[cfg(test)]
+pub(crate) mod fail_point;
+#[cfg(test)]
 mod tests;
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use error::AuditError;
 pub use keys::ChainKeys;
@@ -101,6 +106,46 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 pub struct AuditLog {
     cfg: Config,
     writer: Mutex<Writer>,
+    /// Events waiting for their group commit.
+    group: Mutex<Group>,
+}
+
+/// The group commit's shared state: callers queue their events here; one of them (the
+/// leader) takes the whole queue, appends it with one write, hands each caller its result
+/// and wakes it, then hands the lead to the first caller queued meanwhile.
+#[derive(Default)]
+struct Group {
+    /// Events not yet taken by a leader, in the order they were queued (chain order).
+    queue: Vec<Queued>,
+    /// A leader is writing (or has been named and is waking up).
+    leading: bool,
+}
+
+/// One queued event and where its caller waits (`None`: the leader's own event).
+struct Queued {
+    line: Vec<u8>,
+    now: i64,
+    waiter: Option<Arc<Waiter>>,
+}
+
+/// A caller waiting for its event to be written: its result, or the lead, arrive here.
+struct Waiter {
+    state: Mutex<Wait>,
+    thread: std::thread::Thread,
+}
+
+enum Wait {
+    Queued,
+    /// Lead the next batch.
+    Lead,
+    Done(Result<u64>),
+}
+
+impl Waiter {
+    fn set(&self, to: Wait) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = to;
+        self.thread.unpark();
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -122,6 +167,7 @@ impl AuditLog {
                 max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             },
             writer: Mutex::new(Writer::new(keys)),
+            group: Mutex::new(Group::default()),
         }
     }
 
@@ -161,7 +207,7 @@ impl AuditLog {
             path: self.cfg.dir.clone(),
             message: format!("the event cannot be encoded as JSON ({e})"),
         })?;
-        self.writer().append(&self.cfg, buf, now)
+        self.commit(buf, now)
     }
 
     /// Appends one event already encoded as a compact JSON object (the KMS's hot path,
@@ -170,7 +216,106 @@ impl AuditLog {
         if object.first() != Some(&b'{') || object.last() != Some(&b'}') {
             return Err(AuditError::NotAnObject);
         }
-        self.writer().append(&self.cfg, object, now)
+        self.commit(object, now)
+    }
+
+    fn group(&self) -> MutexGuard<'_, Group> {
+        // The group's state is consistent whenever its lock is free (a leader that
+        // panicked while writing is handled in `commit`).
+        self.group.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Group commit: queues the event, then either waits (parked) while another caller's
+    /// append carries it, or leads: appends every queued event (its own and those queued
+    /// meanwhile) under one flock with one `write(2)`, gives each caller its result, and
+    /// hands the lead to the first caller queued since. Returns only once the event's line
+    /// is in the file, after every event queued before it: concurrent callers' events keep
+    /// the order in which they were queued, and no caller gets its seq (and so no KMS
+    /// caller its result) before its event is written.
+    fn commit(&self, line: Vec<u8>, now: i64) -> Result<u64> {
+        let mut g = self.group();
+        // Nobody leads (and so nothing is queued: a leader that finds events queued hands
+        // the lead on): lead at once with our own event, without queueing it.
+        let (batch, own) = if !g.leading {
+            g.leading = true;
+            drop(g);
+            (
+                vec![Queued {
+                    line,
+                    now,
+                    waiter: None,
+                }],
+                None,
+            )
+        } else {
+            let waiter = Arc::new(Waiter {
+                state: Mutex::new(Wait::Queued),
+                thread: std::thread::current(),
+            });
+            g.queue.push(Queued {
+                line,
+                now,
+                waiter: Some(waiter.clone()),
+            });
+            drop(g);
+            loop {
+                let state = std::mem::replace(
+                    &mut *waiter.state.lock().unwrap_or_else(|p| p.into_inner()),
+                    Wait::Queued,
+                );
+                match state {
+                    Wait::Done(out) => return out,
+                    Wait::Lead => break,
+                    Wait::Queued => std::thread::park(),
+                }
+            }
+            // Lead: take the queue (it holds our event: only a leader takes events).
+            (std::mem::take(&mut self.group().queue), Some(waiter))
+        };
+        let is_own = |w: &Option<Arc<Waiter>>| match (w, &own) {
+            (Some(w), Some(own)) => Arc::ptr_eq(w, own),
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        let (lines, waiters): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|q| ((q.line, q.now), q.waiter))
+            .unzip();
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.writer().append_batch(&self.cfg, lines)
+        }));
+        // The next leader, if events were queued meanwhile; else nobody leads.
+        {
+            let mut g = self.group();
+            match g.queue.first().and_then(|q| q.waiter.as_ref()) {
+                Some(w) => w.set(Wait::Lead),
+                None => g.leading = false,
+            }
+        }
+        let mut mine = None;
+        match results {
+            Ok(results) => {
+                for (w, r) in waiters.into_iter().zip(results) {
+                    if is_own(&w) {
+                        mine = Some(r);
+                    } else if let Some(w) = w {
+                        w.set(Wait::Done(r));
+                    }
+                }
+            }
+            Err(panic) => {
+                // Fail every event of the batch (none may be taken as written), then let
+                // the panic go on in this thread.
+                for w in waiters.iter().filter(|w| !is_own(w)).flatten() {
+                    w.set(Wait::Done(Err(AuditError::Corrupt {
+                        path: self.cfg.dir.clone(),
+                        message: "the append carrying this event panicked".into(),
+                    })));
+                }
+                std::panic::resume_unwind(panic);
+            }
+        }
+        mine.expect("the leader's event is in its batch")
     }
 
     /// Seals the active file now (no-op if it is empty or absent); the next append starts a

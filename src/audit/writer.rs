@@ -1,7 +1,8 @@
 //! The append side: the cached writer state, the cross-process lock, resync from the files
 //! when another process moved the log on, rotation and sealing.
 //!
-//! The fast path of an append is: flock, fstat the cached active file, one write(2), unlock.
+//! The fast path of an append (of a batch: the group commit of `AuditLog`) is: flock, fstat
+//! the cached active file, one write(2) of the batch's lines, unlock.
 //! The fstat compares (size, mode, link count) with the cache: another process's append
 //! changes the size; sealing first makes the log file read-only (0400); writers only ever
 //! unlink a file that is empty (link count 0). Any of these sends us to [`resync`], which
@@ -121,10 +122,15 @@ impl Writer {
         result
     }
 
-    /// Appends one line made from `buf` (an event object's compact JSON); returns its seq.
-    pub fn append(&mut self, cfg: &Config, mut buf: Vec<u8>, now: i64) -> Result<u64> {
-        let day = names::day_of(now);
-        self.locked(cfg, |cache, cfg, keys| {
+    /// Appends a batch of events in order, under one flock and (unless a file must be
+    /// sealed or started between two of them) one `write(2)`: the group commit of
+    /// [`super::AuditLog`]. Returns one result per event, in order. An event's `Ok(seq)`
+    /// means its line is in the file (the `write(2)` that carried it returned); a failed
+    /// write fails every event it carried and those after it (they are not written).
+    pub fn append_batch(&mut self, cfg: &Config, batch: Vec<(Vec<u8>, i64)>) -> Vec<Result<u64>> {
+        let n = batch.len();
+        let mut results: Vec<Result<u64>> = Vec::with_capacity(n);
+        let outcome = self.locked(cfg, |cache, cfg, keys| {
             let c = current(cache, cfg)?;
             // The newest key we know, unless the log already went further (another process
             // rotated the root and logged under the new key): never back along the chain.
@@ -133,32 +139,53 @@ impl Writer {
                 dir: cfg.dir.clone(),
                 epoch,
             })?;
-            if let Some(a) = &c.active
-                && (a.day != day || a.size >= cfg.max_file_bytes)
-            {
-                if a.size == 0 {
-                    // Nothing to seal: an empty file of another day is just replaced.
-                    fs::remove_file(&a.path).map_err(io("remove empty log file", &a.path))?;
-                    c.active = None;
-                } else {
-                    seal_active(c, cfg, keys, now)?;
+            // Lines made but not yet written, and the seqs they carry.
+            let mut out: Vec<u8> = Vec::new();
+            let mut pending: Vec<u64> = Vec::new();
+            for (mut buf, now) in batch {
+                let day = names::day_of(now);
+                let turn = c.active.as_ref().is_some_and(|a| {
+                    a.day != day || a.size + out.len() as u64 >= cfg.max_file_bytes
+                });
+                if turn {
+                    write_out(c, &mut out)?;
+                    results.extend(pending.drain(..).map(Ok));
+                    let a = c.active.as_ref().expect("checked above");
+                    if a.size == 0 {
+                        // Nothing to seal: an empty file of another day is just replaced.
+                        fs::remove_file(&a.path).map_err(io("remove empty log file", &a.path))?;
+                        c.active = None;
+                    } else {
+                        seal_active(c, cfg, keys, now)?;
+                    }
                 }
+                if c.active.is_none() {
+                    write_out(c, &mut out)?;
+                    results.extend(pending.drain(..).map(Ok));
+                    c.active = Some(create_log(cfg, day, c.next_seq, now)?);
+                }
+                let seq = c.next_seq;
+                let hash = chain::make_line(&mut buf, key, epoch, seq, &c.last_hash);
+                out.extend_from_slice(&buf);
+                pending.push(seq);
+                c.next_seq += 1;
+                c.last_hash = hash;
+                c.last_epoch = epoch;
             }
-            let a = match &mut c.active {
-                Some(a) => a,
-                None => c.active.insert(create_log(cfg, day, c.next_seq, now)?),
-            };
-            let seq = c.next_seq;
-            let hash = chain::make_line(&mut buf, key, epoch, seq, &c.last_hash);
-            a.file
-                .write_all(&buf)
-                .map_err(io("append to audit log", &a.path))?;
-            a.size += buf.len() as u64;
-            c.next_seq += 1;
-            c.last_hash = hash;
-            c.last_epoch = epoch;
-            Ok(seq)
-        })
+            write_out(c, &mut out)?;
+            results.extend(pending.drain(..).map(Ok));
+            Ok(())
+        });
+        if let Err(e) = outcome {
+            // The events not written fail with the error (the first one with the error
+            // itself, the others with its copy); the cache was dropped, so the next append
+            // reads the chain back from the files.
+            for _ in results.len() + 1..n {
+                results.push(Err(e.duplicate()));
+            }
+            results.push(Err(e));
+        }
+        results
     }
 
     /// Seals the active file if it holds events.
@@ -182,6 +209,39 @@ impl Writer {
             Ok(())
         })
     }
+}
+
+/// Writes the lines made so far (`out`) to the active file with one `write(2)`, and
+/// empties `out`.
+fn write_out(c: &mut Cache, out: &mut Vec<u8>) -> Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let a = c
+        .active
+        .as_mut()
+        .expect("lines are made for an active file");
+    #[cfg(test)]
+    let hook = super::fail_point::before_write(&a.path, &mut a.file, out);
+    #[cfg(not(test))]
+    let hook = Ok(());
+    let written = hook.and_then(|()| {
+        a.file
+            .write_all(out)
+            .map_err(io("append to audit log", &a.path))
+    });
+    if let Err(e) = written {
+        // Whole lines of a batch may have reached the file before the write failed: cut
+        // back to the last line written before this write, so that no event whose caller
+        // is told it failed stays in the trail. If even that fails, the next append's
+        // resync cuts the torn last line (and whole lines before it stay: recorded calls
+        // that reported a failure).
+        let _ = a.file.set_len(a.size);
+        return Err(e);
+    }
+    a.size += out.len() as u64;
+    out.clear();
+    Ok(())
 }
 
 /// Creates the directory (0700) and opens its `.lock` (0600).

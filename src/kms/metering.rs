@@ -1,14 +1,16 @@
 //! Metering: how many requests each key served, per month and operation, and what that
 //! would cost at AWS list prices (`cryptvol kms usage`).
 //!
-//! Counting happens in memory on the hot path and is merged into `<region>/usage.json`
+//! Counting happens in memory on the hot path (one atomic add on a counter the thread
+//! keeps at hand: no lock, no allocation) and is merged into `<region>/usage.json`
 //! under a lock once a second and when the KMS is dropped, so a KMS call costs no extra
 //! file write. A crash loses at most the last second of counts; the audit trail still
 //! has every call.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -39,15 +41,40 @@ pub struct UsageFile {
     pub months: Counts,
 }
 
-struct Pending {
-    counts: Counts,
-    last_flush: Instant,
+/// The counters of one meter: one atomic per (month, key, operation), made once under
+/// the meter's lock, then counted into without it (each thread keeps the counters it
+/// used last in [`SLOTS`]).
+type Counters = HashMap<(String, String, String), Arc<AtomicU64>>;
+
+/// Meters live in one process; a thread's cached counters name theirs by this number.
+static NEXT_METER: AtomicU64 = AtomicU64::new(1);
+
+/// How many counters a thread keeps at hand (a server thread serves a few keys and
+/// operations at a time; a miss costs one lock).
+const SLOTS_PER_THREAD: usize = 8;
+
+/// A counter a thread used: its meter, month (as unix-second bounds), key, operation.
+struct Slot {
+    meter: u64,
+    from: i64,
+    until: i64,
+    key: String,
+    operation: String,
+    count: Arc<AtomicU64>,
+}
+
+thread_local! {
+    static SLOTS: std::cell::RefCell<Vec<Slot>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 pub struct Meter {
+    id: u64,
     file: PathBuf,
     lock: PathBuf,
-    pending: Mutex<Pending>,
+    counters: Mutex<Counters>,
+    /// When the counts are next merged into the file: nanoseconds after `born`.
+    next_flush: AtomicU64,
+    born: Instant,
 }
 
 impl std::fmt::Debug for Meter {
@@ -60,12 +87,12 @@ impl Meter {
     /// A meter for the region `dir` (its usage file and lock).
     pub fn new(dir: &RegionDir) -> Meter {
         Meter {
+            id: NEXT_METER.fetch_add(1, Ordering::Relaxed),
             file: dir.usage_file(),
             lock: dir.usage_lock(),
-            pending: Mutex::new(Pending {
-                counts: Counts::new(),
-                last_flush: Instant::now(),
-            }),
+            counters: Mutex::new(Counters::new()),
+            next_flush: AtomicU64::new(FLUSH_EVERY.as_nanos() as u64),
+            born: Instant::now(),
         }
     }
 
@@ -73,46 +100,127 @@ impl Meter {
         self.file.clone()
     }
 
-    /// Counts one request; merges into the file at most once a second.
+    /// Counts one request in `month` (`YYYY-MM`); merges into the file at most once a
+    /// second.
     pub fn record(&self, month: &str, key: &str, operation: &str) {
-        let due = {
-            let Ok(mut p) = self.pending.lock() else {
-                return;
+        match month_bounds(month) {
+            Ok((from, _)) => self.record_at(from, key, operation),
+            Err(_) => {
+                // Not a month we can bound: counted through the lock.
+                self.counter(month, key, operation)
+                    .fetch_add(1, Ordering::Relaxed);
+                self.flush_if_due();
+            }
+        }
+    }
+
+    /// Counts one request made at `t` (unix seconds): the hot path of every KMS call,
+    /// one atomic add on a counter this thread has at hand (no lock, no allocation);
+    /// merges into the file at most once a second.
+    pub fn record_at(&self, t: i64, key: &str, operation: &str) {
+        let counted = SLOTS.with(|slots| {
+            let Ok(slots) = slots.try_borrow() else {
+                return false;
             };
-            // The common case (a key and operation seen before) allocates nothing.
-            match p
-                .counts
-                .get_mut(month)
-                .and_then(|m| m.get_mut(key))
-                .and_then(|k| k.get_mut(operation))
-            {
-                Some(n) => *n += 1,
-                None => {
-                    *p.counts
-                        .entry(month.to_string())
-                        .or_default()
-                        .entry(key.to_string())
-                        .or_default()
-                        .entry(operation.to_string())
-                        .or_default() += 1
+            let hit = slots.iter().find(|s| {
+                s.meter == self.id
+                    && s.from <= t
+                    && t < s.until
+                    && s.key == key
+                    && s.operation == operation
+            });
+            hit.map(|s| s.count.fetch_add(1, Ordering::Relaxed))
+                .is_some()
+        });
+        if !counted {
+            let month = month_of(t);
+            let count = self.counter(&month, key, operation);
+            count.fetch_add(1, Ordering::Relaxed);
+            if let Ok((from, until)) = month_bounds(&month) {
+                SLOTS.with(|slots| {
+                    if let Ok(mut slots) = slots.try_borrow_mut() {
+                        if slots.len() >= SLOTS_PER_THREAD {
+                            slots.remove(0);
+                        }
+                        slots.push(Slot {
+                            meter: self.id,
+                            from,
+                            until,
+                            key: key.to_string(),
+                            operation: operation.to_string(),
+                            count,
+                        });
+                    }
+                });
+            }
+        }
+        self.flush_if_due();
+    }
+
+    /// The counter of (month, key, operation), made if it is new.
+    fn counter(&self, month: &str, key: &str, operation: &str) -> Arc<AtomicU64> {
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        c.entry((month.to_string(), key.to_string(), operation.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// Merges into the file if a second has passed since the last merge (one thread
+    /// does it; the others go on counting).
+    fn flush_if_due(&self) {
+        let now = self.born.elapsed().as_nanos() as u64;
+        let due = self.next_flush.load(Ordering::Relaxed);
+        if now < due {
+            return;
+        }
+        let next = now + FLUSH_EVERY.as_nanos() as u64;
+        if self
+            .next_flush
+            .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+            && let Err(e) = self.flush()
+        {
+            tracing::warn!("metering: {e}");
+        }
+    }
+
+    /// Takes the counts so far (each counter back to zero; counters nobody counts into
+    /// any more are dropped).
+    fn take(&self) -> Counts {
+        let mut taken = Counts::new();
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        c.retain(|(month, key, op), count| {
+            let n = count.swap(0, Ordering::Relaxed);
+            if n > 0 {
+                *taken
+                    .entry(month.clone())
+                    .or_default()
+                    .entry(key.clone())
+                    .or_default()
+                    .entry(op.clone())
+                    .or_default() += n;
+            }
+            // Held by a thread's slots (or counted into since the swap): keep it.
+            n > 0 || Arc::strong_count(count) > 1
+        });
+        taken
+    }
+
+    /// Puts counts back (a merge that failed keeps them for the next try).
+    fn give_back(&self, counts: &Counts) {
+        for (month, keys) in counts {
+            for (key, ops) in keys {
+                for (op, n) in ops {
+                    self.counter(month, key, op)
+                        .fetch_add(*n, Ordering::Relaxed);
                 }
             }
-            p.last_flush.elapsed() >= FLUSH_EVERY
-        };
-        if due && let Err(e) = self.flush() {
-            tracing::warn!("metering: {e}");
         }
     }
 
     /// Merges the counts so far into the usage file.
     pub fn flush(&self) -> Result<()> {
-        let taken = {
-            let mut p = self.pending.lock().map_err(|_| AwsError::Unsupported {
-                message: "metering lock poisoned; restart the process".into(),
-            })?;
-            p.last_flush = Instant::now();
-            std::mem::take(&mut p.counts)
-        };
+        let taken = self.take();
         if taken.is_empty() {
             return Ok(());
         }
@@ -129,9 +237,7 @@ impl Meter {
             });
         if merged.is_err() {
             // Keep the counts for the next try rather than lose them.
-            if let Ok(mut p) = self.pending.lock() {
-                add(&mut p.counts, &taken);
-            }
+            self.give_back(&taken);
         }
         merged
     }
@@ -276,6 +382,42 @@ mod tests {
             &std::fs::metadata(b.path()).unwrap().permissions(),
         );
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn threads_counting_at_once_lose_nothing_across_flushes_and_months() {
+        let d = tempfile::tempdir().unwrap();
+        let meter = Arc::new(Meter::new(&test_region(d.path())));
+        let (nov, dec) = (
+            month_bounds("2026-11").unwrap(),
+            month_bounds("2026-12").unwrap(),
+        );
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let meter = meter.clone();
+                std::thread::spawn(move || {
+                    for i in 0..2_000i64 {
+                        // The last second of November, then December.
+                        let when = if i < 1_000 { nov.1 - 1 } else { dec.0 };
+                        let key = if t % 2 == 0 { "k1" } else { "k2" };
+                        meter.record_at(when, key, "Decrypt");
+                        if i % 500 == 0 {
+                            meter.flush().unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        meter.flush().unwrap();
+        let f = meter.load().unwrap();
+        for month in ["2026-11", "2026-12"] {
+            for key in ["k1", "k2"] {
+                assert_eq!(f.months[month][key]["Decrypt"], 2_000, "{month} {key}");
+            }
+        }
     }
 
     #[test]

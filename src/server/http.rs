@@ -272,7 +272,54 @@ impl State {
         Answer::error(status_of(code), code, &e.remote_message())
     }
 
-    /// Handles one request whose body has been read (blocking: run off the reactor).
+    /// Whether `r` may be handled on the async worker that received it rather than on the
+    /// blocking pool: a KMS cryptographic operation (no keystore write, no fsync), signed
+    /// for a region this server has open (opening one reads files and may run Argon2),
+    /// on a key that is not in a custom key store (whose token may be a network away).
+    /// Everything else, and anything this cannot tell, goes to the blocking pool.
+    pub fn runs_inline(&self, r: &Received) -> bool {
+        const INLINE: &[&str] = &[
+            "Decrypt",
+            "Encrypt",
+            "GenerateDataKey",
+            "GenerateDataKeyWithoutPlaintext",
+            "ReEncrypt",
+        ];
+        let Some(op) = r
+            .header("x-amz-target")
+            .and_then(|t| t.strip_prefix(TARGET_PREFIX))
+            .filter(|op| INLINE.contains(op))
+        else {
+            return false;
+        };
+        // `Credential=<key id>/<date>/<region>/kms/aws4_request` (SigV4 checks it later).
+        let Some(region) = r
+            .header("authorization")
+            .and_then(|a| a.split_once("Credential="))
+            .and_then(|(_, c)| c.split('/').nth(2))
+        else {
+            return false;
+        };
+        let Some(kms) = self
+            .regions
+            .read()
+            .ok()
+            .and_then(|m| m.get(region).cloned())
+        else {
+            return false;
+        };
+        let Ok(body) = &r.body else {
+            return false;
+        };
+        serde_json::from_slice::<Value>(&body.bytes).is_ok_and(|mut v| {
+            let inline = kms.stays_in_process(op, &v);
+            zeroize_strings(&mut v);
+            inline
+        })
+    }
+
+    /// Handles one request whose body has been read (blocking: run off the reactor, unless
+    /// [`State::runs_inline`]).
     pub fn handle(&self, r: Received) -> Answer {
         if super::sts::is_sts(&r) {
             return super::sts::handle(self, &r);

@@ -4,6 +4,7 @@
 
 mod epoch_attack;
 mod epochs;
+mod group;
 mod writers;
 
 use std::fs;

@@ -63,6 +63,7 @@ pub mod sts_event;
 mod tags;
 mod usage;
 mod volume_service;
+mod watch;
 
 pub use authz::condition_values;
 pub use custom_key_stores::{CreateCustomKeyStoreRequest, UpdateCustomKeyStoreRequest};
@@ -80,8 +81,9 @@ pub use tags::MAX_TAGS;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use super::blob;
 use super::event::{self, Call};
-use super::ids::{KeyId, key_arn};
+use super::ids::{KeyId, KeyRef, key_arn};
 use super::keystore::Keystore;
 use super::metering::{self, Meter};
 use super::model::*;
@@ -94,7 +96,7 @@ use crate::iam::IdentityStore;
 use crate::iam::caller::Caller;
 use crate::policy::{self, Policy, PolicyKind};
 use crate::sys::clock::Clock;
-use crate::sys::fsio::{FileLock, FileStamp};
+use crate::sys::fsio::FileLock;
 
 /// Aliases of AWS managed keys that cryptvol creates on first use.
 pub const MANAGED_ALIASES: &[&str] = &["alias/aws/ebs", SECRETS_MANAGED_ALIAS];
@@ -120,7 +122,8 @@ pub const DEFAULT_ROTATION_PERIOD_DAYS: u32 = 365;
 
 struct Loaded {
     ks: Keystore,
-    stamp: Option<FileStamp>,
+    /// The file `ks` was read from, to notice another process's write (`watch.rs`).
+    file: Option<watch::Watched>,
     next_due: Option<UnixTime>,
 }
 
@@ -169,7 +172,7 @@ impl EmbeddedKms {
     /// Opens a region given its root key, applying any due rotation or deletion.
     pub fn open(dir: RegionDir, root: Key256, clock: Clock) -> Result<Self> {
         let path = dir.keystore_path();
-        let stamp = FileStamp::of(&path);
+        let file = watch::Watched::open(&path);
         let ks = Keystore::load(&path, &root, &dir.region)?;
         let account = ks.body.account_id.clone();
         let parse_default = |text: String| {
@@ -203,7 +206,7 @@ impl EmbeddedKms {
             state: RwLock::new(Loaded {
                 next_due: ks.body.next_due(),
                 ks,
-                stamp,
+                file,
             }),
         };
         kms.housekeep_if_due()?;
@@ -290,6 +293,45 @@ impl EmbeddedKms {
         Ok(ks)
     }
 
+    /// Whether a cryptographic request (`op`, its JSON `body`) is sure to stay in this
+    /// process: the key it names (its `KeyId`, or the key its `CiphertextBlob` names) is
+    /// in the keystore as last read and not in a custom key store, whose operations call
+    /// a PKCS#11 token. `false` when it cannot tell (the call then decides for itself).
+    pub fn stays_in_process(&self, op: &str, body: &serde_json::Value) -> bool {
+        let Ok(st) = self.state.read() else {
+            return false;
+        };
+        let ks = &st.ks;
+        if ks.body.custom_key_stores.is_empty() {
+            return true;
+        }
+        let embedded = |id: &KeyId| {
+            ks.body
+                .keys
+                .get(id)
+                .is_some_and(|k| k.custom_key_store_id.is_none())
+        };
+        let named = |field: &str| {
+            body.get(field)
+                .and_then(|v| v.as_str())
+                .and_then(|s| KeyRef::parse(s).ok())
+                .and_then(|r| self.resolve(ks, &r).ok())
+                .is_some_and(|id| embedded(&id))
+        };
+        let blob = || {
+            body.get("CiphertextBlob")
+                .and_then(|v| v.as_str())
+                .and_then(|s| crate::aws::b64::decode(s).ok())
+                .is_some_and(|b| blob::parse(&b).is_ok_and(|p| embedded(&p.header.key_id)))
+        };
+        match op {
+            "Decrypt" => blob() && (body.get("KeyId").is_none() || named("KeyId")),
+            "ReEncrypt" => blob() && named("DestinationKeyId"),
+            "Encrypt" | "GenerateDataKey" | "GenerateDataKeyWithoutPlaintext" => named("KeyId"),
+            _ => false,
+        }
+    }
+
     pub fn region(&self) -> &Region {
         &self.dir.region
     }
@@ -317,21 +359,22 @@ impl EmbeddedKms {
         Ok(())
     }
 
-    /// Reloads the keystore if another process replaced the file since we read it.
+    /// Reloads the keystore if another process replaced the file since we read it: one
+    /// `fstat` of the file we read (`watch.rs`), not a `stat` of its path.
     fn refresh_if_changed(&self) -> Result<()> {
-        let path = self.dir.keystore_path();
-        let now_stamp = FileStamp::of(&path);
         let stale = {
             let st = self.state.read().map_err(|_| internal_lock_poisoned())?;
-            st.stamp != now_stamp
+            !st.file.as_ref().is_some_and(watch::Watched::unchanged)
         };
         if stale {
+            // Opened before it is read: a write in between is seen at the next call.
+            let file = watch::Watched::open(&self.dir.keystore_path());
             let ks = self.load_keystore(false)?;
             let mut st = self.state.write().map_err(|_| internal_lock_poisoned())?;
             *st = Loaded {
                 next_due: ks.body.next_due(),
                 ks,
-                stamp: now_stamp,
+                file,
             };
         }
         Ok(())
@@ -382,7 +425,8 @@ impl EmbeddedKms {
         let mut st = self.state.write().map_err(|_| internal_lock_poisoned())?;
         *st = Loaded {
             next_due: ks.body.next_due(),
-            stamp: FileStamp::of(&path),
+            // Under the region lock: the file is the one just read or written.
+            file: watch::Watched::open(&path),
             ks,
         };
         out
@@ -485,8 +529,7 @@ impl EmbeddedKms {
                 .first()
                 .map(String::as_str)
                 .unwrap_or(metering::NO_KEY);
-            self.meter
-                .record(&metering::month_of(self.clock.now()), key, call.name);
+            self.meter.record_at(self.clock.now(), key, call.name);
         }
         out
     }

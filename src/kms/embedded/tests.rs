@@ -154,17 +154,17 @@ fn writers_in_parallel_lose_nothing() {
     );
 }
 
+/// An instance of the region with one new key in it.
+fn open_with_a_key(d: &tempfile::TempDir, r: &Region) -> (EmbeddedKms, KeyRef) {
+    let kms = open(d, r, Clock::System);
+    let id = KeyRef::parse(&kms.create_key(&root(&kms), &key_req("")).unwrap().key_id).unwrap();
+    (kms, id)
+}
+
 #[test]
 fn a_long_lived_instance_sees_changes_by_others() {
     let (d, r) = setup();
-    let server = open(&d, &r, Clock::System);
-    let id = KeyRef::parse(
-        &server
-            .create_key(&root(&server), &key_req(""))
-            .unwrap()
-            .key_id,
-    )
-    .unwrap();
+    let (server, id) = open_with_a_key(&d, &r);
     let ctx = EncryptionContext::new();
     assert!(server.encrypt(&root(&server), &id, b"x", &ctx).is_ok());
     let other = open(&d, &r, Clock::System);
@@ -173,6 +173,34 @@ fn a_long_lived_instance_sees_changes_by_others() {
         server.encrypt(&root(&server), &id, b"x", &ctx),
         Err(AwsError::Disabled { .. })
     ));
+}
+
+/// The keystore is watched through a descriptor on the file we read (`watch.rs`): a
+/// replacement by rename (even with another link to the old file), an edit in place and
+/// a deletion are all seen at the next call, as a `stat` of the path saw them.
+#[test]
+fn a_long_lived_instance_sees_every_kind_of_keystore_change() {
+    let (d, r) = setup();
+    let (server, id) = open_with_a_key(&d, &r);
+    let ctx = EncryptionContext::new();
+    let works = |kms: &EmbeddedKms| kms.encrypt(&root(kms), &id, b"x", &ctx);
+    assert!(works(&server).is_ok());
+    let path = server.dir.keystore_path();
+    let enabled = std::fs::read(&path).unwrap();
+    // Replaced by rename while another link holds the old file (its link count 2 → 1).
+    std::fs::hard_link(&path, path.with_extension("link")).unwrap();
+    let other = open(&d, &r, Clock::System);
+    other.disable_key(&root(&other), &id).unwrap();
+    assert!(matches!(works(&server), Err(AwsError::Disabled { .. })));
+    // Edited in place (same inode, likely the same size): an old copy written back by
+    // hand. A kernel without fine-grained timestamps gives both writes the same mtime
+    // within one clock tick; a path stat would miss that too, so let a tick pass.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&path, &enabled).unwrap();
+    assert!(works(&server).is_ok());
+    // Deleted: the call fails rather than go on with what it read.
+    std::fs::remove_file(&path).unwrap();
+    assert!(works(&server).is_err());
 }
 
 #[test]
@@ -201,4 +229,58 @@ fn failed_mutation_changes_nothing_on_disk() {
         Err(AwsError::NotFound { .. })
     ));
     assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+/// Group commit at the KMS: Decrypts made at once by several threads, while the audit
+/// write ahead of them is held, share the next write; when that write fails, every one of
+/// them fails with AuditFailed and none returns plaintext, and the trail holds none of
+/// their events.
+#[test]
+fn callers_whose_shared_audit_write_fails_get_no_result() {
+    use crate::audit::fail_point;
+    let (d, r) = setup();
+    let kms = std::sync::Arc::new(open(&d, &r, Clock::System));
+    let ctx = EncryptionContext::single("purpose", "group");
+    let key = KeyRef::parse(&kms.create_key(&root(&kms), &key_req("")).unwrap().key_id).unwrap();
+    let blob = kms
+        .generate_data_key(&root(&kms), &key, DataKeySpec::Bytes(32), &ctx)
+        .unwrap()
+        .ciphertext_blob;
+    let dir = kms.audit_log().dir().to_path_buf();
+    let events_before = kms.audit_log().events().unwrap().len();
+    let writes = fail_point::writes(&dir);
+    fail_point::hold(&dir);
+    let spawn = |kms: &std::sync::Arc<EmbeddedKms>| {
+        let (kms, blob, ctx) = (kms.clone(), blob.clone(), ctx.clone());
+        std::thread::spawn(move || kms.decrypt(&root(&kms), &blob, &ctx, None))
+    };
+    let leader = spawn(&kms);
+    fail_point::wait_for_held_writer(&dir);
+    let followers: Vec<_> = (0..4).map(|_| spawn(&kms)).collect();
+    // Let them queue behind the held write (whether they all made it in time or not,
+    // none of the writes after the leader's goes through).
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    fail_point::tear_write(&dir, writes + 1);
+    fail_point::release(&dir);
+    let first = leader
+        .join()
+        .unwrap()
+        .expect("the leader's write went through");
+    assert_eq!(first.plaintext.len(), 32);
+    let mut failed = 0;
+    for f in followers {
+        match f.join().unwrap() {
+            Err(AwsError::AuditFailed { message, .. }) => {
+                assert!(message.contains("torn by a test"), "{message}");
+                failed += 1;
+            }
+            Ok(_) => {} // its event was queued after the torn write, in a later one
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert!(failed >= 1);
+    let events = kms.audit_log().events().unwrap();
+    // The leader's event and those of the followers that succeeded, nothing else.
+    assert_eq!(events.len(), events_before + 1 + (4 - failed));
+    assert!(kms.audit_log().verify().unwrap().valid);
 }
