@@ -310,7 +310,21 @@ impl Pool {
     /// volume's overwrites) goes to the tag journal instead of a metadata transaction
     /// (`journal.rs`).
     pub fn sync(&self) -> Result<()> {
-        self.commit_with(true)
+        self.sync_since(self.epoch())
+    }
+
+    /// [`Pool::sync`] for a caller whose writes all returned before the epoch was
+    /// `started`. Group commit: every write of that caller precedes the take of any commit
+    /// that closes `started` or a later epoch, so once such a commit is durable there is
+    /// nothing left to do. Concurrent fsyncs that queued on the commit lock behind a
+    /// commit in flight are then answered by the one commit after it instead of one each
+    /// (other writers keep the files dirty in between, so each used to sync again).
+    pub(super) fn sync_since(&self, started: u64) -> Result<()> {
+        let _one_at_a_time = lock(&self.commit_lock);
+        if self.durable_epoch() >= started {
+            return Ok(());
+        }
+        self.commit_locked(true)
     }
 
     fn commit_with(&self, journal: bool) -> Result<()> {

@@ -37,6 +37,8 @@ mod remote;
 #[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]
+mod tests_group_commit;
+#[cfg(test)]
 mod tests_journal_attack;
 #[cfg(test)]
 mod tests_journal_blocks;
