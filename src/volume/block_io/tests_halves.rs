@@ -371,13 +371,31 @@ fn small_authenticated_reads_ask_for_read_ahead_in_each_file_holding_their_neigh
 fn evict(path: &std::path::Path) {
     let f = std::fs::File::open(path).unwrap();
     f.sync_all().unwrap();
-    nix::fcntl::posix_fadvise(
-        &f,
-        0,
-        0,
-        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    )
-    .unwrap();
+    // DONTNEED drains only the calling CPU's batch of pages not yet on the LRU; a page
+    // another CPU just touched is skipped (seen once in CI: "first half, dropped" found the
+    // block cached). So the advice is given from every CPU in turn.
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    use nix::unistd::Pid;
+    let me = Pid::from_raw(0);
+    let allowed = sched_getaffinity(me).unwrap();
+    let dontneed = || {
+        nix::fcntl::posix_fadvise(
+            &f,
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        )
+        .unwrap()
+    };
+    for cpu in (0..CpuSet::count()).filter(|c| allowed.is_set(*c).unwrap_or(false)) {
+        let mut one = CpuSet::new();
+        one.set(cpu).unwrap();
+        if sched_setaffinity(me, &one).is_ok() {
+            dontneed();
+        }
+    }
+    sched_setaffinity(me, &allowed).unwrap();
+    dontneed();
 }
 
 /// A small read that the page cache holds is read from there without any read-ahead
