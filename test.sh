@@ -67,9 +67,21 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
-echo "== tests"
+# The volume suites run twice: over the default transport (FUSE over io_uring where the
+# kernel has it) and over the classic one (/dev/fuse), so both pass them, crash and stress
+# tests included (tests/volume_attach.rs checks each run used the transport it names).
+volume_suites=(volume_attach volume_mount volume_errors volume_grants stress crash_cycles
+  integrity integrity_attack integrity_foreground wait_attack loop_cleanup snapshot)
+suite_args=()
+for t in "${volume_suites[@]}"; do suite_args+=(--test "$t"); done
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --locked --no-fail-fast
+  run_tests() { cargo nextest run --locked --no-fail-fast "$@"; }
 else
-  cargo test --locked --no-fail-fast
+  run_tests() { cargo test --locked --no-fail-fast "$@"; }
 fi
+status=0
+echo "== tests"
+run_tests || status=$?
+echo "== the volume suites again over the classic FUSE transport (CRYPTVOL_FUSE_TRANSPORT=classic)"
+CRYPTVOL_FUSE_TRANSPORT=classic run_tests "${suite_args[@]}" || status=$?
+exit $status

@@ -103,7 +103,7 @@ fn attack_control_socket_bad_input_is_refused_cleanly() {
     let d = start_daemon(&v);
     let (k, m) = err_of(&raw(&d.sock, b"{not json\n"));
     assert_eq!(k, "invalid", "{m}");
-    let (k, m) = err_of(&raw(&d.sock, b"{\"v\":3,\"request\":{\"op\":\"rm_rf\"}}\n"));
+    let (k, m) = err_of(&raw(&d.sock, b"{\"v\":4,\"request\":{\"op\":\"rm_rf\"}}\n"));
     assert_eq!(k, "invalid", "{m}");
     let (k, m) = err_of(&raw(&d.sock, b"{\"v\":2,\"request\":{\"op\":\"ping\"}}\n"));
     assert_eq!(k, "busy", "{m}");
@@ -113,24 +113,24 @@ fn attack_control_socket_bad_input_is_refused_cleanly() {
     // variants do; see finding 6.)
     let (k, m) = err_of(&raw(
         &d.sock,
-        b"{\"v\":3,\"request\":{\"op\":\"get_volume\",\"volume\":\"vol-00000000000000000\",\"x\":1}}\n",
+        b"{\"v\":4,\"request\":{\"op\":\"get_volume\",\"volume\":\"vol-00000000000000000\",\"x\":1}}\n",
     ));
     assert_eq!(k, "invalid", "{m}");
     // Resize to a hostile size of a volume that does not exist / with a negative size.
     let (k, _) = err_of(&raw(
         &d.sock,
-        b"{\"v\":3,\"request\":{\"op\":\"resize_volume\",\"volume\":\"vol-00000000000000000\",\"size\":18446744073709551615}}\n",
+        b"{\"v\":4,\"request\":{\"op\":\"resize_volume\",\"volume\":\"vol-00000000000000000\",\"size\":18446744073709551615}}\n",
     ));
     assert_eq!(k, "not_found");
     let (k, _) = err_of(&raw(
         &d.sock,
-        b"{\"v\":3,\"request\":{\"op\":\"resize_volume\",\"volume\":\"vol-00000000000000000\",\"size\":-1}}\n",
+        b"{\"v\":4,\"request\":{\"op\":\"resize_volume\",\"volume\":\"vol-00000000000000000\",\"size\":-1}}\n",
     ));
     assert_eq!(k, "invalid");
     // A stalled half line does not block a ping.
     let mut stalled = UnixStream::connect(&d.sock).unwrap();
-    stalled.write_all(b"{\"v\":3,\"requ").unwrap();
-    let pong = raw(&d.sock, b"{\"v\":3,\"request\":{\"op\":\"ping\"}}\n");
+    stalled.write_all(b"{\"v\":4,\"requ").unwrap();
+    let pong = raw(&d.sock, b"{\"v\":4,\"request\":{\"op\":\"ping\"}}\n");
     assert!(pong[0]["done"]["Ok"].is_u64(), "{pong:?}");
     drop(stalled);
 }
@@ -145,11 +145,11 @@ fn attack_control_newer_protocol_gets_the_version_refusal() {
     let d = start_daemon(&v);
     let (k, m) = err_of(&raw(
         &d.sock,
-        b"{\"v\":4,\"request\":{\"op\":\"attach_many\",\"volumes\":[]}}\n",
+        b"{\"v\":5,\"request\":{\"op\":\"attach_many\",\"volumes\":[]}}\n",
     ));
     assert_eq!(
         k, "busy",
-        "a protocol-4 request must get the version refusal: {m}"
+        "a protocol-5 request must get the version refusal: {m}"
     );
     assert!(m.contains("protocol"), "{m}");
 }

@@ -210,15 +210,11 @@ fn probe(dir: &Path) -> Vec<(&'static str, String)> {
 fn every_request_answers_alike_over_the_ring_and_over_dev_fuse() {
     needs!(Fuse, Root, FuseRing);
     let run = |ring: bool| {
-        let v = VolEnv::new();
+        let v = ring_env();
         let vol = v.create(&["--size", "64M", "--name", "p"]);
         let d = v.dir("p");
-        let env: &[(&str, &str)] = if ring {
-            &[]
-        } else {
-            &[("CRYPTVOL_FUSE_RING", "0")]
-        };
-        v.attach_run_env(&vol, &d, &[], env).ok();
+        let chosen = if ring { "uring" } else { "classic" };
+        v.attach_run(&vol, &d, &["--fuse-transport", chosen]).ok();
         let got = probe(&canon(&d));
         let t = transport(&v, &d);
         v.detach(&d);
@@ -282,7 +278,7 @@ fn writer(file: PathBuf, slot: u64, stop: Arc<AtomicBool>) -> std::thread::JoinH
 #[test]
 fn detach_racing_with_writers_keeps_fsynced_writes_and_ends_its_queues() {
     needs!(Fuse, Root, FuseRing);
-    let v = VolEnv::new();
+    let v = ring_env();
     let keep = v.create(&["--size", "64M", "--name", "keep"]);
     let vol = v.create(&["--size", "64M", "--name", "w"]);
     let (dk, dw) = (v.dir("keep"), v.dir("w"));
@@ -347,7 +343,7 @@ fn detach_racing_with_writers_keeps_fsynced_writes_and_ends_its_queues() {
 #[test]
 fn attach_detach_cycles_with_io_leave_no_ring_threads_or_buffers() {
     needs!(Fuse, Root, FuseRing);
-    let v = VolEnv::new();
+    let v = ring_env();
     let keep = v.create(&["--size", "64M", "--name", "keep"]);
     let vol = v.create(&["--size", "64M", "--name", "c"]);
     let (dk, dc) = (v.dir("keep"), v.dir("c"));
@@ -442,7 +438,7 @@ fn signal_daemon_during_writes(v: &VolEnv, file: &Path, sig: nix::sys::signal::S
 #[test]
 fn kill_9_and_sigterm_during_ring_io_keep_what_was_promised() {
     needs!(Fuse, Root, FuseRing);
-    let v = VolEnv::new();
+    let v = ring_env();
     let vol = v.create(&["--size", "64M", "--name", "k"]);
     let dir = v.dir("k");
     let file = v.attach(&vol, &dir, &[]);
@@ -512,7 +508,7 @@ fn thirty_volumes_under_a_1024_descriptor_limit_are_all_served() {
     // This test's process only (nextest runs each test in its own): the CLI and the
     // daemon it starts inherit the limit.
     setrlimit(Resource::RLIMIT_NOFILE, 1024.min(hard), hard).unwrap();
-    let v = VolEnv::new();
+    let v = ring_env();
     let mut files = Vec::new();
     for i in 0..30 {
         let name = format!("v{i}");

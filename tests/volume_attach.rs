@@ -231,6 +231,38 @@ fn random_aligned_and_unaligned_io_matches_a_model_and_persists() {
 /// The region daemon runs with two malloc arenas (`MALLOC_ARENA_MAX`, docs/cli.md) unless
 /// its caller set the variable: glibc otherwise gave each FUSE thread that ran a commit an
 /// arena of its own, kept as large as that commit, and the daemon's memory grew with them.
+/// The volume tests run over the FUSE transport the runner chose: CI runs this file (and
+/// the other volume suites) a second time with `CRYPTVOL_FUSE_TRANSPORT=classic`; this
+/// checks that those runs really went through `/dev/fuse`, and the default ones through
+/// the ring where the kernel has it.
+#[test]
+fn attaches_serve_over_the_transport_the_runner_chose() {
+    needs!(Fuse);
+    let v = VolEnv::new();
+    let vol = v.create(&["--size", "64M", "--name", "t"]);
+    let dir = v.dir("t");
+    let path = v.attach(&vol, &dir, &[]);
+    // The ring reports itself once a request went through it.
+    let f = open_rw(&path);
+    f.write_all_at(b"which transport", 4096).unwrap();
+    f.sync_all().unwrap();
+    let ring_here = Path::new(FUSE_RING_KNOB).exists() && is_root();
+    let chosen = std::env::var("CRYPTVOL_FUSE_TRANSPORT").unwrap_or_default();
+    let want = match chosen.as_str() {
+        "classic" => "/dev/fuse",
+        "uring" => "io_uring",
+        _ if ring_here => "io_uring",
+        _ => "/dev/fuse",
+    };
+    assert_eq!(
+        transport(&v, &dir),
+        want,
+        "CRYPTVOL_FUSE_TRANSPORT={chosen:?}, ring available: {ring_here}"
+    );
+    drop(f);
+    v.detach(&dir);
+}
+
 #[test]
 fn the_daemon_runs_with_two_malloc_arenas_unless_its_caller_chose() {
     needs!(Fuse);

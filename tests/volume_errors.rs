@@ -282,14 +282,14 @@ fn control_socket_refuses_bad_requests_and_keeps_serving() {
     };
     let r = ask(b"this is not json\n");
     assert!(r.contains("\"Err\"") && r.contains("malformed"), "{r}");
-    let r = ask(b"{\"v\":3,\"request\":{\"op\":\"format_disk\"}}\n");
+    let r = ask(b"{\"v\":4,\"request\":{\"op\":\"format_disk\"}}\n");
     assert!(r.contains("\"Err\"") && r.contains("malformed"), "{r}");
     let r = ask(b"{\"v\":1,\"request\":{\"op\":\"ping\"}}\n");
     assert!(r.contains("\"Err\"") && r.contains("protocol"), "{r}");
-    let r = ask(b"{\"v\":3,\"request\":{\"op\":\"ping\"}");
+    let r = ask(b"{\"v\":4,\"request\":{\"op\":\"ping\"}");
     assert!(r.contains("\"Err\"") && r.contains("incomplete"), "{r}");
     // A header that does not decode is refused by its type, not stored.
-    let r = ask(b"{\"v\":3,\"request\":{\"op\":\"create_volume\",\"header\":\"AAAA\"}}\n");
+    let r = ask(b"{\"v\":4,\"request\":{\"op\":\"create_volume\",\"header\":\"AAAA\"}}\n");
     assert!(r.contains("\"Err\""), "{r}");
     // 80 MiB without a newline: refused after the limit, not buffered whole.
     let big = vec![b'x'; 80 << 20];

@@ -26,6 +26,7 @@ use crate::daemon::fuse_file::FILE_NAME;
 use crate::daemon::mount::{self, MountRecord};
 use crate::daemon::rpc::{DetachReply, Request, WireSecret};
 use crate::daemon::run::{self as daemon, InitialAttach};
+use crate::daemon::transport::FuseTransport;
 use crate::kms::KeyBackend;
 use crate::sys::filesystem::FsType;
 use crate::sys::fsio;
@@ -50,6 +51,10 @@ pub struct AttachArgs {
     /// from a backup on purpose); the anchor then moves to the pool's state
     #[arg(long)]
     accept_rollback: bool,
+    /// How the kernel's FUSE requests reach the daemon: io_uring queues where the kernel
+    /// has them (auto), io_uring or fail (uring), or /dev/fuse (classic)
+    #[arg(long, value_enum, env = "CRYPTVOL_FUSE_TRANSPORT", default_value_t = FuseTransport::Auto)]
+    fuse_transport: FuseTransport,
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,6 +77,10 @@ pub struct MountArgs {
     /// from a backup on purpose); the anchor then moves to the pool's state
     #[arg(long)]
     accept_rollback: bool,
+    /// How the kernel's FUSE requests reach the daemon: io_uring queues where the kernel
+    /// has them (auto), io_uring or fail (uring), or /dev/fuse (classic)
+    #[arg(long, value_enum, env = "CRYPTVOL_FUSE_TRANSPORT", default_value_t = FuseTransport::Auto)]
+    fuse_transport: FuseTransport,
 }
 
 fn log_dir(cfg: &Config) -> PathBuf {
@@ -199,6 +208,7 @@ fn attach_via_daemon(
     dir: &Path,
     dk: &SecretBytes,
     accept_rollback: bool,
+    transport: FuseTransport,
 ) -> Result<(), CliError> {
     let region = cfg.region_dir();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -212,6 +222,7 @@ fn attach_via_daemon(
             dir: dir.to_path_buf(),
             data_key: WireSecret(b64::encode(dk.expose())),
             accept_rollback,
+            transport,
         };
         // The key in the request is zeroized when the call drops it (`WireSecret`).
         let res = client.call::<()>(req);
@@ -284,11 +295,12 @@ pub fn attach(cfg: &Config, a: AttachArgs) -> Result<(), CliError> {
                 } else {
                     crate::volume::pool::Rollback::Refuse
                 },
+                transport: a.fuse_transport,
             }),
         )?;
         return Ok(());
     }
-    attach_via_daemon(cfg, &h, &dir, &dk, a.accept_rollback)?;
+    attach_via_daemon(cfg, &h, &dir, &dk, a.accept_rollback, a.fuse_transport)?;
     let dir = dir.canonicalize().unwrap_or(dir);
     cfg.print(
         &AttachResult {
@@ -448,7 +460,14 @@ pub fn mount(cfg: &Config, m: MountArgs) -> Result<(), CliError> {
     // Record first, so that `unmount` can undo whatever part of this succeeds.
     mount::save_record(&region, &rec)?;
     let mut steps = || -> Result<(), CliError> {
-        attach_via_daemon(cfg, &h, &attach_dir, &dk, m.accept_rollback)?;
+        attach_via_daemon(
+            cfg,
+            &h,
+            &attach_dir,
+            &dk,
+            m.accept_rollback,
+            m.fuse_transport,
+        )?;
         let dev = crate::sys::loopdev::loop_attach(&attach_dir.join(FILE_NAME))?;
         rec.loop_device = Some(dev.clone());
         mount::save_record(&region, &rec)?;

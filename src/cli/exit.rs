@@ -213,6 +213,7 @@ fn volume_exit(k: ErrorKind) -> Exit {
         ErrorKind::NewerFormat => Exit::NewerFormat,
         ErrorKind::Busy => Exit::Busy,
         ErrorKind::Tool => Exit::SystemTool,
+        ErrorKind::Unsupported => Exit::Unsupported,
         ErrorKind::Kms | ErrorKind::Other => Exit::Internal,
     }
 }

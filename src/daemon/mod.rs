@@ -14,7 +14,8 @@
 //! - `fetcher`: the chunk fetcher of lazily restored volumes, built from the region's
 //!   config;
 //! - `fuse_file`: the FUSE filesystem exposing a volume as one file; `fuse_ring`: the same
-//!   requests over io_uring queues where the kernel offers them; `errno`: volume errors
+//!   requests over io_uring queues where the kernel offers them; `transport`: which of the
+//!   two serves a mount (`--fuse-transport`); `errno`: volume errors
 //!   as errno values; `fsname`: the source its mounts carry (region and volume);
 //! - `mount`: the records of `cryptvol mount` (loop device, filesystem, mount point).
 
@@ -30,3 +31,4 @@ pub mod owner;
 pub mod rpc;
 pub mod run;
 mod socket;
+pub mod transport;

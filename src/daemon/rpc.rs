@@ -19,7 +19,7 @@ use crate::volume::{VolumeError, VolumeHeader, VolumeId};
 
 /// The protocol version. A daemon refuses a request of another version with a message
 /// that says how to get going again (after an upgrade, an old daemon may still run).
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// What goes on the wire: the version and the request.
 #[derive(Debug, Serialize, Deserialize)]
@@ -44,6 +44,9 @@ pub enum Request {
         /// Attach an authenticated volume whose pool is older than its anchor.
         #[serde(default)]
         accept_rollback: bool,
+        /// Which FUSE transport serves it (`--fuse-transport`).
+        #[serde(default)]
+        transport: super::transport::FuseTransport,
     },
     /// → DetachReply
     Detach {

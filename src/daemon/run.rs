@@ -19,9 +19,10 @@ use nix::sys::signal::{SigSet, Signal};
 use tracing::{error, info, warn};
 
 use super::fuse_file::VolumeFs;
-use super::fuse_ring::{self, Rings};
+use super::fuse_ring::Rings;
 use super::owner::PoolOwner;
 use super::rpc::{AttachedInfo, DaemonStatus};
+use super::transport::FuseTransport;
 use crate::crypto::SecretBytes;
 use crate::datadir::RegionDir;
 use crate::sys::fsio;
@@ -87,6 +88,7 @@ pub struct InitialAttach {
     pub dir: PathBuf,
     pub data_key: SecretBytes,
     pub rollback: Rollback,
+    pub transport: FuseTransport,
 }
 
 pub(super) fn canonical(dir: &Path) -> Result<PathBuf> {
@@ -142,6 +144,7 @@ impl Daemon {
         dir: &Path,
         data_key: SecretBytes,
         rollback: Rollback,
+        transport: FuseTransport,
     ) -> Result<()> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(stopping_error());
@@ -227,16 +230,20 @@ impl Daemon {
                     c
                 };
                 let mut fs = VolumeFs::new(vol);
-                fs.ring = use_ring();
+                fs.ring = transport.wants_ring()?;
                 let ring_fs = Arc::new(fs.clone());
                 let mounted = fuser::Session::new(fs, &dir, &config)
                     .map_err(|e| VolumeError::io("cannot mount FUSE at", &dir, e))?;
-                let rings = if ring_fs.ring {
-                    Rings::start(mounted.as_fd(), ring_fs)
+                let rings = match (ring_fs.ring, transport) {
+                    (false, _) => None,
+                    // Dropping the session unmounts what it mounted: nothing is left.
+                    (true, FuseTransport::Uring) => Some(
+                        Rings::start(mounted.as_fd(), ring_fs)
+                            .map_err(|e| FuseTransport::no_ring(e.to_string()))?,
+                    ),
+                    (true, _) => Rings::start(mounted.as_fd(), ring_fs)
                         .inspect_err(|e| warn!("FUSE over io_uring for {volume}: {e}"))
-                        .ok()
-                } else {
-                    None
+                        .ok(),
                 };
                 let session = mounted
                     .spawn()
@@ -399,12 +406,6 @@ impl Daemon {
     }
 }
 
-/// Serve requests over io_uring queues where the kernel has them (`fuse_ring::enable`);
-/// `CRYPTVOL_FUSE_RING=0` keeps them on `/dev/fuse` and leaves the kernel's switch alone.
-fn use_ring() -> bool {
-    std::env::var("CRYPTVOL_FUSE_RING").map_or(true, |v| v != "0") && fuse_ring::enable()
-}
-
 /// Raises the soft limit on open descriptors to the hard one. Each attached volume holds one
 /// per FUSE thread (`clone_fd`) and, over the ring, one per queue thread (its io_uring) and
 /// two more (a `/dev/fuse` duplicate and the wake-up eventfd): about 26 on two CPUs. Under
@@ -507,7 +508,7 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
         }),
     });
     if let Some(i) = initial {
-        daemon.attach(&i.volume, &i.dir, i.data_key, i.rollback)?;
+        daemon.attach(&i.volume, &i.dir, i.data_key, i.rollback, i.transport)?;
     }
     {
         let d = daemon.clone();

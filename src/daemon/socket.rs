@@ -134,6 +134,7 @@ impl Daemon {
                 dir,
                 data_key,
                 accept_rollback,
+                transport,
             } => {
                 let key = crate::aws::b64::decode(&data_key.0)
                     .map(SecretBytes::new)
@@ -144,7 +145,7 @@ impl Daemon {
                 } else {
                     crate::volume::pool::Rollback::Refuse
                 };
-                done_line(key.and_then(|k| self.attach(&volume, &dir, k, rollback)))
+                done_line(key.and_then(|k| self.attach(&volume, &dir, k, rollback, transport)))
             }
             // Answered by `serve_conn`, which may stop the daemon after it.
             Request::Detach { dir } => done_line(self.detach(&dir).map(|()| DetachReply {

@@ -43,6 +43,14 @@ pub enum VolumeError {
     #[error("invalid {what}: {message}")]
     InvalidArgument { what: String, message: String },
 
+    /// Something this machine cannot do (a kernel feature that is missing).
+    #[error("{what} is not available: {why}; {hint}")]
+    Unsupported {
+        what: String,
+        why: String,
+        hint: String,
+    },
+
     #[error("the customer key does not open volume {id}: give the key file it was created with")]
     WrongCustomerKey { id: String },
 
@@ -193,6 +201,8 @@ pub enum ErrorKind {
     Busy,
     Kms,
     Tool,
+    /// Something this machine cannot do.
+    Unsupported,
     Other,
 }
 
@@ -223,6 +233,7 @@ impl VolumeError {
             VolumeError::PoolBusy { .. } | VolumeError::Cancelled { .. } => ErrorKind::Busy,
             VolumeError::Kms(_) => ErrorKind::Kms,
             VolumeError::Tool { .. } => ErrorKind::Tool,
+            VolumeError::Unsupported { .. } => ErrorKind::Unsupported,
             VolumeError::Remote { kind, .. } | VolumeError::RemoteChunk { kind, .. } => *kind,
             VolumeError::NoSnapshotStore { .. } | VolumeError::NotHydrated { .. } => {
                 ErrorKind::Invalid

@@ -48,7 +48,7 @@ pub enum Need {
     FuseRing,
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
@@ -888,6 +888,15 @@ pub fn ring_threads(pid: i32) -> usize {
         .iter()
         .filter(|c| c.starts_with("fuse-ring"))
         .count()
+}
+
+/// A fresh data dir whose attaches and mounts ask for FUSE over io_uring
+/// (`CRYPTVOL_FUSE_TRANSPORT=uring`), whatever transport the test runner chose for the
+/// rest of the suite (CI runs the volume tests a second time with `classic`).
+pub fn ring_env() -> VolEnv {
+    let v = VolEnv::new();
+    v.set_env("CRYPTVOL_FUSE_TRANSPORT", "uring");
+    v
 }
 
 /// `status`'s `FuseTransport` for the volume attached at `dir`.

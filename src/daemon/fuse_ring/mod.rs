@@ -77,6 +77,30 @@ pub fn enable() -> bool {
     }
 }
 
+/// True if this process may create a ring of the kind the queues use. The kernel's switch
+/// can be on while io_uring is refused to us (a seccomp filter such as Docker's default
+/// profile, `kernel.io_uring_disabled`): a mount that accepted the ring at INIT would then
+/// wait for queues that never register, and every request on it would hang
+/// (tests/fuse_ring_seccomp.rs). So a mount asks for the ring only after this probe.
+pub fn can_create_rings() -> bool {
+    match new_ring() {
+        Ok(_) => true,
+        Err(e) => {
+            info!(
+                "io_uring is not available to this process ({e}): FUSE requests stay on /dev/fuse"
+            );
+            false
+        }
+    }
+}
+
+/// A ring of the kind each queue thread uses (128-byte entries for the FUSE commands).
+fn new_ring() -> std::io::Result<IoUring<squeue::Entry128, cqueue::Entry>> {
+    IoUring::builder()
+        .setup_cqsize(2 * DEPTH as u32 + 2)
+        .build(DEPTH as u32 + 1)
+}
+
 /// The queues of one mount; `stop` ends them.
 pub struct Rings {
     threads: Vec<JoinHandle<()>>,
@@ -186,9 +210,7 @@ fn run_queue(
     if let Err(e) = process::pin_current_thread(qid as usize) {
         debug!("cannot pin a FUSE ring thread to CPU {qid}: {e}");
     }
-    let mut ring: IoUring<squeue::Entry128, cqueue::Entry> = IoUring::builder()
-        .setup_cqsize(2 * DEPTH as u32 + 2)
-        .build(DEPTH as u32 + 1)?;
+    let mut ring = new_ring()?;
     let payload_len = MAX_IO as usize;
     let mut entries: Vec<Entry> = (0..DEPTH)
         .map(|_| {
