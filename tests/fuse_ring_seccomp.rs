@@ -14,8 +14,11 @@ use std::process::Command;
 
 use common::mount::*;
 
-/// Makes io_uring_setup fail with EPERM in this thread and every process it starts.
-fn block_io_uring() {
+const IO_URING_SETUP: u32 = 425;
+const IO_URING_ENTER: u32 = 426;
+
+/// Makes the system call `nr` fail with EPERM in this thread and every process it starts.
+fn block_syscall(nr: u32) {
     #[repr(C)]
     struct SockFilter {
         code: u16,
@@ -28,7 +31,6 @@ fn block_io_uring() {
         len: u16,
         filter: *const SockFilter,
     }
-    const IO_URING_SETUP: u32 = 425;
     let f = [
         // ld [nr]
         SockFilter {
@@ -42,7 +44,7 @@ fn block_io_uring() {
             code: 0x15,
             jt: 0,
             jf: 1,
-            k: IO_URING_SETUP,
+            k: nr,
         },
         // ret ERRNO(EPERM)
         SockFilter {
@@ -91,9 +93,9 @@ fn io_completes(file: &std::path::Path, secs: u32) -> bool {
         .success()
 }
 
-fn attach_without_io_uring(transport: &str) {
+fn attach_without_io_uring(transport: &str, blocked: u32) {
     needs!(Fuse, Root, FuseRing);
-    block_io_uring();
+    block_syscall(blocked);
     let v = VolEnv::new();
     let vol = v.create(&["--size", "64M", "--name", "r"]);
     let d = v.dir("r");
@@ -126,10 +128,25 @@ fn attach_without_io_uring(transport: &str) {
 
 #[test]
 fn uring_where_io_uring_is_blocked_refuses_and_mounts_nothing() {
-    attach_without_io_uring("uring");
+    attach_without_io_uring("uring", IO_URING_SETUP);
 }
 
 #[test]
 fn auto_where_io_uring_is_blocked_serves_through_dev_fuse() {
-    attach_without_io_uring("auto");
+    attach_without_io_uring("auto", IO_URING_SETUP);
+}
+
+// A filter that lets rings be made but not entered: the queues' rings exist, their
+// REGISTER never reaches the kernel, and a connection that asked for the ring at INIT
+// would hang. Before the probe entered its ring once (and each queue did so before INIT
+// was answered), both attaches succeeded and I/O hung.
+
+#[test]
+fn uring_where_rings_cannot_be_entered_refuses_and_mounts_nothing() {
+    attach_without_io_uring("uring", IO_URING_ENTER);
+}
+
+#[test]
+fn auto_where_rings_cannot_be_entered_serves_through_dev_fuse() {
+    attach_without_io_uring("auto", IO_URING_ENTER);
 }

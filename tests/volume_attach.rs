@@ -263,6 +263,26 @@ fn attaches_serve_over_the_transport_the_runner_chose() {
     v.detach(&dir);
 }
 
+/// `CRYPTVOL_FUSE_TRANSPORT=` (set but empty, as a script that clears it leaves it) means
+/// the default, as an unset variable does; it was refused as a usage error (exit 2).
+#[test]
+fn an_empty_transport_variable_means_the_default() {
+    needs!(Fuse);
+    let v = VolEnv::new();
+    let vol = v.create(&["--size", "64M", "--name", "e"]);
+    let dir = v.dir("e");
+    let out = v.attach_run_env(&vol, &dir, &[], &[("CRYPTVOL_FUSE_TRANSPORT", "")]);
+    assert_eq!(out.code, 0, "an empty CRYPTVOL_FUSE_TRANSPORT: {out:?}");
+    let f = open_rw(&canon(&dir).join("volume"));
+    f.write_all_at(b"default transport", 0).unwrap();
+    f.sync_all().unwrap();
+    let ring_here = Path::new(FUSE_RING_KNOB).exists() && is_root();
+    let want = if ring_here { "io_uring" } else { "/dev/fuse" };
+    assert_eq!(transport(&v, &dir), want, "ring available: {ring_here}");
+    drop(f);
+    v.detach(&dir);
+}
+
 #[test]
 fn the_daemon_runs_with_two_malloc_arenas_unless_its_caller_chose() {
     needs!(Fuse);

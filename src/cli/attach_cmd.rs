@@ -26,7 +26,7 @@ use crate::daemon::fuse_file::FILE_NAME;
 use crate::daemon::mount::{self, MountRecord};
 use crate::daemon::rpc::{DetachReply, Request, WireSecret};
 use crate::daemon::run::{self as daemon, InitialAttach};
-use crate::daemon::transport::FuseTransport;
+use crate::daemon::transport::{FuseTransport, TransportParser};
 use crate::kms::KeyBackend;
 use crate::sys::filesystem::FsType;
 use crate::sys::fsio;
@@ -53,7 +53,7 @@ pub struct AttachArgs {
     accept_rollback: bool,
     /// How the kernel's FUSE requests reach the daemon: io_uring queues where the kernel
     /// has them (auto), io_uring or fail (uring), or /dev/fuse (classic)
-    #[arg(long, value_enum, env = "CRYPTVOL_FUSE_TRANSPORT", default_value_t = FuseTransport::Auto)]
+    #[arg(long, env = "CRYPTVOL_FUSE_TRANSPORT", value_parser = TransportParser, default_value = "auto")]
     fuse_transport: FuseTransport,
 }
 
@@ -79,7 +79,7 @@ pub struct MountArgs {
     accept_rollback: bool,
     /// How the kernel's FUSE requests reach the daemon: io_uring queues where the kernel
     /// has them (auto), io_uring or fail (uring), or /dev/fuse (classic)
-    #[arg(long, value_enum, env = "CRYPTVOL_FUSE_TRANSPORT", default_value_t = FuseTransport::Auto)]
+    #[arg(long, env = "CRYPTVOL_FUSE_TRANSPORT", value_parser = TransportParser, default_value = "auto")]
     fuse_transport: FuseTransport,
 }
 

@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -37,7 +38,9 @@ thread_local! {
 pub struct VolumeFs {
     vol: Arc<OpenVolume>,
     /// Ask the kernel for FUSE over io_uring at INIT (`fuse_ring` then serves requests).
-    pub(super) ring: bool,
+    /// Shared by every clone, so that the attach can take the request back when the ring's
+    /// queues fail to start before fuser answers INIT.
+    pub(super) ring: Arc<AtomicBool>,
     uid: u32,
     gid: u32,
     mounted_at: SystemTime,
@@ -47,7 +50,7 @@ impl VolumeFs {
     pub fn new(vol: Arc<OpenVolume>) -> Self {
         VolumeFs {
             vol,
-            ring: false,
+            ring: Arc::new(AtomicBool::new(false)),
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
             mounted_at: SystemTime::now(),
@@ -268,7 +271,7 @@ impl Filesystem for VolumeFs {
             warn!("kernel lacks FUSE capabilities {missing:?}");
         }
         // Requests over io_uring queues (`fuse_ring`), where the kernel offers them.
-        if self.ring
+        if self.ring.load(Ordering::SeqCst)
             && config
                 .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
                 .is_err()

@@ -229,20 +229,27 @@ impl Daemon {
                     c.clone_fd = true;
                     c
                 };
-                let mut fs = VolumeFs::new(vol);
-                fs.ring = transport.wants_ring()?;
+                let fs = VolumeFs::new(vol);
+                let wants_ring = transport.wants_ring()?;
+                fs.ring.store(wants_ring, Ordering::SeqCst);
                 let ring_fs = Arc::new(fs.clone());
                 let mounted = fuser::Session::new(fs, &dir, &config)
                     .map_err(|e| VolumeError::io("cannot mount FUSE at", &dir, e))?;
-                let rings = match (ring_fs.ring, transport) {
+                // The queues start (each with its ring and buffers) before fuser answers
+                // INIT: a connection that accepted the ring serves nothing until every
+                // queue has registered, so INIT asks for it only if they all started.
+                let rings = match (wants_ring, transport) {
                     (false, _) => None,
                     // Dropping the session unmounts what it mounted: nothing is left.
                     (true, FuseTransport::Uring) => Some(
                         Rings::start(mounted.as_fd(), ring_fs)
                             .map_err(|e| FuseTransport::no_ring(e.to_string()))?,
                     ),
-                    (true, _) => Rings::start(mounted.as_fd(), ring_fs)
-                        .inspect_err(|e| warn!("FUSE over io_uring for {volume}: {e}"))
+                    (true, _) => Rings::start(mounted.as_fd(), ring_fs.clone())
+                        .inspect_err(|e| {
+                            ring_fs.ring.store(false, Ordering::SeqCst);
+                            warn!("FUSE over io_uring for {volume}: {e}; serving through /dev/fuse")
+                        })
                         .ok(),
                 };
                 let session = mounted

@@ -67,3 +67,36 @@ impl FuseTransport {
         }
     }
 }
+
+/// Parses `--fuse-transport` and `CRYPTVOL_FUSE_TRANSPORT`: one of the three names, or an
+/// empty value (`CRYPTVOL_FUSE_TRANSPORT=` in a script) meaning the default, as an unset
+/// variable does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TransportParser;
+
+impl clap::builder::TypedValueParser for TransportParser {
+    type Value = FuseTransport;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<FuseTransport, clap::Error> {
+        if value.is_empty() {
+            return Ok(FuseTransport::default());
+        }
+        clap::builder::EnumValueParser::<FuseTransport>::new().parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        use clap::ValueEnum;
+        Some(Box::new(
+            FuseTransport::value_variants()
+                .iter()
+                .filter_map(|v| v.to_possible_value()),
+        ))
+    }
+}

@@ -29,8 +29,8 @@ mod dispatch;
 mod tests;
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -50,6 +50,8 @@ const DEPTH: usize = 2;
 const WAKE: u64 = u64::MAX;
 /// How long `stop` waits for an ended connection to complete its queues' commands.
 const STOP_WAIT: Duration = Duration::from_secs(2);
+/// How long `start` waits for every queue to have its ring and buffers.
+const READY_WAIT: Duration = Duration::from_secs(10);
 /// Where root turns the kernel's side on.
 pub const ENABLE_KNOB: &str = "/sys/module/fuse/parameters/enable_uring";
 
@@ -77,20 +79,36 @@ pub fn enable() -> bool {
     }
 }
 
-/// True if this process may create a ring of the kind the queues use. The kernel's switch
-/// can be on while io_uring is refused to us (a seccomp filter such as Docker's default
-/// profile, `kernel.io_uring_disabled`): a mount that accepted the ring at INIT would then
-/// wait for queues that never register, and every request on it would hang
-/// (tests/fuse_ring_seccomp.rs). So a mount asks for the ring only after this probe.
+/// True if this process may create and enter a ring of the kind the queues use. The
+/// kernel's switch can be on while io_uring is refused to us (a seccomp filter such as
+/// Docker's default profile, `kernel.io_uring_disabled`): a mount that accepted the ring at
+/// INIT would then wait for queues that never register, and every request on it would hang
+/// (tests/fuse_ring_seccomp.rs). So a mount asks for the ring only after this probe, which
+/// makes a ring and submits one no-op through it (a filter may refuse `io_uring_enter`
+/// alone).
 pub fn can_create_rings() -> bool {
-    match new_ring() {
-        Ok(_) => true,
+    match new_ring().and_then(|mut r| enter_once(&mut r)) {
+        Ok(()) => true,
         Err(e) => {
             info!(
                 "io_uring is not available to this process ({e}): FUSE requests stay on /dev/fuse"
             );
             false
         }
+    }
+}
+
+/// Submits a no-op on `ring` and waits for it: proves `io_uring_enter` works here.
+fn enter_once(ring: &mut IoUring<squeue::Entry128, cqueue::Entry>) -> std::io::Result<()> {
+    push(
+        ring,
+        squeue::Entry128::from(opcode::Nop::new().build().user_data(WAKE)),
+    )?;
+    ring.submit_and_wait(1)?;
+    let done: Vec<i32> = ring.completion().map(|c| c.result()).collect();
+    match done.first() {
+        Some(&r) if r < 0 => Err(std::io::Error::from_raw_os_error(-r)),
+        _ => Ok(()),
     }
 }
 
@@ -110,6 +128,12 @@ pub struct Rings {
     served: Arc<AtomicBool>,
 }
 
+/// How a queue thread tells `Rings::start` it is ready, and learns whether to register.
+struct Start {
+    ready: mpsc::Sender<std::io::Result<()>>,
+    go: mpsc::Receiver<()>,
+}
+
 /// One registered entry: the header area and the payload the kernel writes a request into
 /// and reads the reply from, and the iovecs that named them at REGISTER. Boxed so that
 /// their addresses never move while the kernel holds them.
@@ -123,8 +147,12 @@ struct Entry {
 
 impl Rings {
     /// Starts one queue per possible CPU on the connection of `dev` (the session's
-    /// `/dev/fuse` descriptor). Registration completes in the background: a queue whose
-    /// kernel refuses it logs once and ends, and requests stay on `/dev/fuse`.
+    /// `/dev/fuse` descriptor), before INIT is answered. Returns once every queue thread has
+    /// made its ring and buffers and entered the ring once; if one cannot, none registers
+    /// and the error comes back, so that INIT does not ask for a ring that would never be
+    /// complete (the kernel holds every request of such a connection). Registration then
+    /// completes in the background once INIT is answered; a REGISTER the kernel refuses
+    /// turns the ring off for the connection and requests stay on `/dev/fuse`.
     pub fn start(dev: BorrowedFd, fs: Arc<VolumeFs>) -> std::io::Result<Rings> {
         let cpus = process::possible_cpus();
         let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC).map_err(std::io::Error::from)?;
@@ -141,18 +169,45 @@ impl Rings {
         // A CPU that is offline issues nothing; its queue needs one entry only because the
         // kernel starts using the ring when every possible CPU's queue has one.
         let threads = |q: usize| if online.contains(&q) { THREADS } else { 1 };
+        let (ready_tx, ready) = mpsc::channel::<std::io::Result<()>>();
+        // Each thread registers only once told to go; dropping these tells them to end.
+        let mut go = Vec::new();
         for (qid, t) in (0..cpus).flat_map(|q| (0..threads(q)).map(move |t| (q, t))) {
             let (dev, wake) = (dev.clone(), rings.wake.clone());
             let fs = fs.clone();
             let counter = rings.served.clone();
+            let ready_tx = ready_tx.clone();
+            let (go_tx, go_rx) = mpsc::sync_channel::<()>(1);
+            go.push(go_tx);
             let thread = std::thread::Builder::new()
                 .name(format!("fuse-ring-{qid}.{t}"))
                 .spawn(move || {
-                    if let Err(e) = run_queue(qid as u16, &dev, &wake, &fs, &counter) {
+                    let start = Start {
+                        ready: ready_tx,
+                        go: go_rx,
+                    };
+                    if let Err(e) = run_queue(qid as u16, &dev, &wake, &fs, &counter, start) {
                         warn!("FUSE ring queue {qid}: {e}; requests stay on /dev/fuse");
                     }
                 })?;
             rings.threads.push(thread);
+        }
+        drop(ready_tx);
+        let deadline = std::time::Instant::now() + READY_WAIT;
+        for _ in 0..rings.threads.len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match ready.recv_timeout(left) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(std::io::Error::other(format!(
+                        "a FUSE ring queue did not start within {READY_WAIT:?}"
+                    )));
+                }
+            }
+        }
+        for g in go {
+            let _ = g.send(());
         }
         info!("FUSE over io_uring: {cpus} queues, {THREADS} threads of {DEPTH} entries each");
         Ok(rings)
@@ -203,6 +258,7 @@ fn run_queue(
     wake: &EventFd,
     fs: &VolumeFs,
     served: &AtomicBool,
+    start: Start,
 ) -> std::io::Result<()> {
     let wake = wake.as_raw_fd();
     // The kernel puts a request on the queue of the CPU that issued it: pinned, the
@@ -210,9 +266,46 @@ fn run_queue(
     if let Err(e) = process::pin_current_thread(qid as usize) {
         debug!("cannot pin a FUSE ring thread to CPU {qid}: {e}");
     }
+    let (mut ring, mut entries) = match prepare_queue() {
+        Ok(q) => {
+            let _ = start.ready.send(Ok(()));
+            q
+        }
+        Err(e) => {
+            // `start` reports it and no queue registers.
+            let _ = start.ready.send(Err(std::io::Error::new(
+                e.kind(),
+                format!("queue {qid} cannot make its io_uring: {e}"),
+            )));
+            return Ok(());
+        }
+    };
+    if start.go.recv().is_err() {
+        return Ok(()); // another queue failed: nothing was registered
+    }
+    let fd = dev.as_raw_fd();
+    for (i, e) in entries.iter_mut().enumerate() {
+        push(&mut ring, register(fd, qid, e, i))?;
+    }
+    let poll = opcode::PollAdd::new(types::Fd(wake), libc::POLLIN as u32)
+        .build()
+        .user_data(WAKE);
+    push(&mut ring, squeue::Entry128::from(poll))?;
+    let result = serve(&mut ring, fd, qid, &mut entries, fs, served);
+    if entries.iter().any(|e| e.pending) {
+        // The kernel may still write into these: never free them.
+        debug!("FUSE ring queue {qid}: leaving its buffers to the kernel");
+        std::mem::forget(entries);
+    }
+    result
+}
+
+/// A queue's ring, entered once, and its entries' buffers.
+fn prepare_queue() -> std::io::Result<(IoUring<squeue::Entry128, cqueue::Entry>, Vec<Entry>)> {
     let mut ring = new_ring()?;
+    enter_once(&mut ring)?;
     let payload_len = MAX_IO as usize;
-    let mut entries: Vec<Entry> = (0..DEPTH)
+    let entries = (0..DEPTH)
         .map(|_| {
             let mut header = vec![0u8; abi::HEADER_SZ].into_boxed_slice();
             let mut payload = vec![0u8; payload_len].into_boxed_slice();
@@ -234,21 +327,7 @@ fn run_queue(
             }
         })
         .collect();
-    let fd = dev.as_raw_fd();
-    for (i, e) in entries.iter_mut().enumerate() {
-        push(&mut ring, register(fd, qid, e, i))?;
-    }
-    let poll = opcode::PollAdd::new(types::Fd(wake), libc::POLLIN as u32)
-        .build()
-        .user_data(WAKE);
-    push(&mut ring, squeue::Entry128::from(poll))?;
-    let result = serve(&mut ring, fd, qid, &mut entries, fs, served);
-    if entries.iter().any(|e| e.pending) {
-        // The kernel may still write into these: never free them.
-        debug!("FUSE ring queue {qid}: leaving its buffers to the kernel");
-        std::mem::forget(entries);
-    }
-    result
+    Ok((ring, entries))
 }
 
 /// The REGISTER of entry `i`, naming its two buffers.
