@@ -40,6 +40,17 @@ fn an_archive_is_pending_then_completed_and_another_data_dir_lists_it() {
     assert_eq!(snap["State"], "pending", "{snap:#}");
     let p = snap["Progress"].as_str().unwrap_or_default();
     assert!(p.ends_with('%') && p != "100%", "{snap:#}");
+    // The job is held from the moment `snapshot create` returns: the archiver gets the
+    // lock from it. A `snapshot describe` that found the job pending and unlocked while
+    // the archiver started would take it for interrupted and start a second one (once
+    // with an environment lacking the first one's credentials: the job then stayed
+    // pending until the test gave up).
+    let held = std::fs::File::open(a.region().join(format!("archive/{id}.lock")))
+        .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
+    assert!(
+        held,
+        "the archive of {id} is pending and nobody holds its lock"
+    );
     let done = wait_completed(&a, &s, &id);
     assert_eq!(done["Archive"]["Chunks"], 8, "{done:#}");
     assert_eq!(done["Archive"]["ChunksUploaded"], 8, "{done:#}");

@@ -131,9 +131,15 @@ pub fn run_archive(
 
 /// Starts `cryptvol snapshot archive SNAP` in the background (its own process group, so a
 /// Ctrl-C of the command that started it does not stop it), logging to the region's
-/// logs directory. The job's status file says how it goes.
+/// logs directory. The job's status file says how it goes. The job's lock is taken here
+/// and handed to the archiver as its stdin, so the job is never seen as interrupted while
+/// the archiver starts; if another process holds it, that one runs the job and nothing
+/// is started.
 pub fn spawn_archiver(cfg: &Config, snapshot: &str) -> Result<(), CliError> {
     let dir = cfg.region_dir();
+    let Some(lock) = job::try_lock(&dir, snapshot)? else {
+        return Ok(());
+    };
     let logs = dir.logs_dir();
     crate::sys::fsio::create_private_dir(&logs)
         .map_err(|e| crate::volume::VolumeError::io("cannot create", &logs, e))?;
@@ -168,7 +174,7 @@ pub fn spawn_archiver(cfg: &Config, snapshot: &str) -> Result<(), CliError> {
         cmd.arg("--passphrase-file").arg(f);
     }
     cmd.args(["snapshot", "archive", snapshot])
-        .stdin(Stdio::null())
+        .stdin(Stdio::from(lock.into_file()))
         .stdout(log)
         .stderr(err);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);

@@ -114,12 +114,24 @@ impl FileLock {
 
     /// The lock on `path` if nobody holds it, else None (does not wait).
     pub fn try_exclusive(path: &Path) -> io::Result<Option<FileLock>> {
-        let file = Self::open(path)?;
+        Self::adopt(Self::open(path)?)
+    }
+
+    /// The lock through `file`, an open lock file, if nobody else holds it. A flock
+    /// belongs to the open file description: a process given a description already
+    /// locked (by the process that started it) takes the lock through it at once.
+    pub fn adopt(file: File) -> io::Result<Option<FileLock>> {
         match file.try_lock() {
             Ok(()) => Ok(Some(FileLock { _file: file })),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+
+    /// The locked file, to hand the lock to a child process (as its stdin): the lock is
+    /// held as long as any process keeps the description open.
+    pub fn into_file(self) -> File {
+        self._file
     }
 }
 

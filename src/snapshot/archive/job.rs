@@ -182,7 +182,27 @@ pub fn try_lock(
     let d = dir.jobs_dir();
     fsio::create_private_dir(&d).map_err(|e| io_error("cannot create", &d, e))?;
     let p = lock_path(dir, snapshot);
+    if let Some(lock) = handed_over(&p) {
+        return Ok(Some(lock));
+    }
     FileLock::try_exclusive(&p).map_err(|e| io_error("cannot lock", &p, e))
+}
+
+/// The job's lock, taken by the process that started this one and given as our stdin
+/// (`cryptvol snapshot create` starting the archiver). Handed over rather than taken
+/// again by the child, so that the job never looks interrupted between the two: a
+/// `snapshot describe` in that window would start a second archiver (with its own
+/// environment, which may lack the credentials the first had), and the first would find
+/// the job busy.
+fn handed_over(path: &Path) -> Option<FileLock> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let stdin = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned().ok()?);
+    let (ours, lock) = (stdin.metadata().ok()?, std::fs::metadata(path).ok()?);
+    if (ours.dev(), ours.ino()) != (lock.dev(), lock.ino()) {
+        return None;
+    }
+    FileLock::adopt(stdin).ok().flatten()
 }
 
 /// The job's lock, waiting for a process that holds it.
