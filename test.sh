@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # System packages the tests use; installed when missing (needs root, as in CI).
-packages=(fuse3 fio e2fsprogs xfsprogs openssl softhsm2 opensc)
+packages=(fuse3 fio e2fsprogs xfsprogs openssl softhsm2 opensc util-linux-extra)
 # tests/compat.rs runs the real AWS CLI and boto3 from a venv (below): Debian's python3
 # makes venvs only with python3-venv.
 command -v python3 >/dev/null && python3 -c 'import ensurepip, venv' >/dev/null 2>&1 \

@@ -387,15 +387,43 @@ fn evict(path: &std::path::Path) {
         )
         .unwrap()
     };
-    for cpu in (0..CpuSet::count()).filter(|c| allowed.is_set(*c).unwrap_or(false)) {
-        let mut one = CpuSet::new();
-        one.set(cpu).unwrap();
-        if sched_setaffinity(me, &one).is_ok() {
-            dontneed();
+    // A read-ahead the previous read started may still be in flight: its pages are locked
+    // (DONTNEED skips them) and land after the advice. So the advice is repeated until
+    // nothing of the file is resident.
+    for _ in 0..200 {
+        for cpu in (0..CpuSet::count()).filter(|c| allowed.is_set(*c).unwrap_or(false)) {
+            let mut one = CpuSet::new();
+            one.set(cpu).unwrap();
+            if sched_setaffinity(me, &one).is_ok() {
+                dontneed();
+            }
         }
+        sched_setaffinity(me, &allowed).unwrap();
+        dontneed();
+        if resident_bytes(path) == 0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    sched_setaffinity(me, &allowed).unwrap();
-    dontneed();
+    panic!(
+        "{path:?} keeps {} bytes in the page cache after DONTNEED",
+        resident_bytes(path)
+    );
+}
+
+/// Bytes of `path` in the page cache, as `fincore` (mincore(2) over a mapping: it reads
+/// nothing and starts no read-ahead) reports them.
+fn resident_bytes(path: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--raw", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("fincore (Debian: util-linux-extra)");
+    assert!(out.status.success(), "fincore {path:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("fincore {path:?}: {e}: {out:?}"))
 }
 
 /// A small read that the page cache holds is read from there without any read-ahead
