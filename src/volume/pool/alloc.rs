@@ -378,7 +378,19 @@ impl Pool {
         // Whatever covers this commit (an entry carrying them, or a data sync) covers them.
         let written = self.take_written();
         if journal && dirty.journalable() {
-            let r = self.commit_to_journal(&mut dirty.auth, &written);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.commit_to_journal(&mut dirty.auth, &written)
+            }));
+            let r = match r {
+                Ok(r) => r,
+                // A panic (the FUSE ring's dispatcher catches it and the daemon serves on)
+                // must not lose what the take took: put it back as a failure does.
+                Err(panic) => {
+                    self.lose_written();
+                    lock(&self.state).dirty.merge_older(dirty);
+                    std::panic::resume_unwind(panic);
+                }
+            };
             match r {
                 Ok(true) => {
                     self.durable_epoch
@@ -399,7 +411,22 @@ impl Pool {
         }
         let (overlay, fold_seq) = self.fold_content();
         let mut attempt = None;
-        match self.commit_dirty(&dirty, &overlay, fold_seq, &mut attempt) {
+        // A panic is handled as a failure (what the take took is put back, or in doubt once
+        // the transaction's commit was called), then goes on: dropping what was taken lost
+        // the changes of every write in this epoch while later fsyncs still succeeded.
+        let (r, panic) = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.commit_dirty(&dirty, &overlay, fold_seq, &mut attempt)
+        })) {
+            Ok(r) => (r, None),
+            Err(panic) => (
+                Err(VolumeError::Corrupt {
+                    what: "pool commit".into(),
+                    detail: "it panicked".into(),
+                }),
+                Some(panic),
+            ),
+        };
+        match r {
             Ok(mut freed) => {
                 // Also what a failed commit before took: it was merged into this one.
                 self.durable_epoch
@@ -426,6 +453,10 @@ impl Pool {
                     }
                     // It never got that far: nothing of it is in the metadata.
                     None => st.dirty.merge_older(dirty),
+                }
+                drop(st);
+                if let Some(panic) = panic {
+                    std::panic::resume_unwind(panic);
                 }
                 Err(e)
             }

@@ -183,13 +183,24 @@ impl DataFile {
     /// fdatasync if anything was written since the last sync.
     pub(super) fn sync_if_dirty(&self) -> Result<()> {
         self.unsynced.store(0, Ordering::Relaxed);
-        if self.dirty.swap(false, Ordering::AcqRel)
-            && let Err(e) = self.store.sync_data()
-        {
-            self.dirty.store(true, Ordering::Release);
-            return Err(VolumeError::io("cannot sync", self.path(), e));
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
         }
-        Ok(())
+        // Raised again if the sync fails, or panics (a commit's panic is caught by the FUSE
+        // ring's dispatcher and the daemon serves on): the next commit must sync.
+        let synced =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.store.sync_data()));
+        match synced {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                self.dirty.store(true, Ordering::Release);
+                Err(VolumeError::io("cannot sync", self.path(), e))
+            }
+            Err(panic) => {
+                self.dirty.store(true, Ordering::Release);
+                std::panic::resume_unwind(panic)
+            }
+        }
     }
 
     fn note_written(&self, off: u64, len: u64, hole: bool) {

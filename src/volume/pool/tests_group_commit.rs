@@ -140,3 +140,46 @@ fn an_fsync_waiting_behind_a_failed_commit_still_syncs() {
     w.join().unwrap().unwrap();
     assert_eq!(syncs.load(Ordering::SeqCst), 2, "the waiter synced itself");
 }
+
+/// A commit that panics in its data sync (the stand-in for a failed commit in the test
+/// above; the FUSE ring's dispatcher catches the panic and the daemon serves on) must put
+/// back what it took, as a failed commit does. It dropped the changes it had taken: the
+/// new mapping of chunk 5 was in no later commit, so a later fsync succeeded and the chunk
+/// read zeros after a reopen (and the data file's "written since sync" flag, cleared
+/// before the panicking sync, let the later commit skip the data sync too).
+#[test]
+fn a_commit_that_panics_in_its_data_sync_loses_none_of_what_it_took() {
+    let (_d, storage, h, pool, v) = hooked_volume();
+    v.write(0, &[1u8; 4096]).unwrap();
+    v.flush().unwrap();
+    // A fresh mapping, pending.
+    v.write(5 << SHIFT, &[5u8; 4096]).unwrap();
+    let fired = Arc::new(AtomicUsize::new(0));
+    {
+        let fired = fired.clone();
+        storage.set(Some(Arc::new(move |what, _| {
+            if what == "sync" && fired.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("simulated failure of the data sync");
+            }
+        })));
+    }
+    let x = {
+        let p = pool.clone();
+        std::thread::spawn(move || p.sync())
+    };
+    assert!(x.join().is_err(), "the commit failed");
+    assert!(
+        pool.data_file(SHIFT).unwrap().is_dirty(),
+        "the data file is still unsynced"
+    );
+    storage.set(None);
+    // Another caller's fsync, later: it must commit chunk 5's mapping too.
+    pool.sync().unwrap();
+    drop(v);
+    drop(pool);
+    let pool = Arc::new(Pool::open_storage(Arc::new(storage)).unwrap());
+    let v = OpenVolume::open(pool, &h, xts()).unwrap();
+    let mut got = vec![0u8; 4096];
+    v.read(5 << SHIFT, &mut got).unwrap();
+    assert!(got.iter().all(|b| *b == 5), "chunk 5 was lost");
+}
