@@ -283,6 +283,64 @@ fn an_empty_transport_variable_means_the_default() {
     v.detach(&dir);
 }
 
+/// A mount unmounted from outside (`umount -l DIR`) is still detached by `cryptvol
+/// detach`: before, the daemon's unmount failed (EINVAL) and the volume stayed attached
+/// until the daemon died. With a file still open under it, the lazily unmounted connection
+/// lives on; detach ends it, so that the holder's I/O fails instead of reaching a volume
+/// that is no longer attached (and may be attached again elsewhere).
+#[test]
+fn a_mount_unmounted_from_outside_still_detaches() {
+    needs!(Fuse, Root);
+    let v = VolEnv::new();
+    let vol = v.create(&["--size", "64M", "--name", "u"]);
+    let (d1, d2) = (v.dir("u1"), v.dir("u2"));
+    let file = v.attach(&vol, &d1, &[]);
+    pwrite(&open_rw(&file), 8192, b"before the outside unmount");
+    let lazy = |d: &Path| {
+        let st = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(d)
+            .status()
+            .unwrap();
+        assert!(st.success(), "umount -l {d:?}");
+    };
+    // Nothing open under it.
+    lazy(&d1);
+    v.run(&["detach", d1.to_str().unwrap()]).ok();
+    assert_eq!(
+        v.status()["Volumes"],
+        serde_json::json!([]),
+        "still attached"
+    );
+
+    // A file still open under it.
+    let file = v.attach(&vol, &d2, &[]);
+    let held = open_rw(&file);
+    assert_eq!(pread(&held, 8192, 26), b"before the outside unmount");
+    lazy(&d2);
+    v.run(&["detach", d2.to_str().unwrap()]).ok();
+    assert_eq!(
+        v.status()["Volumes"],
+        serde_json::json!([]),
+        "still attached"
+    );
+    let mut buf = [0u8; 16];
+    let e = held
+        .read_at(&mut buf, 0)
+        .expect_err("I/O through a connection detach ended");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN), "{e}");
+    drop(held);
+
+    // The volume attaches again, with what was written.
+    let file = v.attach(&vol, &d1, &[]);
+    assert_eq!(
+        pread(&open_rw(&file), 8192, 26),
+        b"before the outside unmount"
+    );
+    v.detach(&d1);
+    assert_nothing_attached(&v);
+}
+
 #[test]
 fn the_daemon_runs_with_two_malloc_arenas_unless_its_caller_chose() {
     needs!(Fuse);

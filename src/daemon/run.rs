@@ -58,6 +58,53 @@ pub(super) struct Attachment {
     pub(super) session: Option<BackgroundSession>,
     /// The io_uring queues serving it, if the kernel offers them (`fuse_ring`).
     pub(super) rings: Option<Rings>,
+    /// `major:minor` of the mount (mountinfo): tells whether it is still ours at `dir`.
+    pub(super) dev: Option<String>,
+}
+
+impl Attachment {
+    /// True if our mount is no longer at `dir` (unmounted, or lazily, from outside).
+    fn unmounted_elsewhere(&self) -> bool {
+        crate::sys::mountinfo::find(&self.dir).is_none_or(|m| Some(&m.dev) != self.dev.as_ref())
+    }
+
+    /// Ends a FUSE connection that outlives an outside unmount of `dir`: with nothing
+    /// open under it, the kernel ends it at once; with files still open, it is aborted
+    /// (their I/O then fails), for no request may reach the volume once it is detached.
+    fn end_orphaned_connection(&self) -> Result<()> {
+        let Some(s) = &self.session else {
+            return Ok(());
+        };
+        let ended = || s.guard.is_finished();
+        let started = Instant::now();
+        while !ended() && started.elapsed() < Duration::from_secs(1) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if ended() {
+            return Ok(());
+        }
+        let aborted = match &self.dev {
+            Some(dev) => crate::sys::unmount::abort_connection(dev),
+            None => Err(std::io::Error::other("its device is unknown")),
+        };
+        let started = Instant::now();
+        while aborted.is_ok() && !ended() && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if ended() {
+            return Ok(());
+        }
+        Err(VolumeError::Unsupported {
+            what: format!("detaching {}", self.dir.display()),
+            why: format!(
+                "it was unmounted outside cryptvol and files under it are still open (cannot end its FUSE connection: {})",
+                aborted
+                    .err()
+                    .map_or_else(|| "it did not end".into(), |e| e.to_string())
+            ),
+            hint: "close what still uses files under it, then detach again".into(),
+        })
+    }
 }
 
 pub(super) enum Event {
@@ -256,12 +303,14 @@ impl Daemon {
                     .spawn()
                     .map_err(|e| VolumeError::io("cannot serve FUSE at", &dir, e))?;
                 info!("attached {volume} at {}", dir.display());
+                let dev = crate::sys::mountinfo::find(&dir).map(|m| m.dev);
                 self.sessions().insert(
                     volume.clone(),
                     Attachment {
                         dir,
                         session: Some(session),
                         rings,
+                        dev,
                     },
                 );
                 Ok(())
@@ -296,6 +345,20 @@ impl Daemon {
         }
         match unmount(&a.dir, force) {
             Ok(()) => {}
+            // Unmounted from outside (`umount -l DIR`): the connection may live on while
+            // files under it are open; it must end before the volume is let go.
+            Err(e) if a.unmounted_elsewhere() => {
+                warn!(
+                    "{} was unmounted outside cryptvol ({e}): ending its FUSE connection",
+                    a.dir.display()
+                );
+                if let Err(e) = a.end_orphaned_connection()
+                    && !force
+                {
+                    self.sessions().insert(volume.clone(), a);
+                    return Err(e);
+                }
+            }
             Err(e) if !force => {
                 self.sessions().insert(volume.clone(), a);
                 return Err(e);

@@ -51,3 +51,30 @@ pub fn unmount(dir: &Path, lazy: bool) -> Result<(), UnmountError> {
         Err(e) => Err(UnmountError::Io(e.into())),
     }
 }
+
+/// Ends the FUSE connection of the mount whose device was `dev` (`major:minor`, as in
+/// mountinfo) through the fusectl filesystem, as `echo 1 > .../abort` does: what an
+/// outside lazy unmount leaves alive while files under it stay open. Their next I/O
+/// fails with ENOTCONN. fusectl is mounted first where it is not (root only); the mount's
+/// owner may write its connection's `abort`.
+pub fn abort_connection(dev: &str) -> std::io::Result<()> {
+    const FUSECTL: &str = "/sys/fs/fuse/connections";
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("device {dev}"));
+    let (major, minor) = dev.split_once(':').ok_or_else(bad)?;
+    let (major, minor): (u32, u32) = (
+        major.parse().map_err(|_| bad())?,
+        minor.parse().map_err(|_| bad())?,
+    );
+    // The kernel names a connection by its device number in its own encoding.
+    let dir = Path::new(FUSECTL).join(((major << 20) | minor).to_string());
+    if !dir.exists() {
+        let _ = nix::mount::mount(
+            Some("fusectl"),
+            FUSECTL,
+            Some("fusectl"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        );
+    }
+    std::fs::write(dir.join("abort"), "1")
+}
