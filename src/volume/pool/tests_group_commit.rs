@@ -26,6 +26,19 @@ fn hooked_volume() -> (
     (d, storage, h, pool, v)
 }
 
+/// The volume of `h` in the pool on `storage`, opened again (as after a restart).
+fn reopened(storage: super::tests::Hooked, h: &crate::volume::VolumeHeader) -> OpenVolume {
+    let pool = Arc::new(Pool::open_storage(Arc::new(storage)).unwrap());
+    OpenVolume::open(pool, h, xts()).unwrap()
+}
+
+/// The first block of chunk `c` of `v` is all `want`.
+fn assert_chunk(v: &OpenVolume, c: u64, want: u8, what: &str) {
+    let mut got = vec![0u8; 4096];
+    v.read(c << SHIFT, &mut got).unwrap();
+    assert!(got.iter().all(|b| *b == want), "chunk {c}: {what}");
+}
+
 /// Commit X is stopped inside its data sync; three callers write and ask for an fsync
 /// meanwhile (they started in the epoch after X's take). The first of them to get the
 /// commit lock commits Y, and during Y's sync another write lands, so the files are dirty
@@ -92,12 +105,9 @@ fn fsyncs_waiting_behind_a_commit_are_answered_by_the_next_one() {
     pool.sync().unwrap();
     drop(v);
     drop(pool);
-    let pool = Arc::new(Pool::open_storage(Arc::new(storage)).unwrap());
-    let v = OpenVolume::open(pool, &h, xts()).unwrap();
+    let v = reopened(storage, &h);
     for (c, want) in [(0u64, 1u8), (1, 1), (2, 2), (3, 3), (7, 7)] {
-        let mut got = vec![0u8; 4096];
-        v.read(c << SHIFT, &mut got).unwrap();
-        assert!(got.iter().all(|b| *b == want), "chunk {c}");
+        assert_chunk(&v, c, want, "after a reopen");
     }
 }
 
@@ -177,9 +187,6 @@ fn a_commit_that_panics_in_its_data_sync_loses_none_of_what_it_took() {
     pool.sync().unwrap();
     drop(v);
     drop(pool);
-    let pool = Arc::new(Pool::open_storage(Arc::new(storage)).unwrap());
-    let v = OpenVolume::open(pool, &h, xts()).unwrap();
-    let mut got = vec![0u8; 4096];
-    v.read(5 << SHIFT, &mut got).unwrap();
-    assert!(got.iter().all(|b| *b == 5), "chunk 5 was lost");
+    let v = reopened(storage, &h);
+    assert_chunk(&v, 5, 5, "lost");
 }
