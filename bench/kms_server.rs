@@ -85,12 +85,20 @@ struct Target {
     conns: usize,
     warm: Duration,
     run: Duration,
+    /// The server's pid, to read its CPU time.
+    server_pid: u32,
+}
+
+/// What one figure cost: CPU time per request of the server and of this client process.
+struct Cost {
+    server_us: f64,
+    client_us: f64,
 }
 
 impl Target {
     /// Requests per second of `operation` with `body`, each signed anew, from `conns`
     /// threads with one keep-alive connection each; after `warm`, counted for `run`.
-    fn rate(&self, operation: &str, body: &serde_json::Value) -> (f64, u64, f64) {
+    fn rate(&self, operation: &str, body: &serde_json::Value) -> (f64, u64, f64, Cost) {
         let body = serde_json::to_vec(body).unwrap();
         let done = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -154,14 +162,23 @@ impl Target {
         std::thread::sleep(self.warm);
         let start_count = done.load(Ordering::Relaxed);
         let start = Instant::now();
+        let cpu_start = (
+            machine::process_cpu_secs(self.server_pid),
+            machine::process_cpu_secs(std::process::id()),
+        );
         std::thread::sleep(self.run);
         let n = done.load(Ordering::Relaxed) - start_count;
         let elapsed = start.elapsed().as_secs_f64();
+        let per_request = |now: f64, then: f64| (now - then) * 1e6 / n.max(1) as f64;
+        let cost = Cost {
+            server_us: per_request(machine::process_cpu_secs(self.server_pid), cpu_start.0),
+            client_us: per_request(machine::process_cpu_secs(std::process::id()), cpu_start.1),
+        };
         stop.store(true, Ordering::Relaxed);
         for t in threads {
             t.join().expect("client thread");
         }
-        (n as f64 / elapsed, n, elapsed)
+        (n as f64 / elapsed, n, elapsed, cost)
     }
 }
 
@@ -263,6 +280,7 @@ fn main() {
     std::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    let server_pid = child.id();
     let _server = Server(child);
     let hello: serde_json::Value = serde_json::from_str(&line).expect("listening line");
     let target = Target {
@@ -273,6 +291,7 @@ fn main() {
         conns,
         warm: Duration::from_millis(500),
         run: Duration::from_secs_f64(secs),
+        server_pid,
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
@@ -312,9 +331,15 @@ fn main() {
                 serde_json::json!({"CiphertextBlob": blob, "EncryptionContext": context}),
             ),
         ] {
-            let (rate, n, elapsed) = target.rate(op, &body);
+            let (rate, n, elapsed, cost) = target.rate(op, &body);
             println!(
                 "{op} over loopback, SigV4, {conns} keep-alive connections, {what}: {rate:.0} req/s ({n} in {elapsed:.1} s)"
+            );
+            // What the rate would be if server and client had the CPUs to themselves.
+            let bound = cpus as f64 * 1e6 / (cost.server_us + cost.client_us).max(1e-9);
+            println!(
+                "  CPU per request: server {:.1} µs, client {:.1} µs; {bound:.0} req/s if they had the {cpus} CPUs to themselves",
+                cost.server_us, cost.client_us
             );
             figures.push(rate);
         }
