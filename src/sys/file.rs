@@ -1,5 +1,6 @@
 //! File system calls the pool makes beyond read and write: punching holes (freed slots
-//! give their space back), read-ahead advice, and reads that never wait for the disk.
+//! give their space back), read-ahead advice, and reads that never wait for the disk; and
+//! the audit append's look at its file that asks for no timestamps.
 
 use std::fs::File;
 use std::io;
@@ -36,6 +37,30 @@ pub fn read_cached(file: &File, buf: &mut [u8], off: u64) -> io::Result<bool> {
     }
 }
 
+/// Size, permission bits and link count of an open file, from one `statx` that asks for
+/// nothing else. Not asking for the change and modification times matters to a file that
+/// is appended to after every look: with fine-grained ("multigrain", Linux 6.13+)
+/// timestamps, a query of those times makes the next write give the file a new ctime and
+/// mtime, which dirties the inode (an ext4 journal update) on every append, where
+/// otherwise at most one write per clock tick does.
+pub fn size_mode_links(file: &File) -> io::Result<(u64, u32, u64)> {
+    use rustix::fs::{AtFlags, StatxFlags, statx};
+    let want = StatxFlags::SIZE | StatxFlags::MODE | StatxFlags::NLINK;
+    match statx(file, "", AtFlags::EMPTY_PATH, want) {
+        Ok(s) if StatxFlags::from_bits_retain(s.stx_mask).contains(want) => Ok((
+            s.stx_size,
+            u32::from(s.stx_mode) & 0o7777,
+            u64::from(s.stx_nlink),
+        )),
+        // No statx (old kernels, some sandboxes), or a field not given: a plain fstat.
+        _ => {
+            use std::os::unix::fs::MetadataExt;
+            let m = file.metadata()?;
+            Ok((m.size(), m.mode() & 0o7777, m.nlink()))
+        }
+    }
+}
+
 /// Best effort: tells the kernel `len` bytes at `off` will be read soon.
 pub fn will_need(file: &File, off: u64, len: u64) {
     let _ = posix_fadvise(
@@ -56,6 +81,21 @@ mod tests {
     use std::os::unix::fs::FileExt;
 
     use super::*;
+
+    /// The narrow look sees what a full `fstat` sees.
+    #[test]
+    fn size_mode_links_match_metadata() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"12345").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let f = File::open(&path).unwrap();
+        let m = f.metadata().unwrap();
+        assert_eq!(size_mode_links(&f).unwrap(), (5, 0o640, m.nlink()));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(size_mode_links(&f).unwrap(), (5, 0o640, 0));
+    }
 
     /// Bytes just written are in the page cache: read whole, and right. Past the end of
     /// the file (short) and after the pages are dropped (they would need the disk): false.
