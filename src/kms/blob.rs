@@ -81,7 +81,70 @@ pub fn seal(
     context: &EncryptionContext,
     plaintext: &[u8],
 ) -> Vec<u8> {
-    let (mut out, aad, salt, nonce) = start(region, key_id, key_version, context, plaintext.len());
+    let (salt, nonce) = fresh_salt_nonce();
+    seal_with(
+        region,
+        key_id,
+        key_version,
+        material,
+        context,
+        plaintext,
+        salt,
+        nonce,
+    )
+}
+
+/// A new data key of `len` random bytes, sealed under `material` (GenerateDataKey): the
+/// key, the blob's salt and its nonce come from one read of the kernel's random source
+/// instead of three, into zeroizing memory.
+pub fn seal_new_key(
+    region: &Region,
+    key_id: &KeyId,
+    key_version: u32,
+    material: &Key256,
+    context: &EncryptionContext,
+    len: usize,
+) -> (SecretBytes, Vec<u8>) {
+    let mut drawn = SecretBytes::new(vec![0u8; len + SALT_LEN + NONCE_LEN]);
+    crypto::random::fill(drawn.expose_mut());
+    let tail = &drawn.expose()[len..];
+    let salt: [u8; SALT_LEN] = tail[..SALT_LEN].try_into().expect("salt");
+    let nonce: [u8; NONCE_LEN] = tail[SALT_LEN..].try_into().expect("nonce");
+    // Salt and nonce are no secret (the blob carries them): cut them off the key.
+    drawn.expose_mut().truncate(len);
+    let blob = seal_with(
+        region,
+        key_id,
+        key_version,
+        material,
+        context,
+        drawn.expose(),
+        salt,
+        nonce,
+    );
+    (drawn, blob)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn seal_with(
+    region: &Region,
+    key_id: &KeyId,
+    key_version: u32,
+    material: &Key256,
+    context: &EncryptionContext,
+    plaintext: &[u8],
+    salt: [u8; SALT_LEN],
+    nonce: [u8; NONCE_LEN],
+) -> Vec<u8> {
+    let (mut out, aad) = start(
+        region,
+        key_id,
+        key_version,
+        context,
+        plaintext.len(),
+        &salt,
+        &nonce,
+    );
     let header_len = out.len();
     out.extend_from_slice(plaintext);
     let key = kdf::derive(kdf::CTX_BLOB_KEY, material, &salt);
@@ -104,22 +167,40 @@ pub fn seal_in_token(
     context: &EncryptionContext,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, HsmError> {
-    let (mut out, aad, _salt, nonce) = start(region, key_id, key_version, context, plaintext.len());
+    let (salt, nonce) = fresh_salt_nonce();
+    let (mut out, aad) = start(
+        region,
+        key_id,
+        key_version,
+        context,
+        plaintext.len(),
+        &salt,
+        &nonce,
+    );
     let sealed = token.encrypt_gcm(object, &nonce, &aad, plaintext)?;
     out.extend_from_slice(&sealed);
     Ok(out)
 }
 
-/// The header of a new blob (random salt and nonce), and its AAD: header then context.
+/// A new blob's random salt and nonce, from one read of the kernel's random source.
+fn fresh_salt_nonce() -> ([u8; SALT_LEN], [u8; NONCE_LEN]) {
+    let drawn: [u8; SALT_LEN + NONCE_LEN] = crypto::random::array();
+    (
+        drawn[..SALT_LEN].try_into().expect("salt"),
+        drawn[SALT_LEN..].try_into().expect("nonce"),
+    )
+}
+
+/// The header of a new blob with its salt and nonce, and its AAD: header then context.
 fn start(
     region: &Region,
     key_id: &KeyId,
     key_version: u32,
     context: &EncryptionContext,
     plaintext_len: usize,
-) -> (Vec<u8>, Vec<u8>, [u8; SALT_LEN], [u8; NONCE_LEN]) {
-    let salt: [u8; SALT_LEN] = crypto::random::array();
-    let nonce: [u8; NONCE_LEN] = crypto::random::array();
+    salt: &[u8; SALT_LEN],
+    nonce: &[u8; NONCE_LEN],
+) -> (Vec<u8>, Vec<u8>) {
     let r = region.as_str().as_bytes();
     let mut out = Vec::with_capacity(blob_len(r.len(), plaintext_len));
     out.extend_from_slice(&MAGIC);
@@ -128,12 +209,12 @@ fn start(
     out.extend_from_slice(r);
     out.extend_from_slice(key_id.as_bytes());
     out.extend_from_slice(&key_version.to_le_bytes());
-    out.extend_from_slice(&salt);
-    out.extend_from_slice(&nonce);
+    out.extend_from_slice(salt);
+    out.extend_from_slice(nonce);
     let mut aad = Vec::with_capacity(out.len() + 64);
     aad.extend_from_slice(&out);
     context.encode_into(&mut aad);
-    (out, aad, salt, nonce)
+    (out, aad)
 }
 
 /// Whether `blob` is another KMS's ciphertext (AWS KMS's own, say) rather than a
@@ -264,6 +345,24 @@ mod tests {
         assert_eq!(p.open(&m, &ctx).unwrap().expose(), &[9u8; 64]);
         assert!(p.open(&m, &EncryptionContext::new()).is_err());
         assert!(p.open(&Key256::generate(), &ctx).is_err());
+    }
+
+    /// A new data key opens from its blob; keys, salts and nonces differ between calls,
+    /// and the key is not the salt and nonce drawn with it.
+    #[test]
+    fn a_new_key_opens_and_is_fresh() {
+        let (r, id, m, ctx) = fixture();
+        let (k1, b1) = seal_new_key(&r, &id, 2, &m, &ctx, 64);
+        let (k2, b2) = seal_new_key(&r, &id, 2, &m, &ctx, 64);
+        assert_eq!(k1.len(), 64);
+        assert_eq!(b1.len(), blob_len(7, 64));
+        let (p1, p2) = (parse(&b1).unwrap(), parse(&b2).unwrap());
+        assert_eq!(p1.open(&m, &ctx).unwrap(), k1);
+        assert_eq!(p2.open(&m, &ctx).unwrap(), k2);
+        assert_ne!(k1, k2);
+        assert_ne!(p1.header.salt, p2.header.salt);
+        assert_ne!(p1.header.nonce, p2.header.nonce);
+        assert!(!k1.expose().windows(SALT_LEN).any(|w| w == p1.header.salt));
     }
 
     #[test]

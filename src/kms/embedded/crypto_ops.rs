@@ -312,8 +312,18 @@ impl EmbeddedKms {
         self.read(|ks, _| {
             let k = self.resolve_authorized(ks, r, caller, call, &action, Some(ctx))?;
             self.require_enabled(k, call.name)?;
-            let plaintext = SecretBytes::random(n);
-            let blob = self.seal_under(ks, k, ctx, plaintext.expose(), call.name)?;
+            if k.custom_key_store_id.is_some() {
+                let plaintext = SecretBytes::random(n);
+                let blob = self.seal_under(ks, k, ctx, plaintext.expose(), call.name)?;
+                return Ok((k.id, plaintext, blob));
+            }
+            // In process: the key, the salt and the nonce from one random read.
+            let v = k.current_version();
+            let material = ks
+                .material(&k.id, v.number)
+                .expect("loaded keystores hold every version");
+            let (plaintext, blob) =
+                blob::seal_new_key(&self.dir.region, &k.id, v.number, material, ctx, n);
             Ok((k.id, plaintext, blob))
         })
     }
