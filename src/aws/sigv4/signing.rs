@@ -349,7 +349,77 @@ pub(super) fn hmac_sha256(key: &[u8], data: &[u8]) -> Zeroizing<[u8; 32]> {
     Zeroizing::new(mac.finalize().into_bytes().into())
 }
 
+/// The signing key of (secret, date, region, service), from this thread's cache of the
+/// last few: the key changes once a day per secret, region and service, and deriving it
+/// is four HMACs (as AWS SDKs do, the signer and the verifier keep it). The cache holds
+/// copies of secrets it was given and the keys derived from them, in zeroizing memory
+/// (wiped when an entry is replaced and when the thread ends); an entry is found only by
+/// the secret itself, so a secret the caller no longer accepts (a deleted access key) is
+/// never looked up again.
 pub(super) fn signing_key(
+    secret: &str,
+    date: &str,
+    region: &str,
+    service: &str,
+) -> Zeroizing<[u8; 32]> {
+    use std::cell::RefCell;
+    /// Entries per thread: a server's worker sees few access keys at once, a client one.
+    const ENTRIES: usize = 8;
+    struct Entry {
+        secret: Zeroizing<String>,
+        date: String,
+        region: String,
+        service: String,
+        key: Zeroizing<[u8; 32]>,
+    }
+    thread_local! {
+        static CACHE: RefCell<(Vec<Entry>, usize)> = const { RefCell::new((Vec::new(), 0)) };
+    }
+    let found = CACHE.with(|c| {
+        let c = c.borrow();
+        c.0.iter()
+            .find(|e| {
+                e.date == date
+                    && e.region == region
+                    && e.service == service
+                    && subtle_eq(e.secret.as_bytes(), secret.as_bytes())
+            })
+            .map(|e| e.key.clone())
+    });
+    if let Some(key) = found {
+        return key;
+    }
+    let key = derive_signing_key(secret, date, region, service);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        let mut copy = Zeroizing::new(String::with_capacity(secret.len()));
+        copy.push_str(secret);
+        let entry = Entry {
+            secret: copy,
+            date: date.to_owned(),
+            region: region.to_owned(),
+            service: service.to_owned(),
+            key: key.clone(),
+        };
+        let (entries, next) = &mut *c;
+        if entries.len() < ENTRIES {
+            entries.push(entry);
+        } else {
+            entries[*next] = entry;
+            *next = (*next + 1) % ENTRIES;
+        }
+    });
+    key
+}
+
+/// Whether two byte strings are equal, in time that depends on their lengths only.
+fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The signing key, derived: HMAC("AWS4" + secret, date) → region → service →
+/// "aws4_request".
+fn derive_signing_key(
     secret: &str,
     date: &str,
     region: &str,
@@ -363,4 +433,36 @@ pub(super) fn signing_key(
     let k_region = hmac_sha256(&k_date[..], region.as_bytes());
     let k_service = hmac_sha256(&k_region[..], service.as_bytes());
     hmac_sha256(&k_service[..], SCOPE_TERMINATOR.as_bytes())
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    /// The cache answers what the derivation gives, for more secrets and scopes than it
+    /// holds, asked in turns (entries replaced and found again), and never one secret's
+    /// key for another's or one scope's for another's.
+    #[test]
+    fn cached_keys_are_the_derived_ones() {
+        let secrets = ["s1", "s2", "s3", "a longer secret", "s1 "];
+        let scopes = [
+            ("20150830", "us-east-1", "service"),
+            ("20150831", "us-east-1", "service"),
+            ("20150830", "eu-west-1", "kms"),
+        ];
+        for round in 0..3 {
+            for s in secrets {
+                for (d, r, v) in scopes {
+                    assert_eq!(
+                        signing_key(s, d, r, v),
+                        derive_signing_key(s, d, r, v),
+                        "round {round}: {s:?} {d} {r} {v}"
+                    );
+                }
+            }
+        }
+        assert!(subtle_eq(b"abc", b"abc"));
+        assert!(!subtle_eq(b"abc", b"abd"));
+        assert!(!subtle_eq(b"abc", b"abcd"));
+    }
 }
