@@ -311,10 +311,13 @@ impl State {
         let Ok(body) = &r.body else {
             return false;
         };
-        serde_json::from_slice::<Value>(&body.bytes).is_ok_and(|mut v| {
-            let inline = kms.stays_in_process(op, &v);
-            zeroize_strings(&mut v);
-            inline
+        // The body is parsed only if the region has custom key stores (the key decides).
+        kms.stays_in_process(op, |names_embedded_key| {
+            serde_json::from_slice::<Value>(&body.bytes).is_ok_and(|mut v| {
+                let inline = names_embedded_key(&v);
+                zeroize_strings(&mut v);
+                inline
+            })
         })
     }
 

@@ -297,7 +297,13 @@ impl EmbeddedKms {
     /// process: the key it names (its `KeyId`, or the key its `CiphertextBlob` names) is
     /// in the keystore as last read and not in a custom key store, whose operations call
     /// a PKCS#11 token. `false` when it cannot tell (the call then decides for itself).
-    pub fn stays_in_process(&self, op: &str, body: &serde_json::Value) -> bool {
+    /// `body` gets the check to run on the parsed JSON and is called only when the region
+    /// has custom key stores (the request's key decides): it parses, checks and wipes.
+    pub fn stays_in_process(
+        &self,
+        op: &str,
+        body: impl FnOnce(&dyn Fn(&serde_json::Value) -> bool) -> bool,
+    ) -> bool {
         let Ok(st) = self.state.read() else {
             return false;
         };
@@ -305,6 +311,12 @@ impl EmbeddedKms {
         if ks.body.custom_key_stores.is_empty() {
             return true;
         }
+        body(&|body| self.names_embedded_key(ks, op, body))
+    }
+
+    /// Whether the crypto request `op` (its JSON `body`) names only keys outside any
+    /// custom key store.
+    fn names_embedded_key(&self, ks: &Keystore, op: &str, body: &serde_json::Value) -> bool {
         let embedded = |id: &KeyId| {
             ks.body
                 .keys
