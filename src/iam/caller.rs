@@ -2,12 +2,17 @@
 //! where it came from, and the service it went through (`kms:ViaService`). Every KMS
 //! operation takes a [`Caller`]; policies judge it and the audit trail records it.
 
+use std::sync::Arc;
+
 use crate::aws::ids::Region;
 use crate::iam::Identity;
 
+/// Cheap to clone: the identity (with its parsed policies) and the `userIdentity` are
+/// shared, not copied (the server makes a caller per request, and a call may derive
+/// others from it: grant tokens, a service in between).
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     /// The access key a request was signed with (KMS server); None for the local CLI.
     pub access_key_id: Option<String>,
     /// CloudTrail's `sourceIPAddress`: the client address, or the local OS user.
@@ -23,7 +28,7 @@ pub struct Caller {
     /// The request's `GrantTokens` (checked by the operations that take them).
     pub grant_tokens: Vec<String>,
     /// CloudTrail's `userIdentity`, made once per caller rather than once per event.
-    user_identity: serde_json::Value,
+    user_identity: Arc<serde_json::Value>,
 }
 
 impl Caller {
@@ -35,14 +40,15 @@ impl Caller {
 
     /// A caller with its request metadata (the KMS server makes one per request).
     pub fn new(
-        identity: Identity,
+        identity: impl Into<Arc<Identity>>,
         access_key_id: Option<String>,
         source: String,
         source_ip: Option<String>,
         user_agent: String,
         secure_transport: Option<bool>,
     ) -> Caller {
-        let user_identity = identity.user_identity(access_key_id.as_deref());
+        let identity = identity.into();
+        let user_identity = Arc::new(identity.user_identity(access_key_id.as_deref()));
         Caller {
             identity,
             access_key_id,
@@ -79,13 +85,13 @@ impl Caller {
             session: None,
         };
         let mut user_identity = identity.user_identity(None);
-        let mut behalf = on_behalf_of.user_identity.clone();
+        let mut behalf = (*on_behalf_of.user_identity).clone();
         if let Some(m) = behalf.as_object_mut() {
             m.remove("invokedBy");
         }
         user_identity["onBehalfOf"] = behalf;
         Caller {
-            identity,
+            identity: Arc::new(identity),
             access_key_id: None,
             source: on_behalf_of.source.clone(),
             source_ip: on_behalf_of.source_ip.clone(),
@@ -93,7 +99,7 @@ impl Caller {
             via_service: Some(service.to_string()),
             secure_transport: on_behalf_of.secure_transport,
             grant_tokens: on_behalf_of.grant_tokens.clone(),
-            user_identity,
+            user_identity: Arc::new(user_identity),
         }
     }
 
@@ -106,11 +112,11 @@ impl Caller {
     /// The same caller, acting through the AWS service `via` (`kms:ViaService`, CloudTrail's
     /// `invokedBy`), as a service calls KMS with its user's credentials.
     pub fn via(&self, via: String) -> Caller {
-        let mut user_identity = self.user_identity.clone();
+        let mut user_identity = (*self.user_identity).clone();
         user_identity["invokedBy"] = serde_json::Value::String(via.clone());
         Caller {
             via_service: Some(via),
-            user_identity,
+            user_identity: Arc::new(user_identity),
             ..self.clone()
         }
     }

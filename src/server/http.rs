@@ -391,7 +391,7 @@ impl State {
             Err(Err(e)) => return self.kms_error(&r, op, &e),
         };
         let caller = Caller::new(
-            (*identity).clone(),
+            identity,
             Some(verified.access_key_id.clone()),
             r.peer.ip().to_string(),
             Some(r.peer.ip().to_string()),
