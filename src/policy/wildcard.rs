@@ -19,23 +19,60 @@ pub(crate) fn has_wildcard(pattern: &str) -> bool {
 
 /// Matches the whole of `text` against `pattern`.
 pub(crate) fn glob_match(pattern: &str, text: &str, case: Case) -> bool {
+    // Every call authorizes against a few patterns, most of them `*` or a literal
+    // (`kms:*`, an ARN): those need no walk and no allocation.
+    if pattern == "*" {
+        return true;
+    }
+    if !has_wildcard(pattern) {
+        return match case {
+            Case::Sensitive => pattern == text,
+            Case::Insensitive => pattern.eq_ignore_ascii_case(text),
+        };
+    }
+    if pattern.is_ascii() && text.is_ascii() {
+        // One byte is one character: the walk below on bytes, without collecting chars.
+        return walk(pattern.as_bytes(), text.as_bytes(), |p, t| match case {
+            Case::Sensitive => p == t,
+            Case::Insensitive => p.eq_ignore_ascii_case(&t),
+        });
+    }
     let pattern: Vec<char> = pattern.chars().collect();
     let text: Vec<char> = text.chars().collect();
-    let same = |p: char, t: char| match case {
+    walk(&pattern, &text, |p, t| match case {
         Case::Sensitive => p == t,
         Case::Insensitive => p.eq_ignore_ascii_case(&t),
-    };
+    })
+}
 
+/// A character of a pattern: itself, or one of the two wildcards.
+trait Glyph: Copy + PartialEq {
+    const STAR: Self;
+    const ANY: Self;
+}
+
+impl Glyph for char {
+    const STAR: char = '*';
+    const ANY: char = '?';
+}
+
+impl Glyph for u8 {
+    const STAR: u8 = b'*';
+    const ANY: u8 = b'?';
+}
+
+/// The single-star-backtrack walk of `text` against `pattern`.
+fn walk<C: Glyph>(pattern: &[C], text: &[C], same: impl Fn(C, C) -> bool) -> bool {
     let (mut p, mut t) = (0, 0);
     // Where the last `*` was seen, and the text position it is currently standing in for.
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
         match pattern.get(p) {
-            Some('*') => {
+            Some(&c) if c == C::STAR => {
                 star = Some((p, t));
                 p += 1;
             }
-            Some(&c) if c == '?' || same(c, text[t]) => {
+            Some(&c) if c == C::ANY || same(c, text[t]) => {
                 p += 1;
                 t += 1;
             }
@@ -50,7 +87,7 @@ pub(crate) fn glob_match(pattern: &str, text: &str, case: Case) -> bool {
             },
         }
     }
-    pattern[p..].iter().all(|&c| c == '*')
+    pattern[p..].iter().all(|&c| c == C::STAR)
 }
 
 #[cfg(test)]
@@ -90,6 +127,42 @@ mod unit {
                 want,
                 "{pattern:?} vs {text:?}"
             );
+        }
+    }
+
+    /// The shortcuts (a lone star, a literal, ASCII bytes) answer as the walk on chars.
+    #[test]
+    fn shortcuts_agree_with_the_walk() {
+        let words = [
+            "",
+            "*",
+            "?",
+            "a",
+            "A",
+            "kms:*",
+            "kms:Decrypt",
+            "KMS:DECRYPT",
+            "kms:De?rypt",
+            "é",
+            "é*",
+            "É",
+            "arn:aws:kms:*:key/*",
+            "arn:aws:kms:r:1:key/x",
+            "a*?",
+            "*?*",
+        ];
+        for p in words {
+            for t in words {
+                for case in [Case::Sensitive, Case::Insensitive] {
+                    let (pc, tc): (Vec<char>, Vec<char>) =
+                        (p.chars().collect(), t.chars().collect());
+                    let slow = walk(&pc, &tc, |a, b| match case {
+                        Case::Sensitive => a == b,
+                        Case::Insensitive => a.eq_ignore_ascii_case(&b),
+                    });
+                    assert_eq!(glob_match(p, t, case), slow, "{p:?} {t:?} {case:?}");
+                }
+            }
         }
     }
 
