@@ -1,5 +1,5 @@
 //! Access keys → identities, for SigV4: read from `iam.json` once and again only when the
-//! file changes (a stat per request), so that a new or deleted key takes effect at once
+//! file changes (an fstat per request of the file last read, `sys::watch`), so that a new or deleted key takes effect at once
 //! without a JSON parse and an unseal on every request.
 //!
 //! Temporary access keys (`ASIA…`, from `cryptvol sts` or the server's STS) are not in
@@ -17,7 +17,7 @@ use crate::aws::AwsError;
 use crate::aws::sigv4::{self, AuthError, RequestParts, Rules, Verified};
 use crate::iam::sessions::{SESSION_KEY_PREFIX, SessionKeys, TokenRefusal};
 use crate::iam::{Identity, IdentityBody, IdentityStore};
-use crate::sys::fsio::FileStamp;
+use crate::sys::watch::Watched;
 
 type Keys = HashMap<String, (Arc<Identity>, Zeroizing<String>)>;
 
@@ -40,7 +40,8 @@ pub struct Authenticated {
 pub struct IdentityCache {
     store: IdentityStore,
     path: PathBuf,
-    state: RwLock<(Option<FileStamp>, Arc<Snapshot>)>,
+    /// The file the snapshot was read from (to notice a change), and the snapshot.
+    state: RwLock<(Option<Watched>, Arc<Snapshot>)>,
     sessions: RwLock<Option<Arc<SessionKeys>>>,
 }
 
@@ -66,13 +67,13 @@ impl IdentityCache {
 
     /// The current snapshot (reloaded if iam.json changed).
     fn snapshot(&self) -> Result<Arc<Snapshot>, AwsError> {
-        let now = FileStamp::of(&self.path);
         if let Ok(st) = self.state.read()
-            && st.0.is_some()
-            && st.0 == now
+            && st.0.as_ref().is_some_and(Watched::unchanged)
         {
             return Ok(st.1.clone());
         }
+        // Opened before it is read: a write in between is seen at the next request.
+        let now = Watched::open(&self.path);
         let body = self.store.load()?;
         let keys: Keys = self
             .store

@@ -20,3 +20,4 @@ pub mod mountinfo;
 pub mod process;
 pub mod tool;
 pub mod unmount;
+pub mod watch;

@@ -63,7 +63,6 @@ pub mod sts_event;
 mod tags;
 mod usage;
 mod volume_service;
-mod watch;
 
 pub use authz::condition_values;
 pub use custom_key_stores::{CreateCustomKeyStoreRequest, UpdateCustomKeyStoreRequest};
@@ -97,6 +96,7 @@ use crate::iam::caller::Caller;
 use crate::policy::{self, Policy, PolicyKind};
 use crate::sys::clock::Clock;
 use crate::sys::fsio::FileLock;
+use crate::sys::watch;
 
 /// Aliases of AWS managed keys that cryptvol creates on first use.
 pub const MANAGED_ALIASES: &[&str] = &["alias/aws/ebs", SECRETS_MANAGED_ALIAS];

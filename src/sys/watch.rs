@@ -1,7 +1,8 @@
-//! Noticing that another process wrote the keystore, with one `fstat` of a descriptor
-//! kept open on the file we read instead of a `stat` of its path (a path walk) per call.
+//! Noticing that another process wrote a file we keep a reading of (the keystore, the
+//! server's iam.json), with one `fstat` of a descriptor kept open on the file we read
+//! instead of a `stat` of its path (a path walk) per call.
 //!
-//! Every writer replaces the keystore by renaming a new file over it (`fsio::write_atomic`,
+//! Every writer replaces these files by renaming a new file over it (`fsio::write_atomic`,
 //! a root-key rotation's install), which unlinks the inode we hold open: its link count
 //! drops to 0 and its ctime changes. An edit in place changes its size, mtime and ctime;
 //! a deletion its link count. So the descriptor's (inode, link count, size, mtime, ctime)
@@ -39,7 +40,7 @@ impl Stamp {
 
 /// The keystore file as it was when we read it: open, with its stamp.
 #[derive(Debug)]
-pub(super) struct Watched {
+pub struct Watched {
     file: File,
     stamp: Stamp,
 }
@@ -49,14 +50,14 @@ impl Watched {
     /// write between the two is seen as a change at the next check (a reload too many,
     /// never a change missed). `None` if it cannot be opened (every check then says
     /// changed, and the reload reports why).
-    pub(super) fn open(path: &Path) -> Option<Watched> {
+    pub fn open(path: &Path) -> Option<Watched> {
         let file = File::open(path).ok()?;
         let stamp = Stamp::of(&file.metadata().ok()?);
         Some(Watched { file, stamp })
     }
 
     /// The file is still the one we read, unchanged.
-    pub(super) fn unchanged(&self) -> bool {
+    pub fn unchanged(&self) -> bool {
         self.file
             .metadata()
             .is_ok_and(|m| Stamp::of(&m) == self.stamp)
