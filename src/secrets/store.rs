@@ -43,18 +43,26 @@ impl Store {
     /// The store as it is now (empty if none was written), without expired secrets.
     pub fn load(&self, now: UnixTime) -> Result<StoreBody, AwsError> {
         let path = self.path();
+        let missing = || {
+            AwsError::Corrupt {
+            path: path.clone(),
+            what: "is missing, though this region had a Secrets Manager store (secrets/store.lock): restore it from a backup, or remove store.lock to start with no secrets".into(),
+        }
+        };
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            // The lock file is made with the first store: without it, there never was one.
+            // The lock file is made after the first store (`create_empty`): without it,
+            // there never was one.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.lock_path().exists() => {
                 return Ok(StoreBody::default());
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(AwsError::Corrupt {
-                    path,
-                    what: "is missing, though this region had a Secrets Manager store (secrets/store.lock): restore it from a backup, or remove store.lock to start with no secrets".into(),
-                });
-            }
+            // The lock file is there, so the store was made before it: perhaps just after
+            // our read. Read again; missing now, it is lost.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+                Err(e) => return Err(AwsError::io("read", &path, e)),
+            },
             Err(e) => return Err(AwsError::io("read", &path, e)),
         };
         let corrupt = |what: &str| AwsError::Corrupt {
@@ -82,21 +90,31 @@ impl Store {
     ) -> Result<T, AwsError> {
         fsio::create_private_dir(&self.dir).map_err(|e| AwsError::io("create", &self.dir, e))?;
         let lock_path = self.lock_path();
-        let first = !lock_path.exists();
+        if !lock_path.exists() {
+            self.create_empty()?;
+        }
         let _lock =
             FileLock::exclusive(&lock_path).map_err(|e| AwsError::io("lock", &lock_path, e))?;
         self.remove_stale_copies();
-        let mut body = if first && !self.path().exists() {
-            // Written at once, so the lock file never stands without a store.
-            let empty = StoreBody::default();
-            self.write(&empty)?;
-            empty
-        } else {
-            self.load(now)?
-        };
+        let mut body = self.load(now)?;
         let out = change(&mut body)?;
         self.write(&body)?;
         Ok(out)
+    }
+
+    /// Makes the first, empty store, before the lock file exists: a reader (who takes no
+    /// lock) that finds the lock file without the store takes the store for lost, so the
+    /// store must never be missing once the lock file is there. (It was written just after
+    /// the lock file was made, and a reader in between failed with "is missing".) Of two
+    /// first writers one creates it; the other finds it made.
+    fn create_empty(&self) -> Result<(), AwsError> {
+        let path = self.path();
+        match fsio::create_atomic(&path, &self.seal(&StoreBody::default()), 0o600) {
+            Ok(()) => Ok(()),
+            // Made by another first writer (whose clean-up may even have taken our temp file).
+            Err(_) if path.exists() => Ok(()),
+            Err(e) => Err(AwsError::io("write", &path, e)),
+        }
     }
 
     fn lock_path(&self) -> PathBuf {
@@ -120,11 +138,17 @@ impl Store {
     }
 
     fn write(&self, body: &StoreBody) -> Result<(), AwsError> {
+        let path = self.path();
+        fsio::write_atomic(&path, &self.seal(body), 0o600)
+            .map_err(|e| AwsError::io("write", &path, e))
+    }
+
+    /// The file's bytes for `body`: the magic, then the sealed JSON.
+    fn seal(&self, body: &StoreBody) -> Vec<u8> {
         let plain = Zeroizing::new(serde_json::to_vec(body).expect("the store serializes"));
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&aead::seal_secret(&self.key, &self.aad, &plain));
-        let path = self.path();
-        fsio::write_atomic(&path, &bytes, 0o600).map_err(|e| AwsError::io("write", &path, e))
+        bytes
     }
 }
 
@@ -132,4 +156,37 @@ impl Store {
 fn purge_expired(body: &mut StoreBody, now: UnixTime) {
     body.secrets
         .retain(|_, s| s.deletion.is_none_or(|d| d.date > now));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader (lock-free) while the region's first change is written: it sees no store
+    /// or the new one, never "is missing" (the lock file was made before the store, and a
+    /// reader in between took the store for lost: seen as a flake of the lifecycle race
+    /// test). Each round is a fresh directory, so every first write has its window.
+    #[test]
+    fn a_reader_during_the_first_write_never_finds_the_store_missing() {
+        for round in 0..40 {
+            let d = tempfile::tempdir().unwrap();
+            let dir = d.path().join("secrets");
+            let key = Key256::generate();
+            let writer = Store::new(dir.clone(), key.clone(), "test-1");
+            let reader = Store::new(dir, key, "test-1");
+            let done = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    writer.mutate(0, |_| Ok(())).unwrap();
+                    done.store(true, std::sync::atomic::Ordering::SeqCst);
+                });
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    if let Err(e) = reader.load(0) {
+                        panic!("round {round}: a reader during the first write: {e}");
+                    }
+                }
+            });
+            reader.load(0).unwrap();
+        }
+    }
 }
