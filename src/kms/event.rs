@@ -205,9 +205,12 @@ struct CallerSource<'a> {
     grant_id: Option<&'a str>,
 }
 
-/// A random-looking, unique UUID (v4 layout) for request and event ids without a
-/// getrandom call each: a random per-process base mixed with a counter. These ids only
-/// need to be unique, not secret.
+/// A random-looking, unique UUID (v4 layout) for request, event and secret version ids
+/// without a getrandom call each: a random per-process base mixed with a counter. These
+/// ids only need to be unique, not secret. The counter goes into bytes 9 to 15, which the
+/// v4 layout leaves alone: in bytes 8 to 15 (as it was), the variant bits overwrote the
+/// top two bits of the counter's low byte, so every 64th id repeated one (a secret's
+/// new version then collided with an older one: "already exists with another value").
 pub fn fast_uuid() -> String {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -215,7 +218,8 @@ pub fn fast_uuid() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut b = *BASE.get_or_init(crate::crypto::random::array);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes();
-    for (x, y) in b[8..].iter_mut().zip(n) {
+    // 7 bytes: 2^56 ids before one repeats.
+    for (x, y) in b[9..].iter_mut().zip(n) {
         *x ^= y;
     }
     uuid::Builder::from_random_bytes(b).into_uuid().to_string()
@@ -269,4 +273,20 @@ pub fn event_time(now_nanos: i64) -> String {
         }
         last.1.clone()
     })
+}
+
+#[cfg(test)]
+mod fast_uuid_tests {
+    /// Ids of one process never repeat (every 64th did), and keep the v4 layout.
+    #[test]
+    fn fast_uuids_are_distinct_v4_uuids() {
+        let ids: Vec<String> = (0..70_000).map(|_| super::fast_uuid()).collect();
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len(), "an id repeated");
+        for id in &ids[..300] {
+            let u = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(u.get_version_num(), 4, "{id}");
+            assert_eq!(u.get_variant(), uuid::Variant::RFC4122, "{id}");
+        }
+    }
 }
