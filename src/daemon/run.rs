@@ -75,23 +75,22 @@ impl Attachment {
         let Some(s) = &self.session else {
             return Ok(());
         };
-        let ended = || s.guard.is_finished();
-        let started = Instant::now();
-        while !ended() && started.elapsed() < Duration::from_secs(1) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if ended() {
+        // Whether the session's thread ended within `limit`.
+        let ended_within = |limit: Duration| {
+            let started = Instant::now();
+            while !s.guard.is_finished() && started.elapsed() < limit {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            s.guard.is_finished()
+        };
+        if ended_within(Duration::from_secs(1)) {
             return Ok(());
         }
         let aborted = match &self.dev {
             Some(dev) => crate::sys::unmount::abort_connection(dev),
             None => Err(std::io::Error::other("its device is unknown")),
         };
-        let started = Instant::now();
-        while aborted.is_ok() && !ended() && started.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if ended() {
+        if aborted.is_ok() && ended_within(Duration::from_secs(5)) {
             return Ok(());
         }
         Err(VolumeError::Unsupported {
