@@ -945,6 +945,128 @@ fn full_disk_gives_enospc_and_recovers() {
     v.detach(&dir);
 }
 
+/// A data sync that fails at writeback (not at write: the pool lives on ext4 over a loop
+/// device whose backing file, on a small tmpfs, runs out of room), then a retry once there
+/// is room again. Linux marks the pages whose writeback failed clean, so the retried
+/// `fdatasync` returns 0 without writing them; the daemon must not acknowledge that fsync,
+/// nor any later one, until its pool is opened again: the guest's fsync keeps failing
+/// (before, the second fsync succeeded while its data was not on the disk). After a detach
+/// and an attach everything acknowledged before the failure reads back, and fsync works.
+#[test]
+fn fsync_after_a_failed_writeback_is_refused_until_attached_again() {
+    needs!(Fuse, Root, Loop, Tool("mkfs.ext4"));
+    let mut v = VolEnv::uninit();
+    let small = v.dir("small");
+    v.mount_tmpfs(&small, "48M");
+    let img = small.join("disk.img");
+    std::fs::File::create(&img)
+        .and_then(|f| f.set_len(512 * MIB))
+        .expect("backing file");
+    let img_s = img.to_string_lossy().to_string();
+    // Journal and inode tables written now, so that only file data needs new room later.
+    sh_ok(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-E",
+            "lazy_itable_init=0,lazy_journal_init=0",
+            &img_s,
+        ],
+    );
+    let dev = sh_ok("losetup", &["-f", "--show", &img_s])
+        .trim()
+        .to_string();
+    let ext4 = v.dir("ext4");
+    sh_ok("mount", &[&dev, &ext4.to_string_lossy()]);
+    v.set_data_dir(ext4.join("data"));
+    v.ok(&["init"]);
+    let vol = v.create(&["--size", "1G"]);
+    let dir = v.dir("m");
+    let path = v.attach(&vol, &dir, &[]);
+    let f = open_rw(&path);
+    let mut rng = Rng::from_env(0x00c0_ffee_5eed_0016);
+    let early = rng.bytes(2 * MIB as usize);
+    pwrite(&f, 0, &early);
+    f.sync_all().expect("fsync while there is room");
+
+    // Leave the tmpfs 4 MiB, then write far more than that: the writes land in the page
+    // cache of ext4 (which has room); their writeback fails.
+    let avail = nix::sys::statvfs::statvfs(&small).expect("statvfs");
+    let free = avail.blocks_available() * avail.fragment_size();
+    let filler = small.join("filler");
+    sh_ok(
+        "fallocate",
+        &[
+            "-l",
+            &(free - 4 * MIB).to_string(),
+            &filler.to_string_lossy(),
+        ],
+    );
+    pwrite(&f, 64 * MIB, &rng.bytes(32 * MIB as usize));
+    let first = f.sync_all().expect_err("fsync whose writeback cannot land");
+    assert!(
+        matches!(first.raw_os_error(), Some(libc::EIO | libc::ENOSPC)),
+        "the failed fsync: {first}"
+    );
+
+    // Room again: a retried fdatasync would now say 0. The daemon refuses.
+    std::fs::remove_file(&filler).expect("remove the filler");
+    for attempt in 0..2 {
+        let e = f
+            .sync_all()
+            .expect_err("an fsync after a failed writeback was acknowledged");
+        assert_eq!(e.raw_os_error(), Some(libc::EIO), "attempt {attempt}: {e}");
+    }
+    pwrite(&f, 200 * MIB, &rng.bytes(MIB as usize));
+    assert!(f.sync_all().is_err(), "a new write's fsync is refused too");
+    let log = v.daemon_log();
+    assert!(
+        log.contains("no later sync of this pool will be acknowledged"),
+        "the daemon log names the failure: {log}"
+    );
+
+    // Detach: it detaches, and says the last writes may be lost (exit 11, I/O); the
+    // daemon exits. Attach: what was acknowledged is there, and fsync works.
+    drop(f);
+    let err = v.run(&["detach", &dir.to_string_lossy()]).fails(11);
+    assert!(
+        err.contains("is detached, but its last writes may not be on the disk")
+            && err.contains("attach again"),
+        "{err}"
+    );
+    assert!(!is_mount_point(&dir), "detached");
+    assert!(
+        v.wait_no_daemon(Duration::from_secs(10)),
+        "the daemon exits"
+    );
+    let path = v.attach(&vol, &dir, &[]);
+    let f = open_rw(&path);
+    assert_bytes(
+        "acknowledged before the failure",
+        0,
+        &pread(&f, 0, early.len()),
+        &early,
+    );
+    let later = rng.bytes(MIB as usize);
+    pwrite(&f, 300 * MIB, &later);
+    f.sync_all().expect("fsync after attaching again");
+    drop(f);
+    v.detach(&dir);
+    let path = v.attach(&vol, &dir, &[]);
+    let f = open_rw(&path);
+    assert_bytes(
+        "written after attaching again",
+        300 * MIB,
+        &pread(&f, 300 * MIB, later.len()),
+        &later,
+    );
+    drop(f);
+    v.detach(&dir);
+    sh_ok("umount", &[&ext4.to_string_lossy()]);
+    sh_ok("losetup", &["-d", &dev]);
+}
+
 // ---- 7. fio ----------------------------------------------------------------------------------
 
 #[test]

@@ -228,7 +228,10 @@ impl PoolOwner {
         stop()?;
         let flushed = vol.flush();
         lock(&self.open).remove(id);
-        flushed
+        flushed.map_err(|e| VolumeError::DetachedUnflushed {
+            what: id.to_string(),
+            source: Box::new(e),
+        })
     }
 
     /// Asks every running copy to stop (the daemon is shutting down; they resume later).

@@ -71,6 +71,12 @@ pub fn will_need(file: &File, off: u64, len: u64) {
     );
 }
 
+/// Best effort: drops the file's clean pages from the page cache (dirty ones stay, and
+/// their writeback starts).
+pub fn drop_clean_pages(file: &File) {
+    let _ = posix_fadvise(file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+}
+
 /// Best effort: tells the kernel the whole file will be read in order (doubles read-ahead).
 pub fn sequential(file: &File) {
     let _ = posix_fadvise(file, 0, 0, PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL);

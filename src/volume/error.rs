@@ -76,6 +76,12 @@ pub enum VolumeError {
     )]
     NoSpace { path: PathBuf },
 
+    #[error("{what} is detached, but its last writes may not be on the disk: {source}")]
+    DetachedUnflushed {
+        what: String,
+        source: Box<VolumeError>,
+    },
+
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -228,6 +234,7 @@ impl VolumeError {
             VolumeError::RolledBack { .. } => ErrorKind::RolledBack,
             VolumeError::NoSpace { .. } => ErrorKind::NoSpace,
             VolumeError::Io { .. } => ErrorKind::Io,
+            VolumeError::DetachedUnflushed { source, .. } => source.kind(),
             VolumeError::Corrupt { .. } | VolumeError::Metadata(_) => ErrorKind::Corrupt,
             VolumeError::NewerFormat { .. } => ErrorKind::NewerFormat,
             VolumeError::PoolBusy { .. } | VolumeError::Cancelled { .. } => ErrorKind::Busy,

@@ -503,8 +503,15 @@ impl crate::volume::storage::PoolStorage for AltUnopenable {
     fn has_journal(&self) -> bool {
         self.0.has_journal()
     }
-    fn open_metadata(&self) -> Result<redb::Database, redb::DatabaseError> {
-        self.0.open_metadata()
+    fn open_metadata(
+        &self,
+        latch: &crate::volume::storage::SyncLatch,
+    ) -> Result<redb::Database, redb::DatabaseError> {
+        self.0.open_metadata(latch)
+    }
+
+    fn drop_cache(&self) {
+        self.0.drop_cache()
     }
     fn metadata_path(&self) -> std::path::PathBuf {
         self.0.metadata_path()

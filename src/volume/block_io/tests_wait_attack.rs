@@ -350,8 +350,15 @@ impl crate::volume::storage::PoolStorage for FailSync {
     fn journal_capacity(&self) -> u64 {
         self.inner.journal_capacity()
     }
-    fn open_metadata(&self) -> std::result::Result<redb::Database, redb::DatabaseError> {
-        self.inner.open_metadata()
+    fn open_metadata(
+        &self,
+        latch: &crate::volume::storage::SyncLatch,
+    ) -> std::result::Result<redb::Database, redb::DatabaseError> {
+        self.inner.open_metadata(latch)
+    }
+
+    fn drop_cache(&self) {
+        self.inner.drop_cache()
     }
     fn metadata_path(&self) -> std::path::PathBuf {
         self.inner.metadata_path()
@@ -390,8 +397,9 @@ impl crate::volume::storage::BlockStore for FailSyncFile {
 
 /// Eight writers wait on a commit whose data sync fails with EIO after its take (the
 /// pool then reopens its database, still inside the commit): all of them wake and copy
-/// their chunks, the flush reports the error, the next one succeeds, and the reopened
-/// pool reads every block as last written and verifies clean.
+/// their chunks, the flush reports the error, the next one is refused (no sync is
+/// trusted after a failed one: `storage::latch`), and the pool opened again verifies
+/// clean, takes the writes again and reads every block as last written.
 #[test]
 fn many_writers_waiting_on_a_commit_whose_sync_fails_all_wake_and_copy() {
     let d = tempfile::tempdir().unwrap();
@@ -438,8 +446,22 @@ fn many_writers_waiting_on_a_commit_whose_sync_fails_all_wake_and_copy() {
             );
             assert_eq!(read_block(&v, c * v.chunk_size() / BLOCK_SIZE), block(3));
         }
-        v.flush().unwrap();
+        let e = v
+            .flush()
+            .expect_err("a flush after a failed sync")
+            .to_string();
+        assert!(e.contains("an earlier sync of"), "{e}");
         assert_eq!(v.bad_blocks_seen(), 0);
+    }
+    {
+        let pool = Arc::new(Pool::open(&r).unwrap());
+        let v = open_auth(&pool, &h).unwrap();
+        let rep = v.verify().unwrap();
+        assert!(rep.root_ok && rep.bad_blocks.is_empty(), "{rep:?}");
+        for c in 0..n {
+            v.write(c * v.chunk_size(), &block(3)).unwrap();
+        }
+        v.flush().unwrap();
     }
     reopened_reads_block_3_in_each_chunk(&r, &h, n);
 }

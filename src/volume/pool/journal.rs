@@ -42,7 +42,7 @@ use super::auth::write_auth_rows;
 use super::data::Written;
 use super::{Pool, lock};
 use crate::volume::error::{Result, VolumeError};
-use crate::volume::storage::BlockStore;
+use crate::volume::storage::{BlockStore, PoolStorage};
 use crate::volume::tables::{META, REFS, VOLUMES};
 
 mod entry;

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use redb::{Database, ReadableDatabase};
 
 use super::error::{Result, VolumeError};
-use super::storage::{FileStorage, PoolStorage, alt_file_name, data_file_name};
+use super::storage::{FileStorage, LatchedStorage, PoolStorage, alt_file_name, data_file_name};
 use super::tables::{
     FREE, LEASES, MAPS, META, META_FORMAT, PENDING, POOL_FORMAT_V1, REFS, SNAPSHOTS, VOLUMES,
 };
@@ -45,6 +45,8 @@ mod tests_journal_blocks;
 #[cfg(test)]
 mod tests_journal_blocks_attack;
 #[cfg(test)]
+mod tests_sync_latch;
+#[cfg(test)]
 pub(crate) use tests::assert_consistent as assert_consistent_for_tests;
 
 use alloc::PoolState;
@@ -55,7 +57,9 @@ pub use remote::HYDRATE_BATCH;
 
 pub struct Pool {
     pub dir: PathBuf,
-    storage: Arc<dyn PoolStorage>,
+    /// Every sync of the pool's files goes through one latch: after a failed one, no
+    /// later sync is acknowledged (`storage::latch`).
+    storage: Arc<LatchedStorage>,
     db_path: PathBuf,
     /// `None` after a failed reopen; the next use tries again.
     db: RwLock<Option<Arc<Database>>>,
@@ -136,8 +140,9 @@ impl Pool {
 
     /// Opens (creating if needed) a pool on any storage (the simulated disk in tests).
     pub fn open_storage(storage: Arc<dyn PoolStorage>) -> Result<Pool> {
+        let storage = Arc::new(LatchedStorage::new(storage));
         let db_path = storage.metadata_path();
-        let db = open_db(storage.as_ref())?;
+        let db = open_db(&storage)?;
         init_tables(&db, &db_path)?;
         let pool = Pool {
             dir: storage.dir().to_path_buf(),
@@ -183,7 +188,7 @@ impl Pool {
         let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
         // Release the file lock before opening again.
         *g = None;
-        let db = open_db(self.storage.as_ref())?;
+        let db = open_db(&self.storage)?;
         *g = Some(Arc::new(db));
         tracing::info!("reopened {}", self.db_path.display());
         Ok(())
@@ -280,9 +285,9 @@ impl Pool {
     }
 }
 
-fn open_db(storage: &dyn PoolStorage) -> Result<Database> {
+fn open_db(storage: &LatchedStorage) -> Result<Database> {
     let path = storage.metadata_path();
-    match storage.open_metadata() {
+    match storage.open_metadata(storage.latch()) {
         Ok(db) => Ok(db),
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(VolumeError::PoolBusy { path }),
         Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => {

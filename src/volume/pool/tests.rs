@@ -85,8 +85,15 @@ impl PoolStorage for Hooked {
     fn journal_capacity(&self) -> u64 {
         self.inner.journal_capacity()
     }
-    fn open_metadata(&self) -> Result<redb::Database, redb::DatabaseError> {
-        self.inner.open_metadata()
+    fn open_metadata(
+        &self,
+        latch: &crate::volume::storage::SyncLatch,
+    ) -> Result<redb::Database, redb::DatabaseError> {
+        self.inner.open_metadata(latch)
+    }
+
+    fn drop_cache(&self) {
+        self.inner.drop_cache()
     }
     fn metadata_path(&self) -> PathBuf {
         self.inner.metadata_path()

@@ -53,8 +53,15 @@ impl PoolStorage for JournalOutOfRoom {
     fn has_journal(&self) -> bool {
         self.inner.has_journal()
     }
-    fn open_metadata(&self) -> Result<redb::Database, redb::DatabaseError> {
-        self.inner.open_metadata()
+    fn open_metadata(
+        &self,
+        latch: &crate::volume::storage::SyncLatch,
+    ) -> Result<redb::Database, redb::DatabaseError> {
+        self.inner.open_metadata(latch)
+    }
+
+    fn drop_cache(&self) {
+        self.inner.drop_cache()
     }
     fn metadata_path(&self) -> PathBuf {
         self.inner.metadata_path()

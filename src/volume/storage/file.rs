@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use super::{BlockStore, JOURNAL_FILE, PoolStorage, alt_file_name, data_file_name};
+use super::{BlockStore, JOURNAL_FILE, PoolStorage, SyncLatch, alt_file_name, data_file_name};
 use crate::sys::fsio;
 
 /// The pool's metadata database, in the pool directory.
@@ -78,7 +78,7 @@ impl PoolStorage for FileStorage {
     /// a file it refuses for good ("magic number mismatch"). So a new database is made
     /// under a private name, complete and synced, and linked into place only then (a link
     /// fails if another process created the pool meanwhile; its database is then used).
-    fn open_metadata(&self) -> Result<redb::Database, redb::DatabaseError> {
+    fn open_metadata(&self, latch: &SyncLatch) -> Result<redb::Database, redb::DatabaseError> {
         let path = self.metadata_path();
         if !path.exists() {
             let tmp = self
@@ -101,13 +101,35 @@ impl PoolStorage for FileStorage {
         // redb caches up to 1 GiB of pages by default; the pool's metadata (maps, slot
         // records) is read on open and written at commits, so a small cache holds what
         // is hot, and the daemon's memory stays bounded however much a volume writes.
+        // redb's own file backend (its file locks make one process the owner), syncing
+        // through the pool's latch.
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let backend = latch.backend(redb::backends::FileBackend::new(file)?, path);
         redb::Builder::new()
             .set_cache_size(METADATA_CACHE)
-            .create(path)
+            .create_with_backend(backend)
     }
 
     fn metadata_path(&self) -> PathBuf {
         self.dir.join(METADATA_FILE)
+    }
+
+    /// Every file of the pool directory the pool reads: data, alternate, journal, metadata.
+    fn drop_cache(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let ours = name == METADATA_FILE
+                || name == JOURNAL_FILE
+                || (name.starts_with("data-")
+                    && (name.ends_with(".pool") || name.ends_with(".alt")));
+            if ours && let Ok(f) = File::open(e.path()) {
+                crate::sys::file::drop_clean_pages(&f);
+            }
+        }
     }
 }
 

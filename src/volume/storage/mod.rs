@@ -11,7 +11,8 @@
 //! - `read_at` past the end of the store reads zeros (stores are sparse).
 //! - a punched range reads as zeros.
 //! - errors are reported, never hidden: an Err from `sync_data` means nothing written
-//!   since the last successful sync may be assumed durable.
+//!   since the last successful sync may be assumed durable, and (as on Linux, see
+//!   [`latch`]) a later successful sync does not make it so: the pool stops syncing.
 
 use std::fmt::Debug;
 use std::io;
@@ -19,9 +20,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub mod file;
+pub mod latch;
 pub mod sim;
 
 pub use file::FileStorage;
+pub use latch::{LatchedStorage, SyncLatch};
 pub use sim::{CrashMode, FaultKind, SimDisk, SimStorage};
 
 /// One data file of the pool (one per chunk size).
@@ -75,11 +78,16 @@ pub trait PoolStorage: Send + Sync + Debug {
     fn journal_capacity(&self) -> u64 {
         JOURNAL_CAPACITY
     }
-    /// Opens (creating if needed) the metadata database. Fails with
-    /// `DatabaseAlreadyOpen` when another owner holds it.
-    fn open_metadata(&self) -> Result<redb::Database, redb::DatabaseError>;
+    /// Opens (creating if needed) the metadata database, its syncs through `latch`
+    /// ([`SyncLatch::backend`]). Fails with `DatabaseAlreadyOpen` when another owner
+    /// holds it.
+    fn open_metadata(&self, latch: &SyncLatch) -> Result<redb::Database, redb::DatabaseError>;
     /// Where the metadata lives (for messages).
     fn metadata_path(&self) -> PathBuf;
+    /// Drops the clean cached pages of the pool's files, so that the next reads come from
+    /// the disk (see [`latch`]: after a failed sync, pages whose writeback failed are clean
+    /// and hold what the disk does not). Best effort.
+    fn drop_cache(&self);
 }
 
 /// The tag journal's file name in a pool directory.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::disk::{Call, SimDisk, SimFile, end_of};
 use crate::volume::storage::{
-    BlockStore, JOURNAL_FILE, PoolStorage, alt_file_name, data_file_name,
+    BlockStore, JOURNAL_FILE, PoolStorage, SyncLatch, alt_file_name, data_file_name,
 };
 
 /// The simulated tag journal's size: a few commits fill it, so crash tests fold often.
@@ -124,7 +124,7 @@ impl PoolStorage for SimStorage {
         SIM_JOURNAL_CAPACITY
     }
 
-    fn open_metadata(&self) -> Result<redb::Database, redb::DatabaseError> {
+    fn open_metadata(&self, latch: &SyncLatch) -> Result<redb::Database, redb::DatabaseError> {
         let file = self
             .disk
             .file_at(META_FILE, self.metadata_path())
@@ -136,10 +136,15 @@ impl PoolStorage for SimStorage {
             file,
             held: AtomicBool::new(true),
         };
-        redb::Builder::new().create_with_backend(backend)
+        let path = self.metadata_path();
+        redb::Builder::new().create_with_backend(latch.backend(backend, path))
     }
 
     fn metadata_path(&self) -> PathBuf {
         self.dir.join(META_FILE)
+    }
+
+    fn drop_cache(&self) {
+        self.disk.drop_cache();
     }
 }

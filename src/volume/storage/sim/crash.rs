@@ -100,6 +100,12 @@ impl SimDisk {
         self.lock().faults.insert(n, kind);
     }
 
+    /// Fails the `n`-th `sync_data` call (counted as [`Self::sync_count`] counts, which
+    /// does not count this failed one) once with `kind`.
+    pub fn fail_sync(&self, n: u64, kind: FaultKind) {
+        self.lock().fail_sync = Some((n, kind));
+    }
+
     /// Fails every I/O call from the `n`-th on with `kind` (the disk died, the machine
     /// did not).
     pub fn fail_from(&self, n: u64, kind: FaultKind) {
@@ -111,6 +117,7 @@ impl SimDisk {
         let mut st = self.lock();
         st.faults.clear();
         st.fail_from = None;
+        st.fail_sync = None;
     }
 
     /// A new disk holding what survived a crash of this one (frozen, or the current state

@@ -49,6 +49,8 @@ pub(super) struct DiskState {
     pub(super) faults: BTreeMap<u64, FaultKind>,
     /// Every call from this op index on fails.
     pub(super) fail_from: Option<(u64, FaultKind)>,
+    /// One-shot fault of the n-th sync (as `syncs` will count it).
+    pub(super) fail_sync: Option<(u64, FaultKind)>,
     /// Files held by a live redb database.
     pub(super) held: BTreeSet<String>,
 }
@@ -100,6 +102,32 @@ impl SimDisk {
         })
     }
 
+    /// Drops every file's clean cached pages: reads then see what the disk holds (the
+    /// durable image with the writes not yet synced, which are dirty pages and stay); what
+    /// a failed sync left readable is gone. `PoolStorage::drop_cache` of `SimStorage`.
+    pub fn drop_cache(&self) {
+        for f in self.lock().files.values_mut() {
+            f.drop_cache();
+        }
+    }
+
+    /// The disk as the next process finds it after this one exited (no crash): the same
+    /// files with their page cache (what was written and not synced is still pending),
+    /// fresh handles, nothing held, no fault armed.
+    pub fn restarted(&self) -> SimDisk {
+        let st = self.lock();
+        SimDisk {
+            state: Arc::new(Mutex::new(DiskState {
+                files: st
+                    .files
+                    .iter()
+                    .map(|(n, f)| (n.clone(), f.clone()))
+                    .collect(),
+                ..DiskState::default()
+            })),
+        }
+    }
+
     /// The names of the files on the disk.
     pub fn file_names(&self) -> Vec<String> {
         self.lock().files.keys().cloned().collect()
@@ -119,12 +147,29 @@ impl SimDisk {
         }
         st.ops += 1;
         let n = st.ops;
-        if let Some(kind) = st.faults.remove(&n) {
-            return Err(kind.error());
+        let nth_sync = (call == Call::Sync)
+            .then(|| st.fail_sync.filter(|(at, _)| *at == st.syncs + 1))
+            .flatten();
+        if nth_sync.is_some() {
+            st.fail_sync = None;
         }
-        if let Some((from, kind)) = st.fail_from
-            && n >= from
-        {
+        let fault = st
+            .faults
+            .remove(&n)
+            .or(st
+                .fail_from
+                .and_then(|(from, kind)| (n >= from).then_some(kind)))
+            .or(nth_sync.map(|(_, kind)| kind));
+        if let Some(kind) = fault {
+            // A failed sync is Linux's: the writeback of the file's dirty pages failed and
+            // they are marked clean, so what was written since the last sync stays
+            // readable but is on the disk only as far as it already was (here: not at
+            // all), and no later sync writes it. Any other failed call applies nothing.
+            if call == Call::Sync
+                && let Some(file) = st.files.get_mut(name)
+            {
+                file.sync_failed();
+            }
             return Err(kind.error());
         }
         if call == Call::Sync {

@@ -86,6 +86,7 @@ impl Image {
 }
 
 /// An operation not yet synced.
+#[derive(Clone)]
 pub(super) enum Op {
     Write { off: u64, data: Vec<u8> },
     Punch { off: u64, end: u64 },
@@ -93,13 +94,15 @@ pub(super) enum Op {
 }
 
 /// One file of the disk.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct FileState {
     /// What a crash cannot take away.
     pub(super) durable: Image,
-    /// `durable` with `volatile` applied: what reads see.
+    /// What reads see (the page cache): `durable` with `volatile` applied, and with the
+    /// operations a failed sync lost, until the cache is dropped.
     pub(super) live: Image,
-    /// Operations since the last successful sync, in order.
+    /// Operations not yet on the disk that the next successful sync writes, in order
+    /// (dirty pages).
     pub(super) volatile: Vec<Op>,
 }
 
@@ -117,8 +120,26 @@ impl FileState {
         self.volatile.push(op);
     }
 
+    /// A successful sync: the pending operations reach the disk (not what a failed sync
+    /// lost, which the live view may still show).
     pub(super) fn sync(&mut self) {
-        self.durable = self.live.clone();
+        for op in self.volatile.drain(..) {
+            self.durable.apply(&op);
+        }
+    }
+
+    /// A failed sync (Linux after a writeback error): the pending operations are no longer
+    /// pending, and none of them reached the disk; reads still see them.
+    pub(super) fn sync_failed(&mut self) {
         self.volatile.clear();
+    }
+
+    /// The clean cached pages are dropped: reads see the disk and the pending operations.
+    pub(super) fn drop_cache(&mut self) {
+        let mut live = self.durable.clone();
+        for op in &self.volatile {
+            live.apply(op);
+        }
+        self.live = live;
     }
 }

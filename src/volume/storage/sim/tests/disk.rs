@@ -199,8 +199,10 @@ fn fail_at_fails_exactly_that_call_and_applies_nothing() {
         assert_eq!(disk.sync_count(), 0);
         assert_eq!(f.durable_len(), 0, "the failed sync made nothing durable");
         assert_eq!(read(&f, 0, 12), [vec![4; 10], vec![2; 2]].concat());
+        // Linux: the failed sync's writes are no longer pending, so this one says Ok
+        // without them (see `a_sync_after_a_failed_one_does_not_write_what_it_lost`).
         f.sync_data().unwrap();
-        assert_eq!(f.durable_len(), 100);
+        assert_eq!(f.durable_len(), 0);
 
         let next = disk.op_count() + 1;
         disk.fail_from(next + 1, kind);
@@ -212,6 +214,48 @@ fn fail_at_fails_exactly_that_call_and_applies_nothing() {
         disk.clear_faults();
         assert_eq!(read(&f, 0, 2), vec![5, 4]);
     }
+}
+
+/// Linux after a failed `fdatasync` ("fsyncgate"): the writes it did not make durable
+/// stay readable but are no longer dirty, so a later sync returns Ok without writing them;
+/// writes made after the failure are synced as usual; dropping the page cache, or a crash
+/// in any mode, shows the disk without the lost writes.
+#[test]
+fn a_sync_after_a_failed_one_does_not_write_what_it_lost() {
+    let disk = SimDisk::new();
+    let f = disk.file("f").unwrap();
+    f.write_at(&[1; 8192], 0).unwrap();
+    f.sync_data().unwrap();
+    f.write_at(&[2; 4096], 0).unwrap();
+    disk.fail_at(disk.op_count() + 1, FaultKind::Eio);
+    assert!(is_os_error(f.sync_data(), libc::EIO));
+    assert_eq!(read(&f, 0, 4096), vec![2; 4096], "the cache still holds it");
+    f.write_at(&[3; 4096], 4096).unwrap();
+    f.sync_data().unwrap();
+    for mode in CrashMode::ALL {
+        let after = disk.after_crash(mode, 5).file("f").unwrap();
+        assert_eq!(
+            read(&after, 0, 4096),
+            vec![1; 4096],
+            "{mode:?}: the lost write"
+        );
+        assert_eq!(
+            read(&after, 4096, 4096),
+            vec![3; 4096],
+            "{mode:?}: the later one"
+        );
+    }
+    assert_eq!(read(&f, 0, 4096), vec![2; 4096]);
+    disk.drop_cache();
+    assert_eq!(read(&f, 0, 4096), vec![1; 4096], "read from the disk");
+    assert_eq!(read(&f, 4096, 4096), vec![3; 4096]);
+    // A pending write survives the cache drop (a dirty page is not dropped).
+    f.write_at(&[4; 10], 0).unwrap();
+    disk.drop_cache();
+    assert_eq!(read(&f, 0, 11), [vec![4; 10], vec![1]].concat());
+    // A restart keeps the cache, pending writes included.
+    let again = disk.restarted().file("f").unwrap();
+    assert_eq!(read(&again, 0, 11), [vec![4; 10], vec![1]].concat());
 }
 
 #[test]
@@ -267,21 +311,21 @@ fn storage_data_files_and_direct_writes() {
 #[test]
 fn second_metadata_open_is_refused_until_the_first_is_dropped() {
     let storage = SimStorage::new(DIR, SimDisk::new());
-    let db = storage.open_metadata().unwrap();
+    let db = storage.open_metadata(&SyncLatch::default()).unwrap();
     let other = SimStorage::new(DIR, storage.disk.clone());
     assert!(matches!(
-        other.open_metadata(),
+        other.open_metadata(&SyncLatch::default()),
         Err(redb::DatabaseError::DatabaseAlreadyOpen)
     ));
     drop(db);
-    let db = other.open_metadata().unwrap();
+    let db = other.open_metadata(&SyncLatch::default()).unwrap();
     drop(db);
     // A database on a crashed machine still releases on drop; the disk after the crash
     // has nothing open.
-    let db = storage.open_metadata().unwrap();
+    let db = storage.open_metadata(&SyncLatch::default()).unwrap();
     storage.disk.crash_now();
     let after = SimStorage::new(DIR, storage.disk.after_crash(CrashMode::KeepVolatile, 0));
-    drop(after.open_metadata().unwrap());
+    drop(after.open_metadata(&SyncLatch::default()).unwrap());
     drop(db);
     assert!(storage.disk.lock().held.is_empty());
 }

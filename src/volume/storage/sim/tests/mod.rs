@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use super::backend::{META_FILE, SimBackend};
-use crate::volume::storage::{BlockStore, PoolStorage, data_file_name};
+use crate::volume::storage::{BlockStore, PoolStorage, SyncLatch, data_file_name};
 
 use super::*;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};

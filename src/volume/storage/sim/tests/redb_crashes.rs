@@ -89,7 +89,7 @@ struct Run {
 
 fn workload(disk: &SimDisk) -> Run {
     let storage = SimStorage::new(DIR, disk.clone());
-    let db = match storage.open_metadata() {
+    let db = match storage.open_metadata(&SyncLatch::default()) {
         Ok(db) => db,
         Err(_) => {
             return Run {
@@ -134,7 +134,7 @@ fn table_rows(db: &redb::Database) -> Result<Rows, redb::Error> {
 /// not hand out live pages).
 fn recover(disk: SimDisk, states: &[Rows]) -> Result<u64, redb::DatabaseError> {
     let storage = SimStorage::new(DIR, disk);
-    let mut db = storage.open_metadata()?;
+    let mut db = storage.open_metadata(&SyncLatch::default())?;
     assert!(db.check_integrity().unwrap(), "integrity check failed");
     let mut rows = table_rows(&db).unwrap();
     let k = rows
@@ -149,7 +149,7 @@ fn recover(disk: SimDisk, states: &[Rows]) -> Result<u64, redb::DatabaseError> {
     rows.remove(&0);
     rows.insert(marker.0, marker.1);
     drop(db);
-    let db = storage.open_metadata().unwrap();
+    let db = storage.open_metadata(&SyncLatch::default()).unwrap();
     assert!(
         table_rows(&db).unwrap() == rows,
         "state after a clean reopen"
@@ -235,7 +235,9 @@ fn redb_survives_a_crash_at_every_sync_point() {
 fn redb_fault_at_every_call_of_a_commit() {
     let states = expected_states();
     let before = |disk: &SimDisk| {
-        let db = SimStorage::new(DIR, disk.clone()).open_metadata().unwrap();
+        let db = SimStorage::new(DIR, disk.clone())
+            .open_metadata(&SyncLatch::default())
+            .unwrap();
         for k in 1..=3 {
             apply_txn(&db, k).unwrap();
         }
@@ -297,12 +299,12 @@ fn redb_creation_is_not_crash_atomic() {
     assert!(run.syncs_at_open.is_none());
     for mode in CrashMode::ALL {
         let after = SimStorage::new(DIR, disk.after_crash(mode, 0));
-        match after.open_metadata() {
+        match after.open_metadata(&SyncLatch::default()) {
             Ok(_) => assert_ne!(mode, CrashMode::DropVolatile),
             Err(e) => assert!(is_not_a_database(&e), "{mode:?}: {e}"),
         }
     }
     let after = SimStorage::new(DIR, disk.after_crash(CrashMode::DropVolatile, 0));
-    let err = after.open_metadata().unwrap_err();
+    let err = after.open_metadata(&SyncLatch::default()).unwrap_err();
     assert!(is_not_a_database(&err), "{err}");
 }

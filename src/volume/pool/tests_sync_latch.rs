@@ -1,0 +1,85 @@
+//! Fail-stop after a failed sync (`storage::latch`). On Linux a sync that fails loses the
+//! writeback of what it covered and a retried sync returns Ok without it; the simulated
+//! disk does the same. An fsync acknowledged after a failed sync would claim data that a
+//! crash then shows was never written.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::volume::OpenVolume;
+use crate::volume::storage::latch::REFUSED;
+use crate::volume::storage::{CrashMode, FaultKind, SimDisk, SimStorage};
+use crate::volume::test_support::*;
+
+const BS: usize = 4096;
+
+fn open(disk: &SimDisk) -> Arc<Pool> {
+    Arc::new(Pool::open_storage(Arc::new(SimStorage::new("/pool", disk.clone()))).unwrap())
+}
+
+fn open_volume(pool: &Arc<Pool>, h: &crate::volume::VolumeHeader, auth: bool) -> OpenVolume {
+    if auth {
+        open_auth(pool, h).unwrap()
+    } else {
+        OpenVolume::open(pool.clone(), h, xts()).unwrap()
+    }
+}
+
+fn read(v: &OpenVolume, off: u64) -> Vec<u8> {
+    let mut buf = vec![0u8; BS];
+    v.read(off, &mut buf).unwrap();
+    buf
+}
+
+/// Each sync of an fsync fails in turn (the data file's, the tag journal's on an
+/// authenticated volume, the metadata database's), with an overwrite and a new chunk
+/// pending; then the fsync is tried again. It must be refused: before the latch it said
+/// Ok, and a crash then lost the blocks it had acknowledged.
+#[test]
+fn an_fsync_after_a_failed_sync_is_refused_not_acknowledged_without_its_data() {
+    for auth in [false, true] {
+        for k in 1.. {
+            let disk = SimDisk::new();
+            let pool = open(&disk);
+            let h = if auth {
+                auth_header(16 << SHIFT)
+            } else {
+                header(16 << SHIFT)
+            };
+            pool.create_volume(&h).unwrap();
+            let v = open_volume(&pool, &h, auth);
+            v.write(0, &[1; BS]).unwrap();
+            v.fsync().unwrap();
+            v.write(0, &[2; BS]).unwrap();
+            v.write(3 << SHIFT, &[2; BS]).unwrap();
+            disk.fail_sync(disk.sync_count() + k, FaultKind::Eio);
+            if v.fsync().is_ok() {
+                // Past this fsync's syncs: each of them failed once.
+                assert!(k > 1, "auth {auth}: the fsync syncs nothing");
+                break;
+            }
+            disk.clear_faults();
+            let how = format!("auth {auth}, sync {k} failed");
+            let second = v.fsync();
+            drop(v);
+            drop(pool);
+            if let Err(e) = &second {
+                assert!(e.to_string().contains(REFUSED), "{how}: {e}");
+                continue;
+            }
+            // Acknowledged: it must hold after a crash (this is what failed before).
+            for (i, mode) in CrashMode::ALL.into_iter().enumerate() {
+                let d = disk.after_crash(mode, k * 8 + i as u64);
+                let pool = open(&d);
+                let v = open_volume(&pool, &h, auth);
+                assert_eq!(read(&v, 0), [2; BS], "{how}, {mode:?}: the overwrite");
+                assert_eq!(
+                    read(&v, 3 << SHIFT),
+                    [2; BS],
+                    "{how}, {mode:?}: the new chunk"
+                );
+            }
+            panic!("{how}: the retried fsync was acknowledged (and its data survived)");
+        }
+    }
+}
