@@ -35,8 +35,13 @@
 //!
 //! Faults: [`SimDisk::fail_at`] fails the n-th I/O call (a counter over reads, writes,
 //! punches, syncs and length changes of all files, see [`SimDisk::op_count`]) once, with
-//! EIO or ENOSPC; [`SimDisk::fail_from`] fails every call from the n-th on (a dead disk).
-//! A failed call applies nothing.
+//! EIO or ENOSPC; [`SimDisk::fail_sync`] the n-th sync; [`SimDisk::fail_from`] fails
+//! every call from the n-th on (a dead disk). A failed call applies nothing, except a
+//! failed sync, which behaves as Linux after a writeback error ("fsyncgate"): the file's
+//! pending operations are no longer pending and none reached the disk, reads still see
+//! them, and a later successful sync does not write them. A crash then loses them in
+//! every mode; [`SimDisk::drop_cache`] makes reads see the disk again, and
+//! [`SimDisk::restarted`] is the disk the next process finds (page cache kept).
 //!
 //! [`SimStorage`] is a [`PoolStorage`] over a `SimDisk`: data files are
 //! [`BlockStore`]s, the metadata is a redb database over a [`redb::StorageBackend`] on the
@@ -72,11 +77,7 @@
 //! - Writeback at page granularity *within* one operation without tearing: with
 //!   `KeepRandomSubset` a large write is kept or dropped whole; `TornWrites` covers the
 //!   partial outcomes at sector granularity.
-//! - Linux's behaviour after a failed `fsync` ("fsyncgate"): the kernel may mark the dirty
-//!   pages clean, so that a later `fsync` returns Ok without writing them. Here the
-//!   operations of a failed sync stay volatile and a later successful sync makes them
-//!   durable. Code must not retry a failed sync and assume success; the simulator does not
-//!   catch that mistake.
+//! - A failed sync that wrote part of what it covered: here a failed sync writes nothing.
 //! - Real space accounting: ENOSPC happens only when injected; holes take no space.
 //! - Corruption of durable data (bit rot, misdirected or lost writes after a flush).
 //! - O_DIRECT's memory alignment rule; `write_direct` checks only that offset and length
