@@ -592,6 +592,9 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
         let d = daemon.clone();
         std::thread::spawn(move || {
             let mut last_commit = Instant::now();
+            // The same failure every 5 s (a pool that refuses syncs after a failed one
+            // does until the daemon exits) is logged once.
+            let mut last_error = None;
             loop {
                 std::thread::sleep(Duration::from_millis(500));
                 if d.stopping.load(Ordering::Acquire) {
@@ -599,9 +602,11 @@ pub fn run(region: RegionDir, initial: Option<InitialAttach>) -> Result<()> {
                 }
                 if last_commit.elapsed() >= COMMIT_INTERVAL {
                     last_commit = Instant::now();
-                    if let Err(e) = d.owner.commit() {
-                        warn!("periodic commit: {e}");
+                    let error = d.owner.commit().err().map(|e| e.to_string());
+                    if error.is_some() && error != last_error {
+                        warn!("periodic commit: {}", error.as_deref().unwrap_or_default());
                     }
+                    last_error = error;
                 }
                 // Started for an attach that failed, or left with nothing to serve.
                 let quiet = d.life().last_request.elapsed() > IDLE_EXIT;
