@@ -83,3 +83,34 @@ fn an_fsync_after_a_failed_sync_is_refused_not_acknowledged_without_its_data() {
         }
     }
 }
+
+/// After a failed sync only durability is refused (`storage::latch`): reads go on, the
+/// metadata's included (an authenticated volume reads its slot records from it, and
+/// listing or opening volumes does). The fsync whose data sync failed made the pool
+/// reopen its database, and a reopen syncs the metadata file (redb marks it in use),
+/// which the latch refuses: the database was then gone for good and every metadata
+/// read failed.
+#[test]
+fn metadata_reads_go_on_after_a_failed_sync() {
+    let disk = SimDisk::new();
+    let pool = open(&disk);
+    let h = header(16 << SHIFT);
+    pool.create_volume(&h).unwrap();
+    let v = open_volume(&pool, &h, false);
+    v.write(0, &[1; BS]).unwrap();
+    v.fsync().unwrap();
+    v.write(0, &[2; BS]).unwrap();
+    // The next sync is the data file's.
+    disk.fail_sync(disk.sync_count() + 1, FaultKind::Eio);
+    let e = v.fsync().unwrap_err();
+    assert!(e.to_string().contains(REFUSED), "{e}");
+    disk.clear_faults();
+    assert_eq!(read(&v, 0), [2; BS], "the volume reads what it wrote");
+    let listed = pool.list_volumes();
+    assert!(
+        matches!(&listed, Ok(l) if l.len() == 1),
+        "the metadata reads after a failed sync: {listed:?}"
+    );
+    let e = v.fsync().unwrap_err();
+    assert!(e.to_string().contains(REFUSED), "{e}");
+}
