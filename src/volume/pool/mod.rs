@@ -184,7 +184,13 @@ impl Pool {
 
     /// After an I/O error (a full disk) redb refuses every later transaction until the
     /// database is reopened; reopening recovers the last committed state.
+    ///
+    /// Not after a failed sync (`storage::latch`): redb's open syncs the file (it marks it
+    /// in use), which the latch refuses, so dropping the open database first left none,
+    /// and every metadata read (listing volumes, an authenticated volume's slot records)
+    /// failed until the owner restarted. The open one stays, for reads.
     fn reopen(&self) -> Result<()> {
+        self.refuse_after_failed_sync("cannot reopen")?;
         let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
         // Release the file lock before opening again.
         *g = None;
@@ -201,6 +207,10 @@ impl Pool {
     /// recovered. So reopen once and retry. Call with the commit lock held, as every
     /// writer does: no other write transaction is alive.
     fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        // After a failed sync its commit would be refused anyway; refused before it starts,
+        // it never meets the refused sync, which redb would latch as an I/O error of its
+        // own, failing the reads of the database too.
+        self.refuse_after_failed_sync("cannot write")?;
         // In its own statement: the database handle must be dropped before the reopen.
         let first = self.db()?.begin_write();
         match first {
@@ -210,6 +220,14 @@ impl Pool {
             }
             r => Ok(r?),
         }
+    }
+
+    /// The latch's refusal once a sync of the pool failed (`storage::latch`).
+    fn refuse_after_failed_sync(&self, action: &'static str) -> Result<()> {
+        self.storage
+            .latch()
+            .check()
+            .map_err(|e| VolumeError::io(action, &self.db_path, e))
     }
 
     /// The data file of one chunk size, opened on first use.

@@ -60,16 +60,24 @@ impl SyncLatch {
     /// error says what holds from now on (ENOSPC included: a sync that ran out of room
     /// lost its writeback as surely as one that met EIO).
     pub fn sync(&self, path: &Path, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
-        if let Some(first) = self.tripped() {
-            return Err(io::Error::other(format!(
-                "an earlier {first}; {}",
-                advice()
-            )));
-        }
+        self.check()?;
         sync().map_err(|e| {
             self.trip(path, &e);
             io::Error::other(format!("{e}; {}", advice()))
         })
+    }
+
+    /// Ok until the latch tripped; then the error every later sync gets. For work that
+    /// could only end in a sync (a metadata transaction, redb's reopen), refused before
+    /// it starts.
+    pub fn check(&self) -> io::Result<()> {
+        match self.tripped() {
+            Some(first) => Err(io::Error::other(format!(
+                "an earlier {first}; {}",
+                advice()
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn trip(&self, path: &Path, e: &io::Error) {
