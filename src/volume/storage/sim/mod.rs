@@ -77,7 +77,11 @@
 //! - Writeback at page granularity *within* one operation without tearing: with
 //!   `KeepRandomSubset` a large write is kept or dropped whole; `TornWrites` covers the
 //!   partial outcomes at sector granularity.
-//! - A failed sync that wrote part of what it covered: here a failed sync writes nothing.
+//! - Partial writeback before a failed `fsync`: a failed sync is modelled as Linux's
+//!   ("fsyncgate": the operations it covered stay readable, are no longer pending, and no
+//!   later sync writes them), but as if none of them reached the disk; on a real disk some
+//!   pages may have, so a crash after a failed sync can keep part of what it covered.
+//!   `after_crash` never keeps any of it.
 //! - Real space accounting: ENOSPC happens only when injected; holes take no space.
 //! - Corruption of durable data (bit rot, misdirected or lost writes after a flush).
 //! - O_DIRECT's memory alignment rule; `write_direct` checks only that offset and length
