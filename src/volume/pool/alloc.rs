@@ -348,11 +348,13 @@ impl Pool {
         let r = self
             .resolve_in_doubt()
             .and_then(|()| self.commit_pending(journal));
+        // (Not after a failed sync: the open database stays, for reads; see `reopen`.)
         if let Err(e) = &r
             && matches!(
                 e,
                 VolumeError::NoSpace { .. } | VolumeError::Io { .. } | VolumeError::Metadata(_)
             )
+            && !self.syncs_refused()
             && let Err(re) = self.reopen()
         {
             tracing::warn!("reopening {}: {re}", self.db_path.display());

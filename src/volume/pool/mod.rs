@@ -222,6 +222,11 @@ impl Pool {
         }
     }
 
+    /// Whether a sync of the pool failed: no later one is made (`storage::latch`).
+    pub fn syncs_refused(&self) -> bool {
+        self.storage.latch().tripped().is_some()
+    }
+
     /// The latch's refusal once a sync of the pool failed (`storage::latch`).
     fn refuse_after_failed_sync(&self, action: &'static str) -> Result<()> {
         self.storage

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::*;
 use crate::volume::OpenVolume;
 use crate::volume::storage::latch::REFUSED;
-use crate::volume::storage::{CrashMode, FaultKind, SimDisk, SimStorage};
+use crate::volume::storage::{CrashMode, FailedSync, FaultKind, SimDisk, SimStorage};
 use crate::volume::test_support::*;
 
 const BS: usize = 4096;
@@ -40,6 +40,8 @@ fn an_fsync_after_a_failed_sync_is_refused_not_acknowledged_without_its_data() {
     for auth in [false, true] {
         for k in 1.. {
             let disk = SimDisk::new();
+            // The worst case: the failed sync wrote none of what it covered.
+            disk.set_failed_sync(FailedSync::WritesNothing);
             let pool = open(&disk);
             let h = if auth {
                 auth_header(16 << SHIFT)

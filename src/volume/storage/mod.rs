@@ -25,7 +25,7 @@ pub mod sim;
 
 pub use file::FileStorage;
 pub use latch::{LatchedStorage, SyncLatch};
-pub use sim::{CrashMode, FaultKind, SimDisk, SimStorage};
+pub use sim::{CrashMode, FailedSync, FaultKind, SimDisk, SimStorage};
 
 /// One data file of the pool (one per chunk size).
 #[allow(clippy::len_without_is_empty)]

@@ -47,8 +47,20 @@ impl FaultKind {
     }
 }
 
+/// What a failed sync leaves on the disk of the writes it covered (see the module doc).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailedSync {
+    /// Each operation it covered reached the disk whole or not at all, chosen by the
+    /// disk's own seeded PRNG: a writeback that failed part way.
+    #[default]
+    WritesSome,
+    /// None of them: the worst case for the writes a failed sync covered.
+    WritesNothing,
+}
+
 /// A seeded PRNG (splitmix64): crash outcomes are reproducible from their seed.
-struct SplitMix64(u64);
+#[derive(Default)]
+pub(super) struct SplitMix64(u64);
 
 impl SplitMix64 {
     fn next(&mut self) -> u64 {
@@ -59,7 +71,7 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    fn coin(&mut self) -> bool {
+    pub(super) fn coin(&mut self) -> bool {
         self.next() >> 63 == 1
     }
 }
@@ -98,6 +110,12 @@ impl SimDisk {
     /// Fails the `n`-th I/O call (counted from 1, see [`Self::op_count`]) once with `kind`.
     pub fn fail_at(&self, n: u64, kind: FaultKind) {
         self.lock().faults.insert(n, kind);
+    }
+
+    /// What a failed sync leaves on the disk from now on (default
+    /// [`FailedSync::WritesSome`]).
+    pub fn set_failed_sync(&self, what: FailedSync) {
+        self.lock().failed_sync = what;
     }
 
     /// Fails the `n`-th `sync_data` call (counted as [`Self::sync_count`] counts, which

@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::crash::FaultKind;
+use super::crash::{FailedSync, FaultKind, SplitMix64};
 use super::image::{FileState, Op, PAGE};
 use crate::volume::storage::BlockStore;
 pub(super) fn eio() -> io::Error {
@@ -51,6 +51,9 @@ pub(super) struct DiskState {
     pub(super) fail_from: Option<(u64, FaultKind)>,
     /// One-shot fault of the n-th sync (as `syncs` will count it).
     pub(super) fail_sync: Option<(u64, FaultKind)>,
+    /// What a failed sync leaves on the disk, and the PRNG that chooses it.
+    pub(super) failed_sync: FailedSync,
+    pub(super) rng: SplitMix64,
     /// Files held by a live redb database.
     pub(super) held: BTreeSet<String>,
 }
@@ -161,14 +164,16 @@ impl SimDisk {
                 .and_then(|(from, kind)| (n >= from).then_some(kind)))
             .or(nth_sync.map(|(_, kind)| kind));
         if let Some(kind) = fault {
-            // A failed sync is Linux's: the writeback of the file's dirty pages failed and
-            // they are marked clean, so what was written since the last sync stays
-            // readable but is on the disk only as far as it already was (here: not at
-            // all), and no later sync writes it. Any other failed call applies nothing.
-            if call == Call::Sync
-                && let Some(file) = st.files.get_mut(name)
-            {
-                file.sync_failed();
+            // A failed sync is Linux's: the writeback of the file's dirty pages failed part
+            // way and they are marked clean, so what was written since the last sync stays
+            // readable, is on the disk only as far as that writeback got, and no later
+            // sync writes it. Any other failed call applies nothing.
+            if call == Call::Sync {
+                let some = st.failed_sync == FailedSync::WritesSome;
+                let DiskState { files, rng, .. } = &mut *st;
+                if let Some(file) = files.get_mut(name) {
+                    file.sync_failed(|| some && rng.coin());
+                }
             }
             return Err(kind.error());
         }

@@ -129,9 +129,14 @@ impl FileState {
     }
 
     /// A failed sync (Linux after a writeback error): the pending operations are no longer
-    /// pending, and none of them reached the disk; reads still see them.
-    pub(super) fn sync_failed(&mut self) {
-        self.volatile.clear();
+    /// pending; those `landed` picks reached the disk, the others did not; reads still see
+    /// them all.
+    pub(super) fn sync_failed(&mut self, mut landed: impl FnMut() -> bool) {
+        for op in self.volatile.drain(..) {
+            if landed() {
+                self.durable.apply(&op);
+            }
+        }
     }
 
     /// The clean cached pages are dropped: reads see the disk and the pending operations.

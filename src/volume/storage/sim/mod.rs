@@ -38,10 +38,13 @@
 //! EIO or ENOSPC; [`SimDisk::fail_sync`] the n-th sync; [`SimDisk::fail_from`] fails
 //! every call from the n-th on (a dead disk). A failed call applies nothing, except a
 //! failed sync, which behaves as Linux after a writeback error ("fsyncgate"): the file's
-//! pending operations are no longer pending and none reached the disk, reads still see
-//! them, and a later successful sync does not write them. A crash then loses them in
-//! every mode; [`SimDisk::drop_cache`] makes reads see the disk again, and
-//! [`SimDisk::restarted`] is the disk the next process finds (page cache kept).
+//! pending operations are no longer pending, each reached the disk whole or not at all
+//! (chosen by the disk's seeded PRNG; [`SimDisk::set_failed_sync`] with
+//! [`FailedSync::WritesNothing`] makes it none, the worst case), reads still see them
+//! all, and a later successful sync does not write the others. A crash then keeps exactly
+//! those that reached the disk, in every mode; [`SimDisk::drop_cache`] makes reads see the
+//! disk again, and [`SimDisk::restarted`] is the disk the next process finds (page cache
+//! kept).
 //!
 //! [`SimStorage`] is a [`PoolStorage`] over a `SimDisk`: data files are
 //! [`BlockStore`]s, the metadata is a redb database over a [`redb::StorageBackend`] on the
@@ -77,11 +80,8 @@
 //! - Writeback at page granularity *within* one operation without tearing: with
 //!   `KeepRandomSubset` a large write is kept or dropped whole; `TornWrites` covers the
 //!   partial outcomes at sector granularity.
-//! - Partial writeback before a failed `fsync`: a failed sync is modelled as Linux's
-//!   ("fsyncgate": the operations it covered stay readable, are no longer pending, and no
-//!   later sync writes them), but as if none of them reached the disk; on a real disk some
-//!   pages may have, so a crash after a failed sync can keep part of what it covered.
-//!   `after_crash` never keeps any of it.
+//! - A failed sync's partial writeback within one operation: each operation it covered
+//!   lands whole or not at all (no torn sectors).
 //! - Real space accounting: ENOSPC happens only when injected; holes take no space.
 //! - Corruption of durable data (bit rot, misdirected or lost writes after a flush).
 //! - O_DIRECT's memory alignment rule; `write_direct` checks only that offset and length
@@ -111,7 +111,7 @@ mod tests;
 use super::{BlockStore, PoolStorage};
 
 pub use backend::SimStorage;
-pub use crash::{CrashMode, FaultKind};
+pub use crash::{CrashMode, FailedSync, FaultKind};
 pub use disk::{SimDisk, SimFile};
 
 /// The unit of an atomic write on the simulated disk.

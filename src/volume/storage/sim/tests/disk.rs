@@ -173,6 +173,7 @@ fn fail_at_fails_exactly_that_call_and_applies_nothing() {
             FaultKind::NoSpace => libc::ENOSPC,
         };
         let disk = SimDisk::new();
+        disk.set_failed_sync(FailedSync::WritesNothing);
         let f = disk.file("f").unwrap();
         f.write_at(&[1; 100], 0).unwrap();
         assert_eq!(disk.op_count(), 1);
@@ -223,6 +224,7 @@ fn fail_at_fails_exactly_that_call_and_applies_nothing() {
 #[test]
 fn a_sync_after_a_failed_one_does_not_write_what_it_lost() {
     let disk = SimDisk::new();
+    disk.set_failed_sync(FailedSync::WritesNothing);
     let f = disk.file("f").unwrap();
     f.write_at(&[1; 8192], 0).unwrap();
     f.sync_data().unwrap();
@@ -256,6 +258,41 @@ fn a_sync_after_a_failed_one_does_not_write_what_it_lost() {
     // A restart keeps the cache, pending writes included.
     let again = disk.restarted().file("f").unwrap();
     assert_eq!(read(&again, 0, 11), [vec![4; 10], vec![1]].concat());
+}
+
+/// By default a failed sync wrote some of what it covered: each write whole or not at
+/// all, the same in every crash mode, and a later sync writes none of the others.
+#[test]
+fn a_failed_sync_writes_some_of_what_it_covered() {
+    let disk = SimDisk::new();
+    let f = disk.file("f").unwrap();
+    for i in 0..64u64 {
+        f.write_at(&[i as u8 + 1; 4096], i * 4096).unwrap();
+    }
+    disk.fail_sync(1, FaultKind::Eio);
+    assert!(is_os_error(f.sync_data(), libc::EIO));
+    f.sync_data().unwrap();
+    let landed = |d: &SimDisk| -> Vec<bool> {
+        let g = d.file("f").unwrap();
+        (0..64u64)
+            .map(|i| {
+                let got = read(&g, i * 4096, 4096);
+                assert!(
+                    got == [i as u8 + 1; 4096] || got == [0; 4096],
+                    "write {i} torn"
+                );
+                got[0] != 0
+            })
+            .collect()
+    };
+    let first = landed(&disk.after_crash(CrashMode::DropVolatile, 1));
+    assert!(
+        first.iter().any(|l| *l) && !first.iter().all(|l| *l),
+        "{first:?}"
+    );
+    for mode in CrashMode::ALL {
+        assert_eq!(landed(&disk.after_crash(mode, 9)), first, "{mode:?}");
+    }
 }
 
 #[test]
