@@ -1063,8 +1063,12 @@ fn fsync_after_a_failed_writeback_is_refused_until_attached_again() {
     );
     drop(f);
     v.detach(&dir);
-    sh_ok("umount", &[&ext4.to_string_lossy()]);
-    sh_ok("losetup", &["-d", &dev]);
+    // The guard unmounts the ext4 and frees the loop device (the daemon may still be on
+    // its way out, holding its log there).
+    assert!(
+        v.wait_no_daemon(Duration::from_secs(10)),
+        "the daemon exits"
+    );
 }
 
 // ---- 7. fio ----------------------------------------------------------------------------------
