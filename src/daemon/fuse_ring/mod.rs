@@ -354,11 +354,26 @@ fn commit(fd: RawFd, qid: u16, e: &mut Entry, i: usize) -> squeue::Entry128 {
     unsafe { std::mem::transmute::<[u8; 128], squeue::Entry128>(sqe) }
 }
 
+/// Whether `io_uring_enter(2)` failed for want of a resource that comes back (EAGAIN:
+/// no memory for a request now; EBUSY: completions waiting to be reaped; ENOMEM), so that
+/// entering again later is right, unlike a failure of the ring or the connection.
+fn enter_again(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAGAIN | libc::EBUSY | libc::ENOMEM | libc::EINTR)
+    )
+}
+
 fn push(ring: &mut IoUring<squeue::Entry128>, sqe: squeue::Entry128) -> std::io::Result<()> {
     // SAFETY: every buffer an SQE names lives in an `Entry` that outlives its command.
     let full = unsafe { ring.submission().push(&sqe).is_err() };
     if full {
-        ring.submit()?;
+        while let Err(e) = ring.submit() {
+            if !enter_again(&e) {
+                return Err(e);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         // SAFETY: as above.
         unsafe { ring.submission().push(&sqe) }
             .map_err(|_| std::io::Error::other("submission queue full"))?;
@@ -375,11 +390,26 @@ fn serve(
     served: &AtomicBool,
 ) -> std::io::Result<()> {
     let mut failed = None;
+    let mut transient_logged = false;
     let mut done: Vec<(u64, i32)> = Vec::with_capacity(2 * DEPTH + 2);
     loop {
         match ring.submit_and_wait(1) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            // The kernel is short of something for a moment (memory, completion-queue
+            // room): every entry is still registered and no submission was lost, so reap
+            // what completed and enter again. Ending the queue instead would stall every
+            // request issued on this CPU until the unmount.
+            Err(e) if enter_again(&e) => {
+                if !transient_logged {
+                    transient_logged = true;
+                    warn!("FUSE ring queue {qid}: io_uring_enter: {e}; retrying");
+                }
+                if ring.completion().is_empty() {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+            }
             Err(e) => return Err(e),
         }
         done.clear();

@@ -183,3 +183,30 @@ fn statfs_reports_the_volume_in_blocks() {
     assert_eq!(u64_at(&out, 0), SIZE / 4096);
     assert_eq!(u32_at(&out, 40), 4096);
 }
+
+/// A queue enters its ring again after a shortage (it would otherwise end, and every
+/// request issued on its CPU would wait for the unmount), but not after a failure of the
+/// ring or the connection.
+#[test]
+fn a_queue_enters_again_after_a_shortage_and_ends_after_a_failure() {
+    use std::io::Error;
+    for shortage in [libc::EAGAIN, libc::EBUSY, libc::ENOMEM, libc::EINTR] {
+        assert!(
+            super::enter_again(&Error::from_raw_os_error(shortage)),
+            "{shortage}"
+        );
+    }
+    for failure in [
+        libc::EBADF,
+        libc::EINVAL,
+        libc::ENOTCONN,
+        libc::EFAULT,
+        libc::EOPNOTSUPP,
+    ] {
+        assert!(
+            !super::enter_again(&Error::from_raw_os_error(failure)),
+            "{failure}"
+        );
+    }
+    assert!(!super::enter_again(&Error::other("not an errno")));
+}
