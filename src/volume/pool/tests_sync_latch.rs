@@ -116,3 +116,39 @@ fn metadata_reads_go_on_after_a_failed_sync() {
     let e = v.fsync().unwrap_err();
     assert!(e.to_string().contains(REFUSED), "{e}");
 }
+
+/// A new data file's directory entry is made durable by a directory sync when the pool
+/// creates the file (the data synced into it later is found through that entry). That
+/// sync failing is a failed sync of the pool like any other: before, the pool went on
+/// and the next fsync (of any volume) was acknowledged, though on Linux a retried
+/// directory sync can return Ok without writing the entry, and a crash could then lose
+/// the file with every block synced into it.
+#[test]
+fn a_failed_sync_of_a_new_data_files_entry_is_a_failed_sync_of_the_pool() {
+    let disk = SimDisk::new();
+    let pool = open(&disk);
+    let h = header(16 << SHIFT);
+    pool.create_volume(&h).unwrap();
+    let v = open_volume(&pool, &h, false);
+    v.write(0, &[1; BS]).unwrap();
+    v.fsync().unwrap();
+
+    // A volume of another chunk size: its blocks go to a data file not created yet.
+    let other = header_with_shift(16 << 20, 20);
+    let name = crate::volume::storage::data_file_name(20);
+    disk.fail_create(&name, FaultKind::Eio);
+    pool.create_volume(&other).unwrap();
+    let e = OpenVolume::open(pool.clone(), &other, xts()).unwrap_err();
+    assert!(e.to_string().contains(&name), "{e}");
+    assert!(e.to_string().contains(REFUSED), "{e}");
+    // Opened again, the file is there (its entry maybe not on the disk).
+    let w = OpenVolume::open(pool.clone(), &other, xts()).unwrap();
+
+    // Nothing is acknowledged from now on, whichever volume asks; reads go on.
+    v.write(0, &[2; BS]).unwrap();
+    let e = v.fsync().unwrap_err();
+    assert!(e.to_string().contains(REFUSED), "{e}");
+    assert_eq!(read(&v, 0), [2; BS]);
+    let e = w.write(0, &[3; BS]).and_then(|()| w.fsync()).unwrap_err();
+    assert!(e.to_string().contains(REFUSED), "{e}");
+}

@@ -8,6 +8,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use super::latch::OpenSyncFailed;
 use super::{BlockStore, JOURNAL_FILE, PoolStorage, SyncLatch, alt_file_name, data_file_name};
 use crate::sys::fsio;
 
@@ -41,7 +42,8 @@ impl FileStorage {
             .mode(fsio::PRIVATE_FILE)
             .open(&path)?;
         if !existed {
-            File::open(&self.dir)?.sync_all()?;
+            // A failure here is a failed sync of the pool (the latch trips on it).
+            fsio::fsync_dir(&self.dir).map_err(OpenSyncFailed::wrap)?;
         }
         Ok(Arc::new(DataFile {
             path,
@@ -87,13 +89,15 @@ impl PoolStorage for FileStorage {
             let _ = std::fs::remove_file(&tmp);
             let made = (|| -> io::Result<()> {
                 drop(redb::Database::create(&tmp).map_err(io::Error::other)?);
-                File::open(&tmp)?.sync_all()?;
+                let made = File::open(&tmp)?;
+                latch.sync(&tmp, || made.sync_all())?;
                 match std::fs::hard_link(&tmp, &path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(e),
                 }
-                fsio::fsync_dir(&self.dir)
+                let dir = File::open(&self.dir)?;
+                latch.sync(&self.dir, || dir.sync_all())
             })();
             let _ = std::fs::remove_file(&tmp);
             made.map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;

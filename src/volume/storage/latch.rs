@@ -61,10 +61,13 @@ impl SyncLatch {
     /// lost its writeback as surely as one that met EIO).
     pub fn sync(&self, path: &Path, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
         self.check()?;
-        sync().map_err(|e| {
-            self.trip(path, &e);
-            io::Error::other(format!("{e}; {}", advice()))
-        })
+        sync().map_err(|e| self.failed(path, e))
+    }
+
+    /// Trips the latch for the failed sync `e` of `path`; the error to return for it.
+    pub fn failed(&self, path: &Path, e: io::Error) -> io::Error {
+        self.trip(path, &e);
+        io::Error::other(format!("{e}; {}", advice()))
     }
 
     /// Ok until the latch tripped; then the error every later sync gets. For work that
@@ -112,6 +115,28 @@ impl SyncLatch {
     }
 }
 
+/// The error of a sync made while opening one of the pool's files (the directory entry
+/// of a data file just created), which [`LatchedStorage`] treats as a failed sync of the
+/// pool: the file's entry may not be on the disk, and on Linux a retried directory sync
+/// could return Ok without writing it (the same fsyncgate as a file's pages).
+#[derive(Debug)]
+pub struct OpenSyncFailed(pub io::Error);
+
+impl fmt::Display for OpenSyncFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::error::Error for OpenSyncFailed {}
+
+impl OpenSyncFailed {
+    /// `e`, marked as a failed sync for the latch.
+    pub fn wrap(e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), OpenSyncFailed(e))
+    }
+}
+
 /// Words of the message of every sync error from the first failure on (tests look for
 /// them).
 pub const REFUSED: &str = "acknowledges no more syncs of the pool";
@@ -143,6 +168,22 @@ impl LatchedStorage {
     pub fn latch(&self) -> &SyncLatch {
         &self.latch
     }
+
+    /// A file of the pool, opened by `open`, syncing through the latch. A failed sync
+    /// while opening it (a new file's directory entry) trips the latch. (Not refused
+    /// after a trip: reads of a file not yet open must go on.)
+    fn open(
+        &self,
+        open: impl FnOnce() -> io::Result<Arc<dyn BlockStore>>,
+    ) -> io::Result<Arc<dyn BlockStore>> {
+        match open() {
+            Ok(store) => Ok(self.latch.store(store)),
+            Err(e) if e.get_ref().is_some_and(|r| r.is::<OpenSyncFailed>()) => {
+                Err(self.latch.failed(self.inner.dir(), e))
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl Drop for LatchedStorage {
@@ -160,15 +201,15 @@ impl PoolStorage for LatchedStorage {
     }
 
     fn data(&self, chunk_shift: u8) -> io::Result<Arc<dyn BlockStore>> {
-        Ok(self.latch.store(self.inner.data(chunk_shift)?))
+        self.open(|| self.inner.data(chunk_shift))
     }
 
     fn alt(&self, chunk_shift: u8) -> io::Result<Arc<dyn BlockStore>> {
-        Ok(self.latch.store(self.inner.alt(chunk_shift)?))
+        self.open(|| self.inner.alt(chunk_shift))
     }
 
     fn journal(&self) -> io::Result<Arc<dyn BlockStore>> {
-        Ok(self.latch.store(self.inner.journal()?))
+        self.open(|| self.inner.journal())
     }
 
     fn has_journal(&self) -> bool {

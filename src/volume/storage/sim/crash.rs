@@ -124,6 +124,14 @@ impl SimDisk {
         self.lock().fail_sync = Some((n, kind));
     }
 
+    /// Fails once, with `kind`, the directory sync that makes the entry of the file
+    /// `name` durable when the pool creates it: the pool's open of that file gets the
+    /// error, marked as a failed sync ([`crate::volume::storage::latch::OpenSyncFailed`]),
+    /// as `FileStorage` marks it.
+    pub fn fail_create(&self, name: &str, kind: FaultKind) {
+        self.lock().fail_create = Some((name.to_string(), kind));
+    }
+
     /// Fails every I/O call from the `n`-th on with `kind` (the disk died, the machine
     /// did not).
     pub fn fail_from(&self, n: u64, kind: FaultKind) {
@@ -136,6 +144,7 @@ impl SimDisk {
         st.faults.clear();
         st.fail_from = None;
         st.fail_sync = None;
+        st.fail_create = None;
     }
 
     /// A new disk holding what survived a crash of this one (frozen, or the current state

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use super::crash::{FailedSync, FaultKind, SplitMix64};
 use super::image::{FileState, Op, PAGE};
 use crate::volume::storage::BlockStore;
+use crate::volume::storage::latch::OpenSyncFailed;
 pub(super) fn eio() -> io::Error {
     FaultKind::Eio.error()
 }
@@ -53,6 +54,9 @@ pub(super) struct DiskState {
     pub(super) fail_sync: Option<(u64, FaultKind)>,
     /// What a failed sync leaves on the disk, and the PRNG that chooses it.
     pub(super) failed_sync: FailedSync,
+    /// One-shot fault of the directory sync that makes a new file's entry durable, by
+    /// file name (see `SimDisk::fail_create`).
+    pub(super) fail_create: Option<(String, FaultKind)>,
     pub(super) rng: SplitMix64,
     /// Files held by a live redb database.
     pub(super) held: BTreeSet<String>,
@@ -96,6 +100,13 @@ impl SimDisk {
         let mut st = self.lock();
         if st.dead {
             return Err(eio());
+        }
+        if !st.files.contains_key(name)
+            && let Some((_, kind)) = st.fail_create.take_if(|(n, _)| n == name)
+        {
+            // The file is created, but the sync of its directory entry fails.
+            st.files.entry(name.to_string()).or_default();
+            return Err(OpenSyncFailed::wrap(kind.error()));
         }
         st.files.entry(name.to_string()).or_default();
         Ok(SimFile {
