@@ -57,6 +57,9 @@ GOCRYPTFS_MIN = {"randR4": 1.0, "fsync1": 1.0, "fsync4": 1.0}  # every other fio
 GOCRYPTFS_DEFAULT = 1.5
 BINDFS_MIN = 0.7  # sequential jobs
 XTS_MIN = 0.9
+# The KMS: calls per second on one core in process, and SigV4 Decrypt/s served.
+KMS_IN_PROCESS_MIN = 100_000
+KMS_SERVE_MIN = 30_000
 RSS_MAX_MIB = 100
 # `attach` against gocryptfs on the fsync jobs; the limit references: `mount`
 # against loop-plain (ext4 on a loop device over a plain file) on the sequential and the
@@ -407,6 +410,16 @@ def targets_verdicts(res):
             continue
         pair(t, "gocryptfs")
         pair(t, plain)
+    k = res["micro"].get("kms_ops", {})
+    for what, key in (("GenerateDataKey", "generate_data_key_per_s"), ("Decrypt", "decrypt_per_s")):
+        v = k.get(key)
+        if v is not None:
+            out.append((f"KMS in process, one core, embedded key: {what}/s", f"≥ {KMS_IN_PROCESS_MIN:,}",
+                        f"{v:,.0f}", v >= KMS_IN_PROCESS_MIN))
+    v = res["micro"].get("kms_server", {}).get("decrypt_req_per_s")
+    if v is not None:
+        out.append(("`kms serve`, SigV4 Decrypt/s over loopback, load generator on the same 2 CPUs",
+                    f"≥ {KMS_SERVE_MIN:,}", f"{v:,.0f}", v >= KMS_SERVE_MIN))
     rss = [res["fio"][t]["daemon_peak_rss_kib"] for t in CRYPTVOL + tuple(INTEGRITY)
            if t in res["fio"] and res["fio"][t].get("daemon_peak_rss_kib")]
     if rss:
