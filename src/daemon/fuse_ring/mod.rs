@@ -102,6 +102,7 @@ pub fn can_create_rings() -> bool {
 fn enter_once(ring: &mut IoUring<squeue::Entry128, cqueue::Entry>) -> std::io::Result<()> {
     push(
         ring,
+        0,
         squeue::Entry128::from(opcode::Nop::new().build().user_data(WAKE)),
     )?;
     ring.submit_and_wait(1)?;
@@ -285,12 +286,12 @@ fn run_queue(
     }
     let fd = dev.as_raw_fd();
     for (i, e) in entries.iter_mut().enumerate() {
-        push(&mut ring, register(fd, qid, e, i))?;
+        push(&mut ring, qid, register(fd, qid, e, i))?;
     }
     let poll = opcode::PollAdd::new(types::Fd(wake), libc::POLLIN as u32)
         .build()
         .user_data(WAKE);
-    push(&mut ring, squeue::Entry128::from(poll))?;
+    push(&mut ring, qid, squeue::Entry128::from(poll))?;
     let result = serve(&mut ring, fd, qid, &mut entries, fs, served);
     if entries.iter().any(|e| e.pending) {
         // The kernel may still write into these: never free them.
@@ -364,15 +365,47 @@ fn enter_again(e: &std::io::Error) -> bool {
     )
 }
 
-fn push(ring: &mut IoUring<squeue::Entry128>, sqe: squeue::Entry128) -> std::io::Result<()> {
+/// A shortage of `io_uring_enter` in progress: waits between retries grow from 1 ms to
+/// 64 ms; after [`Shortage::LIMIT`] without one successful enter the error is returned.
+#[derive(Default)]
+struct Shortage {
+    since: Option<std::time::Instant>,
+    pause: Duration,
+}
+
+impl Shortage {
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// Waits before the next retry of an enter that failed with `e`, or returns `e` once
+    /// the shortage has lasted [`Shortage::LIMIT`].
+    fn wait(&mut self, qid: u16, e: std::io::Error) -> std::io::Result<()> {
+        let since = *self.since.get_or_insert_with(|| {
+            warn!("FUSE ring queue {qid}: io_uring_enter: {e}; retrying");
+            std::time::Instant::now()
+        });
+        if since.elapsed() >= Self::LIMIT {
+            return Err(e);
+        }
+        self.pause = (self.pause * 2).clamp(Duration::from_millis(1), Duration::from_millis(64));
+        std::thread::sleep(self.pause);
+        Ok(())
+    }
+}
+
+fn push(
+    ring: &mut IoUring<squeue::Entry128>,
+    qid: u16,
+    sqe: squeue::Entry128,
+) -> std::io::Result<()> {
     // SAFETY: every buffer an SQE names lives in an `Entry` that outlives its command.
     let full = unsafe { ring.submission().push(&sqe).is_err() };
     if full {
+        let mut shortage = Shortage::default();
         while let Err(e) = ring.submit() {
             if !enter_again(&e) {
                 return Err(e);
             }
-            std::thread::sleep(Duration::from_millis(1));
+            shortage.wait(qid, e)?;
         }
         // SAFETY: as above.
         unsafe { ring.submission().push(&sqe) }
@@ -390,23 +423,21 @@ fn serve(
     served: &AtomicBool,
 ) -> std::io::Result<()> {
     let mut failed = None;
-    let mut transient_logged = false;
+    let mut shortage = Shortage::default();
     let mut done: Vec<(u64, i32)> = Vec::with_capacity(2 * DEPTH + 2);
     loop {
         match ring.submit_and_wait(1) {
-            Ok(_) => {}
+            Ok(_) => shortage = Shortage::default(),
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             // The kernel is short of something for a moment (memory, completion-queue
-            // room): every entry is still registered and no submission was lost, so reap
-            // what completed and enter again. Ending the queue instead would stall every
-            // request issued on this CPU until the unmount.
+            // room): no submission was lost (a failed enter consumes none), so reap what
+            // completed and enter again. Ending the queue instead would stall every
+            // request issued on this CPU until the unmount. Bounded: a shortage that
+            // lasts ends the queue as any other failure does (an unmount must not wait
+            // on a queue whose wake-up never reached the kernel).
             Err(e) if enter_again(&e) => {
-                if !transient_logged {
-                    transient_logged = true;
-                    warn!("FUSE ring queue {qid}: io_uring_enter: {e}; retrying");
-                }
                 if ring.completion().is_empty() {
-                    std::thread::sleep(Duration::from_millis(1));
+                    shortage.wait(qid, e)?;
                     continue;
                 }
             }
@@ -434,12 +465,12 @@ fn serve(
                     if !served.load(Ordering::Relaxed) {
                         served.store(true, Ordering::Relaxed);
                     }
-                    push(ring, commit(fd, qid, e, i))?;
+                    push(ring, qid, commit(fd, qid, e, i))?;
                 }
                 // Not initialised yet (INIT still on its way): register again shortly.
                 r if (r == -libc::EAGAIN || r == -libc::EINTR) && !stopping => {
                     std::thread::sleep(Duration::from_millis(2));
-                    push(ring, register(fd, qid, e, i))?;
+                    push(ring, qid, register(fd, qid, e, i))?;
                 }
                 // The connection ended (unmount, abort), or we are stopping: done.
                 r if r == -libc::ENOTCONN
@@ -455,7 +486,14 @@ fn serve(
             }
         }
         if stopping {
-            ring.submit()?;
+            // The commits of this batch, sent even through a shortage.
+            let mut shortage = Shortage::default();
+            while let Err(e) = ring.submit() {
+                if !enter_again(&e) {
+                    return Err(e);
+                }
+                shortage.wait(qid, e)?;
+            }
             return Ok(());
         }
         if entries.iter().all(|e| !e.pending) {

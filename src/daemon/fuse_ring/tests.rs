@@ -210,3 +210,19 @@ fn a_queue_enters_again_after_a_shortage_and_ends_after_a_failure() {
     }
     assert!(!super::enter_again(&Error::other("not an errno")));
 }
+
+/// A shortage is retried with growing pauses, and one that lasts ends the queue with its
+/// error (so an unmount does not wait forever on a queue that cannot enter its ring).
+#[test]
+fn a_shortage_that_lasts_ends_the_queue() {
+    use std::io::Error;
+    use std::time::{Duration, Instant};
+    let mut s = super::Shortage::default();
+    let eagain = || Error::from_raw_os_error(libc::EAGAIN);
+    assert!(s.wait(0, eagain()).is_ok());
+    assert!(s.wait(0, eagain()).is_ok());
+    assert_eq!(s.pause, Duration::from_millis(2));
+    s.since = Some(Instant::now() - super::Shortage::LIMIT);
+    let e = s.wait(0, eagain()).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EAGAIN));
+}
