@@ -12,12 +12,32 @@ pub const PRIVATE_FILE: u32 = 0o600;
 /// Mode of directories under the data dir.
 pub const PRIVATE_DIR: u32 = 0o700;
 
-/// Creates `path` and its parents with mode 0700 (existing directories keep their mode).
+/// Creates `path` and its parents with mode 0700 (existing directories keep their mode),
+/// durably: the entry of each directory created is synced in its parent.
 pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    // The directories this call creates, deepest first: each one's entry is made durable
+    // in its parent (a crash must not lose a directory that files synced later live in).
+    let mut created = vec![];
+    let mut p = path;
+    while !p.exists() {
+        created.push(p);
+        match p.parent() {
+            Some(q) if !q.as_os_str().is_empty() => p = q,
+            _ => break,
+        }
+    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(PRIVATE_DIR)
-        .create(path)
+        .create(path)?;
+    for dir in created.into_iter().rev() {
+        // A parent this user may not read (write and search only) cannot be opened to
+        // sync; the failure of a sync that ran is an error.
+        if let Ok(parent) = File::open(parent_of(dir)) {
+            parent.sync_all()?;
+        }
+    }
+    Ok(())
 }
 
 /// Makes a directory entry change (create, rename, unlink) in `dir` durable.

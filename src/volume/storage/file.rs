@@ -42,8 +42,9 @@ impl FileStorage {
             .mode(fsio::PRIVATE_FILE)
             .open(&path)?;
         if !existed {
-            // A failure here is a failed sync of the pool (the latch trips on it).
-            fsio::fsync_dir(&self.dir).map_err(OpenSyncFailed::wrap)?;
+            // A failed sync here is a failed sync of the pool (the latch trips on it).
+            let dir = File::open(&self.dir)?;
+            dir.sync_all().map_err(OpenSyncFailed::wrap)?;
         }
         Ok(Arc::new(DataFile {
             path,
@@ -101,6 +102,14 @@ impl PoolStorage for FileStorage {
             })();
             let _ = std::fs::remove_file(&tmp);
             made.map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
+        } else {
+            // Once per open of the pool, the directory's entries are made durable: a
+            // process that created a file (this database, a data file) and then failed
+            // to sync its entry, or was killed before it could, left it maybe not on the
+            // disk, and files that exist are not synced again when opened.
+            let synced =
+                File::open(&self.dir).and_then(|dir| latch.sync(&self.dir, || dir.sync_all()));
+            synced.map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
         }
         // redb caches up to 1 GiB of pages by default; the pool's metadata (maps, slot
         // records) is read on open and written at commits, so a small cache holds what
