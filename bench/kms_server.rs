@@ -200,16 +200,28 @@ impl Target {
                             (this.clone(), operation.clone(), body.clone());
                         let (done, stop) = (done.clone(), stop.clone());
                         tokio::spawn(async move {
-                            let conn = tokio::net::TcpStream::connect(&this.host)
-                                .await
-                                .expect("connect");
-                            conn.set_nodelay(true).expect("nodelay");
+                            let connect = || async {
+                                let conn = tokio::net::TcpStream::connect(&this.host)
+                                    .await
+                                    .expect("connect");
+                                conn.set_nodelay(true).expect("nodelay");
+                                conn
+                            };
+                            let mut conn = connect().await;
                             let mut buf = Vec::with_capacity(4096);
                             while !stop.load(Ordering::Relaxed) {
                                 let mut request = this.signed_head(&operation, &body);
                                 request.extend_from_slice(&body);
-                                write_all(&conn, &request).await;
-                                let (status, text) = read_response(&conn, &mut buf).await;
+                                // The server may close a keep-alive connection (idle or
+                                // header timeouts): connect again, as ureq does.
+                                let answer = match write_all(&conn, &request).await {
+                                    Ok(()) => read_response(&conn, &mut buf).await,
+                                    Err(_) => None,
+                                };
+                                let Some((status, text)) = answer else {
+                                    conn = connect().await;
+                                    continue;
+                                };
                                 assert_eq!(status, 200, "{text}");
                                 done.fetch_add(1, Ordering::Relaxed);
                             }
@@ -310,21 +322,22 @@ fn client_kind() -> String {
     std::env::var("BENCH_CLIENT").unwrap_or_else(|_| "async".to_string())
 }
 
-async fn write_all(conn: &tokio::net::TcpStream, mut data: &[u8]) {
+async fn write_all(conn: &tokio::net::TcpStream, mut data: &[u8]) -> std::io::Result<()> {
     while !data.is_empty() {
-        conn.writable().await.expect("writable");
+        conn.writable().await?;
         match conn.try_write(data) {
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => panic!("write: {e}"),
+            Err(e) => return Err(e),
         }
     }
+    Ok(())
 }
 
 /// Reads one HTTP/1.1 response (a head with `content-length`, then that many bytes) into
-/// `buf`; returns its status and body. The server answers one request at a time per
-/// connection, so nothing follows it.
-async fn read_response(conn: &tokio::net::TcpStream, buf: &mut Vec<u8>) -> (u16, String) {
+/// `buf`; returns its status and body, or None if the server closed the connection. The
+/// server answers one request at a time per connection, so nothing follows it.
+async fn read_response(conn: &tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<(u16, String)> {
     buf.clear();
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -344,17 +357,17 @@ async fn read_response(conn: &tokio::net::TcpStream, buf: &mut Vec<u8>) -> (u16,
                 .expect("content-length");
             if buf.len() >= end + 4 + len {
                 let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
-                return (status, body);
+                return Some((status, body));
             }
         }
-        conn.readable().await.expect("readable");
+        conn.readable().await.ok()?;
         let old = buf.len();
         buf.resize(old + 8192, 0);
         match conn.try_read(&mut buf[old..]) {
-            Ok(0) => panic!("the server closed the connection"),
+            Ok(0) => return None,
             Ok(n) => buf.truncate(old + n),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => buf.truncate(old),
-            Err(e) => panic!("read: {e}"),
+            Err(_) => return None,
         }
     }
 }
