@@ -25,6 +25,17 @@ fn open_volume(pool: &Arc<Pool>, h: &crate::volume::VolumeHeader, auth: bool) ->
     }
 }
 
+/// A pool on `disk` with one plain volume whose first block was written and synced.
+fn a_volume_written_and_synced(disk: &SimDisk) -> (Arc<Pool>, OpenVolume) {
+    let pool = open(disk);
+    let h = header(16 << SHIFT);
+    pool.create_volume(&h).unwrap();
+    let v = open_volume(&pool, &h, false);
+    v.write(0, &[1; BS]).unwrap();
+    v.fsync().unwrap();
+    (pool, v)
+}
+
 fn read(v: &OpenVolume, off: u64) -> Vec<u8> {
     let mut buf = vec![0u8; BS];
     v.read(off, &mut buf).unwrap();
@@ -95,12 +106,7 @@ fn an_fsync_after_a_failed_sync_is_refused_not_acknowledged_without_its_data() {
 #[test]
 fn metadata_reads_go_on_after_a_failed_sync() {
     let disk = SimDisk::new();
-    let pool = open(&disk);
-    let h = header(16 << SHIFT);
-    pool.create_volume(&h).unwrap();
-    let v = open_volume(&pool, &h, false);
-    v.write(0, &[1; BS]).unwrap();
-    v.fsync().unwrap();
+    let (pool, v) = a_volume_written_and_synced(&disk);
     v.write(0, &[2; BS]).unwrap();
     // The next sync is the data file's.
     disk.fail_sync(disk.sync_count() + 1, FaultKind::Eio);
@@ -126,12 +132,7 @@ fn metadata_reads_go_on_after_a_failed_sync() {
 #[test]
 fn a_failed_sync_of_a_new_data_files_entry_is_a_failed_sync_of_the_pool() {
     let disk = SimDisk::new();
-    let pool = open(&disk);
-    let h = header(16 << SHIFT);
-    pool.create_volume(&h).unwrap();
-    let v = open_volume(&pool, &h, false);
-    v.write(0, &[1; BS]).unwrap();
-    v.fsync().unwrap();
+    let (pool, v) = a_volume_written_and_synced(&disk);
 
     // A volume of another chunk size: its blocks go to a data file not created yet.
     let other = header_with_shift(16 << 20, 20);
