@@ -228,6 +228,9 @@ fn random_aligned_and_unaligned_io_matches_a_model_and_persists() {
 
 // ---- one attachment per volume; status ---------------------------------------------------
 
+/// The region daemon runs with two malloc arenas (`MALLOC_ARENA_MAX`, docs/cli.md) unless
+/// its caller set the variable: glibc otherwise gave each FUSE thread that ran a commit an
+/// arena of its own, kept as large as that commit, and the daemon's memory grew with them.
 /// The volume tests run over the FUSE transport the runner chose: CI runs this file (and
 /// the other volume suites) a second time with `CRYPTVOL_FUSE_TRANSPORT=classic`; this
 /// checks that those runs really went through `/dev/fuse`, and the default ones through
@@ -335,6 +338,29 @@ fn a_mount_unmounted_from_outside_still_detaches() {
         b"before the outside unmount"
     );
     v.detach(&d1);
+    assert_nothing_attached(&v);
+}
+
+#[test]
+fn the_daemon_runs_with_two_malloc_arenas_unless_its_caller_chose() {
+    needs!(Fuse);
+    let v = VolEnv::new();
+    let a = v.create(&["--size", "64M", "--name", "a"]);
+    let d = v.dir("d");
+    v.attach(&a, &d, &[]);
+    let pid = v.daemon_pid().expect("a daemon while attached");
+    let env = std::fs::read(format!("/proc/{pid}/environ")).expect("the daemon's environment");
+    let want = format!(
+        "MALLOC_ARENA_MAX={}",
+        std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".into())
+    );
+    let arenas: Vec<String> = env
+        .split(|b| *b == 0)
+        .filter(|kv| kv.starts_with(b"MALLOC_ARENA_MAX="))
+        .map(|kv| String::from_utf8_lossy(kv).into_owned())
+        .collect();
+    assert_eq!(arenas, vec![want], "daemon {pid}");
+    v.detach(&d);
     assert_nothing_attached(&v);
 }
 
