@@ -9,9 +9,6 @@
 #[path = "common/machine.rs"]
 mod machine;
 
-/// The allocator of the `cryptvol` binary (src/main.rs), so that this measures what it runs.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "common/softhsm.rs"]
 mod softhsm;
 
