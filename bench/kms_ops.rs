@@ -8,7 +8,6 @@
 
 #[path = "common/machine.rs"]
 mod machine;
-
 #[path = "common/softhsm.rs"]
 mod softhsm;
 

@@ -392,6 +392,20 @@ impl Shortage {
     }
 }
 
+/// Submits what is queued, entering again through a shortage (bounded by
+/// [`Shortage::LIMIT`]); an interrupted enter is retried at once.
+fn submit_through_shortage(ring: &mut IoUring<squeue::Entry128>, qid: u16) -> std::io::Result<()> {
+    let mut shortage = Shortage::default();
+    loop {
+        match ring.submit() {
+            Ok(_) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) if enter_again(&e) => shortage.wait(qid, e)?,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn push(
     ring: &mut IoUring<squeue::Entry128>,
     qid: u16,
@@ -400,13 +414,7 @@ fn push(
     // SAFETY: every buffer an SQE names lives in an `Entry` that outlives its command.
     let full = unsafe { ring.submission().push(&sqe).is_err() };
     if full {
-        let mut shortage = Shortage::default();
-        while let Err(e) = ring.submit() {
-            if !enter_again(&e) {
-                return Err(e);
-            }
-            shortage.wait(qid, e)?;
-        }
+        submit_through_shortage(ring, qid)?;
         // SAFETY: as above.
         unsafe { ring.submission().push(&sqe) }
             .map_err(|_| std::io::Error::other("submission queue full"))?;
@@ -487,14 +495,7 @@ fn serve(
         }
         if stopping {
             // The commits of this batch, sent even through a shortage.
-            let mut shortage = Shortage::default();
-            while let Err(e) = ring.submit() {
-                if !enter_again(&e) {
-                    return Err(e);
-                }
-                shortage.wait(qid, e)?;
-            }
-            return Ok(());
+            return submit_through_shortage(ring, qid);
         }
         if entries.iter().all(|e| !e.pending) {
             return failed.map_or(Ok(()), |r| Err(std::io::Error::from_raw_os_error(-r)));
