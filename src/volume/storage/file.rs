@@ -93,24 +93,20 @@ impl PoolStorage for FileStorage {
                 let made = File::open(&tmp)?;
                 latch.sync(&tmp, || made.sync_all())?;
                 match std::fs::hard_link(&tmp, &path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(e),
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                    Err(e) => Err(e),
                 }
-                let dir = File::open(&self.dir)?;
-                latch.sync(&self.dir, || dir.sync_all())
             })();
             let _ = std::fs::remove_file(&tmp);
             made.map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
-        } else {
-            // Once per open of the pool, the directory's entries are made durable: a
-            // process that created a file (this database, a data file) and then failed
-            // to sync its entry, or was killed before it could, left it maybe not on the
-            // disk, and files that exist are not synced again when opened.
-            let synced =
-                File::open(&self.dir).and_then(|dir| latch.sync(&self.dir, || dir.sync_all()));
-            synced.map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
         }
+        // Once per open of the pool, the directory's entries are made durable: the link
+        // just made, and any file a process created (this database, a data file) and then
+        // failed to sync the entry of, or was killed before it could (files that exist
+        // are not synced again when opened).
+        let synced = File::open(&self.dir).and_then(|dir| latch.sync(&self.dir, || dir.sync_all()));
+        synced.map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
         // redb caches up to 1 GiB of pages by default; the pool's metadata (maps, slot
         // records) is read on open and written at commits, so a small cache holds what
         // is hot, and the daemon's memory stays bounded however much a volume writes.
