@@ -79,7 +79,8 @@ fn field(v: &serde_json::Value, outer: &str, name: &str) -> String {
         .to_string()
 }
 
-/// Where the client threads send their requests, and as whom.
+/// Where the clients send their requests, and as whom.
+#[derive(Clone)]
 struct Target {
     endpoint: String,
     host: String,
@@ -98,21 +99,35 @@ struct Cost {
     client_us: f64,
 }
 
+/// What a client sends and counts: `operation` with `body`, each answer counted in
+/// `done`, until `stop`.
+#[derive(Clone)]
+struct Load {
+    operation: String,
+    body: Vec<u8>,
+    done: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
 impl Target {
     /// Requests per second of `operation` with `body`, each signed anew, over `conns`
     /// keep-alive connections; after `warm`, counted for `run`. The client is
     /// `BENCH_CLIENT`: `async` (default: one thread, every connection a task of a tokio
     /// runtime, HTTP/1.1 written and read by hand, as wrk does it) or `threads` (a thread
-    /// and a ureq agent per connection: about three times the client CPU per request).
+    /// and a ureq agent per connection: about twice the client CPU per request).
     fn rate(&self, operation: &str, body: &serde_json::Value) -> (f64, u64, f64, Cost) {
-        let body = serde_json::to_vec(body).unwrap();
-        let done = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let client = if client_kind() == "threads" {
-            self.threads_client(operation, &body, &done, &stop)
-        } else {
-            self.async_client(operation, &body, &done, &stop)
+        let load = Load {
+            operation: operation.to_string(),
+            body: serde_json::to_vec(body).unwrap(),
+            done: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
         };
+        let client = if client_kind() == "threads" {
+            self.threads_client(&load)
+        } else {
+            self.async_client(&load)
+        };
+        let done = &load.done;
         std::thread::sleep(self.warm);
         let start_count = done.load(Ordering::Relaxed);
         let start = Instant::now();
@@ -128,17 +143,16 @@ impl Target {
             server_us: per_request(machine::process_cpu_secs(self.server_pid), cpu_start.0),
             client_us: per_request(machine::process_cpu_secs(std::process::id()), cpu_start.1),
         };
-        stop.store(true, Ordering::Relaxed);
+        load.stop.store(true, Ordering::Relaxed);
         for t in client {
             t.join().expect("client thread");
         }
         (n as f64 / elapsed, n, elapsed, cost)
     }
 
-    /// The signed head of one request of `operation` with `body` (a new signature each
-    /// time, as every SDK signs every request).
-    fn signed_head(&self, operation: &str, body: &[u8]) -> Vec<u8> {
-        let headers = vec![
+    /// The headers a request of `operation` carries before it is signed.
+    fn headers(&self, operation: &str) -> Vec<(String, String)> {
+        vec![
             ("host".to_string(), self.host.clone()),
             (
                 "content-type".to_string(),
@@ -148,7 +162,12 @@ impl Target {
                 "x-amz-target".to_string(),
                 format!("TrentService.{operation}"),
             ),
-        ];
+        ]
+    }
+
+    /// The SigV4 headers of a request with `headers` and `body`, signed now (anew for each
+    /// request, as every SDK signs every request).
+    fn sign(&self, headers: &[(String, String)], body: &[u8]) -> Vec<(String, String)> {
         let creds = Credentials {
             access_key_id: &self.id,
             secret_access_key: &self.secret,
@@ -158,36 +177,35 @@ impl Target {
             method: "POST",
             path: "/",
             query: "",
-            headers: &headers,
+            headers,
             body,
         };
-        let signed = sigv4::sign(
+        sigv4::sign(
             &parts,
             &creds,
             "local-1",
             "kms",
             std::time::SystemTime::now(),
-        );
+        )
+    }
+
+    /// One whole signed HTTP/1.1 request with `headers` and `body`.
+    fn signed_request(&self, headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
+        let signed = self.sign(headers, body);
         let mut head = format!("POST / HTTP/1.1\r\ncontent-length: {}\r\n", body.len());
         for (k, v) in headers.iter().chain(signed.iter()) {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         head.push_str("\r\n");
-        head.into_bytes()
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        request
     }
 
     /// One client thread: a tokio runtime on it, one task per connection, each writing a
     /// signed request and reading its whole response before the next.
-    fn async_client(
-        &self,
-        operation: &str,
-        body: &[u8],
-        done: &Arc<AtomicU64>,
-        stop: &Arc<AtomicBool>,
-    ) -> Vec<std::thread::JoinHandle<()>> {
-        let this = Arc::new(self.clone_target());
-        let (operation, body) = (operation.to_string(), body.to_vec());
-        let (done, stop) = (done.clone(), stop.clone());
+    fn async_client(&self, load: &Load) -> Vec<std::thread::JoinHandle<()>> {
+        let (this, load) = (Arc::new(self.clone()), load.clone());
         vec![std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_io()
@@ -196,9 +214,7 @@ impl Target {
             rt.block_on(async move {
                 let tasks: Vec<_> = (0..this.conns)
                     .map(|_| {
-                        let (this, operation, body) =
-                            (this.clone(), operation.clone(), body.clone());
-                        let (done, stop) = (done.clone(), stop.clone());
+                        let (this, load) = (this.clone(), load.clone());
                         tokio::spawn(async move {
                             let connect = || async {
                                 let conn = tokio::net::TcpStream::connect(&this.host)
@@ -207,11 +223,11 @@ impl Target {
                                 conn.set_nodelay(true).expect("nodelay");
                                 conn
                             };
+                            let headers = this.headers(&load.operation);
                             let mut conn = connect().await;
                             let mut buf = Vec::with_capacity(4096);
-                            while !stop.load(Ordering::Relaxed) {
-                                let mut request = this.signed_head(&operation, &body);
-                                request.extend_from_slice(&body);
+                            while !load.stop.load(Ordering::Relaxed) {
+                                let request = this.signed_request(&headers, &load.body);
                                 // The server may close a keep-alive connection (idle or
                                 // header timeouts): connect again, as ureq does.
                                 let answer = match write_all(&conn, &request).await {
@@ -223,7 +239,7 @@ impl Target {
                                     continue;
                                 };
                                 assert_eq!(status, 200, "{text}");
-                                done.fetch_add(1, Ordering::Relaxed);
+                                load.done.fetch_add(1, Ordering::Relaxed);
                             }
                         })
                     })
@@ -235,81 +251,28 @@ impl Target {
         })]
     }
 
-    fn clone_target(&self) -> Target {
-        Target {
-            endpoint: self.endpoint.clone(),
-            host: self.host.clone(),
-            id: self.id.clone(),
-            secret: self.secret.clone(),
-            conns: self.conns,
-            warm: self.warm,
-            run: self.run,
-            server_pid: self.server_pid,
-        }
-    }
-
     /// `conns` threads with a ureq agent each (the client before `async_client`).
-    fn threads_client(
-        &self,
-        operation: &str,
-        body: &[u8],
-        done: &Arc<AtomicU64>,
-        stop: &Arc<AtomicBool>,
-    ) -> Vec<std::thread::JoinHandle<()>> {
-        let body = body.to_vec();
+    fn threads_client(&self, load: &Load) -> Vec<std::thread::JoinHandle<()>> {
         (0..self.conns)
             .map(|_| {
-                let (endpoint, host, body, id, secret) = (
-                    self.endpoint.clone(),
-                    self.host.clone(),
-                    body.clone(),
-                    self.id.clone(),
-                    self.secret.clone(),
-                );
-                let target = format!("TrentService.{operation}");
-                let (done, stop) = (done.clone(), stop.clone());
+                let (this, load) = (self.clone(), load.clone());
                 std::thread::spawn(move || {
                     let agent: ureq::Agent = ureq::Agent::config_builder()
                         .http_status_as_error(false)
                         .build()
                         .into();
-                    let headers = vec![
-                        ("host".to_string(), host.clone()),
-                        (
-                            "content-type".to_string(),
-                            "application/x-amz-json-1.1".to_string(),
-                        ),
-                        ("x-amz-target".to_string(), target),
-                    ];
-                    let creds = Credentials {
-                        access_key_id: &id,
-                        secret_access_key: &secret,
-                        session_token: None,
-                    };
-                    while !stop.load(Ordering::Relaxed) {
-                        let parts = RequestParts {
-                            method: "POST",
-                            path: "/",
-                            query: "",
-                            headers: &headers,
-                            body: &body,
-                        };
-                        let signed = sigv4::sign(
-                            &parts,
-                            &creds,
-                            "local-1",
-                            "kms",
-                            std::time::SystemTime::now(),
-                        );
-                        let mut req = agent.post(&endpoint);
+                    let headers = this.headers(&load.operation);
+                    while !load.stop.load(Ordering::Relaxed) {
+                        let signed = this.sign(&headers, &load.body);
+                        let mut req = agent.post(&this.endpoint);
                         for (k, v) in headers.iter().skip(1).chain(signed.iter()) {
                             req = req.header(k.as_str(), v.as_str());
                         }
-                        let mut resp = req.send(&body[..]).expect("request");
+                        let mut resp = req.send(&load.body[..]).expect("request");
                         let status = resp.status().as_u16();
                         let text = resp.body_mut().read_to_string().unwrap_or_default();
                         assert_eq!(status, 200, "{text}");
-                        done.fetch_add(1, Ordering::Relaxed);
+                        load.done.fetch_add(1, Ordering::Relaxed);
                     }
                 })
             })
