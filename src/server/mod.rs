@@ -102,6 +102,10 @@ pub fn serve(
     home_region: &Region,
     args: ServeArgs,
 ) -> Result<(), AwsError> {
+    // Small blocks from mimalloc from here on: a fifth less CPU per request (why only
+    // here, and only small blocks: `sys::allocator`). No effect unless the binary's
+    // allocator is `SplitAllocator` (src/main.rs).
+    crate::sys::allocator::small_blocks_from_mimalloc();
     let limits = http::Limits {
         max_body: args.max_body_bytes,
         body_timeout: Duration::from_secs(args.body_timeout),

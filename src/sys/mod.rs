@@ -9,8 +9,10 @@
 //! - [`loopdev`], [`filesystem`], [`unmount`]: losetup; blkid, mkfs, mount, umount,
 //!   fsfreeze; unmounting FUSE (umount2 or fusermount3);
 //! - [`file`]: punching holes and read-ahead advice;
-//! - [`process`]: the CPUs (possible, online), pinning a thread, the open-file limit.
+//! - [`process`]: the CPUs (possible, online), pinning a thread, the open-file limit;
+//! - [`allocator`]: the process's heap (mimalloc for small blocks, glibc's for large).
 
+pub mod allocator;
 pub mod clock;
 pub mod file;
 pub mod filesystem;
