@@ -10,17 +10,22 @@
 //! back with `madvise(MADV_DONTNEED)`, which the kernel refuses on locked pages. So what
 //! mimalloc once held it keeps: a daemon that read a 64 MiB hostile control line kept the
 //! 128 MiB of buffers it grew through, and the authenticated volume daemon's peak RSS rose
-//! from 40–64 to 77–85 MiB with no gain in speed. glibc serves large blocks with their own
-//! `mmap` and gives them back with `munmap`, which works on locked pages. So:
+//! from 40–64 to 77–85 MiB with no gain in speed. glibc can serve a large block with its
+//! own `mmap` and give it back with `munmap`, which works on locked pages (not by default:
+//! its mmap threshold rises to the size of any mapped block freed, after which such
+//! blocks come from its arenas, which return memory with `madvise` too). So:
 //! - every process starts on glibc alone;
 //! - [`small_blocks_from_mimalloc`] (called by `kms serve` before its threads start) sends
-//!   new blocks under [`LARGE`] bytes to mimalloc; larger ones (request bodies, a hostile
-//!   client's data) stay glibc's.
+//!   new blocks under [`LARGE`] bytes to mimalloc, and fixes glibc's mmap threshold at
+//!   [`LARGE`], so that larger ones (request bodies, a hostile client's data) are mapped
+//!   and unmapped one by one.
 //!
 //! Frees go to the owner: a block of [`LARGE`] bytes or more is glibc's (Rust passes the
 //! block's layout to `dealloc` and `realloc`); a smaller one is mimalloc's exactly when
-//! `mi_is_in_heap_region` says so (a lookup in mimalloc's page map, false for any address
-//! it did not hand out), since small blocks made before the switch are glibc's.
+//! `mi_is_in_heap_region` says so, since small blocks made before the switch are glibc's.
+//! That lookup in mimalloc's page map is true for every page mimalloc has live and false
+//! for memory it never mapped or has freed, so for every block glibc made (it may also be
+//! true just past an over-aligned mimalloc block, where no glibc block can be).
 //! Secrets are zeroized before they are freed, whichever allocator frees them.
 #![allow(unsafe_code)]
 
@@ -30,18 +35,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// The size from which a block is always glibc's.
 pub const LARGE: usize = 64 * 1024;
 
-/// Whether new small blocks come from mimalloc. Only ever set, never cleared: a block
-/// handed to another thread carries the happens-before of the store that preceded it.
+/// Whether new small blocks come from mimalloc. Only ever set, never cleared, so Relaxed
+/// suffices: a thread that made a block in mimalloc read `true`, and whatever hands the
+/// block to another thread orders that read before the other thread's (read-read
+/// coherence), which so reads `true` as well when it frees the block.
 static SMALL_FROM_MIMALLOC: AtomicBool = AtomicBool::new(false);
 
 /// From now on, blocks under [`LARGE`] bytes come from mimalloc (see the module doc).
-/// glibc keeps the large blocks, few and short-lived, so two arenas serve them: each
-/// arena glibc adds under contention keeps the largest blocks it once held (a server
-/// reading 16 bodies of 1 MiB at once settled 16 MiB higher with its default of 8 per
-/// CPU).
+/// glibc keeps the large blocks: each is mapped and unmapped on its own (a fixed mmap
+/// threshold), and its few small blocks from before the switch need no more than two
+/// arenas.
 pub fn small_blocks_from_mimalloc() {
-    // SAFETY: mallopt only sets glibc's tuning variable (checked by glibc).
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    // SAFETY: mallopt only sets glibc's tuning variables (it checks their values).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, LARGE as libc::c_int);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     SMALL_FROM_MIMALLOC.store(true, Ordering::Relaxed);
 }
 
@@ -170,13 +179,19 @@ mod tests {
                 layout.size()
             );
         }
-        // A small block from before the switch is still glibc's, though small ones now
-        // come from mimalloc.
-        assert!(!owned_by_mimalloc(before[0].0, before[0].1.size()));
+        // Blocks from before the switch are still glibc's, though small ones now come
+        // from mimalloc.
+        for &(p, layout) in &before {
+            assert!(
+                !owned_by_mimalloc(p, layout.size()),
+                "{} bytes",
+                layout.size()
+            );
+        }
 
         // Grown and shrunk across the boundary and across the switch: bytes and
         // alignment kept, and each freed by its owner (a wrong owner aborts the test).
-        for align in [8, 64, 4096] {
+        for align in [8, 64, 4096, 128 * 1024] {
             for (from, to) in [
                 (100, LARGE - 1),
                 (LARGE - 1, LARGE),
