@@ -85,15 +85,6 @@ fn cli(data: &Path, args: &[&str]) -> (i32, String) {
     )
 }
 
-fn vm_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// What held up: malformed JSON, an unknown op and a wrong version are each refused with
 /// one final error line; a client that sends half a line and stalls does not hold up the
 /// other clients.

@@ -16,6 +16,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::mount::vm_rss_kib;
 use common::server::KmsServer as Server;
 use common::*;
 use cryptvol::aws::sigv4::{self, Credentials, RequestParts};
@@ -866,15 +867,6 @@ fn a_flood_of_bad_requests_is_counted_not_written_line_by_line() {
         last["additionalEventData"]["refusalsNotRecorded"].as_u64() > Some(0),
         "{last:#}"
     );
-}
-
-fn vm_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
 }
 
 /// Hostile bodies cost the server memory while they are in flight, not after: as root its

@@ -207,6 +207,16 @@ pub fn process_alive(pid: i32) -> bool {
     }
 }
 
+/// The resident memory of `pid` (VmRSS, KiB); panics if the process is gone.
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS for process {pid}: has it exited?"))
+}
+
 /// Live `cryptvol ... daemon` processes serving `data_dir`.
 pub fn daemons_of(data_dir: &Path) -> Vec<i32> {
     let want = data_dir.as_os_str().as_encoded_bytes();
