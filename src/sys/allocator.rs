@@ -63,15 +63,14 @@ fn small_goes_to_mimalloc(size: usize) -> bool {
 
 fn owned_by_mimalloc(ptr: *mut u8, size: usize) -> bool {
     // Before the switch nothing is mimalloc's, and a large block never is.
-    size < LARGE
-        && SMALL_FROM_MIMALLOC.load(Ordering::Relaxed)
+    small_goes_to_mimalloc(size)
         // SAFETY: a lookup of the address in mimalloc's page map; reads no block memory.
         && unsafe { libmimalloc_sys::mi_is_in_heap_region(ptr.cast()) }
 }
 
 // SAFETY: every block is freed and resized by the allocator that made it: `owned_by_mimalloc`
 // tells exactly (sizes of LARGE or more are only ever glibc's; a small block is mimalloc's
-// iff its page map knows the address). A `realloc` that changes allocator allocates in the
+// iff its page map knows the address, which it never does for a block glibc made). A `realloc` that changes allocator allocates in the
 // new one, copies and frees, as `GlobalAlloc` allows.
 unsafe impl GlobalAlloc for SplitAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
