@@ -34,7 +34,7 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
         // A parent this user may not read (write and search only) cannot be opened to
         // sync; the failure of a sync that ran is an error.
         if let Ok(parent) = File::open(parent_of(dir)) {
-            parent.sync_all()?;
+            sync_dir_file(parent_of(dir), &parent)?;
         }
     }
     Ok(())
@@ -42,7 +42,39 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
 
 /// Makes a directory entry change (create, rename, unlink) in `dir` durable.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    sync_dir_file(dir, &File::open(dir)?)
+}
+
+/// `fsync_dir` of a directory already open as `file` (at `path`). Every directory sync of
+/// the crate goes through here, so that tests can see which entries were made durable:
+/// a crash that loses an unsynced entry cannot be staged on this kernel (no device mapper
+/// to drop writes), so the syncs themselves are what the tests check (`synced_dirs`).
+pub fn sync_dir_file(path: &Path, file: &File) -> io::Result<()> {
+    #[cfg(test)]
+    synced_dirs::record(path);
+    #[cfg(not(test))]
+    let _ = path;
+    file.sync_all()
+}
+
+/// The directories this thread synced (unit tests only).
+#[cfg(test)]
+pub mod synced_dirs {
+    use std::cell::RefCell;
+    use std::path::{Path, PathBuf};
+
+    thread_local! {
+        static SYNCED: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn record(path: &Path) {
+        SYNCED.with(|s| s.borrow_mut().push(path.to_path_buf()));
+    }
+
+    /// The directories synced on this thread since the last call, in order.
+    pub fn take() -> Vec<PathBuf> {
+        SYNCED.with(|s| std::mem::take(&mut *s.borrow_mut()))
+    }
 }
 
 fn parent_of(path: &Path) -> &Path {
@@ -159,6 +191,30 @@ impl FileLock {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn each_directory_created_is_synced_in_its_parent() {
+        let t = tempfile::tempdir().unwrap();
+        let deep = t.path().join("a/b/c");
+        synced_dirs::take();
+        create_private_dir(&deep).unwrap();
+        assert_eq!(
+            synced_dirs::take(),
+            [
+                t.path().to_path_buf(),
+                t.path().join("a"),
+                t.path().join("a/b")
+            ],
+            "the entry of a, b and c each made durable in its parent, outermost first"
+        );
+        create_private_dir(&deep).unwrap();
+        assert!(
+            synced_dirs::take().is_empty(),
+            "nothing created, nothing to sync"
+        );
+        create_private_dir(&deep.join("d")).unwrap();
+        assert_eq!(synced_dirs::take(), [deep]);
+    }
 
     #[test]
     fn a_held_lock_is_not_taken_again_until_it_is_dropped() {

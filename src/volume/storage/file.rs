@@ -44,7 +44,7 @@ impl FileStorage {
         if !existed {
             // A failed sync here is a failed sync of the pool (the latch trips on it).
             let dir = File::open(&self.dir)?;
-            dir.sync_all().map_err(OpenSyncFailed::wrap)?;
+            fsio::sync_dir_file(&self.dir, &dir).map_err(OpenSyncFailed::wrap)?;
         }
         Ok(Arc::new(DataFile {
             path,
@@ -105,7 +105,8 @@ impl PoolStorage for FileStorage {
         // just made, and any file a process created (this database, a data file) and then
         // failed to sync the entry of, or was killed before it could (files that exist
         // are not synced again when opened).
-        let synced = File::open(&self.dir).and_then(|dir| latch.sync(&self.dir, || dir.sync_all()));
+        let synced = File::open(&self.dir)
+            .and_then(|dir| latch.sync(&self.dir, || fsio::sync_dir_file(&self.dir, &dir)));
         synced.map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
         // redb caches up to 1 GiB of pages by default; the pool's metadata (maps, slot
         // records) is read on open and written at commits, so a small cache holds what
@@ -276,5 +277,28 @@ mod tests {
             f.read_at(&mut buf, 4096).unwrap();
             assert_eq!(buf, [7u8; 4096], "{base}: the usual read");
         }
+    }
+
+    /// The pool directory's entries are made durable at every open of its metadata, not
+    /// only when the database is created: a process that created a data file and was
+    /// killed before syncing its entry leaves the next owner to do it. A data file is
+    /// synced into the directory when created, and not again when opened.
+    #[test]
+    fn the_pool_directory_is_synced_at_every_open_and_for_each_new_file() {
+        use crate::sys::fsio::synced_dirs;
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().to_path_buf();
+        let storage = FileStorage::new(dir.clone());
+        let just_dir = vec![dir];
+        let latch = SyncLatch::default();
+        synced_dirs::take();
+        drop(storage.open_metadata(&latch).unwrap());
+        assert_eq!(synced_dirs::take(), just_dir, "created: synced once");
+        drop(storage.open_metadata(&latch).unwrap());
+        assert_eq!(synced_dirs::take(), just_dir, "opened again: synced again");
+        drop(storage.data(12).unwrap());
+        assert_eq!(synced_dirs::take(), just_dir, "a new data file's entry");
+        drop(storage.data(12).unwrap());
+        assert!(synced_dirs::take().is_empty(), "an existing data file");
     }
 }
