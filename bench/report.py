@@ -209,6 +209,18 @@ def pgbench_figures(path):
             "txn": int(n.group(1)) if n else None, "failed": int(failed.group(1)) if failed else 0}
 
 
+def target_entry(tdir, label, failures):
+    """A target's figures so far (its target.json, with no jobs yet), or None, recorded as
+    a failure, if bench/run did not get as far as writing it."""
+    meta_path = os.path.join(tdir, "target.json")
+    if not os.path.exists(meta_path):
+        failures.append(f"{label}: did not finish")
+        return None
+    entry = load_json(meta_path)
+    entry["jobs"] = {}
+    return entry
+
+
 def collect_db(raw, params, failures):
     """The database jobs' figures per target: {target: {meta..., "jobs": {job: figures}}}."""
     targets = params.get("db_targets", "").split()
@@ -216,12 +228,9 @@ def collect_db(raw, params, failures):
     db = {}
     for t in targets:
         tdir = os.path.join(raw, "db", t)
-        meta_path = os.path.join(tdir, "target.json")
-        if not os.path.exists(meta_path):
-            failures.append(f"database jobs on {t}: did not finish")
+        entry = target_entry(tdir, f"database jobs on {t}", failures)
+        if entry is None:
             continue
-        entry = load_json(meta_path)
-        entry["jobs"] = {}
         for j in jobs:
             try:
                 if j.startswith("pgbench"):
@@ -254,12 +263,9 @@ def collect(raw):
     failures = []
     for t in targets:
         tdir = os.path.join(raw, "fio", t)
-        meta_path = os.path.join(tdir, "target.json")
-        if not os.path.exists(meta_path):
-            failures.append(f"{t}: did not finish")
+        entry = target_entry(tdir, t, failures)
+        if entry is None:
             continue
-        entry = load_json(meta_path)
-        entry["jobs"] = {}
         for j in jobs:
             runs = []
             for p in sorted(glob.glob(os.path.join(tdir, f"{j}.*.json"))):
