@@ -50,11 +50,12 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 /// a crash that loses an unsynced entry cannot be staged on this kernel (no device mapper
 /// to drop writes), so the syncs themselves are what the tests check (`synced_dirs`).
 pub fn sync_dir_file(path: &Path, file: &File) -> io::Result<()> {
+    file.sync_all()?;
     #[cfg(test)]
     synced_dirs::record(path);
     #[cfg(not(test))]
     let _ = path;
-    file.sync_all()
+    Ok(())
 }
 
 /// The directories this thread synced (unit tests only).
@@ -64,15 +65,30 @@ pub mod synced_dirs {
     use std::path::{Path, PathBuf};
 
     thread_local! {
-        static SYNCED: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
+        static SYNCED: RefCell<Vec<(PathBuf, Vec<String>)>> = const { RefCell::new(Vec::new()) };
     }
 
+    /// A sync of `path` that succeeded, with the names its directory held then (what the
+    /// sync made durable).
     pub(super) fn record(path: &Path) {
-        SYNCED.with(|s| s.borrow_mut().push(path.to_path_buf()));
+        let mut names: Vec<String> = std::fs::read_dir(path)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        SYNCED.with(|s| s.borrow_mut().push((path.to_path_buf(), names)));
     }
 
     /// The directories synced on this thread since the last call, in order.
     pub fn take() -> Vec<PathBuf> {
+        take_with_names().into_iter().map(|(p, _)| p).collect()
+    }
+
+    /// As [`take`], each with the names in the directory when it was synced.
+    pub fn take_with_names() -> Vec<(PathBuf, Vec<String>)> {
         SYNCED.with(|s| std::mem::take(&mut *s.borrow_mut()))
     }
 }
@@ -198,14 +214,16 @@ mod tests {
         let deep = t.path().join("a/b/c");
         synced_dirs::take();
         create_private_dir(&deep).unwrap();
+        let name = |n: &str| vec![n.to_string()];
         assert_eq!(
-            synced_dirs::take(),
+            synced_dirs::take_with_names(),
             [
-                t.path().to_path_buf(),
-                t.path().join("a"),
-                t.path().join("a/b")
+                (t.path().to_path_buf(), name("a")),
+                (t.path().join("a"), name("b")),
+                (t.path().join("a/b"), name("c"))
             ],
-            "the entry of a, b and c each made durable in its parent, outermost first"
+            "the entry of a, b and c each made durable in its parent (after it was made), \
+             outermost first"
         );
         create_private_dir(&deep).unwrap();
         assert!(
