@@ -93,6 +93,20 @@ impl Client {
                         .into(),
                 });
             }
+            if !resp.ends_with('\n') {
+                // Every frame ends with a newline: a line cut off by the end of the stream
+                // is a reply the daemon did not finish writing (it was killed while
+                // answering), not a damaged or foreign one.
+                return Err(VolumeError::Remote {
+                    kind: ErrorKind::Busy,
+                    message: format!(
+                        "the region daemon at {} stopped while answering (its reply was cut off \
+                         after {} bytes): check with `cryptvol status`, then retry",
+                        self.path.display(),
+                        resp.len()
+                    ),
+                });
+            }
             match serde_json::from_str::<Frame<T>>(&resp) {
                 Ok(Frame::Progress(n)) => {
                     // Nothing to cancel from this side: dropping the connection does it.
@@ -303,5 +317,50 @@ impl Catalog for Client {
 
     fn run_copy(&self, job: CopyJob, progress: Progress) -> Result<CopyStats> {
         self.call_with_progress(Request::RunCopy { job }, progress)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+
+    /// A daemon that reads one request, writes `reply` and is gone.
+    fn daemon_answering(reply: &'static [u8]) -> (tempfile::TempDir, Client) {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("daemon.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut request = String::new();
+            BufReader::new(&s).read_line(&mut request).unwrap();
+            s.write_all(reply).unwrap();
+        });
+        (d, Client { path })
+    }
+
+    /// Defect (a kill -9 crash cycle): a daemon killed while writing a long reply left the
+    /// client a line cut off mid-JSON, which it reported as a damaged reply from "a daemon
+    /// of another cryptvol version" (exit 12) instead of a daemon that stopped (exit 16).
+    #[test]
+    fn a_reply_cut_off_by_the_daemons_death_is_a_stopped_daemon_not_a_damaged_one() {
+        let (_d, client) = daemon_answering(br#"{"Done":{"Ok":[{"id":"snap-0123"#);
+        match client.call::<serde_json::Value>(Request::Ping) {
+            Err(VolumeError::Remote {
+                kind: ErrorKind::Busy,
+                message,
+            }) => assert!(message.contains("stopped while answering"), "{message}"),
+            other => panic!("expected a stopped daemon, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_whole_reply_that_is_not_ours_is_still_damaged() {
+        let (_d, client) = daemon_answering(b"{\"Done\":{\"Ok\":[\n");
+        match client.call::<serde_json::Value>(Request::Ping) {
+            Err(VolumeError::Corrupt { what, .. }) => assert!(what.contains("reply"), "{what}"),
+            other => panic!("expected a damaged reply, got {other:?}"),
+        }
     }
 }
