@@ -86,25 +86,24 @@ impl Client {
         loop {
             let mut resp = String::new();
             reader.read_line(&mut resp).map_err(io)?;
-            if resp.is_empty() {
-                return Err(VolumeError::Remote {
-                    kind: ErrorKind::Busy,
-                    message: "the region daemon closed the connection (it is stopping): retry"
-                        .into(),
-                });
-            }
             if !resp.ends_with('\n') {
-                // Every frame ends with a newline: a line cut off by the end of the stream
-                // is a reply the daemon did not finish writing (it was killed while
-                // answering), not a damaged or foreign one.
-                return Err(VolumeError::Remote {
-                    kind: ErrorKind::Busy,
-                    message: format!(
+                // Every frame ends with a newline. Nothing at all: the daemon closed the
+                // connection (it is stopping). A line cut off by the end of the stream: a
+                // reply the daemon did not finish writing (it was killed while answering),
+                // not a damaged or foreign one.
+                let message = if resp.is_empty() {
+                    "the region daemon closed the connection (it is stopping): retry".into()
+                } else {
+                    format!(
                         "the region daemon at {} stopped while answering (its reply was cut off \
                          after {} bytes): check with `cryptvol status`, then retry",
                         self.path.display(),
                         resp.len()
-                    ),
+                    )
+                };
+                return Err(VolumeError::Remote {
+                    kind: ErrorKind::Busy,
+                    message,
                 });
             }
             match serde_json::from_str::<Frame<T>>(&resp) {
@@ -352,6 +351,18 @@ mod tests {
                 message,
             }) => assert!(message.contains("stopped while answering"), "{message}"),
             other => panic!("expected a stopped daemon, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_daemon_that_closes_without_a_word_is_stopping() {
+        let (_d, client) = daemon_answering(b"");
+        match client.call::<serde_json::Value>(Request::Ping) {
+            Err(VolumeError::Remote {
+                kind: ErrorKind::Busy,
+                message,
+            }) => assert!(message.contains("it is stopping"), "{message}"),
+            other => panic!("expected a stopping daemon, got {other:?}"),
         }
     }
 

@@ -70,8 +70,9 @@ fn owned_by_mimalloc(ptr: *mut u8, size: usize) -> bool {
 
 // SAFETY: every block is freed and resized by the allocator that made it: `owned_by_mimalloc`
 // tells exactly (sizes of LARGE or more are only ever glibc's; a small block is mimalloc's
-// iff its page map knows the address, which it never does for a block glibc made). A `realloc` that changes allocator allocates in the
-// new one, copies and frees, as `GlobalAlloc` allows.
+// iff its page map knows the address, which it never does for a block glibc made). A
+// `realloc` that changes allocator allocates in the new one, copies and frees, as
+// `GlobalAlloc` allows.
 unsafe impl GlobalAlloc for SplitAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees (non-zero size).
